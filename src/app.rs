@@ -1,0 +1,231 @@
+//! Wiring: open the store, load the registry, start the flusher, serve, and
+//! on stop drain everything to disk.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+
+use crate::auth::AdminToken;
+use crate::chat::ChatBackend;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::http::{self, AppState};
+use crate::pricing::{PriceError, PriceTable};
+use crate::registry::{Registry, RegistryError};
+use crate::stats::Stats;
+use crate::store::{SledStore, Store, StoreError};
+use crate::usage::flusher::UsageFlusher;
+use crate::usage::queue::{usage_queue, UsageQueue};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Prices(#[from] PriceError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// A started Tollgate, not yet serving.
+pub struct Tollgate {
+    pub config: Config,
+    pub store: Arc<SledStore>,
+    pub registry: Arc<Registry>,
+    pub stats: Arc<Stats>,
+    pub clock: Arc<dyn Clock>,
+    pub queue: UsageQueue,
+    pub prices: Arc<PriceTable>,
+    /// Where the admin token was written, when it was not given.
+    pub admin_token_path: Option<PathBuf>,
+    admin: Option<AdminToken>,
+    flusher: UsageFlusher,
+}
+
+impl Tollgate {
+    /// Opens the data directory and loads everything; `admin_token` is
+    /// `TOLLGATE_ADMIN_TOKEN`, if set.
+    pub fn open(
+        config: Config,
+        admin_token: Option<&str>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tollgate, StartError> {
+        let started = std::time::Instant::now();
+        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+            "cannot create data dir {}",
+            config.data_dir.display()
+        )))?;
+        let store = Arc::new(SledStore::open(
+            &config.data_dir.join("db"),
+            config.flush.interval_ms,
+            config.store.cache_mb * 1024 * 1024,
+        )?);
+        let (admin, admin_token_path) = AdminToken::load_or_create(admin_token, &config.data_dir)
+            .map_err(io("cannot write the admin token"))?;
+        let prices = Arc::new(if config.prices.is_empty() {
+            PriceTable::builtin()
+        } else {
+            PriceTable::load(std::path::Path::new(&config.prices))?
+        });
+        let registry = Arc::new(Registry::load(
+            store.clone() as Arc<dyn Store>,
+            &config.default_plans()?,
+            clock.now(),
+        )?);
+        let stats = Arc::new(Stats::default());
+        let (queue, rx) = usage_queue(config.flush.queue_capacity, stats.clone());
+        let flusher = UsageFlusher::start(
+            rx,
+            store.clone() as Arc<dyn Store>,
+            Duration::from_millis(config.flush.interval_ms),
+            stats.clone(),
+        )
+        .map_err(io("cannot start the flusher thread"))?;
+        tracing::info!(
+            tenants = registry.tenant_count(),
+            took_ms = started.elapsed().as_millis() as u64,
+            data_dir = %config.data_dir.display(),
+            "store loaded"
+        );
+        Ok(Tollgate {
+            config,
+            store,
+            registry,
+            stats,
+            clock,
+            queue,
+            prices,
+            admin_token_path,
+            admin: Some(admin),
+            flusher,
+        })
+    }
+
+    fn app_state(&mut self) -> web::Data<AppState> {
+        let chat = &self.config.chat;
+        let api_key = std::env::var(&chat.api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty());
+        web::Data::new(AppState {
+            registry: self.registry.clone(),
+            queue: self.queue.clone(),
+            clock: self.clock.clone(),
+            prices: self.prices.clone(),
+            chat: ChatBackend::new(
+                &chat.upstream,
+                api_key,
+                Duration::from_millis(chat.timeout_ms),
+            ),
+            admin: self
+                .admin
+                .take()
+                .unwrap_or_else(|| AdminToken::new(&crate::auth::generate_key())),
+            stats: self.stats.clone(),
+            max_body_bytes: self.config.max_body_bytes,
+            default_model: chat.default_model.clone(),
+        })
+    }
+
+    /// Serves on `listener` until SIGTERM/SIGINT (or the handle's stop), then
+    /// drains the queue and flushes the store. Blocks the calling thread.
+    pub fn serve(self, listener: TcpListener) -> Result<(), StartError> {
+        self.serve_with(listener, |_| {})
+    }
+
+    /// Like [`serve`](Self::serve), handing the server's handle to `on_start`.
+    pub fn serve_with(
+        mut self,
+        listener: TcpListener,
+        on_start: impl FnOnce(actix_web::dev::ServerHandle),
+    ) -> Result<(), StartError> {
+        let state = self.app_state();
+        let workers = self.config.workers;
+        let result = actix_web::rt::System::new().block_on(async move {
+            let server = http::server(state, listener, workers)?;
+            on_start(server.handle());
+            server.await
+        });
+        self.flusher.shutdown();
+        self.store.flush()?;
+        tracing::info!("stopped; every queued record is on disk");
+        result.map_err(io("the HTTP server failed"))
+    }
+}
+
+/// A server running on its own thread (tests, embedding).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<Result<(), StartError>>>,
+}
+
+impl RunningServer {
+    /// Opens `config`'s data dir and serves on `127.0.0.1:0`.
+    pub fn start(
+        config: Config,
+        admin_token: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RunningServer, StartError> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(io("cannot bind"))?;
+        let addr = listener.local_addr().map_err(io("no local address"))?;
+        let tollgate = Tollgate::open(config, Some(admin_token), clock)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("tollgate-server".into())
+            .spawn(move || {
+                tollgate.serve_with(listener, move |h| {
+                    let _ = tx.send(h);
+                })
+            })
+            .map_err(io("cannot spawn the server thread"))?;
+        let handle = rx.recv().map_err(|_| StartError::Io {
+            context: "the server did not start".into(),
+            source: std::io::Error::other("server thread ended"),
+        })?;
+        Ok(RunningServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Graceful stop: finishes requests in flight, drains and flushes.
+    pub fn stop(mut self) -> Result<(), StartError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), StartError> {
+        if let Some(thread) = self.thread.take() {
+            // The stop command is sent when `stop` is called; the thread's
+            // end is what we wait for.
+            drop(self.handle.stop(true));
+            return thread.join().unwrap_or(Ok(()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}

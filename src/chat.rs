@@ -1,0 +1,158 @@
+//! `POST /api/chat`'s bot: an OpenAI-compatible upstream when configured,
+//! else the built-in echo bot that answers deterministically and counts
+//! tokens itself.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReply {
+    pub reply: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("the chat upstream did not answer in time")]
+    Timeout,
+    #[error("the chat upstream failed: {0}")]
+    Upstream(String),
+}
+
+pub enum ChatBackend {
+    Echo,
+    Upstream {
+        client: reqwest::Client,
+        url: String,
+        api_key: Option<String>,
+    },
+}
+
+/// A deterministic token estimate: about one token per four bytes of each
+/// word, and one per punctuation mark.
+pub fn count_tokens(text: &str) -> u64 {
+    text.split_whitespace()
+        .map(|w| {
+            let punct = w.chars().filter(|c| c.is_ascii_punctuation()).count() as u64;
+            let letters = w.len() as u64 - punct;
+            letters.div_ceil(4) + punct
+        })
+        .sum()
+}
+
+impl ChatBackend {
+    pub fn new(upstream: &str, api_key: Option<String>, timeout: Duration) -> ChatBackend {
+        if upstream.is_empty() {
+            return ChatBackend::Echo;
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        ChatBackend::Upstream {
+            client,
+            url: format!("{}/v1/chat/completions", upstream.trim_end_matches('/')),
+            api_key,
+        }
+    }
+
+    pub async fn complete(&self, message: &str, model: &str) -> Result<ChatReply, ChatError> {
+        match self {
+            ChatBackend::Echo => {
+                let reply = format!("Echo: {message}");
+                Ok(ChatReply {
+                    prompt_tokens: count_tokens(message),
+                    completion_tokens: count_tokens(&reply),
+                    reply,
+                    model: model.to_string(),
+                })
+            }
+            ChatBackend::Upstream {
+                client,
+                url,
+                api_key,
+            } => {
+                let body = serde_json::json!({
+                    "model": model,
+                    "messages": [{"role": "user", "content": message}],
+                });
+                let mut req = client.post(url).json(&body);
+                if let Some(k) = api_key {
+                    req = req.bearer_auth(k);
+                }
+                let resp = req.send().await.map_err(map_err)?;
+                let status = resp.status();
+                if !status.is_success() {
+                    return Err(ChatError::Upstream(format!("status {status}")));
+                }
+                let parsed: Completion = resp.json().await.map_err(map_err)?;
+                let reply = parsed
+                    .choices
+                    .into_iter()
+                    .next()
+                    .map(|c| c.message.content)
+                    .ok_or_else(|| ChatError::Upstream("no choices in the answer".into()))?;
+                let usage = parsed.usage.unwrap_or_default();
+                Ok(ChatReply {
+                    reply,
+                    model: parsed.model.unwrap_or_else(|| model.to_string()),
+                    prompt_tokens: usage.prompt_tokens,
+                    completion_tokens: usage.completion_tokens,
+                })
+            }
+        }
+    }
+}
+
+fn map_err(e: reqwest::Error) -> ChatError {
+    if e.is_timeout() {
+        ChatError::Timeout
+    } else {
+        ChatError::Upstream(e.without_url().to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    model: Option<String>,
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_estimate_is_deterministic() {
+        assert_eq!(count_tokens(""), 0);
+        assert_eq!(count_tokens("Hello"), 2);
+        assert_eq!(count_tokens("Hello, world!"), 2 + 1 + 2 + 1);
+        assert_eq!(
+            count_tokens("Hello, world!"),
+            count_tokens("Hello,   world!")
+        );
+    }
+}

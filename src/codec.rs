@@ -1,0 +1,78 @@
+//! The one place values are encoded for the store: bincode 2 (pinned `=2.0.1`)
+//! through serde, standard configuration (varint integers, little endian).
+
+use serde::{de::DeserializeOwned, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("codec: {0}")]
+pub struct CodecError(String);
+
+const CONFIG: bincode::config::Configuration = bincode::config::standard();
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, CONFIG).map_err(|e| CodecError(e.to_string()))
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(CodecError(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Plan, RateLimit, Tenant, TenantStatus, UsageRecord};
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn round_trips_domain_types() {
+        let plan = Plan {
+            id: "pro".into(),
+            name: "Pro".into(),
+            monthly_calls: Some(1_000_000),
+            monthly_tokens: None,
+            rate_limit: Some(RateLimit {
+                requests: 100,
+                per_seconds: 1,
+                burst: 200,
+            }),
+            price_usd_monthly: 99.0,
+        };
+        assert_eq!(decode::<Plan>(&encode(&plan).unwrap()).unwrap(), plan);
+        let tenant = Tenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            plan_id: "pro".into(),
+            status: TenantStatus::Suspended,
+            created_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        };
+        assert_eq!(decode::<Tenant>(&encode(&tenant).unwrap()).unwrap(), tenant);
+        let rec = UsageRecord {
+            ts_ms: 1_700_000_000_123,
+            endpoint: "/api/chat".into(),
+            metadata: vec![("k".into(), "v".into())],
+            cost_usd: 0.25,
+            ..Default::default()
+        };
+        let bytes = encode(&vec![rec.clone(), rec.clone()]).unwrap();
+        assert_eq!(
+            decode::<Vec<UsageRecord>>(&bytes).unwrap(),
+            vec![rec.clone(), rec]
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_and_trailing_bytes() {
+        assert!(decode::<Plan>(&[0xff, 0xff, 0xff]).is_err());
+        let mut bytes = encode(&7u64).unwrap();
+        bytes.push(0);
+        assert!(decode::<u64>(&bytes).is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! Settings: defaults, then the config file, then `TOLLGATE_*` variables, then
+//! command-line flags. Every key of the file has a variable: the section and
+//! key joined by `_`, upper-cased (`[flush] interval_ms` is
+//! `TOLLGATE_FLUSH_INTERVAL_MS`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Plan;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    /// Override of the built-in model price table (same JSON shape).
+    pub prices: String,
+    /// Default plans loaded into an empty store (built-in `data/plans.toml` when empty).
+    pub plans: String,
+    /// Cap on request bodies, in bytes.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    pub flush: FlushConfig,
+    pub retention: RetentionConfig,
+    pub store: StoreConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlushConfig {
+    /// The bound on what a `kill -9` can lose.
+    pub interval_ms: u64,
+    pub queue_capacity: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub raw_days: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled's page cache, in MiB.
+    pub cache_mb: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// OpenAI-compatible base URL; empty = the built-in echo bot.
+    pub upstream: String,
+    /// Name of the variable holding the upstream's API key.
+    pub api_key_env: String,
+    /// Model used when a chat request names none.
+    pub default_model: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./tollgate-data"),
+            prices: String::new(),
+            plans: String::new(),
+            max_body_bytes: 1 << 20,
+            workers: 0,
+            flush: FlushConfig::default(),
+            retention: RetentionConfig::default(),
+            store: StoreConfig::default(),
+            chat: ChatConfig::default(),
+        }
+    }
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig {
+            interval_ms: 100,
+            queue_capacity: 1_000_000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { raw_days: 90 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { cache_mb: 64 }
+    }
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            upstream: String::new(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            default_model: "gpt-4o-mini".into(),
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, overlaid with `file` (if any) and the `TOLLGATE_*` variables of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let from_file: toml::Value = toml::from_str(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            merge(&mut value, from_file);
+        }
+        let vars: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("TOLLGATE_"))
+            .collect();
+        apply_env(&mut value, "TOLLGATE", &vars)?;
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.flush.interval_ms == 0 || self.flush.interval_ms > 60_000 {
+            return bad("flush.interval_ms must be 1 to 60000");
+        }
+        if self.flush.queue_capacity == 0 {
+            return bad("flush.queue_capacity must be at least 1");
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes must be at least 1024");
+        }
+        if self.retention.raw_days == 0 {
+            return bad("retention.raw_days must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The plans an empty store starts with.
+    pub fn default_plans(&self) -> Result<Vec<Plan>, ConfigError> {
+        let text = if self.plans.is_empty() {
+            include_str!("../data/plans.toml").to_string()
+        } else {
+            std::fs::read_to_string(&self.plans).map_err(|source| ConfigError::Read {
+                path: self.plans.clone(),
+                source,
+            })?
+        };
+        parse_plans(&text)
+    }
+}
+
+/// Reads a plans file: `[[plans]]` tables with snake_case keys.
+pub fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        plans: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        id: String,
+        name: String,
+        monthly_calls: Option<u64>,
+        monthly_tokens: Option<u64>,
+        rate_limit: Option<RateEntry>,
+        #[serde(default)]
+        price_usd_monthly: f64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RateEntry {
+        requests: u64,
+        per_seconds: u64,
+        burst: u64,
+    }
+    let file: File = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    file.plans
+        .into_iter()
+        .map(|e| {
+            let plan = Plan {
+                id: e.id,
+                name: e.name,
+                monthly_calls: e.monthly_calls,
+                monthly_tokens: e.monthly_tokens,
+                rate_limit: e.rate_limit.map(|r| crate::model::RateLimit {
+                    requests: r.requests,
+                    per_seconds: r.per_seconds,
+                    burst: r.burst,
+                }),
+                price_usd_monthly: e.price_usd_monthly,
+            };
+            plan.validate()
+                .map_err(|err| ConfigError::Invalid(format!("plan '{}': {err}", plan.id)))?;
+            Ok(plan)
+        })
+        .collect()
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Overrides every scalar of `value` whose variable is set, parsed as the
+/// type the default has.
+fn apply_env(
+    value: &mut toml::Value,
+    prefix: &str,
+    vars: &std::collections::HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let toml::Value::Table(table) = value else {
+        return Ok(());
+    };
+    for (key, slot) in table.iter_mut() {
+        let name = format!("{prefix}_{}", key.to_uppercase());
+        if slot.is_table() {
+            apply_env(slot, &name, vars)?;
+            continue;
+        }
+        let Some(raw) = vars.get(&name) else { continue };
+        let bad = || ConfigError::Invalid(format!("{name}={raw:?} is not a valid value"));
+        *slot = match slot {
+            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad())?),
+            toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| bad())?),
+            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| bad())?),
+            _ => toml::Value::String(raw.clone()),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "bind = \"0.0.0.0:9\"\n[flush]\ninterval_ms = 50\n[chat]\nupstream = \"http://x\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "TOLLGATE_FLUSH_QUEUE_CAPACITY".to_string(),
+                "77".to_string(),
+            ),
+            ("TOLLGATE_BIND".to_string(), "127.0.0.1:1".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.bind, "127.0.0.1:1");
+        assert_eq!(c.flush.interval_ms, 50);
+        assert_eq!(c.flush.queue_capacity, 77);
+        assert_eq!(c.chat.upstream, "http://x");
+        assert_eq!(c.retention.raw_days, 90);
+    }
+
+    #[test]
+    fn rejects_bad_values_clearly() {
+        let env = vec![("TOLLGATE_FLUSH_INTERVAL_MS".to_string(), "soon".to_string())];
+        let e = Config::load(None, env).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_FLUSH_INTERVAL_MS"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "nonsense = 1\n").unwrap();
+        let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+        assert!(e.contains("nonsense"), "{e}");
+    }
+
+    #[test]
+    fn default_plans_match_the_spec() {
+        let plans = Config::default().default_plans().unwrap();
+        let calls: Vec<_> = plans
+            .iter()
+            .map(|p| (p.id.as_str(), p.monthly_calls))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                ("free", Some(10_000)),
+                ("starter", Some(100_000)),
+                ("professional", Some(1_000_000)),
+                ("enterprise", None)
+            ]
+        );
+        assert!(plans[3].rate_limit.is_none());
+        assert!(plans[..3].iter().all(|p| p.rate_limit.is_some()));
+    }
+}

@@ -1,0 +1,232 @@
+//! Admin routes (admin token): plans, tenants, keys, and a tenant's billing views.
+
+use actix_web::{web, HttpResponse};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson, OptionalJson};
+use super::tenant::{subscription_view, usage_view};
+use super::types::{check_text, CreateKey, CreateTenant, CreatedKey, ListOf};
+use super::AppState;
+use crate::clock::fmt_ms;
+use crate::model::{Plan, Tenant, TenantStatus};
+
+/// A JSON merge of `patch` onto `current`: only existing fields, and the
+/// `fixed` ones must keep their value.
+fn merge_patch<T: Serialize + DeserializeOwned>(
+    current: &T,
+    patch: Value,
+    fixed: &[&str],
+) -> Result<T, ApiError> {
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::invalid(
+            "send a JSON object with the fields to change",
+        ));
+    };
+    let mut value = serde_json::to_value(current).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err(ApiError::invalid("not an object"));
+    };
+    for (k, v) in patch {
+        match obj.get(&k) {
+            None => return Err(ApiError::invalid(format!("unknown field `{k}`"))),
+            Some(old) if fixed.contains(&k.as_str()) && *old != v => {
+                return Err(ApiError::invalid(format!("`{k}` cannot change")))
+            }
+            _ => {
+                obj.insert(k, v);
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+fn created<T: Serialize>(v: T) -> HttpResponse {
+    HttpResponse::Created().json(v)
+}
+
+// ---- plans -----------------------------------------------------------------
+
+pub async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
+    HttpResponse::Ok().json(ListOf {
+        data: st.registry.plans(),
+    })
+}
+
+pub async fn create_plan(
+    st: web::Data<AppState>,
+    _: Admin,
+    body: ApiJson<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let plan: Plan =
+        serde_json::from_value(body.0).map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(created(st.registry.create_plan(plan)?))
+}
+
+pub async fn get_plan(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let plan = st
+        .registry
+        .plan(&id)
+        .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
+    Ok(HttpResponse::Ok().json(plan))
+}
+
+pub async fn patch_plan(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+    body: ApiJson<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let current = st
+        .registry
+        .plan(&id)
+        .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
+    let next: Plan = merge_patch(&current, body.0, &["id"])?;
+    let plan = st.registry.update_plan(&id, |p| {
+        *p = next;
+        Ok(())
+    })?;
+    Ok(HttpResponse::Ok().json(plan))
+}
+
+pub async fn delete_plan(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    st.registry.delete_plan(&id)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- tenants -----------------------------------------------------------------
+
+pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> HttpResponse {
+    HttpResponse::Ok().json(ListOf {
+        data: st.registry.tenants(),
+    })
+}
+
+pub async fn create_tenant(
+    st: web::Data<AppState>,
+    _: Admin,
+    body: ApiJson<CreateTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.0;
+    let id = req.id.ok_or_else(|| ApiError::invalid("id is required"))?;
+    let plan_id = req
+        .plan_id
+        .ok_or_else(|| ApiError::invalid("planId is required"))?;
+    let tenant = Tenant {
+        name: req.name.unwrap_or_else(|| id.clone()),
+        id,
+        plan_id,
+        status: req.status.unwrap_or(TenantStatus::Active),
+        created_at: st.clock.now(),
+    };
+    Ok(created(st.registry.create_tenant(tenant, st.clock.now())?))
+}
+
+fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
+    st.registry
+        .tenant(id)
+        .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))
+}
+
+pub async fn get_tenant(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(tenant_or_404(&st, &id)?))
+}
+
+pub async fn patch_tenant(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+    body: ApiJson<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let current = tenant_or_404(&st, &id)?;
+    let next: Tenant = merge_patch(&current, body.0, &["id", "createdAt"])?;
+    let tenant = st.registry.update_tenant(&id, |t| {
+        *t = next;
+        Ok(())
+    })?;
+    Ok(HttpResponse::Ok().json(tenant))
+}
+
+pub async fn delete_tenant(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    st.registry.delete_tenant(&id, st.clock.now())?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn tenant_usage(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let state = st
+        .registry
+        .tenant_state(&id)
+        .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))?;
+    Ok(HttpResponse::Ok().json(usage_view(&st, &state)?))
+}
+
+pub async fn tenant_subscription(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(subscription_view(&st, &id)?))
+}
+
+// ---- keys ----------------------------------------------------------------------
+
+pub async fn create_key(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+    body: OptionalJson<CreateKey>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.0.name.unwrap_or_else(|| "default".into());
+    if name.is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    check_text("name", &name, 128).map_err(ApiError::invalid)?;
+    let (key, secret) = st.registry.create_key(&id, &name, st.clock.now())?;
+    Ok(created(CreatedKey {
+        id: key.id,
+        key: secret,
+        prefix: key.prefix,
+        name: key.name,
+        created_at: fmt_ms(key.created_at),
+    }))
+}
+
+pub async fn list_keys(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(ListOf {
+        data: st.registry.keys(&id)?,
+    }))
+}
+
+pub async fn revoke_key(
+    st: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, key) = path.into_inner();
+    Ok(HttpResponse::Ok().json(st.registry.revoke_key(&tenant, &key, st.clock.now())?))
+}

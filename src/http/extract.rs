@@ -1,0 +1,230 @@
+//! Extractors that turn what a client sends into typed values or a JSON error:
+//! [`ApiJson`] (bodies), [`TenantAuth`] (tenant keys), [`Admin`] (the admin token).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::quota::{Decision, TenantState};
+
+/// A JSON body, read up to the configured cap and parsed. Errors: 413 over
+/// the cap, 415 for another content type, 400 for malformed JSON, 422 for
+/// JSON of the wrong shape. An empty body reads as `T::default()` when
+/// `OPTIONAL` (routes whose every field has a default).
+pub struct ApiJson<T, const OPTIONAL: bool = false>(pub T);
+
+/// A body that may be left out entirely.
+pub type OptionalJson<T> = ApiJson<T, true>;
+
+fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "state missing",
+        )
+    })
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(ct) = ct.to_str() else { return false };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+async fn read_body(
+    mut payload: Payload,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is over the {limit}-byte cap"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_json(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parses JSON, telling malformed input (400) from the wrong shape (422).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
+        _ => ApiError::bad_json(format!("malformed JSON: {e}")),
+    })
+}
+
+impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
+    for ApiJson<T, OPTIONAL>
+{
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map(|s| s.max_body_bytes);
+        let declared: Option<usize> = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let json = is_json(req);
+        let has_type = req.headers().contains_key(header::CONTENT_TYPE);
+        let payload = payload.take();
+        Box::pin(async move {
+            let limit = limit?;
+            if OPTIONAL && declared == Some(0) && !has_type {
+                return Ok(ApiJson(T::default()));
+            }
+            let body = read_body(payload, declared, limit).await?;
+            if OPTIONAL && body.is_empty() && !has_type {
+                return Ok(ApiJson(T::default()));
+            }
+            if !json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as Content-Type: application/json",
+                ));
+            }
+            if OPTIONAL && body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(ApiJson(T::default()));
+            }
+            Ok(ApiJson(parse_json(&body)?))
+        })
+    }
+}
+
+/// What the response middleware needs to add the rate-limit headers.
+pub struct TenantCtx {
+    pub tenant: Arc<TenantState>,
+    decision: Cell<Option<Decision>>,
+}
+
+impl TenantCtx {
+    pub fn decision(&self) -> Option<Decision> {
+        self.decision.get()
+    }
+}
+
+/// An authenticated tenant (`Authorization: Bearer <key>` or `X-API-Key`).
+pub struct TenantAuth {
+    pub tenant: Arc<TenantState>,
+    ctx: Rc<TenantCtx>,
+}
+
+impl TenantAuth {
+    /// Makes the response's headers describe this decision.
+    pub fn decided(&self, d: Decision) {
+        self.ctx.decision.set(Some(d));
+    }
+}
+
+/// The credential a request presents, if any.
+fn presented(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let bad = || ApiError::unauthorized("invalid_credentials", "the credentials are not readable");
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| bad())?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("invalid_credentials", "use Authorization: Bearer <key>")
+            })?;
+        return Ok(Some(token.trim()));
+    }
+    if let Some(v) = req.headers().get("x-api-key") {
+        return Ok(Some(v.to_str().map_err(|_| bad())?.trim()));
+    }
+    Ok(None)
+}
+
+impl FromRequest for TenantAuth {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready((|| {
+            let st = state(req)?;
+            let secret = presented(req)?.ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_api_key",
+                    "send your API key as Authorization: Bearer <key> or X-API-Key",
+                )
+            })?;
+            let tenant = st.registry.authenticate(secret).ok_or_else(|| {
+                ApiError::unauthorized("invalid_api_key", "the API key is unknown or revoked")
+            })?;
+            let ctx = Rc::new(TenantCtx {
+                tenant: tenant.clone(),
+                decision: Cell::new(None),
+            });
+            req.extensions_mut().insert(ctx.clone());
+            Ok(TenantAuth { tenant, ctx })
+        })())
+    }
+}
+
+/// A request carrying the admin token.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready((|| {
+            let st = state(req)?;
+            let token = presented(req)?.ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_admin_token",
+                    "send Authorization: Bearer <admin token>",
+                )
+            })?;
+            if st.admin.matches(token) {
+                return Ok(Admin);
+            }
+            if st.registry.authenticate(token).is_some() {
+                return Err(ApiError::forbidden(
+                    "admin_only",
+                    "admin routes do not accept tenant keys",
+                ));
+            }
+            Err(ApiError::unauthorized(
+                "invalid_admin_token",
+                "the admin token is wrong",
+            ))
+        })())
+    }
+}

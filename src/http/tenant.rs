@@ -1,0 +1,373 @@
+//! Tenant routes: enforcement (`/api/v1/authorize`, `/api/v1/check`),
+//! ingestion (`/api/v1/usage`), billing reads and the chat bot.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, OptionalJson, TenantAuth};
+use super::types::*;
+use super::AppState;
+use crate::clock::{fmt_ms, nanos_to_utc};
+use crate::model::UsageRecord;
+use crate::pricing::Cost;
+use crate::quota::{Decision, Outcome, TenantState};
+use crate::usage::Queued;
+
+/// The error a rejected decision answers with (403 or 429 and the limit's state).
+pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
+    let (status, code, message, limit, used) = match d.outcome {
+        Outcome::Suspended => {
+            return ApiError::forbidden("tenant_suspended", "this tenant is suspended")
+        }
+        Outcome::RateLimited => {
+            let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
+                Some(b.0),
+                b.0,
+            )
+        }
+        Outcome::QuotaExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            "monthly call quota exceeded".to_string(),
+            d.calls_limit,
+            d.calls_used,
+        ),
+        Outcome::TokenQuotaExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "token_quota_exceeded",
+            "monthly token quota exceeded".to_string(),
+            d.tokens_limit,
+            d.tokens_used,
+        ),
+        Outcome::Allowed => {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "not a rejection",
+            )
+        }
+    };
+    let reset_at = if d.outcome == Outcome::RateLimited {
+        nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64))
+    } else {
+        d.period.end()
+    };
+    ApiError::new(status, code, message)
+        .with("allowed", false)
+        .with("limit", limit)
+        .with("used", used)
+        .with("remaining", limit.map(|l| l.saturating_sub(used)))
+        .with("resetAt", fmt_ms(reset_at))
+        .with("retryAfterSeconds", d.retry_after_secs())
+        .with("plan", plan_id)
+}
+
+fn status_of(d: &Decision) -> u16 {
+    match d.outcome {
+        Outcome::Allowed => 200,
+        Outcome::Suspended => 403,
+        _ => 429,
+    }
+}
+
+/// Hands a record to the flusher; a full queue only counts it.
+fn enqueue(st: &AppState, tenant: &Arc<TenantState>, record: UsageRecord) -> bool {
+    st.queue.enqueue(Queued {
+        tenant: tenant.clone(),
+        record,
+    })
+}
+
+fn price(st: &AppState, model: &str, prompt: u64, completion: u64) -> f64 {
+    let cost = st.prices.cost(model, prompt, completion);
+    if cost == Cost::UnknownModel {
+        st.stats.unknown_model.fetch_add(1, Ordering::Relaxed);
+    }
+    cost.usd()
+}
+
+fn opt_text(field: &str, v: Option<String>, max: usize) -> Result<String, ApiError> {
+    let v = v.unwrap_or_default();
+    check_text(field, &v, max).map_err(ApiError::invalid)?;
+    Ok(v)
+}
+
+/// `POST /api/v1/authorize`: atomic check-and-consume.
+pub async fn authorize(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+    body: OptionalJson<AuthorizeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let req = body.0;
+    let cost = check_count("cost", req.cost.unwrap_or(1)).map_err(ApiError::invalid)?;
+    if cost == 0 {
+        return Err(ApiError::invalid("cost must be at least 1"));
+    }
+    let endpoint = req.endpoint.unwrap_or_else(|| "/api/v1/authorize".into());
+    check_text("endpoint", &endpoint, 256).map_err(ApiError::invalid)?;
+    let method =
+        check_method(req.method.as_deref().unwrap_or("POST")).map_err(ApiError::invalid)?;
+    let user_id = opt_text("userId", req.user_id, 128)?;
+    let bot_id = opt_text("botId", req.bot_id, 128)?;
+
+    let now = st.clock.now_nanos();
+    let tenant = &auth.tenant;
+    let d = tenant.decide(cost, now, !req.dry_run);
+    auth.decided(d);
+    let plan = tenant.plan();
+    if !req.dry_run {
+        enqueue(
+            &st,
+            tenant,
+            UsageRecord {
+                ts_ms: now.div_euclid(1_000_000),
+                endpoint,
+                method,
+                status: status_of(&d),
+                response_ms: started.elapsed().as_secs_f64() * 1e3,
+                user_id,
+                bot_id,
+                calls: if d.allowed() { cost } else { 0 },
+                ..Default::default()
+            },
+        );
+    }
+    if !d.allowed() {
+        return Err(rejection(&d, &plan.plan.id));
+    }
+    Ok(HttpResponse::Ok().json(AuthorizeResponse {
+        allowed: true,
+        limit: d.calls_limit,
+        used: d.calls_used,
+        remaining: d.calls_remaining(),
+        reset_at: fmt_ms(d.period.end()),
+        plan: plan.plan.id.clone(),
+    }))
+}
+
+/// `POST /api/v1/check`: would a request of `cost` pass? Consumes nothing.
+pub async fn check(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+    body: OptionalJson<AuthorizeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.0;
+    let cost = check_count("cost", req.cost.unwrap_or(1)).map_err(ApiError::invalid)?;
+    if cost == 0 {
+        return Err(ApiError::invalid("cost must be at least 1"));
+    }
+    let d = auth.tenant.decide(cost, st.clock.now_nanos(), false);
+    auth.decided(d);
+    let reason = (!d.allowed()).then(|| rejection(&d, "").code);
+    Ok(HttpResponse::Ok().json(CheckResponse {
+        is_allowed: d.allowed(),
+        limit: d.calls_limit,
+        used: d.calls_used,
+        remaining: d.calls_remaining(),
+        reset_at: fmt_ms(d.period.end()),
+        plan: auth.tenant.plan().plan.id.clone(),
+        reason,
+    }))
+}
+
+/// `POST /api/v1/usage`: one record or an array of up to 10,000. The whole
+/// body is checked before any record is taken.
+pub async fn ingest(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+    body: ApiJson<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (items, batch) = match body.0 {
+        Value::Array(a) => (a, true),
+        v @ Value::Object(_) => (vec![v], false),
+        _ => {
+            return Err(ApiError::invalid(
+                "send one usage record (an object) or an array of them",
+            ))
+        }
+    };
+    if items.len() > 10_000 {
+        return Err(ApiError::invalid("at most 10,000 records per request"));
+    }
+    let now_ns = st.clock.now_nanos();
+    let now = nanos_to_utc(now_ns);
+    let tenant = &auth.tenant;
+    let mut records = Vec::with_capacity(items.len());
+    for (i, v) in items.into_iter().enumerate() {
+        let at = |m: String| {
+            if batch {
+                ApiError::invalid(format!("records[{i}]: {m}"))
+            } else {
+                ApiError::invalid(m)
+            }
+        };
+        let input: UsageInput = serde_json::from_value(v).map_err(|e| at(e.to_string()))?;
+        if input.tenant_id.as_deref().is_some_and(|t| t != &*tenant.id) {
+            return Err(ApiError::forbidden(
+                "tenant_mismatch",
+                "a key can report usage for its own tenant only",
+            ));
+        }
+        let mut r = usage_record(input, now).map_err(at)?;
+        r.cost_usd = price(&st, &r.model, r.prompt_tokens, r.completion_tokens);
+        records.push(r);
+    }
+    let total = records.len();
+    let mut accepted = 0;
+    for r in records {
+        tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
+        accepted += enqueue(&st, tenant, r) as usize;
+    }
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "accepted": accepted,
+        "dropped": total - accepted,
+    })))
+}
+
+/// `GET /api/billing/usage`: the period's calls and tokens against the plan.
+pub async fn billing_usage(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(usage_view(&st, &auth.tenant)?))
+}
+
+pub fn usage_view(st: &AppState, tenant: &TenantState) -> Result<BillingUsage, ApiError> {
+    let (_, plan) = st
+        .registry
+        .tenant_with_plan(&tenant.id)
+        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+    Ok(BillingUsage::new(
+        plan,
+        &tenant.snapshot(st.clock.now_nanos()),
+    ))
+}
+
+/// `GET /api/billing/subscription`.
+pub async fn billing_subscription(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(subscription_view(&st, &auth.tenant.id)?))
+}
+
+pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionView, ApiError> {
+    let (tenant, plan) = st
+        .registry
+        .tenant_with_plan(tenant_id)
+        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+    let period = crate::quota::period::Period::containing(st.clock.now());
+    Ok(SubscriptionView {
+        tenant_id: tenant.id,
+        plan,
+        status: tenant.status,
+        current_period_start: fmt_ms(period.start()),
+        current_period_end: fmt_ms(period.end()),
+    })
+}
+
+/// `POST /api/chat`: enforced like every protected route, answered by the
+/// configured upstream or the echo bot, tracked with its tokens and cost.
+/// An upstream failure does not count against the quota.
+pub async fn chat(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+    body: ApiJson<ChatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let req = body.0;
+    let message = req
+        .message
+        .ok_or_else(|| ApiError::invalid("message is required"))?;
+    if message.trim().is_empty() {
+        return Err(ApiError::invalid("message must not be empty"));
+    }
+    if message.len() > 32 * 1024 {
+        return Err(ApiError::invalid("message must be at most 32 KiB"));
+    }
+    let bot_id = req
+        .bot_id
+        .ok_or_else(|| ApiError::invalid("botId is required"))?;
+    check_text("botId", &bot_id, 128).map_err(ApiError::invalid)?;
+    let user_id = opt_text("userId", req.user_id, 128)?;
+    let model = req.model.unwrap_or_else(|| st.default_model.clone());
+    check_text("model", &model, 128).map_err(ApiError::invalid)?;
+
+    let now = st.clock.now_nanos();
+    let tenant = &auth.tenant;
+    let d = tenant.decide(1, now, true);
+    auth.decided(d);
+    let mut record = UsageRecord {
+        ts_ms: now.div_euclid(1_000_000),
+        endpoint: "/api/chat".into(),
+        method: "POST".into(),
+        status: status_of(&d),
+        model: model.clone(),
+        user_id,
+        bot_id,
+        calls: if d.allowed() { 1 } else { 0 },
+        ..Default::default()
+    };
+    if !d.allowed() {
+        record.response_ms = started.elapsed().as_secs_f64() * 1e3;
+        enqueue(&st, tenant, record);
+        return Err(rejection(&d, &tenant.plan().plan.id));
+    }
+    match st.chat.complete(&message, &model).await {
+        Ok(reply) => {
+            let total = reply.prompt_tokens + reply.completion_tokens;
+            let cost = price(
+                &st,
+                &reply.model,
+                reply.prompt_tokens,
+                reply.completion_tokens,
+            );
+            tenant.add_usage(now, record.ts_ms, 0, total);
+            auth.decided(tenant.snapshot(st.clock.now_nanos()));
+            record.response_ms = started.elapsed().as_secs_f64() * 1e3;
+            record.prompt_tokens = reply.prompt_tokens;
+            record.completion_tokens = reply.completion_tokens;
+            record.tokens = total;
+            record.model = reply.model.clone();
+            record.cost_usd = cost;
+            enqueue(&st, tenant, record);
+            Ok(HttpResponse::Ok().json(ChatResponse {
+                reply: reply.reply,
+                model: reply.model,
+                usage: ChatUsage {
+                    prompt_tokens: reply.prompt_tokens,
+                    completion_tokens: reply.completion_tokens,
+                    total_tokens: total,
+                },
+                cost_usd: cost,
+            }))
+        }
+        Err(e) => {
+            tenant.calls.refund(d.period, 1);
+            auth.decided(tenant.snapshot(st.clock.now_nanos()));
+            let (status, code) = match e {
+                crate::chat::ChatError::Timeout => {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+                }
+                crate::chat::ChatError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            };
+            tracing::warn!(error = %e, tenant = %tenant.id, "chat upstream failed");
+            record.status = status.as_u16();
+            record.calls = 0;
+            record.response_ms = started.elapsed().as_secs_f64() * 1e3;
+            enqueue(&st, tenant, record);
+            Err(ApiError::new(status, code, e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Request and response bodies that exist only at the HTTP edge (camelCase JSON),
+//! and the checks of SPEC §5's field bounds.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::fmt_ms;
+use crate::model::{Plan, TenantStatus, UsageRecord};
+use crate::quota::Decision;
+
+pub const MAX_SAFE: u64 = 1 << 53;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    pub cost: Option<u64>,
+    pub endpoint: Option<String>,
+    pub method: Option<String>,
+    pub user_id: Option<String>,
+    pub bot_id: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizeResponse {
+    pub allowed: bool,
+    pub limit: Option<u64>,
+    pub used: u64,
+    pub remaining: Option<u64>,
+    pub reset_at: String,
+    pub plan: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResponse {
+    pub is_allowed: bool,
+    pub limit: Option<u64>,
+    pub used: u64,
+    pub remaining: Option<u64>,
+    pub reset_at: String,
+    pub plan: String,
+    /// Why not, when `isAllowed` is false (the code a 429 would carry).
+    pub reason: Option<&'static str>,
+}
+
+/// One usage record as a client reports it (`POST /api/v1/usage`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageInput {
+    pub timestamp: Option<String>,
+    pub tenant_id: Option<String>,
+    pub endpoint: Option<String>,
+    pub method: Option<String>,
+    pub status_code: Option<u64>,
+    pub response_time: Option<f64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub tokens_used: Option<u64>,
+    pub model: Option<String>,
+    pub user_id: Option<String>,
+    pub bot_id: Option<String>,
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    pub calls: Option<u64>,
+    /// Accepted and ignored: cost is always computed from the price table.
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meter {
+    pub used: u64,
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// Percent of the limit used, two decimals; null when unlimited.
+    pub percent: Option<f64>,
+}
+
+impl Meter {
+    pub fn new(used: u64, limit: Option<u64>) -> Meter {
+        Meter {
+            used,
+            limit,
+            remaining: limit.map(|l| l.saturating_sub(used)),
+            percent: limit.map(|l| {
+                if l == 0 {
+                    100.0
+                } else {
+                    (used as f64 * 10_000.0 / l as f64).round() / 100.0
+                }
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeriodView {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillingUsage {
+    pub period: PeriodView,
+    pub plan: Plan,
+    pub calls: Meter,
+    pub tokens: Meter,
+    pub reset_at: String,
+}
+
+impl BillingUsage {
+    pub fn new(plan: Plan, d: &Decision) -> BillingUsage {
+        BillingUsage {
+            period: PeriodView {
+                start: fmt_ms(d.period.start()),
+                end: fmt_ms(d.period.end()),
+            },
+            calls: Meter::new(d.calls_used, plan.monthly_calls),
+            tokens: Meter::new(d.tokens_used, plan.monthly_tokens),
+            plan,
+            reset_at: fmt_ms(d.period.end()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub tenant_id: String,
+    pub plan: Plan,
+    pub status: TenantStatus,
+    pub current_period_start: String,
+    pub current_period_end: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChatRequest {
+    pub message: Option<String>,
+    pub bot_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatResponse {
+    pub reply: String,
+    pub model: String,
+    pub usage: ChatUsage,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTenant {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub plan_id: Option<String>,
+    pub status: Option<TenantStatus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    pub id: String,
+    /// The secret: shown this once.
+    pub key: String,
+    pub prefix: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListOf<T> {
+    pub data: Vec<T>,
+}
+
+// ---- field bounds (SPEC §5) ----------------------------------------------------
+
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("{field} must be at most {max} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// An HTTP method token of at most 16 characters, upper-cased.
+pub fn check_method(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 16
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(value.to_ascii_uppercase())
+    } else {
+        Err("method must be an HTTP method token of at most 16 characters".into())
+    }
+}
+
+pub fn check_count(field: &str, value: u64) -> Result<u64, String> {
+    if value > MAX_SAFE {
+        return Err(format!("{field} must be at most 2^53"));
+    }
+    Ok(value)
+}
+
+fn metadata(map: serde_json::Map<String, Value>) -> Result<Vec<(String, String)>, String> {
+    if map.len() > 16 {
+        return Err("metadata may hold at most 16 entries".into());
+    }
+    map.into_iter()
+        .map(|(k, v)| {
+            check_text("a metadata key", &k, 64)?;
+            let v = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(format!("metadata.{k} must be a string, number or boolean")),
+            };
+            check_text(&format!("metadata.{k}"), &v, 256)?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
+/// Turns a reported record into a stored one (without its cost), checking
+/// every bound. `now` bounds the timestamp: at most 7 days old, 5 minutes ahead.
+pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord, String> {
+    let ts = match input.timestamp {
+        None => now,
+        Some(s) => {
+            let t = DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| {
+                    "timestamp must be RFC 3339, e.g. 2026-11-28T12:00:00.000Z".to_string()
+                })?
+                .with_timezone(&Utc);
+            if t < now - Duration::days(7) {
+                return Err("timestamp must be at most 7 days old".into());
+            }
+            if t > now + Duration::minutes(5) {
+                return Err("timestamp must be at most 5 minutes ahead".into());
+            }
+            t
+        }
+    };
+    let endpoint = input.endpoint.ok_or("endpoint is required")?;
+    if endpoint.is_empty() {
+        return Err("endpoint must not be empty".into());
+    }
+    check_text("endpoint", &endpoint, 256)?;
+    let method = check_method(input.method.as_deref().unwrap_or("POST"))?;
+    let status = input.status_code.unwrap_or(200);
+    if !(100..=599).contains(&status) {
+        return Err("statusCode must be 100 to 599".into());
+    }
+    let response_ms = input.response_time.unwrap_or(0.0);
+    if !response_ms.is_finite() || response_ms < 0.0 {
+        return Err("responseTime must be a finite number >= 0".into());
+    }
+    let prompt = check_count("promptTokens", input.prompt_tokens.unwrap_or(0))?;
+    let completion = check_count("completionTokens", input.completion_tokens.unwrap_or(0))?;
+    let split = prompt + completion;
+    let tokens = match input.tokens_used {
+        Some(t) => {
+            let t = check_count("tokensUsed", t)?;
+            if t < split {
+                return Err("tokensUsed must be at least promptTokens + completionTokens".into());
+            }
+            t
+        }
+        None => split,
+    };
+    let calls = check_count("calls", input.calls.unwrap_or(1))?;
+    let model = input.model.unwrap_or_default();
+    check_text("model", &model, 128)?;
+    let user_id = input.user_id.unwrap_or_default();
+    check_text("userId", &user_id, 128)?;
+    let bot_id = input.bot_id.unwrap_or_default();
+    check_text("botId", &bot_id, 128)?;
+    if let Some(c) = input.cost_usd {
+        if !c.is_finite() {
+            return Err("costUsd must be a finite number".into());
+        }
+    }
+    Ok(UsageRecord {
+        ts_ms: ts.timestamp_millis(),
+        endpoint,
+        method,
+        status: status as u16,
+        response_ms,
+        // A total without a split is priced as prompt tokens.
+        prompt_tokens: if split == 0 { tokens } else { prompt },
+        completion_tokens: completion,
+        tokens,
+        model,
+        user_id,
+        bot_id,
+        metadata: metadata(input.metadata.unwrap_or_default())?,
+        calls,
+        cost_usd: 0.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+    }
+
+    fn input(f: impl FnOnce(&mut UsageInput)) -> Result<UsageRecord, String> {
+        let mut i = UsageInput {
+            endpoint: Some("/api/chat".into()),
+            ..Default::default()
+        };
+        f(&mut i);
+        usage_record(i, now())
+    }
+
+    #[test]
+    fn defaults_and_totals() {
+        let r = input(|i| {
+            i.prompt_tokens = Some(10);
+            i.completion_tokens = Some(5);
+        })
+        .unwrap();
+        assert_eq!(
+            (r.tokens, r.calls, r.status, r.method.as_str()),
+            (15, 1, 200, "POST")
+        );
+        assert_eq!(r.ts_ms, now().timestamp_millis());
+        let r = input(|i| i.tokens_used = Some(40)).unwrap();
+        assert_eq!((r.prompt_tokens, r.tokens), (40, 40));
+    }
+
+    #[test]
+    fn bounds() {
+        let cases: Vec<Box<dyn FnOnce(&mut UsageInput)>> = vec![
+            Box::new(|i| i.endpoint = None),
+            Box::new(|i| i.endpoint = Some("x".repeat(257))),
+            Box::new(|i| i.method = Some("GE T".into())),
+            Box::new(|i| i.method = Some("X".repeat(17))),
+            Box::new(|i| i.status_code = Some(99)),
+            Box::new(|i| i.status_code = Some(600)),
+            Box::new(|i| i.response_time = Some(-1.0)),
+            Box::new(|i| i.prompt_tokens = Some(MAX_SAFE + 1)),
+            Box::new(|i| i.calls = Some(MAX_SAFE + 1)),
+            Box::new(|i| i.model = Some("m".repeat(129))),
+            Box::new(|i| i.user_id = Some("u".repeat(129))),
+            Box::new(|i| i.timestamp = Some("yesterday".into())),
+            Box::new(|i| i.timestamp = Some("2026-11-20T11:59:59Z".into())),
+            Box::new(|i| i.timestamp = Some("2026-11-28T12:06:00Z".into())),
+            Box::new(|i| {
+                i.prompt_tokens = Some(5);
+                i.tokens_used = Some(4);
+            }),
+            Box::new(|i| {
+                let mut m = serde_json::Map::new();
+                for k in 0..17 {
+                    m.insert(format!("k{k}"), Value::from(1));
+                }
+                i.metadata = Some(m);
+            }),
+            Box::new(|i| {
+                let mut m = serde_json::Map::new();
+                m.insert("k".into(), Value::from("v".repeat(257)));
+                i.metadata = Some(m);
+            }),
+            Box::new(|i| {
+                let mut m = serde_json::Map::new();
+                m.insert("k".into(), serde_json::json!({"nested": true}));
+                i.metadata = Some(m);
+            }),
+            Box::new(|i| i.endpoint = Some("/a\r\nb".into())),
+        ];
+        for (n, case) in cases.into_iter().enumerate() {
+            assert!(input(case).is_err(), "case {n} should fail");
+        }
+        assert!(input(|i| i.calls = Some(MAX_SAFE)).is_ok());
+        assert!(input(|i| i.timestamp = Some("2026-11-21T12:00:01Z".into())).is_ok());
+    }
+
+    #[test]
+    fn meter_percent() {
+        let m = Meter::new(1, Some(3));
+        assert_eq!((m.percent, m.remaining), (Some(33.33), Some(2)));
+        assert_eq!(Meter::new(5, None).percent, None);
+    }
+}

@@ -1,0 +1,37 @@
+//! Tollgate: meters every API request of a multi-tenant API business, enforces
+//! each tenant's plan limits with standard rate-limit headers, tracks tokens
+//! and cost, and answers usage analytics - one binary, no external database.
+//!
+//! # Layout
+//!
+//! - [`quota`]: the enforcement engine - calendar-month [`quota::period`]s,
+//!   the packed [`quota::counter::PeriodCounter`], the [`quota::gcra`] burst
+//!   limit, and [`quota::TenantState::decide`] (lock-free, allocation-free).
+//! - [`registry`]: plans, tenants and keys; lock-free sharded lookup tables
+//!   for the request path, a mutex-guarded catalog for admin writes.
+//! - [`usage`]: the bounded queue to the flusher thread, which writes records
+//!   and period totals to the store in batches.
+//! - [`store`]: the [`store::Store`] trait and its sled implementation.
+//! - [`http`]: actix-web routes, extractors, JSON errors, rate-limit headers.
+//! - [`model`]: domain types; [`codec`]: the one bincode encoder; [`auth`]:
+//!   key hashing and the admin token; [`pricing`]: model prices and costs;
+//!   [`chat`]: the echo bot and the OpenAI-compatible upstream;
+//!   [`demo`]: `serve --demo`'s data; [`config`], [`clock`], [`stats`].
+//! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
+
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod cli;
+pub mod clock;
+pub mod codec;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod model;
+pub mod pricing;
+pub mod quota;
+pub mod registry;
+pub mod stats;
+pub mod store;
+pub mod usage;

@@ -1,0 +1,429 @@
+//! The registry: plans, tenants and keys, in memory for the request path and
+//! in the store for restarts.
+//!
+//! Reads on the request path go through two [`ShardedMap`]s (key hash ->
+//! [`KeyEntry`], tenant id -> [`TenantState`]) and never lock. Admin writes are
+//! cold: they take the catalog's `parking_lot` mutex, write the store first,
+//! then publish to the maps, so memory never holds what the store lacks.
+
+pub mod sharded;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+
+use self::sharded::ShardedMap;
+use crate::auth::{generate_key, random_id, KeyHash, KeyHasher};
+use crate::model::{ApiKey, ModelError, Plan, StoredKey, Tenant, TenantStatus};
+use crate::quota::period::Period;
+use crate::quota::{ActivePlan, TenantState};
+use crate::store::{Store, StoreError};
+
+/// What a key lookup finds.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub key_id: String,
+    pub tenant: Arc<TenantState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Invalid(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Default)]
+struct Catalog {
+    plans: BTreeMap<String, Arc<ActivePlan>>,
+    tenants: BTreeMap<String, Tenant>,
+    keys: BTreeMap<String, StoredKey>,
+}
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+    keys: ShardedMap<KeyHash, Arc<KeyEntry>, KeyHasher>,
+    tenants: ShardedMap<String, Arc<TenantState>>,
+    /// Admin-side view; its lock also serialises every admin write.
+    catalog: Mutex<Catalog>,
+}
+
+fn not_found(what: &str, id: &str) -> RegistryError {
+    RegistryError::NotFound(format!("{what} '{id}' not found"))
+}
+
+impl Registry {
+    /// Loads everything from the store; the current period's counters come
+    /// from the persisted totals. Plans in `defaults` are added when the store
+    /// has no plan at all (first start).
+    pub fn load(
+        store: Arc<dyn Store>,
+        defaults: &[Plan],
+        now: DateTime<Utc>,
+    ) -> Result<Registry, RegistryError> {
+        let mut plans = store.plans()?;
+        if plans.is_empty() {
+            for p in defaults {
+                p.validate()?;
+                store.put_plan(p)?;
+            }
+            plans = defaults.to_vec();
+        }
+        let mut cat = Catalog::default();
+        for p in plans {
+            cat.plans.insert(p.id.clone(), ActivePlan::new(p));
+        }
+        let period = Period::containing(now);
+        let totals: std::collections::HashMap<String, _> =
+            store.period_totals(period)?.into_iter().collect();
+        let mut states = Vec::new();
+        for t in store.tenants()? {
+            let plan = cat.plans.get(&t.plan_id).cloned().ok_or_else(|| {
+                RegistryError::Conflict(format!(
+                    "tenant '{}' refers to missing plan '{}'",
+                    t.id, t.plan_id
+                ))
+            })?;
+            let state = Arc::new(TenantState::new(
+                &t.id,
+                plan,
+                t.status == TenantStatus::Suspended,
+                period,
+            ));
+            if let Some(tot) = totals.get(&t.id) {
+                state.calls.set(period, tot.calls);
+                state.tokens.set(period, tot.tokens);
+            }
+            states.push((t.id.clone(), state));
+            cat.tenants.insert(t.id.clone(), t);
+        }
+        let by_id: std::collections::HashMap<_, _> = states.iter().cloned().collect();
+        let mut key_entries = Vec::new();
+        for k in store.keys()? {
+            if k.key.revoked_at.is_none() {
+                if let Some(state) = by_id.get(&k.key.tenant_id) {
+                    key_entries.push((
+                        KeyHash(k.hash),
+                        Arc::new(KeyEntry {
+                            key_id: k.key.id.clone(),
+                            tenant: state.clone(),
+                        }),
+                    ));
+                }
+            }
+            cat.keys.insert(k.key.id.clone(), k);
+        }
+        let reg = Registry {
+            store,
+            keys: ShardedMap::new(),
+            tenants: ShardedMap::new(),
+            catalog: Mutex::new(cat),
+        };
+        reg.tenants.replace_all(states);
+        reg.keys.replace_all(key_entries);
+        Ok(reg)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    // ---- request path -------------------------------------------------
+
+    /// Runs `f` on the entry of a key hash: no lock, no allocation.
+    #[inline]
+    pub fn with_key<R>(&self, hash: &KeyHash, f: impl FnOnce(Option<&Arc<KeyEntry>>) -> R) -> R {
+        self.keys.with(hash, f)
+    }
+
+    /// The tenant a secret belongs to, if the key exists and is not revoked.
+    pub fn authenticate(&self, secret: &str) -> Option<Arc<TenantState>> {
+        if !crate::auth::looks_like_key(secret) {
+            return None;
+        }
+        self.with_key(&KeyHash::of(secret), |e| e.map(|e| e.tenant.clone()))
+    }
+
+    pub fn tenant_state(&self, id: &str) -> Option<Arc<TenantState>> {
+        self.tenants.get(id)
+    }
+
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
+    }
+
+    // ---- plans ----------------------------------------------------------
+
+    pub fn plans(&self) -> Vec<Plan> {
+        self.catalog
+            .lock()
+            .plans
+            .values()
+            .map(|p| p.plan.clone())
+            .collect()
+    }
+
+    pub fn plan(&self, id: &str) -> Option<Plan> {
+        self.catalog.lock().plans.get(id).map(|p| p.plan.clone())
+    }
+
+    pub fn create_plan(&self, plan: Plan) -> Result<Plan, RegistryError> {
+        plan.validate()?;
+        let mut cat = self.catalog.lock();
+        if cat.plans.contains_key(&plan.id) {
+            return Err(RegistryError::Conflict(format!(
+                "plan '{}' already exists",
+                plan.id
+            )));
+        }
+        self.store.put_plan(&plan)?;
+        cat.plans
+            .insert(plan.id.clone(), ActivePlan::new(plan.clone()));
+        Ok(plan)
+    }
+
+    /// Applies `change` to a copy of the plan; every tenant on it sees the
+    /// new limits on its next request.
+    pub fn update_plan(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Plan) -> Result<(), RegistryError>,
+    ) -> Result<Plan, RegistryError> {
+        let mut cat = self.catalog.lock();
+        let mut plan = cat
+            .plans
+            .get(id)
+            .ok_or_else(|| not_found("plan", id))?
+            .plan
+            .clone();
+        change(&mut plan)?;
+        if plan.id != id {
+            return Err(ModelError::Invalid("a plan's id cannot change".into()).into());
+        }
+        plan.validate()?;
+        self.store.put_plan(&plan)?;
+        let active = ActivePlan::new(plan.clone());
+        for t in cat.tenants.values().filter(|t| t.plan_id == id) {
+            if let Some(state) = self.tenants.get(&t.id) {
+                state.set_plan(active.clone());
+            }
+        }
+        cat.plans.insert(id.to_string(), active);
+        Ok(plan)
+    }
+
+    pub fn delete_plan(&self, id: &str) -> Result<(), RegistryError> {
+        let mut cat = self.catalog.lock();
+        if !cat.plans.contains_key(id) {
+            return Err(not_found("plan", id));
+        }
+        if let Some(t) = cat.tenants.values().find(|t| t.plan_id == id) {
+            return Err(RegistryError::Conflict(format!(
+                "plan '{id}' is in use by tenant '{}'",
+                t.id
+            )));
+        }
+        self.store.delete_plan(id)?;
+        cat.plans.remove(id);
+        Ok(())
+    }
+
+    // ---- tenants --------------------------------------------------------
+
+    pub fn tenants(&self) -> Vec<Tenant> {
+        self.catalog.lock().tenants.values().cloned().collect()
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<Tenant> {
+        self.catalog.lock().tenants.get(id).cloned()
+    }
+
+    /// A tenant and its plan, read together.
+    pub fn tenant_with_plan(&self, id: &str) -> Option<(Tenant, Plan)> {
+        let cat = self.catalog.lock();
+        let t = cat.tenants.get(id)?.clone();
+        let p = cat.plans.get(&t.plan_id)?.plan.clone();
+        Some((t, p))
+    }
+
+    pub fn create_tenant(
+        &self,
+        tenant: Tenant,
+        now: DateTime<Utc>,
+    ) -> Result<Tenant, RegistryError> {
+        tenant.validate()?;
+        let mut cat = self.catalog.lock();
+        if cat.tenants.contains_key(&tenant.id) {
+            return Err(RegistryError::Conflict(format!(
+                "tenant '{}' already exists",
+                tenant.id
+            )));
+        }
+        let plan = cat.plans.get(&tenant.plan_id).cloned().ok_or_else(|| {
+            ModelError::Invalid(format!("planId '{}' does not exist", tenant.plan_id))
+        })?;
+        self.store.put_tenant(&tenant)?;
+        // A re-created id continues its persisted usage, as a restart would.
+        let period = Period::containing(now);
+        let totals = self.store.tenant_totals(&tenant.id, period)?;
+        let state = Arc::new(TenantState::new(
+            &tenant.id,
+            plan,
+            tenant.status == TenantStatus::Suspended,
+            period,
+        ));
+        state.calls.set(period, totals.calls);
+        state.tokens.set(period, totals.tokens);
+        self.tenants.insert(tenant.id.clone(), state);
+        cat.tenants.insert(tenant.id.clone(), tenant.clone());
+        Ok(tenant)
+    }
+
+    pub fn update_tenant(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Tenant) -> Result<(), RegistryError>,
+    ) -> Result<Tenant, RegistryError> {
+        let mut cat = self.catalog.lock();
+        let mut tenant = cat
+            .tenants
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("tenant", id))?;
+        change(&mut tenant)?;
+        if tenant.id != id {
+            return Err(ModelError::Invalid("a tenant's id cannot change".into()).into());
+        }
+        tenant.validate()?;
+        let plan = cat.plans.get(&tenant.plan_id).cloned().ok_or_else(|| {
+            ModelError::Invalid(format!("planId '{}' does not exist", tenant.plan_id))
+        })?;
+        self.store.put_tenant(&tenant)?;
+        if let Some(state) = self.tenants.get(id) {
+            state.set_plan(plan);
+            state.set_suspended(tenant.status == TenantStatus::Suspended);
+        }
+        cat.tenants.insert(id.to_string(), tenant.clone());
+        Ok(tenant)
+    }
+
+    /// Removes the tenant and revokes its keys; its usage records stay.
+    pub fn delete_tenant(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
+        let mut cat = self.catalog.lock();
+        if !cat.tenants.contains_key(id) {
+            return Err(not_found("tenant", id));
+        }
+        let live: Vec<String> = cat
+            .keys
+            .values()
+            .filter(|k| k.key.tenant_id == id && k.key.revoked_at.is_none())
+            .map(|k| k.key.id.clone())
+            .collect();
+        for key_id in live {
+            Self::revoke_locked(&self.store, &self.keys, &mut cat, &key_id, now)?;
+        }
+        self.store.delete_tenant(id)?;
+        self.tenants.remove(id);
+        cat.tenants.remove(id);
+        Ok(())
+    }
+
+    // ---- keys -------------------------------------------------------------
+
+    /// Creates a key; the secret is returned this once and kept only hashed.
+    pub fn create_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(ApiKey, String), RegistryError> {
+        let mut cat = self.catalog.lock();
+        if !cat.tenants.contains_key(tenant_id) {
+            return Err(not_found("tenant", tenant_id));
+        }
+        let state = self
+            .tenants
+            .get(tenant_id)
+            .ok_or_else(|| not_found("tenant", tenant_id))?;
+        let secret = generate_key();
+        let key = ApiKey {
+            id: random_id("key_"),
+            tenant_id: tenant_id.to_string(),
+            name: name.to_string(),
+            prefix: secret[..8].to_string(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let stored = StoredKey {
+            key: key.clone(),
+            hash: KeyHash::of(&secret).0,
+        };
+        self.store.put_key(&stored)?;
+        self.keys.insert(
+            KeyHash(stored.hash),
+            Arc::new(KeyEntry {
+                key_id: key.id.clone(),
+                tenant: state,
+            }),
+        );
+        cat.keys.insert(key.id.clone(), stored);
+        Ok((key, secret))
+    }
+
+    pub fn keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>, RegistryError> {
+        let cat = self.catalog.lock();
+        if !cat.tenants.contains_key(tenant_id) {
+            return Err(not_found("tenant", tenant_id));
+        }
+        let mut keys: Vec<ApiKey> = cat
+            .keys
+            .values()
+            .filter(|k| k.key.tenant_id == tenant_id)
+            .map(|k| k.key.clone())
+            .collect();
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    pub fn revoke_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey, RegistryError> {
+        let mut cat = self.catalog.lock();
+        match cat.keys.get(key_id) {
+            Some(k) if k.key.tenant_id == tenant_id => {}
+            _ => return Err(not_found("key", key_id)),
+        }
+        Self::revoke_locked(&self.store, &self.keys, &mut cat, key_id, now)
+    }
+
+    fn revoke_locked(
+        store: &Arc<dyn Store>,
+        keys: &ShardedMap<KeyHash, Arc<KeyEntry>, KeyHasher>,
+        cat: &mut Catalog,
+        key_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey, RegistryError> {
+        let mut stored = cat
+            .keys
+            .get(key_id)
+            .cloned()
+            .ok_or_else(|| not_found("key", key_id))?;
+        if stored.key.revoked_at.is_none() {
+            stored.key.revoked_at = Some(now);
+            store.put_key(&stored)?;
+            keys.remove(&KeyHash(stored.hash));
+            cat.keys.insert(key_id.to_string(), stored.clone());
+        }
+        Ok(stored.key)
+    }
+}

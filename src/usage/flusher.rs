@@ -1,0 +1,125 @@
+//! [`UsageFlusher`]: the thread that moves queued records into the store.
+//!
+//! Every flush interval it drains the queue and writes what it found in one
+//! store write per batch ([`flush_batch`], a plain function so that a failing
+//! store can be tested). Stopping drains the queue to the last record, writes
+//! it and joins the thread; dropping the flusher does the same.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+
+use super::queue::QueueReceiver;
+use super::Queued;
+use crate::stats::Stats;
+use crate::store::{Store, UsageBlock};
+
+/// At most this many records go into one store write.
+const MAX_BATCH: usize = 100_000;
+
+pub struct UsageFlusher {
+    stop: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl UsageFlusher {
+    pub fn start(
+        rx: QueueReceiver,
+        store: Arc<dyn Store>,
+        interval: Duration,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<UsageFlusher> {
+        let (stop_tx, stop_rx) = bounded::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("tollgate-flusher".into())
+            .spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    let stopping = !matches!(
+                        stop_rx.recv_timeout(interval),
+                        Err(RecvTimeoutError::Timeout)
+                    );
+                    while rx.drain_into(&mut buf, MAX_BATCH) > 0 {
+                        flush_batch(store.as_ref(), &mut buf, &stats);
+                    }
+                    if stopping {
+                        if let Err(e) = store.flush() {
+                            tracing::error!(error = %e, "final store flush failed");
+                        }
+                        return;
+                    }
+                }
+            })?;
+        Ok(UsageFlusher {
+            stop: Some(stop_tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Drains what is queued, writes it, flushes the store and joins.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("the flusher thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for UsageFlusher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Writes `batch` (grouped into one block per tenant) and empties it.
+/// Returns how many records were persisted; a store error is logged and
+/// counted as unpersisted records, never raised.
+pub fn flush_batch(store: &dyn Store, batch: &mut Vec<Queued>, stats: &Stats) -> usize {
+    let n = batch.len();
+    if n == 0 {
+        return 0;
+    }
+    let start = std::time::Instant::now();
+    let mut by_tenant: HashMap<*const crate::quota::TenantState, UsageBlock> = HashMap::new();
+    for q in batch.drain(..) {
+        by_tenant
+            .entry(Arc::as_ptr(&q.tenant))
+            .or_insert_with(|| UsageBlock {
+                tenant: q.tenant.id.to_string(),
+                records: Vec::new(),
+            })
+            .records
+            .push(q.record);
+    }
+    let blocks: Vec<UsageBlock> = by_tenant.into_values().collect();
+    stats.flushes.fetch_add(1, Ordering::Relaxed);
+    match store.write_usage(&blocks) {
+        Ok(()) => {
+            stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
+            stats.store_failing.store(false, Ordering::Relaxed);
+            tracing::trace!(
+                records = n,
+                took_ms = start.elapsed().as_millis() as u64,
+                "flushed"
+            );
+            n
+        }
+        Err(e) => {
+            stats
+                .unpersisted_store_error
+                .fetch_add(n as u64, Ordering::Relaxed);
+            stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+            stats.store_failing.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, records = n, "usage write failed; records counted as unpersisted");
+            0
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! [`UsageQueue`]: the bounded crossbeam channel to the flusher, split into
+//! lanes so that threads enqueueing at once do not contend on one tail.
+//!
+//! Each thread picks a lane once (round robin) and keeps it. Enqueueing is a
+//! `try_send`: it never blocks and never allocates; when the lane is full the
+//! record is counted as dropped and the request is still answered.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use super::Queued;
+use crate::stats::Stats;
+
+const LANES: usize = 8;
+
+static NEXT_LANE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static LANE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+#[inline]
+fn my_lane() -> usize {
+    LANE.with(|l| {
+        let mut lane = l.get();
+        if lane == usize::MAX {
+            lane = NEXT_LANE.fetch_add(1, Ordering::Relaxed) % LANES;
+            l.set(lane);
+        }
+        lane
+    })
+}
+
+#[derive(Clone)]
+pub struct UsageQueue {
+    lanes: Arc<[Sender<Queued>]>,
+    stats: Arc<Stats>,
+}
+
+/// The flusher's end of the queue.
+pub struct QueueReceiver {
+    lanes: Vec<Receiver<Queued>>,
+}
+
+/// A queue holding at most `capacity` records (split evenly over the lanes).
+pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueReceiver) {
+    let per_lane = capacity.div_ceil(LANES).max(1);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..LANES).map(|_| bounded(per_lane)).unzip();
+    (
+        UsageQueue {
+            lanes: txs.into(),
+            stats,
+        },
+        QueueReceiver { lanes: rxs },
+    )
+}
+
+impl UsageQueue {
+    /// Hands a record to the flusher. Returns false (and counts it) when the
+    /// queue is full or the flusher is gone.
+    #[inline]
+    pub fn enqueue(&self, item: Queued) -> bool {
+        match self.lanes[my_lane()].try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Records waiting for the flusher.
+    pub fn depth(&self) -> usize {
+        self.lanes.iter().map(|l| l.len()).sum()
+    }
+}
+
+impl QueueReceiver {
+    /// Moves up to `max` waiting records into `out`; returns how many.
+    pub fn drain_into(&self, out: &mut Vec<Queued>, max: usize) -> usize {
+        let start = out.len();
+        'lanes: for lane in &self.lanes {
+            while out.len() - start < max {
+                match lane.try_recv() {
+                    Ok(item) => out.push(item),
+                    Err(_) => continue 'lanes,
+                }
+            }
+            break;
+        }
+        out.len() - start
+    }
+}
