@@ -24,7 +24,7 @@ pub struct DemoTenant {
 /// Requests per day (before the daily rhythm) for each default plan.
 fn daily_volume(plan_id: &str) -> f64 {
     match plan_id {
-        "free" => 300.0,
+        "free" => 350.0,
         "starter" => 2_400.0,
         "professional" => 9_000.0,
         _ => 14_000.0,
@@ -155,7 +155,9 @@ pub fn seed(
     scale: f64,
 ) -> Result<Vec<DemoTenant>, RegistryError> {
     let mut out = Vec::new();
-    for plan in registry.plans() {
+    let mut plans = registry.plans();
+    plans.sort_by(|a, b| a.price_usd_monthly.total_cmp(&b.price_usd_monthly));
+    for plan in plans {
         let tenant_id = format!("demo-{}", plan.id);
         let mut written = 0;
         if registry.tenant(&tenant_id).is_none() {

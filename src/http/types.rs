@@ -360,7 +360,8 @@ mod tests {
 
     #[test]
     fn bounds() {
-        let cases: Vec<Box<dyn FnOnce(&mut UsageInput)>> = vec![
+        type Case = Box<dyn FnOnce(&mut UsageInput)>;
+        let cases: Vec<Case> = vec![
             Box::new(|i| i.endpoint = None),
             Box::new(|i| i.endpoint = Some("x".repeat(257))),
             Box::new(|i| i.method = Some("GE T".into())),

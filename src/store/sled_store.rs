@@ -27,6 +27,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const RAW_PREFIX: &str = "raw/";
 const MS_PER_DAY: i64 = 86_400_000;
 
+/// An encoded key and value about to be written.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 pub struct SledStore {
     db: sled::Db,
     meta: sled::Tree,
@@ -184,7 +187,7 @@ impl Store for SledStore {
         let seq = *seq_guard + 1;
 
         // Split by UTC day and sum the period totals this write adds.
-        let mut by_day: BTreeMap<i64, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        let mut by_day: BTreeMap<i64, Vec<KeyValue>> = BTreeMap::new();
         let mut deltas: HashMap<Vec<u8>, PeriodTotals> = HashMap::new();
         for block in blocks {
             let mut per_day: BTreeMap<i64, Vec<&UsageRecord>> = BTreeMap::new();

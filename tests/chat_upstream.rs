@@ -1,0 +1,167 @@
+//! `POST /api/chat` against a fake OpenAI-compatible upstream on 127.0.0.1.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tollgate::clock::SystemClock;
+
+#[derive(Default)]
+struct Seen {
+    auth: Vec<String>,
+    bodies: Vec<Value>,
+    paths: Vec<String>,
+}
+
+/// Answers each request by `reply(n)`: (status, body, delay).
+fn fake_upstream(reply: fn(usize) -> (u16, String, u64)) -> (String, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split(' ').nth(1).unwrap_or("").to_string();
+            let (mut len, mut auth) = (0usize, String::new());
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                let lower = h.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("authorization:") {
+                    auth = h["authorization:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            {
+                let mut s = seen2.lock().unwrap();
+                s.auth.push(auth);
+                s.paths.push(path);
+                s.bodies
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            }
+            let (status, body, delay) = reply(n);
+            std::thread::sleep(Duration::from_millis(delay));
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+fn completion() -> String {
+    json!({"id": "c1", "model": "gpt-4.1-mini", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi from upstream"}}],
+           "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}})
+    .to_string()
+}
+
+#[test]
+fn chat_goes_upstream_with_the_operator_credential() {
+    std::env::set_var("TG_TEST_UPSTREAM_KEY_A", "sk-operator");
+    let (url, seen) = fake_upstream(|n| match n {
+        0 => (200, completion(), 0),
+        _ => (500, "{}".into(), 0),
+    });
+    let s = TestServer::start_with(
+        |c| {
+            c.chat.upstream = url;
+            c.chat.api_key_env = "TG_TEST_UPSTREAM_KEY_A".into();
+        },
+        Arc::new(SystemClock),
+    );
+    let key = s.tenant_with_key("chatty", "starter");
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/chat",
+        Some(json!({"message": "Hello", "botId": "b", "model": "gpt-4.1-mini"})),
+    );
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["reply"], "Hi from upstream");
+    assert_eq!(
+        body["usage"],
+        json!({"promptTokens": 1000, "completionTokens": 500, "totalTokens": 1500})
+    );
+    let cost = body["costUsd"].as_f64().unwrap();
+    assert!(
+        (cost - (1000.0 * 0.4e-6 + 500.0 * 1.6e-6)).abs() < 1e-12,
+        "{cost}"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.auth[0], "Bearer sk-operator",
+            "the tenant's key never goes upstream"
+        );
+        assert_eq!(seen.paths[0], "/v1/chat/completions");
+        assert_eq!(seen.bodies[0]["messages"][0]["content"], "Hello");
+        assert_eq!(seen.bodies[0]["model"], "gpt-4.1-mini");
+    }
+    // An upstream failure is a 502 and does not count against the quota.
+    error_body(
+        s.tenant(
+            &key,
+            "POST",
+            "/api/chat",
+            Some(json!({"message": "Hello", "botId": "b"})),
+        ),
+        502,
+        "upstream_error",
+    );
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 1);
+    assert_eq!(usage["tokens"]["used"], 1500);
+}
+
+#[test]
+fn a_slow_upstream_times_out_with_504() {
+    let (url, _) = fake_upstream(|_| (200, completion(), 3_000));
+    let s = TestServer::start_with(
+        |c| {
+            c.chat.upstream = url;
+            c.chat.timeout_ms = 300;
+        },
+        Arc::new(SystemClock),
+    );
+    let key = s.tenant_with_key("slow", "starter");
+    error_body(
+        s.tenant(
+            &key,
+            "POST",
+            "/api/chat",
+            Some(json!({"message": "Hello", "botId": "b"})),
+        ),
+        504,
+        "upstream_timeout",
+    );
+    let health: Value = s
+        .http
+        .get(s.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}

@@ -1,0 +1,156 @@
+//! Helpers shared by the integration tests: a real server on 127.0.0.1:0
+//! with a temporary data directory, and a small blocking client.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+use tollgate::app::RunningServer;
+use tollgate::clock::{Clock, SystemClock};
+use tollgate::config::Config;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: tempfile::TempDir,
+    pub http: Client,
+}
+
+pub fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config {
+        data_dir: dir.to_path_buf(),
+        workers: 2,
+        ..Default::default()
+    };
+    c.flush.interval_ms = 20;
+    c
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {}, Arc::new(SystemClock))
+    }
+
+    pub fn start_with(tune: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        tune(&mut c);
+        let server = RunningServer::start(c, ADMIN, clock).unwrap();
+        TestServer {
+            server: Some(server),
+            dir,
+            http: Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.server.as_ref().unwrap().url(path)
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Response {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().unwrap()
+    }
+
+    pub fn tenant(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> Response {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().unwrap()
+    }
+
+    /// Creates a plan and returns its id.
+    pub fn plan(
+        &self,
+        id: &str,
+        calls: Option<u64>,
+        tokens: Option<u64>,
+        rate: Option<Value>,
+    ) -> String {
+        let r = self.admin(
+            "POST",
+            "/api/admin/plans",
+            Some(
+                json!({"id": id, "name": id, "monthlyCalls": calls, "monthlyTokens": tokens,
+                        "rateLimit": rate, "priceUsdMonthly": 10.0}),
+            ),
+        );
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        id.to_string()
+    }
+
+    /// Creates a tenant on `plan` and returns a fresh key for it.
+    pub fn tenant_with_key(&self, id: &str, plan: &str) -> String {
+        let r = self.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(json!({"id": id, "name": format!("Tenant {id}"), "planId": plan})),
+        );
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        self.key(id)
+    }
+
+    pub fn key(&self, tenant: &str) -> String {
+        let r = self.admin(
+            "POST",
+            &format!("/api/admin/tenants/{tenant}/keys"),
+            Some(json!({"name": "test"})),
+        );
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Asserts the SPEC §5 error body and returns it.
+pub fn error_body(r: Response, status: u16, code: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status);
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+pub fn header(r: &Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}

@@ -1,0 +1,717 @@
+//! The HTTP API through a real server on 127.0.0.1:0 (SPEC §4-§6).
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use serde_json::{json, Value};
+use tollgate::clock::ManualClock;
+
+#[test]
+fn healthz_and_json_errors_for_unknown_routes_and_methods() {
+    let s = TestServer::start();
+    let r = s.http.get(s.url("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["status"], "ok");
+    error_body(
+        s.http.get(s.url("/api/nothing")).send().unwrap(),
+        404,
+        "not_found",
+    );
+    error_body(
+        s.http.get(s.url("/elsewhere")).send().unwrap(),
+        404,
+        "not_found",
+    );
+    error_body(
+        s.http.put(s.url("/api/v1/authorize")).send().unwrap(),
+        405,
+        "method_not_allowed",
+    );
+    error_body(
+        s.http.delete(s.url("/api/admin/plans")).send().unwrap(),
+        405,
+        "method_not_allowed",
+    );
+}
+
+#[test]
+fn plan_crud() {
+    let s = TestServer::start();
+    let list: Value = s.admin("GET", "/api/admin/plans", None).json().unwrap();
+    let ids: Vec<_> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            json!("enterprise"),
+            json!("free"),
+            json!("professional"),
+            json!("starter")
+        ]
+    );
+
+    s.plan(
+        "tiny",
+        Some(5),
+        None,
+        Some(json!({"requests": 2, "perSeconds": 1, "burst": 4})),
+    );
+    error_body(
+        s.admin(
+            "POST",
+            "/api/admin/plans",
+            Some(json!({"id": "tiny", "name": "again"})),
+        ),
+        409,
+        "conflict",
+    );
+    let got: Value = s
+        .admin("GET", "/api/admin/plans/tiny", None)
+        .json()
+        .unwrap();
+    assert_eq!(got["monthlyCalls"], 5);
+    assert_eq!(got["rateLimit"]["burst"], 4);
+
+    let r = s.admin(
+        "PATCH",
+        "/api/admin/plans/tiny",
+        Some(json!({"monthlyCalls": null, "name": "Tiny"})),
+    );
+    assert_eq!(r.status(), 200);
+    let patched: Value = r.json().unwrap();
+    assert_eq!(
+        (patched["monthlyCalls"].clone(), patched["name"].clone()),
+        (Value::Null, json!("Tiny"))
+    );
+    error_body(
+        s.admin(
+            "PATCH",
+            "/api/admin/plans/tiny",
+            Some(json!({"id": "other"})),
+        ),
+        422,
+        "invalid_request",
+    );
+    error_body(
+        s.admin("PATCH", "/api/admin/plans/tiny", Some(json!({"bogus": 1}))),
+        422,
+        "invalid_request",
+    );
+    error_body(
+        s.admin(
+            "PATCH",
+            "/api/admin/plans/tiny",
+            Some(json!({"rateLimit": {"requests": 0, "perSeconds": 1, "burst": 1}})),
+        ),
+        422,
+        "invalid_request",
+    );
+    error_body(
+        s.admin(
+            "POST",
+            "/api/admin/plans",
+            Some(json!({"id": "Bad Id", "name": "x"})),
+        ),
+        422,
+        "invalid_request",
+    );
+
+    s.tenant_with_key("user-of-tiny", "tiny");
+    error_body(
+        s.admin("DELETE", "/api/admin/plans/tiny", None),
+        409,
+        "conflict",
+    );
+    assert_eq!(
+        s.admin("DELETE", "/api/admin/tenants/user-of-tiny", None)
+            .status(),
+        204
+    );
+    assert_eq!(
+        s.admin("DELETE", "/api/admin/plans/tiny", None).status(),
+        204
+    );
+    error_body(
+        s.admin("GET", "/api/admin/plans/tiny", None),
+        404,
+        "not_found",
+    );
+}
+
+#[test]
+fn tenant_and_key_lifecycle() {
+    let s = TestServer::start();
+    error_body(
+        s.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(json!({"id": "acme", "planId": "nope"})),
+        ),
+        422,
+        "invalid_request",
+    );
+    let key = s.tenant_with_key("acme", "starter");
+    assert!(key.starts_with("tg_") && key.len() == 35, "{key}");
+    let t: Value = s
+        .admin("GET", "/api/admin/tenants/acme", None)
+        .json()
+        .unwrap();
+    assert_eq!(
+        (t["planId"].clone(), t["status"].clone()),
+        (json!("starter"), json!("active"))
+    );
+    assert!(t["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        t["createdAt"].as_str().unwrap().len(),
+        24,
+        "RFC 3339 with milliseconds"
+    );
+
+    let keys: Value = s
+        .admin("GET", "/api/admin/tenants/acme/keys", None)
+        .json()
+        .unwrap();
+    let k = &keys["data"][0];
+    assert_eq!(k["prefix"], &key[..8]);
+    assert!(
+        k.get("key").is_none() && !keys.to_string().contains(&key),
+        "the secret is never listed"
+    );
+    let key_id = k["id"].as_str().unwrap().to_string();
+
+    assert_eq!(
+        s.tenant(&key, "GET", "/api/billing/usage", None).status(),
+        200
+    );
+    let r = s.admin(
+        "DELETE",
+        &format!("/api/admin/tenants/acme/keys/{key_id}"),
+        None,
+    );
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().unwrap()["revokedAt"].is_string());
+    error_body(
+        s.tenant(&key, "GET", "/api/billing/usage", None),
+        401,
+        "invalid_api_key",
+    );
+    error_body(
+        s.admin("DELETE", "/api/admin/tenants/acme/keys/key_nope", None),
+        404,
+        "not_found",
+    );
+
+    let key2 = s.key("acme");
+    let r = s.admin(
+        "PATCH",
+        "/api/admin/tenants/acme",
+        Some(json!({"status": "suspended"})),
+    );
+    assert_eq!(r.status(), 200);
+    error_body(
+        s.tenant(&key2, "POST", "/api/v1/authorize", None),
+        403,
+        "tenant_suspended",
+    );
+    error_body(
+        s.admin(
+            "PATCH",
+            "/api/admin/tenants/acme",
+            Some(json!({"planId": "nope"})),
+        ),
+        422,
+        "invalid_request",
+    );
+    error_body(
+        s.admin(
+            "PATCH",
+            "/api/admin/tenants/acme",
+            Some(json!({"status": "gone"})),
+        ),
+        422,
+        "invalid_request",
+    );
+
+    let list: Value = s.admin("GET", "/api/admin/tenants", None).json().unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.admin("DELETE", "/api/admin/tenants/acme", None).status(),
+        204
+    );
+    error_body(
+        s.tenant(&key2, "GET", "/api/billing/usage", None),
+        401,
+        "invalid_api_key",
+    );
+    error_body(
+        s.admin("GET", "/api/admin/tenants/acme", None),
+        404,
+        "not_found",
+    );
+}
+
+#[test]
+fn authorize_check_headers_and_429() {
+    let s = TestServer::start();
+    s.plan("five", Some(5), None, None);
+    let key = s.tenant_with_key("t1", "five");
+
+    // check and dryRun consume nothing.
+    let r = s.tenant(&key, "POST", "/api/v1/check", None);
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        (
+            body["isAllowed"].clone(),
+            body["used"].clone(),
+            body["remaining"].clone()
+        ),
+        (json!(true), json!(0), json!(5))
+    );
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/authorize",
+        Some(json!({"dryRun": true, "cost": 5})),
+    );
+    assert_eq!(r.json::<Value>().unwrap()["used"], 0);
+
+    for i in 1..=5u64 {
+        // X-API-Key works like Bearer.
+        let r = s
+            .http
+            .post(s.url("/api/v1/authorize"))
+            .header("X-API-Key", &key)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("5"));
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining"),
+            Some((5 - i).to_string())
+        );
+        let reset = header(&r, "x-ratelimit-reset").unwrap();
+        assert!(reset.ends_with("-01T00:00:00.000Z"), "{reset}");
+        assert!(header(&r, "ratelimit-policy")
+            .unwrap()
+            .starts_with("\"month\";q=5;w="));
+        assert!(header(&r, "ratelimit")
+            .unwrap()
+            .starts_with(&format!("\"month\";r={};t=", 5 - i)));
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["allowed"], true);
+        assert_eq!(body["used"], i);
+        assert_eq!(body["plan"], "five");
+        assert_eq!(body["resetAt"], reset);
+    }
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/authorize",
+        Some(json!({"endpoint": "/v1/things", "method": "get"})),
+    );
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    assert!(retry > 0);
+    assert_eq!(header(&r, "x-ratelimit-remaining").as_deref(), Some("0"));
+    let body = error_body(r, 429, "quota_exceeded");
+    assert_eq!(
+        (
+            body["limit"].clone(),
+            body["remaining"].clone(),
+            body["used"].clone()
+        ),
+        (json!(5), json!(0), json!(5))
+    );
+    assert_eq!(body["retryAfterSeconds"], retry);
+    assert!(body["resetAt"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00.000Z"));
+
+    let body: Value = s
+        .tenant(&key, "POST", "/api/v1/check", Some(json!({})))
+        .json()
+        .unwrap();
+    assert_eq!(
+        (body["isAllowed"].clone(), body["reason"].clone()),
+        (json!(false), json!("quota_exceeded"))
+    );
+
+    // A cost bigger than what is left is refused whole.
+    s.admin(
+        "PATCH",
+        "/api/admin/plans/five",
+        Some(json!({"monthlyCalls": 7})),
+    );
+    error_body(
+        s.tenant(&key, "POST", "/api/v1/authorize", Some(json!({"cost": 3}))),
+        429,
+        "quota_exceeded",
+    );
+    let r = s.tenant(&key, "POST", "/api/v1/authorize", Some(json!({"cost": 2})));
+    assert_eq!(
+        r.status(),
+        200,
+        "a plan change takes effect on the next request"
+    );
+    error_body(
+        s.tenant(&key, "POST", "/api/v1/authorize", Some(json!({"cost": 0}))),
+        422,
+        "invalid_request",
+    );
+}
+
+#[test]
+fn burst_limit_is_enforced_before_the_quota() {
+    let s = TestServer::start();
+    s.plan(
+        "bursty",
+        Some(1000),
+        None,
+        Some(json!({"requests": 1, "perSeconds": 60, "burst": 3})),
+    );
+    let key = s.tenant_with_key("b", "bursty");
+    for _ in 0..3 {
+        let r = s.tenant(&key, "POST", "/api/v1/authorize", None);
+        assert_eq!(r.status(), 200);
+        assert!(header(&r, "ratelimit-policy")
+            .unwrap()
+            .contains("\"burst\";q=1;w=60"));
+    }
+    let r = s.tenant(&key, "POST", "/api/v1/authorize", None);
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(header(&r, "ratelimit").unwrap().contains("\"burst\";r=0;"));
+    let body = error_body(r, 429, "rate_limited");
+    assert_eq!(body["retryAfterSeconds"], retry);
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(
+        usage["calls"]["used"], 3,
+        "a rate-limited request consumes no quota"
+    );
+}
+
+#[test]
+fn token_quota_and_chat_with_the_echo_bot() {
+    let s = TestServer::start();
+    s.plan("tok", Some(100), Some(20), None);
+    let key = s.tenant_with_key("c", "tok");
+    let r = s.tenant(&key, "POST", "/api/chat", Some(json!({"message": "Hello there, bot!", "botId": "b1", "userId": "u1", "model": "gpt-4o"})));
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-remaining").as_deref(), Some("99"));
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["reply"], "Echo: Hello there, bot!");
+    assert_eq!(body["model"], "gpt-4o");
+    let (p, c) = (
+        body["usage"]["promptTokens"].as_u64().unwrap(),
+        body["usage"]["completionTokens"].as_u64().unwrap(),
+    );
+    assert_eq!(body["usage"]["totalTokens"].as_u64().unwrap(), p + c);
+    let expected_cost = p as f64 * 2.5e-6 + c as f64 * 1e-5;
+    assert!((body["costUsd"].as_f64().unwrap() - expected_cost).abs() < 1e-12);
+    assert!(header(
+        &s.tenant(&key, "GET", "/api/billing/usage", None),
+        "ratelimit-policy"
+    )
+    .unwrap()
+    .contains("\"tokens\";q=20"));
+
+    // Report enough tokens to reach the token quota: the next call is refused.
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(json!({"endpoint": "/x", "tokensUsed": 20, "calls": 0})),
+    );
+    assert_eq!(r.status(), 202);
+    let body = error_body(
+        s.tenant(
+            &key,
+            "POST",
+            "/api/chat",
+            Some(json!({"message": "again", "botId": "b1"})),
+        ),
+        429,
+        "token_quota_exceeded",
+    );
+    assert_eq!(body["limit"], 20);
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 1);
+    assert_eq!(usage["tokens"]["used"].as_u64().unwrap(), p + c + 20);
+    error_body(
+        s.tenant(&key, "POST", "/api/chat", Some(json!({"botId": "b1"}))),
+        422,
+        "invalid_request",
+    );
+    error_body(
+        s.tenant(&key, "POST", "/api/chat", Some(json!({"message": "hi"}))),
+        422,
+        "invalid_request",
+    );
+    let long = "x".repeat(32 * 1024 + 1);
+    error_body(
+        s.tenant(
+            &key,
+            "POST",
+            "/api/chat",
+            Some(json!({"message": long, "botId": "b"})),
+        ),
+        422,
+        "invalid_request",
+    );
+}
+
+#[test]
+fn usage_ingestion_counts_and_validates_whole_batches() {
+    let s = TestServer::start();
+    s.plan("ing", Some(10), None, None);
+    let key = s.tenant_with_key("ing", "ing");
+    let batch: Vec<Value> = (0..4)
+        .map(|i| json!({"endpoint": "/api/chat", "method": "POST", "statusCode": 200, "responseTime": 12.5,
+                        "promptTokens": 100, "completionTokens": 50, "model": "gpt-4o-mini",
+                        "userId": format!("u{i}"), "botId": "bot", "metadata": {"messageLength": 50, "k": "v"}}))
+        .collect();
+    let r = s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(batch)));
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().unwrap()["accepted"], 4);
+    // A bad record anywhere refuses the whole batch, naming it.
+    let bad = json!([{"endpoint": "/a"}, {"endpoint": "/b", "statusCode": 700}]);
+    let body = error_body(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(bad)),
+        422,
+        "invalid_request",
+    );
+    assert!(
+        body["error"].as_str().unwrap().starts_with("records[1]"),
+        "{body}"
+    );
+    error_body(
+        s.tenant(
+            &key,
+            "POST",
+            "/api/v1/usage",
+            Some(json!({"endpoint": "/a", "tenantId": "someone-else"})),
+        ),
+        403,
+        "tenant_mismatch",
+    );
+    let too_many: Vec<Value> = (0..10_001).map(|_| json!({"endpoint": "/a"})).collect();
+    error_body(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(too_many))),
+        422,
+        "invalid_request",
+    );
+    error_body(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(json!(5))),
+        422,
+        "invalid_request",
+    );
+
+    // Usage past the quota is still stored and counted.
+    let over: Vec<Value> = (0..8)
+        .map(|_| json!({"endpoint": "/a", "calls": 1}))
+        .collect();
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(over)))
+            .status(),
+        202
+    );
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 12);
+    assert_eq!(usage["calls"]["remaining"], 0);
+    assert_eq!(usage["calls"]["percent"], 120.0);
+    assert_eq!(usage["tokens"]["used"], 600);
+    assert_eq!(usage["tokens"]["limit"], Value::Null);
+    assert_eq!(usage["plan"]["id"], "ing");
+    let start = usage["period"]["start"].as_str().unwrap();
+    assert!(start.ends_with("-01T00:00:00.000Z"), "{start}");
+    assert_eq!(usage["resetAt"], usage["period"]["end"]);
+}
+
+#[test]
+fn subscription_views_for_tenant_and_admin() {
+    let s = TestServer::start();
+    let key = s.tenant_with_key("sub", "professional");
+    let mine: Value = s
+        .tenant(&key, "GET", "/api/billing/subscription", None)
+        .json()
+        .unwrap();
+    assert_eq!(mine["tenantId"], "sub");
+    assert_eq!(mine["plan"]["monthlyCalls"], 1_000_000);
+    assert_eq!(mine["status"], "active");
+    assert!(
+        mine["currentPeriodStart"].as_str().unwrap() < mine["currentPeriodEnd"].as_str().unwrap()
+    );
+    let admin: Value = s
+        .admin("GET", "/api/admin/tenants/sub/subscription", None)
+        .json()
+        .unwrap();
+    assert_eq!(admin, mine);
+    s.tenant(&key, "POST", "/api/v1/authorize", None);
+    let usage: Value = s
+        .admin("GET", "/api/admin/tenants/sub/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 1);
+    error_body(
+        s.admin("GET", "/api/admin/tenants/ghost/usage", None),
+        404,
+        "not_found",
+    );
+}
+
+#[test]
+fn isolation_between_tenants_and_admin() {
+    let s = TestServer::start();
+    let a = s.tenant_with_key("tenant-a", "starter");
+    let b = s.tenant_with_key("tenant-b", "starter");
+    for _ in 0..3 {
+        s.tenant(&a, "POST", "/api/v1/authorize", None);
+    }
+    let ua: Value = s
+        .tenant(&a, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    let ub: Value = s
+        .tenant(&b, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(
+        (ua["calls"]["used"].clone(), ub["calls"]["used"].clone()),
+        (json!(3), json!(0))
+    );
+    let sb: Value = s
+        .tenant(&b, "GET", "/api/billing/subscription", None)
+        .json()
+        .unwrap();
+    assert_eq!(sb["tenantId"], "tenant-b");
+    // Tenant keys never open admin routes; the admin token is not a tenant key.
+    for (m, p) in [
+        ("GET", "/api/admin/tenants"),
+        ("GET", "/api/admin/tenants/tenant-b"),
+        ("POST", "/api/admin/tenants/tenant-b/keys"),
+        ("GET", "/api/admin/plans"),
+    ] {
+        error_body(s.tenant(&a, m, p, None), 403, "admin_only");
+    }
+    error_body(
+        s.tenant(ADMIN, "GET", "/api/billing/usage", None),
+        401,
+        "invalid_api_key",
+    );
+    error_body(
+        s.http.get(s.url("/api/admin/tenants")).send().unwrap(),
+        401,
+        "missing_admin_token",
+    );
+    error_body(
+        s.tenant("wrong", "GET", "/api/admin/tenants", None),
+        401,
+        "invalid_admin_token",
+    );
+    error_body(
+        s.http.get(s.url("/api/billing/usage")).send().unwrap(),
+        401,
+        "missing_api_key",
+    );
+    let r = s
+        .http
+        .get(s.url("/api/billing/usage"))
+        .header("Authorization", "Basic abc")
+        .send()
+        .unwrap();
+    error_body(r, 401, "invalid_credentials");
+    // A 401 carries no rate-limit headers (nothing was authenticated).
+    let r = s.tenant(
+        "tg_00000000000000000000000000000000",
+        "POST",
+        "/api/v1/authorize",
+        None,
+    );
+    assert!(header(&r, "x-ratelimit-limit").is_none());
+    error_body(r, 401, "invalid_api_key");
+}
+
+#[test]
+fn sixty_four_concurrent_clients_get_exactly_the_limit() {
+    let s = TestServer::start();
+    s.plan("race", Some(200), None, None);
+    let key = s.tenant_with_key("racer", "race");
+    let url = s.url("/api/v1/authorize");
+    let (allowed, rejected): (u64, u64) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| {
+                let (url, key) = (url.clone(), key.clone());
+                scope.spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    let (mut ok, mut no) = (0, 0);
+                    for _ in 0..5 {
+                        let r = client.post(&url).bearer_auth(&key).send().unwrap();
+                        match r.status().as_u16() {
+                            200 => ok += 1,
+                            429 => no += 1,
+                            other => panic!("unexpected status {other}"),
+                        }
+                    }
+                    (ok, no)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    assert_eq!(allowed + rejected, 320);
+    assert_eq!(allowed, 200, "exactly the limit is allowed");
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 200);
+}
+
+#[test]
+fn the_month_boundary_resets_the_quota() {
+    let last_ms = Utc.with_ymd_and_hms(2027, 2, 28, 23, 59, 59).unwrap()
+        + chrono::Duration::milliseconds(999);
+    let clock = Arc::new(ManualClock::at(last_ms));
+    let s = TestServer::start_with(|_| {}, clock.clone());
+    s.plan("two", Some(2), None, None);
+    let key = s.tenant_with_key("feb", "two");
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/authorize", Some(json!({"cost": 2})))
+            .status(),
+        200
+    );
+    let r = s.tenant(&key, "POST", "/api/v1/authorize", None);
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        header(&r, "x-ratelimit-reset").as_deref(),
+        Some("2027-03-01T00:00:00.000Z")
+    );
+    error_body(r, 429, "quota_exceeded");
+    clock.advance_ms(1);
+    let r = s.tenant(&key, "POST", "/api/v1/authorize", None);
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-ratelimit-reset").as_deref(),
+        Some("2027-04-01T00:00:00.000Z")
+    );
+    assert_eq!(r.json::<Value>().unwrap()["used"], 1);
+}

@@ -1,0 +1,323 @@
+//! The real binary as a process: graceful stop, restart persistence,
+//! `kill -9`, the demo, the admin-token file and the format-version guard.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const ADMIN: &str = "process-test-admin-token";
+
+struct Proc {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+}
+
+fn start(dir: &Path, args: &[&str], admin: Option<&str>) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env("TOLLGATE_FLUSH_INTERVAL_MS", "50")
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(a) = admin {
+        cmd.env("TOLLGATE_ADMIN_TOKEN", a);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server printed its address")
+            .unwrap();
+        stdout.push(line.clone());
+        if let Some(addr) = line.strip_prefix("Tollgate listening on ") {
+            break addr.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let p = Proc {
+        child,
+        base,
+        stdout,
+    };
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .get(p.url("/healthz"))
+        .send()
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "server never became healthy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+impl Proc {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup_tenant(c: &reqwest::blocking::Client, p: &Proc, plan: Value) -> String {
+    let r = c
+        .post(p.url("/api/admin/plans"))
+        .bearer_auth(ADMIN)
+        .json(&plan)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .post(p.url("/api/admin/tenants"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "durable", "name": "Durable", "planId": plan["id"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .post(p.url("/api/admin/tenants/durable/keys"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    r.json::<Value>().unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn usage(c: &reqwest::blocking::Client, p: &Proc, key: &str) -> (u64, u64) {
+    let u: Value = c
+        .get(p.url("/api/billing/usage"))
+        .bearer_auth(key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    (
+        u["calls"]["used"].as_u64().unwrap(),
+        u["tokens"]["used"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn sigterm_drains_everything_and_a_restart_resumes_the_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = reqwest::blocking::Client::new();
+    let mut p = start(dir.path(), &[], Some(ADMIN));
+    let key = setup_tenant(
+        &c,
+        &p,
+        json!({"id": "p100", "name": "P", "monthlyCalls": 100, "monthlyTokens": 1_000_000}),
+    );
+    for _ in 0..40 {
+        assert_eq!(
+            c.post(p.url("/api/v1/authorize"))
+                .bearer_auth(&key)
+                .send()
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let batch: Vec<Value> = (0..25)
+        .map(|_| json!({"endpoint": "/x", "promptTokens": 7, "completionTokens": 3}))
+        .collect();
+    assert_eq!(
+        c.post(p.url("/api/v1/usage"))
+            .bearer_auth(&key)
+            .json(&batch)
+            .send()
+            .unwrap()
+            .status(),
+        202
+    );
+    assert_eq!(usage(&c, &p, &key), (65, 250));
+    // Stop right away: what is still queued must reach the disk.
+    let status = p.signal(libc::SIGTERM);
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+
+    let restarted = Instant::now();
+    let p = start(dir.path(), &[], Some(ADMIN));
+    let took = restarted.elapsed();
+    eprintln!("restart to healthy: {took:?}");
+    assert_eq!(
+        usage(&c, &p, &key),
+        (65, 250),
+        "counters rebuilt from the store"
+    );
+    // The limit continues where it was: 35 more, then 429.
+    let allowed = (0..50)
+        .filter(|_| {
+            c.post(p.url("/api/v1/authorize"))
+                .bearer_auth(&key)
+                .send()
+                .unwrap()
+                .status()
+                == 200
+        })
+        .count();
+    assert_eq!(allowed, 35);
+}
+
+#[test]
+fn kill_9_after_a_flush_interval_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = reqwest::blocking::Client::new();
+    let mut p = start(dir.path(), &[], Some(ADMIN));
+    let key = setup_tenant(
+        &c,
+        &p,
+        json!({"id": "big", "name": "Big", "monthlyCalls": 1_000_000}),
+    );
+    for _ in 0..30 {
+        c.post(p.url("/api/v1/authorize"))
+            .bearer_auth(&key)
+            .send()
+            .unwrap();
+    }
+    c.post(p.url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .json(&json!({"endpoint": "/y", "calls": 5, "tokensUsed": 11}))
+        .send()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    p.signal(libc::SIGKILL);
+    let p = start(dir.path(), &[], Some(ADMIN));
+    assert_eq!(usage(&c, &p, &key), (35, 11));
+}
+
+#[test]
+fn admin_token_is_generated_into_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(dir.path(), &[], None);
+    let path = dir.path().join("admin-token");
+    assert!(
+        p.stdout
+            .iter()
+            .any(|l| l.contains(&path.display().to_string())),
+        "{:?}",
+        p.stdout
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    assert!(
+        !p.stdout.iter().any(|l| l.contains(&token)),
+        "the token itself is never printed"
+    );
+    let c = reqwest::blocking::Client::new();
+    assert_eq!(
+        c.get(p.url("/api/admin/plans"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn demo_seeds_tenants_once_and_prints_fresh_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = reqwest::blocking::Client::new();
+    let mut p = start(dir.path(), &["--demo"], Some(ADMIN));
+    let keys: Vec<(String, String)> = p
+        .stdout
+        .iter()
+        .filter(|l| l.trim_start().starts_with("demo-"))
+        .map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            (parts[0].to_string(), parts.last().unwrap().to_string())
+        })
+        .collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "demo-free",
+            "demo-starter",
+            "demo-professional",
+            "demo-enterprise"
+        ]
+    );
+    let first: Vec<(u64, u64)> = keys.iter().map(|(_, k)| usage(&c, &p, k)).collect();
+    assert!(
+        first
+            .iter()
+            .all(|(calls, tokens)| *calls > 0 && *tokens > 0),
+        "{first:?}"
+    );
+    let free: Value = c
+        .get(p.url("/api/billing/usage"))
+        .bearer_auth(&keys[0].1)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        free["calls"]["percent"].as_f64().unwrap() < 100.0,
+        "the free demo tenant is not over its quota"
+    );
+    p.signal(libc::SIGTERM);
+
+    // A second run keeps the history (no duplicate) and prints new keys.
+    let p = start(dir.path(), &["--demo"], Some(ADMIN));
+    let again: Vec<String> = p
+        .stdout
+        .iter()
+        .filter(|l| l.trim_start().starts_with("demo-"))
+        .map(|l| l.split_whitespace().last().unwrap().to_string())
+        .collect();
+    assert_ne!(again[0], keys[0].1);
+    let second: Vec<(u64, u64)> = again.iter().map(|k| usage(&c, &p, k)).collect();
+    assert_eq!(second, first);
+    assert!(
+        p.stdout.iter().any(|l| l.contains("0 records written")),
+        "{:?}",
+        p.stdout
+    );
+}
+
+#[test]
+fn a_data_dir_from_a_newer_format_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format_version", &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("newer Tollgate (store format 99)"), "{err}");
+}
