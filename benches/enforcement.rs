@@ -1,0 +1,170 @@
+//! The in-process enforcement path: key lookup, decision (check + consume),
+//! enqueue of the usage record - the work `POST /api/v1/authorize` does
+//! besides HTTP. Fixed inputs; single- and multi-threaded groups.
+//!
+//! Run: `cargo bench --bench enforcement`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use tollgate::auth::KeyHash;
+use tollgate::model::{Plan, RateLimit, Tenant, TenantStatus, UsageRecord};
+use tollgate::registry::Registry;
+use tollgate::stats::Stats;
+use tollgate::store::{SledStore, Store};
+use tollgate::usage::queue::{usage_queue, QueueReceiver, UsageQueue};
+use tollgate::usage::Queued;
+
+const TENANTS: usize = 10_000;
+/// Records decided between two (untimed) drains of the queue.
+const CHUNK: u64 = 20_000;
+
+struct Fixture {
+    registry: Registry,
+    hashes: Vec<KeyHash>,
+    queue: UsageQueue,
+    rx: QueueReceiver,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 100, 16 << 20).unwrap());
+    let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+    let plan = Plan {
+        id: "bench".into(),
+        name: "Bench".into(),
+        monthly_calls: Some(1 << 46),
+        monthly_tokens: Some(1 << 46),
+        rate_limit: Some(RateLimit {
+            requests: 1_000_000_000,
+            per_seconds: 1,
+            burst: 1_000_000_000,
+        }),
+        price_usd_monthly: 0.0,
+    };
+    let registry = Registry::load(store, &[plan], now).unwrap();
+    let mut hashes = Vec::with_capacity(TENANTS);
+    for i in 0..TENANTS {
+        let id = format!("t{i}");
+        registry
+            .create_tenant(
+                Tenant {
+                    id: id.clone(),
+                    name: id.clone(),
+                    plan_id: "bench".into(),
+                    status: TenantStatus::Active,
+                    created_at: now,
+                },
+                now,
+            )
+            .unwrap();
+        let (_, secret) = registry.create_key(&id, "k", now).unwrap();
+        hashes.push(KeyHash::of(&secret));
+    }
+    let (queue, rx) = usage_queue(1 << 20, Arc::new(Stats::default()));
+    Fixture {
+        registry,
+        hashes,
+        queue,
+        rx,
+        _dir: dir,
+    }
+}
+
+const NOW_NS: i64 = 1_795_000_000_000_000_000;
+
+/// One decision the way the authorize handler makes it, minus HTTP.
+#[inline]
+fn decide(f: &Fixture, hash: &KeyHash, i: i64) -> bool {
+    f.registry.with_key(hash, |entry| {
+        let Some(entry) = entry else { return false };
+        let d = entry.tenant.decide(1, NOW_NS + i, true);
+        f.queue.enqueue(Queued {
+            tenant: entry.tenant.clone(),
+            record: UsageRecord {
+                ts_ms: (NOW_NS + i) / 1_000_000,
+                status: 200,
+                calls: 1,
+                ..Default::default()
+            },
+        });
+        d.allowed()
+    })
+}
+
+/// Runs `iters` decisions on each of `threads` threads; returns the busiest
+/// thread's timed work (queue drains are not timed).
+fn run(f: &Fixture, threads: usize, iters: u64, pick: fn(usize, u64) -> usize) -> Duration {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut timed = Duration::ZERO;
+                    let mut drained = Vec::new();
+                    let mut done = 0;
+                    while done < iters {
+                        let n = CHUNK.min(iters - done);
+                        let start = Instant::now();
+                        for i in done..done + n {
+                            black_box(decide(f, &f.hashes[pick(t, i)], i as i64));
+                        }
+                        timed += start.elapsed();
+                        done += n;
+                        f.rx.drain_into(&mut drained, usize::MAX);
+                        drained.clear();
+                    }
+                    timed
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+fn distinct(t: usize, i: u64) -> usize {
+    (t * TENANTS / 2 + (i as usize % (TENANTS / 2))) % TENANTS
+}
+
+fn hot(_: usize, _: u64) -> usize {
+    7
+}
+
+fn bench(c: &mut Criterion) {
+    let f = fixture();
+    let mut g = c.benchmark_group("decision");
+    g.bench_function("lookup_only", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % TENANTS;
+            f.registry
+                .with_key(black_box(&f.hashes[i]), |e| e.is_some())
+        })
+    });
+    g.bench_function("hash_and_lookup", |b| {
+        b.iter(|| {
+            f.registry
+                .authenticate(black_box("tg_00000000000000000000000000000000"))
+                .is_some()
+        })
+    });
+    g.bench_function("one_thread", |b| {
+        b.iter_custom(|iters| run(&f, 1, iters, distinct))
+    });
+    g.bench_function("two_threads_distinct_tenants", |b| {
+        b.iter_custom(|iters| run(&f, 2, iters, distinct))
+    });
+    g.bench_function("two_threads_one_hot_tenant", |b| {
+        b.iter_custom(|iters| run(&f, 2, iters, hot))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
