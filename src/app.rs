@@ -17,7 +17,7 @@ use crate::pricing::{PriceError, PriceTable};
 use crate::registry::{Registry, RegistryError};
 use crate::stats::Stats;
 use crate::store::{SledStore, Store, StoreError};
-use crate::usage::flusher::UsageFlusher;
+use crate::usage::flusher::{FlushSchedule, UsageFlusher};
 use crate::usage::queue::{usage_queue, UsageQueue};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,12 @@ impl Tollgate {
         let flusher = UsageFlusher::start(
             rx,
             store.clone() as Arc<dyn Store>,
-            Duration::from_millis(config.flush.interval_ms),
+            FlushSchedule {
+                interval: Duration::from_millis(config.flush.interval_ms),
+                checkpoint: Duration::from_millis(config.flush.checkpoint_ms),
+                raw_days: config.retention.raw_days,
+            },
+            clock.clone(),
             stats.clone(),
         )
         .map_err(io("cannot start the flusher thread"))?;

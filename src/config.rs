@@ -34,6 +34,8 @@ pub struct FlushConfig {
     /// The bound on what a `kill -9` can lose.
     pub interval_ms: u64,
     pub queue_capacity: usize,
+    /// How often rollup cells are written (a crash replays the rest).
+    pub checkpoint_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +85,7 @@ impl Default for FlushConfig {
         FlushConfig {
             interval_ms: 100,
             queue_capacity: 1_000_000,
+            checkpoint_ms: 2_000,
         }
     }
 }
@@ -154,6 +157,9 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
         if self.flush.interval_ms == 0 || self.flush.interval_ms > 60_000 {
             return bad("flush.interval_ms must be 1 to 60000");
+        }
+        if self.flush.checkpoint_ms == 0 {
+            return bad("flush.checkpoint_ms must be at least 1");
         }
         if self.flush.queue_capacity == 0 {
             return bad("flush.queue_capacity must be at least 1");

@@ -19,6 +19,7 @@
 //!   [`demo`]: `serve --demo`'s data; [`config`], [`clock`], [`stats`].
 //! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod chat;

@@ -92,6 +92,8 @@ pub struct UsageRecord {
     /// Quota units this record consumed.
     pub calls: u64,
     pub cost_usd: f64,
+    /// Refused by Tollgate itself (rate limit, quota, suspension).
+    pub rejected: bool,
 }
 
 /// Why a plan or tenant definition is refused.

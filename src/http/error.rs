@@ -95,11 +95,11 @@ impl From<RegistryError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        tracing::error!(error = %e, "store error on an admin write");
+        tracing::error!(error = %e, "store error");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            "the store could not complete the write; try again",
+            "the store could not complete the request; try again",
         )
     }
 }

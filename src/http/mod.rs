@@ -4,7 +4,9 @@
 //! turns requests into calls on the registry, the quota engine and the queue.
 
 pub mod admin;
+pub mod analytics;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod headers;
 pub mod tenant;
@@ -72,6 +74,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource(
             "/api/billing/usage",
             vec![get().to(tenant::billing_usage)],
+        ))
+        .service(resource(
+            "/api/billing/api-usage",
+            vec![get().to(analytics::billing_api_usage)],
+        ))
+        .service(resource(
+            "/api/billing/api-usage/export",
+            vec![get().to(export::export)],
+        ))
+        .service(resource(
+            "/api/admin/api-usage",
+            vec![get().to(analytics::admin_api_usage)],
+        ))
+        .service(resource(
+            "/api/admin/tenants/{id}/api-usage",
+            vec![get().to(analytics::admin_tenant_api_usage)],
         ))
         .service(resource(
             "/api/billing/subscription",

@@ -139,6 +139,7 @@ pub async fn authorize(
                 user_id,
                 bot_id,
                 calls: if d.allowed() { cost } else { 0 },
+                rejected: !d.allowed(),
                 ..Default::default()
             },
         );
@@ -317,6 +318,7 @@ pub async fn chat(
         user_id,
         bot_id,
         calls: if d.allowed() { 1 } else { 0 },
+        rejected: !d.allowed(),
         ..Default::default()
     };
     if !d.allowed() {

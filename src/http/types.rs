@@ -321,6 +321,7 @@ pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord
         metadata: metadata(input.metadata.unwrap_or_default())?,
         calls,
         cost_usd: 0.0,
+        rejected: false,
     })
 }
 

@@ -4,12 +4,14 @@
 //! Architecture Invariant: nothing on the request path calls a [`Store`]; only
 //! start-up, admin writes (cold) and the flusher thread do.
 
+mod rollup_book;
 mod sled_store;
 
 pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::rollup::{Cell, Grain};
 use crate::codec::CodecError;
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
@@ -76,6 +78,23 @@ pub trait Store: Send + Sync {
         visit: &mut dyn FnMut(&UsageRecord) -> bool,
     ) -> Result<(), StoreError>;
 
-    /// Makes every write so far durable.
+    /// The rollup cells of `tenant` (or the all-tenants cells, tenant `""`)
+    /// at `grain` with `from <= bucket < to`, in bucket order, empty ones left out.
+    fn rollups(
+        &self,
+        tenant: &str,
+        grain: Grain,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Cell)>, StoreError>;
+
+    /// Writes the rollup cells changed since the last checkpoint.
+    fn checkpoint(&self) -> Result<(), StoreError>;
+
+    /// Retention: drops raw day-trees before `raw_day` and minute-rollup
+    /// day-trees before `minute_day` (days since the epoch). Returns how many.
+    fn drop_days_before(&self, raw_day: i64, minute_day: i64) -> Result<usize, StoreError>;
+
+    /// Makes every write so far durable (rollups included).
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -2,24 +2,41 @@
 //!
 //! Every flush interval it drains the queue and writes what it found in one
 //! store write per batch ([`flush_batch`], a plain function so that a failing
-//! store can be tested). Stopping drains the queue to the last record, writes
-//! it and joins the thread; dropping the flusher does the same.
+//! store can be tested). Every checkpoint interval it has the store write
+//! the rollups; once an hour it applies retention. Stopping drains the queue
+//! to the last record, writes it, checkpoints and joins the thread; dropping
+//! the flusher does the same.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use super::queue::QueueReceiver;
+use super::retention;
 use super::Queued;
+use crate::clock::Clock;
 use crate::stats::Stats;
 use crate::store::{Store, UsageBlock};
 
 /// At most this many records go into one store write.
 const MAX_BATCH: usize = 100_000;
+
+/// When the flusher does what.
+#[derive(Clone, Copy, Debug)]
+pub struct FlushSchedule {
+    /// Records are written every `interval`.
+    pub interval: Duration,
+    /// Rollups are checkpointed every `checkpoint`.
+    pub checkpoint: Duration,
+    /// Raw records are kept this many days.
+    pub raw_days: u32,
+}
+
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct UsageFlusher {
     stop: Option<Sender<()>>,
@@ -30,7 +47,8 @@ impl UsageFlusher {
     pub fn start(
         rx: QueueReceiver,
         store: Arc<dyn Store>,
-        interval: Duration,
+        schedule: FlushSchedule,
+        clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
     ) -> std::io::Result<UsageFlusher> {
         let (stop_tx, stop_rx) = bounded::<()>(1);
@@ -38,9 +56,11 @@ impl UsageFlusher {
             .name("tollgate-flusher".into())
             .spawn(move || {
                 let mut buf = Vec::new();
+                let mut last_checkpoint = Instant::now();
+                let mut last_retention: Option<Instant> = None;
                 loop {
                     let stopping = !matches!(
-                        stop_rx.recv_timeout(interval),
+                        stop_rx.recv_timeout(schedule.interval),
                         Err(RecvTimeoutError::Timeout)
                     );
                     while rx.drain_into(&mut buf, MAX_BATCH) > 0 {
@@ -51,6 +71,20 @@ impl UsageFlusher {
                             tracing::error!(error = %e, "final store flush failed");
                         }
                         return;
+                    }
+                    if last_checkpoint.elapsed() >= schedule.checkpoint {
+                        last_checkpoint = Instant::now();
+                        if let Err(e) = store.checkpoint() {
+                            tracing::error!(error = %e, "rollup checkpoint failed; will retry");
+                        }
+                    }
+                    if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                        last_retention = Some(Instant::now());
+                        if let Err(e) =
+                            retention::apply(store.as_ref(), clock.now(), schedule.raw_days)
+                        {
+                            tracing::error!(error = %e, "retention failed; will retry");
+                        }
                     }
                 }
             })?;

@@ -3,6 +3,7 @@
 
 pub mod flusher;
 pub mod queue;
+pub mod retention;
 
 use std::sync::Arc;
 

@@ -154,3 +154,16 @@ pub fn header(r: &Response, name: &str) -> Option<String> {
         .get(name)
         .map(|v| v.to_str().unwrap().to_string())
 }
+
+/// Polls `cond` for up to 10 s (what the server does asynchronously, such as
+/// flushing records, takes a flush interval or two).
+pub fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,315 @@
+//! Pre-aggregated usage: a [`Cell`] sums the records of one tenant in one
+//! minute, hour or day ([`Grain`]), with the dimensions the analytics need.
+//! Cells merge, so any range is answered from a handful of them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::histogram::LatencyHistogram;
+use crate::model::UsageRecord;
+
+/// Distinct users (or bots, tenants) a cell tracks by name; the rest are
+/// summed under [`OTHER`].
+pub const MAX_PARTIES: usize = 10_000;
+pub const OTHER: &str = "(other)";
+
+/// The tenant id under which the all-tenants cells are kept (never a valid id).
+pub const ALL_TENANTS: &str = "";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Grain {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 3] = [Grain::Minute, Grain::Hour, Grain::Day];
+
+    pub fn ms(self) -> i64 {
+        match self {
+            Grain::Minute => 60_000,
+            Grain::Hour => 3_600_000,
+            Grain::Day => 86_400_000,
+        }
+    }
+
+    /// The bucket (minutes, hours or days since the epoch) holding `ts_ms`.
+    pub fn bucket(self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.ms())
+    }
+
+    pub fn start_ms(self, bucket: i64) -> i64 {
+        bucket * self.ms()
+    }
+}
+
+/// Sums over a set of records.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Agg {
+    pub requests: u64,
+    /// Status >= 400, Tollgate's own rejections excluded.
+    pub errors: u64,
+    /// Refused by Tollgate (rate limit or quota).
+    pub rejected: u64,
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub latency_sum_ms: f64,
+}
+
+impl Agg {
+    fn add(&mut self, r: &UsageRecord) {
+        self.requests += 1;
+        if r.rejected {
+            self.rejected += 1;
+        } else if r.status >= 400 {
+            self.errors += 1;
+        }
+        self.calls = self.calls.saturating_add(r.calls);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(r.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(r.completion_tokens);
+        self.tokens = self.tokens.saturating_add(r.tokens);
+        self.cost_usd += r.cost_usd;
+        self.latency_sum_ms += r.response_ms;
+    }
+
+    fn merge(&mut self, o: &Agg) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.rejected += o.rejected;
+        self.calls = self.calls.saturating_add(o.calls);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(o.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(o.completion_tokens);
+        self.tokens = self.tokens.saturating_add(o.tokens);
+        self.cost_usd += o.cost_usd;
+        self.latency_sum_ms += o.latency_sum_ms;
+    }
+
+    pub fn successful(&self) -> u64 {
+        self.requests - self.errors - self.rejected
+    }
+}
+
+/// One endpoint+method: sums and its own latency histogram.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointAgg {
+    pub agg: Agg,
+    pub latency: LatencyHistogram,
+}
+
+/// A user, bot or tenant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartyAgg {
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl PartyAgg {
+    fn add(&mut self, requests: u64, tokens: u64, cost: f64) {
+        self.requests += requests;
+        self.tokens = self.tokens.saturating_add(tokens);
+        self.cost_usd += cost;
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub total: Agg,
+    pub latency: LatencyHistogram,
+    /// By endpoint, then method.
+    pub endpoints: BTreeMap<String, BTreeMap<String, EndpointAgg>>,
+    pub statuses: BTreeMap<u16, u64>,
+    /// By model: sums (requests, tokens, cost) of records naming one.
+    pub models: BTreeMap<String, Agg>,
+    pub users: BTreeMap<String, PartyAgg>,
+    pub bots: BTreeMap<String, PartyAgg>,
+    /// Only in the all-tenants cells.
+    pub tenants: BTreeMap<String, PartyAgg>,
+    /// Requests per UTC hour of day (24 slots).
+    pub by_hour: Vec<u64>,
+    /// The last usage write (store sequence number) this cell includes.
+    pub seq: u64,
+}
+
+/// The value for `key`, allocating the key only when it is new.
+fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
+}
+
+fn add_party(
+    map: &mut BTreeMap<String, PartyAgg>,
+    name: &str,
+    requests: u64,
+    tokens: u64,
+    cost: f64,
+) {
+    if name.is_empty() {
+        return;
+    }
+    let key = if map.contains_key(name) || map.len() < MAX_PARTIES {
+        name
+    } else {
+        OTHER
+    };
+    if let Some(p) = map.get_mut(key) {
+        p.add(requests, tokens, cost);
+    } else {
+        map.entry(key.to_string())
+            .or_default()
+            .add(requests, tokens, cost);
+    }
+}
+
+impl Cell {
+    /// Adds one record; `tenant` names it in the all-tenants cells.
+    pub fn add(&mut self, r: &UsageRecord, tenant: Option<&str>) {
+        self.total.add(r);
+        self.latency.record(r.response_ms, 1);
+        let e = entry(entry(&mut self.endpoints, &r.endpoint), &r.method);
+        e.agg.add(r);
+        e.latency.record(r.response_ms, 1);
+        *self.statuses.entry(r.status).or_default() += 1;
+        if !r.model.is_empty() {
+            entry(&mut self.models, &r.model).add(r);
+        }
+        add_party(&mut self.users, &r.user_id, 1, r.tokens, r.cost_usd);
+        add_party(&mut self.bots, &r.bot_id, 1, r.tokens, r.cost_usd);
+        if let Some(t) = tenant {
+            add_party(&mut self.tenants, t, 1, r.tokens, r.cost_usd);
+        }
+        if self.by_hour.len() != 24 {
+            self.by_hour = vec![0; 24];
+        }
+        self.by_hour[(r.ts_ms.div_euclid(3_600_000).rem_euclid(24)) as usize] += 1;
+    }
+
+    /// Merges `o` as a part of the all-tenants cells: attributed to
+    /// `tenant`, without users and bots (their ids are the tenants' own).
+    pub fn merge_for_all_tenants(&mut self, o: &Cell, tenant: &str) {
+        self.merge_parts(o, false);
+        if o.total.requests > 0 {
+            add_party(
+                &mut self.tenants,
+                tenant,
+                o.total.requests,
+                o.total.tokens,
+                o.total.cost_usd,
+            );
+        }
+    }
+
+    pub fn merge(&mut self, o: &Cell) {
+        self.merge_parts(o, true);
+    }
+
+    fn merge_parts(&mut self, o: &Cell, parties: bool) {
+        self.total.merge(&o.total);
+        self.latency.merge(&o.latency);
+        for (endpoint, methods) in &o.endpoints {
+            let mine = entry(&mut self.endpoints, endpoint);
+            for (method, v) in methods {
+                let e = entry(mine, method);
+                e.agg.merge(&v.agg);
+                e.latency.merge(&v.latency);
+            }
+        }
+        for (k, v) in &o.statuses {
+            *self.statuses.entry(*k).or_default() += v;
+        }
+        for (k, v) in &o.models {
+            entry(&mut self.models, k).merge(v);
+        }
+        if parties {
+            for (mine, theirs) in [
+                (&mut self.users, &o.users),
+                (&mut self.bots, &o.bots),
+                (&mut self.tenants, &o.tenants),
+            ] {
+                for (k, v) in theirs {
+                    add_party(mine, k, v.requests, v.tokens, v.cost_usd);
+                }
+            }
+        }
+        self.seq = self.seq.max(o.seq);
+        if !o.by_hour.is_empty() {
+            if self.by_hour.len() != 24 {
+                self.by_hour = vec![0; 24];
+            }
+            for (a, b) in self.by_hour.iter_mut().zip(&o.by_hour) {
+                *a += b;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ts_ms: i64, status: u16, user: &str) -> UsageRecord {
+        UsageRecord {
+            ts_ms,
+            endpoint: "/e".into(),
+            method: "GET".into(),
+            status,
+            response_ms: 10.0,
+            tokens: 3,
+            prompt_tokens: 3,
+            user_id: user.into(),
+            model: "m".into(),
+            cost_usd: 0.5,
+            calls: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn adding_then_merging_equals_adding_all() {
+        let records: Vec<_> = (0..50)
+            .map(|i| {
+                rec(
+                    i * 1_000_000,
+                    if i % 7 == 0 { 500 } else { 200 },
+                    &format!("u{}", i % 3),
+                )
+            })
+            .collect();
+        let mut whole = Cell::default();
+        records.iter().for_each(|r| whole.add(r, Some("t")));
+        let (mut a, mut b) = (Cell::default(), Cell::default());
+        records[..20].iter().for_each(|r| a.add(r, Some("t")));
+        records[20..].iter().for_each(|r| b.add(r, Some("t")));
+        a.merge(&b);
+        assert_eq!(a.total, whole.total);
+        assert_eq!(a.users, whole.users);
+        assert_eq!(a.endpoints, whole.endpoints);
+        assert_eq!(a.by_hour, whole.by_hour);
+        assert_eq!(whole.total.errors, 8);
+        assert_eq!(whole.tenants["t"].requests, 50);
+    }
+
+    #[test]
+    fn parties_beyond_the_cap_are_summed_as_other() {
+        let mut c = Cell::default();
+        for i in 0..MAX_PARTIES + 5 {
+            c.add(&rec(0, 200, &format!("u{i}")), None);
+        }
+        assert_eq!(c.users.len(), MAX_PARTIES + 1);
+        assert_eq!(c.users[OTHER].requests, 5);
+    }
+
+    #[test]
+    fn grains() {
+        assert_eq!(Grain::Hour.bucket(3_600_000 * 5 + 1), 5);
+        assert_eq!(Grain::Day.bucket(-1), -1);
+        assert_eq!(Grain::Minute.start_ms(2), 120_000);
+    }
+}

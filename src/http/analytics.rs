@@ -1,0 +1,262 @@
+//! Usage analytics routes: `/api/billing/api-usage` (a tenant's own),
+//! `/api/admin/tenants/{id}/api-usage`, `/api/admin/api-usage` (all tenants).
+//! Store reads run on the blocking pool, never on a worker's event loop.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Admin, TenantAuth};
+use super::AppState;
+use crate::analytics::forecast::{forecast, recommend, Forecast, Recommendation, SoFar};
+use crate::analytics::query::{report, top_tenants, Range, Report, TopTenants, MAX_POINTS};
+use crate::analytics::rollup::{Grain, ALL_TENANTS};
+use crate::quota::period::Period;
+use crate::quota::TenantState;
+use crate::store::Store;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    pub range: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub bucket: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// Query parameters, or a JSON 422 naming what is wrong.
+pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::invalid(format!("query string: {e}")))
+}
+
+fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "{field} must be RFC 3339, e.g. 2026-11-01T00:00:00Z"
+            ))
+        })
+}
+
+/// The resolved request: range, series bucket, top-N size.
+pub struct Resolved {
+    pub range: Range,
+    pub bucket: Grain,
+    pub top: usize,
+}
+
+pub fn resolve(p: &UsageParams, now_ms: i64) -> Result<Resolved, ApiError> {
+    const DAY: i64 = 86_400_000;
+    let kind = p
+        .range
+        .as_deref()
+        .unwrap_or(if p.from.is_some() || p.to.is_some() {
+            "custom"
+        } else {
+            "month"
+        });
+    let (from, to) = match kind {
+        "day" => (now_ms - DAY, now_ms),
+        "week" => (now_ms - 7 * DAY, now_ms),
+        "month" => (
+            Period::containing_secs(now_ms.div_euclid(1000)).start_secs() * 1000,
+            now_ms,
+        ),
+        "custom" => {
+            let from = p
+                .from
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("range=custom needs from"))?;
+            let to =
+                p.to.as_deref()
+                    .map_or(Ok(now_ms), |t| parse_time("to", t))?;
+            (parse_time("from", from)?, to)
+        }
+        other => {
+            return Err(ApiError::invalid(format!(
+                "range must be day, week, month or custom, not {other:?}"
+            )))
+        }
+    };
+    if kind != "custom" && (p.from.is_some() || p.to.is_some()) {
+        return Err(ApiError::invalid("from and to go with range=custom"));
+    }
+    if from >= to {
+        return Err(ApiError::invalid("from must be before to"));
+    }
+    if to - from > 400 * DAY {
+        return Err(ApiError::invalid("a range spans at most 400 days"));
+    }
+    let range = Range::minutes(from, to);
+    let span = range.to_ms - range.from_ms;
+    let bucket = match p.bucket.as_deref() {
+        None if span <= 8 * DAY => Grain::Hour,
+        None => Grain::Day,
+        Some("minute") => Grain::Minute,
+        Some("hour") => Grain::Hour,
+        Some("day") => Grain::Day,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "bucket must be minute, hour or day, not {other:?}"
+            )))
+        }
+    };
+    if span / bucket.ms() > MAX_POINTS {
+        return Err(ApiError::invalid(format!(
+            "that range has more than {MAX_POINTS} {} buckets; choose a larger bucket",
+            crate::analytics::query::grain_name(bucket)
+        )));
+    }
+    let top = match p.limit.as_deref() {
+        None => 10,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit must be 1 to 100"))?,
+    };
+    Ok(Resolved { range, bucket, top })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantReport {
+    pub tenant_id: String,
+    #[serde(flatten)]
+    pub report: Report,
+    pub forecast: Forecast,
+    pub recommendation: Option<Recommendation>,
+}
+
+async fn tenant_report(
+    st: &AppState,
+    tenant: Arc<TenantState>,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let params: UsageParams = query(req)?;
+    let now_ns = st.clock.now_nanos();
+    let now_ms = now_ns.div_euclid(1_000_000);
+    let r = resolve(&params, now_ms)?;
+    let (_, plan) = st
+        .registry
+        .tenant_with_plan(&tenant.id)
+        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+    let plans = st.registry.plans();
+    let snapshot = tenant.snapshot(now_ns);
+    let store = st.registry.store().clone();
+    let id = tenant.id.to_string();
+    let body = web::block(move || -> Result<TenantReport, ApiError> {
+        let (report, whole) = report(store.as_ref(), &id, r.range, r.bucket, r.top, now_ms)?;
+        let period = snapshot.period;
+        let period_range = Range::minutes(period.start_secs() * 1000, now_ms);
+        let period_cost = if period_range == r.range {
+            whole.total.cost_usd
+        } else {
+            crate::analytics::query::aggregate(store.as_ref(), &id, period_range, now_ms)?
+                .total
+                .cost_usd
+        };
+        let f = forecast(
+            &plan,
+            period,
+            now_ms,
+            SoFar {
+                calls: snapshot.calls_used,
+                tokens: snapshot.tokens_used,
+                cost_usd: period_cost,
+            },
+        );
+        let recommendation = recommend(&plan, &plans, &f);
+        Ok(TenantReport {
+            tenant_id: id,
+            report,
+            forecast: f,
+            recommendation,
+        })
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "try again",
+        )
+    })??;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /api/billing/api-usage`.
+pub async fn billing_api_usage(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    tenant_report(&st, auth.tenant.clone(), &req).await
+}
+
+/// `GET /api/admin/tenants/{id}/api-usage`.
+pub async fn admin_tenant_api_usage(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = st
+        .registry
+        .tenant_state(&id)
+        .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))?;
+    tenant_report(&st, tenant, &req).await
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllTenantsReport {
+    pub tenants: usize,
+    #[serde(flatten)]
+    pub report: Report,
+    pub top_tenants: TopTenants,
+}
+
+/// `GET /api/admin/api-usage`: every tenant together, and the top tenants.
+pub async fn admin_api_usage(
+    st: web::Data<AppState>,
+    _: Admin,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let params: UsageParams = query(&req)?;
+    let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
+    let r = resolve(&params, now_ms)?;
+    let store: Arc<dyn Store> = st.registry.store().clone();
+    let tenants = st.registry.tenant_count();
+    let body = web::block(move || -> Result<AllTenantsReport, ApiError> {
+        let (report, whole) = report(
+            store.as_ref(),
+            ALL_TENANTS,
+            r.range,
+            r.bucket,
+            r.top,
+            now_ms,
+        )?;
+        Ok(AllTenantsReport {
+            tenants,
+            report,
+            top_tenants: top_tenants(&whole, r.top),
+        })
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "try again",
+        )
+    })??;
+    Ok(HttpResponse::Ok().json(body))
+}

@@ -1,0 +1,237 @@
+//! `GET /api/billing/api-usage/export?from=&to=&format=csv|ndjson`: a
+//! tenant's raw records, streamed. A producer thread scans the store and
+//! hands 64 KiB chunks through a channel of four, so a year of records is
+//! never held in memory and a slow client slows the scan, not the server.
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::analytics::query;
+use super::error::ApiError;
+use super::extract::TenantAuth;
+use super::AppState;
+use crate::clock::{fmt_ms, ms_to_utc};
+use crate::model::UsageRecord;
+use crate::quota::period::Period;
+
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Csv,
+    Ndjson,
+}
+
+pub const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata\n";
+
+/// A CSV field: quoted when needed, and defused when a spreadsheet would
+/// read it as a formula.
+fn csv_field(out: &mut String, v: &str) {
+    let formula = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula || v.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        if formula {
+            out.push('\'');
+        }
+        out.push_str(&v.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(v);
+    }
+}
+
+/// Costs to 1e-10 USD, so a CSV shows `0.0002528`, not float noise.
+fn round_cost(c: f64) -> f64 {
+    (c * 1e10).round() / 1e10
+}
+
+fn metadata_json(r: &UsageRecord) -> serde_json::Value {
+    serde_json::Value::Object(
+        r.metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format) {
+    match format {
+        Format::Csv => {
+            use std::fmt::Write;
+            let fields = [
+                fmt_ms(ms_to_utc(r.ts_ms)),
+                tenant.to_string(),
+                r.endpoint.clone(),
+                r.method.clone(),
+            ];
+            for f in &fields {
+                csv_field(out, f);
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{},{},{},{},{},",
+                r.status, r.response_ms, r.prompt_tokens, r.completion_tokens, r.tokens
+            );
+            for f in [&r.model, &r.user_id, &r.bot_id] {
+                csv_field(out, f);
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{},{},{},",
+                r.calls,
+                round_cost(r.cost_usd),
+                r.rejected
+            );
+            let meta = if r.metadata.is_empty() {
+                String::new()
+            } else {
+                metadata_json(r).to_string()
+            };
+            csv_field(out, &meta);
+            out.push('\n');
+        }
+        Format::Ndjson => {
+            let v = serde_json::json!({
+                "timestamp": fmt_ms(ms_to_utc(r.ts_ms)),
+                "tenantId": tenant,
+                "endpoint": r.endpoint,
+                "method": r.method,
+                "statusCode": r.status,
+                "responseTime": r.response_ms,
+                "promptTokens": r.prompt_tokens,
+                "completionTokens": r.completion_tokens,
+                "tokensUsed": r.tokens,
+                "model": r.model,
+                "userId": r.user_id,
+                "botId": r.bot_id,
+                "metadata": metadata_json(r),
+                "calls": r.calls,
+                "costUsd": round_cost(r.cost_usd),
+                "rejected": r.rejected,
+            });
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    }
+}
+
+pub async fn export(
+    st: web::Data<AppState>,
+    auth: TenantAuth,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p: ExportParams = query(&req)?;
+    let format = match p.format.as_deref().unwrap_or("csv") {
+        "csv" => Format::Csv,
+        "ndjson" => Format::Ndjson,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "format must be csv or ndjson, not {other:?}"
+            )))
+        }
+    };
+    let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
+    let parse = |field: &str, v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| ApiError::invalid(format!("{field} must be RFC 3339")))
+    };
+    let from = match p.from.as_deref() {
+        Some(v) => parse("from", v)?,
+        None => Period::containing_secs(now_ms.div_euclid(1000)).start_secs() * 1000,
+    };
+    let to = match p.to.as_deref() {
+        Some(v) => parse("to", v)?,
+        None => now_ms + 1,
+    };
+    if from >= to {
+        return Err(ApiError::invalid("from must be before to"));
+    }
+    let store = st.registry.store().clone();
+    let tenant = auth.tenant.id.to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let name = format!(
+        "usage-{tenant}-{}.{}",
+        fmt_ms(ms_to_utc(from)).get(..10).unwrap_or("range"),
+        if format == Format::Csv {
+            "csv"
+        } else {
+            "ndjson"
+        }
+    );
+    std::thread::Builder::new()
+        .name("tollgate-export".into())
+        .spawn(move || {
+            let mut buf = String::with_capacity(CHUNK + 1024);
+            if format == Format::Csv {
+                buf.push_str(CSV_HEADER);
+            }
+            let mut open = true;
+            let result = store.scan_usage(&tenant, from, to, &mut |r| {
+                write_record(&mut buf, &tenant, r, format);
+                if buf.len() >= CHUNK {
+                    open = tx
+                        .blocking_send(Bytes::from(std::mem::take(&mut buf)))
+                        .is_ok();
+                    buf.reserve(CHUNK + 1024);
+                }
+                open
+            });
+            if let Err(e) = result {
+                tracing::error!(error = %e, "export scan failed");
+                return;
+            }
+            if open && !buf.is_empty() {
+                let _ = tx.blocking_send(Bytes::from(buf));
+            }
+        })
+        .map_err(|_| {
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "try again",
+            )
+        })?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(if format == Format::Csv {
+            "text/csv; charset=utf-8"
+        } else {
+            "application/x-ndjson"
+        })
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .streaming(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_and_defuses() {
+        let mut s = String::new();
+        csv_field(&mut s, "plain");
+        s.push('|');
+        csv_field(&mut s, "a,\"b\"");
+        s.push('|');
+        csv_field(&mut s, "=SUM(A1)");
+        assert_eq!(s, "plain|\"a,\"\"b\"\"\"|\"'=SUM(A1)\"");
+    }
+}

@@ -1,0 +1,101 @@
+//! [`RollupBook`]: what the rollup cells have not absorbed yet, in memory.
+//!
+//! A usage write adds its records to per-tenant *minute deltas* here (and a
+//! journal entry to the store, in the same transaction as the records). A
+//! checkpoint merges the deltas into the stored minute, hour and day cells
+//! and the all-tenants cells, moves the rollup watermark and drops the
+//! journal entries it covers, in one transaction. On start-up the journal
+//! past the watermark is replayed into the book. So stored cells + book
+//! always equal the aggregation of the persisted records; each record costs
+//! one cell update on the write path, and each stored cell is rewritten at
+//! most once per checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
+use crate::model::UsageRecord;
+
+#[derive(Default)]
+pub struct RollupBook {
+    /// tenant -> minute bucket -> records since the last checkpoint.
+    deltas: HashMap<String, BTreeMap<i64, Cell>>,
+}
+
+impl RollupBook {
+    pub fn add(&mut self, tenant: &str, records: &[UsageRecord]) {
+        if !self.deltas.contains_key(tenant) {
+            self.deltas.insert(tenant.to_string(), BTreeMap::new());
+        }
+        let Some(minutes) = self.deltas.get_mut(tenant) else {
+            return;
+        };
+        for r in records {
+            minutes
+                .entry(Grain::Minute.bucket(r.ts_ms))
+                .or_default()
+                .add(r, None);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty()
+    }
+
+    /// Every delta folded into the cells it belongs to: (grain, owner, bucket) -> delta.
+    pub fn folded(&self) -> HashMap<(Grain, String), BTreeMap<i64, Cell>> {
+        let mut out: HashMap<(Grain, String), BTreeMap<i64, Cell>> = HashMap::new();
+        for (tenant, minutes) in &self.deltas {
+            for (minute, cell) in minutes {
+                let ms = Grain::Minute.start_ms(*minute);
+                for grain in Grain::ALL {
+                    let b = grain.bucket(ms);
+                    out.entry((grain, tenant.clone()))
+                        .or_default()
+                        .entry(b)
+                        .or_default()
+                        .merge(cell);
+                    out.entry((grain, ALL_TENANTS.to_string()))
+                        .or_default()
+                        .entry(b)
+                        .or_default()
+                        .merge_for_all_tenants(cell, tenant);
+                }
+            }
+        }
+        out
+    }
+
+    /// The not-yet-absorbed part of `owner`'s cells at `grain` with
+    /// `from <= bucket < to`.
+    pub fn overlay(&self, grain: Grain, owner: &str, from: i64, to: i64) -> BTreeMap<i64, Cell> {
+        let mut out: BTreeMap<i64, Cell> = BTreeMap::new();
+        if from >= to {
+            return out;
+        }
+        let per = grain.ms() / Grain::Minute.ms();
+        let (m0, m1) = (from.saturating_mul(per), to.saturating_mul(per));
+        let mut fold = |tenant: &str, minutes: &BTreeMap<i64, Cell>| {
+            for (minute, cell) in minutes.range(m0..m1) {
+                let slot = out.entry(minute.div_euclid(per)).or_default();
+                if owner == ALL_TENANTS {
+                    slot.merge_for_all_tenants(cell, tenant);
+                } else {
+                    slot.merge(cell);
+                }
+            }
+        };
+        if owner == ALL_TENANTS {
+            for (tenant, minutes) in &self.deltas {
+                fold(tenant, minutes);
+            }
+        } else if let Some(minutes) = self.deltas.get(owner) {
+            fold(owner, minutes);
+        }
+        out
+    }
+
+    /// After a checkpoint committed.
+    pub fn clear(&mut self) {
+        self.deltas.clear();
+    }
+}

@@ -1,0 +1,530 @@
+//! `/api/billing/api-usage`, the admin views and the export, checked against
+//! figures computed independently from a known synthetic data set.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::*;
+use serde_json::{json, Value};
+use tollgate::clock::ManualClock;
+use tollgate::pricing::PriceTable;
+
+#[derive(Clone, Debug)]
+struct Rec {
+    ts: DateTime<Utc>,
+    endpoint: &'static str,
+    method: &'static str,
+    status: u16,
+    latency: f64,
+    prompt: u64,
+    completion: u64,
+    model: &'static str,
+    user: String,
+    bot: &'static str,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 3, 12, 34, 56).unwrap()
+}
+
+/// 1,500 records from 2026-11-27 to just before now, across the month boundary.
+fn dataset() -> Vec<Rec> {
+    let mut x: u64 = 0x5eed;
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    let start = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap();
+    let span = (now() - start).num_milliseconds() as u64;
+    let endpoints = [
+        ("/api/chat", "POST"),
+        ("/api/files", "GET"),
+        ("/api/bots", "PATCH"),
+    ];
+    let models = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", ""];
+    let statuses = [200, 200, 200, 201, 404, 500];
+    let bots = ["support", "sales", ""];
+    (0..1500)
+        .map(|_| {
+            let (endpoint, method) = endpoints[next(3) as usize];
+            let model = models[next(4) as usize];
+            Rec {
+                ts: start + Duration::milliseconds(next(span) as i64),
+                endpoint,
+                method,
+                status: statuses[next(6) as usize],
+                latency: 5.0 + next(200_000) as f64 / 100.0,
+                prompt: if model.is_empty() { 0 } else { next(2_000) },
+                completion: if model.is_empty() { 0 } else { next(800) },
+                model,
+                user: format!("user-{}", next(7)),
+                bot: bots[next(3) as usize],
+            }
+        })
+        .collect()
+}
+
+fn body(r: &Rec) -> Value {
+    json!({"timestamp": r.ts.to_rfc3339(), "endpoint": r.endpoint, "method": r.method, "statusCode": r.status,
+           "responseTime": r.latency, "promptTokens": r.prompt, "completionTokens": r.completion,
+           "model": r.model, "userId": r.user, "botId": r.bot, "calls": 1})
+}
+
+fn cost(r: &Rec) -> f64 {
+    PriceTable::builtin()
+        .cost(r.model, r.prompt, r.completion)
+        .usd()
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+        "{what}: got {a}, want {b}"
+    );
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank - 1]
+}
+
+/// Checks every figure of a report against `recs` (the records in its range).
+fn check_report(rep: &Value, recs: &[&Rec]) {
+    let s = &rep["summary"];
+    let n = recs.len() as u64;
+    let ok = recs.iter().filter(|r| r.status < 400).count() as u64;
+    assert_eq!(s["totalRequests"], n);
+    assert_eq!(s["successfulRequests"], ok);
+    assert_eq!(s["failedRequests"], n - ok);
+    assert_eq!(s["rejectedRequests"], 0);
+    let prompt: u64 = recs.iter().map(|r| r.prompt).sum();
+    let completion: u64 = recs.iter().map(|r| r.completion).sum();
+    assert_eq!(
+        (s["promptTokens"].as_u64(), s["completionTokens"].as_u64()),
+        (Some(prompt), Some(completion))
+    );
+    assert_eq!(s["totalTokens"], prompt + completion);
+    close(
+        s["estimatedCostUsd"].as_f64().unwrap(),
+        recs.iter().map(|r| cost(r)).sum(),
+        "cost",
+    );
+    close(
+        s["successRate"].as_f64().unwrap(),
+        (ok as f64 * 10000.0 / n as f64).round() / 100.0,
+        "successRate",
+    );
+    let avg = recs.iter().map(|r| r.latency).sum::<f64>() / n as f64;
+    close(
+        s["avgResponseTimeMs"].as_f64().unwrap(),
+        (avg * 100.0).round() / 100.0,
+        "avg",
+    );
+    let mut lat: Vec<f64> = recs.iter().map(|r| r.latency).collect();
+    lat.sort_by(f64::total_cmp);
+    for (field, p) in [
+        ("p50ResponseTimeMs", 50.0),
+        ("p95ResponseTimeMs", 95.0),
+        ("p99ResponseTimeMs", 99.0),
+    ] {
+        let (got, want) = (s[field].as_f64().unwrap(), pct(&lat, p));
+        assert!(
+            (got - want).abs() / want <= 0.02,
+            "{field}: got {got}, want {want}"
+        );
+    }
+    // Series add up to the totals.
+    let series = rep["series"].as_array().unwrap();
+    assert_eq!(
+        series
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        n
+    );
+    assert_eq!(
+        series
+            .iter()
+            .map(|p| p["tokens"].as_u64().unwrap())
+            .sum::<u64>(),
+        prompt + completion
+    );
+    // Endpoints.
+    let mut by_ep: BTreeMap<(&str, &str), (u64, u64, u64)> = BTreeMap::new();
+    for r in recs {
+        let e = by_ep.entry((r.endpoint, r.method)).or_default();
+        e.0 += 1;
+        e.1 += (r.status >= 400) as u64;
+        e.2 += r.prompt + r.completion;
+    }
+    for row in rep["endpoints"].as_array().unwrap() {
+        let key = (
+            row["endpoint"].as_str().unwrap(),
+            row["method"].as_str().unwrap(),
+        );
+        let e = by_ep[&key];
+        assert_eq!(
+            (
+                row["requests"].as_u64(),
+                row["errors"].as_u64(),
+                row["tokens"].as_u64()
+            ),
+            (Some(e.0), Some(e.1), Some(e.2)),
+            "{key:?}"
+        );
+    }
+    assert_eq!(rep["endpoints"].as_array().unwrap().len(), by_ep.len());
+    // Status codes.
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    recs.iter()
+        .for_each(|r| *statuses.entry(r.status).or_default() += 1);
+    let got: BTreeMap<u16, u64> = rep["statusCodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_u64().unwrap() as u16,
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, statuses);
+    // Models (records without a model are left out).
+    let mut models: BTreeMap<&str, (u64, u64, u64, f64)> = BTreeMap::new();
+    for r in recs.iter().filter(|r| !r.model.is_empty()) {
+        let m = models.entry(r.model).or_default();
+        m.0 += 1;
+        m.1 += r.prompt;
+        m.2 += r.completion;
+        m.3 += cost(r);
+    }
+    assert_eq!(rep["models"].as_array().unwrap().len(), models.len());
+    for row in rep["models"].as_array().unwrap() {
+        let m = models[row["model"].as_str().unwrap()];
+        assert_eq!(
+            (
+                row["requests"].as_u64(),
+                row["promptTokens"].as_u64(),
+                row["completionTokens"].as_u64()
+            ),
+            (Some(m.0), Some(m.1), Some(m.2))
+        );
+        close(row["costUsd"].as_f64().unwrap(), m.3, "model cost");
+    }
+    // Users and bots, ranked by requests.
+    for (field, id, key) in [("topUsers", "userId", 0), ("topBots", "botId", 1)] {
+        let mut parties: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for r in recs {
+            let name = if key == 0 {
+                r.user.clone()
+            } else {
+                r.bot.to_string()
+            };
+            if !name.is_empty() {
+                let p = parties.entry(name).or_default();
+                p.0 += 1;
+                p.1 += r.prompt + r.completion;
+            }
+        }
+        let rows = rep[field].as_array().unwrap();
+        assert_eq!(rows.len(), parties.len().min(10));
+        for w in rows.windows(2) {
+            assert!(w[0]["requests"].as_u64() >= w[1]["requests"].as_u64());
+        }
+        for row in rows {
+            let p = parties[row[id].as_str().unwrap()];
+            assert_eq!(
+                (row["requests"].as_u64(), row["tokens"].as_u64()),
+                (Some(p.0), Some(p.1))
+            );
+        }
+    }
+    // Peak hours.
+    let mut hours = [0u64; 24];
+    recs.iter()
+        .for_each(|r| hours[r.ts.format("%H").to_string().parse::<usize>().unwrap()] += 1);
+    let got: Vec<u64> = rep["peakHours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, hours.to_vec());
+}
+
+struct Setup {
+    s: TestServer,
+    key: String,
+    recs: Vec<Rec>,
+    clock: Arc<ManualClock>,
+}
+
+fn setup() -> Setup {
+    let clock = Arc::new(ManualClock::at(now()));
+    let s = TestServer::start_with(|c| c.flush.checkpoint_ms = 50, clock.clone());
+    let key = s.tenant_with_key("acme", "professional");
+    let recs = dataset();
+    for chunk in recs.chunks(500) {
+        let r = s.tenant(
+            &key,
+            "POST",
+            "/api/v1/usage",
+            Some(Value::Array(chunk.iter().map(body).collect())),
+        );
+        assert_eq!(r.status(), 202);
+    }
+    // Records reach the analytics within a flush interval.
+    let q = "/api/billing/api-usage?range=custom&from=2026-11-20T00:00:00Z";
+    wait_until(|| {
+        s.tenant(&key, "GET", q, None).json::<Value>().unwrap()["summary"]["totalRequests"]
+            == recs.len()
+    });
+    Setup {
+        s,
+        key,
+        recs,
+        clock,
+    }
+}
+
+fn get(s: &TestServer, key: &str, q: &str) -> Value {
+    let r = s.tenant(key, "GET", &format!("/api/billing/api-usage{q}"), None);
+    assert_eq!(r.status(), 200);
+    r.json().unwrap()
+}
+
+fn within<'a>(recs: &'a [Rec], from: &str, to: &str) -> Vec<&'a Rec> {
+    let (f, t) = (
+        DateTime::parse_from_rfc3339(from).unwrap(),
+        DateTime::parse_from_rfc3339(to).unwrap(),
+    );
+    recs.iter().filter(|r| r.ts >= f && r.ts < t).collect()
+}
+
+#[test]
+fn every_figure_matches_an_independent_computation() {
+    let Setup { s, key, recs, .. } = setup();
+    // Immediately (from the in-memory part) and after a checkpoint (stored cells).
+    for _ in 0..2 {
+        let rep = get(
+            &s,
+            &key,
+            "?range=custom&from=2026-11-27T00:00:00Z&to=2026-12-04T00:00:00Z&bucket=day",
+        );
+        check_report(&rep, &recs.iter().collect::<Vec<_>>());
+        assert_eq!(rep["series"].as_array().unwrap().len(), 7);
+        let day1: u64 = recs
+            .iter()
+            .filter(|r| r.ts.format("%d").to_string() == "27")
+            .count() as u64;
+        assert_eq!(rep["series"][0]["requests"], day1);
+        assert_eq!(rep["series"][0]["t"], "2026-11-27T00:00:00.000Z");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // Ragged edges: minute cells at both ends, hours and days in between.
+    let (from, to) = ("2026-11-28T10:17:00Z", "2026-12-02T03:05:00Z");
+    let rep = get(
+        &s,
+        &key,
+        &format!("?from={from}&to={to}&bucket=hour&limit=100"),
+    );
+    check_report(&rep, &within(&recs, from, to));
+    assert_eq!(rep["range"]["bucket"], "hour");
+    // The month is the current period: December only.
+    let rep = get(&s, &key, "?range=month");
+    let december = within(&recs, "2026-12-01T00:00:00Z", "2026-12-03T12:35:00Z");
+    check_report(&rep, &december);
+    assert_eq!(rep["range"]["from"], "2026-12-01T00:00:00.000Z");
+    // Forecast from the period's rate: 2.524 days elapsed of 31.
+    let f = &rep["forecast"];
+    let elapsed = (now() - Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()).num_milliseconds()
+        as f64
+        / 86_400_000.0;
+    let expected = december.len() as f64 / elapsed * 31.0;
+    assert!(
+        (f["projectedCalls"].as_f64().unwrap() - expected).abs() <= 1.0,
+        "{f}"
+    );
+    let spent: f64 = december.iter().map(|r| cost(r)).sum();
+    close(
+        f["projectedCostUsd"].as_f64().unwrap(),
+        ((spent / elapsed * 31.0) * 1e6).round() / 1e6,
+        "projected cost",
+    );
+    assert_eq!(f["quotaExhaustedAt"], Value::Null);
+    // Professional is far more than this needs: the cheapest fitting plan is suggested.
+    assert_eq!(
+        rep["recommendation"]["planId"], "starter",
+        "{}",
+        rep["recommendation"]
+    );
+}
+
+#[test]
+fn empty_ranges_bad_parameters_and_isolation() {
+    let Setup { s, key, recs, .. } = setup();
+    let rep = get(
+        &s,
+        &key,
+        "?from=2026-11-26T00:00:00Z&to=2026-11-26T06:00:00Z",
+    );
+    assert_eq!(rep["summary"]["totalRequests"], 0);
+    assert_eq!(rep["summary"]["successRate"], Value::Null);
+    assert_eq!(rep["summary"]["p95ResponseTimeMs"], Value::Null);
+    assert_eq!(rep["series"].as_array().unwrap().len(), 6);
+    assert!(rep["endpoints"].as_array().unwrap().is_empty());
+    for q in [
+        "?range=year",
+        "?bucket=week",
+        "?range=custom",
+        "?from=yesterday",
+        "?limit=0",
+        "?limit=101",
+        "?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
+        "?range=month&bucket=minute",
+        "?nonsense=1",
+    ] {
+        let r = s.tenant(&key, "GET", &format!("/api/billing/api-usage{q}"), None);
+        error_body(r, 422, "invalid_request");
+    }
+    // Another tenant sees none of it; the operator sees both.
+    let other = s.tenant_with_key("other", "free");
+    s.tenant(
+        &other,
+        "POST",
+        "/api/v1/usage",
+        Some(json!({"endpoint": "/mine", "timestamp": now().to_rfc3339()})),
+    );
+    wait_until(|| get(&s, &other, "?range=week")["summary"]["totalRequests"] == 1);
+    let theirs = get(&s, &other, "?range=week");
+    assert_eq!(theirs["summary"]["totalRequests"], 1);
+    assert_eq!(theirs["endpoints"][0]["endpoint"], "/mine");
+    let mine = get(&s, &key, "?range=custom&from=2026-11-20T00:00:00Z");
+    assert_eq!(mine["summary"]["totalRequests"], recs.len());
+    let as_admin: Value = s
+        .admin("GET", "/api/admin/tenants/other/api-usage?range=week", None)
+        .json()
+        .unwrap();
+    assert_eq!(as_admin["summary"], theirs["summary"]);
+    let all: Value = s
+        .admin(
+            "GET",
+            "/api/admin/api-usage?range=custom&from=2026-11-20T00:00:00Z&limit=5",
+            None,
+        )
+        .json()
+        .unwrap();
+    assert_eq!(all["summary"]["totalRequests"], recs.len() + 1);
+    assert_eq!(all["tenants"], 2);
+    assert_eq!(all["topTenants"]["byRequests"][0]["tenantId"], "acme");
+    assert_eq!(all["topTenants"]["byRequests"][1]["tenantId"], "other");
+    let tokens: u64 = recs.iter().map(|r| r.prompt + r.completion).sum();
+    assert_eq!(all["topTenants"]["byTokens"][0]["tokens"], tokens);
+    error_body(
+        s.tenant(&key, "GET", "/api/admin/api-usage", None),
+        403,
+        "admin_only",
+    );
+}
+
+#[test]
+fn export_streams_every_record_in_range() {
+    let Setup { s, key, recs, .. } = setup();
+    let (from, to) = ("2026-11-29T00:00:00Z", "2026-12-02T00:00:00Z");
+    let want = within(&recs, from, to).len();
+    let r = s.tenant(
+        &key,
+        "GET",
+        &format!("/api/billing/api-usage/export?from={from}&to={to}&format=csv"),
+        None,
+    );
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").unwrap().starts_with("text/csv"));
+    let text = r.text().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("timestamp,tenantId,endpoint,method,statusCode"));
+    assert_eq!(lines.len() - 1, want);
+    let r = s.tenant(
+        &key,
+        "GET",
+        &format!("/api/billing/api-usage/export?from={from}&to={to}&format=ndjson"),
+        None,
+    );
+    let rows: Vec<Value> = r
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), want);
+    assert!(rows
+        .iter()
+        .all(|r| r["tenantId"] == "acme" && r["timestamp"].as_str().unwrap() >= "2026-11-29"));
+    let total_tokens: u64 = rows.iter().map(|r| r["tokensUsed"].as_u64().unwrap()).sum();
+    assert_eq!(
+        total_tokens,
+        within(&recs, from, to)
+            .iter()
+            .map(|r| r.prompt + r.completion)
+            .sum::<u64>()
+    );
+    // Default: the current period.
+    let r = s.tenant(
+        &key,
+        "GET",
+        "/api/billing/api-usage/export?format=ndjson",
+        None,
+    );
+    assert_eq!(
+        r.text().unwrap().lines().count(),
+        within(&recs, "2026-12-01T00:00:00Z", "2026-12-04T00:00:00Z").len()
+    );
+    error_body(
+        s.tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=xml",
+            None,
+        ),
+        422,
+        "invalid_request",
+    );
+    let other = s.tenant_with_key("nosy", "free");
+    let r = s.tenant(
+        &other,
+        "GET",
+        &format!("/api/billing/api-usage/export?from={from}&to={to}"),
+        None,
+    );
+    assert_eq!(
+        r.text().unwrap().lines().count(),
+        1,
+        "only the header: another tenant's rows never leak"
+    );
+}
+
+#[test]
+fn rollups_survive_a_restart() {
+    let Setup {
+        mut s,
+        key,
+        recs,
+        clock,
+    } = setup();
+    let q = "?range=custom&from=2026-11-27T00:00:00Z&to=2026-12-04T00:00:00Z&bucket=day";
+    let before = get(&s, &key, q);
+    let dir = s.dir.path().to_path_buf();
+    s.stop();
+    let server = tollgate::app::RunningServer::start(config(&dir), ADMIN, clock).unwrap();
+    s.server = Some(server);
+    let after = get(&s, &key, q);
+    assert_eq!(after["summary"], before["summary"]);
+    assert_eq!(after["series"], before["series"]);
+    assert_eq!(after["summary"]["totalRequests"], recs.len());
+}
