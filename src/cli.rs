@@ -106,6 +106,10 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
         for t in &tenants {
             println!("  {:<20} plan {:<13} key {}", t.tenant_id, t.plan_id, t.key);
         }
+        println!("Dashboard (one link per tenant; the key stays in the URL fragment):");
+        for t in &tenants {
+            println!("  http://{addr}/dashboard/api-usage#key={}", t.key);
+        }
         if let Some(t) = tenants.first() {
             println!("Try:");
             println!(

@@ -16,7 +16,7 @@
 //! - [`model`]: domain types; [`codec`]: the one bincode encoder; [`auth`]:
 //!   key hashing and the admin token; [`pricing`]: model prices and costs;
 //!   [`chat`]: the echo bot and the OpenAI-compatible upstream;
-//!   [`demo`]: `serve --demo`'s data; [`config`], [`clock`], [`stats`].
+//!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data; [`config`], [`clock`], [`stats`].
 //! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
 
 pub mod analytics;
@@ -27,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod model;

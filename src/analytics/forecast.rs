@@ -99,9 +99,13 @@ fn fits(p: &Plan, calls: u64, tokens: u64) -> bool {
     p.monthly_calls.is_none_or(|l| l >= calls) && p.monthly_tokens.is_none_or(|l| l >= tokens)
 }
 
-/// The cheapest plan that fits the projection, when it is not the current one.
+/// The cheapest plan that fits the projection, when it is not the current
+/// one. A period without usage yet projects nothing, so it suggests nothing.
 pub fn recommend(current: &Plan, plans: &[Plan], f: &Forecast) -> Option<Recommendation> {
     let (calls, tokens) = (f.projected_calls, f.projected_tokens);
+    if calls == 0 && tokens == 0 {
+        return None;
+    }
     let best = plans
         .iter()
         .filter(|p| fits(p, calls, tokens))

@@ -44,41 +44,21 @@ impl LatencyHistogram {
     }
 
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        if other.buckets.is_empty() {
-            return;
-        }
-        let mut out = Vec::with_capacity(self.buckets.len() + other.buckets.len());
-        let (mut a, mut b) = (
-            self.buckets.iter().peekable(),
-            other.buckets.iter().peekable(),
-        );
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x.0 == y.0 => {
-                    out.push((x.0, x.1 + y.1));
-                    a.next();
-                    b.next();
+        // In place: after the first few merges a cell's histogram already
+        // has most buckets, so this rarely moves or allocates.
+        let mut from = 0;
+        for &(b, c) in &other.buckets {
+            match self.buckets[from..].binary_search_by_key(&b, |e| e.0) {
+                Ok(i) => {
+                    self.buckets[from + i].1 += c;
+                    from += i + 1;
                 }
-                (Some(x), Some(y)) if x.0 < y.0 => {
-                    out.push(**x);
-                    a.next();
+                Err(i) => {
+                    self.buckets.insert(from + i, (b, c));
+                    from += i + 1;
                 }
-                (Some(_), Some(y)) => {
-                    out.push(**y);
-                    b.next();
-                }
-                (Some(x), None) => {
-                    out.push(**x);
-                    a.next();
-                }
-                (None, Some(y)) => {
-                    out.push(**y);
-                    b.next();
-                }
-                (None, None) => break,
             }
         }
-        self.buckets = out;
     }
 
     pub fn count(&self) -> u64 {

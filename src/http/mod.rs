@@ -54,7 +54,7 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
 }
 
 /// A route path whose other methods answer the JSON 405.
-fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
+pub fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
     routes
         .into_iter()
         .fold(web::resource(path), |r, route| r.route(route))
@@ -138,6 +138,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/admin/tenants/{id}/subscription",
             vec![get().to(admin::tenant_subscription)],
         ))
+        .configure(crate::dashboard::routes)
         .default_service(web::to(error::not_found));
 }
 

@@ -41,28 +41,20 @@ impl RollupBook {
         self.deltas.is_empty()
     }
 
-    /// Every delta folded into the cells it belongs to: (grain, owner, bucket) -> delta.
-    pub fn folded(&self) -> HashMap<(Grain, String), BTreeMap<i64, Cell>> {
-        let mut out: HashMap<(Grain, String), BTreeMap<i64, Cell>> = HashMap::new();
+    /// Visits every delta with the cells it belongs to: for each minute
+    /// delta of each tenant, `(grain, owner, bucket, delta, tenant)` once for
+    /// the tenant's own cell and once for the all-tenants cell.
+    pub fn for_each_target(&self, mut visit: impl FnMut(Grain, &str, i64, &Cell, &str)) {
         for (tenant, minutes) in &self.deltas {
             for (minute, cell) in minutes {
                 let ms = Grain::Minute.start_ms(*minute);
                 for grain in Grain::ALL {
                     let b = grain.bucket(ms);
-                    out.entry((grain, tenant.clone()))
-                        .or_default()
-                        .entry(b)
-                        .or_default()
-                        .merge(cell);
-                    out.entry((grain, ALL_TENANTS.to_string()))
-                        .or_default()
-                        .entry(b)
-                        .or_default()
-                        .merge_for_all_tenants(cell, tenant);
+                    visit(grain, tenant, b, cell, tenant);
+                    visit(grain, ALL_TENANTS, b, cell, tenant);
                 }
             }
         }
-        out
     }
 
     /// The not-yet-absorbed part of `owner`'s cells at `grain` with

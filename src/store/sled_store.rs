@@ -24,7 +24,7 @@ use sled::Transactional;
 
 use super::rollup_book::RollupBook;
 use super::{PeriodTotals, Store, StoreError, UsageBlock};
-use crate::analytics::rollup::{Cell, Grain};
+use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
 use crate::codec::{decode, encode};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{civil_from_days, days_from_civil, Period};
@@ -34,6 +34,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const RAW_PREFIX: &str = "raw/";
 const MINUTE_PREFIX: &str = "rollup/minute/";
 const MS_PER_DAY: i64 = 86_400_000;
+
+/// Stored cells loaded for a checkpoint, by (grain, owner, bucket).
+type CellCache = HashMap<(Grain, String, i64), Cell>;
 
 /// An encoded key and value about to be written.
 type KeyValue = (Vec<u8>, Vec<u8>);
@@ -138,28 +141,38 @@ impl SledStore {
 
     /// Merges the book's deltas, which end at usage write `seq`, into the
     /// stored cells (loaded into `cells` once) that do not include `seq` yet.
-    fn absorb(
-        &self,
-        book: &RollupBook,
-        seq: u64,
-        cells: &mut HashMap<(Grain, String, i64), Cell>,
-    ) -> Result<(), StoreError> {
-        for ((grain, owner), buckets) in book.folded() {
-            for (bucket, delta) in buckets {
-                let key = (grain, owner.clone(), bucket);
-                let cell = match cells.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(self.load_cell(grain, &owner, bucket)?.unwrap_or_default())
-                    }
-                };
-                if cell.seq < seq {
-                    cell.merge(&delta);
-                    cell.seq = seq;
-                }
+    fn absorb(&self, book: &RollupBook, seq: u64, cells: &mut CellCache) -> Result<(), StoreError> {
+        let mut result = Ok(());
+        // Cells already at `seq` (a half-done checkpoint) take nothing.
+        let mut behind: HashMap<(Grain, String, i64), bool> = HashMap::new();
+        book.for_each_target(|grain, owner, bucket, delta, tenant| {
+            if result.is_err() {
+                return;
             }
-        }
-        Ok(())
+            let key = (grain, owner.to_string(), bucket);
+            let cell = match cells.entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match self.load_cell(grain, owner, bucket) {
+                        Ok(c) => v.insert(c.unwrap_or_default()),
+                        Err(e) => {
+                            result = Err(e);
+                            return;
+                        }
+                    }
+                }
+            };
+            if !*behind.entry(key).or_insert(cell.seq < seq) {
+                return;
+            }
+            if owner == ALL_TENANTS {
+                cell.merge_for_all_tenants(delta, tenant);
+            } else {
+                cell.merge(delta);
+            }
+            cell.seq = seq;
+        });
+        result
     }
 
     /// Writes `cells`, then moves the watermark to `seq` and drops the

@@ -1,0 +1,359 @@
+// Tollgate dashboard: plain JS, no dependencies, charts drawn as SVG.
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const STORE_KEY = "tollgate.key";
+  const REFRESH_MS = 5000;
+  const state = { key: null, mode: null, range: "week", tenant: null, timer: null, busy: false };
+  window.__tollgateErrors = [];
+  window.addEventListener("error", (e) => window.__tollgateErrors.push(String(e.message)));
+  window.addEventListener("unhandledrejection", (e) => window.__tollgateErrors.push(String(e.reason)));
+
+  const nf = new Intl.NumberFormat("en-US");
+  const num = (n) => (n === null || n === undefined ? "—" : nf.format(n));
+  const compact = (n) => {
+    if (n === null || n === undefined) return "—";
+    const a = Math.abs(n);
+    if (a >= 1e9) return (n / 1e9).toFixed(1).replace(/\.0$/, "") + "B";
+    if (a >= 1e6) return (n / 1e6).toFixed(1).replace(/\.0$/, "") + "M";
+    if (a >= 1e4) return (n / 1e3).toFixed(1).replace(/\.0$/, "") + "k";
+    return nf.format(Math.round(n));
+  };
+  const usd = (n) => (n === null || n === undefined ? "—" : "$" + n.toFixed(n === 0 || n >= 1 ? 2 : n >= 0.01 ? 3 : 4));
+  const ms = (n) => (n === null || n === undefined ? "—" : n >= 1000 ? (n / 1000).toFixed(2) + " s" : Math.round(n) + " ms");
+  const day = (iso) => (iso ? new Date(iso).toLocaleDateString("en-US", { month: "short", day: "numeric", year: "numeric", timeZone: "UTC" }) : "—");
+
+  function text(id, value) {
+    const el = $(id);
+    if (el && el.textContent !== value) el.textContent = value;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      super((body && body.error) || "HTTP " + status);
+      this.status = status;
+    }
+  }
+
+  async function api(path) {
+    const r = await fetch(path, { headers: { Authorization: "Bearer " + state.key }, cache: "no-store" });
+    let body = null;
+    try { body = await r.json(); } catch (_) { body = null; }
+    if (!r.ok) throw new ApiError(r.status, body);
+    return body;
+  }
+
+  // ---- sign-in ---------------------------------------------------------------
+
+  function showLogin(message) {
+    clearInterval(state.timer);
+    state.mode = null;
+    $("app").hidden = true;
+    $("login").hidden = false;
+    $("signout").hidden = true;
+    text("who", "");
+    const err = $("login-error");
+    err.hidden = !message;
+    err.textContent = message || "";
+  }
+
+  async function signIn(key) {
+    state.key = key;
+    // Tenant keys have a fixed shape; anything else can only be the admin token.
+    const tenantShaped = /^tg_[A-Za-z0-9]{32}$/.test(key);
+    try {
+      await api(tenantShaped ? "/api/billing/usage" : "/api/admin/tenants");
+      state.mode = tenantShaped ? "tenant" : "admin";
+    } catch (e) {
+      if (e.status === 401 || e.status === 403) {
+        localStorage.removeItem(STORE_KEY);
+        return showLogin("That key was not accepted: it is unknown, revoked or mistyped.");
+      }
+      return showLogin("Tollgate could not be reached (" + e.message + "). Try again.");
+    }
+    localStorage.setItem(STORE_KEY, key);
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("signout").hidden = false;
+    $("admin-bar").hidden = state.mode !== "admin";
+    $("admin-top").hidden = state.mode !== "admin";
+    text("who", state.mode === "admin" ? "Operator" : "Key " + key.slice(0, 8) + "…");
+    await refresh();
+    clearInterval(state.timer);
+    state.timer = setInterval(refresh, REFRESH_MS);
+  }
+
+  // ---- data ------------------------------------------------------------------
+
+  async function refresh() {
+    if (state.busy) return;
+    state.busy = true;
+    try {
+      if (state.mode === "admin") {
+        const [all, tenants] = await Promise.all([
+          api("/api/admin/api-usage?range=" + state.range),
+          api("/api/admin/tenants"),
+        ]);
+        renderAdmin(all, tenants.data);
+        if (state.tenant) {
+          const base = "/api/admin/tenants/" + encodeURIComponent(state.tenant);
+          const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?range=" + state.range)]);
+          renderTenant(usage, report);
+        } else {
+          renderTenant(null, all);
+        }
+      } else if (state.mode === "tenant") {
+        const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?range=" + state.range)]);
+        renderTenant(usage, report);
+      }
+      text("updated", new Date().toLocaleTimeString("en-US"));
+    } catch (e) {
+      if (e.status === 401) showLogin("That key is no longer accepted.");
+      else text("updated", "failed (" + e.message + "), retrying");
+    } finally {
+      state.busy = false;
+    }
+  }
+
+  // ---- rendering ---------------------------------------------------------------
+
+  // `usage` is null for the all-tenants view: no quota, users, bots or forecast.
+  function renderTenant(usage, report) {
+    for (const id of ["quota-card", "users-card", "bots-card", "forecast-card"]) $(id).hidden = !usage;
+    renderReport(report);
+    if (!usage) return;
+    renderQuota(usage);
+    table("users", ["User", "Requests", "Tokens", "Cost"], report.topUsers, (r) => [[r.userId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
+    table("bots", ["Bot", "Requests", "Tokens", "Cost"], report.topBots, (r) => [[r.botId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
+    renderForecast(report.forecast, report.recommendation, usage);
+  }
+
+  function renderQuota(usage) {
+    const calls = usage.calls;
+    const card = $("quota-card");
+    text("plan-name", usage.plan.name);
+    text("calls-used", num(calls.used));
+    text("reset-at", day(usage.resetAt));
+    card.classList.toggle("unlimited", calls.limit === null);
+    if (calls.limit === null) {
+      text("calls-limit", "unlimited");
+      text("calls-percent", "");
+      text("calls-remaining", "No monthly limit");
+      card.classList.remove("warn", "over");
+    } else {
+      const pct = calls.percent;
+      text("calls-limit", num(calls.limit));
+      text("calls-percent", pct.toFixed(1) + "%");
+      text("calls-remaining", num(calls.remaining) + " remaining");
+      card.classList.toggle("over", pct >= 100);
+      card.classList.toggle("warn", pct >= 80 && pct < 100);
+      $("calls-fill").style.width = Math.min(pct, 100) + "%";
+      $("calls-bar").setAttribute("aria-valuenow", String(Math.round(Math.min(pct, 100))));
+    }
+  }
+
+  function renderReport(report) {
+    const s = report.summary;
+    text("total-requests", num(s.totalRequests));
+    text("rpm", s.requestsPerMinute + " / min");
+    text("success-rate", s.successRate === null ? "—" : s.successRate.toFixed(1) + "%");
+    text("failed", num(s.failedRequests) + " failed · " + num(s.rejectedRequests) + " rejected");
+    text("total-tokens", compact(s.totalTokens));
+    text("token-split", compact(s.promptTokens) + " prompt · " + compact(s.completionTokens) + " completion");
+    text("avg-latency", ms(s.avgResponseTimeMs));
+    text("p95-latency", "p95 " + ms(s.p95ResponseTimeMs) + " · p99 " + ms(s.p99ResponseTimeMs));
+    text("cost", usd(s.estimatedCostUsd));
+    text("cost-note", "this " + state.range);
+    drawChart(report.series, report.range.bucket);
+    table("endpoints", ["Endpoint", "Requests", "Errors", "Avg", "p95", "Tokens"], report.endpoints,
+      (r) => [[r.method + " " + r.endpoint, "path"], num(r.requests), num(r.errors), ms(r.avgResponseTimeMs), ms(r.p95ResponseTimeMs), compact(r.tokens)]);
+    table("statuses", ["Status", "Requests", "Share"], report.statusCodes,
+      (r) => [String(r.status), num(r.count), s.totalRequests ? (100 * r.count / s.totalRequests).toFixed(1) + "%" : "—"]);
+    table("models", ["Model", "Requests", "Prompt", "Completion", "Cost"], report.models,
+      (r) => [r.model, num(r.requests), compact(r.promptTokens), compact(r.completionTokens), usd(r.costUsd)]);
+    drawHours(report.peakHours);
+  }
+
+  function renderForecast(f, rec, usage) {
+    if (!f) return;
+    if (usage.calls.used === 0 && f.projectedTokens === 0) {
+      text("forecast-text", "No usage yet this period.");
+      $("suggestion").hidden = true;
+      return;
+    }
+    let line = "At this month's pace (" + num(Math.round(f.dailyCalls)) + " calls a day), the period ends near " +
+      num(f.projectedCalls) + " calls, " + compact(f.projectedTokens) + " tokens and " + usd(f.projectedCostUsd) + ".";
+    if (f.quotaExhaustedAt) {
+      line += usage.calls.used >= usage.calls.limit
+        ? " The call quota is used up."
+        : " The call quota runs out around " + day(f.quotaExhaustedAt) + ".";
+    } else if (usage.calls.limit !== null) {
+      line += " The call quota will last.";
+    }
+    text("forecast-text", line);
+    const sug = $("suggestion");
+    sug.hidden = !rec;
+    if (rec) sug.textContent = "Suggested plan: " + rec.planName + " ($" + rec.priceUsdMonthly.toFixed(2) + "/month). " + rec.reason;
+  }
+
+  function table(id, heads, rows, cells) {
+    const el = $(id);
+    if (!rows || rows.length === 0) {
+      el.innerHTML = "";
+      const tr = el.insertRow();
+      const td = tr.insertCell();
+      td.className = "empty";
+      td.textContent = "No data in this range yet";
+      return;
+    }
+    const thead = document.createElement("thead");
+    const hr = thead.insertRow();
+    heads.forEach((h, i) => {
+      const th = document.createElement("th");
+      th.textContent = h;
+      if (i > 0) th.className = "n";
+      hr.appendChild(th);
+    });
+    const tbody = document.createElement("tbody");
+    rows.forEach((r) => {
+      const tr = tbody.insertRow();
+      cells(r).forEach((c, i) => {
+        const td = tr.insertCell();
+        const [value, cls] = Array.isArray(c) ? c : [c, ""];
+        td.textContent = value;
+        td.title = value;
+        td.className = (i > 0 ? "n " : "") + cls;
+      });
+    });
+    el.replaceChildren(thead, tbody);
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+  function node(name, attrs, parent) {
+    const n = document.createElementNS(SVG, name);
+    for (const k in attrs) n.setAttribute(k, attrs[k]);
+    if (parent) parent.appendChild(n);
+    return n;
+  }
+
+  function label(t, bucket, manyDays) {
+    const d = new Date(t);
+    const date = d.toLocaleDateString("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
+    if (bucket === "day") return date;
+    const time = d.toISOString().slice(11, 16);
+    return manyDays ? date + " " + time : time;
+  }
+
+  function drawChart(series, bucket) {
+    const box = $("chart");
+    box.dataset.range = state.range;
+    box.dataset.points = String(series.length);
+    const total = series.reduce((a, p) => a + p.requests, 0);
+    if (total === 0) {
+      box.innerHTML = '<div class="empty">No requests in this range yet</div>';
+      return;
+    }
+    const W = Math.max(320, Math.round(box.clientWidth || 900)), H = W < 600 ? 220 : 260, L = 44, R = 48, T = 10, B = 26;
+    const manyDays = bucket !== "day" && series.length > 1 &&
+      new Date(series[series.length - 1].t) - new Date(series[0].t) > 86400000;
+    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Requests and tokens per " + bucket });
+    const maxReq = Math.max(1, ...series.map((p) => p.requests));
+    const maxTok = Math.max(1, ...series.map((p) => p.tokens));
+    const iw = W - L - R, ih = H - T - B, step = iw / series.length;
+    for (let i = 0; i <= 4; i++) {
+      const y = T + ih - (ih * i) / 4;
+      node("line", { x1: L, x2: W - R, y1: y, y2: y, stroke: "#eef0f3" }, svg);
+      node("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, svg).textContent = compact((maxReq * i) / 4);
+      node("text", { x: W - R + 6, y: y + 4 }, svg).textContent = compact((maxTok * i) / 4);
+    }
+    series.forEach((p, i) => {
+      const h = (p.requests / maxReq) * ih;
+      const bar = node("rect", { x: L + i * step + step * 0.15, y: T + ih - h, width: Math.max(1, step * 0.7), height: h, fill: "#3b5bdb", opacity: 0.75, "data-requests": p.requests }, svg);
+      node("title", {}, bar).textContent = label(p.t, bucket, true) + ": " + num(p.requests) + " requests, " + num(p.tokens) + " tokens";
+    });
+    const pts = series.map((p, i) => (L + i * step + step / 2).toFixed(1) + "," + (T + ih - (p.tokens / maxTok) * ih).toFixed(1));
+    node("polyline", { points: pts.join(" "), fill: "none", stroke: "#12b886", "stroke-width": 2.5, "stroke-linejoin": "round" }, svg);
+    const every = Math.ceil(series.length / Math.max(2, Math.floor(iw / (manyDays ? 110 : 60))));
+    series.forEach((p, i) => {
+      if (i % every === 0) node("text", { x: L + i * step + step / 2, y: H - 8, "text-anchor": "middle" }, svg).textContent = label(p.t, bucket, manyDays);
+    });
+    box.replaceChildren(svg);
+  }
+
+  function drawHours(hours) {
+    const box = $("hours");
+    const max = Math.max(0, ...hours.map((h) => h.requests));
+    if (max === 0) {
+      box.innerHTML = '<div class="empty">No data in this range yet</div>';
+      return;
+    }
+    const W = Math.max(300, Math.round(box.clientWidth || 480)), H = 150, B = 20, step = W / 24;
+    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Requests by hour of day" });
+    hours.forEach((h) => {
+      const bh = (h.requests / max) * (H - B - 6);
+      const peak = h.requests === max;
+      const r = node("rect", { x: h.hour * step + 2, y: H - B - bh, width: step - 4, height: bh, rx: 2, fill: peak ? "#f59f00" : "#748ffc" }, svg);
+      node("title", {}, r).textContent = String(h.hour).padStart(2, "0") + ":00 UTC: " + num(h.requests) + " requests";
+      if (h.hour % 3 === 0) node("text", { x: h.hour * step + step / 2, y: H - 5, "text-anchor": "middle" }, svg).textContent = String(h.hour).padStart(2, "0");
+    });
+    box.replaceChildren(svg);
+  }
+
+  function renderAdmin(all, tenants) {
+    const s = all.summary;
+    text("admin-summary", num(all.tenants) + " tenants · " + num(s.totalRequests) + " requests · " + compact(s.totalTokens) + " tokens · " + usd(s.estimatedCostUsd) + " this " + state.range);
+    const picker = $("tenant-picker");
+    const ids = tenants.map((t) => t.id);
+    if (picker.options.length !== ids.length + 1 || ids.some((id, i) => picker.options[i + 1].value !== id)) {
+      const keep = state.tenant;
+      picker.replaceChildren(new Option("Choose a tenant…", ""), ...tenants.map((t) => new Option(t.name + " (" + t.id + ")", t.id)));
+      picker.value = ids.includes(keep) ? keep : "";
+      state.tenant = picker.value || null;
+    }
+    table("top-tenants", ["Tenant", "Requests", "Tokens", "Cost"], all.topTenants.byRequests,
+      (r) => [[r.tenantId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
+  }
+
+  // ---- wiring ------------------------------------------------------------------
+
+  function setRange(range) {
+    state.range = range;
+    document.querySelectorAll(".switch button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
+  }
+
+  document.querySelectorAll(".switch button").forEach((b) =>
+    b.addEventListener("click", () => {
+      setRange(b.dataset.range);
+      refresh();
+    }));
+  $("tenant-picker").addEventListener("change", (e) => {
+    state.tenant = e.target.value || null;
+    refresh();
+  });
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = $("key-input").value.trim();
+    if (key) signIn(key);
+  });
+  $("signout").addEventListener("click", () => {
+    localStorage.removeItem(STORE_KEY);
+    state.key = null;
+    showLogin("");
+  });
+
+  setRange(state.range);
+  // A link may carry the key in its fragment (never sent to a server); it is
+  // moved to localStorage and taken out of the address bar.
+  function keyFromHash() {
+    const m = location.hash.match(/(?:^#|&)key=([^&]+)/);
+    if (m) history.replaceState(null, "", location.pathname + location.search);
+    return m ? decodeURIComponent(m[1]) : null;
+  }
+  window.addEventListener("hashchange", () => {
+    const key = keyFromHash();
+    if (key) signIn(key);
+  });
+  const key = keyFromHash() || localStorage.getItem(STORE_KEY);
+  if (key) signIn(key);
+  else showLogin("");
+})();

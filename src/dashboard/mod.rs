@@ -1,0 +1,50 @@
+//! `/dashboard/api-usage`: the page tenants and operators look at, compiled
+//! into the binary (HTML, CSS, JS; charts are SVG drawn by the script, no
+//! library, nothing fetched from elsewhere). It reads the same JSON API as
+//! any client, with the key kept in the browser's localStorage.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .body(body)
+}
+
+async fn index() -> HttpResponse {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+async fn app_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> HttpResponse {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+/// The page's routes; anything else under `/dashboard` is the JSON 404.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use crate::http::resource;
+    cfg.service(resource("/dashboard/api-usage", vec![web::get().to(index)]))
+        .service(resource(
+            "/dashboard/assets/app.js",
+            vec![web::get().to(app_js)],
+        ))
+        .service(resource(
+            "/dashboard/assets/style.css",
+            vec![web::get().to(style_css)],
+        ));
+}

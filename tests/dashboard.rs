@@ -1,0 +1,197 @@
+//! The dashboard in a real headless Chromium (WebDriver), against a real
+//! server with known traffic.
+
+mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
+
+use common::*;
+use serde_json::{json, Value};
+use webdriver::Browser;
+
+fn seed(s: &TestServer) -> String {
+    s.plan("dash", Some(50), None, None);
+    let key = s.tenant_with_key("shop", "dash");
+    for _ in 0..40 {
+        assert_eq!(
+            s.tenant(
+                &key,
+                "POST",
+                "/api/v1/authorize",
+                Some(json!({"endpoint": "/v1/search", "userId": "ann"}))
+            )
+            .status(),
+            200
+        );
+    }
+    let records: Vec<Value> = (0..6)
+        .map(|i| json!({"endpoint": "/api/chat", "statusCode": if i < 2 { 500 } else { 200 }, "responseTime": 100 + i * 10,
+                        "promptTokens": 1000, "completionTokens": 500, "model": "gpt-4o", "userId": "bob", "botId": "helper"}))
+        .collect();
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(records)))
+            .status(),
+        202
+    );
+    wait_until(|| {
+        s.tenant(&key, "GET", "/api/billing/api-usage?range=week", None)
+            .json::<Value>()
+            .unwrap()["summary"]["totalRequests"]
+            == 46
+    });
+    key
+}
+
+#[test]
+fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
+    let s = TestServer::start();
+    let key = seed(&s);
+    let b = Browser::start();
+    let page = s.url("/dashboard/api-usage");
+
+    b.goto(&format!("{page}#key={key}"));
+    b.wait("the figures", "const e = document.querySelector('[data-testid=total-requests]'); return !!e && e.textContent === '46';");
+    assert_eq!(b.text("calls-used"), json!("46"));
+    assert_eq!(b.text("calls-limit"), json!("50"));
+    assert_eq!(b.text("calls-percent"), json!("92.0%"));
+    assert_eq!(
+        b.js(
+            "return document.getElementById('quota-card').className;",
+            vec![]
+        ),
+        json!("card quota warn")
+    );
+    assert_eq!(b.text("plan-name"), json!("dash"));
+    assert_eq!(b.text("success-rate"), json!("95.7%"), "44 of 46");
+    assert_eq!(b.text("total-tokens"), json!("9,000"));
+    assert_eq!(
+        b.text("cost"),
+        json!("$0.045"),
+        "6 x (1000 x 2.5e-6 + 500 x 1e-5)"
+    );
+    let endpoints = b.text("endpoints").as_str().unwrap().to_string();
+    assert!(
+        endpoints.contains("POST /v1/search") && endpoints.contains("POST /api/chat"),
+        "{endpoints}"
+    );
+    assert!(b.text("models").as_str().unwrap().contains("gpt-4o"));
+    assert!(b.text("users").as_str().unwrap().contains("ann"));
+    assert!(b.text("bots").as_str().unwrap().contains("helper"));
+    assert!(b.text("forecast").as_str().unwrap().contains("calls"));
+    assert_eq!(
+        b.js("return location.hash;", vec![]),
+        json!(""),
+        "the key leaves the address bar"
+    );
+    assert_eq!(
+        b.js("return localStorage.getItem('tollgate.key');", vec![]),
+        json!(key)
+    );
+
+    // The range switch changes the chart.
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=chart]').dataset.range;",
+            vec![]
+        ),
+        json!("week")
+    );
+    let week_points = b.js(
+        "return Number(document.querySelector('[data-testid=chart]').dataset.points);",
+        vec![],
+    );
+    b.click("range-day");
+    b.wait(
+        "the day chart",
+        "return document.querySelector('[data-testid=chart]').dataset.range === 'day';",
+    );
+    let day_points = b.js(
+        "return Number(document.querySelector('[data-testid=chart]').dataset.points);",
+        vec![],
+    );
+    assert!(
+        week_points.as_u64().unwrap() >= 168 && day_points.as_u64().unwrap() <= 25,
+        "{week_points} vs {day_points}"
+    );
+    assert!(
+        b.js(
+            "return document.querySelectorAll('[data-testid=chart] rect').length;",
+            vec![]
+        )
+        .as_u64()
+        .unwrap()
+            >= 24
+    );
+
+    // A phone-sized window does not scroll sideways.
+    b.resize(375, 800);
+    b.wait(
+        "the phone layout",
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+    );
+
+    // Errors: none in the page, none in the console.
+    assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
+    assert_eq!(b.console_errors(), Vec::<String>::new());
+
+    // A wrong key gets a clear message, not a blank page.
+    b.js("localStorage.clear();", vec![]);
+    b.goto(&format!("{page}#key=tg_thisKeyDoesNotExist0000000000000"));
+    b.wait(
+        "the wrong-key message",
+        "const e = document.querySelector('[data-testid=login-error]'); return !!e && !e.hidden;",
+    );
+    assert!(b
+        .text("login-error")
+        .as_str()
+        .unwrap()
+        .contains("not accepted"));
+    let refused = b.console_errors();
+    assert!(
+        refused.iter().all(|e| e.contains("401")),
+        "only the refused key's 401: {refused:?}"
+    );
+
+    // The admin token opens the operator view with a tenant picker.
+    b.resize(1280, 1000);
+    b.goto(&format!("{page}#key={ADMIN}"));
+    b.wait("the operator view", "const e = document.querySelector('[data-testid=admin-summary]'); return !!e && e.textContent.startsWith('1 tenants');");
+    assert!(b.text("top-tenants").as_str().unwrap().contains("shop"));
+    assert_eq!(b.text("total-requests"), json!("46"));
+    b.js("const p = document.querySelector('[data-testid=tenant-picker]'); p.value = 'shop'; p.dispatchEvent(new Event('change'));", vec![]);
+    b.wait("the picked tenant", "return document.querySelector('[data-testid=calls-used]').textContent === '46' && !document.getElementById('quota-card').hidden;");
+    assert_eq!(b.console_errors(), Vec::<String>::new());
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join("operator.png"));
+    }
+}
+
+#[test]
+fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
+    let s = TestServer::start();
+    for (path, ct) in [
+        ("/dashboard/api-usage", "text/html"),
+        ("/dashboard/assets/app.js", "text/javascript"),
+        ("/dashboard/assets/style.css", "text/css"),
+    ] {
+        let r = s.http.get(s.url(path)).send().unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(header(&r, "content-type").unwrap().starts_with(ct));
+        assert!(header(&r, "content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'"));
+        let body = r.text().unwrap().replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !body.contains("http:") && !body.contains("https:") && !body.contains("//cdn"),
+            "{path} loads nothing from elsewhere"
+        );
+    }
+    for path in [
+        "/dashboard/",
+        "/dashboard/assets/../../Cargo.toml",
+        "/dashboard/assets/%2e%2e/%2e%2e/Cargo.toml",
+        "/dashboard/assets/missing.js",
+    ] {
+        error_body(s.http.get(s.url(path)).send().unwrap(), 404, "not_found");
+    }
+}
