@@ -45,7 +45,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 /// A started Tollgate, not yet serving.
 pub struct Tollgate {
     pub config: Config,
-    pub store: Arc<SledStore>,
+    pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
@@ -65,7 +65,6 @@ impl Tollgate {
         admin_token: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
-        let started = std::time::Instant::now();
         std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
             "cannot create data dir {}",
             config.data_dir.display()
@@ -75,6 +74,22 @@ impl Tollgate {
             config.flush.interval_ms,
             config.store.cache_mb * 1024 * 1024,
         )?);
+        Tollgate::with_store(config, store, admin_token, clock)
+    }
+
+    /// Like [`open`](Self::open), on a store the caller made (another engine,
+    /// or a test's failing one). The data directory still holds the admin token.
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        admin_token: Option<&str>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tollgate, StartError> {
+        let started = std::time::Instant::now();
+        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+            "cannot create data dir {}",
+            config.data_dir.display()
+        )))?;
         let (admin, admin_token_path) = AdminToken::load_or_create(admin_token, &config.data_dir)
             .map_err(io("cannot write the admin token"))?;
         let prices = Arc::new(if config.prices.is_empty() {
@@ -83,7 +98,7 @@ impl Tollgate {
             PriceTable::load(std::path::Path::new(&config.prices))?
         });
         let registry = Arc::new(Registry::load(
-            store.clone() as Arc<dyn Store>,
+            store.clone(),
             &config.default_plans()?,
             clock.now(),
         )?);
@@ -91,7 +106,7 @@ impl Tollgate {
         let (queue, rx) = usage_queue(config.flush.queue_capacity, stats.clone());
         let flusher = UsageFlusher::start(
             rx,
-            store.clone() as Arc<dyn Store>,
+            store.clone(),
             FlushSchedule {
                 interval: Duration::from_millis(config.flush.interval_ms),
                 checkpoint: Duration::from_millis(config.flush.checkpoint_ms),
@@ -186,9 +201,13 @@ impl RunningServer {
         admin_token: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<RunningServer, StartError> {
+        RunningServer::serve(Tollgate::open(config, Some(admin_token), clock)?)
+    }
+
+    /// Serves an opened Tollgate on `127.0.0.1:0`.
+    pub fn serve(tollgate: Tollgate) -> Result<RunningServer, StartError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io("cannot bind"))?;
         let addr = listener.local_addr().map_err(io("no local address"))?;
-        let tollgate = Tollgate::open(config, Some(admin_token), clock)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tollgate-server".into())

@@ -97,7 +97,7 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
         let started = std::time::Instant::now();
         let tenants =
             crate::demo::seed(&tollgate.registry, &tollgate.prices, clock.now(), 30, 1.0)?;
-        crate::store::Store::flush(tollgate.store.as_ref())?;
+        tollgate.store.flush()?;
         println!(
             "Demo tenants ({} records written in {:.1} s):",
             tenants.iter().map(|t| t.records_written).sum::<usize>(),

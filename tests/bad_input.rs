@@ -241,3 +241,133 @@ fn raw_protocol_abuse_is_answered_without_harm() {
         200
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn routes() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("POST", "/api/v1/authorize"),
+            ("POST", "/api/v1/check"),
+            ("POST", "/api/v1/usage"),
+            ("POST", "/api/chat"),
+            ("GET", "/api/billing/usage"),
+            ("GET", "/api/billing/api-usage"),
+            ("GET", "/api/billing/api-usage/export"),
+            ("POST", "/api/admin/plans"),
+            ("PATCH", "/api/admin/plans/free"),
+            ("POST", "/api/admin/tenants"),
+            ("PATCH", "/api/admin/tenants/victim"),
+            ("DELETE", "/api/admin/tenants/victim/keys/x"),
+            ("PUT", "/api/chat"),
+        ]
+    }
+
+    /// JSON-shaped noise: real field names with hostile values, or raw bytes.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop::sample::select(vec![
+            "cost",
+            "endpoint",
+            "method",
+            "statusCode",
+            "responseTime",
+            "promptTokens",
+            "tokensUsed",
+            "calls",
+            "metadata",
+            "timestamp",
+            "message",
+            "botId",
+            "model",
+            "id",
+            "planId",
+            "monthlyCalls",
+            "rateLimit",
+            "status",
+        ]);
+        let value = prop::sample::select(vec![
+            "-1",
+            "1e400",
+            "18446744073709551616",
+            "9007199254740993",
+            "\"\\u0000\"",
+            "null",
+            "[]",
+            "{}",
+            "true",
+            "\"2026-02-30T00:00:00Z\"",
+            "\"\\ud800\"",
+            "\"GET\\r\\nX: y\"",
+            "0.5",
+            "\"../../etc\"",
+            "{\"a\":[[[[[]]]]]}",
+        ]);
+        prop_oneof![
+            prop::collection::vec((field, value), 0..6).prop_map(|kv| {
+                let inner: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", inner.join(",")).into_bytes()
+            }),
+            prop::collection::vec(any::<u8>(), 0..200),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+        // Every answer to arbitrary input is below 500, and every 4xx is the JSON error body.
+        #[test]
+        fn arbitrary_requests_never_get_a_5xx(
+            route in prop::sample::select(routes()),
+            body in body(),
+            query in "[a-z=&%0-9]{0,30}",
+            as_admin in any::<bool>(),
+            content_type in prop::sample::select(vec!["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+        ) {
+            let s = server();
+            let mut req = s.http.request(route.0.parse().unwrap(), format!("{}?{query}", s.url(route.1))).body(body);
+            req = req.bearer_auth(if as_admin { ADMIN } else { key() });
+            if !content_type.is_empty() {
+                req = req.header("content-type", content_type);
+            }
+            let r = req.send().unwrap();
+            let status = r.status().as_u16();
+            prop_assert!(status < 500, "{} {} -> {}", route.0, route.1, status);
+            if status >= 400 {
+                let v: Value = r.json().unwrap();
+                prop_assert_eq!(v["status"].as_u64(), Some(status as u64));
+                prop_assert!(v["code"].is_string());
+            }
+        }
+    }
+
+    static SERVER: std::sync::OnceLock<(TestServer, String)> = std::sync::OnceLock::new();
+
+    fn shared() -> &'static (TestServer, String) {
+        SERVER.get_or_init(|| {
+            let s = TestServer::start();
+            let key = s.tenant_with_key("victim", "starter");
+            (s, key)
+        })
+    }
+
+    fn server() -> &'static TestServer {
+        &shared().0
+    }
+
+    fn key() -> &'static str {
+        &shared().1
+    }
+
+    #[test]
+    fn the_fuzzed_server_is_still_healthy() {
+        arbitrary_requests_never_get_a_5xx();
+        let h: Value = server()
+            .http
+            .get(server().url("/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(h["status"], "ok");
+    }
+}

@@ -42,14 +42,20 @@ pub struct AppState {
     pub default_model: String,
 }
 
-/// `GET /healthz`: `ok`, or `degraded` while the store is failing; with the
-/// count of records that could not be persisted.
+/// `GET /healthz`: `ok`, or `degraded` while the store is failing or the
+/// queue to it is over 90 % full; with the count of records that could not
+/// be persisted (store errors and a full queue, since start).
 async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let failing = st.stats.store_failing.load(Ordering::Relaxed);
+    let depth = st.queue.depth();
+    let backed_up = depth * 10 > st.queue.capacity() * 9;
     HttpResponse::Ok().json(serde_json::json!({
-        "status": if failing { "degraded" } else { "ok" },
+        "status": if failing || backed_up { "degraded" } else { "ok" },
+        "storeFailing": failing,
         "unpersistedRecords": st.stats.unpersisted(),
-        "queueDepth": st.queue.depth(),
+        "droppedQueueFull": st.stats.dropped_queue_full.load(Ordering::Relaxed),
+        "queueDepth": depth,
+        "queueCapacity": st.queue.capacity(),
     }))
 }
 

@@ -330,6 +330,58 @@ mod tests {
     }
 
     #[test]
+    fn many_tenants_many_threads_exactly_their_limits() {
+        // 64 tenants with different limits (and a burst limit in the way for
+        // half of them); 8 threads hammer all of them with more demand than
+        // any limit. Each tenant gets exactly its limit, whatever the interleaving.
+        let tenants: Vec<_> = (0..64u64)
+            .map(|i| {
+                let rate = (i % 2 == 0).then_some(RateLimit {
+                    requests: 1_000_000,
+                    per_seconds: 1,
+                    burst: 1_000_000,
+                });
+                Arc::new(TenantState::new(
+                    &format!("t{i}"),
+                    plan(Some(100 + i * 37), None, rate),
+                    false,
+                    Period(0),
+                ))
+            })
+            .collect();
+        let allowed: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let tenants = &tenants;
+                    s.spawn(move || {
+                        let mut mine = vec![0u64; tenants.len()];
+                        for round in 0..400u64 {
+                            for i in 0..tenants.len() as u64 {
+                                let j = (i * 7 + t * 13 + round) as usize % tenants.len();
+                                if tenants[j].decide(1, NOW, true).allowed() {
+                                    mine[j] += 1;
+                                }
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            let per_thread: Vec<Vec<u64>> =
+                handles.into_iter().map(|h| h.join().unwrap()).collect();
+            (0..tenants.len())
+                .map(|j| per_thread.iter().map(|v| v[j]).sum())
+                .collect()
+        });
+        let p = Period::containing_nanos(NOW);
+        for (i, t) in tenants.iter().enumerate() {
+            let limit = 100 + i as u64 * 37;
+            assert_eq!(allowed[i], limit, "tenant {i}");
+            assert_eq!(t.calls.used(p), limit);
+        }
+    }
+
+    #[test]
     fn the_month_boundary_resets_usage() {
         let t = TenantState::new("t", plan(Some(1), None, None), false, Period(0));
         let p = Period::containing_nanos(NOW);

@@ -38,6 +38,7 @@ fn my_lane() -> usize {
 pub struct UsageQueue {
     lanes: Arc<[Sender<Queued>]>,
     stats: Arc<Stats>,
+    capacity: usize,
 }
 
 /// The flusher's end of the queue.
@@ -53,6 +54,7 @@ pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueRece
         UsageQueue {
             lanes: txs.into(),
             stats,
+            capacity: per_lane * LANES,
         },
         QueueReceiver { lanes: rxs },
     )
@@ -60,23 +62,42 @@ pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueRece
 
 impl UsageQueue {
     /// Hands a record to the flusher. Returns false (and counts it) when the
-    /// queue is full or the flusher is gone.
+    /// queue is full or the flusher is gone. A thread uses its own lane; only
+    /// when that lane is full does it try the others, so one busy thread can
+    /// still use the whole capacity.
     #[inline]
     pub fn enqueue(&self, item: Queued) -> bool {
-        match self.lanes[my_lane()].try_send(item) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                false
+        let first = my_lane();
+        let mut item = match self.lanes[first].try_send(item) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(item)) => item,
+            Err(TrySendError::Disconnected(_)) => return self.dropped(),
+        };
+        for i in 1..LANES {
+            match self.lanes[(first + i) % LANES].try_send(item) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) => item = back,
+                Err(TrySendError::Disconnected(_)) => return self.dropped(),
             }
         }
+        self.dropped()
+    }
+
+    #[cold]
+    fn dropped(&self) -> bool {
+        self.stats
+            .dropped_queue_full
+            .fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// Records waiting for the flusher.
     pub fn depth(&self) -> usize {
         self.lanes.iter().map(|l| l.len()).sum()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 

@@ -1,0 +1,323 @@
+//! SPEC §7 through a real server: degradation when the store fails or the
+//! queue fills, secrets never at rest in clear, exactness over many tenants.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use serde_json::{json, Value};
+use tollgate::analytics::rollup::{Cell, Grain};
+use tollgate::app::{RunningServer, Tollgate};
+use tollgate::clock::SystemClock;
+use tollgate::model::{Plan, StoredKey, Tenant, UsageRecord};
+use tollgate::quota::period::Period;
+use tollgate::store::{PeriodTotals, SledStore, Store, StoreError, UsageBlock};
+
+/// A real store whose writes fail while `failing` is set.
+struct FlakyStore {
+    inner: SledStore,
+    failing: AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("injected failure".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for FlakyStore {
+    fn plans(&self) -> Result<Vec<Plan>, StoreError> {
+        self.inner.plans()
+    }
+    fn put_plan(&self, p: &Plan) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_plan(p)
+    }
+    fn delete_plan(&self, id: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete_plan(id)
+    }
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.inner.tenants()
+    }
+    fn put_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_tenant(t)
+    }
+    fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete_tenant(id)
+    }
+    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.inner.keys()
+    }
+    fn put_key(&self, k: &StoredKey) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_key(k)
+    }
+    fn write_usage(&self, b: &[UsageBlock]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.write_usage(b)
+    }
+    fn period_totals(&self, p: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
+        self.inner.period_totals(p)
+    }
+    fn tenant_totals(&self, t: &str, p: Period) -> Result<PeriodTotals, StoreError> {
+        self.inner.tenant_totals(t, p)
+    }
+    fn scan_usage(
+        &self,
+        t: &str,
+        f: i64,
+        to: i64,
+        v: &mut dyn FnMut(&UsageRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_usage(t, f, to, v)
+    }
+    fn rollups(&self, t: &str, g: Grain, f: i64, to: i64) -> Result<Vec<(i64, Cell)>, StoreError> {
+        self.inner.rollups(t, g, f, to)
+    }
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.checkpoint()
+    }
+    fn drop_days_before(&self, r: i64, m: i64) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.drop_days_before(r, m)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.flush()
+    }
+}
+
+fn health(s: &TestServer) -> Value {
+    s.http
+        .get(s.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn exported(s: &TestServer, key: &str) -> usize {
+    let r = s.tenant(
+        key,
+        "GET",
+        "/api/billing/api-usage/export?format=ndjson",
+        None,
+    );
+    r.text().unwrap().lines().count()
+}
+
+#[test]
+fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let flaky = Arc::new(FlakyStore {
+        inner: SledStore::open(&dir.path().join("db"), 20, 1 << 24).unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let tollgate =
+        Tollgate::with_store(c, flaky.clone(), Some(ADMIN), Arc::new(SystemClock)).unwrap();
+    let s = TestServer {
+        server: Some(RunningServer::serve(tollgate).unwrap()),
+        dir,
+        http: reqwest::blocking::Client::new(),
+    };
+    s.plan("ten", Some(10), None, None);
+    let key = s.tenant_with_key("t", "ten");
+    for _ in 0..3 {
+        assert_eq!(
+            s.tenant(&key, "POST", "/api/v1/authorize", None).status(),
+            200
+        );
+    }
+    wait_until(|| exported(&s, &key) == 3);
+
+    flaky.failing.store(true, Ordering::SeqCst);
+    // Decisions still come from memory, exactly.
+    let codes: Vec<u16> = (0..9)
+        .map(|_| {
+            s.tenant(&key, "POST", "/api/v1/authorize", None)
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(codes, [200, 200, 200, 200, 200, 200, 200, 429, 429]);
+    wait_until(|| health(&s)["status"] == "degraded");
+    let h = health(&s);
+    assert_eq!(h["storeFailing"], true);
+    assert!(h["unpersistedRecords"].as_u64().unwrap() >= 9, "{h}");
+    // Admin writes answer 503 rather than pretending.
+    error_body(
+        s.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(json!({"id": "late", "planId": "ten"})),
+        ),
+        503,
+        "store_unavailable",
+    );
+
+    flaky.failing.store(false, Ordering::SeqCst);
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(json!({"endpoint": "/after", "calls": 0})),
+    );
+    assert_eq!(r.status(), 202);
+    wait_until(|| health(&s)["status"] == "ok");
+    wait_until(|| exported(&s, &key) == 4);
+    let h = health(&s);
+    assert_eq!(
+        h["unpersistedRecords"].as_u64().unwrap(),
+        9,
+        "the failed batch stays counted: {h}"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_at_once_counts_the_drops_and_recovers() {
+    let s = TestServer::start_with(
+        |c| {
+            c.flush.queue_capacity = 64;
+            c.flush.interval_ms = 1_500;
+        },
+        Arc::new(SystemClock),
+    );
+    let key = s.tenant_with_key("burst", "enterprise");
+    let batch: Vec<Value> = (0..1_000)
+        .map(|_| json!({"endpoint": "/x", "calls": 1}))
+        .collect();
+    let started = std::time::Instant::now();
+    let r: Value = s
+        .tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(batch)))
+        .json()
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "never waits on the queue"
+    );
+    assert_eq!(r["accepted"], 64);
+    assert_eq!(r["dropped"], 936);
+    let h = health(&s);
+    assert_eq!(h["droppedQueueFull"], 936);
+    assert_eq!(h["status"], "degraded", "the queue is full: {h}");
+    // Counters still count what happened; the flusher drains by itself.
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 1_000);
+    wait_until(|| health(&s)["status"] == "ok");
+    let r: Value = s
+        .tenant(
+            &key,
+            "POST",
+            "/api/v1/usage",
+            Some(json!([{"endpoint": "/y"}])),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(r["accepted"], 1);
+}
+
+#[test]
+fn secrets_are_never_stored_in_clear() {
+    let mut s = TestServer::start();
+    let key = s.tenant_with_key("secretive", "starter");
+    s.tenant(&key, "POST", "/api/v1/authorize", None);
+    s.tenant(
+        &key,
+        "POST",
+        "/api/chat",
+        Some(json!({"message": "hi", "botId": "b"})),
+    );
+    s.stop();
+    let mut files = vec![s.dir.path().to_path_buf()];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if p.file_name().is_some_and(|n| n == "admin-token") {
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        seen += bytes.len();
+        for secret in [key.as_bytes(), ADMIN.as_bytes(), &key.as_bytes()[3..]] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{} holds a secret",
+                p.display()
+            );
+        }
+    }
+    assert!(seen > 0, "the store files were read");
+}
+
+#[test]
+fn every_tenant_route_with_another_tenants_key_shows_only_that_tenant() {
+    let s = TestServer::start();
+    let a = s.tenant_with_key("alpha", "starter");
+    let b = s.tenant_with_key("beta", "starter");
+    let record = |who: &str| json!({"endpoint": format!("/only-{who}"), "userId": format!("user-{who}"), "botId": format!("bot-{who}")});
+    s.tenant(&a, "POST", "/api/v1/usage", Some(record("alpha")));
+    s.tenant(
+        &a,
+        "POST",
+        "/api/chat",
+        Some(json!({"message": "alpha secret", "botId": "bot-alpha"})),
+    );
+    s.tenant(&b, "POST", "/api/v1/usage", Some(record("beta")));
+    wait_until(|| exported(&s, &a) == 2 && exported(&s, &b) == 1);
+    let routes = [
+        ("GET", "/api/billing/usage"),
+        ("GET", "/api/billing/subscription"),
+        ("GET", "/api/billing/api-usage?range=day"),
+        ("GET", "/api/billing/api-usage/export?format=csv"),
+        ("GET", "/api/billing/api-usage/export?format=ndjson"),
+        ("POST", "/api/v1/check"),
+        ("POST", "/api/v1/authorize"),
+    ];
+    for (m, p) in routes {
+        let text = s.tenant(&b, m, p, None).text().unwrap();
+        assert!(!text.contains("alpha"), "{m} {p} leaked: {text}");
+    }
+    let usage: Value = s
+        .tenant(&a, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(
+        usage["calls"]["used"], 2,
+        "beta's authorize did not count for alpha"
+    );
+    error_body(
+        s.tenant(
+            &b,
+            "POST",
+            "/api/v1/usage",
+            Some(json!({"endpoint": "/x", "tenantId": "alpha"})),
+        ),
+        403,
+        "tenant_mismatch",
+    );
+    for p in [
+        "/api/admin/tenants/alpha",
+        "/api/admin/tenants/alpha/usage",
+        "/api/admin/tenants/alpha/api-usage",
+        "/api/admin/tenants/alpha/keys",
+        "/api/admin/api-usage",
+    ] {
+        error_body(s.tenant(&b, "GET", p, None), 403, "admin_only");
+    }
+}
