@@ -1,0 +1,84 @@
+//! Open-loop load at a fixed rate for `scripts/load.sh`: sends
+//! `POST /api/v1/authorize` at RATE requests/s over CONNS keep-alive
+//! connections for SECONDS, and prints the latency percentiles. Requests are
+//! scheduled on a fixed timetable, so a slow answer delays the measurement
+//! of the ones behind it (no coordinated omission).
+//!
+//!   cargo run --release --example loadgen -- HOST:PORT KEY RATE SECONDS [CONNS]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let (addr, key) = (a[0].clone(), a[1].clone());
+    let rate: f64 = a[2].parse().unwrap();
+    let seconds: f64 = a[3].parse().unwrap();
+    let conns: usize = a.get(4).and_then(|c| c.parse().ok()).unwrap_or(16);
+    let body = r#"{"endpoint":"/v1/search"}"#;
+    let request = format!(
+        "POST /api/v1/authorize HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let start = Instant::now() + Duration::from_millis(200);
+    let per_conn = rate / conns as f64;
+    let total_per_conn = (per_conn * seconds) as u64;
+    let handles: Vec<_> = (0..conns)
+        .map(|c| {
+            let (addr, request) = (addr.clone(), request.clone());
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(&addr).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut lat = Vec::with_capacity(total_per_conn as usize);
+                let offset = Duration::from_secs_f64(c as f64 / rate);
+                let mut errors = 0u64;
+                for i in 0..total_per_conn {
+                    let due = start + offset + Duration::from_secs_f64(i as f64 / per_conn);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    writer.write_all(request.as_bytes()).unwrap();
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if !line.contains(" 200 ") {
+                        errors += 1;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut b = vec![0; len];
+                    reader.read_exact(&mut b).unwrap();
+                    lat.push(Instant::now().duration_since(due).as_micros() as u64);
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for h in handles {
+        let (l, e) = h.join().unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let p = |q: f64| {
+        all[((q * all.len() as f64).ceil() as usize).clamp(1, all.len()) - 1] as f64 / 1000.0
+    };
+    println!(
+        "requests {} non-200 {} rate {:.0}/s  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        all.len(), errors, rate, p(0.50), p(0.90), p(0.99), p(0.999), p(1.0)
+    );
+}
