@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{blocking, ApiError};
 use super::extract::{Admin, TenantAuth};
 use super::AppState;
 use crate::analytics::forecast::{forecast, recommend, Forecast, Recommendation, SoFar};
@@ -35,7 +35,7 @@ pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, Api
         .map_err(|e| ApiError::invalid(format!("query string: {e}")))
 }
 
-fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
+pub fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.timestamp_millis())
         .map_err(|_| {
@@ -152,7 +152,7 @@ async fn tenant_report(
     let snapshot = tenant.snapshot(now_ns);
     let store = st.registry.store().clone();
     let id = tenant.id.to_string();
-    let body = web::block(move || -> Result<TenantReport, ApiError> {
+    let body = blocking(move || -> Result<TenantReport, ApiError> {
         let (report, whole) = report(store.as_ref(), &id, r.range, r.bucket, r.top, now_ms)?;
         let period = snapshot.period;
         let period_range = Range::minutes(period.start_secs() * 1000, now_ms);
@@ -181,14 +181,7 @@ async fn tenant_report(
             recommendation,
         })
     })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "try again",
-        )
-    })??;
+    .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -235,7 +228,7 @@ pub async fn admin_api_usage(
     let r = resolve(&params, now_ms)?;
     let store: Arc<dyn Store> = st.registry.store().clone();
     let tenants = st.registry.tenant_count();
-    let body = web::block(move || -> Result<AllTenantsReport, ApiError> {
+    let body = blocking(move || -> Result<AllTenantsReport, ApiError> {
         let (report, whole) = report(
             store.as_ref(),
             ALL_TENANTS,
@@ -250,13 +243,6 @@ pub async fn admin_api_usage(
             top_tenants: top_tenants(&whole, r.top),
         })
     })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "try again",
-        )
-    })??;
+    .await?;
     Ok(HttpResponse::Ok().json(body))
 }

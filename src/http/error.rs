@@ -51,6 +51,24 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+
+    /// No thread was free for the work (the blocking pool is shut down or full).
+    pub fn busy() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the server is busy; try again",
+        )
+    }
+}
+
+/// Runs store work on actix's blocking pool, never on a worker's event loop.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    actix_web::web::block(work)
+        .await
+        .map_err(|_| ApiError::busy())?
 }
 
 impl std::fmt::Display for ApiError {

@@ -8,7 +8,7 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::analytics::query;
+use super::analytics::{parse_time, query};
 use super::error::ApiError;
 use super::extract::TenantAuth;
 use super::AppState;
@@ -143,17 +143,12 @@ pub async fn export(
         }
     };
     let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
-    let parse = |field: &str, v: &str| {
-        chrono::DateTime::parse_from_rfc3339(v)
-            .map(|t| t.timestamp_millis())
-            .map_err(|_| ApiError::invalid(format!("{field} must be RFC 3339")))
-    };
     let from = match p.from.as_deref() {
-        Some(v) => parse("from", v)?,
+        Some(v) => parse_time("from", v)?,
         None => Period::containing_secs(now_ms.div_euclid(1000)).start_secs() * 1000,
     };
     let to = match p.to.as_deref() {
-        Some(v) => parse("to", v)?,
+        Some(v) => parse_time("to", v)?,
         None => now_ms + 1,
     };
     if from >= to {
@@ -197,13 +192,7 @@ pub async fn export(
                 let _ = tx.blocking_send(Bytes::from(buf));
             }
         })
-        .map_err(|_| {
-            ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "try again",
-            )
-        })?;
+        .map_err(|_| ApiError::busy())?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
     });
