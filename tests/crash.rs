@@ -6,100 +6,31 @@
 //! `TOLLGATE_CRASH_ROUNDS=300 cargo test --release --test crash` (or
 //! `scripts/crash-loop.sh`) repeats the kill hundreds of times.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "common/binary.rs"]
+mod binary;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use binary::Proc;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 const ADMIN: &str = "crash-test-admin-token";
 const FLUSH_MS: u64 = 50;
 
-struct Server {
-    child: Child,
-    base: String,
-    /// Everything the server wrote to stderr (read continuously so a chatty
-    /// log never fills the pipe).
-    logs: Arc<Mutex<String>>,
-}
+type Server = Proc;
 
 fn start(dir: &Path, log: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
-        .env("TOLLGATE_FLUSH_INTERVAL_MS", FLUSH_MS.to_string())
-        .env("TOLLGATE_FLUSH_CHECKPOINT_MS", "200")
-        .env("TOLLGATE_LOG", log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs: Arc<Mutex<String>> = Arc::default();
-    let mut stderr = child.stderr.take().unwrap();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(a) = line.strip_prefix("Tollgate listening on ") {
-                    break a.trim().to_string();
-                }
-            }
-            _ => {
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                let err = logs.lock().unwrap().clone();
-                panic!("the server did not start (a store that refuses to reopen after kill -9?): {err}");
-            }
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let s = Server { child, base, logs };
-    let c = Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c
-        .get(s.url("/healthz"))
-        .send()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "never healthy");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    s
-}
-
-impl Server {
-    fn url(&self, p: &str) -> String {
-        format!("{}{}", self.base, p)
-    }
-    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let flush = FLUSH_MS.to_string();
+    let env = [
+        ("TOLLGATE_FLUSH_INTERVAL_MS", flush.as_str()),
+        ("TOLLGATE_FLUSH_CHECKPOINT_MS", "200"),
+        ("TOLLGATE_LOG", log),
+    ];
+    binary::start(dir, &[], &env, Some(ADMIN))
 }
 
 fn setup(s: &Server) -> String {

@@ -1,81 +1,21 @@
 //! The real binary as a process: graceful stop, restart persistence,
 //! `kill -9`, the demo, the admin-token file and the format-version guard.
 
-use std::io::{BufRead, BufReader};
+#[path = "common/binary.rs"]
+mod binary;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use binary::Proc;
 
 use serde_json::{json, Value};
 
 const ADMIN: &str = "process-test-admin-token";
 
-struct Proc {
-    child: Child,
-    base: String,
-    stdout: Vec<String>,
-}
-
 fn start(dir: &Path, args: &[&str], admin: Option<&str>) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .env("TOLLGATE_FLUSH_INTERVAL_MS", "50")
-        .env_remove("TOLLGATE_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(a) = admin {
-        cmd.env("TOLLGATE_ADMIN_TOKEN", a);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stdout = Vec::new();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server printed its address")
-            .unwrap();
-        stdout.push(line.clone());
-        if let Some(addr) = line.strip_prefix("Tollgate listening on ") {
-            break addr.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let p = Proc {
-        child,
-        base,
-        stdout,
-    };
-    let client = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client
-        .get(p.url("/healthz"))
-        .send()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "server never became healthy");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    p
-}
-
-impl Proc {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    binary::start(dir, args, &[("TOLLGATE_FLUSH_INTERVAL_MS", "50")], admin)
 }
 
 fn setup_tenant(c: &reqwest::blocking::Client, p: &Proc, plan: Value) -> String {
