@@ -33,6 +33,8 @@ pub struct Config {
 pub struct FlushConfig {
     /// The bound on what a `kill -9` can lose.
     pub interval_ms: u64,
+    /// Records the queue to the flusher holds. Its slots (about 250 bytes
+    /// each) are allocated up front: 1,000,000 costs about 240 MiB of RSS.
     pub queue_capacity: usize,
     /// How often rollup cells are written (a crash replays the rest).
     pub checkpoint_ms: u64,
@@ -84,7 +86,7 @@ impl Default for FlushConfig {
     fn default() -> Self {
         FlushConfig {
             interval_ms: 100,
-            queue_capacity: 1_000_000,
+            queue_capacity: 131_072,
             checkpoint_ms: 2_000,
         }
     }

@@ -262,6 +262,22 @@ impl SledStore {
         self.days_of(MINUTE_PREFIX)
     }
 
+    /// Writes many tenants and keys at once (bulk import), with one flush.
+    pub fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for t in tenants {
+            batch.insert(t.id.as_bytes(), encode(t)?);
+        }
+        self.tenants.apply_batch(batch)?;
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.insert(k.key.id.as_bytes(), encode(k)?);
+        }
+        self.keys.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Sustained ingestion: POST /api/v1/usage with 1,000-record batches from wrk
+# for DURATION seconds (default 60), then checks that every accepted record
+# was persisted (none dropped, none unpersisted) and prints records/s and the
+# largest queue depth seen (the flush lag, in records). Loopback only.
+#   scripts/ingest.sh            (DURATION=60 CONNS=8; DELAY_MS=N paces each
+#                                 connection, to hold a rate below the maximum)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-60}; CONNS=${CONNS:-8}
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
+cargo build --release --quiet --bin tollgate
+DATA=$(mktemp -d)
+TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=warn target/release/tollgate serve --bind 127.0.0.1:18190 --data-dir "$DATA" >/dev/null &
+TG=$!
+trap 'kill $TG 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA" /tmp/tollgate-ingest.lua /tmp/tollgate-ingest.wrk' EXIT
+until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
+admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
+admin -X POST 127.0.0.1:18190/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
+KEY=$(admin -X POST 127.0.0.1:18190/api/admin/tenants/ingest/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
+python3 - "$KEY" > /tmp/tollgate-ingest.lua <<'PY'
+import json, sys
+recs = [{"endpoint": "/api/chat", "method": "POST", "statusCode": 200 if i % 50 else 500, "responseTime": 100 + i % 900,
+         "promptTokens": i % 700, "completionTokens": i % 300, "model": ["gpt-4o-mini", "gpt-4o"][i % 2],
+         "userId": f"user-{i % 200}", "botId": f"bot-{i % 5}", "calls": 0} for i in range(1000)]
+body = json.dumps(recs).replace("\\", "\\\\").replace("'", "\\'")
+print("wrk.method = 'POST'")
+print("wrk.body = '" + body + "'")
+print("wrk.headers['Content-Type'] = 'application/json'")
+print("wrk.headers['Authorization'] = 'Bearer " + sys.argv[1] + "'")
+PY
+if [ -n "${DELAY_MS:-}" ]; then echo "function delay() return $DELAY_MS end" >> /tmp/tollgate-ingest.lua; fi
+( while kill -0 $TG 2>/dev/null; do curl -s 127.0.0.1:18190/healthz | sed 's/.*"queueDepth":\([0-9]*\).*/\1/'; echo; sleep 1; done ) > /tmp/tollgate-ingest.depth &
+SAMPLER=$!
+wrk -t1 -c"$CONNS" -d"${DURATION}s" -s /tmp/tollgate-ingest.lua http://127.0.0.1:18190/api/v1/usage > /tmp/tollgate-ingest.wrk
+kill $SAMPLER 2>/dev/null || true
+REQS=$(awk '/requests in/ {print $1}' /tmp/tollgate-ingest.wrk)
+NON2XX=$(awk '/Non-2xx/ {print $NF}' /tmp/tollgate-ingest.wrk); NON2XX=${NON2XX:-0}
+sleep 3
+HEALTH=$(curl -s 127.0.0.1:18190/healthz)
+TOTAL=$(curl -s -H "Authorization: Bearer $KEY" "127.0.0.1:18190/api/billing/api-usage?range=day" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["totalRequests"])')
+MAXQ=$(sort -n /tmp/tollgate-ingest.depth | tail -1)
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+echo "requests $REQS (non-2xx $NON2XX) of 1,000 records in ${DURATION}s: $(( REQS * 1000 / DURATION )) records/s"
+echo "records in the rollups after the run: $TOTAL (expected $(( REQS * 1000 )))"
+echo "largest queue depth sampled: ${MAXQ:-0} records; health after: $HEALTH"
