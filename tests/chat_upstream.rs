@@ -156,12 +156,6 @@ fn a_slow_upstream_times_out_with_504() {
         504,
         "upstream_timeout",
     );
-    let health: Value = s
-        .http
-        .get(s.url("/healthz"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health: Value = s.health();
     assert_eq!(health["status"], "ok");
 }

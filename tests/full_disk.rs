@@ -74,13 +74,7 @@ fn a_full_disk_degrades_and_recovers() {
             Some(Value::Array(batch.clone())),
         );
         assert_eq!(r.status(), 202, "ingestion keeps answering");
-        let h: Value = s
-            .http
-            .get(s.url("/healthz"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let h: Value = s.health();
         if h["status"] == "degraded" && h["storeFailing"] == true {
             degraded = true;
             break;
@@ -92,13 +86,7 @@ fn a_full_disk_degrades_and_recovers() {
         s.tenant(&key, "POST", "/api/v1/authorize", None).status(),
         200
     );
-    let h: Value = s
-        .http
-        .get(s.url("/healthz"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let h: Value = s.health();
     assert!(h["unpersistedRecords"].as_u64().unwrap() > 0, "{h}");
     // Space comes back: persistence resumes by itself.
     assert!(Command::new("mount")
@@ -114,13 +102,7 @@ fn a_full_disk_degrades_and_recovers() {
         Some(json!({"endpoint": "/after"})),
     );
     wait_until(|| {
-        let h: Value = s
-            .http
-            .get(s.url("/healthz"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let h: Value = s.health();
         h["status"] == "ok"
     });
     drop(s);

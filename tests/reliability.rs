@@ -97,15 +97,6 @@ impl Store for FlakyStore {
     }
 }
 
-fn health(s: &TestServer) -> Value {
-    s.http
-        .get(s.url("/healthz"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
-
 fn exported(s: &TestServer, key: &str) -> usize {
     let r = s.tenant(
         key,
@@ -151,8 +142,8 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
         })
         .collect();
     assert_eq!(codes, [200, 200, 200, 200, 200, 200, 200, 429, 429]);
-    wait_until(|| health(&s)["status"] == "degraded");
-    let h = health(&s);
+    wait_until(|| s.health()["status"] == "degraded");
+    let h = s.health();
     assert_eq!(h["storeFailing"], true);
     assert!(h["unpersistedRecords"].as_u64().unwrap() >= 9, "{h}");
     // Admin writes answer 503 rather than pretending.
@@ -174,9 +165,9 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
         Some(json!({"endpoint": "/after", "calls": 0})),
     );
     assert_eq!(r.status(), 202);
-    wait_until(|| health(&s)["status"] == "ok");
+    wait_until(|| s.health()["status"] == "ok");
     wait_until(|| exported(&s, &key) == 4);
-    let h = health(&s);
+    let h = s.health();
     assert_eq!(
         h["unpersistedRecords"].as_u64().unwrap(),
         9,
@@ -208,7 +199,7 @@ fn a_full_queue_answers_at_once_counts_the_drops_and_recovers() {
     );
     assert_eq!(r["accepted"], 64);
     assert_eq!(r["dropped"], 936);
-    let h = health(&s);
+    let h = s.health();
     assert_eq!(h["droppedQueueFull"], 936);
     assert_eq!(h["status"], "degraded", "the queue is full: {h}");
     // Counters still count what happened; the flusher drains by itself.
@@ -217,7 +208,7 @@ fn a_full_queue_answers_at_once_counts_the_drops_and_recovers() {
         .json()
         .unwrap();
     assert_eq!(usage["calls"]["used"], 1_000);
-    wait_until(|| health(&s)["status"] == "ok");
+    wait_until(|| s.health()["status"] == "ok");
     let r: Value = s
         .tenant(
             &key,

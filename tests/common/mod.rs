@@ -118,6 +118,16 @@ impl TestServer {
             .to_string()
     }
 
+    /// `GET /healthz` as JSON.
+    pub fn health(&self) -> Value {
+        self.http
+            .get(self.url("/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     pub fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop().unwrap();
