@@ -2,7 +2,8 @@
 //! enqueue of the usage record - the work `POST /api/v1/authorize` does
 //! besides HTTP. Fixed inputs; single- and multi-threaded groups.
 //!
-//! Run: `cargo bench --bench enforcement`
+//! Run: `cargo bench --bench enforcement`; add
+//! `TOLLGATE_BENCH_THREADS=1,2,4,8,16` for the thread-scaling group.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ use tollgate::usage::queue::{usage_queue, QueueReceiver, UsageQueue};
 use tollgate::usage::Queued;
 
 const TENANTS: usize = 10_000;
-/// Records decided between two (untimed) drains of the queue.
+/// Records decided by each thread between two (untimed) drains of the
+/// queue; 16 threads x CHUNK fit in the queue.
 const CHUNK: u64 = 20_000;
 
 struct Fixture {
@@ -96,8 +98,12 @@ fn decide(f: &Fixture, hash: &KeyHash, i: i64) -> bool {
 }
 
 /// Runs `iters` decisions on each of `threads` threads; returns the busiest
-/// thread's timed work (queue drains are not timed).
-fn run(f: &Fixture, threads: usize, iters: u64, pick: fn(usize, u64) -> usize) -> Duration {
+/// thread's timed work. The threads decide in lock-step chunks; between two
+/// chunks, with every thread stopped, thread 0 empties the queue (untimed),
+/// the way the flusher does - so no drain ever disturbs a timed chunk.
+fn run(f: &Fixture, threads: usize, iters: u64, pick: Pick) -> Duration {
+    let barrier = std::sync::Barrier::new(threads);
+    let barrier = &barrier;
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -107,14 +113,18 @@ fn run(f: &Fixture, threads: usize, iters: u64, pick: fn(usize, u64) -> usize) -
                     let mut done = 0;
                     while done < iters {
                         let n = CHUNK.min(iters - done);
+                        barrier.wait();
                         let start = Instant::now();
                         for i in done..done + n {
-                            black_box(decide(f, &f.hashes[pick(t, i)], i as i64));
+                            black_box(decide(f, &f.hashes[pick(t, threads, i)], i as i64));
                         }
                         timed += start.elapsed();
                         done += n;
-                        f.rx.drain_into(&mut drained, usize::MAX);
-                        drained.clear();
+                        if barrier.wait().is_leader() {
+                            while f.rx.drain_into(&mut drained, usize::MAX) > 0 {
+                                drained.clear();
+                            }
+                        }
                     }
                     timed
                 })
@@ -128,12 +138,33 @@ fn run(f: &Fixture, threads: usize, iters: u64, pick: fn(usize, u64) -> usize) -
     })
 }
 
-fn distinct(t: usize, i: u64) -> usize {
-    (t * TENANTS / 2 + (i as usize % (TENANTS / 2))) % TENANTS
+/// Picks the tenant for decision `i` on thread `t` of `threads`.
+type Pick = fn(usize, usize, u64) -> usize;
+
+/// Each thread gets its own slice of the tenants.
+fn distinct(t: usize, threads: usize, i: u64) -> usize {
+    let slice = TENANTS / threads;
+    t * slice + i as usize % slice
 }
 
-fn hot(_: usize, _: u64) -> usize {
+/// Every thread hits the same tenant.
+fn hot(_: usize, _: usize, _: u64) -> usize {
     7
+}
+
+/// Thread counts for the `scaling` group, from `TOLLGATE_BENCH_THREADS`
+/// (e.g. `1,2,4,8,16` on a many-core machine); the group is skipped when
+/// unset.
+fn scaling_threads() -> Vec<usize> {
+    std::env::var("TOLLGATE_BENCH_THREADS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .filter(|&n| n > 0)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn bench(c: &mut Criterion) {
@@ -163,6 +194,25 @@ fn bench(c: &mut Criterion) {
     g.bench_function("two_threads_one_hot_tenant", |b| {
         b.iter_custom(|iters| run(&f, 2, iters, hot))
     });
+    g.finish();
+
+    // Per-thread time per decision at N threads; scaling at N is
+    // N x (1-thread time) / (N-thread time).
+    let threads = scaling_threads();
+    if threads.is_empty() {
+        return;
+    }
+    let mut g = c.benchmark_group("scaling");
+    for &n in &threads {
+        g.bench_function(format!("distinct/{n}"), |b| {
+            b.iter_custom(|iters| run(&f, n, iters, distinct))
+        });
+    }
+    for &n in &threads {
+        g.bench_function(format!("hot/{n}"), |b| {
+            b.iter_custom(|iters| run(&f, n, iters, hot))
+        });
+    }
     g.finish();
 }
 

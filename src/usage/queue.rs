@@ -1,7 +1,8 @@
 //! [`UsageQueue`]: the bounded crossbeam channel to the flusher, split into
 //! lanes so that threads enqueueing at once do not contend on one tail.
 //!
-//! Each thread picks a lane once (round robin) and keeps it. Enqueueing is a
+//! There are at least as many lanes as CPUs (a power of two, at least 8);
+//! each thread picks a lane once (round robin) and keeps it. Enqueueing is a
 //! `try_send`: it never blocks and never allocates; when the lane is full the
 //! record is counted as dropped and the request is still answered.
 
@@ -14,7 +15,16 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use super::Queued;
 use crate::stats::Stats;
 
-const LANES: usize = 8;
+/// The fewest lanes; more on machines with more CPUs, so that each actix
+/// worker has a lane of its own.
+const MIN_LANES: usize = 8;
+
+fn lane_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(MIN_LANES, |n| n.get())
+        .max(MIN_LANES)
+        .next_power_of_two()
+}
 
 static NEXT_LANE: AtomicUsize = AtomicUsize::new(0);
 
@@ -22,12 +32,13 @@ thread_local! {
     static LANE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// This thread's lane number, before reduction to the lane count.
 #[inline]
 fn my_lane() -> usize {
     LANE.with(|l| {
         let mut lane = l.get();
         if lane == usize::MAX {
-            lane = NEXT_LANE.fetch_add(1, Ordering::Relaxed) % LANES;
+            lane = NEXT_LANE.fetch_add(1, Ordering::Relaxed);
             l.set(lane);
         }
         lane
@@ -48,13 +59,14 @@ pub struct QueueReceiver {
 
 /// A queue holding at most `capacity` records (split evenly over the lanes).
 pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueReceiver) {
-    let per_lane = capacity.div_ceil(LANES).max(1);
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..LANES).map(|_| bounded(per_lane)).unzip();
+    let lanes = lane_count();
+    let per_lane = capacity.div_ceil(lanes).max(1);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..lanes).map(|_| bounded(per_lane)).unzip();
     (
         UsageQueue {
             lanes: txs.into(),
             stats,
-            capacity: per_lane * LANES,
+            capacity: per_lane * lanes,
         },
         QueueReceiver { lanes: rxs },
     )
@@ -67,14 +79,16 @@ impl UsageQueue {
     /// still use the whole capacity.
     #[inline]
     pub fn enqueue(&self, item: Queued) -> bool {
-        let first = my_lane();
+        let lanes = self.lanes.len();
+        let mask = lanes - 1; // a power of two
+        let first = my_lane() & mask;
         let mut item = match self.lanes[first].try_send(item) {
             Ok(()) => return true,
             Err(TrySendError::Full(item)) => item,
             Err(TrySendError::Disconnected(_)) => return self.dropped(),
         };
-        for i in 1..LANES {
-            match self.lanes[(first + i) % LANES].try_send(item) {
+        for i in 1..lanes {
+            match self.lanes[(first + i) & mask].try_send(item) {
                 Ok(()) => return true,
                 Err(TrySendError::Full(back)) => item = back,
                 Err(TrySendError::Disconnected(_)) => return self.dropped(),
