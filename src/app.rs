@@ -8,16 +8,19 @@ use std::time::Duration;
 
 use actix_web::web;
 
+use crate::alerts::{self, Deliveries, Target};
 use crate::auth::AdminToken;
 use crate::chat::ChatBackend;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::http::proxy::ProxyTarget;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::pricing::{PriceError, PriceTable};
 use crate::registry::{Registry, RegistryError};
 use crate::stats::Stats;
 use crate::store::{SledStore, Store, StoreError};
-use crate::usage::flusher::{FlushSchedule, UsageFlusher};
+use crate::usage::flusher::{BatchHook, FlushSchedule, UsageFlusher};
 use crate::usage::queue::{usage_queue, UsageQueue};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,9 @@ pub enum StartError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Prices(#[from] PriceError),
+    /// A setting that needs a secret from the environment.
+    #[error("config: {0}")]
+    Secret(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -55,6 +61,8 @@ pub struct Tollgate {
     pub admin_token_path: Option<PathBuf>,
     admin: Option<AdminToken>,
     flusher: UsageFlusher,
+    deliveries: Option<Deliveries>,
+    proxies: Vec<Arc<ProxyTarget>>,
 }
 
 impl Tollgate {
@@ -104,6 +112,29 @@ impl Tollgate {
         )?);
         let stats = Arc::new(Stats::default());
         let (queue, rx) = usage_queue(config.flush.queue_capacity, stats.clone());
+        let targets = config
+            .alerts
+            .iter()
+            .map(|a| Target::from_config(a, |name| std::env::var(name).ok()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Secret)?;
+        let proxies = config
+            .proxy
+            .iter()
+            .map(|p| ProxyTarget::new(p, |name| std::env::var(name).ok()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Secret)?;
+        let (hook, deliveries): (Option<BatchHook>, _) = if targets.is_empty() {
+            (None, None)
+        } else {
+            let (alerts, deliveries) =
+                alerts::start(targets, store.clone(), stats.clone(), clock.clone())
+                    .map_err(io("cannot start the webhook thread"))?;
+            (
+                Some(Box::new(move |batch: &[_]| alerts.observe(batch))),
+                Some(deliveries),
+            )
+        };
         let flusher = UsageFlusher::start(
             rx,
             store.clone(),
@@ -114,6 +145,7 @@ impl Tollgate {
             },
             clock.clone(),
             stats.clone(),
+            hook,
         )
         .map_err(io("cannot start the flusher thread"))?;
         tracing::info!(
@@ -133,6 +165,8 @@ impl Tollgate {
             admin_token_path,
             admin: Some(admin),
             flusher,
+            deliveries,
+            proxies,
         })
     }
 
@@ -158,6 +192,9 @@ impl Tollgate {
             stats: self.stats.clone(),
             max_body_bytes: self.config.max_body_bytes,
             default_model: chat.default_model.clone(),
+            metrics: Arc::new(Metrics::default()),
+            store: self.store.clone(),
+            proxies: self.proxies.clone(),
         })
     }
 
@@ -181,6 +218,9 @@ impl Tollgate {
             server.await
         });
         self.flusher.shutdown();
+        if let Some(d) = self.deliveries.as_mut() {
+            d.join();
+        }
         self.store.flush()?;
         tracing::info!("stopped; every queued record is on disk");
         result.map_err(io("the HTTP server failed"))

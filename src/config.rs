@@ -26,6 +26,75 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
+    /// Threshold webhooks (`[[alerts]]`).
+    pub alerts: Vec<AlertConfig>,
+    /// Gateway mode (`[[proxy]]`): APIs Tollgate fronts.
+    pub proxy: Vec<ProxyConfig>,
+}
+
+/// One webhook receiver and the quota percentages it is told about.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    pub url: String,
+    /// Percentages of the monthly call quota; each fires once per tenant per period.
+    #[serde(default = "default_thresholds")]
+    pub thresholds: Vec<u32>,
+    /// Variable holding the HMAC-SHA256 secret for `Tollgate-Signature`.
+    #[serde(default = "default_secret_env")]
+    pub secret_env: String,
+    /// First retry delay; each next one doubles (up to 5 minutes).
+    #[serde(default = "default_retry_ms")]
+    pub retry_initial_ms: u64,
+    /// Tries per delivery before it is counted as failed (and retried at
+    /// the next start).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_alert_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_thresholds() -> Vec<u32> {
+    vec![80, 100]
+}
+fn default_secret_env() -> String {
+    "TOLLGATE_WEBHOOK_SECRET".into()
+}
+fn default_retry_ms() -> u64 {
+    1_000
+}
+fn default_attempts() -> u32 {
+    8
+}
+fn default_alert_timeout_ms() -> u64 {
+    10_000
+}
+
+/// One fronted API: requests under `prefix` go to `upstream`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Path prefix, e.g. `/v1`; the rest of the path is appended to `upstream`.
+    pub prefix: String,
+    /// Base URL, e.g. `http://127.0.0.1:9000` or `https://api.openai.com/v1`.
+    pub upstream: String,
+    /// Variable holding the upstream's credential, sent as `Authorization:
+    /// Bearer`; empty = none. The tenant's key is never forwarded.
+    #[serde(default)]
+    pub upstream_auth_env: String,
+    /// Until the upstream's response head arrives (then 504).
+    #[serde(default = "default_proxy_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Calls each request costs against the quota.
+    #[serde(default = "default_cost")]
+    pub cost: u64,
+}
+
+fn default_proxy_timeout_ms() -> u64 {
+    60_000
+}
+fn default_cost() -> u64 {
+    1
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +147,8 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
+            alerts: Vec::new(),
+            proxy: Vec::new(),
         }
     }
 }
@@ -172,6 +243,52 @@ impl Config {
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");
         }
+        for a in &self.alerts {
+            if !is_http_url(&a.url) {
+                return bad(&format!(
+                    "alerts.url must be an http(s) URL, got '{}'",
+                    a.url
+                ));
+            }
+            if a.thresholds.is_empty() || a.thresholds.iter().any(|&t| t == 0 || t > 1000) {
+                return bad("alerts.thresholds must be percentages from 1 to 1000");
+            }
+            if a.max_attempts == 0 || a.retry_initial_ms == 0 || a.timeout_ms == 0 {
+                return bad(
+                    "alerts.max_attempts, retry_initial_ms and timeout_ms must be at least 1",
+                );
+            }
+        }
+        let mut prefixes = std::collections::HashSet::new();
+        for p in &self.proxy {
+            let prefix = p.prefix.trim_end_matches('/');
+            if !prefix.starts_with('/')
+                || prefix.len() < 2
+                || prefix.contains(['{', '}', '?', '#'])
+                || prefix.starts_with("/api/")
+                || prefix == "/api"
+                || prefix.starts_with("/dashboard")
+                || prefix == "/healthz"
+                || prefix == "/metrics"
+            {
+                return bad(&format!(
+                    "proxy.prefix '{}' must be a path like /v1 outside Tollgate's own routes",
+                    p.prefix
+                ));
+            }
+            if !prefixes.insert(prefix.to_string()) {
+                return bad(&format!("proxy.prefix '{}' appears twice", p.prefix));
+            }
+            if !is_http_url(&p.upstream) {
+                return bad(&format!(
+                    "proxy.upstream must be an http(s) URL, got '{}'",
+                    p.upstream
+                ));
+            }
+            if p.cost == 0 || p.timeout_ms == 0 {
+                return bad("proxy.cost and proxy.timeout_ms must be at least 1");
+            }
+        }
         Ok(())
     }
 
@@ -187,6 +304,10 @@ impl Config {
         };
         parse_plans(&text)
     }
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len()
 }
 
 /// Reads a plans file: `[[plans]]` tables with snake_case keys.
@@ -267,6 +388,10 @@ fn apply_env(
         let name = format!("{prefix}_{}", key.to_uppercase());
         if slot.is_table() {
             apply_env(slot, &name, vars)?;
+            continue;
+        }
+        if slot.is_array() {
+            // `[[alerts]]` and `[[proxy]]` lists come from the file only.
             continue;
         }
         let Some(raw) = vars.get(&name) else { continue };

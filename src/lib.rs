@@ -19,6 +19,7 @@
 //!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data; [`config`], [`clock`], [`stats`].
 //! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
 
+pub mod alerts;
 pub mod analytics;
 pub mod app;
 pub mod auth;
@@ -30,10 +31,12 @@ pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod pricing;
 pub mod quota;
 pub mod registry;
+pub mod slot;
 pub mod stats;
 pub mod store;
 pub mod usage;

@@ -3,7 +3,16 @@
 //! Architecture Invariant: nothing here is touched on the allowed-request
 //! fast path; only rare events (a full queue, a flush) write these atomics.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::metrics::Hist;
+
+/// Distinct unknown model names remembered for `/metrics`; the rest are
+/// counted under `(other)`.
+const MAX_UNKNOWN_MODELS: usize = 100;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -19,9 +28,32 @@ pub struct Stats {
     pub store_failing: AtomicBool,
     /// Usage records naming a model the price table lacks (costed at 0).
     pub unknown_model: AtomicU64,
+    /// The same, by model name.
+    pub unknown_models: Mutex<HashMap<String, u64>>,
+    /// How long each store write of a batch took.
+    pub flush_duration: Mutex<Hist>,
+    /// Threshold webhook deliveries: answered 2xx.
+    pub webhooks_delivered: AtomicU64,
+    /// Failed tries that will be retried.
+    pub webhooks_retried: AtomicU64,
+    /// Deliveries given up after their last try (retried at the next start).
+    pub webhooks_failed: AtomicU64,
 }
 
 impl Stats {
+    /// A record's model has no price.
+    pub fn unknown_model(&self, model: &str) {
+        self.unknown_model.fetch_add(1, Ordering::Relaxed);
+        let mut models = self.unknown_models.lock();
+        if let Some(n) = models.get_mut(model) {
+            *n += 1;
+        } else if models.len() < MAX_UNKNOWN_MODELS {
+            models.insert(model.to_owned(), 1);
+        } else {
+            *models.entry("(other)".to_owned()).or_default() += 1;
+        }
+    }
+
     pub fn unpersisted(&self) -> u64 {
         self.dropped_queue_full.load(Ordering::Relaxed)
             + self.unpersisted_store_error.load(Ordering::Relaxed)

@@ -13,7 +13,7 @@ use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
 use tollgate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use tollgate::quota::period::Period;
-use tollgate::store::{PeriodTotals, SledStore, Store, StoreError, UsageBlock};
+use tollgate::store::{AlertMark, PeriodTotals, SledStore, Store, StoreError, UsageBlock};
 
 /// A real store whose writes fail while `failing` is set.
 struct FlakyStore {
@@ -94,6 +94,20 @@ impl Store for FlakyStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.flush()
+    }
+    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
+        self.inner.alert_marks()
+    }
+    fn put_alert_mark(&self, m: &AlertMark) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_alert_mark(m)
+    }
+    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.prune_alert_marks(before)
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk()
     }
 }
 

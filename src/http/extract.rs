@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::metrics::DecisionLabel;
 use crate::quota::{Decision, TenantState};
 
 /// A JSON body, read up to the configured cap and parsed. Errors: 413 over
@@ -78,6 +79,28 @@ async fn read_body(
     Ok(body)
 }
 
+/// A body of any type, read up to the configured cap (413 over it).
+pub struct CappedBody(pub Vec<u8>);
+
+impl FromRequest for CappedBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map(|s| s.max_body_bytes);
+        let declared = declared_length(req);
+        let payload = payload.take();
+        Box::pin(async move { Ok(CappedBody(read_body(payload, declared, limit?).await?)) })
+    }
+}
+
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Parses JSON, telling malformed input (400) from the wrong shape (422).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| match e.classify() {
@@ -94,11 +117,7 @@ impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = state(req).map(|s| s.max_body_bytes);
-        let declared: Option<usize> = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let declared = declared_length(req);
         let json = is_json(req);
         let has_type = req.headers().contains_key(header::CONTENT_TYPE);
         let payload = payload.take();
@@ -145,7 +164,17 @@ pub struct TenantAuth {
 }
 
 impl TenantAuth {
-    /// Makes the response's headers describe this decision.
+    /// Decides `cost` calls now (consuming them unless `consume` is false),
+    /// counts the outcome for `/metrics` and makes the response's headers
+    /// describe the decision.
+    pub fn decide(&self, st: &AppState, cost: u64, consume: bool) -> Decision {
+        let d = self.tenant.decide(cost, st.clock.now_nanos(), consume);
+        st.metrics.decision(d.outcome);
+        self.decided(d);
+        d
+    }
+
+    /// Makes the response's headers describe `d` (a state, not a decision).
     pub fn decided(&self, d: Decision) {
         self.ctx.decision.set(Some(d));
     }
@@ -177,14 +206,21 @@ impl FromRequest for TenantAuth {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready((|| {
             let st = state(req)?;
-            let secret = presented(req)?.ok_or_else(|| {
-                ApiError::unauthorized(
+            let unauthorized = |e: ApiError| {
+                st.metrics.decision(DecisionLabel::Unauthorized);
+                e
+            };
+            let secret = presented(req).map_err(unauthorized)?.ok_or_else(|| {
+                unauthorized(ApiError::unauthorized(
                     "missing_api_key",
                     "send your API key as Authorization: Bearer <key> or X-API-Key",
-                )
+                ))
             })?;
             let tenant = st.registry.authenticate(secret).ok_or_else(|| {
-                ApiError::unauthorized("invalid_api_key", "the API key is unknown or revoked")
+                unauthorized(ApiError::unauthorized(
+                    "invalid_api_key",
+                    "the API key is unknown or revoked",
+                ))
             })?;
             let ctx = Rc::new(TenantCtx {
                 tenant: tenant.clone(),

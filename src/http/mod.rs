@@ -9,6 +9,8 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod headers;
+pub mod metrics;
+pub mod proxy;
 pub mod tenant;
 pub mod types;
 
@@ -17,8 +19,12 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use actix_web::dev::{Server, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer, Route};
+use tracing::Instrument;
 
 use self::extract::TenantCtx;
 use crate::auth::AdminToken;
@@ -40,6 +46,10 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     pub max_body_bytes: usize,
     pub default_model: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub store: Arc<dyn crate::store::Store>,
+    /// Gateway mode's fronted APIs.
+    pub proxies: Vec<Arc<proxy::ProxyTarget>>,
 }
 
 /// `GET /healthz`: `ok`, or `degraded` while the store is failing or the
@@ -59,17 +69,19 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-/// A route path whose other methods answer the JSON 405.
+/// A route path whose other methods answer the JSON 405. The resource is
+/// named by its path, which labels its metrics.
 pub fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
     routes
         .into_iter()
-        .fold(web::resource(path), |r, route| r.route(route))
+        .fold(web::resource(path).name(path), |r, route| r.route(route))
         .default_service(web::to(error::method_not_allowed))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use web::{delete, get, patch, post};
     cfg.service(resource("/healthz", vec![get().to(healthz)]))
+        .service(resource("/metrics", vec![get().to(metrics::metrics)]))
         .service(resource(
             "/api/v1/authorize",
             vec![post().to(tenant::authorize)],
@@ -148,6 +160,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(error::not_found));
 }
 
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The caller's `X-Request-Id` when it is a sane token (1-64 characters of
+/// letters, digits, `-`, `_`, `.`, `:`), else a new random one.
+fn request_id(headers: &actix_web::http::header::HeaderMap) -> String {
+    let given = headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        });
+    match given {
+        Some(v) => v.to_owned(),
+        None => format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
 /// Binds the routes to an already-bound listener (tests pass `127.0.0.1:0`).
 /// The server stops gracefully on SIGTERM/SIGINT or through its handle.
 pub fn server(
@@ -155,28 +186,56 @@ pub fn server(
     listener: TcpListener,
     workers: usize,
 ) -> std::io::Result<Server> {
+    let proxies = state.proxies.clone();
     let mut http = HttpServer::new(move || {
+        let proxies = proxies.clone();
         App::new()
             .app_data(state.clone())
             .wrap_fn(|req, srv| {
-                let fut = srv.call(req);
+                let started = Instant::now();
+                let id = request_id(req.headers());
+                let span = tracing::info_span!(
+                    "request",
+                    request_id = %id,
+                    method = %req.method(),
+                    path = req.path()
+                );
+                let fut = span.in_scope(|| srv.call(req));
                 async move {
                     let mut res = fut.await?;
+                    let st = res.request().app_data::<web::Data<AppState>>().cloned();
                     let ctx = res.request().extensions().get::<Rc<TenantCtx>>().cloned();
-                    if let Some(ctx) = ctx {
-                        let decision = ctx.decision().or_else(|| {
-                            res.request()
-                                .app_data::<web::Data<AppState>>()
-                                .map(|st| ctx.tenant.snapshot(st.clock.now_nanos()))
-                        });
-                        if let Some(d) = decision {
-                            headers::apply(res.headers_mut(), &d);
-                        }
+                    if let (Some(ctx), Some(st)) = (ctx, &st) {
+                        let decision = ctx
+                            .decision()
+                            .unwrap_or_else(|| ctx.tenant.snapshot(st.clock.now_nanos()));
+                        headers::apply(res.headers_mut(), &decision);
+                    }
+                    if let Ok(v) = HeaderValue::from_str(&id) {
+                        res.headers_mut().insert(X_REQUEST_ID.clone(), v);
+                    }
+                    let elapsed = started.elapsed();
+                    let route = res.request().match_name().unwrap_or("(unmatched)");
+                    if let Some(st) = &st {
+                        st.metrics.request(route, elapsed.as_secs_f64());
+                    }
+                    let status = res.status().as_u16();
+                    let took_us = elapsed.as_micros() as u64;
+                    if status >= 500 {
+                        tracing::warn!(target: "tollgate::access", status, route, took_us, "request failed");
+                    } else {
+                        tracing::debug!(target: "tollgate::access", status, route, took_us, "request");
                     }
                     Ok(res)
                 }
+                .instrument(span)
             })
-            .configure(routes)
+            .configure(|cfg| {
+                for p in &proxies {
+                    cfg.service(proxy::ProxyTarget::resource(p.clone()));
+                }
+                routes(cfg)
+            })
     })
     .listen(listener)?
     .shutdown_timeout(10);

@@ -1,7 +1,6 @@
 //! Tenant routes: enforcement (`/api/v1/authorize`, `/api/v1/check`),
 //! ingestion (`/api/v1/usage`), billing reads and the chat bot.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,7 +71,7 @@ pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
         .with("plan", plan_id)
 }
 
-fn status_of(d: &Decision) -> u16 {
+pub(super) fn status_of(d: &Decision) -> u16 {
     match d.outcome {
         Outcome::Allowed => 200,
         Outcome::Suspended => 403,
@@ -81,17 +80,17 @@ fn status_of(d: &Decision) -> u16 {
 }
 
 /// Hands a record to the flusher; a full queue only counts it.
-fn enqueue(st: &AppState, tenant: &Arc<TenantState>, record: UsageRecord) -> bool {
+pub(super) fn enqueue(st: &AppState, tenant: &Arc<TenantState>, record: UsageRecord) -> bool {
     st.queue.enqueue(Queued {
         tenant: tenant.clone(),
         record,
     })
 }
 
-fn price(st: &AppState, model: &str, prompt: u64, completion: u64) -> f64 {
+pub(super) fn price(st: &AppState, model: &str, prompt: u64, completion: u64) -> f64 {
     let cost = st.prices.cost(model, prompt, completion);
     if cost == Cost::UnknownModel {
-        st.stats.unknown_model.fetch_add(1, Ordering::Relaxed);
+        st.stats.unknown_model(model);
     }
     cost.usd()
 }
@@ -123,8 +122,7 @@ pub async fn authorize(
 
     let now = st.clock.now_nanos();
     let tenant = &auth.tenant;
-    let d = tenant.decide(cost, now, !req.dry_run);
-    auth.decided(d);
+    let d = auth.decide(&st, cost, !req.dry_run);
     let plan = tenant.plan();
     if !req.dry_run {
         enqueue(
@@ -168,8 +166,7 @@ pub async fn check(
     if cost == 0 {
         return Err(ApiError::invalid("cost must be at least 1"));
     }
-    let d = auth.tenant.decide(cost, st.clock.now_nanos(), false);
-    auth.decided(d);
+    let d = auth.decide(&st, cost, false);
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
     Ok(HttpResponse::Ok().json(CheckResponse {
         is_allowed: d.allowed(),
@@ -307,8 +304,7 @@ pub async fn chat(
 
     let now = st.clock.now_nanos();
     let tenant = &auth.tenant;
-    let d = tenant.decide(1, now, true);
-    auth.decided(d);
+    let d = auth.decide(&st, 1, true);
     let mut record = UsageRecord {
         ts_ms: now.div_euclid(1_000_000),
         endpoint: "/api/chat".into(),

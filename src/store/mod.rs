@@ -30,6 +30,31 @@ pub struct UsageBlock {
     pub records: Vec<UsageRecord>,
 }
 
+/// A threshold webhook that fired: at most one per (tenant, period, alert
+/// URL, threshold), kept so that a restart neither fires it again nor loses
+/// an undelivered one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertMark {
+    pub tenant: String,
+    pub period: Period,
+    pub url: String,
+    pub threshold: u32,
+    /// The JSON body, exactly as (re)sent.
+    pub body: String,
+    pub delivered: bool,
+}
+
+impl AlertMark {
+    /// The identity of the firing; the store keys marks by it.
+    pub fn key(&self) -> String {
+        alert_key(&self.tenant, self.period, &self.url, self.threshold)
+    }
+}
+
+pub fn alert_key(tenant: &str, period: Period, url: &str, threshold: u32) -> String {
+    format!("{tenant}\u{0}{}\u{0}{threshold}\u{0}{url}", period.0)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled: {0}")]
@@ -97,4 +122,14 @@ pub trait Store: Send + Sync {
 
     /// Makes every write so far durable (rollups included).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Every threshold webhook that fired (delivered or not).
+    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError>;
+    /// Records (or updates) a firing; durable when it returns.
+    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError>;
+    /// Forgets the marks of periods before `period`.
+    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError>;
+
+    /// Bytes the store takes on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
 }

@@ -10,6 +10,7 @@
 //! - `rollup/hour`, `rollup/day`, `rollup/minute/YYYY-MM-DD`: tenant id ++
 //!   0x00 ++ bucket (i64 BE, sign bit flipped) -> [`Cell`]; tenant `""` holds
 //!   the all-tenants cells. `meta` `rollup_seq` is the last seq they cover.
+//! - `alerts`: [`AlertMark::key`] -> [`AlertMark`], the threshold webhooks fired
 //!
 //! Raw records are stored in blocks (one value per tenant per day per flush),
 //! which is about 40x faster and 2.5x smaller than one key per record.
@@ -23,7 +24,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::rollup_book::RollupBook;
-use super::{PeriodTotals, Store, StoreError, UsageBlock};
+use super::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
 use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
 use crate::codec::{decode, encode};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
@@ -51,6 +52,7 @@ pub struct SledStore {
     journal: sled::Tree,
     hours: sled::Tree,
     days: sled::Tree,
+    alerts: sled::Tree,
     /// Serialises usage writes and checkpoints, and holds the last write number.
     seq: Mutex<u64>,
     /// Records since the last checkpoint, not in the stored cells yet.
@@ -95,6 +97,7 @@ impl SledStore {
             journal: db.open_tree("journal")?,
             hours: db.open_tree("rollup/hour")?,
             days: db.open_tree("rollup/day")?,
+            alerts: db.open_tree("alerts")?,
             meta,
             db,
             seq: Mutex::new(seq),
@@ -276,11 +279,6 @@ impl SledStore {
         self.keys.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
-    }
-
-    /// Bytes the store takes on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 
     fn put<T: serde::Serialize>(tree: &sled::Tree, key: &str, value: &T) -> Result<(), StoreError> {
@@ -599,6 +597,27 @@ impl Store for SledStore {
         self.checkpoint()?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
+        Self::all(&self.alerts)
+    }
+
+    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
+        Self::put(&self.alerts, &mark.key(), mark)
+    }
+
+    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
+        for mark in self.alert_marks()? {
+            if mark.period < before {
+                self.alerts.remove(mark.key())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 }
 

@@ -36,6 +36,10 @@ pub struct FlushSchedule {
     pub raw_days: u32,
 }
 
+/// Sees every batch before it is written (the threshold webhooks watch
+/// usage this way, off the request path).
+pub type BatchHook = Box<dyn FnMut(&[Queued]) + Send>;
+
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct UsageFlusher {
@@ -50,6 +54,7 @@ impl UsageFlusher {
         schedule: FlushSchedule,
         clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
+        mut hook: Option<BatchHook>,
     ) -> std::io::Result<UsageFlusher> {
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let handle = std::thread::Builder::new()
@@ -64,6 +69,9 @@ impl UsageFlusher {
                         Err(RecvTimeoutError::Timeout)
                     );
                     while rx.drain_into(&mut buf, MAX_BATCH) > 0 {
+                        if let Some(hook) = hook.as_mut() {
+                            hook(&buf);
+                        }
                         flush_batch(store.as_ref(), &mut buf, &stats);
                     }
                     if stopping {
@@ -135,7 +143,12 @@ pub fn flush_batch(store: &dyn Store, batch: &mut Vec<Queued>, stats: &Stats) ->
     }
     let blocks: Vec<UsageBlock> = by_tenant.into_values().collect();
     stats.flushes.fetch_add(1, Ordering::Relaxed);
-    match store.write_usage(&blocks) {
+    let written = store.write_usage(&blocks);
+    stats
+        .flush_duration
+        .lock()
+        .observe(start.elapsed().as_secs_f64());
+    match written {
         Ok(()) => {
             stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
             stats.store_failing.store(false, Ordering::Relaxed);

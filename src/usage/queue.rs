@@ -6,44 +6,14 @@
 //! `try_send`: it never blocks and never allocates; when the lane is full the
 //! record is counted as dropped and the request is still answered.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::Queued;
+use crate::slot::{slot_count, thread_slot};
 use crate::stats::Stats;
-
-/// The fewest lanes; more on machines with more CPUs, so that each actix
-/// worker has a lane of its own.
-const MIN_LANES: usize = 8;
-
-fn lane_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(MIN_LANES, |n| n.get())
-        .max(MIN_LANES)
-        .next_power_of_two()
-}
-
-static NEXT_LANE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static LANE: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// This thread's lane number, before reduction to the lane count.
-#[inline]
-fn my_lane() -> usize {
-    LANE.with(|l| {
-        let mut lane = l.get();
-        if lane == usize::MAX {
-            lane = NEXT_LANE.fetch_add(1, Ordering::Relaxed);
-            l.set(lane);
-        }
-        lane
-    })
-}
 
 #[derive(Clone)]
 pub struct UsageQueue {
@@ -59,7 +29,7 @@ pub struct QueueReceiver {
 
 /// A queue holding at most `capacity` records (split evenly over the lanes).
 pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueReceiver) {
-    let lanes = lane_count();
+    let lanes = slot_count();
     let per_lane = capacity.div_ceil(lanes).max(1);
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..lanes).map(|_| bounded(per_lane)).unzip();
     (
@@ -81,7 +51,7 @@ impl UsageQueue {
     pub fn enqueue(&self, item: Queued) -> bool {
         let lanes = self.lanes.len();
         let mask = lanes - 1; // a power of two
-        let first = my_lane() & mask;
+        let first = thread_slot() & mask;
         let mut item = match self.lanes[first].try_send(item) {
             Ok(()) => return true,
             Err(TrySendError::Full(item)) => item,

@@ -128,6 +128,14 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Stops the server and starts a new one on the same data directory.
+    pub fn restart_with(&mut self, tune: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) {
+        self.stop();
+        let mut c = config(self.dir.path());
+        tune(&mut c);
+        self.server = Some(RunningServer::start(c, ADMIN, clock).unwrap());
+    }
+
     pub fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop().unwrap();

@@ -1,0 +1,143 @@
+//! `GET /metrics`: the Prometheus text exposition of [`crate::metrics`],
+//! [`crate::stats::Stats`] and a few gauges read at scrape time.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpResponse};
+
+use super::error::{blocking, ApiError};
+use super::AppState;
+use crate::metrics::{encode, Family, Value};
+
+pub async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let store = st.store.clone();
+    // Walks the data directory: off the worker thread.
+    let size = blocking(move || Ok(store.size_on_disk().ok())).await?;
+    let body = encode(families(&st, size));
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body))
+}
+
+fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
+    let s = &st.stats;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let label = |k: &'static str, v: &str| vec![(k, v.to_owned())];
+
+    let mut decisions = Family::new(
+        "tollgate_decisions",
+        "Enforcement decisions by outcome (unauthorized: no valid key).",
+    );
+    for (outcome, count) in st.metrics.decisions() {
+        decisions = decisions.with(label("outcome", outcome), Value::Counter(count));
+    }
+    let mut latency = Family::new(
+        "tollgate_http_request_duration_seconds",
+        "Time from request to response head, by route pattern.",
+    );
+    for (route, h) in st.metrics.routes() {
+        latency = latency.with(label("route", &route), Value::Histogram(h));
+    }
+    let mut unknown = Family::new(
+        "tollgate_unknown_model_records",
+        "Usage records whose model has no price (costed at 0), by model.",
+    );
+    for (model, count) in sorted(s.unknown_models.lock().clone()) {
+        unknown = unknown.with(label("model", &model), Value::Counter(count));
+    }
+    let mut families = vec![
+        Family::new("tollgate_build_info", "Always 1; the version is a label.").with(
+            label("version", env!("CARGO_PKG_VERSION")),
+            Value::Gauge(1.0),
+        ),
+        decisions,
+        latency,
+        Family::one(
+            "tollgate_queue_depth",
+            "Usage records waiting for the flusher.",
+            Value::Gauge(st.queue.depth() as f64),
+        ),
+        Family::one(
+            "tollgate_queue_capacity",
+            "Usage records the queue to the flusher holds.",
+            Value::Gauge(st.queue.capacity() as f64),
+        ),
+        Family::one(
+            "tollgate_records_persisted",
+            "Usage records written to the store.",
+            Value::Counter(n(&s.persisted)),
+        ),
+        Family::new(
+            "tollgate_records_unpersisted",
+            "Usage records decided and answered but never persisted, by reason.",
+        )
+        .with(
+            label("reason", "queue_full"),
+            Value::Counter(n(&s.dropped_queue_full)),
+        )
+        .with(
+            label("reason", "store_error"),
+            Value::Counter(n(&s.unpersisted_store_error)),
+        ),
+        Family::one(
+            "tollgate_flushes",
+            "Batches the flusher wrote (or tried to).",
+            Value::Counter(n(&s.flushes)),
+        ),
+        Family::one(
+            "tollgate_flush_errors",
+            "Batches the store failed to write.",
+            Value::Counter(n(&s.flush_errors)),
+        ),
+        Family::one(
+            "tollgate_flush_duration_seconds",
+            "Time of one batch write to the store.",
+            Value::Histogram(s.flush_duration.lock().clone()),
+        ),
+        Family::one(
+            "tollgate_store_failing",
+            "1 while the last store write failed.",
+            Value::Gauge(if s.store_failing.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            }),
+        ),
+        Family::one(
+            "tollgate_tenants",
+            "Tenants known.",
+            Value::Gauge(st.registry.tenant_count() as f64),
+        ),
+        unknown,
+        Family::new(
+            "tollgate_webhook_deliveries",
+            "Threshold webhook delivery tries, by result.",
+        )
+        .with(
+            label("result", "delivered"),
+            Value::Counter(n(&s.webhooks_delivered)),
+        )
+        .with(
+            label("result", "retried"),
+            Value::Counter(n(&s.webhooks_retried)),
+        )
+        .with(
+            label("result", "failed"),
+            Value::Counter(n(&s.webhooks_failed)),
+        ),
+    ];
+    if let Some(bytes) = store_bytes {
+        families.push(Family::one(
+            "tollgate_store_size_bytes",
+            "Bytes the store takes on disk.",
+            Value::Gauge(bytes as f64),
+        ));
+    }
+    families
+}
+
+fn sorted(map: std::collections::HashMap<String, u64>) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = map.into_iter().collect();
+    v.sort();
+    v
+}
