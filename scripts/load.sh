@@ -4,14 +4,14 @@
 # handler returning a body of the same size, same tool, same run, alternating
 # A B A B. Prints the throughput ratio, then the latency of both at a fixed
 # 5,000 requests/s and the p99 Tollgate adds. Loopback only.
-#   scripts/load.sh            (DURATION=10 ROUNDS=3 CONNS=64 RATE=5000)
+#   scripts/load.sh            (DURATION=10 ROUNDS=3 CONNS=64 RATE=5000 TG_LOG=warn)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}; RATE=${RATE:-5000}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 cargo build --release --quiet --bin tollgate --example bare_actix --example loadgen
 DATA=$(mktemp -d)
-TOLLGATE_ADMIN_TOKEN=load-admin TOLLGATE_LOG=warn target/release/tollgate serve --bind 127.0.0.1:18180 --data-dir "$DATA" >/dev/null &
+TOLLGATE_ADMIN_TOKEN=load-admin TOLLGATE_LOG=${TG_LOG:-warn} target/release/tollgate serve --bind 127.0.0.1:18180 --data-dir "$DATA" >/dev/null &
 TG=$!
 target/release/examples/bare_actix 127.0.0.1:18181 "$(nproc)" &
 BARE=$!

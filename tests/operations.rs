@@ -521,3 +521,70 @@ fn gateway_answers_502_and_504_as_json_and_records_them() {
         .unwrap();
     assert_eq!(u["calls"]["used"], 0, "{u}");
 }
+
+// ---- OpenAPI ------------------------------------------------------------
+
+/// The paths `routes()` registers, read from the source: a route added
+/// without a `#[utoipa::path]` fails the test below.
+fn registered_paths() -> Vec<String> {
+    let src = [
+        include_str!("../src/http/mod.rs"),
+        include_str!("../src/dashboard/mod.rs"),
+    ]
+    .concat();
+    let mut paths = Vec::new();
+    let mut rest = src.as_str();
+    while let Some(i) = rest.find("resource(") {
+        rest = &rest[i + "resource(".len()..];
+        let trimmed = rest.trim_start();
+        if let Some(lit) = trimmed.strip_prefix('"') {
+            let path = &lit[..lit.find('"').unwrap()];
+            if !path.starts_with("/dashboard/assets/") {
+                paths.push(path.to_string());
+            }
+        }
+    }
+    assert!(paths.len() >= 20, "{paths:?}");
+    paths
+}
+
+#[test]
+fn openapi_document_covers_every_route_and_schema() {
+    let proxies = vec![proxy("/v1", "http://127.0.0.1:9", "", 1_000)];
+    let s = TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock));
+    let r = s.http.get(s.url("/api/openapi.json")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in registered_paths() {
+        assert!(paths.contains_key(&path), "{path} is not documented");
+    }
+    assert!(paths.contains_key("/v1/{path}"), "gateway prefix missing");
+    let authorize = &paths["/api/v1/authorize"]["post"];
+    assert_eq!(
+        authorize["responses"]["429"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
+    assert!(authorize["responses"]["200"]["headers"]["X-RateLimit-Remaining"].is_object());
+    assert_eq!(
+        paths["/api/admin/plans/{id}"].as_object().unwrap().len(),
+        3,
+        "get, patch, delete"
+    );
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for name in ["tenantKey", "tenantKeyHeader", "adminToken"] {
+        assert!(schemes.contains_key(name), "{name}");
+    }
+    // Every reference resolves.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let text = doc.to_string();
+    for piece in text.split("\"#/components/schemas/").skip(1) {
+        let name = &piece[..piece.find('"').unwrap()];
+        assert!(schemas.contains_key(name), "dangling $ref {name}");
+    }
+    for name in ["Report", "TenantReport", "Plan", "UsageInput", "Forecast"] {
+        assert!(schemas.contains_key(name), "{name}");
+    }
+}

@@ -261,3 +261,46 @@ fn a_data_dir_from_a_newer_format_is_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("newer Tollgate (store format 99)"), "{err}");
 }
+
+#[test]
+fn json_logs_carry_the_request_id_of_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = binary::start(
+        dir.path(),
+        &["--log-format", "json"],
+        &[("TOLLGATE_LOG", "info,tollgate::access=debug")],
+        Some(ADMIN),
+    );
+    let c = reqwest::blocking::Client::new();
+    let r = c
+        .post(p.url("/api/v1/authorize"))
+        .header("X-Request-Id", "log-test-42")
+        .bearer_auth("tg_unknown")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "log-test-42");
+    let generated = c.get(p.url("/healthz")).send().unwrap().headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(p.signal(libc::SIGTERM).success());
+    let logs = p.logs.lock().unwrap().clone();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["span"]["request_id"] == id && l["target"] == "tollgate::access")
+            .unwrap_or_else(|| panic!("no access line for {id} in {logs}"))
+            .clone()
+    };
+    let line = access("log-test-42");
+    assert_eq!(line["fields"]["status"], 401);
+    assert_eq!(line["fields"]["route"], "/api/v1/authorize");
+    assert_eq!(line["span"]["method"], "POST");
+    assert_eq!(access(&generated)["fields"]["route"], "/healthz");
+}

@@ -16,7 +16,7 @@ pub struct SoFar {
     pub cost_usd: f64,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Forecast {
     pub period_end: String,
@@ -86,7 +86,7 @@ pub fn forecast(plan: &Plan, period: Period, now_ms: i64, so_far: SoFar) -> Fore
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Recommendation {
     pub plan_id: String,

@@ -119,7 +119,7 @@ fn round(x: f64, decimals: i32) -> f64 {
     (x * f).round() / f
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub total_requests: u64,
@@ -163,7 +163,7 @@ impl Summary {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Point {
     pub t: String,
@@ -174,7 +174,7 @@ pub struct Point {
     pub avg_response_time_ms: Option<f64>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointRow {
     pub endpoint: String,
@@ -186,13 +186,13 @@ pub struct EndpointRow {
     pub tokens: u64,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StatusRow {
     pub status: u16,
     pub count: u64,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelRow {
     pub model: String,
@@ -202,7 +202,7 @@ pub struct ModelRow {
     pub cost_usd: f64,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PartyRow {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,14 +216,14 @@ pub struct PartyRow {
     pub cost_usd: f64,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HourRow {
     pub hour: u32,
     pub requests: u64,
 }
 
 /// What the usage answers share, tenant or all-tenants.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub range: RangeView,
@@ -237,7 +237,7 @@ pub struct Report {
     pub peak_hours: Vec<HourRow>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RangeView {
     pub from: String,
     pub to: String,
@@ -406,7 +406,7 @@ pub fn report(
 }
 
 /// Tenants ranked three ways, for the operators' view.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopTenants {
     pub by_requests: Vec<PartyRow>,

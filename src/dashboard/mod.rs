@@ -23,6 +23,10 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+#[utoipa::path(
+    get, path = "/dashboard/api-usage", tag = "dashboard",
+    responses((status = 200, description = "the usage dashboard (HTML); the key goes in the fragment, `#key=...`", content_type = "text/html"))
+)]
 async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX)
 }

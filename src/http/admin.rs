@@ -48,12 +48,19 @@ fn created<T: Serialize>(v: T) -> HttpResponse {
 
 // ---- plans -----------------------------------------------------------------
 
+#[utoipa::path(
+    get, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<Plan>))
+)]
 pub async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
     HttpResponse::Ok().json(ListOf {
         data: st.registry.plans(),
     })
 }
 
+#[utoipa::path(
+    post, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), request_body = Plan,
+    responses((status = 201, body = Plan), (status = 409, description = "id taken", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid plan", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn create_plan(
     st: web::Data<AppState>,
     _: Admin,
@@ -64,6 +71,10 @@ pub async fn create_plan(
     Ok(created(st.registry.create_plan(plan)?))
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Plan), (status = 404, description = "no such plan", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn get_plan(
     st: web::Data<AppState>,
     _: Admin,
@@ -76,6 +87,11 @@ pub async fn get_plan(
     Ok(HttpResponse::Ok().json(plan))
 }
 
+#[utoipa::path(
+    patch, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    request_body(content = Object, description = "JSON merge patch (RFC 7396) of the plan; applies to running tenants at once"),
+    responses((status = 200, body = Plan), (status = 404, description = "no such plan", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid result", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn patch_plan(
     st: web::Data<AppState>,
     _: Admin,
@@ -94,6 +110,10 @@ pub async fn patch_plan(
     Ok(HttpResponse::Ok().json(plan))
 }
 
+#[utoipa::path(
+    delete, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 404, description = "no such plan", body = crate::http::openapi::ErrorBody), (status = 409, description = "tenants still use it", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn delete_plan(
     st: web::Data<AppState>,
     _: Admin,
@@ -105,12 +125,19 @@ pub async fn delete_plan(
 
 // ---- tenants -----------------------------------------------------------------
 
+#[utoipa::path(
+    get, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<Tenant>))
+)]
 pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> HttpResponse {
     HttpResponse::Ok().json(ListOf {
         data: st.registry.tenants(),
     })
 }
 
+#[utoipa::path(
+    post, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), request_body = CreateTenant,
+    responses((status = 201, body = Tenant), (status = 409, description = "id taken", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn create_tenant(
     st: web::Data<AppState>,
     _: Admin,
@@ -137,6 +164,10 @@ fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Tenant), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn get_tenant(
     st: web::Data<AppState>,
     _: Admin,
@@ -145,6 +176,11 @@ pub async fn get_tenant(
     Ok(HttpResponse::Ok().json(tenant_or_404(&st, &id)?))
 }
 
+#[utoipa::path(
+    patch, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    request_body(content = Object, description = "JSON merge patch (RFC 7396): name, planId, status"),
+    responses((status = 200, body = Tenant), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid result", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn patch_tenant(
     st: web::Data<AppState>,
     _: Admin,
@@ -160,6 +196,10 @@ pub async fn patch_tenant(
     Ok(HttpResponse::Ok().json(tenant))
 }
 
+#[utoipa::path(
+    delete, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn delete_tenant(
     st: web::Data<AppState>,
     _: Admin,
@@ -169,6 +209,10 @@ pub async fn delete_tenant(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/tenants/{id}/usage", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = crate::http::types::BillingUsage), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn tenant_usage(
     st: web::Data<AppState>,
     _: Admin,
@@ -181,6 +225,10 @@ pub async fn tenant_usage(
     Ok(HttpResponse::Ok().json(usage_view(&st, &state)?))
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/tenants/{id}/subscription", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = crate::http::types::SubscriptionView), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn tenant_subscription(
     st: web::Data<AppState>,
     _: Admin,
@@ -191,6 +239,11 @@ pub async fn tenant_subscription(
 
 // ---- keys ----------------------------------------------------------------------
 
+#[utoipa::path(
+    post, path = "/api/admin/tenants/{id}/keys", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    request_body(content = CreateKey, description = "optional"),
+    responses((status = 201, description = "the secret is shown this once", body = CreatedKey), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn create_key(
     st: web::Data<AppState>,
     _: Admin,
@@ -212,6 +265,10 @@ pub async fn create_key(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/tenants/{id}/keys", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "keys without their secrets", body = ListOf<crate::model::ApiKey>), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn list_keys(
     st: web::Data<AppState>,
     _: Admin,
@@ -222,6 +279,10 @@ pub async fn list_keys(
     }))
 }
 
+#[utoipa::path(
+    delete, path = "/api/admin/tenants/{id}/keys/{key_id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path), ("key_id" = String, Path)),
+    responses((status = 200, description = "the revoked key", body = crate::model::ApiKey), (status = 404, description = "no such key", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn revoke_key(
     st: web::Data<AppState>,
     _: Admin,

@@ -18,8 +18,9 @@ use crate::quota::period::Period;
 use crate::quota::TenantState;
 use crate::store::Store;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageParams {
     pub range: Option<String>,
     pub from: Option<String>,
@@ -125,7 +126,7 @@ pub fn resolve(p: &UsageParams, now_ms: i64) -> Result<Resolved, ApiError> {
     Ok(Resolved { range, bucket, top })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantReport {
     pub tenant_id: String,
@@ -186,6 +187,10 @@ async fn tenant_report(
 }
 
 /// `GET /api/billing/api-usage`.
+#[utoipa::path(
+    get, path = "/api/billing/api-usage", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(UsageParams),
+    responses((status = 200, description = "usage analytics of the caller's tenant", body = TenantReport), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad range", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn billing_api_usage(
     st: web::Data<AppState>,
     auth: TenantAuth,
@@ -195,6 +200,10 @@ pub async fn billing_api_usage(
 }
 
 /// `GET /api/admin/tenants/{id}/api-usage`.
+#[utoipa::path(
+    get, path = "/api/admin/tenants/{id}/api-usage", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), UsageParams),
+    responses((status = 200, body = TenantReport), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn admin_tenant_api_usage(
     st: web::Data<AppState>,
     _: Admin,
@@ -208,7 +217,7 @@ pub async fn admin_tenant_api_usage(
     tenant_report(&st, tenant, &req).await
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllTenantsReport {
     pub tenants: usize,
@@ -218,6 +227,10 @@ pub struct AllTenantsReport {
 }
 
 /// `GET /api/admin/api-usage`: every tenant together, and the top tenants.
+#[utoipa::path(
+    get, path = "/api/admin/api-usage", tag = "analytics", security(("adminToken" = [])), params(UsageParams),
+    responses((status = 200, description = "all tenants together, and the top tenants", body = AllTenantsReport), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn admin_api_usage(
     st: web::Data<AppState>,
     _: Admin,

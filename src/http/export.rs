@@ -18,8 +18,9 @@ use crate::quota::period::Period;
 
 const CHUNK: usize = 64 * 1024;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
     pub from: Option<String>,
     pub to: Option<String>,
@@ -127,6 +128,10 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/billing/api-usage/export", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(ExportParams),
+    responses((status = 200, description = "raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn export(
     st: web::Data<AppState>,
     auth: TenantAuth,

@@ -9,6 +9,10 @@ use super::error::{blocking, ApiError};
 use super::AppState;
 use crate::metrics::{encode, Family, Value};
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"))
+)]
 pub async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = st.store.clone();
     // Walks the data directory: off the worker thread.

@@ -10,6 +10,7 @@ pub mod export;
 pub mod extract;
 pub mod headers;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod tenant;
 pub mod types;
@@ -55,6 +56,10 @@ pub struct AppState {
 /// `GET /healthz`: `ok`, or `degraded` while the store is failing or the
 /// queue to it is over 90 % full; with the count of records that could not
 /// be persisted (store errors and a full queue, since start).
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`, or `degraded` while the store fails or the queue is over 90 % full", body = crate::http::openapi::Health))
+)]
 async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let failing = st.stats.store_failing.load(Ordering::Relaxed);
     let depth = st.queue.depth();
@@ -82,6 +87,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     use web::{delete, get, patch, post};
     cfg.service(resource("/healthz", vec![get().to(healthz)]))
         .service(resource("/metrics", vec![get().to(metrics::metrics)]))
+        .service(resource(
+            "/api/openapi.json",
+            vec![get().to(openapi::openapi_json)],
+        ))
         .service(resource(
             "/api/v1/authorize",
             vec![post().to(tenant::authorize)],

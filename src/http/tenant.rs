@@ -102,6 +102,12 @@ fn opt_text(field: &str, v: Option<String>, max: usize) -> Result<String, ApiErr
 }
 
 /// `POST /api/v1/authorize`: atomic check-and-consume.
+#[utoipa::path(
+    post, path = "/api/v1/authorize", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
+    request_body(content = AuthorizeRequest, description = "optional; every field has a default"),
+    responses((status = 200, description = "allowed: the calls are consumed", body = AuthorizeResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))),
+        (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 403, description = "tenant suspended", body = crate::http::openapi::ErrorBody), (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid field", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn authorize(
     st: web::Data<AppState>,
     auth: TenantAuth,
@@ -156,6 +162,11 @@ pub async fn authorize(
 }
 
 /// `POST /api/v1/check`: would a request of `cost` pass? Consumes nothing.
+#[utoipa::path(
+    post, path = "/api/v1/check", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
+    request_body(content = AuthorizeRequest, description = "optional"),
+    responses((status = 200, description = "whether `cost` calls would be allowed; nothing consumed", body = CheckResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn check(
     st: web::Data<AppState>,
     auth: TenantAuth,
@@ -181,6 +192,11 @@ pub async fn check(
 
 /// `POST /api/v1/usage`: one record or an array of up to 10,000. The whole
 /// body is checked before any record is taken.
+#[utoipa::path(
+    post, path = "/api/v1/usage", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
+    request_body(content = crate::http::openapi::UsageBody, description = "one record or an array of up to 10,000"),
+    responses((status = 202, description = "queued for the store", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::openapi::ErrorBody), (status = 415, description = "not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid record", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn ingest(
     st: web::Data<AppState>,
     auth: TenantAuth,
@@ -234,6 +250,10 @@ pub async fn ingest(
 }
 
 /// `GET /api/billing/usage`: the period's calls and tokens against the plan.
+#[utoipa::path(
+    get, path = "/api/billing/usage", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
+    responses((status = 200, description = "this period's calls and tokens against the plan", body = BillingUsage), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn billing_usage(
     st: web::Data<AppState>,
     auth: TenantAuth,
@@ -253,6 +273,10 @@ pub fn usage_view(st: &AppState, tenant: &TenantState) -> Result<BillingUsage, A
 }
 
 /// `GET /api/billing/subscription`.
+#[utoipa::path(
+    get, path = "/api/billing/subscription", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
+    responses((status = 200, body = SubscriptionView), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn billing_subscription(
     st: web::Data<AppState>,
     auth: TenantAuth,
@@ -278,6 +302,11 @@ pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionV
 /// `POST /api/chat`: enforced like every protected route, answered by the
 /// configured upstream or the echo bot, tracked with its tokens and cost.
 /// An upstream failure does not count against the quota.
+#[utoipa::path(
+    post, path = "/api/chat", tag = "chat", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
+    request_body = ChatRequest,
+    responses((status = 200, description = "the bot's reply, metered", body = ChatResponse), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 429, description = "over a limit", body = crate::http::openapi::ErrorBody), (status = 502, description = "upstream failed", body = crate::http::openapi::ErrorBody), (status = 504, description = "upstream timed out", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn chat(
     st: web::Data<AppState>,
     auth: TenantAuth,

@@ -11,7 +11,7 @@ use crate::quota::Decision;
 
 pub const MAX_SAFE: u64 = 1 << 53;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizeRequest {
     pub cost: Option<u64>,
@@ -23,7 +23,7 @@ pub struct AuthorizeRequest {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizeResponse {
     pub allowed: bool,
@@ -34,7 +34,7 @@ pub struct AuthorizeResponse {
     pub plan: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckResponse {
     pub is_allowed: bool,
@@ -48,7 +48,7 @@ pub struct CheckResponse {
 }
 
 /// One usage record as a client reports it (`POST /api/v1/usage`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsageInput {
     pub timestamp: Option<String>,
@@ -69,7 +69,7 @@ pub struct UsageInput {
     pub cost_usd: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Meter {
     pub used: u64,
@@ -96,13 +96,13 @@ impl Meter {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PeriodView {
     pub start: String,
     pub end: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BillingUsage {
     pub period: PeriodView,
@@ -127,7 +127,7 @@ impl BillingUsage {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionView {
     pub tenant_id: String,
@@ -137,7 +137,7 @@ pub struct SubscriptionView {
     pub current_period_end: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChatRequest {
     pub message: Option<String>,
@@ -146,7 +146,7 @@ pub struct ChatRequest {
     pub model: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatUsage {
     pub prompt_tokens: u64,
@@ -154,7 +154,7 @@ pub struct ChatUsage {
     pub total_tokens: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatResponse {
     pub reply: String,
@@ -163,7 +163,7 @@ pub struct ChatResponse {
     pub cost_usd: f64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTenant {
     pub id: Option<String>,
@@ -172,13 +172,13 @@ pub struct CreateTenant {
     pub status: Option<TenantStatus>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKey {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
     pub id: String,
@@ -189,7 +189,7 @@ pub struct CreatedKey {
     pub created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListOf<T> {
     pub data: Vec<T>,
 }
