@@ -77,11 +77,13 @@ impl Tollgate {
             "cannot create data dir {}",
             config.data_dir.display()
         )))?;
-        let store = Arc::new(SledStore::open(
+        let mut store = SledStore::open(
             &config.data_dir.join("db"),
             config.flush.interval_ms,
             config.store.cache_mb * 1024 * 1024,
-        )?);
+        )?;
+        store.set_flush_deadline(Duration::from_millis(config.store.flush_timeout_ms));
+        let store = Arc::new(store);
         Tollgate::with_store(config, store, admin_token, clock)
     }
 
@@ -111,6 +113,10 @@ impl Tollgate {
             clock.now(),
         )?);
         let stats = Arc::new(Stats::default());
+        stats.store_stall_ms.store(
+            config.store.flush_timeout_ms,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let (queue, rx) = usage_queue(config.flush.queue_capacity, stats.clone());
         let targets = config
             .alerts
@@ -142,6 +148,7 @@ impl Tollgate {
                 interval: Duration::from_millis(config.flush.interval_ms),
                 checkpoint: Duration::from_millis(config.flush.checkpoint_ms),
                 raw_days: config.retention.raw_days,
+                stop_timeout: Duration::from_millis(config.store.flush_timeout_ms) * 2,
             },
             clock.clone(),
             stats.clone(),
@@ -221,7 +228,14 @@ impl Tollgate {
         if let Some(d) = self.deliveries.as_mut() {
             d.join();
         }
-        self.store.flush()?;
+        let store = self.store.clone();
+        let deadline = Duration::from_millis(self.config.store.flush_timeout_ms);
+        crate::store::within(deadline, move || store.flush()).unwrap_or_else(|| {
+            Err(StoreError::Unavailable(format!(
+                "the store did not flush within {} ms; the last writes may be lost",
+                deadline.as_millis()
+            )))
+        })?;
         tracing::info!("stopped; every queued record is on disk");
         result.map_err(io("the HTTP server failed"))
     }

@@ -120,6 +120,9 @@ pub struct RetentionConfig {
 pub struct StoreConfig {
     /// sled's page cache, in MiB.
     pub cache_mb: u64,
+    /// How long a flush to disk may take before it counts as a store
+    /// failure (and a graceful stop stops waiting for it).
+    pub flush_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,7 +174,10 @@ impl Default for RetentionConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_mb: 64 }
+        StoreConfig {
+            cache_mb: 64,
+            flush_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -239,6 +245,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024");
+        }
+        if self.store.flush_timeout_ms == 0 {
+            return bad("store.flush_timeout_ms must be at least 1");
         }
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");

@@ -186,7 +186,7 @@ impl Metrics {
 #[derive(Debug)]
 pub enum Value {
     Counter(u64),
-    Gauge(f64),
+    Gauge(i64),
     Histogram(Hist),
 }
 

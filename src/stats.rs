@@ -38,9 +38,42 @@ pub struct Stats {
     pub webhooks_retried: AtomicU64,
     /// Deliveries given up after their last try (retried at the next start).
     pub webhooks_failed: AtomicU64,
+    /// When the flusher's store call in flight began (ms on the process
+    /// clock, at least 1); 0 when none is in flight.
+    pub store_call_since: AtomicU64,
+    /// A store call in flight longer than this many ms counts as a failing
+    /// store (a write that never returns is a failure too).
+    pub store_stall_ms: AtomicU64,
+}
+
+/// Milliseconds since the first call in this process.
+fn process_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 impl Stats {
+    /// Runs one of the flusher's store calls, so that a call that hangs is
+    /// seen by [`store_failing_now`](Self::store_failing_now).
+    pub fn store_call<R>(&self, call: impl FnOnce() -> R) -> R {
+        self.store_call_since
+            .store(process_ms().max(1), Ordering::Relaxed);
+        let r = call();
+        self.store_call_since.store(0, Ordering::Relaxed);
+        r
+    }
+
+    /// The last write failed, or a store call has been in flight too long.
+    pub fn store_failing_now(&self) -> bool {
+        let since = self.store_call_since.load(Ordering::Relaxed);
+        let stall = self.store_stall_ms.load(Ordering::Relaxed);
+        self.store_failing.load(Ordering::Relaxed)
+            || (since > 0 && stall > 0 && process_ms().saturating_sub(since) > stall)
+    }
+
     /// A record's model has no price.
     pub fn unknown_model(&self, model: &str) {
         self.unknown_model.fetch_add(1, Ordering::Relaxed);

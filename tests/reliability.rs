@@ -160,6 +160,22 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     let h = s.health();
     assert_eq!(h["storeFailing"], true);
     assert!(h["unpersistedRecords"].as_u64().unwrap() >= 9, "{h}");
+    // /metrics says the same.
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("\ntollgate_store_failing 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_records_unpersisted_total{reason=\"store_error\"} 9\n"),
+        "{metrics}"
+    );
     // Admin writes answer 503 rather than pretending.
     error_body(
         s.admin(
@@ -186,6 +202,17 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
         h["unpersistedRecords"].as_u64().unwrap(),
         9,
         "the failed batch stays counted: {h}"
+    );
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("\ntollgate_store_failing 0\n"),
+        "{metrics}"
     );
 }
 

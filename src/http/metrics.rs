@@ -50,21 +50,19 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         unknown = unknown.with(label("model", &model), Value::Counter(count));
     }
     let mut families = vec![
-        Family::new("tollgate_build_info", "Always 1; the version is a label.").with(
-            label("version", env!("CARGO_PKG_VERSION")),
-            Value::Gauge(1.0),
-        ),
+        Family::new("tollgate_build_info", "Always 1; the version is a label.")
+            .with(label("version", env!("CARGO_PKG_VERSION")), Value::Gauge(1)),
         decisions,
         latency,
         Family::one(
             "tollgate_queue_depth",
             "Usage records waiting for the flusher.",
-            Value::Gauge(st.queue.depth() as f64),
+            Value::Gauge(st.queue.depth() as i64),
         ),
         Family::one(
             "tollgate_queue_capacity",
             "Usage records the queue to the flusher holds.",
-            Value::Gauge(st.queue.capacity() as f64),
+            Value::Gauge(st.queue.capacity() as i64),
         ),
         Family::one(
             "tollgate_records_persisted",
@@ -101,16 +99,12 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         Family::one(
             "tollgate_store_failing",
             "1 while the last store write failed.",
-            Value::Gauge(if s.store_failing.load(Ordering::Relaxed) {
-                1.0
-            } else {
-                0.0
-            }),
+            Value::Gauge(s.store_failing_now() as i64),
         ),
         Family::one(
             "tollgate_tenants",
             "Tenants known.",
-            Value::Gauge(st.registry.tenant_count() as f64),
+            Value::Gauge(st.registry.tenant_count() as i64),
         ),
         unknown,
         Family::new(
@@ -134,7 +128,7 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         families.push(Family::one(
             "tollgate_store_size_bytes",
             "Bytes the store takes on disk.",
-            Value::Gauge(bytes as f64),
+            Value::Gauge(bytes as i64),
         ));
     }
     families

@@ -61,7 +61,7 @@ pub struct AppState {
     responses((status = 200, description = "`ok`, or `degraded` while the store fails or the queue is over 90 % full", body = crate::http::openapi::Health))
 )]
 async fn healthz(st: web::Data<AppState>) -> HttpResponse {
-    let failing = st.stats.store_failing.load(Ordering::Relaxed);
+    let failing = st.stats.store_failing_now();
     let depth = st.queue.depth();
     let backed_up = depth * 10 > st.queue.capacity() * 9;
     HttpResponse::Ok().json(serde_json::json!({

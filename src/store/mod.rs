@@ -4,6 +4,9 @@
 //! Architecture Invariant: nothing on the request path calls a [`Store`]; only
 //! start-up, admin writes (cold) and the flusher thread do.
 
+mod deadline;
+
+pub use deadline::within;
 mod rollup_book;
 mod sled_store;
 

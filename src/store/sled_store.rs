@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::deadline::FlushWorker;
 use super::rollup_book::RollupBook;
 use super::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
 use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
@@ -35,6 +36,7 @@ pub const FORMAT_VERSION: u32 = 1;
 const RAW_PREFIX: &str = "raw/";
 const MINUTE_PREFIX: &str = "rollup/minute/";
 const MS_PER_DAY: i64 = 86_400_000;
+const DEFAULT_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Stored cells loaded for a checkpoint, by (grain, owner, bucket).
 type CellCache = HashMap<(Grain, String, i64), Cell>;
@@ -60,6 +62,9 @@ pub struct SledStore {
     book: Mutex<RollupBook>,
     /// A checkpoint failed: the next one replays the journal instead.
     needs_replay: std::sync::atomic::AtomicBool,
+    /// Runs `Db::flush` with a deadline. Declared last: dropped after the
+    /// trees, it joins its thread, which holds the last `Db` handle.
+    flusher: FlushWorker,
 }
 
 impl SledStore {
@@ -99,6 +104,9 @@ impl SledStore {
             days: db.open_tree("rollup/day")?,
             alerts: db.open_tree("alerts")?,
             meta,
+            flusher: FlushWorker::start(db.clone(), DEFAULT_FLUSH_DEADLINE).map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the flush thread: {e}"))
+            })?,
             db,
             seq: Mutex::new(seq),
             book: Mutex::new(RollupBook::default()),
@@ -106,6 +114,17 @@ impl SledStore {
         };
         store.replay_journal()?;
         Ok(store)
+    }
+
+    /// How long a flush may take before it is reported as a store error
+    /// (default 30 s).
+    pub fn set_flush_deadline(&mut self, deadline: std::time::Duration) {
+        self.flusher.set_deadline(deadline);
+    }
+
+    /// Makes every write so far durable, within the flush deadline.
+    fn durable(&self) -> Result<(), StoreError> {
+        self.flusher.flush()
     }
 
     /// Brings the stored rollup cells up to the last usage write from the
@@ -197,14 +216,14 @@ impl SledStore {
         for (_, (tree, batch)) in batches {
             tree.apply_batch(batch)?;
         }
-        self.db.flush()?;
+        self.durable()?;
         self.meta.insert("rollup_seq", &seq.to_be_bytes())?;
         let mut done = sled::Batch::default();
         for k in self.journal.range(..=seq.to_be_bytes()).keys() {
             done.remove(k?);
         }
         self.journal.apply_batch(done)?;
-        self.db.flush()?;
+        self.durable()?;
         Ok(())
     }
 
@@ -277,24 +296,27 @@ impl SledStore {
             batch.insert(k.key.id.as_bytes(), encode(k)?);
         }
         self.keys.apply_batch(batch)?;
-        self.db.flush()?;
+        self.durable()?;
         Ok(())
     }
 
-    fn put<T: serde::Serialize>(tree: &sled::Tree, key: &str, value: &T) -> Result<(), StoreError> {
+    fn put<T: serde::Serialize>(
+        &self,
+        tree: &sled::Tree,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
         tree.insert(key, encode(value)?)?;
-        tree.flush()?;
-        Ok(())
+        self.durable()
     }
 
     fn all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
         tree.iter().values().map(|v| Ok(decode(&v?)?)).collect()
     }
 
-    fn remove(tree: &sled::Tree, key: &str) -> Result<(), StoreError> {
+    fn remove(&self, tree: &sled::Tree, key: &str) -> Result<(), StoreError> {
         tree.remove(key)?;
-        tree.flush()?;
-        Ok(())
+        self.durable()
     }
 }
 
@@ -371,25 +393,25 @@ impl Store for SledStore {
         Self::all(&self.plans)
     }
     fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        Self::put(&self.plans, &plan.id, plan)
+        self.put(&self.plans, &plan.id, plan)
     }
     fn delete_plan(&self, id: &str) -> Result<(), StoreError> {
-        Self::remove(&self.plans, id)
+        self.remove(&self.plans, id)
     }
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         Self::all(&self.tenants)
     }
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        Self::put(&self.tenants, &tenant.id, tenant)
+        self.put(&self.tenants, &tenant.id, tenant)
     }
     fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
-        Self::remove(&self.tenants, id)
+        self.remove(&self.tenants, id)
     }
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         Self::all(&self.keys)
     }
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        Self::put(&self.keys, &key.key.id, key)
+        self.put(&self.keys, &key.key.id, key)
     }
 
     fn write_usage(&self, blocks: &[UsageBlock]) -> Result<(), StoreError> {
@@ -463,12 +485,14 @@ impl Store for SledStore {
             Ok(())
         })?;
         *seq_guard = seq;
-        self.db.flush()?;
+        // The records are in the trees now, durable or not: the rollups must
+        // count them either way, or they would disagree with the counters.
+        let durable = self.durable();
         let mut book = self.book.lock();
         for block in blocks {
             book.add(&block.tenant, &block.records);
         }
-        Ok(())
+        durable
     }
 
     fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
@@ -595,7 +619,7 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.checkpoint()?;
-        self.db.flush()?;
+        self.durable()?;
         Ok(())
     }
 
@@ -604,7 +628,7 @@ impl Store for SledStore {
     }
 
     fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
-        Self::put(&self.alerts, &mark.key(), mark)
+        self.put(&self.alerts, &mark.key(), mark)
     }
 
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {

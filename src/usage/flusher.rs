@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use super::queue::QueueReceiver;
 use super::retention;
@@ -34,6 +34,9 @@ pub struct FlushSchedule {
     pub checkpoint: Duration,
     /// Raw records are kept this many days.
     pub raw_days: u32,
+    /// How long a stop waits for the flusher thread: a store that hangs
+    /// (sled on a full disk) must not hang the stop.
+    pub stop_timeout: Duration,
 }
 
 /// Sees every batch before it is written (the threshold webhooks watch
@@ -44,6 +47,9 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct UsageFlusher {
     stop: Option<Sender<()>>,
+    /// Signalled when the thread has written everything and flushed.
+    done: Receiver<()>,
+    stop_timeout: Duration,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -57,6 +63,7 @@ impl UsageFlusher {
         mut hook: Option<BatchHook>,
     ) -> std::io::Result<UsageFlusher> {
         let (stop_tx, stop_rx) = bounded::<()>(1);
+        let (done_tx, done_rx) = bounded::<()>(1);
         let handle = std::thread::Builder::new()
             .name("tollgate-flusher".into())
             .spawn(move || {
@@ -72,25 +79,26 @@ impl UsageFlusher {
                         if let Some(hook) = hook.as_mut() {
                             hook(&buf);
                         }
-                        flush_batch(store.as_ref(), &mut buf, &stats);
+                        stats.store_call(|| flush_batch(store.as_ref(), &mut buf, &stats));
                     }
                     if stopping {
-                        if let Err(e) = store.flush() {
+                        if let Err(e) = stats.store_call(|| store.flush()) {
                             tracing::error!(error = %e, "final store flush failed");
                         }
+                        let _ = done_tx.send(());
                         return;
                     }
                     if last_checkpoint.elapsed() >= schedule.checkpoint {
                         last_checkpoint = Instant::now();
-                        if let Err(e) = store.checkpoint() {
+                        if let Err(e) = stats.store_call(|| store.checkpoint()) {
                             tracing::error!(error = %e, "rollup checkpoint failed; will retry");
                         }
                     }
                     if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                         last_retention = Some(Instant::now());
-                        if let Err(e) =
+                        if let Err(e) = stats.store_call(|| {
                             retention::apply(store.as_ref(), clock.now(), schedule.raw_days)
-                        {
+                        }) {
                             tracing::error!(error = %e, "retention failed; will retry");
                         }
                     }
@@ -98,18 +106,34 @@ impl UsageFlusher {
             })?;
         Ok(UsageFlusher {
             stop: Some(stop_tx),
+            done: done_rx,
+            stop_timeout: schedule.stop_timeout,
             handle: Some(handle),
         })
     }
 
-    /// Drains what is queued, writes it, flushes the store and joins.
+    /// Drains what is queued, writes it, flushes the store and joins -
+    /// waiting at most the stop timeout: a thread stuck in the store is
+    /// left behind (and said so) rather than hanging the stop.
     pub fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(handle) = self.handle.take() {
-            if handle.join().is_err() {
-                tracing::error!("the flusher thread panicked");
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        match self.done.recv_timeout(self.stop_timeout) {
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::error!(
+                    waited_ms = self.stop_timeout.as_millis() as u64,
+                    "the store did not finish the last writes in time (stuck on a full or failing disk?); \
+                     records still queued are lost"
+                );
+            }
+            _ => {
+                if handle.join().is_err() {
+                    tracing::error!("the flusher thread panicked");
+                }
             }
         }
     }
