@@ -29,6 +29,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot open the store in {dir}: {source}")]
+    OpenStore { dir: String, source: StoreError },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -77,11 +79,16 @@ impl Tollgate {
             "cannot create data dir {}",
             config.data_dir.display()
         )))?;
+        let db_dir = config.data_dir.join("db");
         let mut store = SledStore::open(
-            &config.data_dir.join("db"),
+            &db_dir,
             config.flush.interval_ms,
             config.store.cache_mb * 1024 * 1024,
-        )?;
+        )
+        .map_err(|source| StartError::OpenStore {
+            dir: db_dir.display().to_string(),
+            source,
+        })?;
         store.set_flush_deadline(Duration::from_millis(config.store.flush_timeout_ms));
         let store = Arc::new(store);
         Tollgate::with_store(config, store, admin_token, clock)

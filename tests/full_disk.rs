@@ -134,3 +134,29 @@ fn a_full_disk_degrades_and_the_stop_stays_bounded() {
     drop(s);
     drop(mount);
 }
+
+#[test]
+fn a_read_only_data_dir_is_refused_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = mount_tmpfs(dir.path(), "4m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    assert!(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mount.0)
+        .status()
+        .unwrap()
+        .success());
+    let err = RunningServer::start(config(dir.path()), ADMIN, Arc::new(SystemClock))
+        .err()
+        .expect("a read-only data dir cannot hold the store");
+    let msg = err.to_string();
+    eprintln!("start on a read-only data dir: {msg}");
+    assert!(msg.to_lowercase().contains("read-only"), "{msg}");
+    assert!(
+        msg.contains(&dir.path().display().to_string()),
+        "names the directory: {msg}"
+    );
+    drop(mount);
+}
