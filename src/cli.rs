@@ -90,6 +90,7 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     let admin_env = std::env::var("TOLLGATE_ADMIN_TOKEN").ok();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let tollgate = Tollgate::open(config, admin_env.as_deref(), clock.clone())?;
+    crate::alloc::release_free_memory();
     if let Some(path) = &tollgate.admin_token_path {
         println!("Admin token: in {} (mode 0600)", path.display());
     }

