@@ -31,14 +31,8 @@ const MAX_JSON_COPY: usize = 4 << 20;
 /// Longest event-stream line looked at.
 const MAX_LINE: usize = 1 << 20;
 
-/// Request headers never forwarded: hop-by-hop ones, the tenant's
-/// credentials, and those the client library sets itself.
-const DROP_REQUEST: &[&str] = &[
-    "host",
-    "authorization",
-    "x-api-key",
-    "content-length",
-    "accept-encoding",
+/// Headers about one connection, never passed on (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -49,19 +43,23 @@ const DROP_REQUEST: &[&str] = &[
     "upgrade",
 ];
 
-/// Response headers not passed back (hop-by-hop, and the length: the body
-/// is streamed).
-const DROP_RESPONSE: &[&str] = &[
+/// Request headers not forwarded besides those: the tenant's credentials,
+/// and those the client library sets itself.
+const DROP_REQUEST: &[&str] = &[
+    "host",
+    "authorization",
+    "x-api-key",
     "content-length",
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+    "accept-encoding",
 ];
+
+/// Response headers not passed back besides those: the length (the body is
+/// streamed).
+const DROP_RESPONSE: &[&str] = &["content-length"];
+
+fn forwarded(name: &str, drop: &[&str]) -> bool {
+    !HOP_BY_HOP.contains(&name) && !drop.contains(&name)
+}
 
 /// One fronted API.
 pub struct ProxyTarget {
@@ -169,7 +167,7 @@ async fn forward(
         .map_err(|_| ApiError::invalid("unsupported method"))?;
     let mut upstream = target.client.request(method, &url);
     for (name, value) in req.headers() {
-        if !DROP_REQUEST.contains(&name.as_str()) {
+        if forwarded(name.as_str(), DROP_REQUEST) {
             upstream = upstream.header(name.as_str(), value.as_bytes());
         }
     }
@@ -230,7 +228,7 @@ fn stream_back(
     record.status = status.as_u16();
     let mut out = HttpResponse::build(status);
     for (name, value) in resp.headers() {
-        if !DROP_RESPONSE.contains(&name.as_str()) {
+        if forwarded(name.as_str(), DROP_RESPONSE) {
             if let Ok(v) = actix_web::http::header::HeaderValue::from_bytes(value.as_bytes()) {
                 out.append_header((name.as_str(), v));
             }

@@ -128,6 +128,16 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `GET /metrics` as text.
+    pub fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// Stops the server and starts a new one on the same data directory.
     pub fn restart_with(&mut self, tune: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) {
         self.stop();
