@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Profiles the POST /api/v1/authorize HTTP path: a release build with symbols
+# (target/prof), wrk -t1 -c64 for 14 s, perf record -g on the server for 10 s.
+# Then: perf report -i /tmp/perf.data --no-children --sort dso,symbol
+#   scripts/profile-http.sh        (needs perf and wrk; loopback only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release --quiet --bin tollgate --target-dir target/prof
+BIN=target/prof/release/tollgate
+DATA=$(mktemp -d)
+TOLLGATE_ADMIN_TOKEN=load-admin TOLLGATE_LOG=warn $BIN serve --bind 127.0.0.1:18180 --data-dir "$DATA" >/dev/null 2>&1 &
+TG=$!
+until curl -sf 127.0.0.1:18180/healthz >/dev/null; do sleep 0.1; done
+admin() { curl -sf -H "Authorization: Bearer load-admin" -H 'Content-Type: application/json' "$@"; }
+admin -X POST 127.0.0.1:18180/api/admin/plans -d '{"id":"bench","name":"Bench","monthlyCalls":100000000000000,"rateLimit":{"requests":1000000000,"perSeconds":1,"burst":1000000000}}' >/dev/null
+admin -X POST 127.0.0.1:18180/api/admin/tenants -d '{"id":"bench","planId":"bench"}' >/dev/null
+KEY=$(admin -X POST 127.0.0.1:18180/api/admin/tenants/bench/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
+cat > /tmp/p.lua <<LUA
+wrk.method = "POST"
+wrk.body = '{"endpoint":"/v1/search"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+LUA
+wrk -t1 -c64 -d14s -s /tmp/p.lua http://127.0.0.1:18180/api/v1/authorize > /tmp/wrk.txt &
+sleep 2
+perf record -F 1999 -g -p $TG -o /tmp/perf.data -- sleep 10 >/dev/null 2>&1
+sleep 3
+kill $TG; wait $TG 2>/dev/null; rm -rf "$DATA"
+grep Requests /tmp/wrk.txt
