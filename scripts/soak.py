@@ -5,10 +5,15 @@ grows more than 25 % (RSS) or by more than 16 (files) between the first
 sample after warm-up and the last. Loopback only; bounded in time.
 
     cargo build --release && python3 scripts/soak.py [DURATION]
+
+SOAK_MIX=reads runs a mix that stores nothing (check, billing and analytics
+reads, health, metrics, unknown keys): RSS then shows what the request path
+itself keeps, apart from the data the default mix writes.
 """
 import http.client, json, os, random, subprocess, sys, tempfile, threading, time
 
 DURATION = int(sys.argv[1]) if len(sys.argv) > 1 else 600
+READS_ONLY = os.environ.get("SOAK_MIX") == "reads"
 ADMIN = "soak-admin-token"
 data = tempfile.mkdtemp(prefix="tollgate-soak-")
 env = dict(os.environ, TOLLGATE_ADMIN_TOKEN=ADMIN, TOLLGATE_LOG="warn")
@@ -47,7 +52,20 @@ def worker(seed):
         key = rnd.choice(keys)
         roll = rnd.random()
         try:
-            if roll < 0.6:
+            if READS_ONLY:
+                if roll < 0.5:
+                    st, _ = call(conn, "POST", "/api/v1/check", {"endpoint": "/soak", "userId": f"u{rnd.randrange(500)}"}, key)
+                elif roll < 0.7:
+                    st, _ = call(conn, "GET", "/api/billing/usage", None, key)
+                elif roll < 0.8:
+                    st, _ = call(conn, "POST", "/api/v1/authorize", {}, "tg_" + "x" * 32)
+                elif roll < 0.9:
+                    st, _ = call(conn, "GET", "/healthz", None, key)
+                elif roll < 0.98:
+                    st, _ = call(conn, "GET", "/api/billing/api-usage?range=day", None, key)
+                else:
+                    st, _ = call(conn, "GET", "/metrics", None, key)
+            elif roll < 0.6:
                 st, _ = call(conn, "POST", "/api/v1/authorize", {"endpoint": "/soak", "userId": f"u{rnd.randrange(500)}"}, key)
             elif roll < 0.9:
                 batch = [{"endpoint": "/soak/ingest", "promptTokens": rnd.randrange(900), "completionTokens": rnd.randrange(300),
