@@ -316,7 +316,9 @@ impl Config {
 }
 
 fn is_http_url(s: &str) -> bool {
-    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len()
+    s.strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
 }
 
 /// Reads a plans file: `[[plans]]` tables with snake_case keys.
@@ -474,5 +476,65 @@ mod tests {
         );
         assert!(plans[3].rate_limit.is_none());
         assert!(plans[..3].iter().all(|p| p.rate_limit.is_some()));
+    }
+
+    #[test]
+    fn reads_the_spec_example_with_alerts_and_proxies() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            r#"
+bind = "127.0.0.1:8080"
+[flush]
+interval_ms = 100
+queue_capacity = 1000000
+[[alerts]]
+url = "http://127.0.0.1:9100/hooks/usage"
+thresholds = [80, 100]
+secret_env = "TOLLGATE_WEBHOOK_SECRET"
+[[alerts]]
+url = "https://ops.example.com/hook"
+[[proxy]]
+prefix = "/v1"
+upstream = "http://127.0.0.1:9000"
+upstream_auth_env = "UPSTREAM_API_KEY"
+"#,
+        )
+        .unwrap();
+        let env = vec![("TOLLGATE_ALERTS".to_string(), "ignored".to_string())];
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.alerts.len(), 2);
+        assert_eq!(c.alerts[0].thresholds, vec![80, 100]);
+        assert_eq!(c.alerts[1].thresholds, vec![80, 100], "the default");
+        assert_eq!(c.alerts[1].secret_env, "TOLLGATE_WEBHOOK_SECRET");
+        assert_eq!(c.alerts[1].max_attempts, 8);
+        assert_eq!(c.proxy.len(), 1);
+        assert_eq!(c.proxy[0].prefix, "/v1");
+        assert_eq!(c.proxy[0].upstream_auth_env, "UPSTREAM_API_KEY");
+        assert_eq!((c.proxy[0].timeout_ms, c.proxy[0].cost), (60_000, 1));
+    }
+
+    #[test]
+    fn refuses_proxies_over_its_own_routes_and_bad_alerts() {
+        for (toml, needle) in [
+            ("[[proxy]]\nprefix = \"/api/x\"\nupstream = \"http://a\"\n", "proxy.prefix"),
+            ("[[proxy]]\nprefix = \"/metrics\"\nupstream = \"http://a\"\n", "proxy.prefix"),
+            ("[[proxy]]\nprefix = \"v1\"\nupstream = \"http://a\"\n", "proxy.prefix"),
+            ("[[proxy]]\nprefix = \"/v1\"\nupstream = \"ftp://a\"\n", "proxy.upstream"),
+            (
+                "[[proxy]]\nprefix = \"/v1\"\nupstream = \"http://a\"\n[[proxy]]\nprefix = \"/v1/\"\nupstream = \"http://b\"\n",
+                "twice",
+            ),
+            ("[[alerts]]\nurl = \"http://a\"\nthresholds = [0]\n", "thresholds"),
+            ("[[alerts]]\nurl = \"mailto:x\"\n", "alerts.url"),
+            ("[[alerts]]\nurl = \"http://a\"\nsurprise = 1\n", "surprise"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("t.toml");
+            std::fs::write(&f, toml).unwrap();
+            let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{toml}: {e}");
+        }
     }
 }
