@@ -212,20 +212,27 @@ pub fn server(
                 let fut = span.in_scope(|| srv.call(req));
                 async move {
                     let mut res = fut.await?;
-                    let st = res.request().app_data::<web::Data<AppState>>().cloned();
-                    let ctx = res.request().extensions().get::<Rc<TenantCtx>>().cloned();
-                    if let (Some(ctx), Some(st)) = (ctx, &st) {
-                        let decision = ctx
-                            .decision()
-                            .unwrap_or_else(|| ctx.tenant.snapshot(st.clock.now_nanos()));
-                        headers::apply(res.headers_mut(), &decision);
+                    // Borrowed, not cloned: an `Arc` count shared by every
+                    // worker would be one more contended cache line.
+                    let decision = {
+                        let req = res.request();
+                        let ctx = req.extensions().get::<Rc<TenantCtx>>().cloned();
+                        ctx.and_then(|ctx| {
+                            ctx.decision().or_else(|| {
+                                req.app_data::<web::Data<AppState>>()
+                                    .map(|st| ctx.tenant.snapshot(st.clock.now_nanos()))
+                            })
+                        })
+                    };
+                    if let Some(d) = decision {
+                        headers::apply(res.headers_mut(), &d);
                     }
-                    if let Ok(v) = HeaderValue::from_str(&id) {
+                    if let Ok(v) = HeaderValue::try_from(id) {
                         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
                     }
                     let elapsed = started.elapsed();
                     let route = res.request().match_name().unwrap_or("(unmatched)");
-                    if let Some(st) = &st {
+                    if let Some(st) = res.request().app_data::<web::Data<AppState>>() {
                         st.metrics.request(route, elapsed.as_secs_f64());
                     }
                     let status = res.status().as_u16();
