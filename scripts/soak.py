@@ -6,6 +6,7 @@ sample after warm-up and the last. Loopback only; bounded in time.
 
     cargo build --release && python3 scripts/soak.py [DURATION]
 
+SOAK_BIN picks the binary and SOAK_CMD a tool to run it under (heaptrack).
 SOAK_MIX=reads runs a mix that stores nothing (check, billing and analytics
 reads, health, metrics, unknown keys): RSS then shows what the request path
 itself keeps, apart from the data the default mix writes.
@@ -17,7 +18,10 @@ READS_ONLY = os.environ.get("SOAK_MIX") == "reads"
 ADMIN = "soak-admin-token"
 data = tempfile.mkdtemp(prefix="tollgate-soak-")
 env = dict(os.environ, TOLLGATE_ADMIN_TOKEN=ADMIN, TOLLGATE_LOG="warn")
-srv = subprocess.Popen(["target/release/tollgate", "serve", "--bind", "127.0.0.1:0", "--data-dir", data],
+# SOAK_CMD runs the server under a tool, e.g. "heaptrack -o /tmp/soak" (with
+# a build that has symbols, SOAK_BIN=target/prof/release/tollgate).
+cmd = os.environ.get("SOAK_CMD", "").split() + [os.environ.get("SOAK_BIN", "target/release/tollgate")]
+srv = subprocess.Popen(cmd + ["serve", "--bind", "127.0.0.1:0", "--data-dir", data],
                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
 port = None
 for line in srv.stdout:

@@ -24,6 +24,8 @@ use crate::store::{Store, UsageBlock};
 
 /// At most this many records go into one store write.
 const MAX_BATCH: usize = 100_000;
+/// Records' room the batch buffer keeps between flushes.
+const KEEP_BATCH: usize = 8_192;
 
 /// When the flusher does what.
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +85,11 @@ impl UsageFlusher {
                             hook(&buf);
                         }
                         stats.store_call(|| flush_batch(store.as_ref(), &mut buf, &stats));
+                    }
+                    // A burst grows the batch buffer up to MAX_BATCH records
+                    // (~25 MB); give that back once it is written.
+                    if buf.capacity() > KEEP_BATCH {
+                        buf.shrink_to(KEEP_BATCH);
                     }
                     if stopping {
                         if let Err(e) = stats.store_call(|| store.flush()) {
