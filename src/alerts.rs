@@ -93,8 +93,9 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 /// The watcher the flusher calls; owns the sending side of the deliveries.
 pub struct Alerts {
     targets: Arc<Vec<Target>>,
-    /// Keys of the firings of the current (and previous) period.
-    fired: Mutex<HashSet<String>>,
+    /// The period last seen, and the keys of the firings of it (and of the
+    /// period before, which the store also still holds).
+    fired: Mutex<(Period, HashSet<String>)>,
     tx: UnboundedSender<AlertMark>,
     clock: Arc<dyn Clock>,
 }
@@ -153,7 +154,7 @@ pub fn start(
     Ok((
         Alerts {
             targets,
-            fired: Mutex::new(fired),
+            fired: Mutex::new((period, fired)),
             tx,
             clock,
         },
@@ -169,6 +170,16 @@ impl Alerts {
         let now = self.clock.now();
         let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
         let period = Period::containing(now);
+        {
+            // A new month: forget the firings of months before the last.
+            let mut fired = self.fired.lock();
+            if fired.0 != period {
+                fired.0 = period;
+                fired
+                    .1
+                    .retain(|key| key_period(key).is_some_and(|p| p >= period.0 - 1));
+            }
+        }
         let mut seen: HashSet<*const TenantState> = HashSet::new();
         for q in batch {
             if seen.insert(Arc::as_ptr(&q.tenant)) {
@@ -195,7 +206,7 @@ impl Alerts {
                     break;
                 }
                 let key = alert_key(&tenant.id, period, &target.url, threshold);
-                if !self.fired.lock().insert(key) {
+                if !self.fired.lock().1.insert(key) {
                     continue;
                 }
                 let body = serde_json::json!({
@@ -219,18 +230,12 @@ impl Alerts {
                 });
             }
         }
-        // Forget the firings of periods before the previous one.
-        let mut fired = self.fired.lock();
-        if fired.len() > 100_000 {
-            let keep = |k: &String| {
-                k.split('\u{0}')
-                    .nth(1)
-                    .and_then(|p| p.parse::<i32>().ok())
-                    .is_some_and(|p| p >= period.0 - 1)
-            };
-            fired.retain(keep);
-        }
     }
+}
+
+/// The period number in an [`alert_key`].
+fn key_period(key: &str) -> Option<i32> {
+    key.split('\u{0}').nth(1)?.parse().ok()
 }
 
 fn deliver_all(
@@ -330,6 +335,13 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_names_its_period() {
+        let key = alert_key("acme", Period(682), "http://127.0.0.1:9/h", 80);
+        assert_eq!(key_period(&key), Some(682));
+        assert_eq!(key_period("garbage"), None);
+    }
 
     #[test]
     fn signature_matches_rfc_4231_case_2() {
