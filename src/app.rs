@@ -207,7 +207,6 @@ impl Tollgate {
             max_body_bytes: self.config.max_body_bytes,
             default_model: chat.default_model.clone(),
             metrics: Arc::new(Metrics::default()),
-            store: self.store.clone(),
             proxies: self.proxies.clone(),
         })
     }

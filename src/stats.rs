@@ -26,9 +26,8 @@ pub struct Stats {
     pub flush_errors: AtomicU64,
     /// Whether the last flush failed (cleared by the next good one).
     pub store_failing: AtomicBool,
-    /// Usage records naming a model the price table lacks (costed at 0).
-    pub unknown_model: AtomicU64,
-    /// The same, by model name.
+    /// Usage records naming a model the price table lacks (costed at 0),
+    /// by model name.
     pub unknown_models: Mutex<HashMap<String, u64>>,
     /// How long each store write of a batch took.
     pub flush_duration: Mutex<Hist>,
@@ -76,7 +75,6 @@ impl Stats {
 
     /// A record's model has no price.
     pub fn unknown_model(&self, model: &str) {
-        self.unknown_model.fetch_add(1, Ordering::Relaxed);
         let mut models = self.unknown_models.lock();
         if let Some(n) = models.get_mut(model) {
             *n += 1;

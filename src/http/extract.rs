@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::AppState;
 use crate::metrics::DecisionLabel;
+use crate::quota::period::Nanos;
 use crate::quota::{Decision, TenantState};
 
 /// A JSON body, read up to the configured cap and parsed. Errors: 413 over
@@ -164,11 +165,11 @@ pub struct TenantAuth {
 }
 
 impl TenantAuth {
-    /// Decides `cost` calls now (consuming them unless `consume` is false),
-    /// counts the outcome for `/metrics` and makes the response's headers
-    /// describe the decision.
-    pub fn decide(&self, st: &AppState, cost: u64, consume: bool) -> Decision {
-        let d = self.tenant.decide(cost, st.clock.now_nanos(), consume);
+    /// Decides `cost` calls at `now` (consuming them unless `consume` is
+    /// false), counts the outcome for `/metrics` and makes the response's
+    /// headers describe the decision.
+    pub fn decide(&self, st: &AppState, cost: u64, now: Nanos, consume: bool) -> Decision {
+        let d = self.tenant.decide(cost, now, consume);
         st.metrics.decision(d.outcome);
         self.decided(d);
         d

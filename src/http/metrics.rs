@@ -14,7 +14,7 @@ use crate::metrics::{encode, Family, Value};
     responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"))
 )]
 pub async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let store = st.store.clone();
+    let store = st.registry.store().clone();
     // Walks the data directory: off the worker thread.
     let size = blocking(move || Ok(store.size_on_disk().ok())).await?;
     let body = encode(families(&st, size));
@@ -98,7 +98,7 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         ),
         Family::one(
             "tollgate_store_failing",
-            "1 while the last store write failed.",
+            "1 while the last store write failed or a store call hangs.",
             Value::Gauge(s.store_failing_now() as i64),
         ),
         Family::one(

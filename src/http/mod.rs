@@ -48,7 +48,6 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub default_model: String,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub store: Arc<dyn crate::store::Store>,
     /// Gateway mode's fronted APIs.
     pub proxies: Vec<Arc<proxy::ProxyTarget>>,
 }

@@ -141,7 +141,7 @@ async fn forward(
     let model = requested_model(&body.0);
     let now = st.clock.now_nanos();
     let tenant = auth.tenant.clone();
-    let d = auth.decide(&st, target.cost, true);
+    let d = auth.decide(&st, target.cost, now, true);
     let mut record = UsageRecord {
         ts_ms: now.div_euclid(1_000_000),
         endpoint: endpoint.chars().take(256).collect(),

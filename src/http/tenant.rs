@@ -128,7 +128,7 @@ pub async fn authorize(
 
     let now = st.clock.now_nanos();
     let tenant = &auth.tenant;
-    let d = auth.decide(&st, cost, !req.dry_run);
+    let d = auth.decide(&st, cost, now, !req.dry_run);
     let plan = tenant.plan();
     if !req.dry_run {
         enqueue(
@@ -177,7 +177,7 @@ pub async fn check(
     if cost == 0 {
         return Err(ApiError::invalid("cost must be at least 1"));
     }
-    let d = auth.decide(&st, cost, false);
+    let d = auth.decide(&st, cost, st.clock.now_nanos(), false);
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
     Ok(HttpResponse::Ok().json(CheckResponse {
         is_allowed: d.allowed(),
@@ -333,7 +333,7 @@ pub async fn chat(
 
     let now = st.clock.now_nanos();
     let tenant = &auth.tenant;
-    let d = auth.decide(&st, 1, true);
+    let d = auth.decide(&st, 1, now, true);
     let mut record = UsageRecord {
         ts_ms: now.div_euclid(1_000_000),
         endpoint: "/api/chat".into(),
