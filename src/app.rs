@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::pricing::{PriceError, PriceTable};
 use crate::registry::{Registry, RegistryError};
 use crate::stats::Stats;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{SledOptions, SledStore, Store, StoreError};
 use crate::usage::flusher::{BatchHook, FlushSchedule, UsageFlusher};
 use crate::usage::queue::{usage_queue, UsageQueue};
 
@@ -80,16 +80,19 @@ impl Tollgate {
             config.data_dir.display()
         )))?;
         let db_dir = config.data_dir.join("db");
-        let mut store = SledStore::open(
+        let store = SledStore::open_with(
             &db_dir,
-            config.flush.interval_ms,
-            config.store.cache_mb * 1024 * 1024,
+            SledOptions {
+                flush_every_ms: config.flush.interval_ms,
+                cache_bytes: config.store.cache_mb * 1024 * 1024,
+                flush_deadline: Duration::from_millis(config.store.flush_timeout_ms),
+                min_free_bytes: config.store.min_free_mb * 1024 * 1024,
+            },
         )
         .map_err(|source| StartError::OpenStore {
             dir: db_dir.display().to_string(),
             source,
         })?;
-        store.set_flush_deadline(Duration::from_millis(config.store.flush_timeout_ms));
         let store = Arc::new(store);
         Tollgate::with_store(config, store, admin_token, clock)
     }

@@ -123,6 +123,10 @@ pub struct StoreConfig {
     /// How long a flush to disk may take before it counts as a store
     /// failure (and a graceful stop stops waiting for it).
     pub flush_timeout_ms: u64,
+    /// Writes stop (counted as unpersisted, reported as a failing store)
+    /// while the data directory's file system has less than this free, so
+    /// that sled never meets a full disk; 0 turns the check off.
+    pub min_free_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,6 +181,7 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_mb: 64,
             flush_timeout_ms: 30_000,
+            min_free_mb: 64,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Stats {
     pub flush_errors: AtomicU64,
     /// Whether the last flush failed (cleared by the next good one).
     pub store_failing: AtomicBool,
+    /// Why the last flush failed, while it is failing.
+    pub store_error: Mutex<Option<String>>,
     /// Usage records naming a model the price table lacks (costed at 0),
     /// by model name.
     pub unknown_models: Mutex<HashMap<String, u64>>,
@@ -67,10 +69,37 @@ impl Stats {
 
     /// The last write failed, or a store call has been in flight too long.
     pub fn store_failing_now(&self) -> bool {
+        self.store_stalled_ms().is_some() || self.store_failing.load(Ordering::Relaxed)
+    }
+
+    /// How long the store call in flight has taken, if longer than allowed.
+    fn store_stalled_ms(&self) -> Option<u64> {
         let since = self.store_call_since.load(Ordering::Relaxed);
         let stall = self.store_stall_ms.load(Ordering::Relaxed);
-        self.store_failing.load(Ordering::Relaxed)
-            || (since > 0 && stall > 0 && process_ms().saturating_sub(since) > stall)
+        let took = process_ms().saturating_sub(since);
+        (since > 0 && stall > 0 && took > stall).then_some(took)
+    }
+
+    /// Why the store is failing now (`None` when it is not).
+    pub fn store_failure(&self) -> Option<String> {
+        if let Some(ms) = self.store_stalled_ms() {
+            return Some(format!("a store call has been running for {ms} ms"));
+        }
+        if !self.store_failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(
+            self.store_error
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "the last write failed".into()),
+        )
+    }
+
+    /// A write succeeded (`None`) or failed with `error`.
+    pub fn store_result(&self, error: Option<String>) {
+        self.store_failing.store(error.is_some(), Ordering::Relaxed);
+        *self.store_error.lock() = error;
     }
 
     /// A record's model has no price.

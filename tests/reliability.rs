@@ -165,6 +165,12 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     let h = s.health();
     assert_eq!(h["status"], "degraded", "{h}");
     assert_eq!(h["storeFailing"], true);
+    assert!(
+        h["storeError"]
+            .as_str()
+            .is_some_and(|e| e.contains("injected")),
+        "{h}"
+    );
     // /metrics says the same.
     let metrics = s.metrics();
     assert!(

@@ -60,12 +60,14 @@ pub struct AppState {
     responses((status = 200, description = "`ok`, or `degraded` while the store fails or the queue is over 90 % full", body = crate::http::openapi::Health))
 )]
 async fn healthz(st: web::Data<AppState>) -> HttpResponse {
-    let failing = st.stats.store_failing_now();
+    let failure = st.stats.store_failure();
+    let failing = failure.is_some();
     let depth = st.queue.depth();
     let backed_up = depth * 10 > st.queue.capacity() * 9;
     HttpResponse::Ok().json(serde_json::json!({
         "status": if failing || backed_up { "degraded" } else { "ok" },
         "storeFailing": failing,
+        "storeError": failure,
         "unpersistedRecords": st.stats.unpersisted(),
         "droppedQueueFull": st.stats.dropped_queue_full.load(Ordering::Relaxed),
         "queueDepth": depth,

@@ -40,6 +40,8 @@ pub struct Health {
     /// `ok` or `degraded`.
     pub status: String,
     pub store_failing: bool,
+    /// Why the store is failing; null when it is not.
+    pub store_error: Option<String>,
     /// Records decided but not persisted since start (store errors + full queue).
     pub unpersisted_records: u64,
     pub dropped_queue_full: u64,

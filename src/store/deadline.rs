@@ -43,18 +43,13 @@ impl FlushWorker {
         })
     }
 
-    pub fn set_deadline(&mut self, deadline: Duration) {
-        self.deadline = deadline;
-    }
-
     /// Makes every write so far durable, or says why not within the deadline.
     pub fn flush(&self) -> Result<(), StoreError> {
         let timeout = || {
             self.stuck.store(true, Ordering::Relaxed);
-            StoreError::Unavailable(format!(
-                "the store did not flush within {} ms (disk full or failing?)",
-                self.deadline.as_millis()
-            ))
+            StoreError::Stalled {
+                ms: self.deadline.as_millis() as u64,
+            }
         };
         let started = Instant::now();
         let (done_tx, done_rx) = bounded(1);

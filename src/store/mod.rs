@@ -7,10 +7,11 @@
 mod deadline;
 
 pub use deadline::within;
+mod reopen;
 mod rollup_book;
 mod sled_store;
 
-pub use sled_store::SledStore;
+pub use reopen::{SledOptions, SledStore};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,13 @@ pub enum StoreError {
     NewerFormat { found: u32, supported: u32 },
     #[error("store is unavailable: {0}")]
     Unavailable(String),
+    #[error("the store did not flush within {ms} ms (disk full or failing?)")]
+    Stalled { ms: u64 },
+    #[error(
+        "the disk holding the store is nearly full ({free_mb} MiB free, \
+         {min_mb} MiB kept free by [store] min_free_mb); nothing was written"
+    )]
+    DiskFull { free_mb: u64, min_mb: u64 },
 }
 
 pub trait Store: Send + Sync {

@@ -1,4 +1,6 @@
-//! [`SledStore`]: the [`Store`] on sled 0.34.
+//! [`SledEngine`]: the [`Store`] on one open sled 0.34 database. The public
+//! [`SledStore`](super::SledStore) holds one and replaces it when it fails
+//! (`reopen.rs`).
 //!
 //! Layout (see ARCHITECTURE.md for the whole picture):
 //! - `meta`: `format_version` (u32 BE), `seq` (u64 BE, last usage-write number)
@@ -36,7 +38,6 @@ pub const FORMAT_VERSION: u32 = 1;
 const RAW_PREFIX: &str = "raw/";
 const MINUTE_PREFIX: &str = "rollup/minute/";
 const MS_PER_DAY: i64 = 86_400_000;
-const DEFAULT_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Stored cells loaded for a checkpoint, by (grain, owner, bucket).
 type CellCache = HashMap<(Grain, String, i64), Cell>;
@@ -44,7 +45,7 @@ type CellCache = HashMap<(Grain, String, i64), Cell>;
 /// An encoded key and value about to be written.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
-pub struct SledStore {
+pub struct SledEngine {
     db: sled::Db,
     meta: sled::Tree,
     plans: sled::Tree,
@@ -67,10 +68,16 @@ pub struct SledStore {
     flusher: FlushWorker,
 }
 
-impl SledStore {
+impl SledEngine {
     /// Opens (or creates) the store in `dir`. `flush_every_ms` should be the
-    /// flusher's interval; `cache_bytes` bounds sled's page cache.
-    pub fn open(dir: &Path, flush_every_ms: u64, cache_bytes: u64) -> Result<Self, StoreError> {
+    /// flusher's interval; `cache_bytes` bounds sled's page cache; a flush
+    /// that takes longer than `flush_deadline` is reported as a store error.
+    pub fn open(
+        dir: &Path,
+        flush_every_ms: u64,
+        cache_bytes: u64,
+        flush_deadline: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(flush_every_ms.max(1)))
@@ -94,7 +101,7 @@ impl SledStore {
             }
         }
         let seq = read_u64(&meta, "seq")?;
-        let store = SledStore {
+        let store = SledEngine {
             plans: db.open_tree("plans")?,
             tenants: db.open_tree("tenants")?,
             keys: db.open_tree("keys")?,
@@ -104,7 +111,7 @@ impl SledStore {
             days: db.open_tree("rollup/day")?,
             alerts: db.open_tree("alerts")?,
             meta,
-            flusher: FlushWorker::start(db.clone(), DEFAULT_FLUSH_DEADLINE).map_err(|e| {
+            flusher: FlushWorker::start(db.clone(), flush_deadline).map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the flush thread: {e}"))
             })?,
             db,
@@ -116,15 +123,24 @@ impl SledStore {
         Ok(store)
     }
 
-    /// How long a flush may take before it is reported as a store error
-    /// (default 30 s).
-    pub fn set_flush_deadline(&mut self, deadline: std::time::Duration) {
-        self.flusher.set_deadline(deadline);
+    /// Wakes every flush waiting on a failed engine, so that its threads
+    /// return and let go of the files: a second flush sees sled's global
+    /// error and notifies the waiters that the failed write did not.
+    /// Gives up after a second (a flush that is truly stuck stays so).
+    pub fn wake(&self) {
+        let db = self.db.clone();
+        let _ = super::within(std::time::Duration::from_secs(1), move || db.flush());
     }
 
     /// Makes every write so far durable, within the flush deadline.
     fn durable(&self) -> Result<(), StoreError> {
         self.flusher.flush()
+    }
+
+    /// Makes every write so far durable (unlike [`Store::flush`], without
+    /// writing a rollup checkpoint first).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.durable()
     }
 
     /// Brings the stored rollup cells up to the last usage write from the
@@ -388,7 +404,7 @@ fn tenant_prefix(tenant: &str) -> Vec<u8> {
     k
 }
 
-impl Store for SledStore {
+impl Store for SledEngine {
     fn plans(&self) -> Result<Vec<Plan>, StoreError> {
         Self::all(&self.plans)
     }
@@ -656,6 +672,10 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn open(dir: &Path) -> Result<SledEngine, StoreError> {
+        SledEngine::open(dir, 100, 1 << 24, std::time::Duration::from_secs(30))
+    }
+
     fn rec(ts_ms: i64, calls: u64, tokens: u64) -> UsageRecord {
         UsageRecord {
             ts_ms,
@@ -672,7 +692,7 @@ mod tests {
         let nov30 = days_from_civil(2026, 11, 30) * MS_PER_DAY + 1_000;
         let dec1 = days_from_civil(2026, 12, 1) * MS_PER_DAY + 1_000;
         {
-            let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+            let s = open(dir.path()).unwrap();
             s.write_usage(&[
                 UsageBlock {
                     tenant: "a".into(),
@@ -690,7 +710,7 @@ mod tests {
             }])
             .unwrap();
         }
-        let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+        let s = open(dir.path()).unwrap();
         let nov = Period::containing_secs(nov30 / 1000);
         let mut totals = s.period_totals(nov).unwrap();
         totals.sort_by(|a, b| a.0.cmp(&b.0));
@@ -734,7 +754,7 @@ mod tests {
         assert_eq!(s.day_trees().len(), 2);
     }
 
-    fn requests(s: &SledStore, tenant: &str, grain: Grain) -> u64 {
+    fn requests(s: &SledEngine, tenant: &str, grain: Grain) -> u64 {
         s.rollups(tenant, grain, i64::MIN / 2, i64::MAX / 2)
             .unwrap()
             .iter()
@@ -747,7 +767,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = days_from_civil(2026, 11, 30) * MS_PER_DAY + 5_000;
         {
-            let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+            let s = open(dir.path()).unwrap();
             s.write_usage(&[UsageBlock {
                 tenant: "a".into(),
                 records: vec![rec(t, 1, 1); 3],
@@ -763,7 +783,7 @@ mod tests {
             assert_eq!(requests(&s, "a", Grain::Hour), 5);
             // Dropped without a checkpoint: a crash as far as rollups go.
         }
-        let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+        let s = open(dir.path()).unwrap();
         for g in Grain::ALL {
             assert_eq!(requests(&s, "a", g), 5, "{g:?}");
             assert_eq!(requests(&s, "", g), 5, "all tenants, {g:?}");
@@ -776,7 +796,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = days_from_civil(2026, 11, 30) * MS_PER_DAY;
         {
-            let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+            let s = open(dir.path()).unwrap();
             s.write_usage(&[UsageBlock {
                 tenant: "a".into(),
                 records: vec![rec(t, 1, 1); 4],
@@ -789,7 +809,7 @@ mod tests {
             s.meta.insert("rollup_seq", &0u64.to_be_bytes()).unwrap();
             s.db.flush().unwrap();
         }
-        let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+        let s = open(dir.path()).unwrap();
         assert_eq!(requests(&s, "a", Grain::Day), 4);
         assert_eq!(requests(&s, "a", Grain::Minute), 4);
     }
@@ -797,7 +817,7 @@ mod tests {
     #[test]
     fn retention_drops_whole_day_trees_and_keeps_hour_and_day_rollups() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+        let s = open(dir.path()).unwrap();
         let day = |d: u32| days_from_civil(2026, 11, d);
         for d in [1, 10, 20] {
             s.write_usage(&[UsageBlock {
@@ -832,13 +852,13 @@ mod tests {
     fn refuses_a_newer_format() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = SledStore::open(dir.path(), 100, 1 << 24).unwrap();
+            let s = open(dir.path()).unwrap();
             s.meta
                 .insert("format_version", &(FORMAT_VERSION + 1).to_be_bytes())
                 .unwrap();
             s.flush().unwrap();
         }
-        let err = SledStore::open(dir.path(), 100, 1 << 24).err().unwrap();
+        let err = open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
         assert!(err.to_string().contains("newer Tollgate"));
     }

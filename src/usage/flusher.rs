@@ -189,7 +189,7 @@ pub fn flush_batch(store: &dyn Store, batch: &mut Vec<Queued>, stats: &Stats) ->
     match written {
         Ok(()) => {
             stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
-            stats.store_failing.store(false, Ordering::Relaxed);
+            stats.store_result(None);
             tracing::trace!(
                 records = n,
                 took_ms = start.elapsed().as_millis() as u64,
@@ -202,7 +202,7 @@ pub fn flush_batch(store: &dyn Store, batch: &mut Vec<Queued>, stats: &Stats) ->
                 .unpersisted_store_error
                 .fetch_add(n as u64, Ordering::Relaxed);
             stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-            stats.store_failing.store(true, Ordering::Relaxed);
+            stats.store_result(Some(e.to_string()));
             tracing::error!(error = %e, records = n, "usage write failed; records counted as unpersisted");
             0
         }

@@ -154,8 +154,16 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// Stops the server; after a failed assertion, without a second panic
+    /// (which would abort and hide the first).
     fn drop(&mut self) {
-        self.stop();
+        if std::thread::panicking() {
+            if let Some(s) = self.server.take() {
+                let _ = s.stop();
+            }
+        } else {
+            self.stop();
+        }
     }
 }
 
