@@ -25,6 +25,34 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Encodes `items` as consecutive runs, each decodable as a `Vec<T>` and
+/// taking at most `budget` bytes unless one item alone is larger. (A
+/// `Vec<T>` is its length as a varint `u64`, then its items: so each item
+/// is encoded once and the runs are put together from those bytes.)
+pub fn encode_chunks<T: Serialize>(items: &[T], budget: usize) -> Result<Vec<Vec<u8>>, CodecError> {
+    let mut chunks = Vec::new();
+    let mut body: Vec<u8> = Vec::new();
+    let mut count: u64 = 0;
+    let finish = |body: &mut Vec<u8>, count: &mut u64| -> Result<Vec<u8>, CodecError> {
+        let mut chunk = encode(count)?;
+        chunk.append(body);
+        *count = 0;
+        Ok(chunk)
+    };
+    for item in items {
+        let bytes = encode(item)?;
+        if count > 0 && body.len() + bytes.len() + 9 > budget {
+            chunks.push(finish(&mut body, &mut count)?);
+        }
+        body.extend_from_slice(&bytes);
+        count += 1;
+    }
+    if count > 0 {
+        chunks.push(finish(&mut body, &mut count)?);
+    }
+    Ok(chunks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +102,25 @@ mod tests {
         let mut bytes = encode(&7u64).unwrap();
         bytes.push(0);
         assert!(decode::<u64>(&bytes).is_err());
+    }
+
+    #[test]
+    fn chunks_decode_as_vecs_within_the_budget() {
+        for n in [0usize, 1, 2, 250, 251, 300, 70_000] {
+            let items: Vec<(i64, String)> =
+                (0..n).map(|i| (i as i64 - 7, "t".repeat(i % 40))).collect();
+            let chunks = encode_chunks(&items, 4_000).unwrap();
+            let mut back = Vec::new();
+            for c in &chunks {
+                assert!(c.len() <= 4_000, "{} bytes", c.len());
+                back.extend(decode::<Vec<(i64, String)>>(c).unwrap());
+            }
+            assert_eq!(back, items, "{n} items");
+        }
+        // One item over the budget is a chunk of its own.
+        let big = vec!["x".repeat(10_000), "y".into()];
+        let chunks = encode_chunks(&big, 4_000).unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(decode::<Vec<String>>(&chunks[0]).unwrap(), big[..1]);
     }
 }

@@ -6,16 +6,23 @@
 //! - `meta`: `format_version` (u32 BE), `seq` (u64 BE, last usage-write number)
 //! - `plans`, `tenants`: id -> bincode value; `keys`: key id -> [`StoredKey`]
 //! - `counters`: period (i32 BE, sign bit flipped) ++ tenant id -> [`PeriodTotals`]
-//! - `raw/YYYY-MM-DD`: tenant id ++ 0x00 ++ seq (u64 BE) -> `Vec<UsageRecord>`
-//! - `journal`: seq (u64 BE) -> `Vec<(day, tenant id)>`, the blocks a usage
-//!   write added that the persisted rollups do not cover yet
+//! - `raw/YYYY-MM-DD`: tenant id ++ 0x00 ++ seq (u64 BE) ++ chunk (u32 BE)
+//!   -> `Vec<UsageRecord>` (data written before chunks: no chunk suffix)
+//! - `journal`: seq (u64 BE) ++ chunk (u32 BE) -> `Vec<(day, tenant id)>`,
+//!   the blocks a usage write added that the persisted rollups do not cover
+//!   yet
 //! - `rollup/hour`, `rollup/day`, `rollup/minute/YYYY-MM-DD`: tenant id ++
 //!   0x00 ++ bucket (i64 BE, sign bit flipped) -> [`Cell`]; tenant `""` holds
 //!   the all-tenants cells. `meta` `rollup_seq` is the last seq they cover.
 //! - `alerts`: [`AlertMark::key`] -> [`AlertMark`], the threshold webhooks fired
 //!
-//! Raw records are stored in blocks (one value per tenant per day per flush),
-//! which is about 40x faster and 2.5x smaller than one key per record.
+//! Raw records are stored in blocks (per tenant per day per flush), which is
+//! much faster and smaller than one key per record. A block and a journal
+//! entry are split into chunks of at most [`VALUE_BUDGET`] bytes: sled 0.34.7
+//! writes a page over ~128 KiB (a leaf holds up to 17 values) as a separate
+//! blob file, and it never deletes the blob files of a dropped tree, so
+//! retention would free no disk (seen: a fast-clock soak kept every day's
+//! blobs; `examples/soak_fast_clock.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -29,7 +36,7 @@ use super::deadline::FlushWorker;
 use super::rollup_book::RollupBook;
 use super::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
 use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, encode_chunks};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{civil_from_days, days_from_civil, Period};
 
@@ -38,6 +45,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const RAW_PREFIX: &str = "raw/";
 const MINUTE_PREFIX: &str = "rollup/minute/";
 const MS_PER_DAY: i64 = 86_400_000;
+/// The most bytes a raw block's or a journal entry's value takes, so that a
+/// full leaf page (17 values) stays under sled's blob threshold.
+pub const VALUE_BUDGET: usize = 4_000;
 
 /// Stored cells loaded for a checkpoint, by (grain, owner, bucket).
 type CellCache = HashMap<(Grain, String, i64), Cell>;
@@ -154,19 +164,29 @@ impl SledEngine {
         let covered = read_u64(&self.meta, "rollup_seq")?;
         let mut cells = HashMap::new();
         let mut replayed = 0;
+        // One entry per write, in chunks: a write's chunks are absorbed together
+        // (a cell takes a write number once).
+        let mut entry: Option<(u64, RollupBook)> = None;
         for kv in self.journal.range((covered + 1).to_be_bytes()..) {
             let (k, v) = kv?;
-            let entry_seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            let mut entry = RollupBook::default();
-            for (day, tenant) in decode::<Vec<(i64, String)>>(&v)? {
-                let tree = self.db.open_tree(day_tree_name(RAW_PREFIX, day))?;
-                if let Some(block) = tree.get(block_key(&tenant, entry_seq))? {
-                    let records: Vec<UsageRecord> = decode(&block)?;
-                    replayed += records.len();
-                    entry.add(&tenant, &records);
+            let entry_seq = key_seq(&k);
+            if entry.as_ref().is_some_and(|(seq, _)| *seq != entry_seq) {
+                if let Some((seq, book)) = entry.take() {
+                    self.absorb(&book, seq, &mut cells)?;
                 }
             }
-            self.absorb(&entry, entry_seq, &mut cells)?;
+            let (_, book) = entry.get_or_insert_with(|| (entry_seq, RollupBook::default()));
+            for (day, tenant) in decode::<Vec<(i64, String)>>(&v)? {
+                let tree = self.db.open_tree(day_tree_name(RAW_PREFIX, day))?;
+                for chunk in tree.scan_prefix(block_key(&tenant, entry_seq)) {
+                    let records: Vec<UsageRecord> = decode(&chunk?.1)?;
+                    replayed += records.len();
+                    book.add(&tenant, &records);
+                }
+            }
+        }
+        if let Some((seq, book)) = entry {
+            self.absorb(&book, seq, &mut cells)?;
         }
         self.write_cells(cells, *seq)?;
         self.needs_replay
@@ -235,7 +255,7 @@ impl SledEngine {
         self.durable()?;
         self.meta.insert("rollup_seq", &seq.to_be_bytes())?;
         let mut done = sled::Batch::default();
-        for k in self.journal.range(..=seq.to_be_bytes()).keys() {
+        for k in self.journal.range(..(seq + 1).to_be_bytes()).keys() {
             done.remove(k?);
         }
         self.journal.apply_batch(done)?;
@@ -390,6 +410,22 @@ fn counter_key(period: Period, tenant: &str) -> Vec<u8> {
     k
 }
 
+/// `key` followed by the chunk number.
+fn chunk_key(mut key: Vec<u8>, chunk: usize) -> Vec<u8> {
+    key.extend_from_slice(&(chunk as u32).to_be_bytes());
+    key
+}
+
+/// The write number a journal key starts with.
+fn key_seq(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if let Some(head) = key.get(..8) {
+        b.copy_from_slice(head);
+    }
+    u64::from_be_bytes(b)
+}
+
+/// The prefix of a raw block's chunks.
 fn block_key(tenant: &str, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(tenant.len() + 9);
     k.extend_from_slice(tenant.as_bytes());
@@ -457,10 +493,13 @@ impl Store for SledEngine {
                 d.tokens = d.tokens.saturating_add(r.tokens);
             }
             for (day, records) in per_day {
-                by_day
-                    .entry(day)
-                    .or_default()
-                    .push((block_key(&block.tenant, seq), encode(&records)?));
+                let values = by_day.entry(day).or_default();
+                for (i, chunk) in encode_chunks(&records, VALUE_BUDGET)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    values.push((chunk_key(block_key(&block.tenant, seq), i), chunk));
+                }
             }
         }
         if by_day.is_empty() {
@@ -476,7 +515,7 @@ impl Store for SledEngine {
                 days.into_iter().map(|d| (d, b.tenant.clone()))
             })
             .collect();
-        let journal = encode(&journal)?;
+        let journal = encode_chunks(&journal, VALUE_BUDGET)?;
 
         // One transaction over counters, meta, the journal and every day-tree touched.
         let mut trees = vec![
@@ -498,7 +537,9 @@ impl Store for SledEngine {
                 tx[0].insert(key.as_slice(), encode(&totals).map_err(abort)?)?;
             }
             tx[1].insert("seq", &seq.to_be_bytes())?;
-            tx[2].insert(&seq.to_be_bytes(), journal.as_slice())?;
+            for (i, chunk) in journal.iter().enumerate() {
+                tx[2].insert(chunk_key(seq.to_be_bytes().to_vec(), i), chunk.as_slice())?;
+            }
             for (i, values) in by_day.values().enumerate() {
                 for (key, value) in values {
                     tx[i + 3].insert(key.as_slice(), value.as_slice())?;
@@ -861,5 +902,62 @@ mod tests {
         let err = open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
         assert!(err.to_string().contains("newer Tollgate"));
+    }
+
+    #[test]
+    fn large_writes_are_chunked_and_never_become_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = days_from_civil(2026, 11, 30) * MS_PER_DAY;
+        let records: Vec<UsageRecord> = (0..3_000)
+            .map(|i| UsageRecord {
+                endpoint: format!("/v1/{i}/{}", "x".repeat(200)),
+                ..rec(t + i, 1, 2)
+            })
+            .collect();
+        let tenants: Vec<UsageBlock> = (0..300)
+            .map(|i| UsageBlock {
+                tenant: format!("tenant-with-a-long-name-{i:05}"),
+                records: vec![rec(t, 1, 1)],
+            })
+            .collect();
+        {
+            let s = open(dir.path()).unwrap();
+            let mut blocks = tenants.clone();
+            blocks.push(UsageBlock {
+                tenant: "big".into(),
+                records: records.clone(),
+            });
+            s.write_usage(&blocks).unwrap();
+            for kv in
+                s.db.open_tree(day_tree_name(RAW_PREFIX, day_of(t)))
+                    .unwrap()
+                    .iter()
+            {
+                assert!(kv.unwrap().1.len() <= VALUE_BUDGET);
+            }
+            assert!(s.journal.len() > 1, "the journal entry is chunked too");
+            for kv in s.journal.iter() {
+                assert!(kv.unwrap().1.len() <= VALUE_BUDGET);
+            }
+            // No checkpoint: the reopen replays the chunked journal.
+        }
+        let blobs = std::fs::read_dir(dir.path().join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "sled wrote blob files");
+        let s = open(dir.path()).unwrap();
+        let mut back = Vec::new();
+        s.scan_usage("big", t, t + MS_PER_DAY, &mut |r| {
+            back.push(r.clone());
+            true
+        })
+        .unwrap();
+        assert_eq!(back, records);
+        assert_eq!(requests(&s, "big", Grain::Day), 3_000);
+        assert_eq!(
+            requests(&s, "tenant-with-a-long-name-00299", Grain::Hour),
+            1
+        );
+        assert_eq!(requests(&s, ALL_TENANTS, Grain::Minute), 3_300);
     }
 }
