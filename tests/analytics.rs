@@ -528,3 +528,50 @@ fn rollups_survive_a_restart() {
     assert_eq!(after["series"], before["series"]);
     assert_eq!(after["summary"]["totalRequests"], recs.len());
 }
+
+/// Retention runs on the clock's time: when the clock passes a day, the raw
+/// records of days past `retention.raw_days` go (the export no longer has
+/// them), while the hour rollups keep counting them.
+#[test]
+fn retention_drops_old_raw_days_as_the_clock_moves_and_keeps_the_rollups() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap();
+    let clock = Arc::new(ManualClock::at(t0));
+    let s = TestServer::start_with(
+        |c| {
+            c.retention.raw_days = 1;
+            c.flush.checkpoint_ms = 50;
+        },
+        clock.clone(),
+    );
+    let key = s.tenant_with_key("acme", "professional");
+    let post = |endpoint: &str| {
+        let r = s.tenant(
+            &key,
+            "POST",
+            "/api/v1/usage",
+            Some(json!({"endpoint": endpoint, "calls": 0})),
+        );
+        assert_eq!(r.status(), 202);
+    };
+    let exported = || -> Vec<String> {
+        let q = "/api/billing/api-usage/export?from=2026-11-19T00:00:00Z&to=2026-11-25T00:00:00Z&format=ndjson";
+        let r = s.tenant(&key, "GET", q, None);
+        assert_eq!(r.status(), 200);
+        r.text()
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["endpoint"].to_string())
+            .collect()
+    };
+    for _ in 0..3 {
+        post("/day-one");
+    }
+    wait_until(|| exported().len() == 3);
+    clock.set(t0 + Duration::days(3));
+    post("/day-four");
+    wait_until(|| exported() == ["\"/day-four\""]);
+    let hours =
+        "/api/billing/api-usage?range=custom&from=2026-11-20T11:00:00Z&to=2026-11-20T13:00:00Z";
+    let summary = &s.tenant(&key, "GET", hours, None).json::<Value>().unwrap()["summary"];
+    assert_eq!(summary["totalRequests"], 3, "{summary}");
+}

@@ -73,7 +73,9 @@ impl UsageFlusher {
             .spawn(move || {
                 let mut buf = Vec::new();
                 let mut last_checkpoint = Instant::now();
-                let mut last_retention: Option<Instant> = None;
+                // On the clock's time, not the process's: a day-tree expires by
+                // the clock (and the fast-clock soak runs days in minutes).
+                let mut last_retention: Option<chrono::DateTime<chrono::Utc>> = None;
                 let mut last_trim = Instant::now();
                 loop {
                     let stopping = !matches!(
@@ -108,11 +110,14 @@ impl UsageFlusher {
                         last_trim = Instant::now();
                         crate::alloc::release_free_memory();
                     }
-                    if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
-                        last_retention = Some(Instant::now());
-                        if let Err(e) = stats.store_call(|| {
-                            retention::apply(store.as_ref(), clock.now(), schedule.raw_days)
-                        }) {
+                    let now = clock.now();
+                    if last_retention.is_none_or(|t| {
+                        (now - t).num_seconds().unsigned_abs() >= RETENTION_EVERY.as_secs()
+                    }) {
+                        last_retention = Some(now);
+                        if let Err(e) = stats
+                            .store_call(|| retention::apply(store.as_ref(), now, schedule.raw_days))
+                        {
                             tracing::error!(error = %e, "retention failed; will retry");
                         }
                     }
