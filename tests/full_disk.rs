@@ -31,16 +31,15 @@ fn a_nearly_full_disk_stops_writes_until_space_returns() {
     let Some(mount) = Tmpfs::mount(dir.path(), "24m") else {
         return;
     };
-    let mut c = config(dir.path());
-    c.store.cache_mb = 4;
-    c.store.flush_timeout_ms = 2_000;
-    c.store.min_free_mb = 8;
-    let server = RunningServer::start(c, ADMIN, Arc::new(SystemClock)).unwrap();
-    let s = TestServer {
-        server: Some(server),
-        dir: tempfile::tempdir().unwrap(),
-        http: reqwest::blocking::Client::new(),
-    };
+    let s = TestServer::start_on(
+        dir,
+        |c| {
+            c.store.cache_mb = 4;
+            c.store.flush_timeout_ms = 2_000;
+            c.store.min_free_mb = 8;
+        },
+        Arc::new(SystemClock),
+    );
     let key = s.tenant_with_key("filler", "enterprise");
     // Large raw records, few distinct endpoints and users: each write (a
     // batch, or a rollup checkpoint) stays well under the 8 MiB reserve,
@@ -126,9 +125,7 @@ fn a_nearly_full_disk_stops_writes_until_space_returns() {
     let persisted_total = persisted(&s);
     // The stop ends cleanly: everything written since the reopen is on disk.
     let mut s = s;
-    s.server.take().unwrap().stop().unwrap();
-    let server = RunningServer::start(config(dir.path()), ADMIN, Arc::new(SystemClock)).unwrap();
-    s.server = Some(server);
+    s.restart_with(|_| {}, Arc::new(SystemClock));
     let usage: Value = s
         .tenant(&key, "GET", "/api/billing/api-usage?limit=100", None)
         .json()
@@ -150,7 +147,8 @@ fn a_nearly_full_disk_stops_writes_until_space_returns() {
         used >= persisted_total,
         "every record reported persisted is counted after the restart: {used} < {persisted_total}"
     );
-    drop(s);
+    // Unmounted before the server's directory is removed.
+    s.stop();
     drop(mount);
 }
 

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use common::*;
 use serde_json::{json, Value};
 use tmpfs::Tmpfs;
-use tollgate::app::RunningServer;
 use tollgate::clock::SystemClock;
 
 #[test]
@@ -32,16 +31,15 @@ fn without_the_reserve_sled_meets_the_full_disk_and_the_stop_stays_bounded() {
     let Some(mount) = Tmpfs::mount(dir.path(), "12m") else {
         return;
     };
-    let mut c = config(dir.path());
-    c.store.cache_mb = 4;
-    c.store.flush_timeout_ms = 2_000;
-    c.store.min_free_mb = 0;
-    let server = RunningServer::start(c, ADMIN, Arc::new(SystemClock)).unwrap();
-    let s = TestServer {
-        server: Some(server),
-        dir: tempfile::tempdir().unwrap(),
-        http: reqwest::blocking::Client::new(),
-    };
+    let s = TestServer::start_on(
+        dir,
+        |c| {
+            c.store.cache_mb = 4;
+            c.store.flush_timeout_ms = 2_000;
+            c.store.min_free_mb = 0;
+        },
+        Arc::new(SystemClock),
+    );
     let key = s.tenant_with_key("filler", "enterprise");
     let batch: Vec<Value> = (0..2_000)
         .map(|i| json!({"endpoint": format!("/fill/{i}/{}", "x".repeat(200)), "userId": format!("user-{i}"), "metadata": {"pad": "y".repeat(200)}}))
@@ -118,6 +116,7 @@ fn without_the_reserve_sled_meets_the_full_disk_and_the_stop_stays_bounded() {
     if let Err(e) = &stopped {
         assert!(e.to_string().contains("store"), "{e}");
     }
-    drop(s);
+    // Unmounted before the server's directory is removed.
     drop(mount);
+    drop(s);
 }

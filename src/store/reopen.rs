@@ -54,10 +54,11 @@ struct Settings {
 
 enum Slot {
     Open(Arc<SledEngine>),
-    /// The engine failed; `why` is the error, `tried` the last attempt to reopen.
+    /// The engine failed; `why` is the error, `tried` when it failed or the
+    /// last attempt to reopen it was made.
     Failed {
         why: String,
-        tried: Option<Instant>,
+        tried: Instant,
     },
 }
 
@@ -140,11 +141,7 @@ impl SledStore {
     fn engine(&self, now: bool) -> Result<Arc<SledEngine>, StoreError> {
         let why = match &*self.slot.lock() {
             Slot::Open(engine) => return Ok(engine.clone()),
-            Slot::Failed { why, tried }
-                if now || tried.is_none_or(|t| t.elapsed() >= REOPEN_EVERY) =>
-            {
-                why.clone()
-            }
+            Slot::Failed { why, tried } if now || tried.elapsed() >= REOPEN_EVERY => why.clone(),
             Slot::Failed { why, .. } => return Err(reopening(why)),
         };
         let Some(_one_at_a_time) = self.reopening.try_lock() else {
@@ -166,7 +163,7 @@ impl SledStore {
                 tracing::debug!(error = %e, "the store cannot be reopened yet");
                 *slot = Slot::Failed {
                     why,
-                    tried: Some(Instant::now()),
+                    tried: Instant::now(),
                 };
                 Err(StoreError::Unavailable(format!(
                     "the store failed and cannot be reopened yet: {e}"
@@ -199,27 +196,23 @@ impl SledStore {
 
     /// Takes `failed` out of use (unless another call already did).
     fn set_aside(&self, failed: &Arc<SledEngine>, error: &StoreError) {
-        let mut slot = self.slot.lock();
-        let Slot::Open(current) = &*slot else {
-            return;
-        };
-        if !Arc::ptr_eq(current, failed) {
-            return;
+        {
+            let mut slot = self.slot.lock();
+            match &*slot {
+                Slot::Open(current) if Arc::ptr_eq(current, failed) => {}
+                _ => return,
+            }
+            // The first reopen waits a moment, for the calls still holding
+            // the old engine to finish and let go of its files.
+            *slot = Slot::Failed {
+                why: error.to_string(),
+                tried: Instant::now(),
+            };
         }
         tracing::error!(error = %error, "the store failed; it will be reopened");
+        // Outside the lock: waking can take a second.
         failed.wake();
-        // The first reopen waits a moment, for the calls still holding the
-        // old engine to finish and let go of its files.
-        let old = std::mem::replace(
-            &mut *slot,
-            Slot::Failed {
-                why: error.to_string(),
-                tried: Some(Instant::now()),
-            },
-        );
-        if let Slot::Open(old) = old {
-            retire(old);
-        }
+        retire(failed.clone());
     }
 }
 

@@ -34,7 +34,16 @@ impl TestServer {
     }
 
     pub fn start_with(tune: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_on(tempfile::tempdir().unwrap(), tune, clock)
+    }
+
+    /// Starts on `dir`, which the caller may have prepared (a tmpfs mounted
+    /// on it); the server owns it from then on.
+    pub fn start_on(
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut Config),
+        clock: Arc<dyn Clock>,
+    ) -> TestServer {
         let mut c = config(dir.path());
         tune(&mut c);
         let server = RunningServer::start(c, ADMIN, clock).unwrap();
