@@ -4,7 +4,7 @@
 //! fast path; only rare events (a full queue, a flush) write these atomics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -24,10 +24,8 @@ pub struct Stats {
     pub persisted: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
-    /// Whether the last flush failed (cleared by the next good one).
-    pub store_failing: AtomicBool,
-    /// Why the last flush failed, while it is failing.
-    pub store_error: Mutex<Option<String>>,
+    /// Why the last flush failed (cleared by the next good one).
+    store_error: Mutex<Option<String>>,
     /// Usage records naming a model the price table lacks (costed at 0),
     /// by model name.
     pub unknown_models: Mutex<HashMap<String, u64>>,
@@ -69,7 +67,7 @@ impl Stats {
 
     /// The last write failed, or a store call has been in flight too long.
     pub fn store_failing_now(&self) -> bool {
-        self.store_stalled_ms().is_some() || self.store_failing.load(Ordering::Relaxed)
+        self.store_stalled_ms().is_some() || self.store_error.lock().is_some()
     }
 
     /// How long the store call in flight has taken, if longer than allowed.
@@ -85,20 +83,11 @@ impl Stats {
         if let Some(ms) = self.store_stalled_ms() {
             return Some(format!("a store call has been running for {ms} ms"));
         }
-        if !self.store_failing.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(
-            self.store_error
-                .lock()
-                .clone()
-                .unwrap_or_else(|| "the last write failed".into()),
-        )
+        self.store_error.lock().clone()
     }
 
     /// A write succeeded (`None`) or failed with `error`.
     pub fn store_result(&self, error: Option<String>) {
-        self.store_failing.store(error.is_some(), Ordering::Relaxed);
         *self.store_error.lock() = error;
     }
 

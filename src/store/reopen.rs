@@ -218,8 +218,7 @@ impl SledStore {
 
 impl Settings {
     fn open(&self) -> Result<SledEngine, StoreError> {
-        let o = &self.options;
-        SledEngine::open(&self.dir, o.flush_every_ms, o.cache_bytes, o.flush_deadline)
+        SledEngine::open(&self.dir, &self.options)
     }
 }
 
@@ -368,7 +367,7 @@ impl Store for SledStore {
         let engine = self.engine(true)?;
         match self.room(0) {
             Ok(()) => self.call_on(engine, |e| e.flush()),
-            Err(_) => self.call_on(engine, |e| e.sync()),
+            Err(_) => self.call_on(engine, |e| e.durable()),
         }
     }
     fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {

@@ -34,7 +34,7 @@ use sled::Transactional;
 
 use super::deadline::FlushWorker;
 use super::rollup_book::RollupBook;
-use super::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
+use super::{AlertMark, PeriodTotals, SledOptions, Store, StoreError, UsageBlock};
 use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
 use crate::codec::{decode, encode, encode_chunks};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
@@ -79,19 +79,13 @@ pub struct SledEngine {
 }
 
 impl SledEngine {
-    /// Opens (or creates) the store in `dir`. `flush_every_ms` should be the
-    /// flusher's interval; `cache_bytes` bounds sled's page cache; a flush
-    /// that takes longer than `flush_deadline` is reported as a store error.
-    pub fn open(
-        dir: &Path,
-        flush_every_ms: u64,
-        cache_bytes: u64,
-        flush_deadline: std::time::Duration,
-    ) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `dir` (`options.min_free_bytes` is
+    /// the caller's to check).
+    pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .flush_every_ms(Some(flush_every_ms.max(1)))
-            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(options.flush_every_ms.max(1)))
+            .cache_capacity(options.cache_bytes)
             .open()?;
         let meta = db.open_tree("meta")?;
         match meta.get("format_version")? {
@@ -121,7 +115,7 @@ impl SledEngine {
             days: db.open_tree("rollup/day")?,
             alerts: db.open_tree("alerts")?,
             meta,
-            flusher: FlushWorker::start(db.clone(), flush_deadline).map_err(|e| {
+            flusher: FlushWorker::start(db.clone(), options.flush_deadline).map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the flush thread: {e}"))
             })?,
             db,
@@ -142,15 +136,10 @@ impl SledEngine {
         let _ = super::within(std::time::Duration::from_secs(1), move || db.flush());
     }
 
-    /// Makes every write so far durable, within the flush deadline.
-    fn durable(&self) -> Result<(), StoreError> {
+    /// Makes every write so far durable, within the flush deadline (unlike
+    /// [`Store::flush`], without writing a rollup checkpoint first).
+    pub fn durable(&self) -> Result<(), StoreError> {
         self.flusher.flush()
-    }
-
-    /// Makes every write so far durable (unlike [`Store::flush`], without
-    /// writing a rollup checkpoint first).
-    pub fn sync(&self) -> Result<(), StoreError> {
-        self.durable()
     }
 
     /// Brings the stored rollup cells up to the last usage write from the
@@ -714,7 +703,15 @@ mod tests {
     use chrono::TimeZone;
 
     fn open(dir: &Path) -> Result<SledEngine, StoreError> {
-        SledEngine::open(dir, 100, 1 << 24, std::time::Duration::from_secs(30))
+        SledEngine::open(
+            dir,
+            &SledOptions {
+                flush_every_ms: 100,
+                cache_bytes: 1 << 24,
+                flush_deadline: std::time::Duration::from_secs(30),
+                min_free_bytes: 0,
+            },
+        )
     }
 
     fn rec(ts_ms: i64, calls: u64, tokens: u64) -> UsageRecord {
