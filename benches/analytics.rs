@@ -71,6 +71,7 @@ fn build(store: &SledStore, n: u64, end_ms: i64) {
             .write_usage(&[UsageBlock {
                 tenant: TENANT.into(),
                 records,
+                ..Default::default()
             }])
             .unwrap();
         store.checkpoint().unwrap();

@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
             burst: 1_000_000_000,
         }),
         price_usd_monthly: 0.0,
+        ingest_rate: None,
     };
     let registry = Registry::load(store, &[plan], now).unwrap();
     let mut hashes = Vec::with_capacity(TENANTS);

@@ -86,6 +86,7 @@ fn main() {
                         }
                     })
                     .collect(),
+                ..Default::default()
             })
             .collect();
         store.write_usage(&blocks).unwrap();

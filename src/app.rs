@@ -65,6 +65,7 @@ pub struct Tollgate {
     flusher: UsageFlusher,
     deliveries: Option<Deliveries>,
     proxies: Vec<Arc<ProxyTarget>>,
+    metrics_token: Option<AdminToken>,
 }
 
 impl Tollgate {
@@ -75,7 +76,7 @@ impl Tollgate {
         admin_token: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+        crate::files::private_dir(&config.data_dir).map_err(io(format!(
             "cannot create data dir {}",
             config.data_dir.display()
         )))?;
@@ -106,12 +107,12 @@ impl Tollgate {
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
         let started = std::time::Instant::now();
-        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+        crate::files::private_dir(&config.data_dir).map_err(io(format!(
             "cannot create data dir {}",
             config.data_dir.display()
         )))?;
         let (admin, admin_token_path) = AdminToken::load_or_create(admin_token, &config.data_dir)
-            .map_err(io("cannot write the admin token"))?;
+            .map_err(io("cannot use the admin token file"))?;
         let prices = Arc::new(if config.prices.is_empty() {
             PriceTable::builtin()
         } else {
@@ -140,6 +141,20 @@ impl Tollgate {
             .map(|p| ProxyTarget::new(p, |name| std::env::var(name).ok()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::Secret)?;
+        let metrics_token = match config.metrics.token_env.as_str() {
+            "" => None,
+            name => Some(AdminToken::new(
+                &std::env::var(name)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        StartError::Secret(format!(
+                            "[metrics] token_env: set {name} to the token scrapes must send \
+                             (or leave token_env out)"
+                        ))
+                    })?,
+            )),
+        };
         let (hook, deliveries): (Option<BatchHook>, _) = if targets.is_empty() {
             (None, None)
         } else {
@@ -184,6 +199,7 @@ impl Tollgate {
             flusher,
             deliveries,
             proxies,
+            metrics_token,
         })
     }
 
@@ -208,6 +224,9 @@ impl Tollgate {
                 .unwrap_or_else(|| AdminToken::new(&crate::auth::generate_key())),
             stats: self.stats.clone(),
             max_body_bytes: self.config.max_body_bytes,
+            body_timeout: Duration::from_millis(self.config.limits.body_timeout_ms),
+            in_flight_per_tenant: self.config.limits.in_flight_per_tenant,
+            metrics_token: self.metrics_token.take(),
             default_model: chat.default_model.clone(),
             metrics: Arc::new(Metrics::default()),
             proxies: self.proxies.clone(),

@@ -105,7 +105,9 @@ impl AdminToken {
 
     /// The token from `TOLLGATE_ADMIN_TOKEN`, else from `<data dir>/admin-token`,
     /// else a new one written there with mode 0600. Returns the token and, when
-    /// it lives in a file, that file's path.
+    /// it lives in a file, that file's path. An existing file is refused when
+    /// it is a symbolic link (it would be followed, and overwritten) or when
+    /// other users can read it.
     pub fn load_or_create(
         from_env: Option<&str>,
         data_dir: &Path,
@@ -114,30 +116,58 @@ impl AdminToken {
             return Ok((AdminToken::new(t), None));
         }
         let path = data_dir.join("admin-token");
-        if let Ok(existing) = std::fs::read_to_string(&path) {
+        if let Some(existing) = read_private(&path)? {
             let t = existing.trim();
             if !t.is_empty() {
                 return Ok((AdminToken::new(t), Some(path)));
             }
+            std::fs::remove_file(&path)?;
         }
         let token = random_token("tga_", 40);
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+            opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
         let mut f = opts.open(&path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
         writeln!(f, "{token}")?;
         f.sync_all()?;
         Ok((AdminToken::new(&token), Some(path)))
     }
+}
+
+/// The admin-token file's text, if it exists and only its owner can read it.
+fn read_private(path: &Path) -> std::io::Result<Option<String>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    if meta.file_type().is_symlink() {
+        return Err(refuse(format!(
+            "{} is a symbolic link; refusing to follow it (replace it with the token file itself)",
+            path.display()
+        )));
+    }
+    if !meta.is_file() {
+        return Err(refuse(format!("{} is not a file", path.display())));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(refuse(format!(
+                "{} is readable by other users (mode {mode:04o}); run chmod 600 on it, \
+                 or delete it to have a new token made",
+                path.display()
+            )));
+        }
+    }
+    std::fs::read_to_string(path).map(Some)
 }
 
 #[cfg(test)]
@@ -171,5 +201,31 @@ mod tests {
         assert!(!t2.matches("wrong"));
         let (t3, p3) = AdminToken::load_or_create(Some("env-token"), dir.path()).unwrap();
         assert!(t3.matches("env-token") && p3.is_none());
+    }
+
+    /// Regression (hostile tenant, finding 8): an `admin-token` of mode 0644
+    /// was used silently (while the banner said 0600), and a symlinked one
+    /// was followed and overwritten.
+    #[cfg(unix)]
+    #[test]
+    fn a_readable_or_symlinked_token_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "tga_shared\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = AdminToken::load_or_create(None, dir.path()).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains("readable by other users (mode 0644)"),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let e = AdminToken::load_or_create(None, dir.path()).err().unwrap();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::model::TokenCounts;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatReply {
     pub reply: String,
@@ -96,11 +98,19 @@ impl ChatBackend {
                     .map(|c| c.message.content)
                     .ok_or_else(|| ChatError::Upstream("no choices in the answer".into()))?;
                 let usage = parsed.usage.unwrap_or_default();
+                let counts = TokenCounts::from_upstream(
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.total_tokens,
+                );
                 Ok(ChatReply {
                     reply,
-                    model: parsed.model.unwrap_or_else(|| model.to_string()),
-                    prompt_tokens: usage.prompt_tokens,
-                    completion_tokens: usage.completion_tokens,
+                    model: parsed
+                        .model
+                        .filter(|m| m.len() <= 128 && !m.chars().any(char::is_control))
+                        .unwrap_or_else(|| model.to_string()),
+                    prompt_tokens: counts.prompt,
+                    completion_tokens: counts.completion,
                 })
             }
         }
@@ -139,6 +149,8 @@ struct Usage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ mod tests {
                 burst: 200,
             }),
             price_usd_monthly: 99.0,
+            ingest_rate: None,
         };
         assert_eq!(decode::<Plan>(&encode(&plan).unwrap()).unwrap(), plan);
         let tenant = Tenant {

@@ -23,6 +23,8 @@ pub struct Config {
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
     pub flush: FlushConfig,
+    pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
     pub retention: RetentionConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
@@ -85,6 +87,11 @@ pub struct ProxyConfig {
     /// Until the upstream's response head arrives (then 504).
     #[serde(default = "default_proxy_timeout_ms")]
     pub timeout_ms: u64,
+    /// Longest silence between two pieces of the upstream's response body;
+    /// past it the response is cut off (an upstream that stalls after its
+    /// head must not hold the client's connection forever).
+    #[serde(default = "default_proxy_timeout_ms")]
+    pub idle_timeout_ms: u64,
     /// Calls each request costs against the quota.
     #[serde(default = "default_cost")]
     pub cost: u64,
@@ -107,6 +114,25 @@ pub struct FlushConfig {
     pub queue_capacity: usize,
     /// How often rollup cells are written (a crash replays the rest).
     pub checkpoint_ms: u64,
+}
+
+/// What one tenant's requests may hold of the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A request body must arrive whole within this (then 408).
+    pub body_timeout_ms: u64,
+    /// Requests of one tenant being served at once (bodies being read,
+    /// gateway responses streaming); more answer 429 at once.
+    pub in_flight_per_tenant: u32,
+}
+
+/// `GET /metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Variable holding a bearer token scrapes must send; empty = open.
+    pub token_env: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,6 +177,8 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             workers: 0,
             flush: FlushConfig::default(),
+            limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
             retention: RetentionConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
@@ -166,6 +194,15 @@ impl Default for FlushConfig {
             interval_ms: 100,
             queue_capacity: 131_072,
             checkpoint_ms: 2_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_timeout_ms: 10_000,
+            in_flight_per_tenant: 64,
         }
     }
 }
@@ -254,6 +291,11 @@ impl Config {
         if self.store.flush_timeout_ms == 0 {
             return bad("store.flush_timeout_ms must be at least 1");
         }
+        if self.limits.body_timeout_ms == 0 || self.limits.in_flight_per_tenant == 0 {
+            return bad(
+                "limits.body_timeout_ms and limits.in_flight_per_tenant must be at least 1",
+            );
+        }
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");
         }
@@ -299,8 +341,8 @@ impl Config {
                     p.upstream
                 ));
             }
-            if p.cost == 0 || p.timeout_ms == 0 {
-                return bad("proxy.cost and proxy.timeout_ms must be at least 1");
+            if p.cost == 0 || p.timeout_ms == 0 || p.idle_timeout_ms == 0 {
+                return bad("proxy.cost, timeout_ms and idle_timeout_ms must be at least 1");
             }
         }
         Ok(())
@@ -343,6 +385,14 @@ pub fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
         rate_limit: Option<RateEntry>,
         #[serde(default)]
         price_usd_monthly: f64,
+        ingest_rate: Option<IngestEntry>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct IngestEntry {
+        records: u64,
+        per_seconds: u64,
+        burst: u64,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -366,6 +416,11 @@ pub fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
                     burst: r.burst,
                 }),
                 price_usd_monthly: e.price_usd_monthly,
+                ingest_rate: e.ingest_rate.map(|r| crate::model::IngestRate {
+                    records: r.records,
+                    per_seconds: r.per_seconds,
+                    burst: r.burst,
+                }),
             };
             plan.validate()
                 .map_err(|err| ConfigError::Invalid(format!("plan '{}': {err}", plan.id)))?;

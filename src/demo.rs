@@ -240,6 +240,7 @@ fn write_history(
             registry.store().write_usage(&[UsageBlock {
                 tenant: state.id.to_string(),
                 records: std::mem::take(&mut records),
+                ..Default::default()
             }])?;
         }
     }

@@ -16,7 +16,8 @@
 //! - [`model`]: domain types; [`codec`]: the one bincode encoder; [`auth`]:
 //!   key hashing and the admin token; [`pricing`]: model prices and costs;
 //!   [`chat`]: the echo bot and the OpenAI-compatible upstream;
-//!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data; [`config`], [`clock`], [`stats`].
+//!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data;
+//!   [`files`]: the private data directory; [`config`], [`clock`], [`stats`].
 //! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
 
 pub mod alerts;
@@ -31,6 +32,7 @@ pub mod codec;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod model;

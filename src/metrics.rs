@@ -209,7 +209,15 @@ impl Family {
         }
     }
 
+    /// Label values may come from outside (a model name an upstream
+    /// answered): each is cut to [`MAX_LABEL_CHARS`] and its control
+    /// characters replaced (the encoder escapes only backslashes, quotes
+    /// and newlines).
     pub fn with(mut self, labels: Vec<(&'static str, String)>, value: Value) -> Family {
+        let labels = labels
+            .into_iter()
+            .map(|(k, v)| (k, label_value(&v)))
+            .collect();
         self.samples.push((labels, value));
         self
     }
@@ -217,6 +225,22 @@ impl Family {
     pub fn one(name: &'static str, help: &'static str, value: Value) -> Family {
         Family::new(name, help).with(Vec::new(), value)
     }
+}
+
+/// The most characters of a label value a scrape shows.
+pub const MAX_LABEL_CHARS: usize = 128;
+
+fn label_value(v: &str) -> String {
+    v.chars()
+        .take(MAX_LABEL_CHARS)
+        .map(|c| {
+            if c.is_control() {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// The families of one scrape, as a `prometheus-client` collector.
@@ -263,4 +287,26 @@ pub fn encode(families: Vec<Family>) -> String {
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (hostile tenant, finding 8): an upstream's model name
+    /// with control characters reached the open scrape unescaped.
+    #[test]
+    fn label_values_are_cut_and_control_characters_replaced() {
+        let text = encode(vec![Family::new("tollgate_t", "t").with(
+            vec![("model", format!("a\r\x1b[31m\"b\n{}", "x".repeat(500)))],
+            Value::Counter(1),
+        )]);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tollgate_t_total"))
+            .unwrap();
+        assert!(!line.contains('\r') && !line.contains('\x1b'), "{line:?}");
+        assert!(line.contains("\\\""), "the quote is escaped: {line}");
+        assert!(line.len() < 200, "{}", line.len());
+    }
 }

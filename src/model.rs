@@ -18,6 +18,42 @@ pub struct RateLimit {
     pub burst: u64,
 }
 
+/// How many usage records a tenant may report through `POST /api/v1/usage`:
+/// `records` per `perSeconds`, up to `burst` at once (a batch of up to
+/// 10,000 records must fit in `burst` to pass).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngestRate {
+    pub records: u64,
+    pub per_seconds: u64,
+    pub burst: u64,
+}
+
+/// The largest batch `POST /api/v1/usage` takes.
+pub const MAX_BATCH_RECORDS: u64 = 10_000;
+
+impl IngestRate {
+    /// A plan without an explicit ingest rate: 1,000 records per request its
+    /// burst limit allows, and a burst of at least one whole batch; `None`
+    /// (unlimited) when the plan has no burst limit either.
+    pub fn derived(rate: Option<&RateLimit>) -> Option<IngestRate> {
+        rate.map(|r| IngestRate {
+            records: r.requests.saturating_mul(1_000),
+            per_seconds: r.per_seconds,
+            burst: r.burst.saturating_mul(1_000).max(MAX_BATCH_RECORDS),
+        })
+    }
+
+    /// As a limit the GCRA reads (`requests` = records).
+    pub fn as_limit(&self) -> RateLimit {
+        RateLimit {
+            requests: self.records,
+            per_seconds: self.per_seconds,
+            burst: self.burst,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Plan {
@@ -30,6 +66,18 @@ pub struct Plan {
     pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub price_usd_monthly: f64,
+    /// Records per second `POST /api/v1/usage` takes; `None` = derived from
+    /// `rate_limit` ([`IngestRate::derived`]).
+    #[serde(default)]
+    pub ingest_rate: Option<IngestRate>,
+}
+
+impl Plan {
+    /// The ingest limit in force: the explicit one, else the derived one.
+    pub fn effective_ingest_rate(&self) -> Option<IngestRate> {
+        self.ingest_rate
+            .or_else(|| IngestRate::derived(self.rate_limit.as_ref()))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -96,6 +144,45 @@ pub struct UsageRecord {
     pub rejected: bool,
 }
 
+/// The most tokens one upstream answer may count, per figure: far above any
+/// model's context, far below what would pin a period counter (2^48) or
+/// bill a fortune. Larger counts are capped, and the record says so.
+pub const MAX_UPSTREAM_TOKENS: u64 = 10_000_000;
+
+/// Token counts an upstream reported, made safe to count and price.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+    /// A figure was over [`MAX_UPSTREAM_TOKENS`] and was capped.
+    pub capped: bool,
+}
+
+impl TokenCounts {
+    /// Each figure capped, the total at least prompt + completion (no
+    /// overflow), and a total without a split priced as prompt tokens (so
+    /// an answer with only `total_tokens` is not free).
+    pub fn from_upstream(prompt: u64, completion: u64, total: u64) -> TokenCounts {
+        let cap = |n: u64| n.min(MAX_UPSTREAM_TOKENS);
+        let capped = [prompt, completion, total]
+            .iter()
+            .any(|&n| n > MAX_UPSTREAM_TOKENS);
+        let (prompt, completion) = (cap(prompt), cap(completion));
+        let total = cap(total).max(prompt + completion);
+        TokenCounts {
+            prompt: if prompt == 0 && completion == 0 {
+                total
+            } else {
+                prompt
+            },
+            completion,
+            total,
+            capped,
+        }
+    }
+}
+
 /// Why a plan or tenant definition is refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ModelError {
@@ -134,14 +221,15 @@ impl Plan {
             }
         }
         if let Some(r) = &self.rate_limit {
-            if r.requests == 0 || r.per_seconds == 0 || r.burst == 0 {
-                return Err(ModelError::Invalid(
-                    "rateLimit.requests, perSeconds and burst must be at least 1".into(),
-                ));
-            }
-            if r.requests > 1_000_000_000 || r.per_seconds > 86_400 * 31 || r.burst > 1_000_000_000
-            {
-                return Err(ModelError::Invalid("rateLimit is out of range".into()));
+            check_rate("rateLimit", "requests", r)?;
+        }
+        if let Some(r) = &self.ingest_rate {
+            check_rate("ingestRate", "records", &r.as_limit())?;
+            if r.burst < MAX_BATCH_RECORDS.min(r.records) {
+                return Err(ModelError::Invalid(format!(
+                    "ingestRate.burst must be at least {MAX_BATCH_RECORDS} (one whole batch) \
+                     or at least ingestRate.records"
+                )));
             }
         }
         if !self.price_usd_monthly.is_finite() || self.price_usd_monthly < 0.0 {
@@ -151,6 +239,37 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// The longest window a burst bucket may span: the GCRA keeps it in
+/// nanoseconds on a `u64` beside the current time, so it must stay far from
+/// overflowing (2^62 ns is about 146 years).
+const MAX_BUCKET_NS: u128 = 1 << 62;
+
+/// A short-window limit the GCRA can represent exactly.
+fn check_rate(field: &str, unit: &str, r: &RateLimit) -> Result<(), ModelError> {
+    if r.requests == 0 || r.per_seconds == 0 || r.burst == 0 {
+        return Err(ModelError::Invalid(format!(
+            "{field}.{unit}, perSeconds and burst must be at least 1"
+        )));
+    }
+    if r.requests > 1_000_000_000_000 || r.per_seconds > 86_400 * 31 || r.burst > 1_000_000_000_000
+    {
+        return Err(ModelError::Invalid(format!("{field} is out of range")));
+    }
+    let interval_ns = (r.per_seconds as u128 * 1_000_000_000) / r.requests as u128;
+    if interval_ns == 0 {
+        return Err(ModelError::Invalid(format!(
+            "{field}: more than one {unit} per nanosecond cannot be limited"
+        )));
+    }
+    if interval_ns * r.burst as u128 > MAX_BUCKET_NS {
+        return Err(ModelError::Invalid(format!(
+            "{field}: burst x (perSeconds / {unit}) spans over 146 years; \
+             lower burst or perSeconds"
+        )));
+    }
+    Ok(())
 }
 
 impl Tenant {
@@ -168,6 +287,104 @@ impl Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(rate: Option<RateLimit>, ingest: Option<IngestRate>) -> Plan {
+        Plan {
+            id: "p".into(),
+            name: "P".into(),
+            monthly_calls: None,
+            monthly_tokens: None,
+            rate_limit: rate,
+            price_usd_monthly: 0.0,
+            ingest_rate: ingest,
+        }
+    }
+
+    /// Regression (hostile tenant): `{requests: 1, perSeconds: 2678400,
+    /// burst: 10000}` overflowed the GCRA's capacity (a saturated u64), which
+    /// disabled the burst limit; validation accepted it.
+    #[test]
+    fn rate_limits_the_gcra_cannot_represent_are_refused() {
+        let rate = |requests, per_seconds, burst| {
+            plan(
+                Some(RateLimit {
+                    requests,
+                    per_seconds,
+                    burst,
+                }),
+                None,
+            )
+            .validate()
+        };
+        assert!(rate(1, 2_678_400, 10_000).is_err());
+        assert!(rate(1, 2_678_400, 1_000).is_ok());
+        assert!(rate(5, 1, 10).is_ok());
+        assert!(rate(0, 1, 10).is_err());
+        let ingest = |records, burst| {
+            plan(
+                None,
+                Some(IngestRate {
+                    records,
+                    per_seconds: 1,
+                    burst,
+                }),
+            )
+            .validate()
+        };
+        assert!(ingest(5_000, 10_000).is_ok());
+        assert!(ingest(5_000, 100).is_err(), "a batch could never pass");
+        assert!(ingest(10, 10).is_ok());
+    }
+
+    #[test]
+    fn the_ingest_rate_is_derived_from_the_burst_limit() {
+        let p = plan(
+            Some(RateLimit {
+                requests: 5,
+                per_seconds: 1,
+                burst: 10,
+            }),
+            None,
+        );
+        assert_eq!(
+            p.effective_ingest_rate(),
+            Some(IngestRate {
+                records: 5_000,
+                per_seconds: 1,
+                burst: 10_000
+            })
+        );
+        assert_eq!(plan(None, None).effective_ingest_rate(), None);
+    }
+
+    /// Regression (hostile tenant, finding 7): `prompt + completion` was
+    /// added unchecked (2^63 + 2^63 gave 0 tokens and a 1.15e14 bill),
+    /// u64::MAX pinned the month's counter, and a total alone cost $0.
+    #[test]
+    fn upstream_token_counts_are_capped_and_never_overflow() {
+        let t = TokenCounts::from_upstream(1 << 63, 1 << 63, 0);
+        assert_eq!(
+            (t.prompt, t.completion, t.total, t.capped),
+            (
+                MAX_UPSTREAM_TOKENS,
+                MAX_UPSTREAM_TOKENS,
+                2 * MAX_UPSTREAM_TOKENS,
+                true
+            )
+        );
+        let t = TokenCounts::from_upstream(0, 0, u64::MAX);
+        assert_eq!(
+            (t.prompt, t.total),
+            (MAX_UPSTREAM_TOKENS, MAX_UPSTREAM_TOKENS)
+        );
+        let t = TokenCounts::from_upstream(0, 0, 120);
+        assert_eq!(
+            (t.prompt, t.completion, t.total, t.capped),
+            (120, 0, 120, false)
+        );
+        let t = TokenCounts::from_upstream(3, 5, 0);
+        assert_eq!((t.prompt, t.completion, t.total), (3, 5, 8));
+    }
 
     #[test]
     fn ids() {

@@ -20,6 +20,13 @@ pub struct Stats {
     pub dropped_queue_full: AtomicU64,
     /// Records the store failed to write.
     pub unpersisted_store_error: AtomicU64,
+    /// Reported records refused with 503 (never acknowledged): the ingest
+    /// lane had no room for their batch.
+    pub refused_queue_full: AtomicU64,
+    /// Reported records refused with 503 while the store was failing.
+    pub refused_store_failing: AtomicU64,
+    /// Reported records refused with 429 by the plan's ingest rate.
+    pub refused_rate_limited: AtomicU64,
     /// Records written to the store.
     pub persisted: AtomicU64,
     pub flushes: AtomicU64,

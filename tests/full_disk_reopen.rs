@@ -46,6 +46,7 @@ fn the_store_is_reopened_after_sled_meets_a_full_disk() {
                         ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
             })
             .collect();
         store.write_usage(&blocks)

@@ -299,6 +299,7 @@ fn proxy(prefix: &str, upstream: &str, auth_env: &str, timeout_ms: u64) -> Proxy
         upstream: upstream.into(),
         upstream_auth_env: auth_env.into(),
         timeout_ms,
+        idle_timeout_ms: 60_000,
         cost: 1,
     }
 }

@@ -159,18 +159,18 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
         })
         .collect();
     assert_eq!(codes, [200, 200, 200, 200, 200, 200, 200, 429, 429]);
-    // Every failed batch is counted (the queue may still hold some records
-    // when the health check first says degraded).
-    wait_until(|| s.health()["unpersistedRecords"].as_u64().unwrap() >= 9);
+    // The failed batch is kept for a retry, not dropped: the health check
+    // says degraded and why, and nothing is counted as lost.
+    wait_until(|| s.health()["storeFailing"] == true);
     let h = s.health();
     assert_eq!(h["status"], "degraded", "{h}");
-    assert_eq!(h["storeFailing"], true);
     assert!(
         h["storeError"]
             .as_str()
             .is_some_and(|e| e.contains("injected")),
         "{h}"
     );
+    assert_eq!(h["unpersistedRecords"], 0, "{h}");
     // /metrics says the same.
     let metrics = s.metrics();
     assert!(
@@ -178,7 +178,7 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("tollgate_records_unpersisted_total{reason=\"store_error\"} 9\n"),
+        metrics.contains("tollgate_records_unpersisted_total{reason=\"store_error\"} 0\n"),
         "{metrics}"
     );
     // Admin writes answer 503 rather than pretending.
@@ -192,7 +192,20 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
         "store_unavailable",
     );
 
+    // Reported usage is refused while it could not be kept (hostile tenant,
+    // finding 1): 503 and Retry-After, never a 202 for records that are lost.
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(json!({"endpoint": "/during", "calls": 0})),
+    );
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("5"));
+    error_body(r, 503, "store_unavailable");
+
     flaky.failing.store(false, Ordering::SeqCst);
+    // The held batch is retried by itself, and the failure clears.
+    wait_until(|| s.health()["storeFailing"] == false);
     let r = s.tenant(
         &key,
         "POST",
@@ -201,13 +214,10 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     );
     assert_eq!(r.status(), 202);
     wait_until(|| s.health()["status"] == "ok");
-    wait_until(|| exported(&s, &key) == 4);
+    // The nine decided while the store failed are written after all.
+    wait_until(|| exported(&s, &key) == 3 + 9 + 1);
     let h = s.health();
-    assert_eq!(
-        h["unpersistedRecords"].as_u64().unwrap(),
-        9,
-        "the failed batch stays counted: {h}"
-    );
+    assert_eq!(h["unpersistedRecords"], 0, "{h}");
     let metrics = s.metrics();
     assert!(
         metrics.contains("\ntollgate_store_failing 0\n"),
@@ -215,8 +225,12 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     );
 }
 
+/// Regression (hostile tenant, finding 1): a full queue used to answer 202
+/// and silently drop part of the batch (`dropped` in the body, which most
+/// clients never read). Now a batch is taken whole or refused whole with a
+/// 503 and `Retry-After`, and authorize keeps deciding from memory.
 #[test]
-fn a_full_queue_answers_at_once_counts_the_drops_and_recovers() {
+fn a_full_queue_refuses_whole_batches_with_503_and_recovers() {
     let s = TestServer::start_with(
         |c| {
             c.flush.queue_capacity = 64;
@@ -225,40 +239,58 @@ fn a_full_queue_answers_at_once_counts_the_drops_and_recovers() {
         Arc::new(SystemClock),
     );
     let key = s.tenant_with_key("burst", "enterprise");
-    let batch: Vec<Value> = (0..1_000)
-        .map(|_| json!({"endpoint": "/x", "calls": 1}))
-        .collect();
+    let batch = |n: usize| -> Value {
+        Value::Array(
+            (0..n)
+                .map(|_| json!({"endpoint": "/x", "calls": 1}))
+                .collect(),
+        )
+    };
+    // The ingest lane holds 32 of the 64.
+    let r = s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)));
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().unwrap()["accepted"], 20);
     let started = std::time::Instant::now();
-    let r: Value = s
-        .tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(batch)))
-        .json()
-        .unwrap();
+    let r = s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(1),
         "never waits on the queue"
     );
-    assert_eq!(r["accepted"], 64);
-    assert_eq!(r["dropped"], 936);
-    let h = s.health();
-    assert_eq!(h["droppedQueueFull"], 936);
-    assert_eq!(h["status"], "degraded", "the queue is full: {h}");
-    // Counters still count what happened; the flusher drains by itself.
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("1"));
+    let body = error_body(r, 503, "ingest_queue_full");
+    assert_eq!(body["retryAfterSeconds"], 1);
+    // More than the lane can ever hold is the client's to split.
+    error_body(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(batch(1_000))),
+        413,
+        "payload_too_large",
+    );
+    // Nothing of a refused batch counts.
     let usage: Value = s
         .tenant(&key, "GET", "/api/billing/usage", None)
         .json()
         .unwrap();
-    assert_eq!(usage["calls"]["used"], 1_000);
-    wait_until(|| s.health()["status"] == "ok");
-    let r: Value = s
-        .tenant(
-            &key,
-            "POST",
-            "/api/v1/usage",
-            Some(json!([{"endpoint": "/y"}])),
-        )
-        .json()
-        .unwrap();
-    assert_eq!(r["accepted"], 1);
+    assert_eq!(usage["calls"]["used"], 20);
+    // Authorize still decides while reported usage waits.
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/authorize", None).status(),
+        200
+    );
+    let metrics = s.metrics();
+    assert!(
+        metrics.contains("tollgate_records_refused_total{reason=\"queue_full\"} 20"),
+        "{metrics}"
+    );
+    assert_eq!(
+        s.health()["droppedQueueFull"],
+        0,
+        "nothing acknowledged was dropped"
+    );
+    // Once the flusher has drained, the same batch is taken.
+    wait_until(|| s.health()["queueDepth"] == 0);
+    let r = s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)));
+    assert_eq!(r.status(), 202);
+    wait_until(|| exported(&s, &key) == 41);
 }
 
 #[test]

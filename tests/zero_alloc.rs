@@ -61,6 +61,7 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
             burst: 1_000_000,
         }),
         price_usd_monthly: 0.0,
+        ingest_rate: None,
     };
     let registry = Registry::load(store, &[plan], now).unwrap();
     let mut hashes = Vec::new();

@@ -158,6 +158,7 @@ mod tests {
             monthly_tokens: None,
             rate_limit: None,
             price_usd_monthly: price,
+            ingest_rate: None,
         }
     }
 

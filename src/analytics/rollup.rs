@@ -12,6 +12,14 @@ use crate::model::UsageRecord;
 /// Distinct users (or bots, tenants) a cell tracks by name; the rest are
 /// summed under [`OTHER`].
 pub const MAX_PARTIES: usize = 10_000;
+/// Distinct endpoints and models a cell tracks by name (each endpoint
+/// carries a latency histogram, so they cost more than a party); the rest
+/// are summed under [`OTHER`]. A tenant chooses these names, so without a
+/// cap 100,000 of them took 1.8 GB.
+pub const MAX_ENDPOINTS: usize = 1_000;
+pub const MAX_MODELS: usize = 1_000;
+/// Distinct methods kept per endpoint.
+pub const MAX_METHODS: usize = 16;
 pub const OTHER: &str = "(other)";
 
 /// The tenant id under which the all-tenants cells are kept (never a valid id).
@@ -136,8 +144,14 @@ pub struct Cell {
     pub seq: u64,
 }
 
-/// The value for `key`, allocating the key only when it is new.
-fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+/// The value for `key` - or, once the map holds `cap` names and `key` is
+/// not among them, for [`OTHER`] - allocating the key only when it is new.
+fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str, cap: usize) -> &'a mut V {
+    let key = if map.contains_key(key) || map.len() < cap {
+        key
+    } else {
+        OTHER
+    };
     if !map.contains_key(key) {
         map.insert(key.to_string(), V::default());
     }
@@ -154,18 +168,7 @@ fn add_party(
     if name.is_empty() {
         return;
     }
-    let key = if map.contains_key(name) || map.len() < MAX_PARTIES {
-        name
-    } else {
-        OTHER
-    };
-    if let Some(p) = map.get_mut(key) {
-        p.add(requests, tokens, cost);
-    } else {
-        map.entry(key.to_string())
-            .or_default()
-            .add(requests, tokens, cost);
-    }
+    entry(map, name, MAX_PARTIES).add(requests, tokens, cost);
 }
 
 impl Cell {
@@ -173,12 +176,16 @@ impl Cell {
     pub fn add(&mut self, r: &UsageRecord, tenant: Option<&str>) {
         self.total.add(r);
         self.latency.record(r.response_ms, 1);
-        let e = entry(entry(&mut self.endpoints, &r.endpoint), &r.method);
+        let e = entry(
+            entry(&mut self.endpoints, &r.endpoint, MAX_ENDPOINTS),
+            &r.method,
+            MAX_METHODS,
+        );
         e.agg.add(r);
         e.latency.record(r.response_ms, 1);
         *self.statuses.entry(r.status).or_default() += 1;
         if !r.model.is_empty() {
-            entry(&mut self.models, &r.model).add(r);
+            entry(&mut self.models, &r.model, MAX_MODELS).add(r);
         }
         add_party(&mut self.users, &r.user_id, 1, r.tokens, r.cost_usd);
         add_party(&mut self.bots, &r.bot_id, 1, r.tokens, r.cost_usd);
@@ -214,9 +221,9 @@ impl Cell {
         self.total.merge(&o.total);
         self.latency.merge(&o.latency);
         for (endpoint, methods) in &o.endpoints {
-            let mine = entry(&mut self.endpoints, endpoint);
+            let mine = entry(&mut self.endpoints, endpoint, MAX_ENDPOINTS);
             for (method, v) in methods {
-                let e = entry(mine, method);
+                let e = entry(mine, method, MAX_METHODS);
                 e.agg.merge(&v.agg);
                 e.latency.merge(&v.latency);
             }
@@ -225,7 +232,7 @@ impl Cell {
             *self.statuses.entry(*k).or_default() += v;
         }
         for (k, v) in &o.models {
-            entry(&mut self.models, k).merge(v);
+            entry(&mut self.models, k, MAX_MODELS).merge(v);
         }
         if parties {
             for (mine, theirs) in [
@@ -304,6 +311,40 @@ mod tests {
         }
         assert_eq!(c.users.len(), MAX_PARTIES + 1);
         assert_eq!(c.users[OTHER].requests, 5);
+    }
+
+    /// Regression (hostile tenant, finding 4): endpoints and models had no
+    /// cap; 100,000 distinct names took RSS from 41 MB to 1.86 GB.
+    #[test]
+    fn endpoints_methods_and_models_beyond_their_caps_are_summed_as_other() {
+        let mut a = Cell::default();
+        let mut b = Cell::default();
+        for i in 0..MAX_ENDPOINTS + 50 {
+            let mut r = rec(0, 200, "u");
+            r.endpoint = format!("/e/{i}");
+            r.model = format!("m-{i}");
+            a.add(&r, None);
+            r.endpoint = format!("/f/{i}");
+            r.method = format!("M{}", i % 40);
+            b.add(&r, None);
+        }
+        assert_eq!(a.endpoints.len(), MAX_ENDPOINTS + 1);
+        assert_eq!(a.endpoints[OTHER]["GET"].agg.requests, 50);
+        assert_eq!(a.models.len(), MAX_MODELS + 1);
+        assert_eq!(a.models[OTHER].requests, 50);
+        assert!(b.endpoints.values().all(|m| m.len() <= MAX_METHODS + 1));
+        // Merging keeps the caps and every request.
+        a.merge(&b);
+        assert_eq!(a.endpoints.len(), MAX_ENDPOINTS + 1);
+        assert_eq!(a.models.len(), MAX_MODELS + 1);
+        let total: u64 = a
+            .endpoints
+            .values()
+            .flat_map(|m| m.values())
+            .map(|e| e.agg.requests)
+            .sum();
+        assert_eq!(total, 2 * (MAX_ENDPOINTS as u64 + 50));
+        assert_eq!(a.total.requests, total);
     }
 
     #[test]

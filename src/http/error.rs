@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra body fields (429s carry limit, remaining, resetAt, retryAfterSeconds).
     pub extra: Map<String, Value>,
+    /// Seconds for a `Retry-After` header (and `retryAfterSeconds` in the body).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,7 +26,14 @@ impl ApiError {
             code,
             message: message.into(),
             extra: Map::new(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to retry after `secs` (header and body).
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self.with("retryAfterSeconds", secs)
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
@@ -96,7 +105,11 @@ impl ResponseError for ApiError {
         for (k, v) in &self.extra {
             body.insert(k.clone(), v.clone());
         }
-        HttpResponse::build(self.status).json(Value::Object(body))
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header(("retry-after", secs.to_string()));
+        }
+        res.json(Value::Object(body))
     }
 }
 

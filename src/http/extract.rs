@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::metrics::DecisionLabel;
 use crate::quota::period::Nanos;
-use crate::quota::{Decision, TenantState};
+use crate::quota::{Decision, InFlight, TenantState};
 
 /// A JSON body, read up to the configured cap and parsed. Errors: 413 over
 /// the cap, 415 for another content type, 400 for malformed JSON, 422 for
@@ -53,7 +53,29 @@ fn is_json(req: &HttpRequest) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// Reads the whole body, up to `limit` bytes and within `timeout`: a body
+/// that stops arriving (one byte of a declared hundred, say) is answered
+/// 408 instead of holding the connection forever.
 async fn read_body(
+    payload: Payload,
+    declared: Option<usize>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, ApiError> {
+    match tokio::time::timeout(timeout, read_capped(payload, declared, limit)).await {
+        Ok(body) => body,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn read_capped(
     mut payload: Payload,
     declared: Option<usize>,
     limit: usize,
@@ -88,10 +110,15 @@ impl FromRequest for CappedBody {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = state(req).map(|s| s.max_body_bytes);
+        let limits = state(req).map(|s| (s.max_body_bytes, s.body_timeout));
         let declared = declared_length(req);
         let payload = payload.take();
-        Box::pin(async move { Ok(CappedBody(read_body(payload, declared, limit?).await?)) })
+        Box::pin(async move {
+            let (limit, timeout) = limits?;
+            Ok(CappedBody(
+                read_body(payload, declared, limit, timeout).await?,
+            ))
+        })
     }
 }
 
@@ -117,17 +144,17 @@ impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = state(req).map(|s| s.max_body_bytes);
+        let limits = state(req).map(|s| (s.max_body_bytes, s.body_timeout));
         let declared = declared_length(req);
         let json = is_json(req);
         let has_type = req.headers().contains_key(header::CONTENT_TYPE);
         let payload = payload.take();
         Box::pin(async move {
-            let limit = limit?;
+            let (limit, timeout) = limits?;
             if OPTIONAL && declared == Some(0) && !has_type {
                 return Ok(ApiJson(T::default()));
             }
-            let body = read_body(payload, declared, limit).await?;
+            let body = read_body(payload, declared, limit, timeout).await?;
             if OPTIONAL && body.is_empty() && !has_type {
                 return Ok(ApiJson(T::default()));
             }
@@ -146,10 +173,14 @@ impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
     }
 }
 
-/// What the response middleware needs to add the rate-limit headers.
+/// What the response middleware needs to add the rate-limit headers, and
+/// the request's place among its tenant's requests in flight (given back
+/// when the last holder - the request, or a gateway response still
+/// streaming - lets go).
 pub struct TenantCtx {
     pub tenant: Arc<TenantState>,
     decision: Cell<Option<Decision>>,
+    _in_flight: InFlight,
 }
 
 impl TenantCtx {
@@ -178,6 +209,12 @@ impl TenantAuth {
     /// Makes the response's headers describe `d` (a state, not a decision).
     pub fn decided(&self, d: Decision) {
         self.ctx.decision.set(Some(d));
+    }
+
+    /// Keeps the request's in-flight place for as long as the returned
+    /// handle lives (a gateway response streams past the handler).
+    pub fn hold(&self) -> Rc<TenantCtx> {
+        self.ctx.clone()
     }
 }
 
@@ -223,9 +260,21 @@ impl FromRequest for TenantAuth {
                     "the API key is unknown or revoked",
                 ))
             })?;
+            let in_flight = tenant.enter(st.in_flight_per_tenant).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_in_flight",
+                    format!(
+                        "this tenant already has {} requests in progress; wait for one to finish",
+                        st.in_flight_per_tenant
+                    ),
+                )
+                .retry_after(1)
+            })?;
             let ctx = Rc::new(TenantCtx {
                 tenant: tenant.clone(),
                 decision: Cell::new(None),
+                _in_flight: in_flight,
             });
             req.extensions_mut().insert(ctx.clone());
             Ok(TenantAuth { tenant, ctx })
@@ -233,8 +282,34 @@ impl FromRequest for TenantAuth {
     }
 }
 
-/// A request carrying the admin token.
+/// A request carrying the admin token, exactly as `Authorization: Bearer
+/// <token>`: not in `X-API-Key`, not with another spelling of the scheme.
 pub struct Admin;
+
+/// The admin token a request presents, if any, in the one accepted form.
+fn presented_admin(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(v) = req.headers().get(header::AUTHORIZATION) else {
+        if req.headers().contains_key("x-api-key") {
+            return Err(ApiError::unauthorized(
+                "invalid_credentials",
+                "admin routes take the admin token only as Authorization: Bearer <token>",
+            ));
+        }
+        return Ok(None);
+    };
+    let token = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty() && !t.starts_with(' ') && !t.ends_with(' '))
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_credentials",
+                "send the admin token as Authorization: Bearer <token>",
+            )
+        })?;
+    Ok(Some(token))
+}
 
 impl FromRequest for Admin {
     type Error = ApiError;
@@ -243,7 +318,7 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready((|| {
             let st = state(req)?;
-            let token = presented(req)?.ok_or_else(|| {
+            let token = presented_admin(req)?.ok_or_else(|| {
                 ApiError::unauthorized(
                     "missing_admin_token",
                     "send Authorization: Bearer <admin token>",

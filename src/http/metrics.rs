@@ -11,9 +11,25 @@ use crate::metrics::{encode, Family, Value};
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"))
+    responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"), (status = 401, description = "a scrape token is configured ([metrics] token_env) and was not sent", body = crate::http::openapi::ErrorBody))
 )]
-pub async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &st.metrics_token {
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|t| token.matches(t)) {
+            return Err(ApiError::unauthorized(
+                "invalid_metrics_token",
+                "scrapes of this server send Authorization: Bearer <token> ([metrics] token_env)",
+            ));
+        }
+    }
     let store = st.registry.store().clone();
     // Walks the data directory: off the worker thread.
     let size = blocking(move || Ok(store.size_on_disk().ok())).await?;
@@ -80,6 +96,22 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         .with(
             label("reason", "store_error"),
             Value::Counter(n(&s.unpersisted_store_error)),
+        ),
+        Family::new(
+            "tollgate_records_refused",
+            "Reported usage records refused, never acknowledged (the client was told to retry), by reason.",
+        )
+        .with(
+            label("reason", "queue_full"),
+            Value::Counter(n(&s.refused_queue_full)),
+        )
+        .with(
+            label("reason", "store_failing"),
+            Value::Counter(n(&s.refused_store_failing)),
+        )
+        .with(
+            label("reason", "rate_limited"),
+            Value::Counter(n(&s.refused_rate_limited)),
         ),
         Family::one(
             "tollgate_flushes",

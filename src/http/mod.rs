@@ -46,6 +46,12 @@ pub struct AppState {
     pub admin: AdminToken,
     pub stats: Arc<Stats>,
     pub max_body_bytes: usize,
+    /// A request body must arrive within this (`[limits] body_timeout_ms`).
+    pub body_timeout: std::time::Duration,
+    /// Requests of one tenant served at once (`[limits] in_flight_per_tenant`).
+    pub in_flight_per_tenant: u32,
+    /// The bearer token `/metrics` asks for, if one is configured.
+    pub metrics_token: Option<AdminToken>,
     pub default_model: String,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Gateway mode's fronted APIs.

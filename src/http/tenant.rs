@@ -16,6 +16,7 @@ use crate::clock::{fmt_ms, nanos_to_utc};
 use crate::model::UsageRecord;
 use crate::pricing::Cost;
 use crate::quota::{Decision, Outcome, TenantState};
+use crate::usage::queue::Refusal;
 use crate::usage::Queued;
 
 /// The error a rejected decision answers with (403 or 429 and the limit's state).
@@ -191,11 +192,14 @@ pub async fn check(
 }
 
 /// `POST /api/v1/usage`: one record or an array of up to 10,000. The whole
-/// body is checked before any record is taken.
+/// body is checked before any record is taken, and the batch is taken whole
+/// or refused whole: a 202 means every record will be persisted; a 429
+/// (the plan's ingest rate) or 503 (no room, or the store failing) means
+/// none was taken and the client should retry after `Retry-After`.
 #[utoipa::path(
     post, path = "/api/v1/usage", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body(content = crate::http::openapi::UsageBody, description = "one record or an array of up to 10,000"),
-    responses((status = 202, description = "queued for the store", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::openapi::ErrorBody), (status = 415, description = "not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid record", body = crate::http::openapi::ErrorBody))
+    responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::openapi::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::openapi::ErrorBody), (status = 415, description = "not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid record", body = crate::http::openapi::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn ingest(
     st: web::Data<AppState>,
@@ -211,12 +215,18 @@ pub async fn ingest(
             ))
         }
     };
-    if items.len() > 10_000 {
+    if items.len() as u64 > crate::model::MAX_BATCH_RECORDS {
         return Err(ApiError::invalid("at most 10,000 records per request"));
+    }
+    let tenant = &auth.tenant;
+    if tenant.is_suspended() {
+        return Err(ApiError::forbidden(
+            "tenant_suspended",
+            "this tenant is suspended",
+        ));
     }
     let now_ns = st.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
-    let tenant = &auth.tenant;
     let mut records = Vec::with_capacity(items.len());
     for (i, v) in items.into_iter().enumerate() {
         let at = |m: String| {
@@ -238,15 +248,77 @@ pub async fn ingest(
         records.push(r);
     }
     let total = records.len();
-    let mut accepted = 0;
+    admit_batch(&st, tenant, total, now_ns)?;
+    let mut admission = st.queue.admit(total).map_err(|refusal| {
+        tenant.refund_records(total as u64);
+        refusal_error(refusal)
+    })?;
     for r in records {
         tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
-        accepted += enqueue(&st, tenant, r) as usize;
+        if !admission.push(Queued {
+            tenant: tenant.clone(),
+            record: r,
+        }) {
+            // Only when the flusher is gone: the server is stopping.
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is stopping; retry against another instance",
+            )
+            .retry_after(1));
+        }
     }
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "accepted": accepted,
-        "dropped": total - accepted,
-    })))
+    // `dropped` is always 0 (a batch is taken whole); kept for older clients.
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": total, "dropped": 0 })))
+}
+
+/// The answer to a batch the queue did not admit.
+fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Full => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ingest_queue_full",
+            "the usage queue has no room for this batch right now; nothing was taken - retry it",
+        )
+        .retry_after(1),
+        Refusal::TooLarge { capacity } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "this server takes at most {capacity} records per request ([flush] queue_capacity / 2)"
+            ),
+        ),
+    }
+}
+
+/// The checks a batch passes before it may take queue room: a working
+/// store, and the plan's ingest rate.
+fn admit_batch(st: &AppState, tenant: &TenantState, n: usize, now: i64) -> Result<(), ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(why) = st.stats.store_failure() {
+        st.stats.refused_store_failing.fetch_add(n as u64, Relaxed);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("usage cannot be persisted right now ({why}); nothing was taken - retry it"),
+        )
+        .retry_after(5));
+    }
+    if let Err(wait_ns) = tenant.admit_records(n as u64, now) {
+        st.stats.refused_rate_limited.fetch_add(n as u64, Relaxed);
+        let secs = wait_ns.div_ceil(1_000_000_000).max(1);
+        let rate = tenant.plan().plan.effective_ingest_rate();
+        let (records, per) = rate.map_or((0, 0), |r| (r.records, r.per_seconds));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ingest_rate_limited",
+            format!(
+                "over the plan's ingest rate of {records} records per {per} s; nothing was taken"
+            ),
+        )
+        .retry_after(secs));
+    }
+    Ok(())
 }
 
 /// `GET /api/billing/usage`: the period's calls and tokens against the plan.

@@ -10,6 +10,9 @@ use crate::model::{Plan, TenantStatus, UsageRecord};
 use crate::quota::Decision;
 
 pub const MAX_SAFE: u64 = 1 << 53;
+/// The longest `responseTime` a record may report: one day, in ms (1e308
+/// turned averages into null and p99 into 162,768,518 ms).
+pub const MAX_RESPONSE_MS: f64 = 86_400_000.0;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -277,8 +280,10 @@ pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord
         return Err("statusCode must be 100 to 599".into());
     }
     let response_ms = input.response_time.unwrap_or(0.0);
-    if !response_ms.is_finite() || response_ms < 0.0 {
-        return Err("responseTime must be a finite number >= 0".into());
+    if !response_ms.is_finite() || !(0.0..=MAX_RESPONSE_MS).contains(&response_ms) {
+        return Err(
+            "responseTime must be a number of milliseconds from 0 to 86400000 (one day)".into(),
+        );
     }
     let prompt = check_count("promptTokens", input.prompt_tokens.unwrap_or(0))?;
     let completion = check_count("completionTokens", input.completion_tokens.unwrap_or(0))?;
@@ -370,6 +375,8 @@ mod tests {
             Box::new(|i| i.status_code = Some(99)),
             Box::new(|i| i.status_code = Some(600)),
             Box::new(|i| i.response_time = Some(-1.0)),
+            Box::new(|i| i.response_time = Some(1e308)),
+            Box::new(|i| i.response_time = Some(MAX_RESPONSE_MS + 1.0)),
             Box::new(|i| i.prompt_tokens = Some(MAX_SAFE + 1)),
             Box::new(|i| i.calls = Some(MAX_SAFE + 1)),
             Box::new(|i| i.model = Some("m".repeat(129))),

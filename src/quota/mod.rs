@@ -9,7 +9,7 @@ pub mod counter;
 pub mod gcra;
 pub mod period;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -24,12 +24,17 @@ use crate::model::Plan;
 pub struct ActivePlan {
     pub plan: Plan,
     pub gcra: Option<GcraParams>,
+    /// The records-per-second limit of `POST /api/v1/usage`.
+    pub ingest: Option<GcraParams>,
 }
 
 impl ActivePlan {
     pub fn new(plan: Plan) -> Arc<ActivePlan> {
         let gcra = plan.rate_limit.as_ref().map(GcraParams::from_limit);
-        Arc::new(ActivePlan { plan, gcra })
+        let ingest = plan
+            .effective_ingest_rate()
+            .map(|r| GcraParams::from_limit(&r.as_limit()));
+        Arc::new(ActivePlan { plan, gcra, ingest })
     }
 }
 
@@ -105,6 +110,26 @@ pub struct TenantState {
     /// Tokens used in the current period.
     pub tokens: PeriodCounter,
     burst: Gcra,
+    /// Records reported through `POST /api/v1/usage` (its own limit).
+    ingest: Gcra,
+    /// Requests of this tenant being served (bodies read, gateway
+    /// responses streamed): a slow client cannot hold more than the cap.
+    in_flight: AtomicU32,
+    /// Set when the tenant is deleted: a store writes no record of a
+    /// retired tenant (checked under the same lock as the purge), so a
+    /// tenant re-created with the same id never sees the old one's data.
+    retired: Arc<AtomicBool>,
+}
+
+/// One request's place among its tenant's requests in flight; given back
+/// when dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<TenantState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl TenantState {
@@ -116,7 +141,62 @@ impl TenantState {
             calls: PeriodCounter::new(period, 0),
             tokens: PeriodCounter::new(period, 0),
             burst: Gcra::new(),
+            ingest: Gcra::new(),
+            in_flight: AtomicU32::new(0),
+            retired: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Takes one of at most `max` places for a request in flight, or
+    /// `None` when the tenant already has `max`.
+    #[inline]
+    pub fn enter(self: &Arc<Self>, max: u32) -> Option<InFlight> {
+        let before = self.in_flight.fetch_add(1, Ordering::Acquire);
+        let slot = InFlight(self.clone());
+        (before < max).then_some(slot)
+    }
+
+    /// Requests of this tenant in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` records from the ingest limit, or says how many
+    /// nanoseconds to wait. A plan without one takes everything.
+    pub fn admit_records(&self, n: u64, now: Nanos) -> Result<(), u64> {
+        let Some(g) = self.plan.load().ingest else {
+            return Ok(());
+        };
+        match self.ingest.acquire(g, now, n, true) {
+            GcraOutcome::Allowed { .. } => Ok(()),
+            GcraOutcome::Limited { retry_after_ns } => Err(retry_after_ns),
+        }
+    }
+
+    /// Gives back `n` records [`admit_records`](Self::admit_records) took
+    /// (a batch the queue then refused).
+    pub fn refund_records(&self, n: u64) {
+        if let Some(g) = self.plan.load().ingest {
+            self.ingest.refund(g, n);
+        }
+    }
+
+    /// Marks the tenant deleted (see the `retired` field).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// The flag a usage block carries to the store.
+    pub fn retired_flag(&self) -> Arc<AtomicBool> {
+        self.retired.clone()
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
     }
 
     pub fn plan(&self) -> Arc<ActivePlan> {
@@ -281,6 +361,7 @@ mod tests {
             monthly_tokens: tokens,
             rate_limit: rate,
             price_usd_monthly: 0.0,
+            ingest_rate: None,
         })
     }
 
@@ -318,6 +399,44 @@ mod tests {
         let d = t.decide(1, NOW, true);
         assert_eq!(d.outcome, Outcome::RateLimited);
         assert_eq!(d.retry_after_secs(), 10);
+    }
+
+    #[test]
+    fn in_flight_places_are_capped_and_given_back() {
+        let t = Arc::new(TenantState::new(
+            "t",
+            plan(None, None, None),
+            false,
+            Period(0),
+        ));
+        let a = t.enter(2).unwrap();
+        let b = t.enter(2).unwrap();
+        assert!(t.enter(2).is_none());
+        assert_eq!(t.in_flight(), 2, "a refused place is given back at once");
+        drop(a);
+        assert!(t.enter(2).is_some());
+        drop(b);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn ingestion_has_its_own_records_per_second_limit() {
+        let rate = Some(RateLimit {
+            requests: 5,
+            per_seconds: 1,
+            burst: 10,
+        });
+        let t = TenantState::new("t", plan(None, None, rate), false, Period(0));
+        // 5,000 records/s, a burst of 10,000: two batches of 5,000 pass at once.
+        assert!(t.admit_records(5_000, NOW).is_ok());
+        assert!(t.admit_records(5_000, NOW).is_ok());
+        let wait = t.admit_records(500, NOW).unwrap_err();
+        assert_eq!(wait, 100_000_000, "500 records at 5,000/s");
+        assert!(t.admit_records(500, NOW + wait as i64).is_ok());
+        // The burst limit of the calls is untouched.
+        assert_eq!(t.snapshot(NOW).burst.unwrap().remaining, 10);
+        let unlimited = TenantState::new("u", plan(None, None, None), false, Period(0));
+        assert!(unlimited.admit_records(1_000_000, NOW).is_ok());
     }
 
     #[test]

@@ -330,23 +330,27 @@ impl Registry {
         Ok(tenant)
     }
 
-    /// Removes the tenant and revokes its keys; its usage records stay.
-    pub fn delete_tenant(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
+    /// Deletes the tenant and purges everything stored under its id (its
+    /// keys, records, totals, rollups and alert marks), so that a tenant
+    /// created later with the same id starts from nothing: a tenant's
+    /// identity is not its name. The request path lets go of it first (no
+    /// key finds it, and records still queued for it are dropped, its state
+    /// being retired), then the store purges. If the purge fails the tenant
+    /// stays listed, and deleting it again finishes the job.
+    pub fn delete_tenant(&self, id: &str) -> Result<(), RegistryError> {
         let mut cat = self.catalog.lock();
         if !cat.tenants.contains_key(id) {
             return Err(not_found("tenant", id));
         }
-        let live: Vec<String> = cat
-            .keys
-            .iter()
-            .filter(|(_, k)| &*k.tenant_id == id && k.live)
-            .map(|(key_id, _)| key_id.clone())
-            .collect();
-        for key_id in live {
-            Self::revoke_locked(&self.store, &self.keys, &mut cat, &key_id, now)?;
+        for k in cat.keys.values().filter(|k| &*k.tenant_id == id) {
+            self.keys.remove(&KeyHash(k.hash));
+        }
+        if let Some(state) = self.tenants.get(id) {
+            state.retire();
+            self.tenants.remove(id);
         }
         self.store.delete_tenant(id)?;
-        self.tenants.remove(id);
+        cat.keys.retain(|_, k| &*k.tenant_id != id);
         cat.tenants.remove(id);
         Ok(())
     }

@@ -13,6 +13,9 @@ mod sled_store;
 
 pub use reopen::{SledOptions, SledStore};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::rollup::{Cell, Grain};
@@ -28,10 +31,29 @@ pub struct PeriodTotals {
 }
 
 /// Usage records of one tenant, written together by one flush.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct UsageBlock {
     pub tenant: String,
     pub records: Vec<UsageRecord>,
+    /// Set once the tenant is deleted: a store writes no block whose flag
+    /// is set, checking it under the same lock as [`Store::purge_tenant`],
+    /// so a record of a deleted tenant never outlives the purge.
+    pub retired: Arc<AtomicBool>,
+}
+
+impl UsageBlock {
+    /// A block of a live tenant (no `retired` flag shared with anyone).
+    pub fn new(tenant: impl Into<String>, records: Vec<UsageRecord>) -> UsageBlock {
+        UsageBlock {
+            tenant: tenant.into(),
+            records,
+            retired: Arc::default(),
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
 }
 
 /// A threshold webhook that fired: at most one per (tenant, period, alert
@@ -79,6 +101,14 @@ pub enum StoreError {
          {min_mb} MiB kept free by [store] min_free_mb); nothing was written"
     )]
     DiskFull { free_mb: u64, min_mb: u64 },
+}
+
+impl StoreError {
+    /// Whether the same write may succeed later (a full disk, a store being
+    /// reopened, a stalled flush); a value that does not encode never will.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, StoreError::Codec(_) | StoreError::NewerFormat { .. })
+    }
 }
 
 pub trait Store: Send + Sync {

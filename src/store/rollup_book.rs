@@ -86,6 +86,11 @@ impl RollupBook {
         out
     }
 
+    /// Drops a (deleted) tenant's deltas.
+    pub fn forget(&mut self, tenant: &str) {
+        self.deltas.remove(tenant);
+    }
+
     /// After a checkpoint committed.
     pub fn clear(&mut self) {
         self.deltas.clear();

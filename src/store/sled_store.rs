@@ -41,7 +41,8 @@ use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{civil_from_days, days_from_civil, Period};
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: plans carry `ingest_rate` (a format-1 store is upgraded on open).
+pub const FORMAT_VERSION: u32 = 2;
 const RAW_PREFIX: &str = "raw/";
 const MINUTE_PREFIX: &str = "rollup/minute/";
 const MS_PER_DAY: i64 = 86_400_000;
@@ -98,6 +99,12 @@ impl SledEngine {
                         found,
                         supported: FORMAT_VERSION,
                     });
+                }
+                if found < FORMAT_VERSION {
+                    upgrade_plans(&db.open_tree("plans")?)?;
+                    meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
+                    db.flush()?;
+                    tracing::info!(from = found, to = FORMAT_VERSION, "store format upgraded");
                 }
             }
             None => {
@@ -345,6 +352,38 @@ impl SledEngine {
     }
 }
 
+/// A plan as format 1 stored it (before `ingest_rate`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PlanV1 {
+    id: String,
+    name: String,
+    monthly_calls: Option<u64>,
+    monthly_tokens: Option<u64>,
+    rate_limit: Option<crate::model::RateLimit>,
+    price_usd_monthly: f64,
+}
+
+/// Rewrites format-1 plans in the current shape, in one batch.
+fn upgrade_plans(plans: &sled::Tree) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for kv in plans.iter() {
+        let (k, v) = kv?;
+        let old: PlanV1 = decode(&v)?;
+        let plan = Plan {
+            id: old.id,
+            name: old.name,
+            monthly_calls: old.monthly_calls,
+            monthly_tokens: old.monthly_tokens,
+            rate_limit: old.rate_limit,
+            price_usd_monthly: old.price_usd_monthly,
+            ingest_rate: None,
+        };
+        batch.insert(k, encode(&plan)?);
+    }
+    plans.apply_batch(batch)?;
+    Ok(())
+}
+
 fn day_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(MS_PER_DAY)
 }
@@ -445,8 +484,63 @@ impl Store for SledEngine {
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         self.put(&self.tenants, &tenant.id, tenant)
     }
+    /// Purges the tenant: its records, totals, rollup cells, alert marks,
+    /// keys and the tenant itself, so that nothing of it is seen by a
+    /// tenant later created with the same id (the all-tenants cells keep
+    /// its share of the fleet's history). Under the write lock: a usage
+    /// write is wholly before the purge (and purged) or after it (and skips
+    /// the tenant's blocks, whose `retired` flag is set by then).
     fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
-        self.remove(&self.tenants, id)
+        let seq = self.seq.lock();
+        {
+            // Fold the book into the stored cells first, so that the
+            // all-tenants cells keep the tenant's share and its own
+            // deltas are gone; after a failed checkpoint, just forget them
+            // (the journal's entries then find no records to replay).
+            let mut book = self.book.lock();
+            if self.needs_replay.load(std::sync::atomic::Ordering::Acquire) {
+                book.forget(id);
+            } else if !book.is_empty() {
+                let mut cells = HashMap::new();
+                self.absorb(&book, *seq, &mut cells)?;
+                self.write_cells(cells, *seq)?;
+                book.clear();
+            }
+        }
+        let prefix = tenant_prefix(id);
+        let mut trees = vec![self.hours.clone(), self.days.clone(), self.alerts.clone()];
+        for day in self.day_trees() {
+            trees.push(self.db.open_tree(day_tree_name(RAW_PREFIX, day))?);
+        }
+        for day in self.minute_trees() {
+            trees.push(self.db.open_tree(day_tree_name(MINUTE_PREFIX, day))?);
+        }
+        for tree in trees {
+            let mut batch = sled::Batch::default();
+            for k in tree.scan_prefix(&prefix).keys() {
+                batch.remove(k?);
+            }
+            tree.apply_batch(batch)?;
+        }
+        let mut batch = sled::Batch::default();
+        for k in self.counters.iter().keys() {
+            let k = k?;
+            if k.get(4..) == Some(id.as_bytes()) {
+                batch.remove(k);
+            }
+        }
+        self.counters.apply_batch(batch)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.keys.iter() {
+            let (k, v) = kv?;
+            if decode::<StoredKey>(&v)?.key.tenant_id == id {
+                batch.remove(k);
+            }
+        }
+        self.keys.apply_batch(batch)?;
+        self.tenants.remove(id)?;
+        drop(seq);
+        self.durable()
     }
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         Self::all(&self.keys)
@@ -464,11 +558,14 @@ impl Store for SledEngine {
     fn write_usage(&self, blocks: &[UsageBlock]) -> Result<(), StoreError> {
         let mut seq_guard = self.seq.lock();
         let seq = *seq_guard + 1;
+        // A tenant deleted since the batch was grouped: its records went
+        // with it (checked under the lock the purge holds).
+        let blocks: Vec<&UsageBlock> = blocks.iter().filter(|b| !b.is_retired()).collect();
 
         // Split by UTC day and sum the period totals this write adds.
         let mut by_day: BTreeMap<i64, Vec<KeyValue>> = BTreeMap::new();
         let mut deltas: HashMap<Vec<u8>, PeriodTotals> = HashMap::new();
-        for block in blocks {
+        for block in &blocks {
             let mut per_day: BTreeMap<i64, Vec<&UsageRecord>> = BTreeMap::new();
             for r in &block.records {
                 per_day.entry(day_of(r.ts_ms)).or_default().push(r);
@@ -724,6 +821,91 @@ mod tests {
         }
     }
 
+    /// A purge leaves nothing of the tenant (records, totals, cells, keys,
+    /// marks) and touches no other tenant; a retired block is never written.
+    #[test]
+    fn deleting_a_tenant_purges_everything_stored_under_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).unwrap();
+        let t = days_from_civil(2026, 11, 20) * MS_PER_DAY;
+        for tenant in ["gone", "gone-not", "stays"] {
+            s.write_usage(&[UsageBlock::new(
+                tenant,
+                vec![rec(t, 2, 3), rec(t + MS_PER_DAY, 1, 1)],
+            )])
+            .unwrap();
+        }
+        s.checkpoint().unwrap();
+        s.write_usage(&[UsageBlock::new("gone", vec![rec(t, 5, 5)])])
+            .unwrap();
+        let key = |id: &str, tenant: &str| StoredKey {
+            key: crate::model::ApiKey {
+                id: id.into(),
+                tenant_id: tenant.into(),
+                name: "k".into(),
+                prefix: "tg_x".into(),
+                created_at: chrono::Utc::now(),
+                revoked_at: None,
+            },
+            hash: [1; 32],
+        };
+        s.put_key(&key("k1", "gone")).unwrap();
+        s.put_key(&key("k2", "stays")).unwrap();
+        s.put_alert_mark(&AlertMark {
+            tenant: "gone".into(),
+            period: Period::containing_secs(t / 1000),
+            url: "http://x".into(),
+            threshold: 80,
+            body: "{}".into(),
+            delivered: true,
+        })
+        .unwrap();
+        s.delete_tenant("gone").unwrap();
+        let period = Period::containing_secs(t / 1000);
+        assert_eq!(
+            s.tenant_totals("gone", period).unwrap(),
+            PeriodTotals::default()
+        );
+        assert_eq!(s.tenant_totals("stays", period).unwrap().calls, 3);
+        assert_eq!(s.tenant_totals("gone-not", period).unwrap().calls, 3);
+        for grain in Grain::ALL {
+            assert_eq!(requests(&s, "gone", grain), 0, "{grain:?}");
+            assert_eq!(requests(&s, "stays", grain), 2, "{grain:?}");
+        }
+        assert_eq!(
+            requests(&s, ALL_TENANTS, Grain::Day),
+            7,
+            "the fleet keeps its history"
+        );
+        let mut seen = 0;
+        s.scan_usage("gone", 0, i64::MAX, &mut |_| {
+            seen += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, 0);
+        assert_eq!(s.keys().unwrap().len(), 1);
+        assert!(s.alert_marks().unwrap().is_empty());
+        // A block of a retired tenant is skipped, its totals too.
+        let late = UsageBlock::new("gone", vec![rec(t, 9, 9)]);
+        late.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+        s.write_usage(&[late, UsageBlock::new("stays", vec![rec(t, 1, 1)])])
+            .unwrap();
+        assert_eq!(
+            s.tenant_totals("gone", period).unwrap(),
+            PeriodTotals::default()
+        );
+        assert_eq!(s.tenant_totals("stays", period).unwrap().calls, 4);
+        drop(s);
+        let s = open(dir.path()).unwrap();
+        assert_eq!(
+            requests(&s, "gone", Grain::Minute),
+            0,
+            "nothing comes back on replay"
+        );
+    }
+
     #[test]
     fn usage_and_totals_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -735,16 +917,19 @@ mod tests {
                 UsageBlock {
                     tenant: "a".into(),
                     records: vec![rec(nov30, 1, 10), rec(nov30 + 5, 2, 0), rec(dec1, 1, 7)],
+                    ..Default::default()
                 },
                 UsageBlock {
                     tenant: "ab".into(),
                     records: vec![rec(nov30, 5, 1)],
+                    ..Default::default()
                 },
             ])
             .unwrap();
             s.write_usage(&[UsageBlock {
                 tenant: "a".into(),
                 records: vec![rec(dec1 + 9, 1, 1)],
+                ..Default::default()
             }])
             .unwrap();
         }
@@ -809,12 +994,14 @@ mod tests {
             s.write_usage(&[UsageBlock {
                 tenant: "a".into(),
                 records: vec![rec(t, 1, 1); 3],
+                ..Default::default()
             }])
             .unwrap();
             s.checkpoint().unwrap();
             s.write_usage(&[UsageBlock {
                 tenant: "a".into(),
                 records: vec![rec(t + 60_000, 1, 1); 2],
+                ..Default::default()
             }])
             .unwrap();
             // Seen before any checkpoint, from memory.
@@ -838,6 +1025,7 @@ mod tests {
             s.write_usage(&[UsageBlock {
                 tenant: "a".into(),
                 records: vec![rec(t, 1, 1); 4],
+                ..Default::default()
             }])
             .unwrap();
             let entry = s.journal.iter().next().unwrap().unwrap();
@@ -861,6 +1049,7 @@ mod tests {
             s.write_usage(&[UsageBlock {
                 tenant: "a".into(),
                 records: vec![rec(day(d) * MS_PER_DAY, 1, 1)],
+                ..Default::default()
             }])
             .unwrap();
         }
@@ -884,6 +1073,48 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, 2);
+    }
+
+    /// A format-1 store (plans without `ingest_rate`) opens, its plans read
+    /// back unchanged, and it is marked format 2.
+    #[test]
+    fn a_format_1_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open(dir.path()).unwrap();
+            let old = PlanV1 {
+                id: "old".into(),
+                name: "Old".into(),
+                monthly_calls: Some(7),
+                monthly_tokens: None,
+                rate_limit: Some(crate::model::RateLimit {
+                    requests: 2,
+                    per_seconds: 1,
+                    burst: 3,
+                }),
+                price_usd_monthly: 9.5,
+            };
+            s.plans.insert("old", encode(&old).unwrap()).unwrap();
+            s.meta
+                .insert("format_version", &1u32.to_be_bytes())
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = open(dir.path()).unwrap();
+        let plans = s.plans().unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(
+            (
+                plans[0].monthly_calls,
+                plans[0].ingest_rate,
+                plans[0].price_usd_monthly
+            ),
+            (Some(7), None, 9.5)
+        );
+        assert_eq!(
+            s.meta.get("format_version").unwrap().unwrap().as_ref(),
+            &FORMAT_VERSION.to_be_bytes()
+        );
     }
 
     #[test]
@@ -915,6 +1146,7 @@ mod tests {
             .map(|i| UsageBlock {
                 tenant: format!("tenant-with-a-long-name-{i:05}"),
                 records: vec![rec(t, 1, 1)],
+                ..Default::default()
             })
             .collect();
         {
@@ -923,6 +1155,7 @@ mod tests {
             blocks.push(UsageBlock {
                 tenant: "big".into(),
                 records: records.clone(),
+                ..Default::default()
             });
             s.write_usage(&blocks).unwrap();
             for kv in

@@ -5,11 +5,19 @@
 //! each thread picks a lane once (round robin) and keeps it. Enqueueing is a
 //! `try_send`: it never blocks and never allocates; when the lane is full the
 //! record is counted as dropped and the request is still answered.
+//!
+//! Reported usage (`POST /api/v1/usage`) has a lane of its own, half the
+//! capacity, and is taken a whole batch or nothing ([`UsageQueue::admit`]):
+//! only admissions push into it, one at a time under a mutex, and only the
+//! flusher takes out of it, so the room seen under the mutex is room the
+//! whole batch will find. A record acknowledged there is never dropped by
+//! the queue.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use parking_lot::{Mutex, MutexGuard};
 
 use super::Queued;
 use crate::slot::{slot_count, thread_slot};
@@ -18,8 +26,37 @@ use crate::stats::Stats;
 #[derive(Clone)]
 pub struct UsageQueue {
     lanes: Arc<[Sender<Queued>]>,
+    ingest: Arc<IngestLane>,
     stats: Arc<Stats>,
     capacity: usize,
+}
+
+/// The lane of reported usage; see the module's notes.
+struct IngestLane {
+    tx: Mutex<Sender<Queued>>,
+    capacity: usize,
+}
+
+/// Room for a whole batch in the ingest lane, held until it is pushed.
+pub struct Admission<'a> {
+    tx: MutexGuard<'a, Sender<Queued>>,
+}
+
+impl Admission<'_> {
+    /// Pushes one record of the admitted batch. Returns false only when
+    /// the flusher is gone (the server is stopping).
+    pub fn push(&mut self, item: Queued) -> bool {
+        self.tx.try_send(item).is_ok()
+    }
+}
+
+/// Why a batch was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the ingest lane's capacity right now: retry shortly.
+    Full,
+    /// More records than the lane can ever hold at once.
+    TooLarge { capacity: usize },
 }
 
 /// The flusher's end of the queue.
@@ -27,16 +64,24 @@ pub struct QueueReceiver {
     lanes: Vec<Receiver<Queued>>,
 }
 
-/// A queue holding at most `capacity` records (split evenly over the lanes).
+/// A queue holding at most `capacity` records: half in the per-thread lanes
+/// (split evenly), half in the ingest lane.
 pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueReceiver) {
     let lanes = slot_count();
-    let per_lane = capacity.div_ceil(lanes).max(1);
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..lanes).map(|_| bounded(per_lane)).unzip();
+    let ingest_capacity = (capacity / 2).max(1);
+    let per_lane = (capacity - capacity / 2).div_ceil(lanes).max(1);
+    let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..lanes).map(|_| bounded(per_lane)).unzip();
+    let (ingest_tx, ingest_rx) = bounded(ingest_capacity);
+    rxs.push(ingest_rx);
     (
         UsageQueue {
             lanes: txs.into(),
+            ingest: Arc::new(IngestLane {
+                tx: Mutex::new(ingest_tx),
+                capacity: ingest_capacity,
+            }),
             stats,
-            capacity: per_lane * lanes,
+            capacity: per_lane * lanes + ingest_capacity,
         },
         QueueReceiver { lanes: rxs },
     )
@@ -75,9 +120,27 @@ impl UsageQueue {
         false
     }
 
+    /// Room for `n` reported records in the ingest lane, all or nothing.
+    pub fn admit(&self, n: usize) -> Result<Admission<'_>, Refusal> {
+        let lane = &*self.ingest;
+        if n > lane.capacity {
+            return Err(Refusal::TooLarge {
+                capacity: lane.capacity,
+            });
+        }
+        let tx = lane.tx.lock();
+        if lane.capacity - tx.len() < n {
+            self.stats
+                .refused_queue_full
+                .fetch_add(n as u64, Ordering::Relaxed);
+            return Err(Refusal::Full);
+        }
+        Ok(Admission { tx })
+    }
+
     /// Records waiting for the flusher.
     pub fn depth(&self) -> usize {
-        self.lanes.iter().map(|l| l.len()).sum()
+        self.lanes.iter().map(|l| l.len()).sum::<usize>() + self.ingest.tx.lock().len()
     }
 
     pub fn capacity(&self) -> usize {
@@ -99,5 +162,51 @@ impl QueueReceiver {
             break;
         }
         out.len() - start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::UsageRecord;
+    use crate::quota::period::Period;
+    use crate::quota::{ActivePlan, TenantState};
+
+    fn item(t: &Arc<TenantState>) -> Queued {
+        Queued {
+            tenant: t.clone(),
+            record: UsageRecord::default(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_admitted_whole_or_refused_whole() {
+        let plan = ActivePlan::new(crate::model::Plan {
+            id: "p".into(),
+            name: "P".into(),
+            monthly_calls: None,
+            monthly_tokens: None,
+            rate_limit: None,
+            price_usd_monthly: 0.0,
+            ingest_rate: None,
+        });
+        let t = Arc::new(TenantState::new("t", plan, false, Period(0)));
+        let stats = Arc::new(Stats::default());
+        let (q, rx) = usage_queue(200, stats.clone());
+        let mut a = q.admit(60).unwrap();
+        assert!((0..60).all(|_| a.push(item(&t))));
+        drop(a);
+        assert_eq!(q.admit(41).err(), Some(Refusal::Full));
+        assert_eq!(
+            q.admit(101).err(),
+            Some(Refusal::TooLarge { capacity: 100 })
+        );
+        let mut a = q.admit(40).unwrap();
+        assert!((0..40).all(|_| a.push(item(&t))));
+        drop(a);
+        assert_eq!(stats.refused_queue_full.load(Ordering::Relaxed), 41);
+        let mut out = Vec::new();
+        assert_eq!(rx.drain_into(&mut out, 1_000), 100);
+        assert!(q.admit(100).is_ok(), "drained room is room again");
     }
 }

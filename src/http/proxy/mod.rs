@@ -1,0 +1,506 @@
+//! Gateway mode (SPEC §8 `[[proxy]]`): every request under a configured
+//! prefix is authenticated with the tenant's key, decided like
+//! `/api/v1/authorize`, forwarded to the upstream with the operator's
+//! credential (never the tenant's), and streamed back with the rate-limit
+//! headers added. While the response streams through, [`Metered`] reads
+//! the token counts out of it ([`usage`]) and records the request when the
+//! stream ends (or the client goes away, or the upstream stalls).
+//!
+//! The tenant steers none of the operator's credentials: the path stays
+//! under the upstream's base ([`path`]), headers that would choose the
+//! operator's organisation or project, or claim a client address, are
+//! dropped, and upgrades (WebSocket) are refused.
+
+mod path;
+pub mod usage;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::Stream;
+
+use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
+use super::error::ApiError;
+use super::extract::{CappedBody, TenantAuth, TenantCtx};
+use super::tenant::{enqueue, price, rejection, status_of};
+use super::AppState;
+use crate::config::ProxyConfig;
+use crate::model::UsageRecord;
+use crate::quota::TenantState;
+
+/// Headers about one connection, never passed on (RFC 9110 §7.6.1); so are
+/// the headers a `Connection` header names.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request headers not forwarded besides those: the tenant's credentials,
+/// those the client library sets itself, the client-address claims (the
+/// gateway sets its own `X-Forwarded-For`), and those that would steer the
+/// operator's account at an OpenAI-style upstream.
+const DROP_REQUEST: &[&str] = &[
+    "host",
+    "authorization",
+    "x-api-key",
+    "content-length",
+    "accept-encoding",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "openai-organization",
+    "openai-project",
+];
+
+/// Response headers not passed back besides those: the length (the body is
+/// streamed).
+const DROP_RESPONSE: &[&str] = &["content-length"];
+
+/// The header names a `Connection` header lists (lower-cased).
+fn connection_named(headers: impl Iterator<Item = String>) -> Vec<String> {
+    headers
+        .flat_map(|v| {
+            v.split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .filter(|n| !n.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn forwarded(name: &str, drop: &[&str], named: &[String]) -> bool {
+    !HOP_BY_HOP.contains(&name) && !drop.contains(&name) && !named.iter().any(|n| n == name)
+}
+
+/// One fronted API.
+pub struct ProxyTarget {
+    /// Without a trailing `/`.
+    pub prefix: String,
+    upstream: String,
+    credential: Option<String>,
+    timeout: Duration,
+    idle_timeout: Duration,
+    cost: u64,
+    client: reqwest::Client,
+}
+
+impl ProxyTarget {
+    pub fn new(c: &ProxyConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let credential = if c.upstream_auth_env.is_empty() {
+            None
+        } else {
+            Some(env(&c.upstream_auth_env).filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!(
+                    "proxy {}: set {} to the upstream's credential (or leave upstream_auth_env out)",
+                    c.prefix, c.upstream_auth_env
+                )
+            })?)
+        };
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_millis(c.timeout_ms))
+            .build()
+            .map_err(|e| format!("proxy {}: {e}", c.prefix))?;
+        Ok(ProxyTarget {
+            prefix: c.prefix.trim_end_matches('/').to_string(),
+            upstream: c.upstream.trim_end_matches('/').to_string(),
+            credential,
+            timeout: Duration::from_millis(c.timeout_ms),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            cost: c.cost,
+            client,
+        })
+    }
+
+    /// The route: the prefix itself and everything below it.
+    /// Upgrades are refused before anything reads the body: actix hands
+    /// an upgraded connection's bytes to the body, which never ends.
+    pub fn resource(target: Arc<ProxyTarget>) -> actix_web::Resource {
+        let upgrade =
+            actix_web::guard::fn_guard(|ctx| ctx.head().headers().contains_key("upgrade"));
+        web::resource(format!("{}{{tail:(/.*)?}}", target.prefix))
+            .name(&format!("{}/*", target.prefix))
+            .app_data(web::Data::from(target))
+            .route(web::route().guard(upgrade).to(refuse_upgrade))
+            .default_service(web::to(forward))
+    }
+}
+
+async fn refuse_upgrade() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "upgrade_not_supported",
+        "the gateway does not forward protocol upgrades (WebSocket)",
+    ))
+}
+
+fn bad_path(why: path::PathError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", why)
+}
+
+/// The request headers for the upstream.
+fn request_headers(req: &HttpRequest) -> Vec<(String, Vec<u8>)> {
+    let headers = req.headers();
+    let named = connection_named(
+        headers
+            .get_all("connection")
+            .filter_map(|v| v.to_str().ok().map(str::to_string)),
+    );
+    let mut out: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(name, _)| forwarded(name.as_str(), DROP_REQUEST, &named))
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect();
+    if let Some(peer) = req.peer_addr() {
+        out.push(("x-forwarded-for".into(), peer.ip().to_string().into_bytes()));
+    }
+    let scheme = req.connection_info().scheme().to_string();
+    out.push(("x-forwarded-proto".into(), scheme.into_bytes()));
+    out
+}
+
+async fn forward(
+    auth: TenantAuth,
+    req: HttpRequest,
+    target: web::Data<ProxyTarget>,
+    st: web::Data<AppState>,
+    body: CappedBody,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let tail = req
+        .path()
+        .strip_prefix(target.prefix.as_str())
+        .unwrap_or("")
+        .to_string();
+    let url = path::upstream_url(&target.upstream, &tail, req.uri().query()).map_err(bad_path)?;
+    let endpoint = if tail.is_empty() {
+        "/".to_string()
+    } else {
+        tail
+    };
+    let (llm, rewritten) = usage::inspect_request(&body.0);
+    let body = rewritten.unwrap_or(body.0);
+    let now = st.clock.now_nanos();
+    let tenant = auth.tenant.clone();
+    let d = auth.decide(&st, target.cost, now, true);
+    let mut record = UsageRecord {
+        ts_ms: now.div_euclid(1_000_000),
+        endpoint: endpoint.chars().take(256).collect(),
+        method: req.method().as_str().to_string(),
+        status: status_of(&d),
+        model: llm.as_ref().map(|l| l.model.clone()).unwrap_or_default(),
+        calls: if d.allowed() { target.cost } else { 0 },
+        rejected: !d.allowed(),
+        ..Default::default()
+    };
+    if !d.allowed() {
+        record.response_ms = started.elapsed().as_secs_f64() * 1e3;
+        enqueue(&st, &tenant, record);
+        return Err(rejection(&d, &tenant.plan().plan.id));
+    }
+
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| ApiError::invalid("unsupported method"))?;
+    let mut upstream = target.client.request(method, &url);
+    for (name, value) in request_headers(&req) {
+        upstream = upstream.header(name, value);
+    }
+    // Plain bodies, so that the usage can be read.
+    upstream = upstream.header("accept-encoding", "identity");
+    if let Some(c) = &target.credential {
+        upstream = upstream.bearer_auth(c);
+    }
+    let sent = tokio::time::timeout(target.timeout, upstream.body(body).send()).await;
+    let failure = match sent {
+        Ok(Ok(resp)) => {
+            let watch = Watch {
+                st: st.clone(),
+                tenant,
+                record,
+                started,
+                llm,
+                idle_timeout: target.idle_timeout,
+                _hold: auth.hold(),
+            };
+            return Ok(stream_back(resp, watch));
+        }
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!(
+                "the upstream did not answer within {} ms",
+                target.timeout.as_millis()
+            ),
+        ),
+        Ok(Err(e)) if e.is_timeout() => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "the upstream timed out".to_string(),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            format!("the upstream could not be reached: {}", root_cause(&e)),
+        ),
+    };
+    // Tollgate could not get an answer: the call is not charged.
+    tenant.calls.refund(d.period, target.cost);
+    auth.decided(tenant.snapshot(st.clock.now_nanos()));
+    tracing::warn!(upstream = %target.upstream, status = failure.0.as_u16(), error = %failure.2, "proxy upstream failed");
+    record.status = failure.0.as_u16();
+    record.calls = 0;
+    record.response_ms = started.elapsed().as_secs_f64() * 1e3;
+    enqueue(&st, &tenant, record);
+    Err(ApiError::new(failure.0, failure.1, failure.2))
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// The response headers for the client.
+fn response_headers(from: &reqwest::header::HeaderMap, to: &mut actix_web::HttpResponseBuilder) {
+    let named = connection_named(
+        from.get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string)),
+    );
+    for (name, value) in from {
+        if forwarded(name.as_str(), DROP_RESPONSE, &named) {
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_bytes(value.as_bytes()) {
+                to.append_header((name.as_str(), v));
+            }
+        }
+    }
+}
+
+fn stream_back(resp: reqwest::Response, mut watch: Watch) -> HttpResponse {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    watch.record.status = status.as_u16();
+    let mut out = HttpResponse::build(status);
+    response_headers(resp.headers(), &mut out);
+    let sse = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let idle = watch.idle_timeout;
+    out.streaming(Metered {
+        inner: Box::pin(resp.bytes_stream()),
+        scan: if sse {
+            Scan::Events(EventScan::default())
+        } else {
+            Scan::Json(JsonScan::default())
+        },
+        idle: Box::pin(tokio::time::sleep(idle)),
+        idle_timeout: idle,
+        done: false,
+        pending: Some(watch),
+    })
+}
+
+/// What recording the request needs once the body is through.
+struct Watch {
+    st: web::Data<AppState>,
+    tenant: Arc<TenantState>,
+    record: UsageRecord,
+    started: Instant,
+    /// The request, when it was an OpenAI-style call (for an estimate).
+    llm: Option<LlmRequest>,
+    idle_timeout: Duration,
+    /// The request's in-flight place, kept while the response streams.
+    _hold: Rc<TenantCtx>,
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+enum Scan {
+    Json(JsonScan),
+    Events(EventScan),
+}
+
+/// How a metered stream ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    Interrupted,
+    Stalled,
+}
+
+/// The upstream's body on its way to the client, watched for `usage`, and
+/// cut off when the upstream goes quiet for longer than the idle timeout.
+struct Metered {
+    inner: ByteStream,
+    scan: Scan,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+    done: bool,
+    pending: Option<Watch>,
+}
+
+impl Metered {
+    fn watch(&mut self, chunk: &[u8]) {
+        match &mut self.scan {
+            Scan::Json(s) => s.feed(chunk),
+            Scan::Events(s) => s.feed(chunk),
+        }
+    }
+
+    /// The counts the response reported, or an estimate for an
+    /// OpenAI-style call that reported none.
+    fn usage(&mut self, llm: Option<&LlmRequest>, success: bool) -> Option<Usage> {
+        let (counts, model, completion_estimate) = match &mut self.scan {
+            Scan::Json(s) => {
+                let (c, m) = s.finish();
+                (c, m, s.bytes_seen() / 4)
+            }
+            Scan::Events(s) => s.finish(),
+        };
+        match counts {
+            Some(counts) => Some(Usage {
+                counts,
+                model,
+                estimated: false,
+            }),
+            None if success => llm.map(|l| usage::estimate(l, completion_estimate)),
+            None => None,
+        }
+    }
+
+    /// Records the request (once): tokens, cost, latency to the last byte.
+    fn finish(&mut self, end: End) {
+        let Some(w) = self.pending.take() else { return };
+        self.done = true;
+        let Watch {
+            st,
+            tenant,
+            mut record,
+            started,
+            llm,
+            ..
+        } = w;
+        let success = record.status < 400;
+        if let Some(u) = self.usage(llm.as_ref(), success) {
+            if let Some(m) = u.model {
+                record.model = m;
+            }
+            let c = u.counts;
+            record.prompt_tokens = c.prompt;
+            record.completion_tokens = c.completion;
+            record.tokens = c.total;
+            record.cost_usd = price(&st, &record.model, c.prompt, c.completion);
+            tenant.add_usage(st.clock.now_nanos(), record.ts_ms, 0, c.total);
+            if u.estimated {
+                record
+                    .metadata
+                    .push(("tokens".into(), "estimated (no usage in the answer)".into()));
+            }
+            if c.capped {
+                record.metadata.push((
+                    "tokens".into(),
+                    format!("capped at {} per figure", crate::model::MAX_UPSTREAM_TOKENS),
+                ));
+            }
+        }
+        match end {
+            End::Complete => {}
+            End::Interrupted => record
+                .metadata
+                .push(("proxy".into(), "stream interrupted".into())),
+            End::Stalled => record
+                .metadata
+                .push(("proxy".into(), "upstream stalled; response cut off".into())),
+        }
+        record.response_ms = started.elapsed().as_secs_f64() * 1e3;
+        enqueue(&st, &tenant, record);
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.watch(&chunk);
+                let next = tokio::time::Instant::now() + this.idle_timeout;
+                this.idle.as_mut().reset(next);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(End::Interrupted);
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Ready(None) => {
+                this.finish(End::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::warn!(
+                        idle_ms = this.idle_timeout.as_millis() as u64,
+                        "gateway upstream stalled mid-response; cutting it off"
+                    );
+                    this.finish(End::Stalled);
+                    Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the upstream stalled",
+                    ))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Drop for Metered {
+    /// The client went away before the end: record what was seen.
+    fn drop(&mut self) {
+        self.finish(End::Interrupted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_a_connection_header_names_are_hop_by_hop() {
+        let named = connection_named(["close, X-Secret ,keep-alive".to_string()].into_iter());
+        assert_eq!(named, ["close", "x-secret", "keep-alive"]);
+        assert!(!forwarded("x-secret", DROP_REQUEST, &named));
+        assert!(forwarded("x-other", DROP_REQUEST, &named));
+        for steer in [
+            "openai-organization",
+            "openai-project",
+            "x-forwarded-for",
+            "forwarded",
+        ] {
+            assert!(!forwarded(steer, DROP_REQUEST, &[]), "{steer}");
+        }
+    }
+}

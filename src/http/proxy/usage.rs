@@ -1,0 +1,413 @@
+//! Token counts read from a gateway response while it streams through, at
+//! any size and without keeping a copy of it.
+//!
+//! - A JSON body goes through [`JsonScan`], which follows the structure
+//!   byte by byte and keeps only the values of the top-level `usage` and
+//!   `model` keys (wherever they are: before or after a 5 MB `choices`).
+//! - An event stream is read line by line; the last `data:` event with a
+//!   `usage` object wins (OpenAI sends it last when asked with
+//!   `stream_options.include_usage`, which the gateway adds to every
+//!   streaming request that does not ask for it itself).
+//! - When an OpenAI-style call answers without any `usage`, its tokens are
+//!   estimated (prompt from the request, completion from the text streamed
+//!   or the body's size) and the record says so.
+
+use serde_json::Value;
+
+use crate::chat::count_tokens;
+use crate::model::TokenCounts;
+
+/// The most bytes kept of a `usage` or `model` value.
+const MAX_VALUE: usize = 64 << 10;
+/// The longest event-stream line looked at.
+const MAX_LINE: usize = 1 << 20;
+
+/// Token counts read from a response, and where they came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub counts: TokenCounts,
+    pub model: Option<String>,
+    /// Estimated: the upstream reported no usage.
+    pub estimated: bool,
+}
+
+/// The `usage` of an OpenAI-style object (`prompt_tokens`/`completion_tokens`
+/// or `input_tokens`/`output_tokens`), if it has one.
+pub fn usage_of(usage: &Value) -> Option<TokenCounts> {
+    let u = usage.as_object()?;
+    let n = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| u.get(*k).and_then(count_of))
+            .unwrap_or(0)
+    };
+    Some(TokenCounts::from_upstream(
+        n(&["prompt_tokens", "input_tokens"]),
+        n(&["completion_tokens", "output_tokens"]),
+        n(&["total_tokens"]),
+    ))
+}
+
+/// A count as a number: an integer, or a float saturated into u64.
+fn count_of(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+}
+
+/// A model name worth recording: short and printable.
+fn model_name(v: &Value) -> Option<String> {
+    v.as_str()
+        .filter(|m| m.len() <= 128 && !m.chars().any(char::is_control))
+        .map(str::to_string)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Usage,
+    Model,
+}
+
+/// Follows a JSON document's structure and keeps the top-level `usage` and
+/// `model` values. Garbage in gives nothing out, never a panic.
+#[derive(Default)]
+pub struct JsonScan {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// At depth 1 of an object, the next string is a key.
+    expect_key: bool,
+    reading_key: bool,
+    key: Vec<u8>,
+    /// The key just read names a field we keep; its value starts after ':'.
+    pending: Option<Field>,
+    /// The value being kept, and of which field.
+    capture: Option<(Field, Vec<u8>)>,
+    usage: Option<Vec<u8>>,
+    model: Option<Vec<u8>>,
+    bytes: u64,
+}
+
+impl JsonScan {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        for &b in chunk {
+            self.byte(b);
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        if self.capture.is_some() && !self.in_string && self.depth == 1 && (b == b',' || b == b'}')
+        {
+            self.end_capture();
+        } else if let Some((_, bytes)) = self.capture.as_mut() {
+            if bytes.len() < MAX_VALUE {
+                bytes.push(b);
+            } else {
+                self.capture = None;
+            }
+        }
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if self.reading_key {
+                    self.reading_key = false;
+                    self.pending = match self.key.as_slice() {
+                        b"usage" => Some(Field::Usage),
+                        b"model" => Some(Field::Model),
+                        _ => None,
+                    };
+                }
+            } else if self.reading_key && self.key.len() < 8 {
+                self.key.push(b);
+            }
+            return;
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                if self.depth == 1 && self.expect_key {
+                    self.expect_key = false;
+                    self.reading_key = true;
+                    self.key.clear();
+                }
+            }
+            b'{' | b'[' => {
+                self.depth = self.depth.saturating_add(1);
+                if self.depth == 1 {
+                    self.expect_key = b == b'{';
+                }
+            }
+            b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+            b':' if self.depth == 1 && self.capture.is_none() => {
+                if let Some(field) = self.pending.take() {
+                    self.capture = Some((field, Vec::new()));
+                }
+            }
+            b',' if self.depth == 1 => self.expect_key = true,
+            _ => {}
+        }
+    }
+
+    fn end_capture(&mut self) {
+        if let Some((field, bytes)) = self.capture.take() {
+            match field {
+                Field::Usage => self.usage = Some(bytes),
+                Field::Model => self.model = Some(bytes),
+            }
+        }
+    }
+
+    /// Bytes seen so far.
+    pub fn bytes_seen(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The counts and model, if the document had a `usage` object.
+    pub fn finish(&mut self) -> (Option<TokenCounts>, Option<String>) {
+        let parse = |b: &Option<Vec<u8>>| {
+            b.as_deref()
+                .and_then(|b| serde_json::from_slice::<Value>(b.trim_ascii()).ok())
+        };
+        let usage = parse(&self.usage).as_ref().and_then(usage_of);
+        let model = parse(&self.model).as_ref().and_then(model_name);
+        (usage, model)
+    }
+}
+
+/// Reads an event stream's `data:` lines for `usage` (and counts the text
+/// streamed, for the estimate).
+#[derive(Default)]
+pub struct EventScan {
+    line: Vec<u8>,
+    usage: Option<TokenCounts>,
+    model: Option<String>,
+    /// Tokens of the text in `choices[].delta.content` (or `.text`).
+    streamed_tokens: u64,
+}
+
+impl EventScan {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            if b == b'\n' {
+                self.line_done();
+                self.line.clear();
+            } else if self.line.len() < MAX_LINE {
+                self.line.push(b);
+            }
+        }
+    }
+
+    fn line_done(&mut self) {
+        let Some(data) = self.line.strip_prefix(b"data:") else {
+            return;
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) else {
+            return;
+        };
+        if let Some(u) = v.get("usage").and_then(usage_of) {
+            self.usage = Some(u);
+            if let Some(m) = v.get("model").and_then(model_name) {
+                self.model = Some(m);
+            }
+        }
+        if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+            for c in choices {
+                let text = c
+                    .pointer("/delta/content")
+                    .or_else(|| c.get("text"))
+                    .and_then(Value::as_str);
+                if let Some(t) = text {
+                    self.streamed_tokens = self.streamed_tokens.saturating_add(count_tokens(t));
+                }
+            }
+        }
+    }
+
+    pub fn finish(&mut self) -> (Option<TokenCounts>, Option<String>, u64) {
+        if !self.line.is_empty() {
+            self.line_done();
+            self.line.clear();
+        }
+        (self.usage, self.model.take(), self.streamed_tokens)
+    }
+}
+
+/// What the gateway learnt of an OpenAI-style request body.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LlmRequest {
+    pub model: String,
+    /// Estimated prompt tokens (the text of `messages`, `prompt` or `input`).
+    pub prompt_tokens: u64,
+}
+
+/// If `body` is an OpenAI-style call (a JSON object naming a `model`), what
+/// the estimate needs, and the body to send instead: a streaming call that
+/// does not ask for its usage is made to
+/// (`stream_options.include_usage = true`), so a tenant cannot stream
+/// tokens past its token quota by leaving it out.
+pub fn inspect_request(body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
+    if body.first() != Some(&b'{') {
+        return (None, None);
+    }
+    let Ok(Value::Object(mut v)) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let Some(model) = v.get("model").and_then(model_name) else {
+        return (None, None);
+    };
+    let mut text = 0u64;
+    for key in ["messages", "prompt", "input"] {
+        if let Some(part) = v.get(key) {
+            text = text.saturating_add(count_text(part));
+        }
+    }
+    let llm = LlmRequest {
+        model,
+        prompt_tokens: text,
+    };
+    if v.get("stream") != Some(&Value::Bool(true)) {
+        return (Some(llm), None);
+    }
+    let asks =
+        v.get("stream_options").and_then(|o| o.get("include_usage")) == Some(&Value::Bool(true));
+    if asks {
+        return (Some(llm), None);
+    }
+    let options = v
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !options.is_object() {
+        *options = Value::Object(Default::default());
+    }
+    if let Some(o) = options.as_object_mut() {
+        o.insert("include_usage".into(), Value::Bool(true));
+    }
+    (Some(llm), serde_json::to_vec(&v).ok())
+}
+
+/// Tokens of every string inside `v` (message contents, prompts).
+fn count_text(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => count_tokens(s),
+        Value::Array(a) => a.iter().map(count_text).fold(0, u64::saturating_add),
+        Value::Object(o) => o.values().map(count_text).fold(0, u64::saturating_add),
+        _ => 0,
+    }
+}
+
+/// The estimate for an OpenAI-style call answered without `usage`: the
+/// request's prompt, and the completion from the text streamed (or, for a
+/// JSON body, a token per 4 bytes of it).
+pub fn estimate(request: &LlmRequest, completion: u64) -> Usage {
+    Usage {
+        counts: TokenCounts::from_upstream(request.prompt_tokens, completion, 0),
+        model: None,
+        estimated: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_json(doc: &str, piece: usize) -> (Option<TokenCounts>, Option<String>) {
+        let mut s = JsonScan::default();
+        for chunk in doc.as_bytes().chunks(piece.max(1)) {
+            s.feed(chunk);
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn usage_in_both_spellings() {
+        let openai =
+            serde_json::json!({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8});
+        let u = usage_of(&openai).unwrap();
+        assert_eq!((u.prompt, u.completion, u.total), (3, 5, 8));
+        let anthropic = serde_json::json!({"input_tokens": 2, "output_tokens": 7});
+        assert_eq!(usage_of(&anthropic).map(|u| u.total), Some(9));
+        assert_eq!(usage_of(&Value::Null), None);
+    }
+
+    /// Regression (hostile tenant, finding 5): a JSON answer over 4 MiB
+    /// recorded 0 tokens, wherever its `usage` was.
+    #[test]
+    fn the_usage_of_a_large_body_is_found_in_any_chunking() {
+        let filler = "x".repeat(5 << 20);
+        for doc in [
+            format!(
+                r#"{{"id":"c","model":"gpt-4o","choices":[{{"message":{{"content":"{filler}"}}}}],"usage":{{"prompt_tokens":1000,"completion_tokens":1000,"total_tokens":2000}}}}"#
+            ),
+            format!(
+                r#"{{"usage" : {{"prompt_tokens":1000,"completion_tokens":1000}}, "model":"gpt-4o", "choices":[{{"text":"{filler}"}}]}}"#
+            ),
+        ] {
+            for piece in [1usize, 7, 4096, 1 << 20] {
+                if piece == 1 && doc.len() > 1 << 20 {
+                    continue;
+                }
+                let (u, m) = scan_json(&doc, piece);
+                let u = u.unwrap_or_else(|| panic!("no usage with {piece}-byte chunks"));
+                assert_eq!((u.prompt, u.completion, u.total), (1000, 1000, 2000));
+                assert_eq!(m.as_deref(), Some("gpt-4o"));
+            }
+        }
+    }
+
+    #[test]
+    fn nested_and_quoted_usage_keys_are_not_top_level() {
+        let doc = r#"{"choices":[{"usage":{"prompt_tokens":9}}],"note":"\"usage\": {\"prompt_tokens\": 7}","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let (u, _) = scan_json(doc, 3);
+        assert_eq!(u.map(|u| (u.prompt, u.completion)), Some((1, 2)));
+        let (u, m) = scan_json(r#"{"choices":[{"usage":{"prompt_tokens":9}}]}"#, 5);
+        assert_eq!((u, m), (None, None));
+        for junk in [
+            "",
+            "[1,2]",
+            "\"usage\"",
+            "{\"usage\":",
+            "}}}{{{",
+            "{\"usage\":{\"a\":1}",
+        ] {
+            let _ = scan_json(junk, 2);
+        }
+    }
+
+    #[test]
+    fn event_streams_give_their_last_usage_and_the_text_streamed() {
+        let mut e = EventScan::default();
+        e.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello, world!\"}}]}\n\n");
+        e.feed(b"data: {\"choices\":[],\"model\":\"gpt-4o\",\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6}}\n\ndata: [DONE]");
+        let (u, m, streamed) = e.finish();
+        assert_eq!(u.map(|u| u.total), Some(10));
+        assert_eq!(m.as_deref(), Some("gpt-4o"));
+        assert_eq!(streamed, 6);
+    }
+
+    #[test]
+    fn streaming_requests_are_made_to_ask_for_their_usage() {
+        let (llm, rewritten) = inspect_request(
+            br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello, world!"}]}"#,
+        );
+        let llm = llm.unwrap();
+        assert_eq!(llm.model, "gpt-4o");
+        assert_eq!(llm.prompt_tokens, 1 + 6);
+        let v: Value = serde_json::from_slice(&rewritten.unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let (_, same) = inspect_request(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+        );
+        assert!(same.is_none());
+        let (_, forced) = inspect_request(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
+        );
+        let v: Value = serde_json::from_slice(&forced.unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(inspect_request(br#"{"model":"m"}"#).1, None);
+        assert_eq!(inspect_request(b"not json"), (None, None));
+        assert_eq!(inspect_request(br#"{"stream":true}"#), (None, None));
+    }
+}
