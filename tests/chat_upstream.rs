@@ -159,3 +159,54 @@ fn a_slow_upstream_times_out_with_504() {
     let health: Value = s.health();
     assert_eq!(health["status"], "ok");
 }
+
+/// Regression (hostile tenant, finding 7): `prompt + completion` was added
+/// unchecked (2^63 + 2^63 answered `totalTokens: 0` and cost 1.15e14), and
+/// `u64::MAX` pinned the month's counter at 2^48 - 1 (the tenant locked
+/// out) and billed $1.4e13.
+#[test]
+fn absurd_upstream_token_counts_are_capped_not_overflowed() {
+    let (url, _) = fake_upstream(|n| {
+        let usage = match n {
+            0 => json!({"prompt_tokens": 1u64 << 63, "completion_tokens": 1u64 << 63}),
+            _ => json!({"total_tokens": u64::MAX}),
+        };
+        let body =
+            json!({"model": "gpt-4o", "choices": [{"message": {"content": "x"}}], "usage": usage});
+        (200, body.to_string(), 0)
+    });
+    let s = TestServer::start_with(|c| c.chat.upstream = url, Arc::new(SystemClock));
+    s.plan("tokens", None, Some(1_000_000_000), None);
+    let key = s.tenant_with_key("inflated", "tokens");
+    let chat = || -> Value {
+        let r = s.tenant(
+            &key,
+            "POST",
+            "/api/chat",
+            Some(json!({"message": "hi", "botId": "b", "model": "gpt-4o"})),
+        );
+        assert_eq!(r.status(), 200);
+        r.json().unwrap()
+    };
+    let cap = tollgate::model::MAX_UPSTREAM_TOKENS;
+    let first = chat();
+    assert_eq!(first["usage"]["totalTokens"], 2 * cap, "{first}");
+    let cost = first["costUsd"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost < 200.0, "{cost}");
+    let second = chat();
+    assert_eq!(second["usage"]["totalTokens"], cap, "{second}");
+    assert!(
+        second["costUsd"].as_f64().unwrap() > 0.0,
+        "a total alone is priced"
+    );
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["tokens"]["used"], 3 * cap);
+    // Not locked out for the month.
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/authorize", None).status(),
+        200
+    );
+}

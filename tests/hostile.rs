@@ -402,3 +402,133 @@ fn a_re_created_tenant_id_starts_from_nothing_even_under_load() {
     s.restart_with(|_| {}, Arc::new(SystemClock));
     check(&s);
 }
+
+/// Finding 8: the admin token worked in `X-API-Key` and with loose
+/// `bearer` spellings; `/metrics` was open with no way to close it.
+#[test]
+fn the_admin_token_is_taken_only_as_a_bearer_and_scrapes_can_require_one() {
+    std::env::set_var("TG_TEST_SCRAPE_TOKEN", "scrape-secret");
+    let s = TestServer::start_with(
+        |c| c.metrics.token_env = "TG_TEST_SCRAPE_TOKEN".into(),
+        Arc::new(SystemClock),
+    );
+    let get = |auth: (&str, &str)| {
+        s.http
+            .get(s.url("/api/admin/plans"))
+            .header(auth.0, auth.1)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        get(("authorization", &format!("Bearer {ADMIN}"))).status(),
+        200
+    );
+    for (name, value) in [
+        ("x-api-key", ADMIN.to_string()),
+        ("authorization", format!("bearer {ADMIN}")),
+        ("authorization", format!("BEARER {ADMIN}")),
+        ("authorization", format!("Bearer  {ADMIN}")),
+        ("authorization", format!("Token {ADMIN}")),
+    ] {
+        let r = get((name, &value));
+        assert_eq!(r.status(), 401, "{name}: {value:?}");
+    }
+    error_body(
+        s.http.get(s.url("/metrics")).send().unwrap(),
+        401,
+        "invalid_metrics_token",
+    );
+    let r = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("tollgate_build_info"));
+}
+
+/// Finding 4 (first half) and 8: 100,000 distinct endpoint and model names
+/// took RSS from 41 MB to 1.86 GB with analytics at 0.7-5.3 s; and a
+/// `responseTime` of 1e308 turned averages into null.
+#[test]
+fn tenant_chosen_names_and_figures_are_bounded() {
+    let s = TestServer::start();
+    let key = s.tenant_with_key("namer", "enterprise");
+    for chunk in 0..3 {
+        let batch: Vec<Value> = (0..1_000)
+            .map(|i| {
+                let n = chunk * 1_000 + i;
+                json!({"endpoint": format!("/e/{n}"), "model": format!("m-{n}"), "responseTime": 5.0})
+            })
+            .collect();
+        let r = s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(batch)));
+        assert_eq!(r.status(), 202);
+    }
+    wait_until(|| count_exported(&s, &key) == 3_000);
+    let report: Value = s
+        .tenant(&key, "GET", "/api/billing/api-usage?range=month", None)
+        .json()
+        .unwrap();
+    assert_eq!(report["summary"]["totalRequests"], 3_000);
+    let endpoints = report["endpoints"].as_array().unwrap();
+    let other = endpoints.iter().find(|e| e["endpoint"] == "(other)");
+    let counted: u64 = endpoints
+        .iter()
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum();
+    assert!(endpoints.len() <= 1_001, "{}", endpoints.len());
+    assert!(
+        other.is_some() || counted < 3_000,
+        "an (other) row sums the rest"
+    );
+    assert!(report["models"].as_array().unwrap().len() <= 1_001);
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(json!({"endpoint": "/x", "responseTime": 1e308})),
+    );
+    let body = error_body(r, 422, "invalid_request");
+    assert!(
+        body["error"].as_str().unwrap().contains("one day"),
+        "{body}"
+    );
+}
+
+/// Finding 8: the data dir was 0755 and sled's files 0644 (readable by
+/// other users), and an `admin-token` of mode 0644 was used silently.
+#[cfg(unix)]
+#[test]
+fn the_data_dir_is_private_and_a_leaked_admin_token_refuses_to_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = TestServer::start();
+    let key = s.tenant_with_key("private", "starter");
+    s.tenant(&key, "POST", "/api/v1/authorize", None);
+    s.stop();
+    let mut todo = vec![s.dir.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(p) = todo.pop() {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", p.display());
+        if p.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files += 1;
+        }
+    }
+    assert!(files >= 2, "the store's files were checked ({files})");
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "tga_leaked\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = tollgate::app::Tollgate::open(config(dir.path()), None, Arc::new(SystemClock))
+        .err()
+        .expect("a world-readable admin token is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("readable by other users") && msg.contains("chmod 600"),
+        "{msg}"
+    );
+}

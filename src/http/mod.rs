@@ -244,7 +244,10 @@ pub fn server(
                     }
                     let status = res.status().as_u16();
                     let took_us = elapsed.as_micros() as u64;
-                    if status >= 500 {
+                    // A 503 is back-pressure (a full queue, a failing store
+                    // already logged once), not a failure: a flood of them
+                    // under load must not flood the log too.
+                    if status >= 500 && status != 503 {
                         tracing::warn!(target: "tollgate::access", status, route, took_us, "request failed");
                     } else {
                         tracing::debug!(target: "tollgate::access", status, route, took_us, "request");

@@ -225,6 +225,12 @@ pub async fn ingest(
             "this tenant is suspended",
         ));
     }
+    if items.len() <= st.queue.ingest_capacity() && !st.queue.ingest_room_for(items.len()) {
+        st.stats
+            .refused_queue_full
+            .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        return Err(refusal_error(Refusal::Full));
+    }
     let now_ns = st.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
     let mut records = Vec::with_capacity(items.len());

@@ -34,6 +34,8 @@ pub struct UsageQueue {
 /// The lane of reported usage; see the module's notes.
 struct IngestLane {
     tx: Mutex<Sender<Queued>>,
+    /// The same lane, for reading its length without the mutex.
+    probe: Sender<Queued>,
     capacity: usize,
 }
 
@@ -77,6 +79,7 @@ pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueRece
         UsageQueue {
             lanes: txs.into(),
             ingest: Arc::new(IngestLane {
+                probe: ingest_tx.clone(),
                 tx: Mutex::new(ingest_tx),
                 capacity: ingest_capacity,
             }),
@@ -120,6 +123,13 @@ impl UsageQueue {
         false
     }
 
+    /// Whether `n` reported records would find room now: a cheap check
+    /// before a batch is converted (a refusal should cost little under
+    /// load); [`admit`](Self::admit) is the one that counts.
+    pub fn ingest_room_for(&self, n: usize) -> bool {
+        self.ingest.capacity.saturating_sub(self.ingest.probe.len()) >= n
+    }
+
     /// Room for `n` reported records in the ingest lane, all or nothing.
     pub fn admit(&self, n: usize) -> Result<Admission<'_>, Refusal> {
         let lane = &*self.ingest;
@@ -140,11 +150,16 @@ impl UsageQueue {
 
     /// Records waiting for the flusher.
     pub fn depth(&self) -> usize {
-        self.lanes.iter().map(|l| l.len()).sum::<usize>() + self.ingest.tx.lock().len()
+        self.lanes.iter().map(|l| l.len()).sum::<usize>() + self.ingest.probe.len()
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Records the ingest lane holds at most (the largest batch it takes).
+    pub fn ingest_capacity(&self) -> usize {
+        self.ingest.capacity
     }
 }
 
