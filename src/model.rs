@@ -73,6 +73,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan without any limit, for tests.
+    #[cfg(test)]
+    pub fn unlimited(id: &str) -> Plan {
+        Plan {
+            id: id.into(),
+            name: id.into(),
+            monthly_calls: None,
+            monthly_tokens: None,
+            rate_limit: None,
+            price_usd_monthly: 0.0,
+            ingest_rate: None,
+        }
+    }
+
     /// The ingest limit in force: the explicit one, else the derived one.
     pub fn effective_ingest_rate(&self) -> Option<IngestRate> {
         self.ingest_rate

@@ -3,27 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use common::*;
 use serde_json::{json, Value};
 
 /// Sends raw bytes and returns (status, body).
 fn raw(s: &TestServer, request: &[u8]) -> (u16, String) {
-    let addr = s.url("").trim_start_matches("http://").to_string();
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    c.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let (status, text) = raw_http(&s.url(""), request);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }

@@ -33,16 +33,6 @@ fn gateway(upstream: &str, idle_timeout_ms: u64) -> TestServer {
     TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock))
 }
 
-fn report(s: &TestServer, tenant: &str) -> Value {
-    s.admin(
-        "GET",
-        &format!("/api/admin/tenants/{tenant}/api-usage"),
-        None,
-    )
-    .json()
-    .unwrap()
-}
-
 /// Finding 2 (HIGH): the upstream URL was `upstream + raw tail`, and the
 /// client library resolved dot segments, so `/v1/../admin` reached the
 /// upstream's `/admin` with the operator's credential. 8 of 20 variants
@@ -75,9 +65,10 @@ fn gateway_paths_never_leave_the_upstream_prefix() {
     ] {
         let (status, text) = raw_http(
             &s.url(""),
-            &format!(
+            format!(
                 "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
-            ),
+            )
+            .as_bytes(),
         );
         assert_eq!(status, 400, "{target}: {text}");
         assert_eq!(upstream.count(), 0, "{target} reached the upstream");
@@ -85,7 +76,7 @@ fn gateway_paths_never_leave_the_upstream_prefix() {
     // Each refusal is JSON and names the reason.
     let (_, text) = raw_http(
         &s.url(""),
-        &format!("GET /v1/../admin HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"),
+        format!("GET /v1/../admin HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     assert!(text.contains("\"code\":\"invalid_path\""), "{text}");
     // Nothing refused was charged.
@@ -155,9 +146,10 @@ fn gateway_headers_steer_nothing_of_the_operator() {
     let host = s.url("").trim_start_matches("http://").to_string();
     let (status, text) = raw_http(
         &s.url(""),
-        &format!(
+        format!(
             "GET /v1/socket HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        ),
+        )
+        .as_bytes(),
     );
     assert_eq!(status, 501, "{text}");
     assert!(text.contains("upgrade_not_supported"), "{text}");
@@ -218,7 +210,7 @@ fn gateway_counts_the_tokens_of_every_answer() {
         .bytes()
         .unwrap();
     assert_eq!(r.len(), big_len());
-    wait_until(|| report(&s, "streamer")["summary"]["totalTokens"] == 2_000);
+    wait_until(|| s.report("streamer")["summary"]["totalTokens"] == 2_000);
     // The token quota is spent: the next call is refused.
     error_body(
         s.tenant(&key, "POST", "/v1/big", Some(json!({"model": "gpt-4o"}))),
@@ -243,7 +235,7 @@ fn gateway_counts_the_tokens_of_every_answer() {
     assert!(text.contains("[DONE]"));
     let sent = upstream.requests.lock().unwrap().last().unwrap().json();
     assert_eq!(sent["stream_options"]["include_usage"], true);
-    wait_until(|| report(&s, "other")["summary"]["totalTokens"] == 70);
+    wait_until(|| s.report("other")["summary"]["totalTokens"] == 70);
     // One that reports nothing at all is estimated, and says so.
     s.tenant(
         &s2key,
@@ -253,7 +245,7 @@ fn gateway_counts_the_tokens_of_every_answer() {
     )
     .text()
     .unwrap();
-    wait_until(|| report(&s, "other")["summary"]["totalRequests"] == 2);
+    wait_until(|| s.report("other")["summary"]["totalRequests"] == 2);
     let export = s
         .tenant(
             &s2key,
@@ -282,8 +274,8 @@ fn gateway_counts_the_tokens_of_every_answer() {
     )
     .text()
     .unwrap();
-    wait_until(|| report(&s, "other")["summary"]["totalRequests"] == 3);
-    let rep = report(&s, "other");
+    wait_until(|| s.report("other")["summary"]["totalRequests"] == 3);
+    let rep = s.report("other");
     let gpt = rep["models"]
         .as_array()
         .unwrap()
@@ -335,7 +327,7 @@ fn an_upstream_that_stalls_mid_answer_is_cut_off() {
         "held for {:?}",
         started.elapsed()
     );
-    wait_until(|| report(&s, "waiter")["summary"]["totalRequests"] == 1);
+    wait_until(|| s.report("waiter")["summary"]["totalRequests"] == 1);
     let export = s
         .tenant(
             &key,

@@ -310,17 +310,6 @@ fn completion_json() -> String {
     .to_string()
 }
 
-/// Admin view of one tenant's usage report for this month.
-fn report(s: &TestServer, tenant: &str) -> Value {
-    s.admin(
-        "GET",
-        &format!("/api/admin/tenants/{tenant}/api-usage"),
-        None,
-    )
-    .json()
-    .unwrap()
-}
-
 #[test]
 fn gateway_forwards_with_the_operator_credential_and_records_tokens() {
     std::env::set_var("TG_TEST_UPSTREAM_CRED_G", "sk-operator-g");
@@ -399,8 +388,8 @@ fn gateway_forwards_with_the_operator_credential_and_records_tokens() {
     );
     assert_eq!(upstream.count(), before + 1);
 
-    wait_until(|| report(&s, "gw-tenant")["summary"]["totalRequests"] == 4);
-    let rep = report(&s, "gw-tenant");
+    wait_until(|| s.report("gw-tenant")["summary"]["totalRequests"] == 4);
+    let rep = s.report("gw-tenant");
     assert_eq!(rep["summary"]["totalTokens"], 3000, "{rep}");
     let endpoints = rep["endpoints"].as_array().unwrap();
     let chat = endpoints
@@ -475,8 +464,8 @@ fn gateway_streams_and_reads_the_final_usage_event() {
     std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
     assert!(rest.contains("[DONE]"), "{rest}");
 
-    wait_until(|| report(&s, "streamer")["summary"]["totalTokens"] == 9);
-    let rep = report(&s, "streamer");
+    wait_until(|| s.report("streamer")["summary"]["totalTokens"] == 9);
+    let rep = s.report("streamer");
     assert_eq!(rep["summary"]["totalRequests"], 1);
     assert_eq!(rep["endpoints"][0]["endpoint"], "/chat/completions");
     assert_eq!(rep["models"][0]["model"], "gpt-4o");
@@ -508,8 +497,8 @@ fn gateway_answers_502_and_504_as_json_and_records_them() {
         502,
         "upstream_unavailable",
     );
-    wait_until(|| report(&s, "unlucky")["summary"]["totalRequests"] == 2);
-    let rep = report(&s, "unlucky");
+    wait_until(|| s.report("unlucky")["summary"]["totalRequests"] == 2);
+    let rep = s.report("unlucky");
     let statuses = rep["statusCodes"].to_string();
     assert!(
         statuses.contains("502") && statuses.contains("504"),

@@ -277,15 +277,7 @@ mod tests {
     use crate::quota::{ActivePlan, TenantState};
 
     fn state(id: &str) -> Arc<TenantState> {
-        let plan = ActivePlan::new(Plan {
-            id: "p".into(),
-            name: "P".into(),
-            monthly_calls: None,
-            monthly_tokens: None,
-            rate_limit: None,
-            price_usd_monthly: 0.0,
-            ingest_rate: None,
-        });
+        let plan = ActivePlan::new(Plan::unlimited("p"));
         Arc::new(TenantState::new(id, plan, false, Period(0)))
     }
 

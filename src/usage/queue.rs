@@ -196,15 +196,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_admitted_whole_or_refused_whole() {
-        let plan = ActivePlan::new(crate::model::Plan {
-            id: "p".into(),
-            name: "P".into(),
-            monthly_calls: None,
-            monthly_tokens: None,
-            rate_limit: None,
-            price_usd_monthly: 0.0,
-            ingest_rate: None,
-        });
+        let plan = ActivePlan::new(crate::model::Plan::unlimited("p"));
         let t = Arc::new(TenantState::new("t", plan, false, Period(0)));
         let stats = Arc::new(Stats::default());
         let (q, rx) = usage_queue(200, stats.clone());

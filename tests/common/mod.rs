@@ -127,6 +127,17 @@ impl TestServer {
             .to_string()
     }
 
+    /// The admin view of one tenant's usage report for this month.
+    pub fn report(&self, tenant: &str) -> Value {
+        self.admin(
+            "GET",
+            &format!("/api/admin/tenants/{tenant}/api-usage"),
+            None,
+        )
+        .json()
+        .unwrap()
+    }
+
     /// `GET /healthz` as JSON.
     pub fn health(&self) -> Value {
         self.http
@@ -214,9 +225,10 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, as bytes on the wire: dot
-/// segments and all, which a client library would normalise away) to the
-/// server of `url` and returns the response's status and text.
-pub fn raw_http(url: &str, request: &str) -> (u16, String) {
+/// segments, bad bytes and all, which a client library would refuse or
+/// normalise away) to the server of `url` and returns the response's status
+/// and text (head and body).
+pub fn raw_http(url: &str, request: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = url
         .trim_start_matches("http://")
@@ -227,7 +239,7 @@ pub fn raw_http(url: &str, request: &str) -> (u16, String) {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    conn.write_all(request.as_bytes()).unwrap();
+    conn.write_all(request).unwrap();
     let mut out = Vec::new();
     let _ = conn.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
