@@ -13,8 +13,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::auth::KeyHash;
 use tollgate::model::{Plan, RateLimit, Tenant, TenantStatus, UsageRecord};
 use tollgate::registry::Registry;
-use tollgate::stats::Stats;
 use tollgate::store::{SledStore, Store};
+use tollgate::telemetry::stats::Stats;
 use tollgate::usage::queue::{usage_queue, QueueReceiver, UsageQueue};
 use tollgate::usage::Queued;
 

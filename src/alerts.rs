@@ -27,8 +27,8 @@ use crate::clock::{fmt_ms, Clock};
 use crate::config::AlertConfig;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
-use crate::stats::Stats;
 use crate::store::{alert_key, AlertMark, Store};
+use crate::telemetry::stats::Stats;
 use crate::usage::Queued;
 
 /// The longest wait between two tries.

@@ -15,11 +15,11 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::http::proxy::ProxyTarget;
 use crate::http::{self, AppState};
-use crate::metrics::Metrics;
 use crate::pricing::{PriceError, PriceTable};
 use crate::registry::{Registry, RegistryError};
-use crate::stats::Stats;
 use crate::store::{SledOptions, SledStore, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::stats::Stats;
 use crate::usage::flusher::{BatchHook, FlushSchedule, UsageFlusher};
 use crate::usage::queue::{usage_queue, UsageQueue};
 

@@ -17,7 +17,9 @@
 //!   key hashing and the admin token; [`pricing`]: model prices and costs;
 //!   [`chat`]: the echo bot and the OpenAI-compatible upstream;
 //!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data;
-//!   [`files`]: the private data directory; [`config`], [`clock`], [`stats`].
+//!   [`files`]: the private data directory; [`config`], [`clock`];
+//!   [`telemetry`]: per-thread slots, request metrics and event counters.
+//! - [`alerts`]: threshold webhooks; [`alloc`]: the allocator's settings.
 //! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
 
 pub mod alerts;
@@ -34,12 +36,10 @@ pub mod dashboard;
 pub mod demo;
 pub mod files;
 pub mod http;
-pub mod metrics;
 pub mod model;
 pub mod pricing;
 pub mod quota;
 pub mod registry;
-pub mod slot;
-pub mod stats;
 pub mod store;
+pub mod telemetry;
 pub mod usage;

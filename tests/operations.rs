@@ -577,4 +577,26 @@ fn openapi_document_covers_every_route_and_schema() {
     for name in ["Report", "TenantReport", "Plan", "UsageInput", "Forecast"] {
         assert!(schemas.contains_key(name), "{name}");
     }
+    // An independent validator takes the whole document (it refused the
+    // gateway's `{path}` parameter while it had no schema).
+    let file = s.dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator", "--schema", "3.1"])
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains("No module named"),
+        "needs openapi-spec-validator (pip install openapi-spec-validator; scripts/test does): {said}"
+    );
+    assert!(
+        out.status.success(),
+        "the OpenAPI document is invalid: {said}"
+    );
 }

@@ -10,8 +10,8 @@ use chrono::{TimeZone, Utc};
 use tollgate::auth::KeyHash;
 use tollgate::model::{Plan, RateLimit, Tenant, TenantStatus, UsageRecord};
 use tollgate::registry::Registry;
-use tollgate::stats::Stats;
 use tollgate::store::{SledStore, Store};
+use tollgate::telemetry::stats::Stats;
 use tollgate::usage::queue::usage_queue;
 use tollgate::usage::Queued;
 

@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::metrics::DecisionLabel;
 use crate::quota::period::Nanos;
 use crate::quota::{Decision, InFlight, TenantState};
+use crate::telemetry::metrics::DecisionLabel;
 
 /// A JSON body, read up to the configured cap and parsed. Errors: 413 over
 /// the cap, 415 for another content type, 400 for malformed JSON, 422 for

@@ -1,5 +1,5 @@
-//! `GET /metrics`: the Prometheus text exposition of [`crate::metrics`],
-//! [`crate::stats::Stats`] and a few gauges read at scrape time.
+//! `GET /metrics`: the Prometheus text exposition of [`crate::telemetry::metrics`],
+//! [`crate::telemetry::stats::Stats`] and a few gauges read at scrape time.
 
 use std::sync::atomic::Ordering;
 
@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::metrics::{encode, Family, Value};
+use crate::telemetry::metrics::{encode, Family, Value};
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",

@@ -33,7 +33,7 @@ use crate::chat::ChatBackend;
 use crate::clock::Clock;
 use crate::pricing::PriceTable;
 use crate::registry::Registry;
-use crate::stats::Stats;
+use crate::telemetry::stats::Stats;
 use crate::usage::queue::UsageQueue;
 
 /// What every handler shares.
@@ -53,7 +53,7 @@ pub struct AppState {
     /// The bearer token `/metrics` asks for, if one is configured.
     pub metrics_token: Option<AdminToken>,
     pub default_model: String,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Gateway mode's fronted APIs.
     pub proxies: Vec<Arc<proxy::ProxyTarget>>,
 }

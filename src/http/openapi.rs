@@ -164,7 +164,13 @@ pub fn document(st: &AppState) -> utoipa::openapi::OpenApi {
                     .name("path")
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
-                    .description(Some("any path; sent to the upstream without the prefix")),
+                    .description(Some(
+                        "any path; sent to the upstream without the prefix (no dot segments)",
+                    ))
+                    .schema(Some(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::String),
+                    )),
             )
             .security(utoipa::openapi::security::SecurityRequirement::new(
                 "tenantKey",
@@ -174,6 +180,10 @@ pub fn document(st: &AppState) -> utoipa::openapi::OpenApi {
             .response(
                 "429",
                 ResponseBuilder::new().description("over a limit: not forwarded"),
+            )
+            .response(
+                "400",
+                ResponseBuilder::new().description("invalid_path: the path would leave the upstream"),
             )
             .response("502", ResponseBuilder::new().description("upstream unreachable"))
             .response("504", ResponseBuilder::new().description("upstream too slow"))

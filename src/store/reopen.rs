@@ -52,7 +52,8 @@ struct Settings {
     options: SledOptions,
 }
 
-enum Slot {
+/// The store's one database: open, or failed and waiting to be reopened.
+enum EngineState {
     Open(Arc<SledEngine>),
     /// The engine failed; `why` is the error, `tried` when it failed or the
     /// last attempt to reopen it was made.
@@ -64,7 +65,7 @@ enum Slot {
 
 pub struct SledStore {
     settings: Settings,
-    slot: Mutex<Slot>,
+    state: Mutex<EngineState>,
     /// Held while the database is being opened again.
     reopening: Mutex<()>,
 }
@@ -94,7 +95,7 @@ impl SledStore {
         let engine = settings.open()?;
         Ok(SledStore {
             settings,
-            slot: Mutex::new(Slot::Open(Arc::new(engine))),
+            state: Mutex::new(EngineState::Open(Arc::new(engine))),
             reopening: Mutex::new(()),
         })
     }
@@ -135,33 +136,35 @@ impl SledStore {
     }
 
     /// The open engine, reopening a failed one when it is time to try again
-    /// (or now, when `now`). The slot is not locked while the database opens
+    /// (or now, when `now`). The state is not locked while the database opens
     /// (which can block for good behind a wedged sled), so other calls fail
     /// fast meanwhile.
     fn engine(&self, now: bool) -> Result<Arc<SledEngine>, StoreError> {
-        let why = match &*self.slot.lock() {
-            Slot::Open(engine) => return Ok(engine.clone()),
-            Slot::Failed { why, tried } if now || tried.elapsed() >= REOPEN_EVERY => why.clone(),
-            Slot::Failed { why, .. } => return Err(reopening(why)),
+        let why = match &*self.state.lock() {
+            EngineState::Open(engine) => return Ok(engine.clone()),
+            EngineState::Failed { why, tried } if now || tried.elapsed() >= REOPEN_EVERY => {
+                why.clone()
+            }
+            EngineState::Failed { why, .. } => return Err(reopening(why)),
         };
         let Some(_one_at_a_time) = self.reopening.try_lock() else {
             return Err(reopening(&why));
         };
-        if let Slot::Open(engine) = &*self.slot.lock() {
+        if let EngineState::Open(engine) = &*self.state.lock() {
             return Ok(engine.clone());
         }
         let opened = self.settings.open();
-        let mut slot = self.slot.lock();
+        let mut state = self.state.lock();
         match opened {
             Ok(engine) => {
                 tracing::warn!(failure = %why, "store reopened; persistence resumes");
                 let engine = Arc::new(engine);
-                *slot = Slot::Open(engine.clone());
+                *state = EngineState::Open(engine.clone());
                 Ok(engine)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "the store cannot be reopened yet");
-                *slot = Slot::Failed {
+                *state = EngineState::Failed {
                     why,
                     tried: Instant::now(),
                 };
@@ -197,14 +200,14 @@ impl SledStore {
     /// Takes `failed` out of use (unless another call already did).
     fn set_aside(&self, failed: &Arc<SledEngine>, error: &StoreError) {
         {
-            let mut slot = self.slot.lock();
-            match &*slot {
-                Slot::Open(current) if Arc::ptr_eq(current, failed) => {}
+            let mut state = self.state.lock();
+            match &*state {
+                EngineState::Open(current) if Arc::ptr_eq(current, failed) => {}
                 _ => return,
             }
             // The first reopen waits a moment, for the calls still holding
             // the old engine to finish and let go of its files.
-            *slot = Slot::Failed {
+            *state = EngineState::Failed {
                 why: error.to_string(),
                 tried: Instant::now(),
             };

@@ -22,8 +22,8 @@ use super::queue::QueueReceiver;
 use super::retention;
 use super::Queued;
 use crate::clock::Clock;
-use crate::stats::Stats;
 use crate::store::{Store, UsageBlock};
+use crate::telemetry::stats::Stats;
 
 /// At most this many records go into one store write.
 const MAX_BATCH: usize = 100_000;

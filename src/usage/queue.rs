@@ -20,8 +20,8 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::Queued;
-use crate::slot::{slot_count, thread_slot};
-use crate::stats::Stats;
+use crate::telemetry::slot::{slot_count, thread_slot};
+use crate::telemetry::stats::Stats;
 
 #[derive(Clone)]
 pub struct UsageQueue {

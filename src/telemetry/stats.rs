@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::metrics::Hist;
+use crate::telemetry::metrics::Hist;
 
 /// Distinct unknown model names remembered for `/metrics`; the rest are
 /// counted under `(other)`.

@@ -1,10 +1,10 @@
 //! Operational metrics and their Prometheus exposition (`GET /metrics`).
 //!
 //! The request path writes per-thread slots (one cache line each, picked by
-//! [`crate::slot::thread_slot`]), so workers never contend on a shared counter; a scrape
+//! [`crate::telemetry::slot::thread_slot`]), so workers never contend on a shared counter; a scrape
 //! sums the slots and encodes everything with `prometheus-client`'s text
 //! encoder. Rare events (flushes, webhook deliveries, unknown models) live in
-//! [`crate::stats::Stats`].
+//! [`crate::telemetry::stats::Stats`].
 //!
 //! Architecture Invariant: every metric name starts with `tollgate_`.
 
@@ -17,7 +17,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::quota::Outcome;
-use crate::slot::{slot_count, thread_slot};
+use crate::telemetry::slot::{slot_count, thread_slot};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -109,7 +109,7 @@ impl From<Outcome> for DecisionLabel {
 /// One thread's share, alone on its cache lines.
 #[derive(Default)]
 #[repr(align(128))]
-struct Slot {
+struct ThreadMetrics {
     decisions: [AtomicU64; DecisionLabel::ALL.len()],
     /// Route pattern -> latency. Uncontended: only scrapes share the lock.
     routes: Mutex<HashMap<String, Hist>>,
@@ -117,21 +117,23 @@ struct Slot {
 
 /// The request path's metrics.
 pub struct Metrics {
-    slots: Box<[Slot]>,
+    per_thread: Box<[ThreadMetrics]>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            slots: (0..slot_count()).map(|_| Slot::default()).collect(),
+            per_thread: (0..slot_count())
+                .map(|_| ThreadMetrics::default())
+                .collect(),
         }
     }
 }
 
 impl Metrics {
     #[inline]
-    fn slot(&self) -> &Slot {
-        &self.slots[thread_slot() & (self.slots.len() - 1)]
+    fn mine(&self) -> &ThreadMetrics {
+        &self.per_thread[thread_slot() & (self.per_thread.len() - 1)]
     }
 
     #[inline]
@@ -141,12 +143,12 @@ impl Metrics {
             .iter()
             .position(|&l| l == label)
             .unwrap_or(0);
-        self.slot().decisions[i].fetch_add(1, Ordering::Relaxed);
+        self.mine().decisions[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One answered request on `route` (a route pattern) that took `seconds`.
     pub fn request(&self, route: &str, seconds: f64) {
-        let mut routes = self.slot().routes.lock();
+        let mut routes = self.mine().routes.lock();
         match routes.get_mut(route) {
             Some(h) => h.observe(seconds),
             None => routes.entry(route.to_owned()).or_default().observe(seconds),
@@ -159,7 +161,7 @@ impl Metrics {
             .enumerate()
             .map(|(i, l)| {
                 let n = self
-                    .slots
+                    .per_thread
                     .iter()
                     .map(|s| s.decisions[i].load(Ordering::Relaxed))
                     .sum();
@@ -171,7 +173,7 @@ impl Metrics {
     /// Latency per route, summed over the threads, sorted by route.
     pub fn routes(&self) -> Vec<(String, Hist)> {
         let mut all: HashMap<String, Hist> = HashMap::new();
-        for slot in self.slots.iter() {
+        for slot in self.per_thread.iter() {
             for (route, h) in slot.routes.lock().iter() {
                 all.entry(route.clone()).or_default().merge(h);
             }
