@@ -84,7 +84,7 @@ const NOW_NS: i64 = 1_795_000_000_000_000_000;
 fn decide(f: &Fixture, hash: &KeyHash, i: i64) -> bool {
     f.registry.with_key(hash, |entry| {
         let Some(entry) = entry else { return false };
-        let d = entry.tenant.decide(1, NOW_NS + i, true);
+        let d = entry.tenant.acquire(1, NOW_NS + i);
         f.queue.enqueue(Queued {
             tenant: entry.tenant.clone(),
             record: UsageRecord {

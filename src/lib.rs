@@ -6,7 +6,8 @@
 //!
 //! - [`quota`]: the enforcement engine - calendar-month [`quota::period`]s,
 //!   the packed [`quota::counter::PeriodCounter`], the [`quota::gcra`] burst
-//!   limit, and [`quota::TenantState::decide`] (lock-free, allocation-free).
+//!   limit, the [`quota::counters::Counters`] seam, and
+//!   [`quota::TenantState::acquire`] (lock-free, allocation-free).
 //! - [`registry`]: plans, tenants and keys; lock-free sharded lookup tables
 //!   for the request path, a mutex-guarded catalog for admin writes.
 //! - [`usage`]: the bounded queue to the flusher thread, which writes records

@@ -210,3 +210,38 @@ fn absurd_upstream_token_counts_are_capped_not_overflowed() {
         200
     );
 }
+
+/// Regression (seams review): a failed upstream call gave back its monthly
+/// call but kept its burst unit, so on a plan of one request a minute the
+/// retry after a 502 was rate-limited. A grant's refund gives back both.
+#[test]
+fn a_failed_upstream_call_gives_back_its_burst_unit_too() {
+    let (url, _) = fake_upstream(|n| match n {
+        0 => (500, "{}".into(), 0),
+        _ => (200, completion(), 0),
+    });
+    let s = TestServer::start_with(|c| c.chat.upstream = url, Arc::new(SystemClock));
+    s.plan(
+        "slow-burst",
+        Some(10),
+        None,
+        Some(json!({"requests": 1, "perSeconds": 60, "burst": 1})),
+    );
+    let key = s.tenant_with_key("retrier", "slow-burst");
+    let chat = || {
+        s.tenant(
+            &key,
+            "POST",
+            "/api/chat",
+            Some(json!({"message": "hi", "botId": "b"})),
+        )
+    };
+    assert_eq!(chat().status(), 502);
+    let retry = chat();
+    assert_eq!(retry.status(), 200, "{}", retry.text().unwrap());
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 1, "the failed call was not charged");
+}

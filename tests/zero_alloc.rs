@@ -82,7 +82,7 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
     let decide = |i: usize| {
         registry.with_key(&hashes[i % hashes.len()], |entry| {
             let entry = entry.unwrap();
-            let d = entry.tenant.decide(1, now_ns + i as i64, true);
+            let d = entry.tenant.acquire(1, now_ns + i as i64);
             queue.enqueue(Queued {
                 tenant: entry.tenant.clone(),
                 record: UsageRecord {

@@ -196,11 +196,20 @@ pub struct TenantAuth {
 }
 
 impl TenantAuth {
-    /// Decides `cost` calls at `now` (consuming them unless `consume` is
-    /// false), counts the outcome for `/metrics` and makes the response's
-    /// headers describe the decision.
-    pub fn decide(&self, st: &AppState, cost: u64, now: Nanos, consume: bool) -> Decision {
-        let d = self.tenant.decide(cost, now, consume);
+    /// Takes `cost` calls at `now` if the limits allow
+    /// ([`TenantState::acquire`]), counts the outcome for `/metrics` and
+    /// makes the response's headers describe the decision.
+    pub fn acquire(&self, st: &AppState, cost: u64, now: Nanos) -> Decision {
+        let d = self.tenant.acquire(cost, now);
+        st.metrics.decision(d.outcome);
+        self.decided(d);
+        d
+    }
+
+    /// Whether `cost` calls would pass now; takes nothing (a dry run,
+    /// `/api/v1/check`).
+    pub fn check(&self, st: &AppState, cost: u64, now: Nanos) -> Decision {
+        let d = self.tenant.check(cost, now);
         st.metrics.decision(d.outcome);
         self.decided(d);
         d

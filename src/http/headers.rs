@@ -78,6 +78,7 @@ mod tests {
                 reset_ns: 50_000_000,
             }),
             retry_after_ns: 86_400 * NANOS_PER_SEC as u64,
+            grant: None,
         };
         let mut h = HeaderMap::new();
         apply(&mut h, &d);
@@ -108,6 +109,7 @@ mod tests {
             tokens_limit: None,
             burst: None,
             retry_after_ns: 0,
+            grant: None,
         };
         let mut h = HeaderMap::new();
         apply(&mut h, &d);

@@ -129,7 +129,11 @@ pub async fn authorize(
 
     let now = st.clock.now_nanos();
     let tenant = &auth.tenant;
-    let d = auth.decide(&st, cost, now, !req.dry_run);
+    let d = if req.dry_run {
+        auth.check(&st, cost, now)
+    } else {
+        auth.acquire(&st, cost, now)
+    };
     let plan = tenant.plan();
     if !req.dry_run {
         enqueue(
@@ -178,7 +182,7 @@ pub async fn check(
     if cost == 0 {
         return Err(ApiError::invalid("cost must be at least 1"));
     }
-    let d = auth.decide(&st, cost, st.clock.now_nanos(), false);
+    let d = auth.check(&st, cost, st.clock.now_nanos());
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
     Ok(HttpResponse::Ok().json(CheckResponse {
         is_allowed: d.allowed(),
@@ -411,7 +415,7 @@ pub async fn chat(
 
     let now = st.clock.now_nanos();
     let tenant = &auth.tenant;
-    let d = auth.decide(&st, 1, now, true);
+    let d = auth.acquire(&st, 1, now);
     let mut record = UsageRecord {
         ts_ms: now.div_euclid(1_000_000),
         endpoint: "/api/chat".into(),
@@ -459,7 +463,9 @@ pub async fn chat(
             }))
         }
         Err(e) => {
-            tenant.calls.refund(d.period, 1);
+            if let Some(grant) = &d.grant {
+                tenant.refund(grant);
+            }
             auth.decided(tenant.snapshot(st.clock.now_nanos()));
             let (status, code) = match e {
                 crate::chat::ChatError::Timeout => {

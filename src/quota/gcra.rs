@@ -34,7 +34,7 @@ impl GcraParams {
     }
 
     /// Units above the burst cannot ever pass, so a big request takes the whole bucket.
-    fn cost_ns(&self, n: u64) -> u64 {
+    pub fn cost_ns(&self, n: u64) -> u64 {
         n.min(self.burst).saturating_mul(self.interval_ns)
     }
 }
@@ -93,7 +93,11 @@ impl Gcra {
     /// Gives back `n` units taken by [`acquire`](Self::acquire) (a request that a
     /// later check rejected consumes nothing).
     pub fn refund(&self, p: GcraParams, n: u64) {
-        let cost = p.cost_ns(n);
+        self.refund_ns(p.cost_ns(n));
+    }
+
+    /// Gives back `cost` nanoseconds of the bucket (what a grant took).
+    pub fn refund_ns(&self, cost: u64) {
         let _ = self
             .tat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {

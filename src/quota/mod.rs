@@ -1,11 +1,15 @@
 //! The enforcement engine: per-tenant atomics and the decision.
 //!
-//! Architecture Invariant: [`TenantState::decide`] takes no lock, does no I/O
-//! and allocates nothing. Its state is three `AtomicU64`s (period calls,
-//! period tokens, GCRA arrival time), an `AtomicBool` and an `ArcSwap` plan
-//! pointer that is read without a lock.
+//! Architecture Invariant: [`TenantState::acquire`] and
+//! [`TenantState::check`] take no lock, do no I/O and allocate nothing. The
+//! state they read is the [`Counters`] (today two `AtomicU64`s: period calls
+//! and tokens), the GCRA arrival time, an `AtomicBool` and an `ArcSwap` plan
+//! pointer that is read without a lock. A decision is data: an allowed
+//! `acquire` carries the [`Grant`] of what it took, and
+//! [`TenantState::refund`] gives all of it back.
 
 pub mod counter;
+pub mod counters;
 pub mod gcra;
 pub mod period;
 
@@ -14,7 +18,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use self::counter::PeriodCounter;
+use self::counters::Counters;
 use self::gcra::{Gcra, GcraOutcome, GcraParams};
 use self::period::{Nanos, Period, NANOS_PER_SEC};
 use crate::model::Plan;
@@ -71,6 +75,30 @@ pub struct Decision {
     pub burst: Option<BurstStatus>,
     /// For a rejection: nanoseconds until retrying can succeed.
     pub retry_after_ns: u64,
+    /// What an allowed [`TenantState::acquire`] took; `None` for a
+    /// rejection, a [`check`](TenantState::check) or a snapshot.
+    pub grant: Option<Grant>,
+}
+
+/// What the burst limit said of a request.
+enum BurstStep {
+    /// It fits (or there is no burst limit): on to the quota, with the
+    /// nanoseconds of the bucket taken.
+    Pass {
+        decision: Decision,
+        burst_ns: u64,
+    },
+    Limited(Decision),
+}
+
+/// What a decision took: give it back with [`TenantState::refund`] (an
+/// upstream that failed, say), burst unit included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub period: Period,
+    pub calls: u64,
+    /// Nanoseconds of the burst bucket taken (0 without a burst limit).
+    burst_ns: u64,
 }
 
 impl Decision {
@@ -105,10 +133,8 @@ pub struct TenantState {
     pub id: Arc<str>,
     plan: ArcSwap<ActivePlan>,
     suspended: AtomicBool,
-    /// Quota units consumed in the current period.
-    pub calls: PeriodCounter,
-    /// Tokens used in the current period.
-    pub tokens: PeriodCounter,
+    /// The period's calls and tokens, behind the counter seam.
+    counters: Counters,
     burst: Gcra,
     /// Records reported through `POST /api/v1/usage` (its own limit).
     ingest: Gcra,
@@ -138,8 +164,7 @@ impl TenantState {
             id: Arc::from(id),
             plan: ArcSwap::new(plan),
             suspended: AtomicBool::new(suspended),
-            calls: PeriodCounter::new(period, 0),
-            tokens: PeriodCounter::new(period, 0),
+            counters: Counters::local(period),
             burst: Gcra::new(),
             ingest: Gcra::new(),
             in_flight: AtomicU32::new(0),
@@ -212,93 +237,152 @@ impl TenantState {
         self.suspended.store(suspended, Ordering::Release);
     }
 
-    /// Decides a request of `cost` units at `now`. With `consume` it takes
-    /// the units atomically when allowed; without, it only answers.
-    /// A rejected request consumes nothing.
+    /// Takes `cost` calls at `now` if every limit allows, in SPEC §3's
+    /// order: suspended, burst, monthly calls, monthly tokens. An allowed
+    /// decision carries the [`Grant`] of what it took; a rejected one took
+    /// nothing (burst units taken before a quota rejection are given back).
     #[inline]
-    pub fn decide(&self, cost: u64, now: Nanos, consume: bool) -> Decision {
+    pub fn acquire(&self, cost: u64, now: Nanos) -> Decision {
+        self.evaluate(cost, now, true)
+    }
+
+    /// Would a request of `cost` pass now? Takes nothing.
+    #[inline]
+    pub fn check(&self, cost: u64, now: Nanos) -> Decision {
+        self.evaluate(cost, now, false)
+    }
+
+    /// Gives back everything `grant` took: its calls (while its period
+    /// lasts) and its burst units.
+    pub fn refund(&self, grant: &Grant) {
+        self.counters.give_back_calls(grant.period, grant.calls);
+        if grant.burst_ns > 0 {
+            self.burst.refund_ns(grant.burst_ns);
+        }
+    }
+
+    #[inline]
+    fn evaluate(&self, cost: u64, now: Nanos, take: bool) -> Decision {
         let plan = self.plan.load();
         let period = Period::containing_nanos(now);
-        let mut d = Decision {
+        let d = Decision {
             outcome: Outcome::Allowed,
             period,
             now,
             calls_used: 0,
             calls_limit: plan.plan.monthly_calls,
-            tokens_used: self.tokens.used(period),
+            tokens_used: self.counters.tokens_used(period),
             tokens_limit: plan.plan.monthly_tokens,
             burst: None,
             retry_after_ns: 0,
+            grant: None,
         };
         if self.suspended.load(Ordering::Acquire) {
-            d.outcome = Outcome::Suspended;
-            d.calls_used = self.calls.used(period);
-            return d;
+            return self.denied(d, Outcome::Suspended, 0);
         }
-        let mut took_burst = false;
-        if let Some(g) = plan.gcra {
-            let (requests, per_seconds) = plan
-                .plan
-                .rate_limit
-                .map_or((0, 0), |r| (r.requests, r.per_seconds));
-            match self.burst.acquire(g, now, cost, consume) {
-                GcraOutcome::Allowed { remaining } => {
-                    took_burst = consume;
-                    d.burst = Some(BurstStatus {
-                        requests,
-                        per_seconds,
-                        remaining,
-                        reset_ns: self.burst.state(g, now).1,
-                    });
-                }
-                GcraOutcome::Limited { retry_after_ns } => {
-                    d.outcome = Outcome::RateLimited;
-                    d.retry_after_ns = retry_after_ns;
-                    d.calls_used = self.calls.used(period);
-                    d.burst = Some(BurstStatus {
-                        requests,
-                        per_seconds,
-                        remaining: 0,
-                        reset_ns: self.burst.state(g, now).1,
-                    });
-                    return d;
+        match self.burst_step(&plan, d, cost, take) {
+            BurstStep::Pass { decision, burst_ns } => {
+                self.quota_step(&plan, decision, cost, take, burst_ns)
+            }
+            BurstStep::Limited(limited) => limited,
+        }
+    }
+
+    /// A rejection: the period's count, and when a retry can pass.
+    fn denied(&self, mut d: Decision, outcome: Outcome, retry_after_ns: u64) -> Decision {
+        d.outcome = outcome;
+        d.calls_used = self.counters.calls_used(d.period);
+        d.retry_after_ns = retry_after_ns;
+        d
+    }
+
+    /// The burst limit: the decision with the bucket's state and the
+    /// nanoseconds taken, or the rejection.
+    #[inline]
+    fn burst_step(&self, plan: &ActivePlan, mut d: Decision, cost: u64, take: bool) -> BurstStep {
+        let Some(g) = plan.gcra else {
+            return BurstStep::Pass {
+                decision: d,
+                burst_ns: 0,
+            };
+        };
+        let (requests, per_seconds) = plan
+            .plan
+            .rate_limit
+            .map_or((0, 0), |r| (r.requests, r.per_seconds));
+        let status = |remaining, reset_ns| BurstStatus {
+            requests,
+            per_seconds,
+            remaining,
+            reset_ns,
+        };
+        match self.burst.acquire(g, d.now, cost, take) {
+            GcraOutcome::Allowed { remaining } => {
+                d.burst = Some(status(remaining, self.burst.state(g, d.now).1));
+                BurstStep::Pass {
+                    decision: d,
+                    burst_ns: if take { g.cost_ns(cost) } else { 0 },
                 }
             }
+            GcraOutcome::Limited { retry_after_ns } => {
+                d.burst = Some(status(0, self.burst.state(g, d.now).1));
+                BurstStep::Limited(self.denied(d, Outcome::RateLimited, retry_after_ns))
+            }
         }
+    }
+
+    /// The monthly calls and tokens, after the burst limit took `burst_ns`.
+    #[inline]
+    fn quota_step(
+        &self,
+        plan: &ActivePlan,
+        mut d: Decision,
+        cost: u64,
+        take: bool,
+        burst_ns: u64,
+    ) -> Decision {
+        let until_reset = (d.period.end_secs().saturating_mul(NANOS_PER_SEC) - d.now).max(0) as u64;
+        // Calls are checked before tokens (SPEC §3), so with both spent
+        // the answer is quota_exceeded.
         let tokens_over = d.tokens_limit.is_some_and(|l| d.tokens_used >= l);
-        let calls = if consume && !tokens_over {
-            self.calls.try_consume(period, cost, d.calls_limit)
+        let calls = if take && !tokens_over {
+            self.counters.take_calls(d.period, cost, d.calls_limit)
         } else {
-            let used = self.calls.used(period);
+            let used = self.counters.calls_used(d.period);
             match d.calls_limit {
                 Some(l) if used.saturating_add(cost) > l => Err(used),
                 _ => Ok(used),
             }
         };
-        match calls {
-            Ok(used) if !tokens_over => d.calls_used = used,
-            Ok(used) | Err(used) => {
+        let outcome = match calls {
+            Ok(used) if !tokens_over => {
                 d.calls_used = used;
-                d.outcome = if calls.is_err() {
-                    Outcome::QuotaExceeded
-                } else {
-                    Outcome::TokenQuotaExceeded
-                };
-                d.retry_after_ns =
-                    (period.end_secs().saturating_mul(NANOS_PER_SEC) - now).max(0) as u64;
-                if took_burst {
-                    if let Some(g) = plan.gcra {
-                        self.burst.refund(g, cost);
-                        if let Some(b) = d.burst.as_mut() {
-                            let (remaining, reset_ns) = self.burst.state(g, now);
-                            b.remaining = remaining;
-                            b.reset_ns = reset_ns;
-                        }
-                    }
-                }
+                d.grant = take.then_some(Grant {
+                    period: d.period,
+                    calls: cost,
+                    burst_ns,
+                });
+                return d;
             }
+            Ok(_) => Outcome::TokenQuotaExceeded,
+            Err(_) => Outcome::QuotaExceeded,
+        };
+        self.give_back_burst(plan, &mut d, burst_ns);
+        self.denied(d, outcome, until_reset)
+    }
+
+    /// A quota rejection consumes nothing: the burst units go back, and the
+    /// headers show the bucket as it is then.
+    fn give_back_burst(&self, plan: &ActivePlan, d: &mut Decision, burst_ns: u64) {
+        if burst_ns == 0 {
+            return;
         }
-        d
+        self.burst.refund_ns(burst_ns);
+        if let (Some(g), Some(b)) = (plan.gcra, d.burst.as_mut()) {
+            let (remaining, reset_ns) = self.burst.state(g, d.now);
+            b.remaining = remaining;
+            b.reset_ns = reset_ns;
+        }
     }
 
     /// The current state without deciding anything (headers on read routes).
@@ -309,9 +393,9 @@ impl TenantState {
             outcome: Outcome::Allowed,
             period,
             now,
-            calls_used: self.calls.used(period),
+            calls_used: self.counters.calls_used(period),
             calls_limit: plan.plan.monthly_calls,
-            tokens_used: self.tokens.used(period),
+            tokens_used: self.counters.tokens_used(period),
             tokens_limit: plan.plan.monthly_tokens,
             burst: plan.gcra.map(|g| {
                 let (remaining, reset_ns) = self.burst.state(g, now);
@@ -328,6 +412,7 @@ impl TenantState {
                 }
             }),
             retry_after_ns: 0,
+            grant: None,
         }
     }
 
@@ -339,12 +424,21 @@ impl TenantState {
         if Period::containing_secs(record_ms.div_euclid(1000)) != period {
             return;
         }
-        if calls > 0 {
-            self.calls.add(period, calls);
-        }
-        if tokens > 0 {
-            self.tokens.add(period, tokens);
-        }
+        self.counters.add(period, calls, tokens);
+    }
+
+    /// Sets `period`'s calls and tokens (the persisted totals, at start-up
+    /// or when a tenant is created).
+    pub fn restore(&self, period: Period, calls: u64, tokens: u64) {
+        self.counters.restore(period, calls, tokens);
+    }
+
+    /// Calls and tokens used in `period`.
+    pub fn used(&self, period: Period) -> (u64, u64) {
+        (
+            self.counters.calls_used(period),
+            self.counters.tokens_used(period),
+        )
     }
 }
 
@@ -370,16 +464,16 @@ mod tests {
     #[test]
     fn order_of_checks_and_no_consumption_on_reject() {
         let t = TenantState::new("t", plan(Some(3), Some(100), None), false, Period(0));
-        assert_eq!(t.decide(2, NOW, true).outcome, Outcome::Allowed);
-        let d = t.decide(2, NOW, true);
+        assert_eq!(t.acquire(2, NOW).outcome, Outcome::Allowed);
+        let d = t.acquire(2, NOW);
         assert_eq!((d.outcome, d.calls_used), (Outcome::QuotaExceeded, 2));
-        assert_eq!(t.decide(1, NOW, true).calls_used, 3);
+        assert_eq!(t.acquire(1, NOW).calls_used, 3);
         t.add_usage(NOW, NOW / 1_000_000, 0, 100);
-        t.calls.set(Period::containing_nanos(NOW), 0);
-        let d = t.decide(1, NOW, true);
+        t.restore(Period::containing_nanos(NOW), 0, 100);
+        let d = t.acquire(1, NOW);
         assert_eq!((d.outcome, d.calls_used), (Outcome::TokenQuotaExceeded, 0));
         t.set_suspended(true);
-        assert_eq!(t.decide(1, NOW, true).outcome, Outcome::Suspended);
+        assert_eq!(t.acquire(1, NOW).outcome, Outcome::Suspended);
     }
 
     #[test]
@@ -390,13 +484,13 @@ mod tests {
             burst: 2,
         });
         let t = TenantState::new("t", plan(Some(1), None, rate), false, Period(0));
-        assert!(t.decide(1, NOW, true).allowed());
+        assert!(t.acquire(1, NOW).allowed());
         // Quota is now full: the rejection must give the burst unit back.
-        assert_eq!(t.decide(1, NOW, true).outcome, Outcome::QuotaExceeded);
+        assert_eq!(t.acquire(1, NOW).outcome, Outcome::QuotaExceeded);
         assert_eq!(t.snapshot(NOW).burst.unwrap().remaining, 1);
         t.set_plan(plan(None, None, rate));
-        assert!(t.decide(1, NOW, true).allowed());
-        let d = t.decide(1, NOW, true);
+        assert!(t.acquire(1, NOW).allowed());
+        let d = t.acquire(1, NOW);
         assert_eq!(d.outcome, Outcome::RateLimited);
         assert_eq!(d.retry_after_secs(), 10);
     }
@@ -439,13 +533,49 @@ mod tests {
         assert!(unlimited.admit_records(1_000_000, NOW).is_ok());
     }
 
+    /// Regression (seams review): handlers gave back a failed upstream call
+    /// with `calls.refund`, which returned the monthly call but kept the
+    /// burst unit. A grant's refund gives back both.
+    #[test]
+    fn a_refund_gives_back_everything_the_grant_took() {
+        let rate = Some(RateLimit {
+            requests: 1,
+            per_seconds: 10,
+            burst: 1,
+        });
+        let t = TenantState::new("t", plan(Some(5), None, rate), false, Period(0));
+        let d = t.acquire(1, NOW);
+        let grant = d.grant.expect("an allowed acquire carries its grant");
+        assert_eq!((grant.calls, grant.period), (1, d.period));
+        assert_eq!(t.acquire(1, NOW).outcome, Outcome::RateLimited);
+        t.refund(&grant);
+        assert_eq!(t.used(d.period).0, 0);
+        let again = t.acquire(1, NOW);
+        assert!(again.allowed(), "the burst unit came back too");
+        assert!(t.check(1, NOW).grant.is_none(), "a check takes nothing");
+        assert!(
+            t.acquire(1, NOW).grant.is_none(),
+            "a rejection took nothing"
+        );
+    }
+
+    #[test]
+    fn calls_are_checked_before_tokens() {
+        let t = TenantState::new("t", plan(Some(1), Some(10), None), false, Period(0));
+        assert!(t.acquire(1, NOW).allowed());
+        t.add_usage(NOW, NOW / 1_000_000, 0, 10);
+        assert_eq!(t.acquire(1, NOW).outcome, Outcome::QuotaExceeded);
+        t.restore(Period::containing_nanos(NOW), 0, 10);
+        assert_eq!(t.acquire(1, NOW).outcome, Outcome::TokenQuotaExceeded);
+    }
+
     #[test]
     fn dry_run_consumes_nothing() {
         let t = TenantState::new("t", plan(Some(1), None, None), false, Period(0));
-        assert!(t.decide(1, NOW, false).allowed());
-        assert!(t.decide(1, NOW, false).allowed());
-        assert!(!t.decide(2, NOW, false).allowed());
-        assert_eq!(t.calls.used(Period::containing_nanos(NOW)), 0);
+        assert!(t.check(1, NOW).allowed());
+        assert!(t.check(1, NOW).allowed());
+        assert!(!t.check(2, NOW).allowed());
+        assert_eq!(t.used(Period::containing_nanos(NOW)).0, 0);
     }
 
     #[test]
@@ -477,7 +607,7 @@ mod tests {
                         for round in 0..400u64 {
                             for i in 0..tenants.len() as u64 {
                                 let j = (i * 7 + t * 13 + round) as usize % tenants.len();
-                                if tenants[j].decide(1, NOW, true).allowed() {
+                                if tenants[j].acquire(1, NOW).allowed() {
                                     mine[j] += 1;
                                 }
                             }
@@ -496,7 +626,7 @@ mod tests {
         for (i, t) in tenants.iter().enumerate() {
             let limit = 100 + i as u64 * 37;
             assert_eq!(allowed[i], limit, "tenant {i}");
-            assert_eq!(t.calls.used(p), limit);
+            assert_eq!(t.used(p).0, limit);
         }
     }
 
@@ -505,13 +635,13 @@ mod tests {
         let t = TenantState::new("t", plan(Some(1), None, None), false, Period(0));
         let p = Period::containing_nanos(NOW);
         let last_ns = p.end_secs() * NANOS_PER_SEC - 1;
-        assert!(t.decide(1, last_ns, true).allowed());
-        assert_eq!(t.decide(1, last_ns, true).outcome, Outcome::QuotaExceeded);
-        let d = t.decide(1, last_ns + 1, true);
+        assert!(t.acquire(1, last_ns).allowed());
+        assert_eq!(t.acquire(1, last_ns).outcome, Outcome::QuotaExceeded);
+        let d = t.acquire(1, last_ns + 1);
         assert!(d.allowed());
         assert_eq!(d.period, p.next());
         // A record of the old period does not leak into the new one.
         t.add_usage(last_ns + 2, (last_ns / 1_000_000) - 5, 7, 7);
-        assert_eq!(t.calls.used(p.next()), 1);
+        assert_eq!(t.used(p.next()).0, 1);
     }
 }

@@ -107,8 +107,7 @@ impl Registry {
                 period,
             ));
             if let Some(tot) = totals.get(&t.id) {
-                state.calls.set(period, tot.calls);
-                state.tokens.set(period, tot.tokens);
+                state.restore(period, tot.calls, tot.tokens);
             }
             states.push((t.id.clone(), state));
             cat.tenants.insert(t.id.clone(), t);
@@ -295,8 +294,7 @@ impl Registry {
             tenant.status == TenantStatus::Suspended,
             period,
         ));
-        state.calls.set(period, totals.calls);
-        state.tokens.set(period, totals.tokens);
+        state.restore(period, totals.calls, totals.tokens);
         self.tenants.insert(tenant.id.clone(), state);
         cat.tenants.insert(tenant.id.clone(), tenant.clone());
         Ok(tenant)

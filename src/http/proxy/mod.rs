@@ -198,7 +198,7 @@ async fn forward(
     let body = rewritten.unwrap_or(body.0);
     let now = st.clock.now_nanos();
     let tenant = auth.tenant.clone();
-    let d = auth.decide(&st, target.cost, now, true);
+    let d = auth.acquire(&st, target.cost, now);
     let mut record = UsageRecord {
         ts_ms: now.div_euclid(1_000_000),
         endpoint: endpoint.chars().take(256).collect(),
@@ -260,7 +260,9 @@ async fn forward(
         ),
     };
     // Tollgate could not get an answer: the call is not charged.
-    tenant.calls.refund(d.period, target.cost);
+    if let Some(grant) = &d.grant {
+        tenant.refund(grant);
+    }
     auth.decided(tenant.snapshot(st.clock.now_nanos()));
     tracing::warn!(upstream = %target.upstream, status = failure.0.as_u16(), error = %failure.2, "proxy upstream failed");
     record.status = failure.0.as_u16();
