@@ -68,7 +68,7 @@ pub async fn create_plan(
 ) -> Result<HttpResponse, ApiError> {
     let plan: Plan =
         serde_json::from_value(body.0).map_err(|e| ApiError::invalid(e.to_string()))?;
-    Ok(created(st.registry.create_plan(plan)?))
+    Ok(created(st.registry.create_plan(plan, st.clock.now())?))
 }
 
 #[utoipa::path(
@@ -103,10 +103,14 @@ pub async fn patch_plan(
         .plan(&id)
         .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
     let next: Plan = merge_patch(&current, body.0, &["id"])?;
-    let plan = st.registry.update_plan(&id, |p| {
-        *p = next;
-        Ok(())
-    })?;
+    let plan = st.registry.update_plan(
+        &id,
+        |p| {
+            *p = next;
+            Ok(())
+        },
+        st.clock.now(),
+    )?;
     Ok(HttpResponse::Ok().json(plan))
 }
 
@@ -119,7 +123,7 @@ pub async fn delete_plan(
     _: Admin,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    st.registry.delete_plan(&id)?;
+    st.registry.delete_plan(&id, st.clock.now())?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -189,10 +193,14 @@ pub async fn patch_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let current = tenant_or_404(&st, &id)?;
     let next: Tenant = merge_patch(&current, body.0, &["id", "createdAt"])?;
-    let tenant = st.registry.update_tenant(&id, |t| {
-        *t = next;
-        Ok(())
-    })?;
+    let tenant = st.registry.update_tenant(
+        &id,
+        |t| {
+            *t = next;
+            Ok(())
+        },
+        st.clock.now(),
+    )?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -207,7 +215,8 @@ pub async fn delete_tenant(
 ) -> Result<HttpResponse, ApiError> {
     // The purge walks every day of records: off the worker thread.
     let registry = st.registry.clone();
-    blocking(move || Ok(registry.delete_tenant(&id)?)).await?;
+    let now = st.clock.now();
+    blocking(move || Ok(registry.delete_tenant(&id, now)?)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -6,14 +6,16 @@
 //! cold: they take the catalog's `parking_lot` mutex, write the store first,
 //! then publish to the maps, so memory never holds what the store lacks.
 
+pub mod change;
 pub mod sharded;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
+pub use self::change::{Change, ChangeFeed};
 use self::sharded::ShardedMap;
 use crate::auth::{generate_key, random_id, KeyHash, KeyHasher};
 use crate::model::{ApiKey, ModelError, Plan, StoredKey, Tenant, TenantStatus};
@@ -62,6 +64,8 @@ pub struct Registry {
     tenants: ShardedMap<String, Arc<TenantState>>,
     /// Admin-side view; its lock also serialises every admin write.
     catalog: Mutex<Catalog>,
+    /// Told of every admin write ([`Registry::subscribe`]).
+    feeds: RwLock<Vec<Arc<dyn ChangeFeed>>>,
 }
 
 fn not_found(what: &str, id: &str) -> RegistryError {
@@ -140,6 +144,7 @@ impl Registry {
             keys: ShardedMap::new(),
             tenants: ShardedMap::new(),
             catalog: Mutex::new(cat),
+            feeds: RwLock::new(Vec::new()),
         };
         reg.tenants.replace_all(states);
         reg.keys.replace_all(key_entries);
@@ -189,7 +194,7 @@ impl Registry {
         self.catalog.lock().plans.get(id).map(|p| p.plan.clone())
     }
 
-    pub fn create_plan(&self, plan: Plan) -> Result<Plan, RegistryError> {
+    pub fn create_plan(&self, plan: Plan, now: DateTime<Utc>) -> Result<Plan, RegistryError> {
         plan.validate()?;
         let mut cat = self.catalog.lock();
         if cat.plans.contains_key(&plan.id) {
@@ -199,8 +204,7 @@ impl Registry {
             )));
         }
         self.store.put_plan(&plan)?;
-        cat.plans
-            .insert(plan.id.clone(), ActivePlan::new(plan.clone()));
+        self.commit(&mut cat, Change::PlanPut(plan.clone()), now)?;
         Ok(plan)
     }
 
@@ -210,6 +214,7 @@ impl Registry {
         &self,
         id: &str,
         change: impl FnOnce(&mut Plan) -> Result<(), RegistryError>,
+        now: DateTime<Utc>,
     ) -> Result<Plan, RegistryError> {
         let mut cat = self.catalog.lock();
         let mut plan = cat
@@ -224,17 +229,11 @@ impl Registry {
         }
         plan.validate()?;
         self.store.put_plan(&plan)?;
-        let active = ActivePlan::new(plan.clone());
-        for t in cat.tenants.values().filter(|t| t.plan_id == id) {
-            if let Some(state) = self.tenants.get(&t.id) {
-                state.set_plan(active.clone());
-            }
-        }
-        cat.plans.insert(id.to_string(), active);
+        self.commit(&mut cat, Change::PlanPut(plan.clone()), now)?;
         Ok(plan)
     }
 
-    pub fn delete_plan(&self, id: &str) -> Result<(), RegistryError> {
+    pub fn delete_plan(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
         let mut cat = self.catalog.lock();
         if !cat.plans.contains_key(id) {
             return Err(not_found("plan", id));
@@ -246,8 +245,7 @@ impl Registry {
             )));
         }
         self.store.delete_plan(id)?;
-        cat.plans.remove(id);
-        Ok(())
+        self.commit(&mut cat, Change::PlanDeleted { id: id.to_string() }, now)
     }
 
     // ---- tenants --------------------------------------------------------
@@ -281,22 +279,13 @@ impl Registry {
                 tenant.id
             )));
         }
-        let plan = cat.plans.get(&tenant.plan_id).cloned().ok_or_else(|| {
-            ModelError::Invalid(format!("planId '{}' does not exist", tenant.plan_id))
-        })?;
+        if !cat.plans.contains_key(&tenant.plan_id) {
+            return Err(
+                ModelError::Invalid(format!("planId '{}' does not exist", tenant.plan_id)).into(),
+            );
+        }
         self.store.put_tenant(&tenant)?;
-        // A re-created id continues its persisted usage, as a restart would.
-        let period = Period::containing(now);
-        let totals = self.store.tenant_totals(&tenant.id, period)?;
-        let state = Arc::new(TenantState::new(
-            &tenant.id,
-            plan,
-            tenant.status == TenantStatus::Suspended,
-            period,
-        ));
-        state.restore(period, totals.calls, totals.tokens);
-        self.tenants.insert(tenant.id.clone(), state);
-        cat.tenants.insert(tenant.id.clone(), tenant.clone());
+        self.commit(&mut cat, Change::TenantPut(tenant.clone()), now)?;
         Ok(tenant)
     }
 
@@ -304,6 +293,7 @@ impl Registry {
         &self,
         id: &str,
         change: impl FnOnce(&mut Tenant) -> Result<(), RegistryError>,
+        now: DateTime<Utc>,
     ) -> Result<Tenant, RegistryError> {
         let mut cat = self.catalog.lock();
         let mut tenant = cat
@@ -316,15 +306,13 @@ impl Registry {
             return Err(ModelError::Invalid("a tenant's id cannot change".into()).into());
         }
         tenant.validate()?;
-        let plan = cat.plans.get(&tenant.plan_id).cloned().ok_or_else(|| {
-            ModelError::Invalid(format!("planId '{}' does not exist", tenant.plan_id))
-        })?;
-        self.store.put_tenant(&tenant)?;
-        if let Some(state) = self.tenants.get(id) {
-            state.set_plan(plan);
-            state.set_suspended(tenant.status == TenantStatus::Suspended);
+        if !cat.plans.contains_key(&tenant.plan_id) {
+            return Err(
+                ModelError::Invalid(format!("planId '{}' does not exist", tenant.plan_id)).into(),
+            );
         }
-        cat.tenants.insert(id.to_string(), tenant.clone());
+        self.store.put_tenant(&tenant)?;
+        self.commit(&mut cat, Change::TenantPut(tenant.clone()), now)?;
         Ok(tenant)
     }
 
@@ -335,22 +323,14 @@ impl Registry {
     /// key finds it, and records still queued for it are dropped, its state
     /// being retired), then the store purges. If the purge fails the tenant
     /// stays listed, and deleting it again finishes the job.
-    pub fn delete_tenant(&self, id: &str) -> Result<(), RegistryError> {
+    pub fn delete_tenant(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
         let mut cat = self.catalog.lock();
         if !cat.tenants.contains_key(id) {
             return Err(not_found("tenant", id));
         }
-        for k in cat.keys.values().filter(|k| &*k.tenant_id == id) {
-            self.keys.remove(&KeyHash(k.hash));
-        }
-        if let Some(state) = self.tenants.get(id) {
-            state.retire();
-            self.tenants.remove(id);
-        }
+        self.release_tenant(&cat, id);
         self.store.delete_tenant(id)?;
-        cat.keys.retain(|_, k| &*k.tenant_id != id);
-        cat.tenants.remove(id);
-        Ok(())
+        self.commit(&mut cat, Change::TenantDeleted { id: id.to_string() }, now)
     }
 
     // ---- keys -------------------------------------------------------------
@@ -384,22 +364,15 @@ impl Registry {
             hash: KeyHash::of(&secret).0,
         };
         self.store.put_key(&stored)?;
-        let state_id = state.id.clone();
-        self.keys.insert(
-            KeyHash(stored.hash),
-            Arc::new(KeyEntry {
+        self.commit(
+            &mut cat,
+            Change::KeyCreated {
                 key_id: key.id.clone(),
-                tenant: state,
-            }),
-        );
-        cat.keys.insert(
-            key.id.clone(),
-            KeyRef {
-                tenant_id: state_id,
+                tenant_id: state.id.to_string(),
                 hash: stored.hash,
-                live: true,
             },
-        );
+            now,
+        )?;
         Ok((key, secret))
     }
 
@@ -433,26 +406,17 @@ impl Registry {
             Some(k) if &*k.tenant_id == tenant_id => {}
             _ => return Err(not_found("key", key_id)),
         }
-        Self::revoke_locked(&self.store, &self.keys, &mut cat, key_id, now)
-    }
-
-    fn revoke_locked(
-        store: &Arc<dyn Store>,
-        keys: &ShardedMap<KeyHash, Arc<KeyEntry>, KeyHasher>,
-        cat: &mut Catalog,
-        key_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ApiKey, RegistryError> {
-        let key_ref = cat
-            .keys
-            .get_mut(key_id)
+        let mut stored = self
+            .store
+            .key(key_id)?
             .ok_or_else(|| not_found("key", key_id))?;
-        let mut stored = store.key(key_id)?.ok_or_else(|| not_found("key", key_id))?;
         if stored.key.revoked_at.is_none() {
             stored.key.revoked_at = Some(now);
-            store.put_key(&stored)?;
-            keys.remove(&KeyHash(key_ref.hash));
-            key_ref.live = false;
+            self.store.put_key(&stored)?;
+            let change = Change::KeyRevoked {
+                key_id: key_id.to_string(),
+            };
+            self.commit(&mut cat, change, now)?;
         }
         Ok(stored.key)
     }

@@ -1,0 +1,307 @@
+//! [`Change`]: every admin write, as data. A write is checked and written to
+//! the store by its [`Registry`] method; the change is then applied to
+//! memory by one function, [`Registry::apply_locked`] - the only place the
+//! request path's tables and the catalog change after start-up - and handed
+//! to every subscribed [`ChangeFeed`]. Another instance that shares the
+//! store applies the same change with [`Registry::apply`] (memory only: the
+//! store has it already), which is how an admin write on one instance will
+//! reach the others.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{not_found, Catalog, KeyEntry, KeyRef, Registry, RegistryError};
+use crate::auth::KeyHash;
+use crate::model::{Plan, Tenant, TenantStatus};
+use crate::quota::period::Period;
+use crate::quota::{ActivePlan, TenantState};
+
+/// One admin write, after the store took it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A plan created or changed; tenants on it see it on their next request.
+    PlanPut(Plan),
+    PlanDeleted {
+        id: String,
+    },
+    /// A tenant created or changed (name, plan, suspension).
+    TenantPut(Tenant),
+    /// A tenant deleted, with everything stored under its id.
+    TenantDeleted {
+        id: String,
+    },
+    /// A key created: its id, tenant and the SHA-256 of its secret.
+    KeyCreated {
+        key_id: String,
+        tenant_id: String,
+        hash: [u8; 32],
+    },
+    KeyRevoked {
+        key_id: String,
+    },
+}
+
+/// Told of every change an instance's admin API makes, in order.
+pub trait ChangeFeed: Send + Sync {
+    /// Called with the registry's catalog lock held (so changes arrive in
+    /// the order they were made): hand the change on, do not block.
+    fn published(&self, change: &Change);
+}
+
+impl Registry {
+    /// Tells `feed` of every admin write from now on.
+    pub fn subscribe(&self, feed: Arc<dyn ChangeFeed>) {
+        self.feeds.write().push(feed);
+    }
+
+    /// Applies a change another instance made (and wrote to the shared
+    /// store): memory only, and not published again.
+    pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<(), RegistryError> {
+        let mut cat = self.catalog.lock();
+        self.apply_locked(&mut cat, change, now)
+    }
+
+    /// Applies a change this instance wrote to the store, then publishes it.
+    pub(super) fn commit(
+        &self,
+        cat: &mut Catalog,
+        change: Change,
+        now: DateTime<Utc>,
+    ) -> Result<(), RegistryError> {
+        self.apply_locked(cat, &change, now)?;
+        for feed in self.feeds.read().iter() {
+            feed.published(&change);
+        }
+        Ok(())
+    }
+
+    /// The one place memory follows the store. Each change is idempotent:
+    /// applied twice, it leaves what it left once.
+    fn apply_locked(
+        &self,
+        cat: &mut Catalog,
+        change: &Change,
+        now: DateTime<Utc>,
+    ) -> Result<(), RegistryError> {
+        match change {
+            Change::PlanPut(plan) => {
+                let active = ActivePlan::new(plan.clone());
+                for t in cat.tenants.values().filter(|t| t.plan_id == plan.id) {
+                    if let Some(state) = self.tenants.get(&t.id) {
+                        state.set_plan(active.clone());
+                    }
+                }
+                cat.plans.insert(plan.id.clone(), active);
+            }
+            Change::PlanDeleted { id } => {
+                cat.plans.remove(id);
+            }
+            Change::TenantPut(tenant) => {
+                let plan = cat.plans.get(&tenant.plan_id).cloned().ok_or_else(|| {
+                    RegistryError::Conflict(format!(
+                        "tenant '{}' refers to missing plan '{}'",
+                        tenant.id, tenant.plan_id
+                    ))
+                })?;
+                let suspended = tenant.status == TenantStatus::Suspended;
+                match self.tenants.get(&tenant.id) {
+                    Some(state) => {
+                        state.set_plan(plan);
+                        state.set_suspended(suspended);
+                    }
+                    None => {
+                        // A created tenant continues whatever the store
+                        // counts for its id (nothing, after a purge).
+                        let period = Period::containing(now);
+                        let totals = self.store.tenant_totals(&tenant.id, period)?;
+                        let state = Arc::new(TenantState::new(&tenant.id, plan, suspended, period));
+                        state.restore(period, totals.calls, totals.tokens);
+                        self.tenants.insert(tenant.id.clone(), state);
+                    }
+                }
+                cat.tenants.insert(tenant.id.clone(), tenant.clone());
+            }
+            Change::TenantDeleted { id } => {
+                self.release_tenant(cat, id);
+                cat.keys.retain(|_, k| &*k.tenant_id != id);
+                cat.tenants.remove(id);
+            }
+            Change::KeyCreated {
+                key_id,
+                tenant_id,
+                hash,
+            } => {
+                let state = self
+                    .tenants
+                    .get(tenant_id)
+                    .ok_or_else(|| not_found("tenant", tenant_id))?;
+                let tenant_id = state.id.clone();
+                self.keys.insert(
+                    KeyHash(*hash),
+                    Arc::new(KeyEntry {
+                        key_id: key_id.clone(),
+                        tenant: state,
+                    }),
+                );
+                cat.keys.insert(
+                    key_id.clone(),
+                    KeyRef {
+                        tenant_id,
+                        hash: *hash,
+                        live: true,
+                    },
+                );
+            }
+            Change::KeyRevoked { key_id } => {
+                if let Some(k) = cat.keys.get_mut(key_id) {
+                    self.keys.remove(&KeyHash(k.hash));
+                    k.live = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The request path lets go of a tenant: no key finds it, and its state
+    /// is retired (records still queued for it are dropped).
+    pub(super) fn release_tenant(&self, cat: &Catalog, id: &str) {
+        for k in cat.keys.values().filter(|k| &*k.tenant_id == id) {
+            self.keys.remove(&KeyHash(k.hash));
+        }
+        if let Some(state) = self.tenants.get(id) {
+            state.retire();
+            self.tenants.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SledOptions, SledStore, Store};
+    use parking_lot::Mutex;
+
+    struct Recorder(Mutex<Vec<Change>>);
+    impl ChangeFeed for Recorder {
+        fn published(&self, change: &Change) {
+            self.0.lock().push(change.clone());
+        }
+    }
+
+    /// Another instance on the same store, fed every change.
+    struct Forward(Arc<Registry>, DateTime<Utc>);
+    impl ChangeFeed for Forward {
+        fn published(&self, change: &Change) {
+            self.0.apply(change, self.1).unwrap();
+        }
+    }
+
+    fn registry(store: &Arc<dyn Store>) -> Arc<Registry> {
+        Arc::new(Registry::load(store.clone(), &[Plan::unlimited("free")], Utc::now()).unwrap())
+    }
+
+    #[test]
+    fn every_admin_write_is_one_change_and_another_instance_can_apply_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open_with(
+                dir.path(),
+                SledOptions {
+                    flush_every_ms: 100,
+                    cache_bytes: 1 << 24,
+                    flush_deadline: std::time::Duration::from_secs(10),
+                    min_free_bytes: 0,
+                },
+            )
+            .unwrap(),
+        );
+        let a = registry(&store);
+        let b = registry(&store);
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        a.subscribe(recorder.clone());
+        let now = Utc::now();
+        a.subscribe(Arc::new(Forward(b.clone(), now)));
+
+        let mut pro = Plan::unlimited("pro");
+        pro.monthly_calls = Some(5);
+        a.create_plan(pro.clone(), now).unwrap();
+        let tenant = Tenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            plan_id: "pro".into(),
+            status: TenantStatus::Active,
+            created_at: now,
+        };
+        a.create_tenant(tenant.clone(), now).unwrap();
+        let (key, secret) = a.create_key("acme", "k", now).unwrap();
+        // The other instance sees the tenant, its plan and its key.
+        let seen = b.authenticate(&secret).expect("the key works on B");
+        assert_eq!(seen.plan().plan.monthly_calls, Some(5));
+        a.update_plan(
+            "pro",
+            |p| {
+                p.monthly_calls = Some(7);
+                Ok(())
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(seen.plan().plan.monthly_calls, Some(7));
+        a.update_tenant(
+            "acme",
+            |t| {
+                t.status = TenantStatus::Suspended;
+                Ok(())
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            b.tenant_state("acme").unwrap().check(1, 0).outcome,
+            crate::quota::Outcome::Suspended
+        );
+        a.revoke_key("acme", &key.id, now).unwrap();
+        assert!(b.authenticate(&secret).is_none(), "revoked on B too");
+        let (_, second) = a.create_key("acme", "k2", now).unwrap();
+        assert!(b.authenticate(&second).is_some());
+        a.delete_tenant("acme", now).unwrap();
+        assert!(b.tenant("acme").is_none() && b.authenticate(&second).is_none());
+        assert!(seen.is_retired());
+        a.delete_plan("pro", now).unwrap();
+        assert!(b.plan("pro").is_none());
+
+        let kinds: Vec<&str> = recorder
+            .0
+            .lock()
+            .iter()
+            .map(|c| match c {
+                Change::PlanPut(_) => "plan",
+                Change::PlanDeleted { .. } => "plan-deleted",
+                Change::TenantPut(_) => "tenant",
+                Change::TenantDeleted { .. } => "tenant-deleted",
+                Change::KeyCreated { .. } => "key",
+                Change::KeyRevoked { .. } => "key-revoked",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "plan",
+                "tenant",
+                "key",
+                "plan",
+                "tenant",
+                "key-revoked",
+                "key",
+                "tenant-deleted",
+                "plan-deleted"
+            ]
+        );
+        // Applying a change twice leaves what once did.
+        let again = recorder.0.lock()[0].clone();
+        b.apply(&again, now).unwrap();
+        b.apply(&again, now).unwrap();
+        assert_eq!(b.plan("pro").unwrap().monthly_calls, Some(5));
+    }
+}
