@@ -517,23 +517,29 @@ fn gateway_answers_502_and_504_as_json_and_records_them() {
 /// The paths `routes()` registers, read from the source: a route added
 /// without a `#[utoipa::path]` fails the test below.
 fn registered_paths() -> Vec<String> {
-    let src = [
-        include_str!("../src/http/mod.rs"),
-        include_str!("../src/dashboard/mod.rs"),
-    ]
-    .concat();
-    let mut paths = Vec::new();
-    let mut rest = src.as_str();
-    while let Some(i) = rest.find("resource(") {
-        rest = &rest[i + "resource(".len()..];
-        let trimmed = rest.trim_start();
-        if let Some(lit) = trimmed.strip_prefix('"') {
-            let path = &lit[..lit.find('"').unwrap()];
-            if !path.starts_with("/dashboard/assets/") {
-                paths.push(path.to_string());
+    // `resource("...")` in http/, and the dashboard's `("/dashboard/...", route)` pages.
+    let literals = |src: &str, opener: &str| -> Vec<String> {
+        let mut paths = Vec::new();
+        let mut rest = src;
+        while let Some(i) = rest.find(opener) {
+            rest = &rest[i + opener.len()..];
+            let trimmed = rest.trim_start();
+            if let Some(lit) = trimmed.strip_prefix('"') {
+                let path = &lit[..lit.find('"').unwrap()];
+                if path.starts_with('/') && !path.starts_with("/dashboard/assets/") {
+                    paths.push(path.to_string());
+                }
             }
         }
-    }
+        paths
+    };
+    let mut paths = literals(include_str!("../src/http/mod.rs"), "resource(");
+    let pages = literals(include_str!("../src/dashboard/mod.rs"), "(");
+    assert!(
+        pages.contains(&"/dashboard/api-usage".to_string()),
+        "{pages:?}"
+    );
+    paths.extend(pages);
     assert!(paths.len() >= 20, "{paths:?}");
     paths
 }

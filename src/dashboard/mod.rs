@@ -4,7 +4,7 @@
 //! any client, with the key kept in the browser's localStorage.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, Route};
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -39,16 +39,13 @@ async fn style_css() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
-/// The page's routes; anything else under `/dashboard` is the JSON 404.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    use crate::http::resource;
-    cfg.service(resource("/dashboard/api-usage", vec![web::get().to(index)]))
-        .service(resource(
-            "/dashboard/assets/app.js",
-            vec![web::get().to(app_js)],
-        ))
-        .service(resource(
-            "/dashboard/assets/style.css",
-            vec![web::get().to(style_css)],
-        ));
+/// The page's routes, as (path, route) pairs for `http/` to register
+/// (anything else under `/dashboard` is its JSON 404). The page knows
+/// nothing of `http/`.
+pub fn pages() -> Vec<(&'static str, Route)> {
+    vec![
+        ("/dashboard/api-usage", web::get().to(index)),
+        ("/dashboard/assets/app.js", web::get().to(app_js)),
+        ("/dashboard/assets/style.css", web::get().to(style_css)),
+    ]
 }

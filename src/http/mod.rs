@@ -12,13 +12,15 @@ pub mod headers;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;
+pub mod state;
 pub mod tenant;
 pub mod types;
+
+pub use self::state::AppState;
 
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use std::time::Instant;
 
@@ -28,35 +30,6 @@ use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer, Route};
 use tracing::Instrument;
 
 use self::extract::TenantCtx;
-use crate::auth::AdminToken;
-use crate::chat::ChatBackend;
-use crate::clock::Clock;
-use crate::pricing::PriceTable;
-use crate::registry::Registry;
-use crate::telemetry::stats::Stats;
-use crate::usage::queue::UsageQueue;
-
-/// What every handler shares.
-pub struct AppState {
-    pub registry: Arc<Registry>,
-    pub queue: UsageQueue,
-    pub clock: Arc<dyn Clock>,
-    pub prices: Arc<PriceTable>,
-    pub chat: ChatBackend,
-    pub admin: AdminToken,
-    pub stats: Arc<Stats>,
-    pub max_body_bytes: usize,
-    /// A request body must arrive within this (`[limits] body_timeout_ms`).
-    pub body_timeout: std::time::Duration,
-    /// Requests of one tenant served at once (`[limits] in_flight_per_tenant`).
-    pub in_flight_per_tenant: u32,
-    /// The bearer token `/metrics` asks for, if one is configured.
-    pub metrics_token: Option<AdminToken>,
-    pub default_model: String,
-    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
-    /// Gateway mode's fronted APIs.
-    pub proxies: Vec<Arc<proxy::ProxyTarget>>,
-}
 
 /// `GET /healthz`: `ok`, or `degraded` while the store is failing or the
 /// queue to it is over 90 % full; with the count of records that could not
@@ -172,8 +145,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/admin/tenants/{id}/subscription",
             vec![get().to(admin::tenant_subscription)],
         ))
-        .configure(crate::dashboard::routes)
         .default_service(web::to(error::not_found));
+    for (path, route) in crate::dashboard::pages() {
+        cfg.service(resource(path, vec![route]));
+    }
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -1,0 +1,37 @@
+//! [`AppState`]: what every handler shares - the registry, the queue, the
+//! clock, prices, the chat backend, the admin and scrape tokens, the limits
+//! a request is held to, the metrics and the gateway's targets. Built once
+//! by `app.rs`, handed to actix as `web::Data`.
+
+use std::sync::Arc;
+
+use super::proxy;
+use crate::auth::AdminToken;
+use crate::chat::ChatBackend;
+use crate::clock::Clock;
+use crate::pricing::PriceTable;
+use crate::registry::Registry;
+use crate::telemetry::stats::Stats;
+use crate::usage::queue::UsageQueue;
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub queue: UsageQueue,
+    pub clock: Arc<dyn Clock>,
+    pub prices: Arc<PriceTable>,
+    pub chat: ChatBackend,
+    pub admin: AdminToken,
+    pub stats: Arc<Stats>,
+    pub max_body_bytes: usize,
+    /// A request body must arrive within this (`[limits] body_timeout_ms`).
+    pub body_timeout: std::time::Duration,
+    /// Requests of one tenant served at once (`[limits] in_flight_per_tenant`).
+    pub in_flight_per_tenant: u32,
+    /// The bearer token `/metrics` asks for, if one is configured.
+    pub metrics_token: Option<AdminToken>,
+    pub default_model: String,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// Gateway mode's fronted APIs.
+    pub proxies: Vec<Arc<proxy::ProxyTarget>>,
+}
