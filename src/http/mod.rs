@@ -9,6 +9,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod headers;
+pub mod meter;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;

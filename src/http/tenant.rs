@@ -1,7 +1,6 @@
 //! Tenant routes: enforcement (`/api/v1/authorize`, `/api/v1/check`),
 //! ingestion (`/api/v1/usage`), billing reads and the chat bot.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -10,83 +9,15 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, OptionalJson, TenantAuth};
+use super::meter::{rejection, Meter};
 use super::types::*;
 use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
-use crate::model::UsageRecord;
+use crate::model::{TokenCounts, UsageRecord};
 use crate::pricing::Cost;
-use crate::quota::{Decision, Outcome, TenantState};
+use crate::quota::TenantState;
 use crate::usage::queue::Refusal;
 use crate::usage::Queued;
-
-/// The error a rejected decision answers with (403 or 429 and the limit's state).
-pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
-    let (status, code, message, limit, used) = match d.outcome {
-        Outcome::Suspended => {
-            return ApiError::forbidden("tenant_suspended", "this tenant is suspended")
-        }
-        Outcome::RateLimited => {
-            let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
-                Some(b.0),
-                b.0,
-            )
-        }
-        Outcome::QuotaExceeded => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "quota_exceeded",
-            "monthly call quota exceeded".to_string(),
-            d.calls_limit,
-            d.calls_used,
-        ),
-        Outcome::TokenQuotaExceeded => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "token_quota_exceeded",
-            "monthly token quota exceeded".to_string(),
-            d.tokens_limit,
-            d.tokens_used,
-        ),
-        Outcome::Allowed => {
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "not a rejection",
-            )
-        }
-    };
-    let reset_at = if d.outcome == Outcome::RateLimited {
-        nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64))
-    } else {
-        d.period.end()
-    };
-    ApiError::new(status, code, message)
-        .with("allowed", false)
-        .with("limit", limit)
-        .with("used", used)
-        .with("remaining", limit.map(|l| l.saturating_sub(used)))
-        .with("resetAt", fmt_ms(reset_at))
-        .with("retryAfterSeconds", d.retry_after_secs())
-        .with("plan", plan_id)
-}
-
-pub(super) fn status_of(d: &Decision) -> u16 {
-    match d.outcome {
-        Outcome::Allowed => 200,
-        Outcome::Suspended => 403,
-        _ => 429,
-    }
-}
-
-/// Hands a record to the flusher; a full queue only counts it.
-pub(super) fn enqueue(st: &AppState, tenant: &Arc<TenantState>, record: UsageRecord) -> bool {
-    st.queue.enqueue(Queued {
-        tenant: tenant.clone(),
-        record,
-    })
-}
 
 pub(super) fn price(st: &AppState, model: &str, prompt: u64, completion: u64) -> f64 {
     let cost = st.prices.cost(model, prompt, completion);
@@ -127,35 +58,26 @@ pub async fn authorize(
     let user_id = opt_text("userId", req.user_id, 128)?;
     let bot_id = opt_text("botId", req.bot_id, 128)?;
 
-    let now = st.clock.now_nanos();
-    let tenant = &auth.tenant;
+    let plan = auth.tenant.plan();
     let d = if req.dry_run {
-        auth.check(&st, cost, now)
+        let d = auth.check(&st, cost, st.clock.now_nanos());
+        if !d.allowed() {
+            return Err(rejection(&d, &plan.plan.id));
+        }
+        d
     } else {
-        auth.acquire(&st, cost, now)
+        let record = UsageRecord {
+            endpoint,
+            method,
+            user_id,
+            bot_id,
+            ..Default::default()
+        };
+        let meter = Meter::acquire(&**st, &auth, cost, record, started).allowed()?;
+        let d = *meter.decision();
+        meter.served(None, 200, None);
+        d
     };
-    let plan = tenant.plan();
-    if !req.dry_run {
-        enqueue(
-            &st,
-            tenant,
-            UsageRecord {
-                ts_ms: now.div_euclid(1_000_000),
-                endpoint,
-                method,
-                status: status_of(&d),
-                response_ms: started.elapsed().as_secs_f64() * 1e3,
-                user_id,
-                bot_id,
-                calls: if d.allowed() { cost } else { 0 },
-                rejected: !d.allowed(),
-                ..Default::default()
-            },
-        );
-    }
-    if !d.allowed() {
-        return Err(rejection(&d, &plan.plan.id));
-    }
     Ok(HttpResponse::Ok().json(AuthorizeResponse {
         allowed: true,
         limit: d.calls_limit,
@@ -413,71 +335,40 @@ pub async fn chat(
     let model = req.model.unwrap_or_else(|| st.default_model.clone());
     check_text("model", &model, 128).map_err(ApiError::invalid)?;
 
-    let now = st.clock.now_nanos();
-    let tenant = &auth.tenant;
-    let d = auth.acquire(&st, 1, now);
-    let mut record = UsageRecord {
-        ts_ms: now.div_euclid(1_000_000),
+    let record = UsageRecord {
         endpoint: "/api/chat".into(),
         method: "POST".into(),
-        status: status_of(&d),
         model: model.clone(),
         user_id,
         bot_id,
-        calls: if d.allowed() { 1 } else { 0 },
-        rejected: !d.allowed(),
         ..Default::default()
     };
-    if !d.allowed() {
-        record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-        enqueue(&st, tenant, record);
-        return Err(rejection(&d, &tenant.plan().plan.id));
-    }
+    let meter = Meter::acquire(&**st, &auth, 1, record, started).allowed()?;
     match st.chat.complete(&message, &model).await {
         Ok(reply) => {
-            let total = reply.prompt_tokens + reply.completion_tokens;
-            let cost = price(
-                &st,
-                &reply.model,
-                reply.prompt_tokens,
-                reply.completion_tokens,
-            );
-            tenant.add_usage(now, record.ts_ms, 0, total);
-            auth.decided(tenant.snapshot(st.clock.now_nanos()));
-            record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-            record.prompt_tokens = reply.prompt_tokens;
-            record.completion_tokens = reply.completion_tokens;
-            record.tokens = total;
-            record.model = reply.model.clone();
-            record.cost_usd = cost;
-            enqueue(&st, tenant, record);
+            let counts =
+                TokenCounts::from_upstream(reply.prompt_tokens, reply.completion_tokens, 0);
+            let cost = meter.served(Some(&auth), 200, Some((counts, Some(reply.model.clone()))));
             Ok(HttpResponse::Ok().json(ChatResponse {
                 reply: reply.reply,
                 model: reply.model,
                 usage: ChatUsage {
-                    prompt_tokens: reply.prompt_tokens,
-                    completion_tokens: reply.completion_tokens,
-                    total_tokens: total,
+                    prompt_tokens: counts.prompt,
+                    completion_tokens: counts.completion,
+                    total_tokens: counts.total,
                 },
                 cost_usd: cost,
             }))
         }
         Err(e) => {
-            if let Some(grant) = &d.grant {
-                tenant.refund(grant);
-            }
-            auth.decided(tenant.snapshot(st.clock.now_nanos()));
             let (status, code) = match e {
                 crate::chat::ChatError::Timeout => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
                 }
                 crate::chat::ChatError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             };
-            tracing::warn!(error = %e, tenant = %tenant.id, "chat upstream failed");
-            record.status = status.as_u16();
-            record.calls = 0;
-            record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-            enqueue(&st, tenant, record);
+            tracing::warn!(error = %e, tenant = %auth.tenant.id, "chat upstream failed");
+            meter.failed(&auth, status.as_u16());
             Err(ApiError::new(status, code, e.to_string()))
         }
     }

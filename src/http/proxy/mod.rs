@@ -29,11 +29,10 @@ use futures_util::Stream;
 use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
 use super::error::ApiError;
 use super::extract::{CappedBody, TenantAuth, TenantCtx};
-use super::tenant::{enqueue, price, rejection, status_of};
+use super::meter::Meter;
 use super::AppState;
 use crate::config::ProxyConfig;
 use crate::model::UsageRecord;
-use crate::quota::TenantState;
 
 /// Headers about one connection, never passed on (RFC 9110 §7.6.1); so are
 /// the headers a `Connection` header names.
@@ -196,24 +195,14 @@ async fn forward(
     };
     let (llm, rewritten) = usage::inspect_request(&body.0);
     let body = rewritten.unwrap_or(body.0);
-    let now = st.clock.now_nanos();
-    let tenant = auth.tenant.clone();
-    let d = auth.acquire(&st, target.cost, now);
-    let mut record = UsageRecord {
-        ts_ms: now.div_euclid(1_000_000),
+    let record = UsageRecord {
         endpoint: endpoint.chars().take(256).collect(),
         method: req.method().as_str().to_string(),
-        status: status_of(&d),
         model: llm.as_ref().map(|l| l.model.clone()).unwrap_or_default(),
-        calls: if d.allowed() { target.cost } else { 0 },
-        rejected: !d.allowed(),
         ..Default::default()
     };
-    if !d.allowed() {
-        record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-        enqueue(&st, &tenant, record);
-        return Err(rejection(&d, &tenant.plan().plan.id));
-    }
+    let meter =
+        Meter::acquire(st.clone().into_inner(), &auth, target.cost, record, started).allowed()?;
 
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::invalid("unsupported method"))?;
@@ -230,10 +219,7 @@ async fn forward(
     let failure = match sent {
         Ok(Ok(resp)) => {
             let watch = Watch {
-                st: st.clone(),
-                tenant,
-                record,
-                started,
+                meter,
                 llm,
                 idle_timeout: target.idle_timeout,
                 _hold: auth.hold(),
@@ -260,15 +246,8 @@ async fn forward(
         ),
     };
     // Tollgate could not get an answer: the call is not charged.
-    if let Some(grant) = &d.grant {
-        tenant.refund(grant);
-    }
-    auth.decided(tenant.snapshot(st.clock.now_nanos()));
     tracing::warn!(upstream = %target.upstream, status = failure.0.as_u16(), error = %failure.2, "proxy upstream failed");
-    record.status = failure.0.as_u16();
-    record.calls = 0;
-    record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-    enqueue(&st, &tenant, record);
+    meter.failed(&auth, failure.0.as_u16());
     Err(ApiError::new(failure.0, failure.1, failure.2))
 }
 
@@ -298,7 +277,7 @@ fn response_headers(from: &reqwest::header::HeaderMap, to: &mut actix_web::HttpR
 
 fn stream_back(resp: reqwest::Response, mut watch: Watch) -> HttpResponse {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    watch.record.status = status.as_u16();
+    watch.meter.record_mut().status = status.as_u16();
     let mut out = HttpResponse::build(status);
     response_headers(resp.headers(), &mut out);
     let sse = resp
@@ -323,10 +302,7 @@ fn stream_back(resp: reqwest::Response, mut watch: Watch) -> HttpResponse {
 
 /// What recording the request needs once the body is through.
 struct Watch {
-    st: web::Data<AppState>,
-    tenant: Arc<TenantState>,
-    record: UsageRecord,
-    started: Instant,
+    meter: Meter<Arc<AppState>>,
     /// The request, when it was an OpenAI-style call (for an estimate).
     llm: Option<LlmRequest>,
     idle_timeout: Duration,
@@ -393,32 +369,18 @@ impl Metered {
     fn finish(&mut self, end: End) {
         let Some(w) = self.pending.take() else { return };
         self.done = true;
-        let Watch {
-            st,
-            tenant,
-            mut record,
-            started,
-            llm,
-            ..
-        } = w;
-        let success = record.status < 400;
-        if let Some(u) = self.usage(llm.as_ref(), success) {
-            if let Some(m) = u.model {
-                record.model = m;
-            }
-            let c = u.counts;
-            record.prompt_tokens = c.prompt;
-            record.completion_tokens = c.completion;
-            record.tokens = c.total;
-            record.cost_usd = price(&st, &record.model, c.prompt, c.completion);
-            tenant.add_usage(st.clock.now_nanos(), record.ts_ms, 0, c.total);
+        let Watch { mut meter, llm, .. } = w;
+        let status = meter.record_mut().status;
+        let usage = self.usage(llm.as_ref(), status < 400);
+        let notes = meter.record_mut();
+        if let Some(u) = &usage {
             if u.estimated {
-                record
+                notes
                     .metadata
                     .push(("tokens".into(), "estimated (no usage in the answer)".into()));
             }
-            if c.capped {
-                record.metadata.push((
+            if u.counts.capped {
+                notes.metadata.push((
                     "tokens".into(),
                     format!("capped at {} per figure", crate::model::MAX_UPSTREAM_TOKENS),
                 ));
@@ -426,15 +388,14 @@ impl Metered {
         }
         match end {
             End::Complete => {}
-            End::Interrupted => record
+            End::Interrupted => notes
                 .metadata
                 .push(("proxy".into(), "stream interrupted".into())),
-            End::Stalled => record
+            End::Stalled => notes
                 .metadata
                 .push(("proxy".into(), "upstream stalled; response cut off".into())),
         }
-        record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-        enqueue(&st, &tenant, record);
+        meter.served(None, status, usage.map(|u| (u.counts, u.model)));
     }
 }
 

@@ -1,0 +1,206 @@
+//! [`Meter`]: the one path a metered request takes - decide, record,
+//! enqueue, and give back what the decision took when Tollgate could not
+//! serve the request - for `/api/v1/authorize`, `/api/chat` and the
+//! gateway alike, so that they cannot drift apart.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+
+use super::error::ApiError;
+use super::extract::TenantAuth;
+use super::tenant::price;
+use super::AppState;
+use crate::clock::{fmt_ms, nanos_to_utc};
+use crate::model::{TokenCounts, UsageRecord};
+use crate::quota::{Decision, Outcome, TenantState};
+use crate::usage::Queued;
+
+/// One metered request, from its decision to its record in the queue.
+/// `S` is how the state is held: a borrow in a handler, or
+/// the state's `Arc` when the record outlives the handler (a streaming
+/// gateway response).
+pub struct Meter<S: Deref<Target = AppState>> {
+    st: S,
+    tenant: Arc<TenantState>,
+    decision: Decision,
+    record: UsageRecord,
+    started: Instant,
+}
+
+impl<S: Deref<Target = AppState>> Meter<S> {
+    /// Decides `cost` calls now, taking them when allowed, and starts the
+    /// request's record from `record` (what the handler knows: endpoint,
+    /// method, model, user, bot).
+    pub fn acquire(
+        st: S,
+        auth: &TenantAuth,
+        cost: u64,
+        mut record: UsageRecord,
+        started: Instant,
+    ) -> Self {
+        let now = st.clock.now_nanos();
+        let decision = auth.acquire(&st, cost, now);
+        record.ts_ms = now.div_euclid(1_000_000);
+        record.status = status_of(&decision);
+        record.calls = if decision.allowed() { cost } else { 0 };
+        record.rejected = !decision.allowed();
+        Meter {
+            st,
+            tenant: auth.tenant.clone(),
+            decision,
+            record,
+            started,
+        }
+    }
+
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// The request, when the decision allowed it; otherwise the refusal
+    /// is recorded and its error (403 or 429 with the limit's state)
+    /// returned.
+    pub fn allowed(self) -> Result<Self, ApiError> {
+        if self.decision.allowed() {
+            return Ok(self);
+        }
+        let error = rejection(&self.decision, &self.tenant.plan().plan.id);
+        self.finish();
+        Err(error)
+    }
+
+    /// The record, for what only the handler learns (metadata, say).
+    pub fn record_mut(&mut self) -> &mut UsageRecord {
+        &mut self.record
+    }
+
+    /// Served with `status`: the tokens the answer reported (if any, with
+    /// the model it named) count against the token quota and are priced;
+    /// `auth`, when the response has not gone yet, gets headers that show
+    /// them. Returns the cost.
+    pub fn served(
+        mut self,
+        auth: Option<&TenantAuth>,
+        status: u16,
+        tokens: Option<(TokenCounts, Option<String>)>,
+    ) -> f64 {
+        self.record.status = status;
+        if let Some((counts, model)) = tokens {
+            if let Some(m) = model {
+                self.record.model = m;
+            }
+            self.record.prompt_tokens = counts.prompt;
+            self.record.completion_tokens = counts.completion;
+            self.record.tokens = counts.total;
+            self.record.cost_usd = price(
+                &self.st,
+                &self.record.model,
+                counts.prompt,
+                counts.completion,
+            );
+            self.tenant.add_usage(
+                self.st.clock.now_nanos(),
+                self.record.ts_ms,
+                0,
+                counts.total,
+            );
+        }
+        if let Some(auth) = auth {
+            auth.decided(self.tenant.snapshot(self.st.clock.now_nanos()));
+        }
+        let cost = self.record.cost_usd;
+        self.finish();
+        cost
+    }
+
+    /// Tollgate could not get an answer (`status` 502, 504): everything the
+    /// decision took is given back, the headers say so, and the request is
+    /// recorded with no calls.
+    pub fn failed(mut self, auth: &TenantAuth, status: u16) {
+        if let Some(grant) = &self.decision.grant {
+            self.tenant.refund(grant);
+        }
+        auth.decided(self.tenant.snapshot(self.st.clock.now_nanos()));
+        self.record.status = status;
+        self.record.calls = 0;
+        self.finish();
+    }
+
+    /// Hands the record, with its latency, to the flusher (the tenant's
+    /// `Arc` moves along: no second count on its shared cache line).
+    fn finish(self) {
+        let Meter {
+            st,
+            tenant,
+            mut record,
+            started,
+            ..
+        } = self;
+        record.response_ms = started.elapsed().as_secs_f64() * 1e3;
+        st.queue.enqueue(Queued { tenant, record });
+    }
+}
+
+/// The error a rejected decision answers with (403 or 429 and the limit's state).
+pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
+    let (status, code, message, limit, used) = match d.outcome {
+        Outcome::Suspended => {
+            return ApiError::forbidden("tenant_suspended", "this tenant is suspended")
+        }
+        Outcome::RateLimited => {
+            let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
+                Some(b.0),
+                b.0,
+            )
+        }
+        Outcome::QuotaExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            "monthly call quota exceeded".to_string(),
+            d.calls_limit,
+            d.calls_used,
+        ),
+        Outcome::TokenQuotaExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "token_quota_exceeded",
+            "monthly token quota exceeded".to_string(),
+            d.tokens_limit,
+            d.tokens_used,
+        ),
+        Outcome::Allowed => {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "not a rejection",
+            )
+        }
+    };
+    let reset_at = if d.outcome == Outcome::RateLimited {
+        nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64))
+    } else {
+        d.period.end()
+    };
+    ApiError::new(status, code, message)
+        .with("allowed", false)
+        .with("limit", limit)
+        .with("used", used)
+        .with("remaining", limit.map(|l| l.saturating_sub(used)))
+        .with("resetAt", fmt_ms(reset_at))
+        .with("retryAfterSeconds", d.retry_after_secs())
+        .with("plan", plan_id)
+}
+
+fn status_of(d: &Decision) -> u16 {
+    match d.outcome {
+        Outcome::Allowed => 200,
+        Outcome::Suspended => 403,
+        _ => 429,
+    }
+}
