@@ -11,8 +11,8 @@ use std::time::Instant;
 use chrono::{TimeZone, Utc};
 use criterion::{black_box, Criterion};
 use tollgate::analytics::query::{report, Range};
-use tollgate::analytics::rollup::Grain;
 use tollgate::model::UsageRecord;
+use tollgate::rollup::Grain;
 use tollgate::store::{SledStore, Store, UsageBlock};
 
 const TENANT: &str = "bench-tenant";

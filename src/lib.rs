@@ -12,7 +12,10 @@
 //!   for the request path, a mutex-guarded catalog for admin writes.
 //! - [`usage`]: the bounded queue to the flusher thread, which writes records
 //!   and period totals to the store in batches.
+//! - [`rollup`]: pre-aggregated usage cells (minute, hour, day) and latency
+//!   histograms, which the store keeps and the analytics read.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation.
+//! - [`analytics`]: usage reports and forecasts from rollup cells.
 //! - [`http`]: actix-web routes, extractors, JSON errors, rate-limit headers.
 //! - [`model`]: domain types; [`codec`]: the one bincode encoder; [`auth`]:
 //!   key hashing and the admin token; [`pricing`]: model prices and costs;
@@ -41,6 +44,7 @@ pub mod model;
 pub mod pricing;
 pub mod quota;
 pub mod registry;
+pub mod rollup;
 pub mod store;
 pub mod telemetry;
 pub mod usage;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use common::*;
 use serde_json::{json, Value};
-use tollgate::analytics::rollup::{Cell, Grain};
 use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
 use tollgate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use tollgate::quota::period::Period;
+use tollgate::rollup::{Cell, Grain};
 use tollgate::store::{AlertMark, PeriodTotals, SledStore, Store, StoreError, UsageBlock};
 
 /// A real store whose writes fail while `failing` is set.

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use super::rollup::{Cell, Grain, PartyAgg};
 use crate::clock::{fmt_ms, ms_to_utc};
+use crate::rollup::{Cell, Grain, PartyAgg};
 use crate::store::{Store, StoreError};
 use crate::usage::retention::MINUTE_ROLLUP_DAYS;
 

@@ -13,9 +13,9 @@ use super::extract::{Admin, TenantAuth};
 use super::AppState;
 use crate::analytics::forecast::{forecast, recommend, Forecast, Recommendation, SoFar};
 use crate::analytics::query::{report, top_tenants, Range, Report, TopTenants, MAX_POINTS};
-use crate::analytics::rollup::{Grain, ALL_TENANTS};
 use crate::quota::period::Period;
 use crate::quota::TenantState;
+use crate::rollup::{Grain, ALL_TENANTS};
 use crate::store::Store;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

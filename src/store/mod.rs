@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::rollup::{Cell, Grain};
 use crate::codec::CodecError;
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
+use crate::rollup::{Cell, Grain};
 
 /// Calls and tokens a tenant used in one period, as persisted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

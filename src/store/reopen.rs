@@ -25,9 +25,9 @@ use parking_lot::Mutex;
 
 use super::sled_store::SledEngine;
 use super::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
-use crate::analytics::rollup::{Cell, Grain};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
+use crate::rollup::{Cell, Grain};
 
 /// The least time between two attempts to reopen a failed store.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);

@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
 use crate::model::UsageRecord;
+use crate::rollup::{Cell, Grain, ALL_TENANTS};
 
 #[derive(Default)]
 pub struct RollupBook {

@@ -35,10 +35,10 @@ use sled::Transactional;
 use super::deadline::FlushWorker;
 use super::rollup_book::RollupBook;
 use super::{AlertMark, PeriodTotals, SledOptions, Store, StoreError, UsageBlock};
-use crate::analytics::rollup::{Cell, Grain, ALL_TENANTS};
 use crate::codec::{decode, encode, encode_chunks};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{civil_from_days, days_from_civil, Period};
+use crate::rollup::{Cell, Grain, ALL_TENANTS};
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
 /// 2: plans carry `ingest_rate` (a format-1 store is upgraded on open).

@@ -1,12 +1,16 @@
 //! Pre-aggregated usage: a [`Cell`] sums the records of one tenant in one
-//! minute, hour or day ([`Grain`]), with the dimensions the analytics need.
-//! Cells merge, so any range is answered from a handful of them.
+//! minute, hour or day ([`Grain`]), with the dimensions the analytics need,
+//! latencies in a [`histogram::LatencyHistogram`]. Cells merge, so any
+//! range is answered from a handful of them. A room of its own: the store
+//! keeps cells and the analytics read them, and neither imports the other.
+
+pub mod histogram;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::histogram::LatencyHistogram;
+use self::histogram::LatencyHistogram;
 use crate::model::UsageRecord;
 
 /// Distinct users (or bots, tenants) a cell tracks by name; the rest are
