@@ -4,7 +4,30 @@
 //! Architecture Invariant: nothing on the request path calls a [`Store`]; only
 //! start-up, admin writes (cold) and the flusher thread do.
 
+#[cfg(test)]
+mod contract;
+
+/// Opens with `open` again while sled's file lock is still held: its
+/// background threads let go of the files a moment after the last handle
+/// is dropped, so a test that reopens at once waits for that (at most 10
+/// s). A restart is a new process, where the lock went with the old one.
+#[cfg(test)]
+fn wait_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(StoreError::Sled(sled::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
 mod deadline;
+pub mod memory;
 
 pub use deadline::within;
 mod reopen;

@@ -1,0 +1,396 @@
+//! The contract every [`Store`] engine keeps, written once and run against
+//! each engine (`contract_suite!` below: sled and the in-memory reference;
+//! an engine added later adds one line). A bug found in one engine becomes
+//! a case here for all of them.
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+
+use super::{AlertMark, PeriodTotals, Store, UsageBlock};
+use crate::model::{Plan, StoredKey, Tenant, TenantStatus, UsageRecord};
+use crate::quota::period::{days_from_civil, Period};
+use crate::rollup::{Grain, ALL_TENANTS};
+
+const DAY: i64 = 86_400_000;
+
+/// Opens a persisting engine's store again on the same data (the store
+/// handed in is dropped first).
+type Reopen = Box<dyn Fn(Arc<dyn Store>) -> Arc<dyn Store>>;
+
+/// A store of the engine under test, what must live as long as it, and,
+/// for an engine that persists, how to open it again.
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub reopen: Option<Reopen>,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+fn day(y: i64, m: u32, d: u32) -> i64 {
+    days_from_civil(y, m, d) * DAY
+}
+
+fn rec(ts_ms: i64, calls: u64, tokens: u64, user: &str) -> UsageRecord {
+    UsageRecord {
+        ts_ms,
+        endpoint: "/v1/chat".into(),
+        method: "POST".into(),
+        status: 200,
+        response_ms: 12.0,
+        prompt_tokens: tokens,
+        tokens,
+        model: "gpt-4o".into(),
+        user_id: user.into(),
+        calls,
+        ..Default::default()
+    }
+}
+
+fn scanned(s: &dyn Store, tenant: &str) -> Vec<UsageRecord> {
+    let mut out = Vec::new();
+    s.scan_usage(tenant, i64::MIN, i64::MAX, &mut |r| {
+        out.push(r.clone());
+        true
+    })
+    .unwrap();
+    out
+}
+
+fn cell_requests(s: &dyn Store, owner: &str, grain: Grain) -> u64 {
+    s.rollups(owner, grain, i64::MIN / 2, i64::MAX / 2)
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c.total.requests)
+        .sum()
+}
+
+/// Persisted totals equal the sum over the persisted records, after every
+/// write, in every period (SPEC §7.2); rollups count every record once.
+pub fn totals_equal_the_records_after_every_write(e: Engine) {
+    let s = e.store.as_ref();
+    let (nov, dec) = (day(2026, 11, 30), day(2026, 12, 1));
+    let writes: Vec<Vec<UsageBlock>> = vec![
+        vec![UsageBlock::new(
+            "a",
+            vec![rec(nov, 1, 10, "u1"), rec(dec, 2, 5, "u2")],
+        )],
+        vec![
+            UsageBlock::new("a", vec![rec(dec + 1, 0, 7, "u1")]),
+            UsageBlock::new("ab", vec![rec(dec + 2, 3, 1, "u3")]),
+        ],
+        vec![UsageBlock::new(
+            "b",
+            (0..500).map(|i| rec(dec + i, 1, 1, "u")).collect(),
+        )],
+    ];
+    for blocks in &writes {
+        s.write_usage(blocks).unwrap();
+        for tenant in ["a", "ab", "b"] {
+            let records = scanned(s, tenant);
+            for period in [
+                Period::containing_secs(nov / 1000),
+                Period::containing_secs(dec / 1000),
+            ] {
+                let mut sum = PeriodTotals::default();
+                for r in records
+                    .iter()
+                    .filter(|r| Period::containing_secs(r.ts_ms / 1000) == period)
+                {
+                    sum.calls += r.calls;
+                    sum.tokens += r.tokens;
+                }
+                assert_eq!(s.tenant_totals(tenant, period).unwrap(), sum, "{tenant}");
+                let listed = s
+                    .period_totals(period)
+                    .unwrap()
+                    .into_iter()
+                    .find(|(t, _)| t == tenant)
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                assert_eq!(listed, sum, "{tenant} in period_totals");
+            }
+        }
+    }
+    s.checkpoint().unwrap();
+    // "a" must not see "ab"'s records although one id prefixes the other.
+    assert_eq!(scanned(s, "a").len(), 3);
+    for grain in Grain::ALL {
+        assert_eq!(cell_requests(s, "a", grain), 3, "{grain:?}");
+        assert_eq!(cell_requests(s, "b", grain), 500, "{grain:?}");
+        assert_eq!(cell_requests(s, ALL_TENANTS, grain), 504, "{grain:?}");
+    }
+    // Scans come day by day, in write order within a day.
+    let a: Vec<i64> = scanned(s, "a").iter().map(|r| r.ts_ms).collect();
+    assert_eq!(a, [nov, dec, dec + 1]);
+}
+
+/// Retention drops raw records and minute cells by day, and keeps hour and
+/// day cells.
+pub fn retention_drops_raw_days_and_keeps_hour_and_day_cells(e: Engine) {
+    let s = e.store.as_ref();
+    for d in [1, 10, 20] {
+        s.write_usage(&[UsageBlock::new("a", vec![rec(day(2026, 11, d), 1, 1, "u")])])
+            .unwrap();
+    }
+    s.checkpoint().unwrap();
+    let now = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+        .unwrap();
+    assert!(crate::usage::retention::apply(s, now, 20).unwrap() > 0);
+    assert_eq!(scanned(s, "a").len(), 2, "Nov 1 is past 20 days");
+    assert_eq!(
+        cell_requests(s, "a", Grain::Minute),
+        1,
+        "minute cells keep 7 days"
+    );
+    assert_eq!(cell_requests(s, "a", Grain::Hour), 3);
+    assert_eq!(cell_requests(s, "a", Grain::Day), 3);
+}
+
+/// Deleting a tenant purges everything under its id, touches no other
+/// tenant, keeps the fleet's history, and a block of a retired tenant is
+/// never written (hostile tenant, finding 6).
+pub fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine) {
+    let s = e.store.as_ref();
+    let t = day(2026, 11, 20);
+    let key = |id: &str, tenant: &str| StoredKey {
+        key: crate::model::ApiKey {
+            id: id.into(),
+            tenant_id: tenant.into(),
+            name: "k".into(),
+            prefix: "tg_x".into(),
+            created_at: chrono::Utc::now(),
+            revoked_at: None,
+        },
+        hash: [7; 32],
+    };
+    for tenant in ["gone", "gone-not"] {
+        s.put_tenant(&Tenant {
+            id: tenant.into(),
+            name: tenant.into(),
+            plan_id: "p".into(),
+            status: TenantStatus::Active,
+            created_at: chrono::Utc::now(),
+        })
+        .unwrap();
+        s.put_key(&key(&format!("k-{tenant}"), tenant)).unwrap();
+        s.write_usage(&[UsageBlock::new(tenant, vec![rec(t, 2, 3, "u")])])
+            .unwrap();
+    }
+    s.checkpoint().unwrap();
+    s.write_usage(&[UsageBlock::new("gone", vec![rec(t + 1, 1, 1, "u")])])
+        .unwrap();
+    s.put_alert_mark(&AlertMark {
+        tenant: "gone".into(),
+        period: Period::containing_secs(t / 1000),
+        url: "http://x".into(),
+        threshold: 80,
+        body: "{}".into(),
+        delivered: false,
+    })
+    .unwrap();
+    s.delete_tenant("gone").unwrap();
+    let period = Period::containing_secs(t / 1000);
+    assert_eq!(
+        s.tenant_totals("gone", period).unwrap(),
+        PeriodTotals::default()
+    );
+    assert!(scanned(s, "gone").is_empty());
+    for grain in Grain::ALL {
+        assert_eq!(cell_requests(s, "gone", grain), 0);
+        assert_eq!(cell_requests(s, "gone-not", grain), 1);
+    }
+    assert_eq!(
+        cell_requests(s, ALL_TENANTS, Grain::Day),
+        3,
+        "the fleet keeps its history"
+    );
+    assert_eq!(s.tenants().unwrap().len(), 1);
+    assert_eq!(s.keys().unwrap().len(), 1);
+    assert!(s.alert_marks().unwrap().is_empty());
+    let late = UsageBlock::new("gone", vec![rec(t, 9, 9, "u")]);
+    late.retired
+        .store(true, std::sync::atomic::Ordering::Release);
+    s.write_usage(&[late]).unwrap();
+    assert_eq!(
+        s.tenant_totals("gone", period).unwrap(),
+        PeriodTotals::default()
+    );
+    assert!(scanned(s, "gone").is_empty());
+}
+
+/// A persisting engine opened again answers the same: totals, records and
+/// rollups, with records written after the last checkpoint counted once
+/// (a replayed journal never double counts).
+pub fn a_reopened_store_counts_every_record_once(e: Engine) {
+    let reopen = e
+        .reopen
+        .expect("instantiated for engines that persist (persisting_suite!)");
+    let t = day(2026, 11, 20);
+    e.store
+        .write_usage(&[UsageBlock::new("a", vec![rec(t, 1, 2, "u")])])
+        .unwrap();
+    e.store.checkpoint().unwrap();
+    e.store
+        .write_usage(&[UsageBlock::new("a", vec![rec(t + 60_000, 1, 2, "u")])])
+        .unwrap();
+    let mut s = e.store;
+    for _ in 0..2 {
+        s = reopen(s);
+        assert_eq!(scanned(s.as_ref(), "a").len(), 2);
+        let p = Period::containing_secs(t / 1000);
+        assert_eq!(
+            s.tenant_totals("a", p).unwrap(),
+            PeriodTotals {
+                calls: 2,
+                tokens: 4
+            }
+        );
+        for grain in Grain::ALL {
+            assert_eq!(cell_requests(s.as_ref(), "a", grain), 2, "{grain:?}");
+            assert_eq!(
+                cell_requests(s.as_ref(), ALL_TENANTS, grain),
+                2,
+                "{grain:?}"
+            );
+        }
+    }
+}
+
+/// Plans, tenants, keys and alert marks come back as they were put.
+pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
+    let s = e.store.as_ref();
+    let mut plan = Plan::unlimited("pro");
+    plan.monthly_calls = Some(9);
+    s.put_plan(&plan).unwrap();
+    s.put_plan(&Plan::unlimited("free")).unwrap();
+    s.delete_plan("free").unwrap();
+    assert_eq!(s.plans().unwrap(), vec![plan]);
+    let mut k = StoredKey {
+        key: crate::model::ApiKey {
+            id: "k1".into(),
+            tenant_id: "t".into(),
+            name: "k".into(),
+            prefix: "tg_abcde".into(),
+            created_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            revoked_at: None,
+        },
+        hash: [3; 32],
+    };
+    s.put_key(&k).unwrap();
+    k.key.revoked_at = Some(chrono::Utc.with_ymd_and_hms(2026, 2, 2, 3, 4, 5).unwrap());
+    s.put_key(&k).unwrap();
+    assert_eq!(s.key("k1").unwrap(), Some(k));
+    assert_eq!(s.key("nope").unwrap(), None);
+    let mark = |period: i32, threshold| AlertMark {
+        tenant: "t".into(),
+        period: Period(period),
+        url: "http://x".into(),
+        threshold,
+        body: "{}".into(),
+        delivered: false,
+    };
+    s.put_alert_mark(&mark(10, 80)).unwrap();
+    s.put_alert_mark(&mark(11, 80)).unwrap();
+    s.put_alert_mark(&mark(11, 100)).unwrap();
+    s.prune_alert_marks(Period(11)).unwrap();
+    let mut left: Vec<u32> = s
+        .alert_marks()
+        .unwrap()
+        .iter()
+        .map(|m| m.threshold)
+        .collect();
+    left.sort();
+    assert_eq!(left, [80, 100]);
+}
+
+macro_rules! contract_suite {
+    ($($engine:ident => $make:expr;)*) => {
+        $(
+            mod $engine {
+                use super::*;
+
+                #[test]
+                fn totals_equal_the_records_after_every_write() {
+                    super::totals_equal_the_records_after_every_write($make);
+                }
+
+                #[test]
+                fn retention_drops_raw_days_and_keeps_hour_and_day_cells() {
+                    super::retention_drops_raw_days_and_keeps_hour_and_day_cells($make);
+                }
+
+                #[test]
+                fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks() {
+                    super::deleting_a_tenant_purges_it_and_skips_its_retired_blocks($make);
+                }
+
+                #[test]
+                fn the_catalog_and_alert_marks_round_trip() {
+                    super::the_catalog_and_alert_marks_round_trip($make);
+                }
+            }
+        )*
+    };
+}
+
+fn sled() -> Engine {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |path: &std::path::Path| -> Arc<dyn Store> {
+        let store = super::wait_for_lock(|| {
+            super::SledStore::open_with(
+                path,
+                super::SledOptions {
+                    flush_every_ms: 100,
+                    cache_bytes: 1 << 24,
+                    flush_deadline: std::time::Duration::from_secs(10),
+                    min_free_bytes: 0,
+                },
+            )
+        });
+        Arc::new(store.unwrap())
+    };
+    let path = dir.path().to_path_buf();
+    Engine {
+        store: open(&path),
+        reopen: Some(Box::new(move |old| {
+            // Like a restart: the last handle goes, sled lets go of the files.
+            drop(old);
+            open(&path)
+        })),
+        _dir: Some(dir),
+    }
+}
+
+fn memory() -> Engine {
+    Engine {
+        store: Arc::new(super::memory::MemoryStore::new()),
+        reopen: None,
+        _dir: None,
+    }
+}
+
+/// The cases only an engine that keeps data across a reopen has.
+macro_rules! persisting_suite {
+    ($($engine:ident => $make:expr;)*) => {
+        $(
+            mod $engine {
+                use super::*;
+
+                #[test]
+                fn a_reopened_store_counts_every_record_once() {
+                    super::a_reopened_store_counts_every_record_once($make);
+                }
+            }
+        )*
+    };
+}
+
+contract_suite! {
+    sled_engine => sled();
+    memory_engine => memory();
+}
+
+persisting_suite! {
+    sled_persisting => sled();
+}
