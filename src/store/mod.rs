@@ -16,7 +16,7 @@ fn wait_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, Store
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match open() {
-            Err(StoreError::Sled(sled::Error::Io(e)))
+            Err(StoreError::Sled(::sled::Error::Io(e)))
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     && std::time::Instant::now() < deadline =>
             {
@@ -26,15 +26,11 @@ fn wait_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, Store
         }
     }
 }
-mod deadline;
 pub mod memory;
-
-pub use deadline::within;
-mod reopen;
 mod rollup_book;
-mod sled_store;
+pub mod sled;
 
-pub use reopen::{SledOptions, SledStore};
+pub use sled::{within, SledOptions, SledStore};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -107,7 +103,7 @@ pub fn alert_key(tenant: &str, period: Period, url: &str, threshold: u32) -> Str
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(#[from] ::sled::Error),
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 type Done = Sender<sled::Result<usize>>;
 

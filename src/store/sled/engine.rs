@@ -33,12 +33,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::deadline::FlushWorker;
-use super::rollup_book::RollupBook;
-use super::{AlertMark, PeriodTotals, SledOptions, Store, StoreError, UsageBlock};
+use super::SledOptions;
 use crate::codec::{decode, encode, encode_chunks};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{civil_from_days, days_from_civil, Period};
 use crate::rollup::{Cell, Grain, ALL_TENANTS};
+use crate::store::rollup_book::RollupBook;
+use crate::store::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
 /// 2: plans carry `ingest_rate` (a format-1 store is upgraded on open).
@@ -800,7 +801,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn open(dir: &Path) -> Result<SledEngine, StoreError> {
-        super::super::wait_for_lock(|| {
+        crate::store::wait_for_lock(|| {
             SledEngine::open(
                 dir,
                 &SledOptions {

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::sled_store::SledEngine;
-use super::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
+use super::engine::SledEngine;
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Cell, Grain};
+use crate::store::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
 
 /// The least time between two attempts to reopen a failed store.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
