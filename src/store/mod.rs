@@ -16,8 +16,10 @@ fn wait_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, Store
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match open() {
+            // sled wraps the lock's WouldBlock in an error of kind Other.
             Err(StoreError::Sled(::sled::Error::Io(e)))
-                if e.kind() == std::io::ErrorKind::WouldBlock
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
