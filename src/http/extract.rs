@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::AppState;
 use crate::quota::period::Nanos;
-use crate::quota::{Decision, InFlight, TenantState};
+use crate::quota::{Decision, TenantState};
 use crate::telemetry::metrics::DecisionLabel;
 
 /// A JSON body, read up to the configured cap and parsed. Errors: 413 over
@@ -173,19 +173,24 @@ impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
     }
 }
 
-/// What the response middleware needs to add the rate-limit headers, and
-/// the request's place among its tenant's requests in flight (given back
-/// when the last holder - the request, or a gateway response still
-/// streaming - lets go).
+/// What the response middleware needs to add the rate-limit headers. It
+/// exists only while the request holds one of its tenant's places in
+/// flight, and gives the place back when the last holder - the request, or
+/// a gateway response still streaming - lets go.
 pub struct TenantCtx {
     pub tenant: Arc<TenantState>,
     decision: Cell<Option<Decision>>,
-    _in_flight: InFlight,
 }
 
 impl TenantCtx {
     pub fn decision(&self) -> Option<Decision> {
         self.decision.get()
+    }
+}
+
+impl Drop for TenantCtx {
+    fn drop(&mut self) {
+        self.tenant.leave();
     }
 }
 
@@ -269,8 +274,8 @@ impl FromRequest for TenantAuth {
                     "the API key is unknown or revoked",
                 ))
             })?;
-            let in_flight = tenant.enter(st.in_flight_per_tenant).ok_or_else(|| {
-                ApiError::new(
+            if !tenant.enter(st.in_flight_per_tenant) {
+                return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_in_flight",
                     format!(
@@ -278,12 +283,12 @@ impl FromRequest for TenantAuth {
                         st.in_flight_per_tenant
                     ),
                 )
-                .retry_after(1)
-            })?;
+                .retry_after(1));
+            }
+            // Holds the place from here on: its drop gives it back.
             let ctx = Rc::new(TenantCtx {
                 tenant: tenant.clone(),
                 decision: Cell::new(None),
-                _in_flight: in_flight,
             });
             req.extensions_mut().insert(ctx.clone());
             Ok(TenantAuth { tenant, ctx })

@@ -147,17 +147,6 @@ pub struct TenantState {
     retired: Arc<AtomicBool>,
 }
 
-/// One request's place among its tenant's requests in flight; given back
-/// when dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<TenantState>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Release);
-    }
-}
-
 impl TenantState {
     pub fn new(id: &str, plan: Arc<ActivePlan>, suspended: bool, period: Period) -> Self {
         TenantState {
@@ -172,13 +161,22 @@ impl TenantState {
         }
     }
 
-    /// Takes one of at most `max` places for a request in flight, or
-    /// `None` when the tenant already has `max`.
+    /// Takes one of at most `max` places for a request in flight: true
+    /// when taken (give it back with [`leave`](Self::leave)), false when
+    /// the tenant already has `max` (nothing to give back).
     #[inline]
-    pub fn enter(self: &Arc<Self>, max: u32) -> Option<InFlight> {
+    pub fn enter(&self, max: u32) -> bool {
         let before = self.in_flight.fetch_add(1, Ordering::Acquire);
-        let slot = InFlight(self.clone());
-        (before < max).then_some(slot)
+        if before >= max {
+            self.leave();
+        }
+        before < max
+    }
+
+    /// Gives back a place [`enter`](Self::enter) took.
+    #[inline]
+    pub fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Release);
     }
 
     /// Requests of this tenant in flight now.
@@ -503,13 +501,14 @@ mod tests {
             false,
             Period(0),
         ));
-        let a = t.enter(2).unwrap();
-        let b = t.enter(2).unwrap();
-        assert!(t.enter(2).is_none());
+        assert!(t.enter(2));
+        assert!(t.enter(2));
+        assert!(!t.enter(2));
         assert_eq!(t.in_flight(), 2, "a refused place is given back at once");
-        drop(a);
-        assert!(t.enter(2).is_some());
-        drop(b);
+        t.leave();
+        assert!(t.enter(2));
+        t.leave();
+        t.leave();
         assert_eq!(t.in_flight(), 0);
     }
 

@@ -210,7 +210,6 @@ pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
                 records: Vec::new(),
                 retired: q.tenant.retired_flag(),
             });
-        block.retired = q.tenant.retired_flag();
         block.records.push(q.record);
     }
     by_tenant.into_values().collect()
