@@ -45,6 +45,15 @@ pub enum StartError {
     },
 }
 
+/// Creates the data directory, or makes it private (a walk of its files:
+/// done once per start).
+fn private_data_dir(config: &Config) -> Result<(), StartError> {
+    crate::files::private_dir(&config.data_dir).map_err(io(format!(
+        "cannot create data dir {}",
+        config.data_dir.display()
+    )))
+}
+
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let context = context.into();
     move |source| StartError::Io { context, source }
@@ -76,10 +85,7 @@ impl Tollgate {
         admin_token: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
-        crate::files::private_dir(&config.data_dir).map_err(io(format!(
-            "cannot create data dir {}",
-            config.data_dir.display()
-        )))?;
+        private_data_dir(&config)?;
         let db_dir = config.data_dir.join("db");
         let store = SledStore::open_with(
             &db_dir,
@@ -94,8 +100,7 @@ impl Tollgate {
             dir: db_dir.display().to_string(),
             source,
         })?;
-        let store = Arc::new(store);
-        Tollgate::with_store(config, store, admin_token, clock)
+        Tollgate::assemble(config, Arc::new(store), admin_token, clock)
     }
 
     /// Like [`open`](Self::open), on a store the caller made (another engine,
@@ -106,11 +111,18 @@ impl Tollgate {
         admin_token: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
+        private_data_dir(&config)?;
+        Tollgate::assemble(config, store, admin_token, clock)
+    }
+
+    /// Everything but the store, on a data directory already made private.
+    fn assemble(
+        config: Config,
+        store: Arc<dyn Store>,
+        admin_token: Option<&str>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tollgate, StartError> {
         let started = std::time::Instant::now();
-        crate::files::private_dir(&config.data_dir).map_err(io(format!(
-            "cannot create data dir {}",
-            config.data_dir.display()
-        )))?;
         let (admin, admin_token_path) = AdminToken::load_or_create(admin_token, &config.data_dir)
             .map_err(io("cannot use the admin token file"))?;
         let prices = Arc::new(if config.prices.is_empty() {

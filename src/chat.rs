@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::TokenCounts;
+use crate::model::{recordable_model, TokenCounts};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatReply {
@@ -107,7 +107,7 @@ impl ChatBackend {
                     reply,
                     model: parsed
                         .model
-                        .filter(|m| m.len() <= 128 && !m.chars().any(char::is_control))
+                        .filter(|m| recordable_model(m))
                         .unwrap_or_else(|| model.to_string()),
                     prompt_tokens: counts.prompt,
                     completion_tokens: counts.completion,

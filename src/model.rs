@@ -163,6 +163,13 @@ pub struct UsageRecord {
 /// bill a fortune. Larger counts are capped, and the record says so.
 pub const MAX_UPSTREAM_TOKENS: u64 = 10_000_000;
 
+/// Whether a model name an upstream answered can be recorded as it is:
+/// within the record's 128 bytes, and printable (it reaches logs, exports
+/// and `/metrics` labels).
+pub fn recordable_model(name: &str) -> bool {
+    name.len() <= 128 && !name.chars().any(char::is_control)
+}
+
 /// Token counts an upstream reported, made safe to count and price.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenCounts {

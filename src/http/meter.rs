@@ -144,12 +144,15 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     }
 }
 
+/// The 403 of a suspended tenant.
+pub fn suspended() -> ApiError {
+    ApiError::forbidden("tenant_suspended", "this tenant is suspended")
+}
+
 /// The error a rejected decision answers with (403 or 429 and the limit's state).
 pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
     let (status, code, message, limit, used) = match d.outcome {
-        Outcome::Suspended => {
-            return ApiError::forbidden("tenant_suspended", "this tenant is suspended")
-        }
+        Outcome::Suspended => return suspended(),
         Outcome::RateLimited => {
             let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
             (

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, OptionalJson, TenantAuth};
-use super::meter::{rejection, Meter};
+use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
@@ -146,17 +146,11 @@ pub async fn ingest(
     }
     let tenant = &auth.tenant;
     if tenant.is_suspended() {
-        return Err(ApiError::forbidden(
-            "tenant_suspended",
-            "this tenant is suspended",
-        ));
+        return Err(suspended());
     }
-    if items.len() <= st.queue.ingest_capacity() && !st.queue.ingest_room_for(items.len()) {
-        st.stats
-            .refused_queue_full
-            .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        return Err(refusal_error(Refusal::Full));
-    }
+    st.queue
+        .refuse_if_full(items.len())
+        .map_err(refusal_error)?;
     let now_ns = st.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
     let mut records = Vec::with_capacity(items.len());

@@ -123,11 +123,13 @@ impl UsageQueue {
         false
     }
 
-    /// Whether `n` reported records would find room now: a cheap check
-    /// before a batch is converted (a refusal should cost little under
-    /// load); [`admit`](Self::admit) is the one that counts.
-    pub fn ingest_room_for(&self, n: usize) -> bool {
-        self.ingest.capacity.saturating_sub(self.ingest.probe.len()) >= n
+    /// A cheap look, without the mutex, before a batch of `n` is
+    /// converted (a refusal should cost little under load): `Full` (and
+    /// counted) when the lane has no room for it now. Only
+    /// [`admit`](Self::admit) says there is room; a batch the lane can never
+    /// hold is left for it to refuse.
+    pub fn refuse_if_full(&self, n: usize) -> Result<(), Refusal> {
+        self.room_for(n, self.ingest.probe.len())
     }
 
     /// Room for `n` reported records in the ingest lane, all or nothing.
@@ -139,13 +141,21 @@ impl UsageQueue {
             });
         }
         let tx = lane.tx.lock();
-        if lane.capacity - tx.len() < n {
+        self.room_for(n, tx.len())?;
+        Ok(Admission { tx })
+    }
+
+    /// `Full`, counted as refused records, when `n` more do not fit beside
+    /// the `queued` ones (a batch larger than the lane is not `Full`).
+    fn room_for(&self, n: usize, queued: usize) -> Result<(), Refusal> {
+        let capacity = self.ingest.capacity;
+        if n <= capacity && capacity.saturating_sub(queued) < n {
             self.stats
                 .refused_queue_full
                 .fetch_add(n as u64, Ordering::Relaxed);
             return Err(Refusal::Full);
         }
-        Ok(Admission { tx })
+        Ok(())
     }
 
     /// Records waiting for the flusher.
@@ -155,11 +165,6 @@ impl UsageQueue {
 
     pub fn capacity(&self) -> usize {
         self.capacity
-    }
-
-    /// Records the ingest lane holds at most (the largest batch it takes).
-    pub fn ingest_capacity(&self) -> usize {
-        self.ingest.capacity
     }
 }
 

@@ -15,7 +15,7 @@
 use serde_json::Value;
 
 use crate::chat::count_tokens;
-use crate::model::TokenCounts;
+use crate::model::{recordable_model, TokenCounts};
 
 /// The most bytes kept of a `usage` or `model` value.
 const MAX_VALUE: usize = 64 << 10;
@@ -56,7 +56,7 @@ fn count_of(v: &Value) -> Option<u64> {
 /// A model name worth recording: short and printable.
 fn model_name(v: &Value) -> Option<String> {
     v.as_str()
-        .filter(|m| m.len() <= 128 && !m.chars().any(char::is_control))
+        .filter(|m| recordable_model(m))
         .map(str::to_string)
 }
 
