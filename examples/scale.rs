@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::Utc;
 use tollgate::auth::{generate_key, KeyHash};
 use tollgate::model::{ApiKey, StoredKey, Tenant, TenantStatus, UsageRecord};
-use tollgate::store::{SledStore, Store, UsageBlock};
+use tollgate::store::{Catalog, SledStore, Store, UsageBlock};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -5,7 +5,10 @@
 #   scripts/make-store-fixture.sh BINARY OUT_DIR
 # The committed tests/fixtures/format1 was written on 2026-12-01 by the
 # release of commit da0a9ab (store format 1), built with
-# `cargo build --release --bin tollgate` in a worktree of that commit.
+# `cargo build --release --bin tollgate` in a worktree of that commit;
+# tests/fixtures/format2 by commit b615c63 (store format 2, the last
+# before rows of the store's own), which also wrote the suspended tenant
+# `paused-co` and the revoked key `old` of other-co.
 # Timestamps are fixed (2026-12-01T08:00Z onwards), so they must be within
 # 7 days of the day it runs: the figures the test expects are listed there.
 set -euo pipefail
@@ -35,6 +38,12 @@ curl -sf -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d 
 curl -sf -H "Authorization: Bearer $OTHER" -H 'Content-Type: application/json' \
   -d '[{"timestamp":"2026-12-01T08:30:00.000Z","endpoint":"/other","tokensUsed":7},{"timestamp":"2026-12-01T08:31:00.000Z","endpoint":"/other","tokensUsed":7}]' \
   127.0.0.1:$PORT/api/v1/usage >/dev/null
+# A suspended tenant and a revoked key (format 2 onwards: the upgrade to
+# format 3 rewrites both).
+admin -X POST 127.0.0.1:$PORT/api/admin/tenants -d '{"id":"paused-co","name":"Paused Co","planId":"fixture"}' >/dev/null
+admin -X PATCH 127.0.0.1:$PORT/api/admin/tenants/paused-co -d '{"status":"suspended"}' >/dev/null
+OLD=$(admin -X POST 127.0.0.1:$PORT/api/admin/tenants/other-co/keys -d '{"name":"old"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
+admin -X DELETE 127.0.0.1:$PORT/api/admin/tenants/other-co/keys/$OLD >/dev/null
 sleep 3   # past a checkpoint: some rollups stored, the graceful stop writes the rest
 kill -TERM $TG; wait $TG || true
 trap - EXIT

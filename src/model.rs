@@ -1,8 +1,9 @@
 //! Domain types: plans, tenants, API keys, usage records.
 //!
-//! They serialize with camelCase names (the JSON of SPEC §2) and are also what
-//! the store encodes; request/response shapes that exist only at the HTTP edge
-//! live in `http::types`.
+//! Plans, tenants and keys serialize with camelCase names (the JSON of
+//! SPEC §2); request/response shapes that exist only at the HTTP edge live in
+//! `http::types`. No store encodes these types: each engine has rows of its
+//! own (sled's in `store/sled/rows.rs`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -128,14 +129,14 @@ pub struct ApiKey {
 }
 
 /// What the store keeps of a key: its public fields and the SHA-256 of the secret.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StoredKey {
     pub key: ApiKey,
     pub hash: [u8; 32],
 }
 
-/// One metered request as stored: compact, without the tenant (blocks are per tenant).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// One metered request: compact, without the tenant (blocks are per tenant).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct UsageRecord {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: i64,

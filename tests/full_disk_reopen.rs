@@ -54,7 +54,7 @@ fn the_store_is_reopened_after_sled_meets_a_full_disk() {
     let mut written = 0;
     let error = loop {
         match write(written) {
-            Ok(()) => written += 1,
+            Ok(_) => written += 1,
             Err(e) => break e,
         }
         assert!(written < 1_000_000, "the disk never filled");

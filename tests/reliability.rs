@@ -10,107 +10,39 @@ use common::*;
 use serde_json::{json, Value};
 use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
-use tollgate::model::{Plan, StoredKey, Tenant, UsageRecord};
-use tollgate::quota::period::Period;
-use tollgate::rollup::{Cell, Grain};
-use tollgate::store::{AlertMark, PeriodTotals, SledStore, Store, StoreError, UsageBlock};
+use tollgate::store::sled::{Reopening, SledEngine};
+use tollgate::store::{Access, Ledger, SledOptions, StoreError};
 
-/// A real store whose writes fail while `failing` is set.
-struct FlakyStore {
-    inner: SledStore,
+/// A real store whose writes fail while `failing` is set: the ledger over
+/// sled, reached through an access that refuses writes on demand.
+struct Flaky {
+    inner: Reopening,
     failing: AtomicBool,
 }
 
-impl FlakyStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("injected failure".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
+impl Access for Flaky {
+    type Engine = SledEngine;
 
-impl Store for FlakyStore {
-    fn plans(&self) -> Result<Vec<Plan>, StoreError> {
-        self.inner.plans()
-    }
-    fn put_plan(&self, p: &Plan) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.put_plan(p)
-    }
-    fn delete_plan(&self, id: &str) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.delete_plan(id)
-    }
-    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        self.inner.tenants()
-    }
-    fn put_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.put_tenant(t)
-    }
-    fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.delete_tenant(id)
-    }
-    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        self.inner.keys()
-    }
-    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
-        self.inner.key(id)
-    }
-    fn put_key(&self, k: &StoredKey) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.put_key(k)
-    }
-    fn write_usage(&self, b: &[UsageBlock]) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.write_usage(b)
-    }
-    fn period_totals(&self, p: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
-        self.inner.period_totals(p)
-    }
-    fn tenant_totals(&self, t: &str, p: Period) -> Result<PeriodTotals, StoreError> {
-        self.inner.tenant_totals(t, p)
-    }
-    fn scan_usage(
+    fn read<T>(
         &self,
-        t: &str,
-        f: i64,
-        to: i64,
-        v: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        self.inner.scan_usage(t, f, to, v)
+        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.inner.read(f)
     }
-    fn rollups(&self, t: &str, g: Grain, f: i64, to: i64) -> Result<Vec<(i64, Cell)>, StoreError> {
-        self.inner.rollups(t, g, f, to)
+
+    fn write<T>(
+        &self,
+        bytes: u64,
+        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected failure".into()));
+        }
+        self.inner.write(bytes, f)
     }
-    fn checkpoint(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.checkpoint()
-    }
-    fn drop_days_before(&self, r: i64, m: i64) -> Result<usize, StoreError> {
-        self.check()?;
-        self.inner.drop_days_before(r, m)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.flush()
-    }
-    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
-        self.inner.alert_marks()
-    }
-    fn put_alert_mark(&self, m: &AlertMark) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.put_alert_mark(m)
-    }
-    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.prune_alert_marks(before)
-    }
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.inner.size_on_disk()
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
     }
 }
 
@@ -128,10 +60,13 @@ fn exported(s: &TestServer, key: &str) -> usize {
 fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path());
-    let flaky = Arc::new(FlakyStore {
-        inner: SledStore::open(&dir.path().join("db"), 20, 1 << 24).unwrap(),
-        failing: AtomicBool::new(false),
-    });
+    let flaky = Arc::new(
+        Ledger::new(Flaky {
+            inner: Reopening::open(&dir.path().join("db"), SledOptions::new(20, 1 << 24)).unwrap(),
+            failing: AtomicBool::new(false),
+        })
+        .unwrap(),
+    );
     let tollgate =
         Tollgate::with_store(c, flaky.clone(), Some(ADMIN), Arc::new(SystemClock)).unwrap();
     let s = TestServer {
@@ -149,7 +84,7 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     }
     wait_until(|| exported(&s, &key) == 3);
 
-    flaky.failing.store(true, Ordering::SeqCst);
+    flaky.access().failing.store(true, Ordering::SeqCst);
     // Decisions still come from memory, exactly.
     let codes: Vec<u16> = (0..9)
         .map(|_| {
@@ -203,7 +138,7 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     assert_eq!(header(&r, "retry-after").as_deref(), Some("5"));
     error_body(r, 503, "store_unavailable");
 
-    flaky.failing.store(false, Ordering::SeqCst);
+    flaky.access().failing.store(false, Ordering::SeqCst);
     // The held batch is retried by itself, and the failure clears.
     wait_until(|| s.health()["storeFailing"] == false);
     let r = s.tenant(

@@ -32,7 +32,7 @@ pub async fn metrics(
     }
     let store = st.registry.store().clone();
     // Walks the data directory: off the worker thread.
-    let size = blocking(move || Ok(store.size_on_disk().ok())).await?;
+    let size = blocking(move || Ok(store.size_bytes().ok())).await?;
     let body = encode(families(&st, size));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

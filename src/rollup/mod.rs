@@ -129,6 +129,9 @@ impl PartyAgg {
     }
 }
 
+/// The usage of one tenant (or the fleet) in one bucket. Its serde form is
+/// the form an engine stores (sled wraps it with the write it includes,
+/// `store/sled/rows.rs`): a change to it moves the store format.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     pub total: Agg,
@@ -144,8 +147,6 @@ pub struct Cell {
     pub tenants: BTreeMap<String, PartyAgg>,
     /// Requests per UTC hour of day (24 slots).
     pub by_hour: Vec<u64>,
-    /// The last usage write (store sequence number) this cell includes.
-    pub seq: u64,
 }
 
 /// The value for `key` - or, once the map holds `cap` names and `key` is
@@ -249,7 +250,6 @@ impl Cell {
                 }
             }
         }
-        self.seq = self.seq.max(o.seq);
         if !o.by_hour.is_empty() {
             if self.by_hour.len() != 24 {
                 self.by_hour = vec![0; 24];

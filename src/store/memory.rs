@@ -1,24 +1,47 @@
-//! [`MemoryStore`]: the [`Store`] in plain maps behind one mutex - nothing
-//! survives the process. It is the reference the contract suite
-//! (`contract.rs`) holds every engine to, and a store for unit tests.
-//! Its rollup cells are kept as the records are written (what sled's book
-//! and checkpoint arrive at), so a checkpoint has nothing to do.
+//! [`MemoryEngine`]: every storage concern in plain maps behind one mutex -
+//! nothing survives the process. It is the reference the contract suite
+//! (`contract.rs`) holds every engine to, and a store for unit tests
+//! ([`MemoryStore`], the ledger over it).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
+use super::ledger::Direct;
+use super::{
+    AlertMark, AlertMarks, Catalog, CellKey, Engine, Ledger, PeriodTotals, RollupCells, StoreError,
+    StoredCell, UsageBlock, UsageLog,
+};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Cell, Grain, ALL_TENANTS};
+use crate::rollup::{Cell, Grain};
 
 const MS_PER_DAY: i64 = 86_400_000;
 
+/// The store over a fresh in-memory engine.
+pub type MemoryStore = Ledger<Direct<MemoryEngine>>;
+
+impl MemoryStore {
+    /// A store over an empty engine.
+    pub fn in_memory() -> MemoryStore {
+        Self::over(Arc::default())
+    }
+
+    /// A store over `engine` - another one over the same engine is what a
+    /// restart of a persisting engine is.
+    pub fn over(engine: Arc<MemoryEngine>) -> MemoryStore {
+        Ledger::new(Direct(engine)).expect("an in-memory engine never fails")
+    }
+}
+
 #[derive(Default)]
-pub struct MemoryStore {
+pub struct MemoryEngine {
     inner: Mutex<Inner>,
 }
+
+/// One usage write's blocks: (tenant, records).
+type Write = Vec<(String, Vec<UsageRecord>)>;
 
 #[derive(Default)]
 struct Inner {
@@ -28,45 +51,15 @@ struct Inner {
     /// Per tenant, in write order.
     records: BTreeMap<String, Vec<UsageRecord>>,
     totals: HashMap<(Period, String), PeriodTotals>,
-    /// (grain, owner, bucket) -> cell; owner `ALL_TENANTS` for the fleet.
-    cells: BTreeMap<(Grain, String, i64), Cell>,
+    seq: u64,
+    /// The writes the cells do not include yet.
+    journal: BTreeMap<u64, Write>,
+    cells: BTreeMap<CellKey, StoredCell>,
+    watermark: u64,
     marks: BTreeMap<String, AlertMark>,
 }
 
-impl MemoryStore {
-    pub fn new() -> MemoryStore {
-        MemoryStore::default()
-    }
-}
-
-impl Inner {
-    fn add_to_cells(&mut self, tenant: &str, records: &[UsageRecord]) {
-        // Per minute first, as the book does, then into every grain.
-        let mut minutes: BTreeMap<i64, Cell> = BTreeMap::new();
-        for r in records {
-            minutes
-                .entry(Grain::Minute.bucket(r.ts_ms))
-                .or_default()
-                .add(r, None);
-        }
-        for (minute, delta) in minutes {
-            let ms = Grain::Minute.start_ms(minute);
-            for grain in Grain::ALL {
-                let b = grain.bucket(ms);
-                self.cells
-                    .entry((grain, tenant.to_string(), b))
-                    .or_default()
-                    .merge(&delta);
-                self.cells
-                    .entry((grain, ALL_TENANTS.to_string(), b))
-                    .or_default()
-                    .merge_for_all_tenants(&delta, tenant);
-            }
-        }
-    }
-}
-
-impl Store for MemoryStore {
+impl Catalog for MemoryEngine {
     fn plans(&self) -> Result<Vec<Plan>, StoreError> {
         Ok(self.inner.lock().plans.values().cloned().collect())
     }
@@ -85,22 +78,7 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().tenants.values().cloned().collect())
     }
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        self.inner
-            .lock()
-            .tenants
-            .insert(tenant.id.clone(), tenant.clone());
-        Ok(())
-    }
-    /// Purges everything under the id, as every engine must.
-    fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock();
-        inner.tenants.remove(id);
-        inner.keys.retain(|_, k| k.key.tenant_id != id);
-        inner.records.remove(id);
-        inner.totals.retain(|(_, t), _| t != id);
-        inner.cells.retain(|(_, owner, _), _| owner != id);
-        inner.marks.retain(|_, m| m.tenant != id);
-        Ok(())
+        self.import(std::slice::from_ref(tenant), &[])
     }
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         Ok(self.inner.lock().keys.values().cloned().collect())
@@ -109,31 +87,83 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().keys.get(id).cloned())
     }
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.inner
-            .lock()
-            .keys
-            .insert(key.key.id.clone(), key.clone());
+        self.import(&[], std::slice::from_ref(key))
+    }
+    fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        for t in tenants {
+            inner.tenants.insert(t.id.clone(), t.clone());
+        }
+        for k in keys {
+            inner.keys.insert(k.key.id.clone(), k.clone());
+        }
         Ok(())
     }
+}
 
-    fn write_usage(&self, blocks: &[UsageBlock]) -> Result<(), StoreError> {
+impl AlertMarks for MemoryEngine {
+    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
+        Ok(self.inner.lock().marks.values().cloned().collect())
+    }
+    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
+        self.inner.lock().marks.insert(mark.key(), mark.clone());
+        Ok(())
+    }
+    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
+        self.inner.lock().marks.retain(|_, m| m.period >= before);
+        Ok(())
+    }
+}
+
+impl UsageLog for MemoryEngine {
+    fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
-        for block in blocks.iter().filter(|b| !b.is_retired()) {
+        let mut journal = Vec::new();
+        for block in blocks {
             for r in &block.records {
                 let period = Period::containing_secs(r.ts_ms.div_euclid(1000));
-                let t = inner
+                inner
                     .totals
                     .entry((period, block.tenant.clone()))
-                    .or_default();
-                t.calls = t.calls.saturating_add(r.calls);
-                t.tokens = t.tokens.saturating_add(r.tokens);
+                    .or_default()
+                    .add(r.calls, r.tokens);
             }
             inner
                 .records
                 .entry(block.tenant.clone())
                 .or_default()
                 .extend(block.records.iter().cloned());
-            inner.add_to_cells(&block.tenant, &block.records);
+            journal.push((block.tenant.clone(), block.records.clone()));
+        }
+        inner.journal.insert(seq, journal);
+        inner.seq = seq;
+        Ok(())
+    }
+
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.lock().seq)
+    }
+
+    fn written_since(
+        &self,
+        after: u64,
+        visit: &mut dyn FnMut(u64, &str, Vec<UsageRecord>),
+    ) -> Result<(), StoreError> {
+        let writes: Vec<(u64, Write)> = self
+            .inner
+            .lock()
+            .journal
+            .range(after + 1..)
+            .map(|(s, w)| (*s, w.clone()))
+            .collect();
+        for (seq, blocks) in writes {
+            for (tenant, records) in blocks {
+                // A purged tenant's records are gone from the journal too.
+                let live = self.inner.lock().records.contains_key(&tenant);
+                if live {
+                    visit(seq, &tenant, records);
+                }
+            }
         }
         Ok(())
     }
@@ -189,9 +219,29 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn rollups(
+    fn drop_records_before(&self, day: i64) -> Result<usize, StoreError> {
+        let mut days = std::collections::BTreeSet::new();
+        for rs in self.inner.lock().records.values_mut() {
+            rs.retain(|r| {
+                let d = r.ts_ms.div_euclid(MS_PER_DAY);
+                if d < day {
+                    days.insert(d);
+                }
+                d >= day
+            });
+        }
+        Ok(days.len())
+    }
+}
+
+impl RollupCells for MemoryEngine {
+    fn cell(&self, key: &CellKey) -> Result<Option<StoredCell>, StoreError> {
+        Ok(self.inner.lock().cells.get(key).cloned())
+    }
+
+    fn cells(
         &self,
-        tenant: &str,
+        owner: &str,
         grain: Grain,
         from: i64,
         to: i64,
@@ -199,61 +249,66 @@ impl Store for MemoryStore {
         if from >= to {
             return Ok(Vec::new());
         }
-        let owner = tenant.to_string();
+        let owner = owner.to_string();
         Ok(self
             .inner
             .lock()
             .cells
             .range((grain, owner.clone(), from)..(grain, owner, to))
-            .map(|((_, _, b), c)| (*b, c.clone()))
+            .map(|((_, _, b), c)| (*b, c.cell.clone()))
             .collect())
     }
 
-    fn checkpoint(&self) -> Result<(), StoreError> {
+    fn watermark(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.lock().watermark)
+    }
+
+    fn commit_cells(
+        &self,
+        cells: Vec<(CellKey, StoredCell)>,
+        watermark: u64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        inner.cells.extend(cells);
+        inner.watermark = watermark;
+        inner.journal.retain(|seq, _| *seq > watermark);
         Ok(())
     }
 
-    fn drop_days_before(&self, raw_day: i64, minute_day: i64) -> Result<usize, StoreError> {
-        let mut inner = self.inner.lock();
+    fn drop_minutes_before(&self, day: i64) -> Result<usize, StoreError> {
         let mut days = std::collections::BTreeSet::new();
-        for rs in inner.records.values_mut() {
-            rs.retain(|r| {
-                let day = r.ts_ms.div_euclid(MS_PER_DAY);
-                let keep = day >= raw_day;
-                if !keep {
-                    days.insert(day);
-                }
-                keep
-            });
-        }
-        let mut minute_days = std::collections::BTreeSet::new();
-        inner.cells.retain(|(grain, _, bucket), _| {
-            let keep = *grain != Grain::Minute || bucket.div_euclid(1440) >= minute_day;
+        self.inner.lock().cells.retain(|(grain, _, bucket), _| {
+            let d = bucket.div_euclid(1440);
+            let keep = *grain != Grain::Minute || d >= day;
             if !keep {
-                minute_days.insert(bucket.div_euclid(1440));
+                days.insert(d);
             }
             keep
         });
-        Ok(days.len() + minute_days.len())
+        Ok(days.len())
     }
+}
 
-    fn flush(&self) -> Result<(), StoreError> {
+impl Engine for MemoryEngine {
+    fn purge_tenant(&self, id: &str) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        inner.tenants.remove(id);
+        inner.keys.retain(|_, k| k.key.tenant_id != id);
+        inner.records.remove(id);
+        inner.totals.retain(|(_, t), _| t != id);
+        inner.cells.retain(|(_, owner, _), _| owner != id);
+        inner.marks.retain(|_, m| m.tenant != id);
+        for blocks in inner.journal.values_mut() {
+            blocks.retain(|(t, _)| t != id);
+        }
         Ok(())
     }
 
-    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
-        Ok(self.inner.lock().marks.values().cloned().collect())
-    }
-    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
-        self.inner.lock().marks.insert(mark.key(), mark.clone());
-        Ok(())
-    }
-    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
-        self.inner.lock().marks.retain(|_, m| m.period >= before);
+    fn durable(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
+    fn size_bytes(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
 }

@@ -1,154 +1,85 @@
-//! Persistence behind a small trait, so that another engine (redb, or Redis for
-//! shared counters) can replace sled without touching the rest.
+//! Persistence, split by concept so that an engine writes only its own I/O.
+//!
+//! An engine (sled in `sled/`, the in-memory reference in `memory.rs`)
+//! implements the small traits below, one per concern: the [`Catalog`] of
+//! plans, tenants and key hashes, the [`AlertMarks`], the [`UsageLog`]
+//! (records with their period totals, each write numbered), and the
+//! [`RollupCells`]. The [`Ledger`] (`ledger/`, engine-neutral) puts them
+//! together into the [`Store`] the rest of Tollgate uses: it numbers the
+//! usage writes, keeps the rollup book of what the stored cells do not
+//! include yet, checkpoints it, and replays the engine's journal after a
+//! crash or a replaced engine. Errors are a [`StoreError`], the engine's
+//! own error boxed inside.
 //!
 //! Architecture Invariant: nothing on the request path calls a [`Store`]; only
 //! start-up, admin writes (cold) and the flusher thread do.
 
 #[cfg(test)]
 mod contract;
-
-/// Opens with `open` again while sled's file lock is still held: its
-/// background threads let go of the files a moment after the last handle
-/// is dropped, so a test that reopens at once waits for that (at most 10
-/// s). A restart is a new process, where the lock went with the old one.
-#[cfg(test)]
-fn wait_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match open() {
-            // sled wraps the lock's WouldBlock in an error of kind Other.
-            Err(StoreError::Sled(::sled::Error::Io(e)))
-                if (e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("could not acquire lock"))
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
+mod error;
+pub mod ledger;
 pub mod memory;
-mod rollup_book;
 pub mod sled;
+mod values;
 
+pub use error::{Failure, StoreError};
+pub use ledger::{Access, Ledger};
 pub use sled::{within, SledOptions, SledStore};
+pub use values::{alert_key, AlertMark, CellKey, PeriodTotals, StoredCell, UsageBlock};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
-
-use crate::codec::CodecError;
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Cell, Grain};
 
-/// Calls and tokens a tenant used in one period, as persisted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeriodTotals {
-    pub calls: u64,
-    pub tokens: u64,
-}
-
-/// Usage records of one tenant, written together by one flush.
-#[derive(Clone, Debug, Default)]
-pub struct UsageBlock {
-    pub tenant: String,
-    pub records: Vec<UsageRecord>,
-    /// Set once the tenant is deleted: a store writes no block whose flag
-    /// is set, checking it under the same lock as [`Store::purge_tenant`],
-    /// so a record of a deleted tenant never outlives the purge.
-    pub retired: Arc<AtomicBool>,
-}
-
-impl UsageBlock {
-    /// A block of a live tenant (no `retired` flag shared with anyone).
-    pub fn new(tenant: impl Into<String>, records: Vec<UsageRecord>) -> UsageBlock {
-        UsageBlock {
-            tenant: tenant.into(),
-            records,
-            retired: Arc::default(),
-        }
-    }
-
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Acquire)
-    }
-}
-
-/// A threshold webhook that fired: at most one per (tenant, period, alert
-/// URL, threshold), kept so that a restart neither fires it again nor loses
-/// an undelivered one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AlertMark {
-    pub tenant: String,
-    pub period: Period,
-    pub url: String,
-    pub threshold: u32,
-    /// The JSON body, exactly as (re)sent.
-    pub body: String,
-    pub delivered: bool,
-}
-
-impl AlertMark {
-    /// The identity of the firing; the store keys marks by it.
-    pub fn key(&self) -> String {
-        alert_key(&self.tenant, self.period, &self.url, self.threshold)
-    }
-}
-
-pub fn alert_key(tenant: &str, period: Period, url: &str, threshold: u32) -> String {
-    format!("{tenant}\u{0}{}\u{0}{threshold}\u{0}{url}", period.0)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sled: {0}")]
-    Sled(#[from] ::sled::Error),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error(
-        "the data directory was written by a newer Tollgate (store format {found}); \
-         this binary reads format {supported} - upgrade Tollgate or use another --data-dir"
-    )]
-    NewerFormat { found: u32, supported: u32 },
-    #[error("store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("the store did not flush within {ms} ms (disk full or failing?)")]
-    Stalled { ms: u64 },
-    #[error(
-        "the disk holding the store is nearly full ({free_mb} MiB free, \
-         {min_mb} MiB kept free by [store] min_free_mb); nothing was written"
-    )]
-    DiskFull { free_mb: u64, min_mb: u64 },
-}
-
-impl StoreError {
-    /// Whether the same write may succeed later (a full disk, a store being
-    /// reopened, a stalled flush); a value that does not encode never will.
-    pub fn retryable(&self) -> bool {
-        !matches!(self, StoreError::Codec(_) | StoreError::NewerFormat { .. })
-    }
-}
-
-pub trait Store: Send + Sync {
+/// Plans, tenants and key hashes (never a key in clear). Each write is
+/// durable when it returns.
+pub trait Catalog: Send + Sync {
     fn plans(&self) -> Result<Vec<Plan>, StoreError>;
     fn put_plan(&self, plan: &Plan) -> Result<(), StoreError>;
     fn delete_plan(&self, id: &str) -> Result<(), StoreError>;
 
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
-    fn delete_tenant(&self, id: &str) -> Result<(), StoreError>;
 
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError>;
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError>;
 
-    /// Writes raw records (into their UTC day's tree) and adds their `calls`
-    /// and tokens to the persisted period totals, in one atomic step: the
-    /// persisted totals always equal the sum over the persisted records.
-    fn write_usage(&self, blocks: &[UsageBlock]) -> Result<(), StoreError>;
+    /// Writes many tenants and keys at once (bulk import).
+    fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError>;
+}
+
+/// The threshold webhooks that fired. Each write is durable when it returns.
+pub trait AlertMarks: Send + Sync {
+    /// Every threshold webhook that fired (delivered or not).
+    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError>;
+    /// Records (or updates) a firing.
+    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError>;
+    /// Forgets the marks of periods before `before`.
+    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError>;
+}
+
+/// An engine's usage records and period totals. Writes are numbered by the
+/// [`Ledger`], which serialises them.
+pub trait UsageLog: Send + Sync {
+    /// Writes the blocks' records and adds their `calls` and tokens to the
+    /// period totals, and journals the write as number `seq`, in one atomic
+    /// step: the persisted totals always equal the sum over the persisted
+    /// records, and [`written_since`](Self::written_since) gives the write
+    /// back until [`RollupCells::commit_cells`] covers it. Durable only after
+    /// [`Engine::durable`].
+    fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError>;
+
+    /// The number of the last write appended (0 for none).
+    fn last_seq(&self) -> Result<u64, StoreError>;
+
+    /// Visits the records of every journaled write after `after`, in write
+    /// order: `(seq, tenant, records)`, possibly several calls per write.
+    fn written_since(
+        &self,
+        after: u64,
+        visit: &mut dyn FnMut(u64, &str, Vec<UsageRecord>),
+    ) -> Result<(), StoreError>;
 
     /// Every tenant's persisted totals for `period`.
     fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError>;
@@ -166,8 +97,83 @@ pub trait Store: Send + Sync {
         visit: &mut dyn FnMut(&UsageRecord) -> bool,
     ) -> Result<(), StoreError>;
 
-    /// The rollup cells of `tenant` (or the all-tenants cells, tenant `""`)
-    /// at `grain` with `from <= bucket < to`, in bucket order, empty ones left out.
+    /// Retention: drops the records of UTC days (since the epoch) before
+    /// `day`. Returns how many days it dropped.
+    fn drop_records_before(&self, day: i64) -> Result<usize, StoreError>;
+}
+
+/// An engine's stored rollup cells and the watermark: the last usage write
+/// they all include.
+pub trait RollupCells: Send + Sync {
+    fn cell(&self, key: &CellKey) -> Result<Option<StoredCell>, StoreError>;
+
+    /// `owner`'s cells at `grain` with `from <= bucket < to`, in bucket order.
+    fn cells(
+        &self,
+        owner: &str,
+        grain: Grain,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Cell)>, StoreError>;
+
+    fn watermark(&self) -> Result<u64, StoreError>;
+
+    /// Writes `cells`, then moves the watermark to `watermark` and forgets
+    /// the journal up to it; durable when it returns. The cells need not be
+    /// written atomically: each carries the write it includes.
+    fn commit_cells(
+        &self,
+        cells: Vec<(CellKey, StoredCell)>,
+        watermark: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Retention: drops the minute cells of UTC days before `day`. Returns
+    /// how many days it dropped.
+    fn drop_minutes_before(&self, day: i64) -> Result<usize, StoreError>;
+}
+
+/// A storage engine: every concern, plus what spans them.
+pub trait Engine: Catalog + AlertMarks + UsageLog + RollupCells {
+    /// Removes everything under the tenant's id: records, totals, its own
+    /// rollup cells (the all-tenants cells keep its share), alert marks,
+    /// keys and the tenant itself; durable when it returns.
+    fn purge_tenant(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Makes every write so far durable.
+    fn durable(&self) -> Result<(), StoreError>;
+
+    /// Bytes the engine's data takes.
+    fn size_bytes(&self) -> Result<u64, StoreError>;
+}
+
+/// The store the rest of Tollgate uses (a [`Ledger`] over an engine).
+pub trait Store: Catalog + AlertMarks {
+    /// Purges the tenant (see [`Engine::purge_tenant`]); a usage write is
+    /// wholly before the purge (and purged) or after it (and skips the
+    /// tenant's blocks, whose `retired` flag is set by then).
+    fn delete_tenant(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Writes the blocks (see [`UsageLog::append`]) and makes them durable;
+    /// returns the write's number. Blocks whose `retired` flag is set are
+    /// left out.
+    fn write_usage(&self, blocks: &[UsageBlock]) -> Result<u64, StoreError>;
+
+    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError>;
+    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError>;
+
+    /// See [`UsageLog::scan_usage`].
+    fn scan_usage(
+        &self,
+        tenant: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&UsageRecord) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// The rollup cells of `tenant` (or the all-tenants cells,
+    /// [`ALL_TENANTS`](crate::rollup::ALL_TENANTS)) at `grain` with
+    /// `from <= bucket < to`, in bucket order, empty ones left out: every
+    /// persisted record counted once.
     fn rollups(
         &self,
         tenant: &str,
@@ -176,23 +182,17 @@ pub trait Store: Send + Sync {
         to: i64,
     ) -> Result<Vec<(i64, Cell)>, StoreError>;
 
-    /// Writes the rollup cells changed since the last checkpoint.
+    /// Folds the rollup book into the stored cells.
     fn checkpoint(&self) -> Result<(), StoreError>;
 
-    /// Retention: drops raw day-trees before `raw_day` and minute-rollup
-    /// day-trees before `minute_day` (days since the epoch). Returns how many.
-    fn drop_days_before(&self, raw_day: i64, minute_day: i64) -> Result<usize, StoreError>;
+    /// Retention: drops raw records of days before `raw_day` and minute
+    /// cells of days before `minute_day` (days since the epoch). Returns
+    /// how many days were dropped.
+    fn expire_before(&self, raw_day: i64, minute_day: i64) -> Result<usize, StoreError>;
 
-    /// Makes every write so far durable (rollups included).
+    /// Makes every write so far durable, rollups included.
     fn flush(&self) -> Result<(), StoreError>;
 
-    /// Every threshold webhook that fired (delivered or not).
-    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError>;
-    /// Records (or updates) a firing; durable when it returns.
-    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError>;
-    /// Forgets the marks of periods before `period`.
-    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError>;
-
-    /// Bytes the store takes on disk.
-    fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// Bytes the store's data takes.
+    fn size_bytes(&self) -> Result<u64, StoreError>;
 }

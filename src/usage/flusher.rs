@@ -235,7 +235,7 @@ pub fn write_blocks(
         .lock()
         .observe(start.elapsed().as_secs_f64());
     match written {
-        Ok(()) => {
+        Ok(_) => {
             stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
             stats.store_result(None);
             tracing::trace!(

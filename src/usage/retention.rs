@@ -11,7 +11,7 @@ pub const MINUTE_ROLLUP_DAYS: i64 = 7;
 /// Drops what `now` puts past retention. Returns how many day-trees went.
 pub fn apply(store: &dyn Store, now: DateTime<Utc>, raw_days: u32) -> Result<usize, StoreError> {
     let today = now.timestamp_millis().div_euclid(86_400_000);
-    let dropped = store.drop_days_before(today - raw_days as i64, today - MINUTE_ROLLUP_DAYS)?;
+    let dropped = store.expire_before(today - raw_days as i64, today - MINUTE_ROLLUP_DAYS)?;
     if dropped > 0 {
         tracing::info!(day_trees = dropped, "retention dropped old day-trees");
     }

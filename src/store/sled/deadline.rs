@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 
-use crate::store::StoreError;
+use crate::store::{Failure, StoreError};
 
 type Done = Sender<sled::Result<usize>>;
 
@@ -47,9 +47,14 @@ impl FlushWorker {
     pub fn flush(&self) -> Result<(), StoreError> {
         let timeout = || {
             self.stuck.store(true, Ordering::Relaxed);
-            StoreError::Stalled {
-                ms: self.deadline.as_millis() as u64,
-            }
+            StoreError::engine(
+                "sled",
+                Failure::Broken,
+                format!(
+                    "the store did not flush within {} ms (disk full or failing?)",
+                    self.deadline.as_millis()
+                ),
+            )
         };
         let started = Instant::now();
         let (done_tx, done_rx) = bounded(1);

@@ -1,13 +1,81 @@
-//! The sled engine's room: [`SledStore`] (`reopen.rs`), the resilience
-//! wrapper that refuses writes short of a full disk and reopens a failed
-//! database; `engine.rs`, `SledEngine`, the [`Store`](super::Store) on one
-//! open sled 0.34 database with its keys, layout and format upgrade; and
-//! `deadline.rs`, every sled flush on one worker thread with a deadline.
-//! Nothing outside this room knows sled.
+//! The sled engine's room. Nothing outside it knows sled.
+//!
+//! - `engine.rs`: [`SledEngine`], every storage concern on one open sled
+//!   0.34 database, with its layout (`keys.rs`) and rows (`rows.rs`);
+//! - `upgrade.rs`: the format version and the upgrade of older data;
+//! - `reopen.rs`: [`Reopening`], the [`Access`](crate::store::Access) that
+//!   refuses writes short of a full disk and reopens a failed database;
+//! - `deadline.rs`: every sled flush on one worker thread, with a deadline.
+//!
+//! [`SledStore`] is the [`Store`](crate::store::Store) Tollgate runs on:
+//! the engine-neutral ledger over [`Reopening`].
 
 mod deadline;
 mod engine;
+mod keys;
 mod reopen;
+mod rows;
+mod upgrade;
+
+use std::path::Path;
 
 pub use deadline::within;
-pub use reopen::{SledOptions, SledStore};
+pub use engine::SledEngine;
+pub use reopen::{Reopening, SledOptions};
+pub use upgrade::FORMAT_VERSION;
+
+use super::{Failure, Ledger, StoreError};
+
+pub type SledStore = Ledger<Reopening>;
+
+impl Ledger<Reopening> {
+    /// Opens (or creates) the store in `dir`: `flush_every_ms` should be
+    /// the flusher's interval; `cache_bytes` bounds sled's page cache (see
+    /// [`SledOptions::new`]).
+    pub fn open(dir: &Path, flush_every_ms: u64, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, SledOptions::new(flush_every_ms, cache_bytes))
+    }
+
+    /// Opens (or creates) the store in `dir`.
+    pub fn open_with(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
+        Ledger::new(Reopening::open(dir, options)?)
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    /// An I/O error, corruption or a bug: sled keeps it for good, so the
+    /// instance must be replaced; anything else is transient.
+    fn from(e: sled::Error) -> StoreError {
+        let failure = match e {
+            sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => {
+                Failure::Broken
+            }
+            _ => Failure::Transient,
+        };
+        StoreError::engine("sled", failure, e)
+    }
+}
+
+/// Opens with `open` again while sled's file lock is still held: its
+/// background threads let go of the files a moment after the last handle
+/// is dropped, so a test that reopens at once waits for that (at most 10
+/// s). A restart is a new process, where the lock went with the old one.
+#[cfg(test)]
+pub(crate) fn wait_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            // sled wraps the lock's WouldBlock in an error of kind Other.
+            Err(e)
+                if e.engine_source::<sled::Error>().is_some_and(|s| {
+                    matches!(s, sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock
+                            || io.to_string().contains("could not acquire lock"))
+                }) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! [`SledStore`]: the [`Store`] Tollgate runs on - one open sled database
-//! ([`SledEngine`]), replaced by a fresh one after it fails.
+//! [`Reopening`]: how the [`Ledger`](crate::store::Ledger) reaches sled -
+//! one open database ([`SledEngine`]), replaced by a fresh one after it
+//! fails, and writes refused short of a full disk.
 //!
 //! sled 0.34.7 never recovers in place from an I/O error: the first one (a
 //! full disk) is kept as a "global error" and every later write and flush
@@ -14,20 +15,20 @@
 //! engine opens only once the old one has let go of the files.
 //!
 //! What the failing engine had not made durable is lost; the flusher has
-//! already counted those records as unpersisted. Reopening replays the rollup
-//! journal, so rollups, counters and raw records agree again.
+//! already counted those records as unpersisted. A reopen moves the
+//! [`generation`](Access::generation), and the ledger replays the rollup
+//! journal of the new engine, so rollups, counters and raw records agree
+//! again.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::engine::SledEngine;
-use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
-use crate::quota::period::Period;
-use crate::rollup::{Cell, Grain};
-use crate::store::{AlertMark, PeriodTotals, Store, StoreError, UsageBlock};
+use crate::store::{Access, StoreError};
 
 /// The least time between two attempts to reopen a failed store.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
@@ -63,46 +64,42 @@ enum EngineState {
     },
 }
 
-pub struct SledStore {
+pub struct Reopening {
     settings: Settings,
     state: Mutex<EngineState>,
     /// Held while the database is being opened again.
     reopening: Mutex<()>,
+    /// How many times the database was opened again.
+    generation: AtomicU64,
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`. `flush_every_ms` should be the
-    /// flusher's interval; `cache_bytes` bounds sled's page cache. A flush
-    /// may take 30 s before it counts as a failure; free space is not checked.
-    pub fn open(dir: &Path, flush_every_ms: u64, cache_bytes: u64) -> Result<Self, StoreError> {
-        Self::open_with(
-            dir,
-            SledOptions {
-                flush_every_ms,
-                cache_bytes,
-                flush_deadline: DEFAULT_FLUSH_DEADLINE,
-                min_free_bytes: 0,
-            },
-        )
+impl SledOptions {
+    /// A flush may take 30 s before it counts as a failure; free space is
+    /// not checked.
+    pub fn new(flush_every_ms: u64, cache_bytes: u64) -> SledOptions {
+        SledOptions {
+            flush_every_ms,
+            cache_bytes,
+            flush_deadline: DEFAULT_FLUSH_DEADLINE,
+            min_free_bytes: 0,
+        }
     }
+}
 
-    /// Opens (or creates) the store in `dir`.
-    pub fn open_with(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
+impl Reopening {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
         let settings = Settings {
             dir: dir.to_path_buf(),
             options,
         };
         let engine = settings.open()?;
-        Ok(SledStore {
+        Ok(Reopening {
             settings,
             state: Mutex::new(EngineState::Open(Arc::new(engine))),
             reopening: Mutex::new(()),
+            generation: AtomicU64::new(0),
         })
-    }
-
-    /// Writes many tenants and keys at once (bulk import), with one flush.
-    pub fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
-        self.write(|e| e.import(tenants, keys))
     }
 
     /// Refuses a write of about `size` bytes unless the disk keeps the
@@ -124,15 +121,6 @@ impl SledStore {
             // Free, or the file system cannot tell: let the write try.
             _ => Ok(()),
         }
-    }
-
-    /// [`call`](Self::call) for a small write: only with room on the disk.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.room(0)?;
-        self.call(f)
     }
 
     /// The open engine, reopening a failed one when it is time to try again
@@ -160,6 +148,7 @@ impl SledStore {
                 tracing::warn!(failure = %why, "store reopened; persistence resumes");
                 let engine = Arc::new(engine);
                 *state = EngineState::Open(engine.clone());
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 Ok(engine)
             }
             Err(e) => {
@@ -175,14 +164,7 @@ impl SledStore {
         }
     }
 
-    /// Runs `f` on the open engine; sets the engine aside if it failed.
-    fn call<T>(
-        &self,
-        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.call_on(self.engine(false)?, f)
-    }
-
+    /// Runs `f` on `engine`; sets the engine aside if it failed.
     fn call_on<T>(
         &self,
         engine: Arc<SledEngine>,
@@ -190,7 +172,7 @@ impl SledStore {
     ) -> Result<T, StoreError> {
         let result = f(&engine);
         if let Err(e) = &result {
-            if engine_failed(e) {
+            if e.broke_the_engine() {
                 self.set_aside(&engine, e);
             }
         }
@@ -244,30 +226,6 @@ fn free_bytes(_dir: &Path) -> std::io::Result<u64> {
     Ok(u64::MAX)
 }
 
-/// An upper bound of what writing `blocks` takes on disk: twice their text
-/// plus 64 bytes a record (bincode needs about one byte per character and a
-/// few per number; sled adds headers and may write a block twice when it
-/// rewrites a page).
-fn usage_bytes(blocks: &[UsageBlock]) -> u64 {
-    let record = |r: &UsageRecord| {
-        let text = r.endpoint.len()
-            + r.method.len()
-            + r.model.len()
-            + r.user_id.len()
-            + r.bot_id.len()
-            + r.metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        2 * (text as u64 + 64)
-    };
-    blocks
-        .iter()
-        .flat_map(|b| b.records.iter())
-        .map(record)
-        .sum()
-}
-
 /// Closes a failed engine on a thread of its own, once the calls still using
 /// it are done: closing flushes, and a wedged sled never finishes that.
 fn retire(engine: Arc<SledEngine>) {
@@ -285,104 +243,33 @@ fn reopening(why: &str) -> StoreError {
     StoreError::Unavailable(format!("the store failed ({why}) and is being reopened"))
 }
 
-/// Errors after which the sled instance is no use any more.
-fn engine_failed(e: &StoreError) -> bool {
-    match e {
-        StoreError::Sled(
-            sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_),
-        ) => true,
-        StoreError::Stalled { .. } => true,
-        StoreError::Sled(_)
-        | StoreError::Codec(_)
-        | StoreError::NewerFormat { .. }
-        | StoreError::DiskFull { .. }
-        | StoreError::Unavailable(_) => false,
-    }
-}
+impl Access for Reopening {
+    type Engine = SledEngine;
 
-impl Store for SledStore {
-    fn plans(&self) -> Result<Vec<Plan>, StoreError> {
-        self.call(|e| e.plans())
-    }
-    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        self.write(|e| e.put_plan(plan))
-    }
-    fn delete_plan(&self, id: &str) -> Result<(), StoreError> {
-        self.write(|e| e.delete_plan(id))
-    }
-    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        self.call(|e| e.tenants())
-    }
-    fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        self.write(|e| e.put_tenant(tenant))
-    }
-    fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
-        self.write(|e| e.delete_tenant(id))
-    }
-    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        self.call(|e| e.keys())
-    }
-    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
-        self.call(|e| e.key(id))
-    }
-    fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.write(|e| e.put_key(key))
-    }
-    fn write_usage(&self, blocks: &[UsageBlock]) -> Result<(), StoreError> {
-        self.room(usage_bytes(blocks))?;
-        self.call(|e| e.write_usage(blocks))
-    }
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
-        self.call(|e| e.period_totals(period))
-    }
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
-        self.call(|e| e.tenant_totals(tenant, period))
-    }
-    fn scan_usage(
+    fn read<T>(
         &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        self.call(|e| e.scan_usage(tenant, from_ms, to_ms, visit))
+        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.call_on(self.engine(false)?, f)
     }
-    fn rollups(
+
+    /// Only with room on the disk for `bytes` and the reserve.
+    fn write<T>(
         &self,
-        tenant: &str,
-        grain: Grain,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, Cell)>, StoreError> {
-        self.call(|e| e.rollups(tenant, grain, from, to))
+        bytes: u64,
+        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.room(bytes)?;
+        self.read(f)
     }
-    fn checkpoint(&self) -> Result<(), StoreError> {
-        self.write(|e| e.checkpoint())
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
-    fn drop_days_before(&self, raw_day: i64, minute_day: i64) -> Result<usize, StoreError> {
-        self.call(|e| e.drop_days_before(raw_day, minute_day))
-    }
-    /// Tries a failed store again at once (a stop's last flush should not
-    /// fail only because the last attempt was recent). Without room for the
-    /// rollup checkpoint, only makes what is written durable; the next start
-    /// rebuilds the rollups from the journal.
-    fn flush(&self) -> Result<(), StoreError> {
-        let engine = self.engine(true)?;
-        match self.room(0) {
-            Ok(()) => self.call_on(engine, |e| e.flush()),
-            Err(_) => self.call_on(engine, |e| e.durable()),
-        }
-    }
-    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
-        self.call(|e| e.alert_marks())
-    }
-    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
-        self.write(|e| e.put_alert_mark(mark))
-    }
-    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
-        self.write(|e| e.prune_alert_marks(before))
-    }
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.call(|e| e.size_on_disk())
+
+    /// A stop's last flush should not fail only because the last attempt
+    /// to reopen was recent.
+    fn revive(&self) {
+        let _ = self.engine(true);
     }
 }

@@ -1,14 +1,14 @@
 //! [`RollupBook`]: what the rollup cells have not absorbed yet, in memory.
 //!
-//! A usage write adds its records to per-tenant *minute deltas* here (and a
-//! journal entry to the store, in the same transaction as the records). A
+//! A usage write adds its records to per-tenant *minute deltas* here (and
+//! the engine journals the write, atomically with the records). A
 //! checkpoint merges the deltas into the stored minute, hour and day cells
 //! and the all-tenants cells, moves the rollup watermark and drops the
-//! journal entries it covers, in one transaction. On start-up the journal
-//! past the watermark is replayed into the book. So stored cells + book
-//! always equal the aggregation of the persisted records; each record costs
-//! one cell update on the write path, and each stored cell is rewritten at
-//! most once per checkpoint.
+//! journal entries it covers. On start-up the journal past the watermark is
+//! replayed into the cells. So stored cells + book always equal the
+//! aggregation of the persisted records; each record costs one cell update
+//! on the write path, and each stored cell is rewritten at most once per
+//! checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
 

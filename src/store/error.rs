@@ -1,0 +1,81 @@
+//! [`StoreError`]: what went wrong in a store, in words every engine shares.
+//! An engine's own error travels boxed inside [`StoreError::Engine`], with
+//! the one thing a caller must decide on: whether the engine itself broke.
+
+use crate::codec::CodecError;
+
+/// What a failed engine call means for the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The call failed; the engine is fine and the same call may succeed
+    /// later (a conflict, a timeout, a lost connection).
+    Transient,
+    /// The engine instance is no use any more (an I/O error or corruption
+    /// sled keeps for good, a flush past its deadline): it must be replaced.
+    Broken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed; `source` is its own error.
+    #[error("{engine}: {source}")]
+    Engine {
+        engine: &'static str,
+        failure: Failure,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(
+        "the data directory was written by a newer Tollgate (store format {found}); \
+         this binary reads format {supported} - upgrade Tollgate or use another --data-dir"
+    )]
+    NewerFormat { found: u32, supported: u32 },
+    #[error("store is unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "the disk holding the store is nearly full ({free_mb} MiB free, \
+         {min_mb} MiB kept free by [store] min_free_mb); nothing was written"
+    )]
+    DiskFull { free_mb: u64, min_mb: u64 },
+}
+
+impl StoreError {
+    /// An engine's own error.
+    pub fn engine(
+        engine: &'static str,
+        failure: Failure,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Engine {
+            engine,
+            failure,
+            source: source.into(),
+        }
+    }
+
+    /// Whether the same write may succeed later (a full disk, a store being
+    /// reopened, a stalled flush); a value that does not encode never will.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, StoreError::Codec(_) | StoreError::NewerFormat { .. })
+    }
+
+    /// Whether the engine instance broke and must be replaced.
+    pub fn broke_the_engine(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Engine {
+                failure: Failure::Broken,
+                ..
+            }
+        )
+    }
+
+    /// The engine's own error, when it is of type `E`.
+    pub fn engine_source<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            StoreError::Engine { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}

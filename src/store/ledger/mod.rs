@@ -1,0 +1,317 @@
+//! [`Ledger`]: the [`Store`] over any [`Engine`], engine-neutral. It numbers
+//! and serialises the usage writes, keeps the rollup [`book`] of records the
+//! stored cells do not include yet, folds it into them at each checkpoint
+//! (`checkpoint.rs`), and rebuilds it from the engine's journal when the
+//! ledger starts or the engine behind it was replaced - so an engine
+//! writes only its own I/O.
+//!
+//! The ledger reaches its engine through an [`Access`]: directly (the
+//! in-memory engine), or through a wrapper that refuses writes short of a
+//! full disk and replaces a failed engine (sled's `Reopening`).
+
+mod book;
+mod checkpoint;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use self::book::RollupBook;
+use super::{
+    AlertMark, AlertMarks, Catalog, Engine, PeriodTotals, RollupCells, Store, StoreError,
+    UsageBlock, UsageLog,
+};
+use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
+use crate::quota::period::Period;
+use crate::rollup::{Cell, Grain};
+
+/// How a [`Ledger`] reaches its engine.
+pub trait Access: Send + Sync {
+    type Engine: Engine;
+
+    /// Runs `f` on the engine.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Self::Engine) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
+
+    /// Runs `f`, a write of at most about `bytes` bytes, on the engine; a
+    /// wrapper may refuse it first (nothing then runs).
+    fn write<T>(
+        &self,
+        bytes: u64,
+        f: impl FnOnce(&Self::Engine) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _ = bytes;
+        self.read(f)
+    }
+
+    /// Changes whenever the engine behind was replaced (what the old one
+    /// had not made durable is gone): the ledger then rebuilds its book.
+    fn generation(&self) -> u64 {
+        0
+    }
+
+    /// Tries a failed engine again at once (before a stop's last flush).
+    fn revive(&self) {}
+}
+
+/// An engine reached directly, with nothing in between.
+pub struct Direct<E>(pub std::sync::Arc<E>);
+
+impl<E: Engine> Access for Direct<E> {
+    type Engine = E;
+
+    fn read<T>(&self, f: impl FnOnce(&E) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        f(&self.0)
+    }
+}
+
+/// The writer's state; its lock serialises usage writes, checkpoints,
+/// purges and retention. Locked before the book.
+struct Writer {
+    /// The last write's number.
+    seq: u64,
+    /// The [`Access::generation`] the book was built for.
+    generation: u64,
+    /// A checkpoint failed: the next one replays the journal instead.
+    needs_replay: bool,
+}
+
+pub struct Ledger<A: Access> {
+    access: A,
+    writer: Mutex<Writer>,
+    /// Records since the last checkpoint, not in the stored cells yet.
+    book: Mutex<RollupBook>,
+}
+
+impl<A: Access> Ledger<A> {
+    /// A ledger over the engine behind `access`, its rollups brought up to
+    /// the last write from the journal (after a crash, or another ledger's
+    /// last checkpoint).
+    pub fn new(access: A) -> Result<Ledger<A>, StoreError> {
+        let ledger = Ledger {
+            writer: Mutex::new(Writer {
+                seq: 0,
+                generation: access.generation(),
+                needs_replay: false,
+            }),
+            access,
+            book: Mutex::new(RollupBook::default()),
+        };
+        ledger.replay(&mut ledger.writer.lock(), false)?;
+        Ok(ledger)
+    }
+
+    pub fn access(&self) -> &A {
+        &self.access
+    }
+
+    /// The writer, with the book rebuilt first if the engine was replaced.
+    fn writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+        let mut w = self.writer.lock();
+        if w.generation != self.access.generation() {
+            self.replay(&mut w, false)?;
+        }
+        Ok(w)
+    }
+}
+
+/// An upper bound of what writing `blocks` takes on disk: twice their text
+/// plus 64 bytes a record (an encoding needs about one byte per character
+/// and a few per number; an engine adds headers and may write a value
+/// twice when it rewrites a page).
+fn write_size(blocks: &[&UsageBlock]) -> u64 {
+    let record = |r: &UsageRecord| {
+        let text = r.endpoint.len()
+            + r.method.len()
+            + r.model.len()
+            + r.user_id.len()
+            + r.bot_id.len()
+            + r.metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        2 * (text as u64 + 64)
+    };
+    blocks
+        .iter()
+        .flat_map(|b| b.records.iter())
+        .map(record)
+        .sum()
+}
+
+impl<A: Access> Catalog for Ledger<A> {
+    fn plans(&self) -> Result<Vec<Plan>, StoreError> {
+        self.access.read(|e| e.plans())
+    }
+    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.put_plan(plan))
+    }
+    fn delete_plan(&self, id: &str) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.delete_plan(id))
+    }
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.access.read(|e| e.tenants())
+    }
+    fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.put_tenant(tenant))
+    }
+    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.access.read(|e| e.keys())
+    }
+    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        self.access.read(|e| e.key(id))
+    }
+    fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.put_key(key))
+    }
+    fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.import(tenants, keys))
+    }
+}
+
+impl<A: Access> AlertMarks for Ledger<A> {
+    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
+        self.access.read(|e| e.alert_marks())
+    }
+    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.put_alert_mark(mark))
+    }
+    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.prune_alert_marks(before))
+    }
+}
+
+impl<A: Access> Store for Ledger<A> {
+    fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
+        let w = self.writer()?;
+        {
+            // Fold the book into the stored cells first, so that the
+            // all-tenants cells keep the tenant's share and its own deltas
+            // are gone; after a failed checkpoint, just forget them (the
+            // journal's entries then find no records to replay).
+            let mut book = self.book.lock();
+            if w.needs_replay {
+                book.forget(id);
+            } else if !book.is_empty() {
+                self.access
+                    .write(0, |e| checkpoint::fold(e, &book, w.seq))?;
+                book.clear();
+            }
+        }
+        self.access.write(0, |e| e.purge_tenant(id))
+    }
+
+    fn write_usage(&self, blocks: &[UsageBlock]) -> Result<u64, StoreError> {
+        let mut w = self.writer()?;
+        // A tenant deleted since the batch was grouped: its records went
+        // with it (checked under the lock the purge holds).
+        let blocks: Vec<&UsageBlock> = blocks
+            .iter()
+            .filter(|b| !b.is_retired() && !b.records.is_empty())
+            .collect();
+        if blocks.is_empty() {
+            return Ok(w.seq);
+        }
+        let seq = w.seq + 1;
+        self.access
+            .write(write_size(&blocks), |e| e.append(seq, &blocks))?;
+        w.seq = seq;
+        // The records are written now, durable or not: the rollups must
+        // count them either way, or they would disagree with the totals.
+        let mut book = self.book.lock();
+        for block in &blocks {
+            book.add(&block.tenant, &block.records);
+        }
+        drop(book);
+        self.access.read(|e| e.durable())?;
+        Ok(seq)
+    }
+
+    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
+        self.access.read(|e| e.period_totals(period))
+    }
+
+    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
+        self.access.read(|e| e.tenant_totals(tenant, period))
+    }
+
+    fn scan_usage(
+        &self,
+        tenant: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&UsageRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.access
+            .read(|e| e.scan_usage(tenant, from_ms, to_ms, visit))
+    }
+
+    fn rollups(
+        &self,
+        tenant: &str,
+        grain: Grain,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Cell)>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        drop(self.writer()?);
+        // The book is locked first: a checkpoint (which holds it) is then
+        // either wholly before this read or wholly after it.
+        let book = self.book.lock();
+        let mut cells: std::collections::BTreeMap<i64, Cell> = self
+            .access
+            .read(|e| e.cells(tenant, grain, from, to))?
+            .into_iter()
+            .collect();
+        // Records since the last checkpoint are not in the stored cells yet.
+        for (bucket, delta) in book.overlay(grain, tenant, from, to) {
+            cells.entry(bucket).or_default().merge(&delta);
+        }
+        Ok(cells.into_iter().collect())
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut w = self.writer()?;
+        if w.needs_replay {
+            return self.replay(&mut w, true);
+        }
+        let mut book = self.book.lock();
+        if book.is_empty() && self.access.read(|e| e.watermark())? == w.seq {
+            return Ok(());
+        }
+        let mut ran = false;
+        let result = self.access.write(0, |e| {
+            ran = true;
+            checkpoint::fold(e, &book, w.seq)
+        });
+        if ran {
+            // Either way the book is done: on failure the journal rebuilds it.
+            book.clear();
+            w.needs_replay = result.is_err();
+        }
+        result
+    }
+
+    fn expire_before(&self, raw_day: i64, minute_day: i64) -> Result<usize, StoreError> {
+        let _w = self.writer()?;
+        self.access
+            .read(|e| Ok(e.drop_records_before(raw_day)? + e.drop_minutes_before(minute_day)?))
+    }
+
+    /// Without room for the rollup checkpoint (a full disk), only makes
+    /// what is written durable; the next start rebuilds the rollups from
+    /// the journal.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.access.revive();
+        match self.checkpoint() {
+            Ok(()) | Err(StoreError::DiskFull { .. }) => self.access.read(|e| e.durable()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        self.access.read(|e| e.size_bytes())
+    }
+}

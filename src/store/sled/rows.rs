@@ -1,0 +1,359 @@
+//! The rows sled keeps, apart from the domain and API types: each is what
+//! the codec writes under one key, so a field added to an API body never
+//! changes the stored format, and a format change is made here (with its
+//! upgrade in `upgrade.rs`).
+//!
+//! Format 3 (this one): times are milliseconds since the epoch, a tenant's
+//! status a flag. Usage records keep format 2's layout ([`RecordRow`]
+//! mirrors [`UsageRecord`] field for field, with no copy on the write path).
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus};
+use crate::quota::period::Period;
+use crate::rollup::Cell;
+use crate::store::{AlertMark, PeriodTotals, StoredCell};
+
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+/// A limit: `count` per `per_seconds`, up to `burst` at once.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub struct RateRow {
+    pub count: u64,
+    pub per_seconds: u64,
+    pub burst: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PlanRow {
+    pub id: String,
+    pub name: String,
+    pub monthly_calls: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+    pub rate_limit: Option<RateRow>,
+    pub price_usd_monthly: f64,
+    pub ingest_rate: Option<RateRow>,
+}
+
+impl From<&Plan> for PlanRow {
+    fn from(p: &Plan) -> PlanRow {
+        PlanRow {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            monthly_calls: p.monthly_calls,
+            monthly_tokens: p.monthly_tokens,
+            rate_limit: p.rate_limit.map(|r| RateRow {
+                count: r.requests,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+            price_usd_monthly: p.price_usd_monthly,
+            ingest_rate: p.ingest_rate.map(|r| RateRow {
+                count: r.records,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+        }
+    }
+}
+
+impl From<PlanRow> for Plan {
+    fn from(p: PlanRow) -> Plan {
+        Plan {
+            id: p.id,
+            name: p.name,
+            monthly_calls: p.monthly_calls,
+            monthly_tokens: p.monthly_tokens,
+            rate_limit: p.rate_limit.map(|r| RateLimit {
+                requests: r.count,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+            price_usd_monthly: p.price_usd_monthly,
+            ingest_rate: p.ingest_rate.map(|r| IngestRate {
+                records: r.count,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct TenantRow {
+    pub id: String,
+    pub name: String,
+    pub plan_id: String,
+    pub suspended: bool,
+    pub created_ms: i64,
+}
+
+impl From<&Tenant> for TenantRow {
+    fn from(t: &Tenant) -> TenantRow {
+        TenantRow {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            plan_id: t.plan_id.clone(),
+            suspended: t.status == TenantStatus::Suspended,
+            created_ms: ms(t.created_at),
+        }
+    }
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(t: TenantRow) -> Tenant {
+        Tenant {
+            id: t.id,
+            name: t.name,
+            plan_id: t.plan_id,
+            status: if t.suspended {
+                TenantStatus::Suspended
+            } else {
+                TenantStatus::Active
+            },
+            created_at: time(t.created_ms),
+        }
+    }
+}
+
+/// A key's public fields and the SHA-256 of its secret.
+#[derive(Serialize, Deserialize)]
+pub struct KeyRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+    pub hash: [u8; 32],
+}
+
+impl From<&StoredKey> for KeyRow {
+    fn from(k: &StoredKey) -> KeyRow {
+        KeyRow {
+            id: k.key.id.clone(),
+            tenant_id: k.key.tenant_id.clone(),
+            name: k.key.name.clone(),
+            prefix: k.key.prefix.clone(),
+            created_ms: ms(k.key.created_at),
+            revoked_ms: k.key.revoked_at.map(ms),
+            hash: k.hash,
+        }
+    }
+}
+
+impl From<KeyRow> for StoredKey {
+    fn from(k: KeyRow) -> StoredKey {
+        StoredKey {
+            key: ApiKey {
+                id: k.id,
+                tenant_id: k.tenant_id,
+                name: k.name,
+                prefix: k.prefix,
+                created_at: time(k.created_ms),
+                revoked_at: k.revoked_ms.map(time),
+            },
+            hash: k.hash,
+        }
+    }
+}
+
+/// A [`UsageRecord`](crate::model::UsageRecord)'s stored form, through
+/// serde's remote derive: [`RecordOut`] and [`RecordIn`] encode and decode
+/// the domain value itself.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "crate::model::UsageRecord")]
+pub struct RecordRow {
+    ts_ms: i64,
+    endpoint: String,
+    method: String,
+    status: u16,
+    response_ms: f64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    tokens: u64,
+    model: String,
+    user_id: String,
+    bot_id: String,
+    metadata: Vec<(String, String)>,
+    calls: u64,
+    cost_usd: f64,
+    rejected: bool,
+}
+
+/// A record to encode.
+#[derive(Serialize)]
+pub struct RecordOut<'a>(#[serde(with = "RecordRow")] pub &'a crate::model::UsageRecord);
+
+/// A decoded record.
+#[derive(Deserialize)]
+pub struct RecordIn(#[serde(with = "RecordRow")] pub crate::model::UsageRecord);
+
+#[derive(Serialize, Deserialize)]
+pub struct TotalsRow {
+    pub calls: u64,
+    pub tokens: u64,
+}
+
+impl From<PeriodTotals> for TotalsRow {
+    fn from(t: PeriodTotals) -> TotalsRow {
+        TotalsRow {
+            calls: t.calls,
+            tokens: t.tokens,
+        }
+    }
+}
+
+impl From<TotalsRow> for PeriodTotals {
+    fn from(t: TotalsRow) -> PeriodTotals {
+        PeriodTotals {
+            calls: t.calls,
+            tokens: t.tokens,
+        }
+    }
+}
+
+/// A rollup cell and the last usage write it includes. The cell's serde
+/// form is its stored form (the rollup room keeps it stable, and the
+/// format version moves when it changes).
+#[derive(Serialize, Deserialize)]
+pub struct CellRow {
+    pub cell: Cell,
+    pub seq: u64,
+}
+
+impl From<StoredCell> for CellRow {
+    fn from(c: StoredCell) -> CellRow {
+        CellRow {
+            cell: c.cell,
+            seq: c.seq,
+        }
+    }
+}
+
+impl From<CellRow> for StoredCell {
+    fn from(c: CellRow) -> StoredCell {
+        StoredCell {
+            cell: c.cell,
+            seq: c.seq,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct MarkRow {
+    pub tenant: String,
+    pub period: i32,
+    pub url: String,
+    pub threshold: u32,
+    pub body: String,
+    pub delivered: bool,
+}
+
+impl From<&AlertMark> for MarkRow {
+    fn from(m: &AlertMark) -> MarkRow {
+        MarkRow {
+            tenant: m.tenant.clone(),
+            period: m.period.0,
+            url: m.url.clone(),
+            threshold: m.threshold,
+            body: m.body.clone(),
+            delivered: m.delivered,
+        }
+    }
+}
+
+impl From<MarkRow> for AlertMark {
+    fn from(m: MarkRow) -> AlertMark {
+        AlertMark {
+            tenant: m.tenant,
+            period: Period(m.period),
+            url: m.url,
+            threshold: m.threshold,
+            body: m.body,
+            delivered: m.delivered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use crate::model::UsageRecord;
+
+    #[test]
+    fn domain_values_round_trip_through_their_rows() {
+        let plan = Plan {
+            id: "pro".into(),
+            name: "Pro".into(),
+            monthly_calls: Some(1_000_000),
+            monthly_tokens: None,
+            rate_limit: Some(RateLimit {
+                requests: 100,
+                per_seconds: 1,
+                burst: 200,
+            }),
+            price_usd_monthly: 99.0,
+            ingest_rate: Some(IngestRate {
+                records: 5,
+                per_seconds: 2,
+                burst: 10_000,
+            }),
+        };
+        let back: Plan = decode::<PlanRow>(&encode(&PlanRow::from(&plan)).unwrap())
+            .unwrap()
+            .into();
+        assert_eq!(back, plan);
+        let tenant = Tenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            plan_id: "pro".into(),
+            status: TenantStatus::Suspended,
+            created_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        };
+        let back: Tenant = decode::<TenantRow>(&encode(&TenantRow::from(&tenant)).unwrap())
+            .unwrap()
+            .into();
+        assert_eq!(back, tenant);
+        let key = StoredKey {
+            key: ApiKey {
+                id: "k".into(),
+                tenant_id: "acme".into(),
+                name: "n".into(),
+                prefix: "tg_abcde".into(),
+                created_at: time(1_700_000_000_123),
+                revoked_at: Some(time(1_700_000_000_999)),
+            },
+            hash: [9; 32],
+        };
+        let back: StoredKey = decode::<KeyRow>(&encode(&KeyRow::from(&key)).unwrap())
+            .unwrap()
+            .into();
+        assert_eq!(back, key);
+        let rec = UsageRecord {
+            ts_ms: 1_700_000_000_123,
+            endpoint: "/api/chat".into(),
+            metadata: vec![("k".into(), "v".into())],
+            cost_usd: 0.25,
+            rejected: true,
+            ..Default::default()
+        };
+        let bytes = encode(&vec![RecordOut(&rec), RecordOut(&rec)]).unwrap();
+        let back: Vec<UsageRecord> = decode::<Vec<RecordIn>>(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(back, vec![rec.clone(), rec]);
+    }
+}

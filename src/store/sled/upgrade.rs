@@ -1,0 +1,150 @@
+//! The store format's version, and upgrading an older data directory in
+//! place on open. The shapes older formats stored live here, and only here.
+//!
+//! - 1: plans without `ingest_rate`.
+//! - 2: plans with `ingest_rate`; tenants and keys with RFC 3339 times and
+//!   the status as an enum.
+//! - 3: the rows of `rows.rs` (times in milliseconds, the status a flag).
+
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+
+use super::rows::{ms, KeyRow, PlanRow, RateRow, TenantRow};
+use crate::codec::{decode, encode};
+use crate::store::StoreError;
+
+/// Bump when the on-disk layout changes; older binaries refuse newer data.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// Checks the format of `db` and upgrades an older one (in one flush).
+pub fn check(db: &sled::Db) -> Result<(), StoreError> {
+    let meta = db.open_tree("meta")?;
+    let found = match meta.get("format_version")? {
+        Some(v) => u32::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Unavailable("format_version is not 4 bytes".into()))?,
+        ),
+        None => {
+            meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
+            return Ok(());
+        }
+    };
+    if found > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if found < FORMAT_VERSION {
+        if found < 2 {
+            rewrite::<PlanV1, PlanRow>(&db.open_tree("plans")?, PlanV1::upgrade)?;
+        }
+        rewrite::<TenantV2, TenantRow>(&db.open_tree("tenants")?, TenantV2::upgrade)?;
+        rewrite::<KeyV2, KeyRow>(&db.open_tree("keys")?, KeyV2::upgrade)?;
+        meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
+        db.flush()?;
+        tracing::info!(from = found, to = FORMAT_VERSION, "store format upgraded");
+    }
+    Ok(())
+}
+
+/// Rewrites every value of `tree` from shape `Old` to `New`, in one batch.
+fn rewrite<Old: serde::de::DeserializeOwned, New: Serialize>(
+    tree: &sled::Tree,
+    upgrade: impl Fn(Old) -> Result<New, StoreError>,
+) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        batch.insert(k, encode(&upgrade(decode(&v)?)?)?);
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// A time as formats 1 and 2 stored it.
+fn parse_time(s: &str) -> Result<i64, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| ms(t.with_timezone(&chrono::Utc)))
+        .map_err(|e| StoreError::Unavailable(format!("a stored time {s:?} does not parse: {e}")))
+}
+
+/// A plan as format 1 stored it.
+#[derive(Serialize, Deserialize)]
+pub struct PlanV1 {
+    pub id: String,
+    pub name: String,
+    pub monthly_calls: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+    pub rate_limit: Option<RateRow>,
+    pub price_usd_monthly: f64,
+}
+
+impl PlanV1 {
+    fn upgrade(self) -> Result<PlanRow, StoreError> {
+        Ok(PlanRow {
+            id: self.id,
+            name: self.name,
+            monthly_calls: self.monthly_calls,
+            monthly_tokens: self.monthly_tokens,
+            rate_limit: self.rate_limit,
+            price_usd_monthly: self.price_usd_monthly,
+            ingest_rate: None,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+enum StatusV2 {
+    Active,
+    Suspended,
+}
+
+/// A tenant as formats 1 and 2 stored it.
+#[derive(Serialize, Deserialize)]
+struct TenantV2 {
+    id: String,
+    name: String,
+    plan_id: String,
+    status: StatusV2,
+    created_at: String,
+}
+
+impl TenantV2 {
+    fn upgrade(self) -> Result<TenantRow, StoreError> {
+        Ok(TenantRow {
+            created_ms: parse_time(&self.created_at)?,
+            id: self.id,
+            name: self.name,
+            plan_id: self.plan_id,
+            suspended: self.status == StatusV2::Suspended,
+        })
+    }
+}
+
+/// A key as formats 1 and 2 stored it.
+#[derive(Serialize, Deserialize)]
+struct KeyV2 {
+    id: String,
+    tenant_id: String,
+    name: String,
+    prefix: String,
+    created_at: String,
+    revoked_at: Option<String>,
+    hash: [u8; 32],
+}
+
+impl KeyV2 {
+    fn upgrade(self) -> Result<KeyRow, StoreError> {
+        Ok(KeyRow {
+            created_ms: parse_time(&self.created_at)?,
+            revoked_ms: self.revoked_at.as_deref().map(parse_time).transpose()?,
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name,
+            prefix: self.prefix,
+            hash: self.hash,
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! The values the storage traits take and give, engine-neutral: none of them
+//! is an engine's stored form (sled's rows are `sled/rows.rs`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::model::UsageRecord;
+use crate::quota::period::Period;
+use crate::rollup::{Cell, Grain};
+
+/// Calls and tokens a tenant used in one period, as persisted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeriodTotals {
+    pub calls: u64,
+    pub tokens: u64,
+}
+
+impl PeriodTotals {
+    pub fn add(&mut self, calls: u64, tokens: u64) {
+        self.calls = self.calls.saturating_add(calls);
+        self.tokens = self.tokens.saturating_add(tokens);
+    }
+}
+
+/// Usage records of one tenant, written together by one flush.
+#[derive(Clone, Debug, Default)]
+pub struct UsageBlock {
+    pub tenant: String,
+    pub records: Vec<UsageRecord>,
+    /// Set once the tenant is deleted: a store writes no block whose flag
+    /// is set, checking it under the same lock as the purge, so a record of
+    /// a deleted tenant never outlives the purge.
+    pub retired: Arc<AtomicBool>,
+}
+
+impl UsageBlock {
+    /// A block of a live tenant (no `retired` flag shared with anyone).
+    pub fn new(tenant: impl Into<String>, records: Vec<UsageRecord>) -> UsageBlock {
+        UsageBlock {
+            tenant: tenant.into(),
+            records,
+            retired: Arc::default(),
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+}
+
+/// A threshold webhook that fired: at most one per (tenant, period, alert
+/// URL, threshold), kept so that a restart neither fires it again nor loses
+/// an undelivered one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertMark {
+    pub tenant: String,
+    pub period: Period,
+    pub url: String,
+    pub threshold: u32,
+    /// The JSON body, exactly as (re)sent.
+    pub body: String,
+    pub delivered: bool,
+}
+
+impl AlertMark {
+    /// The identity of the firing; a store keys marks by it.
+    pub fn key(&self) -> String {
+        alert_key(&self.tenant, self.period, &self.url, self.threshold)
+    }
+}
+
+pub fn alert_key(tenant: &str, period: Period, url: &str, threshold: u32) -> String {
+    format!("{tenant}\u{0}{}\u{0}{threshold}\u{0}{url}", period.0)
+}
+
+/// Which stored rollup cell: its grain, owner (a tenant id, or
+/// [`ALL_TENANTS`](crate::rollup::ALL_TENANTS)) and bucket.
+pub type CellKey = (Grain, String, i64);
+
+/// A rollup cell as a store keeps it: the cell and the last usage write
+/// (its sequence number) it includes, which makes absorbing a write into
+/// it idempotent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredCell {
+    pub cell: Cell,
+    pub seq: u64,
+}
