@@ -14,7 +14,10 @@
 //!   and period totals to the store in batches.
 //! - [`rollup`]: pre-aggregated usage cells (minute, hour, day) and latency
 //!   histograms, which the store keeps and the analytics read.
-//! - [`store`]: the [`store::Store`] trait and its sled implementation.
+//! - [`store`]: persistence by concept - the engine traits, the
+//!   engine-neutral [`store::Ledger`] (the [`store::Store`] over any engine:
+//!   write numbering, rollup book, checkpoint, journal replay), the sled
+//!   engine ([`store::sled`]) and the in-memory reference ([`store::memory`]).
 //! - [`analytics`]: usage reports and forecasts from rollup cells.
 //! - [`http`]: actix-web routes, extractors, JSON errors, rate-limit headers.
 //! - [`model`]: domain types; [`codec`]: the one bincode encoder; [`auth`]:

@@ -10,7 +10,7 @@ mod tmpfs;
 use tmpfs::Tmpfs;
 use tollgate::model::UsageRecord;
 use tollgate::quota::period::Period;
-use tollgate::store::{SledOptions, SledStore, Store, UsageBlock};
+use tollgate::store::{SledOptions, SledStore, Store, UsageBlock, UsageReads};
 
 /// sled meets a real full disk (the reserve off) with small values, which
 /// it writes to its log: it keeps the error for good. The store sets that

@@ -11,9 +11,16 @@ use common::*;
 use serde_json::Value;
 use tollgate::clock::ManualClock;
 
-/// The keys `scripts/make-store-fixture.sh` printed for the fixture.
-const FIXTURE_CO: &str = "tg_C8q9GcAG1V5Wk59zCwOwfgmWImlUxNB7";
-const OTHER_CO: &str = "tg_Vs23o0abuq6LjT61qkpoRPKoYrMTgGYf";
+/// The keys `scripts/make-store-fixture.sh` printed for each fixture:
+/// (fixture-co, other-co).
+const FORMAT1_KEYS: (&str, &str) = (
+    "tg_C8q9GcAG1V5Wk59zCwOwfgmWImlUxNB7",
+    "tg_Vs23o0abuq6LjT61qkpoRPKoYrMTgGYf",
+);
+const FORMAT2_KEYS: (&str, &str) = (
+    "tg_9mkdjSjnIOW1xdgypOo0ctrDUJ3UXrWs",
+    "tg_QMOP9p6q84umE41NpCMkwCNZxmwd0BQF",
+);
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -30,9 +37,57 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[test]
 fn a_format_1_data_dir_opens_and_answers_the_same_figures() {
+    opens_and_answers_the_same_figures("format1", FORMAT1_KEYS, 2, |_| {});
+}
+
+/// Format 2 (the last before the store's own rows) also wrote a suspended
+/// tenant and a revoked key: the upgrade keeps both.
+#[test]
+fn a_format_2_data_dir_opens_and_answers_the_same_figures() {
+    opens_and_answers_the_same_figures("format2", FORMAT2_KEYS, 3, |s| {
+        let paused: Value = s
+            .admin("GET", "/api/admin/tenants/paused-co", None)
+            .json()
+            .unwrap();
+        assert_eq!(paused["status"], "suspended", "{paused}");
+        assert_eq!(paused["name"], "Paused Co", "{paused}");
+        assert!(
+            paused["createdAt"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-12-01T"),
+            "{paused}"
+        );
+        let keys: Value = s
+            .admin("GET", "/api/admin/tenants/other-co/keys", None)
+            .json()
+            .unwrap();
+        let keys = keys["data"].as_array().expect("a list of keys");
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        let old = keys.iter().find(|k| k["name"] == "old").unwrap();
+        assert!(old["revokedAt"].is_string(), "{old}");
+        let main = keys.iter().find(|k| k["name"] == "main").unwrap();
+        assert!(main["revokedAt"].is_null(), "{main}");
+        assert_eq!(
+            s.tenant(FORMAT2_KEYS.1, "GET", "/api/billing/usage", None)
+                .status(),
+            200,
+            "the unrevoked key still authenticates"
+        );
+    });
+}
+
+fn opens_and_answers_the_same_figures(
+    fixture: &str,
+    (fixture_co, other_co): (&str, &str),
+    tenants: usize,
+    more: impl Fn(&TestServer),
+) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1"),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture),
         dir.path(),
     );
     // The clock the fixture was written on: nothing has expired, and
@@ -50,13 +105,13 @@ fn a_format_1_data_dir_opens_and_answers_the_same_figures() {
         assert_eq!(plan["ingestRate"], Value::Null, "{plan}");
         // Counters, from the persisted period totals.
         let usage: Value = s
-            .tenant(FIXTURE_CO, "GET", "/api/billing/usage", None)
+            .tenant(fixture_co, "GET", "/api/billing/usage", None)
             .json()
             .unwrap();
         assert_eq!(usage["calls"]["used"], 50, "{usage}");
         assert_eq!(usage["tokens"]["used"], 750, "{usage}");
         let other: Value = s
-            .tenant(OTHER_CO, "GET", "/api/billing/usage", None)
+            .tenant(other_co, "GET", "/api/billing/usage", None)
             .json()
             .unwrap();
         assert_eq!(
@@ -69,7 +124,7 @@ fn a_format_1_data_dir_opens_and_answers_the_same_figures() {
         // Raw records.
         let export = s
             .tenant(
-                FIXTURE_CO,
+                fixture_co,
                 "GET",
                 "/api/billing/api-usage/export?format=ndjson&from=2026-12-01T00:00:00Z&to=2026-12-02T00:00:00Z",
                 None,
@@ -87,7 +142,7 @@ fn a_format_1_data_dir_opens_and_answers_the_same_figures() {
         // Rollups.
         let report: Value = s
             .tenant(
-                FIXTURE_CO,
+                fixture_co,
                 "GET",
                 "/api/billing/api-usage?from=2026-12-01T00:00:00Z&to=2026-12-01T12:00:00Z",
                 None,
@@ -111,10 +166,11 @@ fn a_format_1_data_dir_opens_and_answers_the_same_figures() {
             .json()
             .unwrap();
         assert_eq!(all["summary"]["totalRequests"], 52, "{all}");
-        assert_eq!(all["tenants"], 2, "{all}");
+        assert_eq!(all["tenants"], tenants, "{all}");
+        more(s);
     };
     check(&s);
-    // Written again by this release (format 2), it still reads the same.
+    // Written again by this release (format 3), it still reads the same.
     s.restart_with(|_| {}, Arc::new(ManualClock::at(noon)));
     check(&s);
 }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use super::ledger::Direct;
 use super::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, Ledger, PeriodTotals, RollupCells, StoreError,
-    StoredCell, UsageBlock, UsageLog,
+    StoredCell, UsageBlock, UsageLog, UsageReads,
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
@@ -168,57 +168,6 @@ impl UsageLog for MemoryEngine {
         Ok(())
     }
 
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
-        let inner = self.inner.lock();
-        let mut all: Vec<(String, PeriodTotals)> = inner
-            .totals
-            .iter()
-            .filter(|((p, _), _)| *p == period)
-            .map(|((_, t), v)| (t.clone(), *v))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(all)
-    }
-
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
-        Ok(self
-            .inner
-            .lock()
-            .totals
-            .get(&(period, tenant.to_string()))
-            .copied()
-            .unwrap_or_default())
-    }
-
-    fn scan_usage(
-        &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        let mut records: Vec<UsageRecord> = self
-            .inner
-            .lock()
-            .records
-            .get(tenant)
-            .map(|rs| {
-                rs.iter()
-                    .filter(|r| r.ts_ms >= from_ms && r.ts_ms < to_ms)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Day by day, within a day in write order (a stable sort).
-        records.sort_by_key(|r| r.ts_ms.div_euclid(MS_PER_DAY));
-        for r in &records {
-            if !visit(r) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     fn drop_records_before(&self, day: i64) -> Result<usize, StoreError> {
         let mut days = std::collections::BTreeSet::new();
         for rs in self.inner.lock().records.values_mut() {
@@ -310,5 +259,58 @@ impl Engine for MemoryEngine {
 
     fn size_bytes(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+}
+
+impl UsageReads for MemoryEngine {
+    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
+        let inner = self.inner.lock();
+        let mut all: Vec<(String, PeriodTotals)> = inner
+            .totals
+            .iter()
+            .filter(|((p, _), _)| *p == period)
+            .map(|((_, t), v)| (t.clone(), *v))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .totals
+            .get(&(period, tenant.to_string()))
+            .copied()
+            .unwrap_or_default())
+    }
+
+    fn scan_usage(
+        &self,
+        tenant: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&UsageRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut records: Vec<UsageRecord> = self
+            .inner
+            .lock()
+            .records
+            .get(tenant)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| r.ts_ms >= from_ms && r.ts_ms < to_ms)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Day by day, within a day in write order (a stable sort).
+        records.sort_by_key(|r| r.ts_ms.div_euclid(MS_PER_DAY));
+        for r in &records {
+            if !visit(r) {
+                break;
+            }
+        }
+        Ok(())
     }
 }

@@ -59,9 +59,29 @@ pub trait AlertMarks: Send + Sync {
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError>;
 }
 
+/// Reading usage records and period totals: what an engine's [`UsageLog`]
+/// and the [`Store`] both answer.
+pub trait UsageReads: Send + Sync {
+    /// Every tenant's persisted totals for `period`.
+    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError>;
+
+    /// One tenant's persisted totals for `period` (zero if none).
+    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError>;
+
+    /// Visits one tenant's records with `from_ms <= ts_ms < to_ms`, day by day
+    /// (within a day in write order); stops early when `visit` returns false.
+    fn scan_usage(
+        &self,
+        tenant: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&UsageRecord) -> bool,
+    ) -> Result<(), StoreError>;
+}
+
 /// An engine's usage records and period totals. Writes are numbered by the
 /// [`Ledger`], which serialises them.
-pub trait UsageLog: Send + Sync {
+pub trait UsageLog: UsageReads {
     /// Writes the blocks' records and adds their `calls` and tokens to the
     /// period totals, and journals the write as number `seq`, in one atomic
     /// step: the persisted totals always equal the sum over the persisted
@@ -79,22 +99,6 @@ pub trait UsageLog: Send + Sync {
         &self,
         after: u64,
         visit: &mut dyn FnMut(u64, &str, Vec<UsageRecord>),
-    ) -> Result<(), StoreError>;
-
-    /// Every tenant's persisted totals for `period`.
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError>;
-
-    /// One tenant's persisted totals for `period` (zero if none).
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError>;
-
-    /// Visits one tenant's records with `from_ms <= ts_ms < to_ms`, day by day
-    /// (within a day in write order); stops early when `visit` returns false.
-    fn scan_usage(
-        &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
     ) -> Result<(), StoreError>;
 
     /// Retention: drops the records of UTC days (since the epoch) before
@@ -147,7 +151,7 @@ pub trait Engine: Catalog + AlertMarks + UsageLog + RollupCells {
 }
 
 /// The store the rest of Tollgate uses (a [`Ledger`] over an engine).
-pub trait Store: Catalog + AlertMarks {
+pub trait Store: Catalog + AlertMarks + UsageReads {
     /// Purges the tenant (see [`Engine::purge_tenant`]); a usage write is
     /// wholly before the purge (and purged) or after it (and skips the
     /// tenant's blocks, whose `retired` flag is set by then).
@@ -157,18 +161,6 @@ pub trait Store: Catalog + AlertMarks {
     /// returns the write's number. Blocks whose `retired` flag is set are
     /// left out.
     fn write_usage(&self, blocks: &[UsageBlock]) -> Result<u64, StoreError>;
-
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError>;
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError>;
-
-    /// See [`UsageLog::scan_usage`].
-    fn scan_usage(
-        &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError>;
 
     /// The rollup cells of `tenant` (or the all-tenants cells,
     /// [`ALL_TENANTS`](crate::rollup::ALL_TENANTS)) at `grain` with

@@ -17,7 +17,7 @@ use parking_lot::{Mutex, MutexGuard};
 use self::book::RollupBook;
 use super::{
     AlertMark, AlertMarks, Catalog, Engine, PeriodTotals, RollupCells, Store, StoreError,
-    UsageBlock, UsageLog,
+    UsageBlock, UsageLog, UsageReads,
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
@@ -227,25 +227,6 @@ impl<A: Access> Store for Ledger<A> {
         Ok(seq)
     }
 
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
-        self.access.read(|e| e.period_totals(period))
-    }
-
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
-        self.access.read(|e| e.tenant_totals(tenant, period))
-    }
-
-    fn scan_usage(
-        &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        self.access
-            .read(|e| e.scan_usage(tenant, from_ms, to_ms, visit))
-    }
-
     fn rollups(
         &self,
         tenant: &str,
@@ -313,5 +294,26 @@ impl<A: Access> Store for Ledger<A> {
 
     fn size_bytes(&self) -> Result<u64, StoreError> {
         self.access.read(|e| e.size_bytes())
+    }
+}
+
+impl<A: Access> UsageReads for Ledger<A> {
+    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
+        self.access.read(|e| e.period_totals(period))
+    }
+
+    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
+        self.access.read(|e| e.tenant_totals(tenant, period))
+    }
+
+    fn scan_usage(
+        &self,
+        tenant: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&UsageRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.access
+            .read(|e| e.scan_usage(tenant, from_ms, to_ms, visit))
     }
 }

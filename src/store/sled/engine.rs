@@ -43,7 +43,7 @@ use crate::quota::period::{days_from_civil, Period};
 use crate::rollup::{Cell, Grain};
 use crate::store::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
-    StoredCell, UsageBlock, UsageLog,
+    StoredCell, UsageBlock, UsageLog, UsageReads,
 };
 
 /// The most bytes a raw block's or a journal entry's value takes, so that a
@@ -374,54 +374,6 @@ impl UsageLog for SledEngine {
         Ok(())
     }
 
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
-        let prefix = counter_key(period, "");
-        self.counters
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let tenant = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                Ok((tenant, decode::<TotalsRow>(&v)?.into()))
-            })
-            .collect()
-    }
-
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
-        match self.counters.get(counter_key(period, tenant))? {
-            Some(v) => Ok(decode::<TotalsRow>(&v)?.into()),
-            None => Ok(PeriodTotals::default()),
-        }
-    }
-
-    fn scan_usage(
-        &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        if from_ms >= to_ms {
-            return Ok(());
-        }
-        let (first, last) = (day_of(from_ms), day_of(to_ms - 1));
-        let prefix = tenant_prefix(tenant);
-        for day in self.day_trees() {
-            if day < first || day > last {
-                continue;
-            }
-            let tree = self.db.open_tree(day_tree_name(RAW_PREFIX, day))?;
-            for kv in tree.scan_prefix(&prefix) {
-                let (_, v) = kv?;
-                for r in decode_records(&v)? {
-                    if r.ts_ms >= from_ms && r.ts_ms < to_ms && !visit(&r) {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn drop_records_before(&self, day: i64) -> Result<usize, StoreError> {
         self.drop_days(RAW_PREFIX, day)
     }
@@ -550,6 +502,56 @@ impl Engine for SledEngine {
 
     fn size_bytes(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+impl UsageReads for SledEngine {
+    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
+        let prefix = counter_key(period, "");
+        self.counters
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let tenant = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((tenant, decode::<TotalsRow>(&v)?.into()))
+            })
+            .collect()
+    }
+
+    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
+        match self.counters.get(counter_key(period, tenant))? {
+            Some(v) => Ok(decode::<TotalsRow>(&v)?.into()),
+            None => Ok(PeriodTotals::default()),
+        }
+    }
+
+    fn scan_usage(
+        &self,
+        tenant: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&UsageRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        if from_ms >= to_ms {
+            return Ok(());
+        }
+        let (first, last) = (day_of(from_ms), day_of(to_ms - 1));
+        let prefix = tenant_prefix(tenant);
+        for day in self.day_trees() {
+            if day < first || day > last {
+                continue;
+            }
+            let tree = self.db.open_tree(day_tree_name(RAW_PREFIX, day))?;
+            for kv in tree.scan_prefix(&prefix) {
+                let (_, v) = kv?;
+                for r in decode_records(&v)? {
+                    if r.ts_ms >= from_ms && r.ts_ms < to_ms && !visit(&r) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
