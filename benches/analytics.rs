@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use criterion::{black_box, Criterion};
-use tollgate::analytics::query::{report, Range};
+use tollgate::analytics::query::{usage, Range};
+use tollgate::http::report::Report;
 use tollgate::model::UsageRecord;
 use tollgate::rollup::Grain;
 use tollgate::store::{SledStore, Store, UsageBlock};
@@ -106,7 +107,7 @@ fn main() {
             .timestamp_millis(),
         end,
     );
-    let (rep, _) = report(&store, TENANT, month, Grain::Day, 10, end).unwrap();
+    let rep = Report::from(&usage(&store, TENANT, month, Grain::Day, 10, end).unwrap());
     assert_eq!(
         rep.summary.total_requests, n,
         "the month holds every record"
@@ -115,15 +116,21 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group(format!("analytics_{n}_records"));
     g.bench_function("month_query_day_buckets", |b| {
-        b.iter(|| report(black_box(&store), TENANT, month, Grain::Day, 10, end).unwrap())
+        b.iter(|| {
+            Report::from(&usage(black_box(&store), TENANT, month, Grain::Day, 10, end).unwrap())
+        })
     });
     let day = Range::minutes(end - 86_400_000, end);
     g.bench_function("day_query_hour_buckets", |b| {
-        b.iter(|| report(black_box(&store), TENANT, day, Grain::Hour, 10, end).unwrap())
+        b.iter(|| {
+            Report::from(&usage(black_box(&store), TENANT, day, Grain::Hour, 10, end).unwrap())
+        })
     });
     let ragged = Range::minutes(end - 10 * 86_400_000 - 17 * 60_000, end - 3 * 60_000);
     g.bench_function("ragged_10_day_query", |b| {
-        b.iter(|| report(black_box(&store), TENANT, ragged, Grain::Day, 10, end).unwrap())
+        b.iter(|| {
+            Report::from(&usage(black_box(&store), TENANT, ragged, Grain::Day, 10, end).unwrap())
+        })
     });
     g.finish();
     c.final_summary();

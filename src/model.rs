@@ -1,18 +1,16 @@
 //! Domain types: plans, tenants, API keys, usage records.
 //!
-//! Plans, tenants and keys serialize with camelCase names (the JSON of
-//! SPEC §2); request/response shapes that exist only at the HTTP edge live in
-//! `http::types`. No store encodes these types: each engine has rows of its
-//! own (sled's in `store/sled/rows.rs`).
+//! No JSON and no stored form here: the API's bodies are `http::catalog`
+//! and `http::types`, each engine has rows of its own (sled's in
+//! `store/sled/rows.rs`), so the API, the domain and the stored format
+//! change independently.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::quota::counter::MAX_COUNT;
 
 /// A short-window limit: `requests` per `perSeconds`, up to `burst` at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     pub requests: u64,
     pub per_seconds: u64,
@@ -22,8 +20,7 @@ pub struct RateLimit {
 /// How many usage records a tenant may report through `POST /api/v1/usage`:
 /// `records` per `perSeconds`, up to `burst` at once (a batch of up to
 /// 10,000 records must fit in `burst` to pass).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IngestRate {
     pub records: u64,
     pub per_seconds: u64,
@@ -55,8 +52,7 @@ impl IngestRate {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub id: String,
     pub name: String,
@@ -65,11 +61,9 @@ pub struct Plan {
     /// `None` = unlimited.
     pub monthly_tokens: Option<u64>,
     pub rate_limit: Option<RateLimit>,
-    #[serde(default)]
     pub price_usd_monthly: f64,
     /// Records per second `POST /api/v1/usage` takes; `None` = derived from
     /// `rate_limit` ([`IngestRate::derived`]).
-    #[serde(default)]
     pub ingest_rate: Option<IngestRate>,
 }
 
@@ -95,36 +89,30 @@ impl Plan {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TenantStatus {
     Active,
     Suspended,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tenant {
     pub id: String,
     pub name: String,
     pub plan_id: String,
     pub status: TenantStatus,
-    #[serde(with = "crate::clock::serde_ms")]
     pub created_at: DateTime<Utc>,
 }
 
 /// An API key as lists show it: never the secret.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApiKey {
     pub id: String,
     pub tenant_id: String,
     pub name: String,
     /// The first 8 characters of the secret.
     pub prefix: String,
-    #[serde(with = "crate::clock::serde_ms")]
     pub created_at: DateTime<Utc>,
-    #[serde(with = "crate::clock::serde_ms::option")]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

@@ -580,8 +580,24 @@ fn openapi_document_covers_every_route_and_schema() {
         let name = &piece[..piece.find('"').unwrap()];
         assert!(schemas.contains_key(name), "dangling $ref {name}");
     }
-    for name in ["Report", "TenantReport", "Plan", "UsageInput", "Forecast"] {
+    for name in [
+        "Report",
+        "TenantReport",
+        "Plan",
+        "RateLimit",
+        "IngestRate",
+        "Tenant",
+        "TenantStatus",
+        "ApiKey",
+        "UsageInput",
+        "Forecast",
+        "Recommendation",
+    ] {
         assert!(schemas.contains_key(name), "{name}");
+    }
+    // The API's bodies are named as the domain types they carry.
+    for name in ["PlanBody", "TenantBody", "KeyBody", "ForecastView"] {
+        assert!(!schemas.contains_key(name), "{name} leaked into the document");
     }
     // An independent validator takes the whole document (it refused the
     // gateway's `{path}` parameter while it had no schema).

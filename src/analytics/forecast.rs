@@ -2,9 +2,6 @@
 //! period's end from its daily rate so far, when a quota runs out, and the
 //! plan that fits the projection.
 
-use serde::Serialize;
-
-use crate::clock::{fmt_ms, ms_to_utc};
 use crate::model::Plan;
 use crate::quota::period::Period;
 
@@ -16,10 +13,10 @@ pub struct SoFar {
     pub cost_usd: f64,
 }
 
-#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, PartialEq)]
 pub struct Forecast {
-    pub period_end: String,
+    /// Milliseconds since the epoch, as are the times below.
+    pub period_end_ms: i64,
     pub daily_calls: f64,
     pub daily_tokens: f64,
     pub daily_cost_usd: f64,
@@ -28,8 +25,8 @@ pub struct Forecast {
     pub projected_cost_usd: f64,
     /// When the call quota runs out at this rate (already, or before the
     /// period ends); null if it will not.
-    pub quota_exhausted_at: Option<String>,
-    pub token_quota_exhausted_at: Option<String>,
+    pub quota_exhausted_at_ms: Option<i64>,
+    pub token_quota_exhausted_at_ms: Option<i64>,
 }
 
 const DAY_MS: f64 = 86_400_000.0;
@@ -43,16 +40,16 @@ fn exhausted_at(
     per_ms: f64,
     now_ms: i64,
     end_ms: i64,
-) -> Option<String> {
+) -> Option<i64> {
     let limit = limit?;
     if used >= limit {
-        return Some(fmt_ms(ms_to_utc(now_ms)));
+        return Some(now_ms);
     }
     if per_ms <= 0.0 {
         return None;
     }
     let at = now_ms as f64 + (limit - used) as f64 / per_ms;
-    (at < end_ms as f64).then(|| fmt_ms(ms_to_utc(at.ceil() as i64)))
+    (at < end_ms as f64).then(|| at.ceil() as i64)
 }
 
 pub fn forecast(plan: &Plan, period: Period, now_ms: i64, so_far: SoFar) -> Forecast {
@@ -62,21 +59,21 @@ pub fn forecast(plan: &Plan, period: Period, now_ms: i64, so_far: SoFar) -> Fore
     let project = |v: f64| v + per_ms(v) * ((end_ms - now_ms).max(0) as f64);
     let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
     Forecast {
-        period_end: fmt_ms(ms_to_utc(end_ms)),
+        period_end_ms: end_ms,
         daily_calls: round(per_ms(so_far.calls as f64) * DAY_MS, 2),
         daily_tokens: round(per_ms(so_far.tokens as f64) * DAY_MS, 2),
         daily_cost_usd: round(per_ms(so_far.cost_usd) * DAY_MS, 6),
         projected_calls: project(so_far.calls as f64).round() as u64,
         projected_tokens: project(so_far.tokens as f64).round() as u64,
         projected_cost_usd: round(project(so_far.cost_usd), 6),
-        quota_exhausted_at: exhausted_at(
+        quota_exhausted_at_ms: exhausted_at(
             so_far.calls,
             plan.monthly_calls,
             per_ms(so_far.calls as f64),
             now_ms,
             end_ms,
         ),
-        token_quota_exhausted_at: exhausted_at(
+        token_quota_exhausted_at_ms: exhausted_at(
             so_far.tokens,
             plan.monthly_tokens,
             per_ms(so_far.tokens as f64),
@@ -86,8 +83,7 @@ pub fn forecast(plan: &Plan, period: Period, now_ms: i64, so_far: SoFar) -> Fore
     }
 }
 
-#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, PartialEq)]
 pub struct Recommendation {
     pub plan_id: String,
     pub plan_name: String,
@@ -183,10 +179,14 @@ mod tests {
         assert_eq!(f.projected_cost_usd, 6.0);
         // 6,000 more at 400/day: 15 days later.
         assert_eq!(
-            f.quota_exhausted_at.as_deref(),
-            Some("2026-11-26T00:00:00.000Z")
+            f.quota_exhausted_at_ms,
+            Some(
+                Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0)
+                    .unwrap()
+                    .timestamp_millis()
+            )
         );
-        assert_eq!(f.token_quota_exhausted_at, None);
+        assert_eq!(f.token_quota_exhausted_at_ms, None);
 
         let plans = vec![
             free.clone(),
@@ -246,9 +246,6 @@ mod tests {
                 cost_usd: 0.0,
             },
         );
-        assert_eq!(
-            over.quota_exhausted_at.as_deref(),
-            Some("2026-11-16T00:00:00.000Z")
-        );
+        assert_eq!(over.quota_exhausted_at_ms, Some(now.timestamp_millis()));
     }
 }

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
+use super::catalog::{KeyBody, PlanBody, TenantBody};
 use super::error::{blocking, ApiError};
 use super::extract::{Admin, ApiJson, OptionalJson};
 use super::tenant::{subscription_view, usage_view};
@@ -49,31 +50,32 @@ fn created<T: Serialize>(v: T) -> HttpResponse {
 // ---- plans -----------------------------------------------------------------
 
 #[utoipa::path(
-    get, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<Plan>))
+    get, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<PlanBody>))
 )]
 pub async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
     HttpResponse::Ok().json(ListOf {
-        data: st.registry.plans(),
+        data: st.registry.plans().iter().map(PlanBody::from).collect(),
     })
 }
 
 #[utoipa::path(
-    post, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), request_body = Plan,
-    responses((status = 201, body = Plan), (status = 409, description = "id taken", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid plan", body = crate::http::openapi::ErrorBody))
+    post, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), request_body = PlanBody,
+    responses((status = 201, body = PlanBody), (status = 409, description = "id taken", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid plan", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn create_plan(
     st: web::Data<AppState>,
     _: Admin,
     body: ApiJson<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let plan: Plan =
+    let plan: PlanBody =
         serde_json::from_value(body.0).map_err(|e| ApiError::invalid(e.to_string()))?;
-    Ok(created(st.registry.create_plan(plan, st.clock.now())?))
+    let plan = st.registry.create_plan(plan.into(), st.clock.now())?;
+    Ok(created(PlanBody::from(&plan)))
 }
 
 #[utoipa::path(
     get, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Plan), (status = 404, description = "no such plan", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn get_plan(
     st: web::Data<AppState>,
@@ -84,13 +86,13 @@ pub async fn get_plan(
         .registry
         .plan(&id)
         .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
-    Ok(HttpResponse::Ok().json(plan))
+    Ok(HttpResponse::Ok().json(PlanBody::from(&plan)))
 }
 
 #[utoipa::path(
     patch, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     request_body(content = Object, description = "JSON merge patch (RFC 7396) of the plan; applies to running tenants at once"),
-    responses((status = 200, body = Plan), (status = 404, description = "no such plan", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid result", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid result", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn patch_plan(
     st: web::Data<AppState>,
@@ -102,7 +104,7 @@ pub async fn patch_plan(
         .registry
         .plan(&id)
         .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
-    let next: Plan = merge_patch(&current, body.0, &["id"])?;
+    let next: Plan = merge_patch(&PlanBody::from(&current), body.0, &["id"])?.into();
     let plan = st.registry.update_plan(
         &id,
         |p| {
@@ -111,7 +113,7 @@ pub async fn patch_plan(
         },
         st.clock.now(),
     )?;
-    Ok(HttpResponse::Ok().json(plan))
+    Ok(HttpResponse::Ok().json(PlanBody::from(&plan)))
 }
 
 #[utoipa::path(
@@ -130,17 +132,17 @@ pub async fn delete_plan(
 // ---- tenants -----------------------------------------------------------------
 
 #[utoipa::path(
-    get, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<Tenant>))
+    get, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<TenantBody>))
 )]
 pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> HttpResponse {
     HttpResponse::Ok().json(ListOf {
-        data: st.registry.tenants(),
+        data: st.registry.tenants().iter().map(TenantBody::from).collect(),
     })
 }
 
 #[utoipa::path(
     post, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), request_body = CreateTenant,
-    responses((status = 201, body = Tenant), (status = 409, description = "id taken", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid tenant", body = crate::http::openapi::ErrorBody))
+    responses((status = 201, body = TenantBody), (status = 409, description = "id taken", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid tenant", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn create_tenant(
     st: web::Data<AppState>,
@@ -156,10 +158,11 @@ pub async fn create_tenant(
         name: req.name.unwrap_or_else(|| id.clone()),
         id,
         plan_id,
-        status: req.status.unwrap_or(TenantStatus::Active),
+        status: req.status.map_or(TenantStatus::Active, Into::into),
         created_at: st.clock.now(),
     };
-    Ok(created(st.registry.create_tenant(tenant, st.clock.now())?))
+    let tenant = st.registry.create_tenant(tenant, st.clock.now())?;
+    Ok(created(TenantBody::from(&tenant)))
 }
 
 fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
@@ -170,20 +173,20 @@ fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
 
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Tenant), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn get_tenant(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(tenant_or_404(&st, &id)?))
+    Ok(HttpResponse::Ok().json(TenantBody::from(&tenant_or_404(&st, &id)?)))
 }
 
 #[utoipa::path(
     patch, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     request_body(content = Object, description = "JSON merge patch (RFC 7396): name, planId, status"),
-    responses((status = 200, body = Tenant), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid result", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid result", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn patch_tenant(
     st: web::Data<AppState>,
@@ -192,7 +195,8 @@ pub async fn patch_tenant(
     body: ApiJson<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let current = tenant_or_404(&st, &id)?;
-    let next: Tenant = merge_patch(&current, body.0, &["id", "createdAt"])?;
+    let next: Tenant =
+        merge_patch(&TenantBody::from(&current), body.0, &["id", "createdAt"])?.into();
     let tenant = st.registry.update_tenant(
         &id,
         |t| {
@@ -201,7 +205,7 @@ pub async fn patch_tenant(
         },
         st.clock.now(),
     )?;
-    Ok(HttpResponse::Ok().json(tenant))
+    Ok(HttpResponse::Ok().json(TenantBody::from(&tenant)))
 }
 
 #[utoipa::path(
@@ -278,7 +282,7 @@ pub async fn create_key(
 
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/keys", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, description = "keys without their secrets", body = ListOf<crate::model::ApiKey>), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "keys without their secrets", body = ListOf<KeyBody>), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn list_keys(
     st: web::Data<AppState>,
@@ -286,13 +290,13 @@ pub async fn list_keys(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(ListOf {
-        data: st.registry.keys(&id)?,
+        data: st.registry.keys(&id)?.iter().map(KeyBody::from).collect(),
     }))
 }
 
 #[utoipa::path(
     delete, path = "/api/admin/tenants/{id}/keys/{key_id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path), ("key_id" = String, Path)),
-    responses((status = 200, description = "the revoked key", body = crate::model::ApiKey), (status = 404, description = "no such key", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "the revoked key", body = KeyBody), (status = 404, description = "no such key", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn revoke_key(
     st: web::Data<AppState>,
@@ -300,5 +304,6 @@ pub async fn revoke_key(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, key) = path.into_inner();
-    Ok(HttpResponse::Ok().json(st.registry.revoke_key(&tenant, &key, st.clock.now())?))
+    let key = st.registry.revoke_key(&tenant, &key, st.clock.now())?;
+    Ok(HttpResponse::Ok().json(KeyBody::from(&key)))
 }

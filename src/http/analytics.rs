@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{blocking, ApiError};
 use super::extract::{Admin, TenantAuth};
+use super::report::{grain_name, ForecastView, RecommendationView, Report, TopTenants};
 use super::AppState;
-use crate::analytics::forecast::{forecast, recommend, Forecast, Recommendation, SoFar};
-use crate::analytics::query::{report, top_tenants, Range, Report, TopTenants, MAX_POINTS};
+use crate::analytics::forecast::{forecast, recommend, SoFar};
+use crate::analytics::query::{top_tenants, usage, Range, MAX_POINTS};
 use crate::quota::period::Period;
 use crate::quota::TenantState;
 use crate::rollup::{Grain, ALL_TENANTS};
@@ -112,7 +113,7 @@ pub fn resolve(p: &UsageParams, now_ms: i64) -> Result<Resolved, ApiError> {
     if span / bucket.ms() > MAX_POINTS {
         return Err(ApiError::invalid(format!(
             "that range has more than {MAX_POINTS} {} buckets; choose a larger bucket",
-            crate::analytics::query::grain_name(bucket)
+            grain_name(bucket)
         )));
     }
     let top = match p.limit.as_deref() {
@@ -132,8 +133,8 @@ pub struct TenantReport {
     pub tenant_id: String,
     #[serde(flatten)]
     pub report: Report,
-    pub forecast: Forecast,
-    pub recommendation: Option<Recommendation>,
+    pub forecast: ForecastView,
+    pub recommendation: Option<RecommendationView>,
 }
 
 async fn tenant_report(
@@ -154,11 +155,11 @@ async fn tenant_report(
     let store = st.registry.store().clone();
     let id = tenant.id.to_string();
     let body = blocking(move || -> Result<TenantReport, ApiError> {
-        let (report, whole) = report(store.as_ref(), &id, r.range, r.bucket, r.top, now_ms)?;
+        let used = usage(store.as_ref(), &id, r.range, r.bucket, r.top, now_ms)?;
         let period = snapshot.period;
         let period_range = Range::minutes(period.start_secs() * 1000, now_ms);
         let period_cost = if period_range == r.range {
-            whole.total.cost_usd
+            used.whole.total.cost_usd
         } else {
             crate::analytics::query::aggregate(store.as_ref(), &id, period_range, now_ms)?
                 .total
@@ -174,11 +175,11 @@ async fn tenant_report(
                 cost_usd: period_cost,
             },
         );
-        let recommendation = recommend(&plan, &plans, &f);
+        let recommendation = recommend(&plan, &plans, &f).map(RecommendationView::from);
         Ok(TenantReport {
             tenant_id: id,
-            report,
-            forecast: f,
+            report: Report::from(&used),
+            forecast: ForecastView::from(&f),
             recommendation,
         })
     })
@@ -242,7 +243,7 @@ pub async fn admin_api_usage(
     let store: Arc<dyn Store> = st.registry.store().clone();
     let tenants = st.registry.tenant_count();
     let body = blocking(move || -> Result<AllTenantsReport, ApiError> {
-        let (report, whole) = report(
+        let used = usage(
             store.as_ref(),
             ALL_TENANTS,
             r.range,
@@ -252,8 +253,8 @@ pub async fn admin_api_usage(
         )?;
         Ok(AllTenantsReport {
             tenants,
-            report,
-            top_tenants: top_tenants(&whole, r.top),
+            report: Report::from(&used),
+            top_tenants: TopTenants::from(&top_tenants(&used.whole, r.top)),
         })
     })
     .await?;

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod catalog;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod meter;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;
+pub mod report;
 pub mod state;
 pub mod tenant;
 pub mod types;

@@ -13,14 +13,15 @@ use utoipa::openapi::{Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use crate::analytics::forecast::{Forecast, Recommendation};
-use crate::analytics::query::{
-    EndpointRow, HourRow, ModelRow, PartyRow, Point, RangeView, Report, StatusRow, Summary,
-    TopTenants,
-};
 use crate::http::analytics::{AllTenantsReport, TenantReport};
+use crate::http::catalog::{
+    IngestRateBody, KeyBody, PlanBody, RateLimitBody, StatusBody, TenantBody,
+};
+use crate::http::report::{
+    EndpointRow, ForecastView, HourRow, ModelRow, PartyRow, Point, RangeView, RecommendationView,
+    Report, StatusRow, Summary, TopTenants,
+};
 use crate::http::types::*;
-use crate::model::{ApiKey as Key, Plan, RateLimit, Tenant, TenantStatus};
 
 /// Every error: SPEC §5's body (some carry more fields, e.g. a 429's limit state).
 #[derive(Serialize, ToSchema)]
@@ -104,9 +105,9 @@ pub enum UsageBody {
     components(schemas(
         ErrorBody, Health, Accepted, UsageBody, AuthorizeRequest, AuthorizeResponse,
         CheckResponse, UsageInput, Meter, PeriodView, BillingUsage, SubscriptionView,
-        ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, Plan,
-        RateLimit, Tenant, TenantStatus, Key, Summary, Point, EndpointRow, StatusRow, ModelRow,
-        PartyRow, HourRow, Report, RangeView, TopTenants, Forecast, Recommendation,
+        ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PlanBody,
+        RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
+        PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
         TenantReport, AllTenantsReport
     )),
     modifiers(&Security),

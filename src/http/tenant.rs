@@ -290,8 +290,8 @@ pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionV
     let period = crate::quota::period::Period::containing(st.clock.now());
     Ok(SubscriptionView {
         tenant_id: tenant.id,
-        plan,
-        status: tenant.status,
+        plan: (&plan).into(),
+        status: tenant.status.into(),
         current_period_start: fmt_ms(period.start()),
         current_period_end: fmt_ms(period.end()),
     })

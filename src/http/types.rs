@@ -5,8 +5,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::catalog::{PlanBody, StatusBody};
 use crate::clock::fmt_ms;
-use crate::model::{Plan, TenantStatus, UsageRecord};
+use crate::model::{Plan, UsageRecord};
 use crate::quota::Decision;
 
 pub const MAX_SAFE: u64 = 1 << 53;
@@ -109,7 +110,7 @@ pub struct PeriodView {
 #[serde(rename_all = "camelCase")]
 pub struct BillingUsage {
     pub period: PeriodView,
-    pub plan: Plan,
+    pub plan: PlanBody,
     pub calls: Meter,
     pub tokens: Meter,
     pub reset_at: String,
@@ -124,7 +125,7 @@ impl BillingUsage {
             },
             calls: Meter::new(d.calls_used, plan.monthly_calls),
             tokens: Meter::new(d.tokens_used, plan.monthly_tokens),
-            plan,
+            plan: PlanBody::from(&plan),
             reset_at: fmt_ms(d.period.end()),
         }
     }
@@ -134,8 +135,8 @@ impl BillingUsage {
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionView {
     pub tenant_id: String,
-    pub plan: Plan,
-    pub status: TenantStatus,
+    pub plan: PlanBody,
+    pub status: StatusBody,
     pub current_period_start: String,
     pub current_period_end: String,
 }
@@ -172,7 +173,7 @@ pub struct CreateTenant {
     pub id: Option<String>,
     pub name: Option<String>,
     pub plan_id: Option<String>,
-    pub status: Option<TenantStatus>,
+    pub status: Option<StatusBody>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

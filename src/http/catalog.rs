@@ -1,0 +1,185 @@
+//! The JSON of plans, tenants and keys (SPEC §2): what the admin API takes
+//! and answers, apart from the domain types of [`model`](crate::model), so
+//! that the API's shape and the domain change independently. Each body is
+//! named in the OpenAPI document as the domain type it carries.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ApiKey, IngestRate, Plan, RateLimit, Tenant, TenantStatus};
+
+/// A short-window limit: `requests` per `perSeconds`, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = RateLimit)]
+pub struct RateLimitBody {
+    pub requests: u64,
+    pub per_seconds: u64,
+    pub burst: u64,
+}
+
+/// How many usage records a tenant may report through `POST /api/v1/usage`:
+/// `records` per `perSeconds`, up to `burst` at once (a batch of up to
+/// 10,000 records must fit in `burst` to pass).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = IngestRate)]
+pub struct IngestRateBody {
+    pub records: u64,
+    pub per_seconds: u64,
+    pub burst: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Plan)]
+pub struct PlanBody {
+    pub id: String,
+    pub name: String,
+    /// `null` = unlimited.
+    pub monthly_calls: Option<u64>,
+    /// `null` = unlimited.
+    pub monthly_tokens: Option<u64>,
+    pub rate_limit: Option<RateLimitBody>,
+    #[serde(default)]
+    pub price_usd_monthly: f64,
+    /// Records per second `POST /api/v1/usage` takes; `null` = derived
+    /// from `rateLimit` (1,000 records per request it allows).
+    #[serde(default)]
+    pub ingest_rate: Option<IngestRateBody>,
+}
+
+impl From<&Plan> for PlanBody {
+    fn from(p: &Plan) -> PlanBody {
+        PlanBody {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            monthly_calls: p.monthly_calls,
+            monthly_tokens: p.monthly_tokens,
+            rate_limit: p.rate_limit.map(|r| RateLimitBody {
+                requests: r.requests,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+            price_usd_monthly: p.price_usd_monthly,
+            ingest_rate: p.ingest_rate.map(|r| IngestRateBody {
+                records: r.records,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+        }
+    }
+}
+
+impl From<PlanBody> for Plan {
+    fn from(p: PlanBody) -> Plan {
+        Plan {
+            id: p.id,
+            name: p.name,
+            monthly_calls: p.monthly_calls,
+            monthly_tokens: p.monthly_tokens,
+            rate_limit: p.rate_limit.map(|r| RateLimit {
+                requests: r.requests,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+            price_usd_monthly: p.price_usd_monthly,
+            ingest_rate: p.ingest_rate.map(|r| IngestRate {
+                records: r.records,
+                per_seconds: r.per_seconds,
+                burst: r.burst,
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = TenantStatus)]
+pub enum StatusBody {
+    Active,
+    Suspended,
+}
+
+impl From<TenantStatus> for StatusBody {
+    fn from(s: TenantStatus) -> StatusBody {
+        match s {
+            TenantStatus::Active => StatusBody::Active,
+            TenantStatus::Suspended => StatusBody::Suspended,
+        }
+    }
+}
+
+impl From<StatusBody> for TenantStatus {
+    fn from(s: StatusBody) -> TenantStatus {
+        match s {
+            StatusBody::Active => TenantStatus::Active,
+            StatusBody::Suspended => TenantStatus::Suspended,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Tenant)]
+pub struct TenantBody {
+    pub id: String,
+    pub name: String,
+    pub plan_id: String,
+    pub status: StatusBody,
+    #[serde(with = "crate::clock::serde_ms")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Tenant> for TenantBody {
+    fn from(t: &Tenant) -> TenantBody {
+        TenantBody {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            plan_id: t.plan_id.clone(),
+            status: t.status.into(),
+            created_at: t.created_at,
+        }
+    }
+}
+
+impl From<TenantBody> for Tenant {
+    fn from(t: TenantBody) -> Tenant {
+        Tenant {
+            id: t.id,
+            name: t.name,
+            plan_id: t.plan_id,
+            status: t.status.into(),
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// An API key as lists show it: never the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ApiKey)]
+pub struct KeyBody {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// The first 8 characters of the secret.
+    pub prefix: String,
+    #[serde(with = "crate::clock::serde_ms")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::clock::serde_ms::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApiKey> for KeyBody {
+    fn from(k: &ApiKey) -> KeyBody {
+        KeyBody {
+            id: k.id.clone(),
+            tenant_id: k.tenant_id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The JSON of the usage analytics: the domain values of
+//! [`analytics`](crate::analytics) rendered for the API (rounded figures,
+//! RFC 3339 times, camelCase names). Nothing here computes usage.
+
+use serde::Serialize;
+
+use crate::analytics::forecast::{Forecast, Recommendation};
+use crate::analytics::query::{self, Range, Usage};
+use crate::clock::{fmt_ms, ms_to_utc};
+use crate::rollup::{Cell, Grain, PartyAgg};
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+fn time(ms: i64) -> String {
+    fmt_ms(ms_to_utc(ms))
+}
+
+/// The name of a bucket size, in the API.
+pub fn grain_name(g: Grain) -> &'static str {
+    match g {
+        Grain::Minute => "minute",
+        Grain::Hour => "hour",
+        Grain::Day => "day",
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub total_requests: u64,
+    pub successful_requests: u64,
+    pub failed_requests: u64,
+    pub rejected_requests: u64,
+    /// Percent of requests that succeeded; null when there were none.
+    pub success_rate: Option<f64>,
+    pub total_tokens: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub avg_response_time_ms: Option<f64>,
+    pub p50_response_time_ms: Option<f64>,
+    pub p95_response_time_ms: Option<f64>,
+    pub p99_response_time_ms: Option<f64>,
+    pub estimated_cost_usd: f64,
+    pub requests_per_minute: f64,
+}
+
+impl Summary {
+    pub fn of(c: &Cell, range: Range) -> Summary {
+        let t = &c.total;
+        let n = t.requests;
+        let minutes = ((range.to_ms - range.from_ms) as f64 / 60_000.0).max(1.0);
+        Summary {
+            total_requests: n,
+            successful_requests: t.successful(),
+            failed_requests: t.errors,
+            rejected_requests: t.rejected,
+            success_rate: (n > 0).then(|| round(t.successful() as f64 * 100.0 / n as f64, 2)),
+            total_tokens: t.tokens,
+            prompt_tokens: t.prompt_tokens,
+            completion_tokens: t.completion_tokens,
+            avg_response_time_ms: (n > 0).then(|| round(t.latency_sum_ms / n as f64, 2)),
+            p50_response_time_ms: c.latency.percentile(50.0).map(|v| round(v, 2)),
+            p95_response_time_ms: c.latency.percentile(95.0).map(|v| round(v, 2)),
+            p99_response_time_ms: c.latency.percentile(99.0).map(|v| round(v, 2)),
+            estimated_cost_usd: round(t.cost_usd, 6),
+            requests_per_minute: round(n as f64 / minutes, 3),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Point {
+    pub t: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub avg_response_time_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRow {
+    pub endpoint: String,
+    pub method: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub avg_response_time_ms: Option<f64>,
+    pub p95_response_time_ms: Option<f64>,
+    pub tokens: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct StatusRow {
+    pub status: u16,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRow {
+    pub model: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartyRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Party {
+    User,
+    Bot,
+    Tenant,
+}
+
+fn party_rows(rows: &[(String, PartyAgg)], kind: Party) -> Vec<PartyRow> {
+    rows.iter()
+        .map(|(name, p)| PartyRow {
+            user_id: matches!(kind, Party::User).then(|| name.clone()),
+            bot_id: matches!(kind, Party::Bot).then(|| name.clone()),
+            tenant_id: matches!(kind, Party::Tenant).then(|| name.clone()),
+            requests: p.requests,
+            tokens: p.tokens,
+            cost_usd: round(p.cost_usd, 6),
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct HourRow {
+    pub hour: u32,
+    pub requests: u64,
+}
+
+/// What the usage answers share, tenant or all-tenants.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub range: RangeView,
+    pub summary: Summary,
+    pub series: Vec<Point>,
+    pub endpoints: Vec<EndpointRow>,
+    pub status_codes: Vec<StatusRow>,
+    pub models: Vec<ModelRow>,
+    pub top_users: Vec<PartyRow>,
+    pub top_bots: Vec<PartyRow>,
+    pub peak_hours: Vec<HourRow>,
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct RangeView {
+    pub from: String,
+    pub to: String,
+    pub bucket: &'static str,
+}
+
+impl From<&Usage> for Report {
+    fn from(u: &Usage) -> Report {
+        let whole = &u.whole;
+        Report {
+            range: RangeView {
+                from: time(u.range.from_ms),
+                to: time(u.range.to_ms),
+                bucket: grain_name(u.bucket),
+            },
+            summary: Summary::of(whole, u.range),
+            series: u
+                .series
+                .iter()
+                .map(|(t, agg)| Point {
+                    t: time(*t),
+                    requests: agg.as_ref().map_or(0, |c| c.requests),
+                    errors: agg.as_ref().map_or(0, |c| c.errors),
+                    tokens: agg.as_ref().map_or(0, |c| c.tokens),
+                    cost_usd: round(agg.as_ref().map_or(0.0, |c| c.cost_usd), 6),
+                    avg_response_time_ms: agg
+                        .as_ref()
+                        .filter(|c| c.requests > 0)
+                        .map(|c| round(c.latency_sum_ms / c.requests as f64, 2)),
+                })
+                .collect(),
+            endpoints: u
+                .endpoints
+                .iter()
+                .map(|(endpoint, method, e)| EndpointRow {
+                    endpoint: endpoint.clone(),
+                    method: method.clone(),
+                    requests: e.agg.requests,
+                    errors: e.agg.errors,
+                    avg_response_time_ms: (e.agg.requests > 0)
+                        .then(|| round(e.agg.latency_sum_ms / e.agg.requests as f64, 2)),
+                    p95_response_time_ms: e.latency.percentile(95.0).map(|v| round(v, 2)),
+                    tokens: e.agg.tokens,
+                })
+                .collect(),
+            status_codes: whole
+                .statuses
+                .iter()
+                .map(|(s, c)| StatusRow {
+                    status: *s,
+                    count: *c,
+                })
+                .collect(),
+            models: u
+                .models
+                .iter()
+                .map(|(m, a)| ModelRow {
+                    model: m.clone(),
+                    requests: a.requests,
+                    prompt_tokens: a.prompt_tokens,
+                    completion_tokens: a.completion_tokens,
+                    cost_usd: round(a.cost_usd, 6),
+                })
+                .collect(),
+            top_users: party_rows(&u.top_users, Party::User),
+            top_bots: party_rows(&u.top_bots, Party::Bot),
+            peak_hours: (0..24u32)
+                .map(|h| HourRow {
+                    hour: h,
+                    requests: whole.by_hour.get(h as usize).copied().unwrap_or(0),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Tenants ranked three ways, for the operators' view.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopTenants {
+    pub by_requests: Vec<PartyRow>,
+    pub by_tokens: Vec<PartyRow>,
+    pub by_cost: Vec<PartyRow>,
+}
+
+impl From<&query::TopTenants> for TopTenants {
+    fn from(t: &query::TopTenants) -> TopTenants {
+        TopTenants {
+            by_requests: party_rows(&t.by_requests, Party::Tenant),
+            by_tokens: party_rows(&t.by_tokens, Party::Tenant),
+            by_cost: party_rows(&t.by_cost, Party::Tenant),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Forecast)]
+pub struct ForecastView {
+    pub period_end: String,
+    pub daily_calls: f64,
+    pub daily_tokens: f64,
+    pub daily_cost_usd: f64,
+    pub projected_calls: u64,
+    pub projected_tokens: u64,
+    pub projected_cost_usd: f64,
+    /// When the call quota runs out at this rate (already, or before the
+    /// period ends); null if it will not.
+    pub quota_exhausted_at: Option<String>,
+    pub token_quota_exhausted_at: Option<String>,
+}
+
+impl From<&Forecast> for ForecastView {
+    fn from(f: &Forecast) -> ForecastView {
+        ForecastView {
+            period_end: time(f.period_end_ms),
+            daily_calls: f.daily_calls,
+            daily_tokens: f.daily_tokens,
+            daily_cost_usd: f.daily_cost_usd,
+            projected_calls: f.projected_calls,
+            projected_tokens: f.projected_tokens,
+            projected_cost_usd: f.projected_cost_usd,
+            quota_exhausted_at: f.quota_exhausted_at_ms.map(time),
+            token_quota_exhausted_at: f.token_quota_exhausted_at_ms.map(time),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Recommendation)]
+pub struct RecommendationView {
+    pub plan_id: String,
+    pub plan_name: String,
+    pub price_usd_monthly: f64,
+    pub reason: String,
+}
+
+impl From<Recommendation> for RecommendationView {
+    fn from(r: Recommendation) -> RecommendationView {
+        RecommendationView {
+            plan_id: r.plan_id,
+            plan_name: r.plan_name,
+            price_usd_monthly: r.price_usd_monthly,
+            reason: r.reason,
+        }
+    }
+}
