@@ -10,9 +10,9 @@ use actix_web::web;
 
 use crate::alerts::{self, Deliveries, Target};
 use crate::auth::AdminToken;
-use crate::chat::ChatBackend;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::http::chat::ChatBackend;
 use crate::http::proxy::ProxyTarget;
 use crate::http::{self, AppState};
 use crate::pricing::{PriceError, PriceTable};

@@ -18,15 +18,17 @@
 //!   engine-neutral [`store::Ledger`] (the [`store::Store`] over any engine:
 //!   write numbering, rollup book, checkpoint, journal replay), the sled
 //!   engine ([`store::sled`]) and the in-memory reference ([`store::memory`]).
-//! - [`analytics`]: usage reports and forecasts from rollup cells.
-//! - [`http`]: actix-web routes, extractors, JSON errors, rate-limit headers.
+//! - [`analytics`]: usage and forecasts from rollup cells (domain values
+//!   that [`http`] renders).
+//! - [`http`]: everything that speaks HTTP and JSON - actix-web routes,
+//!   extractors, the API's bodies, JSON errors, rate-limit headers, the
+//!   gateway, the chat upstream client and the webhook deliveries.
 //! - [`model`]: domain types; [`codec`]: the one bincode encoder; [`auth`]:
 //!   key hashing and the admin token; [`pricing`]: model prices and costs;
-//!   [`chat`]: the echo bot and the OpenAI-compatible upstream;
 //!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data;
 //!   [`files`]: the private data directory; [`config`], [`clock`];
 //!   [`telemetry`]: per-thread slots, request metrics and event counters.
-//! - [`alerts`]: threshold webhooks; [`alloc`]: the allocator's settings.
+//! - [`alerts`]: what fires a threshold webhook; [`alloc`]: the allocator's settings.
 //! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
 
 pub mod alerts;
@@ -34,7 +36,6 @@ pub mod alloc;
 pub mod analytics;
 pub mod app;
 pub mod auth;
-pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod codec;

@@ -597,7 +597,10 @@ fn openapi_document_covers_every_route_and_schema() {
     }
     // The API's bodies are named as the domain types they carry.
     for name in ["PlanBody", "TenantBody", "KeyBody", "ForecastView"] {
-        assert!(!schemas.contains_key(name), "{name} leaked into the document");
+        assert!(
+            !schemas.contains_key(name),
+            "{name} leaked into the document"
+        );
     }
     // An independent validator takes the whole document (it refused the
     // gateway's `{path}` parameter while it had no schema).

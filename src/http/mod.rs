@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod analytics;
 pub mod catalog;
+pub mod chat;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod state;
 pub mod tenant;
 pub mod types;
+pub mod webhook;
 
 pub use self::state::AppState;
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::proxy;
 use crate::auth::AdminToken;
-use crate::chat::ChatBackend;
 use crate::clock::Clock;
+use crate::http::chat::ChatBackend;
 use crate::pricing::PriceTable;
 use crate::registry::Registry;
 use crate::telemetry::stats::Stats;

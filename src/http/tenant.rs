@@ -356,10 +356,12 @@ pub async fn chat(
         }
         Err(e) => {
             let (status, code) = match e {
-                crate::chat::ChatError::Timeout => {
+                crate::http::chat::ChatError::Timeout => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
                 }
-                crate::chat::ChatError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
+                crate::http::chat::ChatError::Upstream(_) => {
+                    (StatusCode::BAD_GATEWAY, "upstream_error")
+                }
             };
             tracing::warn!(error = %e, tenant = %auth.tenant.id, "chat upstream failed");
             meter.failed(&auth, status.as_u16());
