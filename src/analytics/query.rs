@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::rollup::{Agg, Cell, EndpointAgg, Grain, PartyAgg};
+use crate::rollup::{Agg, Buckets, Cell, EndpointAgg, Grain, PartyAgg};
 use crate::store::{Store, StoreError};
 use crate::usage::retention::MINUTE_ROLLUP_DAYS;
 
@@ -105,7 +105,8 @@ fn add_cells(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<(), StoreError> {
-    let cells = store.rollups(tenant, grain, grain.bucket(from_ms), grain.bucket(to_ms))?;
+    let span = Buckets::new(grain, grain.bucket(from_ms), grain.bucket(to_ms));
+    let cells = store.rollups(tenant, span)?;
     for (_, c) in &cells {
         out.merge(c);
     }
@@ -168,9 +169,11 @@ pub fn usage(
     let whole_cells: BTreeMap<i64, Cell> = store
         .rollups(
             tenant,
-            bucket,
-            bucket.bucket(ceil_to(range.from_ms, step)),
-            bucket.bucket(floor_to(range.to_ms, step)),
+            Buckets::new(
+                bucket,
+                bucket.bucket(ceil_to(range.from_ms, step)),
+                bucket.bucket(floor_to(range.to_ms, step)),
+            ),
         )?
         .into_iter()
         .collect();

@@ -30,6 +30,66 @@ pub struct IngestRateBody {
     pub burst: u64,
 }
 
+impl From<RateLimit> for RateLimitBody {
+    fn from(r: RateLimit) -> RateLimitBody {
+        let RateLimit {
+            requests,
+            per_seconds,
+            burst,
+        } = r;
+        RateLimitBody {
+            requests,
+            per_seconds,
+            burst,
+        }
+    }
+}
+
+impl From<RateLimitBody> for RateLimit {
+    fn from(r: RateLimitBody) -> RateLimit {
+        let RateLimitBody {
+            requests,
+            per_seconds,
+            burst,
+        } = r;
+        RateLimit {
+            requests,
+            per_seconds,
+            burst,
+        }
+    }
+}
+
+impl From<IngestRate> for IngestRateBody {
+    fn from(r: IngestRate) -> IngestRateBody {
+        let IngestRate {
+            records,
+            per_seconds,
+            burst,
+        } = r;
+        IngestRateBody {
+            records,
+            per_seconds,
+            burst,
+        }
+    }
+}
+
+impl From<IngestRateBody> for IngestRate {
+    fn from(r: IngestRateBody) -> IngestRate {
+        let IngestRateBody {
+            records,
+            per_seconds,
+            burst,
+        } = r;
+        IngestRate {
+            records,
+            per_seconds,
+            burst,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = Plan)]
@@ -56,17 +116,9 @@ impl From<&Plan> for PlanBody {
             name: p.name.clone(),
             monthly_calls: p.monthly_calls,
             monthly_tokens: p.monthly_tokens,
-            rate_limit: p.rate_limit.map(|r| RateLimitBody {
-                requests: r.requests,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            rate_limit: p.rate_limit.map(RateLimitBody::from),
             price_usd_monthly: p.price_usd_monthly,
-            ingest_rate: p.ingest_rate.map(|r| IngestRateBody {
-                records: r.records,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            ingest_rate: p.ingest_rate.map(IngestRateBody::from),
         }
     }
 }
@@ -78,17 +130,9 @@ impl From<PlanBody> for Plan {
             name: p.name,
             monthly_calls: p.monthly_calls,
             monthly_tokens: p.monthly_tokens,
-            rate_limit: p.rate_limit.map(|r| RateLimit {
-                requests: r.requests,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            rate_limit: p.rate_limit.map(RateLimit::from),
             price_usd_monthly: p.price_usd_monthly,
-            ingest_rate: p.ingest_rate.map(|r| IngestRate {
-                records: r.records,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            ingest_rate: p.ingest_rate.map(IngestRate::from),
         }
     }
 }

@@ -57,6 +57,25 @@ impl Grain {
     }
 }
 
+/// The buckets `from <= bucket < to` of one grain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buckets {
+    pub grain: Grain,
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Buckets {
+    pub fn new(grain: Grain, from: i64, to: i64) -> Buckets {
+        Buckets { grain, from, to }
+    }
+
+    /// Every bucket of `grain` there is (for tests and whole scans).
+    pub fn all(grain: Grain) -> Buckets {
+        Buckets::new(grain, i64::MIN / 2, i64::MAX / 2)
+    }
+}
+
 /// Sums over a set of records.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Agg {

@@ -10,7 +10,7 @@ use chrono::TimeZone;
 use super::{AlertMark, PeriodTotals, Store, UsageBlock};
 use crate::model::{Plan, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
-use crate::rollup::{Grain, ALL_TENANTS};
+use crate::rollup::{Buckets, Grain, ALL_TENANTS};
 
 const DAY: i64 = 86_400_000;
 
@@ -58,7 +58,7 @@ fn scanned(s: &dyn Store, tenant: &str) -> Vec<UsageRecord> {
 }
 
 fn cell_requests(s: &dyn Store, owner: &str, grain: Grain) -> u64 {
-    s.rollups(owner, grain, i64::MIN / 2, i64::MAX / 2)
+    s.rollups(owner, Buckets::all(grain))
         .unwrap()
         .iter()
         .map(|(_, c)| c.total.requests)

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Cell, Grain};
+use crate::rollup::{Buckets, Cell, Grain};
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -188,13 +188,8 @@ impl RollupCells for MemoryEngine {
         Ok(self.inner.lock().cells.get(key).cloned())
     }
 
-    fn cells(
-        &self,
-        owner: &str,
-        grain: Grain,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, Cell)>, StoreError> {
+    fn cells(&self, owner: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
+        let Buckets { grain, from, to } = span;
         if from >= to {
             return Ok(Vec::new());
         }

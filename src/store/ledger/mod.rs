@@ -21,7 +21,7 @@ use super::{
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Cell, Grain};
+use crate::rollup::{Buckets, Cell};
 
 /// How a [`Ledger`] reaches its engine.
 pub trait Access: Send + Sync {
@@ -227,13 +227,8 @@ impl<A: Access> Store for Ledger<A> {
         Ok(seq)
     }
 
-    fn rollups(
-        &self,
-        tenant: &str,
-        grain: Grain,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, Cell)>, StoreError> {
+    fn rollups(&self, tenant: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
+        let Buckets { grain, from, to } = span;
         if from >= to {
             return Ok(Vec::new());
         }
@@ -243,7 +238,7 @@ impl<A: Access> Store for Ledger<A> {
         let book = self.book.lock();
         let mut cells: std::collections::BTreeMap<i64, Cell> = self
             .access
-            .read(|e| e.cells(tenant, grain, from, to))?
+            .read(|e| e.cells(tenant, span))?
             .into_iter()
             .collect();
         // Records since the last checkpoint are not in the stored cells yet.

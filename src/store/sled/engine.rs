@@ -40,7 +40,7 @@ use super::{upgrade, SledOptions};
 use crate::codec::{decode, encode, encode_chunks};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
-use crate::rollup::{Cell, Grain};
+use crate::rollup::{Buckets, Cell, Grain};
 use crate::store::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
     StoredCell, UsageBlock, UsageLog, UsageReads,
@@ -390,13 +390,8 @@ impl RollupCells for SledEngine {
         }
     }
 
-    fn cells(
-        &self,
-        owner: &str,
-        grain: Grain,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, Cell)>, StoreError> {
+    fn cells(&self, owner: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
+        let Buckets { grain, from, to } = span;
         if from >= to {
             return Ok(Vec::new());
         }
@@ -663,7 +658,7 @@ mod tests {
     }
 
     fn requests(s: &Over, tenant: &str, grain: Grain) -> u64 {
-        s.rollups(tenant, grain, i64::MIN / 2, i64::MAX / 2)
+        s.rollups(tenant, Buckets::all(grain))
             .unwrap()
             .iter()
             .map(|(_, c)| c.total.requests)

@@ -33,6 +33,46 @@ pub struct RateRow {
     pub burst: u64,
 }
 
+impl From<RateLimit> for RateRow {
+    fn from(r: RateLimit) -> RateRow {
+        RateRow {
+            count: r.requests,
+            per_seconds: r.per_seconds,
+            burst: r.burst,
+        }
+    }
+}
+
+impl From<IngestRate> for RateRow {
+    fn from(r: IngestRate) -> RateRow {
+        RateRow {
+            count: r.records,
+            per_seconds: r.per_seconds,
+            burst: r.burst,
+        }
+    }
+}
+
+impl From<RateRow> for RateLimit {
+    fn from(r: RateRow) -> RateLimit {
+        RateLimit {
+            requests: r.count,
+            per_seconds: r.per_seconds,
+            burst: r.burst,
+        }
+    }
+}
+
+impl From<RateRow> for IngestRate {
+    fn from(r: RateRow) -> IngestRate {
+        IngestRate {
+            records: r.count,
+            per_seconds: r.per_seconds,
+            burst: r.burst,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct PlanRow {
     pub id: String,
@@ -51,17 +91,9 @@ impl From<&Plan> for PlanRow {
             name: p.name.clone(),
             monthly_calls: p.monthly_calls,
             monthly_tokens: p.monthly_tokens,
-            rate_limit: p.rate_limit.map(|r| RateRow {
-                count: r.requests,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            rate_limit: p.rate_limit.map(RateRow::from),
             price_usd_monthly: p.price_usd_monthly,
-            ingest_rate: p.ingest_rate.map(|r| RateRow {
-                count: r.records,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            ingest_rate: p.ingest_rate.map(RateRow::from),
         }
     }
 }
@@ -73,17 +105,9 @@ impl From<PlanRow> for Plan {
             name: p.name,
             monthly_calls: p.monthly_calls,
             monthly_tokens: p.monthly_tokens,
-            rate_limit: p.rate_limit.map(|r| RateLimit {
-                requests: r.count,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            rate_limit: p.rate_limit.map(RateLimit::from),
             price_usd_monthly: p.price_usd_monthly,
-            ingest_rate: p.ingest_rate.map(|r| IngestRate {
-                records: r.count,
-                per_seconds: r.per_seconds,
-                burst: r.burst,
-            }),
+            ingest_rate: p.ingest_rate.map(IngestRate::from),
         }
     }
 }
