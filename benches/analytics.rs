@@ -13,7 +13,7 @@ use criterion::{black_box, Criterion};
 use tollgate::analytics::query::{usage, Range};
 use tollgate::http::report::Report;
 use tollgate::model::UsageRecord;
-use tollgate::rollup::Grain;
+use tollgate::rollup::{Grain, Owner};
 use tollgate::store::{SledStore, Store, UsageBlock};
 
 const TENANT: &str = "bench-tenant";
@@ -107,7 +107,8 @@ fn main() {
             .timestamp_millis(),
         end,
     );
-    let rep = Report::from(&usage(&store, TENANT, month, Grain::Day, 10, end).unwrap());
+    let owner = Owner::tenant(TENANT);
+    let rep = Report::from(&usage(&store, &owner, month, Grain::Day, 10, end).unwrap());
     assert_eq!(
         rep.summary.total_requests, n,
         "the month holds every record"
@@ -117,19 +118,19 @@ fn main() {
     let mut g = c.benchmark_group(format!("analytics_{n}_records"));
     g.bench_function("month_query_day_buckets", |b| {
         b.iter(|| {
-            Report::from(&usage(black_box(&store), TENANT, month, Grain::Day, 10, end).unwrap())
+            Report::from(&usage(black_box(&store), &owner, month, Grain::Day, 10, end).unwrap())
         })
     });
     let day = Range::minutes(end - 86_400_000, end);
     g.bench_function("day_query_hour_buckets", |b| {
         b.iter(|| {
-            Report::from(&usage(black_box(&store), TENANT, day, Grain::Hour, 10, end).unwrap())
+            Report::from(&usage(black_box(&store), &owner, day, Grain::Hour, 10, end).unwrap())
         })
     });
     let ragged = Range::minutes(end - 10 * 86_400_000 - 17 * 60_000, end - 3 * 60_000);
     g.bench_function("ragged_10_day_query", |b| {
         b.iter(|| {
-            Report::from(&usage(black_box(&store), TENANT, ragged, Grain::Day, 10, end).unwrap())
+            Report::from(&usage(black_box(&store), &owner, ragged, Grain::Day, 10, end).unwrap())
         })
     });
     g.finish();

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::rollup::{Agg, Buckets, Cell, EndpointAgg, Grain, PartyAgg};
+use crate::rollup::{Agg, Buckets, Cell, EndpointAgg, Grain, Owner, PartyAgg};
 use crate::store::{Store, StoreError};
 use crate::usage::retention::MINUTE_ROLLUP_DAYS;
 
@@ -40,10 +40,10 @@ impl Range {
     }
 }
 
-/// Sums every record of `tenant` in `range` (minute-aligned) from the fewest cells.
+/// Sums every record of `owner` in `range` (minute-aligned) from the fewest cells.
 pub fn aggregate(
     store: &dyn Store,
-    tenant: &str,
+    owner: &Owner,
     range: Range,
     now_ms: i64,
 ) -> Result<Cell, StoreError> {
@@ -55,7 +55,7 @@ pub fn aggregate(
     let (d0, d1) = (ceil_to(range.from_ms, day), floor_to(range.to_ms, day));
     let mut parts = Vec::new();
     if d0 < d1 {
-        add_cells(&mut out, store, tenant, Grain::Day, d0, d1)?;
+        add_cells(&mut out, store, owner, Grain::Day, d0, d1)?;
         parts.push((range.from_ms, d0));
         parts.push((d1, range.to_ms));
     } else {
@@ -70,7 +70,7 @@ pub fn aggregate(
         let (h0, h1) = (ceil_to(a, hour), floor_to(b, hour));
         let mut edges = Vec::new();
         if h0 < h1 {
-            add_cells(&mut out, store, tenant, Grain::Hour, h0, h1)?;
+            add_cells(&mut out, store, owner, Grain::Hour, h0, h1)?;
             edges.push((a, h0));
             edges.push((h1, b));
         } else {
@@ -81,12 +81,12 @@ pub fn aggregate(
                 continue;
             }
             if x >= minutes_kept_from {
-                add_cells(&mut out, store, tenant, Grain::Minute, x, y)?;
+                add_cells(&mut out, store, owner, Grain::Minute, x, y)?;
             } else {
                 add_cells(
                     &mut out,
                     store,
-                    tenant,
+                    owner,
                     Grain::Hour,
                     floor_to(x, hour),
                     ceil_to(y, hour),
@@ -100,13 +100,13 @@ pub fn aggregate(
 fn add_cells(
     out: &mut Cell,
     store: &dyn Store,
-    tenant: &str,
+    owner: &Owner,
     grain: Grain,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<(), StoreError> {
     let span = Buckets::new(grain, grain.bucket(from_ms), grain.bucket(to_ms));
-    let cells = store.rollups(tenant, span)?;
+    let cells = store.rollups(owner, span)?;
     for (_, c) in &cells {
         out.merge(c);
     }
@@ -151,24 +151,23 @@ fn by_requests(p: &PartyAgg) -> f64 {
     p.requests as f64
 }
 
-/// The usage of `tenant` (or [`ALL_TENANTS`](crate::rollup::ALL_TENANTS))
-/// over `range`, the series by `bucket`, the top `top` of each ranking.
+/// The usage of `owner` over `range`, the series by `bucket`, the top `top` of each ranking.
 pub fn usage(
     store: &dyn Store,
-    tenant: &str,
+    owner: &Owner,
     range: Range,
     bucket: Grain,
     top: usize,
     now_ms: i64,
 ) -> Result<Usage, StoreError> {
-    let whole = aggregate(store, tenant, range, now_ms)?;
+    let whole = aggregate(store, owner, range, now_ms)?;
     let step = bucket.ms();
     let mut series = Vec::new();
     let mut t = floor_to(range.from_ms, step);
     // Whole buckets come from one read; partial ones at the edges are aggregated.
     let whole_cells: BTreeMap<i64, Cell> = store
         .rollups(
-            tenant,
+            owner,
             Buckets::new(
                 bucket,
                 bucket.bucket(ceil_to(range.from_ms, step)),
@@ -185,7 +184,7 @@ pub fn usage(
         let agg = if piece.from_ms == t && piece.to_ms == t + step {
             whole_cells.get(&bucket.bucket(t)).map(|c| c.total.clone())
         } else {
-            Some(aggregate(store, tenant, piece, now_ms)?.total)
+            Some(aggregate(store, owner, piece, now_ms)?.total)
         };
         series.push((t, agg));
         t += step;

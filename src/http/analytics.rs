@@ -16,7 +16,7 @@ use crate::analytics::forecast::{forecast, recommend, SoFar};
 use crate::analytics::query::{top_tenants, usage, Range, MAX_POINTS};
 use crate::quota::period::Period;
 use crate::quota::TenantState;
-use crate::rollup::{Grain, ALL_TENANTS};
+use crate::rollup::{Grain, Owner};
 use crate::store::Store;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -155,13 +155,14 @@ async fn tenant_report(
     let store = st.registry.store().clone();
     let id = tenant.id.to_string();
     let body = blocking(move || -> Result<TenantReport, ApiError> {
-        let used = usage(store.as_ref(), &id, r.range, r.bucket, r.top, now_ms)?;
+        let owner = Owner::tenant(&id);
+        let used = usage(store.as_ref(), &owner, r.range, r.bucket, r.top, now_ms)?;
         let period = snapshot.period;
         let period_range = Range::minutes(period.start_secs() * 1000, now_ms);
         let period_cost = if period_range == r.range {
             used.whole.total.cost_usd
         } else {
-            crate::analytics::query::aggregate(store.as_ref(), &id, period_range, now_ms)?
+            crate::analytics::query::aggregate(store.as_ref(), &owner, period_range, now_ms)?
                 .total
                 .cost_usd
         };
@@ -245,7 +246,7 @@ pub async fn admin_api_usage(
     let body = blocking(move || -> Result<AllTenantsReport, ApiError> {
         let used = usage(
             store.as_ref(),
-            ALL_TENANTS,
+            &Owner::Fleet,
             r.range,
             r.bucket,
             r.top,

@@ -26,8 +26,19 @@ pub const MAX_MODELS: usize = 1_000;
 pub const MAX_METHODS: usize = 16;
 pub const OTHER: &str = "(other)";
 
-/// The tenant id under which the all-tenants cells are kept (never a valid id).
-pub const ALL_TENANTS: &str = "";
+/// Whose usage a cell sums: one tenant's, or the fleet's (every tenant
+/// together, with a share per tenant).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    Fleet,
+    Tenant(String),
+}
+
+impl Owner {
+    pub fn tenant(id: &str) -> Owner {
+        Owner::Tenant(id.to_string())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Grain {

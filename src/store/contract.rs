@@ -10,7 +10,7 @@ use chrono::TimeZone;
 use super::{AlertMark, PeriodTotals, Store, UsageBlock};
 use crate::model::{Plan, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
-use crate::rollup::{Buckets, Grain, ALL_TENANTS};
+use crate::rollup::{Buckets, Grain, Owner};
 
 const DAY: i64 = 86_400_000;
 
@@ -57,7 +57,7 @@ fn scanned(s: &dyn Store, tenant: &str) -> Vec<UsageRecord> {
     out
 }
 
-fn cell_requests(s: &dyn Store, owner: &str, grain: Grain) -> u64 {
+fn cell_requests(s: &dyn Store, owner: &Owner, grain: Grain) -> u64 {
     s.rollups(owner, Buckets::all(grain))
         .unwrap()
         .iter()
@@ -116,9 +116,13 @@ pub fn totals_equal_the_records_after_every_write(e: Engine) {
     // "a" must not see "ab"'s records although one id prefixes the other.
     assert_eq!(scanned(s, "a").len(), 3);
     for grain in Grain::ALL {
-        assert_eq!(cell_requests(s, "a", grain), 3, "{grain:?}");
-        assert_eq!(cell_requests(s, "b", grain), 500, "{grain:?}");
-        assert_eq!(cell_requests(s, ALL_TENANTS, grain), 504, "{grain:?}");
+        assert_eq!(cell_requests(s, &Owner::tenant("a"), grain), 3, "{grain:?}");
+        assert_eq!(
+            cell_requests(s, &Owner::tenant("b"), grain),
+            500,
+            "{grain:?}"
+        );
+        assert_eq!(cell_requests(s, &Owner::Fleet, grain), 504, "{grain:?}");
     }
     // Scans come day by day, in write order within a day.
     let a: Vec<i64> = scanned(s, "a").iter().map(|r| r.ts_ms).collect();
@@ -140,12 +144,12 @@ pub fn retention_drops_raw_days_and_keeps_hour_and_day_cells(e: Engine) {
     assert!(crate::usage::retention::apply(s, now, 20).unwrap() > 0);
     assert_eq!(scanned(s, "a").len(), 2, "Nov 1 is past 20 days");
     assert_eq!(
-        cell_requests(s, "a", Grain::Minute),
+        cell_requests(s, &Owner::tenant("a"), Grain::Minute),
         1,
         "minute cells keep 7 days"
     );
-    assert_eq!(cell_requests(s, "a", Grain::Hour), 3);
-    assert_eq!(cell_requests(s, "a", Grain::Day), 3);
+    assert_eq!(cell_requests(s, &Owner::tenant("a"), Grain::Hour), 3);
+    assert_eq!(cell_requests(s, &Owner::tenant("a"), Grain::Day), 3);
 }
 
 /// Deleting a tenant purges everything under its id, touches no other
@@ -198,11 +202,11 @@ pub fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine) {
     );
     assert!(scanned(s, "gone").is_empty());
     for grain in Grain::ALL {
-        assert_eq!(cell_requests(s, "gone", grain), 0);
-        assert_eq!(cell_requests(s, "gone-not", grain), 1);
+        assert_eq!(cell_requests(s, &Owner::tenant("gone"), grain), 0);
+        assert_eq!(cell_requests(s, &Owner::tenant("gone-not"), grain), 1);
     }
     assert_eq!(
-        cell_requests(s, ALL_TENANTS, Grain::Day),
+        cell_requests(s, &Owner::Fleet, Grain::Day),
         3,
         "the fleet keeps its history"
     );
@@ -246,9 +250,13 @@ pub fn a_reopened_store_counts_every_record_once(e: Engine) {
             }
         );
         for grain in Grain::ALL {
-            assert_eq!(cell_requests(s.as_ref(), "a", grain), 2, "{grain:?}");
             assert_eq!(
-                cell_requests(s.as_ref(), ALL_TENANTS, grain),
+                cell_requests(s.as_ref(), &Owner::tenant("a"), grain),
+                2,
+                "{grain:?}"
+            );
+            assert_eq!(
+                cell_requests(s.as_ref(), &Owner::Fleet, grain),
                 2,
                 "{grain:?}"
             );
@@ -268,19 +276,29 @@ pub fn rollups_come_back_from_the_journal_after_a_crash(e: Engine) {
         .write_usage(&[UsageBlock::new("a", vec![rec(t + 60_000, 1, 1, "u"); 2])])
         .unwrap();
     // Seen before any checkpoint, from the book.
-    assert_eq!(cell_requests(e.store.as_ref(), "a", Grain::Hour), 5);
+    assert_eq!(
+        cell_requests(e.store.as_ref(), &Owner::tenant("a"), Grain::Hour),
+        5
+    );
     let s = (e.reopen)(e.store);
     for grain in Grain::ALL {
-        assert_eq!(cell_requests(s.as_ref(), "a", grain), 5, "{grain:?}");
         assert_eq!(
-            cell_requests(s.as_ref(), ALL_TENANTS, grain),
+            cell_requests(s.as_ref(), &Owner::tenant("a"), grain),
+            5,
+            "{grain:?}"
+        );
+        assert_eq!(
+            cell_requests(s.as_ref(), &Owner::Fleet, grain),
             5,
             "{grain:?}"
         );
     }
     // The replay checkpointed: one more reopen counts the same.
     let s = (e.reopen)(s);
-    assert_eq!(cell_requests(s.as_ref(), "a", Grain::Minute), 5);
+    assert_eq!(
+        cell_requests(s.as_ref(), &Owner::tenant("a"), Grain::Minute),
+        5
+    );
 }
 
 /// A purge is not undone by the journal: records written since the last
@@ -297,10 +315,14 @@ pub fn a_purge_is_not_undone_by_a_journal_replay(e: Engine) {
     e.store.delete_tenant("gone").unwrap();
     let s = (e.reopen)(e.store);
     for grain in Grain::ALL {
-        assert_eq!(cell_requests(s.as_ref(), "gone", grain), 0, "{grain:?}");
+        assert_eq!(
+            cell_requests(s.as_ref(), &Owner::tenant("gone"), grain),
+            0,
+            "{grain:?}"
+        );
     }
     assert_eq!(
-        cell_requests(s.as_ref(), ALL_TENANTS, Grain::Day),
+        cell_requests(s.as_ref(), &Owner::Fleet, Grain::Day),
         2,
         "the fleet keeps its history"
     );
@@ -334,7 +356,11 @@ pub fn two_blocks_of_one_tenant_in_one_write_are_both_kept(e: Engine) {
         }
     );
     for grain in Grain::ALL {
-        assert_eq!(cell_requests(s.as_ref(), "a", grain), 600, "{grain:?}");
+        assert_eq!(
+            cell_requests(s.as_ref(), &Owner::tenant("a"), grain),
+            600,
+            "{grain:?}"
+        );
     }
 }
 

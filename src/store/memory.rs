@@ -15,7 +15,7 @@ use super::{
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Buckets, Cell, Grain};
+use crate::rollup::{Buckets, Cell, Grain, Owner};
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -188,17 +188,16 @@ impl RollupCells for MemoryEngine {
         Ok(self.inner.lock().cells.get(key).cloned())
     }
 
-    fn cells(&self, owner: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
+    fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
         let Buckets { grain, from, to } = span;
         if from >= to {
             return Ok(Vec::new());
         }
-        let owner = owner.to_string();
         Ok(self
             .inner
             .lock()
             .cells
-            .range((grain, owner.clone(), from)..(grain, owner, to))
+            .range((grain, owner.clone(), from)..(grain, owner.clone(), to))
             .map(|((_, _, b), c)| (*b, c.cell.clone()))
             .collect())
     }
@@ -240,7 +239,8 @@ impl Engine for MemoryEngine {
         inner.keys.retain(|_, k| k.key.tenant_id != id);
         inner.records.remove(id);
         inner.totals.retain(|(_, t), _| t != id);
-        inner.cells.retain(|(_, owner, _), _| owner != id);
+        let own = Owner::tenant(id);
+        inner.cells.retain(|(_, owner, _), _| *owner != own);
         inner.marks.retain(|_, m| m.tenant != id);
         for blocks in inner.journal.values_mut() {
             blocks.retain(|(t, _)| t != id);

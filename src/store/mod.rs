@@ -29,7 +29,7 @@ pub use values::{alert_key, AlertMark, CellKey, PeriodTotals, StoredCell, UsageB
 
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Buckets, Cell};
+use crate::rollup::{Buckets, Cell, Owner};
 
 /// Plans, tenants and key hashes (never a key in clear). Each write is
 /// durable when it returns.
@@ -112,7 +112,7 @@ pub trait RollupCells: Send + Sync {
     fn cell(&self, key: &CellKey) -> Result<Option<StoredCell>, StoreError>;
 
     /// `owner`'s cells in `span`, in bucket order.
-    fn cells(&self, owner: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
+    fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
 
     fn watermark(&self) -> Result<u64, StoreError>;
 
@@ -156,10 +156,9 @@ pub trait Store: Catalog + AlertMarks + UsageReads {
     /// left out.
     fn write_usage(&self, blocks: &[UsageBlock]) -> Result<u64, StoreError>;
 
-    /// The rollup cells of `tenant` (or the all-tenants cells,
-    /// [`ALL_TENANTS`](crate::rollup::ALL_TENANTS)) in `span`, in bucket
-    /// order, empty ones left out: every persisted record counted once.
-    fn rollups(&self, tenant: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
+    /// `owner`'s rollup cells in `span`, in bucket order: every persisted
+    /// record counted once.
+    fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
 
     /// Folds the rollup book into the stored cells.
     fn checkpoint(&self) -> Result<(), StoreError>;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::model::UsageRecord;
 use crate::quota::period::Period;
-use crate::rollup::{Cell, Grain};
+use crate::rollup::{Cell, Grain, Owner};
 
 /// Calls and tokens a tenant used in one period, as persisted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,9 +73,8 @@ pub fn alert_key(tenant: &str, period: Period, url: &str, threshold: u32) -> Str
     format!("{tenant}\u{0}{}\u{0}{threshold}\u{0}{url}", period.0)
 }
 
-/// Which stored rollup cell: its grain, owner (a tenant id, or
-/// [`ALL_TENANTS`](crate::rollup::ALL_TENANTS)) and bucket.
-pub type CellKey = (Grain, String, i64);
+/// Which stored rollup cell: its grain, owner and bucket.
+pub type CellKey = (Grain, Owner, i64);
 
 /// A rollup cell as a store keeps it: the cell and the last usage write
 /// (its sequence number) it includes, which makes absorbing a write into

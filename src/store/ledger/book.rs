@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::model::UsageRecord;
-use crate::rollup::{Cell, Grain, ALL_TENANTS};
+use crate::rollup::{Cell, Grain, Owner};
 
 #[derive(Default)]
 pub struct RollupBook {
@@ -43,15 +43,16 @@ impl RollupBook {
 
     /// Visits every delta with the cells it belongs to: for each minute
     /// delta of each tenant, `(grain, owner, bucket, delta, tenant)` once for
-    /// the tenant's own cell and once for the all-tenants cell.
-    pub fn for_each_target(&self, mut visit: impl FnMut(Grain, &str, i64, &Cell, &str)) {
+    /// the tenant's own cell and once for the fleet's.
+    pub fn for_each_target(&self, mut visit: impl FnMut(Grain, &Owner, i64, &Cell, &str)) {
         for (tenant, minutes) in &self.deltas {
+            let own = Owner::tenant(tenant);
             for (minute, cell) in minutes {
                 let ms = Grain::Minute.start_ms(*minute);
                 for grain in Grain::ALL {
                     let b = grain.bucket(ms);
-                    visit(grain, tenant, b, cell, tenant);
-                    visit(grain, ALL_TENANTS, b, cell, tenant);
+                    visit(grain, &own, b, cell, tenant);
+                    visit(grain, &Owner::Fleet, b, cell, tenant);
                 }
             }
         }
@@ -59,7 +60,7 @@ impl RollupBook {
 
     /// The not-yet-absorbed part of `owner`'s cells at `grain` with
     /// `from <= bucket < to`.
-    pub fn overlay(&self, grain: Grain, owner: &str, from: i64, to: i64) -> BTreeMap<i64, Cell> {
+    pub fn overlay(&self, grain: Grain, owner: &Owner, from: i64, to: i64) -> BTreeMap<i64, Cell> {
         let mut out: BTreeMap<i64, Cell> = BTreeMap::new();
         if from >= to {
             return out;
@@ -69,19 +70,23 @@ impl RollupBook {
         let mut fold = |tenant: &str, minutes: &BTreeMap<i64, Cell>| {
             for (minute, cell) in minutes.range(m0..m1) {
                 let slot = out.entry(minute.div_euclid(per)).or_default();
-                if owner == ALL_TENANTS {
-                    slot.merge_for_all_tenants(cell, tenant);
-                } else {
-                    slot.merge(cell);
+                match owner {
+                    Owner::Fleet => slot.merge_for_all_tenants(cell, tenant),
+                    Owner::Tenant(_) => slot.merge(cell),
                 }
             }
         };
-        if owner == ALL_TENANTS {
-            for (tenant, minutes) in &self.deltas {
-                fold(tenant, minutes);
+        match owner {
+            Owner::Fleet => {
+                for (tenant, minutes) in &self.deltas {
+                    fold(tenant, minutes);
+                }
             }
-        } else if let Some(minutes) = self.deltas.get(owner) {
-            fold(owner, minutes);
+            Owner::Tenant(id) => {
+                if let Some(minutes) = self.deltas.get(id) {
+                    fold(id, minutes);
+                }
+            }
         }
         out
     }

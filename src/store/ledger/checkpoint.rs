@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::book::RollupBook;
 use super::{Access, Ledger, Writer};
-use crate::rollup::ALL_TENANTS;
+use crate::rollup::Owner;
 use crate::store::{CellKey, Engine, RollupCells, StoreError, StoredCell, UsageLog};
 
 /// Stored cells loaded for a checkpoint.
@@ -37,7 +37,7 @@ fn absorb<E: Engine>(
         if result.is_err() {
             return;
         }
-        let key = (grain, owner.to_string(), bucket);
+        let key = (grain, owner.clone(), bucket);
         let stored = match cells.entry(key.clone()) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => match engine.cell(v.key()) {
@@ -51,10 +51,9 @@ fn absorb<E: Engine>(
         if !*behind.entry(key).or_insert(stored.seq < seq) {
             return;
         }
-        if owner == ALL_TENANTS {
-            stored.cell.merge_for_all_tenants(delta, tenant);
-        } else {
-            stored.cell.merge(delta);
+        match owner {
+            Owner::Fleet => stored.cell.merge_for_all_tenants(delta, tenant),
+            Owner::Tenant(_) => stored.cell.merge(delta),
         }
         stored.seq = seq;
     });

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Buckets, Cell};
+use crate::rollup::{Buckets, Cell, Owner};
 
 /// How a [`Ledger`] reaches its engine.
 pub trait Access: Send + Sync {
@@ -227,7 +227,7 @@ impl<A: Access> Store for Ledger<A> {
         Ok(seq)
     }
 
-    fn rollups(&self, tenant: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
+    fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
         let Buckets { grain, from, to } = span;
         if from >= to {
             return Ok(Vec::new());
@@ -238,11 +238,11 @@ impl<A: Access> Store for Ledger<A> {
         let book = self.book.lock();
         let mut cells: std::collections::BTreeMap<i64, Cell> = self
             .access
-            .read(|e| e.cells(tenant, span))?
+            .read(|e| e.cells(owner, span))?
             .into_iter()
             .collect();
         // Records since the last checkpoint are not in the stored cells yet.
-        for (bucket, delta) in book.overlay(grain, tenant, from, to) {
+        for (bucket, delta) in book.overlay(grain, owner, from, to) {
             cells.entry(bucket).or_default().merge(&delta);
         }
         Ok(cells.into_iter().collect())

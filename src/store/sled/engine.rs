@@ -14,7 +14,7 @@
 //! - `journal`: seq (u64 BE) ++ chunk (u32 BE) -> `Vec<(day, tenant id)>`,
 //!   the blocks a usage write added that the stored cells do not include yet
 //! - `rollup/hour`, `rollup/day`, `rollup/minute/YYYY-MM-DD`: tenant id ++
-//!   0x00 ++ bucket (i64 BE, sign bit flipped) -> [`CellRow`]; tenant `""`
+//!   0x00 ++ bucket (i64 BE, sign bit flipped) -> [`CellRow`]; the empty id
 //!   holds the all-tenants cells
 //! - `alerts`: [`AlertMark::key`] -> [`MarkRow`], the threshold webhooks fired
 //!
@@ -40,7 +40,7 @@ use super::{upgrade, SledOptions};
 use crate::codec::{decode, encode, encode_chunks};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
-use crate::rollup::{Buckets, Cell, Grain};
+use crate::rollup::{Buckets, Cell, Grain, Owner};
 use crate::store::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
     StoredCell, UsageBlock, UsageLog, UsageReads,
@@ -390,7 +390,7 @@ impl RollupCells for SledEngine {
         }
     }
 
-    fn cells(&self, owner: &str, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
+    fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
         let Buckets { grain, from, to } = span;
         if from >= to {
             return Ok(Vec::new());
@@ -553,7 +553,6 @@ impl UsageReads for SledEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollup::ALL_TENANTS;
     use crate::store::ledger::Direct;
     use crate::store::sled::upgrade::{PlanV1, FORMAT_VERSION};
     use crate::store::{Ledger, Store};
@@ -657,8 +656,8 @@ mod tests {
         assert_eq!(engine(&s).day_trees().len(), 2);
     }
 
-    fn requests(s: &Over, tenant: &str, grain: Grain) -> u64 {
-        s.rollups(tenant, Buckets::all(grain))
+    fn requests(s: &Over, owner: &Owner, grain: Grain) -> u64 {
+        s.rollups(owner, Buckets::all(grain))
             .unwrap()
             .iter()
             .map(|(_, c)| c.total.requests)
@@ -686,8 +685,8 @@ mod tests {
             e.db.flush().unwrap();
         }
         let s = open(dir.path()).unwrap();
-        assert_eq!(requests(&s, "a", Grain::Day), 4);
-        assert_eq!(requests(&s, "a", Grain::Minute), 4);
+        assert_eq!(requests(&s, &Owner::tenant("a"), Grain::Day), 4);
+        assert_eq!(requests(&s, &Owner::tenant("a"), Grain::Minute), 4);
     }
 
     #[test]
@@ -713,9 +712,9 @@ mod tests {
         assert_eq!(engine(&s).day_trees(), vec![day(10), day(20)]);
         assert_eq!(engine(&s).minute_trees(), vec![day(20)]);
         assert_eq!(dropped, 1 + 2);
-        assert_eq!(requests(&s, "a", Grain::Minute), 1);
-        assert_eq!(requests(&s, "a", Grain::Hour), 3);
-        assert_eq!(requests(&s, "a", Grain::Day), 3);
+        assert_eq!(requests(&s, &Owner::tenant("a"), Grain::Minute), 1);
+        assert_eq!(requests(&s, &Owner::tenant("a"), Grain::Hour), 3);
+        assert_eq!(requests(&s, &Owner::tenant("a"), Grain::Day), 3);
         let mut seen = 0;
         s.scan_usage("a", 0, i64::MAX, &mut |_| {
             seen += 1;
@@ -846,11 +845,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(back, records);
-        assert_eq!(requests(&s, "big", Grain::Day), 3_000);
+        assert_eq!(requests(&s, &Owner::tenant("big"), Grain::Day), 3_000);
         assert_eq!(
-            requests(&s, "tenant-with-a-long-name-00299", Grain::Hour),
+            requests(
+                &s,
+                &Owner::tenant("tenant-with-a-long-name-00299"),
+                Grain::Hour
+            ),
             1
         );
-        assert_eq!(requests(&s, ALL_TENANTS, Grain::Minute), 3_300);
+        assert_eq!(requests(&s, &Owner::Fleet, Grain::Minute), 3_300);
     }
 }

@@ -2,6 +2,7 @@
 //! picture is in `engine.rs` and ARCHITECTURE.md).
 
 use crate::quota::period::{civil_from_days, Period};
+use crate::rollup::Owner;
 
 pub const RAW_PREFIX: &str = "raw/";
 pub const MINUTE_PREFIX: &str = "rollup/minute/";
@@ -23,9 +24,13 @@ pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
     k
 }
 
-/// Tenant id ++ 0x00 ++ bucket (i64 BE, sign bit flipped).
-pub fn cell_key(tenant: &str, bucket: i64) -> Vec<u8> {
-    let mut k = tenant_prefix(tenant);
+/// Tenant id ++ 0x00 ++ bucket (i64 BE, sign bit flipped); the fleet's
+/// cells under the empty id (never a tenant's).
+pub fn cell_key(owner: &Owner, bucket: i64) -> Vec<u8> {
+    let mut k = tenant_prefix(match owner {
+        Owner::Fleet => "",
+        Owner::Tenant(id) => id,
+    });
     k.extend_from_slice(&((bucket as u64) ^ (1 << 63)).to_be_bytes());
     k
 }
