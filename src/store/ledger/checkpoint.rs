@@ -101,6 +101,8 @@ impl<A: Access> Ledger<A> {
         }?;
         w.seq = last;
         w.generation = generation;
+        self.built_for
+            .store(generation, std::sync::atomic::Ordering::Release);
         w.needs_replay = false;
         Ok(())
     }

@@ -12,6 +12,8 @@
 mod book;
 mod checkpoint;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::{Mutex, MutexGuard};
 
 use self::book::RollupBook;
@@ -81,6 +83,9 @@ pub struct Ledger<A: Access> {
     writer: Mutex<Writer>,
     /// Records since the last checkpoint, not in the stored cells yet.
     book: Mutex<RollupBook>,
+    /// The writer's `generation`, readable without its lock (a read checks
+    /// it without waiting for a write's flush).
+    built_for: AtomicU64,
 }
 
 impl<A: Access> Ledger<A> {
@@ -94,6 +99,7 @@ impl<A: Access> Ledger<A> {
                 generation: access.generation(),
                 needs_replay: false,
             }),
+            built_for: AtomicU64::new(access.generation()),
             access,
             book: Mutex::new(RollupBook::default()),
         };
@@ -232,7 +238,9 @@ impl<A: Access> Store for Ledger<A> {
         if from >= to {
             return Ok(Vec::new());
         }
-        drop(self.writer()?);
+        if self.built_for.load(Ordering::Acquire) != self.access.generation() {
+            drop(self.writer()?);
+        }
         // The book is locked first: a checkpoint (which holds it) is then
         // either wholly before this read or wholly after it.
         let book = self.book.lock();
@@ -310,5 +318,85 @@ impl<A: Access> UsageReads for Ledger<A> {
     ) -> Result<(), StoreError> {
         self.access
             .read(|e| e.scan_usage(tenant, from_ms, to_ms, visit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::rollup::{Grain, Owner};
+    use crate::store::memory::MemoryEngine;
+
+    /// An access whose engine the test replaces, as sled's `Reopening`
+    /// does after a failure.
+    #[derive(Default)]
+    struct Swapping {
+        engine: Mutex<Arc<MemoryEngine>>,
+        generation: AtomicU64,
+    }
+
+    impl Access for Swapping {
+        type Engine = MemoryEngine;
+
+        fn read<T>(
+            &self,
+            f: impl FnOnce(&MemoryEngine) -> Result<T, StoreError>,
+        ) -> Result<T, StoreError> {
+            let engine = self.engine.lock().clone();
+            f(&engine)
+        }
+
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::Acquire)
+        }
+    }
+
+    fn requests(s: &dyn Store, owner: &Owner) -> u64 {
+        s.rollups(owner, Buckets::all(Grain::Hour))
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.total.requests)
+            .sum()
+    }
+
+    fn records(n: usize) -> Vec<UsageRecord> {
+        (0..n)
+            .map(|i| UsageRecord {
+                ts_ms: 1_780_000_000_000 + i as i64,
+                calls: 1,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// After the engine behind is replaced, what the old one's book held is
+    /// gone: the ledger answers the new engine's records, from its journal,
+    /// and numbers the next write after the new engine's last.
+    #[test]
+    fn a_replaced_engine_rebuilds_the_book_from_its_journal() {
+        let s = Ledger::new(Swapping::default()).unwrap();
+        s.write_usage(&[UsageBlock::new("a", records(5))]).unwrap();
+        assert_eq!(requests(&s, &Owner::tenant("a")), 5, "from the book");
+        // What reached the disk before the failure: two records, journaled,
+        // not checkpointed.
+        let survivor = Arc::new(MemoryEngine::default());
+        let block = UsageBlock::new("a", records(2));
+        survivor.append(7, &[&block]).unwrap();
+        *s.access().engine.lock() = survivor;
+        s.access().generation.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(requests(&s, &Owner::tenant("a")), 2);
+        assert_eq!(requests(&s, &Owner::Fleet), 2);
+        assert_eq!(
+            s.write_usage(&[UsageBlock::new("a", records(1))]).unwrap(),
+            8,
+            "numbered after the new engine's last write"
+        );
+        s.checkpoint().unwrap();
+        assert_eq!(requests(&s, &Owner::tenant("a")), 3);
     }
 }
