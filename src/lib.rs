@@ -23,7 +23,7 @@
 //! - [`http`]: everything that speaks HTTP and JSON - actix-web routes,
 //!   extractors, the API's bodies, JSON errors, rate-limit headers, the
 //!   gateway, the chat upstream client and the webhook deliveries.
-//! - [`model`]: domain types; [`codec`]: the one bincode encoder; [`auth`]:
+//! - [`model`]: domain types; [`auth`]:
 //!   key hashing and the admin token; [`pricing`]: model prices and costs;
 //!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data;
 //!   [`files`]: the private data directory; [`config`], [`clock`];
@@ -38,7 +38,6 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod clock;
-pub mod codec;
 pub mod config;
 pub mod dashboard;
 pub mod demo;

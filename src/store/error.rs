@@ -2,8 +2,6 @@
 //! An engine's own error travels boxed inside [`StoreError::Engine`], with
 //! the one thing a caller must decide on: whether the engine itself broke.
 
-use crate::codec::CodecError;
-
 /// What a failed engine call means for the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -24,8 +22,9 @@ pub enum StoreError {
         failure: Failure,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error(transparent)]
-    Codec(#[from] CodecError),
+    /// A value that does not encode or decode: retrying never helps.
+    #[error("{0}")]
+    Codec(String),
     #[error(
         "the data directory was written by a newer Tollgate (store format {found}); \
          this binary reads format {supported} - upgrade Tollgate or use another --data-dir"
@@ -33,6 +32,11 @@ pub enum StoreError {
     NewerFormat { found: u32, supported: u32 },
     #[error("store is unavailable: {0}")]
     Unavailable(String),
+    /// Usage write `seq` was made, but making it durable failed: whether
+    /// it survives is for [`Store::written`](crate::store::Store::written)
+    /// to say (writing it again could count it twice).
+    #[error("usage write {seq} was made but not made durable: {cause}")]
+    NotDurable { seq: u64, cause: Box<StoreError> },
     #[error(
         "the disk holding the store is nearly full ({free_mb} MiB free, \
          {min_mb} MiB kept free by [store] min_free_mb); nothing was written"
@@ -57,7 +61,11 @@ impl StoreError {
     /// Whether the same write may succeed later (a full disk, a store being
     /// reopened, a stalled flush); a value that does not encode never will.
     pub fn retryable(&self) -> bool {
-        !matches!(self, StoreError::Codec(_) | StoreError::NewerFormat { .. })
+        match self {
+            StoreError::Codec(_) | StoreError::NewerFormat { .. } => false,
+            StoreError::NotDurable { cause, .. } => cause.retryable(),
+            _ => true,
+        }
     }
 
     /// Whether the engine instance broke and must be replaced.

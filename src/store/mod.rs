@@ -153,8 +153,16 @@ pub trait Store: Catalog + AlertMarks + UsageReads {
 
     /// Writes the blocks (see [`UsageLog::append`]) and makes them durable;
     /// returns the write's number. Blocks whose `retired` flag is set are
-    /// left out.
+    /// left out. [`StoreError::NotDurable`] when the write was made but
+    /// making it durable failed: retry with [`written`](Self::written)
+    /// first, never by writing the blocks again blindly.
     fn write_usage(&self, blocks: &[UsageBlock]) -> Result<u64, StoreError>;
+
+    /// Whether write `seq` is in the store and durable (after a replaced
+    /// engine: whether it reached the disk before the old one failed).
+    /// Numbers of writes that were lost are given again, so ask before any
+    /// other usage write.
+    fn written(&self, seq: u64) -> Result<bool, StoreError>;
 
     /// `owner`'s rollup cells in `span`, in bucket order: every persisted
     /// record counted once.

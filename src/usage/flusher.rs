@@ -22,7 +22,7 @@ use super::queue::QueueReceiver;
 use super::retention;
 use super::Queued;
 use crate::clock::Clock;
-use crate::store::{Store, UsageBlock};
+use crate::store::{Store, StoreError, UsageBlock};
 use crate::telemetry::stats::Stats;
 
 /// At most this many records go into one store write.
@@ -75,7 +75,7 @@ impl UsageFlusher {
             .name("tollgate-flusher".into())
             .spawn(move || {
                 let mut buf = Vec::new();
-                let mut held: Option<Vec<UsageBlock>> = None;
+                let mut held: Option<Held> = None;
                 let mut last_checkpoint = Instant::now();
                 // On the clock's time, not the process's: a day-tree expires by
                 // the clock (and the fast-clock soak runs days in minutes).
@@ -90,8 +90,8 @@ impl UsageFlusher {
                     // tried again first; meanwhile the queue is not drained, so
                     // it fills up and ingestion answers 503 (back-pressure)
                     // instead of taking records the store cannot keep.
-                    if let Some(blocks) = held.take() {
-                        held = stats.store_call(|| write_blocks(store.as_ref(), blocks, &stats));
+                    if let Some(h) = held.take() {
+                        held = stats.store_call(|| retry(store.as_ref(), h, &stats));
                     }
                     while held.is_none() && rx.drain_into(&mut buf, MAX_BATCH) > 0 {
                         if let Some(hook) = hook.as_mut() {
@@ -106,8 +106,12 @@ impl UsageFlusher {
                         buf.shrink_to(KEEP_BATCH);
                     }
                     if stopping {
-                        if let Some(blocks) = held.take() {
-                            give_up(&blocks, &stats);
+                        if let Some(h) = held.take() {
+                            // One last try: a write made but not flushed
+                            // may have reached the disk after all.
+                            if let Some(h) = stats.store_call(|| retry(store.as_ref(), h, &stats)) {
+                                give_up(&h.blocks, &stats);
+                            }
                             let mut rest = 0;
                             while rx.drain_into(&mut buf, MAX_BATCH) > 0 {
                                 rest += buf.len() as u64;
@@ -215,14 +219,51 @@ pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
     by_tenant.into_values().collect()
 }
 
+/// A batch the store did not take, kept to be tried again.
+pub struct Held {
+    pub blocks: Vec<UsageBlock>,
+    /// The number of the write that was made of it, when only making it
+    /// durable failed: a retry asks whether that write survived before
+    /// writing anything again (which could count the records twice).
+    pub made: Option<u64>,
+}
+
+/// Tries a held batch again: if a write was made of it, whether it
+/// survived first; else (or if it did not) the blocks again.
+pub fn retry(store: &dyn Store, held: Held, stats: &Stats) -> Option<Held> {
+    let Some(seq) = held.made else {
+        return write_blocks(store, held.blocks, stats);
+    };
+    match store.written(seq) {
+        Ok(true) => {
+            let n: usize = held.blocks.iter().map(|b| b.records.len()).sum();
+            stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
+            stats.store_result(None);
+            tracing::info!(
+                write = seq,
+                records = n,
+                "a write whose flush failed survived; not written again"
+            );
+            None
+        }
+        Ok(false) => {
+            tracing::warn!(
+                write = seq,
+                "a write whose flush failed was lost with the store; writing it again"
+            );
+            write_blocks(store, held.blocks, stats)
+        }
+        Err(e) => {
+            stats.store_result(Some(e.to_string()));
+            Some(held)
+        }
+    }
+}
+
 /// Writes `blocks` in one store write. On success, or on an error retrying
 /// cannot fix, returns `None` (the records are persisted, or counted as
 /// unpersisted); on a retryable error, the blocks back, to be tried again.
-pub fn write_blocks(
-    store: &dyn Store,
-    blocks: Vec<UsageBlock>,
-    stats: &Stats,
-) -> Option<Vec<UsageBlock>> {
+pub fn write_blocks(store: &dyn Store, blocks: Vec<UsageBlock>, stats: &Stats) -> Option<Held> {
     let n: usize = blocks.iter().map(|b| b.records.len()).sum();
     if n == 0 {
         return None;
@@ -250,7 +291,11 @@ pub fn write_blocks(
             stats.store_result(Some(e.to_string()));
             if e.retryable() {
                 tracing::error!(error = %e, records = n, "usage write failed; the batch is kept and retried");
-                Some(blocks)
+                let made = match e {
+                    StoreError::NotDurable { seq, .. } => Some(seq),
+                    _ => None,
+                };
+                Some(Held { blocks, made })
             } else {
                 tracing::error!(error = %e, records = n, "usage write failed for good; records counted as unpersisted");
                 give_up(&blocks, stats);

@@ -229,8 +229,25 @@ impl<A: Access> Store for Ledger<A> {
             book.add(&block.tenant, &block.records);
         }
         drop(book);
-        self.access.read(|e| e.durable())?;
+        self.access
+            .read(|e| e.durable())
+            .map_err(|cause| StoreError::NotDurable {
+                seq,
+                cause: Box::new(cause),
+            })?;
         Ok(seq)
+    }
+
+    /// The writer is brought up to a replaced engine first, which sets the
+    /// last write number to the new engine's: a lost write's number is
+    /// above it.
+    fn written(&self, seq: u64) -> Result<bool, StoreError> {
+        let w = self.writer()?;
+        if w.seq < seq {
+            return Ok(false);
+        }
+        self.access.read(|e| e.durable())?;
+        Ok(true)
     }
 
     fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
@@ -333,11 +350,20 @@ mod tests {
     use crate::store::memory::MemoryEngine;
 
     /// An access whose engine the test replaces, as sled's `Reopening`
-    /// does after a failure.
+    /// does after a failure, and whose reads (flushes among them) fail
+    /// while `failing` is set; writes go through.
     #[derive(Default)]
     struct Swapping {
         engine: Mutex<Arc<MemoryEngine>>,
         generation: AtomicU64,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Swapping {
+        fn replace(&self, engine: Arc<MemoryEngine>) {
+            *self.engine.lock() = engine;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     impl Access for Swapping {
@@ -347,12 +373,62 @@ mod tests {
             &self,
             f: impl FnOnce(&MemoryEngine) -> Result<T, StoreError>,
         ) -> Result<T, StoreError> {
+            if self.failing.load(Ordering::Acquire) {
+                return Err(StoreError::Unavailable("injected flush failure".into()));
+            }
+            let engine = self.engine.lock().clone();
+            f(&engine)
+        }
+
+        fn write<T>(
+            &self,
+            _bytes: u64,
+            f: impl FnOnce(&MemoryEngine) -> Result<T, StoreError>,
+        ) -> Result<T, StoreError> {
             let engine = self.engine.lock().clone();
             f(&engine)
         }
 
         fn generation(&self) -> u64 {
             self.generation.load(Ordering::Acquire)
+        }
+    }
+
+    fn scanned(s: &dyn Store, tenant: &str) -> usize {
+        let mut n = 0;
+        s.scan_usage(tenant, i64::MIN, i64::MAX, &mut |_| {
+            n += 1;
+            true
+        })
+        .unwrap();
+        n
+    }
+
+    /// A write made but not flushed is retried by asking whether it
+    /// survived - never by writing it again blindly, which would count its
+    /// records twice - and written again only if it was lost.
+    #[test]
+    fn a_write_whose_flush_failed_is_never_counted_twice() {
+        use crate::telemetry::stats::Stats;
+        use crate::usage::flusher::{retry, write_blocks};
+        let stats = Stats::default();
+        for lost in [false, true] {
+            let s = Ledger::new(Swapping::default()).unwrap();
+            s.access().failing.store(true, Ordering::Release);
+            let blocks = vec![UsageBlock::new("a", records(4))];
+            let held = write_blocks(&s, blocks, &stats).expect("the failed flush keeps the batch");
+            assert_eq!(held.made, Some(1), "the write was made");
+            s.access().failing.store(false, Ordering::Release);
+            if lost {
+                // The engine failed and came back without the write.
+                s.access().replace(Arc::default());
+            }
+            assert_eq!(s.written(1).unwrap(), !lost);
+            assert!(retry(&s, held, &stats).is_none(), "taken");
+            assert_eq!(scanned(&s, "a"), 4, "lost: {lost}");
+            let p = crate::quota::period::Period::containing_secs(1_780_000_000);
+            assert_eq!(s.tenant_totals("a", p).unwrap().calls, 4, "lost: {lost}");
+            assert_eq!(requests(&s, &Owner::tenant("a")), 4, "lost: {lost}");
         }
     }
 
@@ -387,8 +463,7 @@ mod tests {
         let survivor = Arc::new(MemoryEngine::default());
         let block = UsageBlock::new("a", records(2));
         survivor.append(7, &[&block]).unwrap();
-        *s.access().engine.lock() = survivor;
-        s.access().generation.fetch_add(1, Ordering::AcqRel);
+        s.access().replace(survivor);
         assert_eq!(requests(&s, &Owner::tenant("a")), 2);
         assert_eq!(requests(&s, &Owner::Fleet), 2);
         assert_eq!(

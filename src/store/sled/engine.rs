@@ -33,11 +33,11 @@ use chrono::NaiveDate;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::codec::{decode, encode, encode_chunks};
 use super::deadline::FlushWorker;
 use super::keys::*;
 use super::rows::{CellRow, KeyRow, MarkRow, PlanRow, RecordIn, RecordOut, TenantRow, TotalsRow};
 use super::{upgrade, SledOptions};
-use crate::codec::{decode, encode, encode_chunks};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
 use crate::rollup::{Buckets, Cell, Grain, Owner};

@@ -3,6 +3,7 @@
 //! - `engine.rs`: [`SledEngine`], every storage concern on one open sled
 //!   0.34 database, with its layout (`keys.rs`) and rows (`rows.rs`);
 //! - `upgrade.rs`: the format version and the upgrade of older data;
+//! - `codec.rs`: the one bincode encoder the rows go through;
 //! - `reopen.rs`: [`Reopening`], the [`Access`](crate::store::Access) that
 //!   refuses writes short of a full disk and reopens a failed database;
 //! - `deadline.rs`: every sled flush on one worker thread, with a deadline.
@@ -10,6 +11,7 @@
 //! [`SledStore`] is the [`Store`](crate::store::Store) Tollgate runs on:
 //! the engine-neutral ledger over [`Reopening`].
 
+mod codec;
 mod deadline;
 mod engine;
 mod keys;
@@ -39,6 +41,12 @@ impl Ledger<Reopening> {
     /// Opens (or creates) the store in `dir`.
     pub fn open_with(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
         Ledger::new(Reopening::open(dir, options)?)
+    }
+}
+
+impl From<codec::CodecError> for StoreError {
+    fn from(e: codec::CodecError) -> StoreError {
+        StoreError::Codec(e.to_string())
     }
 }
 

@@ -311,8 +311,8 @@ impl From<MarkRow> for AlertMark {
 
 #[cfg(test)]
 mod tests {
+    use super::super::codec::{decode, encode};
     use super::*;
-    use crate::codec::{decode, encode};
     use crate::model::UsageRecord;
 
     #[test]

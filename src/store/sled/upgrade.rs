@@ -9,8 +9,8 @@
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
+use super::codec::{decode, encode};
 use super::rows::{ms, KeyRow, PlanRow, RateRow, TenantRow};
-use crate::codec::{decode, encode};
 use crate::store::StoreError;
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
