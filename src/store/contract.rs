@@ -65,6 +65,17 @@ fn cell_requests(s: &dyn Store, owner: &Owner, grain: Grain) -> u64 {
         .sum()
 }
 
+/// `tenant`'s persisted totals in the period of `t`, and its requests in
+/// the cells of every grain.
+fn assert_tenant(s: &dyn Store, tenant: &str, t: i64, totals: PeriodTotals, requests: u64) {
+    let p = Period::containing_secs(t / 1000);
+    assert_eq!(s.tenant_totals(tenant, p).unwrap(), totals, "{tenant}");
+    for grain in Grain::ALL {
+        let n = cell_requests(s, &Owner::tenant(tenant), grain);
+        assert_eq!(n, requests, "{tenant} {grain:?}");
+    }
+}
+
 /// Persisted totals equal the sum over the persisted records, after every
 /// write, in every period (SPEC §7.2); rollups count every record once.
 pub fn totals_equal_the_records_after_every_write(e: Engine) {
@@ -241,20 +252,12 @@ pub fn a_reopened_store_counts_every_record_once(e: Engine) {
     for _ in 0..2 {
         s = reopen(s);
         assert_eq!(scanned(s.as_ref(), "a").len(), 2);
-        let p = Period::containing_secs(t / 1000);
-        assert_eq!(
-            s.tenant_totals("a", p).unwrap(),
-            PeriodTotals {
-                calls: 2,
-                tokens: 4
-            }
-        );
+        let totals = PeriodTotals {
+            calls: 2,
+            tokens: 4,
+        };
+        assert_tenant(s.as_ref(), "a", t, totals, 2);
         for grain in Grain::ALL {
-            assert_eq!(
-                cell_requests(s.as_ref(), &Owner::tenant("a"), grain),
-                2,
-                "{grain:?}"
-            );
             assert_eq!(
                 cell_requests(s.as_ref(), &Owner::Fleet, grain),
                 2,
@@ -347,21 +350,11 @@ pub fn two_blocks_of_one_tenant_in_one_write_are_both_kept(e: Engine) {
     let mut all = first;
     all.extend(second);
     assert_eq!(back, all);
-    let p = Period::containing_secs(t / 1000);
-    assert_eq!(
-        s.tenant_totals("a", p).unwrap(),
-        PeriodTotals {
-            calls: 600,
-            tokens: 900
-        }
-    );
-    for grain in Grain::ALL {
-        assert_eq!(
-            cell_requests(s.as_ref(), &Owner::tenant("a"), grain),
-            600,
-            "{grain:?}"
-        );
-    }
+    let totals = PeriodTotals {
+        calls: 600,
+        tokens: 900,
+    };
+    assert_tenant(s.as_ref(), "a", t, totals, 600);
 }
 
 /// Plans, tenants, keys and alert marks come back as they were put.
