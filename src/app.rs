@@ -262,6 +262,7 @@ impl Tollgate {
         let result = actix_web::rt::System::new().block_on(async move {
             let server = http::server(state, listener, workers)?;
             on_start(server.handle());
+            actix_web::rt::spawn(stop_on_signal(server.handle()));
             server.await
         });
         self.flusher.shutdown();
@@ -279,6 +280,28 @@ impl Tollgate {
         tracing::info!("stopped; every queued record is on disk");
         result.map_err(io("the HTTP server failed"))
     }
+}
+
+/// Stops the server gracefully on SIGINT (Ctrl-C) as on SIGTERM: it stops
+/// accepting, answers the requests in flight (up to 10 s), then returns.
+async fn stop_on_signal(server: actix_web::dev::ServerHandle) {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot listen for SIGINT and SIGTERM; stop with the handle only");
+        return;
+    };
+    let which = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::info!(
+        signal = which,
+        "stopping gracefully: requests in flight are answered, then the queue is written"
+    );
+    server.stop(true).await;
 }
 
 /// A server running on its own thread (tests, embedding).

@@ -1,4 +1,5 @@
-//! The command line: `tollgate serve [--config F] [--bind A] [--data-dir D] [--demo]`.
+//! The command line: `tollgate serve [--config F] [--bind A] [--data-dir D]
+//! [--demo]`, and `tollgate health [--url U]` (the container's health check).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -25,17 +26,36 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Ask a running server's /healthz; exit 0 when it answers 200.
+    Health(HealthArgs),
 }
 
+const SERVE_ENV: &str = "\
+Environment:
+  TOLLGATE_BIND          address to listen on (default 127.0.0.1:8080)
+  TOLLGATE_DATA_DIR      data directory (default ./tollgate-data)
+  TOLLGATE_ADMIN_TOKEN   the admin token (default: generated once into
+                         <data dir>/admin-token, mode 0600)
+  TOLLGATE_LOG           log filter, e.g. info, warn, tollgate=debug (default info)
+  TOLLGATE_LOG_FORMAT    text or json (default text)
+  TOLLGATE_CONFIG        configuration file (TOML)
+  TOLLGATE_<SECTION>_<KEY>  any configuration key, e.g. TOLLGATE_FLUSH_INTERVAL_MS
+Precedence: flags, then TOLLGATE_* variables, then the file, then defaults.
+Stop with SIGTERM or Ctrl-C: requests in flight are answered, then every
+queued record is written.";
+
 #[derive(clap::Args, Debug)]
+#[command(after_help = SERVE_ENV)]
 pub struct ServeArgs {
     /// Configuration file (TOML); every key also reads a TOLLGATE_* variable.
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on (overrides the config's `bind`).
+    /// Address to listen on [default: the config's `bind`, TOLLGATE_BIND,
+    /// else 127.0.0.1:8080].
     #[arg(long)]
     pub bind: Option<String>,
-    /// Data directory (overrides the config's `data_dir`).
+    /// Data directory [default: the config's `data_dir`, TOLLGATE_DATA_DIR,
+    /// else ./tollgate-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Create one demo tenant per plan with 30 days of usage, and print their keys.
@@ -44,6 +64,17 @@ pub struct ServeArgs {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HealthArgs {
+    /// The server's address [default: TOLLGATE_BIND, else 127.0.0.1:8080;
+    /// an unspecified host such as 0.0.0.0 is asked on 127.0.0.1].
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -55,8 +86,10 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a terminal: log files and pipes get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -67,6 +100,54 @@ fn init_logging(format: LogFormat) {
 pub fn run(cli: Cli) -> Result<(), StartError> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Health(args) => health(args),
+    }
+}
+
+/// `GET /healthz` over a plain TCP connection (the image has no curl).
+fn health(args: HealthArgs) -> Result<(), StartError> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addr = args
+        .addr
+        .or_else(|| std::env::var("TOLLGATE_BIND").ok())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let failed = |context: String| move |source| StartError::Io { context, source };
+    let mut target = addr
+        .to_socket_addrs()
+        .map_err(failed(format!("cannot resolve {addr}")))?
+        .next()
+        .ok_or_else(|| StartError::Io {
+            context: format!("no address for {addr}"),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let mut conn = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(failed(format!("cannot reach Tollgate on {target}")))?;
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| {
+            conn.write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+        })
+        .map_err(failed(format!("cannot ask {target}")))?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)
+        .map_err(failed(format!("no answer from {target}")))?;
+    let status = answer.lines().next().unwrap_or_default();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    if status.split(' ').nth(1) == Some("200") {
+        println!("{body}");
+        Ok(())
+    } else {
+        Err(StartError::Io {
+            context: format!("unhealthy: {status} {body}"),
+            source: std::io::ErrorKind::Other.into(),
+        })
     }
 }
 

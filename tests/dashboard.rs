@@ -188,6 +188,7 @@ fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
     }
     for path in [
         "/dashboard/",
+        "/dashboard/nope",
         "/dashboard/assets/../../Cargo.toml",
         "/dashboard/assets/%2e%2e/%2e%2e/Cargo.toml",
         "/dashboard/assets/missing.js",

@@ -334,13 +334,24 @@ fn authorize_check_headers_and_429() {
         .unwrap()
         .ends_with("T00:00:00.000Z"));
 
-    let body: Value = s
-        .tenant(&key, "POST", "/api/v1/check", Some(json!({})))
-        .json()
-        .unwrap();
+    let r = s.tenant(&key, "POST", "/api/v1/check", Some(json!({})));
+    assert_eq!(r.status(), 200);
+    // A 200 is no refusal: no Retry-After (the answer says when, in
+    // resetAt and the RateLimit headers).
+    assert!(
+        r.headers().get("retry-after").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    assert!(r.headers().get("ratelimit").is_some());
+    let body: Value = r.json().unwrap();
     assert_eq!(
-        (body["isAllowed"].clone(), body["reason"].clone()),
-        (json!(false), json!("quota_exceeded"))
+        (
+            body["isAllowed"].clone(),
+            body["allowed"].clone(),
+            body["reason"].clone()
+        ),
+        (json!(false), json!(false), json!("quota_exceeded"))
     );
 
     // A cost bigger than what is left is refused whole.
@@ -714,4 +725,23 @@ fn the_month_boundary_resets_the_quota() {
         Some("2027-04-01T00:00:00.000Z")
     );
     assert_eq!(r.json::<Value>().unwrap()["used"], 1);
+}
+
+/// A first visit lands on the page: `/` and `/dashboard` redirect to it
+/// (they were JSON 404s).
+#[test]
+fn the_root_and_dashboard_lead_to_the_page() {
+    let s = TestServer::start();
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/", "/dashboard"] {
+        let r = http.get(s.url(path)).send().unwrap();
+        assert_eq!(r.status(), 302, "{path}");
+        assert_eq!(r.headers()["location"], "/dashboard/api-usage", "{path}");
+    }
+    let r = s.http.get(s.url("/")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("<html"));
 }

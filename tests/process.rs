@@ -3,6 +3,8 @@
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/fake_http.rs"]
+mod fake_http;
 
 use std::path::Path;
 use std::process::Command;
@@ -116,6 +118,121 @@ fn sigterm_drains_everything_and_a_restart_resumes_the_counters() {
         })
         .count();
     assert_eq!(allowed, 35);
+}
+
+/// Ctrl-C is as graceful as SIGTERM (issue 18): a chat request whose
+/// upstream takes 2 s, with SIGINT sent at 0.5 s, still gets its answer,
+/// the process exits 0, and the request's record is on disk. (actix-web's
+/// own SIGINT handling stopped at once: the client got no answer.)
+#[test]
+fn sigint_answers_the_requests_in_flight_then_stops() {
+    use std::io::Write;
+    let upstream = fake_http::FakeHttp::start(|_, _, conn| {
+        std::thread::sleep(Duration::from_secs(2));
+        let body = json!({"id": "c1", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "slow hello"}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+        .to_string();
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TOLLGATE_FLUSH_INTERVAL_MS", "50"),
+        ("TOLLGATE_CHAT_UPSTREAM", upstream.url.as_str()),
+    ];
+    let mut p = binary::start(dir.path(), &[], &env, Some(ADMIN));
+    let c = reqwest::blocking::Client::new();
+    let key = setup_tenant(
+        &c,
+        &p,
+        json!({"id": "p100", "name": "P", "monthlyCalls": 100, "monthlyTokens": 1_000_000}),
+    );
+    let url = p.url("/api/chat");
+    let asking = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(url)
+            .bearer_auth(&key)
+            .json(&json!({"message": "hello", "botId": "b1"}))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .map(|r| {
+                (
+                    r.status().as_u16(),
+                    r.json::<Value>().unwrap_or(Value::Null),
+                )
+            })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let status = p.signal(libc::SIGINT);
+    let answer = asking.join().unwrap();
+    let (code, body) = answer.expect("the request in flight is answered");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["reply"], "slow hello");
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    let logs = p.logs.lock().unwrap().clone();
+    assert!(logs.contains("SIGINT"), "{logs}");
+
+    let p = start(dir.path(), &[], Some(ADMIN));
+    let key = c
+        .post(p.url("/api/admin/tenants/durable/keys"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(usage(&c, &p, &key), (1, 15), "the chat's record persisted");
+}
+
+/// A second instance on a data directory in use says so, in words (it
+/// said `could not acquire lock ... WouldBlock`), and exits 1.
+#[test]
+fn a_data_dir_in_use_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start(dir.path(), &[], Some(ADMIN));
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("another Tollgate") && said.contains(&dir.path().display().to_string()),
+        "{said}"
+    );
+    assert!(!said.contains("WouldBlock"), "{said}");
+}
+
+/// `tollgate health` (the image's HEALTHCHECK) says 0 for a running server,
+/// on `0.0.0.0` as on its own address, and fails for none.
+#[test]
+fn the_health_command_asks_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(dir.path(), &[], Some(ADMIN));
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let port = addr.rsplit(':').next().unwrap();
+    for asked in [addr.clone(), format!("0.0.0.0:{port}")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["health", "--addr", &asked])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{asked}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"status\":\"ok\""));
+    }
+    drop(p);
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["health", "--addr", &addr, "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nothing listens: {out:?}");
 }
 
 #[test]

@@ -31,6 +31,30 @@ async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX)
 }
 
+/// `/` and `/dashboard` lead to the page (a browser keeps the URL's
+/// `#key=...` fragment across the redirect).
+fn to_page() -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, "/dashboard/api-usage"))
+        .finish()
+}
+
+#[utoipa::path(
+    get, path = "/", tag = "dashboard",
+    responses((status = 302, description = "to /dashboard/api-usage"))
+)]
+pub async fn root() -> HttpResponse {
+    to_page()
+}
+
+#[utoipa::path(
+    get, path = "/dashboard", tag = "dashboard",
+    responses((status = 302, description = "to /dashboard/api-usage"))
+)]
+pub async fn dashboard_root() -> HttpResponse {
+    to_page()
+}
+
 async fn app_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
@@ -44,6 +68,8 @@ async fn style_css() -> HttpResponse {
 /// nothing of `http/`.
 pub fn pages() -> Vec<(&'static str, Route)> {
     vec![
+        ("/", web::get().to(root)),
+        ("/dashboard", web::get().to(dashboard_root)),
         ("/dashboard/api-usage", web::get().to(index)),
         ("/dashboard/assets/app.js", web::get().to(app_js)),
         ("/dashboard/assets/style.css", web::get().to(style_css)),

@@ -4,7 +4,7 @@
 //!   when unlimited), Reset as an RFC 3339 instant.
 //! - `RateLimit-Policy` / `RateLimit` (draft-ietf-httpapi-ratelimit-headers):
 //!   one item per active limit: `"month"` (calls), `"tokens"`, `"burst"`.
-//! - `Retry-After` (seconds) on every 429.
+//! - `Retry-After` (seconds) on every 429 (never on a 2xx).
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -17,7 +17,9 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
-pub fn apply(headers: &mut HeaderMap, d: &Decision) {
+/// The rate-limit headers of `d`; `Retry-After` only on a refusal (not on
+/// a 2xx, such as `POST /api/v1/check` saying a request would be refused).
+pub fn apply(headers: &mut HeaderMap, d: &Decision, success: bool) {
     let reset_secs = d.period_reset_secs();
     let window = d.period.length_secs();
     let mut policies = Vec::with_capacity(3);
@@ -45,10 +47,12 @@ pub fn apply(headers: &mut HeaderMap, d: &Decision) {
         put(headers, "ratelimit-policy", policies.join(", "));
         put(headers, "ratelimit", states.join(", "));
     }
-    if matches!(
-        d.outcome,
-        Outcome::RateLimited | Outcome::QuotaExceeded | Outcome::TokenQuotaExceeded
-    ) {
+    if !success
+        && matches!(
+            d.outcome,
+            Outcome::RateLimited | Outcome::QuotaExceeded | Outcome::TokenQuotaExceeded
+        )
+    {
         put(headers, "retry-after", d.retry_after_secs().to_string());
     }
 }
@@ -81,7 +85,7 @@ mod tests {
             grant: None,
         };
         let mut h = HeaderMap::new();
-        apply(&mut h, &d);
+        apply(&mut h, &d, false);
         let get = |n: &str| h.get(n).unwrap().to_str().unwrap().to_string();
         assert_eq!(get("x-ratelimit-limit"), "100000");
         assert_eq!(get("x-ratelimit-remaining"), "0");
@@ -112,7 +116,7 @@ mod tests {
             grant: None,
         };
         let mut h = HeaderMap::new();
-        apply(&mut h, &d);
+        apply(&mut h, &d, false);
         assert!(h.is_empty());
     }
 }

@@ -212,7 +212,8 @@ pub fn server(
                         })
                     };
                     if let Some(d) = decision {
-                        headers::apply(res.headers_mut(), &d);
+                        let success = res.status().is_success();
+                        headers::apply(res.headers_mut(), &d, success);
                     }
                     if let Ok(v) = HeaderValue::try_from(id) {
                         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
@@ -244,6 +245,9 @@ pub fn server(
             })
     })
     .listen(listener)?
+    // Signals are `app.rs`'s: actix-web stops at once on SIGINT, dropping
+    // the requests in flight, where Tollgate stops gracefully on both.
+    .disable_signals()
     .shutdown_timeout(10);
     if workers > 0 {
         http = http.workers(workers);

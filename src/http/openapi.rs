@@ -101,6 +101,8 @@ pub enum UsageBody {
         super::admin::list_keys,
         super::admin::revoke_key,
         crate::dashboard::index,
+        crate::dashboard::root,
+        crate::dashboard::dashboard_root,
     ),
     components(schemas(
         ErrorBody, Health, Accepted, UsageBody, AuthorizeRequest, AuthorizeResponse,

@@ -108,6 +108,7 @@ pub async fn check(
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
     Ok(HttpResponse::Ok().json(CheckResponse {
         is_allowed: d.allowed(),
+        allowed: d.allowed(),
         limit: d.calls_limit,
         used: d.calls_used,
         remaining: d.calls_remaining(),

@@ -41,7 +41,10 @@ pub struct AuthorizeResponse {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckResponse {
+    /// The seed's name for `allowed`, kept for its clients.
     pub is_allowed: bool,
+    /// As `POST /api/v1/authorize` names it.
+    pub allowed: bool,
     pub limit: Option<u64>,
     pub used: u64,
     pub remaining: Option<u64>,

@@ -32,6 +32,10 @@ pub enum StoreError {
     NewerFormat { found: u32, supported: u32 },
     #[error("store is unavailable: {0}")]
     Unavailable(String),
+    /// The data is held by another process (a second instance on one
+    /// embedded store).
+    #[error("{0}")]
+    InUse(String),
     /// Usage write `seq` was made, but making it durable failed: whether
     /// it survives is for [`Store::written`](crate::store::Store::written)
     /// to say (writing it again could count it twice).

@@ -77,7 +77,15 @@ impl SledEngine {
             .path(dir)
             .flush_every_ms(Some(options.flush_every_ms.max(1)))
             .cache_capacity(options.cache_bytes)
-            .open()?;
+            .open()
+            .map_err(|e| match e {
+                e if super::is_lock_held(&e) => StoreError::InUse(format!(
+                    "another Tollgate (or another program) uses the data directory {}: \
+                     stop it, or give this one another --data-dir",
+                    dir.parent().unwrap_or(dir).display()
+                )),
+                e => e.into(),
+            })?;
         upgrade::check(&db)?;
         Ok(SledEngine {
             meta: db.open_tree("meta")?,

@@ -64,6 +64,14 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// Whether `e` is sled's file lock held by another process (or another
+/// open handle): sled wraps the lock's WouldBlock in an error of kind Other.
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock"))
+}
+
 /// Opens with `open` again while sled's file lock is still held: its
 /// background threads let go of the files a moment after the last handle
 /// is dropped, so a test that reopens at once waits for that (at most 10
@@ -73,14 +81,7 @@ pub(crate) fn wait_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> Resu
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match open() {
-            // sled wraps the lock's WouldBlock in an error of kind Other.
-            Err(e)
-                if e.engine_source::<sled::Error>().is_some_and(|s| {
-                    matches!(s, sled::Error::Io(io)
-                        if io.kind() == std::io::ErrorKind::WouldBlock
-                            || io.to_string().contains("could not acquire lock"))
-                }) && std::time::Instant::now() < deadline =>
-            {
+            Err(StoreError::InUse(_)) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
