@@ -94,6 +94,9 @@ pub fn looks_like_key(s: &str) -> bool {
 /// The admin token, held as a hash and compared in constant time.
 pub struct AdminToken(KeyHash);
 
+/// An admin token from the environment shorter than this is warned about.
+const MIN_STRONG_TOKEN: usize = 24;
+
 impl AdminToken {
     pub fn new(token: &str) -> AdminToken {
         AdminToken(KeyHash::of(token))
@@ -112,10 +115,26 @@ impl AdminToken {
         from_env: Option<&str>,
         data_dir: &Path,
     ) -> std::io::Result<(AdminToken, Option<PathBuf>)> {
+        let path = data_dir.join("admin-token");
         if let Some(t) = from_env.filter(|t| !t.is_empty()) {
+            if t.chars().count() < MIN_STRONG_TOKEN {
+                tracing::warn!(
+                    length = t.chars().count(),
+                    "TOLLGATE_ADMIN_TOKEN is short: whoever guesses it administers every \
+                     tenant; use {MIN_STRONG_TOKEN} or more random characters"
+                );
+            }
+            if let Ok(Some(stored)) = read_private(&path) {
+                if stored.trim() != t && !stored.trim().is_empty() {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "TOLLGATE_ADMIN_TOKEN is set: it replaces the token stored in the \
+                         file, which does not work while the variable is set"
+                    );
+                }
+            }
             return Ok((AdminToken::new(t), None));
         }
-        let path = data_dir.join("admin-token");
         if let Some(existing) = read_private(&path)? {
             let t = existing.trim();
             if !t.is_empty() {

@@ -175,6 +175,10 @@ fn sigint_answers_the_requests_in_flight_then_stops() {
     assert!(status.success(), "a graceful stop exits 0: {status:?}");
     let logs = p.logs.lock().unwrap().clone();
     assert!(logs.contains("SIGINT"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no colour codes into a pipe: {logs}"
+    );
 
     let p = start(dir.path(), &[], Some(ADMIN));
     let key = c
@@ -188,6 +192,27 @@ fn sigint_answers_the_requests_in_flight_then_stops() {
         .unwrap()
         .to_string();
     assert_eq!(usage(&c, &p, &key), (1, 15), "the chat's record persisted");
+}
+
+/// An admin token from the environment that is short, or that takes over
+/// from the one stored in the data directory, is warned about (it was
+/// silent).
+#[test]
+fn a_weak_or_replacing_admin_token_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), &[], None);
+    assert!(dir.path().join("admin-token").exists());
+    drop(first);
+    let p = start(dir.path(), &[], Some("short"));
+    std::thread::sleep(Duration::from_millis(100));
+    let logs = p.logs.lock().unwrap().clone();
+    assert!(logs.contains("TOLLGATE_ADMIN_TOKEN is short"), "{logs}");
+    assert!(logs.contains("replaces the token stored"), "{logs}");
+    drop(p);
+    let p = start(dir.path(), &[], Some(ADMIN));
+    std::thread::sleep(Duration::from_millis(100));
+    let logs = p.logs.lock().unwrap().clone();
+    assert!(!logs.contains("is short"), "{ADMIN} is long enough: {logs}");
 }
 
 /// A second instance on a data directory in use says so, in words (it
