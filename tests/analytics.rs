@@ -358,9 +358,12 @@ fn every_figure_matches_an_independent_computation() {
         "projected cost",
     );
     assert_eq!(f["quotaExhaustedAt"], Value::Null);
-    // Professional is far more than this needs: the cheapest fitting plan is suggested.
+    // Professional is far more than this needs, but 2.5 days are too
+    // little history to advise a cheaper plan (a week is needed; the unit
+    // tests of analytics::forecast cover the advice itself).
     assert_eq!(
-        rep["recommendation"]["planId"], "starter",
+        rep["recommendation"],
+        Value::Null,
         "{}",
         rep["recommendation"]
     );

@@ -17,6 +17,8 @@ pub struct SoFar {
 pub struct Forecast {
     /// Milliseconds since the epoch, as are the times below.
     pub period_end_ms: i64,
+    /// How much of the period the projection has seen (ms).
+    pub elapsed_ms: i64,
     pub daily_calls: f64,
     pub daily_tokens: f64,
     pub daily_cost_usd: f64,
@@ -60,6 +62,7 @@ pub fn forecast(plan: &Plan, period: Period, now_ms: i64, so_far: SoFar) -> Fore
     let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
     Forecast {
         period_end_ms: end_ms,
+        elapsed_ms: (now_ms - start_ms).max(0),
         daily_calls: round(per_ms(so_far.calls as f64) * DAY_MS, 2),
         daily_tokens: round(per_ms(so_far.tokens as f64) * DAY_MS, 2),
         daily_cost_usd: round(per_ms(so_far.cost_usd) * DAY_MS, 6),
@@ -95,24 +98,57 @@ fn fits(p: &Plan, calls: u64, tokens: u64) -> bool {
     p.monthly_calls.is_none_or(|l| l >= calls) && p.monthly_tokens.is_none_or(|l| l >= tokens)
 }
 
+/// History a projection needs before it suggests a bigger plan (a day),
+/// and a cheaper one (a week: one whole weekly rhythm).
+const UPGRADE_AFTER_MS: i64 = 86_400_000;
+const DOWNGRADE_AFTER_MS: i64 = 7 * 86_400_000;
+
+/// Whether `cheaper` serves a tenant on `current` as well for its use: the
+/// projection fits with a quarter to spare, and its burst limit is no
+/// tighter (the projection cannot tell a tenant's peaks).
+fn serves_as_well(cheaper: &Plan, current: &Plan, calls: u64, tokens: u64) -> bool {
+    let spare = |n: u64| n.saturating_add(n / 4);
+    let burst_ok = match (cheaper.rate_limit, current.rate_limit) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => {
+            a.burst >= b.burst
+                && (a.requests as u128) * (b.per_seconds as u128)
+                    >= (b.requests as u128) * (a.per_seconds as u128)
+        }
+    };
+    burst_ok && fits(cheaper, spare(calls), spare(tokens))
+}
+
 /// The cheapest plan that fits the projection, when it is not the current
-/// one. A period without usage yet projects nothing, so it suggests nothing.
+/// one: a bigger plan once a day of the period has been seen, a cheaper
+/// one only after a week and only if it serves the tenant as well
+/// ([`serves_as_well`]). A period without usage yet suggests nothing.
 pub fn recommend(current: &Plan, plans: &[Plan], f: &Forecast) -> Option<Recommendation> {
     let (calls, tokens) = (f.projected_calls, f.projected_tokens);
     if calls == 0 && tokens == 0 {
         return None;
     }
-    let best = plans
-        .iter()
-        .filter(|p| fits(p, calls, tokens))
-        .min_by(|a, b| {
+    let cheapest = |ok: &dyn Fn(&Plan) -> bool| {
+        plans.iter().filter(|p| ok(p)).min_by(|a, b| {
             a.price_usd_monthly
                 .total_cmp(&b.price_usd_monthly)
                 .then(a.id.cmp(&b.id))
-        })?;
-    if best.id == current.id
-        || (fits(current, calls, tokens) && best.price_usd_monthly >= current.price_usd_monthly)
-    {
+        })
+    };
+    let best = if fits(current, calls, tokens) {
+        if f.elapsed_ms < DOWNGRADE_AFTER_MS {
+            return None;
+        }
+        cheapest(&|p| serves_as_well(p, current, calls, tokens))
+            .filter(|p| p.price_usd_monthly < current.price_usd_monthly)?
+    } else {
+        if f.elapsed_ms < UPGRADE_AFTER_MS {
+            return None;
+        }
+        cheapest(&|p| fits(p, calls, tokens))?
+    };
+    if best.id == current.id {
         return None;
     }
     let reason = if fits(current, calls, tokens) {
@@ -206,6 +242,49 @@ mod tests {
             None,
             "starter already fits"
         );
+    }
+
+    /// A projection from a few hours suggests nothing (it moved the demo's
+    /// Enterprise tenant to Professional eight hours into a month), and a
+    /// cheaper plan that fits only barely, or bursts less, is no advice.
+    #[test]
+    fn no_advice_from_little_history_or_to_a_worse_plan() {
+        let hours = |h: u32| Utc.with_ymd_and_hms(2026, 11, 1, h, 0, 0).unwrap();
+        let p = Period::containing(hours(8));
+        let limited = |id: &str, calls, price, burst| Plan {
+            rate_limit: Some(crate::model::RateLimit {
+                requests: burst,
+                per_seconds: 1,
+                burst,
+            }),
+            ..plan(id, calls, price)
+        };
+        let ent = limited("ent", None, 499.0, 100);
+        let pro = limited("pro", Some(1_000_000), 99.0, 100);
+        let plans = vec![ent.clone(), pro.clone()];
+        let so_far = SoFar {
+            calls: 100,
+            tokens: 0,
+            cost_usd: 0.0,
+        };
+        let early = forecast(&ent, p, hours(8).timestamp_millis(), so_far);
+        assert_eq!(recommend(&ent, &plans, &early), None, "8 hours in");
+        let later = Utc.with_ymd_and_hms(2026, 11, 9, 0, 0, 0).unwrap();
+        let f = forecast(&ent, p, later.timestamp_millis(), so_far);
+        assert_eq!(recommend(&ent, &plans, &f).unwrap().plan_id, "pro");
+        // A cheaper plan with a tighter burst limit is not as good.
+        let tight = limited("tight", Some(1_000_000), 9.0, 10);
+        let plans = vec![ent.clone(), tight];
+        assert_eq!(recommend(&ent, &plans, &f), None, "bursts less");
+        // Fitting with less than a quarter to spare is not enough.
+        let busy = SoFar {
+            calls: 250_000,
+            ..so_far
+        };
+        let f = forecast(&ent, p, later.timestamp_millis(), busy);
+        assert!(f.projected_calls > 800_000, "{}", f.projected_calls);
+        let plans = vec![ent.clone(), pro];
+        assert_eq!(recommend(&ent, &plans, &f), None, "too close to the limit");
     }
 
     #[test]
