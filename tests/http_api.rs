@@ -745,3 +745,66 @@ fn the_root_and_dashboard_lead_to_the_page() {
     assert_eq!(r.status(), 200);
     assert!(r.text().unwrap().contains("<html"));
 }
+
+/// Money is a plain decimal everywhere it is written: the CSV wrote
+/// `0.0032949999999999998` and the JSON `3.45e-6`.
+#[test]
+fn amounts_are_plain_decimals_in_csv_and_json() {
+    let s = TestServer::start();
+    s.plan("open", None, None, None);
+    let key = s.tenant_with_key("spender", "open");
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        // gpt-4.1-mini: $0.40 per million prompt tokens.
+        Some(json!([
+            {"endpoint": "/a", "model": "gpt-4.1-mini", "promptTokens": 1},
+            {"endpoint": "/b", "model": "gpt-4.1-mini", "promptTokens": 3}
+        ])),
+    );
+    assert_eq!(r.status(), 202);
+    wait_until(|| {
+        s.tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson",
+            None,
+        )
+        .text()
+        .unwrap()
+        .lines()
+        .count()
+            == 2
+    });
+    let csv = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=csv",
+            None,
+        )
+        .text()
+        .unwrap();
+    assert!(csv.contains(",0.0000004,"), "{csv}");
+    assert!(csv.contains(",0.0000012,"), "{csv}");
+    assert!(!csv.contains("e-"), "{csv}");
+    let ndjson = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson",
+            None,
+        )
+        .text()
+        .unwrap();
+    assert!(ndjson.contains("\"costUsd\":0.0000004,"), "{ndjson}");
+    assert!(ndjson.contains("\"costUsd\":0.0000012,"), "{ndjson}");
+    let report = s
+        .tenant(&key, "GET", "/api/billing/api-usage?bucket=day", None)
+        .text()
+        .unwrap();
+    assert!(!report.contains("e-"), "an exponent in {report}");
+    let v: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["summary"]["estimatedCostUsd"], json!(0.000002));
+}

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::analytics::{parse_time, query};
 use super::error::ApiError;
 use super::extract::TenantAuth;
+use super::money::Money;
 use super::AppState;
 use crate::clock::{fmt_ms, ms_to_utc};
 use crate::model::UsageRecord;
@@ -52,8 +53,26 @@ fn csv_field(out: &mut String, v: &str) {
 }
 
 /// Costs to 1e-10 USD, so a CSV shows `0.0002528`, not float noise.
-fn round_cost(c: f64) -> f64 {
-    (c * 1e10).round() / 1e10
+/// One record of the NDJSON export.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordLine<'a> {
+    timestamp: String,
+    tenant_id: &'a str,
+    endpoint: &'a str,
+    method: &'a str,
+    status_code: u16,
+    response_time: f64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    tokens_used: u64,
+    model: &'a str,
+    user_id: &'a str,
+    bot_id: &'a str,
+    metadata: serde_json::Value,
+    calls: u64,
+    cost_usd: Money,
+    rejected: bool,
 }
 
 fn metadata_json(r: &UsageRecord) -> serde_json::Value {
@@ -92,7 +111,7 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 out,
                 "{},{},{},",
                 r.calls,
-                round_cost(r.cost_usd),
+                super::money::decimal(r.cost_usd),
                 r.rejected
             );
             let meta = if r.metadata.is_empty() {
@@ -104,26 +123,28 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
             out.push('\n');
         }
         Format::Ndjson => {
-            let v = serde_json::json!({
-                "timestamp": fmt_ms(ms_to_utc(r.ts_ms)),
-                "tenantId": tenant,
-                "endpoint": r.endpoint,
-                "method": r.method,
-                "statusCode": r.status,
-                "responseTime": r.response_ms,
-                "promptTokens": r.prompt_tokens,
-                "completionTokens": r.completion_tokens,
-                "tokensUsed": r.tokens,
-                "model": r.model,
-                "userId": r.user_id,
-                "botId": r.bot_id,
-                "metadata": metadata_json(r),
-                "calls": r.calls,
-                "costUsd": round_cost(r.cost_usd),
-                "rejected": r.rejected,
-            });
-            out.push_str(&v.to_string());
-            out.push('\n');
+            let line = RecordLine {
+                timestamp: fmt_ms(ms_to_utc(r.ts_ms)),
+                tenant_id: tenant,
+                endpoint: &r.endpoint,
+                method: &r.method,
+                status_code: r.status,
+                response_time: r.response_ms,
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                tokens_used: r.tokens,
+                model: &r.model,
+                user_id: &r.user_id,
+                bot_id: &r.bot_id,
+                metadata: metadata_json(r),
+                calls: r.calls,
+                cost_usd: Money(r.cost_usd),
+                rejected: r.rejected,
+            };
+            if let Ok(text) = serde_json::to_string(&line) {
+                out.push_str(&text);
+                out.push('\n');
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod headers;
 pub mod meter;
 pub mod metrics;
+pub mod money;
 pub mod openapi;
 pub mod proxy;
 pub mod report;

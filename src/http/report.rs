@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::money::Money;
 use crate::analytics::forecast::{Forecast, Recommendation};
 use crate::analytics::query::{self, Range, Usage};
 use crate::clock::{fmt_ms, ms_to_utc};
@@ -43,7 +44,7 @@ pub struct Summary {
     pub p50_response_time_ms: Option<f64>,
     pub p95_response_time_ms: Option<f64>,
     pub p99_response_time_ms: Option<f64>,
-    pub estimated_cost_usd: f64,
+    pub estimated_cost_usd: Money,
     pub requests_per_minute: f64,
 }
 
@@ -65,7 +66,7 @@ impl Summary {
             p50_response_time_ms: c.latency.percentile(50.0).map(|v| round(v, 2)),
             p95_response_time_ms: c.latency.percentile(95.0).map(|v| round(v, 2)),
             p99_response_time_ms: c.latency.percentile(99.0).map(|v| round(v, 2)),
-            estimated_cost_usd: round(t.cost_usd, 6),
+            estimated_cost_usd: Money(round(t.cost_usd, 6)),
             requests_per_minute: round(n as f64 / minutes, 3),
         }
     }
@@ -78,7 +79,7 @@ pub struct Point {
     pub requests: u64,
     pub errors: u64,
     pub tokens: u64,
-    pub cost_usd: f64,
+    pub cost_usd: Money,
     pub avg_response_time_ms: Option<f64>,
 }
 
@@ -107,7 +108,7 @@ pub struct ModelRow {
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    pub cost_usd: f64,
+    pub cost_usd: Money,
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
@@ -121,7 +122,7 @@ pub struct PartyRow {
     pub tenant_id: Option<String>,
     pub requests: u64,
     pub tokens: u64,
-    pub cost_usd: f64,
+    pub cost_usd: Money,
 }
 
 #[derive(Clone, Copy)]
@@ -139,7 +140,7 @@ fn party_rows(rows: &[(String, PartyAgg)], kind: Party) -> Vec<PartyRow> {
             tenant_id: matches!(kind, Party::Tenant).then(|| name.clone()),
             requests: p.requests,
             tokens: p.tokens,
-            cost_usd: round(p.cost_usd, 6),
+            cost_usd: Money(round(p.cost_usd, 6)),
         })
         .collect()
 }
@@ -190,7 +191,7 @@ impl From<&Usage> for Report {
                     requests: agg.as_ref().map_or(0, |c| c.requests),
                     errors: agg.as_ref().map_or(0, |c| c.errors),
                     tokens: agg.as_ref().map_or(0, |c| c.tokens),
-                    cost_usd: round(agg.as_ref().map_or(0.0, |c| c.cost_usd), 6),
+                    cost_usd: Money(round(agg.as_ref().map_or(0.0, |c| c.cost_usd), 6)),
                     avg_response_time_ms: agg
                         .as_ref()
                         .filter(|c| c.requests > 0)
@@ -227,7 +228,7 @@ impl From<&Usage> for Report {
                     requests: a.requests,
                     prompt_tokens: a.prompt_tokens,
                     completion_tokens: a.completion_tokens,
-                    cost_usd: round(a.cost_usd, 6),
+                    cost_usd: Money(round(a.cost_usd, 6)),
                 })
                 .collect(),
             top_users: party_rows(&u.top_users, Party::User),
@@ -268,10 +269,10 @@ pub struct ForecastView {
     pub period_end: String,
     pub daily_calls: f64,
     pub daily_tokens: f64,
-    pub daily_cost_usd: f64,
+    pub daily_cost_usd: Money,
     pub projected_calls: u64,
     pub projected_tokens: u64,
-    pub projected_cost_usd: f64,
+    pub projected_cost_usd: Money,
     /// When the call quota runs out at this rate (already, or before the
     /// period ends); null if it will not.
     pub quota_exhausted_at: Option<String>,
@@ -284,10 +285,10 @@ impl From<&Forecast> for ForecastView {
             period_end: time(f.period_end_ms),
             daily_calls: f.daily_calls,
             daily_tokens: f.daily_tokens,
-            daily_cost_usd: f.daily_cost_usd,
+            daily_cost_usd: Money(f.daily_cost_usd),
             projected_calls: f.projected_calls,
             projected_tokens: f.projected_tokens,
-            projected_cost_usd: f.projected_cost_usd,
+            projected_cost_usd: Money(f.projected_cost_usd),
             quota_exhausted_at: f.quota_exhausted_at_ms.map(time),
             token_quota_exhausted_at: f.token_quota_exhausted_at_ms.map(time),
         }
@@ -300,7 +301,7 @@ impl From<&Forecast> for ForecastView {
 pub struct RecommendationView {
     pub plan_id: String,
     pub plan_name: String,
-    pub price_usd_monthly: f64,
+    pub price_usd_monthly: Money,
     pub reason: String,
 }
 
@@ -309,7 +310,7 @@ impl From<Recommendation> for RecommendationView {
         RecommendationView {
             plan_id: r.plan_id,
             plan_name: r.plan_name,
-            price_usd_monthly: r.price_usd_monthly,
+            price_usd_monthly: Money(r.price_usd_monthly),
             reason: r.reason,
         }
     }

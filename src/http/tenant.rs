@@ -352,7 +352,7 @@ pub async fn chat(
                     completion_tokens: counts.completion,
                     total_tokens: counts.total,
                 },
-                cost_usd: cost,
+                cost_usd: super::money::Money(cost),
             }))
         }
         Err(e) => {

@@ -167,7 +167,7 @@ pub struct ChatResponse {
     pub reply: String,
     pub model: String,
     pub usage: ChatUsage,
-    pub cost_usd: f64,
+    pub cost_usd: super::money::Money,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
