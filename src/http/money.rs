@@ -36,8 +36,9 @@ pub struct Money(pub f64);
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // A raw JSON number for serde_json (the API's only format); any
-        // other serializer gets the float.
+        // A raw JSON number: serde_json is the API's only format (another
+        // serializer would see serde_json's raw-value marker). `decimal`
+        // always makes a valid number, so the float is only a fallback.
         match serde_json::value::RawValue::from_string(decimal(self.0)) {
             Ok(raw) => raw.serialize(s),
             Err(_) => s.serialize_f64(self.0),
