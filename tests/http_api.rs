@@ -777,27 +777,15 @@ fn amounts_are_plain_decimals_in_csv_and_json() {
         .count()
             == 2
     });
-    let csv = s
-        .tenant(
-            &key,
-            "GET",
-            "/api/billing/api-usage/export?format=csv",
-            None,
-        )
-        .text()
-        .unwrap();
+    let export = |format: &str| {
+        let path = format!("/api/billing/api-usage/export?format={format}");
+        s.tenant(&key, "GET", &path, None).text().unwrap()
+    };
+    let csv = export("csv");
     assert!(csv.contains(",0.0000004,"), "{csv}");
     assert!(csv.contains(",0.0000012,"), "{csv}");
     assert!(!csv.contains("e-"), "{csv}");
-    let ndjson = s
-        .tenant(
-            &key,
-            "GET",
-            "/api/billing/api-usage/export?format=ndjson",
-            None,
-        )
-        .text()
-        .unwrap();
+    let ndjson = export("ndjson");
     assert!(ndjson.contains("\"costUsd\":0.0000004,"), "{ndjson}");
     assert!(ndjson.contains("\"costUsd\":0.0000012,"), "{ndjson}");
     let report = s

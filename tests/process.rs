@@ -16,6 +16,16 @@ use serde_json::{json, Value};
 
 const ADMIN: &str = "process-test-admin-token";
 
+/// `tollgate serve` on `dir` run to its end (for starts that must fail).
+fn serve_once(dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap()
+}
+
 fn start(dir: &Path, args: &[&str], admin: Option<&str>) -> Proc {
     binary::start(dir, args, &[("TOLLGATE_FLUSH_INTERVAL_MS", "50")], admin)
 }
@@ -221,12 +231,7 @@ fn a_weak_or_replacing_admin_token_is_warned_about() {
 fn a_data_dir_in_use_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let _first = start(dir.path(), &[], Some(ADMIN));
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
-        .output()
-        .unwrap();
+    let out = serve_once(dir.path());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -393,12 +398,7 @@ fn a_data_dir_from_a_newer_format_is_refused_clearly() {
             .unwrap();
         db.flush().unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
-        .output()
-        .unwrap();
+    let out = serve_once(dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("newer Tollgate (store format 99)"), "{err}");
