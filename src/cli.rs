@@ -204,6 +204,12 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
             );
         }
     }
+    let where_token = match &tollgate.admin_token_path {
+        Some(path) => format!("in {}", path.display()),
+        None => "TOLLGATE_ADMIN_TOKEN".to_string(),
+    };
+    println!("Dashboard: http://{addr}/dashboard/api-usage (a tenant key goes in the page, or after #key=)");
+    println!("Operator view: http://{addr}/dashboard/api-usage#key=<the admin token> (the token: {where_token})");
     println!("Tollgate listening on http://{addr}");
     tollgate.serve(listener)
 }

@@ -145,9 +145,13 @@ fn record(rng: &mut StdRng, ts: DateTime<Utc>, prices: &PriceTable) -> UsageReco
     }
 }
 
+/// The name of the key the demo creates for each tenant.
+const DEMO_KEY: &str = "demo";
+
 /// Creates (or reuses) the demo tenants, writes their history when they are
 /// new, and makes a fresh key for each. `scale` multiplies the volume (tests
-/// use a small one).
+/// use a small one). A second run writes no history again and replaces
+/// each tenant's demo key.
 pub fn seed(
     registry: &Registry,
     prices: &PriceTable,
@@ -177,7 +181,14 @@ pub fn seed(
                 .ok_or_else(|| RegistryError::NotFound(tenant_id.clone()))?;
             written = write_history(registry, prices, &state, &plan.id, now, days, scale)?;
         }
-        let (_, key) = registry.create_key(&tenant_id, "demo", now)?;
+        // One working demo key per tenant: a second run's key replaces the
+        // first run's (only its hash is stored, so it cannot be shown again).
+        for old in registry.keys(&tenant_id)? {
+            if old.name == DEMO_KEY && old.revoked_at.is_none() {
+                registry.revoke_key(&tenant_id, &old.id, now)?;
+            }
+        }
+        let (_, key) = registry.create_key(&tenant_id, DEMO_KEY, now)?;
         out.push(DemoTenant {
             tenant_id,
             plan_id: plan.id,

@@ -380,6 +380,35 @@ fn demo_seeds_tenants_once_and_prints_fresh_keys() {
     assert_ne!(again[0], keys[0].1);
     let second: Vec<(u64, u64)> = again.iter().map(|k| usage(&c, &p, k)).collect();
     assert_eq!(second, first);
+    // One working key per demo tenant: the first run's no longer works.
+    let old = c
+        .get(p.url("/api/billing/usage"))
+        .bearer_auth(&keys[0].1)
+        .send()
+        .unwrap();
+    assert_eq!(old.status(), 401);
+    let listed: Value = c
+        .get(p.url("/api/admin/tenants/demo-free/keys"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let live = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["revokedAt"].is_null())
+        .count();
+    assert_eq!(live, 1, "{listed}");
+    // The start-up names the page and the operator view.
+    assert!(
+        p.stdout
+            .iter()
+            .any(|l| l.contains("/dashboard/api-usage#key=<the admin token>")),
+        "{:?}",
+        p.stdout
+    );
     assert!(
         p.stdout.iter().any(|l| l.contains("0 records written")),
         "{:?}",
