@@ -173,6 +173,9 @@ fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
         ("/dashboard/api-usage", "text/html"),
         ("/dashboard/assets/app.js", "text/javascript"),
         ("/dashboard/assets/style.css", "text/css"),
+        ("/docs", "text/html"),
+        ("/dashboard/assets/docs.js", "text/javascript"),
+        ("/dashboard/assets/docs.css", "text/css"),
     ] {
         let r = s.http.get(s.url(path)).send().unwrap();
         assert_eq!(r.status(), 200, "{path}");
@@ -195,4 +198,69 @@ fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
     ] {
         error_body(s.http.get(s.url(path)).send().unwrap(), 404, "not_found");
     }
+}
+
+/// `/docs` renders the OpenAPI document in the browser, offline: every
+/// operation, its parameters and responses, and the schemas, with links
+/// from a reference to its schema.
+#[test]
+fn the_api_reference_renders_every_operation_and_schema() {
+    let s = TestServer::start();
+    let doc: Value = s
+        .http
+        .get(s.url("/api/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    let schemas = doc["components"]["schemas"].as_object().unwrap().len();
+    let b = Browser::start();
+    b.goto(&s.url("/docs"));
+    b.wait(
+        "the reference",
+        "return document.querySelectorAll('[data-testid=operation]').length > 0;",
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('[data-testid=operation]').length;",
+            vec![]
+        ),
+        json!(operations)
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('[data-testid=schema]').length;",
+            vec![]
+        ),
+        json!(schemas)
+    );
+    let toc = b.text("toc").as_str().unwrap().to_string();
+    assert!(
+        toc.contains("enforcement") && toc.contains("Schemas"),
+        "{toc}"
+    );
+    // A reference links to its schema, which is on the page.
+    assert_eq!(
+        b.js(
+            "const a = [...document.querySelectorAll('a[href=\"#schema-Plan\"]')]; \
+             return a.length > 0 && !!document.getElementById('schema-Plan');",
+            vec![]
+        ),
+        json!(true)
+    );
+    let reference = b.text("reference").as_str().unwrap().to_string();
+    assert!(reference.contains("/api/v1/authorize"), "{reference}");
+    // Readable on a phone: nothing scrolls sideways.
+    b.resize(390, 844);
+    b.wait(
+        "the phone layout",
+        "return document.documentElement.scrollWidth <= window.innerWidth;",
+    );
+    assert!(b.console_errors().is_empty(), "{:?}", b.console_errors());
 }

@@ -9,6 +9,9 @@ use actix_web::{web, HttpResponse, Route};
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+const DOCS: &str = include_str!("assets/docs.html");
+const DOCS_JS: &str = include_str!("assets/docs.js");
+const DOCS_CSS: &str = include_str!("assets/docs.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -55,6 +58,22 @@ pub async fn dashboard_root() -> HttpResponse {
     to_page()
 }
 
+#[utoipa::path(
+    get, path = "/docs", tag = "dashboard",
+    responses((status = 200, description = "a browsable reference of /api/openapi.json (HTML)", content_type = "text/html"))
+)]
+pub async fn docs() -> HttpResponse {
+    asset("text/html; charset=utf-8", DOCS)
+}
+
+async fn docs_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", DOCS_JS)
+}
+
+async fn docs_css() -> HttpResponse {
+    asset("text/css; charset=utf-8", DOCS_CSS)
+}
+
 async fn app_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
@@ -73,5 +92,8 @@ pub fn pages() -> Vec<(&'static str, Route)> {
         ("/dashboard/api-usage", web::get().to(index)),
         ("/dashboard/assets/app.js", web::get().to(app_js)),
         ("/dashboard/assets/style.css", web::get().to(style_css)),
+        ("/docs", web::get().to(docs)),
+        ("/dashboard/assets/docs.js", web::get().to(docs_js)),
+        ("/dashboard/assets/docs.css", web::get().to(docs_css)),
     ]
 }

@@ -102,6 +102,7 @@ pub enum UsageBody {
         super::admin::revoke_key,
         crate::dashboard::index,
         crate::dashboard::root,
+        crate::dashboard::docs,
         crate::dashboard::dashboard_root,
     ),
     components(schemas(
