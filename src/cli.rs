@@ -210,6 +210,7 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     };
     println!("Dashboard: http://{addr}/dashboard/api-usage (a tenant key goes in the page, or after #key=)");
     println!("Operator view: http://{addr}/dashboard/api-usage#key=<the admin token> (the token: {where_token})");
+    println!("API reference: http://{addr}/docs");
     println!("Tollgate listening on http://{addr}");
     tollgate.serve(listener)
 }

@@ -1,7 +1,9 @@
 //! `/dashboard/api-usage`: the page tenants and operators look at, compiled
 //! into the binary (HTML, CSS, JS; charts are SVG drawn by the script, no
 //! library, nothing fetched from elsewhere). It reads the same JSON API as
-//! any client, with the key kept in the browser's localStorage.
+//! any client, with the key kept in the browser's localStorage. `/docs`
+//! renders `/api/openapi.json` the same way; `/` and `/dashboard` lead to
+//! the page.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, Route};
