@@ -189,30 +189,34 @@ pub fn usage(
         series.push((t, agg));
         t += step;
     }
-    let mut endpoints: Vec<(String, String, EndpointAgg)> = whole
+    // Ranked by reference; only the top ones are copied (a cell keeps up to
+    // 1,000 endpoints of 16 methods, each with a latency histogram).
+    let mut endpoints: Vec<(&String, &String, &EndpointAgg)> = whole
         .endpoints
         .iter()
         .flat_map(|(endpoint, methods)| {
-            methods
-                .iter()
-                .map(move |(method, e)| (endpoint.clone(), method.clone(), e.clone()))
+            methods.iter().map(move |(method, e)| (endpoint, method, e))
         })
         .collect();
     endpoints.sort_by(|a, b| {
         b.2.agg
             .requests
             .cmp(&a.2.agg.requests)
-            .then(a.0.cmp(&b.0))
-            .then(a.1.cmp(&b.1))
+            .then(a.0.cmp(b.0))
+            .then(a.1.cmp(b.1))
     });
-    endpoints.truncate(top);
-    let mut models: Vec<(String, Agg)> = whole
-        .models
-        .iter()
+    let endpoints: Vec<(String, String, EndpointAgg)> = endpoints
+        .into_iter()
+        .take(top)
+        .map(|(endpoint, method, e)| (endpoint.clone(), method.clone(), e.clone()))
+        .collect();
+    let mut models: Vec<(&String, &Agg)> = whole.models.iter().collect();
+    models.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(b.0)));
+    let models: Vec<(String, Agg)> = models
+        .into_iter()
+        .take(top)
         .map(|(m, a)| (m.clone(), a.clone()))
         .collect();
-    models.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(&b.0)));
-    models.truncate(top);
     Ok(Usage {
         range,
         bucket,

@@ -236,7 +236,7 @@ pub fn retry(store: &dyn Store, held: Held, stats: &Stats) -> Option<Held> {
     };
     match store.written(seq) {
         Ok(true) => {
-            let n: usize = held.blocks.iter().map(|b| b.records.len()).sum();
+            let n = records(&held.blocks);
             stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
             stats.store_result(None);
             tracing::info!(
@@ -264,7 +264,7 @@ pub fn retry(store: &dyn Store, held: Held, stats: &Stats) -> Option<Held> {
 /// cannot fix, returns `None` (the records are persisted, or counted as
 /// unpersisted); on a retryable error, the blocks back, to be tried again.
 pub fn write_blocks(store: &dyn Store, blocks: Vec<UsageBlock>, stats: &Stats) -> Option<Held> {
-    let n: usize = blocks.iter().map(|b| b.records.len()).sum();
+    let n = records(&blocks);
     if n == 0 {
         return None;
     }
@@ -305,9 +305,14 @@ pub fn write_blocks(store: &dyn Store, blocks: Vec<UsageBlock>, stats: &Stats) -
     }
 }
 
+/// How many records `blocks` hold.
+fn records(blocks: &[UsageBlock]) -> usize {
+    blocks.iter().map(|b| b.records.len()).sum()
+}
+
 /// Counts `blocks` as never persisted.
 fn give_up(blocks: &[UsageBlock], stats: &Stats) {
-    let n: usize = blocks.iter().map(|b| b.records.len()).sum();
+    let n = records(blocks);
     stats
         .unpersisted_store_error
         .fetch_add(n as u64, Ordering::Relaxed);

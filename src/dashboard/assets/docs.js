@@ -27,7 +27,6 @@
       const name = s.$ref.split("/").pop();
       return el("a", { href: "#" + anchor("schema", name) }, name);
     }
-    const parts = [];
     for (const key of ["oneOf", "anyOf", "allOf"]) {
       if (Array.isArray(s[key])) {
         const span = el("span");
@@ -43,8 +42,7 @@
     }
     if (s.format) t += " (" + s.format + ")";
     if (Array.isArray(s.enum)) t += ": " + s.enum.join(", ");
-    parts.push(t);
-    return parts.join("");
+    return t;
   }
 
   function table(head, rows) {

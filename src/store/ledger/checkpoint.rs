@@ -100,7 +100,6 @@ impl<A: Access> Ledger<A> {
             self.access.read(run)
         }?;
         w.seq = last;
-        w.generation = generation;
         self.built_for
             .store(generation, std::sync::atomic::Ordering::Release);
         w.needs_replay = false;

@@ -72,8 +72,6 @@ impl<E: Engine> Access for Direct<E> {
 struct Writer {
     /// The last write's number.
     seq: u64,
-    /// The [`Access::generation`] the book was built for.
-    generation: u64,
     /// A checkpoint failed: the next one replays the journal instead.
     needs_replay: bool,
 }
@@ -83,8 +81,9 @@ pub struct Ledger<A: Access> {
     writer: Mutex<Writer>,
     /// Records since the last checkpoint, not in the stored cells yet.
     book: Mutex<RollupBook>,
-    /// The writer's `generation`, readable without its lock (a read checks
-    /// it without waiting for a write's flush).
+    /// The [`Access::generation`] the book was built for: set by a replay
+    /// (under the writer's lock), read without it (a read checks it
+    /// without waiting for a write's flush).
     built_for: AtomicU64,
 }
 
@@ -96,7 +95,6 @@ impl<A: Access> Ledger<A> {
         let ledger = Ledger {
             writer: Mutex::new(Writer {
                 seq: 0,
-                generation: access.generation(),
                 needs_replay: false,
             }),
             built_for: AtomicU64::new(access.generation()),
@@ -111,10 +109,15 @@ impl<A: Access> Ledger<A> {
         &self.access
     }
 
+    /// Whether the engine was replaced since the book was built.
+    fn replaced(&self) -> bool {
+        self.built_for.load(Ordering::Acquire) != self.access.generation()
+    }
+
     /// The writer, with the book rebuilt first if the engine was replaced.
     fn writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
         let mut w = self.writer.lock();
-        if w.generation != self.access.generation() {
+        if self.replaced() {
             self.replay(&mut w, false)?;
         }
         Ok(w)
@@ -255,7 +258,7 @@ impl<A: Access> Store for Ledger<A> {
         if from >= to {
             return Ok(Vec::new());
         }
-        if self.built_for.load(Ordering::Acquire) != self.access.generation() {
+        if self.replaced() {
             drop(self.writer()?);
         }
         // The book is locked first: a checkpoint (which holds it) is then

@@ -7,23 +7,13 @@
 //! status a flag. Usage records keep format 2's layout ([`RecordRow`]
 //! mirrors [`UsageRecord`] field for field, with no copy on the write path).
 
-use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::ms_to_utc;
 use crate::model::{ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus};
 use crate::quota::period::Period;
 use crate::rollup::Cell;
 use crate::store::{AlertMark, PeriodTotals, StoredCell};
-
-pub fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-pub fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
-}
 
 /// A limit: `count` per `per_seconds`, up to `burst` at once.
 #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -128,7 +118,7 @@ impl From<&Tenant> for TenantRow {
             name: t.name.clone(),
             plan_id: t.plan_id.clone(),
             suspended: t.status == TenantStatus::Suspended,
-            created_ms: ms(t.created_at),
+            created_ms: t.created_at.timestamp_millis(),
         }
     }
 }
@@ -144,7 +134,7 @@ impl From<TenantRow> for Tenant {
             } else {
                 TenantStatus::Active
             },
-            created_at: time(t.created_ms),
+            created_at: ms_to_utc(t.created_ms),
         }
     }
 }
@@ -168,8 +158,8 @@ impl From<&StoredKey> for KeyRow {
             tenant_id: k.key.tenant_id.clone(),
             name: k.key.name.clone(),
             prefix: k.key.prefix.clone(),
-            created_ms: ms(k.key.created_at),
-            revoked_ms: k.key.revoked_at.map(ms),
+            created_ms: k.key.created_at.timestamp_millis(),
+            revoked_ms: k.key.revoked_at.map(|t| t.timestamp_millis()),
             hash: k.hash,
         }
     }
@@ -183,8 +173,8 @@ impl From<KeyRow> for StoredKey {
                 tenant_id: k.tenant_id,
                 name: k.name,
                 prefix: k.prefix,
-                created_at: time(k.created_ms),
-                revoked_at: k.revoked_ms.map(time),
+                created_at: ms_to_utc(k.created_ms),
+                revoked_at: k.revoked_ms.map(ms_to_utc),
             },
             hash: k.hash,
         }
@@ -314,6 +304,7 @@ mod tests {
     use super::super::codec::{decode, encode};
     use super::*;
     use crate::model::UsageRecord;
+    use chrono::{TimeZone, Utc};
 
     #[test]
     fn domain_values_round_trip_through_their_rows() {
@@ -355,8 +346,8 @@ mod tests {
                 tenant_id: "acme".into(),
                 name: "n".into(),
                 prefix: "tg_abcde".into(),
-                created_at: time(1_700_000_000_123),
-                revoked_at: Some(time(1_700_000_000_999)),
+                created_at: ms_to_utc(1_700_000_000_123),
+                revoked_at: Some(ms_to_utc(1_700_000_000_999)),
             },
             hash: [9; 32],
         };

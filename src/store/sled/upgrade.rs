@@ -10,7 +10,7 @@ use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
-use super::rows::{ms, KeyRow, PlanRow, RateRow, TenantRow};
+use super::rows::{KeyRow, PlanRow, RateRow, TenantRow};
 use crate::store::StoreError;
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
@@ -66,7 +66,7 @@ fn rewrite<Old: serde::de::DeserializeOwned, New: Serialize>(
 /// A time as formats 1 and 2 stored it.
 fn parse_time(s: &str) -> Result<i64, StoreError> {
     DateTime::parse_from_rfc3339(s)
-        .map(|t| ms(t.with_timezone(&chrono::Utc)))
+        .map(|t| t.timestamp_millis())
         .map_err(|e| StoreError::Unavailable(format!("a stored time {s:?} does not parse: {e}")))
 }
 
