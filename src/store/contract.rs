@@ -1,6 +1,7 @@
 //! The contract every [`Store`] engine keeps, written once and run against
-//! each engine (`contract_suite!` below: sled and the in-memory reference;
-//! an engine added later adds one line). A bug found in one engine becomes
+//! each engine (`contract_suite!` below: sled, PostgreSQL (on a throw-away
+//! cluster) and the in-memory reference; an engine added later adds one
+//! line). A bug found in one engine becomes
 //! a case here for all of them.
 
 use std::sync::Arc;
@@ -474,7 +475,27 @@ fn memory() -> Engine {
     }
 }
 
+fn postgres() -> Engine {
+    let url = super::postgres::harness::fresh_database();
+    let open = move || -> Arc<dyn Store> {
+        Arc::new(
+            super::postgres::open(&super::postgres::tests::options(&url, "one"))
+                .unwrap()
+                .0,
+        )
+    };
+    Engine {
+        store: open(),
+        reopen: Box::new(move |old| {
+            drop(old);
+            open()
+        }),
+        _dir: None,
+    }
+}
+
 contract_suite! {
     sled_engine => sled();
     memory_engine => memory();
+    postgres_engine => postgres();
 }

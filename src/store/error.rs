@@ -30,6 +30,11 @@ pub enum StoreError {
          this binary reads format {supported} - upgrade Tollgate or use another --data-dir"
     )]
     NewerFormat { found: u32, supported: u32 },
+    #[error(
+        "the database was migrated by a newer Tollgate (schema {found}); this binary knows \
+         schema {supported} - upgrade Tollgate or point [store] postgres_url at another database"
+    )]
+    NewerSchema { found: u32, supported: u32 },
     #[error("store is unavailable: {0}")]
     Unavailable(String),
     /// The data is held by another process (a second instance on one
@@ -66,7 +71,9 @@ impl StoreError {
     /// reopened, a stalled flush); a value that does not encode never will.
     pub fn retryable(&self) -> bool {
         match self {
-            StoreError::Codec(_) | StoreError::NewerFormat { .. } => false,
+            StoreError::Codec(_)
+            | StoreError::NewerFormat { .. }
+            | StoreError::NewerSchema { .. } => false,
             StoreError::NotDurable { cause, .. } => cause.retryable(),
             _ => true,
         }

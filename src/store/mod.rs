@@ -14,11 +14,14 @@
 //! Architecture Invariant: nothing on the request path calls a [`Store`]; only
 //! start-up, admin writes (cold) and the flusher thread do.
 
+pub(crate) mod codec;
 #[cfg(test)]
 mod contract;
 mod error;
 pub mod ledger;
 pub mod memory;
+pub mod postgres;
+pub mod shared;
 pub mod sled;
 mod values;
 
@@ -109,6 +112,13 @@ pub trait UsageLog: UsageReads {
 /// An engine's stored rollup cells and the watermark: the last usage write
 /// they all include.
 pub trait RollupCells: Send + Sync {
+    /// Whether [`UsageLog::append`] writes the rollup cells of its records
+    /// itself, in the same transaction (a shared engine: every instance
+    /// then reads everyone's cells), so the ledger keeps no book.
+    fn rolls_up_on_append(&self) -> bool {
+        false
+    }
+
     fn cell(&self, key: &CellKey) -> Result<Option<StoredCell>, StoreError>;
 
     /// `owner`'s cells in `span`, in bucket order.

@@ -9,7 +9,7 @@
 //! in-memory engine), or through a wrapper that refuses writes short of a
 //! full disk and replaces a failed engine (sled's `Reopening`).
 
-mod book;
+pub(crate) mod book;
 mod checkpoint;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +85,9 @@ pub struct Ledger<A: Access> {
     /// (under the writer's lock), read without it (a read checks it
     /// without waiting for a write's flush).
     built_for: AtomicU64,
+    /// The engine writes each write's cells with it
+    /// ([`RollupCells::rolls_up_on_append`]): the book stays empty.
+    rolls_up: bool,
 }
 
 impl<A: Access> Ledger<A> {
@@ -92,7 +95,9 @@ impl<A: Access> Ledger<A> {
     /// the last write from the journal (after a crash, or another ledger's
     /// last checkpoint).
     pub fn new(access: A) -> Result<Ledger<A>, StoreError> {
+        let rolls_up = access.read(|e| Ok(e.rolls_up_on_append()))?;
         let ledger = Ledger {
+            rolls_up,
             writer: Mutex::new(Writer {
                 seq: 0,
                 needs_replay: false,
@@ -227,11 +232,12 @@ impl<A: Access> Store for Ledger<A> {
         w.seq = seq;
         // The records are written now, durable or not: the rollups must
         // count them either way, or they would disagree with the totals.
-        let mut book = self.book.lock();
-        for block in &blocks {
-            book.add(&block.tenant, &block.records);
+        if !self.rolls_up {
+            let mut book = self.book.lock();
+            for block in &blocks {
+                book.add(&block.tenant, &block.records);
+            }
         }
-        drop(book);
         self.access
             .read(|e| e.durable())
             .map_err(|cause| StoreError::NotDurable {

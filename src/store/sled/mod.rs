@@ -3,7 +3,7 @@
 //! - `engine.rs`: [`SledEngine`], every storage concern on one open sled
 //!   0.34 database, with its layout (`keys.rs`) and rows (`rows.rs`);
 //! - `upgrade.rs`: the format version and the upgrade of older data;
-//! - `codec.rs`: the one bincode encoder the rows go through;
+//! - the rows go through the one bincode codec (`store/codec.rs`);
 //! - `reopen.rs`: [`Reopening`], the [`Access`](crate::store::Access) that
 //!   refuses writes short of a full disk and reopens a failed database;
 //! - `deadline.rs`: every sled flush on one worker thread, with a deadline.
@@ -11,7 +11,7 @@
 //! [`SledStore`] is the [`Store`](crate::store::Store) Tollgate runs on:
 //! the engine-neutral ledger over [`Reopening`].
 
-mod codec;
+use super::codec;
 mod deadline;
 mod engine;
 mod keys;

@@ -1,0 +1,154 @@
+//! Usage records in PostgreSQL: the binary `COPY` a batch is written with,
+//! the day partitions it needs, reading them back and dropping old days.
+//!
+//! The `COPY` stream is encoded here, on the flusher's thread, straight
+//! from the records (PostgreSQL's binary format: a header, then per row its
+//! field count and each field's length and big-endian bytes): no value is
+//! boxed per field on its way to the socket.
+
+use chrono::{Datelike, TimeZone, Utc};
+use tokio_postgres::Row;
+
+use crate::model::UsageRecord;
+use crate::store::UsageBlock;
+
+pub const MS_PER_DAY: i64 = 86_400_000;
+
+/// The columns the `COPY` writes, in its order (`id` takes its default).
+pub const COPY_RECORDS: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
+     status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
+     metadata, calls, cost_usd, rejected) FROM STDIN (FORMAT binary)";
+
+/// The columns a read takes, in [`record`]'s order.
+pub const RECORD_COLUMNS: &str = "day, id, ts, endpoint, method, status, response_ms, \
+     prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, metadata, calls, \
+     cost_usd, rejected";
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+pub fn day_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(MS_PER_DAY)
+}
+
+/// The partition holding day `day`: `usage_records_20261201`.
+pub fn partition(day: i64) -> String {
+    match Utc.timestamp_millis_opt(day * MS_PER_DAY).single() {
+        Some(t) if (1..=9999).contains(&t.year()) => {
+            format!("usage_records_{}", t.format("%Y%m%d"))
+        }
+        _ if day < 0 => format!("usage_records_m{}", -day),
+        _ => format!("usage_records_n{day}"),
+    }
+}
+
+/// The `CREATE TABLE` of day `day`'s partition.
+pub fn create_partition(day: i64) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_records FOR VALUES FROM ({day}) TO ({})",
+        partition(day),
+        day + 1
+    )
+}
+
+/// The blocks' records as one binary `COPY` stream.
+pub fn encode_copy(blocks: &[&UsageBlock]) -> Vec<u8> {
+    let records: usize = blocks.iter().map(|b| b.records.len()).sum();
+    let mut out = Vec::with_capacity(19 + records * 200);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    for block in blocks {
+        for r in &block.records {
+            row(&mut out, &block.tenant, r);
+        }
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
+}
+
+fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn int8(out: &mut Vec<u8>, v: u64) {
+    field(out, &(v.min(i64::MAX as u64) as i64).to_be_bytes());
+}
+
+fn float8(out: &mut Vec<u8>, v: f64) {
+    field(out, &v.to_be_bytes());
+}
+
+fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
+    out.extend_from_slice(&17i16.to_be_bytes());
+    field(out, &(day_of(r.ts_ms) as i32).to_be_bytes());
+    field(out, tenant.as_bytes());
+    let us = r.ts_ms.saturating_mul(1000).saturating_sub(PG_EPOCH_US);
+    field(out, &us.to_be_bytes());
+    field(out, r.endpoint.as_bytes());
+    field(out, r.method.as_bytes());
+    field(out, &(r.status.min(i16::MAX as u16) as i16).to_be_bytes());
+    float8(out, r.response_ms);
+    int8(out, r.prompt_tokens);
+    int8(out, r.completion_tokens);
+    int8(out, r.tokens);
+    field(out, r.model.as_bytes());
+    field(out, r.user_id.as_bytes());
+    field(out, r.bot_id.as_bytes());
+    // jsonb: a version byte, then the text. An object, so that a BI tool
+    // reads `metadata->>'plan'`; the keys are unique (they come from one).
+    let mut json = vec![1u8, b'{'];
+    for (i, (k, v)) in r.metadata.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut json, k);
+        json.push(b':');
+        let _ = serde_json::to_writer(&mut json, v);
+    }
+    json.push(b'}');
+    field(out, &json);
+    int8(out, r.calls);
+    float8(out, r.cost_usd);
+    field(out, &[r.rejected as u8]);
+}
+
+/// A record read back with [`RECORD_COLUMNS`]; its `(day, id)` is where
+/// the next page starts.
+pub fn record(row: &Row) -> ((i32, i64), UsageRecord) {
+    let ts: chrono::DateTime<Utc> = row.get(2);
+    let n = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+    let metadata: serde_json::Value = row.get(13);
+    let mut metadata: Vec<(String, String)> = match metadata {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    // As written: ingestion takes metadata from a JSON object, by key.
+    metadata.sort_by(|a, b| a.0.cmp(&b.0));
+    let record = UsageRecord {
+        ts_ms: ts.timestamp_millis(),
+        endpoint: row.get(3),
+        method: row.get(4),
+        status: row.get::<_, i16>(5).max(0) as u16,
+        response_ms: row.get(6),
+        prompt_tokens: n(7),
+        completion_tokens: n(8),
+        tokens: n(9),
+        model: row.get(10),
+        user_id: row.get(11),
+        bot_id: row.get(12),
+        metadata,
+        calls: n(14),
+        cost_usd: row.get(15),
+        rejected: row.get(16),
+    };
+    ((row.get(0), row.get(1)), record)
+}

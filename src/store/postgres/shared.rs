@@ -1,0 +1,196 @@
+//! [`Shared`] on PostgreSQL: catalog writes from `catalog_changes` (each
+//! row joined to the entry as it stands), notices by `LISTEN
+//! tollgate_catalog` on a connection of its own, and the `instances`
+//! heartbeat.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::engine::{
+    key_of, plan_of, tenant_of, PgEngine, KEY_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS,
+};
+use crate::store::shared::{Changed, Shared};
+use crate::store::StoreError;
+
+/// The listening connection, opened on the first wait and again after it
+/// is lost.
+pub struct Listener {
+    notices: SyncSender<()>,
+    inbox: Mutex<Receiver<()>>,
+    open: Mutex<Option<Listening>>,
+}
+
+struct Listening {
+    /// Kept: dropping the client closes the connection.
+    _client: tokio_postgres::Client,
+    alive: Arc<AtomicBool>,
+}
+
+impl Default for Listener {
+    fn default() -> Listener {
+        let (notices, inbox) = sync_channel(1);
+        Listener {
+            notices,
+            inbox: Mutex::new(inbox),
+            open: Mutex::new(None),
+        }
+    }
+}
+
+fn prefixed(columns: &str, table: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl PgEngine {
+    /// Opens the listening connection unless it is open.
+    fn listen(&self) -> Result<(), StoreError> {
+        let mut open = self.listener.open.lock();
+        if open
+            .as_ref()
+            .is_some_and(|l| l.alive.load(Ordering::Acquire))
+        {
+            return Ok(());
+        }
+        *open = None;
+        let config = self.pg.config().clone();
+        let notices = self.listener.notices.clone();
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = alive.clone();
+        let client = self.pg.block(async move {
+            let (client, mut connection) = config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(message)) = messages.next().await {
+                    if let AsyncMessage::Notification(_) = message {
+                        let _ = notices.try_send(());
+                    }
+                }
+                flag.store(false, Ordering::Release);
+            });
+            client.batch_execute("LISTEN tollgate_catalog").await?;
+            Ok(client)
+        })?;
+        *open = Some(Listening {
+            _client: client,
+            alive,
+        });
+        Ok(())
+    }
+}
+
+impl Shared for PgEngine {
+    fn catalog_version(&self) -> Result<u64, StoreError> {
+        let rows = self.pg.run(|c| async move {
+            Ok(
+                c.query("SELECT coalesce(max(version), 0) FROM catalog_changes", &[])
+                    .await?,
+            )
+        })?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    fn catalog_changes(&self, after: u64, limit: usize) -> Result<(u64, Vec<Changed>), StoreError> {
+        let sql = format!(
+            "SELECT c.version, c.kind, c.id, c.origin, (p.id IS NOT NULL), {}, \
+             (t.id IS NOT NULL), {}, (k.id IS NOT NULL), {} FROM catalog_changes c \
+             LEFT JOIN plans p ON c.kind = 'plan' AND p.id = c.id \
+             LEFT JOIN tenants t ON c.kind = 'tenant' AND t.id = c.id \
+             LEFT JOIN api_keys k ON c.kind = 'key' AND k.id = c.id \
+             WHERE c.version > $1 ORDER BY c.version LIMIT $2",
+            prefixed(PLAN_COLUMNS, "p"),
+            prefixed(TENANT_COLUMNS, "t"),
+            prefixed(KEY_COLUMNS, "k"),
+        );
+        let (after, limit) = (after.min(i64::MAX as u64) as i64, limit as i64);
+        let rows = self
+            .pg
+            .run(move |c| async move { Ok(c.query(&sql, &[&after, &limit]).await?) })?;
+        let (plan, tenant, key) = (4, 4 + 12, 4 + 12 + 6);
+        let mut version = after.max(0) as u64;
+        let mut changes = Vec::new();
+        for r in &rows {
+            version = r.get::<_, i64>(0).max(0) as u64;
+            let (kind, id, origin): (&str, String, &str) = (r.get(1), r.get(2), r.get(3));
+            if origin == self.instance {
+                continue;
+            }
+            changes.push(match kind {
+                "plan" => Changed::Plan(id, r.get::<_, bool>(plan).then(|| plan_of(r, plan + 1))),
+                "tenant" => Changed::Tenant(
+                    id,
+                    r.get::<_, bool>(tenant).then(|| tenant_of(r, tenant + 1)),
+                ),
+                "key" => Changed::Key(
+                    id,
+                    if r.get::<_, bool>(key) {
+                        Some(key_of(r, key + 1)?)
+                    } else {
+                        None
+                    },
+                ),
+                other => {
+                    tracing::warn!(kind = other, "unknown catalog change; ignored");
+                    continue;
+                }
+            });
+        }
+        Ok((version, changes))
+    }
+
+    fn wait_for_changes(&self, timeout: Duration) -> bool {
+        if let Err(e) = self.listen() {
+            tracing::debug!(error = %e, "cannot listen for catalog changes; polling");
+            std::thread::sleep(timeout);
+            return false;
+        }
+        let inbox = self.listener.inbox.lock();
+        inbox.recv_timeout(timeout).is_ok()
+    }
+
+    fn heartbeat(&self, live: Duration) -> Result<usize, StoreError> {
+        let instance = self.instance.clone();
+        let live_s = live.as_secs_f64();
+        let rows = self.pg.run(move |c| async move {
+            c.execute(
+                "INSERT INTO instances (id, started_at, seen_at) VALUES ($1, now(), now()) \
+                 ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+                &[&instance],
+            )
+            .await?;
+            c.execute(
+                "DELETE FROM instances WHERE seen_at < now() - interval '1 day'",
+                &[],
+            )
+            .await?;
+            Ok(c.query(
+                "SELECT count(*) FROM instances \
+                 WHERE seen_at > now() - make_interval(secs => $1)",
+                &[&live_s],
+            )
+            .await?)
+        })?;
+        Ok(rows
+            .first()
+            .map_or(1, |r| r.get::<_, i64>(0).max(1) as usize))
+    }
+
+    fn leave(&self) -> Result<(), StoreError> {
+        let instance = self.instance.clone();
+        self.pg.run(move |c| async move {
+            c.execute("DELETE FROM instances WHERE id = $1", &[&instance])
+                .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! What only a shared engine promises, on a throw-away cluster
+//! (`harness`): a write sent twice counts once, instances number their
+//! writes apart and read each other's, catalog writes reach the others,
+//! records keep every field, retention drops partitions, and a newer
+//! schema is refused. The contract every engine keeps is `contract.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::harness::cluster;
+use super::{open, PgOptions};
+use crate::model::{Plan, StoredKey, Tenant, TenantStatus, UsageRecord};
+use crate::quota::period::Period;
+use crate::rollup::{Buckets, Grain, Owner};
+use crate::store::shared::{Changed, Shared};
+use crate::store::{Catalog, Store, StoreError, UsageBlock, UsageLog, UsageReads};
+
+pub fn options(url: &str, instance: &str) -> PgOptions {
+    PgOptions {
+        url: url.to_string(),
+        instance: instance.to_string(),
+        pool_size: 4,
+        call_timeout: Duration::from_secs(30),
+    }
+}
+
+const T: i64 = 1_795_000_000_000; // 2026-11-18
+
+fn rec(i: i64) -> UsageRecord {
+    UsageRecord {
+        ts_ms: T + i,
+        endpoint: "/v1/chat".into(),
+        method: "POST".into(),
+        status: 200,
+        calls: 1,
+        tokens: 3,
+        ..Default::default()
+    }
+}
+
+fn requests(s: &dyn Store, owner: &Owner) -> u64 {
+    s.rollups(owner, Buckets::all(Grain::Day))
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c.total.requests)
+        .sum()
+}
+
+fn scanned(s: &dyn Store, tenant: &str) -> Vec<UsageRecord> {
+    let mut out = Vec::new();
+    s.scan_usage(tenant, i64::MIN, i64::MAX, &mut |r| {
+        out.push(r.clone());
+        true
+    })
+    .unwrap();
+    out
+}
+
+fn name(db_url: &str) -> &str {
+    db_url.rsplit('/').next().unwrap()
+}
+
+#[test]
+fn a_write_sent_twice_counts_once() {
+    let url = cluster().fresh_database();
+    let (store, engine) = open(&options(&url, "a")).unwrap();
+    let block = UsageBlock::new("t", (0..10).map(rec).collect());
+    engine.append(1, &[&block]).unwrap();
+    // The same write again: its commit's answer was lost, say.
+    engine.append(1, &[&block]).unwrap();
+    let p = Period::containing_secs(T / 1000);
+    assert_eq!(store.tenant_totals("t", p).unwrap().calls, 10);
+    assert_eq!(scanned(&store, "t").len(), 10);
+    assert_eq!(requests(&store, &Owner::tenant("t")), 10);
+    assert_eq!(engine.last_seq().unwrap(), 1);
+    // A new ledger numbers on from there.
+    drop(store);
+    let (store, _) = open(&options(&url, "a")).unwrap();
+    assert_eq!(store.write_usage(&[block]).unwrap(), 2);
+    assert_eq!(store.tenant_totals("t", p).unwrap().calls, 20);
+}
+
+#[test]
+fn instances_number_their_writes_apart_and_read_each_others() {
+    let url = cluster().fresh_database();
+    let (a, _) = open(&options(&url, "a")).unwrap();
+    let (b, _) = open(&options(&url, "b")).unwrap();
+    assert_eq!(
+        a.write_usage(&[UsageBlock::new("t", vec![rec(0), rec(1)])])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        b.write_usage(&[UsageBlock::new("t", vec![rec(2)])])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        b.write_usage(&[UsageBlock::new("u", vec![rec(3)])])
+            .unwrap(),
+        2
+    );
+    for s in [&a, &b] {
+        assert_eq!(scanned(s, "t").len(), 3);
+        assert_eq!(requests(s, &Owner::tenant("t")), 3);
+        assert_eq!(requests(s, &Owner::Fleet), 4);
+        let p = Period::containing_secs(T / 1000);
+        assert_eq!(s.tenant_totals("t", p).unwrap().calls, 3);
+    }
+}
+
+#[test]
+fn records_keep_every_field() {
+    let url = cluster().fresh_database();
+    let (s, _) = open(&options(&url, "a")).unwrap();
+    let r = UsageRecord {
+        ts_ms: T + 123,
+        endpoint: "/v1/ünïcode \"quoted\"".into(),
+        method: "PATCH".into(),
+        status: 503,
+        response_ms: 12.625,
+        prompt_tokens: 7,
+        completion_tokens: 9,
+        tokens: 17,
+        model: "gpt-4o".into(),
+        user_id: "user\\1".into(),
+        bot_id: "bot".into(),
+        metadata: vec![("a".into(), "1".into()), ("plan\n".into(), "x\"y".into())],
+        calls: 2,
+        cost_usd: 0.000_125,
+        rejected: true,
+    };
+    s.write_usage(&[UsageBlock::new("t", vec![r.clone()])])
+        .unwrap();
+    assert_eq!(scanned(&s, "t"), vec![r]);
+    // A BI tool reads the metadata as an object.
+    let got = cluster()
+        .psql(name(&url), "SELECT metadata->>'a' FROM usage_records")
+        .unwrap();
+    assert_eq!(got, "1");
+}
+
+#[test]
+fn retention_drops_whole_day_partitions() {
+    let url = cluster().fresh_database();
+    let (s, _) = open(&options(&url, "a")).unwrap();
+    let day = 86_400_000;
+    for d in 0..3 {
+        s.write_usage(&[UsageBlock::new("t", vec![rec(d * day)])])
+            .unwrap();
+    }
+    let partitions = || {
+        cluster()
+            .psql(
+                name(&url),
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'usage_records'::regclass",
+            )
+            .unwrap()
+    };
+    assert_eq!(partitions(), "3");
+    let first = T.div_euclid(day);
+    assert_eq!(s.expire_before(first + 2, i64::MIN / 2).unwrap(), 2);
+    assert_eq!(partitions(), "1");
+    assert_eq!(scanned(&s, "t").len(), 1);
+    // The hour and day cells keep the history.
+    assert_eq!(requests(&s, &Owner::tenant("t")), 3);
+}
+
+#[test]
+fn a_database_of_a_newer_schema_is_refused() {
+    let url = cluster().fresh_database();
+    drop(open(&options(&url, "a")).unwrap());
+    cluster()
+        .psql(name(&url), "UPDATE tollgate_schema SET version = 999")
+        .unwrap();
+    match open(&options(&url, "a")) {
+        Err(e @ StoreError::NewerSchema { found: 999, .. }) => {
+            assert!(e.to_string().contains("newer Tollgate"), "{e}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}
+
+#[test]
+fn catalog_writes_reach_the_other_instances() {
+    let url = cluster().fresh_database();
+    let (a, _) = open(&options(&url, "a")).unwrap();
+    let (b, b_engine) = open(&options(&url, "b")).unwrap();
+    let start = b_engine.catalog_version().unwrap();
+    // B listens before A writes.
+    assert!(!b_engine.wait_for_changes(Duration::from_millis(10)));
+    a.put_plan(&Plan::unlimited("pro")).unwrap();
+    let tenant = Tenant {
+        id: "acme".into(),
+        name: "Acme".into(),
+        plan_id: "pro".into(),
+        status: TenantStatus::Active,
+        created_at: crate::clock::ms_to_utc(T),
+    };
+    a.put_tenant(&tenant).unwrap();
+    let key = StoredKey {
+        key: crate::model::ApiKey {
+            id: "k1".into(),
+            tenant_id: "acme".into(),
+            name: "k".into(),
+            prefix: "tg_12345".into(),
+            created_at: crate::clock::ms_to_utc(T),
+            revoked_at: None,
+        },
+        hash: [9; 32],
+    };
+    a.put_key(&key).unwrap();
+    assert!(
+        b_engine.wait_for_changes(Duration::from_secs(5)),
+        "notified"
+    );
+    // B's own writes are not handed back to it.
+    b.put_plan(&Plan::unlimited("free")).unwrap();
+    let (version, changes) = b_engine.catalog_changes(start, 100).unwrap();
+    assert_eq!(version, start + 4);
+    assert_eq!(
+        changes,
+        vec![
+            Changed::Plan("pro".into(), Some(Plan::unlimited("pro"))),
+            Changed::Tenant("acme".into(), Some(tenant)),
+            Changed::Key("k1".into(), Some(key)),
+        ]
+    );
+    a.delete_tenant("acme").unwrap();
+    let (_, changes) = b_engine.catalog_changes(version, 100).unwrap();
+    assert_eq!(changes, vec![Changed::Tenant("acme".into(), None)]);
+    assert!(b.keys().unwrap().is_empty());
+    assert_eq!(b_engine.heartbeat(Duration::from_secs(5)).unwrap(), 1);
+    let _ = Arc::clone(&b_engine);
+}
