@@ -11,12 +11,16 @@ use actix_web::web;
 use crate::alerts::{self, Deliveries, Target};
 use crate::auth::AdminToken;
 use crate::clock::Clock;
+use crate::config::EngineKind;
 use crate::config::{Config, ConfigError};
 use crate::http::chat::ChatBackend;
 use crate::http::proxy::ProxyTarget;
 use crate::http::{self, AppState};
 use crate::pricing::{PriceError, PriceTable};
+use crate::registry::follow::{self, Follower};
 use crate::registry::{Registry, RegistryError};
+use crate::store::postgres::{self as pg, PgOptions};
+use crate::store::shared::Shared;
 use crate::store::{SledOptions, SledStore, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::Stats;
@@ -31,6 +35,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot open the store in {dir}: {source}")]
     OpenStore { dir: String, source: StoreError },
+    #[error("cannot open the PostgreSQL store at {url}: {source}")]
+    OpenDatabase { url: String, source: StoreError },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -75,6 +81,8 @@ pub struct Tollgate {
     deliveries: Option<Deliveries>,
     proxies: Vec<Arc<ProxyTarget>>,
     metrics_token: Option<AdminToken>,
+    /// Follows the other instances on a shared store.
+    follower: Option<Follower>,
 }
 
 impl Tollgate {
@@ -86,6 +94,25 @@ impl Tollgate {
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
         private_data_dir(&config)?;
+        if config.store.engine == EngineKind::Postgres {
+            let options = PgOptions {
+                url: config.store.postgres_url.clone(),
+                instance: instance_name(&config)?,
+                pool_size: config.store.postgres_pool as usize,
+                call_timeout: Duration::from_millis(config.store.flush_timeout_ms),
+            };
+            let (store, engine) =
+                pg::open(&options).map_err(|source| StartError::OpenDatabase {
+                    url: pg::redacted(&options.url),
+                    source,
+                })?;
+            tracing::info!(
+                database = %pg::redacted(&options.url),
+                instance = %options.instance,
+                "store: PostgreSQL"
+            );
+            return Tollgate::assemble(config, Arc::new(store), Some(engine), admin_token, clock);
+        }
         let db_dir = config.data_dir.join("db");
         let store = SledStore::open_with(
             &db_dir,
@@ -100,7 +127,7 @@ impl Tollgate {
             dir: db_dir.display().to_string(),
             source,
         })?;
-        Tollgate::assemble(config, Arc::new(store), admin_token, clock)
+        Tollgate::assemble(config, Arc::new(store), None, admin_token, clock)
     }
 
     /// Like [`open`](Self::open), on a store the caller made (another engine,
@@ -112,17 +139,24 @@ impl Tollgate {
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
         private_data_dir(&config)?;
-        Tollgate::assemble(config, store, admin_token, clock)
+        Tollgate::assemble(config, store, None, admin_token, clock)
     }
 
-    /// Everything but the store, on a data directory already made private.
+    /// Everything but the store, on a data directory already made private;
+    /// `shared` when other instances may share the store.
     fn assemble(
         config: Config,
         store: Arc<dyn Store>,
+        shared: Option<Arc<dyn Shared>>,
         admin_token: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Result<Tollgate, StartError> {
         let started = std::time::Instant::now();
+        // Read before the registry loads: no change falls between.
+        let catalog_version = match &shared {
+            Some(s) => s.catalog_version()?,
+            None => 0,
+        };
         let (admin, admin_token_path) = AdminToken::load_or_create(admin_token, &config.data_dir)
             .map_err(io("cannot use the admin token file"))?;
         let prices = Arc::new(if config.prices.is_empty() {
@@ -136,6 +170,22 @@ impl Tollgate {
             clock.now(),
         )?);
         let stats = Arc::new(Stats::default());
+        let follower = match shared {
+            Some(shared) => {
+                follow::heartbeat(shared.as_ref(), &stats);
+                Some(
+                    Follower::start(
+                        registry.clone(),
+                        shared,
+                        catalog_version,
+                        clock.clone(),
+                        stats.clone(),
+                    )
+                    .map_err(io("cannot start the follower thread"))?,
+                )
+            }
+            None => None,
+        };
         stats.store_stall_ms.store(
             config.store.flush_timeout_ms,
             std::sync::atomic::Ordering::Relaxed,
@@ -212,6 +262,7 @@ impl Tollgate {
             deliveries,
             proxies,
             metrics_token,
+            follower,
         })
     }
 
@@ -277,8 +328,30 @@ impl Tollgate {
                 deadline.as_millis()
             )))
         })?;
-        tracing::info!("stopped; every queued record is on disk");
+        if let Some(f) = self.follower.as_mut() {
+            f.shutdown();
+        }
+        tracing::info!("stopped; every queued record is stored");
         result.map_err(io("the HTTP server failed"))
+    }
+}
+
+/// This instance's name on a shared store: `[store] instance`, or the one
+/// kept in the data directory (made up on first start). Stable across
+/// restarts, so the store recognises a write sent again after a crash.
+fn instance_name(config: &Config) -> Result<String, StartError> {
+    if !config.store.instance.is_empty() {
+        return Ok(config.store.instance.clone());
+    }
+    let path = config.data_dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_string()),
+        _ => {
+            let name = crate::auth::random_id("tg-");
+            // The data directory is private (umask 077): the file is too.
+            std::fs::write(&path, &name).map_err(io(format!("cannot write {}", path.display())))?;
+            Ok(name)
+        }
     }
 }
 

@@ -144,6 +144,17 @@ pub struct RetentionConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Where the data lives: `sled` (embedded, one machine; the default)
+    /// or `postgres` (one database shared by any number of instances).
+    pub engine: EngineKind,
+    /// `postgres://user[:password]@host:port/database`, for `engine =
+    /// "postgres"` (`TOLLGATE_STORE_POSTGRES_URL`).
+    pub postgres_url: String,
+    /// Connections to PostgreSQL each instance keeps open.
+    pub postgres_pool: u64,
+    /// This instance's name on a shared database; empty: one made up on
+    /// first start and kept in the data directory (`instance`).
+    pub instance: String,
     /// sled's page cache, in MiB.
     pub cache_mb: u64,
     /// How long a flush to disk may take before it counts as a store
@@ -213,9 +224,22 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The storage engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Sled,
+    Postgres,
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            engine: EngineKind::Sled,
+            postgres_url: String::new(),
+            postgres_pool: 8,
+            instance: String::new(),
             cache_mb: 64,
             flush_timeout_ms: 30_000,
             min_free_mb: 64,
@@ -290,6 +314,24 @@ impl Config {
         }
         if self.store.flush_timeout_ms == 0 {
             return bad("store.flush_timeout_ms must be at least 1");
+        }
+        if self.store.engine == EngineKind::Postgres && self.store.postgres_url.is_empty() {
+            return bad(
+                "store.engine = \"postgres\" needs store.postgres_url \
+                 (or TOLLGATE_STORE_POSTGRES_URL), e.g. postgres://tollgate@127.0.0.1:5432/tollgate",
+            );
+        }
+        if self.store.postgres_pool == 0 || self.store.postgres_pool > 256 {
+            return bad("store.postgres_pool must be 1 to 256");
+        }
+        if !self
+            .store
+            .instance
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || self.store.instance.len() > 64
+        {
+            return bad("store.instance: at most 64 letters, digits, '-', '_' or '.'");
         }
         if self.limits.body_timeout_ms == 0 || self.limits.in_flight_per_tenant == 0 {
             return bad(

@@ -134,6 +134,11 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             Value::Gauge(s.store_failing_now() as i64),
         ),
         Family::one(
+            "tollgate_instances_live",
+            "Instances live on the shared database, this one included (0: the store is not shared).",
+            Value::Gauge(n(&s.instances_live) as i64),
+        ),
+        Family::one(
             "tollgate_tenants",
             "Tenants known.",
             Value::Gauge(st.registry.tenant_count() as i64),

@@ -49,6 +49,13 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let failing = failure.is_some();
     let depth = st.queue.depth();
     let backed_up = depth * 10 > st.queue.capacity() * 9;
+    let instances = st.stats.instances_live.load(Ordering::Relaxed);
+    let warning = (instances > 1).then(|| {
+        format!(
+            "{instances} instances share this database: monthly quotas are enforced per \
+             instance until shared counters are configured"
+        )
+    });
     HttpResponse::Ok().json(serde_json::json!({
         "status": if failing || backed_up { "degraded" } else { "ok" },
         "storeFailing": failing,
@@ -57,6 +64,8 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
         "droppedQueueFull": st.stats.dropped_queue_full.load(Ordering::Relaxed),
         "queueDepth": depth,
         "queueCapacity": st.queue.capacity(),
+        "instances": instances,
+        "warning": warning,
     }))
 }
 

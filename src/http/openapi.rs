@@ -48,6 +48,12 @@ pub struct Health {
     pub dropped_queue_full: u64,
     pub queue_depth: u64,
     pub queue_capacity: u64,
+    /// Instances live on the shared database, this one included (0: the
+    /// store is not shared).
+    pub instances: u64,
+    /// Said while more than one instance is live: monthly quotas are
+    /// enforced per instance until shared counters are configured.
+    pub warning: Option<String>,
 }
 
 /// `POST /api/v1/usage`'s answer.

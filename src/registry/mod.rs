@@ -7,6 +7,7 @@
 //! then publish to the maps, so memory never holds what the store lacks.
 
 pub mod change;
+pub mod follow;
 pub mod sharded;
 
 use std::collections::BTreeMap;

@@ -50,6 +50,9 @@ pub struct Stats {
     /// A store call in flight longer than this many ms counts as a failing
     /// store (a write that never returns is a failure too).
     pub store_stall_ms: AtomicU64,
+    /// Instances live on the shared database, this one included (0: the
+    /// store is not shared).
+    pub instances_live: AtomicU64,
 }
 
 /// Milliseconds since the first call in this process.
