@@ -99,7 +99,9 @@ impl Tollgate {
                 url: config.store.postgres_url.clone(),
                 instance: instance_name(&config)?,
                 pool_size: config.store.postgres_pool as usize,
-                call_timeout: Duration::from_millis(config.store.flush_timeout_ms),
+                call_timeout: Duration::from_millis(config.store.postgres_timeout_ms),
+                spool_dir: Some(config.data_dir.join("spool")),
+                spool_max_bytes: config.store.spool_max_mb << 20,
             };
             let (store, engine) =
                 pg::open(&options).map_err(|source| StartError::OpenDatabase {

@@ -152,6 +152,12 @@ pub struct StoreConfig {
     pub postgres_url: String,
     /// Connections to PostgreSQL each instance keeps open.
     pub postgres_pool: u64,
+    /// The longest a call to PostgreSQL may take; a usage write that
+    /// takes longer waits in the local spool instead.
+    pub postgres_timeout_ms: u64,
+    /// The most usage (MiB) the local spool keeps while PostgreSQL is
+    /// unreachable; past it, ingestion answers 503.
+    pub spool_max_mb: u64,
     /// This instance's name on a shared database; empty: one made up on
     /// first start and kept in the data directory (`instance`).
     pub instance: String,
@@ -239,6 +245,8 @@ impl Default for StoreConfig {
             engine: EngineKind::Sled,
             postgres_url: String::new(),
             postgres_pool: 8,
+            postgres_timeout_ms: 5_000,
+            spool_max_mb: 1_024,
             instance: String::new(),
             cache_mb: 64,
             flush_timeout_ms: 30_000,
@@ -320,6 +328,9 @@ impl Config {
                 "store.engine = \"postgres\" needs store.postgres_url \
                  (or TOLLGATE_STORE_POSTGRES_URL), e.g. postgres://tollgate@127.0.0.1:5432/tollgate",
             );
+        }
+        if self.store.postgres_timeout_ms == 0 || self.store.spool_max_mb == 0 {
+            return bad("store.postgres_timeout_ms and store.spool_max_mb must be at least 1");
         }
         if self.store.postgres_pool == 0 || self.store.postgres_pool > 256 {
             return bad("store.postgres_pool must be 1 to 256");

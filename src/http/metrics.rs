@@ -139,6 +139,11 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             Value::Gauge(n(&s.instances_live) as i64),
         ),
         Family::one(
+            "tollgate_spooled_records",
+            "Usage records waiting in the local spool for an unreachable shared database.",
+            Value::Gauge(n(&s.spooled_records) as i64),
+        ),
+        Family::one(
             "tollgate_tenants",
             "Tenants known.",
             Value::Gauge(st.registry.tenant_count() as i64),

@@ -37,9 +37,10 @@ use tracing::Instrument;
 
 use self::extract::TenantCtx;
 
-/// `GET /healthz`: `ok`, or `degraded` while the store is failing or the
-/// queue to it is over 90 % full; with the count of records that could not
-/// be persisted (store errors and a full queue, since start).
+/// `GET /healthz`: `ok`, or `degraded` while the store is failing, the
+/// queue to it is over 90 % full, or a shared database is unreachable
+/// (usage then waits in the local spool); with the count of records that
+/// could not be persisted (store errors and a full queue, since start).
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "`ok`, or `degraded` while the store fails or the queue is over 90 % full", body = crate::http::openapi::Health))
@@ -50,6 +51,8 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let depth = st.queue.depth();
     let backed_up = depth * 10 > st.queue.capacity() * 9;
     let instances = st.stats.instances_live.load(Ordering::Relaxed);
+    let spooled = st.stats.spooled_records.load(Ordering::Relaxed);
+    let database_down = st.stats.database_down.lock().clone();
     let warning = (instances > 1).then(|| {
         format!(
             "{instances} instances share this database: monthly quotas are enforced per \
@@ -57,7 +60,7 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
         )
     });
     HttpResponse::Ok().json(serde_json::json!({
-        "status": if failing || backed_up { "degraded" } else { "ok" },
+        "status": if failing || backed_up || spooled > 0 || database_down.is_some() { "degraded" } else { "ok" },
         "storeFailing": failing,
         "storeError": failure,
         "unpersistedRecords": st.stats.unpersisted(),
@@ -65,6 +68,8 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
         "queueDepth": depth,
         "queueCapacity": st.queue.capacity(),
         "instances": instances,
+        "spooledRecords": spooled,
+        "databaseError": database_down,
         "warning": warning,
     }))
 }

@@ -51,6 +51,11 @@ pub struct Health {
     /// Instances live on the shared database, this one included (0: the
     /// store is not shared).
     pub instances: u64,
+    /// Usage records waiting in the local spool for an unreachable shared
+    /// database (delivered, once, when it is back).
+    pub spooled_records: u64,
+    /// Why the shared database cannot be reached; null while it can.
+    pub database_error: Option<String>,
     /// Said while more than one instance is live: monthly quotas are
     /// enforced per instance until shared counters are configured.
     pub warning: Option<String>,

@@ -8,7 +8,8 @@
 //! change comes as the entry stands now and is applied to memory only
 //! ([`Registry::apply`]: the store has it already); applying one twice
 //! leaves what once did. Every [`HEARTBEAT`] it tells the store this
-//! instance is live and learns how many are.
+//! instance is live and learns how many are; and it copies the engine's
+//! backlog (usage waiting for an unreachable database) into the stats.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -87,8 +88,12 @@ impl Follower {
             .name("tollgate-follower".into())
             .spawn(move || {
                 let mut beat = Instant::now();
+                let mut unreachable = false;
                 while !stopping.load(Ordering::Acquire) {
                     shared.wait_for_changes(POLL);
+                    let (waiting, down) = shared.backlog();
+                    stats.spooled_records.store(waiting, Ordering::Relaxed);
+                    *stats.database_down.lock() = down;
                     loop {
                         match shared.catalog_changes(version, PAGE) {
                             Ok((reached, changes)) => {
@@ -97,18 +102,23 @@ impl Follower {
                                         tracing::warn!(error = %e, ?change, "cannot apply another instance's change");
                                     }
                                 }
+                                unreachable = false;
                                 if reached == version {
                                     break;
                                 }
                                 version = reached;
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "cannot read catalog changes; will retry");
+                                // Said once per outage; the spool says the rest.
+                                if !unreachable {
+                                    tracing::warn!(error = %e, "cannot read catalog changes; will retry");
+                                }
+                                unreachable = true;
                                 break;
                             }
                         }
                     }
-                    if beat.elapsed() >= HEARTBEAT {
+                    if beat.elapsed() >= HEARTBEAT && !unreachable {
                         beat = Instant::now();
                         heartbeat(shared.as_ref(), &stats);
                     }

@@ -33,4 +33,8 @@ pub trait Shared: Send + Sync {
 
     /// Says this instance has stopped.
     fn leave(&self) -> Result<(), StoreError>;
+
+    /// Usage records waiting locally for the shared engine, and why it
+    /// cannot be reached (`None` while it can).
+    fn backlog(&self) -> (u64, Option<String>);
 }

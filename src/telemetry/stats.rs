@@ -53,6 +53,10 @@ pub struct Stats {
     /// Instances live on the shared database, this one included (0: the
     /// store is not shared).
     pub instances_live: AtomicU64,
+    /// Usage records waiting in the local spool for the shared database.
+    pub spooled_records: AtomicU64,
+    /// Why the shared database cannot be reached; `None` while it can.
+    pub database_down: Mutex<Option<String>>,
 }
 
 /// Milliseconds since the first call in this process.

@@ -33,6 +33,24 @@ pub fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::engine(ENGINE, Failure::Transient, e.to_string())
 }
 
+/// The database could not be reached (no connection, a lost one, a
+/// timeout, a server shutting down), as opposed to refusing what was asked.
+pub fn unreachable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(_) => true,
+        StoreError::Engine { source, .. } => source
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|e| match e.code() {
+                // Connection exceptions and operator intervention (a shutdown).
+                Some(code) => ["08", "57"]
+                    .iter()
+                    .any(|class| code.code().starts_with(class)),
+                None => e.as_db_error().is_none(),
+            }),
+        _ => false,
+    }
+}
+
 impl Pg {
     /// A pool of up to `size` connections to `url` (nothing connects yet).
     pub fn new(url: &str, size: usize, timeout: Duration) -> Result<Pg, StoreError> {

@@ -13,6 +13,7 @@
 //! `tollgate_catalog` in its transaction (`shared.rs` follows them).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::SinkExt;
@@ -20,8 +21,9 @@ use parking_lot::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
-use super::client::{Conn, Pg};
+use super::client::{unreachable, Conn, Pg};
 use super::records::{self, day_of, COPY_RECORDS, RECORD_COLUMNS};
+use super::spool::{Spool, Write};
 use crate::model::{
     ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus, UsageRecord,
 };
@@ -55,6 +57,15 @@ pub struct PgEngine {
     days: Mutex<HashSet<i64>>,
     /// Notices of other instances' catalog writes (`shared.rs`).
     pub(super) listener: super::shared::Listener,
+    /// Usage writes waiting for the database (none in tests without a
+    /// data directory: failures then reach the flusher).
+    spool: Option<Spool>,
+    /// Something was spooled since the spool was last flushed.
+    spooled: AtomicBool,
+    /// Held while the spool is delivered.
+    draining: Mutex<()>,
+    /// Why the last write could not reach the database; `None` once one did.
+    down: Mutex<Option<String>>,
 }
 
 fn grain_id(g: Grain) -> i16 {
@@ -219,49 +230,49 @@ async fn upsert_keys(c: &impl GenericClient, keys: &[StoredKey]) -> Result<(), S
     Ok(())
 }
 
-/// What one usage write adds, computed before its transaction.
-struct Write {
-    seq: i64,
-    records: i32,
-    copy: bytes::Bytes,
-    /// (period, tenant) -> (calls, tokens), in key order.
-    totals: BTreeMap<(i32, String), (i64, i64)>,
-    /// The cells' deltas, in key order.
-    cells: BTreeMap<(i16, String, i64), Cell>,
-}
-
-impl Write {
-    fn of(seq: u64, blocks: &[&UsageBlock]) -> Write {
-        let mut totals: BTreeMap<(i32, String), (i64, i64)> = BTreeMap::new();
-        let mut book = RollupBook::default();
-        let mut records = 0;
-        for block in blocks {
-            records += block.records.len();
-            for r in &block.records {
-                let period = Period::containing_secs(r.ts_ms.div_euclid(1000)).0;
-                let slot = totals.entry((period, block.tenant.clone())).or_default();
-                slot.0 = slot.0.saturating_add(i64_of(r.calls));
-                slot.1 = slot.1.saturating_add(i64_of(r.tokens));
+/// What one usage write adds, computed before its transaction (and kept
+/// in the spool while the database is unreachable).
+fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
+    let mut totals: BTreeMap<(i32, String), (i64, i64)> = BTreeMap::new();
+    let mut book = RollupBook::default();
+    let mut records = 0;
+    let mut days: Vec<i64> = Vec::new();
+    for block in blocks {
+        records += block.records.len();
+        for r in &block.records {
+            let period = Period::containing_secs(r.ts_ms.div_euclid(1000)).0;
+            let slot = totals.entry((period, block.tenant.clone())).or_default();
+            slot.0 = slot.0.saturating_add(i64_of(r.calls));
+            slot.1 = slot.1.saturating_add(i64_of(r.tokens));
+            let day = day_of(r.ts_ms);
+            if days.last() != Some(&day) {
+                days.push(day);
             }
-            book.add(&block.tenant, &block.records);
         }
-        let mut cells: BTreeMap<(i16, String, i64), Cell> = BTreeMap::new();
-        book.for_each_target(|grain, owner, bucket, delta, tenant| {
-            let slot = cells
-                .entry((grain_id(grain), owner_id(owner).to_string(), bucket))
-                .or_default();
-            match owner {
-                Owner::Fleet => slot.merge_for_all_tenants(delta, tenant),
-                Owner::Tenant(_) => slot.merge(delta),
-            }
-        });
-        Write {
-            seq: seq as i64,
-            records: records as i32,
-            copy: bytes::Bytes::from(records::encode_copy(blocks)),
-            totals,
-            cells,
+        book.add(&block.tenant, &block.records);
+    }
+    days.sort_unstable();
+    days.dedup();
+    let mut cells: BTreeMap<(i16, String, i64), Cell> = BTreeMap::new();
+    book.for_each_target(|grain, owner, bucket, delta, tenant| {
+        let slot = cells
+            .entry((grain_id(grain), owner_id(owner).to_string(), bucket))
+            .or_default();
+        match owner {
+            Owner::Fleet => slot.merge_for_all_tenants(delta, tenant),
+            Owner::Tenant(_) => slot.merge(delta),
         }
+    });
+    Write {
+        seq,
+        records: records as u32,
+        days,
+        copy: records::encode_copy(blocks),
+        totals: totals
+            .into_iter()
+            .map(|((p, t), (c, k))| (p, t, c, k))
+            .collect(),
+        cells: cells.into_iter().collect(),
     }
 }
 
@@ -311,12 +322,16 @@ async fn merge_cells(
 }
 
 impl PgEngine {
-    pub fn new(pg: Arc<Pg>, instance: String) -> PgEngine {
+    pub fn new(pg: Arc<Pg>, instance: String, spool: Option<Spool>) -> PgEngine {
         PgEngine {
             pg,
             instance,
             days: Mutex::new(HashSet::new()),
             listener: super::shared::Listener::default(),
+            spool,
+            spooled: AtomicBool::new(false),
+            draining: Mutex::new(()),
+            down: Mutex::new(None),
         }
     }
 
@@ -391,15 +406,17 @@ impl PgEngine {
     }
 
     /// Writes one usage write, unless `usage_batches` has it already.
-    fn write(&self, write: Write) -> Result<(), StoreError> {
+    fn deliver(&self, write: &Arc<Write>) -> Result<(), StoreError> {
+        self.ensure_days(write.days.iter().copied())?;
         let instance = self.instance.clone();
+        let w = write.clone();
         let result = self.transaction(move |tx| {
             Box::pin(async move {
                 let fresh = tx
                     .execute(
                         "INSERT INTO usage_batches (instance, seq, records) VALUES ($1, $2, $3) \
                          ON CONFLICT DO NOTHING",
-                        &[&instance, &write.seq, &write.records],
+                        &[&instance, &(w.seq as i64), &(w.records as i32)],
                     )
                     .await?;
                 if fresh == 0 {
@@ -408,12 +425,12 @@ impl PgEngine {
                 }
                 let sink = tx.copy_in(COPY_RECORDS).await?;
                 futures_util::pin_mut!(sink);
-                sink.send(write.copy).await?;
+                sink.send(bytes::Bytes::copy_from_slice(&w.copy)).await?;
                 sink.finish().await?;
-                let periods: Vec<i32> = write.totals.keys().map(|k| k.0).collect();
-                let tenants: Vec<&str> = write.totals.keys().map(|k| k.1.as_str()).collect();
-                let calls: Vec<i64> = write.totals.values().map(|v| v.0).collect();
-                let tokens: Vec<i64> = write.totals.values().map(|v| v.1).collect();
+                let periods: Vec<i32> = w.totals.iter().map(|t| t.0).collect();
+                let tenants: Vec<&str> = w.totals.iter().map(|t| t.1.as_str()).collect();
+                let calls: Vec<i64> = w.totals.iter().map(|t| t.2).collect();
+                let tokens: Vec<i64> = w.totals.iter().map(|t| t.3).collect();
                 tx.execute(
                     "INSERT INTO period_totals (period, tenant_id, calls, tokens) \
                      SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[]) \
@@ -423,15 +440,45 @@ impl PgEngine {
                     &[&periods, &tenants, &calls, &tokens],
                 )
                 .await?;
-                merge_cells(tx, write.cells).await
+                merge_cells(tx, w.cells.iter().cloned().collect()).await
             })
         });
-        if result.is_err() {
-            // A partition dropped meanwhile (retention on another
-            // instance): look again next time.
-            self.days.lock().clear();
+        match &result {
+            Ok(()) => *self.down.lock() = None,
+            Err(e) => {
+                // A partition dropped meanwhile (retention on another
+                // instance): look again next time.
+                self.days.lock().clear();
+                if unreachable(e) {
+                    *self.down.lock() = Some(e.to_string());
+                }
+            }
         }
         result
+    }
+
+    /// Delivers what the spool holds, oldest first; stops at the first
+    /// failure. Returns how many records went.
+    pub fn drain(&self) -> Result<u64, StoreError> {
+        let Some(spool) = &self.spool else {
+            return Ok(0);
+        };
+        let _one = self.draining.lock();
+        let mut sent = 0;
+        while let Some(write) = spool.first()? {
+            let write = Arc::new(write);
+            self.deliver(&write)?;
+            spool.remove(&write)?;
+            sent += write.records as u64;
+        }
+        spool.flush()?;
+        Ok(sent)
+    }
+
+    /// Records waiting in the spool, and why the database is unreachable.
+    pub fn backlog(&self) -> (u64, Option<String>) {
+        let waiting = self.spool.as_ref().map_or(0, |s| s.records());
+        (waiting, self.down.lock().clone())
     }
 }
 
@@ -692,13 +739,25 @@ fn totals_of(r: &Row, at: usize) -> PeriodTotals {
 }
 
 impl UsageLog for PgEngine {
+    /// Straight to the database; while it is unreachable (or writes wait
+    /// in the spool already, which keeps their order), to the spool.
     fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError> {
-        self.ensure_days(
-            blocks
-                .iter()
-                .flat_map(|b| b.records.iter().map(|r| day_of(r.ts_ms))),
-        )?;
-        self.write(Write::of(seq, blocks))
+        let write = Arc::new(write_of(seq, blocks));
+        let Some(spool) = &self.spool else {
+            return self.deliver(&write);
+        };
+        if spool.is_empty() {
+            match self.deliver(&write) {
+                Ok(()) => return Ok(()),
+                Err(e) if unreachable(&e) => {
+                    tracing::warn!(error = %e, "PostgreSQL is unreachable: usage waits in the local spool");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        spool.push(&write)?;
+        self.spooled.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
@@ -706,7 +765,12 @@ impl UsageLog for PgEngine {
             "SELECT coalesce(max(seq), 0) FROM usage_batches WHERE instance = $1",
             vec![Box::new(self.instance.clone())],
         )?;
-        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+        let stored = rows.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64);
+        let waiting = match &self.spool {
+            Some(s) => s.last_seq()?,
+            None => 0,
+        };
+        Ok(stored.max(waiting))
     }
 
     /// Nothing: each write's cells are in its own transaction.
@@ -845,7 +909,10 @@ impl RollupCells for PgEngine {
 }
 
 impl Engine for PgEngine {
+    /// The spool is delivered first: none of the tenant's records may
+    /// arrive after its purge.
     fn purge_tenant(&self, id: &str) -> Result<(), StoreError> {
+        self.drain()?;
         let (id, origin) = (id.to_string(), self.instance.clone());
         self.transaction(move |tx| {
             Box::pin(async move {
@@ -866,9 +933,12 @@ impl Engine for PgEngine {
         })
     }
 
-    /// A committed transaction is durable.
+    /// A committed transaction is durable; the spool is flushed.
     fn durable(&self) -> Result<(), StoreError> {
-        Ok(())
+        match &self.spool {
+            Some(s) if self.spooled.swap(false, Ordering::AcqRel) => s.flush(),
+            _ => Ok(()),
+        }
     }
 
     fn size_bytes(&self) -> Result<u64, StoreError> {

@@ -20,10 +20,12 @@ pub(crate) mod harness;
 mod records;
 mod schema;
 mod shared;
+mod spool;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use engine::PgEngine;
@@ -45,6 +47,11 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// The longest one call may take.
     pub call_timeout: Duration,
+    /// Where usage waits while the database is unreachable (`None`: it
+    /// does not wait; the failure reaches the flusher).
+    pub spool_dir: Option<PathBuf>,
+    /// The most the spool holds.
+    pub spool_max_bytes: u64,
 }
 
 /// The URL without its password, for messages.
@@ -71,7 +78,49 @@ pub fn redacted(url: &str) -> String {
 pub fn open(options: &PgOptions) -> Result<(PgStore, Arc<PgEngine>), StoreError> {
     let pg = client::Pg::new(&options.url, options.pool_size, options.call_timeout)?;
     schema::migrate(&pg)?;
-    let engine = Arc::new(PgEngine::new(Arc::new(pg), options.instance.clone()));
+    let spool = match &options.spool_dir {
+        Some(dir) => Some(spool::Spool::open(dir, options.spool_max_bytes)?),
+        None => None,
+    };
+    let engine = Arc::new(PgEngine::new(Arc::new(pg), options.instance.clone(), spool));
+    // What waited in the spool (a stop while the database was down) goes
+    // first: the period totals the registry loads then include it.
+    match engine.drain() {
+        Ok(0) => {}
+        Ok(records) => tracing::info!(records, "delivered the spooled usage"),
+        Err(e) => return Err(e),
+    }
     let store = Ledger::new(Direct(engine.clone()))?;
+    if options.spool_dir.is_some() {
+        deliver_in_background(Arc::downgrade(&engine));
+    }
     Ok((store, engine))
+}
+
+/// How often the spool is tried while it holds usage.
+const DELIVER_EVERY: Duration = Duration::from_millis(250);
+
+/// Delivers the spool whenever it holds usage, until the engine goes.
+fn deliver_in_background(engine: Weak<PgEngine>) {
+    let spawned = std::thread::Builder::new()
+        .name("tollgate-spool".into())
+        .spawn(move || loop {
+            std::thread::sleep(DELIVER_EVERY);
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            if engine.backlog().0 == 0 {
+                continue;
+            }
+            match engine.drain() {
+                Ok(records) => tracing::info!(
+                    records,
+                    "PostgreSQL is back: the spooled usage is delivered"
+                ),
+                Err(e) => tracing::debug!(error = %e, "the spool waits"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the spool thread: spooled usage goes at the next start");
+    }
 }

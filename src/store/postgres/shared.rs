@@ -185,6 +185,10 @@ impl Shared for PgEngine {
             .map_or(1, |r| r.get::<_, i64>(0).max(1) as usize))
     }
 
+    fn backlog(&self) -> (u64, Option<String>) {
+        PgEngine::backlog(self)
+    }
+
     fn leave(&self) -> Result<(), StoreError> {
         let instance = self.instance.clone();
         self.pg.run(move |c| async move {

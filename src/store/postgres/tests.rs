@@ -21,6 +21,8 @@ pub fn options(url: &str, instance: &str) -> PgOptions {
         instance: instance.to_string(),
         pool_size: 4,
         call_timeout: Duration::from_secs(30),
+        spool_dir: None,
+        spool_max_bytes: 0,
     }
 }
 
