@@ -6,15 +6,32 @@
 # largest queue depth seen (the flush lag, in records). Loopback only.
 #   scripts/ingest.sh            (DURATION=60 CONNS=8; DELAY_MS=N paces each
 #                                 connection, to hold a rate below the maximum)
+#   ENGINE=postgres scripts/ingest.sh
+#       the same into PostgreSQL: a throw-away cluster on this machine
+#       (Debian's postgresql, as user postgres when run as root), then the
+#       baseline - the very rows Tollgate wrote, exported and COPYed back
+#       (FORMAT binary) into the same table - and the ratio of the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-60}; CONNS=${CONNS:-8}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 cargo build --release --quiet --bin tollgate
 DATA=$(mktemp -d)
-TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=warn target/release/tollgate serve --bind 127.0.0.1:18190 --data-dir "$DATA" >/dev/null &
+chmod 755 "$DATA"
+PGDIR=""
+if [ "${ENGINE:-sled}" = postgres ]; then
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PGDIR="$DATA/pg"; mkdir -p "$PGDIR"
+  AS=(); if [ "$(id -u)" = 0 ]; then chown postgres "$PGDIR"; AS=(runuser -u postgres --); fi
+  "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U tollgate --auth=trust --no-sync >/dev/null
+  "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -o "-p 18191 -k $PGDIR -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c max_wal_size=8GB" start >/dev/null
+  psql() { command psql -h 127.0.0.1 -p 18191 -U tollgate -X -q -A -t "$@"; }
+  psql -d postgres -c "CREATE DATABASE tollgate" >/dev/null
+  export TOLLGATE_STORE_ENGINE=postgres TOLLGATE_STORE_POSTGRES_URL=postgres://tollgate@127.0.0.1:18191/tollgate
+fi
+TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=warn target/release/tollgate serve --bind 127.0.0.1:18190 --data-dir "$DATA/tg" >/dev/null &
 TG=$!
-trap 'kill $TG 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA" /tmp/tollgate-ingest.lua /tmp/tollgate-ingest.wrk' EXIT
+trap 'kill $TG 2>/dev/null; wait $TG 2>/dev/null; [ -n "$PGDIR" ] && "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null; rm -rf "$DATA" /tmp/tollgate-ingest.lua /tmp/tollgate-ingest.wrk' EXIT
 until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
 admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
 admin -X POST 127.0.0.1:18190/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
@@ -54,3 +71,16 @@ else
   echo "FAIL: $(( ACCEPTED - TOTAL )) acknowledged records missing"
 fi
 echo "largest queue depth sampled: ${MAXQ:-0} records; health after: $HEALTH"
+if [ -n "$PGDIR" ]; then
+  # The baseline: the same rows, exported and COPYed back into the same
+  # table (partitions and index as Tollgate made them), timed by PostgreSQL.
+  ROWS=$(psql -d tollgate -c "SELECT count(*) FROM usage_records")
+  psql -d tollgate -c "COPY (SELECT day, tenant_id, ts, endpoint, method, status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, metadata, calls, cost_usd, rejected FROM usage_records) TO '$PGDIR/rows.bin' (FORMAT binary)"
+  psql -d tollgate -c "TRUNCATE usage_records" -c "CHECKPOINT"
+  START=$(date +%s.%N)
+  psql -d tollgate -c "COPY usage_records (day, tenant_id, ts, endpoint, method, status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, metadata, calls, cost_usd, rejected) FROM '$PGDIR/rows.bin' (FORMAT binary)"
+  END=$(date +%s.%N)
+  COPY_RATE=$(python3 -c "print(int($ROWS / ($END - $START)))")
+  echo "baseline: plain COPY (FORMAT binary) of the same $ROWS rows into the same table: $COPY_RATE rows/s"
+  python3 -c "print('ratio: Tollgate sustained %.2f of the plain COPY rate' % ($(( ACCEPTED / DURATION )) / $COPY_RATE))"
+fi

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use binary::Proc;
 use reqwest::blocking::Client;
 use serde_json::Value;
-use traffic::{load, persisted, setup, Acks, ADMIN};
+use traffic::{load, persisted, reported, setup, Acks, ADMIN};
 
 const FLUSH_MS: u64 = 50;
 
@@ -85,16 +85,9 @@ fn kill_9_under_load_loses_at_most_the_last_flush_interval_and_never_drifts() {
         assert!(lost <= at_risk, "round {round}: lost {lost} acknowledged records, but only {at_risk} arrived in the last {window:?}");
         worst_lost = worst_lost.max(lost);
         // The rollups agree with the raw records.
-        let c = Client::new();
-        let rep: Value = c
-            .get(s.url("/api/billing/api-usage?range=day"))
-            .bearer_auth(&key)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
         assert_eq!(
-            rep["summary"]["totalRequests"], after.0,
+            reported(&s, &key),
+            after.0,
             "round {round}: rollups drifted"
         );
         eprintln!("round {round}: acknowledged {acked}, survived {survived}, lost {lost} (at risk {at_risk})");

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use binary::Proc;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use traffic::{load, persisted, setup, Acks, ADMIN};
+use traffic::{load, persisted, reported, setup, Acks, ADMIN};
 
 const FLUSH_MS: u64 = 50;
 
@@ -217,15 +217,9 @@ fn kill_9_of_a_writer_loses_at_most_its_last_flush_and_counts_nothing_twice() {
             lost <= at_risk,
             "round {round}: lost {lost}, only {at_risk} arrived in the last {window:?}"
         );
-        let rep: Value = Client::new()
-            .get(s.url("/api/billing/api-usage?range=day"))
-            .bearer_auth(&key)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
         assert_eq!(
-            rep["summary"]["totalRequests"], after.0,
+            reported(&s, &key),
+            after.0,
             "round {round}: rollups drifted"
         );
         eprintln!("round {round}: acknowledged {acked}, survived {survived}, lost {lost} (at risk {at_risk})");

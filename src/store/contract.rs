@@ -48,7 +48,7 @@ fn rec(ts_ms: i64, calls: u64, tokens: u64, user: &str) -> UsageRecord {
     }
 }
 
-fn scanned(s: &dyn Store, tenant: &str) -> Vec<UsageRecord> {
+pub(crate) fn scanned(s: &dyn Store, tenant: &str) -> Vec<UsageRecord> {
     let mut out = Vec::new();
     s.scan_usage(tenant, i64::MIN, i64::MAX, &mut |r| {
         out.push(r.clone());

@@ -114,3 +114,15 @@ pub fn persisted(s: &Proc, key: &str) -> ((u64, u64), (u64, u64, u64)) {
     }
     (counters, sums)
 }
+
+/// The tenant's requests in its rollups today (`/api/billing/api-usage`).
+pub fn reported(s: &Proc, key: &str) -> u64 {
+    let rep: Value = Client::new()
+        .get(s.url("/api/billing/api-usage?range=day"))
+        .bearer_auth(key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    rep["summary"]["totalRequests"].as_u64().unwrap()
+}

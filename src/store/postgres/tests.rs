@@ -12,6 +12,7 @@ use super::{open, PgOptions};
 use crate::model::{Plan, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Grain, Owner};
+use crate::store::contract::scanned;
 use crate::store::shared::{Changed, Shared};
 use crate::store::{Catalog, Store, StoreError, UsageBlock, UsageLog, UsageReads};
 
@@ -46,16 +47,6 @@ fn requests(s: &dyn Store, owner: &Owner) -> u64 {
         .iter()
         .map(|(_, c)| c.total.requests)
         .sum()
-}
-
-fn scanned(s: &dyn Store, tenant: &str) -> Vec<UsageRecord> {
-    let mut out = Vec::new();
-    s.scan_usage(tenant, i64::MIN, i64::MAX, &mut |r| {
-        out.push(r.clone());
-        true
-    })
-    .unwrap();
-    out
 }
 
 fn name(db_url: &str) -> &str {
