@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use binary::Proc;
 use reqwest::blocking::Client;
-use serde_json::Value;
 use traffic::{load, persisted, reported, setup, Acks, ADMIN};
 
 const FLUSH_MS: u64 = 50;
