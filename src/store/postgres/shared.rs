@@ -173,6 +173,13 @@ impl Shared for PgEngine {
                 &[],
             )
             .await?;
+            // A running instance reads changes within a second; one that
+            // starts loads the whole catalog. A week of them is plenty.
+            c.execute(
+                "DELETE FROM catalog_changes WHERE made_at < now() - interval '7 days'",
+                &[],
+            )
+            .await?;
             Ok(c.query(
                 "SELECT count(*) FROM instances \
                  WHERE seen_at > now() - make_interval(secs => $1)",
