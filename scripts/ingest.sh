@@ -72,6 +72,11 @@ else
 fi
 echo "largest queue depth sampled: ${MAXQ:-0} records; health after: $HEALTH"
 if [ -n "$PGDIR" ]; then
+  # Month analytics of the tenant over everything it wrote (from rollup
+  # cells): five answers, loopback, the median.
+  for _ in 1 2 3 4 5; do
+    curl -s -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $KEY" "127.0.0.1:18190/api/billing/api-usage?range=month"
+  done | sort -n | sed -n 3p | awk -v n="$TOTAL" '{ printf "month analytics of one tenant with %d records: %.1f ms (median of 5, whole request)\n", n, $1 * 1000 }'
   # The baseline: the same rows, exported and COPYed back into the same
   # table (partitions and index as Tollgate made them), timed by PostgreSQL.
   ROWS=$(psql -d tollgate -c "SELECT count(*) FROM usage_records")
