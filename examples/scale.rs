@@ -3,13 +3,17 @@
 //! prints one key. `scripts/scale.sh` starts Tollgate on it and measures.
 //!
 //!   cargo run --release --example scale -- DIR [TENANTS=100000] [RECORDS=10000000]
+//!
+//! With `TOLLGATE_STORE_POSTGRES_URL` set, the data goes to that database
+//! instead (the PostgreSQL engine; DIR is then unused).
 
 use std::time::Instant;
 
 use chrono::Utc;
 use tollgate::auth::{generate_key, KeyHash};
 use tollgate::model::{ApiKey, StoredKey, Tenant, TenantStatus, UsageRecord};
-use tollgate::store::{Catalog, SledStore, Store, UsageBlock};
+use tollgate::store::postgres::{self, PgOptions};
+use tollgate::store::{SledStore, Store, UsageBlock};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -19,7 +23,21 @@ fn main() {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
-    let store = SledStore::open(&dir.join("db"), 100, 64 << 20).unwrap();
+    let store: Box<dyn Store> = match std::env::var("TOLLGATE_STORE_POSTGRES_URL") {
+        Ok(url) => Box::new(
+            postgres::open(&PgOptions {
+                url,
+                instance: "scale".into(),
+                pool_size: 2,
+                call_timeout: std::time::Duration::from_secs(600),
+                spool_dir: None,
+                spool_max_bytes: 0,
+            })
+            .unwrap()
+            .0,
+        ),
+        Err(_) => Box::new(SledStore::open(&dir.join("db"), 100, 64 << 20).unwrap()),
+    };
     let now = Utc::now();
     let started = Instant::now();
     let mut ts = Vec::with_capacity(tenants);

@@ -19,19 +19,11 @@ cargo build --release --quiet --bin tollgate
 DATA=$(mktemp -d)
 chmod 755 "$DATA"
 PGDIR=""
-if [ "${ENGINE:-sled}" = postgres ]; then
-  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-  PGDIR="$DATA/pg"; mkdir -p "$PGDIR"
-  AS=(); if [ "$(id -u)" = 0 ]; then chown postgres "$PGDIR"; AS=(runuser -u postgres --); fi
-  "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U tollgate --auth=trust --no-sync >/dev/null
-  "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -o "-p 18191 -k $PGDIR -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c max_wal_size=8GB" start >/dev/null
-  psql() { command psql -h 127.0.0.1 -p 18191 -U tollgate -X -q -A -t "$@"; }
-  psql -d postgres -c "CREATE DATABASE tollgate" >/dev/null
-  export TOLLGATE_STORE_ENGINE=postgres TOLLGATE_STORE_POSTGRES_URL=postgres://tollgate@127.0.0.1:18191/tollgate
-fi
-TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=warn target/release/tollgate serve --bind 127.0.0.1:18190 --data-dir "$DATA/tg" >/dev/null &
+source scripts/lib/pg-cluster.sh
+if [ "${ENGINE:-sled}" = postgres ]; then pg_start "$DATA/pg" 18191; fi
+TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=${SERVER_LOG_LEVEL:-warn} target/release/tollgate serve --bind 127.0.0.1:18190 --data-dir "$DATA/tg" >/dev/null 2>"${SERVER_LOG:-/dev/stderr}" &
 TG=$!
-trap 'kill $TG 2>/dev/null; wait $TG 2>/dev/null; [ -n "$PGDIR" ] && "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null; rm -rf "$DATA" /tmp/tollgate-ingest.lua /tmp/tollgate-ingest.wrk' EXIT
+trap '{ kill $TG 2>/dev/null; wait $TG 2>/dev/null; pg_stop; rm -rf "$DATA" /tmp/tollgate-ingest.lua /tmp/tollgate-ingest.wrk; } || true' EXIT
 until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
 admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
 admin -X POST 127.0.0.1:18190/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null

@@ -742,13 +742,25 @@ impl UsageLog for PgEngine {
     /// Straight to the database; while it is unreachable (or writes wait
     /// in the spool already, which keeps their order), to the spool.
     fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let write = Arc::new(write_of(seq, blocks));
+        let prepared = started.elapsed();
         let Some(spool) = &self.spool else {
             return self.deliver(&write);
         };
         if spool.is_empty() {
             match self.deliver(&write) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    tracing::debug!(
+                        seq,
+                        records = write.records,
+                        cells = write.cells.len(),
+                        prepare_us = prepared.as_micros() as u64,
+                        database_us = (started.elapsed() - prepared).as_micros() as u64,
+                        "usage write delivered"
+                    );
+                    return Ok(());
+                }
                 Err(e) if unreachable(&e) => {
                     tracing::warn!(error = %e, "PostgreSQL is unreachable: usage waits in the local spool");
                 }
