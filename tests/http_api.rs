@@ -796,3 +796,81 @@ fn amounts_are_plain_decimals_in_csv_and_json() {
     let v: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(v["summary"]["estimatedCostUsd"], json!(0.000002));
 }
+
+/// `/api/v1/forward-auth` (any method): decides and records the original
+/// request the proxy names, says what it answered in `X-Tollgate-*`, takes
+/// the cost from `X-Tollgate-Cost`, and with `?via=nginx` answers a 429 as
+/// 403 (nginx's auth_request passes on only 2xx, 401 and 403).
+#[test]
+fn forward_auth_decides_the_original_request() {
+    let s = TestServer::start();
+    s.plan("three", Some(3), None, None);
+    let key = s.tenant_with_key("fa", "three");
+    let ask = |method: reqwest::Method, extra: &[(&str, &str)], query: &str| {
+        let mut r = s
+            .http
+            .request(method, s.url(&format!("/api/v1/forward-auth{query}")))
+            .bearer_auth(&key);
+        for (k, v) in extra {
+            r = r.header(*k, *v);
+        }
+        r.send().unwrap()
+    };
+    let r = ask(
+        reqwest::Method::GET,
+        &[
+            ("X-Forwarded-Uri", "/v1/items?x=1"),
+            ("X-Forwarded-Method", "delete"),
+        ],
+        "",
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-tollgate-tenant").as_deref(), Some("fa"));
+    assert_eq!(header(&r, "x-tollgate-plan").as_deref(), Some("three"));
+    assert_eq!(header(&r, "x-tollgate-status").as_deref(), Some("200"));
+    assert_eq!(header(&r, "x-ratelimit-remaining").as_deref(), Some("2"));
+    // A cost, from any method; a bad one is refused before anything is taken.
+    let r = ask(reqwest::Method::PATCH, &[("X-Tollgate-Cost", "0")], "");
+    error_body(r, 422, "invalid_request");
+    let r = ask(
+        reqwest::Method::PATCH,
+        &[("X-Tollgate-Cost", "2"), ("X-Original-URI", "/v2/x")],
+        "",
+    );
+    assert_eq!(header(&r, "x-ratelimit-remaining").as_deref(), Some("0"));
+    // Over the quota: 429 - or 403 for nginx, which still learns it was 429.
+    let r = ask(reqwest::Method::GET, &[], "");
+    assert_eq!(header(&r, "x-tollgate-status").as_deref(), Some("429"));
+    assert!(header(&r, "retry-after").is_some());
+    error_body(r, 429, "quota_exceeded");
+    let r = ask(reqwest::Method::GET, &[], "?via=nginx");
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "x-tollgate-status").as_deref(), Some("429"));
+    assert_eq!(
+        header(&r, "x-tollgate-error").as_deref(),
+        Some("quota_exceeded")
+    );
+    // An unknown key: 401, said in the headers too.
+    let r = s
+        .http
+        .get(s.url("/api/v1/forward-auth"))
+        .bearer_auth("tg_nope")
+        .send()
+        .unwrap();
+    assert_eq!(
+        header(&r, "x-tollgate-error").as_deref(),
+        Some("invalid_api_key")
+    );
+    error_body(r, 401, "invalid_api_key");
+    // The original requests are in the analytics.
+    wait_until(|| s.report("fa")["summary"]["totalRequests"] == 4);
+    let endpoints = s.report("fa")["endpoints"].to_string();
+    assert!(
+        endpoints.contains("/v1/items") && endpoints.contains("DELETE"),
+        "{endpoints}"
+    );
+    assert!(
+        endpoints.contains("/v2/x") && endpoints.contains("PATCH"),
+        "{endpoints}"
+    );
+}

@@ -10,6 +10,7 @@ pub mod chat;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod forward_auth;
 pub mod headers;
 pub mod meter;
 pub mod metrics;
@@ -96,6 +97,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             vec![post().to(tenant::authorize)],
         ))
         .service(resource("/api/v1/check", vec![post().to(tenant::check)]))
+        .service(resource(
+            "/api/v1/forward-auth",
+            vec![web::route().to(forward_auth::forward_auth)],
+        ))
         .service(resource("/api/v1/usage", vec![post().to(tenant::ingest)]))
         .service(resource("/api/chat", vec![post().to(tenant::chat)]))
         .service(resource(

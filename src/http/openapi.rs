@@ -88,6 +88,7 @@ pub enum UsageBody {
         openapi_json,
         super::tenant::authorize,
         super::tenant::check,
+        super::forward_auth::forward_auth,
         super::tenant::ingest,
         super::tenant::chat,
         super::tenant::billing_usage,

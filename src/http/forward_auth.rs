@@ -1,0 +1,148 @@
+//! `/api/v1/forward-auth` (any method): Tollgate as the auth service of an
+//! edge proxy - nginx `auth_request`, Caddy `forward_auth`, Traefik
+//! `ForwardAuth`, HAProxy (a Lua action). The proxy sends the original
+//! request's headers; the tenant key is in them, the original method and
+//! URI in the conventional headers. The request is decided and recorded
+//! like an authorize of that method and path, and answered 200 (go on: the
+//! rate-limit headers, and the tenant and plan for the upstream) or
+//! 401/403/429 with the JSON error and `Retry-After`.
+//!
+//! Every answer also says what it is in `X-Tollgate-Status` and
+//! `X-Tollgate-Error` (the error code), for proxies that rewrite it. nginx's
+//! `auth_request` passes on only 2xx, 401 and 403: with `?via=nginx` a 429
+//! is answered 403 (its `X-Tollgate-Status` still 429), and the nginx
+//! recipe turns it back into a 429 for the client (docs/INTEGRATIONS.md).
+
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use super::error::ApiError;
+use super::extract::TenantAuth;
+use super::meter::Meter;
+use super::types::check_method;
+use super::AppState;
+use crate::model::UsageRecord;
+
+/// The original method: Traefik and Caddy send `X-Forwarded-Method`; the
+/// nginx and HAProxy recipes send `X-Original-Method`.
+const METHOD_HEADERS: [&str; 2] = ["x-forwarded-method", "x-original-method"];
+/// The original path and query: `X-Forwarded-Uri` (Traefik, Caddy, the
+/// HAProxy recipe), `X-Original-URI` (nginx).
+const URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
+/// Calls the request costs (default 1).
+const COST_HEADER: &str = "x-tollgate-cost";
+/// The longest endpoint a record keeps.
+const MAX_ENDPOINT: usize = 256;
+
+fn first_header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| req.headers().get(*n).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The original request's path (no query), cut to what a record keeps (on a
+/// character boundary), without control characters.
+fn endpoint(req: &HttpRequest) -> String {
+    let uri = first_header(req, &URI_HEADERS).unwrap_or("/");
+    let path = uri.split(['?', '#']).next().unwrap_or("/");
+    let mut out = String::with_capacity(path.len().min(MAX_ENDPOINT));
+    for c in path.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_ENDPOINT {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn put(res: &mut HttpResponse, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        res.headers_mut().insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// The refusal as the proxy gets it.
+fn refused(e: ApiError, via_nginx: bool) -> HttpResponse {
+    let mut res = e.error_response();
+    put(&mut res, "x-tollgate-status", e.status.as_str());
+    put(&mut res, "x-tollgate-error", e.code);
+    put(&mut res, "x-tollgate-message", &e.message);
+    if via_nginx && e.status == StatusCode::TOO_MANY_REQUESTS {
+        *res.status_mut() = StatusCode::FORBIDDEN;
+    }
+    res
+}
+
+#[derive(serde::Deserialize)]
+pub struct Via {
+    via: Option<String>,
+}
+
+/// `/api/v1/forward-auth`.
+#[utoipa::path(
+    get, path = "/api/v1/forward-auth", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
+    params(
+        ("via" = Option<String>, Query, description = "`nginx`: answer a 429 as 403 (nginx's auth_request passes on only 2xx, 401 and 403); `X-Tollgate-Status` still says 429"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "the original path and query (Traefik, Caddy); `X-Original-URI` (nginx) too"),
+        ("X-Forwarded-Method" = Option<String>, Header, description = "the original method (Traefik, Caddy); `X-Original-Method` too; default: this request's"),
+        ("X-Tollgate-Cost" = Option<u64>, Header, description = "calls the request costs (default 1)"),
+    ),
+    responses(
+        (status = 200, description = "allowed (recorded like an authorize of the original method and path); the rate-limit headers, `X-Tollgate-Tenant` and `X-Tollgate-Plan` are for the upstream", headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String), ("X-Tollgate-Tenant" = String), ("X-Tollgate-Plan" = String), ("X-Tollgate-Status" = u16))),
+        (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
+        (status = 403, description = "tenant suspended (or, with `via=nginx`, any refusal nginx must see as 403: see `X-Tollgate-Status`)", body = crate::http::openapi::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
+        (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::openapi::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String), ("Retry-After" = u64))),
+    )
+)]
+pub async fn forward_auth(
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    via: web::Query<Via>,
+    auth: Result<TenantAuth, ApiError>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let via_nginx = via.via.as_deref() == Some("nginx");
+    let auth = match auth {
+        Ok(a) => a,
+        Err(e) => return refused(e, via_nginx),
+    };
+    let cost = match req.headers().get(COST_HEADER) {
+        None => 1,
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(n) if (1..=1_000_000).contains(&n) => n,
+            _ => {
+                return refused(
+                    ApiError::invalid("X-Tollgate-Cost must be a whole number from 1 to 1000000"),
+                    via_nginx,
+                )
+            }
+        },
+    };
+    let method = first_header(&req, &METHOD_HEADERS)
+        .and_then(|m| check_method(m).ok())
+        .unwrap_or_else(|| req.method().as_str().to_string());
+    let record = UsageRecord {
+        endpoint: endpoint(&req),
+        method,
+        ..Default::default()
+    };
+    let meter = match Meter::acquire(&**st, &auth, cost, record, started).allowed() {
+        Ok(m) => m,
+        Err(e) => return refused(e, via_nginx),
+    };
+    meter.served(None, 200, None);
+    let plan = auth.tenant.plan();
+    let mut res = HttpResponse::Ok().finish();
+    put(&mut res, "x-tollgate-status", "200");
+    put(&mut res, "x-tollgate-tenant", &auth.tenant.id);
+    put(&mut res, "x-tollgate-plan", &plan.plan.id);
+    res
+}
