@@ -4,7 +4,10 @@
 //! scheduled on a fixed timetable, so a slow answer delays the measurement
 //! of the ones behind it (no coordinated omission).
 //!
-//!   cargo run --release --example loadgen -- HOST:PORT KEY RATE SECONDS [CONNS]
+//!   cargo run --release --example loadgen -- HOST:PORT KEY RATE SECONDS [CONNS] [PATH]
+//!
+//! PATH (default `/api/v1/authorize`) points it elsewhere - through an edge
+//! proxy, say (`scripts/forward-auth-latency.sh`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -16,9 +19,13 @@ fn main() {
     let rate: f64 = a[2].parse().unwrap();
     let seconds: f64 = a[3].parse().unwrap();
     let conns: usize = a.get(4).and_then(|c| c.parse().ok()).unwrap_or(16);
+    let path = a
+        .get(5)
+        .cloned()
+        .unwrap_or_else(|| "/api/v1/authorize".into());
     let body = r#"{"endpoint":"/v1/search"}"#;
     let request = format!(
-        "POST /api/v1/authorize HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let start = Instant::now() + Duration::from_millis(200);
@@ -43,15 +50,19 @@ fn main() {
                     }
                     writer.write_all(request.as_bytes()).unwrap();
                     let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
+                    // The server closed the connection: stop, say so.
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        eprintln!("connection {c} closed by the server after {i} requests");
+                        errors += total_per_conn - i;
+                        break;
+                    }
                     if !line.contains(" 200 ") {
                         errors += 1;
                     }
                     let mut len = 0usize;
                     loop {
                         let mut h = String::new();
-                        reader.read_line(&mut h).unwrap();
-                        if h == "\r\n" {
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                             break;
                         }
                         if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {

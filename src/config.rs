@@ -95,6 +95,21 @@ pub struct ProxyConfig {
     /// Calls each request costs against the quota.
     #[serde(default = "default_cost")]
     pub cost: u64,
+    /// The error shape of Tollgate's own refusals on this route:
+    /// `tollgate` (the default) or `openai` (for OpenAI SDKs).
+    #[serde(default)]
+    pub dialect: Dialect,
+}
+
+/// Which error shape a gateway route answers Tollgate's refusals in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// Tollgate's own (`{"error", "code", "status", ...}`).
+    #[default]
+    Tollgate,
+    /// OpenAI's (`{"error": {"message", "type", "param", "code"}}`).
+    Openai,
 }
 
 fn default_proxy_timeout_ms() -> u64 {

@@ -24,6 +24,7 @@ fn proxy(prefix: &str, upstream: &str, idle_timeout_ms: u64) -> ProxyConfig {
         timeout_ms: 5_000,
         idle_timeout_ms,
         cost: 1,
+        dialect: Default::default(),
     }
 }
 

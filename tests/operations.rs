@@ -301,6 +301,7 @@ fn proxy(prefix: &str, upstream: &str, auth_env: &str, timeout_ms: u64) -> Proxy
         timeout_ms,
         idle_timeout_ms: 60_000,
         cost: 1,
+        dialect: Default::default(),
     }
 }
 

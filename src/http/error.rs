@@ -109,7 +109,14 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             res.insert_header(("retry-after", secs.to_string()));
         }
-        res.json(Value::Object(body))
+        let mut res = res.json(Value::Object(body));
+        // A gateway route may answer it in its clients' dialect.
+        res.extensions_mut()
+            .insert(crate::http::proxy::dialect::Refused {
+                code: self.code,
+                message: self.message.clone(),
+            });
+        res
     }
 }
 

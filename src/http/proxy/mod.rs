@@ -11,6 +11,7 @@
 //! operator's organisation or project, or claim a client address, are
 //! dropped, and upgrades (WebSocket) are refused.
 
+pub mod dialect;
 mod path;
 pub mod usage;
 
@@ -96,6 +97,7 @@ pub struct ProxyTarget {
     timeout: Duration,
     idle_timeout: Duration,
     cost: u64,
+    dialect: dialect::Dialect,
     client: reqwest::Client,
 }
 
@@ -123,6 +125,7 @@ impl ProxyTarget {
             timeout: Duration::from_millis(c.timeout_ms),
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
             cost: c.cost,
+            dialect: c.dialect,
             client,
         })
     }
@@ -130,11 +133,17 @@ impl ProxyTarget {
     /// The route: the prefix itself and everything below it.
     /// Upgrades are refused before anything reads the body: actix hands
     /// an upgraded connection's bytes to the body, which never ends.
-    pub fn resource(target: Arc<ProxyTarget>) -> actix_web::Resource {
+    pub fn resource(target: Arc<ProxyTarget>) -> impl actix_web::dev::HttpServiceFactory {
         let upgrade =
             actix_web::guard::fn_guard(|ctx| ctx.head().headers().contains_key("upgrade"));
+        let speaking = target.dialect;
         web::resource(format!("{}{{tail:(/.*)?}}", target.prefix))
             .name(&format!("{}/*", target.prefix))
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let answer = srv.call(req);
+                async move { Ok(dialect::speak(speaking, answer.await?)) }
+            })
             .app_data(web::Data::from(target))
             .route(web::route().guard(upgrade).to(refuse_upgrade))
             .default_service(web::to(forward))

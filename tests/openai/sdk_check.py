@@ -1,0 +1,52 @@
+"""The official openai Python SDK against Tollgate's gateway (dialect =
+"openai"): run by tests/openai_sdk.rs with the gateway's base URL, a live
+tenant key and the key of a tenant whose monthly quota is spent."""
+import sys
+
+import openai
+
+base, key, spent = sys.argv[1:4]
+ask = dict(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+
+client = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+
+# A plain call, with the rate-limit headers.
+raw = client.chat.completions.with_raw_response.create(**ask)
+assert raw.headers.get("ratelimit-policy"), dict(raw.headers)
+completion = raw.parse()
+assert completion.choices[0].message.content == "hello world", completion
+assert completion.usage.total_tokens == 7, completion.usage
+
+# A stream without include_usage: the text, whatever the gateway adds.
+text = "".join(
+    c.choices[0].delta.content or ""
+    for c in client.chat.completions.create(stream=True, **ask)
+    if c.choices
+)
+assert text == "hello world", text
+
+# A stream with include_usage: the usage comes last.
+chunks = list(
+    client.chat.completions.create(
+        stream=True, stream_options={"include_usage": True}, **ask
+    )
+)
+assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 7, chunks[-1]
+
+# A spent quota: RateLimitError with Tollgate's reason, OpenAI's code.
+try:
+    openai.OpenAI(base_url=base, api_key=spent, max_retries=0).chat.completions.create(**ask)
+    raise SystemExit("a spent quota was let through")
+except openai.RateLimitError as e:
+    assert e.code == "insufficient_quota", (e.code, e.body)
+    assert "monthly call quota exceeded" in str(e), str(e)
+    assert int(e.response.headers["retry-after"]) > 0
+
+# An unknown key: AuthenticationError.
+try:
+    openai.OpenAI(base_url=base, api_key="tg_unknown", max_retries=0).chat.completions.create(**ask)
+    raise SystemExit("an unknown key was let through")
+except openai.AuthenticationError as e:
+    assert e.code == "invalid_api_key", (e.code, e.body)
+
+print("sdk ok")
