@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use binary::Proc;
 use reqwest::blocking::Client;
-use traffic::{load, persisted, reported, setup, Acks, ADMIN};
+use traffic::{acked_within, load, persisted, reported, setup, Acks, ADMIN};
 
 const FLUSH_MS: u64 = 50;
 
@@ -76,11 +76,7 @@ fn kill_9_under_load_loses_at_most_the_last_flush_interval_and_never_drifts() {
         let lost = acked.saturating_sub(survived);
         // The last flush interval, plus the write in progress and scheduling slack.
         let window = Duration::from_millis(FLUSH_MS + 150);
-        let at_risk: u64 = acks
-            .iter()
-            .filter(|a| killed_at.duration_since(a.0) <= window)
-            .map(|a| a.1)
-            .sum();
+        let at_risk = acked_within(&acks, killed_at, window);
         assert!(lost <= at_risk, "round {round}: lost {lost} acknowledged records, but only {at_risk} arrived in the last {window:?}");
         worst_lost = worst_lost.max(lost);
         // The rollups agree with the raw records.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use binary::Proc;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use traffic::{load, persisted, reported, setup, Acks, ADMIN};
+use traffic::{acked_within, load, persisted, reported, setup, Acks, ADMIN};
 
 const FLUSH_MS: u64 = 50;
 
@@ -207,11 +207,7 @@ fn kill_9_of_a_writer_loses_at_most_its_last_flush_and_counts_nothing_twice() {
             "round {round}: {survived} records from {acked} acknowledged: some counted twice"
         );
         let window = Duration::from_millis(FLUSH_MS + 150);
-        let at_risk: u64 = acks
-            .iter()
-            .filter(|a| killed_at.duration_since(a.0) <= window)
-            .map(|a| a.1)
-            .sum();
+        let at_risk = acked_within(&acks, killed_at, window);
         let lost = acked - survived;
         assert!(
             lost <= at_risk,

@@ -126,3 +126,12 @@ pub fn reported(s: &Proc, key: &str) -> u64 {
         .unwrap();
     rep["summary"]["totalRequests"].as_u64().unwrap()
 }
+
+/// Records acknowledged within `window` before `at` (what a kill at `at`
+/// may lose: the last flush interval, plus the write in progress).
+pub fn acked_within(acks: &[(Instant, u64)], at: Instant, window: Duration) -> u64 {
+    acks.iter()
+        .filter(|a| at.duration_since(a.0) <= window)
+        .map(|a| a.1)
+        .sum()
+}
