@@ -1,0 +1,461 @@
+// Tollgate's client for Node.js (18+), Express and Next.js: no runtime
+// dependency beyond `fetch`.
+//
+//   const tg = new Tollgate({ baseUrl: "http://127.0.0.1:8080", apiKey });
+//   if (await tg.canMakeAPICall()) { ...; tg.recordUsage({ endpoint: "/chat", tokensUsed: 42 }); }
+//
+// `recordUsage` never blocks: records are batched and sent on an interval,
+// when a batch is full, on `flush()`, and before the process exits.
+
+/** One usage record, as `POST /api/v1/usage` takes it. */
+export interface UsageRecord {
+  timestamp?: string;
+  endpoint?: string;
+  method?: string;
+  statusCode?: number;
+  responseTime?: number;
+  promptTokens?: number;
+  completionTokens?: number;
+  tokensUsed?: number;
+  model?: string;
+  userId?: string;
+  botId?: string;
+  calls?: number;
+  metadata?: Record<string, string | number | boolean>;
+}
+
+export interface TollgateOptions {
+  /** Where Tollgate listens, e.g. `http://127.0.0.1:8080`. */
+  baseUrl: string;
+  /** The tenant's key. */
+  apiKey: string;
+  /** How often queued records are sent (ms; default 1000). */
+  flushIntervalMs?: number;
+  /** Records per batch (default 1000; Tollgate takes up to 10,000). */
+  maxBatch?: number;
+  /** Records kept while Tollgate cannot take them (default 100,000); the oldest go first. */
+  maxQueued?: number;
+  /** Told of a failed send (the records are kept and sent again). */
+  onError?: (error: unknown) => void;
+  fetch?: typeof fetch;
+}
+
+/** A decision and the limit's state. */
+export interface Decision {
+  allowed: boolean;
+  /** The HTTP status Tollgate answered. */
+  status: number;
+  limit: number | null;
+  used: number | null;
+  remaining: number | null;
+  resetAt: string | null;
+  /** Why not (`quota_exceeded`, `rate_limited`, `tenant_suspended`, ...). */
+  reason: string | null;
+  retryAfterSeconds: number | null;
+  /** The rate-limit headers to pass on to the caller. */
+  headers: Record<string, string>;
+}
+
+/** An answer that is neither a decision nor data (401, 5xx, ...). */
+export class TollgateError extends Error {
+  constructor(
+    message: string,
+    public readonly status: number,
+    public readonly code: string | null,
+  ) {
+    super(message);
+    this.name = "TollgateError";
+  }
+}
+
+const LIMIT_HEADERS = [
+  "x-ratelimit-limit",
+  "x-ratelimit-remaining",
+  "x-ratelimit-reset",
+  "ratelimit",
+  "ratelimit-policy",
+  "retry-after",
+];
+
+function limitHeaders(h: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of LIMIT_HEADERS) {
+    const v = h.get(name);
+    if (v !== null) out[name] = v;
+  }
+  return out;
+}
+
+// Node's process, where there is one (not in an edge runtime).
+declare const process: { once(event: "beforeExit", listener: () => void): unknown } | undefined;
+
+const live = new Set<Tollgate>();
+let exitHooked = false;
+
+/** Sends what is queued before the process exits (Node only). */
+function hookExit(): void {
+  if (exitHooked || typeof process === "undefined" || typeof process?.once !== "function") return;
+  exitHooked = true;
+  process.once("beforeExit", () => {
+    for (const tg of live) void tg.flush();
+  });
+}
+
+export class Tollgate {
+  private readonly base: string;
+  private readonly key: string;
+  private readonly maxBatch: number;
+  private readonly maxQueued: number;
+  private readonly onError: (e: unknown) => void;
+  private readonly fetch: typeof fetch;
+  private queue: UsageRecord[] = [];
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private sending: Promise<void> | null = null;
+  /** Not before this time (ms): Tollgate asked to wait. */
+  private holdUntil = 0;
+
+  constructor(options: TollgateOptions) {
+    if (!options.baseUrl || !options.apiKey) throw new TypeError("Tollgate needs baseUrl and apiKey");
+    this.base = options.baseUrl.replace(/\/+$/, "");
+    this.key = options.apiKey;
+    this.maxBatch = Math.min(Math.max(options.maxBatch ?? 1000, 1), 10_000);
+    this.maxQueued = Math.max(options.maxQueued ?? 100_000, this.maxBatch);
+    this.onError = options.onError ?? (() => {});
+    this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    const every = options.flushIntervalMs ?? 1000;
+    this.timer = setInterval(() => void this.flush(), every);
+    // A timer must not keep a process alive on its own.
+    (this.timer as { unref?: () => void }).unref?.();
+    live.add(this);
+    hookExit();
+  }
+
+  private async call(method: string, path: string, body?: unknown): Promise<Response> {
+    return this.fetch(this.base + path, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.key}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  }
+
+  private static async error(res: Response): Promise<TollgateError> {
+    let body: { error?: string; code?: string } = {};
+    try {
+      body = (await res.json()) as typeof body;
+    } catch {
+      /* not JSON */
+    }
+    return new TollgateError(body.error ?? `Tollgate answered ${res.status}`, res.status, body.code ?? null);
+  }
+
+  private async decision(res: Response, allowedField: "allowed" | "isAllowed"): Promise<Decision> {
+    if (res.status !== 200 && res.status !== 429 && res.status !== 403) throw await Tollgate.error(res);
+    const b = (await res.json()) as Record<string, unknown>;
+    const num = (v: unknown) => (typeof v === "number" ? v : null);
+    const allowed = res.status === 200 && b[allowedField] === true;
+    return {
+      allowed,
+      status: res.status,
+      limit: num(b.limit),
+      used: num(b.used),
+      remaining: num(b.remaining),
+      resetAt: typeof b.resetAt === "string" ? b.resetAt : null,
+      reason: typeof b.reason === "string" ? b.reason : typeof b.code === "string" ? b.code : null,
+      retryAfterSeconds: num(b.retryAfterSeconds),
+      headers: limitHeaders(res.headers),
+    };
+  }
+
+  /** Whether a call of `cost` would pass now; takes nothing (`POST /api/v1/check`). */
+  async check(opts: { cost?: number } = {}): Promise<Decision> {
+    return this.decision(await this.call("POST", "/api/v1/check", { cost: opts.cost ?? 1 }), "isAllowed");
+  }
+
+  /** The product description's `canMakeAPICall(tenantId)`: the tenant is the key's. */
+  async canMakeAPICall(opts: { cost?: number } = {}): Promise<boolean> {
+    return (await this.check(opts)).allowed;
+  }
+
+  /** Decides and takes `cost` calls at once, recording the request (`POST /api/v1/authorize`). */
+  async authorize(
+    opts: { cost?: number; endpoint?: string; method?: string; userId?: string; botId?: string } = {},
+  ): Promise<Decision> {
+    return this.decision(await this.call("POST", "/api/v1/authorize", opts), "allowed");
+  }
+
+  /** Queues records for `POST /api/v1/usage`; never blocks, never throws. */
+  recordUsage(records: UsageRecord | UsageRecord[]): void {
+    const list = Array.isArray(records) ? records : [records];
+    const stamped = new Date().toISOString();
+    for (const r of list) this.queue.push({ timestamp: stamped, ...r });
+    if (this.queue.length > this.maxQueued) this.queue.splice(0, this.queue.length - this.maxQueued);
+    if (this.queue.length >= this.maxBatch) void this.flush();
+  }
+
+  /** Records queued and not yet taken. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** Sends everything queued; resolves when Tollgate took it or refused it for now. */
+  async flush(): Promise<void> {
+    while (this.sending) await this.sending;
+    if (this.queue.length === 0 || Date.now() < this.holdUntil) return;
+    this.sending = this.sendAll().finally(() => {
+      this.sending = null;
+    });
+    return this.sending;
+  }
+
+  private async sendAll(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.slice(0, this.maxBatch);
+      let res: Response;
+      try {
+        res = await this.call("POST", "/api/v1/usage", batch);
+      } catch (e) {
+        this.onError(e);
+        return;
+      }
+      if (res.status === 202) {
+        await res.body?.cancel();
+        this.queue.splice(0, batch.length);
+        continue;
+      }
+      if (res.status === 429 || res.status === 503) {
+        // Nothing was taken: the same batch goes again after the wait.
+        const secs = Number(res.headers.get("retry-after") ?? "1");
+        this.holdUntil = Date.now() + (Number.isFinite(secs) ? secs : 1) * 1000;
+        this.onError(await Tollgate.error(res));
+        return;
+      }
+      // A batch Tollgate will never take (422, 401): dropped, said.
+      this.queue.splice(0, batch.length);
+      this.onError(await Tollgate.error(res));
+    }
+  }
+
+  /** The tenant's calls and tokens this period (`GET /api/billing/usage`). */
+  async usage(): Promise<Record<string, unknown>> {
+    const res = await this.call("GET", "/api/billing/usage");
+    if (res.status !== 200) throw await Tollgate.error(res);
+    return (await res.json()) as Record<string, unknown>;
+  }
+
+  /** Usage analytics (`GET /api/billing/api-usage`, e.g. `{ range: "month" }`). */
+  async apiUsage(query: Record<string, string> = {}): Promise<Record<string, unknown>> {
+    const qs = new URLSearchParams(query).toString();
+    const res = await this.call("GET", "/api/billing/api-usage" + (qs ? `?${qs}` : ""));
+    if (res.status !== 200) throw await Tollgate.error(res);
+    return (await res.json()) as Record<string, unknown>;
+  }
+
+  /** Sends what is queued and stops the timer. */
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.holdUntil = 0;
+    await this.flush();
+    live.delete(this);
+  }
+}
+
+// ---- middleware -------------------------------------------------------
+
+export interface MiddlewareOptions {
+  baseUrl: string;
+  /** Calls each request costs (default 1). */
+  cost?: number;
+  /** The record's endpoint (default: the request's path). */
+  endpoint?: (path: string) => string;
+  /** Client options for each tenant's client. */
+  client?: Omit<TollgateOptions, "baseUrl" | "apiKey">;
+}
+
+/** The tenant key a request presents (`Authorization: Bearer` or `X-API-Key`). */
+export function keyOf(headers: { get(name: string): string | null }): string | null {
+  const auth = headers.get("authorization");
+  if (auth && /^bearer /i.test(auth)) return auth.slice(7).trim() || null;
+  return headers.get("x-api-key")?.trim() || null;
+}
+
+/** One client per tenant key, made on first use. */
+class Clients {
+  private readonly byKey = new Map<string, Tollgate>();
+  constructor(private readonly options: MiddlewareOptions) {}
+  get(key: string): Tollgate {
+    let tg = this.byKey.get(key);
+    if (!tg) {
+      tg = new Tollgate({ ...this.options.client, baseUrl: this.options.baseUrl, apiKey: key });
+      this.byKey.set(key, tg);
+    }
+    return tg;
+  }
+  async close(): Promise<void> {
+    await Promise.all([...this.byKey.values()].map((t) => t.close()));
+  }
+}
+
+function refusal(status: number, code: string, message: string, headers: Record<string, string> = {}) {
+  return { status, body: JSON.stringify({ error: message, code, status }), headers };
+}
+
+/** Seconds until a refused call may pass: the burst window's reset for
+ * the burst limit, the period's end for a quota. */
+function retryAfter(d: Decision): number {
+  if (d.retryAfterSeconds && d.retryAfterSeconds > 0) return d.retryAfterSeconds;
+  if (d.reason === "rate_limited") {
+    const burst = /"burst";r=\d+;t=(\d+)/.exec(d.headers["ratelimit"] ?? "");
+    return Math.max(1, Number(burst?.[1] ?? 1));
+  }
+  if (d.resetAt) return Math.max(1, Math.ceil((Date.parse(d.resetAt) - Date.now()) / 1000));
+  return 1;
+}
+
+/** Asks before the request; what to do with it. */
+async function decide(clients: Clients, key: string | null, cost: number) {
+  if (!key) return { refused: refusal(401, "missing_api_key", "send your API key as Authorization: Bearer <key> or X-API-Key") };
+  const tg = clients.get(key);
+  let d: Decision;
+  try {
+    d = await tg.check({ cost });
+  } catch (e) {
+    const status = e instanceof TollgateError ? e.status : 503;
+    const code = e instanceof TollgateError && e.code ? e.code : "tollgate_unavailable";
+    return { refused: refusal(status, code, e instanceof Error ? e.message : String(e)) };
+  }
+  if (!d.allowed) {
+    if (d.reason === "tenant_suspended") {
+      return { refused: refusal(403, "tenant_suspended", "the tenant is suspended", d.headers), tg };
+    }
+    // A check is a 200, which carries no Retry-After: work it out.
+    const headers = { ...d.headers, "retry-after": String(retryAfter(d)) };
+    return { refused: refusal(429, d.reason ?? "refused", `refused: ${d.reason ?? "limit reached"}`, headers), tg };
+  }
+  return { tg, headers: d.headers };
+}
+
+/** Node's (and Express's) request and response, as far as the middleware uses them. */
+interface NodeRequest {
+  method?: string;
+  url?: string;
+  originalUrl?: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+interface NodeResponse {
+  statusCode: number;
+  setHeader(name: string, value: string): unknown;
+  end(body?: string): unknown;
+  once(event: "finish", listener: () => void): unknown;
+  locals?: Record<string, unknown>;
+}
+
+/** Reports tokens for the request being served (Express: `res.locals.tollgate`). */
+export interface Usage {
+  tokens(t: { promptTokens?: number; completionTokens?: number; tokensUsed?: number; model?: string }): void;
+}
+
+/**
+ * Express (or plain `node:http`) middleware: refuses a request over its
+ * tenant's limits (401/403/429 with the rate-limit headers), sets the
+ * headers on the others, and records endpoint, method, status, latency
+ * and the tokens reported with `res.locals.tollgate.tokens({...})`.
+ */
+export function express(options: MiddlewareOptions) {
+  const clients = new Clients(options);
+  const mw = async (req: NodeRequest, res: NodeResponse, next: (e?: unknown) => void) => {
+    const started = performance.now();
+    const header = (n: string) => {
+      const v = req.headers[n];
+      return (Array.isArray(v) ? v[0] : v) ?? null;
+    };
+    const d = await decide(clients, keyOf({ get: header }), options.cost ?? 1);
+    if ("refused" in d && d.refused) {
+      res.statusCode = d.refused.status;
+      res.setHeader("content-type", "application/json");
+      for (const [k, v] of Object.entries(d.refused.headers)) res.setHeader(k, v);
+      res.end(d.refused.body);
+      return;
+    }
+    const { tg, headers } = d as { tg: Tollgate; headers: Record<string, string> };
+    for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    const path = (req.originalUrl ?? req.url ?? "/").split("?")[0];
+    const record: UsageRecord = {
+      endpoint: options.endpoint ? options.endpoint(path) : path,
+      method: req.method ?? "GET",
+      calls: options.cost ?? 1,
+    };
+    const usage: Usage = { tokens: (t) => Object.assign(record, t) };
+    if (res.locals) res.locals.tollgate = usage;
+    else (res as unknown as { tollgate: Usage }).tollgate = usage;
+    res.once("finish", () => {
+      tg.recordUsage({ ...record, statusCode: res.statusCode, responseTime: performance.now() - started });
+    });
+    next();
+  };
+  return Object.assign(mw, { close: () => clients.close() });
+}
+
+/**
+ * Wraps a Next.js route handler (`export const POST = withTollgate(handler, {...})`):
+ * the same as {@link express}, on the web's `Request` and `Response`. The
+ * handler reports tokens with its second argument's `tokens({...})`.
+ */
+export function withTollgate(
+  handler: (req: Request, usage: Usage) => Promise<Response> | Response,
+  options: MiddlewareOptions,
+) {
+  const clients = new Clients(options);
+  const wrapped = async (req: Request): Promise<Response> => {
+    const started = performance.now();
+    const d = await decide(clients, keyOf(req.headers), options.cost ?? 1);
+    if ("refused" in d && d.refused) {
+      return new Response(d.refused.body, {
+        status: d.refused.status,
+        headers: { "content-type": "application/json", ...d.refused.headers },
+      });
+    }
+    const { tg, headers } = d as { tg: Tollgate; headers: Record<string, string> };
+    const path = new URL(req.url).pathname;
+    const record: UsageRecord = {
+      endpoint: options.endpoint ? options.endpoint(path) : path,
+      method: req.method,
+      calls: options.cost ?? 1,
+    };
+    let res: Response;
+    try {
+      res = await handler(req, { tokens: (t) => Object.assign(record, t) });
+    } catch (e) {
+      tg.recordUsage({ ...record, statusCode: 500, responseTime: performance.now() - started });
+      throw e;
+    }
+    tg.recordUsage({ ...record, statusCode: res.status, responseTime: performance.now() - started });
+    const out = new Headers(res.headers);
+    for (const [k, v] of Object.entries(headers)) out.set(k, v);
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers: out });
+  };
+  return Object.assign(wrapped, { close: () => clients.close() });
+}
+
+/**
+ * Next.js edge middleware (`middleware.ts`): answers a refusal itself and
+ * returns `undefined` to let the request go on (Next then continues). It
+ * checks only; record usage in the route handlers ({@link withTollgate}).
+ */
+export function nextMiddleware(options: MiddlewareOptions) {
+  const clients = new Clients(options);
+  const mw = async (req: Request): Promise<Response | undefined> => {
+    const d = await decide(clients, keyOf(req.headers), options.cost ?? 1);
+    if ("refused" in d && d.refused) {
+      return new Response(d.refused.body, {
+        status: d.refused.status,
+        headers: { "content-type": "application/json", ...d.refused.headers },
+      });
+    }
+    return undefined;
+  };
+  return Object.assign(mw, { close: () => clients.close() });
+}

@@ -1,0 +1,182 @@
+// The client against a real Tollgate: the binary in TOLLGATE_BIN (set by
+// tests/typescript_client.rs; `cargo build` puts it in target/debug),
+// started on 127.0.0.1:0 with a temporary data directory.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { Tollgate, TollgateError, express, withTollgate, nextMiddleware } from "../dist/esm/index.js";
+
+const ADMIN = "typescript-client-admin-token-0123456789";
+let server;
+let base;
+let dir;
+
+async function admin(method, path, body) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  assert.ok(res.status < 300, `${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** A tenant on a plan of `calls` a month; its key. */
+async function tenant(id, calls) {
+  await admin("POST", "/api/admin/plans", { id: `p-${id}`, name: id, monthlyCalls: calls });
+  await admin("POST", "/api/admin/tenants", { id, planId: `p-${id}` });
+  return (await admin("POST", `/api/admin/tenants/${id}/keys`, {})).key;
+}
+
+async function until(f, what) {
+  const deadline = Date.now() + 10_000;
+  while (!(await f())) {
+    assert.ok(Date.now() < deadline, `never: ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function requests(tg) {
+  const r = await tg.apiUsage({ range: "day" });
+  return r.summary.totalRequests;
+}
+
+before(async () => {
+  const bin = process.env.TOLLGATE_BIN;
+  assert.ok(bin, "set TOLLGATE_BIN to the tollgate binary (tests/typescript_client.rs does)");
+  dir = mkdtempSync(join(tmpdir(), "tollgate-ts-"));
+  server = spawn(bin, ["serve", "--bind", "127.0.0.1:0", "--data-dir", dir], {
+    env: { ...process.env, TOLLGATE_ADMIN_TOKEN: ADMIN, TOLLGATE_FLUSH_INTERVAL_MS: "20", TOLLGATE_LOG: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  base = await new Promise((resolve, reject) => {
+    let seen = "";
+    server.stdout.on("data", (d) => {
+      seen += d;
+      const m = seen.match(/Tollgate listening on (http:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+    server.once("exit", (code) => reject(new Error(`tollgate exited (${code}): ${seen}`)));
+  });
+  server.stdout.resume();
+});
+
+after(() => {
+  server?.kill("SIGTERM");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test("checks, authorizes and refuses with the limit's state", async () => {
+  const key = await tenant("ts-one", 2);
+  const tg = new Tollgate({ baseUrl: base, apiKey: key });
+  assert.equal(await tg.canMakeAPICall(), true);
+  const d = await tg.authorize({ endpoint: "/v1/chat" });
+  assert.equal(d.allowed, true);
+  assert.equal(d.remaining, 1);
+  assert.equal(d.headers["x-ratelimit-remaining"], "1");
+  assert.equal((await tg.authorize()).allowed, true);
+  const refused = await tg.authorize();
+  assert.equal(refused.allowed, false);
+  assert.equal(refused.status, 429);
+  assert.equal(refused.reason, "quota_exceeded");
+  assert.ok(refused.retryAfterSeconds > 0);
+  assert.equal(await tg.canMakeAPICall(), false);
+  const usage = await tg.usage();
+  assert.equal(usage.calls.used, 2);
+  await tg.close();
+  const unknown = new Tollgate({ baseUrl: base, apiKey: "tg_unknown" });
+  await assert.rejects(unknown.check(), (e) => e instanceof TollgateError && e.status === 401);
+  await unknown.close();
+});
+
+test("recordUsage batches, never blocks, and flush sends everything once", async () => {
+  const key = await tenant("ts-batch", 1_000_000);
+  const tg = new Tollgate({ baseUrl: base, apiKey: key, maxBatch: 50, flushIntervalMs: 60_000 });
+  for (let i = 0; i < 120; i++) tg.recordUsage({ endpoint: "/v1/embed", tokensUsed: 3, calls: 1 });
+  tg.recordUsage([{ endpoint: "/v1/chat", model: "gpt-4o-mini", promptTokens: 10, completionTokens: 5 }]);
+  await tg.flush();
+  assert.equal(tg.pending, 0);
+  await until(async () => (await requests(tg)) === 121, "121 records in the analytics");
+  await tg.close();
+});
+
+test("the Express middleware enforces, sets the headers and records each request", async () => {
+  const key = await tenant("ts-express", 3);
+  const mw = express({ baseUrl: base, client: { flushIntervalMs: 20 } });
+  // Express's req and res are Node's, with extras the middleware does not need.
+  const app = createServer((req, res) => {
+    res.locals = {};
+    mw(req, res, () => {
+      res.locals.tollgate.tokens({ promptTokens: 4, completionTokens: 2, model: "gpt-4o-mini" });
+      res.statusCode = 201;
+      res.end("made");
+    });
+  });
+  await new Promise((r) => app.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${app.address().port}/v1/things?x=1`;
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${key}` } });
+    assert.equal(r.status, 201);
+    assert.equal(await r.text(), "made");
+    assert.ok(r.headers.get("ratelimit-policy"));
+  }
+  // The records went in: the quota is spent, the next request is refused.
+  const tg = new Tollgate({ baseUrl: base, apiKey: key });
+  await until(async () => (await requests(tg)) === 3, "3 records");
+  const over = await fetch(url, { headers: { "x-api-key": key } });
+  assert.equal(over.status, 429);
+  assert.ok(Number(over.headers.get("retry-after")) > 0);
+  assert.equal((await over.json()).code, "quota_exceeded");
+  const none = await fetch(url);
+  assert.equal(none.status, 401);
+  const report = await tg.apiUsage({ range: "day" });
+  assert.ok(JSON.stringify(report.endpoints).includes("/v1/things"), JSON.stringify(report.endpoints));
+  assert.equal(report.summary.totalTokens, 18);
+  app.close();
+  await mw.close();
+  await tg.close();
+});
+
+test("the Next.js route handler wrapper and edge middleware", async () => {
+  const key = await tenant("ts-next", 2);
+  const handler = withTollgate(
+    async (req, usage) => {
+      usage.tokens({ tokensUsed: 7 });
+      return Response.json({ ok: true, method: req.method });
+    },
+    { baseUrl: base, client: { flushIntervalMs: 20 } },
+  );
+  const req = () => new Request("http://app.local/api/chat", { method: "POST", headers: { authorization: `Bearer ${key}` } });
+  const r = await handler(req());
+  assert.equal(r.status, 200);
+  assert.deepEqual(await r.json(), { ok: true, method: "POST" });
+  assert.ok(r.headers.get("ratelimit"));
+  await handler(req());
+  const tg = new Tollgate({ baseUrl: base, apiKey: key });
+  await until(async () => (await requests(tg)) === 2, "2 records");
+  const over = await handler(req());
+  assert.equal(over.status, 429);
+  const edge = nextMiddleware({ baseUrl: base });
+  const refused = await edge(req());
+  assert.equal(refused.status, 429);
+  assert.equal(await edge(new Request("http://app.local/api/chat")).then((r) => r.status), 401);
+  const other = await tenant("ts-next-ok", 10);
+  assert.equal(await edge(new Request("http://app.local/x", { headers: { "x-api-key": other } })), undefined);
+  await handler.close();
+  await edge.close();
+  await tg.close();
+});
+
+test("the CommonJS build loads with require", () => {
+  const require = createRequire(import.meta.url);
+  const cjs = require("../dist/cjs/index.cjs");
+  assert.equal(typeof cjs.Tollgate, "function");
+  assert.equal(typeof cjs.express, "function");
+});
