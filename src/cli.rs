@@ -39,6 +39,8 @@ Environment:
   TOLLGATE_LOG           log filter, e.g. info, warn, tollgate=debug (default info)
   TOLLGATE_LOG_FORMAT    text or json (default text)
   TOLLGATE_CONFIG        configuration file (TOML)
+  TOLLGATE_STORE_ENGINE  sled (default) or postgres: one database for many instances
+  TOLLGATE_STORE_POSTGRES_URL  postgres://user@host:5432/db, for the postgres engine
   TOLLGATE_<SECTION>_<KEY>  any configuration key, e.g. TOLLGATE_FLUSH_INTERVAL_MS
 Precedence: flags, then TOLLGATE_* variables, then the file, then defaults.
 Stop with SIGTERM or Ctrl-C: requests in flight are answered, then every
