@@ -7,6 +7,7 @@
 //! store has it already), which is how an admin write on one instance will
 //! reach the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -16,6 +17,11 @@ use crate::auth::KeyHash;
 use crate::model::{Plan, Tenant, TenantStatus};
 use crate::quota::period::Period;
 use crate::quota::{ActivePlan, TenantState};
+use crate::store::PeriodTotals;
+
+/// New tenants in one page of changes from which their totals are read
+/// together.
+const BULK: usize = 32;
 
 /// One admin write, after the store took it.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +65,41 @@ impl Registry {
     /// store): memory only, and not published again.
     pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<(), RegistryError> {
         let mut cat = self.catalog.lock();
-        self.apply_locked(&mut cat, change, now)
+        self.apply_locked(&mut cat, change, now, None)
+    }
+
+    /// Applies many changes other instances made, in order, as
+    /// [`apply`](Self::apply) each; the errors of those that failed. A
+    /// page of many new tenants (a bulk import elsewhere) reads the
+    /// period's totals once instead of once a tenant.
+    pub fn apply_all(
+        &self,
+        changes: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Change, RegistryError)>, RegistryError> {
+        let mut cat = self.catalog.lock();
+        let new_tenants = changes
+            .iter()
+            .filter(|c| matches!(c, Change::TenantPut(t) if self.tenants.get(&t.id).is_none()))
+            .count();
+        let totals = if new_tenants >= BULK {
+            Some(
+                self.store
+                    .period_totals(Period::containing(now))?
+                    .into_iter()
+                    .collect::<HashMap<_, _>>(),
+            )
+        } else {
+            None
+        };
+        Ok(changes
+            .iter()
+            .filter_map(|c| {
+                self.apply_locked(&mut cat, c, now, totals.as_ref())
+                    .err()
+                    .map(|e| (c.clone(), e))
+            })
+            .collect())
     }
 
     /// Applies a change this instance wrote to the store, then publishes it.
@@ -69,7 +109,7 @@ impl Registry {
         change: Change,
         now: DateTime<Utc>,
     ) -> Result<(), RegistryError> {
-        self.apply_locked(cat, &change, now)?;
+        self.apply_locked(cat, &change, now, None)?;
         for feed in self.feeds.read().iter() {
             feed.published(&change);
         }
@@ -78,11 +118,14 @@ impl Registry {
 
     /// The one place memory follows the store. Each change is idempotent:
     /// applied twice, it leaves what it left once.
+    /// `totals`: the period's persisted totals, when the caller read them
+    /// all at once (a new tenant then takes its own from there).
     fn apply_locked(
         &self,
         cat: &mut Catalog,
         change: &Change,
         now: DateTime<Utc>,
+        totals: Option<&HashMap<String, PeriodTotals>>,
     ) -> Result<(), RegistryError> {
         match change {
             Change::PlanPut(plan) => {
@@ -114,7 +157,10 @@ impl Registry {
                         // A created tenant continues whatever the store
                         // counts for its id (nothing, after a purge).
                         let period = Period::containing(now);
-                        let totals = self.store.tenant_totals(&tenant.id, period)?;
+                        let totals = match totals {
+                            Some(all) => all.get(&tenant.id).copied().unwrap_or_default(),
+                            None => self.store.tenant_totals(&tenant.id, period)?,
+                        };
                         let state = Arc::new(TenantState::new(&tenant.id, plan, suspended, period));
                         state.restore(period, totals.calls, totals.tokens);
                         self.tenants.insert(tenant.id.clone(), state);
@@ -303,5 +349,57 @@ mod tests {
         b.apply(&again, now).unwrap();
         b.apply(&again, now).unwrap();
         assert_eq!(b.plan("pro").unwrap().monthly_calls, Some(5));
+    }
+
+    /// A page of many new tenants (a bulk import on another instance) reads
+    /// the totals once and gives each tenant the same counters as one
+    /// change at a time would; a small page reads them one by one.
+    #[test]
+    fn a_page_of_new_tenants_takes_their_totals_at_once() {
+        use crate::store::memory::MemoryStore;
+        use crate::store::UsageBlock;
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::in_memory());
+        let now = Utc::now();
+        let b = registry(&store);
+        let record = crate::model::UsageRecord {
+            ts_ms: now.timestamp_millis(),
+            calls: 1,
+            tokens: 5,
+            ..Default::default()
+        };
+        store
+            .write_usage(&[
+                UsageBlock::new("t3", vec![record.clone(); 3]),
+                UsageBlock::new("t40", vec![record; 2]),
+            ])
+            .unwrap();
+        let tenant = |i: usize| Tenant {
+            id: format!("t{i}"),
+            name: format!("T{i}"),
+            plan_id: "free".into(),
+            status: TenantStatus::Active,
+            created_at: now,
+        };
+        let page: Vec<Change> = (0..BULK + 8)
+            .map(|i| Change::TenantPut(tenant(i)))
+            .collect();
+        assert!(b.apply_all(&page, now).unwrap().is_empty());
+        let period = Period::containing(now);
+        assert_eq!(b.tenant_state("t3").unwrap().used(period), (3, 15));
+        assert_eq!(b.tenant_state("t0").unwrap().used(period), (0, 0));
+        let small = vec![Change::TenantPut(tenant(40))];
+        assert!(b.apply_all(&small, now).unwrap().is_empty());
+        assert_eq!(b.tenant_state("t40").unwrap().used(period), (2, 10));
+        // A change that cannot apply is handed back, the others applied.
+        let mut orphan = tenant(41);
+        orphan.plan_id = "missing".into();
+        let failed = b
+            .apply_all(
+                &[Change::TenantPut(orphan), Change::TenantPut(tenant(42))],
+                now,
+            )
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert!(b.tenant("t42").is_some());
     }
 }

@@ -97,9 +97,18 @@ impl Follower {
                     loop {
                         match shared.catalog_changes(version, PAGE) {
                             Ok((reached, changes)) => {
-                                for change in changes.into_iter().filter_map(change_of) {
-                                    if let Err(e) = registry.apply(&change, clock.now()) {
-                                        tracing::warn!(error = %e, ?change, "cannot apply another instance's change");
+                                let changes: Vec<Change> =
+                                    changes.into_iter().filter_map(change_of).collect();
+                                match registry.apply_all(&changes, clock.now()) {
+                                    Ok(failed) => {
+                                        for (change, e) in failed {
+                                            tracing::warn!(error = %e, ?change, "cannot apply another instance's change");
+                                        }
+                                    }
+                                    Err(e) => {
+                                        // The totals could not be read: this page again.
+                                        tracing::warn!(error = %e, "cannot apply other instances' changes; will retry");
+                                        break;
                                     }
                                 }
                                 unreachable = false;
