@@ -15,7 +15,6 @@
 
 use std::time::Instant;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
@@ -64,9 +63,7 @@ fn endpoint(req: &HttpRequest) -> String {
 }
 
 fn put(res: &mut HttpResponse, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        res.headers_mut().insert(HeaderName::from_static(name), v);
-    }
+    super::headers::put(res.headers_mut(), name, value.to_string());
 }
 
 /// The refusal as the proxy gets it.

@@ -11,7 +11,8 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::clock::fmt_ms;
 use crate::quota::{Decision, Outcome};
 
-fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
+/// Sets `name` to `value`, unless it is not a valid header value.
+pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(HeaderName::from_static(name), v);
     }
