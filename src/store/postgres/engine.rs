@@ -12,7 +12,7 @@
 //! Each catalog write adds a row to `catalog_changes` and notifies
 //! `tollgate_catalog` in its transaction (`shared.rs` follows them).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::client::{unreachable, Conn, Pg};
 use super::records::{self, day_of, COPY_RECORDS, RECORD_COLUMNS};
-use super::spool::{Spool, Write};
+use super::spool::{CellId, Spool, Write};
 use crate::model::{
     ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus, UsageRecord,
 };
@@ -253,7 +253,7 @@ fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
     }
     days.sort_unstable();
     days.dedup();
-    let mut cells: BTreeMap<(i16, String, i64), Cell> = BTreeMap::new();
+    let mut cells: BTreeMap<CellId, Cell> = BTreeMap::new();
     book.for_each_target(|grain, owner, bucket, delta, tenant| {
         let slot = cells
             .entry((grain_id(grain), owner_id(owner).to_string(), bucket))
@@ -276,41 +276,16 @@ fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
     }
 }
 
-/// Merges `deltas` into the stored cells (under the rollup lock).
-async fn merge_cells(
+/// Writes `cells` (`(grain, owner, bucket)` in key order, with their
+/// bytes) over what is stored, under the rollup lock.
+async fn upsert_cells(
     c: &impl GenericClient,
-    deltas: BTreeMap<(i16, String, i64), Cell>,
+    keys: &[&CellId],
+    bytes: &[Vec<u8>],
 ) -> Result<(), StoreError> {
-    if deltas.is_empty() {
-        return Ok(());
-    }
-    c.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLLUP_LOCK])
-        .await?;
-    let grains: Vec<i16> = deltas.keys().map(|k| k.0).collect();
-    let owners: Vec<&str> = deltas.keys().map(|k| k.1.as_str()).collect();
-    let buckets: Vec<i64> = deltas.keys().map(|k| k.2).collect();
-    let stored = c
-        .query(
-            "SELECT c.grain, c.owner, c.bucket, c.cell FROM rollup_cells c \
-             JOIN unnest($1::int2[], $2::text[], $3::int8[]) AS k(grain, owner, bucket) \
-             USING (grain, owner, bucket)",
-            &[&grains, &owners, &buckets],
-        )
-        .await?;
-    let mut cells = deltas;
-    for row in stored {
-        let key: (i16, String, i64) = (row.get(0), row.get(1), row.get(2));
-        let mut cell: Cell = decode(row.get::<_, &[u8]>(3))?;
-        if let Some(delta) = cells.get(&key) {
-            cell.merge(delta);
-        }
-        cells.insert(key, cell);
-    }
-    let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(cells.len());
-    for cell in cells.values() {
-        bytes.push(encode(cell)?);
-    }
-    let owners: Vec<&str> = cells.keys().map(|k| k.1.as_str()).collect();
+    let grains: Vec<i16> = keys.iter().map(|k| k.0).collect();
+    let owners: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let buckets: Vec<i64> = keys.iter().map(|k| k.2).collect();
     c.execute(
         "INSERT INTO rollup_cells (grain, owner, bucket, cell) \
          SELECT * FROM unnest($1::int2[], $2::text[], $3::int8[], $4::bytea[]) \
@@ -319,6 +294,46 @@ async fn merge_cells(
     )
     .await?;
     Ok(())
+}
+
+/// Merges one write's cell deltas (in key order, each key once) into the
+/// stored cells, under the rollup lock.
+async fn merge_cells(c: &impl GenericClient, deltas: &[(CellId, Cell)]) -> Result<(), StoreError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLLUP_LOCK])
+        .await?;
+    let grains: Vec<i16> = deltas.iter().map(|(k, _)| k.0).collect();
+    let owners: Vec<&str> = deltas.iter().map(|(k, _)| k.1.as_str()).collect();
+    let buckets: Vec<i64> = deltas.iter().map(|(k, _)| k.2).collect();
+    let rows = c
+        .query(
+            "SELECT c.grain, c.owner, c.bucket, c.cell FROM rollup_cells c \
+             JOIN unnest($1::int2[], $2::text[], $3::int8[]) AS k(grain, owner, bucket) \
+             USING (grain, owner, bucket)",
+            &[&grains, &owners, &buckets],
+        )
+        .await?;
+    let mut stored: HashMap<CellId, Cell> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        stored.insert(
+            (row.get(0), row.get(1), row.get(2)),
+            decode(row.get::<_, &[u8]>(3))?,
+        );
+    }
+    let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(deltas.len());
+    for (key, delta) in deltas {
+        bytes.push(match stored.get_mut(key) {
+            Some(cell) => {
+                cell.merge(delta);
+                encode(cell)?
+            }
+            None => encode(delta)?,
+        });
+    }
+    let keys: Vec<&CellId> = deltas.iter().map(|(k, _)| k).collect();
+    upsert_cells(c, &keys, &bytes).await
 }
 
 impl PgEngine {
@@ -359,17 +374,18 @@ impl PgEngine {
     }
 
     /// One statement's rows.
-    fn query(
+    pub(super) fn query(
         &self,
-        sql: &'static str,
+        sql: impl Into<String>,
         params: Vec<Box<dyn ToSql + Send + Sync>>,
     ) -> Result<Vec<Row>, StoreError> {
+        let sql = sql.into();
         self.pg.run(move |c: Conn| async move {
             let refs: Vec<&(dyn ToSql + Sync)> = params
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
-            Ok(c.query(sql, &refs).await?)
+            Ok(c.query(&sql, &refs).await?)
         })
     }
 
@@ -440,7 +456,7 @@ impl PgEngine {
                     &[&periods, &tenants, &calls, &tokens],
                 )
                 .await?;
-                merge_cells(tx, w.cells.iter().cloned().collect()).await
+                merge_cells(tx, &w.cells).await
             })
         });
         match &result {
@@ -484,13 +500,10 @@ impl PgEngine {
 
 impl Catalog for PgEngine {
     fn plans(&self) -> Result<Vec<Plan>, StoreError> {
-        let rows = self.pg.run(|c| async move {
-            Ok(c.query(
-                &format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY id"),
-                &[],
-            )
-            .await?)
-        })?;
+        let rows = self.query(
+            format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY id"),
+            Vec::new(),
+        )?;
         Ok(rows.iter().map(|r| plan_of(r, 0)).collect())
     }
 
@@ -544,13 +557,10 @@ impl Catalog for PgEngine {
     }
 
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = self.pg.run(|c| async move {
-            Ok(c.query(
-                &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"),
-                &[],
-            )
-            .await?)
-        })?;
+        let rows = self.query(
+            format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"),
+            Vec::new(),
+        )?;
         Ok(rows.iter().map(|r| tenant_of(r, 0)).collect())
     }
 
@@ -559,20 +569,16 @@ impl Catalog for PgEngine {
     }
 
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = self.pg.run(|c| async move {
-            Ok(c.query(
-                &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"),
-                &[],
-            )
-            .await?)
-        })?;
+        let rows = self.query(
+            format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"),
+            Vec::new(),
+        )?;
         rows.iter().map(|r| key_of(r, 0)).collect()
     }
 
     fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
         let rows = self.query(
-            "SELECT id, tenant_id, name, prefix, created_at, revoked_at, sha256 \
-             FROM api_keys WHERE id = $1",
+            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"),
             vec![Box::new(id.to_string())],
         )?;
         rows.first().map(|r| key_of(r, 0)).transpose()
@@ -605,14 +611,11 @@ impl Catalog for PgEngine {
 
 impl AlertMarks for PgEngine {
     fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
-        let rows = self.pg.run(|c| async move {
-            Ok(c.query(
-                "SELECT tenant_id, period, url, threshold, body, delivered FROM alert_marks \
-                 ORDER BY tenant_id, period, threshold, url",
-                &[],
-            )
-            .await?)
-        })?;
+        let rows = self.query(
+            "SELECT tenant_id, period, url, threshold, body, delivered FROM alert_marks \
+             ORDER BY tenant_id, period, threshold, url",
+            Vec::new(),
+        )?;
         Ok(rows
             .iter()
             .map(|r| AlertMark {
@@ -719,16 +722,13 @@ impl UsageReads for PgEngine {
 
 /// One page of a tenant's records after `(day, id)`, in write order day by
 /// day, within `[from_ms, to_ms)`.
-fn scan_page_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "SELECT {RECORD_COLUMNS} FROM usage_records WHERE tenant_id = $1 \
-             AND (day, id) > ($2, $3) AND day <= $4 \
-             AND ts >= to_timestamp($5::int8 / 1000.0) AND ts < to_timestamp($6::int8 / 1000.0) \
-             ORDER BY day, id LIMIT $7"
-        )
-    })
+fn scan_page_sql() -> String {
+    format!(
+        "SELECT {RECORD_COLUMNS} FROM usage_records WHERE tenant_id = $1 \
+         AND (day, id) > ($2, $3) AND day <= $4 \
+         AND ts >= to_timestamp($5::int8 / 1000.0) AND ts < to_timestamp($6::int8 / 1000.0) \
+         ORDER BY day, id LIMIT $7"
+    )
 }
 
 fn totals_of(r: &Row, at: usize) -> PeriodTotals {
@@ -815,6 +815,21 @@ impl UsageLog for PgEngine {
                 }
                 tx.execute("DELETE FROM usage_days WHERE day < $1", &[&day])
                     .await?;
+                // Housekeeping of the shared tables, with the hourly
+                // retention rather than each heartbeat: instances gone for a
+                // day, and catalog changes older than a week (a running
+                // instance reads them within a second; one that starts
+                // loads the whole catalog).
+                tx.execute(
+                    "DELETE FROM instances WHERE seen_at < now() - interval '1 day'",
+                    &[],
+                )
+                .await?;
+                tx.execute(
+                    "DELETE FROM catalog_changes WHERE made_at < now() - interval '7 days'",
+                    &[],
+                )
+                .await?;
                 // Each instance's last write stays: it numbers the next.
                 tx.execute(
                     "DELETE FROM usage_batches b WHERE written_at < to_timestamp($1::float8 * 86400) \
@@ -888,23 +903,22 @@ impl RollupCells for PgEngine {
         if cells.is_empty() {
             return Ok(());
         }
-        let deltas: BTreeMap<(i16, String, i64), Cell> = cells
+        let cells: Vec<(CellId, Cell)> = cells
             .into_iter()
             .map(|((g, o, b), c)| ((grain_id(g), owner_id(&o).to_string(), b), c.cell))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
             .collect();
         self.transaction(move |tx| {
             Box::pin(async move {
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLLUP_LOCK])
                     .await?;
-                for ((g, o, b), cell) in &deltas {
-                    tx.execute(
-                        "INSERT INTO rollup_cells (grain, owner, bucket, cell) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (grain, owner, bucket) DO UPDATE SET cell = EXCLUDED.cell",
-                        &[g, o, b, &encode(cell)?],
-                    )
-                    .await?;
+                let mut bytes = Vec::with_capacity(cells.len());
+                for (_, cell) in &cells {
+                    bytes.push(encode(cell)?);
                 }
-                Ok(())
+                let keys: Vec<&CellId> = cells.iter().map(|(k, _)| k).collect();
+                upsert_cells(tx, &keys, &bytes).await
             })
         })
     }

@@ -91,12 +91,10 @@ impl PgEngine {
 
 impl Shared for PgEngine {
     fn catalog_version(&self) -> Result<u64, StoreError> {
-        let rows = self.pg.run(|c| async move {
-            Ok(
-                c.query("SELECT coalesce(max(version), 0) FROM catalog_changes", &[])
-                    .await?,
-            )
-        })?;
+        let rows = self.query(
+            "SELECT coalesce(max(version), 0) FROM catalog_changes",
+            Vec::new(),
+        )?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
     }
 
@@ -166,18 +164,6 @@ impl Shared for PgEngine {
                 "INSERT INTO instances (id, started_at, seen_at) VALUES ($1, now(), now()) \
                  ON CONFLICT (id) DO UPDATE SET seen_at = now()",
                 &[&instance],
-            )
-            .await?;
-            c.execute(
-                "DELETE FROM instances WHERE seen_at < now() - interval '1 day'",
-                &[],
-            )
-            .await?;
-            // A running instance reads changes within a second; one that
-            // starts loads the whole catalog. A week of them is plenty.
-            c.execute(
-                "DELETE FROM catalog_changes WHERE made_at < now() - interval '7 days'",
-                &[],
             )
             .await?;
             Ok(c.query(

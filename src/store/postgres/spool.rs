@@ -16,6 +16,9 @@ use crate::rollup::Cell;
 use crate::store::codec::{decode, encode};
 use crate::store::{Failure, StoreError};
 
+/// A stored cell's key: (grain, owner - `''` for the fleet -, bucket).
+pub type CellId = (i16, String, i64);
+
 /// One usage write as it goes to PostgreSQL, computed once.
 #[derive(Serialize, Deserialize)]
 pub struct Write {
@@ -28,7 +31,7 @@ pub struct Write {
     /// (period, tenant, calls, tokens), in key order.
     pub totals: Vec<(i32, String, i64, i64)>,
     /// ((grain, owner, bucket), delta), in key order.
-    pub cells: Vec<((i16, String, i64), Cell)>,
+    pub cells: Vec<(CellId, Cell)>,
 }
 
 pub struct Spool {
