@@ -873,4 +873,26 @@ fn forward_auth_decides_the_original_request() {
         endpoints.contains("/v2/x") && endpoints.contains("PATCH"),
         "{endpoints}"
     );
+
+    // What the proxy says of the original request is bounded: a huge path
+    // is kept as its first 256 bytes, and an invalid method falls back to
+    // this request's own.
+    let big = s.tenant_with_key("fa-big", "three");
+    let long = format!("/v1/{}", "x".repeat(10_000));
+    let r = s
+        .http
+        .put(s.url("/api/v1/forward-auth"))
+        .bearer_auth(&big)
+        .header("X-Forwarded-Uri", &long)
+        .header("X-Forwarded-Method", "NOT A METHOD")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until(|| s.report("fa-big")["summary"]["totalRequests"] == 1);
+    let endpoints = s.report("fa-big")["endpoints"].to_string();
+    assert!(
+        endpoints.contains(&long[..256]) && !endpoints.contains(&long[..257]),
+        "{endpoints}"
+    );
+    assert!(endpoints.contains("PUT"), "{endpoints}");
 }
