@@ -9,7 +9,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches examples \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && for t in benches/enforcement benches/analytics examples/bare_actix examples/loadgen; do \
+ && for t in benches/enforcement benches/analytics examples/bare_actix examples/loadgen examples/grpc_loadgen; do \
       echo 'fn main() {}' > "$t.rs"; done \
  && cargo build --release --locked --bin tollgate \
  && rm -rf src benches examples

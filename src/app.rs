@@ -13,6 +13,7 @@ use crate::auth::AdminToken;
 use crate::clock::Clock;
 use crate::config::EngineKind;
 use crate::config::{Config, ConfigError};
+use crate::grpc::GrpcServer;
 use crate::http::chat::ChatBackend;
 use crate::http::proxy::ProxyTarget;
 use crate::http::{self, AppState};
@@ -83,6 +84,8 @@ pub struct Tollgate {
     metrics_token: Option<AdminToken>,
     /// Follows the other instances on a shared store.
     follower: Option<Follower>,
+    /// Bound at open (`[grpc] bind`), served by `serve`.
+    grpc_listener: Option<TcpListener>,
 }
 
 impl Tollgate {
@@ -230,6 +233,12 @@ impl Tollgate {
                 Some(deliveries),
             )
         };
+        let grpc_listener = match config.grpc.bind.as_str() {
+            "" => None,
+            bind => Some(
+                TcpListener::bind(bind).map_err(io(format!("cannot listen for gRPC on {bind}")))?,
+            ),
+        };
         let flusher = UsageFlusher::start(
             rx,
             store.clone(),
@@ -265,7 +274,13 @@ impl Tollgate {
             proxies,
             metrics_token,
             follower,
+            grpc_listener,
         })
+    }
+
+    /// Where the gRPC services listen, when `[grpc] bind` is set.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener.as_ref()?.local_addr().ok()
     }
 
     fn app_state(&mut self) -> web::Data<AppState> {
@@ -312,12 +327,29 @@ impl Tollgate {
     ) -> Result<(), StartError> {
         let state = self.app_state();
         let workers = self.config.workers;
+        let grpc = match self.grpc_listener.take() {
+            Some(listener) => {
+                let threads = match workers {
+                    0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    n => n,
+                };
+                let server = GrpcServer::start(state.clone(), listener, threads)
+                    .map_err(io("cannot start the gRPC server"))?;
+                tracing::info!(addr = %server.addr, "gRPC: Envoy rate-limit and ext_authz services");
+                Some(server)
+            }
+            None => None,
+        };
         let result = actix_web::rt::System::new().block_on(async move {
             let server = http::server(state, listener, workers)?;
             on_start(server.handle());
             actix_web::rt::spawn(stop_on_signal(server.handle()));
             server.await
         });
+        // Its calls in flight are answered and queued before the drain.
+        if let Some(grpc) = grpc {
+            grpc.stop();
+        }
         self.flusher.shutdown();
         if let Some(d) = self.deliveries.as_mut() {
             d.join();
@@ -382,6 +414,8 @@ async fn stop_on_signal(server: actix_web::dev::ServerHandle) {
 /// A server running on its own thread (tests, embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The gRPC services' address, when `[grpc] bind` is set.
+    pub grpc_addr: Option<SocketAddr>,
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<Result<(), StartError>>>,
 }
@@ -400,6 +434,7 @@ impl RunningServer {
     pub fn serve(tollgate: Tollgate) -> Result<RunningServer, StartError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io("cannot bind"))?;
         let addr = listener.local_addr().map_err(io("no local address"))?;
+        let grpc_addr = tollgate.grpc_addr();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tollgate-server".into())
@@ -415,6 +450,7 @@ impl RunningServer {
         })?;
         Ok(RunningServer {
             addr,
+            grpc_addr,
             handle,
             thread: Some(thread),
         })

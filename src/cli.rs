@@ -213,6 +213,9 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     println!("Dashboard: http://{addr}/dashboard/api-usage (a tenant key goes in the page, or after #key=)");
     println!("Operator view: http://{addr}/dashboard/api-usage#key=<the admin token> (the token: {where_token})");
     println!("API reference: http://{addr}/docs");
+    if let Some(grpc) = tollgate.grpc_addr() {
+        println!("Envoy rate-limit and ext_authz services (gRPC) on {grpc}");
+    }
     println!("Tollgate listening on http://{addr}");
     tollgate.serve(listener)
 }

@@ -32,6 +32,17 @@ pub struct Config {
     pub alerts: Vec<AlertConfig>,
     /// Gateway mode (`[[proxy]]`): APIs Tollgate fronts.
     pub proxy: Vec<ProxyConfig>,
+    pub grpc: GrpcConfig,
+}
+
+/// The gRPC listener of Envoy's rate-limit and external-authorization
+/// services.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address to listen on (`TOLLGATE_GRPC_BIND`, e.g. `127.0.0.1:8081`);
+    /// empty: no gRPC listener.
+    pub bind: String,
 }
 
 /// One webhook receiver and the quota percentages it is told about.
@@ -216,6 +227,7 @@ impl Default for Config {
             chat: ChatConfig::default(),
             alerts: Vec::new(),
             proxy: Vec::new(),
+            grpc: GrpcConfig::default(),
         }
     }
 }

@@ -2,49 +2,16 @@
 //! queue fills, secrets never at rest in clear, exactness over many tenants.
 
 mod common;
+#[path = "common/flaky.rs"]
+mod flaky;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
 use serde_json::{json, Value};
 use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
-use tollgate::store::sled::{Reopening, SledEngine};
-use tollgate::store::{Access, Ledger, SledOptions, StoreError};
-
-/// A real store whose writes fail while `failing` is set: the ledger over
-/// sled, reached through an access that refuses writes on demand.
-struct Flaky {
-    inner: Reopening,
-    failing: AtomicBool,
-}
-
-impl Access for Flaky {
-    type Engine = SledEngine;
-
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.inner.read(f)
-    }
-
-    fn write<T>(
-        &self,
-        bytes: u64,
-        f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected failure".into()));
-        }
-        self.inner.write(bytes, f)
-    }
-
-    fn generation(&self) -> u64 {
-        self.inner.generation()
-    }
-}
 
 fn exported(s: &TestServer, key: &str) -> usize {
     let r = s.tenant(
@@ -60,13 +27,7 @@ fn exported(s: &TestServer, key: &str) -> usize {
 fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path());
-    let flaky = Arc::new(
-        Ledger::new(Flaky {
-            inner: Reopening::open(&dir.path().join("db"), SledOptions::new(20, 1 << 24)).unwrap(),
-            failing: AtomicBool::new(false),
-        })
-        .unwrap(),
-    );
+    let flaky = flaky::store(dir.path());
     let tollgate =
         Tollgate::with_store(c, flaky.clone(), Some(ADMIN), Arc::new(SystemClock)).unwrap();
     let s = TestServer {

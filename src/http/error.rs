@@ -61,6 +61,18 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// The JSON body: `error`, `code`, `status` and the extra fields.
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("error".into(), self.message.clone().into());
+        body.insert("code".into(), self.code.into());
+        body.insert("status".into(), self.status.as_u16().into());
+        for (k, v) in &self.extra {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+
     /// No thread was free for the work (the blocking pool is shut down or full).
     pub fn busy() -> ApiError {
         ApiError::new(
@@ -98,18 +110,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = Map::new();
-        body.insert("error".into(), self.message.clone().into());
-        body.insert("code".into(), self.code.into());
-        body.insert("status".into(), self.status.as_u16().into());
-        for (k, v) in &self.extra {
-            body.insert(k.clone(), v.clone());
-        }
         let mut res = HttpResponse::build(self.status);
         if let Some(secs) = self.retry_after {
             res.insert_header(("retry-after", secs.to_string()));
         }
-        let mut res = res.json(Value::Object(body));
+        let mut res = res.json(self.body());
         // A gateway route may answer it in its clients' dialect.
         res.extensions_mut()
             .insert(crate::http::proxy::dialect::Refused {

@@ -201,16 +201,6 @@ pub struct TenantAuth {
 }
 
 impl TenantAuth {
-    /// Takes `cost` calls at `now` if the limits allow
-    /// ([`TenantState::acquire`]), counts the outcome for `/metrics` and
-    /// makes the response's headers describe the decision.
-    pub fn acquire(&self, st: &AppState, cost: u64, now: Nanos) -> Decision {
-        let d = self.tenant.acquire(cost, now);
-        st.metrics.decision(d.outcome);
-        self.decided(d);
-        d
-    }
-
     /// Whether `cost` calls would pass now; takes nothing (a dry run,
     /// `/api/v1/check`).
     pub fn check(&self, st: &AppState, cost: u64, now: Nanos) -> Decision {
@@ -232,23 +222,35 @@ impl TenantAuth {
     }
 }
 
-/// The credential a request presents, if any.
-fn presented(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
-    let bad = || ApiError::unauthorized("invalid_credentials", "the credentials are not readable");
-    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| bad())?;
-        let token = v
+/// The tenant whose key a request presents - `authorization` (`Bearer
+/// <key>`) or else `api_key` (`X-API-Key`), each the header's value - or
+/// the 401 that says why not (counted for `/metrics`). For every edge:
+/// HTTP, forward-auth, Envoy's external authorization.
+pub(crate) fn key_tenant(
+    st: &AppState,
+    authorization: Option<&str>,
+    api_key: Option<&str>,
+) -> Result<Arc<TenantState>, ApiError> {
+    let refused = |code, message: &str| {
+        st.metrics.decision(DecisionLabel::Unauthorized);
+        ApiError::unauthorized(code, message.to_string())
+    };
+    let secret = match (authorization, api_key) {
+        (Some(v), _) => v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("invalid_credentials", "use Authorization: Bearer <key>")
-            })?;
-        return Ok(Some(token.trim()));
-    }
-    if let Some(v) = req.headers().get("x-api-key") {
-        return Ok(Some(v.to_str().map_err(|_| bad())?.trim()));
-    }
-    Ok(None)
+            .ok_or_else(|| refused("invalid_credentials", "use Authorization: Bearer <key>"))?,
+        (None, Some(v)) => v,
+        (None, None) => {
+            return Err(refused(
+                "missing_api_key",
+                "send your API key as Authorization: Bearer <key> or X-API-Key",
+            ))
+        }
+    };
+    st.registry
+        .authenticate(secret.trim())
+        .ok_or_else(|| refused("invalid_api_key", "the API key is unknown or revoked"))
 }
 
 impl FromRequest for TenantAuth {
@@ -258,22 +260,23 @@ impl FromRequest for TenantAuth {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready((|| {
             let st = state(req)?;
-            let unauthorized = |e: ApiError| {
-                st.metrics.decision(DecisionLabel::Unauthorized);
-                e
+            let header = |name| {
+                req.headers().get(name).map(|v| {
+                    v.to_str().map_err(|_| {
+                        st.metrics.decision(DecisionLabel::Unauthorized);
+                        ApiError::unauthorized(
+                            "invalid_credentials",
+                            "the credentials are not readable",
+                        )
+                    })
+                })
             };
-            let secret = presented(req).map_err(unauthorized)?.ok_or_else(|| {
-                unauthorized(ApiError::unauthorized(
-                    "missing_api_key",
-                    "send your API key as Authorization: Bearer <key> or X-API-Key",
-                ))
-            })?;
-            let tenant = st.registry.authenticate(secret).ok_or_else(|| {
-                unauthorized(ApiError::unauthorized(
-                    "invalid_api_key",
-                    "the API key is unknown or revoked",
-                ))
-            })?;
+            let authorization = header(header::AUTHORIZATION.as_str()).transpose()?;
+            let api_key = match authorization {
+                Some(_) => None,
+                None => header("x-api-key").transpose()?,
+            };
+            let tenant = key_tenant(st, authorization, api_key)?;
             if !tenant.enter(st.in_flight_per_tenant) {
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -44,10 +44,9 @@ fn first_header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The original request's path (no query), cut to what a record keeps (on a
-/// character boundary), without control characters.
-fn endpoint(req: &HttpRequest) -> String {
-    let uri = first_header(req, &URI_HEADERS).unwrap_or("/");
+/// The path of an original request's `uri` (no query), cut to what a record
+/// keeps (on a character boundary), without control characters; `/` for none.
+pub(crate) fn record_path(uri: &str) -> String {
     let path = uri.split(['?', '#']).next().unwrap_or("/");
     let mut out = String::with_capacity(path.len().min(MAX_ENDPOINT));
     for c in path.chars().filter(|c| !c.is_control()) {
@@ -60,6 +59,20 @@ fn endpoint(req: &HttpRequest) -> String {
         out.push('/');
     }
     out
+}
+
+/// The most calls one edge request may cost.
+pub(crate) const MAX_COST: u64 = 1_000_000;
+
+/// An edge's cost setting (`what` names it in the error): a whole number
+/// from 1 to [`MAX_COST`].
+pub(crate) fn cost_of(v: &str, what: &str) -> Result<u64, ApiError> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_COST).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(format!(
+            "{what} must be a whole number from 1 to {MAX_COST}"
+        ))),
+    }
 }
 
 fn put(res: &mut HttpResponse, name: &'static str, value: &str) {
@@ -113,21 +126,16 @@ pub async fn forward_auth(
     };
     let cost = match req.headers().get(COST_HEADER) {
         None => 1,
-        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
-            Some(n) if (1..=1_000_000).contains(&n) => n,
-            _ => {
-                return refused(
-                    ApiError::invalid("X-Tollgate-Cost must be a whole number from 1 to 1000000"),
-                    via_nginx,
-                )
-            }
+        Some(v) => match cost_of(v.to_str().unwrap_or(""), "X-Tollgate-Cost") {
+            Ok(n) => n,
+            Err(e) => return refused(e, via_nginx),
         },
     };
     let method = first_header(&req, &METHOD_HEADERS)
         .and_then(|m| check_method(m).ok())
         .unwrap_or_else(|| req.method().as_str().to_string());
     let record = UsageRecord {
-        endpoint: endpoint(&req),
+        endpoint: record_path(first_header(&req, &URI_HEADERS).unwrap_or("/")),
         method,
         ..Default::default()
     };

@@ -21,14 +21,20 @@ pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
 /// The rate-limit headers of `d`; `Retry-After` only on a refusal (not on
 /// a 2xx, such as `POST /api/v1/check` saying a request would be refused).
 pub fn apply(headers: &mut HeaderMap, d: &Decision, success: bool) {
+    render(d, success, |name, value| put(headers, name, value));
+}
+
+/// The rate-limit headers of `d`, each handed to `out` as a name and a
+/// value (for an edge with headers of its own kind: Envoy's).
+pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, String)) {
     let reset_secs = d.period_reset_secs();
     let window = d.period.length_secs();
     let mut policies = Vec::with_capacity(3);
     let mut states = Vec::with_capacity(3);
     if let (Some(limit), Some(remaining)) = (d.calls_limit, d.calls_remaining()) {
-        put(headers, "x-ratelimit-limit", limit.to_string());
-        put(headers, "x-ratelimit-remaining", remaining.to_string());
-        put(headers, "x-ratelimit-reset", fmt_ms(d.period.end()));
+        out("x-ratelimit-limit", limit.to_string());
+        out("x-ratelimit-remaining", remaining.to_string());
+        out("x-ratelimit-reset", fmt_ms(d.period.end()));
         policies.push(format!("\"month\";q={limit};w={window}"));
         states.push(format!("\"month\";r={remaining};t={reset_secs}"));
     }
@@ -45,8 +51,8 @@ pub fn apply(headers: &mut HeaderMap, d: &Decision, success: bool) {
         ));
     }
     if !policies.is_empty() {
-        put(headers, "ratelimit-policy", policies.join(", "));
-        put(headers, "ratelimit", states.join(", "));
+        out("ratelimit-policy", policies.join(", "));
+        out("ratelimit", states.join(", "));
     }
     if !success
         && matches!(
@@ -54,7 +60,7 @@ pub fn apply(headers: &mut HeaderMap, d: &Decision, success: bool) {
             Outcome::RateLimited | Outcome::QuotaExceeded | Outcome::TokenQuotaExceeded
         )
     {
-        put(headers, "retry-after", d.retry_after_secs().to_string());
+        out("retry-after", d.retry_after_secs().to_string());
     }
 }
 

@@ -34,22 +34,40 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     /// Decides `cost` calls now, taking them when allowed, and starts the
     /// request's record from `record` (what the handler knows: endpoint,
     /// method, model, user, bot).
+    /// The response's headers will describe the decision.
     pub fn acquire(
         st: S,
         auth: &TenantAuth,
+        cost: u64,
+        record: UsageRecord,
+        started: Instant,
+    ) -> Self {
+        let meter = Meter::decide(st, &auth.tenant, cost, record, started);
+        auth.decided(meter.decision);
+        meter
+    }
+
+    /// Like [`acquire`](Self::acquire), for an edge with no HTTP response
+    /// of its own (Envoy's gRPC services): takes `cost` calls of `tenant`
+    /// at `now` if the limits allow ([`TenantState::acquire`]) and counts
+    /// the outcome for `/metrics`.
+    pub fn decide(
+        st: S,
+        tenant: &Arc<TenantState>,
         cost: u64,
         mut record: UsageRecord,
         started: Instant,
     ) -> Self {
         let now = st.clock.now_nanos();
-        let decision = auth.acquire(&st, cost, now);
+        let decision = tenant.acquire(cost, now);
+        st.metrics.decision(decision.outcome);
         record.ts_ms = now.div_euclid(1_000_000);
         record.status = status_of(&decision);
         record.calls = if decision.allowed() { cost } else { 0 };
         record.rejected = !decision.allowed();
         Meter {
             st,
-            tenant: auth.tenant.clone(),
+            tenant: tenant.clone(),
             decision,
             record,
             started,
@@ -116,6 +134,25 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         cost
     }
 
+    /// Served, for an edge that answers only once the record is queued
+    /// (Envoy's services): false when the queue could not take it - the
+    /// store has failed for longer than the queue holds, or more traffic
+    /// arrives than it can write - and then what the decision took is
+    /// given back (the record stays counted as dropped).
+    pub fn recorded(mut self) -> bool {
+        self.record.status = 200;
+        let grant = self.decision.grant;
+        match self.queue() {
+            Ok(()) => true,
+            Err(back) => {
+                if let Some(grant) = &grant {
+                    back.tenant.refund(grant);
+                }
+                false
+            }
+        }
+    }
+
     /// Tollgate could not get an answer (`status` 502, 504): everything the
     /// decision took is given back, the headers say so, and the request is
     /// recorded with no calls.
@@ -129,9 +166,26 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         self.finish();
     }
 
+    /// Allowed, then refused whole with the rest of its request (another of
+    /// an Envoy request's descriptors was over its limit): what the
+    /// decision took is given back and the request recorded as refused.
+    pub fn withdrawn(mut self) {
+        if let Some(grant) = &self.decision.grant {
+            self.tenant.refund(grant);
+        }
+        self.record.status = 429;
+        self.record.calls = 0;
+        self.record.rejected = true;
+        self.finish();
+    }
+
     /// Hands the record, with its latency, to the flusher (the tenant's
     /// `Arc` moves along: no second count on its shared cache line).
     fn finish(self) {
+        let _ = self.queue();
+    }
+
+    fn queue(self) -> Result<(), Box<Queued>> {
         let Meter {
             st,
             tenant,
@@ -140,7 +194,7 @@ impl<S: Deref<Target = AppState>> Meter<S> {
             ..
         } = self;
         record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-        st.queue.enqueue(Queued { tenant, record });
+        st.queue.try_enqueue(Queued { tenant, record })
     }
 }
 

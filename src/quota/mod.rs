@@ -115,10 +115,15 @@ impl Decision {
             .map(|l| l.saturating_sub(self.tokens_used))
     }
 
+    /// Nanoseconds until the period resets.
+    pub fn period_reset_ns(&self) -> u64 {
+        let end = self.period.end_secs().saturating_mul(NANOS_PER_SEC);
+        end.saturating_sub(self.now).max(0) as u64
+    }
+
     /// Seconds until the period resets (ceiling).
     pub fn period_reset_secs(&self) -> u64 {
-        let end = self.period.end_secs().saturating_mul(NANOS_PER_SEC);
-        (end.saturating_sub(self.now).max(0) as u64).div_ceil(NANOS_PER_SEC as u64)
+        self.period_reset_ns().div_ceil(NANOS_PER_SEC as u64)
     }
 
     /// Whole seconds to wait before retrying (at least 1 on a rejection).

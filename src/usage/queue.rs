@@ -97,30 +97,37 @@ impl UsageQueue {
     /// still use the whole capacity.
     #[inline]
     pub fn enqueue(&self, item: Queued) -> bool {
+        self.try_enqueue(item).is_ok()
+    }
+
+    /// Like [`enqueue`](Self::enqueue), handing back the record it could
+    /// not take (still counted as dropped; boxed on that cold path).
+    #[inline]
+    pub fn try_enqueue(&self, item: Queued) -> Result<(), Box<Queued>> {
         let lanes = self.lanes.len();
         let mask = lanes - 1; // a power of two
         let first = thread_slot() & mask;
         let mut item = match self.lanes[first].try_send(item) {
-            Ok(()) => return true,
+            Ok(()) => return Ok(()),
             Err(TrySendError::Full(item)) => item,
-            Err(TrySendError::Disconnected(_)) => return self.dropped(),
+            Err(TrySendError::Disconnected(item)) => return self.dropped(item),
         };
         for i in 1..lanes {
             match self.lanes[(first + i) & mask].try_send(item) {
-                Ok(()) => return true,
+                Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) => item = back,
-                Err(TrySendError::Disconnected(_)) => return self.dropped(),
+                Err(TrySendError::Disconnected(item)) => return self.dropped(item),
             }
         }
-        self.dropped()
+        self.dropped(item)
     }
 
     #[cold]
-    fn dropped(&self) -> bool {
+    fn dropped(&self, item: Queued) -> Result<(), Box<Queued>> {
         self.stats
             .dropped_queue_full
             .fetch_add(1, Ordering::Relaxed);
-        false
+        Err(Box::new(item))
     }
 
     /// A cheap look, without the mutex, before a batch of `n` is

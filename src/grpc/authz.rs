@@ -1,0 +1,171 @@
+//! Envoy's External Authorization (`envoy.service.auth.v3.Authorization/
+//! Check`), as Envoy's `envoy.filters.http.ext_authz` calls it with
+//! `transport_api_version: V3`.
+//!
+//! The tenant key is read from the client request's `Authorization: Bearer`
+//! or `X-API-Key` header; the request is decided and recorded like an
+//! authorize of its method and path. Its cost is the route's
+//! `context_extensions: { cost: "N" }` (set by the operator in Envoy's
+//! per-route config, never by the client; default 1).
+//!
+//! - Allowed: gRPC `OK` with the SPEC §6 headers for the upstream and the
+//!   client, `X-Tollgate-Tenant` and `X-Tollgate-Plan` for the upstream,
+//!   and the header that carried the key removed.
+//! - Refused: `UNAUTHENTICATED` / `PERMISSION_DENIED` / `RESOURCE_EXHAUSTED`
+//!   with a denied response of 401 / 403 / 429, the JSON error body,
+//!   `Retry-After` and the rate-limit headers.
+//! - A decision that cannot be recorded: `UNAVAILABLE` (see [`super`];
+//!   Envoy's `failure_mode_allow` decides).
+
+use std::time::Instant;
+
+use actix_web::web;
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use tonic::{Code, Request, Response, Status};
+
+use super::{limit_headers, unrecorded};
+use crate::http::error::ApiError;
+use crate::http::extract::key_tenant;
+use crate::http::forward_auth::{cost_of, record_path};
+use crate::http::meter::Meter;
+use crate::http::types::check_method;
+use crate::http::AppState;
+use crate::model::UsageRecord;
+use crate::quota::Decision;
+
+/// The route `/metrics` times these calls under.
+const ROUTE: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+pub struct Authz {
+    st: web::Data<AppState>,
+}
+
+impl Authz {
+    pub fn new(st: web::Data<AppState>) -> Authz {
+        Authz { st }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for Authz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let answer = check(&self.st, request.get_ref(), started);
+        self.st
+            .metrics
+            .request(ROUTE, started.elapsed().as_secs_f64());
+        answer.map(Response::new)
+    }
+}
+
+/// A client request header: from the `headers` map, or (Envoy's
+/// `encode_raw_headers`) from `header_map`.
+fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    if let Some(v) = http.headers.get(name) {
+        return Some(v);
+    }
+    let h = http
+        .header_map
+        .as_ref()?
+        .headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))?;
+    if h.value.is_empty() {
+        std::str::from_utf8(&h.raw_value).ok()
+    } else {
+        Some(&h.value)
+    }
+}
+
+fn check(st: &AppState, req: &CheckRequest, started: Instant) -> Result<CheckResponse, Status> {
+    let attributes = req.attributes.as_ref();
+    let http = attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .ok_or_else(|| Status::invalid_argument("the check request has no HTTP request"))?;
+    let cost = match attributes.and_then(|a| a.context_extensions.get("cost")) {
+        None => 1,
+        Some(v) => cost_of(v, "context_extensions.cost")
+            .map_err(|e| Status::invalid_argument(e.message))?,
+    };
+    let authorization = header(http, "authorization");
+    let api_key = header(http, "x-api-key");
+    let tenant = match key_tenant(st, authorization, api_key) {
+        Ok(t) => t,
+        Err(e) => return Ok(denied(e, None)),
+    };
+    let record = UsageRecord {
+        endpoint: record_path(if http.path.is_empty() {
+            "/"
+        } else {
+            &http.path
+        }),
+        method: check_method(&http.method).unwrap_or_else(|_| "GET".into()),
+        ..Default::default()
+    };
+    let meter = Meter::decide(st, &tenant, cost, record, started);
+    let d = *meter.decision();
+    let meter = match meter.allowed() {
+        Ok(m) => m,
+        Err(e) => return Ok(denied(e, Some(&d))),
+    };
+    if !meter.recorded() {
+        return Err(unrecorded());
+    }
+    let mut ok = OkHttpResponseBuilder::new();
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    for (k, v) in limit_headers(&d, true) {
+        ok.add_header(k, v.clone(), overwrite, false);
+        ok.add_response_header(k, v, overwrite, false);
+    }
+    ok.add_header("x-tollgate-tenant", tenant.id.to_string(), overwrite, false);
+    ok.add_header(
+        "x-tollgate-plan",
+        tenant.plan().plan.id.clone(),
+        overwrite,
+        false,
+    );
+    // The tenant's key is Tollgate's, not the upstream's.
+    ok.remove_header(if authorization.is_some() {
+        "authorization"
+    } else {
+        "x-api-key"
+    });
+    let mut res = CheckResponse::with_status(Status::ok("allowed"));
+    res.set_http_response(ok);
+    Ok(res)
+}
+
+/// The denied answer of `e` (with the rate-limit headers of `d`, when a
+/// decision was made).
+fn denied(e: ApiError, d: Option<&Decision>) -> CheckResponse {
+    let (grpc, http) = match e.status.as_u16() {
+        401 => (Code::Unauthenticated, HttpStatusCode::Unauthorized),
+        403 => (Code::PermissionDenied, HttpStatusCode::Forbidden),
+        422 => (Code::InvalidArgument, HttpStatusCode::UnprocessableEntity),
+        _ => (Code::ResourceExhausted, HttpStatusCode::TooManyRequests),
+    };
+    let mut denied = DeniedHttpResponseBuilder::new();
+    denied.set_http_status(http);
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    if let Some(d) = d {
+        for (k, v) in limit_headers(d, false) {
+            denied.add_header(k, v, overwrite, false);
+        }
+    }
+    denied.add_header("content-type", "application/json", overwrite, false);
+    denied.add_header("x-tollgate-error", e.code, overwrite, false);
+    denied.set_body(e.body().to_string());
+    let mut res = CheckResponse::with_status(Status::new(grpc, e.message.clone()));
+    res.set_http_response(denied);
+    res
+}

@@ -1,0 +1,503 @@
+//! Envoy's Rate Limit Service and External Authorization through a real
+//! gRPC client (tonic, over loopback HTTP/2) against a real server with
+//! `[grpc] bind`: descriptors, `hits_addend`, statuses, the headers Envoy
+//! adds, the denied responses, the records in the analytics, and
+//! `UNAVAILABLE` for a decision that could not be recorded.
+
+// tonic's `Status` (176 bytes) is what its clients answer with.
+#![allow(clippy::result_large_err)]
+
+mod common;
+#[path = "common/flaky.rs"]
+mod flaky;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use common::*;
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::UInt64Value;
+use serde_json::{json, Value};
+use tollgate::app::{RunningServer, Tollgate};
+use tollgate::clock::SystemClock;
+use tonic::transport::Channel;
+
+/// A gRPC client of both services, as Envoy would call them.
+struct Envoy {
+    rt: tokio::runtime::Runtime,
+    rls: RateLimitServiceClient<Channel>,
+    authz: AuthorizationClient<Channel>,
+}
+
+impl Envoy {
+    fn connect(addr: SocketAddr) -> Envoy {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let channel = rt
+            .block_on(
+                Channel::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect(),
+            )
+            .unwrap();
+        Envoy {
+            rt,
+            rls: RateLimitServiceClient::new(channel.clone()),
+            authz: AuthorizationClient::new(channel),
+        }
+    }
+
+    fn limit(&mut self, req: RateLimitRequest) -> Result<RateLimitResponse, tonic::Status> {
+        let rls = &mut self.rls;
+        self.rt
+            .block_on(rls.should_rate_limit(req))
+            .map(|r| r.into_inner())
+    }
+
+    fn check(&mut self, req: CheckRequest) -> Result<CheckResponse, tonic::Status> {
+        let authz = &mut self.authz;
+        self.rt.block_on(authz.check(req)).map(|r| r.into_inner())
+    }
+}
+
+fn descriptor(entries: &[(&str, &str)], hits: Option<u64>) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(k, v)| Entry {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        limit: None,
+        hits_addend: hits.map(|value| UInt64Value { value }),
+    }
+}
+
+fn request(descriptors: Vec<RateLimitDescriptor>, hits: u32) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "edge".into(),
+        descriptors,
+        hits_addend: hits,
+    }
+}
+
+fn find(headers: &[HeaderValue], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .map(|h| h.value.clone())
+}
+
+fn find_option(headers: &[HeaderValueOption], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == name)
+        .map(|h| h.value.clone())
+}
+
+fn grpc_server() -> (TestServer, Envoy) {
+    let s = TestServer::start_with(
+        |c| c.grpc.bind = "127.0.0.1:0".into(),
+        Arc::new(SystemClock),
+    );
+    let addr = s.server.as_ref().unwrap().grpc_addr.unwrap();
+    (s, Envoy::connect(addr))
+}
+
+#[test]
+fn rate_limit_service_decides_each_descriptor_and_records_it() {
+    let (s, mut envoy) = grpc_server();
+    s.plan("five", Some(5), None, None);
+    let key = s.tenant_with_key("acme", "five");
+    let id_plan = s.plan(
+        "burst",
+        None,
+        None,
+        Some(json!({"requests": 1, "perSeconds": 60, "burst": 2})),
+    );
+    s.tenant_with_key("bravo", &id_plan);
+    let chat = |hits| {
+        descriptor(
+            &[
+                ("api_key", &key),
+                ("endpoint", "/v1/chat?x=1"),
+                ("method", "post"),
+            ],
+            hits,
+        )
+    };
+
+    // hits_addend 0 means 1; the status names the monthly quota.
+    let r = envoy.limit(request(vec![chat(None)], 0)).unwrap();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let st = &r.statuses[0];
+    assert_eq!(st.code, Code::Ok as i32);
+    let limit = st.current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.name.as_str(), limit.requests_per_unit, limit.unit),
+        ("month", 5, Unit::Month as i32)
+    );
+    assert_eq!(st.limit_remaining, 4);
+    assert!(st.duration_until_reset.as_ref().unwrap().seconds > 0);
+    let h = &r.response_headers_to_add;
+    assert_eq!(find(h, "x-ratelimit-limit").as_deref(), Some("5"));
+    assert_eq!(find(h, "x-ratelimit-remaining").as_deref(), Some("4"));
+    assert!(find(h, "ratelimit-policy")
+        .unwrap()
+        .starts_with("\"month\";q=5;w="));
+    assert!(find(h, "ratelimit")
+        .unwrap()
+        .starts_with("\"month\";r=4;t="));
+    assert_eq!(find(h, "retry-after"), None);
+    let up = &r.request_headers_to_add;
+    assert_eq!(find(up, "x-tollgate-tenant").as_deref(), Some("acme"));
+    assert_eq!(find(up, "x-tollgate-plan").as_deref(), Some("five"));
+
+    // The request's hits_addend is the cost; a descriptor's own overrides it.
+    let r = envoy.limit(request(vec![chat(None)], 3)).unwrap();
+    assert_eq!(r.statuses[0].limit_remaining, 1);
+    let r = envoy.limit(request(vec![chat(Some(2))], 1)).unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].limit_remaining, 1);
+    let h = &r.response_headers_to_add;
+    assert!(find(h, "retry-after").is_some());
+    assert_eq!(
+        find(h, "x-tollgate-error").as_deref(),
+        Some("quota_exceeded")
+    );
+    assert_eq!(find(h, "x-tollgate-status").as_deref(), Some("429"));
+    let body: Value = serde_json::from_slice(&r.raw_body).unwrap();
+    assert_eq!(body["code"], "quota_exceeded", "{body}");
+    assert_eq!(body["remaining"], 1, "{body}");
+
+    // A tenant named by id; its burst limit is the nearest, in minutes.
+    let by_id = || descriptor(&[("tenant_id", "bravo")], None);
+    let r = envoy.limit(request(vec![by_id()], 1)).unwrap();
+    let limit = r.statuses[0].current_limit.clone().unwrap();
+    assert_eq!(
+        (limit.name.as_str(), limit.requests_per_unit, limit.unit),
+        ("burst", 1, Unit::Minute as i32)
+    );
+    assert_eq!(r.statuses[0].limit_remaining, 1);
+    // Over limit as a whole when any descriptor is: bravo's allowed call
+    // is given back (its remaining burst is still 1 after).
+    let r = envoy
+        .limit(request(vec![by_id(), chat(Some(2))], 1))
+        .unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::Ok as i32);
+    assert_eq!(r.statuses[1].code, Code::OverLimit as i32);
+    let r = envoy.limit(request(vec![by_id()], 1)).unwrap();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses[0].limit_remaining, 0);
+    let r = envoy.limit(request(vec![by_id()], 1)).unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().name, "burst");
+    assert_eq!(
+        find(&r.response_headers_to_add, "x-tollgate-error").as_deref(),
+        Some("rate_limited")
+    );
+
+    // Unknown keys and tenants are over the limit, and say why.
+    let r = envoy
+        .limit(request(
+            vec![descriptor(&[("api_key", "tg_nope")], None)],
+            1,
+        ))
+        .unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(
+        find(&r.response_headers_to_add, "x-tollgate-error").as_deref(),
+        Some("invalid_api_key")
+    );
+    let body: Value = serde_json::from_slice(&r.raw_body).unwrap();
+    assert_eq!(body["status"], 401, "{body}");
+    let r = envoy
+        .limit(request(
+            vec![descriptor(&[("tenant_id", "nobody")], None)],
+            1,
+        ))
+        .unwrap();
+    assert_eq!(
+        find(&r.response_headers_to_add, "x-tollgate-error").as_deref(),
+        Some("unknown_tenant")
+    );
+    // A descriptor that names no tenant is not Tollgate's; a request with
+    // none of Tollgate's, or an absurd cost, is an invalid argument.
+    let other = || descriptor(&[("remote_address", "10.0.0.1")], None);
+    let r = envoy.limit(request(vec![other(), chat(None)], 1)).unwrap();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses[0].code, Code::Ok as i32);
+    assert!(r.statuses[0].current_limit.is_none());
+    for bad in [
+        request(vec![other()], 1),
+        request(vec![], 1),
+        request(vec![chat(Some(1_000_001))], 1),
+    ] {
+        let e = envoy.limit(bad).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    }
+
+    // Every decision is recorded like an authorize, refusals too.
+    wait_until(|| s.report("acme")["summary"]["totalRequests"] == 5);
+    let report = s.report("acme");
+    assert_eq!(report["summary"]["rejectedRequests"], 2, "{report}");
+    let endpoints = report["endpoints"].to_string();
+    assert!(
+        endpoints.contains("/v1/chat") && !endpoints.contains("x=1") && endpoints.contains("POST"),
+        "{endpoints}"
+    );
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 5, "{usage}");
+    // bravo: two allowed, one given back (recorded as refused), one refused.
+    wait_until(|| s.report("bravo")["summary"]["totalRequests"] == 4);
+    let metrics = s.metrics();
+    assert!(
+        metrics.contains("RateLimitService/ShouldRateLimit"),
+        "{metrics}"
+    );
+}
+
+fn check_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    cost: Option<&str>,
+) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<HashMap<_, _>>(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: cost
+                .map(|c| HashMap::from([("cost".to_string(), c.to_string())]))
+                .unwrap_or_default(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn denied(r: &CheckResponse) -> (i32, u32, Vec<HeaderValueOption>, Value) {
+    match r.http_response.clone() {
+        Some(HttpResponse::DeniedResponse(d)) => (
+            r.status.as_ref().unwrap().code,
+            d.status.unwrap().code as u32,
+            d.headers,
+            serde_json::from_str(&d.body).unwrap(),
+        ),
+        other => panic!("not denied: {other:?}"),
+    }
+}
+
+#[test]
+fn ext_authz_authenticates_decides_and_tells_envoy_what_to_add() {
+    let (s, mut envoy) = grpc_server();
+    s.plan("three", Some(3), None, None);
+    let key = s.tenant_with_key("acme", "three");
+    let bearer = format!("Bearer {key}");
+
+    // Allowed, at the route's cost: headers for the upstream and the client,
+    // and the key stripped before the upstream.
+    let r = envoy
+        .check(check_request(
+            "POST",
+            "/v1/items?page=2",
+            &[("authorization", &bearer)],
+            Some("2"),
+        ))
+        .unwrap();
+    assert_eq!(r.status.as_ref().unwrap().code, 0, "{r:?}");
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("not ok: {r:?}");
+    };
+    assert_eq!(
+        find_option(&ok.headers, "x-tollgate-tenant").as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        find_option(&ok.headers, "x-tollgate-plan").as_deref(),
+        Some("three")
+    );
+    assert_eq!(
+        find_option(&ok.headers, "x-ratelimit-remaining").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        find_option(&ok.response_headers_to_add, "x-ratelimit-remaining").as_deref(),
+        Some("1")
+    );
+    assert!(find_option(&ok.response_headers_to_add, "ratelimit")
+        .unwrap()
+        .starts_with("\"month\";r=1;"));
+    assert_eq!(ok.headers_to_remove, ["authorization"]);
+
+    // X-API-Key, given raw (Envoy's encode_raw_headers): that header goes.
+    let mut raw = check_request("get", "/v1/items", &[], None);
+    if let Some(http) = raw
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.header_map = Some(HeaderMap {
+            headers: vec![HeaderValue {
+                key: "x-api-key".into(),
+                value: String::new(),
+                raw_value: key.clone().into_bytes(),
+            }],
+        });
+    }
+    let r = envoy.check(raw).unwrap();
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("not ok: {r:?}");
+    };
+    assert_eq!(ok.headers_to_remove, ["x-api-key"]);
+
+    // Over the quota: 429 with Retry-After, the JSON error and the headers.
+    let r = envoy
+        .check(check_request(
+            "GET",
+            "/v1/items",
+            &[("authorization", &bearer)],
+            None,
+        ))
+        .unwrap();
+    let (grpc, http, headers, body) = denied(&r);
+    assert_eq!((grpc, http), (tonic::Code::ResourceExhausted as i32, 429));
+    assert!(find_option(&headers, "retry-after").is_some());
+    assert_eq!(
+        find_option(&headers, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        find_option(&headers, "content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(body["code"], "quota_exceeded", "{body}");
+
+    // No key, an unknown key: 401; a suspended tenant: 403.
+    let r = envoy.check(check_request("GET", "/", &[], None)).unwrap();
+    let (grpc, http, _, body) = denied(&r);
+    assert_eq!((grpc, http), (tonic::Code::Unauthenticated as i32, 401));
+    assert_eq!(body["code"], "missing_api_key");
+    let r = envoy
+        .check(check_request("GET", "/", &[("x-api-key", "tg_nope")], None))
+        .unwrap();
+    assert_eq!(denied(&r).3["code"], "invalid_api_key");
+    let other = s.tenant_with_key("held", "three");
+    s.admin(
+        "PATCH",
+        "/api/admin/tenants/held",
+        Some(json!({"status": "suspended"})),
+    );
+    let r = envoy
+        .check(check_request("GET", "/", &[("x-api-key", &other)], None))
+        .unwrap();
+    let (grpc, http, _, body) = denied(&r);
+    assert_eq!((grpc, http), (tonic::Code::PermissionDenied as i32, 403));
+    assert_eq!(body["code"], "tenant_suspended");
+    // A cost that is not one is an invalid argument, and takes nothing.
+    let e = envoy
+        .check(check_request(
+            "GET",
+            "/",
+            &[("x-api-key", &other)],
+            Some("0"),
+        ))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    // Recorded like authorizes of the original method and path.
+    wait_until(|| s.report("acme")["summary"]["totalRequests"] == 3);
+    let endpoints = s.report("acme")["endpoints"].to_string();
+    assert!(
+        endpoints.contains("/v1/items") && !endpoints.contains("page=2"),
+        "{endpoints}"
+    );
+    assert!(
+        endpoints.contains("POST") && endpoints.contains("GET"),
+        "{endpoints}"
+    );
+    assert!(s.metrics().contains("Authorization/Check"));
+}
+
+/// An allowed decision that cannot be recorded - the store has failed for
+/// longer than the queue holds - is given back and answered UNAVAILABLE, so
+/// that Envoy's failure mode applies; once the store is back, every call
+/// answered OK was recorded and nothing else was spent.
+#[test]
+fn a_decision_that_cannot_be_recorded_is_unavailable_and_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.grpc.bind = "127.0.0.1:0".into();
+    c.flush.queue_capacity = 2;
+    let store = flaky::store(dir.path());
+    let tollgate =
+        Tollgate::with_store(c, store.clone(), Some(ADMIN), Arc::new(SystemClock)).unwrap();
+    let s = TestServer {
+        server: Some(RunningServer::serve(tollgate).unwrap()),
+        dir,
+        http: reqwest::blocking::Client::new(),
+    };
+    let mut envoy = Envoy::connect(s.server.as_ref().unwrap().grpc_addr.unwrap());
+    s.plan("big", Some(1_000_000), None, None);
+    let key = s.tenant_with_key("acme", "big");
+    store.access().failing.store(true, Ordering::SeqCst);
+    let mut ok = 0u64;
+    let mut unavailable = false;
+    for _ in 0..2_000 {
+        match envoy.limit(request(vec![descriptor(&[("api_key", &key)], None)], 1)) {
+            Ok(r) => {
+                assert_eq!(r.overall_code, Code::Ok as i32);
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                unavailable = true;
+                break;
+            }
+        }
+    }
+    assert!(unavailable, "the queue never filled ({ok} answered OK)");
+    let e = envoy
+        .check(check_request("GET", "/", &[("x-api-key", &key)], None))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    store.access().failing.store(false, Ordering::SeqCst);
+    wait_until(|| {
+        let usage: Value = s
+            .tenant(&key, "GET", "/api/billing/usage", None)
+            .json()
+            .unwrap();
+        usage["calls"]["used"] == ok
+    });
+}
