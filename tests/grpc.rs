@@ -240,7 +240,8 @@ fn rate_limit_service_decides_each_descriptor_and_records_it() {
         Some("unknown_tenant")
     );
     // A descriptor that names no tenant is not Tollgate's; a request with
-    // none of Tollgate's, or an absurd cost, is an invalid argument.
+    // none of Tollgate's, an absurd cost or too many descriptors is an
+    // invalid argument, and so is a message over the body cap.
     let other = || descriptor(&[("remote_address", "10.0.0.1")], None);
     let r = envoy.limit(request(vec![other(), chat(None)], 1)).unwrap();
     assert_eq!(r.overall_code, Code::Ok as i32);
@@ -250,10 +251,17 @@ fn rate_limit_service_decides_each_descriptor_and_records_it() {
         request(vec![other()], 1),
         request(vec![], 1),
         request(vec![chat(Some(1_000_001))], 1),
+        request(vec![other(); 65], 1),
     ] {
         let e = envoy.limit(bad).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     }
+    let huge = descriptor(
+        &[("api_key", &key), ("endpoint", &"x".repeat(2 << 20))],
+        None,
+    );
+    let e = envoy.limit(request(vec![huge], 1)).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
 
     // Every decision is recorded like an authorize, refusals too.
     wait_until(|| s.report("acme")["summary"]["totalRequests"] == 5);
@@ -472,26 +480,33 @@ fn a_decision_that_cannot_be_recorded_is_unavailable_and_given_back() {
     s.plan("big", Some(1_000_000), None, None);
     let key = s.tenant_with_key("acme", "big");
     store.access().failing.store(true, Ordering::SeqCst);
+    // Each service is answered OK until the queue is full, then UNAVAILABLE
+    // (the flusher may take a few more into the batch it retries, so each
+    // is driven to it).
     let mut ok = 0u64;
-    let mut unavailable = false;
-    for _ in 0..2_000 {
-        match envoy.limit(request(vec![descriptor(&[("api_key", &key)], None)], 1)) {
-            Ok(r) => {
-                assert_eq!(r.overall_code, Code::Ok as i32);
-                ok += 1;
-            }
-            Err(e) => {
-                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-                unavailable = true;
-                break;
+    let mut drive = |call: &mut dyn FnMut(&mut Envoy) -> Result<bool, tonic::Status>| {
+        for _ in 0..5_000 {
+            match call(&mut envoy) {
+                Ok(allowed) => {
+                    assert!(allowed);
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                    return;
+                }
             }
         }
-    }
-    assert!(unavailable, "the queue never filled ({ok} answered OK)");
-    let e = envoy
-        .check(check_request("GET", "/", &[("x-api-key", &key)], None))
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        panic!("the queue never filled");
+    };
+    drive(&mut |e| {
+        e.limit(request(vec![descriptor(&[("api_key", &key)], None)], 1))
+            .map(|r| r.overall_code == Code::Ok as i32)
+    });
+    drive(&mut |e| {
+        e.check(check_request("GET", "/", &[("x-api-key", &key)], None))
+            .map(|r| r.status.is_some_and(|s| s.code == 0))
+    });
     store.access().failing.store(false, Ordering::SeqCst);
     wait_until(|| {
         let usage: Value = s
@@ -500,4 +515,6 @@ fn a_decision_that_cannot_be_recorded_is_unavailable_and_given_back() {
             .unwrap();
         usage["calls"]["used"] == ok
     });
+    // And every call answered OK is persisted once the store is back.
+    wait_until(|| s.report("acme")["summary"]["totalRequests"] == ok);
 }

@@ -75,11 +75,19 @@ impl GrpcServer {
                                 return;
                             }
                         };
+                        // A call is held to the HTTP API's body cap.
+                        let cap = state.max_body_bytes;
                         let served = tonic::transport::Server::builder()
-                            .add_service(RateLimitServiceServer::new(ratelimit::RateLimit::new(
-                                state.clone(),
-                            )))
-                            .add_service(AuthorizationServer::new(authz::Authz::new(state)))
+                            .add_service(
+                                RateLimitServiceServer::new(ratelimit::RateLimit::new(
+                                    state.clone(),
+                                ))
+                                .max_decoding_message_size(cap),
+                            )
+                            .add_service(
+                                AuthorizationServer::new(authz::Authz::new(state))
+                                    .max_decoding_message_size(cap),
+                            )
                             .serve_with_incoming_shutdown(incoming, async move {
                                 let _ = stopped.wait_for(|stop| *stop).await;
                             })

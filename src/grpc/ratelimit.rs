@@ -52,6 +52,10 @@ use crate::telemetry::metrics::DecisionLabel;
 /// The route `/metrics` times these calls under.
 const ROUTE: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 
+/// The most descriptors one request may carry (each naming a tenant is a
+/// decision).
+const MAX_DESCRIPTORS: usize = 64;
+
 pub struct RateLimit {
     st: web::Data<AppState>,
 }
@@ -146,10 +150,10 @@ fn decide(
     req: &RateLimitRequest,
     started: Instant,
 ) -> Result<RateLimitResponse, Status> {
-    if req.descriptors.is_empty() {
-        return Err(Status::invalid_argument(
-            "a rate-limit request needs at least one descriptor",
-        ));
+    if req.descriptors.is_empty() || req.descriptors.len() > MAX_DESCRIPTORS {
+        return Err(Status::invalid_argument(format!(
+            "a rate-limit request needs 1 to {MAX_DESCRIPTORS} descriptors"
+        )));
     }
     let asks = req
         .descriptors
