@@ -41,6 +41,8 @@ Environment:
   TOLLGATE_CONFIG        configuration file (TOML)
   TOLLGATE_STORE_ENGINE  sled (default) or postgres: one database for many instances
   TOLLGATE_STORE_POSTGRES_URL  postgres://user@host:5432/db, for the postgres engine
+  TOLLGATE_GRPC_BIND     address for Envoy's ext_authz and rate-limit services (gRPC;
+                         default: none)
   TOLLGATE_<SECTION>_<KEY>  any configuration key, e.g. TOLLGATE_FLUSH_INTERVAL_MS
 Precedence: flags, then TOLLGATE_* variables, then the file, then defaults.
 Stop with SIGTERM or Ctrl-C: requests in flight are answered, then every

@@ -169,8 +169,12 @@ fn rate_limit_service_decides_each_descriptor_and_records_it() {
     assert_eq!(find(up, "x-tollgate-tenant").as_deref(), Some("acme"));
     assert_eq!(find(up, "x-tollgate-plan").as_deref(), Some("five"));
 
-    // The request's hits_addend is the cost; a descriptor's own overrides it.
-    let r = envoy.limit(request(vec![chat(None)], 3)).unwrap();
+    // The request's hits_addend is the cost; a descriptor's own overrides
+    // it. The key may come as an Authorization value.
+    let bearer = format!("Bearer {key}");
+    let r = envoy
+        .limit(request(vec![descriptor(&[("api_key", &bearer)], None)], 3))
+        .unwrap();
     assert_eq!(r.statuses[0].limit_remaining, 1);
     let r = envoy.limit(request(vec![chat(Some(2))], 1)).unwrap();
     assert_eq!(r.overall_code, Code::OverLimit as i32);
@@ -517,4 +521,34 @@ fn a_decision_that_cannot_be_recorded_is_unavailable_and_given_back() {
     });
     // And every call answered OK is persisted once the store is back.
     wait_until(|| s.report("acme")["summary"]["totalRequests"] == ok);
+}
+
+/// Envoy keeps its connections open; a stop tells them the server is going
+/// away and, past the grace (10 s), closes what is still open instead of
+/// waiting forever - with every answered call's record kept.
+#[test]
+fn a_stop_does_not_wait_forever_for_a_client_that_keeps_its_connection() {
+    let (mut s, mut envoy) = grpc_server();
+    s.plan("ten", Some(10), None, None);
+    let key = s.tenant_with_key("acme", "ten");
+    let r = envoy
+        .limit(request(vec![descriptor(&[("api_key", &key)], None)], 1))
+        .unwrap();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    // The client's runtime is not polled from here on: its connection
+    // stays open, as an idle Envoy's does.
+    let started = std::time::Instant::now();
+    s.stop();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "the stop took {took:?}"
+    );
+    s.restart_with(|_| {}, Arc::new(SystemClock));
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], 1, "{usage}");
+    drop(envoy);
 }

@@ -475,3 +475,88 @@ fn json_logs_carry_the_request_id_of_each_request() {
     assert_eq!(line["span"]["method"], "POST");
     assert_eq!(access(&generated)["fields"]["route"], "/healthz");
 }
+
+/// With `TOLLGATE_GRPC_BIND` the binary says where Envoy's services listen
+/// and answers them; SIGTERM stops them gracefully with their records on
+/// disk. An address it cannot listen on stops the start with a clear error.
+#[test]
+fn grpc_services_listen_where_told_and_keep_their_records_across_a_stop() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
+        rate_limit_descriptor::Entry, RateLimitDescriptor,
+    };
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = reqwest::blocking::Client::new();
+    let env = [
+        ("TOLLGATE_FLUSH_INTERVAL_MS", "50"),
+        ("TOLLGATE_GRPC_BIND", "127.0.0.1:0"),
+    ];
+    let mut p = binary::start(dir.path(), &[], &env, Some(ADMIN));
+    let addr = p
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("Envoy rate-limit and ext_authz services (gRPC) on "))
+        .unwrap_or_else(|| panic!("no gRPC address in {:?}", p.stdout))
+        .to_string();
+    let key = setup_tenant(
+        &c,
+        &p,
+        json!({"id": "p100", "name": "P", "monthlyCalls": 100}),
+    );
+    // The client's runtime (and its connection) ends with this call, as
+    // Envoy closes its connections when told the server is going away.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut rls = RateLimitServiceClient::new(channel);
+        for _ in 0..7 {
+            let r = rls
+                .should_rate_limit(RateLimitRequest {
+                    domain: "edge".into(),
+                    descriptors: vec![RateLimitDescriptor {
+                        entries: vec![Entry {
+                            key: "api_key".into(),
+                            value: key.clone(),
+                        }],
+                        ..Default::default()
+                    }],
+                    hits_addend: 1,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.overall_code, 1, "{r:?}");
+        }
+    });
+    drop(rt);
+    assert_eq!(usage(&c, &p, &key).0, 7);
+    let status = p.signal(libc::SIGTERM);
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    let p = start(dir.path(), &[], Some(ADMIN));
+    assert_eq!(usage(&c, &p, &key).0, 7, "the gRPC decisions were kept");
+    drop(p);
+
+    let bad = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(bad.path())
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+        .env("TOLLGATE_GRPC_BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen for gRPC on not-an-address"),
+        "{err}"
+    );
+}

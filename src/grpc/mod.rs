@@ -32,6 +32,10 @@ use tonic::Status;
 use crate::http::AppState;
 use crate::quota::Decision;
 
+/// How long a stop waits for gRPC clients to close their connections (as
+/// the HTTP server waits for its requests in flight).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The gRPC listener, served by threads of its own until [`stop`](Self::stop).
 pub struct GrpcServer {
     pub addr: SocketAddr,
@@ -88,10 +92,26 @@ impl GrpcServer {
                                 AuthorizationServer::new(authz::Authz::new(state))
                                     .max_decoding_message_size(cap),
                             )
-                            .serve_with_incoming_shutdown(incoming, async move {
-                                let _ = stopped.wait_for(|stop| *stop).await;
-                            })
-                            .await;
+                            .serve_with_incoming_shutdown(incoming, {
+                                let mut stopped = stopped.clone();
+                                async move {
+                                    let _ = stopped.wait_for(|stop| *stop).await;
+                                }
+                            });
+                        // A graceful stop waits for the clients to close
+                        // their connections; one that keeps it open past
+                        // the grace is cut off (its calls were answered).
+                        let grace = async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                            tokio::time::sleep(STOP_GRACE).await;
+                        };
+                        let served = tokio::select! {
+                            served = served => served,
+                            () = grace => {
+                                tracing::warn!("gRPC connections still open {} s after the stop: closed", STOP_GRACE.as_secs());
+                                Ok(())
+                            }
+                        };
                         if let Err(error) = served {
                             tracing::error!(%error, "the gRPC server failed");
                         }

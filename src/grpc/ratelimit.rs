@@ -2,7 +2,7 @@
 //! ShouldRateLimit`), as Envoy's `envoy.filters.http.ratelimit` calls it.
 //!
 //! Each descriptor that names a tenant - an `api_key` entry (the tenant's
-//! key) or a `tenant_id` entry (Envoy has authenticated the caller) - is one
+//! key, bare or as `Bearer <key>`) or a `tenant_id` entry (Envoy has authenticated the caller) - is one
 //! decision of `hits` calls against that tenant's limits, recorded like an
 //! authorize of its `endpoint` and `method` entries (`/` and `GET` when
 //! absent). `hits` is the descriptor's `hits_addend`, else the request's;
@@ -102,6 +102,11 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
             .map(|e| e.value.as_str())
     };
     let tenant = match (entry("api_key"), entry("tenant_id")) {
+        // The key itself, or an `Authorization` value copied by a
+        // `request_headers` action (`Bearer <key>`).
+        (Some(key), _) if key.starts_with("Bearer ") || key.starts_with("bearer ") => {
+            key_tenant(st, Some(key), None)
+        }
         (Some(key), _) => key_tenant(st, None, Some(key)),
         (None, Some(id)) => st.registry.tenant_state(id).ok_or_else(|| {
             st.metrics.decision(DecisionLabel::Unauthorized);
