@@ -5,11 +5,11 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+import expressApp from "express";
 import { Tollgate, TollgateError, express, withTollgate, nextMiddleware } from "../dist/esm/index.js";
 
 const ADMIN = "typescript-client-admin-token-0123456789";
@@ -110,17 +110,17 @@ test("recordUsage batches, never blocks, and flush sends everything once", async
 test("the Express middleware enforces, sets the headers and records each request", async () => {
   const key = await tenant("ts-express", 3);
   const mw = express({ baseUrl: base, client: { flushIntervalMs: 20 } });
-  // Express's req and res are Node's, with extras the middleware does not need.
-  const app = createServer((req, res) => {
-    res.locals = {};
-    mw(req, res, () => {
-      res.locals.tollgate.tokens({ promptTokens: 4, completionTokens: 2, model: "gpt-4o-mini" });
-      res.statusCode = 201;
-      res.end("made");
-    });
+  // A real Express application, the middleware in front of its routes.
+  const app = expressApp();
+  app.use(mw);
+  app.all("/v1/things", (req, res) => {
+    res.locals.tollgate.tokens({ promptTokens: 4, completionTokens: 2, model: "gpt-4o-mini" });
+    res.status(201).send("made");
   });
-  await new Promise((r) => app.listen(0, "127.0.0.1", r));
-  const url = `http://127.0.0.1:${app.address().port}/v1/things?x=1`;
+  const server = await new Promise((r) => {
+    const s = app.listen(0, "127.0.0.1", () => r(s));
+  });
+  const url = `http://127.0.0.1:${server.address().port}/v1/things?x=1`;
   for (let i = 0; i < 3; i++) {
     const r = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${key}` } });
     assert.equal(r.status, 201);
@@ -139,7 +139,7 @@ test("the Express middleware enforces, sets the headers and records each request
   const report = await tg.apiUsage({ range: "day" });
   assert.ok(JSON.stringify(report.endpoints).includes("/v1/things"), JSON.stringify(report.endpoints));
   assert.equal(report.summary.totalTokens, 18);
-  app.close();
+  server.close();
   await mw.close();
   await tg.close();
 });
