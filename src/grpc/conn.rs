@@ -7,6 +7,7 @@
 //! carries its headers (300-700 bytes), so every call was one write. Telling
 //! h2 the socket has no vectored writes lets the answers of all the calls in
 //! flight on a connection go out in one write: measured in BENCHMARKS.md.
+//! (`examples/grpc_loadgen`'s client connections are `Coalescing` too.)
 
 use std::io;
 use std::pin::Pin;

@@ -15,7 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod authz;
-mod conn;
+pub mod conn;
 pub mod ratelimit;
 
 use std::net::SocketAddr;
