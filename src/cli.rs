@@ -196,7 +196,18 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
         for t in &tenants {
             println!("  http://{addr}/dashboard/api-usage#key={}", t.key);
         }
-        if let Some(t) = tenants.first() {
+        let echo = tollgate.config.chat.upstream.is_empty();
+        crate::demo::live_traffic(addr, tenants.clone(), echo);
+        println!(
+            "Live traffic: a few {} a second from the demo tenants while it runs",
+            if echo {
+                "chats with the echo bot"
+            } else {
+                "authorizations"
+            }
+        );
+        // Not the tenant shown over its quota: its calls answer 429.
+        if let Some(t) = tenants.get(1).or(tenants.first()) {
             println!("Try:");
             println!(
                 "  curl -s -X POST -H 'Authorization: Bearer {}' http://{addr}/api/v1/authorize",

@@ -1,7 +1,15 @@
 //! `serve --demo`: one demo tenant per default plan, each with 30 days of
 //! realistic usage (the seed's sample-data script) written straight into the
 //! store, and a fresh key each time it runs.
+//!
+//! The demo looks the same on any day of the month: the cheapest plan with
+//! a call quota has asked for 8 % more than its quota this month (the rest
+//! refused, 429), the next one is at 86 % of its quota, whatever the date.
+//! While the server runs, [`live_traffic`] sends it a few real requests a
+//! second through its own HTTP API, so the dashboard moves.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Timelike, Utc};
@@ -14,6 +22,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::store::UsageBlock;
 
 /// A demo tenant and the key printed for it.
+#[derive(Clone, Debug)]
 pub struct DemoTenant {
     pub tenant_id: String,
     pub plan_id: String,
@@ -162,7 +171,13 @@ pub fn seed(
     let mut out = Vec::new();
     let mut plans = registry.plans();
     plans.sort_by(|a, b| a.price_usd_monthly.total_cmp(&b.price_usd_monthly));
+    // This month's demand, as a share of the quota: over, then near.
+    let mut shares = [OVER_QUOTA, NEAR_QUOTA].into_iter();
     for plan in plans {
+        let demand = plan
+            .monthly_calls
+            .and_then(|limit| Some((limit, shares.next()?)))
+            .map(|(limit, share)| ((limit as f64 * share) as u64, limit));
         let tenant_id = format!("demo-{}", plan.id);
         let mut written = 0;
         if registry.tenant(&tenant_id).is_none() {
@@ -179,7 +194,18 @@ pub fn seed(
             let state = registry
                 .tenant_state(&tenant_id)
                 .ok_or_else(|| RegistryError::NotFound(tenant_id.clone()))?;
-            written = write_history(registry, prices, &state, &plan.id, now, days, scale)?;
+            written = write_history(
+                registry,
+                prices,
+                &state,
+                &History {
+                    plan_id: &plan.id,
+                    now,
+                    days,
+                    scale,
+                    demand,
+                },
+            )?;
         }
         // One working demo key per tenant: a second run's key replaces the
         // first run's (only its hash is stored, so it cannot be shown again).
@@ -199,39 +225,81 @@ pub fn seed(
     Ok(out)
 }
 
+/// What [`write_history`] writes for one tenant.
+struct History<'a> {
+    plan_id: &'a str,
+    now: DateTime<Utc>,
+    days: i64,
+    scale: f64,
+    /// The calls asked for this month and the monthly quota: this month's
+    /// volume is scaled to the demand, and what is past the quota refused.
+    demand: Option<(u64, u64)>,
+}
+
+/// This month's demand of the tenant shown over its quota, and of the one
+/// near it, as shares of the quota.
+const OVER_QUOTA: f64 = 1.08;
+const NEAR_QUOTA: f64 = 0.86;
+
+/// The mean requests of the hour from `hour_start` (before the noise).
+fn hourly_mean(per_day: f64, start: DateTime<Utc>, days: i64, hour_start: DateTime<Utc>) -> f64 {
+    let weekday = hour_start.format("%u").to_string();
+    let weekend = if weekday == "6" || weekday == "7" {
+        0.55
+    } else {
+        1.0
+    };
+    let day_weight: f64 = (0..24).map(hour_weight).sum();
+    // Usage grows by about a third over the window.
+    let trend = 0.85 + 0.3 * (hour_start - start).num_seconds() as f64 / (days * 86_400) as f64;
+    per_day * hour_weight(hour_start.hour()) / day_weight * weekend * trend
+}
+
 fn write_history(
     registry: &Registry,
     prices: &PriceTable,
     state: &Arc<crate::quota::TenantState>,
-    plan_id: &str,
-    now: DateTime<Utc>,
-    days: i64,
-    scale: f64,
+    h: &History,
 ) -> Result<usize, RegistryError> {
-    let seed = plan_id
+    let (now, days) = (h.now, h.days);
+    let seed = h
+        .plan_id
         .bytes()
         .fold(0x7011_6a7eu64, |h, b| h.wrapping_mul(31) ^ b as u64);
     let mut rng = StdRng::seed_from_u64(seed);
-    let per_day = daily_volume(plan_id) * scale;
-    let day_weight: f64 = (0..24).map(hour_weight).sum();
+    let per_day = daily_volume(h.plan_id) * h.scale;
     let now_ns = now.timestamp_nanos_opt().unwrap_or(0);
     let mut total = 0;
     let start = (now - Duration::days(days))
         .with_minute(0)
         .and_then(|t| t.with_second(0))
         .unwrap_or(now);
+    let month_start = crate::quota::period::Period::containing(now).start();
+    // This month's volume scaled to the demand: the expected count of its
+    // hours (the last one in part) against the calls asked for.
+    let month_factor = h.demand.map_or(1.0, |(demand, _)| {
+        let mut expected = 0.0;
+        let mut t = start.max(month_start);
+        while t < now {
+            let part = ((now - t).num_milliseconds() as f64 / 3_600_000.0).min(1.0);
+            expected += hourly_mean(per_day, start, days, t) * part;
+            t += Duration::hours(1);
+        }
+        if expected > 0.0 {
+            demand as f64 / expected
+        } else {
+            1.0
+        }
+    });
+    let mut month_calls = 0u64;
     let mut hour_start = start;
     let mut records = Vec::new();
     while hour_start < now {
-        let weekday = hour_start.format("%u").to_string();
-        let weekend = if weekday == "6" || weekday == "7" {
-            0.55
-        } else {
-            1.0
-        };
-        // Usage grows by about a third over the window.
-        let trend = 0.85 + 0.3 * (hour_start - start).num_seconds() as f64 / (days * 86_400) as f64;
-        let mean = per_day * hour_weight(hour_start.hour()) / day_weight * weekend * trend;
+        let this_month = hour_start >= month_start;
+        let mut mean = hourly_mean(per_day, start, days, hour_start);
+        if this_month {
+            mean *= month_factor;
+        }
         let n = (mean + (rng.gen::<f64>() - 0.5) * mean.sqrt() * 2.0)
             .round()
             .max(0.0) as u64;
@@ -240,7 +308,13 @@ fn write_history(
             if ts >= now {
                 continue;
             }
-            let r = record(&mut rng, ts, prices);
+            let mut r = record(&mut rng, ts, prices);
+            if this_month {
+                match h.demand {
+                    Some((_, limit)) if r.calls > 0 && month_calls >= limit => refused(&mut r),
+                    _ => month_calls += r.calls,
+                }
+            }
             state.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
             records.push(r);
         }
@@ -256,4 +330,147 @@ fn write_history(
         }
     }
     Ok(total)
+}
+
+/// A request past the monthly quota: refused, 429, nothing used.
+fn refused(r: &mut UsageRecord) {
+    r.status = 429;
+    r.calls = 0;
+    r.rejected = true;
+    r.prompt_tokens = 0;
+    r.completion_tokens = 0;
+    r.tokens = 0;
+    r.model.clear();
+    r.cost_usd = 0.0;
+    r.response_ms = (r.response_ms / 100.0).max(0.3);
+}
+
+/// Sends the server at `addr` a few real requests a second, from the demo
+/// tenants' `keys` in proportion to their plans' volume, on a thread of its
+/// own, until the server stops answering: chats with the built-in echo bot
+/// when `echo` (so tokens and cost move too), otherwise authorizations
+/// (never a paid upstream's tokens). The tenant over its quota gets its 429s.
+pub fn live_traffic(addr: SocketAddr, tenants: Vec<DemoTenant>, echo: bool) {
+    let spawned = std::thread::Builder::new()
+        .name("tollgate-demo".into())
+        .spawn(move || {
+            let mut rng = StdRng::from_entropy();
+            let weights: Vec<((&str, &str), f64)> = tenants
+                .iter()
+                .map(|t| {
+                    (
+                        (t.key.as_str(), t.plan_id.as_str()),
+                        daily_volume(&t.plan_id).sqrt(),
+                    )
+                })
+                .collect();
+            // Give the server a moment to listen.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let mut failures = 0;
+            while failures < 20 {
+                let (key, _) = *pick(&mut rng, &weights);
+                let bot = *pick(&mut rng, BOTS);
+                let body = if echo {
+                    let words = rng.gen_range(4..40);
+                    let message = vec!["hello"; words].join(" ");
+                    format!(
+                        r#"{{"message":"{message}","botId":"{bot}","userId":"user-{:03}"}}"#,
+                        rng.gen_range(1..60)
+                    )
+                } else {
+                    r#"{"endpoint":"/api/chat","method":"POST"}"#.to_string()
+                };
+                let path = if echo {
+                    "/api/chat"
+                } else {
+                    "/api/v1/authorize"
+                };
+                match post(addr, key, path, &body) {
+                    Ok(_) => failures = 0,
+                    Err(_) => failures += 1,
+                }
+                let pause = rng.gen_range(100..400);
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "the demo's live traffic could not start");
+    }
+}
+
+/// One `POST` with a tenant key; the status.
+fn post(addr: SocketAddr, key: &str, path: &str, body: &str) -> std::io::Result<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::quota::period::Period;
+    use crate::store::{SledOptions, SledStore, Store};
+    use chrono::TimeZone;
+
+    /// Each demo tenant's share of its monthly call quota used now, and its
+    /// refused records this month.
+    fn seeded(now: DateTime<Utc>) -> Vec<(String, Option<f64>, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open_with(
+                dir.path(),
+                SledOptions {
+                    flush_every_ms: 100,
+                    cache_bytes: 1 << 24,
+                    flush_deadline: std::time::Duration::from_secs(10),
+                    min_free_bytes: 0,
+                },
+            )
+            .unwrap(),
+        );
+        let plans = Config::default().default_plans().unwrap();
+        let registry = Registry::load(store, &plans, now).unwrap();
+        let tenants = seed(&registry, &PriceTable::builtin(), now, 30, 0.2).unwrap();
+        tenants
+            .iter()
+            .map(|t| {
+                let state = registry.tenant_state(&t.tenant_id).unwrap();
+                let (calls, _) = state.used(Period::containing(now));
+                let limit = registry.plan(&t.plan_id).unwrap().monthly_calls;
+                let share = limit.map(|l| calls as f64 / l as f64);
+                (t.tenant_id.clone(), share, t.records_written as u64)
+            })
+            .collect()
+    }
+
+    /// On the 1st, mid-month and at the month's end alike, the cheapest
+    /// plan's tenant has used all of its quota and the next one about 86 %.
+    #[test]
+    fn the_demo_looks_the_same_on_any_day_of_the_month() {
+        for now in [
+            Utc.with_ymd_and_hms(2026, 12, 1, 3, 20, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 15, 14, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2027, 2, 28, 23, 10, 0).unwrap(),
+        ] {
+            let got = seeded(now);
+            let share = |id: &str| got.iter().find(|t| t.0 == id).unwrap().1.unwrap();
+            assert_eq!(share("demo-free"), 1.0, "{now}: {got:?}");
+            let near = share("demo-starter");
+            assert!((0.80..0.92).contains(&near), "{now}: {near} {got:?}");
+            assert!(share("demo-professional") < 0.8, "{now}: {got:?}");
+        }
+    }
 }
