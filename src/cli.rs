@@ -225,6 +225,7 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     };
     println!("Dashboard: http://{addr}/dashboard/api-usage (a tenant key goes in the page, or after #key=)");
     println!("Operator view: http://{addr}/dashboard/api-usage#key=<the admin token> (the token: {where_token})");
+    println!("Operator console (plans, tenants, keys): http://{addr}/dashboard/console#key=<the admin token>");
     println!("API reference: http://{addr}/docs");
     if let Some(grpc) = tollgate.grpc_addr() {
         println!("Envoy rate-limit and ext_authz services (gRPC) on {grpc}");

@@ -264,3 +264,158 @@ fn the_api_reference_renders_every_operation_and_schema() {
     );
     assert!(b.console_errors().is_empty(), "{:?}", b.console_errors());
 }
+
+/// Sets a form field (by `data-testid`) as typing would.
+fn fill(b: &Browser, testid: &str, value: &str) {
+    b.js(
+        "const e = document.querySelector('[data-testid=\"' + arguments[0] + '\"]'); e.value = arguments[1]; e.dispatchEvent(new Event('input'));",
+        vec![json!(testid), json!(value)],
+    );
+}
+
+/// The operator console, in Chromium, through the admin API only: create a
+/// plan, a tenant on it and a key; the key works until its quota is spent;
+/// a conflicting create shows the API's JSON error; suspending refuses the
+/// key, activating lets it in again; revoking it stops it; sorting works.
+#[test]
+fn the_operator_console_manages_plans_tenants_and_keys() {
+    let s = TestServer::start();
+    let b = Browser::start();
+    b.resize(1280, 1000);
+    b.goto(&format!("{}#key={ADMIN}", s.url("/dashboard/console")));
+    b.wait(
+        "the console",
+        "return !document.getElementById('console').hidden && document.querySelectorAll('[data-testid=plans] tr[data-plan]').length > 0;",
+    );
+    assert_eq!(
+        b.js("return location.hash;", vec![]),
+        json!(""),
+        "the token leaves the address bar"
+    );
+
+    fill(&b, "plan-id", "team");
+    fill(&b, "plan-name", "Team");
+    fill(&b, "plan-calls", "3");
+    fill(&b, "plan-rate", "50");
+    fill(&b, "plan-price", "19");
+    b.click("save-plan");
+    b.wait(
+        "the new plan",
+        "return !!document.querySelector('[data-testid=plans] tr[data-plan=team]');",
+    );
+    let plan: Value = s
+        .admin("GET", "/api/admin/plans/team", None)
+        .json()
+        .unwrap();
+    assert_eq!(plan["monthlyCalls"], 3, "{plan}");
+    assert_eq!(plan["rateLimit"]["requests"], 50, "{plan}");
+    assert_eq!(plan["priceUsdMonthly"], 19.0, "{plan}");
+
+    fill(&b, "tenant-id", "acme");
+    fill(&b, "tenant-name", "Acme Inc");
+    fill(&b, "tenant-plan", "team");
+    b.click("create-tenant");
+    b.wait(
+        "the new tenant",
+        "return !!document.querySelector('[data-testid=tenants] tr[data-tenant=acme]');",
+    );
+    assert!(b.text("tenants").as_str().unwrap().contains("Acme Inc"));
+
+    // The same id again: the API's 409, shown in the page.
+    fill(&b, "tenant-id", "acme");
+    fill(&b, "tenant-plan", "team");
+    b.click("create-tenant");
+    b.wait(
+        "the conflict",
+        "const e = document.querySelector('[data-testid=console-error]'); return !!e && !e.hidden;",
+    );
+    assert!(
+        b.text("console-error")
+            .as_str()
+            .unwrap()
+            .starts_with("conflict: "),
+        "{}",
+        b.text("console-error")
+    );
+
+    b.click("keys-acme");
+    b.wait(
+        "the keys card",
+        "return !document.getElementById('keys-card').hidden;",
+    );
+    fill(&b, "key-name", "production");
+    b.click("create-key");
+    b.wait(
+        "the new key",
+        "return !document.querySelector('[data-testid=new-key]').hidden;",
+    );
+    let key = b.text("new-key-value").as_str().unwrap().to_string();
+    assert!(key.starts_with("tg_"), "{key}");
+    let authorize = |key: &str| {
+        s.tenant(key, "POST", "/api/v1/authorize", None)
+            .status()
+            .as_u16()
+    };
+    assert_eq!(authorize(&key), 200);
+
+    // Suspend: the key is refused (403); activate: it works again.
+    b.click("status-acme");
+    b.wait(
+        "suspended",
+        "const r = document.querySelector('[data-testid=tenants] tr[data-tenant=acme]'); return !!r && r.textContent.includes('suspended');",
+    );
+    assert_eq!(authorize(&key), 403);
+    b.click("status-acme");
+    b.wait(
+        "active again",
+        "const r = document.querySelector('[data-testid=tenants] tr[data-tenant=acme]'); return !!r && r.textContent.includes('active');",
+    );
+    assert_eq!(authorize(&key), 200);
+    assert_eq!(authorize(&key), 200);
+    assert_eq!(authorize(&key), 429, "the plan's 3 calls are spent");
+
+    // The figures: the tenant is at its quota; sorting by quota puts it first.
+    let other = s.tenant_with_key("quiet", "team");
+    assert_eq!(authorize(&other), 200);
+    wait_until(|| s.report("acme")["summary"]["totalRequests"] == 5);
+    b.click("refresh");
+    b.click("sort-id");
+    b.wait(
+        "the tenants by id, with acme's figures",
+        "const rows = [...document.querySelectorAll('[data-testid=tenants] tr[data-tenant]')]; return rows.length === 2 && rows[0].dataset.tenant === 'acme' && rows[0].textContent.includes('100.0%');",
+    );
+    b.click("sort-quota");
+    b.wait(
+        "the tenants by quota",
+        "const rows = [...document.querySelectorAll('[data-testid=tenants] tr[data-tenant]')]; return rows[0].dataset.tenant === 'acme' && rows[0].textContent.includes('100.0%');",
+    );
+
+    // Revoke asks twice, then the key stops working.
+    let prefix = &key[..8];
+    b.click(&format!("revoke-{prefix}"));
+    b.click(&format!("revoke-{prefix}"));
+    b.wait(
+        "the revoked key",
+        "return document.querySelector('[data-testid=keys]').textContent.includes('revoked');",
+    );
+    assert_eq!(authorize(&key), 401);
+
+    assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
+    let errors = b.console_errors();
+    assert!(
+        errors.iter().all(|e| e.contains("409")),
+        "only the conflict's 409: {errors:?}"
+    );
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join("console.png"));
+    }
+    // A phone-sized window: the page itself does not scroll sideways.
+    b.resize(390, 844);
+    b.wait(
+        "the phone layout",
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+    );
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join("console-phone.png"));
+    }
+}

@@ -3,7 +3,8 @@
 //! library, nothing fetched from elsewhere). It reads the same JSON API as
 //! any client, with the key kept in the browser's localStorage. `/docs`
 //! renders `/api/openapi.json` the same way; `/` and `/dashboard` lead to
-//! the page.
+//! the page. `/dashboard/console` is the operator's: plans, tenants and
+//! keys, every action through the admin API.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, Route};
@@ -11,6 +12,8 @@ use actix_web::{web, HttpResponse, Route};
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+const CONSOLE: &str = include_str!("assets/console.html");
+const CONSOLE_JS: &str = include_str!("assets/console.js");
 const DOCS: &str = include_str!("assets/docs.html");
 const DOCS_JS: &str = include_str!("assets/docs.js");
 const DOCS_CSS: &str = include_str!("assets/docs.css");
@@ -34,6 +37,18 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
 )]
 async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX)
+}
+
+#[utoipa::path(
+    get, path = "/dashboard/console", tag = "dashboard",
+    responses((status = 200, description = "the operator console (HTML): plans, tenants and keys through the admin API; the admin token goes in the page or after `#key=`", content_type = "text/html"))
+)]
+pub async fn console() -> HttpResponse {
+    asset("text/html; charset=utf-8", CONSOLE)
+}
+
+async fn console_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", CONSOLE_JS)
 }
 
 /// `/` and `/dashboard` lead to the page (a browser keeps the URL's
@@ -92,6 +107,8 @@ pub fn pages() -> Vec<(&'static str, Route)> {
         ("/", web::get().to(root)),
         ("/dashboard", web::get().to(dashboard_root)),
         ("/dashboard/api-usage", web::get().to(index)),
+        ("/dashboard/console", web::get().to(console)),
+        ("/dashboard/assets/console.js", web::get().to(console_js)),
         ("/dashboard/assets/app.js", web::get().to(app_js)),
         ("/dashboard/assets/style.css", web::get().to(style_css)),
         ("/docs", web::get().to(docs)),

@@ -113,6 +113,7 @@ pub enum UsageBody {
         super::admin::list_keys,
         super::admin::revoke_key,
         crate::dashboard::index,
+        crate::dashboard::console,
         crate::dashboard::root,
         crate::dashboard::docs,
         crate::dashboard::dashboard_root,

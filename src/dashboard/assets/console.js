@@ -1,0 +1,364 @@
+// Tollgate's operator console: plans, tenants and keys through the admin
+// API, with its JSON errors shown as they come. Plain JS, no dependencies.
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const STORE_KEY = "tollgate.key";
+  // Figures (requests, tokens, cost, quota) are read for this many tenants.
+  const MAX_FIGURES = 100;
+  const REFRESH_MS = 15000;
+  const state = { token: null, plans: [], tenants: [], figures: {}, sort: { by: "requests", desc: true }, keysOf: null, arm: null };
+  window.__tollgateErrors = [];
+  window.addEventListener("error", (e) => window.__tollgateErrors.push(String(e.message)));
+  window.addEventListener("unhandledrejection", (e) => window.__tollgateErrors.push(String(e.reason)));
+
+  const nf = new Intl.NumberFormat("en-US");
+  const num = (n) => (n === null || n === undefined ? "—" : nf.format(n));
+  const usd = (n) => (n === null || n === undefined ? "—" : "$" + (n >= 1 || n === 0 ? n.toFixed(2) : n.toFixed(4)));
+  const pct = (n) => (n === null || n === undefined ? "—" : n.toFixed(1) + "%");
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      super((body && body.error) || "HTTP " + status);
+      this.status = status;
+      this.code = body && body.code;
+    }
+  }
+
+  async function api(method, path, body) {
+    const init = { method, headers: { Authorization: "Bearer " + state.token }, cache: "no-store" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const r = await fetch(path, init);
+    let json = null;
+    try { json = await r.json(); } catch (_) { json = null; }
+    if (!r.ok) throw new ApiError(r.status, json);
+    return json;
+  }
+
+  function showError(e) {
+    const el = $("console-error");
+    el.hidden = !e;
+    el.textContent = e ? (e.code ? e.code + ": " : "") + e.message : "";
+  }
+
+  // Runs an admin action; its error, if any, is shown; the lists reload.
+  async function act(work) {
+    try {
+      await work();
+      showError(null);
+    } catch (e) {
+      showError(e);
+    }
+    await load();
+  }
+
+  function cell(row, content, cls) {
+    const td = document.createElement("td");
+    if (content instanceof Node) td.appendChild(content);
+    else td.textContent = content;
+    if (cls) td.className = cls;
+    row.appendChild(td);
+    return td;
+  }
+
+  function button(label, testid, onClick, cls) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.className = cls || "ghost small-button";
+    if (testid) b.dataset.testid = testid;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  // A destructive button asks twice: the first click arms it for 5 s.
+  function guarded(label, testid, onConfirm) {
+    const b = button(label, testid, () => {
+      if (state.arm === testid) {
+        state.arm = null;
+        onConfirm();
+      } else {
+        state.arm = testid;
+        b.textContent = "Confirm";
+        setTimeout(() => { if (state.arm === testid) { state.arm = null; b.textContent = label; } }, 5000);
+      }
+    }, "ghost small-button danger");
+    return b;
+  }
+
+  // Each cell names its column (`data-label`), which a phone shows beside
+  // the value when the rows are stacked as cards.
+  function labelCells(table) {
+    const names = [...table.querySelectorAll("th")].map((th) => th.textContent.replace(/ [↑↓]$/, ""));
+    for (const tr of table.querySelectorAll("tr")) {
+      [...tr.children].forEach((td, i) => { if (td.tagName === "TD") td.dataset.label = names[i] || ""; });
+    }
+  }
+
+  const NUMERIC = ["requests", "tokens", "cost", "quota"];
+
+  function head(table, columns) {
+    table.replaceChildren();
+    table.classList.add("stack");
+    const tr = document.createElement("tr");
+    for (const [label, sortKey, numeric] of columns) {
+      const th = document.createElement("th");
+      if (numeric || NUMERIC.includes(sortKey)) th.className = "num";
+      if (sortKey) {
+        const b = button(label + (state.sort.by === sortKey ? (state.sort.desc ? " ↓" : " ↑") : ""), "sort-" + sortKey, () => {
+          state.sort = { by: sortKey, desc: state.sort.by === sortKey ? !state.sort.desc : sortKey !== "id" };
+          renderTenants();
+        }, "sort");
+        th.appendChild(b);
+      } else {
+        th.textContent = label;
+      }
+      tr.appendChild(th);
+    }
+    table.appendChild(tr);
+  }
+
+  // ---- data ----------------------------------------------------------------
+
+  async function load() {
+    try {
+      const [plans, tenants] = await Promise.all([api("GET", "/api/admin/plans"), api("GET", "/api/admin/tenants")]);
+      state.plans = plans.data;
+      state.tenants = tenants.data;
+      const shown = state.tenants.slice(0, MAX_FIGURES);
+      const figures = await Promise.all(shown.map(async (t) => {
+        const base = "/api/admin/tenants/" + encodeURIComponent(t.id);
+        try {
+          const [usage, report] = await Promise.all([api("GET", base + "/usage"), api("GET", base + "/api-usage?range=month")]);
+          return [t.id, { requests: report.summary.totalRequests, tokens: report.summary.totalTokens, cost: report.summary.estimatedCostUsd, quota: usage.calls.percent }];
+        } catch (_) {
+          return [t.id, null];
+        }
+      }));
+      state.figures = Object.fromEntries(figures);
+    } catch (e) {
+      if (e.status === 401 || e.status === 403) return showLogin("That token was not accepted.");
+      showError(e);
+    }
+    renderPlans();
+    renderTenants();
+    if (state.keysOf) await loadKeys();
+  }
+
+  async function loadKeys() {
+    const id = state.keysOf;
+    $("keys-card").hidden = false;
+    $("keys-tenant").textContent = id;
+    let keys = [];
+    try {
+      keys = (await api("GET", "/api/admin/tenants/" + encodeURIComponent(id) + "/keys")).data;
+    } catch (e) {
+      showError(e);
+    }
+    const table = $("keys");
+    head(table, [["Name"], ["Key"], ["Created"], ["State"], [""]]);
+    for (const k of keys) {
+      const tr = document.createElement("tr");
+      tr.dataset.key = k.id;
+      cell(tr, k.name || "—");
+      cell(tr, k.prefix + "…", "mono");
+      cell(tr, new Date(k.createdAt).toLocaleString("en-US", { timeZone: "UTC", dateStyle: "medium", timeStyle: "short" }) + " UTC");
+      cell(tr, k.revokedAt ? "revoked" : "active");
+      cell(tr, k.revokedAt ? "" : guarded("Revoke", "revoke-" + k.prefix, () =>
+        act(() => api("DELETE", "/api/admin/tenants/" + encodeURIComponent(id) + "/keys/" + encodeURIComponent(k.id)))));
+      table.appendChild(tr);
+    }
+    labelCells(table);
+  }
+
+  // ---- rendering -------------------------------------------------------------
+
+  function renderPlans() {
+    const table = $("plans");
+    head(table, [["Plan"], ["Calls a month", null, true], ["Tokens a month", null, true], ["Rate limit"], ["Price", null, true], [""]]);
+    for (const p of state.plans) {
+      const tr = document.createElement("tr");
+      tr.dataset.plan = p.id;
+      cell(tr, p.name === p.id ? p.id : p.name + " (" + p.id + ")");
+      cell(tr, p.monthlyCalls === null ? "unlimited" : num(p.monthlyCalls), "num");
+      cell(tr, p.monthlyTokens === null ? "unlimited" : num(p.monthlyTokens), "num");
+      cell(tr, p.rateLimit ? num(p.rateLimit.requests) + " / " + p.rateLimit.perSeconds + " s" : "none");
+      cell(tr, usd(p.priceUsdMonthly) + " / month", "num");
+      const actions = document.createElement("span");
+      actions.appendChild(button("Edit", "edit-plan-" + p.id, () => editPlan(p)));
+      actions.appendChild(guarded("Delete", "delete-plan-" + p.id, () => act(() => api("DELETE", "/api/admin/plans/" + encodeURIComponent(p.id)))));
+      cell(tr, actions, "actions");
+      table.appendChild(tr);
+    }
+    labelCells(table);
+    const select = $("tenant-plan");
+    const chosen = select.value;
+    select.replaceChildren(...state.plans.map((p) => new Option(p.name + " (" + p.id + ")", p.id)));
+    if (chosen) select.value = chosen;
+  }
+
+  function sortValue(t, by) {
+    const f = state.figures[t.id];
+    if (by === "id") return t.id;
+    if (by === "status") return t.status;
+    if (!f) return -1;
+    return f[by] === null || f[by] === undefined ? -1 : f[by];
+  }
+
+  function renderTenants() {
+    const { by, desc } = state.sort;
+    const rows = [...state.tenants].sort((a, b) => {
+      const x = sortValue(a, by), y = sortValue(b, by);
+      const c = x < y ? -1 : x > y ? 1 : 0;
+      return desc ? -c : c;
+    });
+    $("tenant-count").textContent = num(state.tenants.length) + " tenants" +
+      (state.tenants.length > MAX_FIGURES ? " (figures for the first " + MAX_FIGURES + ")" : "") + " · this month";
+    const table = $("tenants");
+    head(table, [["Tenant", "id"], ["Plan"], ["Status", "status"], ["Requests", "requests"], ["Tokens", "tokens"], ["Cost", "cost"], ["Quota", "quota"], [""]]);
+    for (const t of rows) {
+      const f = state.figures[t.id] || {};
+      const tr = document.createElement("tr");
+      tr.dataset.tenant = t.id;
+      cell(tr, t.name && t.name !== t.id ? t.name + " (" + t.id + ")" : t.id);
+      const plan = document.createElement("select");
+      plan.setAttribute("aria-label", "Plan of " + t.id);
+      plan.dataset.testid = "plan-of-" + t.id;
+      plan.replaceChildren(...state.plans.map((p) => new Option(p.id, p.id)));
+      plan.value = t.planId;
+      plan.addEventListener("change", () => act(() => api("PATCH", "/api/admin/tenants/" + encodeURIComponent(t.id), { planId: plan.value })));
+      cell(tr, plan);
+      cell(tr, t.status, t.status === "suspended" ? "bad" : "");
+      cell(tr, num(f.requests), "num");
+      cell(tr, num(f.tokens), "num");
+      cell(tr, usd(f.cost), "num");
+      cell(tr, pct(f.quota), "num" + (f.quota >= 100 ? " bad" : f.quota >= 80 ? " warn" : ""));
+      const actions = document.createElement("span");
+      const next = t.status === "suspended" ? "active" : "suspended";
+      actions.appendChild(button(next === "suspended" ? "Suspend" : "Activate", "status-" + t.id, () =>
+        act(() => api("PATCH", "/api/admin/tenants/" + encodeURIComponent(t.id), { status: next }))));
+      actions.appendChild(button("Keys", "keys-" + t.id, () => { state.keysOf = t.id; $("new-key").hidden = true; loadKeys(); }));
+      actions.appendChild(guarded("Delete", "delete-" + t.id, () => act(async () => {
+        await api("DELETE", "/api/admin/tenants/" + encodeURIComponent(t.id));
+        if (state.keysOf === t.id) { state.keysOf = null; $("keys-card").hidden = true; }
+      })));
+      cell(tr, actions, "actions");
+      table.appendChild(tr);
+    }
+    labelCells(table);
+  }
+
+  // ---- forms -----------------------------------------------------------------
+
+  let editing = null;
+
+  function editPlan(p) {
+    editing = p.id;
+    $("plan-form-title").textContent = "Edit plan " + p.id;
+    $("plan-id").value = p.id;
+    $("plan-id").disabled = true;
+    $("plan-name").value = p.name;
+    $("plan-calls").value = p.monthlyCalls === null ? "" : p.monthlyCalls;
+    $("plan-tokens").value = p.monthlyTokens === null ? "" : p.monthlyTokens;
+    $("plan-rate").value = p.rateLimit && p.rateLimit.perSeconds === 1 ? p.rateLimit.requests : "";
+    $("plan-price").value = p.priceUsdMonthly;
+    $("plan-submit").textContent = "Save plan";
+    $("plan-cancel").hidden = false;
+  }
+
+  function resetPlanForm() {
+    editing = null;
+    $("plan-form").reset();
+    $("plan-id").disabled = false;
+    $("plan-form-title").textContent = "New plan";
+    $("plan-submit").textContent = "Create plan";
+    $("plan-cancel").hidden = true;
+  }
+
+  const count = (id) => ($(id).value === "" ? null : Number($(id).value));
+
+  $("plan-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const rate = count("plan-rate");
+    const body = {
+      name: $("plan-name").value || $("plan-id").value,
+      monthlyCalls: count("plan-calls"),
+      monthlyTokens: count("plan-tokens"),
+      rateLimit: rate === null ? null : { requests: rate, perSeconds: 1, burst: rate * 2 },
+      priceUsdMonthly: count("plan-price") || 0,
+    };
+    const id = editing;
+    act(async () => {
+      if (id) await api("PATCH", "/api/admin/plans/" + encodeURIComponent(id), body);
+      else await api("POST", "/api/admin/plans", Object.assign({ id: $("plan-id").value }, body));
+      resetPlanForm();
+    });
+  });
+  $("plan-cancel").addEventListener("click", resetPlanForm);
+
+  $("tenant-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const body = { id: $("tenant-id").value, planId: $("tenant-plan").value };
+    if ($("tenant-name").value) body.name = $("tenant-name").value;
+    act(async () => {
+      await api("POST", "/api/admin/tenants", body);
+      $("tenant-form").reset();
+    });
+  });
+
+  $("key-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = state.keysOf;
+    const body = $("key-name").value ? { name: $("key-name").value } : {};
+    act(async () => {
+      const made = await api("POST", "/api/admin/tenants/" + encodeURIComponent(id) + "/keys", body);
+      $("new-key-value").textContent = made.key;
+      $("new-key").hidden = false;
+      $("key-form").reset();
+    });
+  });
+  $("refresh").addEventListener("click", () => load());
+  $("keys-close").addEventListener("click", () => { state.keysOf = null; $("keys-card").hidden = true; $("new-key").hidden = true; });
+
+  // ---- sign-in ---------------------------------------------------------------
+
+  function showLogin(message) {
+    $("console").hidden = true;
+    $("login").hidden = false;
+    const err = $("login-error");
+    err.hidden = !message;
+    err.textContent = message || "";
+  }
+
+  async function signIn(token) {
+    state.token = token;
+    try {
+      await api("GET", "/api/admin/plans");
+    } catch (e) {
+      if (e.status === 401 || e.status === 403) return showLogin("That token was not accepted: the console needs the admin token.");
+      return showLogin("Tollgate could not be reached (" + e.message + "). Try again.");
+    }
+    localStorage.setItem(STORE_KEY, token);
+    $("login").hidden = true;
+    $("console").hidden = false;
+    await load();
+    // The figures move with the traffic; the lists with other operators.
+    setInterval(() => { if (!document.hidden) load(); }, REFRESH_MS);
+  }
+
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = $("token-input").value.trim();
+    if (t) signIn(t);
+  });
+
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (fromHash) history.replaceState(null, "", location.pathname);
+  const stored = fromHash || localStorage.getItem(STORE_KEY);
+  // A tenant key cannot open the console.
+  if (stored && !/^tg_[A-Za-z0-9]{32}$/.test(stored)) signIn(stored);
+  else showLogin(null);
+})();
