@@ -62,6 +62,54 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         json!("card quota warn")
     );
     assert_eq!(b.text("plan-name"), json!("dash"));
+    // The token quota beside the calls, with the period's cost so far.
+    assert_eq!(b.text("tokens-used"), json!("9,000"));
+    assert_eq!(b.text("tokens-limit"), json!("unlimited"));
+    assert_eq!(b.text("tokens-remaining"), json!("No monthly token limit"));
+    assert_eq!(b.text("period-cost"), json!("$0.045 so far this period"));
+    // Round ticks on the requests axis (a step of 1, 2, 2.5 or 5 times a
+    // power of ten), axis titles, and the bucket still filling marked.
+    let ticks: Vec<f64> = b
+        .js(
+            "return document.querySelector('[data-testid=chart]').dataset.ticks;",
+            vec![],
+        )
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let step = ticks[1] - ticks[0];
+    let mantissa = step / 10f64.powf(step.log10().floor());
+    assert!(
+        [1.0, 2.0, 2.5, 5.0]
+            .iter()
+            .any(|m| (m - mantissa).abs() < 1e-9),
+        "{ticks:?}"
+    );
+    assert!(
+        ticks
+            .iter()
+            .enumerate()
+            .all(|(i, t)| (t - step * i as f64).abs() < 1e-9),
+        "{ticks:?}"
+    );
+    assert!(*ticks.last().unwrap() >= 46.0 / 2.0, "{ticks:?}");
+    assert!(b
+        .text("chart")
+        .as_str()
+        .unwrap()
+        .contains("requests / hour"));
+    assert_eq!(
+        b.js("return document.querySelectorAll('[data-testid=chart] rect[data-partial=true]').length;", vec![]),
+        json!(1)
+    );
+    // Export: the range's records as a CSV file.
+    b.click("export");
+    b.wait("the export", "return window.__tollgateExported > 0;");
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join("tenant.png"));
+    }
     assert_eq!(b.text("success-rate"), json!("95.7%"), "44 of 46");
     assert_eq!(b.text("total-tokens"), json!("9,000"));
     assert_eq!(
@@ -129,6 +177,9 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         "the phone layout",
         "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
     );
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join("tenant-phone.png"));
+    }
 
     // Errors: none in the page, none in the console.
     assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));

@@ -98,13 +98,15 @@
         if (state.tenant) {
           const base = "/api/admin/tenants/" + encodeURIComponent(state.tenant);
           const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?range=" + state.range)]);
-          renderTenant(usage, report);
+          const period = state.range === "month" ? report : await api(base + "/api-usage?range=month");
+          renderTenant(usage, report, period);
         } else {
           renderTenant(null, all);
         }
       } else if (state.mode === "tenant") {
         const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?range=" + state.range)]);
-        renderTenant(usage, report);
+        const period = state.range === "month" ? report : await api("/api/billing/api-usage?range=month");
+        renderTenant(usage, report, period);
       }
       text("updated", new Date().toLocaleTimeString("en-US"));
     } catch (e) {
@@ -118,14 +120,44 @@
   // ---- rendering ---------------------------------------------------------------
 
   // `usage` is null for the all-tenants view: no quota, users, bots or forecast.
-  function renderTenant(usage, report) {
-    for (const id of ["quota-card", "users-card", "bots-card", "forecast-card"]) $(id).hidden = !usage;
+  // `period` is the current period's report (cost so far), when known.
+  function renderTenant(usage, report, period) {
+    for (const id of ["quota-card", "tokens-card", "users-card", "bots-card", "forecast-card"]) $(id).hidden = !usage;
+    $("export").hidden = state.mode !== "tenant";
     renderReport(report);
     if (!usage) return;
     renderQuota(usage);
+    renderTokens(usage, period ? period.summary.estimatedCostUsd : null);
     table("users", ["User", "Requests", "Tokens", "Cost"], report.topUsers, (r) => [[r.userId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
     table("bots", ["Bot", "Requests", "Tokens", "Cost"], report.topBots, (r) => [[r.botId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
     renderForecast(report.forecast, report.recommendation, usage);
+  }
+
+  // One quota bar (calls or tokens): used, of limit, percent, remaining.
+  function renderBar(prefix, card, q, unit) {
+    text(prefix + "-used", unit === "tokens" ? compact(q.used) : num(q.used));
+    card.classList.toggle("unlimited", q.limit === null);
+    if (q.limit === null) {
+      text(prefix + "-limit", "unlimited");
+      text(prefix + "-percent", "");
+      card.classList.remove("warn", "over");
+      return null;
+    }
+    const pct = q.percent;
+    text(prefix + "-limit", unit === "tokens" ? compact(q.limit) : num(q.limit));
+    text(prefix + "-percent", pct.toFixed(1) + "%");
+    card.classList.toggle("over", pct >= 100);
+    card.classList.toggle("warn", pct >= 80 && pct < 100);
+    $(prefix + "-fill").style.width = Math.min(pct, 100) + "%";
+    $(prefix + "-bar").setAttribute("aria-valuenow", String(Math.round(Math.min(pct, 100))));
+    return pct;
+  }
+
+  function renderTokens(usage, costSoFar) {
+    const t = usage.tokens;
+    const pct = renderBar("tokens", $("tokens-card"), t, "tokens");
+    text("tokens-remaining", pct === null ? "No monthly token limit" : compact(t.remaining) + " tokens remaining · resets " + day(usage.resetAt));
+    text("period-cost", costSoFar === null ? "" : usd(costSoFar) + " so far this period");
   }
 
   function renderQuota(usage) {
@@ -244,6 +276,28 @@
     return manyDays ? date + " " + time : time;
   }
 
+  // Round ticks: a step of 1, 2, 2.5 or 5 times a power of ten, enough of
+  // them to reach `max`.
+  function niceTicks(max, want) {
+    const raw = Math.max(max, 1) / want;
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const norm = raw / mag;
+    const step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
+    const count = Math.max(1, Math.ceil(max / step));
+    return { step, top: step * count, count };
+  }
+
+  // One format for every tick of an axis: the unit of its top value, and
+  // decimals only when the step needs them.
+  function axisFormat(top, step) {
+    const [div, suffix] = top >= 1e9 ? [1e9, "B"] : top >= 1e6 ? [1e6, "M"] : top >= 1e4 ? [1e3, "k"] : [1, ""];
+    const unit = step / div;
+    const decimals = Number.isInteger(unit) ? 0 : Number.isInteger(unit * 10) ? 1 : 2;
+    return (v) => (v === 0 ? "0" : div === 1 && decimals === 0 ? nf.format(v) : (v / div).toFixed(decimals) + suffix);
+  }
+
+  const BUCKET_MS = { minute: 6e4, hour: 36e5, day: 864e5 };
+
   function drawChart(series, bucket) {
     const box = $("chart");
     box.dataset.range = state.range;
@@ -253,26 +307,43 @@
       box.innerHTML = '<div class="empty">No requests in this range yet</div>';
       return;
     }
-    const W = Math.max(320, Math.round(box.clientWidth || 900)), H = W < 600 ? 220 : 260, L = 44, R = 48, T = 10, B = 26;
+    const W = Math.max(320, Math.round(box.clientWidth || 900)), H = W < 600 ? 230 : 270, L = 48, R = 52, T = 24, B = 26;
     const manyDays = bucket !== "day" && series.length > 1 &&
       new Date(series[series.length - 1].t) - new Date(series[0].t) > 86400000;
     const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Requests and tokens per " + bucket });
-    const maxReq = Math.max(1, ...series.map((p) => p.requests));
-    const maxTok = Math.max(1, ...series.map((p) => p.tokens));
+    const req = niceTicks(Math.max(...series.map((p) => p.requests)), 4);
+    const tok = niceTicks(Math.max(...series.map((p) => p.tokens)), 4);
+    const fmtReq = axisFormat(req.top, req.step), fmtTok = axisFormat(tok.top, tok.step);
     const iw = W - L - R, ih = H - T - B, step = iw / series.length;
-    for (let i = 0; i <= 4; i++) {
-      const y = T + ih - (ih * i) / 4;
-      node("line", { x1: L, x2: W - R, y1: y, y2: y, stroke: "#eef0f3" }, svg);
-      node("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, svg).textContent = compact((maxReq * i) / 4);
-      node("text", { x: W - R + 6, y: y + 4 }, svg).textContent = compact((maxTok * i) / 4);
+    const ticks = [];
+    for (let i = 0; i <= req.count; i++) {
+      const y = T + ih - (ih * i) / req.count;
+      node("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid-line" }, svg);
+      const v = req.step * i;
+      ticks.push(v);
+      node("text", { x: L - 6, y: y + 4, "text-anchor": "end", class: "tick-req" }, svg).textContent = fmtReq(v);
     }
+    for (let i = 0; i <= tok.count; i++) {
+      const y = T + ih - (ih * i) / tok.count;
+      node("text", { x: W - R + 6, y: y + 4, class: "tick-tok" }, svg).textContent = fmtTok(tok.step * i);
+    }
+    box.dataset.ticks = ticks.join(",");
+    node("text", { x: 2, y: 12, class: "axis-title" }, svg).textContent = "requests / " + bucket;
+    node("text", { x: W - 2, y: 12, "text-anchor": "end", class: "axis-title" }, svg).textContent = "tokens / " + bucket;
+    // The last bucket may still be filling: drawn pale, said in its title.
+    const now = Date.now();
+    const len = BUCKET_MS[bucket] || 36e5;
     series.forEach((p, i) => {
-      const h = (p.requests / maxReq) * ih;
-      const bar = node("rect", { x: L + i * step + step * 0.15, y: T + ih - h, width: Math.max(1, step * 0.7), height: h, fill: "#3b5bdb", opacity: 0.75, "data-requests": p.requests }, svg);
-      node("title", {}, bar).textContent = label(p.t, bucket, true) + ": " + num(p.requests) + " requests, " + num(p.tokens) + " tokens";
+      const h = (p.requests / req.top) * ih;
+      const partial = new Date(p.t).getTime() + len > now;
+      const bar = node("rect", { x: L + i * step + step * 0.15, y: T + ih - h, width: Math.max(1, step * 0.7), height: h,
+        class: partial ? "bar-req partial" : "bar-req", "data-requests": p.requests }, svg);
+      if (partial) bar.dataset.partial = "true";
+      node("title", {}, bar).textContent = label(p.t, bucket, true) + (partial ? " (in progress)" : "") + ": " +
+        num(p.requests) + " requests, " + num(p.tokens) + " tokens";
     });
-    const pts = series.map((p, i) => (L + i * step + step / 2).toFixed(1) + "," + (T + ih - (p.tokens / maxTok) * ih).toFixed(1));
-    node("polyline", { points: pts.join(" "), fill: "none", stroke: "#12b886", "stroke-width": 2.5, "stroke-linejoin": "round" }, svg);
+    const pts = series.map((p, i) => (L + i * step + step / 2).toFixed(1) + "," + (T + ih - (p.tokens / tok.top) * ih).toFixed(1));
+    node("polyline", { points: pts.join(" "), class: "line-tok" }, svg);
     const every = Math.ceil(series.length / Math.max(2, Math.floor(iw / (manyDays ? 110 : 60))));
     series.forEach((p, i) => {
       if (i % every === 0) node("text", { x: L + i * step + step / 2, y: H - 8, "text-anchor": "middle" }, svg).textContent = label(p.t, bucket, manyDays);
@@ -326,6 +397,28 @@
       setRange(b.dataset.range);
       refresh();
     }));
+  // The export needs the key in a header, so it is fetched and handed to
+  // the browser as a file.
+  $("export").addEventListener("click", async () => {
+    try {
+      const now = new Date();
+      const from = state.range === "day" ? new Date(now - 864e5) : state.range === "week" ? new Date(now - 7 * 864e5)
+        : new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+      const r = await fetch("/api/billing/api-usage/export?format=csv&from=" + encodeURIComponent(from.toISOString()), { headers: { Authorization: "Bearer " + state.key }, cache: "no-store" });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const blob = await r.blob();
+      window.__tollgateExported = blob.size;
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = "tollgate-usage-" + state.range + ".csv";
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) {
+      text("updated", "export failed (" + e.message + ")");
+    }
+  });
   $("tenant-picker").addEventListener("change", (e) => {
     state.tenant = e.target.value || null;
     refresh();
