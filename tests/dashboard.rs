@@ -104,11 +104,57 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         b.js("return document.querySelectorAll('[data-testid=chart] rect[data-partial=true]').length;", vec![]),
         json!(1)
     );
+    // The readout: the latest bucket by default; the arrow keys and the
+    // pointer move the crosshair to another bucket and read it out.
+    let readout = b.text("readout").as_str().unwrap().to_string();
+    assert!(
+        readout.contains("(in progress)")
+            && readout.contains("46 requests")
+            && readout.contains("9,000 tokens")
+            && readout.contains("2 errors")
+            && readout.contains("$0.045"),
+        "{readout}"
+    );
+    b.js("const svg = document.querySelector('[data-testid=chart] svg'); svg.focus(); svg.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowLeft', bubbles: true}));", vec![]);
+    let earlier = b.text("readout").as_str().unwrap().to_string();
+    assert!(
+        earlier.contains("0 requests") && !earlier.contains("in progress"),
+        "{earlier}"
+    );
+    b.js("const o = document.querySelector('[data-testid=chart] .overlay'); const r = o.getBoundingClientRect(); o.dispatchEvent(new PointerEvent('pointermove', {clientX: r.left + 2, clientY: r.top + 5, bubbles: true}));", vec![]);
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=chart]').dataset.selected;",
+            vec![]
+        ),
+        json!("0")
+    );
+    // Cost over time and by model, as charts.
+    assert!(
+        b.js(
+            "return document.querySelectorAll('[data-testid=cost-chart] rect').length;",
+            vec![]
+        )
+        .as_u64()
+        .unwrap()
+            >= 24
+    );
+    assert!(b
+        .text("model-costs")
+        .as_str()
+        .unwrap()
+        .contains("gpt-4o$0.045 · 100%"));
     // Export: the range's records as a CSV file.
     b.click("export");
     b.wait("the export", "return window.__tollgateExported > 0;");
     if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
         b.screenshot(&std::path::Path::new(&dir).join("tenant.png"));
+        b.js(
+            "document.querySelector('[data-testid=cost-chart]').scrollIntoView();",
+            vec![],
+        );
+        b.screenshot(&std::path::Path::new(&dir).join("tenant-lower.png"));
+        b.js("window.scrollTo(0, 0);", vec![]);
     }
     assert_eq!(b.text("success-rate"), json!("95.7%"), "44 of 46");
     assert_eq!(b.text("total-tokens"), json!("9,000"));

@@ -4,7 +4,7 @@
   const $ = (id) => document.getElementById(id);
   const STORE_KEY = "tollgate.key";
   const REFRESH_MS = 5000;
-  const state = { key: null, mode: null, range: "week", tenant: null, timer: null, busy: false };
+  const state = { key: null, mode: null, range: "week", tenant: null, timer: null, busy: false, hover: null };
   window.__tollgateErrors = [];
   window.addEventListener("error", (e) => window.__tollgateErrors.push(String(e.message)));
   window.addEventListener("unhandledrejection", (e) => window.__tollgateErrors.push(String(e.reason)));
@@ -204,6 +204,67 @@
     table("models", ["Model", "Requests", "Prompt", "Completion", "Cost"], report.models,
       (r) => [r.model, num(r.requests), compact(r.promptTokens), compact(r.completionTokens), usd(r.costUsd)]);
     drawHours(report.peakHours);
+    drawCost(report.series, report.range.bucket);
+    drawModelCosts(report.models);
+  }
+
+  // USD with the precision the axis needs.
+  const money = (step) => (v) => (v === 0 ? "$0" : "$" + v.toFixed(step >= 1 ? 0 : step >= 0.1 ? 1 : step >= 0.01 ? 2 : step >= 0.001 ? 3 : 4));
+
+  function drawCost(series, bucket) {
+    const box = $("cost-chart");
+    const max = Math.max(0, ...series.map((p) => p.costUsd));
+    if (max === 0) {
+      box.innerHTML = '<div class="empty">No cost in this range yet</div>';
+      return;
+    }
+    const W = Math.max(300, Math.round(box.clientWidth || 480)), H = 170, L = 52, R = 8, T = 8, B = 22;
+    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Cost per " + bucket });
+    // Round ticks in cents' powers of ten.
+    const raw = max / 4, mag = Math.pow(10, Math.floor(Math.log10(raw))), norm = raw / mag;
+    const stepV = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
+    const count = Math.max(1, Math.ceil(max / stepV)), top = stepV * count, fmt = money(stepV);
+    const iw = W - L - R, ih = H - T - B, step = iw / series.length;
+    for (let i = 0; i <= count; i++) {
+      const y = T + ih - (ih * i) / count;
+      node("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid-line" }, svg);
+      node("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, svg).textContent = fmt(stepV * i);
+    }
+    series.forEach((p, i) => {
+      const h = (p.costUsd / top) * ih;
+      const r = node("rect", { x: L + i * step + step * 0.1, y: T + ih - h, width: Math.max(1, step * 0.8), height: h, class: "bar-cost" }, svg);
+      node("title", {}, r).textContent = label(p.t, bucket, true) + ": " + usd(p.costUsd);
+    });
+    box.dataset.points = String(series.length);
+    box.replaceChildren(svg);
+  }
+
+  function drawModelCosts(models) {
+    const box = $("model-costs");
+    const priced = (models || []).filter((m) => m.costUsd > 0).sort((a, b) => b.costUsd - a.costUsd);
+    if (priced.length === 0) {
+      box.innerHTML = '<div class="empty">No priced model in this range yet</div>';
+      return;
+    }
+    const total = priced.reduce((a, m) => a + m.costUsd, 0);
+    const rows = priced.slice(0, 8).map((m) => {
+      const row = document.createElement("div");
+      row.className = "model-cost";
+      row.dataset.model = m.model;
+      const name = document.createElement("span");
+      name.textContent = m.model;
+      const bar = document.createElement("span");
+      bar.className = "share";
+      const fill = document.createElement("span");
+      fill.style.width = (100 * m.costUsd / priced[0].costUsd).toFixed(1) + "%";
+      bar.appendChild(fill);
+      const value = document.createElement("span");
+      value.className = "n";
+      value.textContent = usd(m.costUsd) + " · " + (100 * m.costUsd / total).toFixed(0) + "%";
+      row.append(name, bar, value);
+      return row;
+    });
+    box.replaceChildren(...rows);
   }
 
   function renderForecast(f, rec, usage) {
@@ -348,6 +409,40 @@
     series.forEach((p, i) => {
       if (i % every === 0) node("text", { x: L + i * step + step / 2, y: H - 8, "text-anchor": "middle" }, svg).textContent = label(p.t, bucket, manyDays);
     });
+    // The readout: a crosshair on one bucket and its figures, moved by the
+    // pointer (mouse or touch) or the arrow keys; the latest by default.
+    const cross = node("line", { x1: 0, x2: 0, y1: T, y2: T + ih, class: "crosshair" }, svg);
+    const show = (i) => {
+      i = Math.max(0, Math.min(series.length - 1, i));
+      state.hover = i === series.length - 1 ? null : series[i].t;
+      const p = series[i];
+      const x = L + i * step + step / 2;
+      cross.setAttribute("x1", x);
+      cross.setAttribute("x2", x);
+      box.dataset.selected = String(i);
+      const partial = new Date(p.t).getTime() + len > now;
+      text("readout", label(p.t, bucket, true) + (bucket === "day" ? "" : " UTC") + (partial ? " (in progress)" : "") + " · " +
+        num(p.requests) + " requests · " + num(p.tokens) + " tokens · " + num(p.errors) + " errors · " + usd(p.costUsd));
+      return i;
+    };
+    let at = state.hover ? series.findIndex((p) => p.t === state.hover) : -1;
+    at = show(at < 0 ? series.length - 1 : at);
+    const overlay = node("rect", { x: L, y: T, width: iw, height: ih, fill: "transparent", class: "overlay" }, svg);
+    const pick = (ev) => {
+      const r = svg.getBoundingClientRect();
+      const x = ((ev.clientX - r.left) / r.width) * W;
+      at = show(Math.floor((x - L) / step));
+    };
+    overlay.addEventListener("pointermove", pick);
+    overlay.addEventListener("pointerdown", pick);
+    svg.setAttribute("tabindex", "0");
+    svg.addEventListener("keydown", (ev) => {
+      const moves = { ArrowLeft: at - 1, ArrowRight: at + 1, Home: 0, End: series.length - 1 };
+      if (ev.key in moves) {
+        ev.preventDefault();
+        at = show(moves[ev.key]);
+      }
+    });
     box.replaceChildren(svg);
   }
 
@@ -389,6 +484,7 @@
 
   function setRange(range) {
     state.range = range;
+    state.hover = null;
     document.querySelectorAll(".switch button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
   }
 
