@@ -62,6 +62,16 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         json!("card quota warn")
     );
     assert_eq!(b.text("plan-name"), json!("dash"));
+    b.wait(
+        "the tenant's name",
+        "return document.querySelector('[data-testid=tenant-name]').textContent === 'Tenant shop';",
+    );
+    // One precision for a column of amounts: ann's $0 as $0.000 beside bob's $0.045.
+    let users = b.text("users").as_str().unwrap().to_string();
+    assert!(
+        users.contains("$0.000") && users.contains("$0.045"),
+        "{users}"
+    );
     // The token quota beside the calls, with the period's cost so far.
     assert_eq!(b.text("tokens-used"), json!("9,000"));
     assert_eq!(b.text("tokens-limit"), json!("unlimited"));

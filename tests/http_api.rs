@@ -563,6 +563,7 @@ fn subscription_views_for_tenant_and_admin() {
         .json()
         .unwrap();
     assert_eq!(mine["tenantId"], "sub");
+    assert_eq!(mine["tenantName"], "Tenant sub");
     assert_eq!(mine["plan"]["monthlyCalls"], 1_000_000);
     assert_eq!(mine["status"], "active");
     assert!(

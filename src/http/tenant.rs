@@ -290,6 +290,7 @@ pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionV
         .ok_or_else(|| ApiError::not_found("tenant not found"))?;
     let period = crate::quota::period::Period::containing(st.clock.now());
     Ok(SubscriptionView {
+        tenant_name: tenant.name,
         tenant_id: tenant.id,
         plan: (&plan).into(),
         status: tenant.status.into(),

@@ -138,6 +138,7 @@ impl BillingUsage {
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionView {
     pub tenant_id: String,
+    pub tenant_name: String,
     pub plan: PlanBody,
     pub status: StatusBody,
     pub current_period_start: String,

@@ -20,6 +20,13 @@
     return nf.format(Math.round(n));
   };
   const usd = (n) => (n === null || n === undefined ? "—" : "$" + n.toFixed(n === 0 || n >= 1 ? 2 : n >= 0.01 ? 3 : 4));
+  // One precision for a whole column of amounts: enough for its smallest
+  // non-zero one (2 to 4 decimals), so that the column lines up.
+  const usdColumn = (values) => {
+    const small = Math.min(...values.filter((v) => v > 0), Infinity);
+    const d = small >= 1 || small === Infinity ? 2 : small >= 0.01 ? 3 : 4;
+    return (n) => (n === null || n === undefined ? "—" : "$" + n.toFixed(d));
+  };
   const ms = (n) => (n === null || n === undefined ? "—" : n >= 1000 ? (n / 1000).toFixed(2) + " s" : Math.round(n) + " ms");
   const day = (iso) => (iso ? new Date(iso).toLocaleDateString("en-US", { month: "short", day: "numeric", year: "numeric", timeZone: "UTC" }) : "—");
 
@@ -78,6 +85,12 @@
     $("admin-bar").hidden = state.mode !== "admin";
     $("admin-top").hidden = state.mode !== "admin";
     text("who", state.mode === "admin" ? "Operator" : "Key " + key.slice(0, 8) + "…");
+    if (state.mode === "tenant") {
+      api("/api/billing/subscription").then((sub) => {
+        text("who", sub.tenantName + " · key " + key.slice(0, 8) + "…");
+        text("tenant-name", sub.tenantName);
+      }).catch(() => {});
+    }
     await refresh();
     clearInterval(state.timer);
     state.timer = setInterval(refresh, REFRESH_MS);
@@ -128,8 +141,10 @@
     if (!usage) return;
     renderQuota(usage);
     renderTokens(usage, period ? period.summary.estimatedCostUsd : null);
-    table("users", ["User", "Requests", "Tokens", "Cost"], report.topUsers, (r) => [[r.userId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
-    table("bots", ["Bot", "Requests", "Tokens", "Cost"], report.topBots, (r) => [[r.botId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
+    const userUsd = usdColumn(report.topUsers.map((r) => r.costUsd));
+    const botUsd = usdColumn(report.topBots.map((r) => r.costUsd));
+    table("users", ["User", "Requests", "Tokens", "Cost"], report.topUsers, (r) => [[r.userId, "path"], num(r.requests), compact(r.tokens), userUsd(r.costUsd)]);
+    table("bots", ["Bot", "Requests", "Tokens", "Cost"], report.topBots, (r) => [[r.botId, "path"], num(r.requests), compact(r.tokens), botUsd(r.costUsd)]);
     renderForecast(report.forecast, report.recommendation, usage);
   }
 
@@ -201,8 +216,9 @@
       (r) => [[r.method + " " + r.endpoint, "path"], num(r.requests), num(r.errors), ms(r.avgResponseTimeMs), ms(r.p95ResponseTimeMs), compact(r.tokens)]);
     table("statuses", ["Status", "Requests", "Share"], report.statusCodes,
       (r) => [String(r.status), num(r.count), s.totalRequests ? (100 * r.count / s.totalRequests).toFixed(1) + "%" : "—"]);
+    const modelUsd = usdColumn(report.models.map((r) => r.costUsd));
     table("models", ["Model", "Requests", "Prompt", "Completion", "Cost"], report.models,
-      (r) => [r.model, num(r.requests), compact(r.promptTokens), compact(r.completionTokens), usd(r.costUsd)]);
+      (r) => [r.model, num(r.requests), compact(r.promptTokens), compact(r.completionTokens), modelUsd(r.costUsd)]);
     drawHours(report.peakHours);
     drawCost(report.series, report.range.bucket);
     drawModelCosts(report.models);
@@ -476,8 +492,9 @@
       picker.value = ids.includes(keep) ? keep : "";
       state.tenant = picker.value || null;
     }
+    const tenantUsd = usdColumn(all.topTenants.byRequests.map((r) => r.costUsd));
     table("top-tenants", ["Tenant", "Requests", "Tokens", "Cost"], all.topTenants.byRequests,
-      (r) => [[r.tenantId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
+      (r) => [[r.tenantId, "path"], num(r.requests), compact(r.tokens), tenantUsd(r.costUsd)]);
   }
 
   // ---- wiring ------------------------------------------------------------------
