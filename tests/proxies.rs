@@ -29,7 +29,17 @@ struct Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM first: nginx's master then stops its workers (a SIGKILL
+    /// left them running, orphaned, after the test).
     fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
