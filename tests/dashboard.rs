@@ -227,6 +227,26 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
             >= 24
     );
 
+    // An earlier period (last month: nothing), then a custom range of
+    // today (everything), then back to a named range.
+    b.js("const p = document.querySelector('[data-testid=period-picker]'); p.selectedIndex = 1; p.dispatchEvent(new Event('change'));", vec![]);
+    b.wait(
+        "last month",
+        "return document.querySelector('[data-testid=chart]').dataset.range === 'custom' && document.querySelector('[data-testid=total-requests]').textContent === '0';",
+    );
+    b.js("const p = document.querySelector('[data-testid=period-picker]'); p.value = 'custom'; p.dispatchEvent(new Event('change'));", vec![]);
+    b.js("const d = new Date().toISOString().slice(0, 10); document.querySelector('[data-testid=custom-from]').value = d; document.querySelector('[data-testid=custom-to]').value = d;", vec![]);
+    b.click("custom-apply");
+    b.wait(
+        "today",
+        "return document.querySelector('[data-testid=total-requests]').textContent === '46';",
+    );
+    b.click("range-week");
+    b.wait(
+        "the week again",
+        "return document.querySelector('[data-testid=chart]').dataset.range === 'week' && document.getElementById('custom-range').hidden;",
+    );
+
     // A phone-sized window does not scroll sideways.
     b.resize(375, 800);
     b.wait(

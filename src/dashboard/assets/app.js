@@ -4,7 +4,14 @@
   const $ = (id) => document.getElementById(id);
   const STORE_KEY = "tollgate.key";
   const REFRESH_MS = 5000;
-  const state = { key: null, mode: null, range: "week", tenant: null, timer: null, busy: false, hover: null };
+  const state = { key: null, mode: null, range: "week", from: null, to: null, tenant: null, timer: null, busy: false, hover: null };
+
+  // The range as a query: a named one, or `from`/`to` (a previous period,
+  // or dates the user picked).
+  function rangeQuery() {
+    if (state.range !== "custom") return "range=" + state.range;
+    return "from=" + encodeURIComponent(state.from.toISOString()) + "&to=" + encodeURIComponent(state.to.toISOString());
+  }
   window.__tollgateErrors = [];
   window.addEventListener("error", (e) => window.__tollgateErrors.push(String(e.message)));
   window.addEventListener("unhandledrejection", (e) => window.__tollgateErrors.push(String(e.reason)));
@@ -104,20 +111,20 @@
     try {
       if (state.mode === "admin") {
         const [all, tenants] = await Promise.all([
-          api("/api/admin/api-usage?range=" + state.range),
+          api("/api/admin/api-usage?" + rangeQuery()),
           api("/api/admin/tenants"),
         ]);
         renderAdmin(all, tenants.data);
         if (state.tenant) {
           const base = "/api/admin/tenants/" + encodeURIComponent(state.tenant);
-          const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?range=" + state.range)]);
+          const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?" + rangeQuery())]);
           const period = state.range === "month" ? report : await api(base + "/api-usage?range=month");
           renderTenant(usage, report, period);
         } else {
           renderTenant(null, all);
         }
       } else if (state.mode === "tenant") {
-        const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?range=" + state.range)]);
+        const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?" + rangeQuery())]);
         const period = state.range === "month" ? report : await api("/api/billing/api-usage?range=month");
         renderTenant(usage, report, period);
       }
@@ -210,7 +217,7 @@
     text("avg-latency", ms(s.avgResponseTimeMs));
     text("p95-latency", "p95 " + ms(s.p95ResponseTimeMs) + " · p99 " + ms(s.p99ResponseTimeMs));
     text("cost", usd(s.estimatedCostUsd));
-    text("cost-note", "this " + state.range);
+    text("cost-note", state.range === "custom" ? "in this range" : "this " + state.range);
     drawChart(report.series, report.range.bucket);
     table("endpoints", ["Endpoint", "Requests", "Errors", "Avg", "p95", "Tokens"], report.endpoints,
       (r) => [[r.method + " " + r.endpoint, "path"], num(r.requests), num(r.errors), ms(r.avgResponseTimeMs), ms(r.p95ResponseTimeMs), compact(r.tokens)]);
@@ -502,6 +509,10 @@
   function setRange(range) {
     state.range = range;
     state.hover = null;
+    if (range !== "custom") {
+      $("period-picker").value = "";
+      $("custom-range").hidden = true;
+    }
     document.querySelectorAll(".switch button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
   }
 
@@ -515,9 +526,10 @@
   $("export").addEventListener("click", async () => {
     try {
       const now = new Date();
-      const from = state.range === "day" ? new Date(now - 864e5) : state.range === "week" ? new Date(now - 7 * 864e5)
-        : new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
-      const r = await fetch("/api/billing/api-usage/export?format=csv&from=" + encodeURIComponent(from.toISOString()), { headers: { Authorization: "Bearer " + state.key }, cache: "no-store" });
+      const from = state.range === "custom" ? state.from : state.range === "day" ? new Date(now - 864e5)
+        : state.range === "week" ? new Date(now - 7 * 864e5) : new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+      const to = state.range === "custom" ? "&to=" + encodeURIComponent(state.to.toISOString()) : "";
+      const r = await fetch("/api/billing/api-usage/export?format=csv&from=" + encodeURIComponent(from.toISOString()) + to, { headers: { Authorization: "Bearer " + state.key }, cache: "no-store" });
       if (!r.ok) throw new Error("HTTP " + r.status);
       const blob = await r.blob();
       window.__tollgateExported = blob.size;
@@ -531,6 +543,37 @@
     } catch (e) {
       text("updated", "export failed (" + e.message + ")");
     }
+  });
+  // Previous billing periods (calendar months, UTC) and a custom range.
+  (function periods() {
+    const picker = $("period-picker");
+    const now = new Date();
+    for (let i = 1; i <= 12; i++) {
+      const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - i, 1));
+      const o = new Option(start.toLocaleDateString("en-US", { month: "long", year: "numeric", timeZone: "UTC" }), start.toISOString());
+      picker.appendChild(o);
+    }
+    picker.appendChild(new Option("Custom range…", "custom"));
+  })();
+  $("period-picker").addEventListener("change", (e) => {
+    const v = e.target.value;
+    $("custom-range").hidden = v !== "custom";
+    if (!v || v === "custom") return;
+    const start = new Date(v);
+    state.from = start;
+    state.to = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1));
+    setRange("custom");
+    refresh();
+  });
+  $("custom-apply").addEventListener("click", () => {
+    const from = $("custom-from").value, to = $("custom-to").value;
+    if (!from || !to) return;
+    state.from = new Date(from + "T00:00:00Z");
+    // The end day is included.
+    state.to = new Date(new Date(to + "T00:00:00Z").getTime() + 864e5);
+    if (state.to <= state.from) return;
+    setRange("custom");
+    refresh();
   });
   $("tenant-picker").addEventListener("change", (e) => {
     state.tenant = e.target.value || null;
