@@ -247,6 +247,27 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         "return document.querySelector('[data-testid=chart]').dataset.range === 'week' && document.getElementById('custom-range').hidden;",
     );
 
+    // Dark mode follows the system's setting.
+    let background = || {
+        b.js(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+    };
+    assert_eq!(background(), json!("rgb(245, 246, 248)"));
+    b.cdp(
+        "Emulation.setEmulatedMedia",
+        json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+    );
+    assert_eq!(background(), json!("rgb(15, 19, 26)"));
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join("tenant-dark.png"));
+    }
+    b.cdp(
+        "Emulation.setEmulatedMedia",
+        json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
+    );
+
     // A phone-sized window does not scroll sideways.
     b.resize(375, 800);
     b.wait(

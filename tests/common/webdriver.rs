@@ -140,6 +140,16 @@ impl Browser {
         }
     }
 
+    /// A Chrome DevTools command (chromedriver's `goog/cdp/execute`), such
+    /// as `Emulation.setEmulatedMedia` to ask for dark mode.
+    pub fn cdp(&self, command: &str, params: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": command, "params": params})),
+        )
+    }
+
     pub fn resize(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
