@@ -164,6 +164,11 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
             vec![],
         );
         b.screenshot(&std::path::Path::new(&dir).join("tenant-lower.png"));
+        b.js(
+            "document.querySelector('[data-testid=forecast]').scrollIntoView();",
+            vec![],
+        );
+        b.screenshot(&std::path::Path::new(&dir).join("tenant-forecast.png"));
         b.js("window.scrollTo(0, 0);", vec![]);
     }
     assert_eq!(b.text("success-rate"), json!("95.7%"), "44 of 46");
@@ -182,6 +187,12 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
     assert!(b.text("users").as_str().unwrap().contains("ann"));
     assert!(b.text("bots").as_str().unwrap().contains("helper"));
     assert!(b.text("forecast").as_str().unwrap().contains("calls"));
+    // The forecast as a gauge: used, projected and the quota on one scale.
+    let gauge = b.text("forecast-chart").as_str().unwrap().to_string();
+    assert!(
+        gauge.contains("used 46") && gauge.contains("projected ") && gauge.contains("quota 50"),
+        "{gauge}"
+    );
     assert_eq!(
         b.js("return location.hash;", vec![]),
         json!(""),

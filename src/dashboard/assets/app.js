@@ -307,9 +307,35 @@
       line += " The call quota will last.";
     }
     text("forecast-text", line);
+    drawForecast(usage.calls.used, f.projectedCalls, usage.calls.limit);
     const sug = $("suggestion");
     sug.hidden = !rec;
     if (rec) sug.textContent = "Suggested plan: " + rec.planName + " ($" + rec.priceUsdMonthly.toFixed(2) + "/month). " + rec.reason;
+  }
+
+  // The period at a glance: calls used so far, where this pace ends, and
+  // the quota (a line), on one scale.
+  function drawForecast(used, projected, limit) {
+    const box = $("forecast-chart");
+    const W = Math.max(300, Math.round(box.clientWidth || 600)), H = 58, L = 4, R = 4, T = 18, BAR = 16;
+    const top = Math.max(used, projected, limit || 0, 1) * 1.08;
+    const x = (v) => L + ((W - L - R) * v) / top;
+    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Calls used, projected and the quota" });
+    node("rect", { x: L, y: T, width: W - L - R, height: BAR, rx: 4, class: "gauge-track" }, svg);
+    node("rect", { x: L, y: T, width: Math.max(0, x(projected) - L), height: BAR, rx: 4, class: "gauge-projected" }, svg);
+    node("rect", { x: L, y: T, width: Math.max(0, x(used) - L), height: BAR, rx: 4, class: "gauge-used" + (limit !== null && used >= limit ? " over" : "") }, svg);
+    node("text", { x: L, y: 12 }, svg).textContent = "used " + num(used);
+    node("text", { x: Math.min(x(projected), W - R), y: H - 4, "text-anchor": "end" }, svg).textContent = "projected " + num(projected);
+    if (limit !== null) {
+      const at = x(limit);
+      node("line", { x1: at, x2: at, y1: T - 4, y2: T + BAR + 4, class: "gauge-limit" }, svg);
+      // Beside the line, clear of the "used" label and of the right edge.
+      const right = at > W - 110;
+      node("text", { x: right ? at - 6 : Math.max(at + 6, L + 90), y: 12, "text-anchor": right ? "end" : "start", class: "gauge-limit-label" }, svg)
+        .textContent = "quota " + num(limit);
+    }
+    box.dataset.projected = String(projected);
+    box.replaceChildren(svg);
   }
 
   function table(id, heads, rows, cells) {
