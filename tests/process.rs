@@ -56,14 +56,18 @@ fn setup_tenant(c: &reqwest::blocking::Client, p: &Proc, plan: Value) -> String 
         .to_string()
 }
 
-fn usage(c: &reqwest::blocking::Client, p: &Proc, key: &str) -> (u64, u64) {
-    let u: Value = c
-        .get(p.url("/api/billing/usage"))
+/// `GET path` with a tenant key, as JSON.
+fn get_json(c: &reqwest::blocking::Client, p: &Proc, key: &str, path: &str) -> Value {
+    c.get(p.url(path))
         .bearer_auth(key)
         .send()
         .unwrap()
         .json()
-        .unwrap();
+        .unwrap()
+}
+
+fn usage(c: &reqwest::blocking::Client, p: &Proc, key: &str) -> (u64, u64) {
+    let u = get_json(c, p, key, "/api/billing/usage");
     (
         u["calls"]["used"].as_u64().unwrap(),
         u["tokens"]["used"].as_u64().unwrap(),
@@ -359,14 +363,9 @@ fn demo_seeds_tenants_once_and_prints_fresh_keys() {
     // On any date: the free tenant is over its quota (its 429s in the
     // analytics), the starter one near it.
     let percent = |key: &str| {
-        let u: Value = c
-            .get(p.url("/api/billing/usage"))
-            .bearer_auth(key)
-            .send()
+        get_json(&c, &p, key, "/api/billing/usage")["calls"]["percent"]
+            .as_f64()
             .unwrap()
-            .json()
-            .unwrap();
-        u["calls"]["percent"].as_f64().unwrap()
     };
     assert_eq!(
         percent(&keys[0].1),
@@ -378,13 +377,7 @@ fn demo_seeds_tenants_once_and_prints_fresh_keys() {
         (80.0..95.0).contains(&near),
         "the starter tenant is near: {near}"
     );
-    let report: Value = c
-        .get(p.url("/api/billing/api-usage"))
-        .bearer_auth(&keys[0].1)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let report = get_json(&c, &p, &keys[0].1, "/api/billing/api-usage");
     assert!(
         report["summary"]["rejectedRequests"].as_u64().unwrap() > 0,
         "{}",
@@ -397,14 +390,9 @@ fn demo_seeds_tenants_once_and_prints_fresh_keys() {
         p.stdout
     );
     let requests = |key: &str| -> u64 {
-        let r: Value = c
-            .get(p.url("/api/billing/api-usage?range=day"))
-            .bearer_auth(key)
-            .send()
+        get_json(&c, &p, key, "/api/billing/api-usage?range=day")["summary"]["totalRequests"]
+            .as_u64()
             .unwrap()
-            .json()
-            .unwrap();
-        r["summary"]["totalRequests"].as_u64().unwrap()
     };
     let before: u64 = keys.iter().map(|(_, k)| requests(k)).sum();
     let deadline = Instant::now() + Duration::from_secs(20);
