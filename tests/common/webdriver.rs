@@ -113,19 +113,33 @@ impl Browser {
         )
     }
 
+    /// Clicks the element with `data-testid`. A page that re-renders (the
+    /// console reloads its lists after every action) can replace the
+    /// element between the find and the click: that click fails as stale,
+    /// and is tried again on the element found anew.
     pub fn click(&self, testid: &str) {
-        let e = self.cmd(
-            "POST",
-            "/element",
-            Some(json!({"using": "css selector", "value": format!("[data-testid=\"{testid}\"]")})),
-        );
-        let id = e
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(|v| v.as_str())
-            .unwrap()
-            .to_string();
-        self.cmd("POST", &format!("/element/{id}/click"), None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = self.cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": format!("[data-testid=\"{testid}\"]")})),
+            );
+            let id = e
+                .as_object()
+                .filter(|o| !o.contains_key("error"))
+                .and_then(|o| o.values().next())
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            if let Some(id) = id {
+                let r = self.cmd("POST", &format!("/element/{id}/click"), None);
+                if r.get("error").is_none() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "cannot click {testid}: {e}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Polls `script` until it returns true (10 s).
