@@ -150,6 +150,23 @@ struct Decided<'a> {
     tenant: Option<Arc<TenantState>>,
 }
 
+impl Decided<'_> {
+    /// A descriptor answered without a decision: not Tollgate's (`OK`), or
+    /// naming no known tenant (`OVER_LIMIT`, with why).
+    fn undecided(code: Code, refusal: Option<ApiError>) -> Self {
+        Decided {
+            status: DescriptorStatus {
+                code: code as i32,
+                ..Default::default()
+            },
+            meter: None,
+            decision: None,
+            refusal,
+            tenant: None,
+        }
+    }
+}
+
 fn decide(
     st: &AppState,
     req: &RateLimitRequest,
@@ -173,26 +190,8 @@ fn decide(
     let decided: Vec<Decided> = asks
         .into_iter()
         .map(|a| match a {
-            Ask::NotOurs => Decided {
-                status: DescriptorStatus {
-                    code: Code::Ok as i32,
-                    ..Default::default()
-                },
-                meter: None,
-                decision: None,
-                refusal: None,
-                tenant: None,
-            },
-            Ask::Unknown(e) => Decided {
-                status: DescriptorStatus {
-                    code: Code::OverLimit as i32,
-                    ..Default::default()
-                },
-                meter: None,
-                decision: None,
-                refusal: Some(e),
-                tenant: None,
-            },
+            Ask::NotOurs => Decided::undecided(Code::Ok, None),
+            Ask::Unknown(e) => Decided::undecided(Code::OverLimit, Some(e)),
             Ask::Decide {
                 tenant,
                 cost,

@@ -157,12 +157,9 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     /// decision took is given back, the headers say so, and the request is
     /// recorded with no calls.
     pub fn failed(mut self, auth: &TenantAuth, status: u16) {
-        if let Some(grant) = &self.decision.grant {
-            self.tenant.refund(grant);
-        }
+        self.give_back();
         auth.decided(self.tenant.snapshot(self.st.clock.now_nanos()));
         self.record.status = status;
-        self.record.calls = 0;
         self.finish();
     }
 
@@ -170,13 +167,18 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     /// an Envoy request's descriptors was over its limit): what the
     /// decision took is given back and the request recorded as refused.
     pub fn withdrawn(mut self) {
-        if let Some(grant) = &self.decision.grant {
-            self.tenant.refund(grant);
-        }
+        self.give_back();
         self.record.status = 429;
-        self.record.calls = 0;
         self.record.rejected = true;
         self.finish();
+    }
+
+    /// Gives back everything the decision took; the record charges no calls.
+    fn give_back(&mut self) {
+        if let Some(grant) = self.decision.grant.take() {
+            self.tenant.refund(&grant);
+        }
+        self.record.calls = 0;
     }
 
     /// Hands the record, with its latency, to the flusher (the tenant's
