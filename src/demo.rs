@@ -429,18 +429,8 @@ mod tests {
     /// refused records this month.
     fn seeded(now: DateTime<Utc>) -> Vec<(String, Option<f64>, u64)> {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SledStore::open_with(
-                dir.path(),
-                SledOptions {
-                    flush_every_ms: 100,
-                    cache_bytes: 1 << 24,
-                    flush_deadline: std::time::Duration::from_secs(10),
-                    min_free_bytes: 0,
-                },
-            )
-            .unwrap(),
-        );
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
         let plans = Config::default().default_plans().unwrap();
         let registry = Registry::load(store, &plans, now).unwrap();
         let tenants = seed(&registry, &PriceTable::builtin(), now, 30, 0.2).unwrap();

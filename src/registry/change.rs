@@ -250,18 +250,8 @@ mod tests {
     #[test]
     fn every_admin_write_is_one_change_and_another_instance_can_apply_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SledStore::open_with(
-                dir.path(),
-                SledOptions {
-                    flush_every_ms: 100,
-                    cache_bytes: 1 << 24,
-                    flush_deadline: std::time::Duration::from_secs(10),
-                    min_free_bytes: 0,
-                },
-            )
-            .unwrap(),
-        );
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
         let a = registry(&store);
         let b = registry(&store);
         let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
