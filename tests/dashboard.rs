@@ -330,7 +330,10 @@ fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
     let s = TestServer::start();
     for (path, ct) in [
         ("/dashboard/api-usage", "text/html"),
+        ("/dashboard/assets/common.js", "text/javascript"),
         ("/dashboard/assets/app.js", "text/javascript"),
+        ("/dashboard/console", "text/html"),
+        ("/dashboard/assets/console.js", "text/javascript"),
         ("/dashboard/assets/style.css", "text/css"),
         ("/docs", "text/html"),
         ("/dashboard/assets/docs.js", "text/javascript"),

@@ -10,6 +10,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse, Route};
 
 const INDEX: &str = include_str!("assets/index.html");
+const COMMON_JS: &str = include_str!("assets/common.js");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const CONSOLE: &str = include_str!("assets/console.html");
@@ -91,6 +92,10 @@ async fn docs_css() -> HttpResponse {
     asset("text/css; charset=utf-8", DOCS_CSS)
 }
 
+async fn common_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", COMMON_JS)
+}
+
 async fn app_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
@@ -109,6 +114,7 @@ pub fn pages() -> Vec<(&'static str, Route)> {
         ("/dashboard/api-usage", web::get().to(index)),
         ("/dashboard/console", web::get().to(console)),
         ("/dashboard/assets/console.js", web::get().to(console_js)),
+        ("/dashboard/assets/common.js", web::get().to(common_js)),
         ("/dashboard/assets/app.js", web::get().to(app_js)),
         ("/dashboard/assets/style.css", web::get().to(style_css)),
         ("/docs", web::get().to(docs)),

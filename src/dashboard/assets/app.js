@@ -2,7 +2,7 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const STORE_KEY = "tollgate.key";
+  const { STORE_KEY, nf, num, request, keyFromHash, isTenantKey } = window.Tollgate;
   const REFRESH_MS = 5000;
   const state = { key: null, mode: null, range: "week", from: null, to: null, tenant: null, timer: null, busy: false, hover: null };
 
@@ -12,12 +12,7 @@
     if (state.range !== "custom") return "range=" + state.range;
     return "from=" + encodeURIComponent(state.from.toISOString()) + "&to=" + encodeURIComponent(state.to.toISOString());
   }
-  window.__tollgateErrors = [];
-  window.addEventListener("error", (e) => window.__tollgateErrors.push(String(e.message)));
-  window.addEventListener("unhandledrejection", (e) => window.__tollgateErrors.push(String(e.reason)));
 
-  const nf = new Intl.NumberFormat("en-US");
-  const num = (n) => (n === null || n === undefined ? "—" : nf.format(n));
   const compact = (n) => {
     if (n === null || n === undefined) return "—";
     const a = Math.abs(n);
@@ -42,20 +37,7 @@
     if (el && el.textContent !== value) el.textContent = value;
   }
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super((body && body.error) || "HTTP " + status);
-      this.status = status;
-    }
-  }
-
-  async function api(path) {
-    const r = await fetch(path, { headers: { Authorization: "Bearer " + state.key }, cache: "no-store" });
-    let body = null;
-    try { body = await r.json(); } catch (_) { body = null; }
-    if (!r.ok) throw new ApiError(r.status, body);
-    return body;
-  }
+  const api = (path) => request(state.key, "GET", path);
 
   // ---- sign-in ---------------------------------------------------------------
 
@@ -73,8 +55,7 @@
 
   async function signIn(key) {
     state.key = key;
-    // Tenant keys have a fixed shape; anything else can only be the admin token.
-    const tenantShaped = /^tg_[A-Za-z0-9]{32}$/.test(key);
+    const tenantShaped = isTenantKey(key);
     try {
       await api(tenantShaped ? "/api/billing/usage" : "/api/admin/tenants");
       state.mode = tenantShaped ? "tenant" : "admin";
@@ -617,13 +598,7 @@
   });
 
   setRange(state.range);
-  // A link may carry the key in its fragment (never sent to a server); it is
-  // moved to localStorage and taken out of the address bar.
-  function keyFromHash() {
-    const m = location.hash.match(/(?:^#|&)key=([^&]+)/);
-    if (m) history.replaceState(null, "", location.pathname + location.search);
-    return m ? decodeURIComponent(m[1]) : null;
-  }
+  // A key from the link's fragment is moved to localStorage (signIn).
   window.addEventListener("hashchange", () => {
     const key = keyFromHash();
     if (key) signIn(key);

@@ -3,40 +3,15 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const STORE_KEY = "tollgate.key";
+  const { STORE_KEY, num, request, keyFromHash, isTenantKey } = window.Tollgate;
   // Figures (requests, tokens, cost, quota) are read for this many tenants.
   const MAX_FIGURES = 100;
   const REFRESH_MS = 15000;
   const state = { token: null, plans: [], tenants: [], figures: {}, sort: { by: "requests", desc: true }, keysOf: null, arm: null };
-  window.__tollgateErrors = [];
-  window.addEventListener("error", (e) => window.__tollgateErrors.push(String(e.message)));
-  window.addEventListener("unhandledrejection", (e) => window.__tollgateErrors.push(String(e.reason)));
-
-  const nf = new Intl.NumberFormat("en-US");
-  const num = (n) => (n === null || n === undefined ? "—" : nf.format(n));
   const usd = (n) => (n === null || n === undefined ? "—" : "$" + (n >= 1 || n === 0 ? n.toFixed(2) : n.toFixed(4)));
   const pct = (n) => (n === null || n === undefined ? "—" : n.toFixed(1) + "%");
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super((body && body.error) || "HTTP " + status);
-      this.status = status;
-      this.code = body && body.code;
-    }
-  }
-
-  async function api(method, path, body) {
-    const init = { method, headers: { Authorization: "Bearer " + state.token }, cache: "no-store" };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    const r = await fetch(path, init);
-    let json = null;
-    try { json = await r.json(); } catch (_) { json = null; }
-    if (!r.ok) throw new ApiError(r.status, json);
-    return json;
-  }
+  const api = (method, path, body) => request(state.token, method, path, body);
 
   function showError(e) {
     const el = $("console-error");
@@ -355,10 +330,8 @@
     if (t) signIn(t);
   });
 
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
-  if (fromHash) history.replaceState(null, "", location.pathname);
-  const stored = fromHash || localStorage.getItem(STORE_KEY);
+  const stored = keyFromHash() || localStorage.getItem(STORE_KEY);
   // A tenant key cannot open the console.
-  if (stored && !/^tg_[A-Za-z0-9]{32}$/.test(stored)) signIn(stored);
+  if (stored && !isTenantKey(stored)) signIn(stored);
   else showLogin(null);
 })();
