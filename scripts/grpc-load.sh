@@ -19,10 +19,8 @@ TOLLGATE_ADMIN_TOKEN=grpc-load-admin-0123456789abcdef TOLLGATE_LOG=warn TOLLGATE
 TG=$!
 trap 'kill $TG 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA" /tmp/tollgate-grpc-load.lua' EXIT
 until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
-admin() { curl -sf -H "Authorization: Bearer grpc-load-admin-0123456789abcdef" -H 'Content-Type: application/json' "$@"; }
-admin -X POST 127.0.0.1:18190/api/admin/plans -d '{"id":"bench","name":"Bench","monthlyCalls":100000000000000,"rateLimit":{"requests":1000000000,"perSeconds":1,"burst":1000000000}}' >/dev/null
-admin -X POST 127.0.0.1:18190/api/admin/tenants -d '{"id":"bench","planId":"bench"}' >/dev/null
-KEY=$(admin -X POST 127.0.0.1:18190/api/admin/tenants/bench/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
+. scripts/lib/bench-tenant.sh
+KEY=$(bench_key 127.0.0.1:18190 grpc-load-admin-0123456789abcdef)
 TICK=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' /proc/$TG/stat; }
 # One run: "calls/s server-us-per-call  (the tool's line)".

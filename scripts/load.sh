@@ -17,10 +17,8 @@ target/release/examples/bare_actix 127.0.0.1:18181 "$(nproc)" &
 BARE=$!
 trap 'kill $TG $BARE 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA" /tmp/tollgate-load.lua' EXIT
 until curl -sf 127.0.0.1:18180/healthz >/dev/null; do sleep 0.1; done
-admin() { curl -sf -H "Authorization: Bearer load-admin" -H 'Content-Type: application/json' "$@"; }
-admin -X POST 127.0.0.1:18180/api/admin/plans -d '{"id":"bench","name":"Bench","monthlyCalls":100000000000000,"rateLimit":{"requests":1000000000,"perSeconds":1,"burst":1000000000}}' >/dev/null
-admin -X POST 127.0.0.1:18180/api/admin/tenants -d '{"id":"bench","planId":"bench"}' >/dev/null
-KEY=$(admin -X POST 127.0.0.1:18180/api/admin/tenants/bench/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
+. scripts/lib/bench-tenant.sh
+KEY=$(bench_key 127.0.0.1:18180 load-admin)
 cat > /tmp/tollgate-load.lua <<LUA
 wrk.method = "POST"
 wrk.body = '{"endpoint":"/v1/search"}'
