@@ -65,6 +65,10 @@ pub struct AlertConfig {
     pub max_attempts: u32,
     #[serde(default = "default_alert_timeout_ms")]
     pub timeout_ms: u64,
+    /// Also send `usage.anomaly` events: an unusual hour of a tenant (or of
+    /// every tenant together), once per episode.
+    #[serde(default)]
+    pub anomalies: bool,
 }
 
 fn default_thresholds() -> Vec<u32> {

@@ -94,21 +94,36 @@ impl PriceTable {
     /// prefix (`openai/gpt-4o`), else the longest priced name it extends with a
     /// dated or tagged suffix (`gpt-4o-2024-08-06` -> `gpt-4o`).
     pub fn price(&self, model: &str) -> Option<ModelPrice> {
-        if let Some(p) = self.models.get(model) {
-            return Some(*p);
+        self.priced(model).map(|(_, p)| p)
+    }
+
+    /// The table's name for `model` and its price, found as [`Self::price`] does.
+    pub fn priced<'a>(&'a self, model: &str) -> Option<(&'a str, ModelPrice)> {
+        let found = |name: &str| {
+            self.models
+                .get_key_value(name)
+                .map(|(k, p)| (k.as_str(), *p))
+        };
+        if let Some(p) = found(model) {
+            return Some(p);
         }
         let bare = model.rsplit('/').next().unwrap_or(model);
-        if let Some(p) = self.models.get(bare) {
-            return Some(*p);
+        if let Some(p) = found(bare) {
+            return Some(p);
         }
         let mut name = bare;
         while let Some(i) = name.rfind('-') {
             name = &name[..i];
-            if let Some(p) = self.models.get(name) {
-                return Some(*p);
+            if let Some(p) = found(name) {
+                return Some(p);
             }
         }
         None
+    }
+
+    /// Every priced model, by name.
+    pub fn models(&self) -> impl Iterator<Item = (&str, ModelPrice)> {
+        self.models.iter().map(|(k, p)| (k.as_str(), *p))
     }
 
     /// Cost of one request. An empty model name costs nothing and is not "unknown".

@@ -578,3 +578,167 @@ fn retention_drops_old_raw_days_as_the_clock_moves_and_keeps_the_rollups() {
     let summary = &s.tenant(&key, "GET", hours, None).json::<Value>().unwrap()["summary"];
     assert_eq!(summary["totalRequests"], 3, "{summary}");
 }
+
+/// Five weeks of a weekly rhythm, one hour five times as busy and one with
+/// half its requests failing: `anomalies` names exactly those hours, in the
+/// tenant's report and in the fleet's, and the forecast follows the rhythm.
+#[test]
+fn anomalies_and_the_weekly_forecast_from_five_weeks_of_history() {
+    use chrono::Timelike;
+    use common::history::{report_hours, usual};
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 30, 0).unwrap();
+    let clock = Arc::new(ManualClock::at(now));
+    let s = TestServer::start_with(|c| c.flush.checkpoint_ms = 50, clock.clone());
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("rhythmic", "roomy");
+    let spike = Utc.with_ymd_and_hms(2026, 12, 2, 14, 0, 0).unwrap();
+    let burst = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+    let from = Utc.with_ymd_and_hms(2026, 10, 29, 12, 0, 0).unwrap();
+    let n = report_hours(&s, &key, &clock, from, now, |t| {
+        let usual = usual(t);
+        if t == spike {
+            (usual * 5, 0)
+        } else if t == burst {
+            (usual, usual / 2)
+        } else {
+            (usual, 0)
+        }
+    });
+    let all = "?range=custom&from=2026-10-01T00:00:00Z";
+    wait_until(|| get(&s, &key, all)["summary"]["totalRequests"] == n);
+
+    let week = get(&s, &key, "?range=week");
+    let anomalies = week["anomalies"].as_array().unwrap();
+    let found: Vec<(&str, &str, &str)> = anomalies
+        .iter()
+        .map(|a| {
+            (
+                a["t"].as_str().unwrap(),
+                a["metric"].as_str().unwrap(),
+                a["direction"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("2026-12-01T10:00:00.000Z", "errorRate", "up"),
+            ("2026-12-02T14:00:00.000Z", "requests", "up"),
+        ],
+        "{anomalies:?}"
+    );
+    let s0 = &anomalies[1];
+    assert_eq!(s0["observed"], 300.0);
+    assert_eq!(s0["expected"], 60.0);
+    assert!(s0["score"].as_f64().unwrap() >= 5.0, "{s0}");
+    assert_eq!(anomalies[0]["observed"], 0.5);
+    assert_eq!(anomalies[0]["expected"], 0.0);
+    // A range before them has none; the fleet sees the same hours.
+    let before = get(
+        &s,
+        &key,
+        "?range=custom&from=2026-11-20T00:00:00Z&to=2026-11-30T00:00:00Z",
+    );
+    assert_eq!(before["anomalies"], json!([]));
+    let fleet: Value = s
+        .admin("GET", "/api/admin/api-usage?range=week", None)
+        .json()
+        .unwrap();
+    assert_eq!(fleet["anomalies"], week["anomalies"]);
+    // The operators' list across tenants: newest first, the fleet's (null) first.
+    let all: Value = s.admin("GET", "/api/admin/anomalies", None).json().unwrap();
+    assert_eq!(all["tenantsChecked"], 1);
+    assert_eq!(all["tenantsSkipped"], 0);
+    let rows: Vec<(Value, Value, Value)> = all["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["tenantId"].clone(), a["t"].clone(), a["metric"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                json!(null),
+                json!("2026-12-02T14:00:00.000Z"),
+                json!("requests")
+            ),
+            (
+                json!("rhythmic"),
+                json!("2026-12-02T14:00:00.000Z"),
+                json!("requests")
+            ),
+            (
+                json!(null),
+                json!("2026-12-01T10:00:00.000Z"),
+                json!("errorRate")
+            ),
+            (
+                json!("rhythmic"),
+                json!("2026-12-01T10:00:00.000Z"),
+                json!("errorRate")
+            ),
+        ]
+    );
+    let bad = s.admin("GET", "/api/admin/anomalies?tenants=0", None);
+    error_body(bad, 422, "invalid_request");
+
+    // The forecast walks the rest of December by the weekly rhythm: what
+    // the same hours of the last weeks had, hour by hour.
+    let month = get(&s, &key, "");
+    assert_eq!(month["forecast"]["method"], "seasonal");
+    let so_far = month["summary"]["totalRequests"].as_u64().unwrap();
+    let end = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+    let mut rest = 0.0;
+    let mut t = now;
+    while t < end {
+        let next = (t + Duration::hours(1)).with_minute(0).unwrap();
+        rest += usual(t.with_minute(0).unwrap()) as f64 * (next - t).num_seconds() as f64 / 3600.0;
+        t = next;
+    }
+    let projected = month["forecast"]["projectedCalls"].as_f64().unwrap();
+    let expected = so_far as f64 + rest;
+    assert!(
+        (projected - expected).abs() / expected < 0.03,
+        "projected {projected}, the rhythm says {expected}"
+    );
+}
+
+/// A thousand short answers from gpt-4o in the last 30 days: the report
+/// suggests gpt-4o-mini with the savings at its prices; the fleet's too.
+#[test]
+fn insights_price_a_cheaper_sibling_for_short_answers() {
+    let clock = Arc::new(ManualClock::at(now()));
+    let s = TestServer::start_with(|c| c.flush.checkpoint_ms = 50, clock);
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("chatty", "roomy");
+    let records: Vec<Value> = (0..1000)
+        .map(|i| {
+            json!({"timestamp": (now() - Duration::minutes(i)).to_rfc3339(), "endpoint": "/api/chat",
+                   "model": "gpt-4o", "promptTokens": 500, "completionTokens": 80})
+        })
+        .collect();
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(records)))
+            .status(),
+        202
+    );
+    wait_until(|| get(&s, &key, "?range=week")["summary"]["totalRequests"] == 1000);
+    let r = get(&s, &key, "?range=day");
+    let insights = r["insights"].as_array().unwrap();
+    assert_eq!(insights.len(), 1, "{insights:?}");
+    let i = &insights[0];
+    assert_eq!(i["kind"], "cheaperModel");
+    // 1,000 × (500 × ($2.50 - $0.15) + 80 × ($10 - $0.60)) per million = $1.927.
+    assert_eq!(i["estimatedMonthlySavingsUsd"], 1.93);
+    assert!(i["title"].as_str().unwrap().contains("gpt-4o-mini"), "{i}");
+    assert!(
+        i["detail"].as_str().unwrap().contains("1,000 requests"),
+        "{i}"
+    );
+    let fleet: Value = s
+        .admin("GET", "/api/admin/api-usage?range=day", None)
+        .json()
+        .unwrap();
+    assert_eq!(fleet["insights"], r["insights"]);
+}

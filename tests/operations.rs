@@ -173,7 +173,141 @@ fn alert(url: &str, secret_env: &str, thresholds: Vec<u32>) -> AlertConfig {
         retry_initial_ms: 20,
         max_attempts: 8,
         timeout_ms: 2_000,
+        anomalies: false,
     }
+}
+
+/// Five weeks of a weekly rhythm, then an hour five times as busy: one
+/// signed `usage.anomaly` for the tenant and one for the fleet, when the
+/// hour is over. The next hour, as busy, continues the episode (nothing
+/// more, also after a restart); an error burst the hour after is a new
+/// episode.
+#[test]
+fn an_anomaly_fires_once_per_episode_signed_and_survives_a_restart() {
+    use chrono::{Duration as Span, TimeZone, Utc};
+    use common::history::{hour_records, report_hours, usual};
+    use tollgate::clock::ManualClock;
+    std::env::set_var("TG_TEST_HOOK_SECRET_ANOMALY", "hook-secret-anomaly");
+    let receiver = FakeHttp::start(|_, _, conn| fake_http::reply(conn, 204, "text/plain", ""));
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 30, 0).unwrap();
+    let clock = Arc::new(ManualClock::at(now));
+    // The history goes in before the watcher runs, so that it never
+    // judges an hour whose records are still on their way.
+    let mut s = TestServer::start_with(|c| c.flush.checkpoint_ms = 50, clock.clone());
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("rhythmic", "roomy");
+    let from = Utc.with_ymd_and_hms(2026, 10, 29, 12, 0, 0).unwrap();
+    let spike = Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap();
+    let busy = |t| {
+        if t >= spike {
+            (usual(t) * 5, 0)
+        } else {
+            (usual(t), 0)
+        }
+    };
+    let n = report_hours(&s, &key, &clock, from, now, busy);
+    let total = |s: &TestServer| {
+        s.tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage?range=custom&from=2026-10-01T00:00:00Z",
+            None,
+        )
+        .json::<Value>()
+        .unwrap()["summary"]["totalRequests"]
+            .as_u64()
+            .unwrap() as usize
+    };
+    wait_until(|| total(&s) == n);
+    let mut hook = alert(&receiver.url, "TG_TEST_HOOK_SECRET_ANOMALY", vec![]);
+    hook.anomalies = true;
+    let tune = move |c: &mut tollgate::config::Config| {
+        c.flush.checkpoint_ms = 50;
+        c.alerts = vec![hook];
+    };
+    s.restart_with(tune.clone(), clock.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.count(), 0, "the hour before was as usual");
+
+    // 12:00 is over (and a minute more): its anomaly fires, for the tenant and the fleet.
+    clock.set(Utc.with_ymd_and_hms(2026, 12, 3, 13, 1, 30).unwrap());
+    wait_until(|| receiver.count() == 2);
+    let mut bodies: Vec<Value> = (0..2).map(|i| receiver.request(i).json()).collect();
+    bodies.sort_by_key(|b| b["tenantId"].is_null());
+    for i in 0..2 {
+        let r = receiver.request(i);
+        assert_eq!(r.header("tollgate-event"), Some("usage.anomaly"));
+        assert_eq!(
+            r.header("tollgate-signature"),
+            Some(format!("sha256={}", hmac_hex("hook-secret-anomaly", &r.body)).as_str())
+        );
+    }
+    let b = &bodies[0];
+    assert_eq!(b["event"], "usage.anomaly");
+    assert_eq!(b["tenantId"], "rhythmic");
+    assert_eq!(b["metric"], "requests");
+    assert_eq!(b["direction"], "up");
+    assert_eq!(b["hour"], "2026-12-03T12:00:00.000Z");
+    assert_eq!(b["episodeStart"], "2026-12-03T12:00:00.000Z");
+    assert_eq!(b["observed"], 150.0, "the half hour reported");
+    assert_eq!(b["expected"], 60.0);
+    assert!(b["message"].as_str().unwrap().contains("rose"), "{b}");
+    assert!(bodies[1]["tenantId"].is_null());
+
+    // 13:00, as busy: the same episode, nothing more.
+    clock.set(Utc.with_ymd_and_hms(2026, 12, 3, 14, 0, 30).unwrap());
+    let thirteen = Utc.with_ymd_and_hms(2026, 12, 3, 13, 0, 0).unwrap();
+    let more = hour_records(thirteen, 300, 0, clock_now(&clock));
+    let rest: Vec<Value> = hour_records(now, 300, 0, thirteen)
+        .into_iter()
+        .filter(|r| r["timestamp"].as_str().unwrap() >= "2026-12-03T12:30")
+        .collect();
+    for batch in [rest, more] {
+        let r = s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(batch)));
+        assert_eq!(r.status(), 202);
+    }
+    wait_until(|| total(&s) == n + 150 + 300);
+    clock.set(Utc.with_ymd_and_hms(2026, 12, 3, 14, 1, 30).unwrap());
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(receiver.count(), 2, "one event per episode");
+    // A restart finds the episode begun before it, and fired.
+    s.restart_with(tune.clone(), clock.clone());
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(receiver.count(), 2, "not again after a restart");
+
+    // 14:00: usual traffic, half of it failing: a new episode, of errors.
+    let fourteen = Utc.with_ymd_and_hms(2026, 12, 3, 14, 0, 0).unwrap();
+    clock.set(fourteen + Span::minutes(60));
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(Value::Array(hour_records(
+            fourteen,
+            60,
+            30,
+            clock_now(&clock),
+        ))),
+    );
+    assert_eq!(r.status(), 202);
+    wait_until(|| total(&s) == n + 450 + 60);
+    clock.set(fourteen + Span::minutes(61) + Span::seconds(30));
+    wait_until(|| receiver.count() >= 4);
+    let last: Vec<Value> = (2..receiver.count())
+        .map(|i| receiver.request(i).json())
+        .collect();
+    assert!(
+        last.iter()
+            .all(|b| b["metric"] == "errorRate" && b["hour"] == "2026-12-03T14:00:00.000Z"),
+        "{last:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.count(), 4);
+}
+
+fn clock_now(c: &tollgate::clock::ManualClock) -> chrono::DateTime<chrono::Utc> {
+    use tollgate::clock::Clock;
+    c.now()
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! Usage analytics: the answers of `/api/billing/api-usage`, computed from
 //! rollup cells ([`crate::rollup`]), never from raw records ([`query`],
-//! [`forecast`]).
+//! [`forecast`] with the weekly [`rhythm`], [`anomaly`] over [`hours`]).
 
+pub mod anomaly;
 pub mod forecast;
+pub mod hours;
+pub mod insights;
 pub mod query;
+pub mod rhythm;

@@ -10,10 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{blocking, ApiError};
 use super::extract::{Admin, TenantAuth};
-use super::report::{grain_name, ForecastView, RecommendationView, Report, TopTenants};
+use super::report::{
+    grain_name, AnomalyView, ForecastView, InsightView, RecommendationView, Report, TopTenants,
+};
 use super::AppState;
+use crate::analytics::anomaly::{detect, HISTORY_HOURS};
 use crate::analytics::forecast::{forecast, recommend, SoFar};
+use crate::analytics::hours::{Hours, HOUR_MS};
+use crate::analytics::insights::{insights, WINDOW_DAYS};
 use crate::analytics::query::{top_tenants, usage, Range, MAX_POINTS};
+use crate::analytics::rhythm::Rhythm;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
 use crate::rollup::{Grain, Owner};
@@ -135,6 +141,72 @@ pub struct TenantReport {
     pub report: Report,
     pub forecast: ForecastView,
     pub recommendation: Option<RecommendationView>,
+    /// Unusual hours in the range (its last 31 days at most), by hour.
+    pub anomalies: Vec<AnomalyView>,
+    /// Where the last 30 days say money could be saved, the most first.
+    pub insights: Vec<InsightView>,
+}
+
+/// The insights of `owner`'s last [`WINDOW_DAYS`] days.
+fn insight_views(
+    store: &dyn Store,
+    owner: &Owner,
+    prices: &crate::pricing::PriceTable,
+    now_ms: i64,
+) -> Result<Vec<InsightView>, crate::store::StoreError> {
+    let from = now_ms - WINDOW_DAYS * 86_400_000;
+    let window =
+        crate::analytics::query::aggregate(store, owner, Range::minutes(from, now_ms), now_ms)?;
+    Ok(insights(&window, prices)
+        .iter()
+        .map(InsightView::from)
+        .collect())
+}
+
+/// The most days of a range the anomalies are looked for in.
+pub const ANOMALY_DAYS: i64 = 31;
+
+/// The hours an answer about `range` reads: the range's complete hours
+/// (its last [`ANOMALY_DAYS`]) judged against the weeks before them, and
+/// the weeks before now the forecast learns from.
+pub struct HourWindow {
+    /// Hours since the epoch: judged `[from, to)`, read from `read_from`.
+    pub read_from: i64,
+    pub from: i64,
+    pub to: i64,
+    pub now: i64,
+}
+
+impl HourWindow {
+    pub fn of(range: Range, now_ms: i64) -> HourWindow {
+        let now = now_ms.div_euclid(HOUR_MS);
+        // Only complete hours are judged: the one still filling is not yet low.
+        let to = range.to_ms.div_euclid(HOUR_MS).min(now);
+        let from = (range.from_ms + HOUR_MS - 1)
+            .div_euclid(HOUR_MS)
+            .max(to - ANOMALY_DAYS * 24);
+        HourWindow {
+            read_from: (from - HISTORY_HOURS).min(now - HISTORY_HOURS),
+            from,
+            to,
+            now,
+        }
+    }
+
+    pub fn read(
+        &self,
+        store: &dyn Store,
+        owner: &Owner,
+    ) -> Result<Hours, crate::store::StoreError> {
+        Hours::read(store, owner, self.read_from, self.to.max(self.now))
+    }
+
+    pub fn anomalies(&self, hours: &Hours) -> Vec<AnomalyView> {
+        detect(hours, self.from, self.to)
+            .iter()
+            .map(AnomalyView::from)
+            .collect()
+    }
 }
 
 async fn tenant_report(
@@ -153,6 +225,7 @@ async fn tenant_report(
     let plans = st.registry.plans();
     let snapshot = tenant.snapshot(now_ns);
     let store = st.registry.store().clone();
+    let prices = st.prices.clone();
     let id = tenant.id.to_string();
     let body = blocking(move || -> Result<TenantReport, ApiError> {
         let owner = Owner::tenant(&id);
@@ -166,6 +239,9 @@ async fn tenant_report(
                 .total
                 .cost_usd
         };
+        let window = HourWindow::of(r.range, now_ms);
+        let hours = window.read(store.as_ref(), &owner)?;
+        let rhythm = Rhythm::learn(&hours, window.now);
         let f = forecast(
             &plan,
             period,
@@ -175,6 +251,7 @@ async fn tenant_report(
                 tokens: snapshot.tokens_used,
                 cost_usd: period_cost,
             },
+            rhythm.as_ref(),
         );
         let recommendation = recommend(&plan, &plans, &f).map(RecommendationView::from);
         Ok(TenantReport {
@@ -182,6 +259,8 @@ async fn tenant_report(
             report: Report::from(&used),
             forecast: ForecastView::from(&f),
             recommendation,
+            anomalies: window.anomalies(&hours),
+            insights: insight_views(store.as_ref(), &owner, &prices, now_ms)?,
         })
     })
     .await?;
@@ -226,6 +305,10 @@ pub struct AllTenantsReport {
     #[serde(flatten)]
     pub report: Report,
     pub top_tenants: TopTenants,
+    /// Unusual hours of every tenant together.
+    pub anomalies: Vec<AnomalyView>,
+    /// The insights of every tenant's usage together.
+    pub insights: Vec<InsightView>,
 }
 
 /// `GET /api/admin/api-usage`: every tenant together, and the top tenants.
@@ -242,6 +325,7 @@ pub async fn admin_api_usage(
     let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
     let r = resolve(&params, now_ms)?;
     let store: Arc<dyn Store> = st.registry.store().clone();
+    let prices = st.prices.clone();
     let tenants = st.registry.tenant_count();
     let body = blocking(move || -> Result<AllTenantsReport, ApiError> {
         let used = usage(
@@ -252,10 +336,135 @@ pub async fn admin_api_usage(
             r.top,
             now_ms,
         )?;
+        let window = HourWindow::of(r.range, now_ms);
+        let hours = window.read(store.as_ref(), &Owner::Fleet)?;
         Ok(AllTenantsReport {
             tenants,
             report: Report::from(&used),
             top_tenants: TopTenants::from(&top_tenants(&used.whole, r.top)),
+            anomalies: window.anomalies(&hours),
+            insights: insight_views(store.as_ref(), &Owner::Fleet, &prices, now_ms)?,
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnomalyParams {
+    /// `day`, `week` (the default), `month` or `custom` (with `from`, `to`).
+    pub range: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// How many tenants to look at, the busiest first (1 to 1000, default 200).
+    pub tenants: Option<String>,
+}
+
+/// One unusual hour of one tenant, or (`tenantId` null) of every tenant together.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantAnomaly {
+    pub tenant_id: Option<String>,
+    #[serde(flatten)]
+    pub anomaly: AnomalyView,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnomaliesReport {
+    pub range: super::report::RangeView,
+    /// Tenants looked at: those with requests in the range or its baseline
+    /// weeks, the busiest first, up to `tenants`.
+    pub tenants_checked: usize,
+    /// Tenants with requests then that were not looked at.
+    pub tenants_skipped: usize,
+    /// Newest first, then by tenant.
+    pub anomalies: Vec<TenantAnomaly>,
+}
+
+/// `GET /api/admin/anomalies`: the unusual hours of every tenant.
+#[utoipa::path(
+    get, path = "/api/admin/anomalies", tag = "analytics", security(("adminToken" = [])), params(AnomalyParams),
+    responses((status = 200, description = "the unusual hours of every tenant (and of all together) in the range's last 31 days", body = AnomaliesReport), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad range or tenants", body = crate::http::openapi::ErrorBody))
+)]
+pub async fn admin_anomalies(
+    st: web::Data<AppState>,
+    _: Admin,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p: AnomalyParams = query(&req)?;
+    let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
+    let r = resolve(
+        &UsageParams {
+            range: Some(p.range.clone().unwrap_or_else(|| {
+                if p.from.is_some() || p.to.is_some() {
+                    "custom"
+                } else {
+                    "week"
+                }
+                .into()
+            })),
+            from: p.from,
+            to: p.to,
+            bucket: Some("day".into()),
+            limit: None,
+        },
+        now_ms,
+    )?;
+    let most = match p.tenants.as_deref() {
+        None => 200,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid("tenants must be 1 to 1000"))?,
+    };
+    let store: Arc<dyn Store> = st.registry.store().clone();
+    let body = blocking(move || -> Result<AnomaliesReport, ApiError> {
+        let window = HourWindow::of(r.range, now_ms);
+        // The tenants with requests in the judged hours or their baseline.
+        let seen = crate::analytics::query::aggregate(
+            store.as_ref(),
+            &Owner::Fleet,
+            Range::minutes(window.read_from * HOUR_MS, window.to * HOUR_MS),
+            now_ms,
+        )?;
+        let mut busiest: Vec<(&String, u64)> = seen
+            .tenants
+            .iter()
+            .filter(|(id, _)| id.as_str() != crate::rollup::OTHER)
+            .map(|(id, p)| (id, p.requests))
+            .collect();
+        busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let skipped = busiest.len().saturating_sub(most);
+        busiest.truncate(most);
+        let mut anomalies = Vec::new();
+        let owners = std::iter::once(None).chain(busiest.iter().map(|(id, _)| Some(*id)));
+        for id in owners {
+            let owner = id.map_or(Owner::Fleet, |id| Owner::tenant(id));
+            let hours = window.read(store.as_ref(), &owner)?;
+            anomalies.extend(detect(&hours, window.from, window.to).iter().map(|a| {
+                (
+                    a.hour,
+                    TenantAnomaly {
+                        tenant_id: id.cloned(),
+                        anomaly: AnomalyView::from(a),
+                    },
+                )
+            }));
+        }
+        anomalies.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.tenant_id.cmp(&b.1.tenant_id)));
+        Ok(AnomaliesReport {
+            range: super::report::RangeView {
+                from: crate::clock::fmt_ms(crate::clock::ms_to_utc(r.range.from_ms)),
+                to: crate::clock::fmt_ms(crate::clock::ms_to_utc(r.range.to_ms)),
+                bucket: "hour",
+            },
+            tenants_checked: busiest.len(),
+            tenants_skipped: skipped,
+            anomalies: anomalies.into_iter().map(|(_, a)| a).collect(),
         })
     })
     .await?;

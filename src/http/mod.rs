@@ -120,6 +120,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             vec![get().to(analytics::admin_api_usage)],
         ))
         .service(resource(
+            "/api/admin/anomalies",
+            vec![get().to(analytics::admin_anomalies)],
+        ))
+        .service(resource(
             "/api/admin/tenants/{id}/api-usage",
             vec![get().to(analytics::admin_tenant_api_usage)],
         ))

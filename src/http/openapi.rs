@@ -13,13 +13,13 @@ use utoipa::openapi::{Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use crate::http::analytics::{AllTenantsReport, TenantReport};
+use crate::http::analytics::{AllTenantsReport, AnomaliesReport, TenantAnomaly, TenantReport};
 use crate::http::catalog::{
     IngestRateBody, KeyBody, PlanBody, RateLimitBody, StatusBody, TenantBody,
 };
 use crate::http::report::{
-    EndpointRow, ForecastView, HourRow, ModelRow, PartyRow, Point, RangeView, RecommendationView,
-    Report, StatusRow, Summary, TopTenants,
+    AnomalyView, EndpointRow, ForecastView, HourRow, InsightView, ModelRow, PartyRow, Point,
+    RangeView, RecommendationView, Report, StatusRow, Summary, TopTenants,
 };
 use crate::http::types::*;
 
@@ -97,6 +97,7 @@ pub enum UsageBody {
         super::export::export,
         super::analytics::admin_api_usage,
         super::analytics::admin_tenant_api_usage,
+        super::analytics::admin_anomalies,
         super::admin::list_plans,
         super::admin::create_plan,
         super::admin::get_plan,
@@ -124,7 +125,7 @@ pub enum UsageBody {
         ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
         PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
-        TenantReport, AllTenantsReport
+        TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView
     )),
     modifiers(&Security),
     tags(

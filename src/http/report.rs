@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use super::money::Money;
+use crate::analytics::anomaly::Anomaly;
 use crate::analytics::forecast::{Forecast, Recommendation};
+use crate::analytics::insights::Insight;
 use crate::analytics::query::{self, Range, Usage};
 use crate::clock::{fmt_ms, ms_to_utc};
 use crate::rollup::{Cell, Grain, PartyAgg};
@@ -277,6 +279,11 @@ pub struct ForecastView {
     /// period ends); null if it will not.
     pub quota_exhausted_at: Option<String>,
     pub token_quota_exhausted_at: Option<String>,
+    /// `seasonal`: each remaining hour as the same hour of the week went
+    /// over the last weeks (trend included), once there is a week of
+    /// history; `average`: the period's average rate so far.
+    #[schema(example = "seasonal")]
+    pub method: &'static str,
 }
 
 impl From<&Forecast> for ForecastView {
@@ -291,6 +298,7 @@ impl From<&Forecast> for ForecastView {
             projected_cost_usd: Money(f.projected_cost_usd),
             quota_exhausted_at: f.quota_exhausted_at_ms.map(time),
             token_quota_exhausted_at: f.token_quota_exhausted_at_ms.map(time),
+            method: f.method.name(),
         }
     }
 }
@@ -312,6 +320,69 @@ impl From<Recommendation> for RecommendationView {
             plan_name: r.plan_name,
             price_usd_monthly: Money(r.price_usd_monthly),
             reason: r.reason,
+        }
+    }
+}
+
+/// An unusual hour: `metric` is `requests`, `tokens`, `errorRate` (a
+/// fraction of the requests Tollgate let through) or `p95LatencyMs`;
+/// `expected` is the median of the same hour of the week over the previous
+/// four weeks, `score` how many spreads (robust, MAD-based) away.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Anomaly)]
+pub struct AnomalyView {
+    /// The hour's start.
+    pub t: String,
+    #[schema(example = "requests")]
+    pub metric: &'static str,
+    pub observed: f64,
+    pub expected: f64,
+    pub score: f64,
+    /// `up` or `down` (error rate and latency are only flagged up).
+    #[schema(example = "up")]
+    pub direction: &'static str,
+}
+
+impl From<&Anomaly> for AnomalyView {
+    fn from(a: &Anomaly) -> AnomalyView {
+        let d = if a.metric == crate::analytics::anomaly::Metric::ErrorRate {
+            4
+        } else {
+            2
+        };
+        AnomalyView {
+            t: time(a.t_ms()),
+            metric: a.metric.name(),
+            observed: round(a.observed, d),
+            expected: round(a.expected, d),
+            score: round(a.score, 2),
+            direction: a.direction.name(),
+        }
+    }
+}
+
+/// Where the last 30 days say money could be saved: `kind` is
+/// `cheaperModel` or `promptHeavy`; `detail` states the figures and the
+/// assumptions behind the estimate.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Insight)]
+pub struct InsightView {
+    #[schema(example = "cheaperModel")]
+    pub kind: &'static str,
+    pub title: String,
+    pub detail: String,
+    pub estimated_monthly_savings_usd: Money,
+}
+
+impl From<&Insight> for InsightView {
+    fn from(i: &Insight) -> InsightView {
+        InsightView {
+            kind: i.kind,
+            title: i.title.clone(),
+            detail: i.detail.clone(),
+            estimated_monthly_savings_usd: Money(round(i.estimated_monthly_savings_usd, 2)),
         }
     }
 }

@@ -46,6 +46,38 @@ pub fn threshold_body(
     .to_string()
 }
 
+/// The JSON body of a `usage.anomaly` event: the hour that opened an
+/// episode (`tenantId` null for every tenant together).
+pub fn anomaly_body(
+    tenant: Option<&str>,
+    a: &crate::analytics::anomaly::Anomaly,
+    episode_start_ms: i64,
+    now: DateTime<Utc>,
+) -> String {
+    let view = crate::http::report::AnomalyView::from(a);
+    serde_json::json!({
+        "event": "usage.anomaly",
+        "tenantId": tenant,
+        "metric": view.metric,
+        "direction": view.direction,
+        "hour": view.t,
+        "episodeStart": fmt_ms(crate::clock::ms_to_utc(episode_start_ms)),
+        "observed": view.observed,
+        "expected": view.expected,
+        "score": view.score,
+        "message": format!(
+            "{} {} {}: {} against {} expected at this hour of the week",
+            tenant.unwrap_or("every tenant together"),
+            a.metric.label(),
+            if view.direction == "up" { "rose" } else { "fell" },
+            view.observed,
+            view.expected
+        ),
+        "timestamp": fmt_ms(now),
+    })
+    .to_string()
+}
+
 /// `sha256=<hex HMAC-SHA256 of body>`, the `Tollgate-Signature` value.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
@@ -118,13 +150,18 @@ async fn deliver(
     }
     let signature = signature(&target.secret, mark.body.as_bytes());
     let delivery = signature[7..23].to_string();
+    let event = if mark.threshold & crate::alerts::watch::ANOMALY_MARK != 0 {
+        "usage.anomaly"
+    } else {
+        "usage.threshold"
+    };
     let mut delay = target.retry_initial;
     for attempt in 1..=target.max_attempts {
         let result = client
             .post(&target.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("Tollgate-Signature", &signature)
-            .header("Tollgate-Event", "usage.threshold")
+            .header("Tollgate-Event", event)
             .header("Tollgate-Delivery", &delivery)
             .timeout(target.timeout)
             .body(mark.body.clone())

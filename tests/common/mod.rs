@@ -2,6 +2,8 @@
 //! with a temporary data directory, and a small blocking client.
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::sync::Arc;
 
 use reqwest::blocking::{Client, Response};

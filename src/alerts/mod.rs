@@ -10,8 +10,13 @@
 //! URL and threshold across restarts; undelivered ones are sent again at
 //! the next start.
 //!
+//! Anomalies (`anomalies = true` on an `[[alerts]]` target) are watched by
+//! a thread of their own ([`watch`]) and delivered the same way.
+//!
 //! Architecture Invariant: nothing here runs on the request path; a slow or
 //! dead receiver delays no request and no flush.
+
+pub mod watch;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,6 +45,8 @@ pub struct Target {
     pub(crate) retry_initial: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) timeout: Duration,
+    /// Told about anomalies too.
+    pub anomalies: bool,
 }
 
 impl Target {
@@ -67,6 +74,7 @@ impl Target {
             retry_initial: Duration::from_millis(c.retry_initial_ms),
             max_attempts: c.max_attempts,
             timeout: Duration::from_millis(c.timeout_ms),
+            anomalies: c.anomalies,
         })
     }
 }
@@ -81,13 +89,18 @@ pub struct Alerts {
     clock: Arc<dyn Clock>,
 }
 
-/// The delivery thread; joining waits for deliveries in flight (briefly).
+/// The delivery thread (and the anomaly watcher feeding it); joining stops
+/// the watcher and waits for deliveries in flight (briefly).
 pub struct Deliveries {
     handle: Option<JoinHandle<()>>,
+    watcher: Option<watch::Watcher>,
 }
 
 impl Deliveries {
     pub fn join(&mut self) {
+        if let Some(mut w) = self.watcher.take() {
+            w.stop();
+        }
         if let Some(h) = self.handle.take() {
             if h.join().is_err() {
                 tracing::error!("the webhook delivery thread panicked");
@@ -128,6 +141,12 @@ pub fn start(
             let _ = tx.send(mark);
         }
     }
+    let episodes: HashSet<String> = fired
+        .iter()
+        .filter(|k| key_threshold(k).is_some_and(|t| t & watch::ANOMALY_MARK != 0))
+        .cloned()
+        .collect();
+    let watcher = watch::start(&targets, store.clone(), clock.clone(), tx.clone(), episodes)?;
     let thread_targets = targets.clone();
     let handle = std::thread::Builder::new()
         .name("tollgate-webhooks".into())
@@ -141,6 +160,7 @@ pub fn start(
         },
         Deliveries {
             handle: Some(handle),
+            watcher,
         },
     ))
 }
@@ -208,6 +228,11 @@ impl Alerts {
 /// The period number in an [`alert_key`].
 fn key_period(key: &str) -> Option<i32> {
     key.split('\u{0}').nth(1)?.parse().ok()
+}
+
+/// The threshold (or episode code) in an [`alert_key`].
+fn key_threshold(key: &str) -> Option<u32> {
+    key.split('\u{0}').nth(2)?.parse().ok()
 }
 
 #[cfg(test)]
