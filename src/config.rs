@@ -114,6 +114,10 @@ pub struct ProxyConfig {
     /// `tollgate` (the default) or `openai` (for OpenAI SDKs).
     #[serde(default)]
     pub dialect: Dialect,
+    /// The integration's name in the analytics (`integrations`); default:
+    /// the prefix without its slashes (`/openai/v1` -> `openai/v1`).
+    #[serde(default)]
+    pub name: String,
 }
 
 /// Which error shape a gateway route answers Tollgate's refusals in.

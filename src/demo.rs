@@ -151,6 +151,7 @@ fn record(rng: &mut StdRng, ts: DateTime<Utc>, prices: &PriceTable) -> UsageReco
         calls: if status == 429 { 0 } else { 1 },
         rejected: status == 429,
         cost_usd: prices.cost(model, prompt, completion).usd(),
+        ..Default::default()
     }
 }
 

@@ -145,6 +145,80 @@ pub struct UsageRecord {
     pub cost_usd: f64,
     /// Refused by Tollgate itself (rate limit, quota, suspension).
     pub rejected: bool,
+    /// The API version, when given (a report's `apiVersion`, a gateway
+    /// request's `API-Version` header); else [`UsageRecord::version`]
+    /// derives it from the endpoint.
+    pub api_version: String,
+    /// ISO 3166-1 alpha-2 (upper case), when known; never the address.
+    pub country: String,
+    /// The `[[proxy]]` (by name) a gateway request went to.
+    pub integration: String,
+    /// A retry of an earlier attempt (an SDK's `x-stainless-retry-count`
+    /// above 0, a report's `retryAttempt` above 0).
+    pub retried: bool,
+}
+
+impl UsageRecord {
+    /// The API version: as given, else the endpoint's first path segment
+    /// when it looks like one ([`version_segment`]); empty when neither.
+    pub fn version(&self) -> &str {
+        if self.api_version.is_empty() {
+            version_segment(&self.endpoint)
+        } else {
+            &self.api_version
+        }
+    }
+}
+
+/// The first segment of `path` when it names a version: `v1`, `v2`,
+/// `v1.1`, `v1beta`, `v2alpha1`, or a date such as `2024-06-01`; else "".
+pub fn version_segment(path: &str) -> &str {
+    let seg = path
+        .trim_start_matches('/')
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let b = seg.as_bytes();
+    let dated = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        });
+    let versioned = b.len() >= 2 && b.len() <= 16 && (b[0] == b'v' || b[0] == b'V') && {
+        let rest = &b[1..];
+        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        let tail = &rest[digits..];
+        let tail = match tail.first() {
+            Some(b'.') => {
+                let d = tail[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if d == 0 {
+                    return "";
+                }
+                &tail[1 + d..]
+            }
+            _ => tail,
+        };
+        digits > 0
+            && tail.iter().all(|c| c.is_ascii_alphanumeric())
+            && tail.first().is_none_or(|c| c.is_ascii_lowercase())
+    };
+    if dated || versioned {
+        seg
+    } else {
+        ""
+    }
+}
+
+/// `code` as a country: two ASCII letters, upper-cased; else `None`.
+pub fn country_code(code: &str) -> Option<String> {
+    let b = code.as_bytes();
+    (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic)).then(|| code.to_ascii_uppercase())
+}
+
+/// Whether an API version given explicitly can be recorded: 1 to 64
+/// printable bytes.
+pub fn recordable_version(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 64 && !v.chars().any(char::is_control)
 }
 
 /// The most tokens one upstream answer may count, per figure: far above any
@@ -404,5 +478,41 @@ mod tests {
         for bad in ["", "-a", "_a", "A", "a b", "a/b", "é", &"a".repeat(65)] {
             assert!(!valid_id(bad), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_the_first_segment() {
+        for (path, v) in [
+            ("/v1/chat/completions", "v1"),
+            ("v2/x", "v2"),
+            ("/v1.1/items?x=1", "v1.1"),
+            ("/v1beta/models", "v1beta"),
+            ("/v2alpha1", "v2alpha1"),
+            ("/2024-06-01/messages", "2024-06-01"),
+            ("/api/chat", ""),
+            ("/v/x", ""),
+            ("/video/x", ""),
+            ("/v1./x", ""),
+            ("/V1X/x", ""),
+            ("/2024-6-01/x", ""),
+            ("", ""),
+        ] {
+            assert_eq!(version_segment(path), v, "{path}");
+        }
+        let mut r = UsageRecord {
+            endpoint: "/v3/x".into(),
+            ..Default::default()
+        };
+        assert_eq!(r.version(), "v3");
+        r.api_version = "2025-01-01".into();
+        assert_eq!(r.version(), "2025-01-01");
+        assert_eq!(country_code("de").as_deref(), Some("DE"));
+        assert_eq!(country_code("DEU"), None);
+        assert_eq!(country_code("1a"), None);
     }
 }

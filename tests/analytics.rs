@@ -742,3 +742,118 @@ fn insights_price_a_cheaper_sibling_for_short_answers() {
         .unwrap();
     assert_eq!(fleet["insights"], r["insights"]);
 }
+
+/// API versions (given, or the endpoint's first segment), countries and
+/// retries on reported and authorized requests: in the breakdowns, in the
+/// export, and refused clearly when malformed.
+#[test]
+fn versions_countries_and_retries_are_recorded_and_broken_down() {
+    let clock = Arc::new(ManualClock::at(now()));
+    let s = TestServer::start_with(|c| c.flush.checkpoint_ms = 50, clock);
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("versioned", "roomy");
+    let at = (now() - Duration::hours(1)).to_rfc3339();
+    let records = json!([
+        {"timestamp": at, "endpoint": "/v1/chat", "country": "de"},
+        {"timestamp": at, "endpoint": "/v1/chat", "country": "DE", "statusCode": 500, "retryAttempt": 0},
+        {"timestamp": at, "endpoint": "/v2/chat", "country": "FR", "retryAttempt": 2},
+        {"timestamp": at, "endpoint": "/messages", "apiVersion": "2023-06-01"},
+        {"timestamp": at, "endpoint": "/plain"},
+    ]);
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(records))
+            .status(),
+        202
+    );
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/authorize",
+        Some(json!({"endpoint": "/v2/files", "country": "us"})),
+    );
+    assert_eq!(r.status(), 200);
+    wait_until(|| get(&s, &key, "?range=day")["summary"]["totalRequests"] == 6);
+    let rep = get(&s, &key, "?range=day");
+    let rows = |field: &str, key: &str| -> Vec<(String, u64)> {
+        rep[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r[key].as_str().unwrap().to_string(),
+                    r["requests"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        rows("apiVersions", "apiVersion"),
+        [("v1".into(), 2), ("v2".into(), 2), ("2023-06-01".into(), 1)]
+    );
+    assert_eq!(
+        rows("countries", "country"),
+        [("DE".into(), 2), ("FR".into(), 1), ("US".into(), 1)]
+    );
+    assert_eq!(rep["apiVersions"][0]["errors"], 1);
+    assert_eq!(rep["integrations"], json!([]));
+    // The export carries them, the version derived where none was given.
+    let csv = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=csv",
+            None,
+        )
+        .text()
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].ends_with(",apiVersion,country,integration,retried"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines.iter().any(|l| l.ends_with(",v2,FR,,true")), "{csv}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(",2023-06-01,,,false")),
+        "{csv}"
+    );
+    let nd = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson",
+            None,
+        )
+        .text()
+        .unwrap();
+    let plain: Value = nd
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["endpoint"] == "/plain")
+        .unwrap();
+    assert_eq!(
+        (&plain["apiVersion"], &plain["country"]),
+        (&json!(""), &json!(""))
+    );
+    // Malformed ones are refused with the field named.
+    for (body, field) in [
+        (json!([{"endpoint": "/e", "country": "Germany"}]), "country"),
+        (json!([{"endpoint": "/e", "apiVersion": ""}]), "apiVersion"),
+        (
+            json!([{"endpoint": "/e", "apiVersion": "x".repeat(65)}]),
+            "apiVersion",
+        ),
+    ] {
+        let r = s.tenant(&key, "POST", "/api/v1/usage", Some(body));
+        let e = error_body(r, 422, "invalid_request");
+        assert!(e["error"].as_str().unwrap().contains(field), "{e}");
+    }
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/authorize",
+        Some(json!({"country": "12"})),
+    );
+    error_body(r, 422, "invalid_request");
+}

@@ -25,6 +25,7 @@ fn proxy(prefix: &str, upstream: &str, idle_timeout_ms: u64) -> ProxyConfig {
         idle_timeout_ms,
         cost: 1,
         dialect: Default::default(),
+        name: String::new(),
     }
 }
 

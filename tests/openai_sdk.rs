@@ -55,6 +55,7 @@ fn the_openai_sdk_shows_tollgates_reasons() {
         idle_timeout_ms: 5_000,
         cost: 1,
         dialect: Dialect::Openai,
+        name: String::new(),
     }];
     let s = TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock));
     s.plan("sdk", Some(1000), None, None);

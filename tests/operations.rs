@@ -436,6 +436,7 @@ fn proxy(prefix: &str, upstream: &str, auth_env: &str, timeout_ms: u64) -> Proxy
         idle_timeout_ms: 60_000,
         cost: 1,
         dialect: Default::default(),
+        name: String::new(),
     }
 }
 
@@ -475,6 +476,8 @@ fn gateway_forwards_with_the_operator_credential_and_records_tokens() {
         .post(s.url("/v1/chat/completions?trace=1"))
         .header("X-API-Key", &key)
         .header("X-Custom", "kept")
+        .header("API-Version", "2024-10-21")
+        .header("x-stainless-retry-count", "1")
         .json(&json!({"model": "gpt-4o-mini", "messages": []}))
         .send()
         .unwrap();
@@ -533,6 +536,35 @@ fn gateway_forwards_with_the_operator_credential_and_records_tokens() {
         .unwrap_or_else(|| panic!("{endpoints:?}"));
     assert_eq!(chat["requests"], 3, "{chat}");
     assert!(endpoints.iter().any(|e| e["endpoint"] == "/models/none"));
+    // One integration (named after its prefix); versions from the
+    // API-Version header, else the path's first segment.
+    let integrations = rep["integrations"].as_array().unwrap();
+    assert_eq!(integrations.len(), 1, "{integrations:?}");
+    assert_eq!(integrations[0]["integration"], "v1");
+    assert_eq!(integrations[0]["requests"], 4);
+    assert_eq!(integrations[0]["errors"], 1);
+    assert_eq!(integrations[0]["tokens"], 3000);
+    assert!(integrations[0]["p95ResponseTimeMs"].is_number());
+    let versions: Vec<(&str, u64)> = rep["apiVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["apiVersion"].as_str().unwrap(),
+                v["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, [("v1", 3), ("2024-10-21", 1)]);
+    let csv = s
+        .tenant(&key, "GET", "/api/billing/api-usage/export", None)
+        .text()
+        .unwrap();
+    assert!(
+        csv.lines().any(|l| l.ends_with(",2024-10-21,,v1,true")),
+        "{csv}"
+    );
     let models = rep["models"].as_array().unwrap();
     assert!(
         models.iter().any(|m| m["model"] == "gpt-4o-mini"

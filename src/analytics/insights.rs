@@ -9,6 +9,10 @@
 //!   prices for the same tokens.
 //! - `promptHeavy`: a model whose spend is mostly prompt, with long prompts
 //!   for short answers: what caching a repeated prefix would save.
+//! - `failedSpend`: tokens paid for on requests that failed.
+//! - `retries`: retries (an SDK's `x-stainless-retry-count`, a report's
+//!   `retryAttempt`) after failures that were themselves billed: the tokens
+//!   paid twice.
 
 use crate::pricing::{ModelPrice, PriceTable};
 use crate::rollup::{Agg, Cell, OTHER};
@@ -146,6 +150,54 @@ pub fn insights(window: &Cell, prices: &PriceTable) -> Vec<Insight> {
             }
         }
     }
+    let x = &window.ext;
+    let failed = window.total.errors;
+    if x.failed_cost_usd >= MIN_SAVINGS_USD {
+        let mut statuses: Vec<(u16, u64)> = window
+            .statuses
+            .iter()
+            .filter(|(s, _)| **s >= 400)
+            .map(|(s, n)| (*s, *n))
+            .collect();
+        statuses.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top: Vec<String> = statuses
+            .iter()
+            .take(3)
+            .map(|(s, n)| format!("{s} ({})", count(*n)))
+            .collect();
+        out.push(Insight {
+            kind: "failedSpend",
+            title: format!("Failed requests cost {} in tokens", usd(x.failed_cost_usd)),
+            detail: format!(
+                "{} requests in the last {WINDOW_DAYS} days failed (status 400 or more; Tollgate's own refusals, which cost nothing, are not counted), and {} of them were billed tokens, {} in all. The most frequent failures: {}. Each one fixed at its cause (a malformed request, a context over the model's limit, a timeout shorter than the answer takes) saves its tokens.",
+                count(failed),
+                count(x.failed_billed),
+                usd(x.failed_cost_usd),
+                top.join(", "),
+            ),
+            estimated_monthly_savings_usd: x.failed_cost_usd,
+        });
+    }
+    let attempts_failed = failed + window.total.rejected;
+    if x.retries > 0 && attempts_failed > 0 && x.failed_billed > 0 {
+        let billed_share = x.failed_billed as f64 / attempts_failed as f64;
+        let saved = x.retry_cost_usd * billed_share;
+        if saved >= MIN_SAVINGS_USD {
+            out.push(Insight {
+                kind: "retries",
+                title: format!("Retries paid for tokens twice: about {}", usd(saved)),
+                detail: format!(
+                    "{} requests in the last {WINDOW_DAYS} days were retries of an earlier attempt and cost {}; {} requests were answered 429 and {} failed otherwise, and {:.0} % of the failed attempts were billed. A retry of a billed attempt pays for its prompt again: the estimate is the retries' cost times that share. Waiting as Retry-After and the RateLimit headers say before retrying, and client timeouts longer than the model's answers take, avoid it.",
+                    count(x.retries),
+                    usd(x.retry_cost_usd),
+                    count(x.too_many),
+                    count(failed),
+                    billed_share * 100.0,
+                ),
+                estimated_monthly_savings_usd: saved,
+            });
+        }
+    }
     out.sort_by(|a, b| {
         b.estimated_monthly_savings_usd
             .total_cmp(&a.estimated_monthly_savings_usd)
@@ -215,6 +267,36 @@ mod tests {
         assert_eq!(found[0].kind, "promptHeavy");
         assert!((found[0].estimated_monthly_savings_usd - 25.0).abs() < 1e-6);
         assert!(found[0].title.contains("93 %"), "{}", found[0].title);
+    }
+
+    #[test]
+    fn billed_failures_and_the_retries_after_them() {
+        let mut c = Cell::default();
+        c.total.errors = 400;
+        c.total.rejected = 600;
+        c.statuses.insert(500, 300);
+        c.statuses.insert(504, 100);
+        c.statuses.insert(200, 5_000);
+        c.ext.failed_cost_usd = 12.0;
+        c.ext.failed_billed = 250;
+        c.ext.retries = 800;
+        c.ext.retry_cost_usd = 40.0;
+        c.ext.too_many = 600;
+        let found = insights(&c, &PriceTable::builtin());
+        let kinds: Vec<&str> = found.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, ["failedSpend", "retries"], "{found:?}");
+        assert_eq!(found[0].estimated_monthly_savings_usd, 12.0);
+        assert!(
+            found[0].detail.contains("500 (300), 504 (100)"),
+            "{}",
+            found[0].detail
+        );
+        // 250 of 1,000 failed attempts billed: a quarter of $40.
+        assert_eq!(found[1].estimated_monthly_savings_usd, 10.0);
+        // Retries after refusals that cost nothing save nothing.
+        c.ext.failed_billed = 0;
+        c.ext.failed_cost_usd = 0.0;
+        assert_eq!(insights(&c, &PriceTable::builtin()), vec![]);
     }
 
     #[test]

@@ -90,7 +90,7 @@ enum Ask {
     Decide {
         tenant: Arc<TenantState>,
         cost: u64,
-        record: UsageRecord,
+        record: Box<UsageRecord>,
     },
 }
 
@@ -130,13 +130,13 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
     Ok(Ask::Decide {
         tenant,
         cost: hits.max(1),
-        record: UsageRecord {
+        record: Box::new(UsageRecord {
             endpoint: record_path(entry("endpoint").unwrap_or("/")),
             method: entry("method")
                 .and_then(|m| check_method(m).ok())
                 .unwrap_or_else(|| "GET".into()),
             ..Default::default()
-        },
+        }),
     })
 }
 
@@ -197,7 +197,7 @@ fn decide(
                 cost,
                 record,
             } => {
-                let meter = Meter::decide(st, &tenant, cost, record, started);
+                let meter = Meter::decide(st, &tenant, cost, *record, started);
                 let d = *meter.decision();
                 let (meter, refusal) = match meter.allowed() {
                     Ok(m) => (Some(m), None),

@@ -34,7 +34,7 @@ enum Format {
     Ndjson,
 }
 
-pub const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata\n";
+pub const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried\n";
 
 /// A CSV field: quoted when needed, and defused when a spreadsheet would
 /// read it as a formula.
@@ -73,6 +73,10 @@ struct RecordLine<'a> {
     calls: u64,
     cost_usd: Money,
     rejected: bool,
+    api_version: &'a str,
+    country: &'a str,
+    integration: &'a str,
+    retried: bool,
 }
 
 fn metadata_json(r: &UsageRecord) -> serde_json::Value {
@@ -120,6 +124,11 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 metadata_json(r).to_string()
             };
             csv_field(out, &meta);
+            for f in [r.version(), &r.country, &r.integration] {
+                out.push(',');
+                csv_field(out, f);
+            }
+            let _ = write!(out, ",{}", r.retried);
             out.push('\n');
         }
         Format::Ndjson => {
@@ -140,6 +149,10 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 calls: r.calls,
                 cost_usd: Money(r.cost_usd),
                 rejected: r.rejected,
+                api_version: r.version(),
+                country: &r.country,
+                integration: &r.integration,
+                retried: r.retried,
             };
             if let Ok(text) = serde_json::to_string(&line) {
                 out.push_str(&text);

@@ -18,8 +18,8 @@ use crate::http::catalog::{
     IngestRateBody, KeyBody, PlanBody, RateLimitBody, StatusBody, TenantBody,
 };
 use crate::http::report::{
-    AnomalyView, EndpointRow, ForecastView, HourRow, InsightView, ModelRow, PartyRow, Point,
-    RangeView, RecommendationView, Report, StatusRow, Summary, TopTenants,
+    AnomalyView, BreakdownRow, EndpointRow, ForecastView, HourRow, InsightView, ModelRow, PartyRow,
+    Point, RangeView, RecommendationView, Report, StatusRow, Summary, TopTenants,
 };
 use crate::http::types::*;
 
@@ -125,7 +125,7 @@ pub enum UsageBody {
         ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
         PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
-        TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView
+        TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView, BreakdownRow
     )),
     modifiers(&Security),
     tags(

@@ -10,7 +10,7 @@ use crate::analytics::forecast::{Forecast, Recommendation};
 use crate::analytics::insights::Insight;
 use crate::analytics::query::{self, Range, Usage};
 use crate::clock::{fmt_ms, ms_to_utc};
-use crate::rollup::{Cell, Grain, PartyAgg};
+use crate::rollup::{Agg, Cell, Grain, PartyAgg};
 
 fn round(x: f64, decimals: i32) -> f64 {
     let f = 10f64.powi(decimals);
@@ -147,6 +147,53 @@ fn party_rows(rows: &[(String, PartyAgg)], kind: Party) -> Vec<PartyRow> {
         .collect()
 }
 
+/// One API version, country or integration: exactly one of the three
+/// names is present.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakdownRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    pub requests: u64,
+    pub errors: u64,
+    pub tokens: u64,
+    pub cost_usd: Money,
+    /// Integrations only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_response_time_ms: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
+enum Dimension {
+    Version,
+    Country,
+    Integration,
+}
+
+fn breakdown<'a>(
+    rows: impl Iterator<Item = (&'a String, &'a Agg, Option<f64>)>,
+    kind: Dimension,
+) -> Vec<BreakdownRow> {
+    let mut rows: Vec<_> = rows.collect();
+    rows.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(b.0)));
+    rows.into_iter()
+        .map(|(name, a, p95)| BreakdownRow {
+            api_version: matches!(kind, Dimension::Version).then(|| name.clone()),
+            country: matches!(kind, Dimension::Country).then(|| name.clone()),
+            integration: matches!(kind, Dimension::Integration).then(|| name.clone()),
+            requests: a.requests,
+            errors: a.errors,
+            tokens: a.tokens,
+            cost_usd: Money(round(a.cost_usd, 6)),
+            p95_response_time_ms: p95.map(|v| round(v, 2)),
+        })
+        .collect()
+}
+
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HourRow {
     pub hour: u32,
@@ -166,6 +213,12 @@ pub struct Report {
     pub top_users: Vec<PartyRow>,
     pub top_bots: Vec<PartyRow>,
     pub peak_hours: Vec<HourRow>,
+    /// By API version (given, or the endpoint's first path segment), by requests.
+    pub api_versions: Vec<BreakdownRow>,
+    /// By the caller's country (given, or looked up in `[geoip] mmdb`).
+    pub countries: Vec<BreakdownRow>,
+    /// By `[[proxy]]` name (gateway requests).
+    pub integrations: Vec<BreakdownRow>,
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
@@ -241,6 +294,22 @@ impl From<&Usage> for Report {
                     requests: whole.by_hour.get(h as usize).copied().unwrap_or(0),
                 })
                 .collect(),
+            api_versions: breakdown(
+                whole.ext.api_versions.iter().map(|(k, a)| (k, a, None)),
+                Dimension::Version,
+            ),
+            countries: breakdown(
+                whole.ext.countries.iter().map(|(k, a)| (k, a, None)),
+                Dimension::Country,
+            ),
+            integrations: breakdown(
+                whole
+                    .ext
+                    .integrations
+                    .iter()
+                    .map(|(k, e)| (k, &e.agg, e.latency.percentile(95.0))),
+                Dimension::Integration,
+            ),
         }
     }
 }

@@ -57,6 +57,8 @@ pub async fn authorize(
         check_method(req.method.as_deref().unwrap_or("POST")).map_err(ApiError::invalid)?;
     let user_id = opt_text("userId", req.user_id, 128)?;
     let bot_id = opt_text("botId", req.bot_id, 128)?;
+    let api_version = opt_version(req.api_version).map_err(ApiError::invalid)?;
+    let country = opt_country(req.country.as_deref()).map_err(ApiError::invalid)?;
 
     let plan = auth.tenant.plan();
     let d = if req.dry_run {
@@ -71,6 +73,8 @@ pub async fn authorize(
             method,
             user_id,
             bot_id,
+            api_version,
+            country,
             ..Default::default()
         };
         let meter = Meter::acquire(&**st, &auth, cost, record, started).allowed()?;

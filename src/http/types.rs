@@ -25,6 +25,30 @@ pub struct AuthorizeRequest {
     pub bot_id: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// The API version the request uses; by default the endpoint's first
+    /// path segment when it names one (`/v1/...`, `/2024-06-01/...`).
+    pub api_version: Option<String>,
+    /// The caller's ISO 3166-1 alpha-2 country, when the application knows it.
+    pub country: Option<String>,
+}
+
+/// An optional `apiVersion` as recorded, or a 422's message.
+pub fn opt_version(v: Option<String>) -> Result<String, String> {
+    match v {
+        Some(v) if !crate::model::recordable_version(&v) => {
+            Err("apiVersion must be 1 to 64 bytes without control characters".into())
+        }
+        v => Ok(v.unwrap_or_default()),
+    }
+}
+
+/// An optional `country` as recorded (upper case), or a 422's message.
+pub fn opt_country(c: Option<&str>) -> Result<String, String> {
+    match c {
+        None | Some("") => Ok(String::new()),
+        Some(c) => crate::model::country_code(c)
+            .ok_or_else(|| "country must be an ISO 3166-1 alpha-2 code such as DE".into()),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -74,6 +98,13 @@ pub struct UsageInput {
     pub calls: Option<u64>,
     /// Accepted and ignored: cost is always computed from the price table.
     pub cost_usd: Option<f64>,
+    /// The API version the request used (1-64 bytes); by default the
+    /// endpoint's first path segment when it looks like one (`v1`, `2024-06-01`).
+    pub api_version: Option<String>,
+    /// ISO 3166-1 alpha-2 country of the caller.
+    pub country: Option<String>,
+    /// 0 for a first attempt; above 0 for a retry.
+    pub retry_attempt: Option<u64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -315,6 +346,8 @@ pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord
             return Err("costUsd must be a finite number".into());
         }
     }
+    let api_version = opt_version(input.api_version)?;
+    let country = opt_country(input.country.as_deref())?;
     Ok(UsageRecord {
         ts_ms: ts.timestamp_millis(),
         endpoint,
@@ -332,6 +365,10 @@ pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord
         calls,
         cost_usd: 0.0,
         rejected: false,
+        api_version,
+        country,
+        integration: String::new(),
+        retried: input.retry_attempt.unwrap_or(0) > 0,
     })
 }
 

@@ -24,6 +24,10 @@ pub const MAX_ENDPOINTS: usize = 1_000;
 pub const MAX_MODELS: usize = 1_000;
 /// Distinct methods kept per endpoint.
 pub const MAX_METHODS: usize = 16;
+/// Distinct API versions, countries and integrations a cell tracks by name.
+pub const MAX_VERSIONS: usize = 100;
+pub const MAX_COUNTRIES: usize = 300;
+pub const MAX_INTEGRATIONS: usize = 100;
 pub const OTHER: &str = "(other)";
 
 /// Whose usage a cell sums: one tenant's, or the fleet's (every tenant
@@ -177,6 +181,76 @@ pub struct Cell {
     pub tenants: BTreeMap<String, PartyAgg>,
     /// Requests per UTC hour of day (24 slots).
     pub by_hour: Vec<u64>,
+    /// What format 4 added; stored after the rest (see [`CellExt`]).
+    #[serde(skip)]
+    pub ext: CellExt,
+}
+
+/// The parts of a cell added in store format 4. A store keeps them after
+/// the cell's older fields (the codec's tail), so a cell written before
+/// reads with these empty, and no stored cell had to be rewritten.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellExt {
+    /// Cost of the requests that failed (status >= 400, Tollgate's own
+    /// refusals excluded), and how many of them cost anything.
+    pub failed_cost_usd: f64,
+    pub failed_billed: u64,
+    /// Requests that were retries of an earlier attempt, and their cost.
+    pub retries: u64,
+    pub retry_cost_usd: f64,
+    /// Requests answered 429 (by Tollgate or an upstream).
+    pub too_many: u64,
+    /// By API version ([`UsageRecord::version`]).
+    pub api_versions: BTreeMap<String, Agg>,
+    /// By ISO country code.
+    pub countries: BTreeMap<String, Agg>,
+    /// By `[[proxy]]` name, with latencies.
+    pub integrations: BTreeMap<String, EndpointAgg>,
+}
+
+impl CellExt {
+    fn add(&mut self, r: &UsageRecord) {
+        if !r.rejected && r.status >= 400 {
+            self.failed_cost_usd += r.cost_usd;
+            self.failed_billed += (r.cost_usd > 0.0) as u64;
+        }
+        if r.retried {
+            self.retries += 1;
+            self.retry_cost_usd += r.cost_usd;
+        }
+        self.too_many += (r.status == 429) as u64;
+        let version = r.version();
+        if !version.is_empty() {
+            entry(&mut self.api_versions, version, MAX_VERSIONS).add(r);
+        }
+        if !r.country.is_empty() {
+            entry(&mut self.countries, &r.country, MAX_COUNTRIES).add(r);
+        }
+        if !r.integration.is_empty() {
+            let e = entry(&mut self.integrations, &r.integration, MAX_INTEGRATIONS);
+            e.agg.add(r);
+            e.latency.record(r.response_ms, 1);
+        }
+    }
+
+    fn merge(&mut self, o: &CellExt) {
+        self.failed_cost_usd += o.failed_cost_usd;
+        self.failed_billed += o.failed_billed;
+        self.retries += o.retries;
+        self.retry_cost_usd += o.retry_cost_usd;
+        self.too_many += o.too_many;
+        for (k, v) in &o.api_versions {
+            entry(&mut self.api_versions, k, MAX_VERSIONS).merge(v);
+        }
+        for (k, v) in &o.countries {
+            entry(&mut self.countries, k, MAX_COUNTRIES).merge(v);
+        }
+        for (k, v) in &o.integrations {
+            let e = entry(&mut self.integrations, k, MAX_INTEGRATIONS);
+            e.agg.merge(&v.agg);
+            e.latency.merge(&v.latency);
+        }
+    }
 }
 
 /// The value for `key` - or, once the map holds `cap` names and `key` is
@@ -231,6 +305,7 @@ impl Cell {
             self.by_hour = vec![0; 24];
         }
         self.by_hour[(r.ts_ms.div_euclid(3_600_000).rem_euclid(24)) as usize] += 1;
+        self.ext.add(r);
     }
 
     /// Merges `o` as a part of the all-tenants cells: attributed to
@@ -254,6 +329,7 @@ impl Cell {
 
     fn merge_parts(&mut self, o: &Cell, parties: bool) {
         self.total.merge(&o.total);
+        self.ext.merge(&o.ext);
         self.latency.merge(&o.latency);
         for (endpoint, methods) in &o.endpoints {
             let mine = entry(&mut self.endpoints, endpoint, MAX_ENDPOINTS);

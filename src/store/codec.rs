@@ -25,19 +25,70 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// `value`, then `tail` when it is not the default: a value of an older
+/// shape followed by what a newer shape added, so that a store written
+/// before the addition reads the same (its values have no tail).
+pub fn encode_with_tail<T: Serialize, U: Serialize + Default + PartialEq>(
+    value: &T,
+    tail: &U,
+) -> Result<Vec<u8>, CodecError> {
+    let mut bytes = encode(value)?;
+    if *tail != U::default() {
+        bytes.extend_from_slice(&encode(tail)?);
+    }
+    Ok(bytes)
+}
+
+/// A value [`encode_with_tail`] wrote: the tail is the default when absent.
+pub fn decode_with_tail<T: DeserializeOwned, U: DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<(T, U), CodecError> {
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))?;
+    let tail = if read == bytes.len() {
+        U::default()
+    } else {
+        decode(&bytes[read..])?
+    };
+    Ok((value, tail))
+}
+
+/// A rollup cell, with what format 4 added as its tail.
+pub fn encode_cell(cell: &crate::rollup::Cell) -> Result<Vec<u8>, CodecError> {
+    encode_with_tail(cell, &cell.ext)
+}
+
+pub fn decode_cell(bytes: &[u8]) -> Result<crate::rollup::Cell, CodecError> {
+    let (mut cell, ext): (crate::rollup::Cell, crate::rollup::CellExt) = decode_with_tail(bytes)?;
+    cell.ext = ext;
+    Ok(cell)
+}
+
 /// Encodes `items` as consecutive runs, each decodable as a `Vec<T>` and
 /// taking at most `budget` bytes unless one item alone is larger. (A
 /// `Vec<T>` is its length as a varint `u64`, then its items: so each item
 /// is encoded once and the runs are put together from those bytes.)
 pub fn encode_chunks<T: Serialize>(items: &[T], budget: usize) -> Result<Vec<Vec<u8>>, CodecError> {
+    Ok(encode_counted_chunks(items, budget)?
+        .into_iter()
+        .map(|(chunk, _)| chunk)
+        .collect())
+}
+
+/// [`encode_chunks`], with how many items each run holds.
+pub fn encode_counted_chunks<T: Serialize>(
+    items: &[T],
+    budget: usize,
+) -> Result<Vec<(Vec<u8>, usize)>, CodecError> {
     let mut chunks = Vec::new();
     let mut body: Vec<u8> = Vec::new();
     let mut count: u64 = 0;
-    let finish = |body: &mut Vec<u8>, count: &mut u64| -> Result<Vec<u8>, CodecError> {
+    let finish = |body: &mut Vec<u8>, count: &mut u64| -> Result<(Vec<u8>, usize), CodecError> {
         let mut chunk = encode(count)?;
         chunk.append(body);
+        let n = *count as usize;
         *count = 0;
-        Ok(chunk)
+        Ok((chunk, n))
     };
     for item in items {
         let bytes = encode(item)?;
@@ -63,6 +114,24 @@ mod tests {
             (7, "x".into(), Some(0.25), vec![(-3, true)]);
         type V = (u64, String, Option<f64>, Vec<(i64, bool)>);
         assert_eq!(decode::<V>(&encode(&v).unwrap()).unwrap(), v);
+    }
+
+    #[test]
+    fn a_tail_is_read_when_there_and_the_default_when_not() {
+        let old = encode(&(1u64, "a".to_string())).unwrap();
+        let (v, tail): ((u64, String), (String, bool)) = decode_with_tail(&old).unwrap();
+        assert_eq!((v, tail), ((1, "a".into()), (String::new(), false)));
+        let new = encode_with_tail(&(2u64, "b".to_string()), &("v1".to_string(), true)).unwrap();
+        let (v, tail): ((u64, String), (String, bool)) = decode_with_tail(&new).unwrap();
+        assert_eq!((v, tail), ((2, "b".into()), ("v1".into(), true)));
+        // A default tail is not written: the bytes are the older shape's.
+        assert_eq!(
+            encode_with_tail(&(1u64, "a".to_string()), &(String::new(), false)).unwrap(),
+            old
+        );
+        let mut bad = new.clone();
+        bad.push(7);
+        assert!(decode_with_tail::<(u64, String), (String, bool)>(&bad).is_err());
     }
 
     #[test]

@@ -358,6 +358,52 @@ pub fn two_blocks_of_one_tenant_in_one_write_are_both_kept(e: Engine) {
     assert_tenant(s.as_ref(), "a", t, totals, 600);
 }
 
+/// What format 4 added to a record (its API version, country, integration
+/// and retry flag) is stored with it, beside records without them, and
+/// summed into every grain's cells, the fleet's too; a store opened again
+/// reads both kinds back.
+pub fn records_keep_their_version_country_integration_and_retry(e: Engine) {
+    let t = day(2026, 11, 20);
+    let plain: Vec<UsageRecord> = (0..5).map(|i| rec(t + i, 1, 1, "u")).collect();
+    let tagged: Vec<UsageRecord> = (0..5)
+        .map(|i| UsageRecord {
+            api_version: "2024-06-01".into(),
+            country: "DE".into(),
+            integration: "openai".into(),
+            retried: i % 2 == 0,
+            status: if i == 0 { 500 } else { 200 },
+            cost_usd: 0.5,
+            ..rec(t + 10 + i, 1, 1, "u")
+        })
+        .collect();
+    e.store
+        .write_usage(&[UsageBlock::new("a", plain.clone())])
+        .unwrap();
+    e.store
+        .write_usage(&[UsageBlock::new("a", tagged.clone())])
+        .unwrap();
+    let s = (e.reopen)(e.store);
+    let mut all = plain;
+    all.extend(tagged);
+    assert_eq!(scanned(s.as_ref(), "a"), all);
+    s.checkpoint().unwrap();
+    for owner in [Owner::tenant("a"), Owner::Fleet] {
+        for grain in Grain::ALL {
+            let cells = s.rollups(&owner, Buckets::all(grain)).unwrap();
+            let mut c = crate::rollup::Cell::default();
+            cells.iter().for_each(|(_, x)| c.merge(x));
+            let x = &c.ext;
+            assert_eq!(x.api_versions["v1"].requests, 5, "{owner:?} {grain:?}");
+            assert_eq!(x.api_versions["2024-06-01"].requests, 5);
+            assert_eq!(x.countries["DE"].requests, 5);
+            assert_eq!(x.integrations["openai"].agg.requests, 5);
+            assert_eq!(x.integrations["openai"].latency.count(), 5);
+            assert_eq!((x.retries, x.retry_cost_usd), (3, 1.5));
+            assert_eq!((x.failed_billed, x.failed_cost_usd), (1, 0.5));
+        }
+    }
+}
+
 /// Plans, tenants, keys and alert marks come back as they were put.
 pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
     let s = e.store.as_ref();
@@ -420,6 +466,7 @@ macro_rules! contract_suite {
                     a_purge_is_not_undone_by_a_journal_replay,
                     two_blocks_of_one_tenant_in_one_write_are_both_kept,
                     the_catalog_and_alert_marks_round_trip,
+                    records_keep_their_version_country_integration_and_retry,
                 );
             }
         )*

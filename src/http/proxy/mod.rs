@@ -92,6 +92,8 @@ fn forwarded(name: &str, drop: &[&str], named: &[String]) -> bool {
 pub struct ProxyTarget {
     /// Without a trailing `/`.
     pub prefix: String,
+    /// Its name in the analytics.
+    pub name: String,
     upstream: String,
     credential: Option<String>,
     timeout: Duration,
@@ -118,8 +120,19 @@ impl ProxyTarget {
             .connect_timeout(Duration::from_millis(c.timeout_ms))
             .build()
             .map_err(|e| format!("proxy {}: {e}", c.prefix))?;
+        let name = match c.name.as_str() {
+            "" => c.prefix.trim_matches('/').to_string(),
+            n => n.to_string(),
+        };
+        if name.is_empty() || !crate::model::recordable_version(&name) {
+            return Err(format!(
+                "proxy {}: name must be 1 to 64 bytes without control characters",
+                c.prefix
+            ));
+        }
         Ok(ProxyTarget {
             prefix: c.prefix.trim_end_matches('/').to_string(),
+            name,
             upstream: c.upstream.trim_end_matches('/').to_string(),
             credential,
             timeout: Duration::from_millis(c.timeout_ms),
@@ -208,6 +221,9 @@ async fn forward(
         endpoint: endpoint.chars().take(256).collect(),
         method: req.method().as_str().to_string(),
         model: llm.as_ref().map(|l| l.model.clone()).unwrap_or_default(),
+        api_version: api_version(&req),
+        integration: target.name.clone(),
+        retried: retried(&req),
         ..Default::default()
     };
     let meter =
@@ -454,6 +470,31 @@ impl Drop for Metered {
     fn drop(&mut self) {
         self.finish(End::Interrupted);
     }
+}
+
+/// A gateway request's API version: its `API-Version` header, else the
+/// request path's first segment when it names one (the prefix is often
+/// the version: `/v1`).
+fn api_version(req: &HttpRequest) -> String {
+    let header = req
+        .headers()
+        .get("api-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| crate::model::recordable_version(v));
+    header
+        .unwrap_or_else(|| crate::model::version_segment(req.path()))
+        .to_string()
+}
+
+/// Whether the client says this is a retry: the OpenAI and Anthropic
+/// SDKs send `x-stainless-retry-count` (0 on the first attempt).
+pub fn retried(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("x-stainless-retry-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 0)
 }
 
 #[cfg(test)]

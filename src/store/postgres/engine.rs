@@ -22,14 +22,14 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::client::{unreachable, Conn, Pg};
-use super::records::{self, day_of, COPY_RECORDS, RECORD_COLUMNS};
+use super::records::{self, day_of, COPY_LAYOUT, COPY_RECORDS, COPY_RECORDS_V1, RECORD_COLUMNS};
 use super::spool::{CellId, Spool, Write};
 use crate::model::{
     ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus, UsageRecord,
 };
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Cell, Grain, Owner};
-use crate::store::codec::{decode, encode};
+use crate::store::codec::{decode_cell as decode, encode_cell};
 use crate::store::ledger::book::RollupBook;
 use crate::store::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
@@ -273,6 +273,7 @@ fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
             .map(|((p, t), (c, k))| (p, t, c, k))
             .collect(),
         cells: cells.into_iter().collect(),
+        layout: COPY_LAYOUT,
     }
 }
 
@@ -327,9 +328,9 @@ async fn merge_cells(c: &impl GenericClient, deltas: &[(CellId, Cell)]) -> Resul
         bytes.push(match stored.get_mut(key) {
             Some(cell) => {
                 cell.merge(delta);
-                encode(cell)?
+                encode_cell(cell)?
             }
-            None => encode(delta)?,
+            None => encode_cell(delta)?,
         });
     }
     let keys: Vec<&CellId> = deltas.iter().map(|(k, _)| k).collect();
@@ -439,7 +440,12 @@ impl PgEngine {
                     // Sent before (the answer to its commit was lost).
                     return Ok(());
                 }
-                let sink = tx.copy_in(COPY_RECORDS).await?;
+                let columns = if w.layout < COPY_LAYOUT {
+                    COPY_RECORDS_V1
+                } else {
+                    COPY_RECORDS
+                };
+                let sink = tx.copy_in(columns).await?;
                 futures_util::pin_mut!(sink);
                 sink.send(bytes::Bytes::copy_from_slice(&w.copy)).await?;
                 sink.finish().await?;
@@ -915,7 +921,7 @@ impl RollupCells for PgEngine {
                     .await?;
                 let mut bytes = Vec::with_capacity(cells.len());
                 for (_, cell) in &cells {
-                    bytes.push(encode(cell)?);
+                    bytes.push(encode_cell(cell)?);
                 }
                 let keys: Vec<&CellId> = cells.iter().map(|(k, _)| k).collect();
                 upsert_cells(tx, &keys, &bytes).await

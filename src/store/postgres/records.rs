@@ -17,12 +17,22 @@ pub const MS_PER_DAY: i64 = 86_400_000;
 /// The columns the `COPY` writes, in its order (`id` takes its default).
 pub const COPY_RECORDS: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
      status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
+     metadata, calls, cost_usd, rejected, api_version, country, integration, retried) \
+     FROM STDIN (FORMAT binary)";
+
+/// The columns of a `COPY` stream encoded before schema version 2 (a
+/// write still in a spool from then): the last four take their defaults.
+pub const COPY_RECORDS_V1: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
+     status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
      metadata, calls, cost_usd, rejected) FROM STDIN (FORMAT binary)";
+
+/// The `COPY` layout [`encode_copy`] writes (a spooled write records it).
+pub const COPY_LAYOUT: u32 = 2;
 
 /// The columns a read takes, in [`record`]'s order.
 pub const RECORD_COLUMNS: &str = "day, id, ts, endpoint, method, status, response_ms, \
      prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, metadata, calls, \
-     cost_usd, rejected";
+     cost_usd, rejected, api_version, country, integration, retried";
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -81,7 +91,7 @@ fn float8(out: &mut Vec<u8>, v: f64) {
 }
 
 fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
-    out.extend_from_slice(&17i16.to_be_bytes());
+    out.extend_from_slice(&21i16.to_be_bytes());
     field(out, &(day_of(r.ts_ms) as i32).to_be_bytes());
     field(out, tenant.as_bytes());
     let us = r.ts_ms.saturating_mul(1000).saturating_sub(PG_EPOCH_US);
@@ -113,6 +123,10 @@ fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
     int8(out, r.calls);
     float8(out, r.cost_usd);
     field(out, &[r.rejected as u8]);
+    field(out, r.api_version.as_bytes());
+    field(out, r.country.as_bytes());
+    field(out, r.integration.as_bytes());
+    field(out, &[r.retried as u8]);
 }
 
 /// A record read back with [`RECORD_COLUMNS`]; its `(day, id)` is where
@@ -149,6 +163,10 @@ pub fn record(row: &Row) -> ((i32, i64), UsageRecord) {
         calls: n(14),
         cost_usd: row.get(15),
         rejected: row.get(16),
+        api_version: row.get(17),
+        country: row.get(18),
+        integration: row.get(19),
+        retried: row.get(20),
     };
     ((row.get(0), row.get(1)), record)
 }

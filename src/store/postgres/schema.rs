@@ -17,12 +17,17 @@
 //!   fleet's cells under the owner `''`, tenant ids being never empty) and
 //!   `alert_marks`;
 //! - `instances`: who is serving on this database, with a heartbeat.
+//!
+//! Version 2 adds to `usage_records` `api_version`, `country`,
+//! `integration` and `retried` (older rows take the defaults); the cells'
+//! bytes gained a tail ([`crate::rollup::CellExt`]) that older cells lack.
 
 use super::client::Pg;
 use crate::store::StoreError;
 
 /// Migration `n + 1` is `MIGRATIONS[n]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE plans (
     id text PRIMARY KEY,
     name text NOT NULL,
@@ -118,7 +123,15 @@ CREATE TABLE instances (
     started_at timestamptz NOT NULL,
     seen_at timestamptz NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE usage_records
+    ADD COLUMN api_version text NOT NULL DEFAULT '',
+    ADD COLUMN country text NOT NULL DEFAULT '',
+    ADD COLUMN integration text NOT NULL DEFAULT '',
+    ADD COLUMN retried boolean NOT NULL DEFAULT false;
+"#,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

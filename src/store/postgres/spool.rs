@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::client::ENGINE;
-use crate::rollup::Cell;
-use crate::store::codec::{decode, encode};
+use crate::rollup::{Cell, CellExt};
+use crate::store::codec::{decode_with_tail, encode_with_tail};
 use crate::store::{Failure, StoreError};
 
 /// A stored cell's key: (grain, owner - `''` for the fleet -, bucket).
@@ -32,6 +32,37 @@ pub struct Write {
     pub totals: Vec<(i32, String, i64, i64)>,
     /// ((grain, owner, bucket), delta), in key order.
     pub cells: Vec<(CellId, Cell)>,
+    /// The `COPY` stream's layout ([`COPY_LAYOUT`](super::records::COPY_LAYOUT) when made by this
+    /// binary; 0 for a write spooled by one before schema version 2).
+    #[serde(skip)]
+    pub layout: u32,
+}
+
+/// What a spooled write keeps after its older fields (the codec's tail):
+/// its layout and the cells' format 4 parts.
+#[derive(Default, PartialEq, Serialize, Deserialize)]
+struct WriteExt {
+    layout: u32,
+    cells: Vec<CellExt>,
+}
+
+fn encode_write(w: &Write) -> Result<Vec<u8>, StoreError> {
+    let ext = WriteExt {
+        layout: w.layout,
+        cells: w.cells.iter().map(|(_, c)| c.ext.clone()).collect(),
+    };
+    Ok(encode_with_tail(w, &ext)?)
+}
+
+fn decode_write(bytes: &[u8]) -> Result<Write, StoreError> {
+    let (mut w, ext): (Write, WriteExt) = decode_with_tail(bytes)?;
+    w.layout = ext.layout;
+    if ext.cells.len() == w.cells.len() {
+        for ((_, cell), e) in w.cells.iter_mut().zip(ext.cells) {
+            cell.ext = e;
+        }
+    }
+    Ok(w)
 }
 
 pub struct Spool {
@@ -69,7 +100,7 @@ impl Spool {
         };
         for entry in spool.tree.iter() {
             let (_, v) = entry.map_err(failed)?;
-            let w: Write = decode(&v)?;
+            let w: Write = decode_write(&v)?;
             spool.records.fetch_add(w.records as u64, Ordering::Relaxed);
             spool.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
         }
@@ -94,7 +125,7 @@ impl Spool {
 
     /// Keeps `write` until it is delivered (durable after [`flush`](Self::flush)).
     pub fn push(&self, write: &Write) -> Result<(), StoreError> {
-        let value = encode(write)?;
+        let value = encode_write(write)?;
         let held = self.bytes.load(Ordering::Relaxed);
         if held + value.len() as u64 > self.max_bytes {
             return Err(StoreError::Unavailable(format!(
@@ -115,7 +146,7 @@ impl Spool {
     /// The oldest write waiting.
     pub fn first(&self) -> Result<Option<Write>, StoreError> {
         match self.tree.first().map_err(failed)? {
-            Some((_, v)) => Ok(Some(decode(&v)?)),
+            Some((_, v)) => Ok(Some(decode_write(&v)?)),
             None => Ok(None),
         }
     }

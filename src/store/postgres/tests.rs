@@ -122,6 +122,10 @@ fn records_keep_every_field() {
         calls: 2,
         cost_usd: 0.000_125,
         rejected: true,
+        api_version: "v1beta".into(),
+        country: "JP".into(),
+        integration: "anthropic".into(),
+        retried: true,
     };
     s.write_usage(&[UsageBlock::new("t", vec![r.clone()])])
         .unwrap();

@@ -33,10 +33,12 @@ use chrono::NaiveDate;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::codec::{decode, encode, encode_chunks};
+use super::codec::{decode, decode_with_tail, encode, encode_chunks, encode_counted_chunks};
 use super::deadline::FlushWorker;
 use super::keys::*;
-use super::rows::{CellRow, KeyRow, MarkRow, PlanRow, RecordIn, RecordOut, TenantRow, TotalsRow};
+use super::rows::{
+    CellRow, KeyRow, MarkRow, PlanRow, RecordExt, RecordIn, RecordOut, TenantRow, TotalsRow,
+};
 use super::{upgrade, SledOptions};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
@@ -221,11 +223,33 @@ fn transact(
     }
 }
 
+/// A chunk of a block: its records, then (format 4, when any record has
+/// one) their [`RecordExt`]s in order.
 fn decode_records(bytes: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
-    Ok(decode::<Vec<RecordIn>>(bytes)?
-        .into_iter()
-        .map(|r| r.0)
-        .collect())
+    let (records, exts): (Vec<RecordIn>, Vec<RecordExt>) = decode_with_tail(bytes)?;
+    let mut records: Vec<UsageRecord> = records.into_iter().map(|r| r.0).collect();
+    if exts.len() == records.len() {
+        for (r, e) in records.iter_mut().zip(exts) {
+            e.apply(r);
+        }
+    }
+    Ok(records)
+}
+
+/// The records of one block and day as chunks [`decode_records`] reads.
+fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (mut chunk, n) in encode_counted_chunks(records, VALUE_BUDGET)? {
+        let part = &records[at..at + n];
+        at += n;
+        if !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
+            let exts: Vec<RecordExt> = part.iter().map(|r| RecordExt::of(r.0)).collect();
+            chunk.extend_from_slice(&encode(&exts)?);
+        }
+        out.push(chunk);
+    }
+    Ok(out)
 }
 
 impl Catalog for SledEngine {
@@ -314,7 +338,7 @@ impl UsageLog for SledEngine {
             for (day, records) in per_day {
                 let values = by_day.entry(day).or_default();
                 let next = chunks.entry((day, block.tenant.as_str())).or_default();
-                for chunk in encode_chunks(&records, VALUE_BUDGET)? {
+                for chunk in encode_records(&records)? {
                     values.push((chunk_key(block_key(&block.tenant, seq), *next), chunk));
                     *next += 1;
                 }
@@ -393,7 +417,7 @@ impl RollupCells for SledEngine {
             .cell_tree(*grain, *bucket)?
             .get(cell_key(owner, *bucket))?
         {
-            Some(v) => Ok(Some(decode::<CellRow>(&v)?.into())),
+            Some(v) => Ok(Some(CellRow::decode(&v)?.into())),
             None => Ok(None),
         }
     }
@@ -418,7 +442,7 @@ impl RollupCells for SledEngine {
         for tree in trees {
             for kv in tree.range(cell_key(owner, from)..cell_key(owner, to)) {
                 let (k, v) = kv?;
-                cells.push((cell_bucket(&k), decode::<CellRow>(v.as_ref())?.cell));
+                cells.push((cell_bucket(&k), CellRow::decode(v.as_ref())?.cell));
             }
         }
         Ok(cells)
@@ -441,7 +465,7 @@ impl RollupCells for SledEngine {
             let (_, batch) = batches
                 .entry(tree.name().to_vec())
                 .or_insert_with(|| (tree, sled::Batch::default()));
-            batch.insert(cell_key(&owner, bucket), encode(&CellRow::from(cell))?);
+            batch.insert(cell_key(&owner, bucket), CellRow::from(cell).encode()?);
         }
         for (_, (tree, batch)) in batches {
             tree.apply_batch(batch)?;

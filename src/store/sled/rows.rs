@@ -202,6 +202,48 @@ pub struct RecordRow {
     calls: u64,
     cost_usd: f64,
     rejected: bool,
+    // Added in format 4, stored in a block's tail ([`RecordExt`]).
+    #[serde(skip)]
+    api_version: String,
+    #[serde(skip)]
+    country: String,
+    #[serde(skip)]
+    integration: String,
+    #[serde(skip)]
+    retried: bool,
+}
+
+/// What format 4 added to a record, kept after a block's records (one per
+/// record, in order) when any of them has one: a block written before has
+/// no tail, and reads as records without them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordExt {
+    pub api_version: String,
+    pub country: String,
+    pub integration: String,
+    pub retried: bool,
+}
+
+impl RecordExt {
+    pub fn of(r: &crate::model::UsageRecord) -> RecordExt {
+        RecordExt {
+            api_version: r.api_version.clone(),
+            country: r.country.clone(),
+            integration: r.integration.clone(),
+            retried: r.retried,
+        }
+    }
+
+    pub fn is_empty_for(r: &crate::model::UsageRecord) -> bool {
+        r.api_version.is_empty() && r.country.is_empty() && r.integration.is_empty() && !r.retried
+    }
+
+    pub fn apply(self, r: &mut crate::model::UsageRecord) {
+        r.api_version = self.api_version;
+        r.country = self.country;
+        r.integration = self.integration;
+        r.retried = self.retried;
+    }
 }
 
 /// A record to encode.
@@ -238,11 +280,25 @@ impl From<TotalsRow> for PeriodTotals {
 
 /// A rollup cell and the last usage write it includes. The cell's serde
 /// form is its stored form (the rollup room keeps it stable, and the
-/// format version moves when it changes).
+/// format version moves when it changes); what format 4 added
+/// ([`crate::rollup::CellExt`]) follows as a tail ([`CellRow::encode`]).
 #[derive(Serialize, Deserialize)]
 pub struct CellRow {
     pub cell: Cell,
     pub seq: u64,
+}
+
+impl CellRow {
+    pub fn encode(&self) -> Result<Vec<u8>, crate::store::codec::CodecError> {
+        crate::store::codec::encode_with_tail(self, &self.cell.ext)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CellRow, crate::store::codec::CodecError> {
+        let (mut row, ext): (CellRow, crate::rollup::CellExt) =
+            crate::store::codec::decode_with_tail(bytes)?;
+        row.cell.ext = ext;
+        Ok(row)
+    }
 }
 
 impl From<StoredCell> for CellRow {

@@ -5,6 +5,11 @@
 //! - 2: plans with `ingest_rate`; tenants and keys with RFC 3339 times and
 //!   the status as an enum.
 //! - 3: the rows of `rows.rs` (times in milliseconds, the status a flag).
+//! - 4: cells and record blocks may carry a tail (`CellExt`, `RecordExt`):
+//!   what format 4 added, after the older fields. Format 3 values read as
+//!   they are (no tail), so nothing is rewritten; the version moves so that
+//!   an older binary, which refuses trailing bytes, refuses the store
+//!   clearly instead of failing on the first new value.
 
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -14,7 +19,7 @@ use super::rows::{KeyRow, PlanRow, RateRow, TenantRow};
 use crate::store::StoreError;
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Checks the format of `db` and upgrades an older one (in one flush).
 pub fn check(db: &sled::Db) -> Result<(), StoreError> {
@@ -40,8 +45,10 @@ pub fn check(db: &sled::Db) -> Result<(), StoreError> {
         if found < 2 {
             rewrite::<PlanV1, PlanRow>(&db.open_tree("plans")?, PlanV1::upgrade)?;
         }
-        rewrite::<TenantV2, TenantRow>(&db.open_tree("tenants")?, TenantV2::upgrade)?;
-        rewrite::<KeyV2, KeyRow>(&db.open_tree("keys")?, KeyV2::upgrade)?;
+        if found < 3 {
+            rewrite::<TenantV2, TenantRow>(&db.open_tree("tenants")?, TenantV2::upgrade)?;
+            rewrite::<KeyV2, KeyRow>(&db.open_tree("keys")?, KeyV2::upgrade)?;
+        }
         meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
         db.flush()?;
         tracing::info!(from = found, to = FORMAT_VERSION, "store format upgraded");
