@@ -86,6 +86,7 @@ pub struct Tollgate {
     follower: Option<Follower>,
     /// Bound at open (`[grpc] bind`), served by `serve`.
     grpc_listener: Option<TcpListener>,
+    geo: Option<Arc<crate::geo::GeoIp>>,
 }
 
 impl Tollgate {
@@ -233,6 +234,23 @@ impl Tollgate {
                 Some(deliveries),
             )
         };
+        let geo = match config.geoip.mmdb.as_str() {
+            "" => None,
+            path => {
+                let trusted: Vec<String> = config
+                    .geoip
+                    .trusted_proxies
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect();
+                let geo = crate::geo::GeoIp::open(Some(std::path::Path::new(path)), &trusted)
+                    .map_err(StartError::Secret)?;
+                tracing::info!(mmdb = %path, trusted_proxies = trusted.len(), "geoip: countries from client addresses");
+                Some(Arc::new(geo))
+            }
+        };
         let grpc_listener = match config.grpc.bind.as_str() {
             "" => None,
             bind => Some(
@@ -275,6 +293,7 @@ impl Tollgate {
             metrics_token,
             follower,
             grpc_listener,
+            geo,
         })
     }
 
@@ -310,6 +329,7 @@ impl Tollgate {
             default_model: chat.default_model.clone(),
             metrics: Arc::new(Metrics::default()),
             proxies: self.proxies.clone(),
+            geo: self.geo.clone(),
         })
     }
 

@@ -33,6 +33,20 @@ pub struct Config {
     /// Gateway mode (`[[proxy]]`): APIs Tollgate fronts.
     pub proxy: Vec<ProxyConfig>,
     pub grpc: GrpcConfig,
+    pub geoip: GeoConfig,
+}
+
+/// Countries from client addresses (`[geoip]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeoConfig {
+    /// A country database in MaxMind's format (`TOLLGATE_GEOIP_MMDB`, e.g.
+    /// GeoLite2-Country.mmdb); empty: no lookups.
+    pub mmdb: String,
+    /// Comma-separated addresses or networks (`10.0.0.0/8, 192.0.2.7`) of
+    /// the proxies in front of Tollgate: only behind them does
+    /// `X-Forwarded-For` name the client.
+    pub trusted_proxies: String,
 }
 
 /// The gRPC listener of Envoy's rate-limit and external-authorization
@@ -236,6 +250,7 @@ impl Default for Config {
             alerts: Vec::new(),
             proxy: Vec::new(),
             grpc: GrpcConfig::default(),
+            geoip: GeoConfig::default(),
         }
     }
 }

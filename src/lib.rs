@@ -42,6 +42,7 @@ pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod files;
+pub mod geo;
 pub mod grpc;
 pub mod http;
 pub mod model;

@@ -857,3 +857,125 @@ fn versions_countries_and_retries_are_recorded_and_broken_down() {
     );
     error_body(r, 422, "invalid_request");
 }
+
+/// `[geoip]`: the country of the client (the peer, or behind a trusted
+/// proxy the X-Forwarded-For hop), of a record's `clientIp`, or as given;
+/// the address itself is stored nowhere.
+#[test]
+fn countries_come_from_the_clients_address_through_the_mmdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("countries.mmdb");
+    std::fs::write(
+        &db,
+        common::mmdb::country_db(&[
+            ("203.0.113.0", 24, "DE"),
+            ("198.51.100.0", 24, "FR"),
+            ("2001:db8::", 32, "JP"),
+        ]),
+    )
+    .unwrap();
+    let path = db.display().to_string();
+    let clock = Arc::new(ManualClock::at(now()));
+    let s = TestServer::start_with(
+        |c| {
+            c.flush.checkpoint_ms = 50;
+            c.geoip.mmdb = path.clone();
+            c.geoip.trusted_proxies = "127.0.0.1, 10.0.0.0/8".into();
+        },
+        clock.clone(),
+    );
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("worldwide", "roomy");
+    let authorize = |xff: &str, body: Value| {
+        let r = s
+            .http
+            .post(s.url("/api/v1/authorize"))
+            .bearer_auth(&key)
+            .header("X-Forwarded-For", xff)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    // Behind the trusted 127.0.0.1 and 10.0.0.1: the hop before them.
+    authorize("203.0.113.9, 10.0.0.1", json!({}));
+    authorize("198.51.100.1", json!({}));
+    // Given explicitly, the country wins; a clientIp is looked up.
+    authorize("198.51.100.1", json!({"country": "it"}));
+    authorize("192.0.2.1", json!({"clientIp": "2001:db8::5"}));
+    let at = (now() - Duration::minutes(5)).to_rfc3339();
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(
+            json!([{"timestamp": at, "endpoint": "/e", "clientIp": "203.0.113.200"},
+                    {"timestamp": at, "endpoint": "/e", "clientIp": "192.0.2.1"}]),
+        ),
+    );
+    assert_eq!(r.status(), 202);
+    let bad = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(json!([{"endpoint": "/e", "clientIp": "not-an-ip"}])),
+    );
+    error_body(bad, 422, "invalid_request");
+    wait_until(|| get(&s, &key, "?range=day")["summary"]["totalRequests"] == 6);
+    let rep = get(&s, &key, "?range=day");
+    let countries: Vec<(String, u64)> = rep["countries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["country"].as_str().unwrap().into(),
+                r["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        countries,
+        [
+            ("DE".into(), 2),
+            ("FR".into(), 1),
+            ("IT".into(), 1),
+            ("JP".into(), 1)
+        ]
+    );
+    let export = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson",
+            None,
+        )
+        .text()
+        .unwrap();
+    for ip in ["203.0.113", "198.51.100", "2001:db8", "192.0.2"] {
+        assert!(!export.contains(ip), "an address was stored: {export}");
+    }
+    drop(s);
+    // Without the peer among the trusted proxies, X-Forwarded-For is ignored:
+    // the peer (127.0.0.1) has no country.
+    let s = TestServer::start_with(
+        |c| {
+            c.flush.checkpoint_ms = 50;
+            c.geoip.mmdb = path.clone();
+            c.geoip.trusted_proxies = "10.0.0.0/8".into();
+        },
+        clock,
+    );
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("spoofer", "roomy");
+    let r = s
+        .http
+        .post(s.url("/api/v1/authorize"))
+        .bearer_auth(&key)
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until(|| get(&s, &key, "?range=day")["summary"]["totalRequests"] == 1);
+    assert_eq!(get(&s, &key, "?range=day")["countries"], json!([]));
+}

@@ -137,6 +137,7 @@ pub async fn forward_auth(
     let record = UsageRecord {
         endpoint: record_path(first_header(&req, &URI_HEADERS).unwrap_or("/")),
         method,
+        country: st.country_of(&req),
         ..Default::default()
     };
     let meter = match Meter::acquire(&**st, &auth, cost, record, started).allowed() {

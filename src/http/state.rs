@@ -34,4 +34,30 @@ pub struct AppState {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Gateway mode's fronted APIs.
     pub proxies: Vec<Arc<proxy::ProxyTarget>>,
+    /// Countries from client addresses (`[geoip] mmdb`), when configured.
+    pub geo: Option<Arc<crate::geo::GeoIp>>,
+}
+
+impl AppState {
+    /// The country of the request's client, when `[geoip]` can tell.
+    pub fn country_of(&self, req: &actix_web::HttpRequest) -> String {
+        let Some(geo) = &self.geo else {
+            return String::new();
+        };
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        geo.country_of(req.peer_addr().map(|a| a.ip()), &forwarded)
+            .unwrap_or_default()
+    }
+
+    /// The country of an address a request names (`clientIp`), never stored.
+    pub fn country_of_ip(&self, ip: std::net::IpAddr) -> String {
+        self.geo
+            .as_ref()
+            .and_then(|g| g.country(ip))
+            .unwrap_or_default()
+    }
 }

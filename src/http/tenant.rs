@@ -44,6 +44,7 @@ pub async fn authorize(
     st: web::Data<AppState>,
     auth: TenantAuth,
     body: OptionalJson<AuthorizeRequest>,
+    http: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let req = body.0;
@@ -58,7 +59,14 @@ pub async fn authorize(
     let user_id = opt_text("userId", req.user_id, 128)?;
     let bot_id = opt_text("botId", req.bot_id, 128)?;
     let api_version = opt_version(req.api_version).map_err(ApiError::invalid)?;
-    let country = opt_country(req.country.as_deref()).map_err(ApiError::invalid)?;
+    let mut country = opt_country(req.country.as_deref()).map_err(ApiError::invalid)?;
+    let client_ip = opt_ip(req.client_ip.as_deref()).map_err(ApiError::invalid)?;
+    if country.is_empty() && st.geo.is_some() {
+        country = match client_ip {
+            Some(ip) => st.country_of_ip(ip),
+            None => st.country_of(&http),
+        };
+    }
 
     let plan = auth.tenant.plan();
     let d = if req.dry_run {
@@ -174,7 +182,11 @@ pub async fn ingest(
                 "a key can report usage for its own tenant only",
             ));
         }
+        let client_ip = opt_ip(input.client_ip.as_deref()).map_err(at)?;
         let mut r = usage_record(input, now).map_err(at)?;
+        if let (true, Some(ip)) = (r.country.is_empty(), client_ip) {
+            r.country = st.country_of_ip(ip);
+        }
         r.cost_usd = price(&st, &r.model, r.prompt_tokens, r.completion_tokens);
         records.push(r);
     }
@@ -315,6 +327,7 @@ pub async fn chat(
     st: web::Data<AppState>,
     auth: TenantAuth,
     body: ApiJson<ChatRequest>,
+    http: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let req = body.0;
@@ -341,6 +354,8 @@ pub async fn chat(
         model: model.clone(),
         user_id,
         bot_id,
+        country: st.country_of(&http),
+        retried: super::proxy::retried(&http),
         ..Default::default()
     };
     let meter = Meter::acquire(&**st, &auth, 1, record, started).allowed()?;

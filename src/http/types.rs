@@ -30,6 +30,19 @@ pub struct AuthorizeRequest {
     pub api_version: Option<String>,
     /// The caller's ISO 3166-1 alpha-2 country, when the application knows it.
     pub country: Option<String>,
+    /// The caller's address, to find its country in `[geoip] mmdb` when
+    /// `country` is not given; looked up, never stored.
+    pub client_ip: Option<String>,
+}
+
+/// An optional `clientIp`, or a 422's message.
+pub fn opt_ip(ip: Option<&str>) -> Result<Option<std::net::IpAddr>, String> {
+    ip.map(|ip| {
+        ip.trim()
+            .parse()
+            .map_err(|_| "clientIp must be an IPv4 or IPv6 address".to_string())
+    })
+    .transpose()
 }
 
 /// An optional `apiVersion` as recorded, or a 422's message.
@@ -105,6 +118,9 @@ pub struct UsageInput {
     pub country: Option<String>,
     /// 0 for a first attempt; above 0 for a retry.
     pub retry_attempt: Option<u64>,
+    /// The caller's address, to find its country in `[geoip] mmdb` when
+    /// `country` is not given; looked up, never stored.
+    pub client_ip: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -348,6 +364,7 @@ pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord
     }
     let api_version = opt_version(input.api_version)?;
     let country = opt_country(input.country.as_deref())?;
+    opt_ip(input.client_ip.as_deref())?;
     Ok(UsageRecord {
         ts_ms: ts.timestamp_millis(),
         endpoint,

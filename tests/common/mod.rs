@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod mmdb;
 
 use std::sync::Arc;
 
@@ -161,11 +162,29 @@ impl TestServer {
     }
 
     /// Stops the server and starts a new one on the same data directory.
+    /// sled lets go of its file lock a moment after the last handle goes
+    /// (its own threads finish first), so a start that finds the directory
+    /// still in use tries again for a few seconds.
     pub fn restart_with(&mut self, tune: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) {
         self.stop();
         let mut c = config(self.dir.path());
         tune(&mut c);
-        self.server = Some(RunningServer::start(c, ADMIN, clock).unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match RunningServer::start(c.clone(), ADMIN, clock.clone()) {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                Err(e)
+                    if e.to_string().contains("uses the data directory")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("restart: {e}"),
+            }
+        }
     }
 
     pub fn stop(&mut self) {

@@ -224,6 +224,7 @@ async fn forward(
         api_version: api_version(&req),
         integration: target.name.clone(),
         retried: retried(&req),
+        country: st.country_of(&req),
         ..Default::default()
     };
     let meter =
