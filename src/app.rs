@@ -202,7 +202,22 @@ impl Tollgate {
             .iter()
             .map(|a| Target::from_config(a, |name| std::env::var(name).ok()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(StartError::Secret)?;
+            .map_err(StartError::Secret)?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        let mailer =
+            alerts::email::Mailer::from_config(&config.smtp, |name| std::env::var(name).ok())
+                .map_err(StartError::Secret)?;
+        if mailer.is_none()
+            && targets
+                .iter()
+                .any(|t| matches!(t.channel, alerts::Channel::Email { .. }))
+        {
+            return Err(StartError::Secret(
+                "[[alerts]] email needs an [smtp] host to send through".into(),
+            ));
+        }
         let proxies = config
             .proxy
             .iter()
@@ -227,7 +242,7 @@ impl Tollgate {
             (None, None)
         } else {
             let (alerts, deliveries) =
-                alerts::start(targets, store.clone(), stats.clone(), clock.clone())
+                alerts::start(targets, mailer, store.clone(), stats.clone(), clock.clone())
                     .map_err(io("cannot start the webhook thread"))?;
             (
                 Some(Box::new(move |batch: &[_]| alerts.observe(batch))),

@@ -34,6 +34,40 @@ pub struct Config {
     pub proxy: Vec<ProxyConfig>,
     pub grpc: GrpcConfig,
     pub geoip: GeoConfig,
+    pub smtp: SmtpConfig,
+}
+
+/// The mail server e-mail alerts go through (`[smtp]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Empty: no e-mail.
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (the default, port 587), `tls` (implicit TLS, port 465),
+    /// or `none` (plain text: only for a relay on this machine).
+    pub security: String,
+    /// Empty: no authentication.
+    pub user: String,
+    /// Variable holding the password.
+    pub password_env: String,
+    /// The sender, e.g. `Tollgate <alerts@example.com>`.
+    pub from: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> SmtpConfig {
+        SmtpConfig {
+            host: String::new(),
+            port: 587,
+            security: "starttls".into(),
+            user: String::new(),
+            password_env: "TOLLGATE_SMTP_PASSWORD".into(),
+            from: String::new(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Countries from client addresses (`[geoip]`).
@@ -63,7 +97,12 @@ pub struct GrpcConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
+    /// The webhook receiver; empty for an e-mail-only alert.
+    #[serde(default)]
     pub url: String,
+    /// Addresses told by e-mail (through `[smtp]`), beside or instead of `url`.
+    #[serde(default)]
+    pub email: Vec<String>,
     /// Percentages of the monthly call quota; each fires once per tenant per period.
     #[serde(default = "default_thresholds")]
     pub thresholds: Vec<u32>,
@@ -251,6 +290,7 @@ impl Default for Config {
             proxy: Vec::new(),
             grpc: GrpcConfig::default(),
             geoip: GeoConfig::default(),
+            smtp: SmtpConfig::default(),
         }
     }
 }

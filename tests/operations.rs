@@ -174,7 +174,90 @@ fn alert(url: &str, secret_env: &str, thresholds: Vec<u32>) -> AlertConfig {
         max_attempts: 8,
         timeout_ms: 2_000,
         anomalies: false,
+        email: Vec::new(),
     }
+}
+
+/// `email` on an `[[alerts]]` entry (without a webhook): a threshold is
+/// mailed through `[smtp]` to every address, retried after the server's
+/// 451, once per period (also after a restart), and the request that
+/// crossed it does not wait.
+#[test]
+fn thresholds_are_mailed_once_retried_and_never_delay_a_request() {
+    use common::smtp::Smtp;
+    let smtp = Smtp::start(1);
+    let mut hook = alert("", "UNUSED", vec![50]);
+    hook.url = String::new();
+    hook.email = vec!["ops@example.com".into(), "Finance <cfo@example.com>".into()];
+    let port = smtp.port;
+    let tune = move |c: &mut tollgate::config::Config| {
+        c.alerts = vec![hook];
+        c.smtp.host = "127.0.0.1".into();
+        c.smtp.port = port;
+        c.smtp.security = "none".into();
+        c.smtp.from = "Tollgate <alerts@example.com>".into();
+    };
+    let mut s = TestServer::start_with(tune.clone(), Arc::new(SystemClock));
+    s.plan("two", Some(2), None, None);
+    let key = s.tenant_with_key("mailed", "two");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/authorize", None).status(),
+        200
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    wait_until(|| smtp.mails().len() == 1);
+    assert_eq!(smtp.refused(), 1, "the first try was refused and retried");
+    let mail = &smtp.mails()[0];
+    assert_eq!(mail.from, "<alerts@example.com>");
+    assert_eq!(mail.to, ["<ops@example.com>", "<cfo@example.com>"]);
+    assert_eq!(
+        mail.header("subject").as_deref(),
+        Some("Tollgate: mailed reached 50 % of its monthly calls")
+    );
+    assert!(
+        mail.data
+            .contains("Tenant mailed has used 1 of its 2 calls"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data.contains(r#""event":"usage.threshold""#),
+        "{}",
+        mail.data
+    );
+    wait_until(|| scrape(&s).1[r#"tollgate_email_deliveries_total{result="delivered"}"#] == 1.0);
+    assert_eq!(
+        scrape(&s).1[r#"tollgate_email_deliveries_total{result="retried"}"#],
+        1.0
+    );
+    s.restart_with(tune, Arc::new(SystemClock));
+    s.tenant(&key, "POST", "/api/v1/authorize", None);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(smtp.mails().len(), 1, "once per period, across a restart");
+}
+
+#[test]
+fn email_alerts_without_an_smtp_server_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    let mut hook = alert("", "UNUSED", vec![80]);
+    hook.url = String::new();
+    hook.email = vec!["ops@example.com".into()];
+    c.alerts = vec![hook.clone()];
+    let err = tollgate::app::RunningServer::start(c, ADMIN, Arc::new(SystemClock))
+        .err()
+        .expect("must refuse");
+    assert!(err.to_string().contains("[smtp] host"), "{err}");
+    let mut c = config(dir.path());
+    hook.email = vec!["not an address".into()];
+    c.alerts = vec![hook];
+    c.smtp.host = "127.0.0.1".into();
+    c.smtp.from = "alerts@example.com".into();
+    let err = tollgate::app::RunningServer::start(c, ADMIN, Arc::new(SystemClock))
+        .err()
+        .expect("must refuse");
+    assert!(err.to_string().contains("not an address"), "{err}");
 }
 
 /// Five weeks of a weekly rhythm, then an hour five times as busy: one

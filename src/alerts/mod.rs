@@ -1,4 +1,4 @@
-//! Threshold webhooks (SPEC §8 `[[alerts]]`).
+//! Threshold webhooks and e-mails (SPEC §8 `[[alerts]]`).
 //!
 //! The flusher shows [`Alerts::observe`] every batch before writing it; for
 //! each tenant in the batch it compares the monthly call counter with each
@@ -16,6 +16,7 @@
 //! Architecture Invariant: nothing here runs on the request path; a slow or
 //! dead receiver delays no request and no flush.
 
+pub mod email;
 pub mod watch;
 
 use std::collections::HashSet;
@@ -35,13 +36,25 @@ use crate::store::{alert_key, AlertMark, Store};
 use crate::telemetry::stats::Stats;
 use crate::usage::Queued;
 
-/// One receiver, as configured, with its secret read.
+/// How a target is told.
+#[derive(Debug)]
+pub enum Channel {
+    /// POSTed to the target's URL, signed with this secret.
+    Webhook { secret: Vec<u8> },
+    /// Mailed through `[smtp]` to these addresses.
+    Email { to: Vec<String> },
+}
+
+/// One receiver, as configured, with its secret read: a webhook URL or a
+/// list of e-mail addresses (an `[[alerts]]` entry with both is two).
 #[derive(Debug)]
 pub struct Target {
+    /// Who it is, in its firings' marks: the webhook URL, or
+    /// `mailto:` and the addresses.
     pub url: String,
     /// Ascending.
     pub thresholds: Vec<u32>,
-    pub(crate) secret: Vec<u8>,
+    pub channel: Channel,
     pub(crate) retry_initial: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) timeout: Duration,
@@ -50,32 +63,57 @@ pub struct Target {
 }
 
 impl Target {
-    /// Reads the secret from `secret_env`; a missing secret is an error,
-    /// since receivers must be able to check the signature.
+    /// The targets of one `[[alerts]]` entry. A webhook's secret is read
+    /// from `secret_env`; a missing secret is an error, since receivers must
+    /// be able to check the signature. Addresses must look like addresses.
     pub fn from_config(
         c: &AlertConfig,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Target, String> {
-        let secret = env(&c.secret_env)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "alert {}: set {} to the webhook signing secret",
-                    c.url, c.secret_env
-                )
-            })?;
+    ) -> Result<Vec<Target>, String> {
         let mut thresholds = c.thresholds.clone();
         thresholds.sort_unstable();
         thresholds.dedup();
-        Ok(Target {
-            url: c.url.clone(),
-            thresholds,
-            secret: secret.into_bytes(),
+        let target = |url: String, channel: Channel| Target {
+            url,
+            thresholds: thresholds.clone(),
+            channel,
             retry_initial: Duration::from_millis(c.retry_initial_ms),
             max_attempts: c.max_attempts,
             timeout: Duration::from_millis(c.timeout_ms),
             anomalies: c.anomalies,
-        })
+        };
+        let mut out = Vec::new();
+        if !c.url.is_empty() {
+            let secret = env(&c.secret_env)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "alert {}: set {} to the webhook signing secret",
+                        c.url, c.secret_env
+                    )
+                })?;
+            out.push(target(
+                c.url.clone(),
+                Channel::Webhook {
+                    secret: secret.into_bytes(),
+                },
+            ));
+        }
+        if !c.email.is_empty() {
+            for a in &c.email {
+                email::mailbox(a).map_err(|e| format!("alert email {a:?}: {e}"))?;
+            }
+            out.push(target(
+                format!("mailto:{}", c.email.join(",")),
+                Channel::Email {
+                    to: c.email.clone(),
+                },
+            ));
+        }
+        if out.is_empty() {
+            return Err("an [[alerts]] entry needs a url, an email list, or both".into());
+        }
+        Ok(out)
     }
 }
 
@@ -119,6 +157,7 @@ impl Drop for Deliveries {
 /// runs. The delivery thread ends once the returned [`Alerts`] is dropped.
 pub fn start(
     targets: Vec<Target>,
+    mailer: Option<email::Mailer>,
     store: Arc<dyn Store>,
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
@@ -150,7 +189,7 @@ pub fn start(
     let thread_targets = targets.clone();
     let handle = std::thread::Builder::new()
         .name("tollgate-webhooks".into())
-        .spawn(move || webhook::deliver_all(rx, thread_targets, store, stats))?;
+        .spawn(move || webhook::deliver_all(rx, thread_targets, mailer, store, stats))?;
     Ok((
         Alerts {
             targets,

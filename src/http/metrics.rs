@@ -165,6 +165,22 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             label("result", "failed"),
             Value::Counter(n(&s.webhooks_failed)),
         ),
+        Family::new(
+            "tollgate_email_deliveries",
+            "Alert e-mail tries, by result.",
+        )
+        .with(
+            label("result", "delivered"),
+            Value::Counter(n(&s.emails_delivered)),
+        )
+        .with(
+            label("result", "retried"),
+            Value::Counter(n(&s.emails_retried)),
+        )
+        .with(
+            label("result", "failed"),
+            Value::Counter(n(&s.emails_failed)),
+        ),
     ];
     if let Some(bytes) = store_bytes {
         families.push(Family::one(

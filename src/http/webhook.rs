@@ -3,7 +3,7 @@
 //! and retries with exponential backoff ([`alerts`](crate::alerts) decides
 //! what fires).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::alerts::Target;
+use crate::alerts::email::Mailer;
+use crate::alerts::{Channel, Target};
 use crate::clock::fmt_ms;
 use crate::quota::period::Period;
 use crate::store::{AlertMark, Store};
@@ -92,10 +93,12 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// Delivers the firings `rx` brings until it closes, then waits a moment
-/// for the deliveries in flight.
+/// for the deliveries in flight: webhooks over HTTP, e-mails through
+/// `mailer`.
 pub fn deliver_all(
     mut rx: UnboundedReceiver<AlertMark>,
     targets: Arc<Vec<Target>>,
+    mailer: Option<Mailer>,
     store: Arc<dyn Store>,
     stats: Arc<Stats>,
 ) {
@@ -105,7 +108,7 @@ pub fn deliver_all(
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the webhook runtime; webhooks are off");
+            tracing::error!(error = %e, "cannot start the alert delivery runtime; webhooks and e-mails are off");
             return;
         }
     };
@@ -113,21 +116,71 @@ pub fn deliver_all(
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default();
+    let mailer = mailer.map(Arc::new);
     rt.block_on(async move {
         let mut inflight = tokio::task::JoinSet::new();
         while let Some(mark) = rx.recv().await {
             let Some(i) = targets.iter().position(|t| t.url == mark.url) else {
-                tracing::warn!(url = %mark.url, "webhook no longer configured; not delivered");
+                tracing::warn!(url = %mark.url, "alert target no longer configured; not delivered");
                 continue;
             };
-            let (targets, store, stats, client) = (
+            let (targets, store, stats, client, mailer) = (
                 targets.clone(),
                 store.clone(),
                 stats.clone(),
                 client.clone(),
+                mailer.clone(),
             );
             inflight.spawn(async move {
-                deliver(&client, &targets[i], mark, store.as_ref(), &stats).await;
+                let target = &targets[i];
+                match &target.channel {
+                    Channel::Webhook { secret } => {
+                        let signature = signature(secret, mark.body.as_bytes());
+                        let delivery = signature[7..23].to_string();
+                        let event = event_of(&mark);
+                        let counts = Counts {
+                            delivered: &stats.webhooks_delivered,
+                            retried: &stats.webhooks_retried,
+                            failed: &stats.webhooks_failed,
+                        };
+                        let body = mark.body.clone();
+                        deliver(target, mark, store.as_ref(), counts, "webhook", || {
+                            let request = client
+                                .post(&target.url)
+                                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                                .header("Tollgate-Signature", &signature)
+                                .header("Tollgate-Event", event)
+                                .header("Tollgate-Delivery", &delivery)
+                                .timeout(target.timeout)
+                                .body(body.clone());
+                            async move {
+                                match request.send().await {
+                                    Ok(r) if r.status().is_success() => Ok(()),
+                                    Ok(r) => Err(format!("status {}", r.status().as_u16())),
+                                    Err(e) => Err(e.to_string()),
+                                }
+                            }
+                        })
+                        .await;
+                    }
+                    Channel::Email { to } => {
+                        let Some(mailer) = mailer else {
+                            tracing::error!(url = %target.url, "no [smtp] server; e-mail not sent");
+                            return;
+                        };
+                        let counts = Counts {
+                            delivered: &stats.emails_delivered,
+                            retried: &stats.emails_retried,
+                            failed: &stats.emails_failed,
+                        };
+                        let body = mark.body.clone();
+                        deliver(target, mark, store.as_ref(), counts, "e-mail", || {
+                            let (mailer, body) = (mailer.clone(), body.clone());
+                            async move { mailer.send(to, &body).await }
+                        })
+                        .await;
+                    }
+                }
             });
             while inflight.try_join_next().is_some() {}
         }
@@ -138,55 +191,59 @@ pub fn deliver_all(
     });
 }
 
-async fn deliver(
-    client: &reqwest::Client,
-    target: &Target,
-    mut mark: AlertMark,
-    store: &dyn Store,
-    stats: &Stats,
-) {
-    if let Err(e) = store.put_alert_mark(&mark) {
-        tracing::error!(error = %e, "cannot record a webhook firing; it may fire again after a restart");
-    }
-    let signature = signature(&target.secret, mark.body.as_bytes());
-    let delivery = signature[7..23].to_string();
-    let event = if mark.threshold & crate::alerts::watch::ANOMALY_MARK != 0 {
+/// The event a mark's body is.
+fn event_of(mark: &AlertMark) -> &'static str {
+    if mark.threshold & crate::alerts::watch::ANOMALY_MARK != 0 {
         "usage.anomaly"
     } else {
         "usage.threshold"
-    };
+    }
+}
+
+/// The counters of one kind of delivery.
+struct Counts<'a> {
+    delivered: &'a AtomicU64,
+    retried: &'a AtomicU64,
+    failed: &'a AtomicU64,
+}
+
+/// Records the firing, then tries `send` up to the target's attempts with
+/// exponential backoff; marks it delivered on the first success.
+async fn deliver<F, Fut>(
+    target: &Target,
+    mut mark: AlertMark,
+    store: &dyn Store,
+    counts: Counts<'_>,
+    what: &str,
+    mut send: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    if let Err(e) = store.put_alert_mark(&mark) {
+        tracing::error!(error = %e, what, "cannot record an alert firing; it may fire again after a restart");
+    }
     let mut delay = target.retry_initial;
     for attempt in 1..=target.max_attempts {
-        let result = client
-            .post(&target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("Tollgate-Signature", &signature)
-            .header("Tollgate-Event", event)
-            .header("Tollgate-Delivery", &delivery)
-            .timeout(target.timeout)
-            .body(mark.body.clone())
-            .send()
-            .await;
-        let problem = match result {
-            Ok(r) if r.status().is_success() => {
-                stats.webhooks_delivered.fetch_add(1, Ordering::Relaxed);
+        let problem = match send().await {
+            Ok(()) => {
+                counts.delivered.fetch_add(1, Ordering::Relaxed);
                 mark.delivered = true;
                 if let Err(e) = store.put_alert_mark(&mark) {
-                    tracing::warn!(error = %e, "webhook delivered but not marked; it may be sent again after a restart");
+                    tracing::warn!(error = %e, what, "alert delivered but not marked; it may be sent again after a restart");
                 }
-                tracing::info!(url = %target.url, tenant = %mark.tenant, threshold = mark.threshold, attempt, "webhook delivered");
+                tracing::info!(url = %target.url, tenant = %mark.tenant, threshold = mark.threshold, attempt, what, "alert delivered");
                 return;
             }
-            Ok(r) => format!("status {}", r.status().as_u16()),
-            Err(e) => e.to_string(),
+            Err(problem) => problem,
         };
         if attempt == target.max_attempts {
-            stats.webhooks_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(url = %target.url, tenant = %mark.tenant, threshold = mark.threshold, attempt, problem, "webhook not delivered; it is sent again at the next start");
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(url = %target.url, tenant = %mark.tenant, threshold = mark.threshold, attempt, problem, what, "alert not delivered; it is sent again at the next start");
             return;
         }
-        stats.webhooks_retried.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(url = %target.url, attempt, retry_in_ms = delay.as_millis() as u64, problem, "webhook delivery failed; retrying");
+        counts.retried.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(url = %target.url, attempt, retry_in_ms = delay.as_millis() as u64, problem, what, "alert delivery failed; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_BACKOFF);
     }

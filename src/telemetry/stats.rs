@@ -44,6 +44,10 @@ pub struct Stats {
     pub webhooks_retried: AtomicU64,
     /// Deliveries given up after their last try (retried at the next start).
     pub webhooks_failed: AtomicU64,
+    /// E-mail alerts: accepted by the SMTP server, retried, given up.
+    pub emails_delivered: AtomicU64,
+    pub emails_retried: AtomicU64,
+    pub emails_failed: AtomicU64,
     /// When the flusher's store call in flight began (ms on the process
     /// clock, at least 1); 0 when none is in flight.
     pub store_call_since: AtomicU64,

@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod mmdb;
+pub mod smtp;
 
 use std::sync::Arc;
 
