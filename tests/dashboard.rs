@@ -5,6 +5,8 @@ mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
+use std::sync::Arc;
+
 use common::*;
 use serde_json::{json, Value};
 use webdriver::Browser;
@@ -580,4 +582,123 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
         b.screenshot(&std::path::Path::new(&dir).join("console-phone.png"));
     }
+}
+
+/// Five weeks of history with an unusual hour, short answers from gpt-4o,
+/// API versions and countries: the page lists the unusual hour and marks
+/// it on the chart (the readout names it), prices the cheaper model, and
+/// breaks the usage down by version and country; on a phone nothing
+/// scrolls sideways.
+#[test]
+fn the_page_shows_unusual_hours_ways_to_save_and_breakdowns() {
+    use chrono::{Duration, TimeZone, Utc};
+    use common::history::{report_hours_with, usual};
+    use tollgate::clock::ManualClock;
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 30, 0).unwrap();
+    let clock = Arc::new(ManualClock::at(now));
+    let s = TestServer::start_with(|c| c.flush.checkpoint_ms = 50, clock.clone());
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("insightful", "roomy");
+    let spike = Utc.with_ymd_and_hms(2026, 12, 2, 14, 0, 0).unwrap();
+    let from = Utc.with_ymd_and_hms(2026, 10, 29, 12, 0, 0).unwrap();
+    // Short answers from gpt-4o, from Germany, on /v1/.
+    let chat = json!({"endpoint": "/v1/chat/completions", "model": "gpt-4o", "promptTokens": 500,
+                      "completionTokens": 80, "country": "DE"});
+    let n = report_hours_with(
+        &s,
+        &key,
+        &clock,
+        from,
+        now,
+        |t| (if t == spike { usual(t) * 5 } else { usual(t) }, 0),
+        &chat,
+    );
+    wait_until(|| {
+        s.tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage?range=custom&from=2026-10-01T00:00:00Z",
+            None,
+        )
+        .json::<Value>()
+        .unwrap()["summary"]["totalRequests"]
+            == n
+    });
+    let b = Browser::start();
+    b.goto(&format!("{}#key={key}", s.url("/dashboard/api-usage")));
+    b.wait(
+        "the unusual hour",
+        "const e = document.querySelector('[data-testid=anomalies]'); return !!e && e.dataset.count === '2';",
+    );
+    let listed = b.text("anomalies").as_str().unwrap().to_string();
+    assert!(listed.contains("Requests ↑ 300 (usual 60)"), "{listed}");
+    assert!(listed.contains("Tokens ↑ 174k (usual 34.8k)"), "{listed}");
+    assert!(
+        listed.contains("Dec 2") && listed.contains("14:00"),
+        "{listed}"
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=chart]').dataset.marks;",
+            vec![]
+        ),
+        json!("1")
+    );
+    // The readout names it when the crosshair is on its bucket.
+    b.js(
+        "const svg = document.querySelector('[data-testid=chart] svg'); svg.focus(); \
+         const i = [...document.querySelectorAll('[data-testid=chart] rect.bar-req')].findIndex((r) => r.dataset.requests === '300'); \
+         const n = document.querySelectorAll('[data-testid=chart] rect.bar-req').length; \
+         for (let k = n - 1; k > i; k--) svg.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowLeft', bubbles: true}));",
+        vec![],
+    );
+    let readout = b.text("readout").as_str().unwrap().to_string();
+    assert!(
+        readout.contains("unusual: Requests ↑ 300 (usual 60), Tokens ↑ 174k"),
+        "{readout}"
+    );
+    // Ways to save: gpt-4o-mini for the short answers.
+    b.wait(
+        "the insight",
+        "return document.querySelector('[data-testid=insights]').dataset.count === '1';",
+    );
+    let insight = b.text("insights").as_str().unwrap().to_string();
+    assert!(
+        insight.contains("Short answers from gpt-4o: gpt-4o-mini would cost $"),
+        "{insight}"
+    );
+    assert!(insight.contains(" / month"), "{insight}");
+    // Breakdowns: versions from the endpoints, countries as given; no gateway, no integrations.
+    let versions = b.text("versions").as_str().unwrap().to_string();
+    assert!(versions.contains("v1"), "{versions}");
+    let countries = b.text("countries").as_str().unwrap().to_string();
+    assert!(countries.contains("DE"), "{countries}");
+    assert_eq!(
+        b.js(
+            "return document.getElementById('integrations-card').hidden;",
+            vec![]
+        ),
+        json!(true)
+    );
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.js(
+            "document.getElementById('anomalies-card').scrollIntoView();",
+            vec![],
+        );
+        b.screenshot(&std::path::Path::new(&dir).join("insights.png"));
+    }
+    b.resize(390, 844);
+    b.wait(
+        "the phone layout",
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+    );
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.js(
+            "document.getElementById('anomalies-card').scrollIntoView();",
+            vec![],
+        );
+        b.screenshot(&std::path::Path::new(&dir).join("insights-phone.png"));
+    }
+    assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
+    assert_eq!(b.console_errors(), Vec::<String>::new());
 }

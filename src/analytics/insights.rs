@@ -48,8 +48,14 @@ fn family(name: &str) -> &str {
     }
 }
 
+/// A price per million tokens: cents, or more places below a cent.
 fn per_million(p: f64) -> String {
-    format!("{}", (p * 1e10).round() / 1e4)
+    let m = p * 1e6;
+    if m >= 0.01 || m == 0.0 {
+        format!("{m:.2}")
+    } else {
+        format!("{}", (m * 1e6).round() / 1e6)
+    }
 }
 
 fn usd(x: f64) -> String {
@@ -249,7 +255,7 @@ mod tests {
             i.title
         );
         assert!(i.detail.contains("10,000 requests"), "{}", i.detail);
-        assert!(i.detail.contains("$0.15 in, $0.6 out"), "{}", i.detail);
+        assert!(i.detail.contains("$0.15 in, $0.60 out"), "{}", i.detail);
         // gpt-4.1's cheapest sibling is nano.
         let c = window(&[("gpt-4.1", 10_000, 500, 80)]);
         assert!(insights(&c, &PriceTable::builtin())[0]

@@ -23,14 +23,29 @@ pub fn usual(t: DateTime<Utc>) -> u64 {
 /// `n` records spread over the hour starting at `hour`, the first `errors`
 /// of them answered 500, none at or after `until`.
 pub fn hour_records(hour: DateTime<Utc>, n: u64, errors: u64, until: DateTime<Utc>) -> Vec<Value> {
+    hour_records_with(hour, n, errors, until, &json!({}))
+}
+
+/// [`hour_records`], each with the fields of `extra` (an object) as well.
+pub fn hour_records_with(
+    hour: DateTime<Utc>,
+    n: u64,
+    errors: u64,
+    until: DateTime<Utc>,
+    extra: &Value,
+) -> Vec<Value> {
     (0..n)
         .map(|i| hour + Duration::milliseconds((3_600_000 * i / n.max(1)) as i64))
         .enumerate()
         .filter(|(_, ts)| *ts < until)
         .map(|(i, ts)| {
-            json!({"timestamp": ts.to_rfc3339(), "endpoint": "/api/chat", "method": "POST",
+            let mut r = json!({"timestamp": ts.to_rfc3339(), "endpoint": "/api/chat", "method": "POST",
                    "statusCode": if (i as u64) < errors { 500 } else { 200 },
-                   "responseTime": 50.0, "calls": 1})
+                   "responseTime": 50.0, "calls": 1});
+            if let (Some(r), Some(extra)) = (r.as_object_mut(), extra.as_object()) {
+                r.extend(extra.clone());
+            }
+            r
         })
         .collect()
 }
@@ -47,6 +62,19 @@ pub fn report_hours(
     now: DateTime<Utc>,
     shape: impl Fn(DateTime<Utc>) -> (u64, u64),
 ) -> usize {
+    report_hours_with(s, key, clock, from, now, shape, &json!({}))
+}
+
+/// [`report_hours`], each record with the fields of `extra` as well.
+pub fn report_hours_with(
+    s: &TestServer,
+    key: &str,
+    clock: &ManualClock,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+    shape: impl Fn(DateTime<Utc>) -> (u64, u64),
+    extra: &Value,
+) -> usize {
     assert_eq!(from.timestamp() % 3600, 0, "history starts on the hour");
     let mut total = 0;
     let mut day = from;
@@ -57,7 +85,7 @@ pub fn report_hours(
         let mut t = day;
         while t < end {
             let (n, errors) = shape(t);
-            records.extend(hour_records(t, n, errors, now));
+            records.extend(hour_records_with(t, n, errors, now, extra));
             t += Duration::hours(1);
         }
         total += records.len();

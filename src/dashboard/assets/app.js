@@ -189,6 +189,7 @@
 
   function renderReport(report) {
     const s = report.summary;
+    state.anomalies = report.anomalies || [];
     text("total-requests", num(s.totalRequests));
     text("rpm", s.requestsPerMinute + " / min");
     text("success-rate", s.successRate === null ? "—" : s.successRate.toFixed(1) + "%");
@@ -210,6 +211,99 @@
     drawHours(report.peakHours);
     drawCost(report.series, report.range.bucket);
     drawModelCosts(report.models);
+    renderAnomalies(report.anomalies || []);
+    renderInsights(report.insights || []);
+    const breakdown = (card, id, key, rows, extra) => {
+      $(card).hidden = !rows || rows.length === 0;
+      if ($(card).hidden) return;
+      const col = usdColumn(rows.map((r) => r.costUsd));
+      table(id, [key[1], "Requests", "Errors", "Tokens", "Cost"].concat(extra ? ["p95"] : []), rows,
+        (r) => [[r[key[0]], "path"], num(r.requests), num(r.errors), compact(r.tokens), col(r.costUsd)].concat(extra ? [ms(r.p95ResponseTimeMs)] : []));
+    };
+    breakdown("versions-card", "versions", ["apiVersion", "Version"], report.apiVersions, false);
+    breakdown("countries-card", "countries", ["country", "Country"], report.countries, false);
+    breakdown("integrations-card", "integrations", ["integration", "Integration"], report.integrations, true);
+  }
+
+  const METRIC = {
+    requests: ["Requests", (v) => num(Math.round(v))],
+    tokens: ["Tokens", (v) => compact(v)],
+    errorRate: ["Error rate", (v) => (v * 100).toFixed(1) + "%"],
+    p95LatencyMs: ["p95 latency", (v) => ms(v)],
+  };
+
+  // An anomaly in words: "Requests ↑ 300 (usual 60)".
+  function anomalyText(a) {
+    const [name, fmt] = METRIC[a.metric] || [a.metric, String];
+    return name + " " + (a.direction === "up" ? "↑" : "↓") + " " + fmt(a.observed) + " (usual " + fmt(a.expected) + ")";
+  }
+
+  // The unusual hours, newest first, one row per hour.
+  function renderAnomalies(list) {
+    const box = $("anomalies");
+    box.dataset.count = String(list.length);
+    if (list.length === 0) {
+      box.innerHTML = '<li class="empty">Nothing unusual in this range.</li>';
+      return;
+    }
+    const hours = [];
+    for (const a of list.slice().reverse()) {
+      const last = hours[hours.length - 1];
+      if (last && last.t === a.t) last.items.push(a);
+      else hours.push({ t: a.t, items: [a] });
+    }
+    const rows = hours.slice(0, 6).map((h) => {
+      const li = document.createElement("li");
+      li.className = "anomaly";
+      const when = document.createElement("div");
+      when.className = "when";
+      when.textContent = label(h.t, "hour", true) + " UTC";
+      li.append(when);
+      for (const a of h.items) {
+        const what = document.createElement("div");
+        what.className = "what " + a.direction;
+        what.dataset.metric = a.metric;
+        what.title = "score " + a.score;
+        what.textContent = anomalyText(a);
+        li.append(what);
+      }
+      return li;
+    });
+    if (hours.length > 6) {
+      const more = document.createElement("li");
+      more.className = "muted small";
+      more.textContent = "and " + num(hours.length - 6) + " more hours";
+      rows.push(more);
+    }
+    box.replaceChildren(...rows);
+  }
+
+  // Cost advice: what it would save a month, then how the figure was made.
+  function renderInsights(list) {
+    const box = $("insights");
+    box.dataset.count = String(list.length);
+    if (list.length === 0) {
+      box.innerHTML = '<p class="empty">No savings found: the models, prompts, failures and retries of the last 30 days look efficient.</p>';
+      return;
+    }
+    box.replaceChildren(...list.map((i) => {
+      const div = document.createElement("div");
+      div.className = "insight";
+      div.dataset.kind = i.kind;
+      const head = document.createElement("div");
+      head.className = "insight-head";
+      const title = document.createElement("strong");
+      title.textContent = i.title;
+      const save = document.createElement("span");
+      save.className = "badge save";
+      save.textContent = "≈ " + usd(i.estimatedMonthlySavingsUsd) + " / month";
+      head.append(title, save);
+      const detail = document.createElement("p");
+      detail.className = "muted small";
+      detail.textContent = i.detail;
+      div.append(head, detail);
+      return div;
+    }));
   }
 
   // USD with the precision the axis needs.
@@ -433,6 +527,24 @@
       node("title", {}, bar).textContent = label(p.t, bucket, true) + (partial ? " (in progress)" : "") + ": " +
         num(p.requests) + " requests, " + num(p.tokens) + " tokens";
     });
+    // Unusual hours: a mark above the bucket that holds them.
+    const unusual = series.map((p) => {
+      const start = new Date(p.t).getTime();
+      return (state.anomalies || []).filter((a) => {
+        const at = new Date(a.t).getTime();
+        return at >= start && at < start + len;
+      });
+    });
+    let marks = 0;
+    unusual.forEach((list, i) => {
+      if (list.length === 0) return;
+      marks++;
+      const h = (series[i].requests / req.top) * ih;
+      const mark = node("circle", { cx: L + i * step + step / 2, cy: Math.max(T + 4, T + ih - h - 7), r: 4,
+        class: "anomaly-mark " + list[0].direction }, svg);
+      node("title", {}, mark).textContent = "Unusual: " + list.map(anomalyText).join(", ");
+    });
+    box.dataset.marks = String(marks);
     const pts = series.map((p, i) => (L + i * step + step / 2).toFixed(1) + "," + (T + ih - (p.tokens / tok.top) * ih).toFixed(1));
     node("polyline", { points: pts.join(" "), class: "line-tok" }, svg);
     const every = Math.ceil(series.length / Math.max(2, Math.floor(iw / (manyDays ? 110 : 60))));
@@ -452,7 +564,8 @@
       box.dataset.selected = String(i);
       const partial = new Date(p.t).getTime() + len > now;
       text("readout", label(p.t, bucket, true) + (bucket === "day" ? "" : " UTC") + (partial ? " (in progress)" : "") + " · " +
-        num(p.requests) + " requests · " + num(p.tokens) + " tokens · " + num(p.errors) + " errors · " + usd(p.costUsd));
+        num(p.requests) + " requests · " + num(p.tokens) + " tokens · " + num(p.errors) + " errors · " + usd(p.costUsd) +
+        (unusual[i].length ? " · unusual: " + unusual[i].map(anomalyText).join(", ") : ""));
       return i;
     };
     let at = state.hover ? series.findIndex((p) => p.t === state.hover) : -1;
