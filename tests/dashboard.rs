@@ -591,7 +591,7 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
 /// scrolls sideways.
 #[test]
 fn the_page_shows_unusual_hours_ways_to_save_and_breakdowns() {
-    use chrono::{Duration, TimeZone, Utc};
+    use chrono::{TimeZone, Utc};
     use common::history::{report_hours_with, usual};
     use tollgate::clock::ManualClock;
     let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 30, 0).unwrap();
