@@ -304,9 +304,19 @@ fn an_anomaly_fires_once_per_episode_signed_and_survives_a_restart() {
     wait_until(|| total(&s) == n);
     let mut hook = alert(&receiver.url, "TG_TEST_HOOK_SECRET_ANOMALY", vec![]);
     hook.anomalies = true;
+    // And by e-mail, through a mail server on 127.0.0.1.
+    let smtp = common::smtp::Smtp::start(0);
+    let mut mail = hook.clone();
+    mail.url = String::new();
+    mail.email = vec!["ops@example.com".into()];
+    let smtp_port = smtp.port;
     let tune = move |c: &mut tollgate::config::Config| {
         c.flush.checkpoint_ms = 50;
-        c.alerts = vec![hook];
+        c.alerts = vec![hook.clone(), mail.clone()];
+        c.smtp.host = "127.0.0.1".into();
+        c.smtp.port = smtp_port;
+        c.smtp.security = "none".into();
+        c.smtp.from = "alerts@example.com".into();
     };
     s.restart_with(tune.clone(), clock.clone());
     std::thread::sleep(Duration::from_millis(300));
@@ -336,6 +346,20 @@ fn an_anomaly_fires_once_per_episode_signed_and_survives_a_restart() {
     assert_eq!(b["expected"], 60.0);
     assert!(b["message"].as_str().unwrap().contains("rose"), "{b}");
     assert!(bodies[1]["tenantId"].is_null());
+    wait_until(|| smtp.mails().len() == 2);
+    let mut subjects: Vec<String> = smtp
+        .mails()
+        .iter()
+        .map(|m| m.header("subject").unwrap())
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "Tollgate: unusual requests (up) for every tenant together",
+            "Tollgate: unusual requests (up) for tenant rhythmic"
+        ]
+    );
 
     // 13:00, as busy: the same episode, nothing more.
     clock.set(Utc.with_ymd_and_hms(2026, 12, 3, 14, 0, 30).unwrap());
@@ -386,6 +410,7 @@ fn an_anomaly_fires_once_per_episode_signed_and_survives_a_restart() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(receiver.count(), 4);
+    wait_until(|| smtp.mails().len() == 4);
 }
 
 fn clock_now(c: &tollgate::clock::ManualClock) -> chrono::DateTime<chrono::Utc> {

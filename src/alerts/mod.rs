@@ -117,13 +117,22 @@ impl Target {
     }
 }
 
+/// A firing on its way to the delivery thread: a fresh one is claimed in
+/// the store first (so instances sharing it deliver it once); a resend of
+/// an undelivered one from an earlier run is stored already.
+#[derive(Debug)]
+pub struct Firing {
+    pub mark: AlertMark,
+    pub fresh: bool,
+}
+
 /// The watcher the flusher calls; owns the sending side of the deliveries.
 pub struct Alerts {
     targets: Arc<Vec<Target>>,
     /// The period last seen, and the keys of the firings of it (and of the
     /// period before, which the store also still holds).
     fired: Mutex<(Period, HashSet<String>)>,
-    tx: UnboundedSender<AlertMark>,
+    tx: UnboundedSender<Firing>,
     clock: Arc<dyn Clock>,
 }
 
@@ -177,7 +186,7 @@ pub fn start(
     for mark in marks {
         fired.insert(mark.key());
         if !mark.delivered {
-            let _ = tx.send(mark);
+            let _ = tx.send(Firing { mark, fresh: false });
         }
     }
     let episodes: HashSet<String> = fired
@@ -251,13 +260,16 @@ impl Alerts {
                 }
                 let body = webhook::threshold_body(&tenant.id, threshold, used, limit, period, now);
                 tracing::info!(tenant = %tenant.id, threshold, used, limit, url = %target.url, "usage threshold crossed");
-                let _ = self.tx.send(AlertMark {
-                    tenant: tenant.id.to_string(),
-                    period,
-                    url: target.url.clone(),
-                    threshold,
-                    body,
-                    delivered: false,
+                let _ = self.tx.send(Firing {
+                    mark: AlertMark {
+                        tenant: tenant.id.to_string(),
+                        period,
+                        url: target.url.clone(),
+                        threshold,
+                        body,
+                        delivered: false,
+                    },
+                    fresh: true,
                 });
             }
         }

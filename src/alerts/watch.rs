@@ -19,7 +19,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::Target;
+use super::{Firing, Target};
 use crate::analytics::anomaly::{
     detect, episode_start, Anomaly, Direction, Metric, BASELINE_WEEKS, EPISODE_GAP_HOURS,
     EPISODE_WALK_HOURS, HISTORY_HOURS, MIN_REQUESTS,
@@ -77,7 +77,7 @@ struct Watch {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     urls: Vec<String>,
-    tx: UnboundedSender<AlertMark>,
+    tx: UnboundedSender<Firing>,
     fired: HashSet<String>,
     /// The episodes under way: their first and last flagged hours.
     ongoing: HashMap<(Owner, Metric, Direction), (i64, i64)>,
@@ -89,7 +89,7 @@ pub fn start(
     targets: &[Target],
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    tx: UnboundedSender<AlertMark>,
+    tx: UnboundedSender<Firing>,
     fired: HashSet<String>,
 ) -> std::io::Result<Option<Watcher>> {
     let urls: Vec<String> = targets
@@ -204,13 +204,16 @@ impl Watch {
             }
             tracing::info!(tenant, metric = a.metric.name(), direction = a.direction.name(),
                 observed = a.observed, expected = a.expected, url = %url, "usage anomaly");
-            let _ = self.tx.send(AlertMark {
-                tenant: tenant.to_string(),
-                period,
-                url: url.clone(),
-                threshold: code,
-                body: body.clone(),
-                delivered: false,
+            let _ = self.tx.send(Firing {
+                mark: AlertMark {
+                    tenant: tenant.to_string(),
+                    period,
+                    url: url.clone(),
+                    threshold: code,
+                    body: body.clone(),
+                    delivered: false,
+                },
+                fresh: true,
             });
         }
     }

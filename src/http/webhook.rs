@@ -13,7 +13,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::alerts::email::Mailer;
-use crate::alerts::{Channel, Target};
+use crate::alerts::{Channel, Firing, Target};
 use crate::clock::fmt_ms;
 use crate::quota::period::Period;
 use crate::store::{AlertMark, Store};
@@ -96,7 +96,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 /// for the deliveries in flight: webhooks over HTTP, e-mails through
 /// `mailer`.
 pub fn deliver_all(
-    mut rx: UnboundedReceiver<AlertMark>,
+    mut rx: UnboundedReceiver<Firing>,
     targets: Arc<Vec<Target>>,
     mailer: Option<Mailer>,
     store: Arc<dyn Store>,
@@ -119,7 +119,7 @@ pub fn deliver_all(
     let mailer = mailer.map(Arc::new);
     rt.block_on(async move {
         let mut inflight = tokio::task::JoinSet::new();
-        while let Some(mark) = rx.recv().await {
+        while let Some(Firing { mark, fresh }) = rx.recv().await {
             let Some(i) = targets.iter().position(|t| t.url == mark.url) else {
                 tracing::warn!(url = %mark.url, "alert target no longer configured; not delivered");
                 continue;
@@ -144,23 +144,31 @@ pub fn deliver_all(
                             failed: &stats.webhooks_failed,
                         };
                         let body = mark.body.clone();
-                        deliver(target, mark, store.as_ref(), counts, "webhook", || {
-                            let request = client
-                                .post(&target.url)
-                                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                                .header("Tollgate-Signature", &signature)
-                                .header("Tollgate-Event", event)
-                                .header("Tollgate-Delivery", &delivery)
-                                .timeout(target.timeout)
-                                .body(body.clone());
-                            async move {
-                                match request.send().await {
-                                    Ok(r) if r.status().is_success() => Ok(()),
-                                    Ok(r) => Err(format!("status {}", r.status().as_u16())),
-                                    Err(e) => Err(e.to_string()),
+                        deliver(
+                            target,
+                            mark,
+                            fresh,
+                            store.as_ref(),
+                            counts,
+                            "webhook",
+                            || {
+                                let request = client
+                                    .post(&target.url)
+                                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                                    .header("Tollgate-Signature", &signature)
+                                    .header("Tollgate-Event", event)
+                                    .header("Tollgate-Delivery", &delivery)
+                                    .timeout(target.timeout)
+                                    .body(body.clone());
+                                async move {
+                                    match request.send().await {
+                                        Ok(r) if r.status().is_success() => Ok(()),
+                                        Ok(r) => Err(format!("status {}", r.status().as_u16())),
+                                        Err(e) => Err(e.to_string()),
+                                    }
                                 }
-                            }
-                        })
+                            },
+                        )
                         .await;
                     }
                     Channel::Email { to } => {
@@ -174,10 +182,18 @@ pub fn deliver_all(
                             failed: &stats.emails_failed,
                         };
                         let body = mark.body.clone();
-                        deliver(target, mark, store.as_ref(), counts, "e-mail", || {
-                            let (mailer, body) = (mailer.clone(), body.clone());
-                            async move { mailer.send(to, &body).await }
-                        })
+                        deliver(
+                            target,
+                            mark,
+                            fresh,
+                            store.as_ref(),
+                            counts,
+                            "e-mail",
+                            || {
+                                let (mailer, body) = (mailer.clone(), body.clone());
+                                async move { mailer.send(to, &body).await }
+                            },
+                        )
                         .await;
                     }
                 }
@@ -207,11 +223,15 @@ struct Counts<'a> {
     failed: &'a AtomicU64,
 }
 
-/// Records the firing, then tries `send` up to the target's attempts with
-/// exponential backoff; marks it delivered on the first success.
+/// Claims a fresh firing in the store (another instance sharing the store
+/// may have fired it first: then nothing is sent), then tries `send` up to
+/// the target's attempts with exponential backoff; marks it delivered on
+/// the first success.
+#[allow(clippy::too_many_arguments)]
 async fn deliver<F, Fut>(
     target: &Target,
     mut mark: AlertMark,
+    fresh: bool,
     store: &dyn Store,
     counts: Counts<'_>,
     what: &str,
@@ -220,8 +240,17 @@ async fn deliver<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    if let Err(e) = store.put_alert_mark(&mark) {
-        tracing::error!(error = %e, what, "cannot record an alert firing; it may fire again after a restart");
+    if fresh {
+        match store.claim_alert_mark(&mark) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(url = %target.url, tenant = %mark.tenant, threshold = mark.threshold, what, "fired already by another instance; not sent again");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, what, "cannot record an alert firing; it may fire again after a restart");
+            }
+        }
     }
     let mut delay = target.retry_initial;
     for attempt in 1..=target.max_attempts {

@@ -404,6 +404,40 @@ pub fn records_keep_their_version_country_integration_and_retry(e: Engine) {
     }
 }
 
+/// A firing is claimed once: the second claim of its key (by this
+/// instance, or another sharing the store) records nothing and says so;
+/// a claimed mark is updated (delivered) with `put` and survives a reopen.
+pub fn an_alert_mark_is_claimed_once(e: Engine) {
+    let mark = AlertMark {
+        tenant: "acme".into(),
+        period: Period(683),
+        url: "mailto:ops@example.com".into(),
+        threshold: (1 << 30) | 17,
+        body: "{\"event\":\"usage.anomaly\"}".into(),
+        delivered: false,
+    };
+    assert!(e.store.claim_alert_mark(&mark).unwrap());
+    let again = AlertMark {
+        body: "other".into(),
+        ..mark.clone()
+    };
+    assert!(!e.store.claim_alert_mark(&again).unwrap());
+    assert_eq!(e.store.alert_marks().unwrap(), vec![mark.clone()]);
+    let delivered = AlertMark {
+        delivered: true,
+        ..mark.clone()
+    };
+    e.store.put_alert_mark(&delivered).unwrap();
+    let s = (e.reopen)(e.store);
+    assert_eq!(s.alert_marks().unwrap(), vec![delivered]);
+    assert!(!s.claim_alert_mark(&mark).unwrap());
+    let other_period = AlertMark {
+        period: Period(684),
+        ..mark
+    };
+    assert!(s.claim_alert_mark(&other_period).unwrap());
+}
+
 /// Plans, tenants, keys and alert marks come back as they were put.
 pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
     let s = e.store.as_ref();
@@ -467,6 +501,7 @@ macro_rules! contract_suite {
                     two_blocks_of_one_tenant_in_one_write_are_both_kept,
                     the_catalog_and_alert_marks_round_trip,
                     records_keep_their_version_country_integration_and_retry,
+                    an_alert_mark_is_claimed_once,
                 );
             }
         )*

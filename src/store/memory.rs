@@ -109,6 +109,14 @@ impl AlertMarks for MemoryEngine {
         self.inner.lock().marks.insert(mark.key(), mark.clone());
         Ok(())
     }
+    fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock();
+        if inner.marks.contains_key(&mark.key()) {
+            return Ok(false);
+        }
+        inner.marks.insert(mark.key(), mark.clone());
+        Ok(true)
+    }
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
         self.inner.lock().marks.retain(|_, m| m.period >= before);
         Ok(())

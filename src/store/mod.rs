@@ -58,6 +58,9 @@ pub trait AlertMarks: Send + Sync {
     fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError>;
     /// Records (or updates) a firing.
     fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError>;
+    /// Records a firing unless one with its key is recorded: true when this
+    /// call recorded it. Instances sharing a store fire each once this way.
+    fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError>;
     /// Forgets the marks of periods before `before`.
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError>;
 }

@@ -190,6 +190,9 @@ impl<A: Access> AlertMarks for Ledger<A> {
     fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
         self.access.write(0, |e| e.put_alert_mark(mark))
     }
+    fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError> {
+        self.access.write(0, |e| e.claim_alert_mark(mark))
+    }
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
         self.access.write(0, |e| e.prune_alert_marks(before))
     }

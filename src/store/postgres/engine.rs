@@ -656,6 +656,28 @@ impl AlertMarks for PgEngine {
         })
     }
 
+    fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError> {
+        let m = mark.clone();
+        self.pg.run(move |c| async move {
+            let n = c
+                .execute(
+                    "INSERT INTO alert_marks (tenant_id, period, url, threshold, body, delivered) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, period, url, threshold) \
+                     DO NOTHING",
+                    &[
+                        &m.tenant,
+                        &m.period.0,
+                        &m.url,
+                        &(m.threshold.min(i32::MAX as u32) as i32),
+                        &m.body,
+                        &m.delivered,
+                    ],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
         self.pg.run(move |c| async move {
             c.execute("DELETE FROM alert_marks WHERE period < $1", &[&before.0])

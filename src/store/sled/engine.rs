@@ -302,6 +302,15 @@ impl AlertMarks for SledEngine {
     fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
         self.put(&self.alerts, &mark.key(), MarkRow::from(mark))
     }
+    fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError> {
+        let value = encode(&MarkRow::from(mark))?;
+        let claimed = self
+            .alerts
+            .compare_and_swap(mark.key(), None as Option<&[u8]>, Some(value))?
+            .is_ok();
+        self.durable()?;
+        Ok(claimed)
+    }
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
         for mark in self.alert_marks()? {
             if mark.period < before {
