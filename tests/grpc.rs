@@ -552,3 +552,59 @@ fn a_stop_does_not_wait_forever_for_a_client_that_keeps_its_connection() {
     assert_eq!(usage["calls"]["used"], 1, "{usage}");
     drop(envoy);
 }
+
+/// With `[geoip]`, the country of the client Envoy names: the Check's
+/// `attributes.source` address, and a descriptor's `remote_address` (what
+/// Envoy's `remote_address` rate-limit action sends).
+#[test]
+fn envoys_client_addresses_give_countries() {
+    use envoy_types::pb::envoy::config::core::v3::{address, Address, SocketAddress};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.mmdb");
+    std::fs::write(
+        &db,
+        common::mmdb::country_db(&[("203.0.113.0", 24, "DE"), ("198.51.100.0", 24, "FR")]),
+    )
+    .unwrap();
+    let path = db.display().to_string();
+    let s = TestServer::start_with(
+        |c| {
+            c.grpc.bind = "127.0.0.1:0".into();
+            c.geoip.mmdb = path;
+        },
+        Arc::new(SystemClock),
+    );
+    let mut envoy = Envoy::connect(s.server.as_ref().unwrap().grpc_addr.unwrap());
+    s.plan("roomy", None, None, None);
+    let key = s.tenant_with_key("enveloped", "roomy");
+    let mut req = check_request("GET", "/x", &[("x-api-key", &key)], None);
+    req.attributes.as_mut().unwrap().source = Some(Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "203.0.113.9".into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    envoy.check(req).unwrap();
+    let r = envoy
+        .limit(request(
+            vec![descriptor(
+                &[("api_key", &key), ("remote_address", "198.51.100.7")],
+                None,
+            )],
+            1,
+        ))
+        .unwrap();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    wait_until(|| s.report("enveloped")["summary"]["totalRequests"] == 2);
+    let countries: Vec<String> = s.report("enveloped")["countries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["country"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(countries, ["DE", "FR"]);
+}

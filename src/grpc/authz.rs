@@ -86,6 +86,26 @@ fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
     }
 }
 
+/// The country of the downstream client Envoy names (`attributes.source`,
+/// the address Envoy saw or took from its own trusted `X-Forwarded-For`),
+/// when `[geoip]` is configured.
+fn source_country(st: &AppState, req: &CheckRequest) -> String {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    if st.geo.is_none() {
+        return String::new();
+    }
+    let ip = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.source.as_ref())
+        .and_then(|p| p.address.as_ref())
+        .and_then(|a| match &a.address {
+            Some(Address::SocketAddress(s)) => s.address.parse().ok(),
+            _ => None,
+        });
+    ip.map_or_else(String::new, |ip| st.country_of_ip(ip))
+}
+
 fn check(st: &AppState, req: &CheckRequest, started: Instant) -> Result<CheckResponse, Status> {
     let attributes = req.attributes.as_ref();
     let http = attributes
@@ -110,6 +130,7 @@ fn check(st: &AppState, req: &CheckRequest, started: Instant) -> Result<CheckRes
             &http.path
         }),
         method: check_method(&http.method).unwrap_or_else(|_| "GET".into()),
+        country: source_country(st, req),
         ..Default::default()
     };
     let meter = Meter::decide(st, &tenant, cost, record, started);

@@ -135,6 +135,10 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
             method: entry("method")
                 .and_then(|m| check_method(m).ok())
                 .unwrap_or_else(|| "GET".into()),
+            // Envoy's `remote_address` action puts the client's address here.
+            country: entry("remote_address")
+                .and_then(|a| a.parse().ok())
+                .map_or_else(String::new, |ip| st.country_of_ip(ip)),
             ..Default::default()
         }),
     })

@@ -22,6 +22,14 @@ export interface UsageRecord {
   botId?: string;
   calls?: number;
   metadata?: Record<string, string | number | boolean>;
+  /** The API version (`v1`, `2024-06-01`); by default the endpoint's first segment when it names one. */
+  apiVersion?: string;
+  /** The caller's ISO 3166-1 alpha-2 country. */
+  country?: string;
+  /** The caller's address, looked up in the server's `[geoip]` database (never stored). */
+  clientIp?: string;
+  /** 0 for a first attempt; above 0 for a retry. */
+  retryAttempt?: number;
 }
 
 export interface TollgateOptions {
