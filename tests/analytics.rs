@@ -498,6 +498,41 @@ fn export_streams_every_record_in_range() {
         422,
         "invalid_request",
     );
+    // The operator's export of the tenant is the same bytes.
+    let mine = s
+        .tenant(
+            &key,
+            "GET",
+            &format!("/api/billing/api-usage/export?from={from}&to={to}"),
+            None,
+        )
+        .text()
+        .unwrap();
+    let r = s.admin(
+        "GET",
+        &format!("/api/admin/tenants/acme/api-usage/export?from={from}&to={to}"),
+        None,
+    );
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-disposition")
+        .unwrap()
+        .contains("usage-acme-2026-11-29.csv"));
+    assert_eq!(r.text().unwrap(), mine);
+    error_body(
+        s.admin("GET", "/api/admin/tenants/nobody/api-usage/export", None),
+        404,
+        "not_found",
+    );
+    error_body(
+        s.tenant(
+            &key,
+            "GET",
+            "/api/admin/tenants/acme/api-usage/export",
+            None,
+        ),
+        403,
+        "admin_only",
+    );
     let other = s.tenant_with_key("nosy", "free");
     let r = s.tenant(
         &other,

@@ -321,6 +321,13 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
     assert_eq!(b.text("total-requests"), json!("46"));
     b.js("const p = document.querySelector('[data-testid=tenant-picker]'); p.value = 'shop'; p.dispatchEvent(new Event('change'));", vec![]);
     b.wait("the picked tenant", "return document.querySelector('[data-testid=calls-used]').textContent === '46' && !document.getElementById('quota-card').hidden;");
+    // The operator exports the picked tenant's records too.
+    b.js("window.__tollgateExported = 0;", vec![]);
+    b.click("export");
+    b.wait(
+        "the operator's export",
+        "return window.__tollgateExported > 0;",
+    );
     assert_eq!(b.console_errors(), Vec::<String>::new());
     if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
         b.screenshot(&std::path::Path::new(&dir).join("operator.png"));

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::analytics::{parse_time, query};
 use super::error::ApiError;
-use super::extract::TenantAuth;
+use super::extract::{Admin, TenantAuth};
 use super::money::Money;
 use super::AppState;
 use crate::clock::{fmt_ms, ms_to_utc};
@@ -171,7 +171,33 @@ pub async fn export(
     auth: TenantAuth,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let p: ExportParams = query(&req)?;
+    stream_export(&st, auth.tenant.id.to_string(), &req)
+}
+
+/// `GET /api/admin/tenants/{id}/api-usage/export`: the same, for the operator.
+#[utoipa::path(
+    get, path = "/api/admin/tenants/{id}/api-usage/export", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), ExportParams),
+    responses((status = 200, description = "the tenant's raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::openapi::ErrorBody))
+)]
+pub async fn admin_export(
+    st: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = st
+        .registry
+        .tenant_state(&id)
+        .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))?;
+    stream_export(&st, tenant.id.to_string(), &req)
+}
+
+fn stream_export(
+    st: &AppState,
+    tenant: String,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p: ExportParams = query(req)?;
     let format = match p.format.as_deref().unwrap_or("csv") {
         "csv" => Format::Csv,
         "ndjson" => Format::Ndjson,
@@ -194,7 +220,6 @@ pub async fn export(
         return Err(ApiError::invalid("from must be before to"));
     }
     let store = st.registry.store().clone();
-    let tenant = auth.tenant.id.to_string();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let name = format!(
         "usage-{tenant}-{}.{}",

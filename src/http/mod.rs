@@ -120,6 +120,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             vec![get().to(analytics::admin_api_usage)],
         ))
         .service(resource(
+            "/api/admin/tenants/{id}/api-usage/export",
+            vec![get().to(export::admin_export)],
+        ))
+        .service(resource(
             "/api/admin/anomalies",
             vec![get().to(analytics::admin_anomalies)],
         ))

@@ -95,6 +95,7 @@ pub enum UsageBody {
         super::tenant::billing_subscription,
         super::analytics::billing_api_usage,
         super::export::export,
+        super::export::admin_export,
         super::analytics::admin_api_usage,
         super::analytics::admin_tenant_api_usage,
         super::analytics::admin_anomalies,

@@ -124,7 +124,8 @@
   // `period` is the current period's report (cost so far), when known.
   function renderTenant(usage, report, period) {
     for (const id of ["quota-card", "tokens-card", "users-card", "bots-card", "forecast-card"]) $(id).hidden = !usage;
-    $("export").hidden = state.mode !== "tenant";
+    // A tenant exports its own records; the operator, the chosen tenant's.
+    $("export").hidden = !(state.mode === "tenant" || (state.mode === "admin" && state.tenant));
     renderReport(report);
     if (!usage) return;
     renderQuota(usage);
@@ -649,13 +650,16 @@
       const from = state.range === "custom" ? state.from : state.range === "day" ? new Date(now - 864e5)
         : state.range === "week" ? new Date(now - 7 * 864e5) : new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
       const to = state.range === "custom" ? "&to=" + encodeURIComponent(state.to.toISOString()) : "";
-      const r = await fetch("/api/billing/api-usage/export?format=csv&from=" + encodeURIComponent(from.toISOString()) + to, { headers: { Authorization: "Bearer " + state.key }, cache: "no-store" });
+      const base = state.mode === "admin"
+        ? "/api/admin/tenants/" + encodeURIComponent(state.tenant) + "/api-usage/export"
+        : "/api/billing/api-usage/export";
+      const r = await fetch(base + "?format=csv&from=" + encodeURIComponent(from.toISOString()) + to, { headers: { Authorization: "Bearer " + state.key }, cache: "no-store" });
       if (!r.ok) throw new Error("HTTP " + r.status);
       const blob = await r.blob();
       window.__tollgateExported = blob.size;
       const a = document.createElement("a");
       a.href = URL.createObjectURL(blob);
-      a.download = "tollgate-usage-" + state.range + ".csv";
+      a.download = "tollgate-usage-" + (state.mode === "admin" ? state.tenant + "-" : "") + state.range + ".csv";
       document.body.appendChild(a);
       a.click();
       a.remove();
