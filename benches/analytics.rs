@@ -10,9 +10,13 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use criterion::{black_box, Criterion};
-use tollgate::analytics::query::{usage, Range};
+use tollgate::analytics::insights::insights;
+use tollgate::analytics::query::{aggregate, usage, Range};
+use tollgate::analytics::rhythm::Rhythm;
+use tollgate::http::analytics::HourWindow;
 use tollgate::http::report::Report;
 use tollgate::model::UsageRecord;
+use tollgate::pricing::PriceTable;
 use tollgate::rollup::{Grain, Owner};
 use tollgate::store::{SledStore, Store, UsageBlock};
 
@@ -131,6 +135,28 @@ fn main() {
     g.bench_function("ragged_10_day_query", |b| {
         b.iter(|| {
             Report::from(&usage(black_box(&store), &owner, ragged, Grain::Day, 10, end).unwrap())
+        })
+    });
+    // What the answer adds beyond the query (issue 16): the hours its
+    // anomalies and forecast read (the judged week and four weeks before:
+    // 840 hour cells), judging them, learning the rhythm, and the insights'
+    // 30 days.
+    let week = Range::minutes(end - 7 * 86_400_000, end);
+    let window = HourWindow::of(week, end);
+    g.bench_function("anomalies_and_rhythm_week", |b| {
+        b.iter(|| {
+            let hours = window.read(black_box(&store), &owner).unwrap();
+            (window.anomalies(&hours), Rhythm::learn(&hours, window.now))
+        })
+    });
+    let prices = PriceTable::builtin();
+    let thirty = Range::minutes(end - 30 * 86_400_000, end);
+    g.bench_function("insights_30_days", |b| {
+        b.iter(|| {
+            insights(
+                &aggregate(black_box(&store), &owner, thirty, end).unwrap(),
+                &prices,
+            )
         })
     });
     g.finish();

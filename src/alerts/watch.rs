@@ -228,7 +228,7 @@ fn sparse(store: &dyn Store, owner: &Owner, h: i64, hours: &[i64]) -> Result<Hou
         points: vec![HourPoint::default(); (h + 1 - first) as usize],
     };
     for &t in hours {
-        for (bucket, cell) in store.rollups(owner, Buckets::new(Grain::Hour, t - 1, t + 1))? {
+        for (bucket, cell) in store.rollup_heads(owner, Buckets::new(Grain::Hour, t - 1, t + 1))? {
             if let Some(p) = out.points.get_mut((bucket - first) as usize) {
                 *p = HourPoint::of(&cell);
             }

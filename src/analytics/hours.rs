@@ -1,9 +1,9 @@
 //! An owner's usage hour by hour: the few figures per hour that the
 //! anomaly detector and the seasonal forecast learn from, read from the
-//! hour cells a week at a time (a fleet's cells carry a share per tenant,
-//! so a month of them is not held at once).
+//! hour cells a week at a time, and only their heads (totals and latencies:
+//! a cell's maps of endpoints, models and users are most of its bytes).
 
-use crate::rollup::{Buckets, Cell, Grain, Owner};
+use crate::rollup::{Buckets, CellHead, Grain, Owner};
 use crate::store::{Store, StoreError};
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -25,7 +25,7 @@ pub struct HourPoint {
 }
 
 impl HourPoint {
-    pub fn of(c: &Cell) -> HourPoint {
+    pub fn of(c: &CellHead) -> HourPoint {
         HourPoint {
             requests: c.total.requests,
             rejected: c.total.rejected,
@@ -58,7 +58,7 @@ impl Hours {
         let mut a = from;
         while a < to {
             let b = (a + WEEK_HOURS).min(to);
-            for (bucket, cell) in store.rollups(owner, Buckets::new(Grain::Hour, a, b))? {
+            for (bucket, cell) in store.rollup_heads(owner, Buckets::new(Grain::Hour, a, b))? {
                 if let Some(p) = points.get_mut((bucket - from) as usize) {
                     *p = HourPoint::of(&cell);
                 }

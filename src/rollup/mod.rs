@@ -253,6 +253,30 @@ impl CellExt {
     }
 }
 
+/// A cell's totals and latencies only: what an hour-by-hour read needs.
+/// A cell's stored form begins with these two fields, so an engine can
+/// read them without decoding the rest (its maps of endpoints, models,
+/// users and bots are most of its bytes).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellHead {
+    pub total: Agg,
+    pub latency: LatencyHistogram,
+}
+
+impl CellHead {
+    pub fn of(c: &Cell) -> CellHead {
+        CellHead {
+            total: c.total.clone(),
+            latency: c.latency.clone(),
+        }
+    }
+
+    pub fn merge(&mut self, o: &CellHead) {
+        self.total.merge(&o.total);
+        self.latency.merge(&o.latency);
+    }
+}
+
 /// The value for `key` - or, once the map holds `cap` names and `key` is
 /// not among them, for [`OTHER`] - allocating the key only when it is new.
 fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str, cap: usize) -> &'a mut V {

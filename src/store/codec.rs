@@ -53,6 +53,14 @@ pub fn decode_with_tail<T: DeserializeOwned, U: DeserializeOwned + Default>(
     Ok((value, tail))
 }
 
+/// The first fields of a value, as the shape `T` that begins like it;
+/// the rest of the bytes are not read.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    bincode::serde::decode_from_slice(bytes, CONFIG)
+        .map(|(v, _)| v)
+        .map_err(|e| CodecError(e.to_string()))
+}
+
 /// A rollup cell, with what format 4 added as its tail.
 pub fn encode_cell(cell: &crate::rollup::Cell) -> Result<Vec<u8>, CodecError> {
     encode_with_tail(cell, &cell.ext)

@@ -404,6 +404,47 @@ pub fn records_keep_their_version_country_integration_and_retry(e: Engine) {
     }
 }
 
+/// The heads of the cells (totals and latencies, read without the rest)
+/// equal the heads of the whole cells, before a checkpoint (the book) and
+/// after it (the stored cells), for a tenant and the fleet, at every grain.
+pub fn cell_heads_are_the_cells_totals(e: Engine) {
+    let t = day(2026, 11, 20);
+    let records: Vec<UsageRecord> = (0..200)
+        .map(|i| UsageRecord {
+            response_ms: 5.0 + i as f64,
+            status: if i % 9 == 0 { 500 } else { 200 },
+            ..rec(t + i * 97_000, 1, 3, &format!("u{}", i % 13))
+        })
+        .collect();
+    e.store
+        .write_usage(&[UsageBlock::new("a", records)])
+        .unwrap();
+    let check = |s: &dyn Store| {
+        for owner in [Owner::tenant("a"), Owner::Fleet] {
+            for grain in Grain::ALL {
+                let span = Buckets::all(grain);
+                let whole: Vec<(i64, crate::rollup::CellHead)> = s
+                    .rollups(&owner, span)
+                    .unwrap()
+                    .iter()
+                    .map(|(b, c)| (*b, crate::rollup::CellHead::of(c)))
+                    .collect();
+                assert!(!whole.is_empty());
+                assert_eq!(
+                    s.rollup_heads(&owner, span).unwrap(),
+                    whole,
+                    "{owner:?} {grain:?}"
+                );
+            }
+        }
+    };
+    check(e.store.as_ref());
+    e.store.checkpoint().unwrap();
+    check(e.store.as_ref());
+    let s = (e.reopen)(e.store);
+    check(s.as_ref());
+}
+
 /// A firing is claimed once: the second claim of its key (by this
 /// instance, or another sharing the store) records nothing and says so;
 /// a claimed mark is updated (delivered) with `put` and survives a reopen.
@@ -502,6 +543,7 @@ macro_rules! contract_suite {
                     the_catalog_and_alert_marks_round_trip,
                     records_keep_their_version_country_integration_and_retry,
                     an_alert_mark_is_claimed_once,
+                    cell_heads_are_the_cells_totals,
                 );
             }
         )*

@@ -32,7 +32,7 @@ pub use values::{alert_key, AlertMark, CellKey, PeriodTotals, StoredCell, UsageB
 
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Buckets, Cell, Owner};
+use crate::rollup::{Buckets, Cell, CellHead, Owner};
 
 /// Plans, tenants and key hashes (never a key in clear). Each write is
 /// durable when it returns.
@@ -127,6 +127,16 @@ pub trait RollupCells: Send + Sync {
     /// `owner`'s cells in `span`, in bucket order.
     fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
 
+    /// [`Self::cells`], totals and latencies only; an engine that can read
+    /// them without decoding whole cells does.
+    fn cell_heads(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, CellHead)>, StoreError> {
+        Ok(self
+            .cells(owner, span)?
+            .iter()
+            .map(|(b, c)| (*b, CellHead::of(c)))
+            .collect())
+    }
+
     fn watermark(&self) -> Result<u64, StoreError>;
 
     /// Writes `cells`, then moves the watermark to `watermark` and forgets
@@ -180,6 +190,19 @@ pub trait Store: Catalog + AlertMarks + UsageReads {
     /// `owner`'s rollup cells in `span`, in bucket order: every persisted
     /// record counted once.
     fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
+
+    /// [`Self::rollups`], totals and latencies only (much cheaper to read).
+    fn rollup_heads(
+        &self,
+        owner: &Owner,
+        span: Buckets,
+    ) -> Result<Vec<(i64, CellHead)>, StoreError> {
+        Ok(self
+            .rollups(owner, span)?
+            .iter()
+            .map(|(b, c)| (*b, CellHead::of(c)))
+            .collect())
+    }
 
     /// Folds the rollup book into the stored cells.
     fn checkpoint(&self) -> Result<(), StoreError>;

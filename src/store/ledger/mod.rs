@@ -23,7 +23,7 @@ use super::{
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
-use crate::rollup::{Buckets, Cell, Owner};
+use crate::rollup::{Buckets, Cell, CellHead, Owner};
 
 /// How a [`Ledger`] reaches its engine.
 pub trait Access: Send + Sync {
@@ -283,6 +283,33 @@ impl<A: Access> Store for Ledger<A> {
             cells.entry(bucket).or_default().merge(&delta);
         }
         Ok(cells.into_iter().collect())
+    }
+
+    fn rollup_heads(
+        &self,
+        owner: &Owner,
+        span: Buckets,
+    ) -> Result<Vec<(i64, CellHead)>, StoreError> {
+        let Buckets { grain, from, to } = span;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        if self.replaced() {
+            drop(self.writer()?);
+        }
+        let book = self.book.lock();
+        let mut heads: std::collections::BTreeMap<i64, CellHead> = self
+            .access
+            .read(|e| e.cell_heads(owner, span))?
+            .into_iter()
+            .collect();
+        for (bucket, delta) in book.overlay(grain, owner, from, to) {
+            heads
+                .entry(bucket)
+                .or_default()
+                .merge(&CellHead::of(&delta));
+        }
+        Ok(heads.into_iter().collect())
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {

@@ -28,8 +28,8 @@ use crate::model::{
     ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus, UsageRecord,
 };
 use crate::quota::period::Period;
-use crate::rollup::{Buckets, Cell, Grain, Owner};
-use crate::store::codec::{decode_cell as decode, encode_cell};
+use crate::rollup::{Buckets, Cell, CellHead, Grain, Owner};
+use crate::store::codec::{decode_cell as decode, decode_prefix, encode_cell};
 use crate::store::ledger::book::RollupBook;
 use crate::store::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
@@ -338,6 +338,32 @@ async fn merge_cells(c: &impl GenericClient, deltas: &[(CellId, Cell)]) -> Resul
 }
 
 impl PgEngine {
+    /// `owner`'s cells in `span`, each value's bytes read by `read`.
+    fn cell_values<T>(
+        &self,
+        owner: &Owner,
+        span: Buckets,
+        read: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<(i64, T)>, StoreError> {
+        let Buckets { grain, from, to } = span;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let rows = self.query(
+            "SELECT bucket, cell FROM rollup_cells WHERE grain = $1 AND owner = $2 \
+             AND bucket >= $3 AND bucket < $4 ORDER BY bucket",
+            vec![
+                Box::new(grain_id(grain)),
+                Box::new(owner_id(owner).to_string()),
+                Box::new(from),
+                Box::new(to),
+            ],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), read(r.get::<_, &[u8]>(1))?)))
+            .collect()
+    }
+
     pub fn new(pg: Arc<Pg>, instance: String, spool: Option<Spool>) -> PgEngine {
         PgEngine {
             pg,
@@ -899,23 +925,12 @@ impl RollupCells for PgEngine {
     }
 
     fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
-        let Buckets { grain, from, to } = span;
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let rows = self.query(
-            "SELECT bucket, cell FROM rollup_cells WHERE grain = $1 AND owner = $2 \
-             AND bucket >= $3 AND bucket < $4 ORDER BY bucket",
-            vec![
-                Box::new(grain_id(grain)),
-                Box::new(owner_id(owner).to_string()),
-                Box::new(from),
-                Box::new(to),
-            ],
-        )?;
-        rows.iter()
-            .map(|r| Ok((r.get(0), decode(r.get::<_, &[u8]>(1))?)))
-            .collect()
+        self.cell_values(owner, span, |b| Ok(decode(b)?))
+    }
+
+    fn cell_heads(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, CellHead)>, StoreError> {
+        // A stored cell begins with its head.
+        self.cell_values(owner, span, |b| Ok(decode_prefix::<CellHead>(b)?))
     }
 
     /// Every write's cells are written with it.

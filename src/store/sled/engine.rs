@@ -33,7 +33,9 @@ use chrono::NaiveDate;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::codec::{decode, decode_with_tail, encode, encode_chunks, encode_counted_chunks};
+use super::codec::{
+    decode, decode_prefix, decode_with_tail, encode, encode_chunks, encode_counted_chunks,
+};
 use super::deadline::FlushWorker;
 use super::keys::*;
 use super::rows::{
@@ -42,7 +44,7 @@ use super::rows::{
 use super::{upgrade, SledOptions};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
-use crate::rollup::{Buckets, Cell, Grain, Owner};
+use crate::rollup::{Buckets, Cell, CellHead, Grain, Owner};
 use crate::store::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
     StoredCell, UsageBlock, UsageLog, UsageReads,
@@ -72,6 +74,38 @@ pub struct SledEngine {
 }
 
 impl SledEngine {
+    /// `owner`'s stored cells in `span`, each value read by `read`.
+    fn cell_values<T>(
+        &self,
+        owner: &Owner,
+        span: Buckets,
+        read: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<(i64, T)>, StoreError> {
+        let Buckets { grain, from, to } = span;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let trees = match grain {
+            Grain::Minute => {
+                let (first, last) = (from.div_euclid(1440), (to - 1).div_euclid(1440));
+                self.minute_trees()
+                    .into_iter()
+                    .filter(|d| (first..=last).contains(d))
+                    .map(|d| self.cell_tree(grain, d * 1440))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            _ => vec![self.cell_tree(grain, from)?],
+        };
+        let mut cells = Vec::new();
+        for tree in trees {
+            for kv in tree.range(cell_key(owner, from)..cell_key(owner, to)) {
+                let (k, v) = kv?;
+                cells.push((cell_bucket(&k), read(v.as_ref())?));
+            }
+        }
+        Ok(cells)
+    }
+
     /// Opens (or creates) the store in `dir`, upgrading an older format
     /// (`options.min_free_bytes` is the caller's to check).
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
@@ -432,29 +466,12 @@ impl RollupCells for SledEngine {
     }
 
     fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
-        let Buckets { grain, from, to } = span;
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let trees = match grain {
-            Grain::Minute => {
-                let (first, last) = (from.div_euclid(1440), (to - 1).div_euclid(1440));
-                self.minute_trees()
-                    .into_iter()
-                    .filter(|d| (first..=last).contains(d))
-                    .map(|d| self.cell_tree(grain, d * 1440))
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            _ => vec![self.cell_tree(grain, from)?],
-        };
-        let mut cells = Vec::new();
-        for tree in trees {
-            for kv in tree.range(cell_key(owner, from)..cell_key(owner, to)) {
-                let (k, v) = kv?;
-                cells.push((cell_bucket(&k), CellRow::decode(v.as_ref())?.cell));
-            }
-        }
-        Ok(cells)
+        self.cell_values(owner, span, |v| Ok(CellRow::decode(v)?.cell))
+    }
+
+    fn cell_heads(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, CellHead)>, StoreError> {
+        // A stored cell begins with its head.
+        self.cell_values(owner, span, |v| Ok(decode_prefix::<CellHead>(v)?))
     }
 
     fn watermark(&self) -> Result<u64, StoreError> {
