@@ -224,6 +224,10 @@
     breakdown("versions-card", "versions", ["apiVersion", "Version"], report.apiVersions, false);
     breakdown("countries-card", "countries", ["country", "Country"], report.countries, false);
     breakdown("integrations-card", "integrations", ["integration", "Integration"], report.integrations, true);
+    // Versions and countries share a row; alone, one takes the whole row.
+    const [v, c] = [$("versions-card"), $("countries-card")];
+    v.classList.toggle("wide", c.hidden);
+    c.classList.toggle("wide", v.hidden);
   }
 
   const METRIC = {
