@@ -280,6 +280,13 @@ pub async fn billing_api_usage(
     tenant_report(&st, auth.tenant.clone(), &req).await
 }
 
+/// The tenant an admin route names, or a 404.
+pub fn tenant_named(st: &AppState, id: &str) -> Result<Arc<TenantState>, ApiError> {
+    st.registry
+        .tenant_state(id)
+        .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))
+}
+
 /// `GET /api/admin/tenants/{id}/api-usage`.
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/api-usage", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), UsageParams),
@@ -291,11 +298,7 @@ pub async fn admin_tenant_api_usage(
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = st
-        .registry
-        .tenant_state(&id)
-        .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))?;
-    tenant_report(&st, tenant, &req).await
+    tenant_report(&st, tenant_named(&st, &id)?, &req).await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

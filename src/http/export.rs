@@ -185,10 +185,7 @@ pub async fn admin_export(
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = st
-        .registry
-        .tenant_state(&id)
-        .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))?;
+    let tenant = super::analytics::tenant_named(&st, &id)?;
     stream_export(&st, tenant.id.to_string(), &req)
 }
 

@@ -138,11 +138,7 @@ pub fn deliver_all(
                         let signature = signature(secret, mark.body.as_bytes());
                         let delivery = signature[7..23].to_string();
                         let event = event_of(&mark);
-                        let counts = Counts {
-                            delivered: &stats.webhooks_delivered,
-                            retried: &stats.webhooks_retried,
-                            failed: &stats.webhooks_failed,
-                        };
+                        let counts = Counts::webhooks(&stats);
                         let body = mark.body.clone();
                         deliver(
                             target,
@@ -176,11 +172,7 @@ pub fn deliver_all(
                             tracing::error!(url = %target.url, "no [smtp] server; e-mail not sent");
                             return;
                         };
-                        let counts = Counts {
-                            delivered: &stats.emails_delivered,
-                            retried: &stats.emails_retried,
-                            failed: &stats.emails_failed,
-                        };
+                        let counts = Counts::emails(&stats);
                         let body = mark.body.clone();
                         deliver(
                             target,
@@ -221,6 +213,24 @@ struct Counts<'a> {
     delivered: &'a AtomicU64,
     retried: &'a AtomicU64,
     failed: &'a AtomicU64,
+}
+
+impl Counts<'_> {
+    fn webhooks(s: &Stats) -> Counts<'_> {
+        Counts {
+            delivered: &s.webhooks_delivered,
+            retried: &s.webhooks_retried,
+            failed: &s.webhooks_failed,
+        }
+    }
+
+    fn emails(s: &Stats) -> Counts<'_> {
+        Counts {
+            delivered: &s.emails_delivered,
+            retried: &s.emails_retried,
+            failed: &s.emails_failed,
+        }
+    }
 }
 
 /// Claims a fresh firing in the store (another instance sharing the store

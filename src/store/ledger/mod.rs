@@ -91,6 +91,35 @@ pub struct Ledger<A: Access> {
 }
 
 impl<A: Access> Ledger<A> {
+    /// What `read` gives of the stored cells in `span`, with the book's
+    /// deltas since the last checkpoint added by `add`: every persisted
+    /// record counted once.
+    fn with_book<T: Default>(
+        &self,
+        owner: &Owner,
+        span: Buckets,
+        read: impl FnOnce(&A::Engine) -> Result<Vec<(i64, T)>, StoreError>,
+        add: impl Fn(&mut T, &Cell),
+    ) -> Result<Vec<(i64, T)>, StoreError> {
+        let Buckets { grain, from, to } = span;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        if self.replaced() {
+            drop(self.writer()?);
+        }
+        // The book is locked first: a checkpoint (which holds it) is then
+        // either wholly before this read or wholly after it.
+        let book = self.book.lock();
+        let mut cells: std::collections::BTreeMap<i64, T> =
+            self.access.read(read)?.into_iter().collect();
+        // Records since the last checkpoint are not in the stored cells yet.
+        for (bucket, delta) in book.overlay(grain, owner, from, to) {
+            add(cells.entry(bucket).or_default(), &delta);
+        }
+        Ok(cells.into_iter().collect())
+    }
+
     /// A ledger over the engine behind `access`, its rollups brought up to
     /// the last write from the journal (after a crash, or another ledger's
     /// last checkpoint).
@@ -263,26 +292,12 @@ impl<A: Access> Store for Ledger<A> {
     }
 
     fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
-        let Buckets { grain, from, to } = span;
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        if self.replaced() {
-            drop(self.writer()?);
-        }
-        // The book is locked first: a checkpoint (which holds it) is then
-        // either wholly before this read or wholly after it.
-        let book = self.book.lock();
-        let mut cells: std::collections::BTreeMap<i64, Cell> = self
-            .access
-            .read(|e| e.cells(owner, span))?
-            .into_iter()
-            .collect();
-        // Records since the last checkpoint are not in the stored cells yet.
-        for (bucket, delta) in book.overlay(grain, owner, from, to) {
-            cells.entry(bucket).or_default().merge(&delta);
-        }
-        Ok(cells.into_iter().collect())
+        self.with_book(
+            owner,
+            span,
+            |e| e.cells(owner, span),
+            |c, delta| c.merge(delta),
+        )
     }
 
     fn rollup_heads(
@@ -290,26 +305,12 @@ impl<A: Access> Store for Ledger<A> {
         owner: &Owner,
         span: Buckets,
     ) -> Result<Vec<(i64, CellHead)>, StoreError> {
-        let Buckets { grain, from, to } = span;
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        if self.replaced() {
-            drop(self.writer()?);
-        }
-        let book = self.book.lock();
-        let mut heads: std::collections::BTreeMap<i64, CellHead> = self
-            .access
-            .read(|e| e.cell_heads(owner, span))?
-            .into_iter()
-            .collect();
-        for (bucket, delta) in book.overlay(grain, owner, from, to) {
-            heads
-                .entry(bucket)
-                .or_default()
-                .merge(&CellHead::of(&delta));
-        }
-        Ok(heads.into_iter().collect())
+        self.with_book(
+            owner,
+            span,
+            |e| e.cell_heads(owner, span),
+            |h, delta| h.merge(&CellHead::of(delta)),
+        )
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {
