@@ -49,6 +49,62 @@ const ENDPOINTS: &[((&str, &str), f64)] = &[
     (("/api/billing/usage", "GET"), 0.04),
     (("/api/bots", "PATCH"), 0.02),
 ];
+/// Where the demo's callers are.
+const COUNTRIES: &[(&str, f64)] = &[
+    ("US", 0.34),
+    ("DE", 0.12),
+    ("GB", 0.10),
+    ("IN", 0.09),
+    ("FR", 0.07),
+    ("BR", 0.06),
+    ("CA", 0.05),
+    ("JP", 0.05),
+    ("NL", 0.04),
+    ("AU", 0.04),
+    ("ES", 0.04),
+];
+/// The API versions the demo's chat clients pin.
+const VERSIONS: &[(&str, f64)] = &[("2024-10-21", 0.62), ("2024-06-01", 0.38)];
+
+/// The hour of `now`'s day `days_ago` days back at `hour`:00 UTC.
+fn hour_back(now: DateTime<Utc>, days_ago: i64, hour: u32) -> Option<DateTime<Utc>> {
+    (now - Duration::days(days_ago))
+        .with_hour(hour)?
+        .with_minute(0)?
+        .with_second(0)?
+        .with_nanosecond(0)
+}
+
+/// Gives `r` what the analytics break down beyond the basics: the caller's
+/// country, the API version a chat pins, and whether it was a retry (after
+/// a 429 or a 5xx, as SDKs do).
+fn enrich(rng: &mut StdRng, r: &mut UsageRecord) {
+    r.country = pick(rng, COUNTRIES).to_string();
+    if r.endpoint == "/api/chat" {
+        r.api_version = pick(rng, VERSIONS).to_string();
+        r.retried = rng.gen_bool(0.03);
+    }
+}
+
+/// The hour the demo's `plan_id` tenant shows as unusual: the
+/// professional tenant's upstream failing two days ago at 14:00, the
+/// enterprise tenant's traffic tripling yesterday at 10:00.
+fn unusual_hour(plan_id: &str, now: DateTime<Utc>) -> Option<(DateTime<Utc>, Unusual)> {
+    match plan_id {
+        "professional" => Some((hour_back(now, 2, 14)?, Unusual::Failing)),
+        "enterprise" => Some((hour_back(now, 1, 10)?, Unusual::Busy)),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Unusual {
+    /// Two in five requests time out upstream (502 after 30 s).
+    Failing,
+    /// Three times the hour's usual traffic.
+    Busy,
+}
+
 const CHAT_MODELS: &[(&str, f64)] = &[
     ("gpt-4o-mini", 0.48),
     ("gpt-4o", 0.20),
@@ -295,11 +351,19 @@ fn write_history(
     let mut month_calls = 0u64;
     let mut hour_start = start;
     let mut records = Vec::new();
+    // The fields beyond the basics, and the unusual hour, draw from a
+    // generator of their own, so the basics are the same as they were.
+    let mut extra = StdRng::seed_from_u64(seed ^ 0x1a51_6475);
+    let unusual = unusual_hour(h.plan_id, now);
     while hour_start < now {
         let this_month = hour_start >= month_start;
+        let odd = unusual.filter(|(at, _)| *at == hour_start).map(|(_, u)| u);
         let mut mean = hourly_mean(per_day, start, days, hour_start);
         if this_month {
             mean *= month_factor;
+        }
+        if odd == Some(Unusual::Busy) {
+            mean *= 3.0;
         }
         let n = (mean + (rng.gen::<f64>() - 0.5) * mean.sqrt() * 2.0)
             .round()
@@ -310,6 +374,10 @@ fn write_history(
                 continue;
             }
             let mut r = record(&mut rng, ts, prices);
+            enrich(&mut extra, &mut r);
+            if odd == Some(Unusual::Failing) && extra.gen_bool(0.4) {
+                failed_upstream(&mut r);
+            }
             if this_month {
                 match h.demand {
                     Some((_, limit)) if r.calls > 0 && month_calls >= limit => refused(&mut r),
@@ -331,6 +399,17 @@ fn write_history(
         }
     }
     Ok(total)
+}
+
+/// A request whose upstream timed out: 502 after 30 s, no tokens.
+fn failed_upstream(r: &mut UsageRecord) {
+    r.status = 502;
+    r.prompt_tokens = 0;
+    r.completion_tokens = 0;
+    r.tokens = 0;
+    r.model.clear();
+    r.cost_usd = 0.0;
+    r.response_ms = 30_000.0;
 }
 
 /// A request past the monthly quota: refused, 429, nothing used.
@@ -463,5 +542,71 @@ mod tests {
             assert!((0.80..0.92).contains(&near), "{now}: {near} {got:?}");
             assert!(share("demo-professional") < 0.8, "{now}: {got:?}");
         }
+    }
+
+    /// The demo has something to show in "Unusual hours" and "Ways to
+    /// save", and countries and API versions, on any date.
+    #[test]
+    fn the_demo_shows_unusual_hours_insights_and_breakdowns() {
+        use crate::analytics::anomaly::{detect, Direction, Metric};
+        use crate::analytics::hours::Hours;
+        use crate::analytics::insights::insights;
+        use crate::analytics::query::{aggregate, Range};
+        use crate::rollup::Owner;
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 3, 20, 0).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
+        let plans = Config::default().default_plans().unwrap();
+        let registry = Registry::load(store.clone(), &plans, now).unwrap();
+        seed(&registry, &PriceTable::builtin(), now, 30, 0.2).unwrap();
+        let h_now = now.timestamp_millis() / 3_600_000;
+        let found = |tenant: &str| {
+            let hours = Hours::read(
+                store.as_ref(),
+                &Owner::tenant(tenant),
+                h_now - 35 * 24,
+                h_now,
+            )
+            .unwrap();
+            detect(&hours, h_now - 7 * 24, h_now)
+        };
+        let failing = hour_back(now, 2, 14).unwrap().timestamp_millis() / 3_600_000;
+        let pro = found("demo-professional");
+        assert!(
+            pro.iter().any(|a| a.hour == failing
+                && a.metric == Metric::ErrorRate
+                && a.direction == Direction::Up),
+            "{pro:?}"
+        );
+        let busy = hour_back(now, 1, 10).unwrap().timestamp_millis() / 3_600_000;
+        let ent = found("demo-enterprise");
+        assert!(
+            ent.iter().any(|a| a.hour == busy
+                && a.metric == Metric::Requests
+                && a.direction == Direction::Up),
+            "{ent:?}"
+        );
+        // The rest of the week is ordinary: at most the odd hour each.
+        assert!(pro.iter().all(|a| a.hour == failing), "{pro:?}");
+        assert!(ent.iter().all(|a| a.hour == busy), "{ent:?}");
+        let owner = Owner::tenant("demo-professional");
+        let month = aggregate(
+            store.as_ref(),
+            &owner,
+            Range::minutes(
+                now.timestamp_millis() - 30 * 86_400_000,
+                now.timestamp_millis(),
+            ),
+            now.timestamp_millis(),
+        )
+        .unwrap();
+        let advice = insights(&month, &PriceTable::builtin());
+        assert!(
+            advice.iter().any(|i| i.kind == "cheaperModel"),
+            "{advice:?}"
+        );
+        assert!(month.ext.countries.len() >= 10 && month.ext.api_versions.len() == 2);
+        assert!(month.ext.retries > 0);
     }
 }

@@ -6,12 +6,13 @@
 //! absolute deviation (MAD, scaled by 1.4826 to read as a standard
 //! deviation), so one odd week neither moves the baseline nor hides the
 //! next one. The spread has a floor per metric (a share of the median and
-//! the counting noise `sqrt(median)`), so a perfectly regular series does
-//! not call every wobble an anomaly. An hour is flagged when it is
-//! [`THRESHOLD`] spreads or more away, and only with volume: at least
-//! [`MIN_REQUESTS`] requests in the hour or in its baseline, so quiet
-//! tenants do not flap. Error rate and latency are flagged only when they
-//! rise.
+//! the counting noise `sqrt(median)`; for tokens also the noise of the
+//! requests' sizes, `1.5 / sqrt(requests)` of the median), so a perfectly
+//! regular series does not call every wobble an anomaly. An hour is
+//! flagged when it is [`THRESHOLD`] spreads or more away, and only with
+//! volume: at least [`MIN_REQUESTS`] requests in the hour or in its
+//! baseline, so quiet tenants do not flap. Error rate and latency are
+//! flagged only when they rise.
 
 use super::hours::{HourPoint, Hours, HOUR_MS, WEEK_HOURS};
 
@@ -115,15 +116,25 @@ struct Rule {
     /// The hour's value, or `None` when the hour has too little volume to
     /// say anything about this metric.
     value: fn(&HourPoint) -> Option<f64>,
-    /// The spread's floor for a baseline median and the observed hour.
-    floor: fn(f64, &HourPoint) -> f64,
+    /// The spread's floor for a baseline median, the observed hour and the
+    /// baseline's hours.
+    floor: fn(f64, &HourPoint, &[HourPoint]) -> f64,
     /// Whether the hour and its baseline together have the volume to judge.
     enough: fn(&HourPoint, &[HourPoint]) -> bool,
     falls_too: bool,
 }
 
-fn counts_floor(m: f64, _: &HourPoint) -> f64 {
+fn counts_floor(m: f64, _: &HourPoint, _: &[HourPoint]) -> f64 {
     (0.15 * m).max(m.sqrt()).max(1.0)
+}
+
+/// Tokens per hour vary with the requests' sizes as well as their number:
+/// a relative noise of about 1.5 / sqrt(requests) (sizes with a
+/// coefficient of variation near 1), taken at the baseline's volume.
+fn tokens_floor(m: f64, p: &HourPoint, base: &[HourPoint]) -> f64 {
+    let mut reqs: Vec<f64> = base.iter().map(|b| b.requests as f64).collect();
+    let n = median(&mut reqs).max(1.0);
+    counts_floor(m, p, base).max(1.5 * m / n.sqrt())
 }
 
 fn busy(p: &HourPoint, base: &[HourPoint]) -> bool {
@@ -146,7 +157,7 @@ const RULES: [Rule; 4] = [
     Rule {
         metric: Metric::Tokens,
         value: |p| Some(p.tokens as f64),
-        floor: counts_floor,
+        floor: tokens_floor,
         enough: busy,
         falls_too: true,
     },
@@ -154,7 +165,7 @@ const RULES: [Rule; 4] = [
         metric: Metric::ErrorRate,
         value: |p| served_enough(p).then(|| p.errors as f64 / p.served() as f64),
         // Two points of error rate, or the binomial noise of this many requests.
-        floor: |m, p| {
+        floor: |m, p, _| {
             let m = m.clamp(0.01, 0.99);
             (m * (1.0 - m) / p.served().max(1) as f64).sqrt().max(0.02)
         },
@@ -164,7 +175,7 @@ const RULES: [Rule; 4] = [
     Rule {
         metric: Metric::P95Latency,
         value: |p| p.p95_ms.filter(|_| served_enough(p)),
-        floor: |m, _| (0.25 * m).max(5.0),
+        floor: |m, _, _| (0.25 * m).max(5.0),
         enough: |p, _| served_enough(p),
         falls_too: false,
     },
@@ -202,7 +213,7 @@ fn judge(h: &Hours, hour: i64, since: i64, rule: &Rule) -> Option<Anomaly> {
     }
     let expected = median(&mut samples);
     let mut deviations: Vec<f64> = samples.iter().map(|v| (v - expected).abs()).collect();
-    let spread = (1.4826 * median(&mut deviations)).max((rule.floor)(expected, p));
+    let spread = (1.4826 * median(&mut deviations)).max((rule.floor)(expected, p, &base));
     let score = (observed - expected) / spread;
     let direction = if score >= THRESHOLD {
         Direction::Up
