@@ -708,4 +708,17 @@ fn the_page_shows_unusual_hours_ways_to_save_and_breakdowns() {
     }
     assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
     assert_eq!(b.console_errors(), Vec::<String>::new());
+    // The operator sees every tenant's unusual hours, each named.
+    b.resize(1280, 1000);
+    b.goto(&format!("{}#key={ADMIN}", s.url("/dashboard/api-usage")));
+    b.wait(
+        "the operator's unusual hours",
+        "const e = document.querySelector('[data-testid=anomalies]'); return !!e && e.textContent.includes('insightful: Requests');",
+    );
+    let listed = b.text("anomalies").as_str().unwrap().to_string();
+    assert!(
+        listed.contains("All tenants: Requests ↑ 300 (usual 60)"),
+        "{listed}"
+    );
+    assert_eq!(b.console_errors(), Vec::<String>::new());
 }

@@ -103,6 +103,9 @@
           renderTenant(usage, report, period);
         } else {
           renderTenant(null, all);
+          // Every tenant's unusual hours, not only all together.
+          const across = await api("/api/admin/anomalies?" + rangeQuery());
+          renderAnomalies(across.anomalies.slice().reverse());
         }
       } else if (state.mode === "tenant") {
         const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?" + rangeQuery())]);
@@ -269,7 +272,9 @@
         what.className = "what " + a.direction;
         what.dataset.metric = a.metric;
         what.title = "score " + a.score;
-        what.textContent = anomalyText(a);
+        // The operator's list names whose hour it was.
+        const who = "tenantId" in a ? (a.tenantId === null ? "All tenants: " : a.tenantId + ": ") : "";
+        what.textContent = who + anomalyText(a);
         li.append(what);
       }
       return li;
