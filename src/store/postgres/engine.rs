@@ -338,6 +338,31 @@ async fn merge_cells(c: &impl GenericClient, deltas: &[(CellId, Cell)]) -> Resul
 }
 
 impl PgEngine {
+    /// Inserts `mark`, doing `on_conflict` when its key is there; the rows
+    /// written.
+    fn insert_mark(&self, mark: &AlertMark, on_conflict: &'static str) -> Result<u64, StoreError> {
+        let m = mark.clone();
+        self.pg.run(move |c| async move {
+            let sql = format!(
+                "INSERT INTO alert_marks (tenant_id, period, url, threshold, body, delivered) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, period, url, threshold) \
+                 {on_conflict}"
+            );
+            Ok(c.execute(
+                sql.as_str(),
+                &[
+                    &m.tenant,
+                    &m.period.0,
+                    &m.url,
+                    &(m.threshold.min(i32::MAX as u32) as i32),
+                    &m.body,
+                    &m.delivered,
+                ],
+            )
+            .await?)
+        })
+    }
+
     /// `owner`'s cells in `span`, each value's bytes read by `read`.
     fn cell_values<T>(
         &self,
@@ -662,46 +687,12 @@ impl AlertMarks for PgEngine {
     }
 
     fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
-        let m = mark.clone();
-        self.pg.run(move |c| async move {
-            c.execute(
-                "INSERT INTO alert_marks (tenant_id, period, url, threshold, body, delivered) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, period, url, threshold) \
-                 DO UPDATE SET body = $5, delivered = $6",
-                &[
-                    &m.tenant,
-                    &m.period.0,
-                    &m.url,
-                    &(m.threshold.min(i32::MAX as u32) as i32),
-                    &m.body,
-                    &m.delivered,
-                ],
-            )
-            .await?;
-            Ok(())
-        })
+        self.insert_mark(mark, "DO UPDATE SET body = $5, delivered = $6")
+            .map(|_| ())
     }
 
     fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError> {
-        let m = mark.clone();
-        self.pg.run(move |c| async move {
-            let n = c
-                .execute(
-                    "INSERT INTO alert_marks (tenant_id, period, url, threshold, body, delivered) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, period, url, threshold) \
-                     DO NOTHING",
-                    &[
-                        &m.tenant,
-                        &m.period.0,
-                        &m.url,
-                        &(m.threshold.min(i32::MAX as u32) as i32),
-                        &m.body,
-                        &m.delivered,
-                    ],
-                )
-                .await?;
-            Ok(n == 1)
-        })
+        Ok(self.insert_mark(mark, "DO NOTHING")? == 1)
     }
 
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
