@@ -639,8 +639,7 @@ fn anomalies_and_the_weekly_forecast_from_five_weeks_of_history() {
             (usual, 0)
         }
     });
-    let all = "?range=custom&from=2026-10-01T00:00:00Z";
-    wait_until(|| get(&s, &key, all)["summary"]["totalRequests"] == n);
+    wait_until(|| common::history::requests_on_record(&s, &key) == n);
 
     let week = get(&s, &key, "?range=week");
     let anomalies = week["anomalies"].as_array().unwrap();

@@ -620,17 +620,7 @@ fn the_page_shows_unusual_hours_ways_to_save_and_breakdowns() {
         |t| (if t == spike { usual(t) * 5 } else { usual(t) }, 0),
         &chat,
     );
-    wait_until(|| {
-        s.tenant(
-            &key,
-            "GET",
-            "/api/billing/api-usage?range=custom&from=2026-10-01T00:00:00Z",
-            None,
-        )
-        .json::<Value>()
-        .unwrap()["summary"]["totalRequests"]
-            == n
-    });
+    wait_until(|| common::history::requests_on_record(&s, &key) == n);
     let b = Browser::start();
     b.goto(&format!("{}#key={key}", s.url("/dashboard/api-usage")));
     b.wait(

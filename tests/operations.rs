@@ -289,18 +289,7 @@ fn an_anomaly_fires_once_per_episode_signed_and_survives_a_restart() {
         }
     };
     let n = report_hours(&s, &key, &clock, from, now, busy);
-    let total = |s: &TestServer| {
-        s.tenant(
-            &key,
-            "GET",
-            "/api/billing/api-usage?range=custom&from=2026-10-01T00:00:00Z",
-            None,
-        )
-        .json::<Value>()
-        .unwrap()["summary"]["totalRequests"]
-            .as_u64()
-            .unwrap() as usize
-    };
+    let total = |s: &TestServer| common::history::requests_on_record(s, &key);
     wait_until(|| total(&s) == n);
     let mut hook = alert(&receiver.url, "TG_TEST_HOOK_SECRET_ANOMALY", vec![]);
     hook.anomalies = true;

@@ -132,14 +132,18 @@ fn counts_floor(m: f64, _: &HourPoint, _: &[HourPoint]) -> f64 {
 /// a relative noise of about 1.5 / sqrt(requests) (sizes with a
 /// coefficient of variation near 1), taken at the baseline's volume.
 fn tokens_floor(m: f64, p: &HourPoint, base: &[HourPoint]) -> f64 {
-    let mut reqs: Vec<f64> = base.iter().map(|b| b.requests as f64).collect();
-    let n = median(&mut reqs).max(1.0);
+    let n = median_requests(base).max(1.0);
     counts_floor(m, p, base).max(1.5 * m / n.sqrt())
 }
 
-fn busy(p: &HourPoint, base: &[HourPoint]) -> bool {
+/// The baseline hours' median of requests.
+fn median_requests(base: &[HourPoint]) -> f64 {
     let mut reqs: Vec<f64> = base.iter().map(|b| b.requests as f64).collect();
-    p.requests >= MIN_REQUESTS || median(&mut reqs) >= MIN_REQUESTS as f64
+    median(&mut reqs)
+}
+
+fn busy(p: &HourPoint, base: &[HourPoint]) -> bool {
+    p.requests >= MIN_REQUESTS || median_requests(base) >= MIN_REQUESTS as f64
 }
 
 fn served_enough(p: &HourPoint) -> bool {

@@ -460,11 +460,7 @@ pub async fn admin_anomalies(
         }
         anomalies.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.tenant_id.cmp(&b.1.tenant_id)));
         Ok(AnomaliesReport {
-            range: super::report::RangeView {
-                from: crate::clock::fmt_ms(crate::clock::ms_to_utc(r.range.from_ms)),
-                to: crate::clock::fmt_ms(crate::clock::ms_to_utc(r.range.to_ms)),
-                bucket: "hour",
-            },
+            range: super::report::RangeView::of(r.range, Grain::Hour),
             tenants_checked: busiest.len(),
             tenants_skipped: skipped,
             anomalies: anomalies.into_iter().map(|(_, a)| a).collect(),

@@ -228,15 +228,21 @@ pub struct RangeView {
     pub bucket: &'static str,
 }
 
+impl RangeView {
+    pub fn of(range: Range, bucket: Grain) -> RangeView {
+        RangeView {
+            from: time(range.from_ms),
+            to: time(range.to_ms),
+            bucket: grain_name(bucket),
+        }
+    }
+}
+
 impl From<&Usage> for Report {
     fn from(u: &Usage) -> Report {
         let whole = &u.whole;
         Report {
-            range: RangeView {
-                from: time(u.range.from_ms),
-                to: time(u.range.to_ms),
-                bucket: grain_name(u.bucket),
-            },
+            range: RangeView::of(u.range, u.bucket),
             summary: Summary::of(whole, u.range),
             series: u
                 .series

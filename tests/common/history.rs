@@ -103,3 +103,18 @@ pub fn report_hours_with(
     clock.set(now);
     total
 }
+
+/// The requests the tenant of `key` has on record since 2026-10-01, before
+/// any history these tests report.
+pub fn requests_on_record(s: &TestServer, key: &str) -> usize {
+    s.tenant(
+        key,
+        "GET",
+        "/api/billing/api-usage?range=custom&from=2026-10-01T00:00:00Z",
+        None,
+    )
+    .json::<Value>()
+    .unwrap()["summary"]["totalRequests"]
+        .as_u64()
+        .unwrap() as usize
+}
