@@ -481,6 +481,34 @@ mod tests {
         assert_eq!(a.total.requests, total);
     }
 
+    /// A tenant chooses its API versions (and countries, within the codes'
+    /// shape): past their caps they are summed as other, like endpoints.
+    #[test]
+    fn versions_countries_and_integrations_beyond_their_caps_are_summed_as_other() {
+        let mut c = Cell::default();
+        for i in 0..MAX_COUNTRIES + 20 {
+            let mut r = rec(0, 200, "u");
+            r.api_version = format!("v{i}");
+            r.country = format!("{:02}", i % 1000);
+            r.integration = format!("up-{i}");
+            c.add(&r, None);
+        }
+        let x = &c.ext;
+        assert_eq!(x.api_versions.len(), MAX_VERSIONS + 1);
+        assert_eq!(x.integrations.len(), MAX_INTEGRATIONS + 1);
+        assert_eq!(x.countries.len(), MAX_COUNTRIES + 1);
+        let n = (MAX_COUNTRIES + 20) as u64;
+        assert_eq!(x.api_versions[OTHER].requests, n - MAX_VERSIONS as u64);
+        assert_eq!(x.countries[OTHER].requests, 20);
+        let mut merged = c.clone();
+        merged.merge(&c);
+        assert_eq!(merged.ext.api_versions.len(), MAX_VERSIONS + 1);
+        assert_eq!(
+            merged.ext.api_versions[OTHER].requests,
+            2 * (n - MAX_VERSIONS as u64)
+        );
+    }
+
     #[test]
     fn grains() {
         assert_eq!(Grain::Hour.bucket(3_600_000 * 5 + 1), 5);
