@@ -4,6 +4,7 @@
 //! weekly rhythm ([`Rhythm`]); before that, the period's average rate.
 
 use super::rhythm::Rhythm;
+use super::words::{count, usd};
 use crate::model::Plan;
 use crate::quota::period::Period;
 
@@ -192,20 +193,35 @@ pub fn recommend(current: &Plan, plans: &[Plan], f: &Forecast) -> Option<Recomme
     }
     let reason = if fits(current, calls, tokens) {
         format!(
-            "The projected {calls} calls and {tokens} tokens this period fit the {} plan, which costs ${:.2}/month instead of ${:.2}.",
-            best.name, best.price_usd_monthly, current.price_usd_monthly
+            "The projected {} calls and {} tokens this period fit the {} plan, which costs {}/month instead of {}.",
+            count(calls),
+            count(tokens),
+            best.name,
+            usd(best.price_usd_monthly),
+            usd(current.price_usd_monthly)
         )
     } else {
         let what = match (current.monthly_calls, current.monthly_tokens) {
             (Some(l), _) if calls > l => {
-                format!("{calls} calls exceed the {} plan's {l}", current.name)
+                format!(
+                    "{} calls exceed the {} plan's {}",
+                    count(calls),
+                    current.name,
+                    count(l)
+                )
             }
-            (_, Some(l)) => format!("{tokens} tokens exceed the {} plan's {l}", current.name),
+            (_, Some(l)) => format!(
+                "{} tokens exceed the {} plan's {}",
+                count(tokens),
+                current.name,
+                count(l)
+            ),
             _ => "usage exceeds the current plan".to_string(),
         };
         format!(
-            "At the current rate, the projected {what}; the {} plan (${:.2}/month) covers it.",
-            best.name, best.price_usd_monthly
+            "At the current rate, the projected {what}; the {} plan ({}/month) covers it.",
+            best.name,
+            usd(best.price_usd_monthly)
         )
     };
     Some(Recommendation {
@@ -273,7 +289,7 @@ mod tests {
         assert_eq!(r.plan_id, "starter");
         assert!(
             r.reason
-                .contains("12000 calls exceed the free plan's 10000"),
+                .contains("12,000 calls exceed the free plan's 10,000"),
             "{}",
             r.reason
         );

@@ -14,6 +14,7 @@
 //!   `retryAttempt`) after failures that were themselves billed: the tokens
 //!   paid twice.
 
+use super::words::{count, usd};
 use crate::pricing::{ModelPrice, PriceTable};
 use crate::rollup::{Agg, Cell, OTHER};
 
@@ -56,30 +57,6 @@ fn per_million(p: f64) -> String {
     } else {
         format!("{}", (m * 1e6).round() / 1e6)
     }
-}
-
-fn usd(x: f64) -> String {
-    format!("${}", thousands(x))
-}
-
-/// `12,345.67`.
-fn thousands(x: f64) -> String {
-    let cents = (x * 100.0).round() as i64;
-    let (whole, frac) = (cents / 100, (cents % 100).abs());
-    let digits = whole.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{}{out}.{frac:02}", if whole < 0 { "-" } else { "" })
-}
-
-fn count(n: u64) -> String {
-    let s = thousands(n as f64);
-    s[..s.len() - 3].to_string()
 }
 
 fn cost_at(a: &Agg, p: ModelPrice) -> f64 {
@@ -322,7 +299,5 @@ mod tests {
         assert_eq!(family("gpt-4o-mini"), "gpt-4o");
         assert_eq!(family("gpt-4-turbo"), "gpt-4");
         assert_eq!(family("gpt-3.5-turbo"), "gpt-3.5");
-        assert_eq!(thousands(1234567.891), "1,234,567.89");
-        assert_eq!(count(1000), "1,000");
     }
 }

@@ -8,3 +8,4 @@ pub mod hours;
 pub mod insights;
 pub mod query;
 pub mod rhythm;
+pub mod words;
