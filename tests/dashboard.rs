@@ -112,6 +112,23 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         .as_str()
         .unwrap()
         .contains("requests / hour"));
+    // Time labels at round instants: the 7 days of hours are labelled at
+    // midnights (by date), over the requests and over the cost.
+    for chart in ["chart", "cost-chart"] {
+        let xticks = b
+            .js(
+                &format!("return document.querySelector('[data-testid={chart}]').dataset.xticks;"),
+                vec![],
+            )
+            .as_str()
+            .unwrap()
+            .to_string();
+        let xticks: Vec<&str> = xticks.split(',').collect();
+        assert!(
+            (4..=8).contains(&xticks.len()) && xticks.iter().all(|t| t.contains("T00:00:00")),
+            "{chart}: {xticks:?}"
+        );
+    }
     assert_eq!(
         b.js("return document.querySelectorAll('[data-testid=chart] rect[data-partial=true]').length;", vec![]),
         json!(1)

@@ -343,6 +343,7 @@
       const r = node("rect", { x: L + i * step + step * 0.1, y: T + ih - h, width: Math.max(1, step * 0.8), height: h, class: "bar-cost" }, svg);
       node("title", {}, r).textContent = label(p.t, bucket, true) + ": " + usd(p.costUsd);
     });
+    timeAxis(svg, series, bucket, L, step, iw, H - 6, "cost-chart");
     box.dataset.points = String(series.length);
     box.replaceChildren(svg);
   }
@@ -492,6 +493,36 @@
   }
 
   const BUCKET_MS = { minute: 6e4, hour: 36e5, day: 864e5 };
+  const DAY = 864e5;
+
+  // The time axis: labels at round instants only - minutes a multiple of
+  // 5, 10, 15 or 30, hours a multiple of 2, 3, 6 or 12, whole days, Mondays
+  // - as many as fit, ten at most; a midnight within a range of hours is named by its
+  // date, other ticks by the time. The tick times go in data-xticks.
+  function timeAxis(svg, series, bucket, L, step, iw, y, testid) {
+    const len = BUCKET_MS[bucket] || 36e5;
+    const steps = bucket === "minute" ? [1, 2, 5, 10, 15, 30, 60, 120].map((m) => m * 6e4)
+      : bucket === "hour" ? [1, 2, 3, 6, 12, 24, 48, 168].map((h) => h * 36e5)
+      : [1, 2, 7, 14, 28].map((d) => d * DAY);
+    const span = series.length * len;
+    const room = (ms) => Math.max(2, Math.min(10, Math.floor(iw / (ms >= DAY || bucket === "day" ? 64 : 52))));
+    const every = steps.find((ms) => span / ms <= room(ms)) || steps[steps.length - 1];
+    // Weeks start on Monday (1970-01-01 was a Thursday).
+    const round = (t) => (every % (7 * DAY) === 0 ? (t / DAY + 3) % (every / DAY) === 0 : t % every === 0);
+    const at = [];
+    series.forEach((p, i) => {
+      const t = new Date(p.t).getTime();
+      if (!round(t)) return;
+      at.push(p.t);
+      const d = new Date(t);
+      const name = bucket === "day" || t % DAY === 0
+        ? d.toLocaleDateString("en-US", { month: "short", day: "numeric", timeZone: "UTC" })
+        : d.toISOString().slice(11, 16);
+      node("text", { x: L + i * step + step / 2, y, "text-anchor": "middle" }, svg).textContent = name;
+    });
+    const box = document.querySelector("[data-testid=" + testid + "]");
+    if (box) box.dataset.xticks = at.join(",");
+  }
 
   function drawChart(series, bucket) {
     const box = $("chart");
@@ -503,8 +534,6 @@
       return;
     }
     const W = Math.max(320, Math.round(box.clientWidth || 900)), H = W < 600 ? 230 : 270, L = 48, R = 52, T = 24, B = 26;
-    const manyDays = bucket !== "day" && series.length > 1 &&
-      new Date(series[series.length - 1].t) - new Date(series[0].t) > 86400000;
     const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Requests and tokens per " + bucket });
     const req = niceTicks(Math.max(...series.map((p) => p.requests)), 4);
     const tok = niceTicks(Math.max(...series.map((p) => p.tokens)), 4);
@@ -557,10 +586,7 @@
     box.dataset.marks = String(marks);
     const pts = series.map((p, i) => (L + i * step + step / 2).toFixed(1) + "," + (T + ih - (p.tokens / tok.top) * ih).toFixed(1));
     node("polyline", { points: pts.join(" "), class: "line-tok" }, svg);
-    const every = Math.ceil(series.length / Math.max(2, Math.floor(iw / (manyDays ? 110 : 60))));
-    series.forEach((p, i) => {
-      if (i % every === 0) node("text", { x: L + i * step + step / 2, y: H - 8, "text-anchor": "middle" }, svg).textContent = label(p.t, bucket, manyDays);
-    });
+    timeAxis(svg, series, bucket, L, step, iw, H - 8, "chart");
     // The readout: a crosshair on one bucket and its figures, moved by the
     // pointer (mouse or touch) or the arrow keys; the latest by default.
     const cross = node("line", { x1: 0, x2: 0, y1: T, y2: T + ih, class: "crosshair" }, svg);
