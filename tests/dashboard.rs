@@ -706,6 +706,16 @@ fn the_page_shows_unusual_hours_ways_to_save_and_breakdowns() {
         "the phone layout",
         "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
     );
+    // The charts are drawn again for the narrower boxes at once (not at
+    // the next refresh, 5 s away), so their labels keep their size
+    // instead of shrinking with the picture.
+    b.wait_for(
+        "the charts drawn for the phone's width",
+        "return ['chart', 'cost-chart'].every((id) => { \
+           const svg = document.querySelector('[data-testid=' + id + '] svg'); \
+           return svg && Number(svg.getAttribute('viewBox').split(' ')[2]) <= 400; });",
+        std::time::Duration::from_secs(3),
+    );
     if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
         b.js(
             "document.getElementById('anomalies-card').scrollIntoView();",

@@ -144,7 +144,12 @@ impl Browser {
 
     /// Polls `script` until it returns true (10 s).
     pub fn wait(&self, what: &str, script: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_for(what, script, Duration::from_secs(15))
+    }
+
+    /// [`Browser::wait`] with a deadline of its own.
+    pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         loop {
             if self.js(script, vec![]) == json!(true) {
                 return;

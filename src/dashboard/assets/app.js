@@ -749,6 +749,16 @@
     showLogin("");
   });
 
+  // The charts are drawn for their box's width: drawn again when it
+  // changes (a phone turned, a window resized), so their text keeps its size.
+  let resized = null, width = window.innerWidth;
+  window.addEventListener("resize", () => {
+    if (window.innerWidth === width) return;
+    width = window.innerWidth;
+    clearTimeout(resized);
+    resized = setTimeout(() => { if (state.key) refresh(); }, 150);
+  });
+
   setRange(state.range);
   // A key from the link's fragment is moved to localStorage (signIn).
   window.addEventListener("hashchange", () => {
