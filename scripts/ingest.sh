@@ -5,7 +5,9 @@
 # with a 503 and counted apart - and prints accepted records/s and the
 # largest queue depth seen (the flush lag, in records). Loopback only.
 #   scripts/ingest.sh            (DURATION=60 CONNS=8; DELAY_MS=N paces each
-#                                 connection, to hold a rate below the maximum)
+#                                 connection, to hold a rate below the maximum;
+#                                 FORMAT=ndjson sends the batch as NDJSON;
+#                                 BIN=path runs that binary instead of HEAD's)
 #   ENGINE=postgres scripts/ingest.sh
 #       the same into PostgreSQL: a throw-away cluster on this machine
 #       (Debian's postgresql, as user postgres when run as root), then the
@@ -15,28 +17,32 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-60}; CONNS=${CONNS:-8}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
-cargo build --release --quiet --bin tollgate
+# BIN=path runs another build (an earlier commit's, for a same-run baseline).
+if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin tollgate; fi
+BIN=${BIN:-target/release/tollgate}
 DATA=$(mktemp -d)
 chmod 755 "$DATA"
 PGDIR=""
 source scripts/lib/pg-cluster.sh
 if [ "${ENGINE:-sled}" = postgres ]; then pg_start "$DATA/pg" 18191; fi
-TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=${SERVER_LOG_LEVEL:-warn} target/release/tollgate serve --bind 127.0.0.1:18190 --data-dir "$DATA/tg" >/dev/null 2>"${SERVER_LOG:-/dev/stderr}" &
+TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=${SERVER_LOG_LEVEL:-warn} "$BIN" serve --bind 127.0.0.1:18190 --data-dir "$DATA/tg" >/dev/null 2>"${SERVER_LOG:-/dev/stderr}" &
 TG=$!
 trap '{ kill $TG 2>/dev/null; wait $TG 2>/dev/null; pg_stop; rm -rf "$DATA" /tmp/tollgate-ingest.lua /tmp/tollgate-ingest.wrk; } || true' EXIT
 until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
 admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
 admin -X POST 127.0.0.1:18190/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
 KEY=$(admin -X POST 127.0.0.1:18190/api/admin/tenants/ingest/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
-python3 - "$KEY" > /tmp/tollgate-ingest.lua <<'PY'
+python3 - "$KEY" "${FORMAT:-json}" > /tmp/tollgate-ingest.lua <<'PY'
 import json, sys
 recs = [{"endpoint": "/api/chat", "method": "POST", "statusCode": 200 if i % 50 else 500, "responseTime": 100 + i % 900,
          "promptTokens": i % 700, "completionTokens": i % 300, "model": ["gpt-4o-mini", "gpt-4o"][i % 2],
          "userId": f"user-{i % 200}", "botId": f"bot-{i % 5}", "calls": 0} for i in range(1000)]
-body = json.dumps(recs).replace("\\", "\\\\").replace("'", "\\'")
+ndjson = sys.argv[2] == "ndjson"
+body = "\n".join(json.dumps(r) for r in recs) if ndjson else json.dumps(recs)
+body = body.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
 print("wrk.method = 'POST'")
 print("wrk.body = '" + body + "'")
-print("wrk.headers['Content-Type'] = 'application/json'")
+print("wrk.headers['Content-Type'] = '" + ("application/x-ndjson" if ndjson else "application/json") + "'")
 print("wrk.headers['Authorization'] = 'Bearer " + sys.argv[1] + "'")
 PY
 if [ -n "${DELAY_MS:-}" ]; then echo "function delay() return $DELAY_MS end" >> /tmp/tollgate-ingest.lua; fi

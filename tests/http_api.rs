@@ -554,6 +554,101 @@ fn usage_ingestion_counts_and_validates_whole_batches() {
     assert_eq!(usage["resetAt"], usage["period"]["end"]);
 }
 
+/// NDJSON (`application/x-ndjson`): a record per line, blank lines and
+/// CRLF allowed, parsed as the body arrives (a chunked body whose chunks
+/// split records mid-string), errors naming the record and its line, and
+/// a refused body taking nothing.
+#[test]
+fn usage_ingestion_takes_ndjson_line_by_line() {
+    let s = TestServer::start();
+    let key = s.tenant_with_key("nd", "professional");
+    let post = |body: &str, ct: &str| {
+        reqwest::blocking::Client::new()
+            .post(s.url("/api/v1/usage"))
+            .bearer_auth(&key)
+            .header("Content-Type", ct)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    let used = || -> u64 {
+        s.tenant(&key, "GET", "/api/billing/usage", None)
+            .json::<Value>()
+            .unwrap()["calls"]["used"]
+            .as_u64()
+            .unwrap()
+    };
+    let body = "{\"endpoint\":\"/api/chat\",\"userId\":\"ann\",\"promptTokens\":10}\r\n\n  \n{\"endpoint\":\"/api/chat\",\"userId\":\"b\\u00e9a\"}\n{\"endpoint\":\"/v1/x\",\"calls\":3}";
+    let r = post(body, "application/x-ndjson");
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().unwrap()["accepted"], 3);
+    assert_eq!(used(), 5);
+    // Chunks that cut a record mid-string and fall on a newline.
+    let lines: String = (0..50)
+        .map(|i| format!("{{\"endpoint\":\"/api/chat\",\"userId\":\"streamed-{i}\"}}\n"))
+        .collect();
+    let mut chunked = format!(
+        "POST /api/v1/usage HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/jsonl\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    let first_newline = lines.find('\n').unwrap() + 1;
+    for piece in [
+        &lines[..17],
+        &lines[17..first_newline],
+        &lines[first_newline..],
+    ] {
+        chunked.extend_from_slice(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (status, text) = common::raw_http(&s.url("/"), &chunked);
+    assert_eq!(status, 202, "{text}");
+    assert!(text.contains("\"accepted\":50"), "{text}");
+    assert_eq!(used(), 55);
+    // A record of the wrong shape: named with its line; nothing taken.
+    let bad = "{\"endpoint\":\"/a\"}\n\n{\"endpoint\":\"/b\",\"statusCode\":700}\n";
+    let e = error_body(post(bad, "application/x-ndjson"), 422, "invalid_request");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("records[1] (line 3): statusCode"),
+        "{e}"
+    );
+    let e = error_body(
+        post(
+            "{\"endpoint\":\"/a\"}\n{\"nope\":1}\n",
+            "application/x-ndjson",
+        ),
+        422,
+        "invalid_request",
+    );
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("records[1] (line 2): unknown field `nope`"),
+        "{e}"
+    );
+    let e = error_body(
+        post(
+            "{\"endpoint\":\"/a\"}\n{\"endpoint\":\n",
+            "application/x-ndjson",
+        ),
+        400,
+        "invalid_json",
+    );
+    assert!(e["error"].as_str().unwrap().contains("line 2"), "{e}");
+    let many = "{\"endpoint\":\"/a\"}\n".repeat(10_001);
+    let e = error_body(post(&many, "application/x-ndjson"), 422, "invalid_request");
+    assert!(e["error"].as_str().unwrap().contains("10,000"), "{e}");
+    error_body(
+        post("{\"endpoint\":\"/a\"}", "text/plain"),
+        415,
+        "unsupported_media_type",
+    );
+    assert_eq!(used(), 55, "a refused body takes nothing");
+}
+
 #[test]
 fn subscription_views_for_tenant_and_admin() {
     let s = TestServer::start();

@@ -56,7 +56,7 @@ fn is_json(req: &HttpRequest) -> bool {
 /// Reads the whole body, up to `limit` bytes and within `timeout`: a body
 /// that stops arriving (one byte of a declared hundred, say) is answered
 /// 408 instead of holding the connection forever.
-async fn read_body(
+pub async fn read_body(
     payload: Payload,
     declared: Option<usize>,
     limit: usize,
@@ -64,15 +64,29 @@ async fn read_body(
 ) -> Result<Vec<u8>, ApiError> {
     match tokio::time::timeout(timeout, read_capped(payload, declared, limit)).await {
         Ok(body) => body,
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            format!(
-                "the request body did not arrive within {} ms",
-                timeout.as_millis()
-            ),
-        )),
+        Err(_) => Err(body_timeout(timeout)),
     }
+}
+
+/// 408: the body did not arrive within `timeout`.
+pub fn body_timeout(timeout: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the request body did not arrive within {} ms",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// 413: the body is over the `limit`-byte cap.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is over the {limit}-byte cap"),
+    )
 }
 
 async fn read_capped(
@@ -80,13 +94,7 @@ async fn read_capped(
     declared: Option<usize>,
     limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is over the {limit}-byte cap"),
-        )
-    };
+    let too_large = || too_large(limit);
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod batch;
 pub mod catalog;
 pub mod chat;
 pub mod error;

@@ -71,9 +71,9 @@ pub struct Accepted {
 #[derive(serde::Deserialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(untagged)]
-pub enum UsageBody {
-    One(Box<UsageInput>),
-    Many(Vec<UsageInput>),
+pub enum UsageBody<'a> {
+    One(#[serde(borrow)] Box<UsageInput<'a>>),
+    Many(#[serde(borrow)] Vec<UsageInput<'a>>),
 }
 
 #[derive(OpenApi)]

@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
-use serde_json::Value;
+use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::batch::Position;
 use super::error::ApiError;
 use super::extract::{ApiJson, OptionalJson, TenantAuth};
 use super::meter::{rejection, suspended, Meter};
@@ -130,52 +130,48 @@ pub async fn check(
     }))
 }
 
-/// `POST /api/v1/usage`: one record or an array of up to 10,000. The whole
+/// `POST /api/v1/usage`: one record or an array of up to 10,000, as JSON,
+/// or NDJSON (a record per line, parsed as it arrives). Parsed in one pass
+/// ([`super::batch`]); the whole
 /// body is checked before any record is taken, and the batch is taken whole
 /// or refused whole: a 202 means every record will be persisted; a 429
 /// (the plan's ingest rate) or 503 (no room, or the store failing) means
 /// none was taken and the client should retry after `Retry-After`.
 #[utoipa::path(
     post, path = "/api/v1/usage", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
-    request_body(content = crate::http::openapi::UsageBody, description = "one record or an array of up to 10,000"),
-    responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::openapi::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::openapi::ErrorBody), (status = 415, description = "not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid record", body = crate::http::openapi::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody))
+    request_body(content((crate::http::openapi::UsageBody = "application/json"), (String = "application/x-ndjson")), description = "one record or an array of up to 10,000 (JSON), or up to 10,000 records one per line (NDJSON)"),
+    responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::openapi::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::openapi::ErrorBody), (status = 415, description = "neither JSON nor NDJSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid record", body = crate::http::openapi::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn ingest(
     st: web::Data<AppState>,
     auth: TenantAuth,
-    body: ApiJson<Value>,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (items, batch) = match body.0 {
-        Value::Array(a) => (a, true),
-        v @ Value::Object(_) => (vec![v], false),
-        _ => {
-            return Err(ApiError::invalid(
-                "send one usage record (an object) or an array of them",
+    let ndjson = match body_format(&req) {
+        Some(f) => f,
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json (a record or an array of them) or application/x-ndjson (a record per line)",
             ))
         }
     };
-    if items.len() as u64 > crate::model::MAX_BATCH_RECORDS {
-        return Err(ApiError::invalid("at most 10,000 records per request"));
-    }
     let tenant = &auth.tenant;
     if tenant.is_suspended() {
         return Err(suspended());
     }
-    st.queue
-        .refuse_if_full(items.len())
-        .map_err(refusal_error)?;
+    // A queue with no room at all refuses before the body is read.
+    st.queue.refuse_if_full(1).map_err(refusal_error)?;
     let now_ns = st.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
-    let mut records = Vec::with_capacity(items.len());
-    for (i, v) in items.into_iter().enumerate() {
-        let at = |m: String| {
-            if batch {
-                ApiError::invalid(format!("records[{i}]: {m}"))
-            } else {
-                ApiError::invalid(m)
-            }
+    let mut records = Vec::new();
+    let mut each = |at: Option<Position>, input: UsageInput<'_>| -> Result<(), ApiError> {
+        let at = |m: String| match at {
+            Some(p) => ApiError::invalid(format!("{p}: {m}")),
+            None => ApiError::invalid(m),
         };
-        let input: UsageInput = serde_json::from_value(v).map_err(|e| at(e.to_string()))?;
         if input.tenant_id.as_deref().is_some_and(|t| t != &*tenant.id) {
             return Err(ApiError::forbidden(
                 "tenant_mismatch",
@@ -189,7 +185,33 @@ pub async fn ingest(
         }
         r.cost_usd = price(&st, &r.model, r.prompt_tokens, r.completion_tokens);
         records.push(r);
+        Ok(())
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.max_body_bytes) {
+        return Err(super::extract::too_large(st.max_body_bytes));
     }
+    if ndjson {
+        let read = super::batch::ndjson(payload.into_inner(), st.max_body_bytes, &mut each);
+        tokio::time::timeout(st.body_timeout, read)
+            .await
+            .map_err(|_| super::extract::body_timeout(st.body_timeout))??;
+    } else {
+        let body = super::extract::read_body(
+            payload.into_inner(),
+            declared,
+            st.max_body_bytes,
+            st.body_timeout,
+        )
+        .await?;
+        super::batch::json(&body, &mut each)?;
+    }
+    st.queue
+        .refuse_if_full(records.len())
+        .map_err(refusal_error)?;
     let total = records.len();
     admit_batch(&st, tenant, total, now_ns)?;
     let mut admission = st.queue.admit(total).map_err(|refusal| {
@@ -213,6 +235,26 @@ pub async fn ingest(
     }
     // `dropped` is always 0 (a batch is taken whole); kept for older clients.
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": total, "dropped": 0 })))
+}
+
+/// `Some(true)` for NDJSON (`application/x-ndjson`, `application/jsonl`),
+/// `Some(false)` for JSON, `None` for anything else.
+fn body_format(req: &HttpRequest) -> Option<bool> {
+    let ct = req.headers().get(actix_web::http::header::CONTENT_TYPE)?;
+    let mime = ct
+        .to_str()
+        .ok()?
+        .split(';')
+        .next()?
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => Some(true),
+        m if m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")) => {
+            Some(false)
+        }
+        _ => None,
+    }
 }
 
 /// The answer to a batch the queue did not admit.

@@ -1,8 +1,11 @@
 //! Request and response bodies that exist only at the HTTP edge (camelCase JSON),
 //! and the checks of SPEC §5's field bounds.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::catalog::{PlanBody, StatusBody};
@@ -91,36 +94,111 @@ pub struct CheckResponse {
     pub reason: Option<&'static str>,
 }
 
-/// One usage record as a client reports it (`POST /api/v1/usage`).
+/// A string field of a request body, borrowed from the body when it has
+/// no escapes (serde's own `Cow` always copies inside an `Option`): the
+/// fields only checked (`timestamp`, `method`, `clientIp`, ...) cost no
+/// allocation, the kept ones one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl Text<'_> {
+    pub fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(s: String) -> Self {
+        Text(Cow::Owned(s))
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text(Cow::Borrowed(s))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// One usage record as a client reports it (`POST /api/v1/usage`),
+/// borrowing its strings from the body where it can.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UsageInput {
-    pub timestamp: Option<String>,
-    pub tenant_id: Option<String>,
-    pub endpoint: Option<String>,
-    pub method: Option<String>,
+pub struct UsageInput<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub timestamp: Option<Text<'a>>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub tenant_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub endpoint: Option<Text<'a>>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub method: Option<Text<'a>>,
     pub status_code: Option<u64>,
     pub response_time: Option<f64>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub tokens_used: Option<u64>,
-    pub model: Option<String>,
-    pub user_id: Option<String>,
-    pub bot_id: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub model: Option<Text<'a>>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub user_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub bot_id: Option<Text<'a>>,
     pub metadata: Option<serde_json::Map<String, Value>>,
     pub calls: Option<u64>,
     /// Accepted and ignored: cost is always computed from the price table.
     pub cost_usd: Option<f64>,
     /// The API version the request used (1-64 bytes); by default the
     /// endpoint's first path segment when it looks like one (`v1`, `2024-06-01`).
-    pub api_version: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub api_version: Option<Text<'a>>,
     /// ISO 3166-1 alpha-2 country of the caller.
-    pub country: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub country: Option<Text<'a>>,
     /// 0 for a first attempt; above 0 for a retry.
     pub retry_attempt: Option<u64>,
     /// The caller's address, to find its country in `[geoip] mmdb` when
     /// `country` is not given; looked up, never stored.
-    pub client_ip: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub client_ip: Option<Text<'a>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -303,11 +381,11 @@ fn metadata(map: serde_json::Map<String, Value>) -> Result<Vec<(String, String)>
 
 /// Turns a reported record into a stored one (without its cost), checking
 /// every bound. `now` bounds the timestamp: at most 7 days old, 5 minutes ahead.
-pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord, String> {
-    let ts = match input.timestamp {
+pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRecord, String> {
+    let ts = match input.timestamp.as_deref() {
         None => now,
         Some(s) => {
-            let t = DateTime::parse_from_rfc3339(&s)
+            let t = DateTime::parse_from_rfc3339(s)
                 .map_err(|_| {
                     "timestamp must be RFC 3339, e.g. 2026-11-28T12:00:00.000Z".to_string()
                 })?
@@ -321,7 +399,7 @@ pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord
             t
         }
     };
-    let endpoint = input.endpoint.ok_or("endpoint is required")?;
+    let endpoint = input.endpoint.ok_or("endpoint is required")?.into_owned();
     if endpoint.is_empty() {
         return Err("endpoint must not be empty".into());
     }
@@ -351,18 +429,18 @@ pub fn usage_record(input: UsageInput, now: DateTime<Utc>) -> Result<UsageRecord
         None => split,
     };
     let calls = check_count("calls", input.calls.unwrap_or(1))?;
-    let model = input.model.unwrap_or_default();
+    let model = input.model.unwrap_or_default().into_owned();
     check_text("model", &model, 128)?;
-    let user_id = input.user_id.unwrap_or_default();
+    let user_id = input.user_id.unwrap_or_default().into_owned();
     check_text("userId", &user_id, 128)?;
-    let bot_id = input.bot_id.unwrap_or_default();
+    let bot_id = input.bot_id.unwrap_or_default().into_owned();
     check_text("botId", &bot_id, 128)?;
     if let Some(c) = input.cost_usd {
         if !c.is_finite() {
             return Err("costUsd must be a finite number".into());
         }
     }
-    let api_version = opt_version(input.api_version)?;
+    let api_version = opt_version(input.api_version.map(Text::into_owned))?;
     let country = opt_country(input.country.as_deref())?;
     opt_ip(input.client_ip.as_deref())?;
     Ok(UsageRecord {
@@ -398,7 +476,7 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
     }
 
-    fn input(f: impl FnOnce(&mut UsageInput)) -> Result<UsageRecord, String> {
+    fn input(f: impl FnOnce(&mut UsageInput<'static>)) -> Result<UsageRecord, String> {
         let mut i = UsageInput {
             endpoint: Some("/api/chat".into()),
             ..Default::default()
@@ -425,12 +503,12 @@ mod tests {
 
     #[test]
     fn bounds() {
-        type Case = Box<dyn FnOnce(&mut UsageInput)>;
+        type Case = Box<dyn FnOnce(&mut UsageInput<'static>)>;
         let cases: Vec<Case> = vec![
             Box::new(|i| i.endpoint = None),
-            Box::new(|i| i.endpoint = Some("x".repeat(257))),
+            Box::new(|i| i.endpoint = Some("x".repeat(257).into())),
             Box::new(|i| i.method = Some("GE T".into())),
-            Box::new(|i| i.method = Some("X".repeat(17))),
+            Box::new(|i| i.method = Some("X".repeat(17).into())),
             Box::new(|i| i.status_code = Some(99)),
             Box::new(|i| i.status_code = Some(600)),
             Box::new(|i| i.response_time = Some(-1.0)),
@@ -438,8 +516,8 @@ mod tests {
             Box::new(|i| i.response_time = Some(MAX_RESPONSE_MS + 1.0)),
             Box::new(|i| i.prompt_tokens = Some(MAX_SAFE + 1)),
             Box::new(|i| i.calls = Some(MAX_SAFE + 1)),
-            Box::new(|i| i.model = Some("m".repeat(129))),
-            Box::new(|i| i.user_id = Some("u".repeat(129))),
+            Box::new(|i| i.model = Some("m".repeat(129).into())),
+            Box::new(|i| i.user_id = Some("u".repeat(129).into())),
             Box::new(|i| i.timestamp = Some("yesterday".into())),
             Box::new(|i| i.timestamp = Some("2026-11-20T11:59:59Z".into())),
             Box::new(|i| i.timestamp = Some("2026-11-28T12:06:00Z".into())),
