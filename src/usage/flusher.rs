@@ -1,6 +1,7 @@
 //! [`UsageFlusher`]: the thread that moves queued records into the store.
 //!
-//! Every flush interval it drains the queue and writes what it found in one
+//! Every flush interval - at once when a full batch is already waiting - it
+//! drains the queue and writes what it found in one
 //! store write per batch ([`group`], then [`write_blocks`]: plain functions,
 //! so that a failing store can be tested). A batch the store fails to take
 //! (a full disk, a store being reopened) is kept and written again on the
@@ -82,10 +83,18 @@ impl UsageFlusher {
                 let mut last_retention: Option<chrono::DateTime<chrono::Utc>> = None;
                 let mut last_trim = Instant::now();
                 loop {
-                    let stopping = !matches!(
-                        stop_rx.recv_timeout(schedule.interval),
-                        Err(RecvTimeoutError::Timeout)
-                    );
+                    // The interval gathers a trickle into one write; a queue
+                    // already holding a full batch is written at once, so
+                    // under load the flusher does not sleep while ingestion
+                    // is refused for want of room.
+                    let busy = held.is_none() && rx.waiting() >= KEEP_BATCH;
+                    let wait = if busy {
+                        Duration::ZERO
+                    } else {
+                        schedule.interval
+                    };
+                    let stopping =
+                        !matches!(stop_rx.recv_timeout(wait), Err(RecvTimeoutError::Timeout));
                     // A batch the store could not take waits here and is
                     // tried again first; meanwhile the queue is not drained, so
                     // it fills up and ingestion answers 503 (back-pressure)
@@ -338,6 +347,59 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    /// A queue holding a full batch is written at once, not after the
+    /// interval: under load the flusher does not sleep while ingestion is
+    /// refused for want of room. A trickle still waits for the interval.
+    #[test]
+    fn a_full_batch_is_written_without_waiting_for_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SledStore::open_with(
+                dir.path(),
+                crate::store::SledOptions::new(100, 1 << 24),
+            )
+            .unwrap(),
+        );
+        let stats = Arc::new(Stats::default());
+        let (queue, rx) = crate::usage::queue::usage_queue(4 * KEEP_BATCH, stats.clone());
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<usize>();
+        let hook: BatchHook = Box::new(move |b: &[Queued]| {
+            let _ = seen_tx.send(b.len());
+        });
+        let schedule = FlushSchedule {
+            interval: Duration::from_secs(5),
+            checkpoint: Duration::from_secs(3600),
+            raw_days: 30,
+            stop_timeout: Duration::from_secs(30),
+        };
+        // Two full batches wait when the flusher starts: it does not run
+        // the 5 s interval out first.
+        let t = state("t");
+        let now = chrono::Utc::now().timestamp_millis();
+        for _ in 0..2 * KEEP_BATCH {
+            assert!(queue.enqueue(queued(&t, now)));
+        }
+        let start = Instant::now();
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let flusher = UsageFlusher::start(rx, store, schedule, clock, stats, Some(hook)).unwrap();
+        let mut taken = 0;
+        while taken < 2 * KEEP_BATCH {
+            taken += seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+        // A trickle after that waits for the interval.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(queue.enqueue(queued(&t, now)));
+        let early = seen_rx.recv_timeout(Duration::from_secs(2));
+        assert!(early.is_err(), "{early:?} after {:?}", start.elapsed());
+        assert_eq!(seen_rx.recv_timeout(Duration::from_secs(10)), Ok(1));
+        drop(flusher);
     }
 
     /// Regression (seams review, hostile tenant finding 6): a batch was

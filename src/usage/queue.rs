@@ -176,6 +176,11 @@ impl UsageQueue {
 }
 
 impl QueueReceiver {
+    /// Records waiting, in every lane.
+    pub fn waiting(&self) -> usize {
+        self.lanes.iter().map(|l| l.len()).sum()
+    }
+
     /// Moves up to `max` waiting records into `out`; returns how many.
     pub fn drain_into(&self, out: &mut Vec<Queued>, max: usize) -> usize {
         let start = out.len();

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Where flat-out ingestion's CPU goes, by thread: HTTP workers (reading and
+# parsing the batches), the flusher (rollups, sled), sled's own threads.
+# wrk -t1 -c8 posts 1,000-record batches (as scripts/ingest.sh) for 14 s;
+# perf record samples the server for 10 s; the report groups the samples
+# by thread name, so the stripped release build is enough.
+#   scripts/profile-ingest.sh      (needs perf and wrk; loopback only;
+#                                   FORMAT=ndjson, BIN=path as ingest.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin tollgate; fi
+BIN=${BIN:-target/release/tollgate}
+DATA=$(mktemp -d)
+TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=warn "$BIN" serve --bind 127.0.0.1:18195 --data-dir "$DATA" >/dev/null 2>&1 &
+TG=$!
+trap 'kill $TG 2>/dev/null; wait $TG 2>/dev/null; rm -rf "$DATA" /tmp/pi.lua' EXIT
+until curl -sf 127.0.0.1:18195/healthz >/dev/null; do sleep 0.1; done
+admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
+admin -X POST 127.0.0.1:18195/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
+KEY=$(admin -X POST 127.0.0.1:18195/api/admin/tenants/ingest/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
+python3 - "$KEY" "${FORMAT:-json}" > /tmp/pi.lua <<'PY'
+import json, sys
+recs = [{"endpoint": "/api/chat", "method": "POST", "statusCode": 200 if i % 50 else 500, "responseTime": 100 + i % 900,
+         "promptTokens": i % 700, "completionTokens": i % 300, "model": ["gpt-4o-mini", "gpt-4o"][i % 2],
+         "userId": f"user-{i % 200}", "botId": f"bot-{i % 5}", "calls": 0} for i in range(1000)]
+ndjson = sys.argv[2] == "ndjson"
+body = "\n".join(json.dumps(r) for r in recs) if ndjson else json.dumps(recs)
+body = body.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+print("wrk.method = 'POST'")
+print("wrk.body = '" + body + "'")
+print("wrk.headers['Content-Type'] = '" + ("application/x-ndjson" if ndjson else "application/json") + "'")
+print("wrk.headers['Authorization'] = 'Bearer " + sys.argv[1] + "'")
+PY
+wrk -t1 -c8 -d14s -s /tmp/pi.lua http://127.0.0.1:18195/api/v1/usage > /tmp/pi-wrk.txt &
+WRK=$!
+sleep 2
+perf record -F 999 -p $TG -o /tmp/perf-ingest.data -- sleep 10 >/dev/null 2>&1
+wait $WRK
+grep -E "Requests/sec|Non-2xx" /tmp/pi-wrk.txt || true
+perf report -i /tmp/perf-ingest.data --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
