@@ -5,7 +5,9 @@
 //!   the whole body into a `serde_json::Value`, then `from_value` per record;
 //! - `one_pass_json`: [`tollgate::http::batch::json`], typed and borrowing;
 //! - `one_pass_ndjson_lines`: the same records as NDJSON, line by line (the
-//!   per-line work of [`tollgate::http::batch::ndjson`], without a socket).
+//!   per-line work of [`tollgate::http::batch::ndjson`], without a socket);
+//! - `count_only`: [`tollgate::http::batch::count`], the scan that refuses a
+//!   batch near a full queue before its parse.
 //!
 //! Run: `cargo bench --bench ingest`.
 
@@ -68,6 +70,7 @@ fn main() {
             out
         })
     });
+    g.bench_function("count_only", |b| b.iter(|| batch::count(black_box(&json))));
     g.bench_function("one_pass_ndjson_lines", |b| {
         b.iter(|| {
             let out: Vec<UsageRecord> = black_box(&ndjson)

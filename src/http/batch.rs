@@ -74,6 +74,34 @@ pub fn json<'de>(body: &'de [u8], mut each: impl Each<'de>) -> Result<bool, ApiE
     }
 }
 
+/// How many records a JSON body holds (1 for an object, the length of an
+/// array), by a scan that builds nothing; `None` when it is not valid JSON
+/// of either shape (the full parse then says why).
+pub fn count(body: &[u8]) -> Option<usize> {
+    struct Count;
+    impl<'de> Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object or an array")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(1)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let n = de.deserialize_any(Count).ok()?;
+    de.end().ok()?;
+    Some(n)
+}
+
 /// The top level: an object or an array, anything else refused.
 struct Body<'a, F> {
     each: &'a mut F,
@@ -261,6 +289,19 @@ mod tests {
             Ok(())
         })
         .unwrap();
+    }
+
+    #[test]
+    fn counts_without_building_records() {
+        assert_eq!(count(br#"{"endpoint":"/a"}"#), Some(1));
+        assert_eq!(
+            count(br#"[{"endpoint":"/a"},{"x":[1,{"y":2}]},3]"#),
+            Some(3)
+        );
+        assert_eq!(count(b"[]"), Some(0));
+        assert_eq!(count(b"[{"), None);
+        assert_eq!(count(b"5"), None);
+        assert_eq!(count(b"[] x"), None);
     }
 
     #[test]

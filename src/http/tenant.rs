@@ -209,6 +209,14 @@ pub async fn ingest(
             st.body_timeout,
         )
         .await?;
+        // Near a full queue, a batch that would be refused anyway is
+        // counted (a scan, no records built) and refused before its parse,
+        // leaving the CPU to the flusher that makes room.
+        if st.queue.room() < crate::model::MAX_BATCH_RECORDS as usize {
+            if let Some(n) = super::batch::count(&body) {
+                st.queue.refuse_if_full(n).map_err(refusal_error)?;
+            }
+        }
         super::batch::json(&body, &mut each)?;
     }
     st.queue

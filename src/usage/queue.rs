@@ -139,6 +139,11 @@ impl UsageQueue {
         self.room_for(n, self.ingest.probe.len())
     }
 
+    /// Free room in the ingest lane now, in records.
+    pub fn room(&self) -> usize {
+        self.ingest.capacity.saturating_sub(self.ingest.probe.len())
+    }
+
     /// Room for `n` reported records in the ingest lane, all or nothing.
     pub fn admit(&self, n: usize) -> Result<Admission<'_>, Refusal> {
         let lane = &*self.ingest;
