@@ -32,19 +32,7 @@ until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
 admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
 admin -X POST 127.0.0.1:18190/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
 KEY=$(admin -X POST 127.0.0.1:18190/api/admin/tenants/ingest/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
-python3 - "$KEY" "${FORMAT:-json}" > /tmp/tollgate-ingest.lua <<'PY'
-import json, sys
-recs = [{"endpoint": "/api/chat", "method": "POST", "statusCode": 200 if i % 50 else 500, "responseTime": 100 + i % 900,
-         "promptTokens": i % 700, "completionTokens": i % 300, "model": ["gpt-4o-mini", "gpt-4o"][i % 2],
-         "userId": f"user-{i % 200}", "botId": f"bot-{i % 5}", "calls": 0} for i in range(1000)]
-ndjson = sys.argv[2] == "ndjson"
-body = "\n".join(json.dumps(r) for r in recs) if ndjson else json.dumps(recs)
-body = body.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
-print("wrk.method = 'POST'")
-print("wrk.body = '" + body + "'")
-print("wrk.headers['Content-Type'] = '" + ("application/x-ndjson" if ndjson else "application/json") + "'")
-print("wrk.headers['Authorization'] = 'Bearer " + sys.argv[1] + "'")
-PY
+python3 scripts/lib/ingest-batch.py "$KEY" "${FORMAT:-json}" > /tmp/tollgate-ingest.lua
 if [ -n "${DELAY_MS:-}" ]; then echo "function delay() return $DELAY_MS end" >> /tmp/tollgate-ingest.lua; fi
 ( while kill -0 $TG 2>/dev/null; do curl -s 127.0.0.1:18190/healthz | sed 's/.*"queueDepth":\([0-9]*\).*/\1/'; echo; sleep 1; done ) > /tmp/tollgate-ingest.depth &
 SAMPLER=$!
