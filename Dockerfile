@@ -5,11 +5,12 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, in a layer of their own: stub targets for every one
-# Cargo.toml declares, so a change to the sources rebuilds only Tollgate.
+# Cargo.toml declares (each [[bench]] and [[example]], read from it), so a
+# change to the sources rebuilds only Tollgate.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches examples \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && for t in benches/enforcement benches/analytics examples/bare_actix examples/loadgen examples/grpc_loadgen; do \
+ && for t in $(awk -F'"' '/^\[\[(bench|example)\]\]/ { dir = ($0 ~ /bench/) ? "benches" : "examples" } dir && /^name *=/ { print dir "/" $2; dir = "" }' Cargo.toml); do \
       echo 'fn main() {}' > "$t.rs"; done \
  && cargo build --release --locked --bin tollgate \
  && rm -rf src benches examples
