@@ -179,6 +179,17 @@ fn bench(c: &mut Criterion) {
                 .with_key(black_box(&f.hashes[i]), |e| e.is_some())
         })
     });
+    // The key's SHA-256 alone. sha2 0.10 picks the CPU's SHA extensions at
+    // run time (its x86 backend's `shani` check); said here so a figure is
+    // read against the right backend.
+    #[cfg(target_arch = "x86_64")]
+    eprintln!(
+        "SHA extensions (sha_ni) on this CPU: {}",
+        std::arch::is_x86_feature_detected!("sha")
+    );
+    g.bench_function("sha256_of_key", |b| {
+        b.iter(|| KeyHash::of(black_box("tg_00000000000000000000000000000000")))
+    });
     g.bench_function("hash_and_lookup", |b| {
         b.iter(|| {
             f.registry
