@@ -29,9 +29,8 @@ TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=${SERVER_LOG_LEVEL:-warn} "$BIN" 
 TG=$!
 trap '{ kill $TG 2>/dev/null; wait $TG 2>/dev/null; pg_stop; rm -rf "$DATA" /tmp/tollgate-ingest.lua /tmp/tollgate-ingest.wrk; } || true' EXIT
 until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
-admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
-admin -X POST 127.0.0.1:18190/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
-KEY=$(admin -X POST 127.0.0.1:18190/api/admin/tenants/ingest/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
+. scripts/lib/bench-tenant.sh
+KEY=$(ingest_key 127.0.0.1:18190 ingest-admin)
 python3 scripts/lib/ingest-batch.py "$KEY" "${FORMAT:-json}" > /tmp/tollgate-ingest.lua
 if [ -n "${DELAY_MS:-}" ]; then echo "function delay() return $DELAY_MS end" >> /tmp/tollgate-ingest.lua; fi
 ( while kill -0 $TG 2>/dev/null; do curl -s 127.0.0.1:18190/healthz | sed 's/.*"queueDepth":\([0-9]*\).*/\1/'; echo; sleep 1; done ) > /tmp/tollgate-ingest.depth &

@@ -15,9 +15,8 @@ TOLLGATE_ADMIN_TOKEN=ingest-admin TOLLGATE_LOG=warn "$BIN" serve --bind 127.0.0.
 TG=$!
 trap 'kill $TG 2>/dev/null; wait $TG 2>/dev/null; rm -rf "$DATA" /tmp/pi.lua' EXIT
 until curl -sf 127.0.0.1:18195/healthz >/dev/null; do sleep 0.1; done
-admin() { curl -sf -H "Authorization: Bearer ingest-admin" -H 'Content-Type: application/json' "$@"; }
-admin -X POST 127.0.0.1:18195/api/admin/tenants -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
-KEY=$(admin -X POST 127.0.0.1:18195/api/admin/tenants/ingest/keys | sed 's/.*"key":"\([^"]*\)".*/\1/')
+. scripts/lib/bench-tenant.sh
+KEY=$(ingest_key 127.0.0.1:18195 ingest-admin)
 python3 scripts/lib/ingest-batch.py "$KEY" "${FORMAT:-json}" > /tmp/pi.lua
 wrk -t1 -c8 -d14s -s /tmp/pi.lua http://127.0.0.1:18195/api/v1/usage > /tmp/pi-wrk.txt &
 WRK=$!

@@ -1,4 +1,4 @@
-# Sourced by the HTTP and gRPC load scripts: bench_key ADDR TOKEN prints a
+# Sourced by the load and ingestion scripts: bench_key ADDR TOKEN prints a
 # fresh key of tenant "bench", made on the running server at ADDR with the
 # admin TOKEN, on a plan no benchmark reaches (a huge quota and burst), so
 # that every decision is allowed and recorded.
@@ -7,4 +7,13 @@ bench_key() {
   "${admin[@]}" -X POST "$1/api/admin/plans" -d '{"id":"bench","name":"Bench","monthlyCalls":100000000000000,"rateLimit":{"requests":1000000000,"perSeconds":1,"burst":1000000000}}' >/dev/null
   "${admin[@]}" -X POST "$1/api/admin/tenants" -d '{"id":"bench","planId":"bench"}' >/dev/null
   "${admin[@]}" -X POST "$1/api/admin/tenants/bench/keys" | sed 's/.*"key":"\([^"]*\)".*/\1/'
+}
+
+# ingest_key ADDR TOKEN prints a fresh key of tenant "ingest" on the
+# enterprise plan, for the ingestion scripts (scripts/ingest.sh,
+# scripts/profile-ingest.sh).
+ingest_key() {
+  local admin=(curl -sf -H "Authorization: Bearer $2" -H 'Content-Type: application/json')
+  "${admin[@]}" -X POST "$1/api/admin/tenants" -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
+  "${admin[@]}" -X POST "$1/api/admin/tenants/ingest/keys" | sed 's/.*"key":"\([^"]*\)".*/\1/'
 }

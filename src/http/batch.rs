@@ -8,7 +8,6 @@
 use std::fmt;
 
 use actix_web::dev::Payload;
-use futures_util::StreamExt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -124,10 +123,7 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
         let input = UsageInput::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        (self.each)(None, input).map_err(|e| {
-            *self.failed = Some(e);
-            de::Error::custom("refused")
-        })?;
+        (self.each)(None, input).map_err(|e| stash(self.failed, e))?;
         Ok(false)
     }
 
@@ -136,28 +132,23 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
         loop {
             if i as u64 == MAX_BATCH_RECORDS {
                 if seq.next_element::<IgnoredAny>()?.is_some() {
-                    *self.failed = Some(too_many());
-                    return Err(de::Error::custom("too many"));
+                    return Err(stash(self.failed, too_many()));
                 }
                 return Ok(true);
             }
+            let at = Position {
+                index: i,
+                line: None,
+            };
             match seq.next_element::<UsageInput<'de>>() {
                 Ok(None) => return Ok(true),
-                Ok(Some(input)) => (self.each)(
-                    Some(Position {
-                        index: i,
-                        line: None,
-                    }),
-                    input,
-                )
-                .map_err(|e| {
-                    *self.failed = Some(e);
-                    de::Error::custom("refused")
-                })?,
+                Ok(Some(input)) => {
+                    (self.each)(Some(at), input).map_err(|e| stash(self.failed, e))?
+                }
                 Err(e) => {
                     // Kept for the answer unless the JSON itself is broken
                     // (then `json` answers 400 from the error's category).
-                    *self.failed = Some(ApiError::invalid(format!("records[{i}]: {e}")));
+                    *self.failed = Some(ApiError::invalid(format!("{at}: {e}")));
                     return Err(e);
                 }
             }
@@ -187,24 +178,32 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
 
 impl<F> Body<'_, F> {
     fn refuse<E: de::Error>(self) -> E {
-        *self.failed = Some(ApiError::invalid(
-            "send one usage record (an object) or an array of them",
-        ));
-        E::custom("not a record")
+        stash(
+            self.failed,
+            ApiError::invalid("send one usage record (an object) or an array of them"),
+        )
     }
 }
 
-/// Reads an NDJSON body as it arrives, up to `limit` bytes: each non-blank
-/// line is one record, parsed when its newline (or the body's end) comes,
-/// so only the line being received is buffered. Returns how many records
-/// there were.
+/// Keeps `e` as the answer and stops the parse (its own error is not shown).
+fn stash<E: de::Error>(failed: &mut Option<ApiError>, e: ApiError) -> E {
+    *failed = Some(e);
+    E::custom("refused")
+}
+
+/// Reads an NDJSON body as it arrives, with the caps of
+/// [`super::extract::stream_body`]: each non-blank line is one record,
+/// parsed when its newline (or the body's end) comes, so only the line
+/// being received is buffered. Returns how many records there were.
 pub async fn ndjson(
-    mut payload: Payload,
+    payload: Payload,
+    declared: Option<usize>,
     limit: usize,
+    timeout: std::time::Duration,
     mut each: impl FnMut(Option<Position>, UsageInput<'_>) -> Result<(), ApiError>,
 ) -> Result<usize, ApiError> {
     let mut pending: Vec<u8> = Vec::new();
-    let (mut received, mut line_no, mut records) = (0usize, 0usize, 0usize);
+    let (mut line_no, mut records) = (0usize, 0usize);
     let mut line = |bytes: &[u8], line_no: usize, records: &mut usize| -> Result<(), ApiError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
@@ -226,14 +225,7 @@ pub async fn ndjson(
         })?;
         each(Some(at), input)
     };
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_json(format!("could not read the body: {e}")))?;
-        received += chunk.len();
-        if received > limit {
-            return Err(super::extract::too_large(limit));
-        }
-        let mut rest: &[u8] = &chunk;
+    super::extract::stream_body(payload, declared, limit, timeout, |mut rest| {
         while let Some(n) = memchr::memchr(b'\n', rest) {
             line_no += 1;
             if pending.is_empty() {
@@ -246,7 +238,9 @@ pub async fn ndjson(
             rest = &rest[n + 1..];
         }
         pending.extend_from_slice(rest);
-    }
+        Ok(())
+    })
+    .await?;
     if !pending.is_empty() {
         line(&pending, line_no + 1, &mut records)?;
     }

@@ -39,18 +39,19 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     })
 }
 
-fn is_json(req: &HttpRequest) -> bool {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    let Ok(ct) = ct.to_str() else { return false };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+/// The request's media type, lower-cased, without parameters.
+pub fn mime(req: &HttpRequest) -> Option<String> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(ct.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// `application/json` or an `application/...+json` type.
+pub fn is_json_mime(mime: &str) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    mime(req).is_some_and(|m| is_json_mime(&m))
 }
 
 /// Reads the whole body, up to `limit` bytes and within `timeout`: a body
@@ -62,52 +63,65 @@ pub async fn read_body(
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, ApiError> {
-    match tokio::time::timeout(timeout, read_capped(payload, declared, limit)).await {
-        Ok(body) => body,
-        Err(_) => Err(body_timeout(timeout)),
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    stream_body(payload, declared, limit, timeout, |chunk| {
+        body.extend_from_slice(chunk);
+        Ok(())
+    })
+    .await?;
+    Ok(body)
+}
+
+/// Hands the body to `sink` chunk by chunk as it arrives, with the caps of
+/// [`read_body`]: 413 over `limit` bytes (declared or received), 408 when
+/// it does not arrive within `timeout`.
+pub async fn stream_body(
+    payload: Payload,
+    declared: Option<usize>,
+    limit: usize,
+    timeout: std::time::Duration,
+    sink: impl FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    match tokio::time::timeout(timeout, read_chunks(payload, declared, limit, sink)).await {
+        Ok(done) => done,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
     }
 }
 
-/// 408: the body did not arrive within `timeout`.
-pub fn body_timeout(timeout: std::time::Duration) -> ApiError {
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "body_timeout",
-        format!(
-            "the request body did not arrive within {} ms",
-            timeout.as_millis()
-        ),
-    )
-}
-
-/// 413: the body is over the `limit`-byte cap.
-pub fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("the request body is over the {limit}-byte cap"),
-    )
-}
-
-async fn read_capped(
+async fn read_chunks(
     mut payload: Payload,
     declared: Option<usize>,
     limit: usize,
-) -> Result<Vec<u8>, ApiError> {
-    let too_large = || too_large(limit);
+    mut sink: impl FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is over the {limit}-byte cap"),
+        )
+    };
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut received = 0;
     while let Some(chunk) = payload.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::bad_json(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
+        received += chunk.len();
+        if received > limit {
             return Err(too_large());
         }
-        body.extend_from_slice(&chunk);
+        sink(&chunk)?;
     }
-    Ok(body)
+    Ok(())
 }
 
 /// A body of any type, read up to the configured cap (413 over it).
@@ -130,7 +144,8 @@ impl FromRequest for CappedBody {
     }
 }
 
-fn declared_length(req: &HttpRequest) -> Option<usize> {
+/// The body's `Content-Length`, when given.
+pub fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

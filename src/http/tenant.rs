@@ -166,10 +166,7 @@ pub async fn ingest(
     let now = nanos_to_utc(now_ns);
     // Room for the batch as its size suggests (about 130 bytes a record),
     // so that the records are not moved as the vector grows.
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let declared = super::extract::declared_length(&req);
     let mut records = Vec::with_capacity(declared.map_or(16, |n| {
         (n / 128).min(crate::model::MAX_BATCH_RECORDS as usize)
     }));
@@ -193,14 +190,15 @@ pub async fn ingest(
         records.push(r);
         Ok(())
     };
-    if declared.is_some_and(|n| n > st.max_body_bytes) {
-        return Err(super::extract::too_large(st.max_body_bytes));
-    }
     if ndjson {
-        let read = super::batch::ndjson(payload.into_inner(), st.max_body_bytes, &mut each);
-        tokio::time::timeout(st.body_timeout, read)
-            .await
-            .map_err(|_| super::extract::body_timeout(st.body_timeout))??;
+        super::batch::ndjson(
+            payload.into_inner(),
+            declared,
+            st.max_body_bytes,
+            st.body_timeout,
+            &mut each,
+        )
+        .await?;
     } else {
         let body = super::extract::read_body(
             payload.into_inner(),
@@ -250,20 +248,9 @@ pub async fn ingest(
 /// `Some(true)` for NDJSON (`application/x-ndjson`, `application/jsonl`),
 /// `Some(false)` for JSON, `None` for anything else.
 fn body_format(req: &HttpRequest) -> Option<bool> {
-    let ct = req.headers().get(actix_web::http::header::CONTENT_TYPE)?;
-    let mime = ct
-        .to_str()
-        .ok()?
-        .split(';')
-        .next()?
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+    match super::extract::mime(req)?.as_str() {
         "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => Some(true),
-        m if m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")) => {
-            Some(false)
-        }
-        _ => None,
+        m => super::extract::is_json_mime(m).then_some(false),
     }
 }
 
