@@ -265,7 +265,7 @@
       li.className = "anomaly";
       const when = document.createElement("div");
       when.className = "when";
-      when.textContent = label(h.t, "hour", true) + " UTC";
+      when.textContent = label(h.t, "hour") + " UTC";
       li.append(when);
       for (const a of h.items) {
         const what = document.createElement("div");
@@ -328,10 +328,9 @@
     }
     const W = Math.max(300, Math.round(box.clientWidth || 480)), H = 170, L = 52, R = 8, T = 8, B = 22;
     const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Cost per " + bucket });
-    // Round ticks in cents' powers of ten.
-    const raw = max / 4, mag = Math.pow(10, Math.floor(Math.log10(raw))), norm = raw / mag;
-    const stepV = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
-    const count = Math.max(1, Math.ceil(max / stepV)), top = stepV * count, fmt = money(stepV);
+    // Round ticks, in cents' powers of ten below a dollar.
+    const { step: stepV, top, count } = niceTicks(max, 4, 0);
+    const fmt = money(stepV);
     const iw = W - L - R, ih = H - T - B, step = iw / series.length;
     for (let i = 0; i <= count; i++) {
       const y = T + ih - (ih * i) / count;
@@ -341,7 +340,7 @@
     series.forEach((p, i) => {
       const h = (p.costUsd / top) * ih;
       const r = node("rect", { x: L + i * step + step * 0.1, y: T + ih - h, width: Math.max(1, step * 0.8), height: h, class: "bar-cost" }, svg);
-      node("title", {}, r).textContent = label(p.t, bucket, true) + ": " + usd(p.costUsd);
+      node("title", {}, r).textContent = label(p.t, bucket) + ": " + usd(p.costUsd);
     });
     timeAxis(svg, series, bucket, L, step, iw, H - 6, "cost-chart");
     box.dataset.points = String(series.length);
@@ -464,18 +463,19 @@
     return n;
   }
 
-  function label(t, bucket, manyDays) {
-    const d = new Date(t);
-    const date = d.toLocaleDateString("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
-    if (bucket === "day") return date;
-    const time = d.toISOString().slice(11, 16);
-    return manyDays ? date + " " + time : time;
+  const dateOf = (t) => new Date(t).toLocaleDateString("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
+  const timeOf = (t) => new Date(t).toISOString().slice(11, 16);
+
+  // A bucket's name: its date, and for minutes and hours its time.
+  function label(t, bucket) {
+    return bucket === "day" ? dateOf(t) : dateOf(t) + " " + timeOf(t);
   }
 
   // Round ticks: a step of 1, 2, 2.5 or 5 times a power of ten, enough of
-  // them to reach `max`.
-  function niceTicks(max, want) {
-    const raw = Math.max(max, 1) / want;
+  // them to reach `max`, taken as at least `least` (1 for counts, so an
+  // axis of zeros still has a scale; 0 for money, whose steps go to cents).
+  function niceTicks(max, want, least = 1) {
+    const raw = Math.max(max, least) / want;
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const norm = raw / mag;
     const step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
@@ -514,10 +514,7 @@
       const t = new Date(p.t).getTime();
       if (!round(t)) return;
       at.push(p.t);
-      const d = new Date(t);
-      const name = bucket === "day" || t % DAY === 0
-        ? d.toLocaleDateString("en-US", { month: "short", day: "numeric", timeZone: "UTC" })
-        : d.toISOString().slice(11, 16);
+      const name = bucket === "day" || t % DAY === 0 ? dateOf(t) : timeOf(t);
       node("text", { x: L + i * step + step / 2, y, "text-anchor": "middle" }, svg).textContent = name;
     });
     const box = document.querySelector("[data-testid=" + testid + "]");
@@ -563,7 +560,7 @@
       const bar = node("rect", { x: L + i * step + step * 0.15, y: T + ih - h, width: Math.max(1, step * 0.7), height: h,
         class: partial ? "bar-req partial" : "bar-req", "data-requests": p.requests }, svg);
       if (partial) bar.dataset.partial = "true";
-      node("title", {}, bar).textContent = label(p.t, bucket, true) + (partial ? " (in progress)" : "") + ": " +
+      node("title", {}, bar).textContent = label(p.t, bucket) + (partial ? " (in progress)" : "") + ": " +
         num(p.requests) + " requests, " + num(p.tokens) + " tokens";
     });
     // Unusual hours: a mark above the bucket that holds them.
@@ -599,7 +596,7 @@
       cross.setAttribute("x2", x);
       box.dataset.selected = String(i);
       const partial = new Date(p.t).getTime() + len > now;
-      text("readout", label(p.t, bucket, true) + (bucket === "day" ? "" : " UTC") + (partial ? " (in progress)" : "") + " · " +
+      text("readout", label(p.t, bucket) + (bucket === "day" ? "" : " UTC") + (partial ? " (in progress)" : "") + " · " +
         num(p.requests) + " requests · " + num(p.tokens) + " tokens · " + num(p.errors) + " errors · " + usd(p.costUsd) +
         (unusual[i].length ? " · unusual: " + unusual[i].map(anomalyText).join(", ") : ""));
       return i;
