@@ -91,9 +91,12 @@
     state.busy = true;
     try {
       if (state.mode === "admin") {
-        const [all, tenants] = await Promise.all([
+        // Every tenant's unusual hours come with the rest, so that the
+        // list is drawn once, never the fleet's unnamed list first.
+        const [all, tenants, across] = await Promise.all([
           api("/api/admin/api-usage?" + rangeQuery()),
           api("/api/admin/tenants"),
+          state.tenant ? null : api("/api/admin/anomalies?" + rangeQuery()),
         ]);
         renderAdmin(all, tenants.data);
         if (state.tenant) {
@@ -104,7 +107,6 @@
         } else {
           renderTenant(null, all);
           // Every tenant's unusual hours, not only all together.
-          const across = await api("/api/admin/anomalies?" + rangeQuery());
           renderAnomalies(across.anomalies.slice().reverse());
         }
       } else if (state.mode === "tenant") {
@@ -500,15 +502,16 @@
   // - as many as fit, ten at most; a midnight within a range of hours is named by its
   // date, other ticks by the time. The tick times go in data-xticks.
   function timeAxis(svg, series, bucket, L, step, iw, y, testid) {
-    const len = BUCKET_MS[bucket] || 36e5;
     const steps = bucket === "minute" ? [1, 2, 5, 10, 15, 30, 60, 120].map((m) => m * 6e4)
       : bucket === "hour" ? [1, 2, 3, 6, 12, 24, 48, 168].map((h) => h * 36e5)
       : [1, 2, 7, 14, 28].map((d) => d * DAY);
-    const span = series.length * len;
     const room = (ms) => Math.max(2, Math.min(10, Math.floor(iw / (ms >= DAY || bucket === "day" ? 64 : 52))));
-    const every = steps.find((ms) => span / ms <= room(ms)) || steps[steps.length - 1];
     // Weeks start on Monday (1970-01-01 was a Thursday).
-    const round = (t) => (every % (7 * DAY) === 0 ? (t / DAY + 3) % (every / DAY) === 0 : t % every === 0);
+    const onStep = (t, ms) => (ms % (7 * DAY) === 0 ? (t / DAY + 3) % (ms / DAY) === 0 : t % ms === 0);
+    const times = series.map((p) => new Date(p.t).getTime());
+    // The finest step whose labels, counted in this series, fit.
+    const every = steps.find((ms) => times.filter((t) => onStep(t, ms)).length <= room(ms)) || steps[steps.length - 1];
+    const round = (t) => onStep(t, every);
     const at = [];
     series.forEach((p, i) => {
       const t = new Date(p.t).getTime();
