@@ -11,6 +11,7 @@ use actix_web::web;
 use crate::alerts::{self, Deliveries, Target};
 use crate::auth::AdminToken;
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::EngineKind;
 use crate::config::{Config, ConfigError};
 use crate::grpc::GrpcServer;
@@ -45,6 +46,8 @@ pub enum StartError {
     /// A setting that needs a secret from the environment.
     #[error("config: {0}")]
     Secret(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -87,6 +90,8 @@ pub struct Tollgate {
     /// Bound at open (`[grpc] bind`), served by `serve`.
     grpc_listener: Option<TcpListener>,
     geo: Option<Arc<crate::geo::GeoIp>>,
+    /// Shared enforcement (`[cluster] redis_url`).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Tollgate {
@@ -170,11 +175,25 @@ impl Tollgate {
         } else {
             PriceTable::load(std::path::Path::new(&config.prices))?
         });
-        let registry = Arc::new(Registry::load(
+        let cluster = match config.cluster.redis_url.as_str() {
+            "" => None,
+            _ => Some(Arc::new(Cluster::new(&config.cluster, clock.clone())?)),
+        };
+        let counting = cluster.as_ref().map(|c| c.counting()).unwrap_or_default();
+        let registry = Arc::new(Registry::load_counting(
             store.clone(),
             &config.default_plans()?,
             clock.now(),
+            counting,
         )?);
+        if let Some(c) = &cluster {
+            c.start(registry.clone());
+            tracing::info!(
+                redis = %crate::cluster::redacted(&config.cluster.redis_url),
+                instance = %c.instance(),
+                "cluster: monthly quotas shared through Redis"
+            );
+        }
         let stats = Arc::new(Stats::default());
         let follower = match shared {
             Some(shared) => {
@@ -309,6 +328,7 @@ impl Tollgate {
             follower,
             grpc_listener,
             geo,
+            cluster,
         })
     }
 
@@ -345,6 +365,7 @@ impl Tollgate {
             metrics: Arc::new(Metrics::default()),
             proxies: self.proxies.clone(),
             geo: self.geo.clone(),
+            cluster: self.cluster.clone(),
         })
     }
 
@@ -384,6 +405,10 @@ impl Tollgate {
         // Its calls in flight are answered and queued before the drain.
         if let Some(grpc) = grpc {
             grpc.stop();
+        }
+        // No decision is made after this: the leases go back to the fleet.
+        if let Some(c) = &self.cluster {
+            c.stop();
         }
         self.flusher.shutdown();
         if let Some(d) = self.deliveries.as_mut() {

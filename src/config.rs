@@ -35,6 +35,41 @@ pub struct Config {
     pub grpc: GrpcConfig,
     pub geoip: GeoConfig,
     pub smtp: SmtpConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Enforcement shared by several instances (`[cluster]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` (`TOLLGATE_CLUSTER_REDIS_URL`); empty: every
+    /// instance counts on its own (one instance).
+    pub redis_url: String,
+    /// This instance's name in Redis; empty: the host name and the pid.
+    pub instance_id: String,
+    /// What a decision does once the leases it holds are spent while Redis
+    /// cannot be reached: `deny` (refuse with `cluster_unavailable`) or
+    /// `local` (decide from this instance's share of what remained).
+    pub on_redis_down: String,
+    /// The longest one Redis call may take.
+    pub redis_timeout_ms: u64,
+    /// How often leases are reported and refilled.
+    pub sync_ms: u64,
+    /// A lease is sized to last this long at the tenant's rate.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            redis_url: String::new(),
+            instance_id: String::new(),
+            on_redis_down: "deny".into(),
+            redis_timeout_ms: 100,
+            sync_ms: 50,
+            lease_ms: 250,
+        }
+    }
 }
 
 /// The mail server e-mail alerts go through (`[smtp]`).
@@ -291,6 +326,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             geoip: GeoConfig::default(),
             smtp: SmtpConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -433,6 +469,29 @@ impl Config {
             || self.store.instance.len() > 64
         {
             return bad("store.instance: at most 64 letters, digits, '-', '_' or '.'");
+        }
+        let c = &self.cluster;
+        if !["deny", "local"].contains(&c.on_redis_down.as_str()) {
+            return bad("cluster.on_redis_down must be \"deny\" or \"local\"");
+        }
+        if c.redis_timeout_ms == 0 || c.sync_ms == 0 || c.lease_ms == 0 {
+            return bad("cluster.redis_timeout_ms, sync_ms and lease_ms must be at least 1");
+        }
+        if !c
+            .instance_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch))
+            || c.instance_id.len() > 64
+        {
+            return bad("cluster.instance_id: at most 64 letters, digits, '-', '_', '.' or ':'");
+        }
+        let scheme_ok = ["redis://", "unix://"]
+            .iter()
+            .any(|p| c.redis_url.starts_with(p));
+        if !c.redis_url.is_empty() && !scheme_ok {
+            return bad(
+                "cluster.redis_url must start with redis:// (e.g. redis://127.0.0.1:6379/0)",
+            );
         }
         if self.limits.body_timeout_ms == 0 || self.limits.in_flight_per_tenant == 0 {
             return bad(

@@ -59,7 +59,7 @@ impl Authorization for Authz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
-        let answer = check(&self.st, request.get_ref(), started);
+        let answer = check(&self.st, request.get_ref(), started).await;
         self.st
             .metrics
             .request(ROUTE, started.elapsed().as_secs_f64());
@@ -106,7 +106,11 @@ fn source_country(st: &AppState, req: &CheckRequest) -> String {
     ip.map_or_else(String::new, |ip| st.country_of_ip(ip))
 }
 
-fn check(st: &AppState, req: &CheckRequest, started: Instant) -> Result<CheckResponse, Status> {
+async fn check(
+    st: &AppState,
+    req: &CheckRequest,
+    started: Instant,
+) -> Result<CheckResponse, Status> {
     let attributes = req.attributes.as_ref();
     let http = attributes
         .and_then(|a| a.request.as_ref())
@@ -133,7 +137,7 @@ fn check(st: &AppState, req: &CheckRequest, started: Instant) -> Result<CheckRes
         country: source_country(st, req),
         ..Default::default()
     };
-    let meter = Meter::decide(st, &tenant, cost, record, started);
+    let meter = Meter::decide(st, &tenant, cost, record, started).await;
     let d = *meter.decision();
     let meter = match meter.allowed() {
         Ok(m) => m,

@@ -73,7 +73,7 @@ impl RateLimitService for RateLimit {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = Instant::now();
-        let answer = decide(&self.st, request.get_ref(), started);
+        let answer = decide(&self.st, request.get_ref(), started).await;
         self.st
             .metrics
             .request(ROUTE, started.elapsed().as_secs_f64());
@@ -171,7 +171,7 @@ impl Decided<'_> {
     }
 }
 
-fn decide(
+async fn decide(
     st: &AppState,
     req: &RateLimitRequest,
     started: Instant,
@@ -191,9 +191,9 @@ fn decide(
             "no descriptor names a tenant: give an `api_key` or a `tenant_id` entry",
         ));
     }
-    let decided: Vec<Decided> = asks
-        .into_iter()
-        .map(|a| match a {
+    let mut decided: Vec<Decided> = Vec::with_capacity(asks.len());
+    for a in asks {
+        decided.push(match a {
             Ask::NotOurs => Decided::undecided(Code::Ok, None),
             Ask::Unknown(e) => Decided::undecided(Code::OverLimit, Some(e)),
             Ask::Decide {
@@ -201,7 +201,7 @@ fn decide(
                 cost,
                 record,
             } => {
-                let meter = Meter::decide(st, &tenant, cost, *record, started);
+                let meter = Meter::decide(st, &tenant, cost, *record, started).await;
                 let d = *meter.decision();
                 let (meter, refusal) = match meter.allowed() {
                     Ok(m) => (Some(m), None),
@@ -215,8 +215,8 @@ fn decide(
                     tenant: Some(tenant),
                 }
             }
-        })
-        .collect();
+        });
+    }
     let refused = decided.iter().position(|d| d.refusal.is_some());
     let shown = refused.or_else(|| decided.iter().position(|d| d.decision.is_some()));
     let mut res = RateLimitResponse {
@@ -313,7 +313,7 @@ fn binding(d: &Decision) -> Option<Binding> {
         Outcome::RateLimited => burst,
         Outcome::QuotaExceeded => month,
         Outcome::TokenQuotaExceeded => tokens,
-        Outcome::Suspended => None,
+        Outcome::Suspended | Outcome::ClusterUnavailable => None,
         Outcome::Allowed => match (month, burst) {
             (Some(m), Some(b)) => Some(if b.remaining < m.remaining { b } else { m }),
             (m, b) => m.or(b),

@@ -140,7 +140,10 @@ pub async fn forward_auth(
         country: st.country_of(&req),
         ..Default::default()
     };
-    let meter = match Meter::acquire(&**st, &auth, cost, record, started).allowed() {
+    let meter = match Meter::acquire(&**st, &auth, cost, record, started)
+        .await
+        .allowed()
+    {
         Ok(m) => m,
         Err(e) => return refused(e, via_nginx),
     };

@@ -57,7 +57,10 @@ pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, Str
     if !success
         && matches!(
             d.outcome,
-            Outcome::RateLimited | Outcome::QuotaExceeded | Outcome::TokenQuotaExceeded
+            Outcome::RateLimited
+                | Outcome::QuotaExceeded
+                | Outcome::TokenQuotaExceeded
+                | Outcome::ClusterUnavailable
         )
     {
         out("retry-after", d.retry_after_secs().to_string());

@@ -14,6 +14,7 @@ use super::extract::TenantAuth;
 use super::tenant::price;
 use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
+use crate::cluster::TopUp;
 use crate::model::{TokenCounts, UsageRecord};
 use crate::quota::{Decision, Outcome, TenantState};
 use crate::usage::Queued;
@@ -35,14 +36,14 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     /// request's record from `record` (what the handler knows: endpoint,
     /// method, model, user, bot).
     /// The response's headers will describe the decision.
-    pub fn acquire(
+    pub async fn acquire(
         st: S,
         auth: &TenantAuth,
         cost: u64,
         record: UsageRecord,
         started: Instant,
     ) -> Self {
-        let meter = Meter::decide(st, &auth.tenant, cost, record, started);
+        let meter = Meter::decide(st, &auth.tenant, cost, record, started).await;
         auth.decided(meter.decision);
         meter
     }
@@ -50,16 +51,32 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     /// Like [`acquire`](Self::acquire), for an edge with no HTTP response
     /// of its own (Envoy's gRPC services): takes `cost` calls of `tenant`
     /// at `now` if the limits allow ([`TenantState::acquire`]) and counts
-    /// the outcome for `/metrics`.
-    pub fn decide(
+    /// the outcome for `/metrics`. A shared quota (`[cluster]`) whose
+    /// lease is spent asks Redis for the request's units before refusing.
+    pub async fn decide(
         st: S,
         tenant: &Arc<TenantState>,
         cost: u64,
         mut record: UsageRecord,
         started: Instant,
     ) -> Self {
-        let now = st.clock.now_nanos();
-        let decision = tenant.acquire(cost, now);
+        let mut now = st.clock.now_nanos();
+        let mut decision = tenant.acquire(cost, now);
+        if decision.outcome == Outcome::QuotaExceeded && tenant.shared().is_some() {
+            if let Some(cluster) = st.cluster.as_deref() {
+                match cluster.top_up(tenant, cost).await {
+                    TopUp::Granted => {
+                        now = st.clock.now_nanos();
+                        decision = tenant.acquire(cost, now);
+                    }
+                    TopUp::Dry => {}
+                    TopUp::Down => {
+                        decision.outcome = Outcome::ClusterUnavailable;
+                        decision.retry_after_ns = 1_000_000_000;
+                    }
+                }
+            }
+        }
         st.metrics.decision(decision.outcome);
         record.ts_ms = now.div_euclid(1_000_000);
         record.status = status_of(&decision);
@@ -207,40 +224,50 @@ pub fn suspended() -> ApiError {
 
 /// The error a rejected decision answers with (403 or 429 and the limit's state).
 pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
-    let (status, code, message, limit, used) = match d.outcome {
-        Outcome::Suspended => return suspended(),
-        Outcome::RateLimited => {
-            let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
-            (
+    let (status, code, message, limit, used) =
+        match d.outcome {
+            Outcome::Suspended => return suspended(),
+            Outcome::RateLimited => {
+                let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
+                    Some(b.0),
+                    b.0,
+                )
+            }
+            Outcome::QuotaExceeded => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
-                Some(b.0),
-                b.0,
+                "quota_exceeded",
+                "monthly call quota exceeded".to_string(),
+                d.calls_limit,
+                d.calls_used,
+            ),
+            Outcome::TokenQuotaExceeded => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "token_quota_exceeded",
+                "monthly token quota exceeded".to_string(),
+                d.tokens_limit,
+                d.tokens_used,
+            ),
+            Outcome::ClusterUnavailable => return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                "this tenant's quota is shared through Redis, which cannot be reached, and this \
+                 instance has spent its lease; retry shortly",
             )
-        }
-        Outcome::QuotaExceeded => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "quota_exceeded",
-            "monthly call quota exceeded".to_string(),
-            d.calls_limit,
-            d.calls_used,
-        ),
-        Outcome::TokenQuotaExceeded => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "token_quota_exceeded",
-            "monthly token quota exceeded".to_string(),
-            d.tokens_limit,
-            d.tokens_used,
-        ),
-        Outcome::Allowed => {
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "not a rejection",
-            )
-        }
-    };
+            .with("allowed", false)
+            .with("retryAfterSeconds", d.retry_after_secs())
+            .with("plan", plan_id),
+            Outcome::Allowed => {
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "not a rejection",
+                )
+            }
+        };
     let reset_at = if d.outcome == Outcome::RateLimited {
         nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64))
     } else {
@@ -260,6 +287,7 @@ fn status_of(d: &Decision) -> u16 {
     match d.outcome {
         Outcome::Allowed => 200,
         Outcome::Suspended => 403,
+        Outcome::ClusterUnavailable => 503,
         _ => 429,
     }
 }

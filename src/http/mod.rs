@@ -55,14 +55,16 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let instances = st.stats.instances_live.load(Ordering::Relaxed);
     let spooled = st.stats.spooled_records.load(Ordering::Relaxed);
     let database_down = st.stats.database_down.lock().clone();
-    let warning = (instances > 1).then(|| {
+    let cluster = st.cluster.as_deref().map(|c| c.health());
+    let cluster_down = st.cluster.as_deref().is_some_and(|c| !c.redis_up());
+    let warning = (instances > 1 && cluster.is_none()).then(|| {
         format!(
             "{instances} instances share this database: monthly quotas are enforced per \
              instance until shared counters are configured"
         )
     });
     HttpResponse::Ok().json(serde_json::json!({
-        "status": if failing || backed_up || spooled > 0 || database_down.is_some() { "degraded" } else { "ok" },
+        "status": if failing || backed_up || spooled > 0 || database_down.is_some() || cluster_down { "degraded" } else { "ok" },
         "storeFailing": failing,
         "storeError": failure,
         "unpersistedRecords": st.stats.unpersisted(),
@@ -73,6 +75,7 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
         "spooledRecords": spooled,
         "databaseError": database_down,
         "warning": warning,
+        "cluster": cluster,
     }))
 }
 

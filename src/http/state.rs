@@ -36,6 +36,8 @@ pub struct AppState {
     pub proxies: Vec<Arc<proxy::ProxyTarget>>,
     /// Countries from client addresses (`[geoip] mmdb`), when configured.
     pub geo: Option<Arc<crate::geo::GeoIp>>,
+    /// Enforcement shared with other instances (`[cluster] redis_url`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {

@@ -85,7 +85,9 @@ pub async fn authorize(
             country,
             ..Default::default()
         };
-        let meter = Meter::acquire(&**st, &auth, cost, record, started).allowed()?;
+        let meter = Meter::acquire(&**st, &auth, cost, record, started)
+            .await
+            .allowed()?;
         let d = *meter.decision();
         meter.served(None, 200, None);
         d
@@ -397,7 +399,9 @@ pub async fn chat(
         retried: super::proxy::retried(&http),
         ..Default::default()
     };
-    let meter = Meter::acquire(&**st, &auth, 1, record, started).allowed()?;
+    let meter = Meter::acquire(&**st, &auth, 1, record, started)
+        .await
+        .allowed()?;
     match st.chat.complete(&message, &model).await {
         Ok(reply) => {
             let counts =

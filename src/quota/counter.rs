@@ -92,6 +92,34 @@ impl PeriodCounter {
         }
     }
 
+    /// Takes `n` of the units the counter holds (a lease's remaining
+    /// units) if it holds at least `n` in `period`: what is left after, or
+    /// what it held when that was too few.
+    #[inline]
+    pub fn try_take(&self, period: Period, n: u64) -> Result<u64, u64> {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let held = count_in(cur, period);
+            if held < n {
+                return Err(held);
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                pack(period, held - n),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(held - n),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Takes everything the counter holds in `period` (zero after).
+    pub fn take_all(&self, period: Period) -> u64 {
+        count_in(self.0.swap(pack(period, 0), Ordering::AcqRel), period)
+    }
+
     /// Overwrites the counter (start-up rebuild).
     pub fn set(&self, period: Period, count: u64) {
         self.0.store(pack(period, count), Ordering::Release);

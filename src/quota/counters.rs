@@ -1,14 +1,40 @@
 //! [`Counters`]: the seam under the quota engine. A tenant's monthly calls
 //! and tokens live behind it, so that where they are counted can change
 //! without touching the decision or `http/`: today in this process
-//! ([`Counters::Local`], two packed [`PeriodCounter`]s); later, leases of a
-//! quota shared by several instances can sit under the same calls.
+//! ([`Counters::Local`], two packed [`PeriodCounter`]s), or shared by
+//! several instances ([`Counters::Shared`]: a lease of calls from Redis,
+//! `lease.rs`).
 //!
 //! An enum rather than a trait object: the decision calls it on every
 //! request, and a match on one variant costs nothing.
 
+use std::sync::Arc;
+
 use super::counter::PeriodCounter;
+use super::lease::{LeaseHub, Shared};
 use super::period::Period;
+
+/// How a registry counts its tenants' quotas.
+#[derive(Clone, Debug, Default)]
+pub enum Counting {
+    /// In this process alone (one instance).
+    #[default]
+    Local,
+    /// Shared with other instances through the cluster's sync loop.
+    Shared(Arc<LeaseHub>),
+}
+
+impl Counting {
+    /// Counters for tenant `id`, starting at zero in `period`.
+    pub fn counters(&self, id: &Arc<str>, period: Period) -> Counters {
+        match self {
+            Counting::Local => Counters::local(period),
+            Counting::Shared(hub) => {
+                Counters::Shared(Box::new(Shared::new(id.clone(), hub.clone(), period)))
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum Counters {
@@ -19,6 +45,8 @@ pub enum Counters {
         /// Tokens used in the current period.
         tokens: PeriodCounter,
     },
+    /// Shared with other instances (boxed: most deployments have none).
+    Shared(Box<Shared>),
 }
 
 impl Counters {
@@ -36,13 +64,16 @@ impl Counters {
     pub fn take_calls(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
         match self {
             Counters::Local { calls, .. } => calls.try_consume(period, n, limit),
+            Counters::Shared(s) => s.take_calls(period, n, limit),
         }
     }
 
-    /// Gives back `n` calls taken in `period` (nothing once it has passed).
-    pub fn give_back_calls(&self, period: Period, n: u64) {
+    /// Gives back `n` calls taken in `period` under `limit` (nothing once
+    /// the period has passed).
+    pub fn give_back_calls(&self, period: Period, n: u64, limit: Option<u64>) {
         match self {
             Counters::Local { calls, .. } => calls.refund(period, n),
+            Counters::Shared(s) => s.give_back_calls(period, n, limit),
         }
     }
 
@@ -50,6 +81,7 @@ impl Counters {
     pub fn calls_used(&self, period: Period) -> u64 {
         match self {
             Counters::Local { calls, .. } => calls.used(period),
+            Counters::Shared(s) => s.calls.used(period),
         }
     }
 
@@ -57,6 +89,7 @@ impl Counters {
     pub fn tokens_used(&self, period: Period) -> u64 {
         match self {
             Counters::Local { tokens, .. } => tokens.used(period),
+            Counters::Shared(s) => s.tokens_used(period),
         }
     }
 
@@ -71,6 +104,7 @@ impl Counters {
                     tokens.add(period, n_tokens);
                 }
             }
+            Counters::Shared(s) => s.add(period, n_calls, n_tokens),
         }
     }
 
@@ -81,6 +115,15 @@ impl Counters {
                 calls.set(period, n_calls);
                 tokens.set(period, n_tokens);
             }
+            Counters::Shared(s) => s.restore(period, n_calls, n_tokens),
+        }
+    }
+
+    /// The shared counters, when the quota is shared.
+    pub fn shared(&self) -> Option<&Shared> {
+        match self {
+            Counters::Local { .. } => None,
+            Counters::Shared(s) => Some(s),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod counter;
 pub mod counters;
 pub mod gcra;
+pub mod lease;
 pub mod period;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use self::counters::Counters;
+use self::counters::{Counters, Counting};
 use self::gcra::{Gcra, GcraOutcome, GcraParams};
 use self::period::{Nanos, Period, NANOS_PER_SEC};
 use crate::model::Plan;
@@ -50,6 +51,9 @@ pub enum Outcome {
     RateLimited,
     QuotaExceeded,
     TokenQuotaExceeded,
+    /// The quota is shared (`[cluster]`), this instance's lease is spent
+    /// and Redis cannot be reached (`on_redis_down = "deny"`).
+    ClusterUnavailable,
 }
 
 /// The burst limit's state after a decision (for the `RateLimit` headers).
@@ -154,11 +158,23 @@ pub struct TenantState {
 
 impl TenantState {
     pub fn new(id: &str, plan: Arc<ActivePlan>, suspended: bool, period: Period) -> Self {
+        TenantState::counted(id, plan, suspended, period, &Counting::Local)
+    }
+
+    /// A tenant whose quota is counted as `counting` says.
+    pub fn counted(
+        id: &str,
+        plan: Arc<ActivePlan>,
+        suspended: bool,
+        period: Period,
+        counting: &Counting,
+    ) -> Self {
+        let id: Arc<str> = Arc::from(id);
         TenantState {
-            id: Arc::from(id),
+            counters: counting.counters(&id, period),
+            id,
             plan: ArcSwap::new(plan),
             suspended: AtomicBool::new(suspended),
-            counters: Counters::local(period),
             burst: Gcra::new(),
             ingest: Gcra::new(),
             in_flight: AtomicU32::new(0),
@@ -258,7 +274,9 @@ impl TenantState {
     /// Gives back everything `grant` took: its calls (while its period
     /// lasts) and its burst units.
     pub fn refund(&self, grant: &Grant) {
-        self.counters.give_back_calls(grant.period, grant.calls);
+        let limit = self.plan.load().plan.monthly_calls;
+        self.counters
+            .give_back_calls(grant.period, grant.calls, limit);
         if grant.burst_ns > 0 {
             self.burst.refund_ns(grant.burst_ns);
         }
@@ -434,6 +452,11 @@ impl TenantState {
     /// or when a tenant is created).
     pub fn restore(&self, period: Period, calls: u64, tokens: u64) {
         self.counters.restore(period, calls, tokens);
+    }
+
+    /// The shared counters, when several instances share the quota.
+    pub fn shared(&self) -> Option<&lease::Shared> {
+        self.counters.shared()
     }
 
     /// Calls and tokens used in `period`.

@@ -161,7 +161,13 @@ impl Registry {
                             Some(all) => all.get(&tenant.id).copied().unwrap_or_default(),
                             None => self.store.tenant_totals(&tenant.id, period)?,
                         };
-                        let state = Arc::new(TenantState::new(&tenant.id, plan, suspended, period));
+                        let state = Arc::new(TenantState::counted(
+                            &tenant.id,
+                            plan,
+                            suspended,
+                            period,
+                            &self.counting,
+                        ));
                         state.restore(period, totals.calls, totals.tokens);
                         self.tenants.insert(tenant.id.clone(), state);
                     }

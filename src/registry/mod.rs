@@ -20,6 +20,7 @@ pub use self::change::{Change, ChangeFeed};
 use self::sharded::ShardedMap;
 use crate::auth::{generate_key, random_id, KeyHash, KeyHasher};
 use crate::model::{ApiKey, ModelError, Plan, StoredKey, Tenant, TenantStatus};
+use crate::quota::counters::Counting;
 use crate::quota::period::Period;
 use crate::quota::{ActivePlan, TenantState};
 use crate::store::{Store, StoreError};
@@ -67,6 +68,8 @@ pub struct Registry {
     catalog: Mutex<Catalog>,
     /// Told of every admin write ([`Registry::subscribe`]).
     feeds: RwLock<Vec<Arc<dyn ChangeFeed>>>,
+    /// Where the tenants' quotas are counted (this process, or shared).
+    counting: Counting,
 }
 
 fn not_found(what: &str, id: &str) -> RegistryError {
@@ -81,6 +84,16 @@ impl Registry {
         store: Arc<dyn Store>,
         defaults: &[Plan],
         now: DateTime<Utc>,
+    ) -> Result<Registry, RegistryError> {
+        Registry::load_counting(store, defaults, now, Counting::Local)
+    }
+
+    /// [`load`](Self::load), with the quotas counted as `counting` says.
+    pub fn load_counting(
+        store: Arc<dyn Store>,
+        defaults: &[Plan],
+        now: DateTime<Utc>,
+        counting: Counting,
     ) -> Result<Registry, RegistryError> {
         let mut plans = store.plans()?;
         if plans.is_empty() {
@@ -105,11 +118,12 @@ impl Registry {
                     t.id, t.plan_id
                 ))
             })?;
-            let state = Arc::new(TenantState::new(
+            let state = Arc::new(TenantState::counted(
                 &t.id,
                 plan,
                 t.status == TenantStatus::Suspended,
                 period,
+                &counting,
             ));
             if let Some(tot) = totals.get(&t.id) {
                 state.restore(period, tot.calls, tot.tokens);
@@ -146,6 +160,7 @@ impl Registry {
             tenants: ShardedMap::new(),
             catalog: Mutex::new(cat),
             feeds: RwLock::new(Vec::new()),
+            counting,
         };
         reg.tenants.replace_all(states);
         reg.keys.replace_all(key_entries);

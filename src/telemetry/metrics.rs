@@ -70,16 +70,18 @@ pub enum DecisionLabel {
     TokenQuotaExceeded,
     Suspended,
     Unauthorized,
+    ClusterUnavailable,
 }
 
 impl DecisionLabel {
-    const ALL: [DecisionLabel; 6] = [
+    const ALL: [DecisionLabel; 7] = [
         DecisionLabel::Allowed,
         DecisionLabel::RateLimited,
         DecisionLabel::QuotaExceeded,
         DecisionLabel::TokenQuotaExceeded,
         DecisionLabel::Suspended,
         DecisionLabel::Unauthorized,
+        DecisionLabel::ClusterUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +92,7 @@ impl DecisionLabel {
             DecisionLabel::TokenQuotaExceeded => "token_quota_exceeded",
             DecisionLabel::Suspended => "suspended",
             DecisionLabel::Unauthorized => "unauthorized",
+            DecisionLabel::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -102,6 +105,7 @@ impl From<Outcome> for DecisionLabel {
             Outcome::QuotaExceeded => DecisionLabel::QuotaExceeded,
             Outcome::TokenQuotaExceeded => DecisionLabel::TokenQuotaExceeded,
             Outcome::Suspended => DecisionLabel::Suspended,
+            Outcome::ClusterUnavailable => DecisionLabel::ClusterUnavailable,
         }
     }
 }

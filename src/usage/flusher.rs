@@ -23,6 +23,8 @@ use super::queue::QueueReceiver;
 use super::retention;
 use super::Queued;
 use crate::clock::Clock;
+use crate::quota::period::Period;
+use crate::quota::TenantState;
 use crate::store::{Store, StoreError, UsageBlock};
 use crate::telemetry::stats::Stats;
 
@@ -106,8 +108,13 @@ impl UsageFlusher {
                         if let Some(hook) = hook.as_mut() {
                             hook(&buf);
                         }
+                        let period = Period::containing_nanos(clock.now_nanos());
+                        let shared = shared_calls(&buf, period);
                         let blocks = group(&mut buf);
                         held = stats.store_call(|| write_blocks(store.as_ref(), blocks, &stats));
+                        if held.is_none() {
+                            settle(&shared, period);
+                        }
                     }
                     // A burst grows the batch buffer up to MAX_BATCH records
                     // (~25 MB); give that back once it is written.
@@ -201,6 +208,39 @@ impl UsageFlusher {
 impl Drop for UsageFlusher {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The calls of `period` in `batch`'s records of tenants whose quota is
+/// shared (`[cluster]`), per tenant; nothing when no quota is shared.
+/// Once the store has them, [`settle`] tells each lease, so that what
+/// Redis is told an instance spent and the store lacks stays true.
+pub fn shared_calls(batch: &[Queued], period: Period) -> Vec<(Arc<TenantState>, u64)> {
+    let mut out: Vec<(Arc<TenantState>, u64)> = Vec::new();
+    if batch.first().is_none_or(|q| q.tenant.shared().is_none()) {
+        return out;
+    }
+    let mut at: HashMap<*const TenantState, usize> = HashMap::new();
+    for q in batch {
+        let r = &q.record;
+        if r.calls == 0 || Period::containing_secs(r.ts_ms.div_euclid(1000)) != period {
+            continue;
+        }
+        let i = *at.entry(Arc::as_ptr(&q.tenant)).or_insert_with(|| {
+            out.push((q.tenant.clone(), 0));
+            out.len() - 1
+        });
+        out[i].1 += r.calls;
+    }
+    out
+}
+
+/// Tells each shared lease that the store took its calls.
+pub fn settle(shared: &[(Arc<TenantState>, u64)], period: Period) {
+    for (tenant, calls) in shared {
+        if let Some(s) = tenant.shared() {
+            s.calls.persisted(period, *calls);
+        }
     }
 }
 

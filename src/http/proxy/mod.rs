@@ -227,8 +227,9 @@ async fn forward(
         country: st.country_of(&req),
         ..Default::default()
     };
-    let meter =
-        Meter::acquire(st.clone().into_inner(), &auth, target.cost, record, started).allowed()?;
+    let meter = Meter::acquire(st.clone().into_inner(), &auth, target.cost, record, started)
+        .await
+        .allowed()?;
 
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::invalid("unsupported method"))?;

@@ -1,0 +1,441 @@
+//! Enforcement shared by several instances through Redis (`[cluster]
+//! redis_url`): the monthly calls of every tenant, exact across the fleet.
+//!
+//! Redis holds each tenant-period's allocation and changes it only through
+//! one Lua script (`script.rs`) that never grants past the limit. Each
+//! instance decides from leases - units granted to it alone, spent with
+//! the same atomics as one instance's counters (`quota/lease.rs`) - so a
+//! tenant far from its limit is decided in memory. The sync loop
+//! (`sync.rs`) reports what was spent, refills leases sized to the
+//! tenant's rate, and gives back what sits idle or what another instance
+//! needs; near the end of the quota, leases shrink to one unit and a
+//! request that finds its lease empty asks Redis itself ([`Cluster::top_up`]).
+//!
+//! Redis down or slow: every call has a short timeout, and a failure opens
+//! a breaker for a second. Leases already held keep being spent; past
+//! them a decision is refused with `cluster_unavailable`
+//! (`on_redis_down = "deny"`). Nothing ever falls back to unshared counters.
+
+mod script;
+mod sync;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+
+use crate::clock::Clock;
+use crate::config::ClusterConfig;
+use crate::quota::counters::Counting;
+use crate::quota::lease::{LeaseHub, Shared};
+use crate::quota::period::{Period, NANOS_PER_SEC};
+use crate::quota::TenantState;
+use crate::registry::Registry;
+
+pub use self::script::key;
+use self::script::Reply;
+
+/// How long a failed call keeps Redis marked down before the next try.
+const BREAKER: Duration = Duration::from_secs(1);
+/// How long a hash Redis lost grants nothing while the live instances join.
+const HOLD: Duration = Duration::from_secs(1);
+
+/// Counts for `/metrics` and `/healthz`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Calls to Redis (a pipeline is one).
+    pub round_trips: AtomicU64,
+    /// Calls that failed or timed out.
+    pub errors: AtomicU64,
+    /// Units granted to this instance, and given back by it.
+    pub granted: AtomicU64,
+    pub given_back: AtomicU64,
+    /// Requests that found their lease empty and asked Redis themselves.
+    pub top_ups: AtomicU64,
+    /// Decisions refused because Redis could not be reached.
+    pub denied_down: AtomicU64,
+    /// Tenants the sync loop follows (holding a lease or reporting).
+    pub tenants: AtomicU64,
+    /// Units this instance holds in leases now.
+    pub held: AtomicU64,
+}
+
+/// What a request's own call to Redis brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopUp {
+    /// Units were granted into the lease: decide again.
+    Granted,
+    /// Nothing is left to grant (for now: other leases may come back).
+    Dry,
+    /// Redis cannot be reached.
+    Down,
+}
+
+pub struct Cluster {
+    inner: Arc<Inner>,
+    runtime: tokio::runtime::Runtime,
+    sync: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Inner {
+    instance: String,
+    /// The instance's name in Redis's fields: its name and a number of
+    /// this process.
+    member: String,
+    hub: Arc<LeaseHub>,
+    conn: ConnectionManager,
+    script: redis::Script,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+    sync_every: Duration,
+    lease_ms: u64,
+    /// Milliseconds since `epoch` until which Redis counts as down.
+    down_until: AtomicI64,
+    /// Whether Redis answered the last call.
+    up: AtomicBool,
+    epoch: Instant,
+    stopping: AtomicBool,
+    stats: ClusterStats,
+    /// Set when the sync loop starts (the store's persisted totals).
+    registry: std::sync::OnceLock<Arc<Registry>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("[cluster] redis_url: {0}")]
+pub struct ClusterError(String);
+
+/// `url` without its password, for logs.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// This instance's default name: the host name and the process id.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "tollgate".into()
+    } else {
+        host
+    };
+    format!("{host}:{}", std::process::id())
+}
+
+impl Cluster {
+    /// Connects (lazily: an unreachable Redis at start-up is an outage,
+    /// not a failed start) with `config`.
+    pub fn new(config: &ClusterConfig, clock: Arc<dyn Clock>) -> Result<Cluster, ClusterError> {
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(|e| ClusterError(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tollgate-cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError(format!("cannot start the cluster runtime: {e}")))?;
+        let timeout = Duration::from_millis(config.redis_timeout_ms);
+        let conn = {
+            let _guard = runtime.enter();
+            let cfg = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            ConnectionManager::new_lazy_with_config(client, cfg)
+                .map_err(|e| ClusterError(e.to_string()))?
+        };
+        let instance = match config.instance_id.as_str() {
+            "" => default_instance(),
+            id => id.to_string(),
+        };
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                member: format!("{instance}#{:06x}", rand::random::<u32>() & 0xff_ffff),
+                instance,
+                hub: Arc::new(LeaseHub::default()),
+                conn,
+                script: script::sync_script(),
+                clock,
+                timeout,
+                sync_every: Duration::from_millis(config.sync_ms),
+                lease_ms: config.lease_ms,
+                down_until: AtomicI64::new(0),
+                up: AtomicBool::new(true),
+                epoch: Instant::now(),
+                stopping: AtomicBool::new(false),
+                stats: ClusterStats::default(),
+                registry: std::sync::OnceLock::new(),
+            }),
+            runtime,
+            sync: Mutex::new(None),
+        })
+    }
+
+    /// How the registry counts: through this cluster's leases.
+    pub fn counting(&self) -> Counting {
+        Counting::Shared(self.inner.hub.clone())
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub fn stats(&self) -> &ClusterStats {
+        &self.inner.stats
+    }
+
+    /// What `/healthz` says of the cluster.
+    pub fn health(&self) -> serde_json::Value {
+        let s = &self.inner.stats;
+        let up = self.redis_up();
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "instance": self.inner.instance,
+            "redis": if up { "up" } else { "down" },
+            // Shared: leases from Redis; while it is down, the leases held
+            // are spent and then decisions are refused.
+            "mode": if up { "shared" } else { "leases-then-deny" },
+            "onRedisDown": "deny",
+            "tenantsWithLeases": n(&s.tenants),
+            "unitsHeld": n(&s.held),
+            "roundTrips": n(&s.round_trips),
+            "errors": n(&s.errors),
+            "topUps": n(&s.top_ups),
+            "deniedRedisDown": n(&s.denied_down),
+        })
+    }
+
+    /// Whether Redis answered the last call.
+    pub fn redis_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// Starts the sync loop over `registry`'s tenants.
+    pub fn start(&self, registry: Arc<Registry>) {
+        let _ = self.inner.registry.set(registry.clone());
+        let inner = self.inner.clone();
+        let handle = self.runtime.spawn(sync::run(inner, registry));
+        *self.sync.lock() = Some(handle);
+    }
+
+    /// Asks Redis for `cost` units for a request that found `tenant`'s
+    /// lease empty. Called on the request's own runtime (actix's, or the
+    /// gRPC server's); the connection's driver runs on the cluster's.
+    pub async fn top_up(&self, tenant: &TenantState, cost: u64) -> TopUp {
+        let inner = &self.inner;
+        let Some(shared) = tenant.shared() else {
+            return TopUp::Dry;
+        };
+        let now = inner.clock.now_nanos();
+        if !shared.calls.may_top_up(now) {
+            return TopUp::Dry;
+        }
+        if inner.is_down() {
+            inner.stats.denied_down.fetch_add(1, Ordering::Relaxed);
+            return TopUp::Down;
+        }
+        inner.stats.top_ups.fetch_add(1, Ordering::Relaxed);
+        let period = Period::containing_nanos(now);
+        let ask = inner.ask(tenant, shared, period, cost, cost);
+        // The sync loop follows the tenant from now on (and gives back
+        // what it does not spend).
+        shared.ask();
+        match inner.exchange(tenant, ask, period, now).await {
+            Some(a) if a.holding => {
+                inner.stats.denied_down.fetch_add(1, Ordering::Relaxed);
+                TopUp::Down
+            }
+            Some(a) if a.granted > 0 => TopUp::Granted,
+            Some(_) => {
+                shared.calls.dry(now + inner.sync_every.as_nanos() as i64);
+                TopUp::Dry
+            }
+            None => {
+                inner.stats.denied_down.fetch_add(1, Ordering::Relaxed);
+                TopUp::Down
+            }
+        }
+    }
+
+    /// Stops the sync loop after it gives back every lease this instance
+    /// holds and reports what it spent (graceful stop: no decision is made
+    /// after this).
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+        if let Some(handle) = self.sync.lock().take() {
+            let wait = self.inner.timeout * 4 + self.inner.sync_every * 2;
+            let _ = self
+                .runtime
+                .block_on(async { tokio::time::timeout(wait, handle).await });
+        }
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+
+    fn is_down(&self) -> bool {
+        self.now_ms() < self.down_until.load(Ordering::Relaxed)
+    }
+
+    /// Marks the outcome of a call: a failure opens the breaker.
+    fn answered(&self, ok: bool) {
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            self.up.store(true, Ordering::Relaxed);
+            self.down_until.store(0, Ordering::Relaxed);
+        } else {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            if self.up.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    "cluster: Redis did not answer; deciding from the leases held until it does"
+                );
+            }
+            self.down_until.store(
+                self.now_ms() + BREAKER.as_millis() as i64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Seconds a period's hash lives: to its end, and a month more.
+    fn ttl_s(period: Period, now: i64) -> i64 {
+        (period.end_secs() - now / NANOS_PER_SEC).max(0) + 31 * 86_400
+    }
+
+    /// A call for `tenant` from its lease: its running totals, `want`
+    /// units, none granted below `floor`.
+    fn ask(
+        &self,
+        tenant: &TenantState,
+        shared: &Shared,
+        period: Period,
+        want: u64,
+        floor: u64,
+    ) -> script::Ask {
+        script::Ask {
+            limit: tenant.plan().plan.monthly_calls,
+            seq: shared.next_seq(),
+            totals: shared.calls.totals(period),
+            tokens: shared.tokens_here(period),
+            want,
+            floor,
+            init: None,
+            hold_ms: 0,
+            base: None,
+        }
+    }
+
+    /// The calls and tokens the store has for `tenant` in `period` (on a
+    /// blocking thread: the store's calls are synchronous).
+    async fn persisted(&self, tenant: &str, period: Period) -> Option<(u64, u64)> {
+        let store = self.registry.get()?.store().clone();
+        let id = tenant.to_string();
+        let read = tokio::task::spawn_blocking(move || store.tenant_totals(&id, period));
+        match read.await {
+            Ok(Ok(t)) => Some((t.calls, t.tokens)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cluster: cannot read the persisted totals");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Sends `ask` until Redis answers with an allocation - making the
+    /// period's hash with the persisted totals, or bringing them when a
+    /// hold ends - and takes the answer into the lease. `None` when Redis
+    /// (or the store) failed.
+    async fn exchange(
+        &self,
+        tenant: &TenantState,
+        mut ask: script::Ask,
+        period: Period,
+        now: i64,
+    ) -> Option<script::Answer> {
+        let shared = tenant.shared()?;
+        for _ in 0..3 {
+            match self.call_one(&tenant.id, period, &ask, now).await? {
+                Reply::Answer(a) => {
+                    self.take(shared, &ask, &a, period);
+                    return Some(a);
+                }
+                Reply::Again(script::MISSING, _) => {
+                    // Made again within a period this instance met it in:
+                    // Redis lost it, and the live instances must join
+                    // before anything is granted.
+                    if shared.epoch(period) != 0 {
+                        ask.hold_ms = HOLD.as_millis() as u64;
+                        tracing::warn!(
+                            tenant = %tenant.id,
+                            "cluster: Redis lost this tenant's allocation; rebuilding it"
+                        );
+                    }
+                    ask.init = Some(self.persisted(&tenant.id, period).await?);
+                }
+                Reply::Again(script::BASE, epoch) => {
+                    shared.met(period, epoch);
+                    ask.seq = shared.next_seq();
+                    ask.totals = shared.calls.totals(period);
+                    ask.base = Some(self.persisted(&tenant.id, period).await?.0);
+                }
+                Reply::Again(..) => return None,
+            }
+        }
+        None
+    }
+
+    /// Takes Redis's answer to `ask` into `shared`'s lease: the grants
+    /// not added yet, the allocation and tokens seen, the totals acknowledged.
+    fn take(&self, shared: &Shared, ask: &script::Ask, a: &script::Answer, period: Period) {
+        shared.met(period, a.epoch);
+        let added = shared.calls.grants(period, a.granted_total);
+        shared.calls.saw(period, a.alloc);
+        shared.acked(period, ask.totals);
+        shared.tokens_answered(period, ask.tokens, a.tokens);
+        self.stats.granted.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// One script call with the timeout; `None` when Redis failed.
+    async fn call_one(
+        &self,
+        tenant: &str,
+        period: Period,
+        ask: &script::Ask,
+        now: i64,
+    ) -> Option<Reply> {
+        let key = script::key(tenant, period);
+        let mut inv = self.script.prepare_invoke();
+        script::args(
+            &mut inv,
+            &key,
+            &self.member,
+            ask,
+            now / 1_000_000,
+            Inner::ttl_s(period, now),
+        );
+        let mut conn = self.conn.clone();
+        let reply: Option<Vec<i64>> =
+            match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
+                Ok(Ok(v)) => Some(v),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cluster: Redis call failed");
+                    None
+                }
+                Err(_) => None,
+            };
+        let reply = reply.as_deref().and_then(Reply::parse);
+        self.answered(reply.is_some());
+        reply
+    }
+}

@@ -1,0 +1,290 @@
+//! The sync loop: every `[cluster] sync_ms`, one pipeline to Redis for the
+//! tenants that need it - a lease running low (refilled to last
+//! `lease_ms` at the tenant's rate), spending to report, a lease idle for
+//! a second or wanted by another instance (given back) - and nothing for
+//! the others. On a graceful stop its last pass gives every lease back.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::script::{self, Answer, Ask, Reply};
+use super::Inner;
+use crate::quota::period::Period;
+use crate::quota::TenantState;
+use crate::registry::Registry;
+
+/// A lease unused this long is given back.
+const IDLE: Duration = Duration::from_secs(1);
+/// A tenant followed is seen at least this often while it holds a lease
+/// (to learn that another instance needs units).
+const REFRESH: Duration = Duration::from_secs(1);
+/// Pipelines carry at most this many calls.
+const BATCH: usize = 512;
+
+/// What the loop knows of one tenant it follows.
+struct Track {
+    state: Arc<TenantState>,
+    last_taken: u64,
+    /// Units a second, rising at once and falling slowly.
+    rate: f64,
+    last_active: Instant,
+    last_visit: Instant,
+    asked: bool,
+    /// When (ms) Redis last said some instance was short, and when this
+    /// one was.
+    need_ms: i64,
+    own_short_ms: i64,
+    /// No refill is asked before this (nanoseconds): the quota is spent
+    /// and no lease is out to come back.
+    dry_until: i64,
+    /// Units given back that Redis acknowledged (for the count).
+    given_acked: u64,
+}
+
+impl Track {
+    fn new(state: Arc<TenantState>, now: Instant) -> Track {
+        let last_taken = state.shared().map_or(0, |s| s.calls.taken());
+        Track {
+            state,
+            last_taken,
+            rate: 0.0,
+            last_active: now,
+            last_visit: now - REFRESH,
+            asked: false,
+            need_ms: 0,
+            own_short_ms: 0,
+            dry_until: i64::MIN,
+            given_acked: 0,
+        }
+    }
+}
+
+/// One call planned for a pipeline.
+struct Planned {
+    id: Arc<str>,
+    ask: Ask,
+}
+
+pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
+    let mut tracked: HashMap<Arc<str>, Track> = HashMap::new();
+    let mut asked = Vec::new();
+    let mut tick = tokio::time::interval(inner.sync_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        tick.tick().await;
+        let stopping = inner.stopping.load(Ordering::Acquire);
+        // After an outage every tenant followed is visited at once: should
+        // Redis have lost its data, the live instances join within the hold.
+        let recovering = !inner.up.load(Ordering::Relaxed);
+        let now_i = Instant::now();
+        let dt = now_i.duration_since(last).as_secs_f64().max(1e-3);
+        last = now_i;
+        inner.hub.drain(&mut asked);
+        for id in asked.drain(..) {
+            let Some(state) = registry.tenant_state(&id) else {
+                continue;
+            };
+            if let Some(s) = state.shared() {
+                s.answered();
+            }
+            tracked
+                .entry(id)
+                .or_insert_with(|| Track::new(state, now_i))
+                .asked = true;
+        }
+        let now = inner.clock.now_nanos();
+        let period = Period::containing_nanos(now);
+        let mut planned = Vec::new();
+        for (id, tr) in tracked.iter_mut() {
+            if let Some(ask) = plan(&inner, tr, period, now, now_i, dt, stopping || recovering) {
+                planned.push(Planned {
+                    id: id.clone(),
+                    ask,
+                });
+            }
+        }
+        for chunk in planned.chunks(BATCH) {
+            let replies = call(&inner, chunk, period, now).await;
+            for (p, reply) in chunk.iter().zip(replies) {
+                let Some(tr) = tracked.get_mut(&p.id) else {
+                    continue;
+                };
+                let answer = match reply {
+                    Some(Reply::Answer(a)) => {
+                        if let Some(shared) = tr.state.shared() {
+                            inner.take(shared, &p.ask, &a, period);
+                        }
+                        Some(a)
+                    }
+                    // The hash is to be made, or its hold has ended: this
+                    // tenant alone, with the store's totals.
+                    Some(Reply::Again(..)) => inner.exchange(&tr.state, p.ask, period, now).await,
+                    None => None,
+                };
+                if let Some(a) = answer {
+                    note(&inner, tr, p, &a, now);
+                }
+            }
+        }
+        let mut held = 0;
+        tracked.retain(|_, tr| {
+            let Some(s) = tr.state.shared() else {
+                return false;
+            };
+            let h = s.calls.held(period);
+            held += h;
+            h > 0
+                || s.pending(period, &s.acked_totals(period))
+                || now_i.duration_since(tr.last_active) < IDLE * 2
+        });
+        inner.stats.held.store(held, Ordering::Relaxed);
+        inner
+            .stats
+            .tenants
+            .store(tracked.len() as u64, Ordering::Relaxed);
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// What to ask of Redis for one tenant this tick, if anything. It carries
+/// the running totals, so a call that fails needs nothing put back.
+fn plan(
+    inner: &Inner,
+    tr: &mut Track,
+    period: Period,
+    now: i64,
+    now_i: Instant,
+    dt: f64,
+    force: bool,
+) -> Option<Ask> {
+    let stopping = inner.stopping.load(Ordering::Acquire);
+    let shared = tr.state.shared()?;
+    let lease = &shared.calls;
+    let limit = tr.state.plan().plan.monthly_calls;
+    let taken = lease.taken();
+    let delta = taken.saturating_sub(tr.last_taken);
+    tr.last_taken = taken;
+    let rate = delta as f64 / dt;
+    tr.rate = if rate > tr.rate {
+        rate
+    } else {
+        0.8 * tr.rate + 0.2 * rate
+    };
+    if delta > 0 || tr.asked {
+        tr.last_active = now_i;
+    }
+    let target = ((tr.rate * inner.lease_ms as f64 / 1000.0).ceil() as u64).max(1);
+    lease.set_low(target.div_ceil(2));
+    let held = lease.held(period);
+    let now_ms = now / 1_000_000;
+    let mut give = 0;
+    let mut want = 0;
+    if stopping || now_i.duration_since(tr.last_active) >= IDLE {
+        give = lease.surrender(period);
+    } else if limit.is_some() {
+        let others_need = tr.need_ms > tr.own_short_ms && now_ms - tr.need_ms < 1000;
+        let keep = ((tr.rate * inner.sync_every.as_secs_f64() * 2.0).ceil() as u64).max(1);
+        if others_need && held > keep {
+            give = lease.surrender_above(period, keep);
+        } else if held < target.div_ceil(2) && now >= tr.dry_until {
+            want = target - held;
+        }
+    }
+    tr.asked = false;
+    let due = now_i.duration_since(tr.last_visit);
+    let pending = shared.pending(period, &shared.acked_totals(period));
+    let report_due = pending && due >= Duration::from_millis(inner.lease_ms);
+    let refresh_due = held > 0 && due >= REFRESH;
+    if want == 0 && give == 0 && !report_due && !refresh_due && !force {
+        return None;
+    }
+    if stopping && give == 0 && !pending {
+        return None;
+    }
+    tr.last_visit = now_i;
+    Some(inner.ask(&tr.state, shared, period, want, 1))
+}
+
+/// Sends `chunk` as one pipeline: each call's reply, or `None` for all
+/// when Redis failed.
+async fn call(inner: &Inner, chunk: &[Planned], period: Period, now: i64) -> Vec<Option<Reply>> {
+    let ttl = Inner::ttl_s(period, now);
+    let mut pipe = redis::pipe();
+    // Loading first costs one hash on the server and spares a NOSCRIPT
+    // after Redis restarted.
+    pipe.load_script(&inner.script);
+    let mut invocations = Vec::with_capacity(chunk.len());
+    for p in chunk {
+        let mut inv = inner.script.prepare_invoke();
+        script::args(
+            &mut inv,
+            &script::key(&p.id, period),
+            &inner.member,
+            &p.ask,
+            now / 1_000_000,
+            ttl,
+        );
+        invocations.push(inv);
+    }
+    for inv in &invocations {
+        pipe.invoke_script(inv);
+    }
+    let mut conn = inner.conn.clone();
+    let reply: Option<Vec<redis::Value>> = match tokio::time::timeout(
+        inner.timeout * 2,
+        pipe.query_async::<Vec<redis::Value>>(&mut conn),
+    )
+    .await
+    {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cluster: Redis pipeline failed");
+            None
+        }
+        Err(_) => None,
+    };
+    inner.answered(reply.is_some());
+    match reply {
+        Some(values) => values
+            .into_iter()
+            .skip(1)
+            .map(|v| {
+                redis::from_redis_value::<Vec<i64>>(v)
+                    .ok()
+                    .and_then(|v| Reply::parse(&v))
+            })
+            .chain(std::iter::repeat(None))
+            .take(chunk.len())
+            .collect(),
+        None => vec![None; chunk.len()],
+    }
+}
+
+/// Notes what an answer says of the other instances: that one of them
+/// is short (give back), or that nothing can come back (stop asking).
+fn note(inner: &Inner, tr: &mut Track, p: &Planned, a: &Answer, now: i64) {
+    inner.stats.given_back.fetch_add(
+        p.ask.totals.given.saturating_sub(tr.given_acked),
+        Ordering::Relaxed,
+    );
+    tr.given_acked = tr.given_acked.max(p.ask.totals.given);
+    tr.need_ms = a.need_ms;
+    if a.granted < p.ask.want {
+        tr.own_short_ms = a.need_ms;
+        let spent = p.ask.limit.is_some_and(|l| a.alloc >= l);
+        if a.granted == 0 && spent && a.live == 0 && !a.holding {
+            // Everything is spent and no lease is out: nothing can come
+            // back, so stop asking (and stop requests asking) for a while.
+            let until = now + 1_000_000_000;
+            tr.dry_until = until;
+            if let Some(s) = tr.state.shared() {
+                s.calls.dry(until);
+            }
+        }
+    }
+}
