@@ -48,8 +48,8 @@ pub struct ClusterConfig {
     /// This instance's name in Redis; empty: the host name and the pid.
     pub instance_id: String,
     /// What a decision does once the leases it holds are spent while Redis
-    /// cannot be reached: `deny` (refuse with `cluster_unavailable`) or
-    /// `local` (decide from this instance's share of what remained).
+    /// cannot be reached: `deny` (refuse with 503 `cluster_unavailable`),
+    /// the one choice today.
     pub on_redis_down: String,
     /// The longest one Redis call may take.
     pub redis_timeout_ms: u64,
@@ -471,8 +471,13 @@ impl Config {
             return bad("store.instance: at most 64 letters, digits, '-', '_' or '.'");
         }
         let c = &self.cluster;
-        if !["deny", "local"].contains(&c.on_redis_down.as_str()) {
-            return bad("cluster.on_redis_down must be \"deny\" or \"local\"");
+        // `local` (deciding from a per-instance share while Redis is
+        // down) is not built yet: refused rather than quietly denying.
+        if c.on_redis_down != "deny" {
+            return bad(
+                "cluster.on_redis_down: only \"deny\" is available (\"local\", a per-instance \
+                 share of the remaining quota while Redis is down, is not built yet)",
+            );
         }
         if c.redis_timeout_ms == 0 || c.sync_ms == 0 || c.lease_ms == 0 {
             return bad("cluster.redis_timeout_ms, sync_ms and lease_ms must be at least 1");
@@ -682,6 +687,30 @@ fn apply_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_comes_from_its_variables_and_refuses_what_it_cannot_do() {
+        let load = |vars: &[(&str, &str)]| {
+            Config::load(
+                None,
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let c = load(&[
+            ("TOLLGATE_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("TOLLGATE_CLUSTER_INSTANCE_ID", "edge-1"),
+        ])
+        .unwrap();
+        assert_eq!(c.cluster.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(c.cluster.instance_id, "edge-1");
+        assert_eq!(c.cluster.on_redis_down, "deny");
+        let e = load(&[("TOLLGATE_CLUSTER_REDIS_URL", "127.0.0.1:6379")]).unwrap_err();
+        assert!(e.to_string().contains("redis://"), "{e}");
+        let e = load(&[("TOLLGATE_CLUSTER_ON_REDIS_DOWN", "local")]).unwrap_err();
+        assert!(e.to_string().contains("not built yet"), "{e}");
+        let e = load(&[("TOLLGATE_CLUSTER_INSTANCE_ID", "a b")]).unwrap_err();
+        assert!(e.to_string().contains("instance_id"), "{e}");
+    }
 
     #[test]
     fn layers_file_then_env() {

@@ -240,6 +240,19 @@ fn exactly_the_limit(spread: Spread, random_costs: bool) {
         assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
         let body: Value = r.json().unwrap();
         assert_eq!(body["code"], "quota_exceeded", "{body}");
+        let health: Value = c.get(p.url("/healthz")).send().unwrap().json().unwrap();
+        assert_eq!(health["cluster"]["redis"], "up", "{health}");
+        assert_eq!(health["cluster"]["mode"], "shared", "{health}");
+        assert!(
+            health["warning"].is_null(),
+            "quotas are not per instance: {health}"
+        );
+        let metrics = c.get(p.url("/metrics")).send().unwrap().text().unwrap();
+        assert!(metrics.contains("tollgate_cluster_redis_up 1"), "{metrics}");
+        assert!(
+            metrics.contains("tollgate_cluster_redis_round_trips_total"),
+            "{metrics}"
+        );
     }
 }
 
@@ -300,4 +313,52 @@ fn kill_9_of_an_instance_never_lets_the_fleet_past_the_limit() {
         LIMIT as i64,
         "Redis allocated the whole limit"
     );
+}
+
+#[test]
+fn redis_stopped_then_lost_never_lets_the_fleet_past_the_limit_and_is_exact_after() {
+    let f = fleet();
+    let all = [0, 1, 2];
+    let c = Client::new();
+    let before = race(&f, &all, Spread::Uniform, false, 300, None).0;
+    assert!(before <= 300);
+
+    // Frozen: the leases held are spent, then decisions are refused with
+    // a clear code, and /healthz says why.
+    f.redis.pause();
+    let frozen = race(&f, &all, Spread::Uniform, false, 400, None).0;
+    let r = c
+        .post(f.procs[0].url("/api/v1/authorize"))
+        .bearer_auth(&f.key)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "a spent lease with Redis frozen is refused"
+    );
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["code"], "cluster_unavailable", "{body}");
+    let health: Value = c
+        .get(f.procs[0].url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["cluster"]["redis"], "down", "{health}");
+
+    // Back, but empty: the allocation is rebuilt from the store's totals
+    // and what each live instance holds before anything is granted.
+    f.redis.restart_empty();
+    let after = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
+    let drained = drain(&f, &all);
+    let total = before + frozen + after + drained;
+    eprintln!(
+        "before {before}, frozen {frozen}, after the loss {after}, drained {drained}: \
+         {total} of {LIMIT}; Redis: {}",
+        f.redis.cli(&["HGETALL", &period_key()]).replace('\n', " ")
+    );
+    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
+    assert_eq!(total, LIMIT, "exact again once rebuilt");
 }

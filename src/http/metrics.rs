@@ -182,6 +182,9 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             Value::Counter(n(&s.emails_failed)),
         ),
     ];
+    if let Some(c) = st.cluster.as_deref() {
+        families.extend(cluster_families(c));
+    }
     if let Some(bytes) = store_bytes {
         families.push(Family::one(
             "tollgate_store_size_bytes",
@@ -190,6 +193,54 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         ));
     }
     families
+}
+
+/// Shared enforcement (`[cluster]`): Redis's state as this instance sees
+/// it, its calls, and what its leases hold.
+fn cluster_families(c: &crate::cluster::Cluster) -> Vec<Family> {
+    let s = c.stats();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let label = |k: &'static str, v: &str| vec![(k, v.to_owned())];
+    vec![
+        Family::one(
+            "tollgate_cluster_redis_up",
+            "1 while Redis answered the last call; 0 while decisions come from the leases held, then are refused.",
+            Value::Gauge(c.redis_up() as i64),
+        ),
+        Family::one(
+            "tollgate_cluster_redis_round_trips",
+            "Calls to Redis (a pipeline is one).",
+            Value::Counter(n(&s.round_trips)),
+        ),
+        Family::one(
+            "tollgate_cluster_redis_errors",
+            "Calls to Redis that failed or timed out.",
+            Value::Counter(n(&s.errors)),
+        ),
+        Family::new("tollgate_cluster_lease_units", "Units of shared quotas, by what happened to them.")
+            .with(label("event", "granted"), Value::Counter(n(&s.granted)))
+            .with(label("event", "given_back"), Value::Counter(n(&s.given_back))),
+        Family::one(
+            "tollgate_cluster_lease_units_held",
+            "Units this instance holds in leases now.",
+            Value::Gauge(n(&s.held) as i64),
+        ),
+        Family::one(
+            "tollgate_cluster_tenants_leased",
+            "Tenants whose leases the sync loop follows.",
+            Value::Gauge(n(&s.tenants) as i64),
+        ),
+        Family::one(
+            "tollgate_cluster_top_ups",
+            "Requests that found their lease empty and asked Redis themselves.",
+            Value::Counter(n(&s.top_ups)),
+        ),
+        Family::one(
+            "tollgate_cluster_denied_redis_down",
+            "Decisions refused (503 cluster_unavailable) because Redis could not be reached.",
+            Value::Counter(n(&s.denied_down)),
+        ),
+    ]
 }
 
 fn sorted(map: std::collections::HashMap<String, u64>) -> Vec<(String, u64)> {
