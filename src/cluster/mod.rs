@@ -62,6 +62,32 @@ pub struct ClusterStats {
     pub held: AtomicU64,
 }
 
+/// `/healthz`'s `cluster`: how this instance shares enforcement now.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    /// This instance's name in Redis (`[cluster] instance_id`).
+    pub instance: String,
+    /// `up`, or `down` since a call failed (retried every sync).
+    pub redis: &'static str,
+    /// Every tenant's quota: `shared` (leases from Redis), or, while Redis
+    /// is down, `leases-then-deny` (the leases held are spent, then
+    /// decisions are refused with `cluster_unavailable`).
+    pub mode: &'static str,
+    /// `[cluster] on_redis_down`.
+    pub on_redis_down: &'static str,
+    /// Tenants whose leases the sync loop follows, and the units they hold.
+    pub tenants_with_leases: u64,
+    pub units_held: u64,
+    /// Calls to Redis since start (a pipeline is one), and the failed ones.
+    pub round_trips: u64,
+    pub errors: u64,
+    /// Requests that found their lease empty and asked Redis themselves.
+    pub top_ups: u64,
+    /// Decisions refused because Redis could not be reached.
+    pub denied_redis_down: u64,
+}
+
 /// What a request's own call to Redis brought.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TopUp {
@@ -193,24 +219,22 @@ impl Cluster {
     }
 
     /// What `/healthz` says of the cluster.
-    pub fn health(&self) -> serde_json::Value {
+    pub fn health(&self) -> ClusterHealth {
         let s = &self.inner.stats;
         let up = self.redis_up();
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "instance": self.inner.instance,
-            "redis": if up { "up" } else { "down" },
-            // Shared: leases from Redis; while it is down, the leases held
-            // are spent and then decisions are refused.
-            "mode": if up { "shared" } else { "leases-then-deny" },
-            "onRedisDown": "deny",
-            "tenantsWithLeases": n(&s.tenants),
-            "unitsHeld": n(&s.held),
-            "roundTrips": n(&s.round_trips),
-            "errors": n(&s.errors),
-            "topUps": n(&s.top_ups),
-            "deniedRedisDown": n(&s.denied_down),
-        })
+        ClusterHealth {
+            instance: self.inner.instance.clone(),
+            redis: if up { "up" } else { "down" },
+            mode: if up { "shared" } else { "leases-then-deny" },
+            on_redis_down: "deny",
+            tenants_with_leases: n(&s.tenants),
+            units_held: n(&s.held),
+            round_trips: n(&s.round_trips),
+            errors: n(&s.errors),
+            top_ups: n(&s.top_ups),
+            denied_redis_down: n(&s.denied_down),
+        }
     }
 
     /// Whether Redis answered the last call.

@@ -56,9 +56,11 @@ pub struct Health {
     pub spooled_records: u64,
     /// Why the shared database cannot be reached; null while it can.
     pub database_error: Option<String>,
-    /// Said while more than one instance is live: monthly quotas are
-    /// enforced per instance until shared counters are configured.
+    /// Said while more than one instance is live without `[cluster]`:
+    /// monthly quotas are then enforced per instance.
     pub warning: Option<String>,
+    /// Shared enforcement (`[cluster] redis_url`); null without it.
+    pub cluster: Option<crate::cluster::ClusterHealth>,
 }
 
 /// `POST /api/v1/usage`'s answer.
@@ -121,7 +123,7 @@ pub enum UsageBody<'a> {
         crate::dashboard::dashboard_root,
     ),
     components(schemas(
-        ErrorBody, Health, Accepted, UsageBody, AuthorizeRequest, AuthorizeResponse,
+        ErrorBody, Health, crate::cluster::ClusterHealth, Accepted, UsageBody, AuthorizeRequest, AuthorizeResponse,
         CheckResponse, UsageInput, Meter, PeriodView, BillingUsage, SubscriptionView,
         ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
