@@ -362,3 +362,178 @@ fn redis_stopped_then_lost_never_lets_the_fleet_past_the_limit_and_is_exact_afte
     assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
     assert_eq!(total, LIMIT, "exact again once rebuilt");
 }
+
+/// Requests of cost 1 round `urls` until 2.5 s pass without one allowed
+/// (idle leases go back after a second): how many were allowed.
+fn drain_urls(urls: &[String], key: &str) -> u64 {
+    let c = Client::new();
+    let (mut got, mut last_got, start) = (0, Instant::now(), Instant::now());
+    while last_got.elapsed() < Duration::from_millis(2500) {
+        assert!(start.elapsed() < Duration::from_secs(30), "never ended");
+        for u in urls {
+            let s = c
+                .post(u)
+                .bearer_auth(key)
+                .json(&json!({"cost": 1}))
+                .send()
+                .unwrap()
+                .status();
+            if s == 200 {
+                got += 1;
+                last_got = Instant::now();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    got
+}
+
+#[test]
+fn the_month_boundary_starts_every_instance_on_a_fresh_shared_quota() {
+    use chrono::TimeZone;
+    use tollgate::app::RunningServer;
+    use tollgate::clock::ManualClock;
+
+    let pg = postgres::fresh_database();
+    let redis = Redis::start();
+    let clock = Arc::new(ManualClock::at(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 30, 23, 59, 50)
+            .unwrap(),
+    ));
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers: Vec<RunningServer> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut c = tollgate::config::Config {
+                data_dir: d.path().to_path_buf(),
+                ..Default::default()
+            };
+            c.store.engine = tollgate::config::EngineKind::Postgres;
+            c.store.postgres_url = pg.clone();
+            c.flush.interval_ms = 50;
+            c.cluster.redis_url = redis.url();
+            c.cluster.instance_id = format!("m-{i}");
+            RunningServer::start(c, ADMIN, clock.clone()).unwrap()
+        })
+        .collect();
+    let c = Client::new();
+    let admin = |path: &str, body: Value| {
+        c.post(servers[0].url(path))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        admin(
+            "/api/admin/plans",
+            json!({"id": "m", "name": "M", "monthlyCalls": 20})
+        )
+        .status(),
+        201
+    );
+    assert_eq!(
+        admin("/api/admin/tenants", json!({"id": "t", "planId": "m"})).status(),
+        201
+    );
+    let key = admin("/api/admin/tenants/t/keys", json!({}))
+        .json::<Value>()
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let urls: Vec<String> = servers.iter().map(|s| s.url("/api/v1/authorize")).collect();
+    for u in &urls {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c
+            .post(u)
+            .bearer_auth(&key)
+            .json(&json!({"dryRun": true}))
+            .send()
+            .unwrap()
+            .status()
+            != 200
+        {
+            assert!(
+                Instant::now() < deadline,
+                "an instance never learnt the key"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(drain_urls(&urls, &key), 20, "November: exactly the limit");
+
+    // Midnight UTC, on every instance's clock: December starts from zero.
+    clock.set(chrono::Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 5).unwrap());
+    assert_eq!(
+        drain_urls(&urls, &key),
+        20,
+        "December: exactly the limit again"
+    );
+    let november = (2026 - 1970) * 12 + 10;
+    assert_eq!(redis.hget(&format!("tg:{{t}}:{november}"), "alloc"), 20);
+    assert_eq!(
+        redis.hget(&format!("tg:{{t}}:{}", november + 1), "alloc"),
+        20
+    );
+    let r = c.post(&urls[1]).bearer_auth(&key).send().unwrap();
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["resetAt"], "2027-01-01T00:00:00.000Z", "{body}");
+    // A graceful stop gives every lease back. A busy tenant on a big plan
+    // holds leases on every instance; after the stops Redis counts none,
+    // and its allocation is exactly what was allowed.
+    assert_eq!(
+        admin(
+            "/api/admin/plans",
+            json!({"id": "big", "name": "Big", "monthlyCalls": 100_000})
+        )
+        .status(),
+        201
+    );
+    assert_eq!(
+        admin("/api/admin/tenants", json!({"id": "u", "planId": "big"})).status(),
+        201
+    );
+    let busy = admin("/api/admin/tenants/u/keys", json!({}))
+        .json::<Value>()
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let december = format!("tg:{{u}}:{}", november + 1);
+    let held = || {
+        redis.field_sum(&december, "g:")
+            - redis.field_sum(&december, "s:")
+            - redis.field_sum(&december, "b:")
+    };
+    let mut allowed = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held() <= 0 || allowed < 300 {
+        assert!(Instant::now() < deadline, "no lease was ever held");
+        for u in &urls {
+            let s = c.post(u).bearer_auth(&busy).send().unwrap().status();
+            if s == 200 {
+                allowed += 1;
+            } else {
+                assert_eq!(s, 401, "a new key reaches every instance within a second");
+            }
+        }
+    }
+    let before = held();
+    for s in servers {
+        s.stop().unwrap();
+    }
+    eprintln!(
+        "held {before} units in leases before the stops, {} after",
+        held()
+    );
+    assert_eq!(held(), 0, "every lease given back at the stop");
+    assert_eq!(
+        redis.hget(&december, "alloc"),
+        allowed,
+        "the allocation is what was allowed"
+    );
+}

@@ -251,9 +251,11 @@ impl Cluster {
     }
 
     /// Asks Redis for `cost` units for a request that found `tenant`'s
-    /// lease empty. Called on the request's own runtime (actix's, or the
-    /// gRPC server's); the connection's driver runs on the cluster's.
-    pub async fn top_up(&self, tenant: &TenantState, cost: u64) -> TopUp {
+    /// lease empty. Awaited on the request's own runtime (actix's, or the
+    /// gRPC server's), run on the cluster's: the connection, and any
+    /// reconnection, belong to the cluster's runtime alone, which lives
+    /// until the leases have gone back at a stop.
+    pub async fn top_up(&self, tenant: &Arc<TenantState>, cost: u64) -> TopUp {
         let inner = &self.inner;
         let Some(shared) = tenant.shared() else {
             return TopUp::Dry;
@@ -272,7 +274,11 @@ impl Cluster {
         // The sync loop follows the tenant from now on (and gives back
         // what it does not spend).
         shared.ask();
-        match inner.exchange(tenant, ask, period, now).await {
+        let (on, t) = (self.inner.clone(), tenant.clone());
+        let call = self
+            .runtime
+            .spawn(async move { on.exchange(&t, ask, period, now).await });
+        match call.await.ok().flatten() {
             Some(a) if a.holding => {
                 inner.stats.denied_down.fetch_add(1, Ordering::Relaxed);
                 TopUp::Down
