@@ -228,5 +228,50 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The decision alone on one tenant far from its limit: counted in this
+/// process, against counted from a lease of a quota shared through Redis
+/// (`[cluster]`; the lease granted up front, as the sync loop keeps it
+/// filled). Same plan, same clock, same run.
+fn leases(c: &mut Criterion) {
+    use tollgate::quota::counters::Counting;
+    use tollgate::quota::lease::LeaseHub;
+    use tollgate::quota::period::Period;
+    use tollgate::quota::{ActivePlan, TenantState};
+    let plan = ActivePlan::new(Plan {
+        id: "p".into(),
+        name: "P".into(),
+        monthly_calls: Some(1 << 46),
+        monthly_tokens: Some(1 << 46),
+        rate_limit: Some(RateLimit {
+            requests: 1_000_000_000,
+            per_seconds: 1,
+            burst: 1_000_000_000,
+        }),
+        price_usd_monthly: 0.0,
+        ingest_rate: None,
+    });
+    let period = Period::containing_nanos(NOW_NS);
+    let local = TenantState::counted("t", plan.clone(), false, period, &Counting::Local);
+    let shared = TenantState::counted(
+        "t",
+        plan,
+        false,
+        period,
+        &Counting::Shared(Arc::new(LeaseHub::default())),
+    );
+    shared.shared().unwrap().calls.grants(period, 1 << 45);
+    let mut g = c.benchmark_group("acquire");
+    for (name, t) in [("local", &local), ("shared_lease", &shared)] {
+        g.bench_function(name, |b| {
+            let mut i = 0i64;
+            b.iter(|| {
+                i += 1;
+                black_box(t.acquire(1, NOW_NS + i)).allowed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, leases);
 criterion_main!(benches);

@@ -44,8 +44,9 @@ struct Track {
 }
 
 impl Track {
-    fn new(state: Arc<TenantState>, now: Instant) -> Track {
-        let last_taken = state.shared().map_or(0, |s| s.calls.taken());
+    fn new(state: Arc<TenantState>, now: Instant, now_ns: i64) -> Track {
+        let period = Period::containing_nanos(now_ns);
+        let last_taken = state.shared().map_or(0, |s| s.calls.consumed(period));
         Track {
             state,
             last_taken,
@@ -92,7 +93,7 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
             }
             tracked
                 .entry(id)
-                .or_insert_with(|| Track::new(state, now_i))
+                .or_insert_with(|| Track::new(state, now_i, inner.clock.now_nanos()))
                 .asked = true;
         }
         let now = inner.clock.now_nanos();
@@ -166,7 +167,7 @@ fn plan(
     let shared = tr.state.shared()?;
     let lease = &shared.calls;
     let limit = tr.state.plan().plan.monthly_calls;
-    let taken = lease.taken();
+    let taken = lease.consumed(period);
     let delta = taken.saturating_sub(tr.last_taken);
     tr.last_taken = taken;
     let rate = delta as f64 / dt;

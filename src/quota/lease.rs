@@ -56,11 +56,11 @@ impl LeaseHub {
 /// ([`grants`](Self::grants)), whichever answer brings it first.
 #[derive(Debug)]
 pub struct Lease {
-    /// Granted to this instance and not spent.
+    /// Granted to this instance and not spent (refunds come back here).
+    /// What was spent is what was granted less what was given back and
+    /// what is held, so a decision changes this one counter, as one
+    /// instance's decision changes its own.
     held: PeriodCounter,
-    /// Units taken from the lease, and given back into it by refunds.
-    spent: PeriodCounter,
-    refunded: PeriodCounter,
     /// Units given back to Redis.
     given: PeriodCounter,
     /// Units counted past the lease (usage that already happened, or a
@@ -77,8 +77,6 @@ pub struct Lease {
     seen: PeriodCounter,
     /// Below this many held units the sync loop is asked for more.
     low: AtomicU64,
-    /// Units taken here, ever (the sync loop's rate estimate).
-    taken: AtomicU64,
     /// Until when (nanoseconds) Redis said nothing is left: no top-up is
     /// tried before then.
     dry_until: AtomicI64,
@@ -100,15 +98,12 @@ impl Lease {
         let zero = || PeriodCounter::new(period, 0);
         Lease {
             held: zero(),
-            spent: zero(),
-            refunded: zero(),
             given: zero(),
             over: zero(),
             granted: zero(),
             persisted: zero(),
             seen: zero(),
             low: AtomicU64::new(0),
-            taken: AtomicU64::new(0),
             dry_until: AtomicI64::new(i64::MIN),
         }
     }
@@ -131,8 +126,11 @@ impl Lease {
         self.seen.used(period)
     }
 
-    pub fn taken(&self) -> u64 {
-        self.taken.load(Ordering::Relaxed)
+    /// Units spent or counted past the lease in `period` (the sync
+    /// loop's rate estimate).
+    pub fn consumed(&self, period: Period) -> u64 {
+        let t = self.totals(period);
+        t.spent + t.over
     }
 
     /// Takes Redis's total granted to this instance in `period`: the part
@@ -193,14 +191,17 @@ impl Lease {
 
     /// The running totals to send.
     pub fn totals(&self, period: Period) -> Totals {
+        let granted = self.granted.used(period);
+        let given = self.given.used(period);
         Totals {
-            spent: self
-                .spent
-                .used(period)
-                .saturating_sub(self.refunded.used(period)),
-            given: self.given.used(period),
+            // Read before `held`: a grant landing between the two reads
+            // shows as less spent, never more.
+            spent: granted
+                .saturating_sub(given)
+                .saturating_sub(self.held.used(period)),
+            given,
             over: self.over.used(period),
-            granted: self.granted.used(period),
+            granted,
             persisted: self.persisted.used(period),
         }
     }
@@ -293,13 +294,10 @@ impl Shared {
         let lease = &self.calls;
         if limit.is_none() {
             lease.over.add(period, n);
-            lease.taken.fetch_add(n, Ordering::Relaxed);
             return Ok(lease.used(period) + self.unreported_over(period));
         }
         match lease.held.try_take(period, n) {
             Ok(left) => {
-                lease.spent.add(period, n);
-                lease.taken.fetch_add(n, Ordering::Relaxed);
                 if left < lease.low.load(Ordering::Relaxed) {
                     self.ask();
                 }
@@ -321,7 +319,6 @@ impl Shared {
             return;
         }
         lease.held.add(period, n);
-        lease.refunded.add(period, n);
     }
 
     /// Overage Redis has not been told of yet (it is in no allocation seen).
