@@ -537,3 +537,82 @@ fn the_month_boundary_starts_every_instance_on_a_fresh_shared_quota() {
         "the allocation is what was allowed"
     );
 }
+
+#[test]
+fn the_burst_limit_holds_across_the_fleet() {
+    let f = fleet();
+    let c = Client::new();
+    let admin = |path: &str, body: Value| {
+        c.post(f.procs[0].url(path))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let (rate, burst) = (20.0, 20.0);
+    let r = admin(
+        "/api/admin/plans",
+        json!({"id": "b", "name": "B", "monthlyCalls": 1_000_000,
+               "rateLimit": {"requests": 20, "perSeconds": 1, "burst": 20}}),
+    );
+    assert_eq!(r.status(), 201);
+    let r = admin("/api/admin/tenants", json!({"id": "bursty", "planId": "b"}));
+    assert_eq!(r.status(), 201);
+    let key = admin("/api/admin/tenants/bursty/keys", json!({}))
+        .json::<Value>()
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Every instance knows the others (its share is a third) and the key.
+    for p in &f.procs {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let h: Value = c.get(p.url("/healthz")).send().unwrap().json().unwrap();
+            let known = c
+                .post(p.url("/api/v1/authorize"))
+                .bearer_auth(&key)
+                .json(&json!({"dryRun": true}))
+                .send()
+                .unwrap()
+                .status()
+                != 401;
+            if h["cluster"]["instances"] == 3 && known {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never saw three instances: {h}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let allowed = AtomicU64::new(0);
+    let start = Instant::now();
+    let run = Duration::from_secs(2);
+    std::thread::scope(|s| {
+        for client in 0..32usize {
+            let (allowed, key, p) = (&allowed, &key, &f.procs[client % 3]);
+            s.spawn(move || {
+                let c = Client::new();
+                while start.elapsed() < run {
+                    if authorize(&c, p, key, 1) == 200 {
+                        allowed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let w = start.elapsed().as_secs_f64();
+    let allowed = allowed.into_inner() as f64;
+    let bound = rate * w + burst;
+    eprintln!(
+        "burst: {allowed} allowed in {w:.2} s across three instances; one limit allows {bound:.0}, \
+         three unshared {:.0}",
+        3.0 * bound
+    );
+    // Each instance admits a third of the rate and a third of the burst
+    // (rounded down): together no more than the one limit.
+    assert!(
+        allowed <= bound + 1.0,
+        "{allowed} allowed, the limit is {bound:.0}"
+    );
+    assert!(allowed >= 0.5 * rate * w, "{allowed} allowed: starved");
+}

@@ -60,6 +60,8 @@ pub struct ClusterStats {
     pub tenants: AtomicU64,
     /// Units this instance holds in leases now.
     pub held: AtomicU64,
+    /// Live instances sharing Redis (the burst limits are divided among them).
+    pub members: AtomicU64,
 }
 
 /// `/healthz`'s `cluster`: how this instance shares enforcement now.
@@ -76,6 +78,9 @@ pub struct ClusterHealth {
     pub mode: &'static str,
     /// `[cluster] on_redis_down`.
     pub on_redis_down: &'static str,
+    /// Live instances sharing Redis, this one included: each enforces
+    /// its share of every burst limit (rate and burst divided by this).
+    pub instances: u64,
     /// Tenants whose leases the sync loop follows, and the units they hold.
     pub tenants_with_leases: u64,
     pub units_held: u64,
@@ -228,6 +233,7 @@ impl Cluster {
             redis: if up { "up" } else { "down" },
             mode: if up { "shared" } else { "leases-then-deny" },
             on_redis_down: "deny",
+            instances: n(&s.members),
             tenants_with_leases: n(&s.tenants),
             units_held: n(&s.held),
             round_trips: n(&s.round_trips),
@@ -394,6 +400,10 @@ impl Inner {
         now: i64,
     ) -> Option<script::Answer> {
         let shared = tenant.shared()?;
+        // Whether this instance met the period's hash before this call: a
+        // hash missing then was lost (calls racing to make a new one met
+        // nothing yet).
+        let met = shared.epoch(period) != 0;
         for _ in 0..3 {
             match self.call_one(&tenant.id, period, &ask, now).await? {
                 Reply::Answer(a) => {
@@ -404,7 +414,7 @@ impl Inner {
                     // Made again within a period this instance met it in:
                     // Redis lost it, and the live instances must join
                     // before anything is granted.
-                    if shared.epoch(period) != 0 {
+                    if met {
                         ask.hold_ms = HOLD.as_millis() as u64;
                         tracing::warn!(
                             tenant = %tenant.id,

@@ -22,6 +22,12 @@ const IDLE: Duration = Duration::from_secs(1);
 const REFRESH: Duration = Duration::from_secs(1);
 /// Pipelines carry at most this many calls.
 const BATCH: usize = 512;
+/// Each instance says it is live this often; one silent for `GONE` is
+/// no longer counted among the instances sharing the burst limits.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const GONE: Duration = Duration::from_secs(3);
+/// The sorted set of live instances (score: the last heartbeat, ms).
+const MEMBERS: &str = "tg:members";
 
 /// What the loop knows of one tenant it follows.
 struct Track {
@@ -74,9 +80,19 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
     let mut tick = tokio::time::interval(inner.sync_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
+    let mut last_beat: Option<Instant> = None;
     loop {
         tick.tick().await;
         let stopping = inner.stopping.load(Ordering::Acquire);
+        if stopping {
+            leave(&inner).await;
+        } else if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+            last_beat = Some(Instant::now());
+            if let Some(n) = heartbeat(&inner).await {
+                inner.stats.members.store(n, Ordering::Relaxed);
+                registry.set_burst_share(n.clamp(1, u32::MAX as u64) as u32);
+            }
+        }
         // After an outage every tenant followed is visited at once: should
         // Redis have lost its data, the live instances join within the hold.
         let recovering = !inner.up.load(Ordering::Relaxed);
@@ -150,6 +166,39 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
             return;
         }
     }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Says this instance is live; how many are (heard from within `GONE`).
+/// The burst limits are divided among them. Wall-clock time, not the
+/// injectable clock: it is about processes, not periods.
+async fn heartbeat(inner: &Inner) -> Option<u64> {
+    let now = wall_ms();
+    let mut pipe = redis::pipe();
+    pipe.zadd(MEMBERS, &inner.member, now)
+        .ignore()
+        .zrembyscore(MEMBERS, "-inf", now - GONE.as_millis() as i64)
+        .ignore()
+        .zcard(MEMBERS);
+    let mut conn = inner.conn.clone();
+    let reply = tokio::time::timeout(inner.timeout, pipe.query_async::<(u64,)>(&mut conn)).await;
+    let n = reply.ok().and_then(Result::ok).map(|(n,)| n);
+    inner.answered(n.is_some());
+    n
+}
+
+/// Says this instance has stopped (the others' burst shares grow at their
+/// next heartbeat).
+async fn leave(inner: &Inner) {
+    let mut conn = inner.conn.clone();
+    let mut cmd = redis::cmd("ZREM");
+    cmd.arg(MEMBERS).arg(&inner.member);
+    let _ = tokio::time::timeout(inner.timeout, cmd.query_async::<i64>(&mut conn)).await;
 }
 
 /// What to ask of Redis for one tenant this tick, if anything. It carries

@@ -29,6 +29,18 @@ impl GcraParams {
         }
     }
 
+    /// `limit` shared by `n` instances: each takes the rate and the burst
+    /// divided by `n` (a burst of at least 1), so together they admit no
+    /// more than the whole limit would.
+    pub fn from_limit_share(limit: &RateLimit, n: u32) -> GcraParams {
+        let whole = GcraParams::from_limit(limit);
+        let n = n.max(1) as u64;
+        GcraParams {
+            interval_ns: whole.interval_ns.saturating_mul(n),
+            burst: (whole.burst / n).max(1),
+        }
+    }
+
     fn capacity_ns(&self) -> u64 {
         self.burst.saturating_mul(self.interval_ns)
     }

@@ -35,7 +35,16 @@ pub struct ActivePlan {
 
 impl ActivePlan {
     pub fn new(plan: Plan) -> Arc<ActivePlan> {
-        let gcra = plan.rate_limit.as_ref().map(GcraParams::from_limit);
+        ActivePlan::shared_by(plan, 1)
+    }
+
+    /// The plan as one of `n` instances enforces it: the burst limit's
+    /// rate and burst divided among them (`[cluster]`), the rest whole.
+    pub fn shared_by(plan: Plan, n: u32) -> Arc<ActivePlan> {
+        let gcra = plan
+            .rate_limit
+            .as_ref()
+            .map(|r| GcraParams::from_limit_share(r, n));
         let ingest = plan
             .effective_ingest_rate()
             .map(|r| GcraParams::from_limit(&r.as_limit()));

@@ -129,7 +129,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         match change {
             Change::PlanPut(plan) => {
-                let active = ActivePlan::new(plan.clone());
+                let active = ActivePlan::shared_by(plan.clone(), self.burst_share());
                 for t in cat.tenants.values().filter(|t| t.plan_id == plan.id) {
                     if let Some(state) = self.tenants.get(&t.id) {
                         state.set_plan(active.clone());

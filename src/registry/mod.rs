@@ -70,6 +70,9 @@ pub struct Registry {
     feeds: RwLock<Vec<Arc<dyn ChangeFeed>>>,
     /// Where the tenants' quotas are counted (this process, or shared).
     counting: Counting,
+    /// How many instances share each burst limit (`[cluster]`: the live
+    /// instances; 1 alone).
+    burst_share: std::sync::atomic::AtomicU32,
 }
 
 fn not_found(what: &str, id: &str) -> RegistryError {
@@ -161,6 +164,7 @@ impl Registry {
             catalog: Mutex::new(cat),
             feeds: RwLock::new(Vec::new()),
             counting,
+            burst_share: std::sync::atomic::AtomicU32::new(1),
         };
         reg.tenants.replace_all(states);
         reg.keys.replace_all(key_entries);
@@ -169,6 +173,40 @@ impl Registry {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// How many instances share each burst limit.
+    pub fn burst_share(&self) -> u32 {
+        self.burst_share.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Divides every plan's burst limit among `n` instances (the cluster,
+    /// when the live instances change): each tenant's next decision uses
+    /// its share.
+    pub fn set_burst_share(&self, n: u32) {
+        let n = n.max(1);
+        let mut cat = self.catalog.lock();
+        if self
+            .burst_share
+            .swap(n, std::sync::atomic::Ordering::AcqRel)
+            == n
+        {
+            return;
+        }
+        let plans: std::collections::HashMap<String, Arc<ActivePlan>> = cat
+            .plans
+            .iter()
+            .map(|(id, p)| (id.clone(), ActivePlan::shared_by(p.plan.clone(), n)))
+            .collect();
+        for t in cat.tenants.values() {
+            let Some(plan) = plans.get(&t.plan_id) else {
+                continue;
+            };
+            if let Some(state) = self.tenants.get(&t.id) {
+                state.set_plan(plan.clone());
+            }
+        }
+        cat.plans.extend(plans);
     }
 
     // ---- request path -------------------------------------------------
