@@ -47,9 +47,11 @@ pub struct ClusterConfig {
     pub redis_url: String,
     /// This instance's name in Redis; empty: the host name and the pid.
     pub instance_id: String,
-    /// What a decision does once the leases it holds are spent while Redis
-    /// cannot be reached: `deny` (refuse with 503 `cluster_unavailable`),
-    /// the one choice today.
+    /// What a decision does once the lease it holds is spent while Redis
+    /// cannot be reached: `deny` (refuse with 503 `cluster_unavailable`) or
+    /// `local` (spend the tenant's reserve - as much again as its lease,
+    /// allocated in Redis beforehand, so the fleet cannot exceed the limit -
+    /// then refuse).
     pub on_redis_down: String,
     /// The longest one Redis call may take.
     pub redis_timeout_ms: u64,
@@ -471,13 +473,8 @@ impl Config {
             return bad("store.instance: at most 64 letters, digits, '-', '_' or '.'");
         }
         let c = &self.cluster;
-        // `local` (deciding from a per-instance share while Redis is
-        // down) is not built yet: refused rather than quietly denying.
-        if c.on_redis_down != "deny" {
-            return bad(
-                "cluster.on_redis_down: only \"deny\" is available (\"local\", a per-instance \
-                 share of the remaining quota while Redis is down, is not built yet)",
-            );
+        if !["deny", "local"].contains(&c.on_redis_down.as_str()) {
+            return bad("cluster.on_redis_down must be \"deny\" or \"local\"");
         }
         if c.redis_timeout_ms == 0 || c.sync_ms == 0 || c.lease_ms == 0 {
             return bad("cluster.redis_timeout_ms, sync_ms and lease_ms must be at least 1");
@@ -706,8 +703,10 @@ mod tests {
         assert_eq!(c.cluster.on_redis_down, "deny");
         let e = load(&[("TOLLGATE_CLUSTER_REDIS_URL", "127.0.0.1:6379")]).unwrap_err();
         assert!(e.to_string().contains("redis://"), "{e}");
-        let e = load(&[("TOLLGATE_CLUSTER_ON_REDIS_DOWN", "local")]).unwrap_err();
-        assert!(e.to_string().contains("not built yet"), "{e}");
+        let c = load(&[("TOLLGATE_CLUSTER_ON_REDIS_DOWN", "local")]).unwrap();
+        assert_eq!(c.cluster.on_redis_down, "local");
+        let e = load(&[("TOLLGATE_CLUSTER_ON_REDIS_DOWN", "allow")]).unwrap_err();
+        assert!(e.to_string().contains("on_redis_down"), "{e}");
         let e = load(&[("TOLLGATE_CLUSTER_INSTANCE_ID", "a b")]).unwrap_err();
         assert!(e.to_string().contains("instance_id"), "{e}");
     }

@@ -29,9 +29,9 @@ use redis::Redis;
 const ADMIN: &str = "cluster-admin-token";
 const LIMIT: u64 = 500;
 
-fn start(dir: &Path, pg: &str, redis: &Redis, name: &str) -> Proc {
+fn start(dir: &Path, pg: &str, redis: &Redis, name: &str, extra: &[(&str, &str)]) -> Proc {
     let url = redis.url();
-    let env = [
+    let mut env = vec![
         ("TOLLGATE_STORE_ENGINE", "postgres"),
         ("TOLLGATE_STORE_POSTGRES_URL", pg),
         ("TOLLGATE_CLUSTER_REDIS_URL", url.as_str()),
@@ -39,6 +39,7 @@ fn start(dir: &Path, pg: &str, redis: &Redis, name: &str) -> Proc {
         ("TOLLGATE_FLUSH_INTERVAL_MS", "50"),
         ("TOLLGATE_LOG", "warn"),
     ];
+    env.extend_from_slice(extra);
     binary::start(dir, &[], &env, Some(ADMIN))
 }
 
@@ -52,13 +53,18 @@ struct Fleet {
 }
 
 fn fleet() -> Fleet {
+    fleet_with(&[])
+}
+
+/// [`fleet`], with more settings for every instance.
+fn fleet_with(extra: &[(&str, &str)]) -> Fleet {
     let pg = postgres::fresh_database();
     let redis = Redis::start();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let procs: Vec<Proc> = dirs
         .iter()
         .enumerate()
-        .map(|(i, d)| start(d.path(), &pg, &redis, &format!("tg-{i}")))
+        .map(|(i, d)| start(d.path(), &pg, &redis, &format!("tg-{i}"), extra))
         .collect();
     let c = Client::new();
     let admin = |path: &str, body: Value| {
@@ -615,4 +621,46 @@ fn the_burst_limit_holds_across_the_fleet() {
         "{allowed} allowed, the limit is {bound:.0}"
     );
     assert!(allowed >= 0.5 * rate * w, "{allowed} allowed: starved");
+}
+
+#[test]
+fn with_on_redis_down_local_a_frozen_redis_spends_reserves_never_past_the_limit() {
+    let f = fleet_with(&[("TOLLGATE_CLUSTER_ON_REDIS_DOWN", "local")]);
+    let all = [0, 1, 2];
+    let c = Client::new();
+    let before = race(&f, &all, Spread::Uniform, false, 200, None).0;
+    // Leases and their reserves refill at the rate just seen.
+    std::thread::sleep(Duration::from_millis(300));
+    let key = period_key();
+    let held = |f: &Fleet| {
+        f.redis.field_sum(&key, "g:")
+            - f.redis.field_sum(&key, "s:")
+            - f.redis.field_sum(&key, "b:")
+    };
+    let out = held(&f);
+    f.redis.pause();
+    let frozen = race(&f, &all, Spread::Uniform, false, 400, None).0;
+    let health: Value = c
+        .get(f.procs[1].url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["cluster"]["mode"], "leases-then-reserve", "{health}");
+    assert_eq!(health["cluster"]["onRedisDown"], "local", "{health}");
+    eprintln!(
+        "before {before}; {out} units out in leases and reserves; {frozen} allowed while frozen"
+    );
+    assert!(
+        frozen as i64 <= out,
+        "allowed {frozen} while Redis was frozen, more than the {out} units allocated to the instances"
+    );
+    assert!(frozen > 0, "the reserves were spent");
+    f.redis.resume();
+    let after = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
+    let drained = drain(&f, &all);
+    let total = before + frozen + after + drained;
+    eprintln!("after {after}, drained {drained}: {total} of {LIMIT}");
+    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
+    assert_eq!(total, LIMIT, "exact once Redis is back");
 }

@@ -74,7 +74,9 @@ pub struct ClusterHealth {
     pub redis: &'static str,
     /// Every tenant's quota: `shared` (leases from Redis), or, while Redis
     /// is down, `leases-then-deny` (the leases held are spent, then
-    /// decisions are refused with `cluster_unavailable`).
+    /// decisions are refused with `cluster_unavailable`) or, with
+    /// `on_redis_down = "local"`, `leases-then-reserve` (then each tenant's
+    /// reserve: this instance's share, allocated in Redis beforehand).
     pub mode: &'static str,
     /// `[cluster] on_redis_down`.
     pub on_redis_down: &'static str,
@@ -122,6 +124,9 @@ struct Inner {
     timeout: Duration,
     sync_every: Duration,
     lease_ms: u64,
+    /// `on_redis_down = "local"`: leases keep a reserve, spent while Redis
+    /// is down.
+    local: bool,
     /// Milliseconds since `epoch` until which Redis counts as down.
     down_until: AtomicI64,
     /// Whether Redis answered the last call.
@@ -198,6 +203,7 @@ impl Cluster {
                 timeout,
                 sync_every: Duration::from_millis(config.sync_ms),
                 lease_ms: config.lease_ms,
+                local: config.on_redis_down == "local",
                 down_until: AtomicI64::new(0),
                 up: AtomicBool::new(true),
                 epoch: Instant::now(),
@@ -231,8 +237,12 @@ impl Cluster {
         ClusterHealth {
             instance: self.inner.instance.clone(),
             redis: if up { "up" } else { "down" },
-            mode: if up { "shared" } else { "leases-then-deny" },
-            on_redis_down: "deny",
+            mode: match (up, self.inner.local) {
+                (true, _) => "shared",
+                (false, false) => "leases-then-deny",
+                (false, true) => "leases-then-reserve",
+            },
+            on_redis_down: if self.inner.local { "local" } else { "deny" },
             instances: n(&s.members),
             tenants_with_leases: n(&s.tenants),
             units_held: n(&s.held),
@@ -330,7 +340,11 @@ impl Inner {
         if ok {
             self.up.store(true, Ordering::Relaxed);
             self.down_until.store(0, Ordering::Relaxed);
+            self.hub.set_local(false);
         } else {
+            if self.local {
+                self.hub.set_local(true);
+            }
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             if self.up.swap(false, Ordering::Relaxed) {
                 tracing::warn!(

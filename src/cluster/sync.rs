@@ -230,19 +230,39 @@ fn plan(
     }
     let target = ((tr.rate * inner.lease_ms as f64 / 1000.0).ceil() as u64).max(1);
     lease.set_low(target.div_ceil(2));
-    let held = lease.held(period);
+    // With `on_redis_down = "local"`, as much again is set aside for an
+    // outage (granted units move into the reserve first) - but not while
+    // the quota is scarce (an instance got less than it asked for within
+    // the last second): then reserves are spent or given back like leases,
+    // so that exactly the limit can be allowed.
     let now_ms = now / 1_000_000;
+    let scarce = now_ms - tr.need_ms < 1000;
+    let reserve_target = if inner.local && !scarce { target } else { 0 };
+    if limit.is_some() {
+        if scarce {
+            lease.unreserve(period);
+        }
+        lease.set_aside(period, reserve_target);
+    }
+    let held = lease.held(period);
+    let reserved = lease.reserved(period);
     let mut give = 0;
     let mut want = 0;
-    if stopping || now_i.duration_since(tr.last_active) >= IDLE {
+    let up = inner.up.load(Ordering::Relaxed);
+    if stopping || (up && now_i.duration_since(tr.last_active) >= IDLE) {
+        // (Not while Redis is down: a reserve is for exactly then.)
         give = lease.surrender(period);
     } else if limit.is_some() {
         let others_need = tr.need_ms > tr.own_short_ms && now_ms - tr.need_ms < 1000;
         let keep = ((tr.rate * inner.sync_every.as_secs_f64() * 2.0).ceil() as u64).max(1);
-        if others_need && held > keep {
-            give = lease.surrender_above(period, keep);
-        } else if held < target.div_ceil(2) && now >= tr.dry_until {
-            want = target - held;
+        if others_need && up && (held > keep || reserved > 0) {
+            // Another instance is short: the reserve goes first, then the
+            // lease above what the next two syncs will spend.
+            give = lease.surrender_reserve(period) + lease.surrender_above(period, keep);
+        } else if (held < target.div_ceil(2) || reserved < reserve_target.div_ceil(2))
+            && now >= tr.dry_until
+        {
+            want = (target - held.min(target)) + (reserve_target - reserved.min(reserve_target));
         }
     }
     tr.asked = false;

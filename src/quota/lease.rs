@@ -27,17 +27,34 @@ use super::period::{Nanos, Period};
 pub struct LeaseHub {
     tx: Sender<Arc<str>>,
     rx: Receiver<Arc<str>>,
+    /// Set while Redis cannot be reached and `on_redis_down = "local"`:
+    /// a spent lease falls back to its reserve.
+    local: AtomicBool,
 }
 
 impl Default for LeaseHub {
     fn default() -> Self {
         // A bounded channel is an array: sending allocates nothing.
         let (tx, rx) = bounded(1 << 16);
-        LeaseHub { tx, rx }
+        LeaseHub {
+            tx,
+            rx,
+            local: AtomicBool::new(false),
+        }
     }
 }
 
 impl LeaseHub {
+    /// Says whether decisions may spend their reserves (Redis is down and
+    /// `on_redis_down = "local"`).
+    pub fn set_local(&self, on: bool) {
+        self.local.store(on, Ordering::Release);
+    }
+
+    pub fn local(&self) -> bool {
+        self.local.load(Ordering::Acquire)
+    }
+
     /// The tenants asked for since the last call, into `into`.
     pub fn drain(&self, into: &mut Vec<Arc<str>>) {
         into.extend(self.rx.try_iter());
@@ -58,9 +75,13 @@ impl LeaseHub {
 pub struct Lease {
     /// Granted to this instance and not spent (refunds come back here).
     /// What was spent is what was granted less what was given back and
-    /// what is held, so a decision changes this one counter, as one
-    /// instance's decision changes its own.
+    /// what is held (here or in reserve), so a decision changes this one
+    /// counter, as one instance's decision changes its own.
     held: PeriodCounter,
+    /// Granted, and set aside for an outage (`on_redis_down = "local"`):
+    /// spent only while Redis cannot be reached. Allocated in Redis like
+    /// any lease, so the fleet cannot exceed the limit through it.
+    reserve: PeriodCounter,
     /// Units given back to Redis.
     given: PeriodCounter,
     /// Units counted past the lease (usage that already happened, or a
@@ -101,6 +122,7 @@ impl Lease {
             given: zero(),
             over: zero(),
             granted: zero(),
+            reserve: zero(),
             persisted: zero(),
             seen: zero(),
             low: AtomicU64::new(0),
@@ -116,6 +138,7 @@ impl Lease {
         self.seen
             .used(period)
             .saturating_sub(self.held.used(period))
+            .saturating_sub(self.reserve.used(period))
     }
 
     pub fn held(&self, period: Period) -> u64 {
@@ -166,7 +189,40 @@ impl Lease {
 
     /// Gives back every held unit: how many.
     pub fn surrender(&self, period: Period) -> u64 {
-        let n = self.held.take_all(period);
+        let n = self.held.take_all(period) + self.reserve.take_all(period);
+        if n > 0 {
+            self.given.add(period, n);
+        }
+        n
+    }
+
+    /// Units set aside for an outage.
+    pub fn reserved(&self, period: Period) -> u64 {
+        self.reserve.used(period)
+    }
+
+    /// Moves held units into the reserve until it has `target`: how many.
+    pub fn set_aside(&self, period: Period, target: u64) -> u64 {
+        let want = target.saturating_sub(self.reserve.used(period));
+        let n = want.min(self.held.used(period));
+        if n == 0 || self.held.try_take(period, n).is_err() {
+            return 0;
+        }
+        self.reserve.add(period, n);
+        n
+    }
+
+    /// Moves the reserve back into the lease, to be spent.
+    pub fn unreserve(&self, period: Period) {
+        let n = self.reserve.take_all(period);
+        if n > 0 {
+            self.held.add(period, n);
+        }
+    }
+
+    /// Gives back the reserve: how many units.
+    pub fn surrender_reserve(&self, period: Period) -> u64 {
+        let n = self.reserve.take_all(period);
         if n > 0 {
             self.given.add(period, n);
         }
@@ -198,7 +254,8 @@ impl Lease {
             // shows as less spent, never more.
             spent: granted
                 .saturating_sub(given)
-                .saturating_sub(self.held.used(period)),
+                .saturating_sub(self.held.used(period))
+                .saturating_sub(self.reserve.used(period)),
             given,
             over: self.over.used(period),
             granted,
@@ -305,6 +362,11 @@ impl Shared {
             }
             Err(_) => {
                 self.ask();
+                // Redis is down and the reserve may be spent: this
+                // instance's share, allocated in Redis beforehand.
+                if self.hub.local() && lease.reserve.try_take(period, n).is_ok() {
+                    return Ok(lease.used(period) + self.unreported_over(period));
+                }
                 Err(lease.used(period) + self.unreported_over(period))
             }
         }
