@@ -664,3 +664,83 @@ fn with_on_redis_down_local_a_frozen_redis_spends_reserves_never_past_the_limit(
     assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
     assert_eq!(total, LIMIT, "exact once Redis is back");
 }
+
+#[test]
+fn tokens_reported_on_one_instance_count_on_the_others() {
+    let f = fleet();
+    let c = Client::new();
+    let admin = |path: &str, body: Value| {
+        c.post(f.procs[0].url(path))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        admin(
+            "/api/admin/plans",
+            json!({"id": "tok", "name": "Tok", "monthlyCalls": 1_000_000, "monthlyTokens": 1000})
+        )
+        .status(),
+        201
+    );
+    assert_eq!(
+        admin(
+            "/api/admin/tenants",
+            json!({"id": "chatty", "planId": "tok"})
+        )
+        .status(),
+        201
+    );
+    let key = admin("/api/admin/tenants/chatty/keys", json!({}))
+        .json::<Value>()
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let authorize = |p: &Proc| {
+        let r = c
+            .post(p.url("/api/v1/authorize"))
+            .bearer_auth(&key)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    // Every instance knows the key and allows (and so has met the hash).
+    for p in &f.procs {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while authorize(p).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "an instance never learnt the key"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // 1,500 tokens reported on the first instance...
+    let r = c
+        .post(f.procs[0].url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .json(&json!({"endpoint": "/v1/chat", "calls": 0, "promptTokens": 1000, "completionTokens": 500}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text());
+    // ... spend the token quota on the others within a second or so.
+    for p in &f.procs[1..] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = authorize(p);
+            if status == 429 {
+                assert_eq!(body["code"], "token_quota_exceeded", "{body}");
+                assert_eq!(body["used"], 1500, "{body}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the tokens never counted here: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
