@@ -67,50 +67,62 @@ fn fleet_with(extra: &[(&str, &str)]) -> Fleet {
         .map(|(i, d)| start(d.path(), &pg, &redis, &format!("tg-{i}"), extra))
         .collect();
     let c = Client::new();
-    let admin = |path: &str, body: Value| {
-        c.post(procs[0].url(path))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .unwrap()
-    };
-    let r = admin(
-        "/api/admin/plans",
-        json!({"id": "p", "name": "P", "monthlyCalls": LIMIT}),
-    );
-    assert_eq!(r.status(), 201);
-    let r = admin("/api/admin/tenants", json!({"id": "t", "planId": "p"}));
-    assert_eq!(r.status(), 201);
-    let key = admin("/api/admin/tenants/t/keys", json!({}))
-        .json::<Value>()
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    // Every instance knows the key (the follower, within a second).
+    let plan = json!({"id": "p", "name": "P", "monthlyCalls": LIMIT});
+    let key = make_tenant(&c, &procs[0].base, plan, "t");
     for p in &procs {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while c
-            .post(p.url("/api/v1/authorize"))
-            .bearer_auth(&key)
-            .json(&json!({"dryRun": true}))
-            .send()
-            .unwrap()
-            .status()
-            != 200
-        {
-            assert!(
-                Instant::now() < deadline,
-                "an instance never learnt the key"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_key(&c, &p.url("/api/v1/authorize"), &key);
     }
     Fleet {
         redis,
         _dirs: dirs,
         procs,
         key,
+    }
+}
+
+/// Makes `plan` (JSON), tenant `tenant` on it and a key, through the admin
+/// API at `base`: the key.
+fn make_tenant(c: &Client, base: &str, plan: Value, tenant: &str) -> String {
+    let admin = |path: &str, body: Value| {
+        c.post(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let plan_id = plan["id"].as_str().unwrap().to_string();
+    assert_eq!(admin("/api/admin/plans", plan).status(), 201);
+    let r = admin(
+        "/api/admin/tenants",
+        json!({"id": tenant, "planId": plan_id}),
+    );
+    assert_eq!(r.status(), 201);
+    admin(&format!("/api/admin/tenants/{tenant}/keys"), json!({}))
+        .json::<Value>()
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Waits until the authorize route at `url` knows `key` (another
+/// instance's follower learns it within a second).
+fn wait_for_key(c: &Client, url: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .post(url)
+        .bearer_auth(key)
+        .json(&json!({"dryRun": true}))
+        .send()
+        .unwrap()
+        .status()
+        == 401
+    {
+        assert!(
+            Instant::now() < deadline,
+            "an instance never learnt the key"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -425,49 +437,16 @@ fn the_month_boundary_starts_every_instance_on_a_fresh_shared_quota() {
         })
         .collect();
     let c = Client::new();
-    let admin = |path: &str, body: Value| {
-        c.post(servers[0].url(path))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .unwrap()
-    };
-    assert_eq!(
-        admin(
-            "/api/admin/plans",
-            json!({"id": "m", "name": "M", "monthlyCalls": 20})
-        )
-        .status(),
-        201
+    let base = servers[0].url("");
+    let key = make_tenant(
+        &c,
+        &base,
+        json!({"id": "m", "name": "M", "monthlyCalls": 20}),
+        "t",
     );
-    assert_eq!(
-        admin("/api/admin/tenants", json!({"id": "t", "planId": "m"})).status(),
-        201
-    );
-    let key = admin("/api/admin/tenants/t/keys", json!({}))
-        .json::<Value>()
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let urls: Vec<String> = servers.iter().map(|s| s.url("/api/v1/authorize")).collect();
     for u in &urls {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while c
-            .post(u)
-            .bearer_auth(&key)
-            .json(&json!({"dryRun": true}))
-            .send()
-            .unwrap()
-            .status()
-            != 200
-        {
-            assert!(
-                Instant::now() < deadline,
-                "an instance never learnt the key"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_key(&c, u, &key);
     }
     assert_eq!(drain_urls(&urls, &key), 20, "November: exactly the limit");
 
@@ -491,24 +470,12 @@ fn the_month_boundary_starts_every_instance_on_a_fresh_shared_quota() {
     // A graceful stop gives every lease back. A busy tenant on a big plan
     // holds leases on every instance; after the stops Redis counts none,
     // and its allocation is exactly what was allowed.
-    assert_eq!(
-        admin(
-            "/api/admin/plans",
-            json!({"id": "big", "name": "Big", "monthlyCalls": 100_000})
-        )
-        .status(),
-        201
+    let busy = make_tenant(
+        &c,
+        &base,
+        json!({"id": "big", "name": "Big", "monthlyCalls": 100_000}),
+        "u",
     );
-    assert_eq!(
-        admin("/api/admin/tenants", json!({"id": "u", "planId": "big"})).status(),
-        201
-    );
-    let busy = admin("/api/admin/tenants/u/keys", json!({}))
-        .json::<Value>()
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let december = format!("tg:{{u}}:{}", november + 1);
     let held = || {
         redis.field_sum(&december, "g:")
@@ -548,42 +515,21 @@ fn the_month_boundary_starts_every_instance_on_a_fresh_shared_quota() {
 fn the_burst_limit_holds_across_the_fleet() {
     let f = fleet();
     let c = Client::new();
-    let admin = |path: &str, body: Value| {
-        c.post(f.procs[0].url(path))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .unwrap()
-    };
     let (rate, burst) = (20.0, 20.0);
-    let r = admin(
-        "/api/admin/plans",
+    let key = make_tenant(
+        &c,
+        &f.procs[0].base,
         json!({"id": "b", "name": "B", "monthlyCalls": 1_000_000,
                "rateLimit": {"requests": 20, "perSeconds": 1, "burst": 20}}),
+        "bursty",
     );
-    assert_eq!(r.status(), 201);
-    let r = admin("/api/admin/tenants", json!({"id": "bursty", "planId": "b"}));
-    assert_eq!(r.status(), 201);
-    let key = admin("/api/admin/tenants/bursty/keys", json!({}))
-        .json::<Value>()
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // Every instance knows the others (its share is a third) and the key.
     for p in &f.procs {
+        wait_for_key(&c, &p.url("/api/v1/authorize"), &key);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let h: Value = c.get(p.url("/healthz")).send().unwrap().json().unwrap();
-            let known = c
-                .post(p.url("/api/v1/authorize"))
-                .bearer_auth(&key)
-                .json(&json!({"dryRun": true}))
-                .send()
-                .unwrap()
-                .status()
-                != 401;
-            if h["cluster"]["instances"] == 3 && known {
+            if h["cluster"]["instances"] == 3 {
                 break;
             }
             assert!(Instant::now() < deadline, "never saw three instances: {h}");
@@ -669,35 +615,12 @@ fn with_on_redis_down_local_a_frozen_redis_spends_reserves_never_past_the_limit(
 fn tokens_reported_on_one_instance_count_on_the_others() {
     let f = fleet();
     let c = Client::new();
-    let admin = |path: &str, body: Value| {
-        c.post(f.procs[0].url(path))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .unwrap()
-    };
-    assert_eq!(
-        admin(
-            "/api/admin/plans",
-            json!({"id": "tok", "name": "Tok", "monthlyCalls": 1_000_000, "monthlyTokens": 1000})
-        )
-        .status(),
-        201
+    let key = make_tenant(
+        &c,
+        &f.procs[0].base,
+        json!({"id": "tok", "name": "Tok", "monthlyCalls": 1_000_000, "monthlyTokens": 1000}),
+        "chatty",
     );
-    assert_eq!(
-        admin(
-            "/api/admin/tenants",
-            json!({"id": "chatty", "planId": "tok"})
-        )
-        .status(),
-        201
-    );
-    let key = admin("/api/admin/tenants/chatty/keys", json!({}))
-        .json::<Value>()
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let authorize = |p: &Proc| {
         let r = c
             .post(p.url("/api/v1/authorize"))
