@@ -12,9 +12,10 @@
 //! request that finds its lease empty asks Redis itself ([`Cluster::top_up`]).
 //!
 //! Redis down or slow: every call has a short timeout, and a failure opens
-//! a breaker for a second. Leases already held keep being spent; past
-//! them a decision is refused with `cluster_unavailable`
-//! (`on_redis_down = "deny"`). Nothing ever falls back to unshared counters.
+//! a breaker for a second. Leases already held keep being spent (and,
+//! with `on_redis_down = "local"`, their reserves, allocated beforehand);
+//! past them a decision is refused with `cluster_unavailable`. Nothing
+//! ever falls back to unshared counters.
 
 mod script;
 mod sync;

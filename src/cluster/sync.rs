@@ -1,8 +1,11 @@
 //! The sync loop: every `[cluster] sync_ms`, one pipeline to Redis for the
 //! tenants that need it - a lease running low (refilled to last
-//! `lease_ms` at the tenant's rate), spending to report, a lease idle for
-//! a second or wanted by another instance (given back) - and nothing for
-//! the others. On a graceful stop its last pass gives every lease back.
+//! `lease_ms` at the tenant's rate, and its reserve with `on_redis_down =
+//! "local"`), spending to report, a lease idle for a second or wanted by
+//! another instance (given back) - and nothing for the others. Every
+//! second a heartbeat counts the live instances, among which the burst
+//! limits are divided. On a graceful stop its last pass gives every lease
+//! back and leaves.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
