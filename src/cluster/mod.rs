@@ -40,6 +40,9 @@ use self::script::Reply;
 
 /// How long a failed call keeps Redis marked down before the next try.
 const BREAKER: Duration = Duration::from_secs(1);
+/// The fewest units a top-up asks for: a tenant's first lease on an
+/// instance, before the sync loop has seen its rate.
+const FIRST_LEASE: u64 = 16;
 /// How long a hash Redis lost grants nothing while the live instances join.
 const HOLD: Duration = Duration::from_secs(1);
 
@@ -287,7 +290,11 @@ impl Cluster {
         }
         inner.stats.top_ups.fetch_add(1, Ordering::Relaxed);
         let period = Period::containing_nanos(now);
-        let ask = inner.ask(tenant, shared, period, cost, cost);
+        // The request's units at least; far from the limit, a lease's worth
+        // (the script caps a grant at a share of what remains, so near the
+        // end this is the request's cost alone).
+        let want = cost.max(2 * shared.calls.low()).max(FIRST_LEASE);
+        let ask = inner.ask(tenant, shared, period, want, cost);
         // The sync loop follows the tenant from now on (and gives back
         // what it does not spend).
         shared.ask();

@@ -182,6 +182,11 @@ impl Lease {
         self.seen.set(period, alloc);
     }
 
+    /// The refill threshold (half a lease at the tenant's rate).
+    pub fn low(&self) -> u64 {
+        self.low.load(Ordering::Relaxed)
+    }
+
     /// Sets the refill threshold.
     pub fn set_low(&self, low: u64) {
         self.low.store(low, Ordering::Relaxed);
