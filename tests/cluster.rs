@@ -258,6 +258,15 @@ fn exactly_the_limit(spread: Spread, random_costs: bool) {
         assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
         let body: Value = r.json().unwrap();
         assert_eq!(body["code"], "quota_exceeded", "{body}");
+        let usage: Value = c
+            .get(p.url("/api/billing/usage"))
+            .bearer_auth(&f.key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(usage["calls"]["used"], LIMIT, "the fleet's figure: {usage}");
+        assert_eq!(usage["calls"]["remaining"], 0, "{usage}");
         let health: Value = c.get(p.url("/healthz")).send().unwrap().json().unwrap();
         assert_eq!(health["cluster"]["redis"], "up", "{health}");
         assert_eq!(health["cluster"]["mode"], "shared", "{health}");
