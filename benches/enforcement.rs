@@ -31,11 +31,10 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 100, 16 << 20).unwrap());
-    let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-    let plan = Plan {
+/// A plan no benchmark reaches: a huge quota and burst, so every decision
+/// is allowed.
+fn bench_plan() -> Plan {
+    Plan {
         id: "bench".into(),
         name: "Bench".into(),
         monthly_calls: Some(1 << 46),
@@ -47,7 +46,14 @@ fn fixture() -> Fixture {
         }),
         price_usd_monthly: 0.0,
         ingest_rate: None,
-    };
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 100, 16 << 20).unwrap());
+    let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+    let plan = bench_plan();
     let registry = Registry::load(store, &[plan], now).unwrap();
     let mut hashes = Vec::with_capacity(TENANTS);
     for i in 0..TENANTS {
@@ -237,19 +243,7 @@ fn leases(c: &mut Criterion) {
     use tollgate::quota::lease::LeaseHub;
     use tollgate::quota::period::Period;
     use tollgate::quota::{ActivePlan, TenantState};
-    let plan = ActivePlan::new(Plan {
-        id: "p".into(),
-        name: "P".into(),
-        monthly_calls: Some(1 << 46),
-        monthly_tokens: Some(1 << 46),
-        rate_limit: Some(RateLimit {
-            requests: 1_000_000_000,
-            per_seconds: 1,
-            burst: 1_000_000_000,
-        }),
-        price_usd_monthly: 0.0,
-        ingest_rate: None,
-    });
+    let plan = ActivePlan::new(bench_plan());
     let period = Period::containing_nanos(NOW_NS);
     let local = TenantState::counted("t", plan.clone(), false, period, &Counting::Local);
     let shared = TenantState::counted(
