@@ -41,11 +41,9 @@ use crate::quota::lease::Totals;
 use crate::quota::period::Period;
 
 /// Answers that are not an allocation: the hash does not exist (call
-/// again with the persisted totals), the caller has not joined its epoch
-/// (call again with totals), the hold is over and the persisted total is
-/// wanted.
+/// again with the persisted totals), or the hold is over and the persisted
+/// total is wanted.
 pub const MISSING: i64 = -1;
-pub const JOIN: i64 = -2;
 pub const BASE: i64 = -3;
 
 pub const SYNC: &str = r#"
@@ -84,11 +82,10 @@ local function get(f) return tonumber(redis.call('HGET', k, f .. ':' .. i) or '0
 local g, s, b, v, q, x = get('g'), get('s'), get('b'), get('v'), get('q'), get('x')
 local had = g - s - b
 if redis.call('HEXISTS', k, 'q:' .. i) == 0 then
-  if S < 0 then return {-2} end
   alloc = alloc + X
   g, s, b, v, q, x = G, S, B, V, seq, X
   if had > 0 then redis.call('HINCRBY', k, 'live', -1); had = 0 end
-elseif S >= 0 and seq > q then
+elseif seq > q then
   if based == 1 then
     alloc = alloc - (B - b) + (V - v)
   else
@@ -127,11 +124,8 @@ if had <= 0 and mine > 0 then live = live + 1 elseif had > 0 and mine <= 0 then 
 redis.call('HSET', k, 'alloc', alloc, 'live', live, 'g:' .. i, g, 's:' .. i, s,
   'b:' .. i, b, 'v:' .. i, v, 'q:' .. i, q, 'x:' .. i, x)
 local tokens = tonumber(redis.call('HGET', k, 'tokens') or '0')
-if T >= 0 then
-  local t = get('t')
-  tokens = tokens + (T - t)
-  redis.call('HSET', k, 'tokens', tokens, 't:' .. i, T)
-end
+tokens = tokens + (T - get('t'))
+redis.call('HSET', k, 'tokens', tokens, 't:' .. i, T)
 local need = tonumber(redis.call('HGET', k, 'need') or '0')
 return {granted, alloc, tokens, need, mine, live, g, epoch, 1 - based}
 "#;
@@ -187,14 +181,14 @@ pub struct Answer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
     Answer(Answer),
-    /// [`MISSING`], [`JOIN`], or [`BASE`] with the hash's epoch.
+    /// [`MISSING`], or [`BASE`] with the hash's epoch.
     Again(i64, i64),
 }
 
 impl Reply {
     pub fn parse(v: &[i64]) -> Option<Reply> {
         match *v {
-            [code] if code == MISSING || code == JOIN => return Some(Reply::Again(code, 0)),
+            [MISSING] => return Some(Reply::Again(MISSING, 0)),
             [BASE, epoch] => return Some(Reply::Again(BASE, epoch)),
             _ => {}
         }
