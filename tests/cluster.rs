@@ -314,8 +314,7 @@ fn kill_9_of_an_instance_never_lets_the_fleet_past_the_limit() {
     let _ = f.procs[0].child.wait();
     // What Redis counts as the killed instance's: granted, less what it
     // reported spent or gave back.
-    let field = |name: &str| f.redis.field_sum(&key, &format!("{name}:tg-0#"));
-    let held = field("g") - field("s") - field("b");
+    let held = f.redis.holding(&key, "tg-0#");
     held_at_kill.store(held.max(0) as u64, Ordering::Relaxed);
     // The others keep deciding, and take what is left.
     let drained = drain(&f, &[1, 2]);
@@ -486,11 +485,7 @@ fn the_month_boundary_starts_every_instance_on_a_fresh_shared_quota() {
         "u",
     );
     let december = format!("tg:{{u}}:{}", november + 1);
-    let held = || {
-        redis.field_sum(&december, "g:")
-            - redis.field_sum(&december, "s:")
-            - redis.field_sum(&december, "b:")
-    };
+    let held = || redis.holding(&december, "");
     let mut allowed = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while held() <= 0 || allowed < 300 {
@@ -587,12 +582,7 @@ fn with_on_redis_down_local_a_frozen_redis_spends_reserves_never_past_the_limit(
     // Leases and their reserves refill at the rate just seen.
     std::thread::sleep(Duration::from_millis(300));
     let key = period_key();
-    let held = |f: &Fleet| {
-        f.redis.field_sum(&key, "g:")
-            - f.redis.field_sum(&key, "s:")
-            - f.redis.field_sum(&key, "b:")
-    };
-    let out = held(&f);
+    let out = f.redis.holding(&key, "");
     f.redis.pause();
     let frozen = race(&f, &all, Spread::Uniform, false, 400, None).0;
     let health: Value = c

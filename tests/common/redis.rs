@@ -109,6 +109,14 @@ impl Redis {
             .sum()
     }
 
+    /// What a tenant-period's hash counts as held by the instances whose
+    /// member names start with `member` ("" for all): granted, less what
+    /// they reported spent or gave back.
+    pub fn holding(&self, key: &str, member: &str) -> i64 {
+        let sum = |field: &str| self.field_sum(key, &format!("{field}:{member}"));
+        sum("g") - sum("s") - sum("b")
+    }
+
     fn signal(&self, sig: i32) {
         if let Some(c) = self.child.lock().unwrap().as_ref() {
             // SAFETY: a signal to our own child.
