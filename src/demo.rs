@@ -237,7 +237,7 @@ pub fn seed(
             .map(|(limit, share)| ((limit as f64 * share) as u64, limit));
         let tenant_id = format!("demo-{}", plan.id);
         let mut written = 0;
-        if registry.tenant(&tenant_id).is_none() {
+        if registry.tenant_state(&tenant_id).is_none() {
             registry.create_tenant(
                 Tenant {
                     id: tenant_id.clone(),

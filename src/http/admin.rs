@@ -134,10 +134,11 @@ pub async fn delete_plan(
 #[utoipa::path(
     get, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<TenantBody>))
 )]
-pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> HttpResponse {
-    HttpResponse::Ok().json(ListOf {
-        data: st.registry.tenants().iter().map(TenantBody::from).collect(),
-    })
+pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    let tenants = st.registry.tenants()?;
+    Ok(HttpResponse::Ok().json(ListOf {
+        data: tenants.iter().map(TenantBody::from).collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -167,7 +168,7 @@ pub async fn create_tenant(
 
 fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
     st.registry
-        .tenant(id)
+        .tenant(id)?
         .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))
 }
 

@@ -218,10 +218,7 @@ async fn tenant_report(
     let now_ns = st.clock.now_nanos();
     let now_ms = now_ns.div_euclid(1_000_000);
     let r = resolve(&params, now_ms)?;
-    let (_, plan) = st
-        .registry
-        .tenant_with_plan(&tenant.id)
-        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+    let plan = tenant.plan().plan.clone();
     let plans = st.registry.plans();
     let snapshot = tenant.snapshot(now_ns);
     let store = st.registry.store().clone();

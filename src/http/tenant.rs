@@ -318,12 +318,8 @@ pub async fn billing_usage(
 }
 
 pub fn usage_view(st: &AppState, tenant: &TenantState) -> Result<BillingUsage, ApiError> {
-    let (_, plan) = st
-        .registry
-        .tenant_with_plan(&tenant.id)
-        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
     Ok(BillingUsage::new(
-        plan,
+        tenant.plan().plan.clone(),
         &tenant.snapshot(st.clock.now_nanos()),
     ))
 }
@@ -341,10 +337,14 @@ pub async fn billing_subscription(
 }
 
 pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionView, ApiError> {
-    let (tenant, plan) = st
+    let tenant = st
         .registry
-        .tenant_with_plan(tenant_id)
+        .tenant(tenant_id)?
         .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+    let plan = st
+        .registry
+        .plan(&tenant.plan_id)
+        .ok_or_else(|| ApiError::not_found("plan not found"))?;
     let period = crate::quota::period::Period::containing(st.clock.now());
     Ok(SubscriptionView {
         tenant_name: tenant.name,

@@ -504,6 +504,19 @@ pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
     s.put_key(&k).unwrap();
     assert_eq!(s.key("k1").unwrap(), Some(k));
     assert_eq!(s.key("nope").unwrap(), None);
+    let mut tenant = Tenant {
+        id: "t".into(),
+        name: "T".into(),
+        plan_id: "pro".into(),
+        status: TenantStatus::Active,
+        created_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    };
+    s.put_tenant(&tenant).unwrap();
+    tenant.status = TenantStatus::Suspended;
+    tenant.name = "T again".into();
+    s.put_tenant(&tenant).unwrap();
+    assert_eq!(s.tenant("t").unwrap(), Some(tenant));
+    assert_eq!(s.tenant("nope").unwrap(), None);
     let mark = |period: i32, threshold| AlertMark {
         tenant: "t".into(),
         period: Period(period),

@@ -77,6 +77,9 @@ impl Catalog for MemoryEngine {
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         Ok(self.inner.lock().tenants.values().cloned().collect())
     }
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        Ok(self.inner.lock().tenants.get(id).cloned())
+    }
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         self.import(std::slice::from_ref(tenant), &[])
     }

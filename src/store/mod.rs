@@ -42,6 +42,7 @@ pub trait Catalog: Send + Sync {
     fn delete_plan(&self, id: &str) -> Result<(), StoreError>;
 
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError>;
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
 
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;

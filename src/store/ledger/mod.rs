@@ -195,6 +195,9 @@ impl<A: Access> Catalog for Ledger<A> {
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.access.read(|e| e.tenants())
     }
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        self.access.read(|e| e.tenant(id))
+    }
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         self.access.write(0, |e| e.put_tenant(tenant))
     }

@@ -621,6 +621,14 @@ impl Catalog for PgEngine {
         Ok(rows.iter().map(|r| tenant_of(r, 0)).collect())
     }
 
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let rows = self.query(
+            format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"),
+            vec![Box::new(id.to_string())],
+        )?;
+        Ok(rows.first().map(|r| tenant_of(r, 0)))
+    }
+
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         self.import(std::slice::from_ref(tenant), &[])
     }

@@ -299,6 +299,12 @@ impl Catalog for SledEngine {
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         Self::all::<TenantRow, _>(&self.tenants)
     }
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        Ok(match self.tenants.get(id)? {
+            Some(v) => Some(decode::<TenantRow>(&v)?.into()),
+            None => None,
+        })
+    }
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         self.put(&self.tenants, &tenant.id, TenantRow::from(tenant))
     }
