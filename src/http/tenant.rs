@@ -230,18 +230,19 @@ pub async fn ingest(
     })?;
     for r in records {
         tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
-        if !admission.push(Queued {
+        admission.push(Queued {
             tenant: tenant.clone(),
             record: r,
-        }) {
-            // Only when the flusher is gone: the server is stopping.
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is stopping; retry against another instance",
-            )
-            .retry_after(1));
-        }
+        });
+    }
+    if !admission.send() {
+        // Only when the flusher is gone: the server is stopping.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is stopping; retry against another instance",
+        )
+        .retry_after(1));
     }
     // `dropped` is always 0 (a batch is taken whole); kept for older clients.
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": total, "dropped": 0 })))
