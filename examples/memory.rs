@@ -154,8 +154,8 @@ fn main() {
     let by_id: std::collections::HashMap<&str, &Arc<TenantState>> =
         states.iter().map(|s| (&*s.id, s)).collect();
     let tenant_table = row("tenant table (id -> state)", n, || {
-        let m: ShardedMap<String, Arc<TenantState>> = ShardedMap::new();
-        m.replace_all(states.iter().map(|s| (s.id.to_string(), s.clone())));
+        let m: ShardedMap<Arc<str>, Arc<TenantState>> = ShardedMap::new();
+        m.replace_all(states.iter().map(|s| (s.id.clone(), s.clone())));
         m
     });
     let key_table = row("key table (hash -> key entry)", n, || {

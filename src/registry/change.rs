@@ -80,7 +80,9 @@ impl Registry {
         let mut cat = self.catalog.lock();
         let new_tenants = changes
             .iter()
-            .filter(|c| matches!(c, Change::TenantPut(t) if self.tenants.get(&t.id).is_none()))
+            .filter(
+                |c| matches!(c, Change::TenantPut(t) if self.tenants.get(t.id.as_str()).is_none()),
+            )
             .count();
         let totals = if new_tenants >= BULK {
             Some(
@@ -146,7 +148,7 @@ impl Registry {
                     ))
                 })?;
                 let suspended = tenant.status == TenantStatus::Suspended;
-                match self.tenants.get(&tenant.id) {
+                match self.tenants.get(tenant.id.as_str()) {
                     Some(state) => {
                         state.set_plan(plan);
                         state.set_suspended(suspended);
@@ -167,7 +169,7 @@ impl Registry {
                             &self.counting,
                         ));
                         state.restore(period, totals.calls, totals.tokens);
-                        self.tenants.insert(tenant.id.clone(), state);
+                        self.tenants.insert(state.id.clone(), state);
                     }
                 }
             }
@@ -182,7 +184,7 @@ impl Registry {
             } => {
                 let state = self
                     .tenants
-                    .get(tenant_id)
+                    .get(tenant_id.as_str())
                     .ok_or_else(|| not_found("tenant", tenant_id))?;
                 let tenant_id = state.id.clone();
                 self.keys.insert(

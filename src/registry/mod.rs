@@ -65,7 +65,7 @@ struct KeyRef {
 pub struct Registry {
     store: Arc<dyn Store>,
     keys: ShardedMap<KeyHash, Arc<KeyEntry>, KeyHasher>,
-    tenants: ShardedMap<String, Arc<TenantState>>,
+    tenants: ShardedMap<Arc<str>, Arc<TenantState>>,
     /// Admin-side view; its lock also serialises every admin write.
     catalog: Mutex<Catalog>,
     /// Told of every admin write ([`Registry::subscribe`]).
@@ -133,12 +133,12 @@ impl Registry {
             if let Some(tot) = totals.get(&t.id) {
                 state.restore(period, tot.calls, tot.tokens);
             }
-            states.push((t.id, state));
+            states.push((state.id.clone(), state));
         }
         let by_id: std::collections::HashMap<_, _> = states.iter().cloned().collect();
         let mut key_entries = Vec::new();
         for k in store.keys()? {
-            let owner = by_id.get(&k.key.tenant_id);
+            let owner = by_id.get(k.key.tenant_id.as_str());
             if k.key.revoked_at.is_none() {
                 if let Some(state) = owner {
                     key_entries.push((
@@ -309,7 +309,7 @@ impl Registry {
             .store
             .tenants()?
             .into_iter()
-            .filter(|t| self.tenants.get(&t.id).is_some())
+            .filter(|t| self.tenants.get(t.id.as_str()).is_some())
             .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
@@ -344,7 +344,7 @@ impl Registry {
     ) -> Result<Tenant, RegistryError> {
         tenant.validate()?;
         let mut cat = self.catalog.lock();
-        if self.tenants.get(&tenant.id).is_some() {
+        if self.tenants.get(tenant.id.as_str()).is_some() {
             return Err(RegistryError::Conflict(format!(
                 "tenant '{}' already exists",
                 tenant.id
