@@ -159,30 +159,19 @@ fn main() {
         m
     });
     let key_table = row("key table (hash -> key entry)", n, || {
-        let m: ShardedMap<KeyHash, Arc<KeyEntry>, KeyHasher> = ShardedMap::new();
+        let m: ShardedMap<KeyHash, KeyEntry, KeyHasher> = ShardedMap::new();
         m.replace_all(keys.iter().map(|k| {
             (
                 KeyHash(k.hash),
-                Arc::new(KeyEntry {
+                KeyEntry {
                     key_id: k.key.id.clone(),
                     tenant: (*by_id[k.key.tenant_id.as_str()]).clone(),
-                }),
+                },
             )
         }));
         m
     });
-    let catalog_keys = row("catalog: keys", n, || {
-        keys.iter()
-            .map(|k| {
-                let owner: Arc<str> = by_id[k.key.tenant_id.as_str()].id.clone();
-                (
-                    k.key.id.clone(),
-                    (owner, k.hash, k.key.revoked_at.is_none()),
-                )
-            })
-            .collect::<BTreeMap<_, _>>()
-    });
-    drop((tenant_table, key_table, catalog_keys, by_id));
+    drop((tenant_table, key_table, by_id));
     drop(states);
     println!();
     let registry = row("**`Registry::load`, all of the above**", n, || {

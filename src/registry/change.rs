@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{not_found, Catalog, KeyEntry, KeyRef, Registry, RegistryError};
+use super::{not_found, Catalog, KeyEntry, Registry, RegistryError};
 use crate::auth::KeyHash;
 use crate::model::{Plan, Tenant, TenantStatus};
 use crate::quota::period::Period;
@@ -175,7 +175,6 @@ impl Registry {
             }
             Change::TenantDeleted { id } => {
                 self.release_tenant(cat, id);
-                cat.keys.retain(|_, k| &*k.tenant_id != id);
             }
             Change::KeyCreated {
                 key_id,
@@ -186,28 +185,18 @@ impl Registry {
                     .tenants
                     .get(tenant_id.as_str())
                     .ok_or_else(|| not_found("tenant", tenant_id))?;
-                let tenant_id = state.id.clone();
                 self.keys.insert(
                     KeyHash(*hash),
-                    Arc::new(KeyEntry {
+                    KeyEntry {
                         key_id: key_id.clone(),
                         tenant: state,
-                    }),
-                );
-                cat.keys.insert(
-                    key_id.clone(),
-                    KeyRef {
-                        tenant_id,
-                        hash: *hash,
-                        live: true,
                     },
                 );
             }
             Change::KeyRevoked { key_id } => {
-                if let Some(k) = cat.keys.get_mut(key_id) {
-                    self.keys.remove(&KeyHash(k.hash));
-                    k.live = false;
-                }
+                // By id, from the key table itself: no copy of the keys is
+                // kept, and the store may have purged the key already.
+                self.keys.remove_where(|_, e| e.key_id == *key_id);
             }
         }
         Ok(())
@@ -215,10 +204,9 @@ impl Registry {
 
     /// The request path lets go of a tenant: no key finds it, and its state
     /// is retired (records still queued for it are dropped).
-    pub(super) fn release_tenant(&self, cat: &Catalog, id: &str) {
-        for k in cat.keys.values().filter(|k| &*k.tenant_id == id) {
-            self.keys.remove(&KeyHash(k.hash));
-        }
+    /// `_cat`: called with the catalog's lock held.
+    pub(super) fn release_tenant(&self, _cat: &Catalog, id: &str) {
+        self.keys.remove_where(|_, e| &*e.tenant.id == id);
         if let Some(state) = self.tenants.get(id) {
             state.retire();
             self.tenants.remove(id);

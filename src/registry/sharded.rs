@@ -80,6 +80,20 @@ where
         });
     }
 
+    /// Removes every entry `remove` says; copies only the shards that hold
+    /// one.
+    pub fn remove_where(&self, remove: impl Fn(&K, &V) -> bool) {
+        for shard in self.shards.iter() {
+            if shard.load().iter().any(|(k, v)| remove(k, v)) {
+                shard.rcu(|m| {
+                    let mut m = HashMap::clone(m);
+                    m.retain(|k, v| !remove(k, v));
+                    m
+                });
+            }
+        }
+    }
+
     /// Replaces the whole content at once (start-up): one copy per shard.
     pub fn replace_all(&self, entries: impl IntoIterator<Item = (K, V)>) {
         let mut maps: Vec<HashMap<K, V, S>> = (0..SHARDS)
@@ -135,6 +149,8 @@ mod tests {
         assert_eq!(m.get("k7"), Some(7));
         m.remove("k7");
         assert_eq!(m.get("k7"), None);
+        m.remove_where(|_, v| *v >= 10);
+        assert_eq!((m.len(), m.get("k9"), m.get("k10")), (9, Some(9), None));
         assert_eq!(m.with("k8", |v| v.copied()), Some(8));
         m.replace_all([("a".to_string(), 1)]);
         assert_eq!((m.len(), m.get("a"), m.get("k8")), (1, Some(1), None));

@@ -502,8 +502,15 @@ pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
     s.put_key(&k).unwrap();
     k.key.revoked_at = Some(chrono::Utc.with_ymd_and_hms(2026, 2, 2, 3, 4, 5).unwrap());
     s.put_key(&k).unwrap();
-    assert_eq!(s.key("k1").unwrap(), Some(k));
+    assert_eq!(s.key("k1").unwrap(), Some(k.clone()));
     assert_eq!(s.key("nope").unwrap(), None);
+    let mut other = k.clone();
+    other.key.id = "k2".into();
+    other.key.tenant_id = "u".into();
+    s.put_key(&other).unwrap();
+    assert_eq!(s.keys_of("t").unwrap(), vec![k.clone()]);
+    assert_eq!(s.keys_of("u").unwrap(), vec![other]);
+    assert!(s.keys_of("nobody").unwrap().is_empty());
     let mut tenant = Tenant {
         id: "t".into(),
         name: "T".into(),

@@ -47,6 +47,13 @@ pub trait Catalog: Send + Sync {
 
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError>;
+    /// The keys of one tenant (revoked ones included). By default a scan
+    /// of [`keys`](Self::keys); an engine with an index answers from it.
+    fn keys_of(&self, tenant_id: &str) -> Result<Vec<StoredKey>, StoreError> {
+        let mut all = self.keys()?;
+        all.retain(|k| k.key.tenant_id == tenant_id);
+        Ok(all)
+    }
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError>;
 
     /// Writes many tenants and keys at once (bulk import).

@@ -207,6 +207,9 @@ impl<A: Access> Catalog for Ledger<A> {
     fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
         self.access.read(|e| e.key(id))
     }
+    fn keys_of(&self, tenant_id: &str) -> Result<Vec<StoredKey>, StoreError> {
+        self.access.read(|e| e.keys_of(tenant_id))
+    }
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.access.write(0, |e| e.put_key(key))
     }

@@ -649,6 +649,14 @@ impl Catalog for PgEngine {
         rows.first().map(|r| key_of(r, 0)).transpose()
     }
 
+    fn keys_of(&self, tenant_id: &str) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = self.query(
+            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id"),
+            vec![Box::new(tenant_id.to_string())],
+        )?;
+        rows.iter().map(|r| key_of(r, 0)).collect()
+    }
+
     fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.import(&[], std::slice::from_ref(key))
     }
