@@ -158,6 +158,8 @@ fn unrecorded() -> Status {
 /// refusal), as names and values.
 fn limit_headers(d: &Decision, success: bool) -> Vec<(&'static str, String)> {
     let mut out = Vec::with_capacity(6);
-    crate::http::headers::render(d, success, |name, value| out.push((name, value)));
+    crate::http::headers::render(d, success, |name, value| {
+        out.push((name, value.to_string()))
+    });
     out
 }

@@ -50,8 +50,19 @@ pub fn is_json_mime(mime: &str) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// [`is_json_mime`] of the request's type, case-insensitive without a
+/// lower-cased copy (every JSON request asks).
 fn is_json(req: &HttpRequest) -> bool {
-    mime(req).is_some_and(|m| is_json_mime(&m))
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(ct) = ct.to_str() else {
+        return false;
+    };
+    let m = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    let starts = |p: &[u8]| m.len() >= p.len() && m[..p.len()].eq_ignore_ascii_case(p);
+    let ends = |p: &[u8]| m.len() >= p.len() && m[m.len() - p.len()..].eq_ignore_ascii_case(p);
+    m.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
 }
 
 /// Reads the whole body, up to `limit` bytes and within `timeout`: a body

@@ -76,7 +76,7 @@ pub(crate) fn cost_of(v: &str, what: &str) -> Result<u64, ApiError> {
 }
 
 fn put(res: &mut HttpResponse, name: &'static str, value: &str) {
-    super::headers::put(res.headers_mut(), name, value.to_string());
+    super::headers::put(res.headers_mut(), name, value);
 }
 
 /// The refusal as the proxy gets it.

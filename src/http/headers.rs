@@ -6,64 +6,173 @@
 //!   one item per active limit: `"month"` (calls), `"tokens"`, `"burst"`.
 //! - `Retry-After` (seconds) on every 429 (never on a 2xx).
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use std::fmt::Write;
 
-use crate::clock::fmt_ms;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::web::Bytes;
+use chrono::{Datelike, Timelike};
+
 use crate::quota::{Decision, Outcome};
 
 /// Sets `name` to `value`, unless it is not a valid header value.
-pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
+pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(HeaderName::from_static(name), v);
     }
 }
 
 /// The rate-limit headers of `d`; `Retry-After` only on a refusal (not on
 /// a 2xx, such as `POST /api/v1/check` saying a request would be refused).
+/// Two allocations for all of them: the values are written into one
+/// buffer on the stack, copied once into a `Bytes` that every
+/// `HeaderValue` shares.
 pub fn apply(headers: &mut HeaderMap, d: &Decision, success: bool) {
-    render(d, success, |name, value| put(headers, name, value));
+    let values = Values::of(d, success);
+    let all = Bytes::copy_from_slice(values.buf.text());
+    for &(name, start, end) in &values.items[..values.count] {
+        if let Ok(v) = HeaderValue::from_maybe_shared(all.slice(start..end)) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
 }
 
 /// The rate-limit headers of `d`, each handed to `out` as a name and a
 /// value (for an edge with headers of its own kind: Envoy's).
-pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, String)) {
-    let reset_secs = d.period_reset_secs();
-    let window = d.period.length_secs();
-    let mut policies = Vec::with_capacity(3);
-    let mut states = Vec::with_capacity(3);
-    if let (Some(limit), Some(remaining)) = (d.calls_limit, d.calls_remaining()) {
-        out("x-ratelimit-limit", limit.to_string());
-        out("x-ratelimit-remaining", remaining.to_string());
-        out("x-ratelimit-reset", fmt_ms(d.period.end()));
-        policies.push(format!("\"month\";q={limit};w={window}"));
-        states.push(format!("\"month\";r={remaining};t={reset_secs}"));
+pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, &str)) {
+    let values = Values::of(d, success);
+    let text = values.buf.text();
+    for &(name, start, end) in &values.items[..values.count] {
+        // The buffer holds only what `write!` put there: ASCII.
+        out(name, std::str::from_utf8(&text[start..end]).unwrap_or(""));
     }
-    if let (Some(limit), Some(remaining)) = (d.tokens_limit, d.tokens_remaining()) {
-        policies.push(format!("\"tokens\";q={limit};w={window}"));
-        states.push(format!("\"tokens\";r={remaining};t={reset_secs}"));
+}
+
+/// Room for the longest set of values (three policies of 20-digit
+/// numbers fit with room to spare).
+const ROOM: usize = 640;
+
+/// A buffer on the stack that `write!` fills; past its room a write fails
+/// (and the header is left out) instead of allocating.
+struct StackText {
+    bytes: [u8; ROOM],
+    len: usize,
+}
+
+impl StackText {
+    fn text(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
-    if let Some(b) = d.burst {
-        policies.push(format!("\"burst\";q={};w={}", b.requests, b.per_seconds));
-        states.push(format!(
-            "\"burst\";r={};t={}",
-            b.remaining,
-            b.reset_ns.div_ceil(1_000_000_000)
-        ));
+}
+
+impl Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > ROOM {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
-    if !policies.is_empty() {
-        out("ratelimit-policy", policies.join(", "));
-        out("ratelimit", states.join(", "));
+}
+
+/// Every header value of a decision, in one buffer: name, start, end.
+struct Values {
+    buf: StackText,
+    items: [(&'static str, usize, usize); 6],
+    count: usize,
+}
+
+impl Values {
+    fn of(d: &Decision, success: bool) -> Values {
+        let mut v = Values {
+            buf: StackText {
+                bytes: [0; ROOM],
+                len: 0,
+            },
+            items: [("", 0, 0); 6],
+            count: 0,
+        };
+        let reset_secs = d.period_reset_secs();
+        let window = d.period.length_secs();
+        let month = d.calls_limit.zip(d.calls_remaining());
+        let tokens = d.tokens_limit.zip(d.tokens_remaining());
+        if let Some((limit, remaining)) = month {
+            v.add("x-ratelimit-limit", |w| write!(w, "{limit}"));
+            v.add("x-ratelimit-remaining", |w| write!(w, "{remaining}"));
+            let end = d.period.end();
+            v.add("x-ratelimit-reset", |w| {
+                write!(
+                    w,
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                    end.year(),
+                    end.month(),
+                    end.day(),
+                    end.hour(),
+                    end.minute(),
+                    end.second(),
+                    end.timestamp_subsec_millis()
+                )
+            });
+        }
+        let burst = d.burst;
+        if month.is_some() || tokens.is_some() || burst.is_some() {
+            v.add("ratelimit-policy", |w| {
+                let mut sep = "";
+                if let Some((limit, _)) = month {
+                    write!(w, "\"month\";q={limit};w={window}")?;
+                    sep = ", ";
+                }
+                if let Some((limit, _)) = tokens {
+                    write!(w, "{sep}\"tokens\";q={limit};w={window}")?;
+                    sep = ", ";
+                }
+                if let Some(b) = burst {
+                    write!(w, "{sep}\"burst\";q={};w={}", b.requests, b.per_seconds)?;
+                }
+                Ok(())
+            });
+            v.add("ratelimit", |w| {
+                let mut sep = "";
+                if let Some((_, remaining)) = month {
+                    write!(w, "\"month\";r={remaining};t={reset_secs}")?;
+                    sep = ", ";
+                }
+                if let Some((_, remaining)) = tokens {
+                    write!(w, "{sep}\"tokens\";r={remaining};t={reset_secs}")?;
+                    sep = ", ";
+                }
+                if let Some(b) = burst {
+                    let t = b.reset_ns.div_ceil(1_000_000_000);
+                    write!(w, "{sep}\"burst\";r={};t={t}", b.remaining)?;
+                }
+                Ok(())
+            });
+        }
+        if !success
+            && matches!(
+                d.outcome,
+                Outcome::RateLimited
+                    | Outcome::QuotaExceeded
+                    | Outcome::TokenQuotaExceeded
+                    | Outcome::ClusterUnavailable
+            )
+        {
+            let secs = d.retry_after_secs();
+            v.add("retry-after", |w| write!(w, "{secs}"));
+        }
+        v
     }
-    if !success
-        && matches!(
-            d.outcome,
-            Outcome::RateLimited
-                | Outcome::QuotaExceeded
-                | Outcome::TokenQuotaExceeded
-                | Outcome::ClusterUnavailable
-        )
-    {
-        out("retry-after", d.retry_after_secs().to_string());
+
+    /// Writes one value; a value that does not fit is left out whole.
+    fn add(&mut self, name: &'static str, value: impl FnOnce(&mut StackText) -> std::fmt::Result) {
+        let start = self.buf.len;
+        if value(&mut self.buf).is_ok() && self.count < self.items.len() {
+            self.items[self.count] = (name, start, self.buf.len);
+            self.count += 1;
+        } else {
+            self.buf.len = start;
+        }
     }
 }
 
