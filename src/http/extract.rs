@@ -39,30 +39,23 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     })
 }
 
-/// The request's media type, lower-cased, without parameters.
-pub fn mime(req: &HttpRequest) -> Option<String> {
+/// The request's media type, without parameters, as sent (media types
+/// compare case-insensitively: no lower-cased copy is made for it).
+pub fn mime(req: &HttpRequest) -> Option<&str> {
     let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(ct.split(';').next()?.trim().to_ascii_lowercase())
+    Some(ct.split(';').next()?.trim())
 }
 
-/// `application/json` or an `application/...+json` type.
+/// `application/json` or an `application/...+json` type, in any case.
 pub fn is_json_mime(mime: &str) -> bool {
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-}
-
-/// [`is_json_mime`] of the request's type, case-insensitive without a
-/// lower-cased copy (every JSON request asks).
-fn is_json(req: &HttpRequest) -> bool {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    let Ok(ct) = ct.to_str() else {
-        return false;
-    };
-    let m = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    let m = mime.as_bytes();
     let starts = |p: &[u8]| m.len() >= p.len() && m[..p.len()].eq_ignore_ascii_case(p);
     let ends = |p: &[u8]| m.len() >= p.len() && m[m.len() - p.len()..].eq_ignore_ascii_case(p);
-    m.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
+    mime.eq_ignore_ascii_case("application/json") || (starts(b"application/") && ends(b"+json"))
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    mime(req).is_some_and(is_json_mime)
 }
 
 /// Reads the whole body, up to `limit` bytes and within `timeout`: a body

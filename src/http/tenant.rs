@@ -251,10 +251,16 @@ pub async fn ingest(
 /// `Some(true)` for NDJSON (`application/x-ndjson`, `application/jsonl`),
 /// `Some(false)` for JSON, `None` for anything else.
 fn body_format(req: &HttpRequest) -> Option<bool> {
-    match super::extract::mime(req)?.as_str() {
-        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => Some(true),
-        m => super::extract::is_json_mime(m).then_some(false),
+    let m = super::extract::mime(req)?;
+    let ndjson = [
+        "application/x-ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+    ];
+    if ndjson.iter().any(|t| m.eq_ignore_ascii_case(t)) {
+        return Some(true);
     }
+    super::extract::is_json_mime(m).then_some(false)
 }
 
 /// The answer to a batch the queue did not admit.
