@@ -69,6 +69,23 @@ pub fn fmt_ms(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// [`fmt_ms`] written into `w`, with no `String` of its own (the
+/// rate-limit headers write it on the stack), for years 0 to 9999.
+pub fn write_ms(w: &mut impl std::fmt::Write, t: DateTime<Utc>) -> std::fmt::Result {
+    use chrono::{Datelike, Timelike};
+    write!(
+        w,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.timestamp_subsec_millis()
+    )
+}
+
 /// Serde for `DateTime<Utc>` in the wire format above.
 pub mod serde_ms {
     use chrono::{DateTime, Utc};
@@ -123,5 +140,14 @@ mod tests {
         let c = ManualClock::at(t);
         c.advance_ms(1_500);
         assert_eq!(fmt_ms(c.now()), "2026-12-01T00:00:01.500Z");
+        for t in [
+            t,
+            c.now(),
+            Utc.with_ymd_and_hms(1999, 1, 9, 23, 5, 7).unwrap(),
+        ] {
+            let mut written = String::new();
+            write_ms(&mut written, t).unwrap();
+            assert_eq!(written, fmt_ms(t));
+        }
     }
 }

@@ -10,7 +10,6 @@ use std::fmt::Write;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
-use chrono::{Datelike, Timelike};
 
 use crate::quota::{Decision, Outcome};
 
@@ -76,6 +75,21 @@ impl Write for StackText {
     }
 }
 
+/// The items of `RateLimit-Policy` or `RateLimit`, those present joined
+/// by `, `: each `"name";k=v;k=v` with `keys` as its two parameters.
+fn items(
+    w: &mut StackText,
+    keys: (&str, &str),
+    items: [Option<(&str, u64, u64)>; 3],
+) -> std::fmt::Result {
+    let mut sep = "";
+    for (name, a, b) in items.into_iter().flatten() {
+        write!(w, "{sep}\"{name}\";{}={a};{}={b}", keys.0, keys.1)?;
+        sep = ", ";
+    }
+    Ok(())
+}
+
 /// Every header value of a decision, in one buffer: name, start, end.
 struct Values {
     buf: StackText,
@@ -94,60 +108,29 @@ impl Values {
             count: 0,
         };
         let reset_secs = d.period_reset_secs();
-        let window = d.period.length_secs();
+        let window = d.period.length_secs().unsigned_abs(); // a period is never negative
         let month = d.calls_limit.zip(d.calls_remaining());
         let tokens = d.tokens_limit.zip(d.tokens_remaining());
         if let Some((limit, remaining)) = month {
             v.add("x-ratelimit-limit", |w| write!(w, "{limit}"));
             v.add("x-ratelimit-remaining", |w| write!(w, "{remaining}"));
             let end = d.period.end();
-            v.add("x-ratelimit-reset", |w| {
-                write!(
-                    w,
-                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                    end.year(),
-                    end.month(),
-                    end.day(),
-                    end.hour(),
-                    end.minute(),
-                    end.second(),
-                    end.timestamp_subsec_millis()
-                )
-            });
+            v.add("x-ratelimit-reset", |w| crate::clock::write_ms(w, end));
         }
-        let burst = d.burst;
-        if month.is_some() || tokens.is_some() || burst.is_some() {
-            v.add("ratelimit-policy", |w| {
-                let mut sep = "";
-                if let Some((limit, _)) = month {
-                    write!(w, "\"month\";q={limit};w={window}")?;
-                    sep = ", ";
-                }
-                if let Some((limit, _)) = tokens {
-                    write!(w, "{sep}\"tokens\";q={limit};w={window}")?;
-                    sep = ", ";
-                }
-                if let Some(b) = burst {
-                    write!(w, "{sep}\"burst\";q={};w={}", b.requests, b.per_seconds)?;
-                }
-                Ok(())
-            });
-            v.add("ratelimit", |w| {
-                let mut sep = "";
-                if let Some((_, remaining)) = month {
-                    write!(w, "\"month\";r={remaining};t={reset_secs}")?;
-                    sep = ", ";
-                }
-                if let Some((_, remaining)) = tokens {
-                    write!(w, "{sep}\"tokens\";r={remaining};t={reset_secs}")?;
-                    sep = ", ";
-                }
-                if let Some(b) = burst {
-                    let t = b.reset_ns.div_ceil(1_000_000_000);
-                    write!(w, "{sep}\"burst\";r={};t={t}", b.remaining)?;
-                }
-                Ok(())
-            });
+        let policies = [
+            month.map(|(limit, _)| ("month", limit, window)),
+            tokens.map(|(limit, _)| ("tokens", limit, window)),
+            d.burst.map(|b| ("burst", b.requests, b.per_seconds)),
+        ];
+        let states = [
+            month.map(|(_, remaining)| ("month", remaining, reset_secs)),
+            tokens.map(|(_, remaining)| ("tokens", remaining, reset_secs)),
+            d.burst
+                .map(|b| ("burst", b.remaining, b.reset_ns.div_ceil(1_000_000_000))),
+        ];
+        if policies.iter().any(Option::is_some) {
+            v.add("ratelimit-policy", |w| items(w, ("q", "w"), policies));
+            v.add("ratelimit", |w| items(w, ("r", "t"), states));
         }
         if !success
             && matches!(
