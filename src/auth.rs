@@ -22,11 +22,39 @@ const KEY_BODY_LEN: usize = 32;
 pub struct KeyHash(pub [u8; 32]);
 
 impl KeyHash {
+    /// SHA-256 of `secret`. A key (35 bytes) fits one block: it is padded
+    /// on the stack and compressed once, without the streaming hasher's
+    /// buffering (`sha2::compress256` picks the CPU's SHA extensions as
+    /// `Sha256` does); longer secrets take the streaming path. Both give
+    /// the same digest.
     #[inline]
     pub fn of(secret: &str) -> KeyHash {
-        KeyHash(Sha256::digest(secret.as_bytes()).into())
+        let bytes = secret.as_bytes();
+        if bytes.len() > ONE_BLOCK_MAX {
+            return KeyHash(Sha256::digest(bytes).into());
+        }
+        let mut block = [0u8; 64];
+        block[..bytes.len()].copy_from_slice(bytes);
+        block[bytes.len()] = 0x80;
+        block[56..].copy_from_slice(&(bytes.len() as u64 * 8).to_be_bytes());
+        let mut state = SHA256_IV;
+        sha2::compress256(&mut state, &[block.into()]);
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        KeyHash(out)
     }
 }
+
+/// The longest message SHA-256 pads into one 64-byte block (a 0x80 byte
+/// and the 8-byte bit length follow it).
+const ONE_BLOCK_MAX: usize = 55;
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 impl Hash for KeyHash {
     #[inline]
@@ -192,6 +220,22 @@ fn read_private(path: &Path) -> std::io::Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_block_hash_is_sha256() {
+        // Every length around the one-block edge, and the known digest.
+        let text: String = (0..130).map(|i| BASE62[i % 62] as char).collect();
+        for n in 0..=text.len() {
+            let s = &text[..n];
+            assert_eq!(KeyHash::of(s).0, <[u8; 32]>::from(Sha256::digest(s)), "{n}");
+        }
+        let abc = KeyHash::of("abc").0;
+        let hex: String = abc.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn keys_have_the_documented_shape() {
