@@ -15,7 +15,7 @@ use tollgate::analytics::query::{aggregate, usage, Range};
 use tollgate::analytics::rhythm::Rhythm;
 use tollgate::http::analytics::HourWindow;
 use tollgate::http::report::Report;
-use tollgate::model::UsageRecord;
+use tollgate::model::{RecordExtra, UsageRecord};
 use tollgate::pricing::PriceTable;
 use tollgate::rollup::{Grain, Owner};
 use tollgate::store::{SledStore, Store, UsageBlock};
@@ -63,8 +63,12 @@ fn build(store: &SledStore, n: u64, end_ms: i64) {
                     completion_tokens: r % 300,
                     tokens: r % 1000 + r % 300,
                     model: models[(r % 4) as usize].into(),
-                    user_id: format!("user-{}", r % 500),
-                    bot_id: format!("bot-{}", r % 8),
+                    extra: RecordExtra {
+                        user_id: format!("user-{}", r % 500),
+                        bot_id: format!("bot-{}", r % 8),
+                        ..Default::default()
+                    }
+                    .boxed(),
                     calls: 1,
                     cost_usd: (r % 1000) as f64 * 1e-6,
                     ..Default::default()

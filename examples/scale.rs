@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tollgate::auth::{generate_key, KeyHash};
-use tollgate::model::{ApiKey, StoredKey, Tenant, TenantStatus, UsageRecord};
+use tollgate::model::{ApiKey, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
 use tollgate::store::postgres::{self, PgOptions};
 use tollgate::store::{SledStore, Store, UsageBlock};
 
@@ -98,7 +98,11 @@ fn main() {
                             prompt_tokens: k % 400,
                             tokens: k % 400,
                             model: "gpt-4o-mini".into(),
-                            user_id: format!("u{}", k % 100),
+                            extra: RecordExtra {
+                                user_id: format!("u{}", k % 100),
+                                ..Default::default()
+                            }
+                            .boxed(),
                             calls: 1,
                             ..Default::default()
                         }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Timelike, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::{Tenant, TenantStatus, UsageRecord};
+use crate::model::{RecordExtra, Tenant, TenantStatus, UsageRecord};
 use crate::pricing::PriceTable;
 use crate::registry::{Registry, RegistryError};
 use crate::store::UsageBlock;
@@ -79,9 +79,9 @@ fn hour_back(now: DateTime<Utc>, days_ago: i64, hour: u32) -> Option<DateTime<Ut
 /// country, the API version a chat pins, and whether it was a retry (after
 /// a 429 or a 5xx, as SDKs do).
 fn enrich(rng: &mut StdRng, r: &mut UsageRecord) {
-    r.country = pick(rng, COUNTRIES).to_string();
+    r.extra_mut().country = pick(rng, COUNTRIES).to_string();
     if r.endpoint == "/api/chat" {
-        r.api_version = pick(rng, VERSIONS).to_string();
+        r.extra_mut().api_version = pick(rng, VERSIONS).to_string();
         r.retried = rng.gen_bool(0.03);
     }
 }
@@ -190,20 +190,24 @@ fn record(rng: &mut StdRng, ts: DateTime<Utc>, prices: &PriceTable) -> UsageReco
         completion_tokens: completion,
         tokens: prompt + completion,
         model: model.to_string(),
-        user_id: format!("user-{user:03}"),
-        bot_id: if is_chat {
-            pick(rng, BOTS).to_string()
-        } else {
-            String::new()
-        },
-        metadata: if is_chat {
-            vec![(
-                "channel".into(),
-                if rng.gen_bool(0.7) { "web" } else { "api" }.into(),
-            )]
-        } else {
-            Vec::new()
-        },
+        extra: RecordExtra {
+            user_id: format!("user-{user:03}"),
+            bot_id: if is_chat {
+                pick(rng, BOTS).to_string()
+            } else {
+                String::new()
+            },
+            metadata: if is_chat {
+                vec![(
+                    "channel".into(),
+                    if rng.gen_bool(0.7) { "web" } else { "api" }.into(),
+                )]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        }
+        .boxed(),
         calls: if status == 429 { 0 } else { 1 },
         rejected: status == 429,
         cost_usd: prices.cost(model, prompt, completion).usd(),

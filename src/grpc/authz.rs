@@ -36,7 +36,7 @@ use crate::http::forward_auth::{cost_of, record_path};
 use crate::http::meter::Meter;
 use crate::http::types::check_method;
 use crate::http::AppState;
-use crate::model::UsageRecord;
+use crate::model::{RecordExtra, UsageRecord};
 use crate::quota::Decision;
 
 /// The route `/metrics` times these calls under.
@@ -134,7 +134,11 @@ async fn check(
             &http.path
         }),
         method: check_method(&http.method).unwrap_or_else(|_| "GET".into()),
-        country: source_country(st, req),
+        extra: RecordExtra {
+            country: source_country(st, req),
+            ..Default::default()
+        }
+        .boxed(),
         ..Default::default()
     };
     let meter = Meter::decide(st, &tenant, cost, record, started).await;

@@ -81,7 +81,8 @@ struct RecordLine<'a> {
 
 fn metadata_json(r: &UsageRecord) -> serde_json::Value {
     serde_json::Value::Object(
-        r.metadata
+        r.extra()
+            .metadata
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect(),
@@ -89,6 +90,7 @@ fn metadata_json(r: &UsageRecord) -> serde_json::Value {
 }
 
 fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format) {
+    let x = r.extra();
     match format {
         Format::Csv => {
             use std::fmt::Write;
@@ -107,7 +109,7 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 "{},{},{},{},{},",
                 r.status, r.response_ms, r.prompt_tokens, r.completion_tokens, r.tokens
             );
-            for f in [&r.model, &r.user_id, &r.bot_id] {
+            for f in [&r.model, &x.user_id, &x.bot_id] {
                 csv_field(out, f);
                 out.push(',');
             }
@@ -118,13 +120,13 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 super::money::decimal(r.cost_usd),
                 r.rejected
             );
-            let meta = if r.metadata.is_empty() {
+            let meta = if x.metadata.is_empty() {
                 String::new()
             } else {
                 metadata_json(r).to_string()
             };
             csv_field(out, &meta);
-            for f in [r.version(), &r.country, &r.integration] {
+            for f in [r.version(), &x.country, &x.integration] {
                 out.push(',');
                 csv_field(out, f);
             }
@@ -143,15 +145,15 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 completion_tokens: r.completion_tokens,
                 tokens_used: r.tokens,
                 model: &r.model,
-                user_id: &r.user_id,
-                bot_id: &r.bot_id,
+                user_id: &x.user_id,
+                bot_id: &x.bot_id,
                 metadata: metadata_json(r),
                 calls: r.calls,
                 cost_usd: Money(r.cost_usd),
                 rejected: r.rejected,
                 api_version: r.version(),
-                country: &r.country,
-                integration: &r.integration,
+                country: &x.country,
+                integration: &x.integration,
                 retried: r.retried,
             };
             if let Ok(text) = serde_json::to_string(&line) {

@@ -23,7 +23,7 @@ use super::extract::TenantAuth;
 use super::meter::Meter;
 use super::types::check_method;
 use super::AppState;
-use crate::model::UsageRecord;
+use crate::model::{RecordExtra, UsageRecord};
 
 /// The original method: Traefik and Caddy send `X-Forwarded-Method`; the
 /// nginx and HAProxy recipes send `X-Original-Method`.
@@ -137,7 +137,11 @@ pub async fn forward_auth(
     let record = UsageRecord {
         endpoint: record_path(first_header(&req, &URI_HEADERS).unwrap_or("/")),
         method,
-        country: st.country_of(&req),
+        extra: RecordExtra {
+            country: st.country_of(&req),
+            ..Default::default()
+        }
+        .boxed(),
         ..Default::default()
     };
     let meter = match Meter::acquire(&**st, &auth, cost, record, started)

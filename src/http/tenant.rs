@@ -13,7 +13,7 @@ use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
-use crate::model::{TokenCounts, UsageRecord};
+use crate::model::{RecordExtra, TokenCounts, UsageRecord};
 use crate::pricing::Cost;
 use crate::quota::TenantState;
 use crate::usage::queue::Refusal;
@@ -79,10 +79,14 @@ pub async fn authorize(
         let record = UsageRecord {
             endpoint,
             method,
-            user_id,
-            bot_id,
-            api_version,
-            country,
+            extra: RecordExtra {
+                user_id,
+                bot_id,
+                api_version,
+                country,
+                ..Default::default()
+            }
+            .boxed(),
             ..Default::default()
         };
         let meter = Meter::acquire(&**st, &auth, cost, record, started)
@@ -185,8 +189,11 @@ pub async fn ingest(
         }
         let client_ip = opt_ip(input.client_ip.as_deref()).map_err(at)?;
         let mut r = usage_record(input, now).map_err(at)?;
-        if let (true, Some(ip)) = (r.country.is_empty(), client_ip) {
-            r.country = st.country_of_ip(ip);
+        if let (true, Some(ip)) = (r.extra().country.is_empty(), client_ip) {
+            let country = st.country_of_ip(ip);
+            if !country.is_empty() {
+                r.extra_mut().country = country;
+            }
         }
         r.cost_usd = price(&st, &r.model, r.prompt_tokens, r.completion_tokens);
         records.push(r);
@@ -400,10 +407,14 @@ pub async fn chat(
         endpoint: "/api/chat".into(),
         method: "POST".into(),
         model: model.clone(),
-        user_id,
-        bot_id,
-        country: st.country_of(&http),
         retried: super::proxy::retried(&http),
+        extra: RecordExtra {
+            user_id,
+            bot_id,
+            country: st.country_of(&http),
+            ..Default::default()
+        }
+        .boxed(),
         ..Default::default()
     };
     let meter = Meter::acquire(&**st, &auth, 1, record, started)

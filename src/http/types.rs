@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::catalog::{PlanBody, StatusBody};
 use crate::clock::fmt_ms;
-use crate::model::{Plan, UsageRecord};
+use crate::model::{Plan, RecordExtra, UsageRecord};
 use crate::quota::Decision;
 
 pub const MAX_SAFE: u64 = 1 << 53;
@@ -454,16 +454,19 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
         completion_tokens: completion,
         tokens,
         model,
-        user_id,
-        bot_id,
-        metadata: metadata(input.metadata.unwrap_or_default())?,
         calls,
         cost_usd: 0.0,
         rejected: false,
-        api_version,
-        country,
-        integration: String::new(),
         retried: input.retry_attempt.unwrap_or(0) > 0,
+        extra: RecordExtra {
+            user_id,
+            bot_id,
+            metadata: metadata(input.metadata.unwrap_or_default())?,
+            api_version,
+            country,
+            integration: String::new(),
+        }
+        .boxed(),
     })
 }
 

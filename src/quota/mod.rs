@@ -160,9 +160,10 @@ pub struct TenantState {
     /// responses streamed): a slow client cannot hold more than the cap.
     in_flight: AtomicU32,
     /// Set when the tenant is deleted: a store writes no record of a
-    /// retired tenant (checked under the same lock as the purge), so a
-    /// tenant re-created with the same id never sees the old one's data.
-    retired: Arc<AtomicBool>,
+    /// retired tenant (checked under the same lock as the purge; a usage
+    /// block holds the state itself as its [`Retirement`]), so a tenant
+    /// re-created with the same id never sees the old one's data.
+    retired: AtomicBool,
 }
 
 impl TenantState {
@@ -187,7 +188,7 @@ impl TenantState {
             burst: Gcra::new(),
             ingest: Gcra::new(),
             in_flight: AtomicU32::new(0),
-            retired: Arc::new(AtomicBool::new(false)),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -241,11 +242,6 @@ impl TenantState {
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
-    }
-
-    /// The flag a usage block carries to the store.
-    pub fn retired_flag(&self) -> Arc<AtomicBool> {
-        self.retired.clone()
     }
 
     pub fn is_suspended(&self) -> bool {

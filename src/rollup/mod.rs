@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use self::histogram::LatencyHistogram;
+#[cfg(test)]
+use crate::model::RecordExtra;
 use crate::model::UsageRecord;
 
 /// Distinct users (or bots, tenants) a cell tracks by name; the rest are
@@ -223,11 +225,12 @@ impl CellExt {
         if !version.is_empty() {
             entry(&mut self.api_versions, version, MAX_VERSIONS).add(r);
         }
-        if !r.country.is_empty() {
-            entry(&mut self.countries, &r.country, MAX_COUNTRIES).add(r);
+        let x = r.extra();
+        if !x.country.is_empty() {
+            entry(&mut self.countries, &x.country, MAX_COUNTRIES).add(r);
         }
-        if !r.integration.is_empty() {
-            let e = entry(&mut self.integrations, &r.integration, MAX_INTEGRATIONS);
+        if !x.integration.is_empty() {
+            let e = entry(&mut self.integrations, &x.integration, MAX_INTEGRATIONS);
             e.agg.add(r);
             e.latency.record(r.response_ms, 1);
         }
@@ -320,8 +323,9 @@ impl Cell {
         if !r.model.is_empty() {
             entry(&mut self.models, &r.model, MAX_MODELS).add(r);
         }
-        add_party(&mut self.users, &r.user_id, 1, r.tokens, r.cost_usd);
-        add_party(&mut self.bots, &r.bot_id, 1, r.tokens, r.cost_usd);
+        let x = r.extra();
+        add_party(&mut self.users, &x.user_id, 1, r.tokens, r.cost_usd);
+        add_party(&mut self.bots, &x.bot_id, 1, r.tokens, r.cost_usd);
         if let Some(t) = tenant {
             add_party(&mut self.tenants, t, 1, r.tokens, r.cost_usd);
         }
@@ -404,8 +408,12 @@ mod tests {
             response_ms: 10.0,
             tokens: 3,
             prompt_tokens: 3,
-            user_id: user.into(),
             model: "m".into(),
+            extra: RecordExtra {
+                user_id: user.into(),
+                ..Default::default()
+            }
+            .boxed(),
             cost_usd: 0.5,
             calls: 1,
             ..Default::default()
@@ -488,9 +496,10 @@ mod tests {
         let mut c = Cell::default();
         for i in 0..MAX_COUNTRIES + 20 {
             let mut r = rec(0, 200, "u");
-            r.api_version = format!("v{i}");
-            r.country = format!("{:02}", i % 1000);
-            r.integration = format!("up-{i}");
+            let x = r.extra_mut();
+            x.api_version = format!("v{i}");
+            x.country = format!("{:02}", i % 1000);
+            x.integration = format!("up-{i}");
             c.add(&r, None);
         }
         let x = &c.ext;

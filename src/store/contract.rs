@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::TimeZone;
 
 use super::{AlertMark, PeriodTotals, Store, UsageBlock};
-use crate::model::{Plan, StoredKey, Tenant, TenantStatus, UsageRecord};
+use crate::model::{Plan, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
 use crate::rollup::{Buckets, Grain, Owner};
 
@@ -42,7 +42,11 @@ fn rec(ts_ms: i64, calls: u64, tokens: u64, user: &str) -> UsageRecord {
         prompt_tokens: tokens,
         tokens,
         model: "gpt-4o".into(),
-        user_id: user.into(),
+        extra: RecordExtra {
+            user_id: user.into(),
+            ..Default::default()
+        }
+        .boxed(),
         calls,
         ..Default::default()
     }
@@ -225,9 +229,10 @@ pub fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine) {
     assert_eq!(s.tenants().unwrap().len(), 1);
     assert_eq!(s.keys().unwrap().len(), 1);
     assert!(s.alert_marks().unwrap().is_empty());
-    let late = UsageBlock::new("gone", vec![rec(t, 9, 9, "u")]);
-    late.retired
-        .store(true, std::sync::atomic::Ordering::Release);
+    let late = UsageBlock {
+        retired: Some(Arc::new(std::sync::atomic::AtomicBool::new(true))),
+        ..UsageBlock::new("gone", vec![rec(t, 9, 9, "u")])
+    };
     s.write_usage(&[late]).unwrap();
     assert_eq!(
         s.tenant_totals("gone", period).unwrap(),
@@ -367,9 +372,14 @@ pub fn records_keep_their_version_country_integration_and_retry(e: Engine) {
     let plain: Vec<UsageRecord> = (0..5).map(|i| rec(t + i, 1, 1, "u")).collect();
     let tagged: Vec<UsageRecord> = (0..5)
         .map(|i| UsageRecord {
-            api_version: "2024-06-01".into(),
-            country: "DE".into(),
-            integration: "openai".into(),
+            extra: RecordExtra {
+                user_id: "u".into(),
+                api_version: "2024-06-01".into(),
+                country: "DE".into(),
+                integration: "openai".into(),
+                ..Default::default()
+            }
+            .boxed(),
             retried: i % 2 == 0,
             status: if i == 0 { 500 } else { 200 },
             cost_usd: 0.5,

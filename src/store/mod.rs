@@ -28,7 +28,7 @@ mod values;
 pub use error::{Failure, StoreError};
 pub use ledger::{Access, Ledger};
 pub use sled::{within, SledOptions, SledStore};
-pub use values::{alert_key, AlertMark, CellKey, PeriodTotals, StoredCell, UsageBlock};
+pub use values::{alert_key, AlertMark, CellKey, PeriodTotals, Retirement, StoredCell, UsageBlock};
 
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
@@ -179,12 +179,12 @@ pub trait Engine: Catalog + AlertMarks + UsageLog + RollupCells {
 pub trait Store: Catalog + AlertMarks + UsageReads {
     /// Purges the tenant (see [`Engine::purge_tenant`]); a usage write is
     /// wholly before the purge (and purged) or after it (and skips the
-    /// tenant's blocks, whose `retired` flag is set by then).
+    /// tenant's blocks, retired by then: [`UsageBlock::is_retired`]).
     fn delete_tenant(&self, id: &str) -> Result<(), StoreError>;
 
     /// Writes the blocks (see [`UsageLog::append`]) and makes them durable;
-    /// returns the write's number. Blocks whose `retired` flag is set are
-    /// left out. [`StoreError::NotDurable`] when the write was made but
+    /// returns the write's number. Retired blocks
+    /// ([`UsageBlock::is_retired`]) are left out. [`StoreError::NotDurable`] when the write was made but
     /// making it durable failed: retry with [`written`](Self::written)
     /// first, never by writing the blocks again blindly.
     fn write_usage(&self, blocks: &[UsageBlock]) -> Result<u64, StoreError>;

@@ -27,24 +27,36 @@ impl PeriodTotals {
 pub struct UsageBlock {
     pub tenant: String,
     pub records: Vec<UsageRecord>,
-    /// Set once the tenant is deleted: a store writes no block whose flag
-    /// is set, checking it under the same lock as the purge, so a record of
-    /// a deleted tenant never outlives the purge.
-    pub retired: Arc<AtomicBool>,
+    /// What says the tenant was deleted (in the server, the tenant's live
+    /// state; `None`: a tenant no one deletes): a store writes no block of
+    /// a retired tenant, checking under the same lock as the purge, so a
+    /// record of a deleted tenant never outlives the purge.
+    pub retired: Option<Arc<dyn Retirement>>,
+}
+
+/// Whether a block's tenant has been deleted since the block was made.
+pub trait Retirement: Send + Sync + std::fmt::Debug {
+    fn is_retired(&self) -> bool;
+}
+
+impl Retirement for AtomicBool {
+    fn is_retired(&self) -> bool {
+        self.load(Ordering::Acquire)
+    }
 }
 
 impl UsageBlock {
-    /// A block of a live tenant (no `retired` flag shared with anyone).
+    /// A block of a live tenant, not watched for deletion.
     pub fn new(tenant: impl Into<String>, records: Vec<UsageRecord>) -> UsageBlock {
         UsageBlock {
             tenant: tenant.into(),
             records,
-            retired: Arc::default(),
+            retired: None,
         }
     }
 
     pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Acquire)
+        self.retired.as_ref().is_some_and(|r| r.is_retired())
     }
 }
 

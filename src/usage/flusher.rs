@@ -25,7 +25,7 @@ use super::Queued;
 use crate::clock::Clock;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
-use crate::store::{Store, StoreError, UsageBlock};
+use crate::store::{Retirement, Store, StoreError, UsageBlock};
 use crate::telemetry::stats::Stats;
 
 /// At most this many records go into one store write.
@@ -247,8 +247,8 @@ pub fn settle(shared: &[(Arc<TenantState>, u64)], period: Period) {
 /// One block per tenant: the batch's records grouped by tenant id (never
 /// by the tenant's allocation: a tenant deleted and re-created within one
 /// flush would otherwise get two blocks whose chunk keys collide). Records
-/// of a deleted tenant are left out; the block carries the tenant's
-/// `retired` flag so that the store, under its write lock, writes nothing
+/// of a deleted tenant are left out; the block carries the tenant's state
+/// as its `retired` so that the store, under its write lock, writes nothing
 /// of a tenant deleted since.
 pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
     let mut by_tenant: HashMap<Arc<str>, UsageBlock> = HashMap::new();
@@ -261,11 +261,19 @@ pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
             .or_insert_with(|| UsageBlock {
                 tenant: q.tenant.id.to_string(),
                 records: Vec::new(),
-                retired: q.tenant.retired_flag(),
+                retired: Some(q.tenant.clone()),
             });
         block.records.push(q.record);
     }
     by_tenant.into_values().collect()
+}
+
+/// A block holds its tenant's state to tell the store whether the tenant
+/// was deleted since.
+impl Retirement for TenantState {
+    fn is_retired(&self) -> bool {
+        TenantState::is_retired(self)
+    }
 }
 
 /// A batch the store did not take, kept to be tried again.

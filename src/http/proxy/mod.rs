@@ -33,7 +33,7 @@ use super::extract::{CappedBody, TenantAuth, TenantCtx};
 use super::meter::Meter;
 use super::AppState;
 use crate::config::ProxyConfig;
-use crate::model::UsageRecord;
+use crate::model::{RecordExtra, UsageRecord};
 
 /// Headers about one connection, never passed on (RFC 9110 §7.6.1); so are
 /// the headers a `Connection` header names.
@@ -221,10 +221,14 @@ async fn forward(
         endpoint: endpoint.chars().take(256).collect(),
         method: req.method().as_str().to_string(),
         model: llm.as_ref().map(|l| l.model.clone()).unwrap_or_default(),
-        api_version: api_version(&req),
-        integration: target.name.clone(),
         retried: retried(&req),
-        country: st.country_of(&req),
+        extra: RecordExtra {
+            api_version: api_version(&req),
+            integration: target.name.clone(),
+            country: st.country_of(&req),
+            ..Default::default()
+        }
+        .boxed(),
         ..Default::default()
     };
     let meter = Meter::acquire(st.clone().into_inner(), &auth, target.cost, record, started)
@@ -399,15 +403,13 @@ impl Metered {
         let Watch { mut meter, llm, .. } = w;
         let status = meter.record_mut().status;
         let usage = self.usage(llm.as_ref(), status < 400);
-        let notes = meter.record_mut();
+        let notes = &mut meter.record_mut().extra_mut().metadata;
         if let Some(u) = &usage {
             if u.estimated {
-                notes
-                    .metadata
-                    .push(("tokens".into(), "estimated (no usage in the answer)".into()));
+                notes.push(("tokens".into(), "estimated (no usage in the answer)".into()));
             }
             if u.counts.capped {
-                notes.metadata.push((
+                notes.push((
                     "tokens".into(),
                     format!("capped at {} per figure", crate::model::MAX_UPSTREAM_TOKENS),
                 ));
@@ -415,12 +417,10 @@ impl Metered {
         }
         match end {
             End::Complete => {}
-            End::Interrupted => notes
-                .metadata
-                .push(("proxy".into(), "stream interrupted".into())),
-            End::Stalled => notes
-                .metadata
-                .push(("proxy".into(), "upstream stalled; response cut off".into())),
+            End::Interrupted => notes.push(("proxy".into(), "stream interrupted".into())),
+            End::Stalled => {
+                notes.push(("proxy".into(), "upstream stalled; response cut off".into()))
+            }
         }
         meter.served(None, status, usage.map(|u| (u.counts, u.model)));
     }

@@ -164,12 +164,13 @@ impl<A: Access> Ledger<A> {
 /// twice when it rewrites a page).
 fn write_size(blocks: &[&UsageBlock]) -> u64 {
     let record = |r: &UsageRecord| {
+        let x = r.extra();
         let text = r.endpoint.len()
             + r.method.len()
             + r.model.len()
-            + r.user_id.len()
-            + r.bot_id.len()
-            + r.metadata
+            + x.user_id.len()
+            + x.bot_id.len()
+            + x.metadata
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();

@@ -9,7 +9,7 @@
 use chrono::{Datelike, TimeZone, Utc};
 use tokio_postgres::Row;
 
-use crate::model::UsageRecord;
+use crate::model::{RecordExtra, UsageRecord};
 use crate::store::UsageBlock;
 
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -104,12 +104,13 @@ fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
     int8(out, r.completion_tokens);
     int8(out, r.tokens);
     field(out, r.model.as_bytes());
-    field(out, r.user_id.as_bytes());
-    field(out, r.bot_id.as_bytes());
+    let x = r.extra();
+    field(out, x.user_id.as_bytes());
+    field(out, x.bot_id.as_bytes());
     // jsonb: a version byte, then the text. An object, so that a BI tool
     // reads `metadata->>'plan'`; the keys are unique (they come from one).
     let mut json = vec![1u8, b'{'];
-    for (i, (k, v)) in r.metadata.iter().enumerate() {
+    for (i, (k, v)) in x.metadata.iter().enumerate() {
         if i > 0 {
             json.push(b',');
         }
@@ -123,9 +124,9 @@ fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
     int8(out, r.calls);
     float8(out, r.cost_usd);
     field(out, &[r.rejected as u8]);
-    field(out, r.api_version.as_bytes());
-    field(out, r.country.as_bytes());
-    field(out, r.integration.as_bytes());
+    field(out, x.api_version.as_bytes());
+    field(out, x.country.as_bytes());
+    field(out, x.integration.as_bytes());
     field(out, &[r.retried as u8]);
 }
 
@@ -157,16 +158,19 @@ pub fn record(row: &Row) -> ((i32, i64), UsageRecord) {
         completion_tokens: n(8),
         tokens: n(9),
         model: row.get(10),
-        user_id: row.get(11),
-        bot_id: row.get(12),
-        metadata,
         calls: n(14),
         cost_usd: row.get(15),
         rejected: row.get(16),
-        api_version: row.get(17),
-        country: row.get(18),
-        integration: row.get(19),
         retried: row.get(20),
+        extra: RecordExtra {
+            user_id: row.get(11),
+            bot_id: row.get(12),
+            metadata,
+            api_version: row.get(17),
+            country: row.get(18),
+            integration: row.get(19),
+        }
+        .boxed(),
     };
     ((row.get(0), row.get(1)), record)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::harness::cluster;
 use super::{open, PgOptions};
-use crate::model::{Plan, StoredKey, Tenant, TenantStatus, UsageRecord};
+use crate::model::{Plan, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Grain, Owner};
 use crate::store::contract::scanned;
@@ -116,16 +116,19 @@ fn records_keep_every_field() {
         completion_tokens: 9,
         tokens: 17,
         model: "gpt-4o".into(),
-        user_id: "user\\1".into(),
-        bot_id: "bot".into(),
-        metadata: vec![("a".into(), "1".into()), ("plan\n".into(), "x\"y".into())],
         calls: 2,
         cost_usd: 0.000_125,
         rejected: true,
-        api_version: "v1beta".into(),
-        country: "JP".into(),
-        integration: "anthropic".into(),
         retried: true,
+        extra: RecordExtra {
+            user_id: "user\\1".into(),
+            bot_id: "bot".into(),
+            metadata: vec![("a".into(), "1".into()), ("plan\n".into(), "x\"y".into())],
+            api_version: "v1beta".into(),
+            country: "JP".into(),
+            integration: "anthropic".into(),
+        }
+        .boxed(),
     };
     s.write_usage(&[UsageBlock::new("t", vec![r.clone()])])
         .unwrap();

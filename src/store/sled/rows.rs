@@ -4,13 +4,17 @@
 //! upgrade in `upgrade.rs`).
 //!
 //! Format 3 (this one): times are milliseconds since the epoch, a tenant's
-//! status a flag. Usage records keep format 2's layout ([`RecordRow`]
-//! mirrors [`UsageRecord`] field for field, with no copy on the write path).
+//! status a flag. Usage records keep format 2's layout ([`RecordRow`], with
+//! format 4's tail in [`RecordExt`]), with no copy on the write path.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::ms_to_utc;
-use crate::model::{ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus};
+use crate::model::{
+    ApiKey, IngestRate, Plan, RateLimit, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord,
+};
 use crate::quota::period::Period;
 use crate::rollup::Cell;
 use crate::store::{AlertMark, PeriodTotals, StoredCell};
@@ -181,78 +185,126 @@ impl From<KeyRow> for StoredKey {
     }
 }
 
-/// A [`UsageRecord`](crate::model::UsageRecord)'s stored form, through
-/// serde's remote derive: [`RecordOut`] and [`RecordIn`] encode and decode
-/// the domain value itself.
+/// A [`UsageRecord`]'s stored form (format 2's layout): borrowed from the
+/// record when written ([`RecordOut`]), owned when read ([`RecordIn`]), so
+/// the write path copies nothing.
 #[derive(Serialize, Deserialize)]
-#[serde(remote = "crate::model::UsageRecord")]
-pub struct RecordRow {
+struct RecordRow<'a> {
     ts_ms: i64,
-    endpoint: String,
-    method: String,
+    endpoint: Cow<'a, str>,
+    method: Cow<'a, str>,
     status: u16,
     response_ms: f64,
     prompt_tokens: u64,
     completion_tokens: u64,
     tokens: u64,
-    model: String,
-    user_id: String,
-    bot_id: String,
-    metadata: Vec<(String, String)>,
+    model: Cow<'a, str>,
+    user_id: Cow<'a, str>,
+    bot_id: Cow<'a, str>,
+    metadata: Cow<'a, [(String, String)]>,
     calls: u64,
     cost_usd: f64,
     rejected: bool,
-    // Added in format 4, stored in a block's tail ([`RecordExt`]).
-    #[serde(skip)]
-    api_version: String,
-    #[serde(skip)]
-    country: String,
-    #[serde(skip)]
-    integration: String,
-    #[serde(skip)]
-    retried: bool,
+    // What format 4 added is stored in a block's tail ([`RecordExt`]).
 }
 
 /// What format 4 added to a record, kept after a block's records (one per
 /// record, in order) when any of them has one: a block written before has
 /// no tail, and reads as records without them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RecordExt {
-    pub api_version: String,
-    pub country: String,
-    pub integration: String,
+pub struct RecordExt<'a> {
+    pub api_version: Cow<'a, str>,
+    pub country: Cow<'a, str>,
+    pub integration: Cow<'a, str>,
     pub retried: bool,
 }
 
-impl RecordExt {
-    pub fn of(r: &crate::model::UsageRecord) -> RecordExt {
+impl RecordExt<'_> {
+    pub fn of(r: &UsageRecord) -> RecordExt<'_> {
+        let x = r.extra();
         RecordExt {
-            api_version: r.api_version.clone(),
-            country: r.country.clone(),
-            integration: r.integration.clone(),
+            api_version: Cow::Borrowed(&x.api_version),
+            country: Cow::Borrowed(&x.country),
+            integration: Cow::Borrowed(&x.integration),
             retried: r.retried,
         }
     }
 
-    pub fn is_empty_for(r: &crate::model::UsageRecord) -> bool {
-        r.api_version.is_empty() && r.country.is_empty() && r.integration.is_empty() && !r.retried
+    pub fn is_empty_for(r: &UsageRecord) -> bool {
+        let x = r.extra();
+        x.api_version.is_empty() && x.country.is_empty() && x.integration.is_empty() && !r.retried
     }
 
-    pub fn apply(self, r: &mut crate::model::UsageRecord) {
-        r.api_version = self.api_version;
-        r.country = self.country;
-        r.integration = self.integration;
+    pub fn apply(self, r: &mut UsageRecord) {
         r.retried = self.retried;
+        if !(self.api_version.is_empty() && self.country.is_empty() && self.integration.is_empty())
+        {
+            let x = r.extra_mut();
+            x.api_version = self.api_version.into_owned();
+            x.country = self.country.into_owned();
+            x.integration = self.integration.into_owned();
+        }
     }
 }
 
 /// A record to encode.
-#[derive(Serialize)]
-pub struct RecordOut<'a>(#[serde(with = "RecordRow")] pub &'a crate::model::UsageRecord);
+pub struct RecordOut<'a>(pub &'a UsageRecord);
+
+impl Serialize for RecordOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let x = r.extra();
+        RecordRow {
+            ts_ms: r.ts_ms,
+            endpoint: Cow::Borrowed(&r.endpoint),
+            method: Cow::Borrowed(&r.method),
+            status: r.status,
+            response_ms: r.response_ms,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            tokens: r.tokens,
+            model: Cow::Borrowed(&r.model),
+            user_id: Cow::Borrowed(&x.user_id),
+            bot_id: Cow::Borrowed(&x.bot_id),
+            metadata: Cow::Borrowed(&x.metadata),
+            calls: r.calls,
+            cost_usd: r.cost_usd,
+            rejected: r.rejected,
+        }
+        .serialize(s)
+    }
+}
 
 /// A decoded record.
-#[derive(Deserialize)]
-pub struct RecordIn(#[serde(with = "RecordRow")] pub crate::model::UsageRecord);
+pub struct RecordIn(pub UsageRecord);
+
+impl<'de> Deserialize<'de> for RecordIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = RecordRow::deserialize(d)?;
+        Ok(RecordIn(UsageRecord {
+            ts_ms: r.ts_ms,
+            endpoint: r.endpoint.into_owned(),
+            method: r.method.into_owned(),
+            status: r.status,
+            response_ms: r.response_ms,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            tokens: r.tokens,
+            model: r.model.into_owned(),
+            calls: r.calls,
+            cost_usd: r.cost_usd,
+            rejected: r.rejected,
+            retried: false,
+            extra: RecordExtra {
+                user_id: r.user_id.into_owned(),
+                bot_id: r.bot_id.into_owned(),
+                metadata: r.metadata.into_owned(),
+                ..RecordExtra::default()
+            }
+            .boxed(),
+        }))
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 pub struct TotalsRow {
@@ -359,7 +411,6 @@ impl From<MarkRow> for AlertMark {
 mod tests {
     use super::super::codec::{decode, encode};
     use super::*;
-    use crate::model::UsageRecord;
     use chrono::{TimeZone, Utc};
 
     #[test]
@@ -414,9 +465,13 @@ mod tests {
         let rec = UsageRecord {
             ts_ms: 1_700_000_000_123,
             endpoint: "/api/chat".into(),
-            metadata: vec![("k".into(), "v".into())],
             cost_usd: 0.25,
             rejected: true,
+            extra: RecordExtra {
+                metadata: vec![("k".into(), "v".into())],
+                ..Default::default()
+            }
+            .boxed(),
             ..Default::default()
         };
         let bytes = encode(&vec![RecordOut(&rec), RecordOut(&rec)]).unwrap();
