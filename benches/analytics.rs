@@ -64,8 +64,8 @@ fn build(store: &SledStore, n: u64, end_ms: i64) {
                     tokens: r % 1000 + r % 300,
                     model: models[(r % 4) as usize].into(),
                     extra: RecordExtra {
-                        user_id: format!("user-{}", r % 500),
-                        bot_id: format!("bot-{}", r % 8),
+                        user_id: format!("user-{}", r % 500).into(),
+                        bot_id: format!("bot-{}", r % 8).into(),
                         ..Default::default()
                     }
                     .boxed(),

@@ -99,7 +99,7 @@ fn main() {
                             tokens: k % 400,
                             model: "gpt-4o-mini".into(),
                             extra: RecordExtra {
-                                user_id: format!("u{}", k % 100),
+                                user_id: format!("u{}", k % 100).into(),
                                 ..Default::default()
                             }
                             .boxed(),

@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Timelike, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::{RecordExtra, Tenant, TenantStatus, UsageRecord};
+use crate::model::{CompactString, RecordExtra, Tenant, TenantStatus, UsageRecord};
 use crate::pricing::PriceTable;
 use crate::registry::{Registry, RegistryError};
 use crate::store::UsageBlock;
@@ -79,9 +79,9 @@ fn hour_back(now: DateTime<Utc>, days_ago: i64, hour: u32) -> Option<DateTime<Ut
 /// country, the API version a chat pins, and whether it was a retry (after
 /// a 429 or a 5xx, as SDKs do).
 fn enrich(rng: &mut StdRng, r: &mut UsageRecord) {
-    r.extra_mut().country = pick(rng, COUNTRIES).to_string();
+    r.extra_mut().country = (*pick(rng, COUNTRIES)).into();
     if r.endpoint == "/api/chat" {
-        r.extra_mut().api_version = pick(rng, VERSIONS).to_string();
+        r.extra_mut().api_version = (*pick(rng, VERSIONS)).into();
         r.retried = rng.gen_bool(0.03);
     }
 }
@@ -182,20 +182,20 @@ fn record(rng: &mut StdRng, ts: DateTime<Utc>, prices: &PriceTable) -> UsageReco
     let user = (rng.gen::<f64>().powf(2.2) * 60.0) as u32 + 1;
     UsageRecord {
         ts_ms: ts.timestamp_millis(),
-        endpoint: endpoint.to_string(),
-        method: method.to_string(),
+        endpoint: endpoint.into(),
+        method: method.into(),
         status,
         response_ms: (latency * 10.0).round() / 10.0,
         prompt_tokens: prompt,
         completion_tokens: completion,
         tokens: prompt + completion,
-        model: model.to_string(),
+        model: model.into(),
         extra: RecordExtra {
-            user_id: format!("user-{user:03}"),
+            user_id: format!("user-{user:03}").into(),
             bot_id: if is_chat {
-                pick(rng, BOTS).to_string()
+                (*pick(rng, BOTS)).into()
             } else {
-                String::new()
+                CompactString::default()
             },
             metadata: if is_chat {
                 vec![(

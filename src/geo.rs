@@ -12,6 +12,8 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::model::CompactString;
+
 /// An open country database and the proxies whose `X-Forwarded-For` counts.
 pub struct GeoIp {
     reader: Option<maxminddb::Reader<Vec<u8>>>,
@@ -83,7 +85,7 @@ impl GeoIp {
     }
 
     /// The ISO 3166-1 alpha-2 code of `ip`, when the database has it.
-    pub fn country(&self, ip: IpAddr) -> Option<String> {
+    pub fn country(&self, ip: IpAddr) -> Option<CompactString> {
         let reader = self.reader.as_ref()?;
         let entry: Entry = reader.lookup(canonical(ip)).ok().flatten()?;
         let code = entry
@@ -94,7 +96,11 @@ impl GeoIp {
     }
 
     /// [`Self::country`] of [`Self::client`].
-    pub fn country_of(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<String> {
+    pub fn country_of(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded_for: &[&str],
+    ) -> Option<CompactString> {
         self.country(self.client(peer, forwarded_for)?)
     }
 }

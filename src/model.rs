@@ -6,6 +6,7 @@
 //! change independently.
 
 use chrono::{DateTime, Utc};
+pub use compact_str::CompactString;
 
 use crate::quota::counter::MAX_COUNT;
 
@@ -127,20 +128,23 @@ pub struct StoredKey {
 ///
 /// The fields most records leave empty live in [`RecordExtra`], boxed and
 /// absent when all are empty, so a record waiting in a request lane is 144
-/// bytes instead of 280 (the lanes preallocate every slot).
+/// bytes instead of 280 (the lanes preallocate every slot). Its strings
+/// are [`CompactString`]s: up to 24 bytes (an endpoint, a method, a model,
+/// a user or bot id) they are held inline, with no allocation to make a
+/// record or free it.
 #[derive(Clone, Debug, Default)]
 pub struct UsageRecord {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: i64,
-    pub endpoint: String,
-    pub method: String,
+    pub endpoint: CompactString,
+    pub method: CompactString,
     pub status: u16,
     pub response_ms: f64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     /// Total tokens (at least prompt + completion).
     pub tokens: u64,
-    pub model: String,
+    pub model: CompactString,
     /// Quota units this record consumed.
     pub calls: u64,
     pub cost_usd: f64,
@@ -157,27 +161,27 @@ pub struct UsageRecord {
 /// A [`UsageRecord`]'s rarely set fields.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RecordExtra {
-    pub user_id: String,
-    pub bot_id: String,
+    pub user_id: CompactString,
+    pub bot_id: CompactString,
     pub metadata: Vec<(String, String)>,
     /// The API version, when given (a report's `apiVersion`, a gateway
     /// request's `API-Version` header); else [`UsageRecord::version`]
     /// derives it from the endpoint.
-    pub api_version: String,
+    pub api_version: CompactString,
     /// ISO 3166-1 alpha-2 (upper case), when known; never the address.
-    pub country: String,
+    pub country: CompactString,
     /// The `[[proxy]]` (by name) a gateway request went to.
-    pub integration: String,
+    pub integration: CompactString,
 }
 
 /// What a record without extras reads.
 static NO_EXTRA: RecordExtra = RecordExtra {
-    user_id: String::new(),
-    bot_id: String::new(),
+    user_id: CompactString::const_new(""),
+    bot_id: CompactString::const_new(""),
     metadata: Vec::new(),
-    api_version: String::new(),
-    country: String::new(),
-    integration: String::new(),
+    api_version: CompactString::const_new(""),
+    country: CompactString::const_new(""),
+    integration: CompactString::const_new(""),
 };
 
 impl RecordExtra {
@@ -306,9 +310,13 @@ pub fn version_segment(path: &str) -> &str {
 }
 
 /// `code` as a country: two ASCII letters, upper-cased; else `None`.
-pub fn country_code(code: &str) -> Option<String> {
+pub fn country_code(code: &str) -> Option<CompactString> {
     let b = code.as_bytes();
-    (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic)).then(|| code.to_ascii_uppercase())
+    (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic)).then(|| {
+        let mut c = CompactString::new(code);
+        c.make_ascii_uppercase();
+        c
+    })
 }
 
 /// Whether an API version given explicitly can be recorded: 1 to 64

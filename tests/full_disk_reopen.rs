@@ -40,7 +40,7 @@ fn the_store_is_reopened_after_sled_meets_a_full_disk() {
                 records: (0..5)
                     .map(|j| UsageRecord {
                         ts_ms: ts + i,
-                        endpoint: format!("/v1/{j}"),
+                        endpoint: format!("/v1/{j}").into(),
                         calls: 1,
                         tokens: 7,
                         ..Default::default()

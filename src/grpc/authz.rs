@@ -36,7 +36,7 @@ use crate::http::forward_auth::{cost_of, record_path};
 use crate::http::meter::Meter;
 use crate::http::types::check_method;
 use crate::http::AppState;
-use crate::model::{RecordExtra, UsageRecord};
+use crate::model::{CompactString, RecordExtra, UsageRecord};
 use crate::quota::Decision;
 
 /// The route `/metrics` times these calls under.
@@ -89,10 +89,10 @@ fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
 /// The country of the downstream client Envoy names (`attributes.source`,
 /// the address Envoy saw or took from its own trusted `X-Forwarded-For`),
 /// when `[geoip]` is configured.
-fn source_country(st: &AppState, req: &CheckRequest) -> String {
+fn source_country(st: &AppState, req: &CheckRequest) -> CompactString {
     use envoy_types::pb::envoy::config::core::v3::address::Address;
     if st.geo.is_none() {
-        return String::new();
+        return CompactString::default();
     }
     let ip = req
         .attributes
@@ -103,7 +103,7 @@ fn source_country(st: &AppState, req: &CheckRequest) -> String {
             Some(Address::SocketAddress(s)) => s.address.parse().ok(),
             _ => None,
         });
-    ip.map_or_else(String::new, |ip| st.country_of_ip(ip))
+    ip.map_or_else(CompactString::default, |ip| st.country_of_ip(ip))
 }
 
 async fn check(

@@ -44,7 +44,7 @@ use crate::http::forward_auth::{record_path, MAX_COST};
 use crate::http::meter::Meter;
 use crate::http::types::check_method;
 use crate::http::AppState;
-use crate::model::{RecordExtra, UsageRecord};
+use crate::model::{CompactString, RecordExtra, UsageRecord};
 use crate::quota::period::NANOS_PER_SEC;
 use crate::quota::{Decision, Outcome, TenantState};
 use crate::telemetry::metrics::DecisionLabel;
@@ -139,7 +139,7 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
             extra: RecordExtra {
                 country: entry("remote_address")
                     .and_then(|a| a.parse().ok())
-                    .map_or_else(String::new, |ip| st.country_of_ip(ip)),
+                    .map_or_else(CompactString::default, |ip| st.country_of_ip(ip)),
                 ..Default::default()
             }
             .boxed(),

@@ -94,13 +94,8 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
     match format {
         Format::Csv => {
             use std::fmt::Write;
-            let fields = [
-                fmt_ms(ms_to_utc(r.ts_ms)),
-                tenant.to_string(),
-                r.endpoint.clone(),
-                r.method.clone(),
-            ];
-            for f in &fields {
+            let ts = fmt_ms(ms_to_utc(r.ts_ms));
+            for f in [&*ts, tenant, &r.endpoint, &r.method] {
                 csv_field(out, f);
                 out.push(',');
             }

@@ -23,7 +23,7 @@ use super::extract::TenantAuth;
 use super::meter::Meter;
 use super::types::check_method;
 use super::AppState;
-use crate::model::{RecordExtra, UsageRecord};
+use crate::model::{CompactString, RecordExtra, UsageRecord};
 
 /// The original method: Traefik and Caddy send `X-Forwarded-Method`; the
 /// nginx and HAProxy recipes send `X-Original-Method`.
@@ -46,9 +46,9 @@ fn first_header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
 
 /// The path of an original request's `uri` (no query), cut to what a record
 /// keeps (on a character boundary), without control characters; `/` for none.
-pub(crate) fn record_path(uri: &str) -> String {
+pub(crate) fn record_path(uri: &str) -> CompactString {
     let path = uri.split(['?', '#']).next().unwrap_or("/");
-    let mut out = String::with_capacity(path.len().min(MAX_ENDPOINT));
+    let mut out = CompactString::with_capacity(path.len().min(MAX_ENDPOINT));
     for c in path.chars().filter(|c| !c.is_control()) {
         if out.len() + c.len_utf8() > MAX_ENDPOINT {
             break;
@@ -133,7 +133,7 @@ pub async fn forward_auth(
     };
     let method = first_header(&req, &METHOD_HEADERS)
         .and_then(|m| check_method(m).ok())
-        .unwrap_or_else(|| req.method().as_str().to_string());
+        .unwrap_or_else(|| req.method().as_str().into());
     let record = UsageRecord {
         endpoint: record_path(first_header(&req, &URI_HEADERS).unwrap_or("/")),
         method,

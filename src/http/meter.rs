@@ -125,7 +125,7 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         self.record.status = status;
         if let Some((counts, model)) = tokens {
             if let Some(m) = model {
-                self.record.model = m;
+                self.record.model = m.into();
             }
             self.record.prompt_tokens = counts.prompt;
             self.record.completion_tokens = counts.completion;

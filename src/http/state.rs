@@ -9,6 +9,7 @@ use super::proxy;
 use crate::auth::AdminToken;
 use crate::clock::Clock;
 use crate::http::chat::ChatBackend;
+use crate::model::CompactString;
 use crate::pricing::PriceTable;
 use crate::registry::Registry;
 use crate::telemetry::stats::Stats;
@@ -42,9 +43,9 @@ pub struct AppState {
 
 impl AppState {
     /// The country of the request's client, when `[geoip]` can tell.
-    pub fn country_of(&self, req: &actix_web::HttpRequest) -> String {
+    pub fn country_of(&self, req: &actix_web::HttpRequest) -> CompactString {
         let Some(geo) = &self.geo else {
-            return String::new();
+            return CompactString::default();
         };
         let forwarded: Vec<&str> = req
             .headers()
@@ -56,7 +57,7 @@ impl AppState {
     }
 
     /// The country of an address a request names (`clientIp`), never stored.
-    pub fn country_of_ip(&self, ip: std::net::IpAddr) -> String {
+    pub fn country_of_ip(&self, ip: std::net::IpAddr) -> CompactString {
         self.geo
             .as_ref()
             .and_then(|g| g.country(ip))

@@ -13,7 +13,7 @@ use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
-use crate::model::{RecordExtra, TokenCounts, UsageRecord};
+use crate::model::{CompactString, RecordExtra, TokenCounts, UsageRecord};
 use crate::pricing::Cost;
 use crate::quota::TenantState;
 use crate::usage::queue::Refusal;
@@ -27,7 +27,11 @@ pub(super) fn price(st: &AppState, model: &str, prompt: u64, completion: u64) ->
     cost.usd()
 }
 
-fn opt_text(field: &str, v: Option<String>, max: usize) -> Result<String, ApiError> {
+fn opt_text<S: Default + std::ops::Deref<Target = str>>(
+    field: &str,
+    v: Option<S>,
+    max: usize,
+) -> Result<S, ApiError> {
     let v = v.unwrap_or_default();
     check_text(field, &v, max).map_err(ApiError::invalid)?;
     Ok(v)
@@ -52,7 +56,9 @@ pub async fn authorize(
     if cost == 0 {
         return Err(ApiError::invalid("cost must be at least 1"));
     }
-    let endpoint = req.endpoint.unwrap_or_else(|| "/api/v1/authorize".into());
+    let endpoint = req
+        .endpoint
+        .unwrap_or_else(|| CompactString::const_new("/api/v1/authorize"));
     check_text("endpoint", &endpoint, 256).map_err(ApiError::invalid)?;
     let method =
         check_method(req.method.as_deref().unwrap_or("POST")).map_err(ApiError::invalid)?;
@@ -406,11 +412,11 @@ pub async fn chat(
     let record = UsageRecord {
         endpoint: "/api/chat".into(),
         method: "POST".into(),
-        model: model.clone(),
+        model: model.as_str().into(),
         retried: super::proxy::retried(&http),
         extra: RecordExtra {
-            user_id,
-            bot_id,
+            user_id: user_id.into(),
+            bot_id: bot_id.into(),
             country: st.country_of(&http),
             ..Default::default()
         }

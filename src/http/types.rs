@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::catalog::{PlanBody, StatusBody};
 use crate::clock::fmt_ms;
-use crate::model::{Plan, RecordExtra, UsageRecord};
+use crate::model::{CompactString, Plan, RecordExtra, UsageRecord};
 use crate::quota::Decision;
 
 pub const MAX_SAFE: u64 = 1 << 53;
@@ -22,15 +22,21 @@ pub const MAX_RESPONSE_MS: f64 = 86_400_000.0;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizeRequest {
     pub cost: Option<u64>,
-    pub endpoint: Option<String>,
+    // The fields a record keeps are read as it keeps them (inline up to
+    // 24 bytes, so a usual request allocates nothing for them).
+    #[schema(value_type = Option<String>)]
+    pub endpoint: Option<CompactString>,
     pub method: Option<String>,
-    pub user_id: Option<String>,
-    pub bot_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub user_id: Option<CompactString>,
+    #[schema(value_type = Option<String>)]
+    pub bot_id: Option<CompactString>,
     #[serde(default)]
     pub dry_run: bool,
     /// The API version the request uses; by default the endpoint's first
     /// path segment when it names one (`/v1/...`, `/2024-06-01/...`).
-    pub api_version: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub api_version: Option<CompactString>,
     /// The caller's ISO 3166-1 alpha-2 country, when the application knows it.
     pub country: Option<String>,
     /// The caller's address, to find its country in `[geoip] mmdb` when
@@ -49,7 +55,7 @@ pub fn opt_ip(ip: Option<&str>) -> Result<Option<std::net::IpAddr>, String> {
 }
 
 /// An optional `apiVersion` as recorded, or a 422's message.
-pub fn opt_version(v: Option<String>) -> Result<String, String> {
+pub fn opt_version(v: Option<CompactString>) -> Result<CompactString, String> {
     match v {
         Some(v) if !crate::model::recordable_version(&v) => {
             Err("apiVersion must be 1 to 64 bytes without control characters".into())
@@ -59,9 +65,9 @@ pub fn opt_version(v: Option<String>) -> Result<String, String> {
 }
 
 /// An optional `country` as recorded (upper case), or a 422's message.
-pub fn opt_country(c: Option<&str>) -> Result<String, String> {
+pub fn opt_country(c: Option<&str>) -> Result<CompactString, String> {
     match c {
-        None | Some("") => Ok(String::new()),
+        None | Some("") => Ok(CompactString::default()),
         Some(c) => crate::model::country_code(c)
             .ok_or_else(|| "country must be an ISO 3166-1 alpha-2 code such as DE".into()),
     }
@@ -104,6 +110,14 @@ pub struct Text<'a>(pub Cow<'a, str>);
 impl Text<'_> {
     pub fn into_owned(self) -> String {
         self.0.into_owned()
+    }
+
+    /// As a record keeps it: up to 24 bytes inline, with no allocation.
+    pub fn compact(self) -> CompactString {
+        match self.0 {
+            Cow::Borrowed(s) => CompactString::new(s),
+            Cow::Owned(s) => CompactString::from(s),
+        }
     }
 }
 
@@ -340,14 +354,16 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
 }
 
 /// An HTTP method token of at most 16 characters, upper-cased.
-pub fn check_method(value: &str) -> Result<String, String> {
+pub fn check_method(value: &str) -> Result<CompactString, String> {
     let ok = !value.is_empty()
         && value.len() <= 16
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok {
-        Ok(value.to_ascii_uppercase())
+        let mut method = CompactString::new(value);
+        method.make_ascii_uppercase();
+        Ok(method)
     } else {
         Err("method must be an HTTP method token of at most 16 characters".into())
     }
@@ -399,7 +415,7 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
             t
         }
     };
-    let endpoint = input.endpoint.ok_or("endpoint is required")?.into_owned();
+    let endpoint = input.endpoint.ok_or("endpoint is required")?.compact();
     if endpoint.is_empty() {
         return Err("endpoint must not be empty".into());
     }
@@ -429,18 +445,18 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
         None => split,
     };
     let calls = check_count("calls", input.calls.unwrap_or(1))?;
-    let model = input.model.unwrap_or_default().into_owned();
+    let model = input.model.unwrap_or_default().compact();
     check_text("model", &model, 128)?;
-    let user_id = input.user_id.unwrap_or_default().into_owned();
+    let user_id = input.user_id.unwrap_or_default().compact();
     check_text("userId", &user_id, 128)?;
-    let bot_id = input.bot_id.unwrap_or_default().into_owned();
+    let bot_id = input.bot_id.unwrap_or_default().compact();
     check_text("botId", &bot_id, 128)?;
     if let Some(c) = input.cost_usd {
         if !c.is_finite() {
             return Err("costUsd must be a finite number".into());
         }
     }
-    let api_version = opt_version(input.api_version.map(Text::into_owned))?;
+    let api_version = opt_version(input.api_version.map(Text::compact))?;
     let country = opt_country(input.country.as_deref())?;
     opt_ip(input.client_ip.as_deref())?;
     Ok(UsageRecord {
@@ -464,7 +480,7 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
             metadata: metadata(input.metadata.unwrap_or_default())?,
             api_version,
             country,
-            integration: String::new(),
+            integration: CompactString::default(),
         }
         .boxed(),
     })

@@ -463,11 +463,11 @@ mod tests {
         let mut b = Cell::default();
         for i in 0..MAX_ENDPOINTS + 50 {
             let mut r = rec(0, 200, "u");
-            r.endpoint = format!("/e/{i}");
-            r.model = format!("m-{i}");
+            r.endpoint = format!("/e/{i}").into();
+            r.model = format!("m-{i}").into();
             a.add(&r, None);
-            r.endpoint = format!("/f/{i}");
-            r.method = format!("M{}", i % 40);
+            r.endpoint = format!("/f/{i}").into();
+            r.method = format!("M{}", i % 40).into();
             b.add(&r, None);
         }
         assert_eq!(a.endpoints.len(), MAX_ENDPOINTS + 1);
@@ -497,9 +497,9 @@ mod tests {
         for i in 0..MAX_COUNTRIES + 20 {
             let mut r = rec(0, 200, "u");
             let x = r.extra_mut();
-            x.api_version = format!("v{i}");
-            x.country = format!("{:02}", i % 1000);
-            x.integration = format!("up-{i}");
+            x.api_version = format!("v{i}").into();
+            x.country = format!("{:02}", i % 1000).into();
+            x.integration = format!("up-{i}").into();
             c.add(&r, None);
         }
         let x = &c.ext;

@@ -33,7 +33,7 @@ use super::extract::{CappedBody, TenantAuth, TenantCtx};
 use super::meter::Meter;
 use super::AppState;
 use crate::config::ProxyConfig;
-use crate::model::{RecordExtra, UsageRecord};
+use crate::model::{CompactString, RecordExtra, UsageRecord};
 
 /// Headers about one connection, never passed on (RFC 9110 §7.6.1); so are
 /// the headers a `Connection` header names.
@@ -219,12 +219,15 @@ async fn forward(
     let body = rewritten.unwrap_or(body.0);
     let record = UsageRecord {
         endpoint: endpoint.chars().take(256).collect(),
-        method: req.method().as_str().to_string(),
-        model: llm.as_ref().map(|l| l.model.clone()).unwrap_or_default(),
+        method: req.method().as_str().into(),
+        model: llm
+            .as_ref()
+            .map(|l| l.model.as_str().into())
+            .unwrap_or_default(),
         retried: retried(&req),
         extra: RecordExtra {
             api_version: api_version(&req),
-            integration: target.name.clone(),
+            integration: target.name.as_str().into(),
             country: st.country_of(&req),
             ..Default::default()
         }
@@ -477,7 +480,7 @@ impl Drop for Metered {
 /// A gateway request's API version: its `API-Version` header, else the
 /// request path's first segment when it names one (the prefix is often
 /// the version: `/v1`).
-fn api_version(req: &HttpRequest) -> String {
+fn api_version(req: &HttpRequest) -> CompactString {
     let header = req
         .headers()
         .get("api-version")
@@ -486,7 +489,7 @@ fn api_version(req: &HttpRequest) -> String {
         .filter(|v| crate::model::recordable_version(v));
     header
         .unwrap_or_else(|| crate::model::version_segment(req.path()))
-        .to_string()
+        .into()
 }
 
 /// Whether the client says this is a retry: the OpenAI and Anthropic

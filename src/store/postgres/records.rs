@@ -9,7 +9,7 @@
 use chrono::{Datelike, TimeZone, Utc};
 use tokio_postgres::Row;
 
-use crate::model::{RecordExtra, UsageRecord};
+use crate::model::{CompactString, RecordExtra, UsageRecord};
 use crate::store::UsageBlock;
 
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -135,6 +135,7 @@ fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
 pub fn record(row: &Row) -> ((i32, i64), UsageRecord) {
     let ts: chrono::DateTime<Utc> = row.get(2);
     let n = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+    let text = |i: usize| CompactString::new(row.get::<_, &str>(i));
     let metadata: serde_json::Value = row.get(13);
     let mut metadata: Vec<(String, String)> = match metadata {
         serde_json::Value::Object(map) => map
@@ -150,25 +151,25 @@ pub fn record(row: &Row) -> ((i32, i64), UsageRecord) {
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
     let record = UsageRecord {
         ts_ms: ts.timestamp_millis(),
-        endpoint: row.get(3),
-        method: row.get(4),
+        endpoint: text(3),
+        method: text(4),
         status: row.get::<_, i16>(5).max(0) as u16,
         response_ms: row.get(6),
         prompt_tokens: n(7),
         completion_tokens: n(8),
         tokens: n(9),
-        model: row.get(10),
+        model: text(10),
         calls: n(14),
         cost_usd: row.get(15),
         rejected: row.get(16),
         retried: row.get(20),
         extra: RecordExtra {
-            user_id: row.get(11),
-            bot_id: row.get(12),
+            user_id: text(11),
+            bot_id: text(12),
             metadata,
-            api_version: row.get(17),
-            country: row.get(18),
-            integration: row.get(19),
+            api_version: text(17),
+            country: text(18),
+            integration: text(19),
         }
         .boxed(),
     };

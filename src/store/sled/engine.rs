@@ -278,7 +278,7 @@ fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, StoreError> {
         let part = &records[at..at + n];
         at += n;
         if !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
-            let exts: Vec<RecordExt> = part.iter().map(|r| RecordExt::of(r.0)).collect();
+            let exts: Vec<RecordExt<&str>> = part.iter().map(|r| RecordExt::of(r.0)).collect();
             chunk.extend_from_slice(&encode(&exts)?);
         }
         out.push(chunk);
@@ -863,7 +863,7 @@ mod tests {
         let t = days_from_civil(2026, 11, 30) * MS_PER_DAY;
         let records: Vec<UsageRecord> = (0..3_000)
             .map(|i| UsageRecord {
-                endpoint: format!("/v1/{i}/{}", "x".repeat(200)),
+                endpoint: format!("/v1/{i}/{}", "x".repeat(200)).into(),
                 ..rec(t + i, 1, 2)
             })
             .collect();

@@ -7,13 +7,12 @@
 //! status a flag. Usage records keep format 2's layout ([`RecordRow`], with
 //! format 4's tail in [`RecordExt`]), with no copy on the write path.
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 
 use crate::clock::ms_to_utc;
 use crate::model::{
-    ApiKey, IngestRate, Plan, RateLimit, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord,
+    ApiKey, CompactString, IngestRate, Plan, RateLimit, RecordExtra, StoredKey, Tenant,
+    TenantStatus, UsageRecord,
 };
 use crate::quota::period::Period;
 use crate::rollup::Cell;
@@ -185,23 +184,24 @@ impl From<KeyRow> for StoredKey {
     }
 }
 
-/// A [`UsageRecord`]'s stored form (format 2's layout): borrowed from the
-/// record when written ([`RecordOut`]), owned when read ([`RecordIn`]), so
-/// the write path copies nothing.
+/// A [`UsageRecord`]'s stored form (format 2's layout): its strings
+/// borrowed from the record when written ([`RecordOut`]), decoded straight
+/// into the record's own types when read ([`RecordIn`]), so neither way
+/// makes a copy in between.
 #[derive(Serialize, Deserialize)]
-struct RecordRow<'a> {
+struct RecordRow<S, M> {
     ts_ms: i64,
-    endpoint: Cow<'a, str>,
-    method: Cow<'a, str>,
+    endpoint: S,
+    method: S,
     status: u16,
     response_ms: f64,
     prompt_tokens: u64,
     completion_tokens: u64,
     tokens: u64,
-    model: Cow<'a, str>,
-    user_id: Cow<'a, str>,
-    bot_id: Cow<'a, str>,
-    metadata: Cow<'a, [(String, String)]>,
+    model: S,
+    user_id: S,
+    bot_id: S,
+    metadata: M,
     calls: u64,
     cost_usd: f64,
     rejected: bool,
@@ -210,22 +210,23 @@ struct RecordRow<'a> {
 
 /// What format 4 added to a record, kept after a block's records (one per
 /// record, in order) when any of them has one: a block written before has
-/// no tail, and reads as records without them.
+/// no tail, and reads as records without them. Written borrowed
+/// ([`RecordExt::of`]), read owned.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RecordExt<'a> {
-    pub api_version: Cow<'a, str>,
-    pub country: Cow<'a, str>,
-    pub integration: Cow<'a, str>,
+pub struct RecordExt<S = CompactString> {
+    pub api_version: S,
+    pub country: S,
+    pub integration: S,
     pub retried: bool,
 }
 
-impl RecordExt<'_> {
-    pub fn of(r: &UsageRecord) -> RecordExt<'_> {
+impl RecordExt {
+    pub fn of(r: &UsageRecord) -> RecordExt<&str> {
         let x = r.extra();
         RecordExt {
-            api_version: Cow::Borrowed(&x.api_version),
-            country: Cow::Borrowed(&x.country),
-            integration: Cow::Borrowed(&x.integration),
+            api_version: &x.api_version,
+            country: &x.country,
+            integration: &x.integration,
             retried: r.retried,
         }
     }
@@ -240,9 +241,9 @@ impl RecordExt<'_> {
         if !(self.api_version.is_empty() && self.country.is_empty() && self.integration.is_empty())
         {
             let x = r.extra_mut();
-            x.api_version = self.api_version.into_owned();
-            x.country = self.country.into_owned();
-            x.integration = self.integration.into_owned();
+            x.api_version = self.api_version;
+            x.country = self.country;
+            x.integration = self.integration;
         }
     }
 }
@@ -254,19 +255,19 @@ impl Serialize for RecordOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.0;
         let x = r.extra();
-        RecordRow {
+        RecordRow::<&str, &[(String, String)]> {
             ts_ms: r.ts_ms,
-            endpoint: Cow::Borrowed(&r.endpoint),
-            method: Cow::Borrowed(&r.method),
+            endpoint: &r.endpoint,
+            method: &r.method,
             status: r.status,
             response_ms: r.response_ms,
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
             tokens: r.tokens,
-            model: Cow::Borrowed(&r.model),
-            user_id: Cow::Borrowed(&x.user_id),
-            bot_id: Cow::Borrowed(&x.bot_id),
-            metadata: Cow::Borrowed(&x.metadata),
+            model: &r.model,
+            user_id: &x.user_id,
+            bot_id: &x.bot_id,
+            metadata: &x.metadata,
             calls: r.calls,
             cost_usd: r.cost_usd,
             rejected: r.rejected,
@@ -280,25 +281,25 @@ pub struct RecordIn(pub UsageRecord);
 
 impl<'de> Deserialize<'de> for RecordIn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let r = RecordRow::deserialize(d)?;
+        let r = RecordRow::<CompactString, Vec<(String, String)>>::deserialize(d)?;
         Ok(RecordIn(UsageRecord {
             ts_ms: r.ts_ms,
-            endpoint: r.endpoint.into_owned(),
-            method: r.method.into_owned(),
+            endpoint: r.endpoint,
+            method: r.method,
             status: r.status,
             response_ms: r.response_ms,
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
             tokens: r.tokens,
-            model: r.model.into_owned(),
+            model: r.model,
             calls: r.calls,
             cost_usd: r.cost_usd,
             rejected: r.rejected,
             retried: false,
             extra: RecordExtra {
-                user_id: r.user_id.into_owned(),
-                bot_id: r.bot_id.into_owned(),
-                metadata: r.metadata.into_owned(),
+                user_id: r.user_id,
+                bot_id: r.bot_id,
+                metadata: r.metadata,
                 ..RecordExtra::default()
             }
             .boxed(),
