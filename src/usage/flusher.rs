@@ -250,22 +250,54 @@ pub fn settle(shared: &[(Arc<TenantState>, u64)], period: Period) {
 /// of a deleted tenant are left out; the block carries the tenant's state
 /// as its `retired` so that the store, under its write lock, writes nothing
 /// of a tenant deleted since.
+///
+/// Two passes: the first counts each block's records, so that the second
+/// moves every record once into a vector of its final size (no growth, no
+/// copies of the copies). Consecutive records of one tenant (an ingested
+/// batch is one run) are found in the table once per run.
 pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
-    let mut by_tenant: HashMap<Arc<str>, UsageBlock> = HashMap::new();
+    let mut at: HashMap<Arc<str>, usize> = HashMap::new();
+    let mut blocks: Vec<UsageBlock> = Vec::new();
+    let mut counts: Vec<usize> = Vec::new();
+    for run in batch.chunk_by(|a, b| Arc::ptr_eq(&a.tenant, &b.tenant)) {
+        let t = &run[0].tenant;
+        if t.is_retired() {
+            continue;
+        }
+        let i = *at.entry(t.id.clone()).or_insert_with(|| {
+            blocks.push(UsageBlock {
+                tenant: t.id.to_string(),
+                records: Vec::new(),
+                retired: Some(t.clone()),
+            });
+            counts.push(0);
+            blocks.len() - 1
+        });
+        counts[i] += run.len();
+    }
+    for (block, n) in blocks.iter_mut().zip(counts) {
+        block.records.reserve_exact(n);
+    }
+    let mut last: Option<(Arc<TenantState>, usize)> = None;
     for q in batch.drain(..) {
         if q.tenant.is_retired() {
             continue;
         }
-        let block = by_tenant
-            .entry(q.tenant.id.clone())
-            .or_insert_with(|| UsageBlock {
-                tenant: q.tenant.id.to_string(),
-                records: Vec::new(),
-                retired: Some(q.tenant.clone()),
-            });
-        block.records.push(q.record);
+        let i = match &last {
+            Some((t, i)) if Arc::ptr_eq(t, &q.tenant) => *i,
+            _ => {
+                // Every tenant not retired (retiring is final) was counted.
+                let Some(&i) = at.get(&q.tenant.id) else {
+                    continue;
+                };
+                last = Some((q.tenant.clone(), i));
+                i
+            }
+        };
+        blocks[i].records.push(q.record);
     }
-    by_tenant.into_values().collect()
+    blocks.retain(|b| !b.records.is_empty());
+    blocks
 }
 
 /// A block holds its tenant's state to tell the store whether the tenant

@@ -368,19 +368,25 @@ impl UsageLog for SledEngine {
         // their keys never collide.
         let mut by_day: BTreeMap<i64, Vec<KeyValue>> = BTreeMap::new();
         let mut chunks: HashMap<(i64, &str), usize> = HashMap::new();
-        let mut deltas: HashMap<Vec<u8>, PeriodTotals> = HashMap::new();
+        let mut deltas: HashMap<(Period, &str), PeriodTotals> = HashMap::new();
         for block in blocks {
             let mut per_day: BTreeMap<i64, Vec<RecordOut>> = BTreeMap::new();
+            // A block's records are mostly of one day: its period is
+            // worked out once per run of a day, not once per record.
+            let mut last: Option<(i64, Period)> = None;
             for r in &block.records {
-                per_day
-                    .entry(day_of(r.ts_ms))
-                    .or_default()
-                    .push(RecordOut(r));
+                let day = day_of(r.ts_ms);
+                per_day.entry(day).or_default().push(RecordOut(r));
+                let period = match last {
+                    Some((d, p)) if d == day => p,
+                    _ => {
+                        let p = Period::containing_secs(r.ts_ms.div_euclid(1000));
+                        last = Some((day, p));
+                        p
+                    }
+                };
                 deltas
-                    .entry(counter_key(
-                        Period::containing_secs(r.ts_ms.div_euclid(1000)),
-                        &block.tenant,
-                    ))
+                    .entry((period, block.tenant.as_str()))
                     .or_default()
                     .add(r.calls, r.tokens);
             }
@@ -396,6 +402,10 @@ impl UsageLog for SledEngine {
         if by_day.is_empty() {
             return Ok(());
         }
+        let deltas: Vec<(Vec<u8>, PeriodTotals)> = deltas
+            .into_iter()
+            .map(|((period, tenant), d)| (counter_key(period, tenant), d))
+            .collect();
         // The (day, tenant) blocks of the write, each once.
         let journal: BTreeSet<(i64, &str)> = chunks.keys().copied().collect();
         let journal: Vec<(i64, &str)> = journal.into_iter().collect();
