@@ -132,7 +132,7 @@ pub struct StoredKey {
 /// are [`CompactString`]s: up to 24 bytes (an endpoint, a method, a model,
 /// a user or bot id) they are held inline, with no allocation to make a
 /// record or free it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct UsageRecord {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: i64,
@@ -155,7 +155,25 @@ pub struct UsageRecord {
     pub retried: bool,
     /// Read through [`UsageRecord::extra`]; set with [`RecordExtra::boxed`]
     /// or [`UsageRecord::extra_mut`].
-    pub extra: Option<Box<RecordExtra>>,
+    pub extra: Extras,
+}
+
+/// A record's [`RecordExtra`] as it holds it: boxed, or nothing when every
+/// field is empty. Compared by what it reads, so boxed-but-empty extras
+/// equal none.
+#[derive(Clone, Debug, Default)]
+pub struct Extras(Option<Box<RecordExtra>>);
+
+impl PartialEq for Extras {
+    fn eq(&self, o: &Self) -> bool {
+        self.get() == o.get()
+    }
+}
+
+impl Extras {
+    fn get(&self) -> &RecordExtra {
+        self.0.as_deref().unwrap_or(&NO_EXTRA)
+    }
 }
 
 /// A [`UsageRecord`]'s rarely set fields.
@@ -189,22 +207,22 @@ impl RecordExtra {
         *self == NO_EXTRA
     }
 
-    /// As a record holds it: `None` when every field is empty, so a record
+    /// As a record holds it: nothing when every field is empty, so a record
     /// without extras allocates nothing for them.
-    pub fn boxed(self) -> Option<Box<RecordExtra>> {
-        (!self.is_empty()).then(|| Box::new(self))
+    pub fn boxed(self) -> Extras {
+        Extras((!self.is_empty()).then(|| Box::new(self)))
     }
 }
 
 impl UsageRecord {
     /// The rarely set fields, empty ones when the record has none.
     pub fn extra(&self) -> &RecordExtra {
-        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+        self.extra.get()
     }
 
     /// The rarely set fields to change (boxed on first use).
     pub fn extra_mut(&mut self) -> &mut RecordExtra {
-        self.extra.get_or_insert_with(Box::default)
+        self.extra.0.get_or_insert_with(Box::default)
     }
 
     /// The API version: as given, else the endpoint's first path segment
@@ -216,57 +234,6 @@ impl UsageRecord {
         } else {
             given
         }
-    }
-}
-
-/// Equal when every field reads the same: a record whose extras are boxed
-/// but empty equals one without them.
-impl PartialEq for UsageRecord {
-    fn eq(&self, o: &Self) -> bool {
-        // Destructured, so a new field cannot be left out of the comparison.
-        let UsageRecord {
-            ts_ms,
-            endpoint,
-            method,
-            status,
-            response_ms,
-            prompt_tokens,
-            completion_tokens,
-            tokens,
-            model,
-            calls,
-            cost_usd,
-            rejected,
-            retried,
-            extra: _,
-        } = self;
-        (ts_ms, endpoint, method, status, response_ms, prompt_tokens)
-            == (
-                &o.ts_ms,
-                &o.endpoint,
-                &o.method,
-                &o.status,
-                &o.response_ms,
-                &o.prompt_tokens,
-            )
-            && (
-                completion_tokens,
-                tokens,
-                model,
-                calls,
-                cost_usd,
-                rejected,
-                retried,
-            ) == (
-                &o.completion_tokens,
-                &o.tokens,
-                &o.model,
-                &o.calls,
-                &o.cost_usd,
-                &o.rejected,
-                &o.retried,
-            )
-            && self.extra() == o.extra()
     }
 }
 
@@ -619,7 +586,7 @@ mod version_tests {
         let mut boxed = UsageRecord::default();
         boxed.extra_mut();
         assert_eq!(boxed, UsageRecord::default());
-        assert_eq!(RecordExtra::default().boxed(), None);
+        assert!(RecordExtra::default().boxed().0.is_none());
         assert_ne!(
             r,
             UsageRecord {
