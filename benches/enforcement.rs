@@ -20,14 +20,26 @@ use tollgate::usage::Queued;
 
 const TENANTS: usize = 10_000;
 /// Records decided by each thread between two (untimed) drains of the
-/// queue; 16 threads x CHUNK fit in the queue.
+/// big queue; 16 threads x CHUNK fit in it.
 const CHUNK: u64 = 20_000;
+
+/// A usage queue the decisions enqueue into, and how many each thread
+/// decides between two drains (never more than its lane holds).
+struct Lane {
+    queue: UsageQueue,
+    rx: QueueReceiver,
+    chunk: u64,
+}
 
 struct Fixture {
     registry: Registry,
     hashes: Vec<KeyHash>,
-    queue: UsageQueue,
-    rx: QueueReceiver,
+    /// 1 << 20 records: every timed chunk writes slots the cache has not
+    /// seen since the last lap of the ring.
+    big: Lane,
+    /// The server's default `[flush] queue_capacity`, drained as often as
+    /// a thread's lane fills.
+    default: Lane,
     _dir: tempfile::TempDir,
 }
 
@@ -74,11 +86,25 @@ fn fixture() -> Fixture {
         hashes.push(KeyHash::of(&secret));
     }
     let (queue, rx) = usage_queue(1 << 20, Arc::new(Stats::default()));
+    let big = Lane {
+        queue,
+        rx,
+        chunk: CHUNK,
+    };
+    let capacity = tollgate::config::Config::default().flush.queue_capacity;
+    let (queue, rx) = usage_queue(capacity, Arc::new(Stats::default()));
+    // Half the capacity is the request lanes, one per slot (see usage::queue).
+    let per_lane = (capacity - capacity / 2) / tollgate::telemetry::slot::slot_count();
+    let default = Lane {
+        queue,
+        rx,
+        chunk: per_lane as u64,
+    };
     Fixture {
         registry,
         hashes,
-        queue,
-        rx,
+        big,
+        default,
         _dir: dir,
     }
 }
@@ -87,11 +113,11 @@ const NOW_NS: i64 = 1_795_000_000_000_000_000;
 
 /// One decision the way the authorize handler makes it, minus HTTP.
 #[inline]
-fn decide(f: &Fixture, hash: &KeyHash, i: i64) -> bool {
+fn decide(f: &Fixture, lane: &Lane, hash: &KeyHash, i: i64) -> bool {
     f.registry.with_key(hash, |entry| {
         let Some(entry) = entry else { return false };
         let d = entry.tenant.acquire(1, NOW_NS + i);
-        f.queue.enqueue(Queued {
+        lane.queue.enqueue(Queued {
             tenant: entry.tenant.clone(),
             record: UsageRecord {
                 ts_ms: (NOW_NS + i) / 1_000_000,
@@ -108,7 +134,7 @@ fn decide(f: &Fixture, hash: &KeyHash, i: i64) -> bool {
 /// thread's timed work. The threads decide in lock-step chunks; between two
 /// chunks, with every thread stopped, thread 0 empties the queue (untimed),
 /// the way the flusher does - so no drain ever disturbs a timed chunk.
-fn run(f: &Fixture, threads: usize, iters: u64, pick: Pick) -> Duration {
+fn run(f: &Fixture, lane: &Lane, threads: usize, iters: u64, pick: Pick) -> Duration {
     let barrier = std::sync::Barrier::new(threads);
     let barrier = &barrier;
     std::thread::scope(|s| {
@@ -119,16 +145,16 @@ fn run(f: &Fixture, threads: usize, iters: u64, pick: Pick) -> Duration {
                     let mut drained = Vec::new();
                     let mut done = 0;
                     while done < iters {
-                        let n = CHUNK.min(iters - done);
+                        let n = lane.chunk.min(iters - done);
                         barrier.wait();
                         let start = Instant::now();
                         for i in done..done + n {
-                            black_box(decide(f, &f.hashes[pick(t, threads, i)], i as i64));
+                            black_box(decide(f, lane, &f.hashes[pick(t, threads, i)], i as i64));
                         }
                         timed += start.elapsed();
                         done += n;
                         if barrier.wait().is_leader() {
-                            while f.rx.drain_into(&mut drained, usize::MAX) > 0 {
+                            while lane.rx.drain_into(&mut drained, usize::MAX) > 0 {
                                 drained.clear();
                             }
                         }
@@ -210,13 +236,18 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("one_thread", |b| {
-        b.iter_custom(|iters| run(&f, 1, iters, distinct))
+        b.iter_custom(|iters| run(&f, &f.big, 1, iters, distinct))
+    });
+    // The same at the server's default queue capacity, whose lanes the
+    // cache keeps (a lane is about 1 MiB).
+    g.bench_function("one_thread_default_queue", |b| {
+        b.iter_custom(|iters| run(&f, &f.default, 1, iters, distinct))
     });
     g.bench_function("two_threads_distinct_tenants", |b| {
-        b.iter_custom(|iters| run(&f, 2, iters, distinct))
+        b.iter_custom(|iters| run(&f, &f.big, 2, iters, distinct))
     });
     g.bench_function("two_threads_one_hot_tenant", |b| {
-        b.iter_custom(|iters| run(&f, 2, iters, hot))
+        b.iter_custom(|iters| run(&f, &f.big, 2, iters, hot))
     });
     g.finish();
 
@@ -229,12 +260,12 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("scaling");
     for &n in &threads {
         g.bench_function(format!("distinct/{n}"), |b| {
-            b.iter_custom(|iters| run(&f, n, iters, distinct))
+            b.iter_custom(|iters| run(&f, &f.big, n, iters, distinct))
         });
     }
     for &n in &threads {
         g.bench_function(format!("hot/{n}"), |b| {
-            b.iter_custom(|iters| run(&f, n, iters, hot))
+            b.iter_custom(|iters| run(&f, &f.big, n, iters, hot))
         });
     }
     g.finish();
