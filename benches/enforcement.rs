@@ -93,12 +93,10 @@ fn fixture() -> Fixture {
     };
     let capacity = tollgate::config::Config::default().flush.queue_capacity;
     let (queue, rx) = usage_queue(capacity, Arc::new(Stats::default()));
-    // Half the capacity is the request lanes, one per slot (see usage::queue).
-    let per_lane = (capacity - capacity / 2) / tollgate::telemetry::slot::slot_count();
     let default = Lane {
+        chunk: queue.lane_capacity() as u64,
         queue,
         rx,
-        chunk: per_lane as u64,
     };
     Fixture {
         registry,
@@ -239,7 +237,7 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| run(&f, &f.big, 1, iters, distinct))
     });
     // The same at the server's default queue capacity, whose lanes the
-    // cache keeps (a lane is about 1 MiB).
+    // cache keeps (a lane is about 1.3 MiB).
     g.bench_function("one_thread_default_queue", |b| {
         b.iter_custom(|iters| run(&f, &f.default, 1, iters, distinct))
     });

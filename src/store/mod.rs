@@ -184,8 +184,8 @@ pub trait Store: Catalog + AlertMarks + UsageReads {
 
     /// Writes the blocks (see [`UsageLog::append`]) and makes them durable;
     /// returns the write's number. Retired blocks
-    /// ([`UsageBlock::is_retired`]) are left out. [`StoreError::NotDurable`] when the write was made but
-    /// making it durable failed: retry with [`written`](Self::written)
+    /// ([`UsageBlock::is_retired`]) are left out. [`StoreError::NotDurable`]
+    /// when the write was made but making it durable failed: retry with [`written`](Self::written)
     /// first, never by writing the blocks again blindly.
     fn write_usage(&self, blocks: &[UsageBlock]) -> Result<u64, StoreError>;
 

@@ -233,6 +233,12 @@ impl UsageQueue {
             + self.ingest.queued.load(Ordering::Acquire)
     }
 
+    /// How many records one thread's request lane holds (every lane holds
+    /// as many).
+    pub fn lane_capacity(&self) -> usize {
+        self.lanes.first().and_then(|l| l.capacity()).unwrap_or(0)
+    }
+
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -301,6 +307,8 @@ mod tests {
         let t = Arc::new(TenantState::new("t", plan, false, Period(0)));
         let stats = Arc::new(Stats::default());
         let (q, rx) = usage_queue(200, stats.clone());
+        // The other half is split evenly among the request lanes.
+        assert_eq!(q.lane_capacity(), 100usize.div_ceil(slot_count()));
         let mut a = q.admit(60).unwrap();
         (0..60).for_each(|_| a.push(item(&t)));
         assert!(a.send());
