@@ -359,6 +359,7 @@ impl Tollgate {
             stats: self.stats.clone(),
             max_body_bytes: self.config.max_body_bytes,
             body_timeout: Duration::from_millis(self.config.limits.body_timeout_ms),
+            ingest_wait: Duration::from_millis(self.config.limits.ingest_wait_ms),
             in_flight_per_tenant: self.config.limits.in_flight_per_tenant,
             metrics_token: self.metrics_token.take(),
             default_model: chat.default_model.clone(),

@@ -249,6 +249,10 @@ pub struct LimitsConfig {
     /// Requests of one tenant being served at once (bodies being read,
     /// gateway responses streaming); more answer 429 at once.
     pub in_flight_per_tenant: u32,
+    /// A usage batch that finds the queue full waits up to this long for
+    /// the flusher to make room before it is refused (503); 0 refuses at
+    /// once.
+    pub ingest_wait_ms: u64,
 }
 
 /// `GET /metrics`.
@@ -348,6 +352,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             body_timeout_ms: 10_000,
             in_flight_per_tenant: 64,
+            ingest_wait_ms: 1_000,
         }
     }
 }
@@ -499,6 +504,9 @@ impl Config {
             return bad(
                 "limits.body_timeout_ms and limits.in_flight_per_tenant must be at least 1",
             );
+        }
+        if self.limits.ingest_wait_ms > 60_000 {
+            return bad("limits.ingest_wait_ms must be 0 to 60000");
         }
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");

@@ -131,6 +131,8 @@ fn a_full_queue_refuses_whole_batches_with_503_and_recovers() {
         |c| {
             c.flush.queue_capacity = 64;
             c.flush.interval_ms = 1_500;
+            // Refused at once, not held for room (see the next test).
+            c.limits.ingest_wait_ms = 0;
         },
         Arc::new(SystemClock),
     );
@@ -187,6 +189,63 @@ fn a_full_queue_refuses_whole_batches_with_503_and_recovers() {
     let r = s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)));
     assert_eq!(r.status(), 202);
     wait_until(|| exported(&s, &key) == 41);
+}
+
+/// A batch that finds the queue full is held until the flusher makes room
+/// (`[limits] ingest_wait_ms`), then taken: the client is slowed, not
+/// refused. A batch whose wait runs out is refused as above.
+#[test]
+fn a_batch_that_finds_the_queue_full_waits_for_room_then_is_taken() {
+    let s = TestServer::start_with(
+        |c| {
+            c.flush.queue_capacity = 64;
+            c.flush.interval_ms = 1_500;
+            c.limits.ingest_wait_ms = 10_000;
+        },
+        Arc::new(SystemClock),
+    );
+    let key = s.tenant_with_key("patient", "enterprise");
+    let batch = |n: usize| -> Value {
+        Value::Array(
+            (0..n)
+                .map(|_| json!({"endpoint": "/x", "calls": 1}))
+                .collect(),
+        )
+    };
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)))
+            .status(),
+        202
+    );
+    // Two more, at once: neither fits beside the first (32 of room).
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let r = s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)));
+                assert_eq!(r.status(), 202);
+                assert_eq!(r.json::<Value>().unwrap()["accepted"], 20);
+            });
+        }
+    });
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(200)
+            && waited < std::time::Duration::from_secs(9),
+        "held until the flusher's drains made room, not to the deadline: {waited:?}"
+    );
+    // While one waits, authorize still decides.
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/authorize", None).status(),
+        200
+    );
+    let metrics = s.metrics();
+    assert!(
+        metrics.contains("tollgate_records_refused_total{reason=\"queue_full\"} 0"),
+        "{metrics}"
+    );
+    // The three batches and the authorize.
+    wait_until(|| exported(&s, &key) == 61);
 }
 
 #[test]

@@ -27,6 +27,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// A request body must arrive within this (`[limits] body_timeout_ms`).
     pub body_timeout: std::time::Duration,
+    /// How long a usage batch waits for queue room (`[limits] ingest_wait_ms`).
+    pub ingest_wait: std::time::Duration,
     /// Requests of one tenant served at once (`[limits] in_flight_per_tenant`).
     pub in_flight_per_tenant: u32,
     /// The bearer token `/metrics` asks for, if one is configured.

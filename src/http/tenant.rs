@@ -205,7 +205,9 @@ pub async fn ingest(
         records.push(r);
         Ok(())
     };
-    if ndjson {
+    // A batch that finds the queue full may wait this long for room, from
+    // when its body has arrived.
+    let deadline = if ndjson {
         super::batch::ndjson(
             payload.into_inner(),
             declared,
@@ -214,6 +216,7 @@ pub async fn ingest(
             &mut each,
         )
         .await?;
+        tokio::time::Instant::now() + st.ingest_wait
     } else {
         let body = super::extract::read_body(
             payload.into_inner(),
@@ -222,25 +225,29 @@ pub async fn ingest(
             st.body_timeout,
         )
         .await?;
-        // Near a full queue, a batch that would be refused anyway is
-        // counted (a scan, no records built) and refused before its parse,
-        // leaving the CPU to the flusher that makes room.
+        let deadline = tokio::time::Instant::now() + st.ingest_wait;
+        // Near a full queue, a batch is counted (a scan, no records
+        // built) and waits for room before its parse, leaving the CPU to
+        // the flusher that makes it.
         if st.queue.room() < crate::model::MAX_BATCH_RECORDS as usize {
             if let Some(n) = super::batch::count(&body) {
-                st.queue.refuse_if_full(n).map_err(refusal_error)?;
+                room_for_batch(&st, n, deadline).await?;
             }
         }
         super::batch::json(&body, &mut each)?;
-    }
-    st.queue
-        .refuse_if_full(records.len())
-        .map_err(refusal_error)?;
+        deadline
+    };
     let total = records.len();
+    room_for_batch(&st, total, deadline).await?;
     admit_batch(&st, tenant, total, now_ns)?;
-    let mut admission = st.queue.admit(total).map_err(|refusal| {
-        tenant.refund_records(total as u64);
-        refusal_error(refusal)
-    })?;
+    let mut admission = st
+        .queue
+        .admit_by(total, deadline)
+        .await
+        .map_err(|refusal| {
+            tenant.refund_records(total as u64);
+            refusal_error(refusal)
+        })?;
     for r in records {
         tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
         admission.push(Queued {
@@ -293,6 +300,20 @@ fn refusal_error(refusal: Refusal) -> ApiError {
             ),
         ),
     }
+}
+
+/// Waits until the queue has room for a batch of `n`, until `deadline`;
+/// then 503 `ingest_queue_full` (counted). A failing store does not wait:
+/// [`admit_batch`] answers for it.
+async fn room_for_batch(
+    st: &AppState,
+    n: usize,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    if st.stats.store_failure().is_some() || st.queue.room_by(n, deadline).await {
+        return Ok(());
+    }
+    st.queue.refuse_if_full(n).map_err(refusal_error)
 }
 
 /// The checks a batch passes before it may take queue room: a working

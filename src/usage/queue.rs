@@ -10,7 +10,11 @@
 //! capacity, and is taken a whole batch or nothing ([`UsageQueue::admit`]):
 //! an admission reserves room for the whole batch (one compare-and-swap on
 //! the lane's count) and hands the batch over as one message, so a record
-//! acknowledged there is never dropped by the queue. That lane holds
+//! acknowledged there is never dropped by the queue. A batch that finds
+//! no room waits for it, up to a deadline ([`UsageQueue::admit_by`]): the
+//! flusher wakes the waiters each time it drains that lane, so a client
+//! under load is slowed rather than refused and re-sending at once (whose
+//! re-sends would take the CPU the flusher needs to make room). That lane holds
 //! memory for the batches in it, not for its capacity (the request lanes'
 //! slots, taken without allocating, are allocated up front: 160 bytes
 //! each, a record's rarely set fields boxed apart, 10 MiB at the default
@@ -40,6 +44,8 @@ struct IngestLane {
     /// Records in the lane or reserved by an admission.
     queued: AtomicUsize,
     capacity: usize,
+    /// Woken each time the flusher takes records from the lane.
+    freed: tokio::sync::Notify,
 }
 
 /// Room for a whole batch in the ingest lane, reserved until the batch
@@ -114,6 +120,7 @@ pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueRece
         tx: ingest_tx,
         queued: AtomicUsize::new(0),
         capacity: ingest_capacity,
+        freed: tokio::sync::Notify::new(),
     });
     (
         UsageQueue {
@@ -187,7 +194,45 @@ impl UsageQueue {
     }
 
     /// Room for `n` reported records in the ingest lane, all or nothing.
-    pub fn admit(&self, n: usize) -> Result<Admission<'_>, Refusal> {
+    /// A batch that finds no room waits for the flusher to make it, until
+    /// `deadline`; only then is it refused (and counted). A batch larger
+    /// than the lane is refused at once.
+    pub async fn admit_by(
+        &self,
+        n: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Admission<'_>, Refusal> {
+        loop {
+            match self.try_admit(n) {
+                Err(Refusal::Full) if self.room_by(n, deadline).await => continue,
+                got => return got.inspect_err(|r| self.count_refusal(*r, n)),
+            }
+        }
+    }
+
+    /// Waits until the ingest lane has room for `n` records (true) or
+    /// `deadline` passes first (false). Reserves nothing: a cheap wait
+    /// before a batch is parsed. A batch larger than the lane is true at
+    /// once, left for [`admit_by`](Self::admit_by) to refuse.
+    pub async fn room_by(&self, n: usize, deadline: tokio::time::Instant) -> bool {
+        let lane = &*self.ingest;
+        loop {
+            // Registered before the look, so that a drain between the two
+            // is not missed.
+            let freed = lane.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if n > lane.capacity || self.room() >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.room() >= n;
+            }
+        }
+    }
+
+    /// Reserves room for `n`, counting nothing.
+    fn try_admit(&self, n: usize) -> Result<Admission<'_>, Refusal> {
         let lane = &*self.ingest;
         if n > lane.capacity {
             return Err(Refusal::TooLarge {
@@ -196,7 +241,9 @@ impl UsageQueue {
         }
         let mut queued = lane.queued.load(Ordering::Acquire);
         loop {
-            self.room_for(n, queued)?;
+            if lane.capacity.saturating_sub(queued) < n {
+                return Err(Refusal::Full);
+            }
             match lane.queued.compare_exchange_weak(
                 queued,
                 queued + n,
@@ -219,12 +266,19 @@ impl UsageQueue {
     fn room_for(&self, n: usize, queued: usize) -> Result<(), Refusal> {
         let capacity = self.ingest.capacity;
         if n <= capacity && capacity.saturating_sub(queued) < n {
-            self.stats
-                .refused_queue_full
-                .fetch_add(n as u64, Ordering::Relaxed);
+            self.count_refusal(Refusal::Full, n);
             return Err(Refusal::Full);
         }
         Ok(())
+    }
+
+    /// A batch of `n` refused for want of room counts as refused records.
+    fn count_refusal(&self, refusal: Refusal, n: usize) {
+        if refusal == Refusal::Full {
+            self.stats
+                .refused_queue_full
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     /// Records waiting for the flusher.
@@ -266,6 +320,7 @@ impl QueueReceiver {
         // Reported batches, whole where they fit; the rest of one that
         // does not waits for the next drain.
         let mut partial = self.partial.lock();
+        let mut freed = false;
         loop {
             let room = max - (out.len() - start);
             if room == 0 {
@@ -282,6 +337,10 @@ impl QueueReceiver {
             self.ingest_lane
                 .queued
                 .fetch_sub(out.len() - before, Ordering::AcqRel);
+            freed = true;
+        }
+        if freed {
+            self.ingest_lane.freed.notify_waiters();
         }
         out.len() - start
     }
@@ -293,6 +352,16 @@ mod tests {
     use crate::model::UsageRecord;
     use crate::quota::period::Period;
     use crate::quota::{ActivePlan, TenantState};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
 
     fn item(t: &Arc<TenantState>) -> Queued {
         Queued {
@@ -307,24 +376,23 @@ mod tests {
         let t = Arc::new(TenantState::new("t", plan, false, Period(0)));
         let stats = Arc::new(Stats::default());
         let (q, rx) = usage_queue(200, stats.clone());
+        // At once: a deadline already passed.
+        let admit = |n| block_on(q.admit_by(n, Instant::now()));
         // The other half is split evenly among the request lanes.
         assert_eq!(q.lane_capacity(), 100usize.div_ceil(slot_count()));
-        let mut a = q.admit(60).unwrap();
+        let mut a = admit(60).unwrap();
         (0..60).for_each(|_| a.push(item(&t)));
         assert!(a.send());
-        assert_eq!(q.admit(41).err(), Some(Refusal::Full));
-        assert_eq!(
-            q.admit(101).err(),
-            Some(Refusal::TooLarge { capacity: 100 })
-        );
-        let unsent = q.admit(40).unwrap();
+        assert_eq!(admit(41).err(), Some(Refusal::Full));
+        assert_eq!(admit(101).err(), Some(Refusal::TooLarge { capacity: 100 }));
+        let unsent = admit(40).unwrap();
         drop(unsent);
         assert_eq!(
             q.room(),
             40,
             "an admission dropped unsent gives its room back"
         );
-        let mut a = q.admit(40).unwrap();
+        let mut a = admit(40).unwrap();
         (0..39).for_each(|_| a.push(item(&t)));
         assert!(a.send());
         assert_eq!(q.room(), 1, "what an admission did not use is room again");
@@ -338,6 +406,47 @@ mod tests {
         assert_eq!(rx.waiting(), 29);
         assert_eq!(rx.drain_into(&mut out, 1_000), 29);
         assert_eq!(rx.waiting(), 0);
-        assert!(q.admit(100).is_ok(), "drained room is room again");
+        assert!(admit(100).is_ok(), "drained room is room again");
+    }
+
+    #[test]
+    fn a_batch_that_finds_no_room_waits_for_the_flusher_until_its_deadline() {
+        let plan = ActivePlan::new(crate::model::Plan::unlimited("p"));
+        let t = Arc::new(TenantState::new("t", plan, false, Period(0)));
+        let stats = Arc::new(Stats::default());
+        let (q, rx) = usage_queue(200, stats.clone());
+        let mut a = block_on(q.admit_by(100, Instant::now())).unwrap();
+        (0..100).for_each(|_| a.push(item(&t)));
+        assert!(a.send());
+        // Nobody drains: the wait ends at its deadline, refused and counted.
+        let started = std::time::Instant::now();
+        let late = block_on(q.admit_by(10, Instant::now() + Duration::from_millis(150)));
+        assert_eq!(late.err(), Some(Refusal::Full));
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(stats.refused_queue_full.load(Ordering::Relaxed), 10);
+        // A drain during the wait wakes it, and the batch is taken.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                let mut out = Vec::new();
+                assert_eq!(rx.drain_into(&mut out, 1_000), 100);
+            });
+            let started = std::time::Instant::now();
+            let waited = block_on(async {
+                assert!(
+                    q.room_by(30, Instant::now() + Duration::from_secs(10))
+                        .await
+                );
+                q.admit_by(30, Instant::now() + Duration::from_secs(10))
+                    .await
+            });
+            assert!(waited.is_ok(), "taken once the flusher made room");
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(90) && took < Duration::from_secs(5),
+                "woken by the drain, not by the deadline: {took:?}"
+            );
+        });
+        assert_eq!(stats.refused_queue_full.load(Ordering::Relaxed), 10);
     }
 }
