@@ -17,7 +17,8 @@ pub struct LatencyHistogram {
     buckets: Vec<(u16, u64)>,
 }
 
-fn bucket_of(ms: f64) -> u16 {
+/// The bucket a latency of `ms` is counted in.
+pub fn bucket_of(ms: f64) -> u16 {
     // NaN and values below the first bucket land in bucket 0.
     if ms.is_nan() || ms < MIN_MS {
         return 0;
@@ -36,7 +37,11 @@ fn midpoint(bucket: u16) -> f64 {
 
 impl LatencyHistogram {
     pub fn record(&mut self, ms: f64, count: u64) {
-        let b = bucket_of(ms);
+        self.record_in(bucket_of(ms), count);
+    }
+
+    /// [`record`](Self::record) with the bucket already found.
+    pub fn record_in(&mut self, b: u16, count: u64) {
         match self.buckets.binary_search_by_key(&b, |e| e.0) {
             Ok(i) => self.buckets[i].1 += count,
             Err(i) => self.buckets.insert(i, (b, count)),

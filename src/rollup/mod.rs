@@ -283,15 +283,17 @@ impl CellHead {
 /// The value for `key` - or, once the map holds `cap` names and `key` is
 /// not among them, for [`OTHER`] - allocating the key only when it is new.
 fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str, cap: usize) -> &'a mut V {
-    let key = if map.contains_key(key) || map.len() < cap {
-        key
-    } else {
-        OTHER
-    };
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
+    // A name already there (the common case) costs two searches, not three
+    // (returning `get_mut`'s borrow from a branch is what the borrow
+    // checker refuses).
+    if map.contains_key(key) {
+        return map.get_mut(key).expect("just found");
     }
-    map.get_mut(key).expect("just inserted")
+    if map.len() >= cap && map.contains_key(OTHER) {
+        return map.get_mut(OTHER).expect("just found");
+    }
+    let key = if map.len() < cap { key } else { OTHER };
+    map.entry(key.to_string()).or_default()
 }
 
 fn add_party(
@@ -311,14 +313,15 @@ impl Cell {
     /// Adds one record; `tenant` names it in the all-tenants cells.
     pub fn add(&mut self, r: &UsageRecord, tenant: Option<&str>) {
         self.total.add(r);
-        self.latency.record(r.response_ms, 1);
+        let latency = histogram::bucket_of(r.response_ms);
+        self.latency.record_in(latency, 1);
         let e = entry(
             entry(&mut self.endpoints, &r.endpoint, MAX_ENDPOINTS),
             &r.method,
             MAX_METHODS,
         );
         e.agg.add(r);
-        e.latency.record(r.response_ms, 1);
+        e.latency.record_in(latency, 1);
         *self.statuses.entry(r.status).or_default() += 1;
         if !r.model.is_empty() {
             entry(&mut self.models, &r.model, MAX_MODELS).add(r);

@@ -89,27 +89,38 @@ pub fn encode_counted_chunks<T: Serialize>(
     budget: usize,
 ) -> Result<Vec<(Vec<u8>, usize)>, CodecError> {
     let mut chunks = Vec::new();
+    // The items of the run being made, encoded straight onto it (no buffer
+    // per item); reused from run to run.
     let mut body: Vec<u8> = Vec::new();
     let mut count: u64 = 0;
-    let finish = |body: &mut Vec<u8>, count: &mut u64| -> Result<(Vec<u8>, usize), CodecError> {
-        let mut chunk = encode(count)?;
-        chunk.append(body);
-        let n = *count as usize;
-        *count = 0;
-        Ok((chunk, n))
+    let run = |items: &[u8], count: u64| -> Result<(Vec<u8>, usize), CodecError> {
+        let mut chunk = Vec::with_capacity(9 + items.len());
+        encode_onto(&count, &mut chunk)?;
+        chunk.extend_from_slice(items);
+        Ok((chunk, count as usize))
     };
     for item in items {
-        let bytes = encode(item)?;
-        if count > 0 && body.len() + bytes.len() + 9 > budget {
-            chunks.push(finish(&mut body, &mut count)?);
+        let start = body.len();
+        encode_onto(item, &mut body)?;
+        if count > 0 && body.len() + 9 > budget {
+            // This item starts the next run.
+            chunks.push(run(&body[..start], count)?);
+            body.drain(..start);
+            count = 0;
         }
-        body.extend_from_slice(&bytes);
         count += 1;
     }
     if count > 0 {
-        chunks.push(finish(&mut body, &mut count)?);
+        chunks.push(run(&body, count)?);
     }
     Ok(chunks)
+}
+
+/// Appends `value`'s encoding to `out` (no buffer of its own).
+pub fn encode_onto<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, CONFIG)
+        .map(|_| ())
+        .map_err(|e| CodecError(e.to_string()))
 }
 
 #[cfg(test)]
@@ -162,6 +173,13 @@ mod tests {
                 back.extend(decode::<Vec<(i64, String)>>(c).unwrap());
             }
             assert_eq!(back, items, "{n} items");
+            // Each run is byte for byte the encoding of its items as a Vec.
+            let mut at = 0;
+            for (c, k) in encode_counted_chunks(&items, 4_000).unwrap() {
+                assert_eq!(c, encode(&&items[at..at + k]).unwrap());
+                at += k;
+            }
+            assert_eq!(at, n);
         }
         // One item over the budget is a chunk of its own.
         let big = vec!["x".repeat(10_000), "y".into()];

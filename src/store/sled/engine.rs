@@ -35,6 +35,7 @@ use sled::Transactional;
 
 use super::codec::{
     decode, decode_prefix, decode_with_tail, encode, encode_chunks, encode_counted_chunks,
+    encode_onto,
 };
 use super::deadline::FlushWorker;
 use super::keys::*;
@@ -279,7 +280,7 @@ fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, StoreError> {
         at += n;
         if !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
             let exts: Vec<RecordExt<&str>> = part.iter().map(|r| RecordExt::of(r.0)).collect();
-            chunk.extend_from_slice(&encode(&exts)?);
+            encode_onto(&exts, &mut chunk)?;
         }
         out.push(chunk);
     }
