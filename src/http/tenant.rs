@@ -176,8 +176,8 @@ pub async fn ingest(
     }
     let now_ns = st.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
-    // Room for the batch as its size suggests (about 130 bytes a record),
-    // so that the records are not moved as the vector grows.
+    // Room for the batch as its size suggests (about 130 bytes a record in
+    // the body), so that the records are not moved as the vector grows.
     let declared = super::extract::declared_length(&req);
     let mut records = Vec::with_capacity(declared.map_or(16, |n| {
         (n / 128).min(crate::model::MAX_BATCH_RECORDS as usize)
@@ -202,7 +202,12 @@ pub async fn ingest(
             }
         }
         r.cost_usd = price(&st, &r.model, r.prompt_tokens, r.completion_tokens);
-        records.push(r);
+        // Queued as it is parsed: the vector is handed to the flusher as
+        // it is, with no second copy of the batch.
+        records.push(Queued {
+            tenant: tenant.clone(),
+            record: r,
+        });
         Ok(())
     };
     // A batch that finds the queue full may wait this long for room, from
@@ -240,7 +245,7 @@ pub async fn ingest(
     let total = records.len();
     room_for_batch(&st, total, deadline).await?;
     admit_batch(&st, tenant, total, now_ns)?;
-    let mut admission = st
+    let admission = st
         .queue
         .admit_by(total, deadline)
         .await
@@ -248,14 +253,11 @@ pub async fn ingest(
             tenant.refund_records(total as u64);
             refusal_error(refusal)
         })?;
-    for r in records {
+    for q in &records {
+        let r = &q.record;
         tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
-        admission.push(Queued {
-            tenant: tenant.clone(),
-            record: r,
-        });
     }
-    if !admission.send() {
+    if !admission.send(records) {
         // Only when the flusher is gone: the server is stopping.
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

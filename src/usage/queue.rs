@@ -53,22 +53,17 @@ struct IngestLane {
 pub struct Admission<'a> {
     lane: &'a IngestLane,
     reserved: usize,
-    batch: Vec<Queued>,
 }
 
 impl Admission<'_> {
-    /// Adds one record of the admitted batch (never more than admitted).
-    pub fn push(&mut self, item: Queued) {
-        debug_assert!(self.batch.len() < self.reserved);
-        self.batch.push(item);
-    }
-
-    /// Hands the batch to the flusher. Returns false only when the
-    /// flusher is gone (the server is stopping).
-    pub fn send(mut self) -> bool {
-        let batch = std::mem::take(&mut self.batch);
+    /// Hands the admitted batch (never more records than admitted) to the
+    /// flusher, as it is: the vector travels, its records are not moved.
+    /// Returns false only when the flusher is gone (the server is
+    /// stopping).
+    pub fn send(mut self, batch: Vec<Queued>) -> bool {
         let n = batch.len();
-        let unused = self.reserved - n;
+        debug_assert!(n <= self.reserved);
+        let unused = self.reserved.saturating_sub(n);
         self.reserved = 0;
         self.lane.queued.fetch_sub(unused, Ordering::AcqRel);
         if n == 0 {
@@ -254,11 +249,7 @@ impl UsageQueue {
                 Err(now) => queued = now,
             }
         }
-        Ok(Admission {
-            lane,
-            reserved: n,
-            batch: Vec::with_capacity(n),
-        })
+        Ok(Admission { lane, reserved: n })
     }
 
     /// `Full`, counted as refused records, when `n` more do not fit beside
@@ -380,9 +371,8 @@ mod tests {
         let admit = |n| block_on(q.admit_by(n, Instant::now()));
         // The other half is split evenly among the request lanes.
         assert_eq!(q.lane_capacity(), 100usize.div_ceil(slot_count()));
-        let mut a = admit(60).unwrap();
-        (0..60).for_each(|_| a.push(item(&t)));
-        assert!(a.send());
+        let a = admit(60).unwrap();
+        assert!(a.send((0..60).map(|_| item(&t)).collect()));
         assert_eq!(admit(41).err(), Some(Refusal::Full));
         assert_eq!(admit(101).err(), Some(Refusal::TooLarge { capacity: 100 }));
         let unsent = admit(40).unwrap();
@@ -392,9 +382,8 @@ mod tests {
             40,
             "an admission dropped unsent gives its room back"
         );
-        let mut a = admit(40).unwrap();
-        (0..39).for_each(|_| a.push(item(&t)));
-        assert!(a.send());
+        let a = admit(40).unwrap();
+        assert!(a.send((0..39).map(|_| item(&t)).collect()));
         assert_eq!(q.room(), 1, "what an admission did not use is room again");
         assert_eq!(stats.refused_queue_full.load(Ordering::Relaxed), 41);
         let mut out = Vec::new();
@@ -415,9 +404,8 @@ mod tests {
         let t = Arc::new(TenantState::new("t", plan, false, Period(0)));
         let stats = Arc::new(Stats::default());
         let (q, rx) = usage_queue(200, stats.clone());
-        let mut a = block_on(q.admit_by(100, Instant::now())).unwrap();
-        (0..100).for_each(|_| a.push(item(&t)));
-        assert!(a.send());
+        let a = block_on(q.admit_by(100, Instant::now())).unwrap();
+        assert!(a.send((0..100).map(|_| item(&t)).collect()));
         // Nobody drains: the wait ends at its deadline, refused and counted.
         let started = std::time::Instant::now();
         let late = block_on(q.admit_by(10, Instant::now() + Duration::from_millis(150)));
