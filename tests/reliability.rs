@@ -121,6 +121,15 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     );
 }
 
+/// `n` one-call records of one endpoint, as a JSON array.
+fn batch(n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|_| json!({"endpoint": "/x", "calls": 1}))
+            .collect(),
+    )
+}
+
 /// Regression (hostile tenant, finding 1): a full queue used to answer 202
 /// and silently drop part of the batch (`dropped` in the body, which most
 /// clients never read). Now a batch is taken whole or refused whole with a
@@ -137,13 +146,6 @@ fn a_full_queue_refuses_whole_batches_with_503_and_recovers() {
         Arc::new(SystemClock),
     );
     let key = s.tenant_with_key("burst", "enterprise");
-    let batch = |n: usize| -> Value {
-        Value::Array(
-            (0..n)
-                .map(|_| json!({"endpoint": "/x", "calls": 1}))
-                .collect(),
-        )
-    };
     // The ingest lane holds 32 of the 64.
     let r = s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)));
     assert_eq!(r.status(), 202);
@@ -205,13 +207,6 @@ fn a_batch_that_finds_the_queue_full_waits_for_room_then_is_taken() {
         Arc::new(SystemClock),
     );
     let key = s.tenant_with_key("patient", "enterprise");
-    let batch = |n: usize| -> Value {
-        Value::Array(
-            (0..n)
-                .map(|_| json!({"endpoint": "/x", "calls": 1}))
-                .collect(),
-        )
-    };
     assert_eq!(
         s.tenant(&key, "POST", "/api/v1/usage", Some(batch(20)))
             .status(),
