@@ -7,7 +7,7 @@
 //! record is counted as dropped and the request is still answered.
 //!
 //! Reported usage (`POST /api/v1/usage`) has a lane of its own, half the
-//! capacity, and is taken a whole batch or nothing ([`UsageQueue::admit`]):
+//! capacity, and is taken a whole batch or nothing ([`UsageQueue::admit_by`]):
 //! an admission reserves room for the whole batch (one compare-and-swap on
 //! the lane's count) and hands the batch over as one message, so a record
 //! acknowledged there is never dropped by the queue. A batch that finds
@@ -63,7 +63,7 @@ impl Admission<'_> {
     pub fn send(mut self, batch: Vec<Queued>) -> bool {
         let n = batch.len();
         debug_assert!(n <= self.reserved);
-        let unused = self.reserved.saturating_sub(n);
+        let unused = self.reserved - n;
         self.reserved = 0;
         self.lane.queued.fetch_sub(unused, Ordering::AcqRel);
         if n == 0 {
@@ -179,7 +179,11 @@ impl UsageQueue {
     /// [`admit`](Self::admit) says there is room; a batch the lane can never
     /// hold is left for it to refuse.
     pub fn refuse_if_full(&self, n: usize) -> Result<(), Refusal> {
-        self.room_for(n, self.ingest.queued.load(Ordering::Acquire))
+        if n <= self.ingest.capacity && self.room() < n {
+            self.count_refusal(Refusal::Full, n);
+            return Err(Refusal::Full);
+        }
+        Ok(())
     }
 
     /// Free room in the ingest lane now, in records.
@@ -250,17 +254,6 @@ impl UsageQueue {
             }
         }
         Ok(Admission { lane, reserved: n })
-    }
-
-    /// `Full`, counted as refused records, when `n` more do not fit beside
-    /// the `queued` ones (a batch larger than the lane is not `Full`).
-    fn room_for(&self, n: usize, queued: usize) -> Result<(), Refusal> {
-        let capacity = self.ingest.capacity;
-        if n <= capacity && capacity.saturating_sub(queued) < n {
-            self.count_refusal(Refusal::Full, n);
-            return Err(Refusal::Full);
-        }
-        Ok(())
     }
 
     /// A batch of `n` refused for want of room counts as refused records.
