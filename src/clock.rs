@@ -69,21 +69,86 @@ pub fn fmt_ms(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// [`fmt_ms`] written into `w`, with no `String` of its own (the
-/// rate-limit headers write it on the stack), for years 0 to 9999.
-pub fn write_ms(w: &mut impl std::fmt::Write, t: DateTime<Utc>) -> std::fmt::Result {
-    use chrono::{Datelike, Timelike};
-    write!(
-        w,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.timestamp_subsec_millis()
-    )
+/// [`fmt_ms`] rendered on the stack, with no `String` of its own (the
+/// rate-limit headers and the authorize answer write it per request):
+/// digits placed directly for years 0 to 9999, `core::fmt` only outside
+/// them. Serializes as the string it holds.
+#[derive(Clone, Copy)]
+pub struct MsText {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl MsText {
+    pub fn of(t: DateTime<Utc>) -> MsText {
+        use chrono::{Datelike, Timelike};
+        let mut m = MsText {
+            bytes: [0; 32],
+            len: 0,
+        };
+        let year = t.year();
+        if !(0..=9999).contains(&year) || t.nanosecond() >= 1_000_000_000 {
+            // Outside 0-9999 (chrono's years reach 262,143: 27 bytes at
+            // most), or a leap second: as chrono writes it.
+            use std::fmt::Write;
+            let _ = write!(m, "{}", fmt_ms(t));
+            return m;
+        }
+        let b = &mut m.bytes;
+        let put = |b: &mut [u8; 32], at: usize, v: u32, digits: usize| {
+            let mut v = v;
+            for i in (at..at + digits).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(b, 0, year as u32, 4);
+        b[4] = b'-';
+        put(b, 5, t.month(), 2);
+        b[7] = b'-';
+        put(b, 8, t.day(), 2);
+        b[10] = b'T';
+        put(b, 11, t.hour(), 2);
+        b[13] = b':';
+        put(b, 14, t.minute(), 2);
+        b[16] = b':';
+        put(b, 17, t.second(), 2);
+        b[19] = b'.';
+        put(b, 20, t.timestamp_subsec_millis(), 3);
+        b[23] = b'Z';
+        m.len = 24;
+        m
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and punctuation are ever written.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for MsText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let start = self.len as usize;
+        let end = start + s.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[start..end].copy_from_slice(s.as_bytes());
+        self.len = end as u8;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for MsText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl serde::Serialize for MsText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// Serde for `DateTime<Utc>` in the wire format above.
@@ -144,10 +209,25 @@ mod tests {
             t,
             c.now(),
             Utc.with_ymd_and_hms(1999, 1, 9, 23, 5, 7).unwrap(),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::milliseconds(999),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 6, 30, 12, 0, 0).unwrap(),
+            chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+                .unwrap()
+                .and_hms_milli_opt(23, 59, 59, 1_500)
+                .unwrap()
+                .and_utc(),
         ] {
-            let mut written = String::new();
-            write_ms(&mut written, t).unwrap();
-            assert_eq!(written, fmt_ms(t));
+            assert_eq!(MsText::of(t).as_str(), fmt_ms(t));
         }
+        // Every millisecond offset of a few seconds, and a spread of days.
+        for ms in (0..3_000).chain((0..400).map(|d| d * 86_400_123)) {
+            let t = ms_to_utc(1_764_547_200_000 + ms);
+            assert_eq!(MsText::of(t).as_str(), fmt_ms(t));
+        }
+        let json = serde_json::to_string(&MsText::of(t)).unwrap();
+        assert_eq!(json, "\"2026-12-01T00:00:00.000Z\"");
     }
 }

@@ -11,6 +11,7 @@ use std::fmt::Write;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 
+use crate::clock::MsText;
 use crate::quota::{Decision, Outcome};
 
 /// Sets `name` to `value`, unless it is not a valid header value.
@@ -41,7 +42,7 @@ pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, &st
     let values = Values::of(d, success);
     let text = values.buf.text();
     for &(name, start, end) in &values.items[..values.count] {
-        // The buffer holds only what `write!` put there: ASCII.
+        // The buffer holds only what `Values::of` put there: ASCII.
         out(name, std::str::from_utf8(&text[start..end]).unwrap_or(""));
     }
 }
@@ -50,7 +51,7 @@ pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, &st
 /// numbers fit with room to spare).
 const ROOM: usize = 640;
 
-/// A buffer on the stack that `write!` fills; past its room a write fails
+/// A buffer on the stack the values are written into; past its room a write fails
 /// (and the header is left out) instead of allocating.
 struct StackText {
     bytes: [u8; ROOM],
@@ -60,6 +61,11 @@ struct StackText {
 impl StackText {
     fn text(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+
+    /// A number in decimal, without `core::fmt`'s machinery (itoa).
+    fn num(&mut self, n: u64) -> std::fmt::Result {
+        self.write_str(itoa::Buffer::new().format(n))
     }
 }
 
@@ -84,7 +90,14 @@ fn items(
 ) -> std::fmt::Result {
     let mut sep = "";
     for (name, a, b) in items.into_iter().flatten() {
-        write!(w, "{sep}\"{name}\";{}={a};{}={b}", keys.0, keys.1)?;
+        for part in [sep, "\"", name, "\";", keys.0, "="] {
+            w.write_str(part)?;
+        }
+        w.num(a)?;
+        for part in [";", keys.1, "="] {
+            w.write_str(part)?;
+        }
+        w.num(b)?;
         sep = ", ";
     }
     Ok(())
@@ -112,10 +125,10 @@ impl Values {
         let month = d.calls_limit.zip(d.calls_remaining());
         let tokens = d.tokens_limit.zip(d.tokens_remaining());
         if let Some((limit, remaining)) = month {
-            v.add("x-ratelimit-limit", |w| write!(w, "{limit}"));
-            v.add("x-ratelimit-remaining", |w| write!(w, "{remaining}"));
-            let end = d.period.end();
-            v.add("x-ratelimit-reset", |w| crate::clock::write_ms(w, end));
+            v.add("x-ratelimit-limit", |w| w.num(limit));
+            v.add("x-ratelimit-remaining", |w| w.num(remaining));
+            let end = MsText::of(d.period.end());
+            v.add("x-ratelimit-reset", |w| w.write_str(end.as_str()));
         }
         let policies = [
             month.map(|(limit, _)| ("month", limit, window)),
@@ -142,7 +155,7 @@ impl Values {
             )
         {
             let secs = d.retry_after_secs();
-            v.add("retry-after", |w| write!(w, "{secs}"));
+            v.add("retry-after", |w| w.num(secs));
         }
         v
     }

@@ -245,6 +245,9 @@ pub fn server(
                     };
                     if let Some(d) = decision {
                         let success = res.status().is_success();
+                        // Room for the six rate-limit headers and the
+                        // request id at once: one growth of the map, not two.
+                        res.headers_mut().reserve(7);
                         headers::apply(res.headers_mut(), &d, success);
                     }
                     if let Ok(v) = HeaderValue::try_from(id) {

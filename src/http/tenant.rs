@@ -12,7 +12,7 @@ use super::extract::{ApiJson, OptionalJson, TenantAuth};
 use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
-use crate::clock::{fmt_ms, nanos_to_utc};
+use crate::clock::{fmt_ms, nanos_to_utc, MsText};
 use crate::model::{CompactString, RecordExtra, TokenCounts, UsageRecord};
 use crate::pricing::Cost;
 use crate::quota::TenantState;
@@ -107,8 +107,8 @@ pub async fn authorize(
         limit: d.calls_limit,
         used: d.calls_used,
         remaining: d.calls_remaining(),
-        reset_at: fmt_ms(d.period.end()),
-        plan: plan.plan.id.clone(),
+        reset_at: MsText::of(d.period.end()),
+        plan: &plan.plan.id,
     }))
 }
 
@@ -136,8 +136,8 @@ pub async fn check(
         limit: d.calls_limit,
         used: d.calls_used,
         remaining: d.calls_remaining(),
-        reset_at: fmt_ms(d.period.end()),
-        plan: auth.tenant.plan().plan.id.clone(),
+        reset_at: MsText::of(d.period.end()),
+        plan: &auth.tenant.plan().plan.id,
         reason,
     }))
 }

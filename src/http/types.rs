@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::catalog::{PlanBody, StatusBody};
-use crate::clock::fmt_ms;
+use crate::clock::{fmt_ms, MsText};
 use crate::model::{CompactString, Plan, RecordExtra, UsageRecord};
 use crate::quota::Decision;
 
@@ -75,18 +75,19 @@ pub fn opt_country(c: Option<&str>) -> Result<CompactString, String> {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuthorizeResponse {
+pub struct AuthorizeResponse<'a> {
     pub allowed: bool,
     pub limit: Option<u64>,
     pub used: u64,
     pub remaining: Option<u64>,
-    pub reset_at: String,
-    pub plan: String,
+    #[schema(value_type = String)]
+    pub reset_at: MsText,
+    pub plan: &'a str,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CheckResponse {
+pub struct CheckResponse<'a> {
     /// The seed's name for `allowed`, kept for its clients.
     pub is_allowed: bool,
     /// As `POST /api/v1/authorize` names it.
@@ -94,8 +95,9 @@ pub struct CheckResponse {
     pub limit: Option<u64>,
     pub used: u64,
     pub remaining: Option<u64>,
-    pub reset_at: String,
-    pub plan: String,
+    #[schema(value_type = String)]
+    pub reset_at: MsText,
+    pub plan: &'a str,
     /// Why not, when `isAllowed` is false (the code a 429 would carry).
     pub reason: Option<&'static str>,
 }

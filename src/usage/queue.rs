@@ -176,7 +176,7 @@ impl UsageQueue {
     /// A cheap look, without the mutex, before a batch of `n` is
     /// converted (a refusal should cost little under load): `Full` (and
     /// counted) when the lane has no room for it now. Only
-    /// [`admit`](Self::admit) says there is room; a batch the lane can never
+    /// [`admit_by`](Self::admit_by) says there is room; a batch the lane can never
     /// hold is left for it to refuse.
     pub fn refuse_if_full(&self, n: usize) -> Result<(), Refusal> {
         if n <= self.ingest.capacity && self.room() < n {
