@@ -6,8 +6,9 @@
 //! the page. `/dashboard/console` is the operator's: plans, tenants and
 //! keys, every action through the admin API.
 
+use crate::http::route::get;
 use actix_web::http::header;
-use actix_web::{web, HttpResponse, Route};
+use actix_web::{HttpResponse, Route};
 
 const INDEX: &str = include_str!("assets/index.html");
 const COMMON_JS: &str = include_str!("assets/common.js");
@@ -109,16 +110,16 @@ async fn style_css() -> HttpResponse {
 /// nothing of `http/`.
 pub fn pages() -> Vec<(&'static str, Route)> {
     vec![
-        ("/", web::get().to(root)),
-        ("/dashboard", web::get().to(dashboard_root)),
-        ("/dashboard/api-usage", web::get().to(index)),
-        ("/dashboard/console", web::get().to(console)),
-        ("/dashboard/assets/console.js", web::get().to(console_js)),
-        ("/dashboard/assets/common.js", web::get().to(common_js)),
-        ("/dashboard/assets/app.js", web::get().to(app_js)),
-        ("/dashboard/assets/style.css", web::get().to(style_css)),
-        ("/docs", web::get().to(docs)),
-        ("/dashboard/assets/docs.js", web::get().to(docs_js)),
-        ("/dashboard/assets/docs.css", web::get().to(docs_css)),
+        ("/", get().to(root)),
+        ("/dashboard", get().to(dashboard_root)),
+        ("/dashboard/api-usage", get().to(index)),
+        ("/dashboard/console", get().to(console)),
+        ("/dashboard/assets/console.js", get().to(console_js)),
+        ("/dashboard/assets/common.js", get().to(common_js)),
+        ("/dashboard/assets/app.js", get().to(app_js)),
+        ("/dashboard/assets/style.css", get().to(style_css)),
+        ("/docs", get().to(docs)),
+        ("/dashboard/assets/docs.js", get().to(docs_js)),
+        ("/dashboard/assets/docs.css", get().to(docs_css)),
     ]
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -76,6 +77,46 @@ pub async fn read_body(
     Ok(body)
 }
 
+/// The whole body as [`read_body`] reads it, as `Bytes`: a body that
+/// arrives in one chunk (a small one usually does) is that chunk, not
+/// copied.
+pub async fn read_bytes(
+    payload: Payload,
+    declared: Option<usize>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let mut first = Bytes::new();
+    let mut more: Option<Vec<u8>> = None;
+    let read = read_chunks(payload, declared, limit, |chunk| {
+        match &mut more {
+            Some(body) => body.extend_from_slice(&chunk),
+            None if first.is_empty() => first = chunk,
+            None => {
+                let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+                body.extend_from_slice(&first);
+                body.extend_from_slice(&chunk);
+                more = Some(body);
+            }
+        }
+        Ok(())
+    });
+    within(timeout, read).await?;
+    Ok(more.map_or(first, Bytes::from))
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is over the {limit}-byte cap"),
+    )
+}
+
+fn unreadable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_json(format!("could not read the body: {e}"))
+}
+
 /// Hands the body to `sink` chunk by chunk as it arrives, with the caps of
 /// [`read_body`]: 413 over `limit` bytes (declared or received), 408 when
 /// it does not arrive within `timeout`.
@@ -84,9 +125,21 @@ pub async fn stream_body(
     declared: Option<usize>,
     limit: usize,
     timeout: std::time::Duration,
-    sink: impl FnMut(&[u8]) -> Result<(), ApiError>,
+    mut sink: impl FnMut(&[u8]) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
-    match tokio::time::timeout(timeout, read_chunks(payload, declared, limit, sink)).await {
+    within(
+        timeout,
+        read_chunks(payload, declared, limit, |chunk| sink(&chunk)),
+    )
+    .await
+}
+
+/// `read`, or 408 when the body has not arrived within `timeout`.
+async fn within(
+    timeout: std::time::Duration,
+    read: impl Future<Output = Result<(), ApiError>>,
+) -> Result<(), ApiError> {
+    match tokio::time::timeout(timeout, read).await {
         Ok(done) => done,
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -103,27 +156,19 @@ async fn read_chunks(
     mut payload: Payload,
     declared: Option<usize>,
     limit: usize,
-    mut sink: impl FnMut(&[u8]) -> Result<(), ApiError>,
+    mut sink: impl FnMut(Bytes) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is over the {limit}-byte cap"),
-        )
-    };
     if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+        return Err(too_large(limit));
     }
     let mut received = 0;
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_json(format!("could not read the body: {e}")))?;
+        let chunk = chunk.map_err(unreadable)?;
         received += chunk.len();
         if received > limit {
-            return Err(too_large());
+            return Err(too_large(limit));
         }
-        sink(&chunk)?;
+        sink(chunk)?;
     }
     Ok(())
 }
@@ -181,7 +226,7 @@ impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
             if OPTIONAL && declared == Some(0) && !has_type {
                 return Ok(ApiJson(T::default()));
             }
-            let body = read_body(payload, declared, limit, timeout).await?;
+            let body = read_bytes(payload, declared, limit, timeout).await?;
             if OPTIONAL && body.is_empty() && !has_type {
                 return Ok(ApiJson(T::default()));
             }

@@ -9,7 +9,6 @@
 use std::fmt::Write;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::web::Bytes;
 
 use crate::clock::MsText;
 use crate::quota::{Decision, Outcome};
@@ -21,20 +20,27 @@ pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// The rate-limit headers of `d`; `Retry-After` only on a refusal (not on
-/// a 2xx, such as `POST /api/v1/check` saying a request would be refused).
-/// Two allocations for all of them: the values are written into one
-/// buffer on the stack, copied once into a `Bytes` that every
-/// `HeaderValue` shares.
-pub fn apply(headers: &mut HeaderMap, d: &Decision, success: bool) {
-    let values = Values::of(d, success);
-    let all = Bytes::copy_from_slice(values.buf.text());
+/// The rate-limit headers of `d` (when the request has a decision) and
+/// the request id; `Retry-After` only on a refusal (not on a 2xx, such as
+/// `POST /api/v1/check` saying a request would be refused). One
+/// copy for all of them, and no allocation but the map's: the values are
+/// written into one buffer on the stack, copied once into the response
+/// arena ([`super::arena`]) as a `Bytes` that every `HeaderValue` shares.
+pub fn apply(headers: &mut HeaderMap, d: Option<&Decision>, success: bool, request_id: &str) {
+    let mut values = match d {
+        Some(d) => Values::of(d, success),
+        None => Values::empty(),
+    };
+    values.add(REQUEST_ID, |w| w.write_str(request_id));
+    let all = super::arena::bytes_of(values.buf.text());
     for &(name, start, end) in &values.items[..values.count] {
         if let Ok(v) = HeaderValue::from_maybe_shared(all.slice(start..end)) {
             headers.insert(HeaderName::from_static(name), v);
         }
     }
 }
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// The rate-limit headers of `d`, each handed to `out` as a name and a
 /// value (for an edge with headers of its own kind: Envoy's).
@@ -103,23 +109,27 @@ fn items(
     Ok(())
 }
 
-/// Every header value of a decision, in one buffer: name, start, end.
+/// Every header value of a response, in one buffer: name, start, end.
 struct Values {
     buf: StackText,
-    items: [(&'static str, usize, usize); 6],
+    items: [(&'static str, usize, usize); 7],
     count: usize,
 }
 
 impl Values {
-    fn of(d: &Decision, success: bool) -> Values {
-        let mut v = Values {
+    fn empty() -> Values {
+        Values {
             buf: StackText {
                 bytes: [0; ROOM],
                 len: 0,
             },
-            items: [("", 0, 0); 6],
+            items: [("", 0, 0); 7],
             count: 0,
-        };
+        }
+    }
+
+    fn of(d: &Decision, success: bool) -> Values {
+        let mut v = Values::empty();
         let reset_secs = d.period_reset_secs();
         let window = d.period.length_secs().unsigned_abs(); // a period is never negative
         let month = d.calls_limit.zip(d.calls_remaining());
@@ -200,7 +210,7 @@ mod tests {
             grant: None,
         };
         let mut h = HeaderMap::new();
-        apply(&mut h, &d, false);
+        apply(&mut h, Some(&d), false, "req-1");
         let get = |n: &str| h.get(n).unwrap().to_str().unwrap().to_string();
         assert_eq!(get("x-ratelimit-limit"), "100000");
         assert_eq!(get("x-ratelimit-remaining"), "0");
@@ -214,6 +224,8 @@ mod tests {
             "\"month\";r=0;t=86400, \"tokens\";r=5;t=86400, \"burst\";r=19;t=1"
         );
         assert_eq!(get("retry-after"), "86400");
+        assert_eq!(get("x-request-id"), "req-1");
+        assert_eq!(h.len(), 7);
     }
 
     #[test]
@@ -231,7 +243,10 @@ mod tests {
             grant: None,
         };
         let mut h = HeaderMap::new();
-        apply(&mut h, &d, false);
-        assert!(h.is_empty());
+        apply(&mut h, Some(&d), false, "req-2");
+        assert_eq!(h.len(), 1, "the request id alone");
+        let mut h = HeaderMap::new();
+        apply(&mut h, None, true, "req-3");
+        assert_eq!(h.get("x-request-id").unwrap(), "req-3");
     }
 }

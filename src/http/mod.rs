@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod arena;
 pub mod batch;
 pub mod catalog;
 pub mod chat;
@@ -13,12 +14,15 @@ pub mod export;
 pub mod extract;
 pub mod forward_auth;
 pub mod headers;
+pub mod json;
 pub mod meter;
 pub mod metrics;
 pub mod money;
 pub mod openapi;
 pub mod proxy;
 pub mod report;
+pub mod request_id;
+pub mod route;
 pub mod state;
 pub mod tenant;
 pub mod types;
@@ -33,11 +37,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix_web::dev::{Server, Service};
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer, Route};
 use tracing::Instrument;
 
 use self::extract::TenantCtx;
+use self::request_id::RequestId;
 
 /// `GET /healthz`: `ok`, or `degraded` while the store is failing, the
 /// queue to it is over 90 % full, or a shared database is unreachable
@@ -89,7 +93,7 @@ pub fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use web::{delete, get, patch, post};
+    use route::{delete, get, patch, post};
     cfg.service(resource("/healthz", vec![get().to(healthz)]))
         .service(resource("/metrics", vec![get().to(metrics::metrics)]))
         .service(resource(
@@ -188,25 +192,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
 }
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The caller's `X-Request-Id` when it is a sane token (1-64 characters of
-/// letters, digits, `-`, `_`, `.`, `:`), else a new random one.
-fn request_id(headers: &actix_web::http::header::HeaderMap) -> String {
-    let given = headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        });
-    match given {
-        Some(v) => v.to_owned(),
-        None => format!("{:016x}", rand::random::<u64>()),
-    }
-}
-
 /// Binds the routes to an already-bound listener (tests pass `127.0.0.1:0`).
 /// The server stops gracefully on SIGTERM/SIGINT or through its handle.
 pub fn server(
@@ -221,7 +206,7 @@ pub fn server(
             .app_data(state.clone())
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
-                let id = request_id(req.headers());
+                let id = RequestId::of(req.headers());
                 let span = tracing::info_span!(
                     "request",
                     request_id = %id,
@@ -243,16 +228,12 @@ pub fn server(
                             })
                         })
                     };
-                    if let Some(d) = decision {
-                        let success = res.status().is_success();
-                        // Room for the six rate-limit headers and the
-                        // request id at once: one growth of the map, not two.
-                        res.headers_mut().reserve(7);
-                        headers::apply(res.headers_mut(), &d, success);
-                    }
-                    if let Ok(v) = HeaderValue::try_from(id) {
-                        res.headers_mut().insert(X_REQUEST_ID.clone(), v);
-                    }
+                    // The rate-limit headers and the request id, from one
+                    // buffer; room for all seven at once (one growth of
+                    // the map, not two).
+                    let success = res.status().is_success();
+                    res.headers_mut().reserve(7);
+                    headers::apply(res.headers_mut(), decision.as_ref(), success, id.as_str());
                     let elapsed = started.elapsed();
                     let route = res.request().match_name().unwrap_or("(unmatched)");
                     if let Some(st) = res.request().app_data::<web::Data<AppState>>() {

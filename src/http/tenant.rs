@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::batch::Position;
 use super::error::ApiError;
 use super::extract::{ApiJson, OptionalJson, TenantAuth};
+use super::json::json;
 use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
@@ -102,14 +103,17 @@ pub async fn authorize(
         meter.served(None, 200, None);
         d
     };
-    Ok(HttpResponse::Ok().json(AuthorizeResponse {
-        allowed: true,
-        limit: d.calls_limit,
-        used: d.calls_used,
-        remaining: d.calls_remaining(),
-        reset_at: MsText::of(d.period.end()),
-        plan: &plan.plan.id,
-    }))
+    Ok(json(
+        HttpResponse::Ok(),
+        &AuthorizeResponse {
+            allowed: true,
+            limit: d.calls_limit,
+            used: d.calls_used,
+            remaining: d.calls_remaining(),
+            reset_at: MsText::of(d.period.end()),
+            plan: &plan.plan.id,
+        },
+    ))
 }
 
 /// `POST /api/v1/check`: would a request of `cost` pass? Consumes nothing.
@@ -130,16 +134,19 @@ pub async fn check(
     }
     let d = auth.check(&st, cost, st.clock.now_nanos());
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
-    Ok(HttpResponse::Ok().json(CheckResponse {
-        is_allowed: d.allowed(),
-        allowed: d.allowed(),
-        limit: d.calls_limit,
-        used: d.calls_used,
-        remaining: d.calls_remaining(),
-        reset_at: MsText::of(d.period.end()),
-        plan: &auth.tenant.plan().plan.id,
-        reason,
-    }))
+    Ok(json(
+        HttpResponse::Ok(),
+        &CheckResponse {
+            is_allowed: d.allowed(),
+            allowed: d.allowed(),
+            limit: d.calls_limit,
+            used: d.calls_used,
+            remaining: d.calls_remaining(),
+            reset_at: MsText::of(d.period.end()),
+            plan: &auth.tenant.plan().plan.id,
+            reason,
+        },
+    ))
 }
 
 /// `POST /api/v1/usage`: one record or an array of up to 10,000, as JSON,
