@@ -94,29 +94,26 @@ impl MsText {
             let _ = write!(m, "{}", fmt_ms(t));
             return m;
         }
-        let b = &mut m.bytes;
-        let put = |b: &mut [u8; 32], at: usize, v: u32, digits: usize| {
-            let mut v = v;
+        // Each field's digits, then the character after it.
+        let fields = [
+            (year as u32, 4, b'-'),
+            (t.month(), 2, b'-'),
+            (t.day(), 2, b'T'),
+            (t.hour(), 2, b':'),
+            (t.minute(), 2, b':'),
+            (t.second(), 2, b'.'),
+            (t.timestamp_subsec_millis(), 3, b'Z'),
+        ];
+        let mut at = 0;
+        for (mut v, digits, after) in fields {
             for i in (at..at + digits).rev() {
-                b[i] = b'0' + (v % 10) as u8;
+                m.bytes[i] = b'0' + (v % 10) as u8;
                 v /= 10;
             }
-        };
-        put(b, 0, year as u32, 4);
-        b[4] = b'-';
-        put(b, 5, t.month(), 2);
-        b[7] = b'-';
-        put(b, 8, t.day(), 2);
-        b[10] = b'T';
-        put(b, 11, t.hour(), 2);
-        b[13] = b':';
-        put(b, 14, t.minute(), 2);
-        b[16] = b':';
-        put(b, 17, t.second(), 2);
-        b[19] = b'.';
-        put(b, 20, t.timestamp_subsec_millis(), 3);
-        b[23] = b'Z';
-        m.len = 24;
+            m.bytes[at + digits] = after;
+            at += digits + 1;
+        }
+        m.len = at as u8;
         m
     }
 
