@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::request_id::X_REQUEST_ID;
 use crate::clock::MsText;
 use crate::quota::{Decision, Outcome};
 
@@ -31,7 +32,7 @@ pub fn apply(headers: &mut HeaderMap, d: Option<&Decision>, success: bool, reque
         Some(d) => Values::of(d, success),
         None => Values::empty(),
     };
-    values.add(REQUEST_ID, |w| w.write_str(request_id));
+    values.add(X_REQUEST_ID.as_str(), |w| w.write_str(request_id));
     let all = super::arena::bytes_of(values.buf.text());
     for &(name, start, end) in &values.items[..values.count] {
         if let Ok(v) = HeaderValue::from_maybe_shared(all.slice(start..end)) {
@@ -39,8 +40,6 @@ pub fn apply(headers: &mut HeaderMap, d: Option<&Decision>, success: bool, reque
         }
     }
 }
-
-const REQUEST_ID: &str = "x-request-id";
 
 /// The rate-limit headers of `d`, each handed to `out` as a name and a
 /// value (for an edge with headers of its own kind: Envoy's).

@@ -229,10 +229,12 @@ pub fn server(
                         })
                     };
                     // The rate-limit headers and the request id, from one
-                    // buffer; room for all seven at once (one growth of
-                    // the map, not two).
+                    // buffer; with a decision, room for all seven at once
+                    // (one growth of the map, not two).
                     let success = res.status().is_success();
-                    res.headers_mut().reserve(7);
+                    if decision.is_some() {
+                        res.headers_mut().reserve(7);
+                    }
                     headers::apply(res.headers_mut(), decision.as_ref(), success, id.as_str());
                     let elapsed = started.elapsed();
                     let route = res.request().match_name().unwrap_or("(unmatched)");

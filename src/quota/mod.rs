@@ -153,7 +153,8 @@ impl Decision {
 /// counts (which the queued record's clone also touches), they fill the
 /// allocation's first 64 bytes; the id and the ingest limit, read off
 /// the decision, come after. A decision on a tenant the cache has lost
-/// then waits for fewer cache lines (`benches/enforcement.rs`).
+/// then waits for fewer cache lines (`benches/enforcement.rs`): one or
+/// two (the allocator aligns to 16 bytes, not 64), not two or three.
 #[derive(Debug)]
 #[repr(C)]
 pub struct TenantState {
@@ -488,7 +489,8 @@ mod tests {
     use crate::model::RateLimit;
 
     /// What a decision touches ends before the id: with the `Arc`'s two
-    /// counts, one cache line's 64 bytes.
+    /// counts, the allocation's first 64 bytes (one cache line where the
+    /// allocation starts on one, two at most otherwise).
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn the_decision_fields_fill_the_first_cache_line() {
