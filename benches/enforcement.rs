@@ -233,6 +233,18 @@ fn bench(c: &mut Criterion) {
                 .is_some()
         })
     });
+    // The decision alone on one tenant the cache holds: lookup and
+    // acquire, no enqueue - the arithmetic a decision does, without the
+    // misses of the cycling benchmarks below.
+    g.bench_function("lookup_and_acquire_in_cache", |b| {
+        let mut i = 0i64;
+        b.iter(|| {
+            i += 1;
+            f.registry.with_key(black_box(&f.hashes[7]), |e| {
+                e.map(|e| e.tenant.acquire(1, NOW_NS + i).allowed())
+            })
+        })
+    });
     g.bench_function("one_thread", |b| {
         b.iter_custom(|iters| run(&f, &f.big, 1, iters, distinct))
     });

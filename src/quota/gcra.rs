@@ -54,10 +54,12 @@ impl GcraParams {
 /// What the limiter says about a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GcraOutcome {
-    /// Allowed; `remaining` units could still pass right now.
-    Allowed { remaining: u64 },
-    /// Limited; retry after this many nanoseconds.
-    Limited { retry_after_ns: u64 },
+    /// Allowed; `remaining` units could still pass right now, and the
+    /// bucket is full again in `reset_ns` (both as this decision left it).
+    Allowed { remaining: u64, reset_ns: u64 },
+    /// Limited; retry after `retry_after_ns`; the bucket is full again in
+    /// `reset_ns`.
+    Limited { retry_after_ns: u64, reset_ns: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -86,17 +88,26 @@ impl Gcra {
             if new_tat > limit {
                 return GcraOutcome::Limited {
                     retry_after_ns: new_tat - limit,
+                    reset_ns: tat.max(now) - now,
                 };
             }
             let remaining = (limit - new_tat) / p.interval_ns;
             if !consume {
-                return GcraOutcome::Allowed { remaining };
+                return GcraOutcome::Allowed {
+                    remaining,
+                    reset_ns: tat.max(now) - now,
+                };
             }
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return GcraOutcome::Allowed { remaining },
+                Ok(_) => {
+                    return GcraOutcome::Allowed {
+                        remaining,
+                        reset_ns: new_tat - now,
+                    }
+                }
                 Err(actual) => tat = actual,
             }
         }
@@ -147,15 +158,21 @@ mod tests {
         for i in 0..5 {
             assert_eq!(
                 g.acquire(p, t0, 1, true),
-                GcraOutcome::Allowed { remaining: 4 - i }
+                GcraOutcome::Allowed {
+                    remaining: 4 - i,
+                    reset_ns: (i + 1) * 100_000_000,
+                }
             );
         }
         assert_eq!(
             g.acquire(p, t0, 1, true),
             GcraOutcome::Limited {
-                retry_after_ns: 100_000_000
+                retry_after_ns: 100_000_000,
+                reset_ns: 500_000_000,
             }
         );
+        // What a decision reports is what the bucket's state says then.
+        assert_eq!(g.state(p, t0), (0, 500_000_000));
         // 100 ms later exactly one more unit fits.
         let t1 = t0 + 100_000_000;
         assert!(matches!(

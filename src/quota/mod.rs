@@ -233,7 +233,7 @@ impl TenantState {
         };
         match self.ingest.acquire(g, now, n, true) {
             GcraOutcome::Allowed { .. } => Ok(()),
-            GcraOutcome::Limited { retry_after_ns } => Err(retry_after_ns),
+            GcraOutcome::Limited { retry_after_ns, .. } => Err(retry_after_ns),
         }
     }
 
@@ -353,15 +353,21 @@ impl TenantState {
             reset_ns,
         };
         match self.burst.acquire(g, d.now, cost, take) {
-            GcraOutcome::Allowed { remaining } => {
-                d.burst = Some(status(remaining, self.burst.state(g, d.now).1));
+            GcraOutcome::Allowed {
+                remaining,
+                reset_ns,
+            } => {
+                d.burst = Some(status(remaining, reset_ns));
                 BurstStep::Pass {
                     decision: d,
                     burst_ns: if take { g.cost_ns(cost) } else { 0 },
                 }
             }
-            GcraOutcome::Limited { retry_after_ns } => {
-                d.burst = Some(status(0, self.burst.state(g, d.now).1));
+            GcraOutcome::Limited {
+                retry_after_ns,
+                reset_ns,
+            } => {
+                d.burst = Some(status(0, reset_ns));
                 BurstStep::Limited(self.denied(d, Outcome::RateLimited, retry_after_ns))
             }
         }
@@ -377,7 +383,6 @@ impl TenantState {
         take: bool,
         burst_ns: u64,
     ) -> Decision {
-        let until_reset = (d.period.end_secs().saturating_mul(NANOS_PER_SEC) - d.now).max(0) as u64;
         // Calls are checked before tokens (SPEC §3), so with both spent
         // the answer is quota_exceeded.
         let tokens_over = d.tokens_limit.is_some_and(|l| d.tokens_used >= l);
@@ -404,6 +409,7 @@ impl TenantState {
             Err(_) => Outcome::QuotaExceeded,
         };
         self.give_back_burst(plan, &mut d, burst_ns);
+        let until_reset = (d.period.end_secs().saturating_mul(NANOS_PER_SEC) - d.now).max(0) as u64;
         self.denied(d, outcome, until_reset)
     }
 

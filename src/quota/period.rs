@@ -5,6 +5,8 @@
 //! decision path can find the current period without touching chrono, and the
 //! proptests compare them against chrono for any date.
 
+use std::cell::Cell;
+
 use chrono::{DateTime, TimeZone, Utc};
 
 /// Nanoseconds since the Unix epoch: the clock value on the decision path.
@@ -12,6 +14,35 @@ pub type Nanos = i64;
 
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
+
+/// A period with its bounds in nanoseconds: `[start_ns, end_ns)`.
+#[derive(Clone, Copy)]
+struct Window {
+    start_ns: Nanos,
+    end_ns: Nanos,
+    period: Period,
+}
+
+impl Window {
+    /// Holds no instant.
+    const EMPTY: Window = Window {
+        start_ns: 0,
+        end_ns: 0,
+        period: Period(0),
+    };
+
+    #[cold]
+    fn of(ns: Nanos) -> Window {
+        let period = Period::containing_secs(ns.div_euclid(NANOS_PER_SEC));
+        // Saturated at the ends of the i64 clock: an instant past a bound
+        // that saturated is recomputed each time, never answered wrong.
+        Window {
+            start_ns: period.start_secs().saturating_mul(NANOS_PER_SEC),
+            end_ns: period.end_secs().saturating_mul(NANOS_PER_SEC),
+            period,
+        }
+    }
+}
 
 /// A calendar month in UTC: `0` is January 1970, `-1` December 1969.
 #[derive(
@@ -26,8 +57,24 @@ impl Period {
         Period(((y - 1970) * 12 + (m as i64 - 1)) as i32)
     }
 
+    /// The period holding `ns`. Every decision asks this, and the calendar
+    /// arithmetic cost more than the rest of an in-cache decision, so each
+    /// thread keeps the last period it found with its bounds in
+    /// nanoseconds and answers from them while `ns` falls inside.
+    #[inline]
     pub fn containing_nanos(ns: Nanos) -> Period {
-        Period::containing_secs(ns.div_euclid(NANOS_PER_SEC))
+        thread_local! {
+            static LAST: Cell<Window> = const { Cell::new(Window::EMPTY) };
+        }
+        LAST.with(|last| {
+            let w = last.get();
+            if w.start_ns <= ns && ns < w.end_ns {
+                return w.period;
+            }
+            let w = Window::of(ns);
+            last.set(w);
+            w.period
+        })
     }
 
     pub fn containing(t: DateTime<Utc>) -> Period {
@@ -149,6 +196,20 @@ mod tests {
             let first = NaiveDate::from_ymd_opt(t.year(), t.month(), 1).unwrap();
             prop_assert_eq!(p.start_secs(), first.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp());
             prop_assert!((28 * 86_400..=31 * 86_400).contains(&p.length_secs()));
+        }
+
+        // The per-thread cache answers as the arithmetic does, whatever
+        // instant was asked before (the same month, another, an edge).
+        #[test]
+        fn cached_period_matches_arithmetic(
+            a in any::<i64>(),
+            b in any::<i64>(),
+            near in -3_000_000_000_000_000i64..3_000_000_000_000_000i64,
+        ) {
+            let direct = |ns: i64| Period::containing_secs(ns.div_euclid(NANOS_PER_SEC));
+            for ns in [a, b, a.saturating_add(near), i64::MAX, i64::MIN, b, a] {
+                prop_assert_eq!(Period::containing_nanos(ns), direct(ns));
+            }
         }
 
         #[test]
