@@ -84,18 +84,19 @@ impl Gcra {
         let limit = now.saturating_add(p.capacity_ns());
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
-            let new_tat = tat.max(now).saturating_add(p.cost_ns(n));
+            let from = tat.max(now);
+            let new_tat = from.saturating_add(p.cost_ns(n));
             if new_tat > limit {
                 return GcraOutcome::Limited {
                     retry_after_ns: new_tat - limit,
-                    reset_ns: tat.max(now) - now,
+                    reset_ns: from - now,
                 };
             }
             let remaining = (limit - new_tat) / p.interval_ns;
             if !consume {
                 return GcraOutcome::Allowed {
                     remaining,
-                    reset_ns: tat.max(now) - now,
+                    reset_ns: from - now,
                 };
             }
             match self

@@ -130,8 +130,7 @@ impl Decision {
 
     /// Nanoseconds until the period resets.
     pub fn period_reset_ns(&self) -> u64 {
-        let end = self.period.end_secs().saturating_mul(NANOS_PER_SEC);
-        end.saturating_sub(self.now).max(0) as u64
+        self.period.end_nanos().saturating_sub(self.now).max(0) as u64
     }
 
     /// Seconds until the period resets (ceiling).
@@ -409,7 +408,7 @@ impl TenantState {
             Err(_) => Outcome::QuotaExceeded,
         };
         self.give_back_burst(plan, &mut d, burst_ns);
-        let until_reset = (d.period.end_secs().saturating_mul(NANOS_PER_SEC) - d.now).max(0) as u64;
+        let until_reset = d.period_reset_ns();
         self.denied(d, outcome, until_reset)
     }
 

@@ -34,14 +34,30 @@ impl Window {
     #[cold]
     fn of(ns: Nanos) -> Window {
         let period = Period::containing_secs(ns.div_euclid(NANOS_PER_SEC));
-        // Saturated at the ends of the i64 clock: an instant past a bound
-        // that saturated is recomputed each time, never answered wrong.
+        let (start_ns, end_ns) = Window::bounds(period);
         Window {
-            start_ns: period.start_secs().saturating_mul(NANOS_PER_SEC),
-            end_ns: period.end_secs().saturating_mul(NANOS_PER_SEC),
+            start_ns,
+            end_ns,
             period,
         }
     }
+
+    /// `period`'s bounds in nanoseconds, saturated at the ends of the i64
+    /// clock: an instant past a bound that saturated is recomputed each
+    /// time, never answered wrong.
+    #[cold]
+    fn bounds(period: Period) -> (Nanos, Nanos) {
+        (
+            period.start_secs().saturating_mul(NANOS_PER_SEC),
+            period.end_secs().saturating_mul(NANOS_PER_SEC),
+        )
+    }
+}
+
+thread_local! {
+    /// The last period this thread found, for [`Period::containing_nanos`]
+    /// and [`Period::end_nanos`].
+    static LAST: Cell<Window> = const { Cell::new(Window::EMPTY) };
 }
 
 /// A calendar month in UTC: `0` is January 1970, `-1` December 1969.
@@ -63,9 +79,6 @@ impl Period {
     /// nanoseconds and answers from them while `ns` falls inside.
     #[inline]
     pub fn containing_nanos(ns: Nanos) -> Period {
-        thread_local! {
-            static LAST: Cell<Window> = const { Cell::new(Window::EMPTY) };
-        }
         LAST.with(|last| {
             let w = last.get();
             if w.start_ns <= ns && ns < w.end_ns {
@@ -74,6 +87,21 @@ impl Period {
             let w = Window::of(ns);
             last.set(w);
             w.period
+        })
+    }
+
+    /// Nanoseconds since the epoch at the first instant of the next period
+    /// (saturated at the i64 clock's end): from the thread's cached window
+    /// when it is this period, as on every answer's reset headers.
+    #[inline]
+    pub fn end_nanos(self) -> Nanos {
+        LAST.with(|last| {
+            let w = last.get();
+            if w.period == self && w.end_ns > w.start_ns {
+                w.end_ns
+            } else {
+                Window::bounds(self).1
+            }
         })
     }
 
@@ -207,8 +235,13 @@ mod tests {
             near in -3_000_000_000_000_000i64..3_000_000_000_000_000i64,
         ) {
             let direct = |ns: i64| Period::containing_secs(ns.div_euclid(NANOS_PER_SEC));
+            let end = |p: Period| p.end_secs().saturating_mul(NANOS_PER_SEC);
             for ns in [a, b, a.saturating_add(near), i64::MAX, i64::MIN, b, a] {
-                prop_assert_eq!(Period::containing_nanos(ns), direct(ns));
+                let p = Period::containing_nanos(ns);
+                prop_assert_eq!(p, direct(ns));
+                prop_assert_eq!(p.end_nanos(), end(p));
+                // Another period than the cached one.
+                prop_assert_eq!(p.next().end_nanos(), end(p.next()));
             }
         }
 
