@@ -319,11 +319,11 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         "the wrong-key message",
         "const e = document.querySelector('[data-testid=login-error]'); return !!e && !e.hidden;",
     );
-    assert!(b
-        .text("login-error")
-        .as_str()
-        .unwrap()
-        .contains("not accepted"));
+    let message = b.text("login-error");
+    assert!(
+        message.as_str().unwrap().contains("not accepted"),
+        "the first message shown is the wrong key's: {message}"
+    );
     let refused = b.console_errors();
     assert!(
         refused.iter().all(|e| e.contains("401")),

@@ -4,7 +4,7 @@
   const $ = (id) => document.getElementById(id);
   const { STORE_KEY, nf, num, request, keyFromHash, isTenantKey } = window.Tollgate;
   const REFRESH_MS = 5000;
-  const state = { key: null, mode: null, range: "week", from: null, to: null, tenant: null, timer: null, busy: false, hover: null };
+  const state = { key: null, mode: null, range: "week", from: null, to: null, tenant: null, timer: null, busy: null, hover: null, attempt: 0 };
 
   // The range as a query: a named one, or `from`/`to` (a previous period,
   // or dates the user picked).
@@ -37,7 +37,10 @@
     if (el && el.textContent !== value) el.textContent = value;
   }
 
-  const api = (path) => request(state.key, "GET", path);
+  // Every read of one refresh goes with the key it started with: a
+  // sign-in meanwhile (state.key changes) makes its answers, and its
+  // failures, stale rather than sent under the wrong key.
+  const reader = (key) => (path) => request(key, "GET", path);
 
   // ---- sign-in ---------------------------------------------------------------
 
@@ -54,12 +57,21 @@
   }
 
   async function signIn(key) {
-    state.key = key;
+    // Until the new key is accepted nothing refreshes: no timer, no
+    // resize and no answer still in flight may use it, or the old key,
+    // and report the wrong failure (mode is null, refresh does nothing).
+    clearInterval(state.timer);
+    state.mode = null;
+    state.key = null;
+    const attempt = ++state.attempt;
     const tenantShaped = isTenantKey(key);
     try {
-      await api(tenantShaped ? "/api/billing/usage" : "/api/admin/tenants");
+      await request(key, "GET", tenantShaped ? "/api/billing/usage" : "/api/admin/tenants");
+      if (attempt !== state.attempt) return;
+      state.key = key;
       state.mode = tenantShaped ? "tenant" : "admin";
     } catch (e) {
+      if (attempt !== state.attempt) return;
       if (e.status === 401 || e.status === 403) {
         localStorage.removeItem(STORE_KEY);
         return showLogin("That key was not accepted: it is unknown, revoked or mistyped.");
@@ -74,7 +86,7 @@
     $("admin-top").hidden = state.mode !== "admin";
     text("who", state.mode === "admin" ? "Operator" : "Key " + key.slice(0, 8) + "…");
     if (state.mode === "tenant") {
-      api("/api/billing/subscription").then((sub) => {
+      reader(key)("/api/billing/subscription").then((sub) => {
         text("who", sub.tenantName + " · key " + key.slice(0, 8) + "…");
         text("tenant-name", sub.tenantName);
       }).catch(() => {});
@@ -87,8 +99,13 @@
   // ---- data ------------------------------------------------------------------
 
   async function refresh() {
-    if (state.busy) return;
-    state.busy = true;
+    // One refresh at a time per key; one for a key signed in meanwhile
+    // goes ahead, and the old one draws nothing.
+    if (!state.key || state.busy === state.key) return;
+    const key = state.key;
+    state.busy = key;
+    const api = reader(key);
+    const stale = () => key !== state.key;
     try {
       if (state.mode === "admin") {
         // Every tenant's unusual hours come with the rest, so that the
@@ -98,11 +115,13 @@
           api("/api/admin/tenants"),
           state.tenant ? null : api("/api/admin/anomalies?" + rangeQuery()),
         ]);
+        if (stale()) return;
         renderAdmin(all, tenants.data);
         if (state.tenant) {
           const base = "/api/admin/tenants/" + encodeURIComponent(state.tenant);
           const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?" + rangeQuery())]);
           const period = state.range === "month" ? report : await api(base + "/api-usage?range=month");
+          if (stale()) return;
           renderTenant(usage, report, period);
         } else {
           renderTenant(null, all);
@@ -112,14 +131,16 @@
       } else if (state.mode === "tenant") {
         const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?" + rangeQuery())]);
         const period = state.range === "month" ? report : await api("/api/billing/api-usage?range=month");
+        if (stale()) return;
         renderTenant(usage, report, period);
       }
       text("updated", new Date().toLocaleTimeString("en-US"));
     } catch (e) {
+      if (stale()) return;
       if (e.status === 401) showLogin("That key is no longer accepted.");
       else text("updated", "failed (" + e.message + "), retrying");
     } finally {
-      state.busy = false;
+      if (state.busy === key) state.busy = null;
     }
   }
 
