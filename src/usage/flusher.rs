@@ -86,17 +86,17 @@ impl UsageFlusher {
                 let mut last_trim = Instant::now();
                 loop {
                     // The interval gathers a trickle into one write; a queue
-                    // already holding a full batch is written at once, so
-                    // under load the flusher does not sleep while ingestion
-                    // is refused for want of room.
-                    let busy = held.is_none() && rx.waiting() >= KEEP_BATCH;
+                    // already holding a full batch is written at once, and
+                    // reported usage filling its lane past one wakes the
+                    // sleep, so under load the flusher does not sleep while
+                    // ingestion waits for room.
+                    let busy = held.is_none() && rx.full_batch_waiting();
                     let wait = if busy {
                         Duration::ZERO
                     } else {
                         schedule.interval
                     };
-                    let stopping =
-                        !matches!(stop_rx.recv_timeout(wait), Err(RecvTimeoutError::Timeout));
+                    let stopping = rx.wait_or_stop(&stop_rx, wait);
                     // A batch the store could not take waits here and is
                     // tried again first; meanwhile the queue is not drained, so
                     // it fills up and ingestion answers 503 (back-pressure)
@@ -104,14 +104,16 @@ impl UsageFlusher {
                     if let Some(h) = held.take() {
                         held = stats.store_call(|| retry(store.as_ref(), h, &stats));
                     }
-                    // What is waiting now is written; what arrives
+                    // What is waiting now is written; what requests add
                     // meanwhile waits for the next interval (or the busy
-                    // check above), so that a steady stream is written
-                    // in one write per interval, not in as many small
-                    // writes as the store can take (each is a transaction
-                    // and a flush: sled then wrote ~1.5 KB per record
-                    // of ~0.1 KB). A full batch means more is waiting;
-                    // a stop drains everything.
+                    // check above), so that a steady stream of decisions
+                    // is written in one write per interval, not in as many
+                    // small writes as the store can take (each is a
+                    // transaction and a flush: sled then wrote ~1.5 KB per
+                    // record of ~0.1 KB). Reported usage waiting means
+                    // clients may be waiting for room: that is written at
+                    // once, as is the rest after a full batch, and a stop
+                    // drains everything.
                     while held.is_none() {
                         let drained = rx.drain_into(&mut buf, MAX_BATCH);
                         if drained == 0 {
@@ -127,7 +129,7 @@ impl UsageFlusher {
                         if held.is_none() {
                             settle(&shared, period);
                         }
-                        if drained < MAX_BATCH && !stopping {
+                        if drained < MAX_BATCH && !stopping && !rx.reported_waiting() {
                             break;
                         }
                     }
@@ -494,6 +496,100 @@ mod tests {
         let early = seen_rx.recv_timeout(Duration::from_secs(2));
         assert!(early.is_err(), "{early:?} after {:?}", start.elapsed());
         assert_eq!(seen_rx.recv_timeout(Duration::from_secs(10)), Ok(1));
+        drop(flusher);
+    }
+
+    fn flusher_over_sled(
+        dir: &std::path::Path,
+        interval: Duration,
+    ) -> (
+        crate::usage::queue::UsageQueue,
+        UsageFlusher,
+        std::sync::mpsc::Receiver<usize>,
+    ) {
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SledStore::open_with(dir, crate::store::SledOptions::new(100, 1 << 24))
+                .unwrap(),
+        );
+        let stats = Arc::new(Stats::default());
+        let (queue, rx) = crate::usage::queue::usage_queue(1 << 17, stats.clone());
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<usize>();
+        let hook: BatchHook = Box::new(move |b: &[Queued]| {
+            let _ = seen_tx.send(b.len());
+        });
+        let schedule = FlushSchedule {
+            interval,
+            checkpoint: Duration::from_secs(3600),
+            raw_days: 30,
+            stop_timeout: Duration::from_secs(30),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let flusher = UsageFlusher::start(rx, store, schedule, clock, stats, Some(hook)).unwrap();
+        (queue, flusher, seen_rx)
+    }
+
+    /// Regression (issue 19): the drain went on while anything was
+    /// waiting, so a steady stream of decisions was written in as many
+    /// small writes as the store could take (hundreds a second, each a
+    /// transaction and a flush). Now it is one write per interval.
+    #[test]
+    fn a_steady_stream_of_decisions_is_written_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, flusher, seen) = flusher_over_sled(dir.path(), Duration::from_millis(250));
+        let t = state("t");
+        let now = chrono::Utc::now().timestamp_millis();
+        let start = Instant::now();
+        let mut sent = 0;
+        while start.elapsed() < Duration::from_millis(1500) {
+            assert!(queue.enqueue(queued(&t, now)));
+            sent += 1;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        drop(flusher);
+        let writes: Vec<usize> = seen.try_iter().collect();
+        assert_eq!(writes.iter().sum::<usize>(), sent, "every record written");
+        // 1.5 s of 250 ms intervals, and the stop's last write.
+        assert!(
+            writes.len() <= 9,
+            "{} writes for {sent} records, the first {:?}",
+            writes.len(),
+            &writes[..writes.len().min(12)]
+        );
+    }
+
+    /// Reported usage filling its lane past a full batch wakes the
+    /// flusher before its interval: clients waiting for room are not
+    /// kept waiting for it.
+    #[test]
+    fn reported_usage_past_a_full_batch_is_written_before_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, flusher, seen) = flusher_over_sled(dir.path(), Duration::from_secs(5));
+        let t = state("t");
+        let now = chrono::Utc::now().timestamp_millis();
+        // The flusher has started its first 5 s sleep.
+        std::thread::sleep(Duration::from_millis(200));
+        let n = crate::usage::queue::FULL_BATCH;
+        let start = Instant::now();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let admission = queue
+                    .admit_by(n, tokio::time::Instant::now())
+                    .await
+                    .unwrap();
+                assert!(admission.send((0..n).map(|_| queued(&t, now)).collect()));
+            });
+        let mut taken = 0;
+        while taken < n {
+            taken += seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
         drop(flusher);
     }
 

@@ -46,7 +46,26 @@ struct IngestLane {
     capacity: usize,
     /// Woken each time the flusher takes records from the lane.
     freed: tokio::sync::Notify,
+    /// A token for the flusher, sent when a batch handed over leaves
+    /// [`full_batch`](Self::full_batch) records or more in the lane: a
+    /// batch worth writing at once, before the lane fills while the
+    /// flusher sleeps out its interval. Bounded to one token: a handover
+    /// that finds one waiting costs a failed `try_send`.
+    wake: (Sender<()>, Receiver<()>),
 }
+
+impl IngestLane {
+    /// Records worth a write of their own: a full batch, or a whole lane
+    /// smaller than that (whose clients then wait for the interval, as a
+    /// small queue is meant to make them).
+    fn full_batch(&self) -> usize {
+        FULL_BATCH.min(self.capacity).max(1)
+    }
+}
+
+/// Records that make a write worth doing at once rather than after the
+/// flush interval (a write is a transaction and a flush, whatever it holds).
+pub const FULL_BATCH: usize = 8_192;
 
 /// Room for a whole batch in the ingest lane, reserved until the batch
 /// is handed over (or given back, if it is dropped unsent).
@@ -70,7 +89,12 @@ impl Admission<'_> {
             return true;
         }
         match self.lane.tx.send(batch) {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.lane.queued.load(Ordering::Acquire) >= self.lane.full_batch() {
+                    let _ = self.lane.wake.0.try_send(());
+                }
+                true
+            }
             Err(_) => {
                 self.lane.queued.fetch_sub(n, Ordering::AcqRel);
                 false
@@ -116,6 +140,7 @@ pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueRece
         queued: AtomicUsize::new(0),
         capacity: ingest_capacity,
         freed: tokio::sync::Notify::new(),
+        wake: bounded(1),
     });
     (
         UsageQueue {
@@ -287,6 +312,40 @@ impl QueueReceiver {
     pub fn waiting(&self) -> usize {
         self.lanes.iter().map(|l| l.len()).sum::<usize>()
             + self.ingest_lane.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether reported usage is waiting (or has room reserved).
+    pub fn reported_waiting(&self) -> bool {
+        self.ingest_lane.queued.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a batch worth a write of its own is waiting now.
+    pub fn full_batch_waiting(&self) -> bool {
+        self.waiting() >= self.ingest_lane.full_batch()
+    }
+
+    /// Sleeps up to `timeout`: less when `stop` says to stop (true) or
+    /// when reported usage fills its lane past a full batch. The request
+    /// lanes wake no one (a decision does not pay for a wake-up): their
+    /// records wait for the interval, or for the next full batch.
+    pub fn wait_or_stop(&self, stop: &Receiver<()>, timeout: std::time::Duration) -> bool {
+        let wake = &self.ingest_lane.wake.1;
+        let mut select = crossbeam_channel::Select::new();
+        let stop_op = select.recv(stop);
+        select.recv(wake);
+        match select.select_timeout(timeout) {
+            // A message or a sender gone: both mean stop.
+            Ok(op) if op.index() == stop_op => {
+                let _ = op.recv(stop);
+                true
+            }
+            // The lane holds its own sender: this is a token.
+            Ok(op) => {
+                let _ = op.recv(wake);
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// Moves up to `max` waiting records into `out`; returns how many.
