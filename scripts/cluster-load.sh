@@ -24,13 +24,7 @@ trap 'kill $LOCAL $SHARED 2>/dev/null; wait $LOCAL $SHARED 2>/dev/null; kill $RE
 for p in 18190 18191; do until curl -sf 127.0.0.1:$p/healthz >/dev/null; do sleep 0.1; done; done
 . scripts/lib/bench-tenant.sh
 KL=$(bench_key 127.0.0.1:18190 load-admin); KS=$(bench_key 127.0.0.1:18191 load-admin)
-lua() { cat > "$TMP/$1.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"endpoint":"/v1/search"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $2"
-LUA
-}
+lua() { authorize_lua "$2" "$TMP/$1.lua"; }
 lua local "$KL"; lua shared "$KS"
 rps() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$TMP/$2.lua" "http://127.0.0.1:$1/api/v1/authorize" | awk '/Requests\/sec/ {print $2}'; }
 metric() { curl -sf 127.0.0.1:18191/metrics | awk -v m="$1" '$1 == m {print $2}'; }

@@ -49,11 +49,6 @@ echo "median calls/s: json $MH, rls $ML (x$(ratio "$ML" "$MH")), authz $MA (x$(r
 echo "median server CPU per call (us): json $CH, rls $CL, authz $CA"
 echo "server calls per CPU-second, gRPC / JSON: rls x$(ratio "$CH" "$CL"), authz x$(ratio "$CH" "$CA") (target >= 1)"
 if command -v wrk >/dev/null; then
-  cat > /tmp/tollgate-grpc-load.lua <<LUA
-wrk.method = "POST"
-wrk.body = '{"endpoint":"/v1/search"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
-LUA
+  authorize_lua "$KEY" /tmp/tollgate-grpc-load.lua
   echo "reference: wrk -t1 -c$CONC on the JSON path: $(wrk -t1 -c"$CONC" -d"${DURATION}s" -s /tmp/tollgate-grpc-load.lua http://127.0.0.1:18190/api/v1/authorize | awk '/Requests\/sec/ {print $2}') req/s"
 fi

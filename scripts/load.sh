@@ -19,12 +19,7 @@ trap 'kill $TG $BARE 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA" /tmp/tollgate
 until curl -sf 127.0.0.1:18180/healthz >/dev/null; do sleep 0.1; done
 . scripts/lib/bench-tenant.sh
 KEY=$(bench_key 127.0.0.1:18180 load-admin)
-cat > /tmp/tollgate-load.lua <<LUA
-wrk.method = "POST"
-wrk.body = '{"endpoint":"/v1/search"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
-LUA
+authorize_lua "$KEY" /tmp/tollgate-load.lua
 rps() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -s /tmp/tollgate-load.lua "http://$1/api/v1/authorize" | awk '/Requests\/sec/ {print $2}'; }
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
 echo "round  bare-actix req/s  tollgate req/s  ratio"

@@ -13,12 +13,7 @@ TG=$!
 until curl -sf 127.0.0.1:18180/healthz >/dev/null; do sleep 0.1; done
 . scripts/lib/bench-tenant.sh
 KEY=$(bench_key 127.0.0.1:18180 load-admin)
-cat > /tmp/p.lua <<LUA
-wrk.method = "POST"
-wrk.body = '{"endpoint":"/v1/search"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
-LUA
+authorize_lua "$KEY" /tmp/p.lua
 wrk -t1 -c64 -d14s -s /tmp/p.lua http://127.0.0.1:18180/api/v1/authorize > /tmp/wrk.txt &
 sleep 2
 perf record -F 1999 -g -p $TG -o /tmp/perf.data -- sleep 10 >/dev/null 2>&1

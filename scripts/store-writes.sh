@@ -22,12 +22,7 @@ one() {
   tg=$!
   until curl -sf 127.0.0.1:18180/healthz >/dev/null; do sleep 0.1; done
   key=$(bench_key 127.0.0.1:18180 load-admin)
-  cat > /tmp/tollgate-writes.lua <<LUA
-wrk.method = "POST"
-wrk.body = '{"endpoint":"/v1/search"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $key"
-LUA
+  authorize_lua "$key" /tmp/tollgate-writes.lua
   w0=$(awk '/^write_bytes/ {print $2}' /proc/$tg/io)
   rps=$(wrk -t1 -c64 -d"${DURATION}s" -s /tmp/tollgate-writes.lua http://127.0.0.1:18180/api/v1/authorize | awk '/Requests\/sec/ {print $2}')
   sleep 0.5

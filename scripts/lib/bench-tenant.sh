@@ -17,3 +17,14 @@ ingest_key() {
   "${admin[@]}" -X POST "$1/api/admin/tenants" -d '{"id":"ingest","planId":"enterprise"}' >/dev/null
   "${admin[@]}" -X POST "$1/api/admin/tenants/ingest/keys" | sed 's/.*"key":"\([^"]*\)".*/\1/'
 }
+
+# authorize_lua KEY FILE writes the wrk script every authorize benchmark
+# sends: POST /api/v1/authorize with a small JSON body under KEY.
+authorize_lua() {
+  cat > "$2" <<LUA
+wrk.method = "POST"
+wrk.body = '{"endpoint":"/v1/search"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $1"
+LUA
+}
