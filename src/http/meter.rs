@@ -3,11 +3,8 @@
 //! serve the request - for `/api/v1/authorize`, `/api/chat` and the
 //! gateway alike, so that they cannot drift apart.
 
-use std::future::Future;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -39,89 +36,47 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     /// request's record from `record` (what the handler knows: endpoint,
     /// method, model, user, bot).
     /// The response's headers will describe the decision.
-    pub fn acquire<'a>(
+    pub async fn acquire(
         st: S,
-        auth: &'a TenantAuth,
+        auth: &TenantAuth,
         cost: u64,
         record: UsageRecord,
         started: Instant,
-    ) -> Acquired<'a, S>
-    where
-        S: Send + 'a,
-    {
-        Acquired {
-            decided: Meter::decide(st, &auth.tenant, cost, record, started),
-            auth,
-        }
+    ) -> Self {
+        let meter = Meter::decide(st, &auth.tenant, cost, record, started).await;
+        auth.decided(meter.decision);
+        meter
     }
 
     /// Like [`acquire`](Self::acquire), for an edge with no HTTP response
     /// of its own (Envoy's gRPC services): takes `cost` calls of `tenant`
     /// at `now` if the limits allow ([`TenantState::acquire`]) and counts
     /// the outcome for `/metrics`. A shared quota (`[cluster]`) whose
-    /// lease is spent asks Redis for the request's units before refusing:
-    /// the one decision that waits, boxed ([`Decided`]).
-    pub fn decide<'a>(
-        st: S,
-        tenant: &'a Arc<TenantState>,
-        cost: u64,
-        record: UsageRecord,
-        started: Instant,
-    ) -> Decided<'a, S>
-    where
-        S: Send + 'a,
-    {
-        let now = st.clock.now_nanos();
-        let decision = tenant.acquire(cost, now);
-        if decision.outcome == Outcome::QuotaExceeded
-            && tenant.shared().is_some()
-            && st.cluster.is_some()
-        {
-            return Decided::TopUp(Box::pin(Meter::topped_up(
-                st, tenant, cost, record, started, decision, now,
-            )));
-        }
-        Decided::Now(Some(Meter::start(
-            st, tenant, cost, record, started, decision, now,
-        )))
-    }
-
-    /// The decision again once Redis has answered the top-up.
-    async fn topped_up(
-        st: S,
-        tenant: &Arc<TenantState>,
-        cost: u64,
-        record: UsageRecord,
-        started: Instant,
-        mut decision: Decision,
-        mut now: i64,
-    ) -> Self {
-        if let Some(cluster) = st.cluster.as_deref() {
-            match cluster.top_up(tenant, cost).await {
-                TopUp::Granted => {
-                    now = st.clock.now_nanos();
-                    decision = tenant.acquire(cost, now);
-                }
-                TopUp::Dry => {}
-                TopUp::Down => {
-                    decision.outcome = Outcome::ClusterUnavailable;
-                    decision.retry_after_ns = 1_000_000_000;
-                }
-            }
-        }
-        Meter::start(st, tenant, cost, record, started, decision, now)
-    }
-
-    /// The meter of `decision`, made at `now`: counted, its record started.
-    fn start(
+    /// lease is spent asks Redis for the request's units before refusing.
+    pub async fn decide(
         st: S,
         tenant: &Arc<TenantState>,
         cost: u64,
         mut record: UsageRecord,
         started: Instant,
-        decision: Decision,
-        now: i64,
     ) -> Self {
+        let mut now = st.clock.now_nanos();
+        let mut decision = tenant.acquire(cost, now);
+        if decision.outcome == Outcome::QuotaExceeded && tenant.shared().is_some() {
+            if let Some(cluster) = st.cluster.as_deref() {
+                match cluster.top_up(tenant, cost).await {
+                    TopUp::Granted => {
+                        now = st.clock.now_nanos();
+                        decision = tenant.acquire(cost, now);
+                    }
+                    TopUp::Dry => {}
+                    TopUp::Down => {
+                        decision.outcome = Outcome::ClusterUnavailable;
+                        decision.retry_after_ns = 1_000_000_000;
+                    }
+                }
+            }
+        }
         st.metrics.decision(decision.outcome);
         record.ts_ms = now.div_euclid(1_000_000);
         record.status = status_of(&decision);
@@ -259,51 +214,6 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         } = self;
         record.response_ms = started.elapsed().as_secs_f64() * 1e3;
         st.queue.try_enqueue(Queued { tenant, record })
-    }
-}
-
-/// What [`Meter::decide`] gives: the meter at once when the instance's own
-/// counters decide, or the boxed wait for a shared lease's top-up from
-/// Redis. A hand-made future, so that a request's future does not carry
-/// the room of the top-up's (nor two async layers moved as it is built):
-/// every other decision is ready on its first poll.
-// The large variant is the common one: boxing it would allocate for every
-// decision to spare the rare one.
-#[allow(clippy::large_enum_variant)]
-pub enum Decided<'a, S: Deref<Target = AppState>> {
-    Now(Option<Meter<S>>),
-    TopUp(Pin<Box<dyn Future<Output = Meter<S>> + Send + 'a>>),
-}
-
-impl<S: Deref<Target = AppState> + Unpin> Future for Decided<'_, S> {
-    type Output = Meter<S>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Meter<S>> {
-        match self.get_mut() {
-            Decided::Now(meter) => match meter.take() {
-                Some(m) => Poll::Ready(m),
-                None => Poll::Pending,
-            },
-            Decided::TopUp(wait) => wait.as_mut().poll(cx),
-        }
-    }
-}
-
-/// What [`Meter::acquire`] gives: [`Decided`], then the decision handed to
-/// the request's headers.
-pub struct Acquired<'a, S: Deref<Target = AppState>> {
-    decided: Decided<'a, S>,
-    auth: &'a TenantAuth,
-}
-
-impl<S: Deref<Target = AppState> + Unpin> Future for Acquired<'_, S> {
-    type Output = Meter<S>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Meter<S>> {
-        let this = self.get_mut();
-        let meter = std::task::ready!(Pin::new(&mut this.decided).poll(cx));
-        this.auth.decided(meter.decision);
-        Poll::Ready(meter)
     }
 }
 
