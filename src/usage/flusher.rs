@@ -430,6 +430,7 @@ mod tests {
     use crate::model::{Plan, UsageRecord};
     use crate::quota::period::Period;
     use crate::quota::{ActivePlan, TenantState};
+    use crate::usage::queue::FULL_BATCH;
 
     fn state(id: &str) -> Arc<TenantState> {
         let plan = ActivePlan::new(Plan::unlimited("p"));
@@ -446,43 +447,60 @@ mod tests {
         }
     }
 
+    /// A flusher over a sled store in `dir`, with a queue of `capacity`
+    /// that `preload` fills before it starts; each write's record count
+    /// comes out of the receiver.
+    fn flusher_over_sled(
+        dir: &std::path::Path,
+        interval: Duration,
+        capacity: usize,
+        preload: impl FnOnce(&crate::usage::queue::UsageQueue),
+    ) -> (
+        crate::usage::queue::UsageQueue,
+        UsageFlusher,
+        std::sync::mpsc::Receiver<usize>,
+    ) {
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SledStore::open_with(dir, crate::store::SledOptions::new(100, 1 << 24))
+                .unwrap(),
+        );
+        let stats = Arc::new(Stats::default());
+        let (queue, rx) = crate::usage::queue::usage_queue(capacity, stats.clone());
+        preload(&queue);
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<usize>();
+        let hook: BatchHook = Box::new(move |b: &[Queued]| {
+            let _ = seen_tx.send(b.len());
+        });
+        let schedule = FlushSchedule {
+            interval,
+            checkpoint: Duration::from_secs(3600),
+            raw_days: 30,
+            stop_timeout: Duration::from_secs(30),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let flusher = UsageFlusher::start(rx, store, schedule, clock, stats, Some(hook)).unwrap();
+        (queue, flusher, seen_rx)
+    }
+
     /// A queue holding a full batch is written at once, not after the
     /// interval: under load the flusher does not sleep while ingestion is
     /// refused for want of room. A trickle still waits for the interval.
     #[test]
     fn a_full_batch_is_written_without_waiting_for_the_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            crate::store::SledStore::open_with(
-                dir.path(),
-                crate::store::SledOptions::new(100, 1 << 24),
-            )
-            .unwrap(),
-        );
-        let stats = Arc::new(Stats::default());
-        let (queue, rx) = crate::usage::queue::usage_queue(4 * KEEP_BATCH, stats.clone());
-        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<usize>();
-        let hook: BatchHook = Box::new(move |b: &[Queued]| {
-            let _ = seen_tx.send(b.len());
-        });
-        let schedule = FlushSchedule {
-            interval: Duration::from_secs(5),
-            checkpoint: Duration::from_secs(3600),
-            raw_days: 30,
-            stop_timeout: Duration::from_secs(30),
-        };
         // Two full batches wait when the flusher starts: it does not run
         // the 5 s interval out first.
         let t = state("t");
         let now = chrono::Utc::now().timestamp_millis();
-        for _ in 0..2 * KEEP_BATCH {
-            assert!(queue.enqueue(queued(&t, now)));
-        }
         let start = Instant::now();
-        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
-        let flusher = UsageFlusher::start(rx, store, schedule, clock, stats, Some(hook)).unwrap();
+        let (queue, flusher, seen_rx) =
+            flusher_over_sled(dir.path(), Duration::from_secs(5), 4 * FULL_BATCH, |q| {
+                for _ in 0..2 * FULL_BATCH {
+                    assert!(q.enqueue(queued(&t, now)));
+                }
+            });
         let mut taken = 0;
-        while taken < 2 * KEEP_BATCH {
+        while taken < 2 * FULL_BATCH {
             taken += seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
         assert!(
@@ -499,35 +517,6 @@ mod tests {
         drop(flusher);
     }
 
-    fn flusher_over_sled(
-        dir: &std::path::Path,
-        interval: Duration,
-    ) -> (
-        crate::usage::queue::UsageQueue,
-        UsageFlusher,
-        std::sync::mpsc::Receiver<usize>,
-    ) {
-        let store: Arc<dyn Store> = Arc::new(
-            crate::store::SledStore::open_with(dir, crate::store::SledOptions::new(100, 1 << 24))
-                .unwrap(),
-        );
-        let stats = Arc::new(Stats::default());
-        let (queue, rx) = crate::usage::queue::usage_queue(1 << 17, stats.clone());
-        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<usize>();
-        let hook: BatchHook = Box::new(move |b: &[Queued]| {
-            let _ = seen_tx.send(b.len());
-        });
-        let schedule = FlushSchedule {
-            interval,
-            checkpoint: Duration::from_secs(3600),
-            raw_days: 30,
-            stop_timeout: Duration::from_secs(30),
-        };
-        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
-        let flusher = UsageFlusher::start(rx, store, schedule, clock, stats, Some(hook)).unwrap();
-        (queue, flusher, seen_rx)
-    }
-
     /// Regression (issue 19): the drain went on while anything was
     /// waiting, so a steady stream of decisions was written in as many
     /// small writes as the store could take (hundreds a second, each a
@@ -535,7 +524,8 @@ mod tests {
     #[test]
     fn a_steady_stream_of_decisions_is_written_once_per_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let (queue, flusher, seen) = flusher_over_sled(dir.path(), Duration::from_millis(250));
+        let (queue, flusher, seen) =
+            flusher_over_sled(dir.path(), Duration::from_millis(250), 1 << 17, |_| {});
         let t = state("t");
         let now = chrono::Utc::now().timestamp_millis();
         let start = Instant::now();
@@ -563,12 +553,13 @@ mod tests {
     #[test]
     fn reported_usage_past_a_full_batch_is_written_before_the_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let (queue, flusher, seen) = flusher_over_sled(dir.path(), Duration::from_secs(5));
+        let (queue, flusher, seen) =
+            flusher_over_sled(dir.path(), Duration::from_secs(5), 1 << 17, |_| {});
         let t = state("t");
         let now = chrono::Utc::now().timestamp_millis();
         // The flusher has started its first 5 s sleep.
         std::thread::sleep(Duration::from_millis(200));
-        let n = crate::usage::queue::FULL_BATCH;
+        let n = FULL_BATCH;
         let start = Instant::now();
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
