@@ -274,7 +274,7 @@ pub async fn billing_api_usage(
     auth: TenantAuth,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    tenant_report(&st, auth.tenant.clone(), &req).await
+    tenant_report(&st, auth.tenant().clone(), &req).await
 }
 
 /// The tenant an admin route names, or a 404.

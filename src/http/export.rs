@@ -168,7 +168,7 @@ pub async fn export(
     auth: TenantAuth,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    stream_export(&st, auth.tenant.id.to_string(), &req)
+    stream_export(&st, auth.tenant().id.to_string(), &req)
 }
 
 /// `GET /api/admin/tenants/{id}/api-usage/export`: the same, for the operator.

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -30,7 +31,8 @@ pub struct ApiJson<T, const OPTIONAL: bool = false>(pub T);
 /// A body that may be left out entirely.
 pub type OptionalJson<T> = ApiJson<T, true>;
 
-fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+/// The application's state, borrowed from the request.
+pub fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>().ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,10 +137,34 @@ pub async fn stream_body(
 }
 
 /// `read`, or 408 when the body has not arrived within `timeout`.
+///
+/// A body already on its way in costs no timer: actix-web calls the
+/// handler before it hands over the body it read with the head, so the
+/// first read waits once, then finds the body when polled again in the
+/// same turn of the connection. Only a body still missing after that
+/// starts the clock (a timer per request is a quarter of the HTTP path's
+/// own work).
 async fn within(
     timeout: std::time::Duration,
     read: impl Future<Output = Result<(), ApiError>>,
 ) -> Result<(), ApiError> {
+    let mut read = std::pin::pin!(read);
+    let mut waited = false;
+    let early = std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+        Poll::Ready(done) => Poll::Ready(Some(done)),
+        Poll::Pending if !waited => {
+            waited = true;
+            // Polled again at once, body or not: a body that never comes
+            // still meets the timer below.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    if let Some(done) = early {
+        return done;
+    }
     match tokio::time::timeout(timeout, read).await {
         Ok(done) => done,
         Err(_) => Err(ApiError::new(
@@ -268,15 +294,19 @@ impl Drop for TenantCtx {
 
 /// An authenticated tenant (`Authorization: Bearer <key>` or `X-API-Key`).
 pub struct TenantAuth {
-    pub tenant: Arc<TenantState>,
     ctx: Rc<TenantCtx>,
 }
 
 impl TenantAuth {
+    /// The tenant (held once, by the request's context).
+    pub fn tenant(&self) -> &Arc<TenantState> {
+        &self.ctx.tenant
+    }
+
     /// Whether `cost` calls would pass now; takes nothing (a dry run,
     /// `/api/v1/check`).
     pub fn check(&self, st: &AppState, cost: u64, now: Nanos) -> Decision {
-        let d = self.tenant.check(cost, now);
+        let d = self.tenant().check(cost, now);
         st.metrics.decision(d.outcome);
         self.decided(d);
         d
@@ -362,11 +392,11 @@ impl FromRequest for TenantAuth {
             }
             // Holds the place from here on: its drop gives it back.
             let ctx = Rc::new(TenantCtx {
-                tenant: tenant.clone(),
+                tenant,
                 decision: Cell::new(None),
             });
             req.extensions_mut().insert(ctx.clone());
-            Ok(TenantAuth { tenant, ctx })
+            Ok(TenantAuth { ctx })
         })())
     }
 }

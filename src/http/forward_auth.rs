@@ -152,10 +152,10 @@ pub async fn forward_auth(
         Err(e) => return refused(e, via_nginx),
     };
     meter.served(None, 200, None);
-    let plan = auth.tenant.plan();
+    let plan = auth.tenant().plan();
     let mut res = HttpResponse::Ok().finish();
     put(&mut res, "x-tollgate-status", "200");
-    put(&mut res, "x-tollgate-tenant", &auth.tenant.id);
+    put(&mut res, "x-tollgate-tenant", &auth.tenant().id);
     put(&mut res, "x-tollgate-plan", &plan.plan.id);
     res
 }

@@ -14,6 +14,13 @@ use super::request_id::X_REQUEST_ID;
 use crate::clock::MsText;
 use crate::quota::{Decision, Outcome};
 
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
+
 /// Sets `name` to `value`, unless it is not a valid header value.
 pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
@@ -32,11 +39,13 @@ pub fn apply(headers: &mut HeaderMap, d: Option<&Decision>, success: bool, reque
         Some(d) => Values::of(d, success),
         None => Values::empty(),
     };
-    values.add(X_REQUEST_ID.as_str(), |w| w.write_str(request_id));
+    values.add(&X_REQUEST_ID, |w| w.write_str(request_id));
     let all = super::arena::bytes_of(values.buf.text());
     for &(name, start, end) in &values.items[..values.count] {
         if let Ok(v) = HeaderValue::from_maybe_shared(all.slice(start..end)) {
-            headers.insert(HeaderName::from_static(name), v);
+            // The names are made once (a name made from a string is
+            // parsed and checked each time).
+            headers.insert(name.clone(), v);
         }
     }
 }
@@ -48,7 +57,10 @@ pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, &st
     let text = values.buf.text();
     for &(name, start, end) in &values.items[..values.count] {
         // The buffer holds only what `Values::of` put there: ASCII.
-        out(name, std::str::from_utf8(&text[start..end]).unwrap_or(""));
+        out(
+            name.as_str(),
+            std::str::from_utf8(&text[start..end]).unwrap_or(""),
+        );
     }
 }
 
@@ -111,7 +123,7 @@ fn items(
 /// Every header value of a response, in one buffer: name, start, end.
 struct Values {
     buf: StackText,
-    items: [(&'static str, usize, usize); 7],
+    items: [(&'static HeaderName, usize, usize); 7],
     count: usize,
 }
 
@@ -122,7 +134,7 @@ impl Values {
                 bytes: [0; ROOM],
                 len: 0,
             },
-            items: [("", 0, 0); 7],
+            items: [(&X_REQUEST_ID, 0, 0); 7],
             count: 0,
         }
     }
@@ -134,10 +146,10 @@ impl Values {
         let month = d.calls_limit.zip(d.calls_remaining());
         let tokens = d.tokens_limit.zip(d.tokens_remaining());
         if let Some((limit, remaining)) = month {
-            v.add("x-ratelimit-limit", |w| w.num(limit));
-            v.add("x-ratelimit-remaining", |w| w.num(remaining));
+            v.add(&X_RATELIMIT_LIMIT, |w| w.num(limit));
+            v.add(&X_RATELIMIT_REMAINING, |w| w.num(remaining));
             let end = MsText::of(d.period.end());
-            v.add("x-ratelimit-reset", |w| w.write_str(end.as_str()));
+            v.add(&X_RATELIMIT_RESET, |w| w.write_str(end.as_str()));
         }
         let policies = [
             month.map(|(limit, _)| ("month", limit, window)),
@@ -151,8 +163,8 @@ impl Values {
                 .map(|b| ("burst", b.remaining, b.reset_ns.div_ceil(1_000_000_000))),
         ];
         if policies.iter().any(Option::is_some) {
-            v.add("ratelimit-policy", |w| items(w, ("q", "w"), policies));
-            v.add("ratelimit", |w| items(w, ("r", "t"), states));
+            v.add(&RATELIMIT_POLICY, |w| items(w, ("q", "w"), policies));
+            v.add(&RATELIMIT, |w| items(w, ("r", "t"), states));
         }
         if !success
             && matches!(
@@ -164,13 +176,17 @@ impl Values {
             )
         {
             let secs = d.retry_after_secs();
-            v.add("retry-after", |w| w.num(secs));
+            v.add(&RETRY_AFTER, |w| w.num(secs));
         }
         v
     }
 
     /// Writes one value; a value that does not fit is left out whole.
-    fn add(&mut self, name: &'static str, value: impl FnOnce(&mut StackText) -> std::fmt::Result) {
+    fn add(
+        &mut self,
+        name: &'static HeaderName,
+        value: impl FnOnce(&mut StackText) -> std::fmt::Result,
+    ) {
         let start = self.buf.len;
         if value(&mut self.buf).is_ok() && self.count < self.items.len() {
             self.items[self.count] = (name, start, self.buf.len);

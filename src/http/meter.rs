@@ -43,7 +43,7 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         record: UsageRecord,
         started: Instant,
     ) -> Self {
-        let meter = Meter::decide(st, &auth.tenant, cost, record, started).await;
+        let meter = Meter::decide(st, auth.tenant(), cost, record, started).await;
         auth.decided(meter.decision);
         meter
     }

@@ -46,12 +46,14 @@ fn opt_text<S: Default + std::ops::Deref<Target = str>>(
         (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 403, description = "tenant suspended", body = crate::http::openapi::ErrorBody), (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid field", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn authorize(
-    st: web::Data<AppState>,
     auth: TenantAuth,
     body: OptionalJson<AuthorizeRequest>,
     http: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    // Borrowed from the request: a `web::Data` extracted would count the
+    // state's `Arc` up and down on a cache line every worker shares.
+    let st = super::extract::state(&http)?;
     let req = body.0;
     let cost = check_count("cost", req.cost.unwrap_or(1)).map_err(ApiError::invalid)?;
     if cost == 0 {
@@ -75,11 +77,10 @@ pub async fn authorize(
         };
     }
 
-    let plan = auth.tenant.plan();
     let d = if req.dry_run {
-        let d = auth.check(&st, cost, st.clock.now_nanos());
+        let d = auth.check(st, cost, st.clock.now_nanos());
         if !d.allowed() {
-            return Err(rejection(&d, &plan.plan.id));
+            return Err(rejection(&d, &auth.tenant().plan().plan.id));
         }
         d
     } else {
@@ -96,13 +97,16 @@ pub async fn authorize(
             .boxed(),
             ..Default::default()
         };
-        let meter = Meter::acquire(&**st, &auth, cost, record, started)
+        let meter = Meter::acquire(&***st, &auth, cost, record, started)
             .await
             .allowed()?;
         let d = *meter.decision();
         meter.served(None, 200, None);
         d
     };
+    // The plan as it is now, without counting its `Arc` (shared by
+    // every worker) up and down.
+    let plan = auth.tenant().plan_now();
     Ok(json(
         HttpResponse::Ok(),
         &AuthorizeResponse {
@@ -143,7 +147,7 @@ pub async fn check(
             used: d.calls_used,
             remaining: d.calls_remaining(),
             reset_at: MsText::of(d.period.end()),
-            plan: &auth.tenant.plan().plan.id,
+            plan: &auth.tenant().plan().plan.id,
             reason,
         },
     ))
@@ -177,7 +181,7 @@ pub async fn ingest(
             ))
         }
     };
-    let tenant = &auth.tenant;
+    let tenant = auth.tenant();
     if tenant.is_suspended() {
         return Err(suspended());
     }
@@ -364,7 +368,7 @@ pub async fn billing_usage(
     st: web::Data<AppState>,
     auth: TenantAuth,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(usage_view(&st, &auth.tenant)?))
+    Ok(HttpResponse::Ok().json(usage_view(&st, auth.tenant())?))
 }
 
 pub fn usage_view(st: &AppState, tenant: &TenantState) -> Result<BillingUsage, ApiError> {
@@ -383,7 +387,7 @@ pub async fn billing_subscription(
     st: web::Data<AppState>,
     auth: TenantAuth,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(subscription_view(&st, &auth.tenant.id)?))
+    Ok(HttpResponse::Ok().json(subscription_view(&st, &auth.tenant().id)?))
 }
 
 pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionView, ApiError> {
@@ -481,7 +485,7 @@ pub async fn chat(
                     (StatusCode::BAD_GATEWAY, "upstream_error")
                 }
             };
-            tracing::warn!(error = %e, tenant = %auth.tenant.id, "chat upstream failed");
+            tracing::warn!(error = %e, tenant = %auth.tenant().id, "chat upstream failed");
             meter.failed(&auth, status.as_u16());
             Err(ApiError::new(status, code, e.to_string()))
         }

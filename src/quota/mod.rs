@@ -261,6 +261,12 @@ impl TenantState {
         self.plan.load_full()
     }
 
+    /// The plan as it is now, for a moment (not to hold across an
+    /// `.await`): read without counting its `Arc` up and down.
+    pub fn plan_now(&self) -> arc_swap::Guard<Arc<ActivePlan>> {
+        self.plan.load()
+    }
+
     /// Takes effect on the next decision.
     pub fn set_plan(&self, plan: Arc<ActivePlan>) {
         self.plan.store(plan);
