@@ -68,35 +68,7 @@ pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, &st
 /// numbers fit with room to spare).
 const ROOM: usize = 640;
 
-/// A buffer on the stack the values are written into; past its room a write fails
-/// (and the header is left out) instead of allocating.
-struct StackText {
-    bytes: [u8; ROOM],
-    len: usize,
-}
-
-impl StackText {
-    fn text(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    /// A number in decimal, without `core::fmt`'s machinery (itoa).
-    fn num(&mut self, n: u64) -> std::fmt::Result {
-        self.write_str(itoa::Buffer::new().format(n))
-    }
-}
-
-impl Write for StackText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        if end > ROOM {
-            return Err(std::fmt::Error);
-        }
-        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
+type StackText = super::stack_text::StackText<ROOM>;
 
 /// The items of `RateLimit-Policy` or `RateLimit`, those present joined
 /// by `, `: each `"name";k=v;k=v` with `keys` as its two parameters.
@@ -130,10 +102,7 @@ struct Values {
 impl Values {
     fn empty() -> Values {
         Values {
-            buf: StackText {
-                bytes: [0; ROOM],
-                len: 0,
-            },
+            buf: StackText::new(),
             items: [(&X_REQUEST_ID, 0, 0); 7],
             count: 0,
         }
@@ -187,12 +156,12 @@ impl Values {
         name: &'static HeaderName,
         value: impl FnOnce(&mut StackText) -> std::fmt::Result,
     ) {
-        let start = self.buf.len;
+        let start = self.buf.len();
         if value(&mut self.buf).is_ok() && self.count < self.items.len() {
-            self.items[self.count] = (name, start, self.buf.len);
+            self.items[self.count] = (name, start, self.buf.len());
             self.count += 1;
         } else {
-            self.buf.len = start;
+            self.buf.truncate(start);
         }
     }
 }

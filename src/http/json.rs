@@ -5,22 +5,49 @@
 
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::{HttpResponse, HttpResponseBuilder};
+use std::fmt;
+
 use serde::Serialize;
 use smallvec::SmallVec;
+
+use super::stack_text::StackText;
 
 /// Bodies up to this many bytes are written on the stack (a larger one
 /// spills into the heap and is still right).
 const STACK: usize = 512;
 
 /// `value` as the JSON body of `builder`'s response.
-pub fn json(mut builder: HttpResponseBuilder, value: &impl Serialize) -> HttpResponse {
+pub fn json(builder: HttpResponseBuilder, value: &impl Serialize) -> HttpResponse {
     let mut buf = SmallVec::<[u8; STACK]>::new();
     match serde_json::to_writer(&mut buf, value) {
-        Ok(()) => builder
-            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-            .body(super::arena::bytes_of(&buf)),
+        Ok(()) => body(builder, &buf),
         Err(e) => HttpResponse::from_error(actix_web::error::JsonPayloadError::Serialize(e)),
     }
+}
+
+/// A body of a fixed shape with a writer of its own, for the routes on
+/// every request's path (`serde_json` spends a tenth of the authorize
+/// path's own time on its 130 bytes, a write call per piece). It writes
+/// exactly what `serde_json` writes for the same value (tested with each).
+pub trait WriteJson: Serialize {
+    /// Fails only when the text does not fit in `w`.
+    fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result;
+}
+
+/// `value` as the JSON body of `builder`'s response, by its own writer
+/// (by `serde_json` when it does not fit on the stack).
+pub fn json_of(builder: HttpResponseBuilder, value: &impl WriteJson) -> HttpResponse {
+    let mut w = StackText::<STACK>::new();
+    match value.write_json(&mut w) {
+        Ok(()) => body(builder, w.text()),
+        Err(_) => json(builder, value),
+    }
+}
+
+fn body(mut builder: HttpResponseBuilder, json: &[u8]) -> HttpResponse {
+    builder
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(super::arena::bytes_of(json))
 }
 
 #[cfg(test)]
@@ -39,6 +66,42 @@ mod tests {
             );
             let body = res.into_body().try_into_bytes().unwrap();
             assert_eq!(body, serde_json::to_vec(&value).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_authorize_answer_is_written_as_serde_json_writes_it() {
+        use crate::clock::MsText;
+        use crate::http::types::AuthorizeResponse;
+        use chrono::{TimeZone, Utc};
+        let reset = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        let long = "p".repeat(600);
+        for (allowed, limit, remaining, plan) in [
+            (
+                true,
+                Some(100_000_000_000_000),
+                Some(99_999_999_999_999),
+                "bench",
+            ),
+            (false, None, None, "free"),
+            (true, Some(u64::MAX), Some(0), "qu\"o\\te \u{1} é"),
+            (true, Some(5), Some(5), long.as_str()),
+        ] {
+            let answer = AuthorizeResponse {
+                allowed,
+                limit,
+                used: 12_345,
+                remaining,
+                reset_at: MsText::of(reset),
+                plan,
+            };
+            let res = json_of(HttpResponse::Ok(), &answer);
+            assert_eq!(
+                res.headers().get("content-type").unwrap(),
+                "application/json"
+            );
+            let body = res.into_body().try_into_bytes().unwrap();
+            assert_eq!(body, serde_json::to_vec(&answer).unwrap(), "{plan}");
         }
     }
 }

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::batch::Position;
 use super::error::ApiError;
 use super::extract::{ApiJson, OptionalJson, TenantAuth};
-use super::json::json;
+use super::json::{json, json_of};
 use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
@@ -107,7 +107,7 @@ pub async fn authorize(
     // The plan as it is now, without counting its `Arc` (shared by
     // every worker) up and down.
     let plan = auth.tenant().plan_now();
-    Ok(json(
+    Ok(json_of(
         HttpResponse::Ok(),
         &AuthorizeResponse {
             allowed: true,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::catalog::{PlanBody, StatusBody};
+use super::stack_text::StackText;
 use crate::clock::{fmt_ms, MsText};
 use crate::model::{CompactString, Plan, RecordExtra, UsageRecord};
 use crate::quota::Decision;
@@ -83,6 +84,26 @@ pub struct AuthorizeResponse<'a> {
     #[schema(value_type = String)]
     pub reset_at: MsText,
     pub plan: &'a str,
+}
+
+impl super::json::WriteJson for AuthorizeResponse<'_> {
+    fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result {
+        w.bytes(if self.allowed {
+            br#"{"allowed":true,"limit":"#
+        } else {
+            br#"{"allowed":false,"limit":"#
+        })?;
+        w.json_opt_num(self.limit)?;
+        w.bytes(br#","used":"#)?;
+        w.num(self.used)?;
+        w.bytes(br#","remaining":"#)?;
+        w.json_opt_num(self.remaining)?;
+        w.bytes(br#","resetAt":"#)?;
+        w.json_str(self.reset_at.as_str())?;
+        w.bytes(br#","plan":"#)?;
+        w.json_str(self.plan)?;
+        w.bytes(b"}")
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
