@@ -53,7 +53,7 @@ pub async fn authorize(
     let started = Instant::now();
     // Borrowed from the request: a `web::Data` extracted would count the
     // state's `Arc` up and down on a cache line every worker shares.
-    let st = super::extract::state(&http)?;
+    let st: &AppState = super::extract::state(&http)?;
     let req = body.0;
     let cost = check_count("cost", req.cost.unwrap_or(1)).map_err(ApiError::invalid)?;
     if cost == 0 {
@@ -97,7 +97,7 @@ pub async fn authorize(
             .boxed(),
             ..Default::default()
         };
-        let meter = Meter::acquire(&***st, &auth, cost, record, started)
+        let meter = Meter::acquire(st, &auth, cost, record, started)
             .await
             .allowed()?;
         let d = *meter.decision();
