@@ -70,9 +70,9 @@ mod tests {
     }
 
     #[test]
-    fn the_authorize_answer_is_written_as_serde_json_writes_it() {
+    fn the_authorize_and_check_answers_are_written_as_serde_json_writes_them() {
         use crate::clock::MsText;
-        use crate::http::types::AuthorizeResponse;
+        use crate::http::types::{AuthorizeResponse, CheckResponse};
         use chrono::{TimeZone, Utc};
         let reset = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
         let long = "p".repeat(600);
@@ -102,6 +102,21 @@ mod tests {
             );
             let body = res.into_body().try_into_bytes().unwrap();
             assert_eq!(body, serde_json::to_vec(&answer).unwrap(), "{plan}");
+            let check = CheckResponse {
+                is_allowed: allowed,
+                allowed,
+                limit,
+                used: 12_345,
+                remaining,
+                reset_at: MsText::of(reset),
+                plan,
+                reason: (!allowed).then_some("quota_exceeded"),
+            };
+            let body = json_of(HttpResponse::Ok(), &check)
+                .into_body()
+                .try_into_bytes()
+                .unwrap();
+            assert_eq!(body, serde_json::to_vec(&check).unwrap(), "{plan}");
         }
     }
 }

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::batch::Position;
 use super::error::ApiError;
 use super::extract::{ApiJson, OptionalJson, TenantAuth};
-use super::json::{json, json_of};
+use super::json::json_of;
 use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
@@ -138,7 +138,7 @@ pub async fn check(
     }
     let d = auth.check(&st, cost, st.clock.now_nanos());
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
-    Ok(json(
+    Ok(json_of(
         HttpResponse::Ok(),
         &CheckResponse {
             is_allowed: d.allowed(),

@@ -123,6 +123,32 @@ pub struct CheckResponse<'a> {
     pub reason: Option<&'static str>,
 }
 
+impl super::json::WriteJson for CheckResponse<'_> {
+    fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result {
+        let yes_no = |b: bool| if b { &b"true"[..] } else { &b"false"[..] };
+        w.bytes(br#"{"isAllowed":"#)?;
+        w.bytes(yes_no(self.is_allowed))?;
+        w.bytes(br#","allowed":"#)?;
+        w.bytes(yes_no(self.allowed))?;
+        w.bytes(br#","limit":"#)?;
+        w.json_opt_num(self.limit)?;
+        w.bytes(br#","used":"#)?;
+        w.num(self.used)?;
+        w.bytes(br#","remaining":"#)?;
+        w.json_opt_num(self.remaining)?;
+        w.bytes(br#","resetAt":"#)?;
+        w.json_str(self.reset_at.as_str())?;
+        w.bytes(br#","plan":"#)?;
+        w.json_str(self.plan)?;
+        w.bytes(br#","reason":"#)?;
+        match self.reason {
+            Some(r) => w.json_str(r)?,
+            None => w.bytes(b"null")?,
+        }
+        w.bytes(b"}")
+    }
+}
+
 /// A string field of a request body, borrowed from the body when it has
 /// no escapes (serde's own `Cow` always copies inside an `Option`): the
 /// fields only checked (`timestamp`, `method`, `clientIp`, ...) cost no
