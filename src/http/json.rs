@@ -69,6 +69,16 @@ mod tests {
         }
     }
 
+    fn assert_written_as_serde_json(value: &impl WriteJson, what: &str) {
+        let res = json_of(HttpResponse::Ok(), value);
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/json"
+        );
+        let body = res.into_body().try_into_bytes().unwrap();
+        assert_eq!(body, serde_json::to_vec(value).unwrap(), "{what}");
+    }
+
     #[test]
     fn the_authorize_and_check_answers_are_written_as_serde_json_writes_them() {
         use crate::clock::MsText;
@@ -95,13 +105,6 @@ mod tests {
                 reset_at: MsText::of(reset),
                 plan,
             };
-            let res = json_of(HttpResponse::Ok(), &answer);
-            assert_eq!(
-                res.headers().get("content-type").unwrap(),
-                "application/json"
-            );
-            let body = res.into_body().try_into_bytes().unwrap();
-            assert_eq!(body, serde_json::to_vec(&answer).unwrap(), "{plan}");
             let check = CheckResponse {
                 is_allowed: allowed,
                 allowed,
@@ -112,11 +115,8 @@ mod tests {
                 plan,
                 reason: (!allowed).then_some("quota_exceeded"),
             };
-            let body = json_of(HttpResponse::Ok(), &check)
-                .into_body()
-                .try_into_bytes()
-                .unwrap();
-            assert_eq!(body, serde_json::to_vec(&check).unwrap(), "{plan}");
+            assert_written_as_serde_json(&answer, plan);
+            assert_written_as_serde_json(&check, plan);
         }
     }
 }

@@ -88,6 +88,10 @@ impl<const N: usize> StackText<N> {
         self.bytes(b"\"")
     }
 
+    pub fn json_bool(&mut self, b: bool) -> fmt::Result {
+        self.bytes(if b { b"true" } else { b"false" })
+    }
+
     /// `Some(n)` as a number, `None` as `null` (serde_json's `Option<u64>`).
     pub fn json_opt_num(&mut self, n: Option<u64>) -> fmt::Result {
         match n {

@@ -88,22 +88,31 @@ pub struct AuthorizeResponse<'a> {
 
 impl super::json::WriteJson for AuthorizeResponse<'_> {
     fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result {
-        w.bytes(if self.allowed {
-            br#"{"allowed":true,"limit":"#
-        } else {
-            br#"{"allowed":false,"limit":"#
-        })?;
-        w.json_opt_num(self.limit)?;
-        w.bytes(br#","used":"#)?;
-        w.num(self.used)?;
-        w.bytes(br#","remaining":"#)?;
-        w.json_opt_num(self.remaining)?;
-        w.bytes(br#","resetAt":"#)?;
-        w.json_str(self.reset_at.as_str())?;
-        w.bytes(br#","plan":"#)?;
-        w.json_str(self.plan)?;
+        w.bytes(br#"{"allowed":"#)?;
+        w.json_bool(self.allowed)?;
+        let state = (self.limit, self.used, self.remaining, &self.reset_at);
+        write_quota_state(w, state, self.plan)?;
         w.bytes(b"}")
     }
+}
+
+/// `,"limit":..,"used":..,"remaining":..,"resetAt":..,"plan":..`, the
+/// fields the authorize and check answers share, in their order.
+fn write_quota_state<const N: usize>(
+    w: &mut StackText<N>,
+    (limit, used, remaining, reset_at): (Option<u64>, u64, Option<u64>, &MsText),
+    plan: &str,
+) -> fmt::Result {
+    w.bytes(br#","limit":"#)?;
+    w.json_opt_num(limit)?;
+    w.bytes(br#","used":"#)?;
+    w.num(used)?;
+    w.bytes(br#","remaining":"#)?;
+    w.json_opt_num(remaining)?;
+    w.bytes(br#","resetAt":"#)?;
+    w.json_str(reset_at.as_str())?;
+    w.bytes(br#","plan":"#)?;
+    w.json_str(plan)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -125,21 +134,12 @@ pub struct CheckResponse<'a> {
 
 impl super::json::WriteJson for CheckResponse<'_> {
     fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result {
-        let yes_no = |b: bool| if b { &b"true"[..] } else { &b"false"[..] };
         w.bytes(br#"{"isAllowed":"#)?;
-        w.bytes(yes_no(self.is_allowed))?;
+        w.json_bool(self.is_allowed)?;
         w.bytes(br#","allowed":"#)?;
-        w.bytes(yes_no(self.allowed))?;
-        w.bytes(br#","limit":"#)?;
-        w.json_opt_num(self.limit)?;
-        w.bytes(br#","used":"#)?;
-        w.num(self.used)?;
-        w.bytes(br#","remaining":"#)?;
-        w.json_opt_num(self.remaining)?;
-        w.bytes(br#","resetAt":"#)?;
-        w.json_str(self.reset_at.as_str())?;
-        w.bytes(br#","plan":"#)?;
-        w.json_str(self.plan)?;
+        w.json_bool(self.allowed)?;
+        let state = (self.limit, self.used, self.remaining, &self.reset_at);
+        write_quota_state(w, state, self.plan)?;
         w.bytes(br#","reason":"#)?;
         match self.reason {
             Some(r) => w.json_str(r)?,
