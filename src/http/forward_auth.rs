@@ -113,7 +113,6 @@ pub struct Via {
     )
 )]
 pub async fn forward_auth(
-    st: web::Data<AppState>,
     req: HttpRequest,
     via: web::Query<Via>,
     auth: Result<TenantAuth, ApiError>,
@@ -122,6 +121,11 @@ pub async fn forward_auth(
     let via_nginx = via.via.as_deref() == Some("nginx");
     let auth = match auth {
         Ok(a) => a,
+        Err(e) => return refused(e, via_nginx),
+    };
+    // Borrowed from the request, as `authorize` borrows it.
+    let st: &AppState = match super::extract::state(&req) {
+        Ok(st) => st,
         Err(e) => return refused(e, via_nginx),
     };
     let cost = match req.headers().get(COST_HEADER) {
@@ -144,7 +148,7 @@ pub async fn forward_auth(
         .boxed(),
         ..Default::default()
     };
-    let meter = match Meter::acquire(&**st, &auth, cost, record, started)
+    let meter = match Meter::acquire(st, &auth, cost, record, started)
         .await
         .allowed()
     {
@@ -152,7 +156,7 @@ pub async fn forward_auth(
         Err(e) => return refused(e, via_nginx),
     };
     meter.served(None, 200, None);
-    let plan = auth.tenant().plan();
+    let plan = auth.tenant().plan_now();
     let mut res = HttpResponse::Ok().finish();
     put(&mut res, "x-tollgate-status", "200");
     put(&mut res, "x-tollgate-tenant", &auth.tenant().id);

@@ -127,17 +127,20 @@ pub async fn authorize(
     responses((status = 200, description = "whether `cost` calls would be allowed; nothing consumed", body = CheckResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody))
 )]
 pub async fn check(
-    st: web::Data<AppState>,
     auth: TenantAuth,
     body: OptionalJson<AuthorizeRequest>,
+    http: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Borrowed, as `authorize` borrows it.
+    let st: &AppState = super::extract::state(&http)?;
     let req = body.0;
     let cost = check_count("cost", req.cost.unwrap_or(1)).map_err(ApiError::invalid)?;
     if cost == 0 {
         return Err(ApiError::invalid("cost must be at least 1"));
     }
-    let d = auth.check(&st, cost, st.clock.now_nanos());
+    let d = auth.check(st, cost, st.clock.now_nanos());
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
+    let plan = auth.tenant().plan_now();
     Ok(json_of(
         HttpResponse::Ok(),
         &CheckResponse {
@@ -147,7 +150,7 @@ pub async fn check(
             used: d.calls_used,
             remaining: d.calls_remaining(),
             reset_at: MsText::of(d.period.end()),
-            plan: &auth.tenant().plan().plan.id,
+            plan: &plan.plan.id,
             reason,
         },
     ))
