@@ -187,7 +187,7 @@ impl Tollgate {
             counting,
         )?);
         if let Some(c) = &cluster {
-            c.start(registry.clone());
+            c.start(registry.clone(), shared.clone());
             tracing::info!(
                 redis = %crate::cluster::redacted(&config.cluster.redis_url),
                 instance = %c.instance(),

@@ -83,6 +83,19 @@ fn fleet_with(extra: &[(&str, &str)]) -> Fleet {
 /// Makes `plan` (JSON), tenant `tenant` on it and a key, through the admin
 /// API at `base`: the key.
 fn make_tenant(c: &Client, base: &str, plan: Value, tenant: &str) -> String {
+    let plan_id = plan["id"].as_str().unwrap().to_string();
+    let r = c
+        .post(format!("{base}/api/admin/plans"))
+        .bearer_auth(ADMIN)
+        .json(&plan)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    add_tenant(c, base, &plan_id, tenant)
+}
+
+/// Makes tenant `tenant` on plan `plan_id` and a key: the key.
+fn add_tenant(c: &Client, base: &str, plan_id: &str, tenant: &str) -> String {
     let admin = |path: &str, body: Value| {
         c.post(format!("{base}{path}"))
             .bearer_auth(ADMIN)
@@ -90,8 +103,6 @@ fn make_tenant(c: &Client, base: &str, plan: Value, tenant: &str) -> String {
             .send()
             .unwrap()
     };
-    let plan_id = plan["id"].as_str().unwrap().to_string();
-    assert_eq!(admin("/api/admin/plans", plan).status(), 201);
     let r = admin(
         "/api/admin/tenants",
         json!({"id": tenant, "planId": plan_id}),
@@ -664,5 +675,117 @@ fn tokens_reported_on_one_instance_count_on_the_others() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// The tokens of `key`'s tenant as the instances `at` answer
+/// `/api/billing/usage`.
+fn billed_tokens(c: &Client, f: &Fleet, at: &[usize], key: &str) -> Vec<u64> {
+    at.iter()
+        .map(|&i| {
+            let usage: Value = c
+                .get(f.procs[i].url("/api/billing/usage"))
+                .bearer_auth(key)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            usage["tokens"]["used"].as_u64().unwrap_or(u64::MAX)
+        })
+        .collect()
+}
+
+/// Waits until Redis's hash of `tenant` and the instances `at` read
+/// `want` tokens, then checks that they still do a second and a half later
+/// (a double count arrives with a sync).
+fn tokens_settle_at(c: &Client, f: &Fleet, tenant: &str, key: &str, at: &[usize], want: u64) {
+    let hash = period_key().replace("{t}", &format!("{{{tenant}}}"));
+    let read = || {
+        let mut r = billed_tokens(c, f, at, key);
+        r.push(f.redis.hget(&hash, "tokens") as u64);
+        r
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = read();
+        if r.iter().all(|&t| t == want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tenant}: instances {at:?} then Redis read {r:?}, want {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = read();
+    assert!(
+        r.iter().all(|&t| t == want),
+        "{tenant}: instances {at:?} then Redis read {r:?} later, want {want}"
+    );
+}
+
+/// Issue 36, item 1: a tenant's Redis hash is made from the store's
+/// totals, and each instance joining it added its whole running total of
+/// tokens - so every token already persisted counted twice. With no
+/// fault, a new tenant on a token-only plan read 2,000 after one report of
+/// 1,000 (when the flusher wrote before the hash existed); after a
+/// `FLUSHALL`, every token the instances had counted doubled.
+#[test]
+fn tokens_count_once_when_the_hash_is_made_or_rebuilt() {
+    let f = fleet();
+    let c = Client::new();
+    let report = |p: &Proc, key: &str, tokens: u64| {
+        let r = c
+            .post(p.url("/api/v1/usage"))
+            .bearer_auth(key)
+            .json(&json!({"endpoint": "/v1/chat", "calls": 0, "promptTokens": tokens}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202, "{:?}", r.text());
+    };
+    let plan = json!({"id": "tokens-only", "name": "Tokens", "monthlyTokens": 1_000_000});
+    let base = &f.procs[0].base;
+    let mut keys = vec![make_tenant(&c, base, plan, "tk0")];
+    for i in 1..4 {
+        keys.push(add_tenant(&c, base, "tokens-only", &format!("tk{i}")));
+    }
+    for key in &keys {
+        for p in &f.procs {
+            wait_for_key(&c, &p.url("/api/v1/authorize"), key);
+        }
+    }
+    // No fault: one report each on the first instance.
+    for key in &keys {
+        report(&f.procs[0], key, 1000);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1000);
+    }
+    // Redis loses everything but keeps the connections; usage goes on on
+    // one instance (it makes the hash again), then on another (it joins).
+    assert_eq!(f.redis.cli(&["FLUSHALL"]), "OK");
+    for key in &keys {
+        report(&f.procs[0], key, 10);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1010);
+    }
+    for key in &keys {
+        report(&f.procs[1], key, 10);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1020);
+    }
+    // Again, with every instance reporting at once: whichever makes the
+    // hash, the others' records reach the store before or after it.
+    assert_eq!(f.redis.cli(&["FLUSHALL"]), "OK");
+    for key in &keys {
+        for p in &f.procs {
+            report(p, key, 10);
+        }
+    }
+    for (i, key) in keys.iter().enumerate() {
+        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1050);
     }
 }

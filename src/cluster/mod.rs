@@ -34,6 +34,7 @@ use crate::quota::lease::{LeaseHub, Shared};
 use crate::quota::period::{Period, NANOS_PER_SEC};
 use crate::quota::TenantState;
 use crate::registry::Registry;
+use crate::store::shared::{Shared as SharedStore, Shares};
 
 pub use self::script::key;
 use self::script::Reply;
@@ -43,8 +44,7 @@ const BREAKER: Duration = Duration::from_secs(1);
 /// The fewest units a top-up asks for: a tenant's first lease on an
 /// instance, before the sync loop has seen its rate.
 const FIRST_LEASE: u64 = 16;
-/// How long a hash Redis lost grants nothing while the live instances join.
-const HOLD: Duration = Duration::from_secs(1);
+
 
 /// Counts for `/metrics` and `/healthz`.
 #[derive(Debug, Default)]
@@ -140,6 +140,13 @@ struct Inner {
     stats: ClusterStats,
     /// Set when the sync loop starts (the store's persisted totals).
     registry: std::sync::OnceLock<Arc<Registry>>,
+    /// The store the instances share, when they do: its shares of a
+    /// period say what each process's records brought to a rebuilt hash.
+    shared_store: std::sync::OnceLock<Arc<dyn SharedStore>>,
+    /// How long a hash Redis lost grants nothing while the live instances
+    /// join: long enough for each one holding a lease to visit it (every
+    /// second) and for a call in flight to time out.
+    hold: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +221,8 @@ impl Cluster {
                 stopping: AtomicBool::new(false),
                 stats: ClusterStats::default(),
                 registry: std::sync::OnceLock::new(),
+                shared_store: std::sync::OnceLock::new(),
+                hold: sync::REFRESH + Duration::from_millis(config.sync_ms) * 2 + timeout * 2,
             }),
             runtime,
             sync: Mutex::new(None),
@@ -262,9 +271,15 @@ impl Cluster {
         self.inner.up.load(Ordering::Relaxed)
     }
 
-    /// Starts the sync loop over `registry`'s tenants.
-    pub fn start(&self, registry: Arc<Registry>) {
+    /// Starts the sync loop over `registry`'s tenants; `shared` is the
+    /// store the instances share (when they do), told this process's name
+    /// so that its writes count under it.
+    pub fn start(&self, registry: Arc<Registry>, shared: Option<Arc<dyn SharedStore>>) {
         let _ = self.inner.registry.set(registry.clone());
+        if let Some(shared) = shared {
+            shared.set_process(&self.inner.member);
+            let _ = self.inner.shared_store.set(shared);
+        }
         let inner = self.inner.clone();
         let handle = self.runtime.spawn(sync::run(inner, registry));
         *self.sync.lock() = Some(handle);
@@ -317,6 +332,53 @@ impl Cluster {
                 TopUp::Down
             }
         }
+    }
+
+    /// The fleet's calls and tokens of `tenant` this period, as one Redis
+    /// read makes them the same on every instance: the allocation less
+    /// what every instance holds unspent (a killed one's lease included:
+    /// withheld, not used), and the hash's tokens - each with what this
+    /// instance spent and has not reported yet. Another instance's spending
+    /// shows once it reports it (within `[cluster] lease_ms` of the spend).
+    /// `None` when Redis cannot answer or has no hash for the period (the
+    /// caller falls back on this instance's own view).
+    pub async fn fleet_usage(&self, tenant: &Arc<TenantState>) -> Option<(u64, u64)> {
+        let shared = tenant.shared()?;
+        let now = self.inner.clock.now_nanos();
+        let period = Period::containing_nanos(now);
+        if self.inner.is_down() {
+            return None;
+        }
+        let key = script::key(&tenant.id, period);
+        let mut conn = self.inner.conn.clone();
+        let timeout = self.inner.timeout;
+        let read = self.runtime.spawn(async move {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(key);
+            tokio::time::timeout(
+                timeout,
+                cmd.query_async::<std::collections::HashMap<String, i64>>(&mut conn),
+            )
+            .await
+        });
+        let fields = match read.await {
+            Ok(Ok(Ok(fields))) => fields,
+            _ => return None,
+        };
+        let alloc = *fields.get("alloc")?;
+        let field = |name: &str| fields.get(name).copied().unwrap_or(0);
+        let held: i64 = fields
+            .keys()
+            .filter_map(|k| k.strip_prefix("g:"))
+            .map(|m| (field(&format!("g:{m}")) - field(&format!("s:{m}")) - field(&format!("b:{m}"))).max(0))
+            .sum();
+        let (acked, tokens_acked) = shared.acked_totals(period);
+        let now_t = shared.calls.totals(period);
+        let unreported = (now_t.spent + now_t.over).saturating_sub(acked.spent + acked.over);
+        let calls = (alloc - held).max(0) as u64 + unreported;
+        let tokens = field("tokens").max(0) as u64
+            + shared.tokens_here(period).saturating_sub(tokens_acked);
+        Some((calls, tokens))
     }
 
     /// Stops the sync loop after it gives back every lease this instance
@@ -390,18 +452,33 @@ impl Inner {
             floor,
             init: None,
             hold_ms: 0,
-            base: None,
         }
     }
 
-    /// The calls and tokens the store has for `tenant` in `period` (on a
-    /// blocking thread: the store's calls are synchronous).
-    async fn persisted(&self, tenant: &str, period: Period) -> Option<(u64, u64)> {
-        let store = self.registry.get()?.store().clone();
+    /// The store's shares of `tenant`'s `period` - its persisted totals
+    /// and each process's part, read together (on a blocking thread: the
+    /// store's calls are synchronous). Without a shared store (one
+    /// instance's own), its totals alone. `None` when the store failed.
+    async fn shares(&self, tenant: &str, period: Period) -> Option<Shares> {
         let id = tenant.to_string();
-        let read = tokio::task::spawn_blocking(move || store.tenant_totals(&id, period));
-        match read.await {
-            Ok(Ok(t)) => Some((t.calls, t.tokens)),
+        let read = match self.shared_store.get() {
+            Some(shared) => {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || shared.shares(&id, period)).await
+            }
+            None => {
+                let store = self.registry.get()?.store().clone();
+                tokio::task::spawn_blocking(move || {
+                    store.tenant_totals(&id, period).map(|total| Shares {
+                        total,
+                        ..Shares::default()
+                    })
+                })
+                .await
+            }
+        };
+        match read {
+            Ok(Ok(shares)) => Some(shares),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cluster: cannot read the persisted totals");
                 None
@@ -410,10 +487,29 @@ impl Inner {
         }
     }
 
+    /// Records in the shared store that `tenant`'s `period` has a hash, before
+    /// the hash is made; `None` when the store failed (nothing is made).
+    async fn mark_made(&self, tenant: &str, period: Period) -> Option<()> {
+        let Some(shared) = self.shared_store.get().cloned() else {
+            return Some(());
+        };
+        let id = tenant.to_string();
+        match tokio::task::spawn_blocking(move || shared.mark_made(&id, period)).await {
+            Ok(Ok(())) => Some(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cluster: cannot record the tenant's allocation");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Sends `ask` until Redis answers with an allocation - making the
-    /// period's hash with the persisted totals, or bringing them when a
-    /// hold ends - and takes the answer into the lease. `None` when Redis
-    /// (or the store) failed.
+    /// period's hash from the store's shares when it is missing - and
+    /// takes the answer into the lease. A hash missing where one existed
+    /// (this instance met it, or the store says one was made: Redis lost
+    /// it) is made holding its grants while the live instances join.
+    /// `None` when Redis (or the store) failed.
     async fn exchange(
         &self,
         tenant: &TenantState,
@@ -422,9 +518,6 @@ impl Inner {
         now: i64,
     ) -> Option<script::Answer> {
         let shared = tenant.shared()?;
-        // Whether this instance met the period's hash before this call: a
-        // hash missing then was lost (calls racing to make a new one met
-        // nothing yet).
         let met = shared.epoch(period) != 0;
         for _ in 0..3 {
             match self.call_one(&tenant.id, period, &ask, now).await? {
@@ -432,26 +525,19 @@ impl Inner {
                     self.take(shared, &ask, &a, period);
                     return Some(a);
                 }
-                Reply::Again(script::MISSING, _) => {
-                    // Made again within a period this instance met it in:
-                    // Redis lost it, and the live instances must join
-                    // before anything is granted.
-                    if met {
-                        ask.hold_ms = HOLD.as_millis() as u64;
+                Reply::Missing => {
+                    let shares = self.shares(&tenant.id, period).await?;
+                    if met || shares.made {
+                        ask.hold_ms = self.hold.as_millis() as u64;
                         tracing::warn!(
                             tenant = %tenant.id,
                             "cluster: Redis lost this tenant's allocation; rebuilding it"
                         );
+                    } else {
+                        self.mark_made(&tenant.id, period).await?;
                     }
-                    ask.init = Some(self.persisted(&tenant.id, period).await?);
+                    ask.init = Some(shares);
                 }
-                Reply::Again(script::BASE, epoch) => {
-                    shared.met(period, epoch);
-                    ask.seq = shared.next_seq();
-                    ask.totals = shared.calls.totals(period);
-                    ask.base = Some(self.persisted(&tenant.id, period).await?.0);
-                }
-                Reply::Again(..) => return None,
             }
         }
         None

@@ -21,30 +21,32 @@
 //!   quota runs out, down to one unit a request.
 //! - `tokens`, the fleet's; `need`: when (ms) an instance last asked for
 //!   more than it got, which tells the others to give back.
+//! - The hash is made from the store's persisted totals of the period,
+//!   read in one snapshot with each process's part of them: `pc:<i>` and
+//!   `pt:<i>`, the calls and tokens of `<i>`'s records the store had then.
 //! - An instance's first call to a hash **joins** it: its totals become
-//!   its fields, and the allocation gains what it holds and what it spent
-//!   that the store does not have yet (`x`: granted - given back + past
-//!   the lease - persisted). `<i>` is the instance's name and a number of
-//!   its process (`tg-1#5f3a`), so a restarted instance joins anew.
-//! - `epoch`: when the hash was made (ms, Redis's clock): a hash missing
-//!   in a period where an instance met one was lost.
-//! - `hold`, `based`: a hash made again within a period - Redis lost its
-//!   data - grants nothing until `hold` (ms) while the live instances join
-//!   (the allocation then follows each one's `x:<i>`); then the first
-//!   call after it brings the store's persisted total, which is added
-//!   once (`based`), and leases are granted again. Until then decisions
-//!   come only from the leases already held.
+//!   its fields; the allocation gains what it holds and what it spent or
+//!   counted that the store did not have when the hash was made (granted -
+//!   given back + past the lease - `pc:<i>`), and the tokens what it
+//!   counted past `pt:<i>`. So nothing counts twice and nothing is missed,
+//!   whenever each instance's records were written. `<i>` is the
+//!   instance's name and a number of its process (`tg-1#5f3a`), so a
+//!   restarted instance joins anew.
+//! - `epoch`: when the hash was made (ms, Redis's clock).
+//! - `hold`: a hash made again - Redis lost it: an instance had met it,
+//!   or the store says one was made - grants nothing until `hold` (ms)
+//!   while the live instances join with what they hold; until then
+//!   decisions come only from the leases already held.
 
 use redis::Script;
 
 use crate::quota::lease::Totals;
 use crate::quota::period::Period;
+use crate::store::shared::Shares;
 
-/// Answers that are not an allocation: the hash does not exist (call
-/// again with the persisted totals), or the hold is over and the persisted
-/// total is wanted.
+/// The answer that is not an allocation: the hash does not exist (call
+/// again with the store's shares of the period).
 pub const MISSING: i64 = -1;
-pub const BASE: i64 = -3;
 
 pub const SYNC: &str = r#"
 local k = KEYS[1]
@@ -60,52 +62,39 @@ local init = tonumber(ARGV[9])
 local now = tonumber(ARGV[11])
 local seq = tonumber(ARGV[13])
 local G = tonumber(ARGV[14])
-local X = tonumber(ARGV[15])
-local hold_ms = tonumber(ARGV[16])
-local base = tonumber(ARGV[17])
+local hold_ms = tonumber(ARGV[15])
 local alloc = tonumber(redis.call('HGET', k, 'alloc'))
 if not alloc then
   if init < 0 then return {-1} end
   local t = redis.call('TIME')
   local epoch = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local based = 1
   alloc = init
-  if hold_ms > 0 then based = 0; alloc = 0 end
   redis.call('HSET', k, 'alloc', alloc, 'tokens', ARGV[10], 'live', 0, 'epoch', epoch,
-    'hold', now + hold_ms, 'based', based)
+    'hold', now + hold_ms)
+  for j = 16, #ARGV - 2, 3 do
+    redis.call('HSET', k, 'pc:' .. ARGV[j], ARGV[j + 1], 'pt:' .. ARGV[j], ARGV[j + 2])
+  end
   redis.call('EXPIRE', k, ARGV[12])
 end
 local epoch = tonumber(redis.call('HGET', k, 'epoch'))
-local based = tonumber(redis.call('HGET', k, 'based'))
-local hold = tonumber(redis.call('HGET', k, 'hold'))
+local hold = tonumber(redis.call('HGET', k, 'hold') or '0')
 local function get(f) return tonumber(redis.call('HGET', k, f .. ':' .. i) or '0') end
-local g, s, b, v, q, x = get('g'), get('s'), get('b'), get('v'), get('q'), get('x')
+local g, s, b, v, q, t = get('g'), get('s'), get('b'), get('v'), get('q'), get('t')
 local had = g - s - b
 if redis.call('HEXISTS', k, 'q:' .. i) == 0 then
-  alloc = alloc + X
-  g, s, b, v, q, x = G, S, B, V, seq, X
-  if had > 0 then redis.call('HINCRBY', k, 'live', -1); had = 0 end
+  alloc = alloc + math.max(0, G - B + V - get('pc'))
+  if had > 0 then redis.call('HINCRBY', k, 'live', -1) end
+  had = 0
+  g, s, b, v, q = G, S, B, V, seq
+  t = math.min(T, get('pt'))
 elseif seq > q then
-  if based == 1 then
-    alloc = alloc - (B - b) + (V - v)
-  else
-    alloc = alloc + (X - x)
-  end
-  s, b, v, q, x = S, B, V, seq, X
+  alloc = alloc - (B - b) + (V - v)
+  s, b, v, q = S, B, V, seq
 end
-if based == 0 and now >= hold then
-  if base < 0 then
-    redis.call('HSET', k, 'alloc', alloc, 'g:' .. i, g, 's:' .. i, s, 'b:' .. i, b,
-      'v:' .. i, v, 'q:' .. i, q, 'x:' .. i, x)
-    return {-3, epoch}
-  end
-  alloc = alloc + base
-  based = 1
-  redis.call('HSET', k, 'based', 1)
-end
+local holding = now < hold
 local live = tonumber(redis.call('HGET', k, 'live') or '0')
 local granted = 0
-if want > 0 and based == 1 then
+if want > 0 and not holding then
   granted = want
   if limit >= 0 then
     local left = math.max(0, limit - alloc)
@@ -121,13 +110,13 @@ if want > 0 and based == 1 then
 end
 local mine = g - s - b
 if had <= 0 and mine > 0 then live = live + 1 elseif had > 0 and mine <= 0 then live = live - 1 end
+local tokens = tonumber(redis.call('HGET', k, 'tokens') or '0') + (T - t)
 redis.call('HSET', k, 'alloc', alloc, 'live', live, 'g:' .. i, g, 's:' .. i, s,
-  'b:' .. i, b, 'v:' .. i, v, 'q:' .. i, q, 'x:' .. i, x)
-local tokens = tonumber(redis.call('HGET', k, 'tokens') or '0')
-tokens = tokens + (T - get('t'))
-redis.call('HSET', k, 'tokens', tokens, 't:' .. i, T)
+  'b:' .. i, b, 'v:' .. i, v, 'q:' .. i, q, 'tokens', tokens, 't:' .. i, T)
 local need = tonumber(redis.call('HGET', k, 'need') or '0')
-return {granted, alloc, tokens, need, mine, live, g, epoch, 1 - based}
+local held = 0
+if holding then held = 1 end
+return {granted, alloc, tokens, need, mine, live, g, epoch, held}
 "#;
 
 pub fn sync_script() -> Script {
@@ -140,7 +129,7 @@ pub fn key(tenant: &str, period: Period) -> String {
 }
 
 /// What one call asks of the script.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Ask {
     pub limit: Option<u64>,
     /// This instance's running totals and their call number.
@@ -151,12 +140,10 @@ pub struct Ask {
     /// Units wanted, and the fewest worth granting (a request's cost).
     pub want: u64,
     pub floor: u64,
-    /// To make the hash: the persisted totals, and how long to hold grants
-    /// (Redis lost the hash within the period).
-    pub init: Option<(u64, u64)>,
+    /// To make the hash: the store's shares of the period, and how long to
+    /// hold grants (Redis lost the hash).
+    pub init: Option<Shares>,
     pub hold_ms: u64,
-    /// The persisted calls, when a hold has ended.
-    pub base: Option<u64>,
 }
 
 /// The script's answer.
@@ -177,20 +164,17 @@ pub struct Answer {
     pub holding: bool,
 }
 
-/// A reply: an answer, or what to call again with.
+/// A reply: an answer, or that the hash is to be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
     Answer(Answer),
-    /// [`MISSING`], or [`BASE`] with the hash's epoch.
-    Again(i64, i64),
+    Missing,
 }
 
 impl Reply {
     pub fn parse(v: &[i64]) -> Option<Reply> {
-        match *v {
-            [MISSING] => return Some(Reply::Again(MISSING, 0)),
-            [BASE, epoch] => return Some(Reply::Again(BASE, epoch)),
-            _ => {}
+        if v == [MISSING] {
+            return Some(Reply::Missing);
         }
         let [granted, alloc, tokens, need_ms, mine, live, granted_total, epoch, holding] = *v
         else {
@@ -222,8 +206,6 @@ pub fn args(
 ) {
     let n = |x: u64| x.min(i64::MAX as u64) as i64;
     let t = a.totals;
-    // What this instance holds or spent that the store does not have.
-    let x = n(t.granted.saturating_sub(t.given) + t.over) - n(t.persisted);
     inv.key(key)
         .arg(instance)
         .arg(a.limit.map_or(-1, n))
@@ -233,13 +215,16 @@ pub fn args(
         .arg(a.want)
         .arg(a.floor)
         .arg(n(a.tokens))
-        .arg(a.init.map_or(-1, |(c, _)| n(c)))
-        .arg(a.init.map_or(0, |(_, t)| n(t)))
+        .arg(a.init.as_ref().map_or(-1, |s| n(s.total.calls)))
+        .arg(a.init.as_ref().map_or(0, |s| n(s.total.tokens)))
         .arg(now_ms)
         .arg(ttl_s)
         .arg(n(a.seq))
         .arg(n(t.granted))
-        .arg(x.max(0))
-        .arg(a.hold_ms)
-        .arg(a.base.map_or(-1, n));
+        .arg(a.hold_ms);
+    for (process, part) in a.init.iter().flat_map(|s| &s.by_process) {
+        inv.arg(process.as_str())
+            .arg(n(part.calls))
+            .arg(n(part.tokens));
+    }
 }

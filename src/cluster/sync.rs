@@ -22,7 +22,7 @@ use crate::registry::Registry;
 const IDLE: Duration = Duration::from_secs(1);
 /// A tenant followed is seen at least this often while it holds a lease
 /// (to learn that another instance needs units).
-const REFRESH: Duration = Duration::from_secs(1);
+pub(super) const REFRESH: Duration = Duration::from_secs(1);
 /// Pipelines carry at most this many calls.
 const BATCH: usize = 512;
 /// Each instance says it is live this often; one silent for `GONE` is
@@ -141,7 +141,9 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
                     }
                     // The hash is to be made, or its hold has ended: this
                     // tenant alone, with the store's totals.
-                    Some(Reply::Again(..)) => inner.exchange(&tr.state, p.ask, period, now).await,
+                    Some(Reply::Missing) => {
+                        inner.exchange(&tr.state, p.ask.clone(), period, now).await
+                    }
                     None => None,
                 };
                 if let Some(a) = answer {

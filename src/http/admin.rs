@@ -238,7 +238,7 @@ pub async fn tenant_usage(
         .registry
         .tenant_state(&id)
         .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))?;
-    Ok(HttpResponse::Ok().json(usage_view(&st, &state)?))
+    Ok(HttpResponse::Ok().json(usage_view(&st, &state).await))
 }
 
 #[utoipa::path(

@@ -97,6 +97,11 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             label("reason", "store_error"),
             Value::Counter(n(&s.unpersisted_store_error)),
         ),
+        Family::one(
+            "tollgate_records_rejected_by_store",
+            "Usage records the store refused as data (a value out of its range), set apart from their batch so the rest was written; counted in tollgate_records_unpersisted too.",
+            Value::Counter(n(&s.rejected_by_store) + n(&s.spool_rejected)),
+        ),
         Family::new(
             "tollgate_records_refused",
             "Reported usage records refused, never acknowledged (the client was told to retry), by reason.",

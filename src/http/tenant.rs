@@ -1,6 +1,7 @@
 //! Tenant routes: enforcement (`/api/v1/authorize`, `/api/v1/check`),
 //! ingestion (`/api/v1/usage`), billing reads and the chat bot.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -371,14 +372,21 @@ pub async fn billing_usage(
     st: web::Data<AppState>,
     auth: TenantAuth,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(usage_view(&st, auth.tenant())?))
+    Ok(HttpResponse::Ok().json(usage_view(&st, auth.tenant()).await))
 }
 
-pub fn usage_view(st: &AppState, tenant: &TenantState) -> Result<BillingUsage, ApiError> {
-    Ok(BillingUsage::new(
-        tenant.plan().plan.clone(),
-        &tenant.snapshot(st.clock.now_nanos()),
-    ))
+/// The period's calls and tokens against the plan: with `[cluster]`, the
+/// fleet's figures as Redis has them (the same on every instance), else
+/// (or while Redis cannot answer) this instance's counters.
+pub async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> BillingUsage {
+    let mut decision = tenant.snapshot(st.clock.now_nanos());
+    if let Some(cluster) = &st.cluster {
+        if let Some((calls, tokens)) = cluster.fleet_usage(tenant).await {
+            decision.calls_used = calls;
+            decision.tokens_used = tokens;
+        }
+    }
+    BillingUsage::new(tenant.plan().plan.clone(), &decision)
 }
 
 /// `GET /api/billing/subscription`.

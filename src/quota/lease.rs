@@ -89,10 +89,6 @@ pub struct Lease {
     over: PeriodCounter,
     /// The total Redis granted this instance that the lease has added.
     granted: PeriodCounter,
-    /// Calls of this instance's records of the period the store has
-    /// (counted after each write): what was spent and is not persisted
-    /// yet is what Redis needs should it have to rebuild the allocation.
-    persisted: PeriodCounter,
     /// The fleet's allocation as last seen: every instance's spent units
     /// and outstanding leases, this one's included.
     seen: PeriodCounter,
@@ -111,7 +107,6 @@ pub struct Totals {
     pub given: u64,
     pub over: u64,
     pub granted: u64,
-    pub persisted: u64,
 }
 
 impl Lease {
@@ -123,7 +118,6 @@ impl Lease {
             over: zero(),
             granted: zero(),
             reserve: zero(),
-            persisted: zero(),
             seen: zero(),
             low: AtomicU64::new(0),
             dry_until: AtomicI64::new(i64::MIN),
@@ -264,13 +258,7 @@ impl Lease {
             given,
             over: self.over.used(period),
             granted,
-            persisted: self.persisted.used(period),
         }
-    }
-
-    /// The store took `calls` of this instance's records of `period`.
-    pub fn persisted(&self, period: Period, calls: u64) {
-        self.persisted.add(period, calls);
     }
 
     /// Says Redis had nothing left until `until`.
@@ -506,7 +494,6 @@ mod tests {
                 given: 2,
                 over: 0,
                 granted: 4,
-                persisted: 0,
             }
         );
         assert!(s.pending(p, &(Totals::default(), 0)));

@@ -91,9 +91,14 @@ impl Follower {
                 let mut unreachable = false;
                 while !stopping.load(Ordering::Acquire) {
                     shared.wait_for_changes(POLL);
-                    let (waiting, down) = shared.backlog();
-                    stats.spooled_records.store(waiting, Ordering::Relaxed);
-                    *stats.database_down.lock() = down;
+                    let backlog = shared.backlog();
+                    stats
+                        .spooled_records
+                        .store(backlog.waiting, Ordering::Relaxed);
+                    stats
+                        .spool_rejected
+                        .store(backlog.rejected, Ordering::Relaxed);
+                    *stats.database_down.lock() = backlog.down;
                     loop {
                         match shared.catalog_changes(version, PAGE) {
                             Ok((reached, changes)) => {

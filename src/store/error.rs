@@ -8,6 +8,10 @@ pub enum Failure {
     /// The call failed; the engine is fine and the same call may succeed
     /// later (a conflict, a timeout, a lost connection).
     Transient,
+    /// The engine refused what was sent (a value out of its range, a
+    /// constraint): it is fine, and the same call fails again, so the
+    /// caller must set the offending data apart, not retry it.
+    Rejected,
     /// The engine instance is no use any more (an I/O error or corruption
     /// sled keeps for good, a flush past its deadline): it must be replaced.
     Broken,
@@ -74,9 +78,27 @@ impl StoreError {
             StoreError::Codec(_)
             | StoreError::NewerFormat { .. }
             | StoreError::NewerSchema { .. } => false,
+            StoreError::Engine {
+                failure: Failure::Rejected,
+                ..
+            } => false,
             StoreError::NotDurable { cause, .. } => cause.retryable(),
             _ => true,
         }
+    }
+
+    /// Whether the engine refused the data itself (a value out of range, a
+    /// constraint, a value that does not encode): the same records fail
+    /// again, and records without them may pass.
+    pub fn rejects_data(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Codec(_)
+                | StoreError::Engine {
+                    failure: Failure::Rejected,
+                    ..
+                }
+        )
     }
 
     /// Whether the engine instance broke and must be replaced.

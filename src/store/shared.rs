@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use super::StoreError;
+use super::{PeriodTotals, StoreError};
 use crate::model::{Plan, StoredKey, Tenant};
+use crate::quota::period::Period;
 
 /// A catalog entry another instance wrote, as it stands now (`None`: gone).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +35,42 @@ pub trait Shared: Send + Sync {
     /// Says this instance has stopped.
     fn leave(&self) -> Result<(), StoreError>;
 
-    /// Usage records waiting locally for the shared engine, and why it
-    /// cannot be reached (`None` while it can).
-    fn backlog(&self) -> (u64, Option<String>);
+    /// Names the process whose usage writes follow (the cluster's member
+    /// name: the instance and a number of this process): the calls and
+    /// tokens they add are also counted under that name, in the same
+    /// transaction ([`Shares::by_process`]). Unnamed, they are not.
+    fn set_process(&self, process: &str);
+
+    /// One tenant's persisted totals of `period`, each process's part of
+    /// them, and whether a shared allocation was ever made for it - read
+    /// together, as of one moment.
+    fn shares(&self, tenant: &str, period: Period) -> Result<Shares, StoreError>;
+
+    /// Records that a shared allocation of `tenant`'s `period` is being
+    /// made (before anything of it is granted): a later rebuild knows that
+    /// one existed, so Redis lost it.
+    fn mark_made(&self, tenant: &str, period: Period) -> Result<(), StoreError>;
+
+    /// Usage records waiting locally for the shared engine, why it cannot
+    /// be reached (`None` while it can), and the records of waiting writes
+    /// it refused as data (set apart so that the rest could go).
+    fn backlog(&self) -> Backlog;
+}
+
+/// What waits locally for the shared engine ([`Shared::backlog`]).
+#[derive(Clone, Debug, Default)]
+pub struct Backlog {
+    pub waiting: u64,
+    pub down: Option<String>,
+    pub rejected: u64,
+}
+
+/// What the shared engine holds of one tenant's period ([`Shared::shares`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Shares {
+    pub total: PeriodTotals,
+    /// The part of `total` each named process wrote.
+    pub by_process: Vec<(String, PeriodTotals)>,
+    /// Whether a shared allocation was made for the period before.
+    pub made: bool,
 }

@@ -20,6 +20,12 @@ pub struct Stats {
     pub dropped_queue_full: AtomicU64,
     /// Records the store failed to write.
     pub unpersisted_store_error: AtomicU64,
+    /// Of those, records the store refused as data (set apart one by one
+    /// from the batch they came in; the rest of it was written).
+    pub rejected_by_store: AtomicU64,
+    /// Records of spooled writes the shared database refused as data
+    /// (dropped from the spool so that the writes behind them could go).
+    pub spool_rejected: AtomicU64,
     /// Reported records refused with 503 (never acknowledged): the ingest
     /// lane had no room for their batch.
     pub refused_queue_full: AtomicU64,

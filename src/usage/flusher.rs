@@ -23,7 +23,6 @@ use super::queue::QueueReceiver;
 use super::retention;
 use super::Queued;
 use crate::clock::Clock;
-use crate::quota::period::Period;
 use crate::quota::TenantState;
 use crate::store::{Retirement, Store, StoreError, UsageBlock};
 use crate::telemetry::stats::Stats;
@@ -122,13 +121,8 @@ impl UsageFlusher {
                         if let Some(hook) = hook.as_mut() {
                             hook(&buf);
                         }
-                        let period = Period::containing_nanos(clock.now_nanos());
-                        let shared = shared_calls(&buf, period);
                         let blocks = group(&mut buf);
                         held = stats.store_call(|| write_blocks(store.as_ref(), blocks, &stats));
-                        if held.is_none() {
-                            settle(&shared, period);
-                        }
                         if drained < MAX_BATCH && !stopping && !rx.reported_waiting() {
                             break;
                         }
@@ -228,39 +222,6 @@ impl Drop for UsageFlusher {
     }
 }
 
-/// The calls of `period` in `batch`'s records of tenants whose quota is
-/// shared (`[cluster]`), per tenant; nothing when no quota is shared.
-/// Once the store has them, [`settle`] tells each lease, so that what
-/// Redis is told an instance spent and the store lacks stays true.
-pub fn shared_calls(batch: &[Queued], period: Period) -> Vec<(Arc<TenantState>, u64)> {
-    let mut out: Vec<(Arc<TenantState>, u64)> = Vec::new();
-    if batch.first().is_none_or(|q| q.tenant.shared().is_none()) {
-        return out;
-    }
-    let mut at: HashMap<*const TenantState, usize> = HashMap::new();
-    for q in batch {
-        let r = &q.record;
-        if r.calls == 0 || Period::containing_secs(r.ts_ms.div_euclid(1000)) != period {
-            continue;
-        }
-        let i = *at.entry(Arc::as_ptr(&q.tenant)).or_insert_with(|| {
-            out.push((q.tenant.clone(), 0));
-            out.len() - 1
-        });
-        out[i].1 += r.calls;
-    }
-    out
-}
-
-/// Tells each shared lease that the store took its calls.
-pub fn settle(shared: &[(Arc<TenantState>, u64)], period: Period) {
-    for (tenant, calls) in shared {
-        if let Some(s) = tenant.shared() {
-            s.calls.persisted(period, *calls);
-        }
-    }
-}
-
 /// One block per tenant: the batch's records grouped by tenant id (never
 /// by the tenant's allocation: a tenant deleted and re-created within one
 /// flush would otherwise get two blocks whose chunk keys collide). Records
@@ -332,37 +293,57 @@ pub struct Held {
     /// durable failed: a retry asks whether that write survived before
     /// writing anything again (which could count the records twice).
     pub made: Option<u64>,
+    /// Blocks not tried yet, written once `blocks` is settled (what was
+    /// left of a batch being split to set rejected records apart).
+    pub after: Vec<UsageBlock>,
 }
 
 /// Tries a held batch again: if a write was made of it, whether it
 /// survived first; else (or if it did not) the blocks again.
 pub fn retry(store: &dyn Store, held: Held, stats: &Stats) -> Option<Held> {
-    let Some(seq) = held.made else {
-        return write_blocks(store, held.blocks, stats);
+    let Held {
+        blocks,
+        made,
+        after,
+    } = held;
+    let still = match made {
+        None => write_blocks(store, blocks, stats),
+        Some(seq) => match store.written(seq) {
+            Ok(true) => {
+                let n = records(&blocks);
+                stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
+                stats.store_result(None);
+                tracing::info!(
+                    write = seq,
+                    records = n,
+                    "a write whose flush failed survived; not written again"
+                );
+                None
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    write = seq,
+                    "a write whose flush failed was lost with the store; writing it again"
+                );
+                write_blocks(store, blocks, stats)
+            }
+            Err(e) => {
+                stats.store_result(Some(e.to_string()));
+                Some(Held {
+                    blocks,
+                    made,
+                    after: Vec::new(),
+                })
+            }
+        },
     };
-    match store.written(seq) {
-        Ok(true) => {
-            let n = records(&held.blocks);
-            stats.persisted.fetch_add(n as u64, Ordering::Relaxed);
-            stats.store_result(None);
-            tracing::info!(
-                write = seq,
-                records = n,
-                "a write whose flush failed survived; not written again"
-            );
-            None
+    match still {
+        Some(mut h) => {
+            h.after.extend(after);
+            Some(h)
         }
-        Ok(false) => {
-            tracing::warn!(
-                write = seq,
-                "a write whose flush failed was lost with the store; writing it again"
-            );
-            write_blocks(store, held.blocks, stats)
-        }
-        Err(e) => {
-            stats.store_result(Some(e.to_string()));
-            Some(held)
-        }
+        None if after.is_empty() => None,
+        None => write_blocks(store, after, stats),
     }
 }
 
@@ -401,7 +382,34 @@ pub fn write_blocks(store: &dyn Store, blocks: Vec<UsageBlock>, stats: &Stats) -
                     StoreError::NotDurable { seq, .. } => Some(seq),
                     _ => None,
                 };
-                Some(Held { blocks, made })
+                Some(Held {
+                    blocks,
+                    made,
+                    after: Vec::new(),
+                })
+            } else if e.rejects_data() && n > 1 {
+                // The store refused something in the batch: halves are
+                // written apart until the records it refuses are alone,
+                // so that one tenant's bad record never holds back (or
+                // takes down) the others'.
+                let (first, second) = halves(blocks);
+                match write_blocks(store, first, stats) {
+                    Some(mut h) => {
+                        h.after.extend(second);
+                        Some(h)
+                    }
+                    None => write_blocks(store, second, stats),
+                }
+            } else if e.rejects_data() {
+                let tenant = blocks.first().map_or("", |b| b.tenant.as_str());
+                tracing::error!(
+                    error = %e,
+                    tenant,
+                    "the store refused a usage record; it is set apart (not written) and counted"
+                );
+                stats.rejected_by_store.fetch_add(1, Ordering::Relaxed);
+                give_up(&blocks, stats);
+                None
             } else {
                 tracing::error!(error = %e, records = n, "usage write failed for good; records counted as unpersisted");
                 give_up(&blocks, stats);
@@ -409,6 +417,28 @@ pub fn write_blocks(store: &dyn Store, blocks: Vec<UsageBlock>, stats: &Stats) -
             }
         }
     }
+}
+
+/// `blocks` cut in two with about half of the records in each (a block
+/// cut in its middle where the middle falls in it).
+fn halves(mut blocks: Vec<UsageBlock>) -> (Vec<UsageBlock>, Vec<UsageBlock>) {
+    let mut left = records(&blocks) / 2;
+    let mut at = 0;
+    while at < blocks.len() && blocks[at].records.len() <= left {
+        left -= blocks[at].records.len();
+        at += 1;
+    }
+    let mut second = blocks.split_off(at);
+    if left > 0 {
+        if let Some(cut) = second.first_mut() {
+            blocks.push(UsageBlock {
+                tenant: cut.tenant.clone(),
+                records: cut.records.drain(..left).collect(),
+                retired: cut.retired.clone(),
+            });
+        }
+    }
+    (blocks, second)
 }
 
 /// How many records `blocks` hold.

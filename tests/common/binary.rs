@@ -20,8 +20,12 @@ pub struct Proc {
 
 /// Starts `tollgate serve` on `127.0.0.1:0` with `dir` as data directory and
 /// waits until it is healthy. `admin` sets `TOLLGATE_ADMIN_TOKEN` (unset otherwise).
+/// `TOLLGATE_TEST_BINARY` names another build to run (to show that a
+/// regression test fails on the build before its fix).
 pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)], admin: Option<&str>) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    let binary = std::env::var_os("TOLLGATE_TEST_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tollgate").into());
+    let mut cmd = Command::new(binary);
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(args)

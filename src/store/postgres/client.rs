@@ -148,7 +148,19 @@ impl Pg {
 }
 
 impl From<tokio_postgres::Error> for StoreError {
+    /// A data exception (SQLSTATE class 22: a value out of range, a byte
+    /// the encoding refuses) or an integrity violation (23) is about what
+    /// was sent: the same call fails again, so it is `Rejected`, never
+    /// retried as it is. Anything else may pass later.
     fn from(e: tokio_postgres::Error) -> StoreError {
-        StoreError::engine(ENGINE, Failure::Transient, e)
+        let rejected = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"));
+        let failure = if rejected {
+            Failure::Rejected
+        } else {
+            Failure::Transient
+        };
+        StoreError::engine(ENGINE, failure, e)
     }
 }

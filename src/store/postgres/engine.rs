@@ -13,7 +13,7 @@
 //! `tollgate_catalog` in its transaction (`shared.rs` follows them).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::SinkExt;
@@ -31,6 +31,7 @@ use crate::quota::period::Period;
 use crate::rollup::{Buckets, Cell, CellHead, Grain, Owner};
 use crate::store::codec::{decode_cell as decode, decode_prefix, encode_cell};
 use crate::store::ledger::book::RollupBook;
+use crate::store::shared::Backlog;
 use crate::store::{
     AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
     StoredCell, UsageBlock, UsageLog, UsageReads,
@@ -66,6 +67,11 @@ pub struct PgEngine {
     draining: Mutex<()>,
     /// Why the last write could not reach the database; `None` once one did.
     down: Mutex<Option<String>>,
+    /// Records of spooled writes the database refused as data (dropped).
+    rejected: AtomicU64,
+    /// The process whose writes these are, when enforcement is shared
+    /// (`process_totals`); unset, writes count only in `period_totals`.
+    pub(super) process: std::sync::OnceLock<String>,
 }
 
 fn grain_id(g: Grain) -> i16 {
@@ -277,6 +283,25 @@ fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
     }
 }
 
+/// Adds a write's calls and tokens to the period totals. The sums
+/// saturate at int8's largest value as the records' own sums do: one
+/// tenant's huge (in-bounds) counts must not make every later write fail
+/// with `numeric value out of range` (they once wedged every tenant's
+/// writes behind a batch retried forever).
+const ADD_PERIOD_TOTALS: &str = "INSERT INTO period_totals (period, tenant_id, calls, tokens) \
+     SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[]) \
+     ON CONFLICT (period, tenant_id) DO UPDATE SET \
+     calls = LEAST(period_totals.calls::numeric + EXCLUDED.calls, 9223372036854775807)::int8, \
+     tokens = LEAST(period_totals.tokens::numeric + EXCLUDED.tokens, 9223372036854775807)::int8";
+
+/// [`ADD_PERIOD_TOTALS`] for this process's part (`$5`: its name).
+const ADD_PROCESS_TOTALS: &str = "INSERT INTO process_totals \
+     (period, tenant_id, calls, tokens, process) \
+     SELECT *, $5 FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[]) \
+     ON CONFLICT (period, tenant_id, process) DO UPDATE SET \
+     calls = LEAST(process_totals.calls::numeric + EXCLUDED.calls, 9223372036854775807)::int8, \
+     tokens = LEAST(process_totals.tokens::numeric + EXCLUDED.tokens, 9223372036854775807)::int8";
+
 /// Writes `cells` (`(grain, owner, bucket)` in key order, with their
 /// bytes) over what is stored, under the rollup lock.
 async fn upsert_cells(
@@ -397,6 +422,8 @@ impl PgEngine {
             listener: super::shared::Listener::default(),
             spool,
             spooled: AtomicBool::new(false),
+            rejected: AtomicU64::new(0),
+            process: std::sync::OnceLock::new(),
             draining: Mutex::new(()),
             down: Mutex::new(None),
         }
@@ -477,6 +504,7 @@ impl PgEngine {
     fn deliver(&self, write: &Arc<Write>) -> Result<(), StoreError> {
         self.ensure_days(write.days.iter().copied())?;
         let instance = self.instance.clone();
+        let process = self.process.get().cloned();
         let w = write.clone();
         let result = self.transaction(move |tx| {
             Box::pin(async move {
@@ -505,14 +533,17 @@ impl PgEngine {
                 let calls: Vec<i64> = w.totals.iter().map(|t| t.2).collect();
                 let tokens: Vec<i64> = w.totals.iter().map(|t| t.3).collect();
                 tx.execute(
-                    "INSERT INTO period_totals (period, tenant_id, calls, tokens) \
-                     SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[]) \
-                     ON CONFLICT (period, tenant_id) DO UPDATE SET \
-                     calls = period_totals.calls + EXCLUDED.calls, \
-                     tokens = period_totals.tokens + EXCLUDED.tokens",
+                    ADD_PERIOD_TOTALS,
                     &[&periods, &tenants, &calls, &tokens],
                 )
                 .await?;
+                if let Some(process) = &process {
+                    tx.execute(
+                        ADD_PROCESS_TOTALS,
+                        &[&periods, &tenants, &calls, &tokens, process],
+                    )
+                    .await?;
+                }
                 merge_cells(tx, &w.cells).await
             })
         });
@@ -540,18 +571,35 @@ impl PgEngine {
         let mut sent = 0;
         while let Some(write) = spool.first()? {
             let write = Arc::new(write);
-            self.deliver(&write)?;
+            match self.deliver(&write) {
+                Ok(()) => sent += write.records as u64,
+                // Refused as data, it would be refused forever and hold
+                // every later write behind it: set apart, and said.
+                Err(e) if e.rejects_data() => {
+                    self.rejected.fetch_add(write.records as u64, Ordering::Relaxed);
+                    tracing::error!(
+                        error = %e,
+                        write = write.seq,
+                        records = write.records,
+                        "PostgreSQL refused a spooled usage write as data; it is dropped from the spool"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
             spool.remove(&write)?;
-            sent += write.records as u64;
         }
         spool.flush()?;
         Ok(sent)
     }
 
-    /// Records waiting in the spool, and why the database is unreachable.
-    pub fn backlog(&self) -> (u64, Option<String>) {
-        let waiting = self.spool.as_ref().map_or(0, |s| s.records());
-        (waiting, self.down.lock().clone())
+    /// Records waiting in the spool, why the database is unreachable, and
+    /// the records of spooled writes it refused.
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            waiting: self.spool.as_ref().map_or(0, |s| s.records()),
+            down: self.down.lock().clone(),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -997,6 +1045,8 @@ impl Engine for PgEngine {
                 for sql in [
                     "DELETE FROM usage_records WHERE tenant_id = $1",
                     "DELETE FROM period_totals WHERE tenant_id = $1",
+                    "DELETE FROM process_totals WHERE tenant_id = $1",
+                    "DELETE FROM shared_periods WHERE tenant_id = $1",
                     "DELETE FROM rollup_cells WHERE owner = $1",
                     "DELETE FROM alert_marks WHERE tenant_id = $1",
                     "DELETE FROM api_keys WHERE tenant_id = $1",

@@ -109,7 +109,7 @@ fn deliver_in_background(engine: Weak<PgEngine>) {
             let Some(engine) = engine.upgrade() else {
                 return;
             };
-            if engine.backlog().0 == 0 {
+            if engine.backlog().waiting == 0 {
                 continue;
             }
             match engine.drain() {

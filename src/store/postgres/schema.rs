@@ -131,6 +131,21 @@ ALTER TABLE usage_records
     ADD COLUMN integration text NOT NULL DEFAULT '',
     ADD COLUMN retried boolean NOT NULL DEFAULT false;
 "#,
+    r#"
+CREATE TABLE process_totals (
+    period integer NOT NULL,
+    tenant_id text NOT NULL,
+    process text NOT NULL,
+    calls bigint NOT NULL,
+    tokens bigint NOT NULL,
+    PRIMARY KEY (period, tenant_id, process)
+);
+CREATE TABLE shared_periods (
+    period integer NOT NULL,
+    tenant_id text NOT NULL,
+    PRIMARY KEY (period, tenant_id)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

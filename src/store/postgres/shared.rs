@@ -15,8 +15,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use super::engine::{
     key_of, plan_of, tenant_of, PgEngine, KEY_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS,
 };
-use crate::store::shared::{Changed, Shared};
-use crate::store::StoreError;
+use crate::quota::period::Period;
+use crate::store::shared::{Backlog, Changed, Shared, Shares};
+use crate::store::{PeriodTotals, StoreError};
 
 /// The listening connection, opened on the first wait and again after it
 /// is lost.
@@ -178,8 +179,45 @@ impl Shared for PgEngine {
             .map_or(1, |r| r.get::<_, i64>(0).max(1) as usize))
     }
 
-    fn backlog(&self) -> (u64, Option<String>) {
+    fn backlog(&self) -> Backlog {
         PgEngine::backlog(self)
+    }
+
+    fn set_process(&self, process: &str) {
+        let _ = self.process.set(process.to_string());
+    }
+
+    /// One statement, so one snapshot: the totals and their parts agree.
+    fn shares(&self, tenant: &str, period: Period) -> Result<Shares, StoreError> {
+        let rows = self.query(
+            "SELECT 0, '', calls, tokens FROM period_totals WHERE period = $1 AND tenant_id = $2 \
+             UNION ALL SELECT 1, process, calls, tokens FROM process_totals \
+             WHERE period = $1 AND tenant_id = $2 \
+             UNION ALL SELECT 2, '', 0::int8, 0::int8 FROM shared_periods \
+             WHERE period = $1 AND tenant_id = $2",
+            vec![Box::new(period.0), Box::new(tenant.to_string())],
+        )?;
+        let mut shares = Shares::default();
+        for r in &rows {
+            let totals = PeriodTotals {
+                calls: r.get::<_, i64>(2).max(0) as u64,
+                tokens: r.get::<_, i64>(3).max(0) as u64,
+            };
+            match r.get::<_, i32>(0) {
+                0 => shares.total = totals,
+                1 => shares.by_process.push((r.get(1), totals)),
+                _ => shares.made = true,
+            }
+        }
+        Ok(shares)
+    }
+
+    fn mark_made(&self, tenant: &str, period: Period) -> Result<(), StoreError> {
+        self.query(
+            "INSERT INTO shared_periods (period, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            vec![Box::new(period.0), Box::new(tenant.to_string())],
+        )?;
+        Ok(())
     }
 
     fn leave(&self) -> Result<(), StoreError> {
