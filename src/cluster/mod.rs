@@ -45,7 +45,6 @@ const BREAKER: Duration = Duration::from_secs(1);
 /// instance, before the sync loop has seen its rate.
 const FIRST_LEASE: u64 = 16;
 
-
 /// Counts for `/metrics` and `/healthz`.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
@@ -370,14 +369,17 @@ impl Cluster {
         let held: i64 = fields
             .keys()
             .filter_map(|k| k.strip_prefix("g:"))
-            .map(|m| (field(&format!("g:{m}")) - field(&format!("s:{m}")) - field(&format!("b:{m}"))).max(0))
+            .map(|m| {
+                (field(&format!("g:{m}")) - field(&format!("s:{m}")) - field(&format!("b:{m}")))
+                    .max(0)
+            })
             .sum();
         let (acked, tokens_acked) = shared.acked_totals(period);
         let now_t = shared.calls.totals(period);
         let unreported = (now_t.spent + now_t.over).saturating_sub(acked.spent + acked.over);
         let calls = (alloc - held).max(0) as u64 + unreported;
-        let tokens = field("tokens").max(0) as u64
-            + shared.tokens_here(period).saturating_sub(tokens_acked);
+        let tokens =
+            field("tokens").max(0) as u64 + shared.tokens_here(period).saturating_sub(tokens_acked);
         Some((calls, tokens))
     }
 

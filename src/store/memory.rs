@@ -38,6 +38,32 @@ impl MemoryStore {
 #[derive(Default)]
 pub struct MemoryEngine {
     inner: Mutex<Inner>,
+    /// Records a test makes the engine refuse as data (as PostgreSQL
+    /// refuses a value out of range): a write holding one fails whole.
+    #[cfg(test)]
+    refuse: Mutex<Option<fn(&UsageRecord) -> bool>>,
+}
+
+#[cfg(test)]
+impl MemoryEngine {
+    /// From now on, a write holding a record `refused` says is refused.
+    pub fn refuse(&self, refused: fn(&UsageRecord) -> bool) {
+        *self.refuse.lock() = Some(refused);
+    }
+
+    fn refused(&self, blocks: &[&UsageBlock]) -> Result<(), StoreError> {
+        let Some(refused) = *self.refuse.lock() else {
+            return Ok(());
+        };
+        if blocks.iter().flat_map(|b| &b.records).any(refused) {
+            return Err(StoreError::engine(
+                "memory",
+                super::Failure::Rejected,
+                "a record the test refuses",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One usage write's blocks: (tenant, records).
@@ -128,6 +154,8 @@ impl AlertMarks for MemoryEngine {
 
 impl UsageLog for MemoryEngine {
     fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError> {
+        #[cfg(test)]
+        self.refused(blocks)?;
         let mut inner = self.inner.lock();
         let mut journal = Vec::new();
         for block in blocks {

@@ -462,6 +462,80 @@ mod tests {
     use crate::quota::{ActivePlan, TenantState};
     use crate::usage::queue::FULL_BATCH;
 
+    /// Issue 36, item 8: a batch the store refuses as data was kept and
+    /// retried forever, holding back every tenant's records behind it. Now
+    /// it is split until the refused records are alone: they are set apart
+    /// and counted, every other record is written.
+    #[test]
+    fn a_refused_record_is_set_apart_and_the_rest_of_its_batch_written() {
+        use crate::store::memory::{MemoryEngine, MemoryStore};
+        use crate::store::UsageReads;
+        let engine = Arc::new(MemoryEngine::default());
+        engine.refuse(|r| r.endpoint == "/poison");
+        let store = MemoryStore::over(engine);
+        let stats = Stats::default();
+        let blocks: Vec<UsageBlock> = ["a", "b", "c"]
+            .iter()
+            .map(|t| UsageBlock {
+                tenant: t.to_string(),
+                records: (0..40)
+                    .map(|i| UsageRecord {
+                        ts_ms: 1_000,
+                        endpoint: if *t == "b" && (i == 7 || i == 30) {
+                            "/poison".into()
+                        } else {
+                            "/ok".into()
+                        },
+                        calls: 1,
+                        ..Default::default()
+                    })
+                    .collect(),
+                retired: None,
+            })
+            .collect();
+        assert!(
+            write_blocks(&store, blocks, &stats).is_none(),
+            "nothing held"
+        );
+        let stored = |t: &str| {
+            let mut n = 0;
+            store
+                .scan_usage(t, 0, i64::MAX, &mut |r| {
+                    assert_eq!(r.endpoint, "/ok");
+                    n += 1;
+                    true
+                })
+                .unwrap();
+            n
+        };
+        assert_eq!((stored("a"), stored("b"), stored("c")), (40, 38, 40));
+        assert_eq!(stats.rejected_by_store.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.unpersisted_store_error.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.persisted.load(Ordering::Relaxed), 118);
+    }
+
+    #[test]
+    fn halves_cut_blocks_at_the_middle_record() {
+        let block = |t: &str, n: usize| UsageBlock {
+            tenant: t.into(),
+            records: vec![UsageRecord::default(); n],
+            retired: None,
+        };
+        let (a, b) = halves(vec![block("x", 3), block("y", 4)]);
+        let sizes = |v: &[UsageBlock]| {
+            v.iter()
+                .map(|b| (b.tenant.clone(), b.records.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(&a), [("x".into(), 3)]);
+        assert_eq!(sizes(&b), [("y".into(), 4)]);
+        let (a, b) = halves(vec![block("x", 5)]);
+        assert_eq!(
+            (sizes(&a), sizes(&b)),
+            (vec![("x".into(), 2)], vec![("x".into(), 3)])
+        );
+    }
+
     fn state(id: &str) -> Arc<TenantState> {
         let plan = ActivePlan::new(Plan::unlimited("p"));
         Arc::new(TenantState::new(id, plan, false, Period(0)))

@@ -532,11 +532,8 @@ impl PgEngine {
                 let tenants: Vec<&str> = w.totals.iter().map(|t| t.1.as_str()).collect();
                 let calls: Vec<i64> = w.totals.iter().map(|t| t.2).collect();
                 let tokens: Vec<i64> = w.totals.iter().map(|t| t.3).collect();
-                tx.execute(
-                    ADD_PERIOD_TOTALS,
-                    &[&periods, &tenants, &calls, &tokens],
-                )
-                .await?;
+                tx.execute(ADD_PERIOD_TOTALS, &[&periods, &tenants, &calls, &tokens])
+                    .await?;
                 if let Some(process) = &process {
                     tx.execute(
                         ADD_PROCESS_TOTALS,
@@ -576,7 +573,8 @@ impl PgEngine {
                 // Refused as data, it would be refused forever and hold
                 // every later write behind it: set apart, and said.
                 Err(e) if e.rejects_data() => {
-                    self.rejected.fetch_add(write.records as u64, Ordering::Relaxed);
+                    self.rejected
+                        .fetch_add(write.records as u64, Ordering::Relaxed);
                     tracing::error!(
                         error = %e,
                         write = write.seq,

@@ -234,3 +234,55 @@ fn catalog_writes_reach_the_other_instances() {
     assert_eq!(b_engine.heartbeat(Duration::from_secs(5)).unwrap(), 1);
     let _ = Arc::clone(&b_engine);
 }
+
+/// A rebuilt Redis hash learns from `shares` what each process's records
+/// brought to the totals, read in one snapshot with them: only writes made
+/// after `set_process` count under its name, and `mark_made` says a hash
+/// existed (issue 36, items 1 and 2).
+#[test]
+fn shares_split_the_totals_by_process_and_say_whether_a_hash_was_made() {
+    let url = cluster().fresh_database();
+    let (store, engine) = open(&options(&url, "a")).unwrap();
+    let period = Period::containing_secs(T / 1000);
+    store
+        .write_usage(&[UsageBlock::new("t", (0..2).map(rec).collect())])
+        .unwrap();
+    engine.set_process("a#1");
+    store
+        .write_usage(&[UsageBlock::new("t", (2..7).map(rec).collect())])
+        .unwrap();
+    let shares = engine.shares("t", period).unwrap();
+    assert_eq!((shares.total.calls, shares.total.tokens), (7, 21));
+    assert_eq!(shares.by_process.len(), 1);
+    assert_eq!(shares.by_process[0].0, "a#1");
+    assert_eq!(
+        (shares.by_process[0].1.calls, shares.by_process[0].1.tokens),
+        (5, 15)
+    );
+    assert!(!shares.made);
+    engine.mark_made("t", period).unwrap();
+    engine.mark_made("t", period).unwrap();
+    assert!(engine.shares("t", period).unwrap().made);
+    assert!(!engine.shares("u", period).unwrap().made);
+}
+
+/// Issue 36, item 8: a data exception or an integrity violation is about
+/// what was sent - the same call fails again - so it is `Rejected`, never
+/// retried as it is; an unreachable database is not.
+#[test]
+fn data_errors_are_rejected_and_never_retried() {
+    let url = cluster().fresh_database();
+    let (_store, engine) = open(&options(&url, "a")).unwrap();
+    for sql in [
+        "SELECT 1 / 0",
+        "SELECT 9223372036854775807::int8 + 1",
+        "INSERT INTO usage_days (day) VALUES (1), (1)",
+    ] {
+        let e = engine.query(sql, Vec::new()).unwrap_err();
+        assert!(e.rejects_data() && !e.retryable(), "{sql}: {e}");
+    }
+    let e = engine
+        .query("SELECT * FROM no_such_table", Vec::new())
+        .unwrap_err();
+    assert!(!e.rejects_data(), "{e}");
+}
