@@ -41,8 +41,12 @@ pub struct MemoryEngine {
     /// Records a test makes the engine refuse as data (as PostgreSQL
     /// refuses a value out of range): a write holding one fails whole.
     #[cfg(test)]
-    refuse: Mutex<Option<fn(&UsageRecord) -> bool>>,
+    refuse: Mutex<Option<Refusal>>,
 }
+
+/// Which records a test makes the engine refuse.
+#[cfg(test)]
+type Refusal = fn(&UsageRecord) -> bool;
 
 #[cfg(test)]
 impl MemoryEngine {
