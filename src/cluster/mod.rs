@@ -45,6 +45,11 @@ const BREAKER: Duration = Duration::from_secs(1);
 /// instance, before the sync loop has seen its rate.
 const FIRST_LEASE: u64 = 16;
 
+/// A hash another instance is making is called for again this often, at
+/// most this many times in all (then the call fails as Redis down would).
+const MAKE_WAIT: Duration = Duration::from_millis(10);
+const MAKE_TRIES: usize = 64;
+
 /// Counts for `/metrics` and `/healthz`.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
@@ -521,7 +526,8 @@ impl Inner {
     ) -> Option<script::Answer> {
         let shared = tenant.shared()?;
         let met = shared.epoch(period) != 0;
-        for _ in 0..3 {
+        let fresh = self.timeout * 4;
+        for _ in 0..MAKE_TRIES {
             match self.call_one(&tenant.id, period, &ask, now).await? {
                 Reply::Answer(a) => {
                     self.take(shared, &ask, &a, period);
@@ -529,14 +535,27 @@ impl Inner {
                 }
                 Reply::Missing => {
                     let shares = self.shares(&tenant.id, period).await?;
-                    if met || shares.made {
-                        ask.hold_ms = self.hold.as_millis() as u64;
-                        tracing::warn!(
-                            tenant = %tenant.id,
-                            "cluster: Redis lost this tenant's allocation; rebuilding it"
-                        );
-                    } else {
-                        self.mark_made(&tenant.id, period).await?;
+                    match shares.made_ms_ago {
+                        // Another instance is about to make it (it marked
+                        // the store, its script has not run yet): join it
+                        // rather than make it again as lost.
+                        Some(ago) if !met && ago < fresh.as_millis() as u64 => {
+                            tokio::time::sleep(MAKE_WAIT).await;
+                            continue;
+                        }
+                        Some(_) => {
+                            ask.hold_ms = self.hold.as_millis() as u64;
+                            tracing::warn!(
+                                tenant = %tenant.id,
+                                "cluster: Redis lost this tenant's allocation; rebuilding it"
+                            );
+                        }
+                        None => {
+                            if met {
+                                ask.hold_ms = self.hold.as_millis() as u64;
+                            }
+                            self.mark_made(&tenant.id, period).await?;
+                        }
                     }
                     ask.init = Some(shares);
                 }

@@ -71,6 +71,7 @@ pub struct Shares {
     pub total: PeriodTotals,
     /// The part of `total` each named process wrote.
     pub by_process: Vec<(String, PeriodTotals)>,
-    /// Whether a shared allocation was made for the period before.
-    pub made: bool,
+    /// How long ago (ms, the engine's clock) a shared allocation of the
+    /// period was first about to be made; `None`: never.
+    pub made_ms_ago: Option<u64>,
 }

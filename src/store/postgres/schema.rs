@@ -143,6 +143,7 @@ CREATE TABLE process_totals (
 CREATE TABLE shared_periods (
     period integer NOT NULL,
     tenant_id text NOT NULL,
+    made_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (period, tenant_id)
 );
 "#,

@@ -193,7 +193,8 @@ impl Shared for PgEngine {
             "SELECT 0, '', calls, tokens FROM period_totals WHERE period = $1 AND tenant_id = $2 \
              UNION ALL SELECT 1, process, calls, tokens FROM process_totals \
              WHERE period = $1 AND tenant_id = $2 \
-             UNION ALL SELECT 2, '', 0::int8, 0::int8 FROM shared_periods \
+             UNION ALL SELECT 2, '', \
+             (extract(epoch FROM now() - made_at) * 1000)::int8, 0::int8 FROM shared_periods \
              WHERE period = $1 AND tenant_id = $2",
             vec![Box::new(period.0), Box::new(tenant.to_string())],
         )?;
@@ -206,7 +207,7 @@ impl Shared for PgEngine {
             match r.get::<_, i32>(0) {
                 0 => shares.total = totals,
                 1 => shares.by_process.push((r.get(1), totals)),
-                _ => shares.made = true,
+                _ => shares.made_ms_ago = Some(totals.calls),
             }
         }
         Ok(shares)

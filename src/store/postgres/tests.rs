@@ -259,11 +259,16 @@ fn shares_split_the_totals_by_process_and_say_whether_a_hash_was_made() {
         (shares.by_process[0].1.calls, shares.by_process[0].1.tokens),
         (5, 15)
     );
-    assert!(!shares.made);
+    assert_eq!(shares.made_ms_ago, None);
     engine.mark_made("t", period).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
     engine.mark_made("t", period).unwrap();
-    assert!(engine.shares("t", period).unwrap().made);
-    assert!(!engine.shares("u", period).unwrap().made);
+    let ago = engine.shares("t", period).unwrap().made_ms_ago.unwrap();
+    assert!(
+        (50..10_000).contains(&ago),
+        "the first mark counts: {ago} ms ago"
+    );
+    assert_eq!(engine.shares("u", period).unwrap().made_ms_ago, None);
 }
 
 /// Issue 36, item 8: a data exception or an integrity violation is about
