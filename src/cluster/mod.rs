@@ -17,10 +17,11 @@
 //! past them a decision is refused with `cluster_unavailable`. Nothing
 //! ever falls back to unshared counters.
 
+mod breaker;
 mod script;
 mod sync;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +40,6 @@ use crate::store::shared::{Shared as SharedStore, Shares};
 pub use self::script::key;
 use self::script::Reply;
 
-/// How long a failed call keeps Redis marked down before the next try.
-const BREAKER: Duration = Duration::from_secs(1);
 /// The fewest units a top-up asks for: a tenant's first lease on an
 /// instance, before the sync loop has seen its rate.
 const FIRST_LEASE: u64 = 16;
@@ -135,8 +134,8 @@ struct Inner {
     /// `on_redis_down = "local"`: leases keep a reserve, spent while Redis
     /// is down.
     local: bool,
-    /// Milliseconds since `epoch` until which Redis counts as down.
-    down_until: AtomicI64,
+    /// When calls stop for a while (ms since `epoch`).
+    breaker: breaker::Breaker,
     /// Whether Redis answered the last call.
     up: AtomicBool,
     epoch: Instant,
@@ -187,7 +186,9 @@ impl Cluster {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| ClusterError(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            // Two: a request's top-up is not queued behind the sync
+            // loop's pipeline on a busy host.
+            .worker_threads(2)
             .thread_name("tollgate-cluster")
             .enable_all()
             .build()
@@ -219,7 +220,7 @@ impl Cluster {
                 sync_every: Duration::from_millis(config.sync_ms),
                 lease_ms: config.lease_ms,
                 local: config.on_redis_down == "local",
-                down_until: AtomicI64::new(0),
+                breaker: breaker::Breaker::default(),
                 up: AtomicBool::new(true),
                 epoch: Instant::now(),
                 stopping: AtomicBool::new(false),
@@ -408,30 +409,32 @@ impl Inner {
     }
 
     fn is_down(&self) -> bool {
-        self.now_ms() < self.down_until.load(Ordering::Relaxed)
+        self.breaker.is_open(self.now_ms())
     }
 
-    /// Marks the outcome of a call: a failure opens the breaker.
+    /// Marks the outcome of a call: failures in a row open the breaker
+    /// (`breaker.rs`), and only then is Redis down.
     fn answered(&self, ok: bool) {
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
-        if ok {
-            self.up.store(true, Ordering::Relaxed);
-            self.down_until.store(0, Ordering::Relaxed);
-            self.hub.set_local(false);
-        } else {
-            if self.local {
-                self.hub.set_local(true);
-            }
+        if !ok {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            if self.up.swap(false, Ordering::Relaxed) {
-                tracing::warn!(
-                    "cluster: Redis did not answer; deciding from the leases held until it does"
-                );
+        }
+        match self.breaker.record(ok, self.now_ms()) {
+            breaker::Outcome::Answered => {
+                self.up.store(true, Ordering::Relaxed);
+                self.hub.set_local(false);
             }
-            self.down_until.store(
-                self.now_ms() + BREAKER.as_millis() as i64,
-                Ordering::Relaxed,
-            );
+            breaker::Outcome::Failed => {}
+            breaker::Outcome::Opened => {
+                if self.local {
+                    self.hub.set_local(true);
+                }
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "cluster: Redis did not answer; deciding from the leases held until it does"
+                    );
+                }
+            }
         }
     }
 
