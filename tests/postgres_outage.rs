@@ -75,7 +75,12 @@ fn an_outage_under_load_delivers_every_spooled_record_once() {
         "ingestion went on while the database was down"
     );
     let h = health(&c, &s);
-    assert!(h["databaseError"].is_string(), "{h}");
+    // It names the cause, not only "postgres: db error" (issue 36, item 9).
+    let cause = h["databaseError"].as_str().unwrap_or_default();
+    assert!(
+        cause.len() > "postgres: db error".len() && cause != "postgres: db error",
+        "{h}"
+    );
     assert_eq!(h["unpersistedRecords"], 0, "{h}");
 
     // Back: the spool drains, once.

@@ -38,15 +38,17 @@ pub fn failed(e: impl std::fmt::Display) -> StoreError {
 pub fn unreachable(e: &StoreError) -> bool {
     match e {
         StoreError::Unavailable(_) => true,
-        StoreError::Engine { source, .. } => source
-            .downcast_ref::<tokio_postgres::Error>()
-            .is_some_and(|e| match e.code() {
-                // Connection exceptions and operator intervention (a shutdown).
-                Some(code) => ["08", "57"]
-                    .iter()
-                    .any(|class| code.code().starts_with(class)),
-                None => e.as_db_error().is_none(),
-            }),
+        StoreError::Engine { source, .. } => {
+            source
+                .downcast_ref::<PgError>()
+                .is_some_and(|PgError(e)| match e.code() {
+                    // Connection exceptions and operator intervention (a shutdown).
+                    Some(code) => ["08", "57"]
+                        .iter()
+                        .any(|class| code.code().starts_with(class)),
+                    None => e.as_db_error().is_none(),
+                })
+        }
         _ => false,
     }
 }
@@ -147,6 +149,41 @@ impl Pg {
     }
 }
 
+/// A driver error that says what went wrong: the driver's own text is
+/// "db error" for everything the server reported, which is all that
+/// `/healthz` and the logs said during an outage.
+#[derive(Debug)]
+pub struct PgError(pub tokio_postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(
+                f,
+                "{} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            ),
+            None => {
+                write!(f, "{}", self.0)?;
+                let mut cause = std::error::Error::source(&self.0);
+                while let Some(c) = cause {
+                    write!(f, ": {c}")?;
+                    cause = c.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     /// A data exception (SQLSTATE class 22: a value out of range, a byte
     /// the encoding refuses) or an integrity violation (23) is about what
@@ -161,6 +198,6 @@ impl From<tokio_postgres::Error> for StoreError {
         } else {
             Failure::Transient
         };
-        StoreError::engine(ENGINE, failure, e)
+        StoreError::engine(ENGINE, failure, PgError(e))
     }
 }

@@ -290,4 +290,10 @@ fn data_errors_are_rejected_and_never_retried() {
         .query("SELECT * FROM no_such_table", Vec::new())
         .unwrap_err();
     assert!(!e.rejects_data(), "{e}");
+    // The error says what the server said (issue 36, item 9: `/healthz`
+    // said only "postgres: db error" during an outage).
+    assert!(
+        e.to_string().contains("42P01") && e.to_string().contains("no_such_table"),
+        "{e}"
+    );
 }
