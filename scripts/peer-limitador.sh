@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)"; exit 1; }
 cd peers/limitador
-CARGO_TARGET_DIR=../../target/peers cargo run --release --quiet
+CARGO_TARGET_DIR=../../target/peers cargo run --release --quiet --locked
