@@ -64,7 +64,7 @@ pub struct PgEngine {
     /// Something was spooled since the spool was last flushed.
     spooled: AtomicBool,
     /// Held while the spool is delivered.
-    draining: Mutex<()>,
+    pub(super) draining: Mutex<()>,
     /// Why the last write could not reach the database; `None` once one did.
     down: Mutex<Option<String>>,
     /// Records of spooled writes the database refused as data (dropped).
@@ -238,7 +238,7 @@ async fn upsert_keys(c: &impl GenericClient, keys: &[StoredKey]) -> Result<(), S
 
 /// What one usage write adds, computed before its transaction (and kept
 /// in the spool while the database is unreachable).
-fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
+pub(super) fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
     let mut totals: BTreeMap<(i32, String), (i64, i64)> = BTreeMap::new();
     let mut book = RollupBook::default();
     let mut records = 0;
@@ -301,6 +301,62 @@ const ADD_PROCESS_TOTALS: &str = "INSERT INTO process_totals \
      ON CONFLICT (period, tenant_id, process) DO UPDATE SET \
      calls = LEAST(process_totals.calls::numeric + EXCLUDED.calls, 9223372036854775807)::int8, \
      tokens = LEAST(process_totals.tokens::numeric + EXCLUDED.tokens, 9223372036854775807)::int8";
+
+/// Spooled writes delivered in one transaction.
+const DRAIN_WRITES: usize = 64;
+
+/// Adds one delivery's totals (and this process's part of them) and
+/// merges its rollup cells.
+async fn add_write(
+    tx: &tokio_postgres::Transaction<'_>,
+    totals: &[(i32, String, i64, i64)],
+    cells: &[(CellId, Cell)],
+    process: Option<&str>,
+) -> Result<(), StoreError> {
+    let periods: Vec<i32> = totals.iter().map(|t| t.0).collect();
+    let tenants: Vec<&str> = totals.iter().map(|t| t.1.as_str()).collect();
+    let calls: Vec<i64> = totals.iter().map(|t| t.2).collect();
+    let tokens: Vec<i64> = totals.iter().map(|t| t.3).collect();
+    tx.execute(ADD_PERIOD_TOTALS, &[&periods, &tenants, &calls, &tokens])
+        .await?;
+    if let Some(process) = process {
+        tx.execute(
+            ADD_PROCESS_TOTALS,
+            &[&periods, &tenants, &calls, &tokens, &process],
+        )
+        .await?;
+    }
+    merge_cells(tx, cells).await
+}
+
+/// Several writes' totals and rollup cells added up, in key order.
+#[allow(clippy::type_complexity)]
+fn added_up(writes: &[&Write]) -> (Vec<(i32, String, i64, i64)>, Vec<(CellId, Cell)>) {
+    let mut totals: BTreeMap<(i32, String), (i64, i64)> = BTreeMap::new();
+    let mut cells: BTreeMap<CellId, Cell> = BTreeMap::new();
+    for w in writes {
+        for (period, tenant, calls, tokens) in &w.totals {
+            let slot = totals.entry((*period, tenant.clone())).or_default();
+            slot.0 = slot.0.saturating_add(*calls);
+            slot.1 = slot.1.saturating_add(*tokens);
+        }
+        for (id, cell) in &w.cells {
+            match cells.get_mut(id) {
+                Some(c) => c.merge(cell),
+                None => {
+                    cells.insert(id.clone(), cell.clone());
+                }
+            }
+        }
+    }
+    (
+        totals
+            .into_iter()
+            .map(|((p, t), (c, k))| (p, t, c, k))
+            .collect(),
+        cells.into_iter().collect(),
+    )
+}
 
 /// Writes `cells` (`(grain, owner, bucket)` in key order, with their
 /// bytes) over what is stored, under the rollup lock.
@@ -429,6 +485,12 @@ impl PgEngine {
         }
     }
 
+    /// The local spool (tests fill it directly).
+    #[cfg(test)]
+    pub(super) fn spool(&self) -> Option<&Spool> {
+        self.spool.as_ref()
+    }
+
     pub fn instance(&self) -> &str {
         &self.instance
     }
@@ -502,46 +564,65 @@ impl PgEngine {
 
     /// Writes one usage write, unless `usage_batches` has it already.
     fn deliver(&self, write: &Arc<Write>) -> Result<(), StoreError> {
-        self.ensure_days(write.days.iter().copied())?;
+        self.deliver_all(std::slice::from_ref(write))
+    }
+
+    /// Writes `writes` in one transaction, each unless `usage_batches` has
+    /// it already (sent before, the answer to its commit lost): one `COPY`
+    /// each, and their totals and rollup cells added up first, so that the
+    /// spool is delivered in a few large transactions (each one's rollup
+    /// merge takes a lock every instance shares) rather than one a write.
+    fn deliver_all(&self, writes: &[Arc<Write>]) -> Result<(), StoreError> {
+        self.ensure_days(writes.iter().flat_map(|w| w.days.iter().copied()))?;
         let instance = self.instance.clone();
         let process = self.process.get().cloned();
-        let w = write.clone();
+        let writes = writes.to_vec();
         let result = self.transaction(move |tx| {
             Box::pin(async move {
-                let fresh = tx
-                    .execute(
-                        "INSERT INTO usage_batches (instance, seq, records) VALUES ($1, $2, $3) \
-                         ON CONFLICT DO NOTHING",
-                        &[&instance, &(w.seq as i64), &(w.records as i32)],
+                let seqs: Vec<i64> = writes.iter().map(|w| w.seq as i64).collect();
+                let counts: Vec<i32> = writes.iter().map(|w| w.records as i32).collect();
+                let fresh: HashSet<i64> = tx
+                    .query(
+                        "INSERT INTO usage_batches (instance, seq, records) \
+                         SELECT $1::text, s, r FROM unnest($2::int8[], $3::int4[]) AS u(s, r) \
+                         ON CONFLICT DO NOTHING RETURNING seq",
+                        &[&instance, &seqs, &counts],
                     )
-                    .await?;
-                if fresh == 0 {
-                    // Sent before (the answer to its commit was lost).
-                    return Ok(());
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let fresh: Vec<&Write> = writes
+                    .iter()
+                    .filter(|w| fresh.contains(&(w.seq as i64)))
+                    .map(|w| w.as_ref())
+                    .collect();
+                // One `COPY` for each run of writes of one layout.
+                for run in
+                    fresh.chunk_by(|a, b| (a.layout < COPY_LAYOUT) == (b.layout < COPY_LAYOUT))
+                {
+                    let columns = if run[0].layout < COPY_LAYOUT {
+                        COPY_RECORDS_V1
+                    } else {
+                        COPY_RECORDS
+                    };
+                    let stream = match run {
+                        [w] => bytes::Bytes::copy_from_slice(&w.copy),
+                        _ => records::join_copies(run.iter().map(|w| w.copy.as_slice())).into(),
+                    };
+                    let sink = tx.copy_in(columns).await?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(stream).await?;
+                    sink.finish().await?;
                 }
-                let columns = if w.layout < COPY_LAYOUT {
-                    COPY_RECORDS_V1
-                } else {
-                    COPY_RECORDS
-                };
-                let sink = tx.copy_in(columns).await?;
-                futures_util::pin_mut!(sink);
-                sink.send(bytes::Bytes::copy_from_slice(&w.copy)).await?;
-                sink.finish().await?;
-                let periods: Vec<i32> = w.totals.iter().map(|t| t.0).collect();
-                let tenants: Vec<&str> = w.totals.iter().map(|t| t.1.as_str()).collect();
-                let calls: Vec<i64> = w.totals.iter().map(|t| t.2).collect();
-                let tokens: Vec<i64> = w.totals.iter().map(|t| t.3).collect();
-                tx.execute(ADD_PERIOD_TOTALS, &[&periods, &tenants, &calls, &tokens])
-                    .await?;
-                if let Some(process) = &process {
-                    tx.execute(
-                        ADD_PROCESS_TOTALS,
-                        &[&periods, &tenants, &calls, &tokens, process],
-                    )
-                    .await?;
+                match fresh[..] {
+                    [] => Ok(()),
+                    [w] => add_write(tx, &w.totals, &w.cells, process.as_deref()).await,
+                    _ => {
+                        let (totals, cells) = added_up(&fresh);
+                        add_write(tx, &totals, &cells, process.as_deref()).await
+                    }
                 }
-                merge_cells(tx, &w.cells).await
             })
         });
         match &result {
@@ -558,33 +639,55 @@ impl PgEngine {
         result
     }
 
-    /// Delivers what the spool holds, oldest first; stops at the first
-    /// failure. Returns how many records went.
+    /// Delivers what the spool holds, oldest first, up to
+    /// [`DRAIN_WRITES`] writes a transaction; stops at the first failure.
+    /// Returns how many records went.
     pub fn drain(&self) -> Result<u64, StoreError> {
         let Some(spool) = &self.spool else {
             return Ok(0);
         };
         let _one = self.draining.lock();
         let mut sent = 0;
-        while let Some(write) = spool.first()? {
-            let write = Arc::new(write);
-            match self.deliver(&write) {
-                Ok(()) => sent += write.records as u64,
-                // Refused as data, it would be refused forever and hold
-                // every later write behind it: set apart, and said.
+        loop {
+            let batch: Vec<Arc<Write>> = spool
+                .first_n(DRAIN_WRITES)?
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            match self.deliver_all(&batch) {
+                Ok(()) => {
+                    for write in &batch {
+                        spool.remove(write)?;
+                        sent += write.records as u64;
+                    }
+                }
+                // Refused as data: one at a time, to set apart the write
+                // that is refused (it would be refused forever and hold
+                // every later write behind it).
                 Err(e) if e.rejects_data() => {
-                    self.rejected
-                        .fetch_add(write.records as u64, Ordering::Relaxed);
-                    tracing::error!(
-                        error = %e,
-                        write = write.seq,
-                        records = write.records,
-                        "PostgreSQL refused a spooled usage write as data; it is dropped from the spool"
-                    );
+                    for write in &batch {
+                        match self.deliver(write) {
+                            Ok(()) => sent += write.records as u64,
+                            Err(e) if e.rejects_data() => {
+                                self.rejected
+                                    .fetch_add(write.records as u64, Ordering::Relaxed);
+                                tracing::error!(
+                                    error = %e,
+                                    write = write.seq,
+                                    records = write.records,
+                                    "PostgreSQL refused a spooled usage write as data; it is dropped from the spool"
+                                );
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        spool.remove(write)?;
+                    }
                 }
                 Err(e) => return Err(e),
             }
-            spool.remove(&write)?;
         }
         spool.flush()?;
         Ok(sent)

@@ -77,6 +77,34 @@ pub fn encode_copy(blocks: &[&UsageBlock]) -> Vec<u8> {
     out
 }
 
+/// Binary `COPY` streams of one layout joined into one: the first's
+/// header, every stream's rows, one trailer.
+pub fn join_copies<'a>(streams: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let rows: usize = streams
+        .clone()
+        .map(|s| s.len().saturating_sub(COPY_HEADER + COPY_TRAILER))
+        .sum();
+    let mut out = Vec::with_capacity(COPY_HEADER + rows + COPY_TRAILER);
+    let mut first = true;
+    for s in streams {
+        if s.len() < COPY_HEADER + COPY_TRAILER {
+            continue;
+        }
+        if first {
+            out.extend_from_slice(&s[..COPY_HEADER]);
+            first = false;
+        }
+        out.extend_from_slice(&s[COPY_HEADER..s.len() - COPY_TRAILER]);
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
+}
+
+/// The bytes of [`encode_copy`]'s header (signature, flags, extension
+/// length) and trailer.
+const COPY_HEADER: usize = 19;
+const COPY_TRAILER: usize = 2;
+
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -174,4 +202,33 @@ pub fn record(row: &Row) -> ((i32, i64), UsageRecord) {
         .boxed(),
     };
     ((row.get(0), row.get(1)), record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_copies_are_the_copy_of_all_their_rows() {
+        let block = |t: &str, n: i64| {
+            UsageBlock::new(
+                t,
+                (0..n)
+                    .map(|i| UsageRecord {
+                        ts_ms: 1_795_000_000_000 + i,
+                        endpoint: format!("/e{i}").as_str().into(),
+                        calls: 1,
+                        ..Default::default()
+                    })
+                    .collect(),
+            )
+        };
+        let (a, b, c) = (block("a", 3), block("b", 0), block("c", 2));
+        let joined = join_copies(
+            [encode_copy(&[&a]), encode_copy(&[&b]), encode_copy(&[&c])]
+                .iter()
+                .map(|s| s.as_slice()),
+        );
+        assert_eq!(joined, encode_copy(&[&a, &b, &c]));
+    }
 }

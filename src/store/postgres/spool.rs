@@ -143,15 +143,15 @@ impl Spool {
         Ok(())
     }
 
-    /// The oldest write waiting.
-    pub fn first(&self) -> Result<Option<Write>, StoreError> {
-        match self.tree.first().map_err(failed)? {
-            Some((_, v)) => Ok(Some(decode_write(&v)?)),
-            None => Ok(None),
-        }
+    /// The oldest `n` writes waiting, oldest first.
+    pub fn first_n(&self, n: usize) -> Result<Vec<Write>, StoreError> {
+        self.tree
+            .iter()
+            .take(n)
+            .map(|entry| decode_write(&entry.map_err(failed)?.1))
+            .collect()
     }
 
-    /// Forgets a delivered write.
     pub fn remove(&self, write: &Write) -> Result<(), StoreError> {
         if let Some(v) = self.tree.remove(write.seq.to_be_bytes()).map_err(failed)? {
             self.records
