@@ -311,7 +311,7 @@ fn a_spool_is_delivered_in_batches_each_write_once() {
     let per = 50i64;
     let block = |seq: u64| {
         UsageBlock::new(
-            &format!("t{}", seq % 7),
+            format!("t{}", seq % 7),
             (0..per).map(|i| rec(seq as i64 * per + i)).collect(),
         )
     };
