@@ -173,6 +173,42 @@ fn two_instances_on_one_database_behave_as_one_for_data() {
     assert_eq!(s, 404);
 }
 
+/// `tollgate_persist_lag_milliseconds`: every record queued longer ago is
+/// in the store.
+fn persist_lag_ms(c: &Client, base: &str) -> Option<u64> {
+    let metrics = c.get(format!("{base}/metrics")).send().ok()?.text().ok()?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_persist_lag_milliseconds "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `persist_lag_ms` until `stop`: the last reading, as (when the
+/// request was sent, the lag).
+fn watch_lag(p: &Proc, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Option<(Instant, u64)>> {
+    let url = p.base.clone();
+    std::thread::spawn(move || {
+        let c = Client::new();
+        let mut last = None;
+        while !stop.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            if let Some(lag) = persist_lag_ms(&c, &url) {
+                last = Some((sent, lag));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        last
+    })
+}
+
+/// What a `kill -9` may lose, as README.md and docs/API.md state it: what
+/// was queued after the moment the store is written through, which
+/// `/metrics` reports as `tollgate_persist_lag_milliseconds` - normally
+/// one flush interval and the write in flight, more while writes are slow
+/// or failing. The bound at the kill is the last reading plus the time
+/// since it was asked for. Issue 36, item 5: the test asserted the flush
+/// interval alone (plus 150 ms) and failed whenever a write took longer,
+/// 20 of 20 runs on a busy two-core machine.
 #[test]
 fn kill_9_of_a_writer_loses_at_most_its_last_flush_and_counts_nothing_twice() {
     let url = postgres::fresh_database();
@@ -185,11 +221,18 @@ fn kill_9_of_a_writer_loses_at_most_its_last_flush_and_counts_nothing_twice() {
         let stop = Arc::new(AtomicBool::new(false));
         let acks: Acks = Arc::default();
         let threads = load(&s.base, &key, stop.clone(), acks.clone());
-        std::thread::sleep(Duration::from_millis(400 + round * 300));
+        let watching = Arc::new(AtomicBool::new(false));
+        let watcher = watch_lag(&s, watching.clone());
+        std::thread::sleep(Duration::from_millis(1500 + round * 500));
         let killed_at = Instant::now();
         s.signal(libc::SIGKILL);
         stop.store(true, Ordering::Relaxed);
+        watching.store(true, Ordering::Relaxed);
         threads.into_iter().for_each(|t| t.join().unwrap());
+        let (asked, lag) = watcher.join().unwrap().expect("the lag was read");
+        // A record is acknowledged after it is queued; a few ms for the
+        // answer to reach the client after the server queued it.
+        let window = killed_at.duration_since(asked) + Duration::from_millis(lag + 20);
         drop(s);
 
         let s = start(dir.path(), &url);
@@ -206,7 +249,6 @@ fn kill_9_of_a_writer_loses_at_most_its_last_flush_and_counts_nothing_twice() {
             survived <= acked,
             "round {round}: {survived} records from {acked} acknowledged: some counted twice"
         );
-        let window = Duration::from_millis(FLUSH_MS + 150);
         let at_risk = acked_within(&acks, killed_at, window);
         let lost = acked - survived;
         assert!(
@@ -218,6 +260,9 @@ fn kill_9_of_a_writer_loses_at_most_its_last_flush_and_counts_nothing_twice() {
             after.0,
             "round {round}: rollups drifted"
         );
-        eprintln!("round {round}: acknowledged {acked}, survived {survived}, lost {lost} (at risk {at_risk})");
+        eprintln!(
+            "round {round}: acknowledged {acked}, survived {survived}, lost {lost} \
+             (at risk {at_risk} within {window:?}: lag {lag} ms)"
+        );
     }
 }

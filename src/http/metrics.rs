@@ -134,6 +134,11 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             Value::Histogram(s.flush_duration.lock().clone()),
         ),
         Family::one(
+            "tollgate_persist_lag_milliseconds",
+            "How far the store is behind: every record queued longer ago is written (a kill -9 loses at most what was queued within this); -1 before the first write.",
+            Value::Gauge(s.persist_lag_ms().map_or(-1, |ms| ms as i64)),
+        ),
+        Family::one(
             "tollgate_store_failing",
             "1 while the last store write failed or a store call hangs.",
             Value::Gauge(s.store_failing_now() as i64),

@@ -35,6 +35,10 @@ pub struct Stats {
     pub refused_rate_limited: AtomicU64,
     /// Records written to the store.
     pub persisted: AtomicU64,
+    /// Every record queued before this moment (ms since the epoch, wall
+    /// clock) is in the store or counted as unpersisted: a kill -9 can lose
+    /// only what came after. 0 before the first write.
+    pub persisted_through_ms: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
     /// Why the last flush failed (cleared by the next good one).
@@ -125,6 +129,17 @@ impl Stats {
         } else {
             *models.entry("(other)".to_owned()).or_default() += 1;
         }
+    }
+
+    /// How far (ms) the store is behind what was acknowledged: a kill -9
+    /// now loses at most what was queued in this last stretch. `None`
+    /// before the first write.
+    pub fn persist_lag_ms(&self) -> Option<u64> {
+        let through = self.persisted_through_ms.load(Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        (through > 0).then(|| now.saturating_sub(through))
     }
 
     pub fn unpersisted(&self) -> u64 {

@@ -113,9 +113,16 @@ impl UsageFlusher {
                     // clients may be waiting for room: that is written at
                     // once, as is the rest after a full batch, and a stop
                     // drains everything.
+                    // Everything queued before this moment is written once
+                    // the loop empties the queue without a failed write:
+                    // what a kill -9 can lose is what came after
+                    // (`tollgate_persist_lag_seconds`).
+                    let gathered_at = wall_ms();
+                    let mut emptied = false;
                     while held.is_none() {
                         let drained = rx.drain_into(&mut buf, MAX_BATCH);
                         if drained == 0 {
+                            emptied = true;
                             break;
                         }
                         if let Some(hook) = hook.as_mut() {
@@ -124,8 +131,14 @@ impl UsageFlusher {
                         let blocks = group(&mut buf);
                         held = stats.store_call(|| write_blocks(store.as_ref(), blocks, &stats));
                         if drained < MAX_BATCH && !stopping && !rx.reported_waiting() {
+                            emptied = true;
                             break;
                         }
+                    }
+                    if emptied && held.is_none() {
+                        stats
+                            .persisted_through_ms
+                            .fetch_max(gathered_at, Ordering::Relaxed);
                     }
                     // A burst grows the batch buffer up to MAX_BATCH records
                     // (~25 MB); give that back once it is written.
@@ -276,6 +289,14 @@ pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
     }
     blocks.retain(|b| !b.records.is_empty());
     blocks
+}
+
+/// Milliseconds since the Unix epoch, on the wall clock: the persistence
+/// lag is about this process's real time, whatever clock decides periods.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A block holds its tenant's state to tell the store whether the tenant
