@@ -426,6 +426,30 @@ fn flushall_first_noticed_by_an_instance_that_never_met_the_tenant_stays_exact()
     assert_eq!(total, LIMIT, "exact once rebuilt");
 }
 
+/// Issue 36, item 9: anyone with write access to Redis could
+/// `HSET tg:{t}:<period> alloc 0` and the fleet allowed a second full
+/// quota - nothing cross-checked Redis against the persisted totals. Every
+/// call now carries the calls the store has (read every second for the
+/// tenants an instance follows), and the allocation is never below them.
+#[test]
+fn a_tampered_allocation_cannot_grant_a_second_quota() {
+    let f = fleet();
+    let all = [0, 1, 2];
+    let raced = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
+    let first = raced + drain(&f, &all);
+    assert_eq!(first, LIMIT, "the quota, exactly");
+    // The store has every call, and each instance has read it since.
+    std::thread::sleep(Duration::from_millis(1500));
+    f.redis.cli(&["HSET", &period_key(), "alloc", "0"]);
+    let again = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0 + drain(&f, &all);
+    eprintln!(
+        "after the tampering: {again} allowed; Redis: {}",
+        f.redis.cli(&["HGETALL", &period_key()]).replace('\n', " ")
+    );
+    assert_eq!(again, 0, "a second quota was granted");
+    assert_eq!(f.redis.hget(&period_key(), "alloc"), LIMIT as i64);
+}
+
 /// Requests of cost 1 round `urls` until 2.5 s pass without one allowed
 /// (idle leases go back after a second): how many were allowed.
 fn drain_urls(urls: &[String], key: &str) -> u64 {

@@ -462,6 +462,7 @@ impl Inner {
             floor,
             init: None,
             hold_ms: 0,
+            stored: shared.stored_calls(period),
         }
     }
 
@@ -494,6 +495,24 @@ impl Inner {
                 None
             }
             Err(_) => None,
+        }
+    }
+
+    /// The calls the shared store has persisted for `tenants` in `period`
+    /// (on a blocking thread); nothing without a shared store or when it
+    /// fails (the cross-check waits for the next time).
+    async fn stored_calls(&self, tenants: Vec<String>, period: Period) -> Vec<(String, u64)> {
+        let Some(shared) = self.shared_store.get().cloned() else {
+            return Vec::new();
+        };
+        let read = tokio::task::spawn_blocking(move || shared.persisted_calls(period, &tenants));
+        match read.await {
+            Ok(Ok(calls)) => calls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cluster: cannot read the persisted calls");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
         }
     }
 
@@ -560,6 +579,8 @@ impl Inner {
                             self.mark_made(&tenant.id, period).await?;
                         }
                     }
+                    shared.stored(period, shares.total.calls);
+                    ask.stored = shared.stored_calls(period);
                     ask.init = Some(shares);
                 }
             }

@@ -33,6 +33,10 @@
 //!   instance's name and a number of its process (`tg-1#5f3a`), so a
 //!   restarted instance joins anew.
 //! - `epoch`: when the hash was made (ms, Redis's clock).
+//! - The allocation is never below the calls the store has persisted, as
+//!   the calling instance last read them: every call carries that figure,
+//!   so a hash tampered with (`HSET ... alloc 0`) or gone stale cannot
+//!   grant a second quota (everything the store has was allocated once).
 //! - `hold`: a hash made again - Redis lost it: an instance had met it,
 //!   or the store says one was made - grants nothing until `hold` (ms)
 //!   while the live instances join with what they hold; until then
@@ -63,6 +67,7 @@ local now = tonumber(ARGV[11])
 local seq = tonumber(ARGV[13])
 local G = tonumber(ARGV[14])
 local hold_ms = tonumber(ARGV[15])
+local stored = tonumber(ARGV[16])
 local alloc = tonumber(redis.call('HGET', k, 'alloc'))
 if not alloc then
   if init < 0 then return {-1} end
@@ -71,7 +76,7 @@ if not alloc then
   alloc = init
   redis.call('HSET', k, 'alloc', alloc, 'tokens', ARGV[10], 'live', 0, 'epoch', epoch,
     'hold', now + hold_ms)
-  for j = 16, #ARGV - 2, 3 do
+  for j = 17, #ARGV - 2, 3 do
     redis.call('HSET', k, 'pc:' .. ARGV[j], ARGV[j + 1], 'pt:' .. ARGV[j], ARGV[j + 2])
   end
   redis.call('EXPIRE', k, ARGV[12])
@@ -91,6 +96,7 @@ elseif seq > q then
   alloc = alloc - (B - b) + (V - v)
   s, b, v, q = S, B, V, seq
 end
+if alloc < stored then alloc = stored end
 local holding = now < hold
 local live = tonumber(redis.call('HGET', k, 'live') or '0')
 local granted = 0
@@ -144,6 +150,8 @@ pub struct Ask {
     /// hold grants (Redis lost the hash).
     pub init: Option<Shares>,
     pub hold_ms: u64,
+    /// The calls the store has persisted, as this instance last read them.
+    pub stored: u64,
 }
 
 /// The script's answer.
@@ -221,7 +229,8 @@ pub fn args(
         .arg(ttl_s)
         .arg(n(a.seq))
         .arg(n(t.granted))
-        .arg(a.hold_ms);
+        .arg(a.hold_ms)
+        .arg(n(a.stored));
     for (process, part) in a.init.iter().flat_map(|s| &s.by_process) {
         inv.arg(process.as_str())
             .arg(n(part.calls))

@@ -23,6 +23,9 @@ const IDLE: Duration = Duration::from_secs(1);
 /// A tenant followed is seen at least this often while it holds a lease
 /// (to learn that another instance needs units).
 pub(super) const REFRESH: Duration = Duration::from_secs(1);
+/// How often the persisted calls of the tenants followed are read from the
+/// shared store (one query for all): the floor of Redis's allocation.
+const CROSS_CHECK: Duration = Duration::from_secs(1);
 /// Pipelines carry at most this many calls.
 const BATCH: usize = 512;
 /// Each instance says it is live this often; one silent for `GONE` is
@@ -84,6 +87,7 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
     let mut last_beat: Option<Instant> = None;
+    let mut last_check = Instant::now();
     loop {
         tick.tick().await;
         let stopping = inner.stopping.load(Ordering::Acquire);
@@ -117,6 +121,15 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
         }
         let now = inner.clock.now_nanos();
         let period = Period::containing_nanos(now);
+        if !stopping && !tracked.is_empty() && last_check.elapsed() >= CROSS_CHECK {
+            last_check = Instant::now();
+            let ids = tracked.keys().map(|id| id.to_string()).collect();
+            for (id, calls) in inner.stored_calls(ids, period).await {
+                if let Some(s) = tracked.get(id.as_str()).and_then(|t| t.state.shared()) {
+                    s.stored(period, calls);
+                }
+            }
+        }
         let mut planned = Vec::new();
         for (id, tr) in tracked.iter_mut() {
             if let Some(ask) = plan(&inner, tr, period, now, now_i, dt, stopping || recovering) {

@@ -295,6 +295,10 @@ pub struct Shared {
     /// Tokens counted here, and the part of them Redis acknowledged.
     tokens_here: PeriodCounter,
     tokens_acked: PeriodCounter,
+    /// The calls the store has persisted for the period, as last read:
+    /// every call sends it, and Redis's allocation is never below it, so
+    /// a hash tampered with or gone stale cannot grant a second quota.
+    stored: PeriodCounter,
 }
 
 impl Shared {
@@ -311,6 +315,7 @@ impl Shared {
             tokens_seen: PeriodCounter::new(period, 0),
             tokens_here: PeriodCounter::new(period, 0),
             tokens_acked: PeriodCounter::new(period, 0),
+            stored: PeriodCounter::new(period, 0),
         }
     }
 
@@ -449,6 +454,19 @@ impl Shared {
     pub fn restore(&self, period: Period, calls: u64, tokens: u64) {
         self.calls.seen.set(period, calls);
         self.tokens_seen.set(period, tokens);
+        self.stored(period, calls);
+    }
+
+    /// The store has `calls` of the period persisted (it only grows).
+    pub fn stored(&self, period: Period, calls: u64) {
+        if calls > self.stored.used(period) {
+            self.stored.set(period, calls);
+        }
+    }
+
+    /// The calls of the period the store had when last read.
+    pub fn stored_calls(&self, period: Period) -> u64 {
+        self.stored.used(period)
     }
 
     /// Whether the running totals differ from `acked` (what Redis has).

@@ -46,6 +46,13 @@ pub trait Shared: Send + Sync {
     /// together, as of one moment.
     fn shares(&self, tenant: &str, period: Period) -> Result<Shares, StoreError>;
 
+    /// The persisted calls of `period` of each of `tenants` that has any.
+    fn persisted_calls(
+        &self,
+        period: Period,
+        tenants: &[String],
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Records that a shared allocation of `tenant`'s `period` is being
     /// made (before anything of it is granted): a later rebuild knows that
     /// one existed, so Redis lost it.

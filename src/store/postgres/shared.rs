@@ -213,6 +213,21 @@ impl Shared for PgEngine {
         Ok(shares)
     }
 
+    fn persisted_calls(
+        &self,
+        period: Period,
+        tenants: &[String],
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self.query(
+            "SELECT tenant_id, calls FROM period_totals WHERE period = $1 AND tenant_id = ANY($2)",
+            vec![Box::new(period.0), Box::new(tenants.to_vec())],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
+    }
+
     fn mark_made(&self, tenant: &str, period: Period) -> Result<(), StoreError> {
         self.query(
             "INSERT INTO shared_periods (period, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
