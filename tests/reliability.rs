@@ -193,6 +193,65 @@ fn a_full_queue_refuses_whole_batches_with_503_and_recovers() {
     wait_until(|| exported(&s, &key) == 41);
 }
 
+/// Issue 36, items 4 and 7 (invariant I2): at saturation a full queue drops
+/// authorize records, and their calls were lost from the store's totals
+/// too - after a restart (or a rebuild of the shared allocation) those
+/// calls were granted again - while `/healthz` said `ok`. Now a dropped
+/// record's calls and tokens are kept and written as one `(unrecorded)`
+/// record per tenant, and `/healthz` is `degraded` while records drop.
+#[test]
+fn a_full_queue_drops_records_from_the_analytics_but_never_their_quota() {
+    let tune = |c: &mut tollgate::config::Config| {
+        c.flush.queue_capacity = 64;
+        c.flush.interval_ms = 2_000;
+    };
+    let mut s = TestServer::start_with(tune, Arc::new(SystemClock));
+    let key = s.tenant_with_key("busy", "enterprise");
+    let mut allowed = 0;
+    for _ in 0..200 {
+        if s.tenant(&key, "POST", "/api/v1/authorize", None).status() == 200 {
+            allowed += 1;
+        }
+    }
+    let h = s.health();
+    let dropped = h["droppedQueueFull"].as_u64().unwrap();
+    assert!(dropped > 0, "the queue dropped records: {h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["droppingRecords"], true, "{h}");
+    assert!(
+        s.metrics().contains(&format!(
+            "tollgate_records_unpersisted_total{{reason=\"queue_full\"}} {dropped}"
+        )),
+        "{}",
+        s.metrics()
+    );
+    // The records that fitted, and one that carries the dropped ones' calls.
+    let expected = (200 - dropped + 1) as usize;
+    wait_until(|| exported(&s, &key) == expected);
+    let export = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson",
+            None,
+        )
+        .text()
+        .unwrap();
+    let unrecorded: Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["endpoint"] == "(unrecorded)")
+        .expect("the dropped records' calls are stored");
+    assert_eq!(unrecorded["calls"], dropped, "{unrecorded}");
+    // A restart reads the store's totals: every allowed call counts.
+    s.restart_with(tune, Arc::new(SystemClock));
+    let usage: Value = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json()
+        .unwrap();
+    assert_eq!(usage["calls"]["used"], allowed, "{usage}");
+}
+
 /// A batch that finds the queue full is held until the flusher makes room
 /// (`[limits] ingest_wait_ms`), then taken: the client is slowed, not
 /// refused. A batch whose wait runs out is refused as above.

@@ -199,12 +199,23 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     }
 
     /// Hands the record, with its latency, to the flusher (the tenant's
-    /// `Arc` moves along: no second count on its shared cache line).
+    /// `Arc` moves along: no second count on its shared cache line). The
+    /// decision stands whatever the queue says: a record it cannot take is
+    /// dropped from the analytics, its calls and tokens kept for the
+    /// store's totals.
     fn finish(self) {
-        let _ = self.queue();
+        let (st, queued) = self.queued();
+        st.queue.enqueue(queued);
     }
 
+    /// [`finish`](Self::finish) for an edge that takes the decision back
+    /// when the queue cannot take the record.
     fn queue(self) -> Result<(), Box<Queued>> {
+        let (st, queued) = self.queued();
+        st.queue.try_enqueue(queued)
+    }
+
+    fn queued(self) -> (S, Queued) {
         let Meter {
             st,
             tenant,
@@ -213,7 +224,7 @@ impl<S: Deref<Target = AppState>> Meter<S> {
             ..
         } = self;
         record.response_ms = started.elapsed().as_secs_f64() * 1e3;
-        st.queue.try_enqueue(Queued { tenant, record })
+        (st, Queued { tenant, record })
     }
 }
 

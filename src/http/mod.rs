@@ -45,7 +45,8 @@ use self::extract::TenantCtx;
 use self::request_id::RequestId;
 
 /// `GET /healthz`: `ok`, or `degraded` while the store is failing, the
-/// queue to it is over 90 % full, or a shared database is unreachable
+/// queue to it is over 90 % full or dropped a record within 10 s, or a
+/// shared database is unreachable
 /// (usage then waits in the local spool); with the count of records that
 /// could not be persisted (store errors and a full queue, since start).
 #[utoipa::path(
@@ -62,6 +63,9 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let database_down = st.stats.database_down.lock().clone();
     let cluster = st.cluster.as_deref().map(|c| c.health());
     let cluster_down = st.cluster.as_deref().is_some_and(|c| !c.redis_up());
+    // Records dropped by a full queue within the last 10 s: the store does
+    // not keep up (their quota still counts; their analytics are lost).
+    let dropping = st.stats.dropping();
     let warning = (instances > 1 && cluster.is_none()).then(|| {
         format!(
             "{instances} instances share this database: monthly quotas are enforced per \
@@ -69,7 +73,8 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
         )
     });
     HttpResponse::Ok().json(serde_json::json!({
-        "status": if failing || backed_up || spooled > 0 || database_down.is_some() || cluster_down { "degraded" } else { "ok" },
+        "status": if failing || backed_up || dropping || spooled > 0 || database_down.is_some() || cluster_down { "degraded" } else { "ok" },
+        "droppingRecords": dropping,
         "storeFailing": failing,
         "storeError": failure,
         "unpersistedRecords": st.stats.unpersisted(),

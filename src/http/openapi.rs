@@ -46,6 +46,9 @@ pub struct Health {
     /// Records decided but not persisted since start (store errors + full queue).
     pub unpersisted_records: u64,
     pub dropped_queue_full: u64,
+    /// A full queue dropped a record within the last 10 s (the store does
+    /// not keep up; the records' calls and tokens still count).
+    pub dropping_records: bool,
     pub queue_depth: u64,
     pub queue_capacity: u64,
     /// Instances live on the shared database, this one included (0: the

@@ -14,10 +14,25 @@ use crate::telemetry::metrics::Hist;
 /// counted under `(other)`.
 const MAX_UNKNOWN_MODELS: usize = 100;
 
+/// How long a dropped record keeps `/healthz` degraded, and how often the
+/// drops are logged.
+pub const DROP_WINDOW_MS: u64 = 10_000;
+
+/// Milliseconds since the Unix epoch, on the wall clock.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Records refused by a full queue: decided and answered, never persisted.
     pub dropped_queue_full: AtomicU64,
+    /// When (ms since the epoch) a full queue last dropped a record, and
+    /// when that was last logged.
+    last_drop_ms: AtomicU64,
+    drop_logged_ms: AtomicU64,
     /// Records the store failed to write.
     pub unpersisted_store_error: AtomicU64,
     /// Of those, records the store refused as data (set apart one by one
@@ -131,15 +146,32 @@ impl Stats {
         }
     }
 
+    /// Notes a record dropped by a full queue now: whether to log it (at
+    /// most every [`DROP_WINDOW_MS`]).
+    pub fn dropping_since_a_while(&self) -> bool {
+        let now = wall_ms();
+        self.last_drop_ms.store(now, Ordering::Relaxed);
+        let logged = self.drop_logged_ms.load(Ordering::Relaxed);
+        now.saturating_sub(logged) >= DROP_WINDOW_MS
+            && self
+                .drop_logged_ms
+                .compare_exchange(logged, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether a full queue dropped a record within the last
+    /// [`DROP_WINDOW_MS`] (`/healthz` is then `degraded`).
+    pub fn dropping(&self) -> bool {
+        let last = self.last_drop_ms.load(Ordering::Relaxed);
+        last > 0 && wall_ms().saturating_sub(last) < DROP_WINDOW_MS
+    }
+
     /// How far (ms) the store is behind what was acknowledged: a kill -9
     /// now loses at most what was queued in this last stretch. `None`
     /// before the first write.
     pub fn persist_lag_ms(&self) -> Option<u64> {
         let through = self.persisted_through_ms.load(Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        (through > 0).then(|| now.saturating_sub(through))
+        (through > 0).then(|| wall_ms().saturating_sub(through))
     }
 
     pub fn unpersisted(&self) -> u64 {

@@ -117,7 +117,9 @@ impl UsageFlusher {
                     // the loop empties the queue without a failed write:
                     // what a kill -9 can lose is what came after
                     // (`tollgate_persist_lag_seconds`).
-                    let gathered_at = wall_ms();
+                    // (Wall clock: the lag is about this process's real
+                    // time, whatever clock decides periods.)
+                    let gathered_at = crate::telemetry::stats::wall_ms();
                     let mut emptied = false;
                     while held.is_none() {
                         let drained = rx.drain_into(&mut buf, MAX_BATCH);
@@ -289,14 +291,6 @@ pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
     }
     blocks.retain(|b| !b.records.is_empty());
     blocks
-}
-
-/// Milliseconds since the Unix epoch, on the wall clock: the persistence
-/// lag is about this process's real time, whatever clock decides periods.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A block holds its tenant's state to tell the store whether the tenant

@@ -4,6 +4,7 @@
 pub mod flusher;
 pub mod queue;
 pub mod retention;
+pub mod unrecorded;
 
 use std::sync::Arc;
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
+use super::unrecorded::Unrecorded;
 use super::Queued;
 use crate::telemetry::slot::{slot_count, thread_slot};
 use crate::telemetry::stats::Stats;
@@ -36,6 +37,9 @@ pub struct UsageQueue {
     ingest: Arc<IngestLane>,
     stats: Arc<Stats>,
     capacity: usize,
+    /// What the records a full queue dropped consumed (their decisions
+    /// stand); the receiver writes it.
+    unrecorded: Arc<Unrecorded>,
 }
 
 /// The lane of reported usage; see the module's notes.
@@ -125,6 +129,7 @@ pub struct QueueReceiver {
     ingest_lane: Arc<IngestLane>,
     /// The rest of an ingest batch larger than a drain took.
     partial: Mutex<std::vec::IntoIter<Queued>>,
+    unrecorded: Arc<Unrecorded>,
 }
 
 /// A queue holding at most `capacity` records: half in the per-thread lanes
@@ -142,30 +147,42 @@ pub fn usage_queue(capacity: usize, stats: Arc<Stats>) -> (UsageQueue, QueueRece
         freed: tokio::sync::Notify::new(),
         wake: bounded(1),
     });
+    let unrecorded = Arc::new(Unrecorded::default());
     (
         UsageQueue {
             lanes: txs.into(),
             ingest: ingest.clone(),
             stats,
             capacity: per_lane * lanes + ingest_capacity,
+            unrecorded: unrecorded.clone(),
         },
         QueueReceiver {
             lanes: rxs,
             ingest: ingest_rx,
             ingest_lane: ingest,
             partial: Mutex::new(Vec::new().into_iter()),
+            unrecorded,
         },
     )
 }
 
 impl UsageQueue {
     /// Hands a record to the flusher. Returns false (and counts it) when the
-    /// queue is full or the flusher is gone. A thread uses its own lane; only
-    /// when that lane is full does it try the others, so one busy thread can
-    /// still use the whole capacity.
+    /// queue is full or the flusher is gone: the record is dropped from the
+    /// analytics, and what its decision consumed is kept ([`Unrecorded`]).
+    /// A thread uses its own lane; only when that lane is full does it try
+    /// the others, so one busy thread can still use the whole capacity.
     #[inline]
     pub fn enqueue(&self, item: Queued) -> bool {
-        self.try_enqueue(item).is_ok()
+        match self.try_enqueue(item) {
+            Ok(()) => true,
+            Err(dropped) => {
+                // The decision stands: what it consumed still reaches the
+                // store's period totals.
+                self.unrecorded.keep(*dropped);
+                false
+            }
+        }
     }
 
     /// Like [`enqueue`](Self::enqueue), handing back the record it could
@@ -192,9 +209,19 @@ impl UsageQueue {
 
     #[cold]
     fn dropped(&self, item: Queued) -> Result<(), Box<Queued>> {
-        self.stats
+        let total = self
+            .stats
             .dropped_queue_full
-            .fetch_add(1, Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if self.stats.dropping_since_a_while() {
+            tracing::warn!(
+                dropped = total,
+                "the usage queue is full: the store does not keep up, and records are dropped \
+                 from the analytics (their calls and tokens still count); said at most every \
+                 10 s"
+            );
+        }
         Err(Box::new(item))
     }
 
@@ -348,9 +375,11 @@ impl QueueReceiver {
         }
     }
 
-    /// Moves up to `max` waiting records into `out`; returns how many.
+    /// Moves up to `max` waiting records into `out` - first the sums of
+    /// what dropped records consumed - and returns how many.
     pub fn drain_into(&self, out: &mut Vec<Queued>, max: usize) -> usize {
         let start = out.len();
+        self.unrecorded.take(out);
         'lanes: for lane in &self.lanes {
             while out.len() - start < max {
                 match lane.try_recv() {
