@@ -19,6 +19,8 @@
 
 mod breaker;
 mod script;
+#[cfg(test)]
+mod sim;
 mod sync;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -33,10 +33,20 @@
 //!   instance's name and a number of its process (`tg-1#5f3a`), so a
 //!   restarted instance joins anew.
 //! - `epoch`: when the hash was made (ms, Redis's clock).
-//! - The allocation is never below the calls the store has persisted, as
-//!   the calling instance last read them: every call carries that figure,
-//!   so a hash tampered with (`HSET ... alloc 0`) or gone stale cannot
-//!   grant a second quota (everything the store has was allocated once).
+//! - `alloc` is worked out again by every call from the fields it
+//!   follows - `base` (the store's total the hash was made from) and each
+//!   joined instance's `g - b + v - pc` - so a tampered `alloc` (`HSET ...
+//!   alloc 0`) heals at the next call. And no grant is made past the calls
+//!   the store has persisted, as the calling instance last read them
+//!   (every call carries that figure): a hash tampered with or gone stale
+//!   cannot grant a second quota. That check only holds grants back (it is
+//!   never written into `alloc`: a process that has not joined yet may
+//!   have records the store has and the hash not, which its join adds).
+//! - An instance is never granted less than it says it was: a call whose
+//!   `G` (everything this instance took) is above `g:<i>` means the hash
+//!   forgot grants - it joined a hash made again with a call built before
+//!   the last grants of the lost one arrived - and the difference counts
+//!   again (found by the simulation, `sim.rs`).
 //! - `hold`: a hash made again - Redis lost it: an instance had met it,
 //!   or the store says one was made - grants nothing until `hold` (ms)
 //!   while the live instances join with what they hold; until then
@@ -74,8 +84,8 @@ if not alloc then
   local t = redis.call('TIME')
   local epoch = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   alloc = init
-  redis.call('HSET', k, 'alloc', alloc, 'tokens', ARGV[10], 'live', 0, 'epoch', epoch,
-    'hold', now + hold_ms)
+  redis.call('HSET', k, 'alloc', alloc, 'base', init, 'tokens', ARGV[10], 'live', 0,
+    'epoch', epoch, 'hold', now + hold_ms)
   for j = 17, #ARGV - 2, 3 do
     redis.call('HSET', k, 'pc:' .. ARGV[j], ARGV[j + 1], 'pt:' .. ARGV[j], ARGV[j + 2])
   end
@@ -95,15 +105,34 @@ if redis.call('HEXISTS', k, 'q:' .. i) == 0 then
 elseif seq > q then
   alloc = alloc - (B - b) + (V - v)
   s, b, v, q = S, B, V, seq
+  if G > g then
+    alloc = alloc + (G - g)
+    g = G
+  end
 end
-if alloc < stored then alloc = stored end
+redis.call('HSET', k, 'g:' .. i, g, 's:' .. i, s, 'b:' .. i, b, 'v:' .. i, v, 'q:' .. i, q)
+local base = tonumber(redis.call('HGET', k, 'base'))
+if base then
+  alloc = base
+  local f = redis.call('HGETALL', k)
+  local h = {}
+  for j = 1, #f, 2 do h[f[j]] = f[j + 1] end
+  for name, _ in pairs(h) do
+    if string.sub(name, 1, 2) == 'q:' then
+      local m = string.sub(name, 3)
+      local function n(p) return tonumber(h[p .. ':' .. m] or '0') end
+      alloc = alloc + math.max(0, n('g') - n('b') + n('v') - n('pc'))
+    end
+  end
+end
+local checked = math.max(alloc, stored)
 local holding = now < hold
 local live = tonumber(redis.call('HGET', k, 'live') or '0')
 local granted = 0
 if want > 0 and not holding then
   granted = want
   if limit >= 0 then
-    local left = math.max(0, limit - alloc)
+    local left = math.max(0, limit - checked)
     local holders = live
     if had <= 0 then holders = holders + 1 end
     local share = math.max(floor, math.ceil(left / (2 * holders)))
@@ -203,6 +232,41 @@ impl Reply {
     }
 }
 
+/// One argument of the script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// The script's `ARGV`, in order (`KEYS[1]` is [`key`]).
+pub fn argv<'a>(instance: &'a str, a: &'a Ask, now_ms: i64, ttl_s: i64) -> Vec<Arg<'a>> {
+    let n = |x: u64| Arg::Int(x.min(i64::MAX as u64) as i64);
+    let t = a.totals;
+    let mut argv = vec![
+        Arg::Text(instance),
+        a.limit.map_or(Arg::Int(-1), n),
+        n(t.spent),
+        n(t.given),
+        n(t.over),
+        n(a.want),
+        n(a.floor),
+        n(a.tokens),
+        a.init.as_ref().map_or(Arg::Int(-1), |s| n(s.total.calls)),
+        a.init.as_ref().map_or(Arg::Int(0), |s| n(s.total.tokens)),
+        Arg::Int(now_ms),
+        Arg::Int(ttl_s),
+        n(a.seq),
+        n(t.granted),
+        n(a.hold_ms),
+        n(a.stored),
+    ];
+    for (process, part) in a.init.iter().flat_map(|s| &s.by_process) {
+        argv.extend([Arg::Text(process), n(part.calls), n(part.tokens)]);
+    }
+    argv
+}
+
 /// Adds the call's keys and arguments to `inv`.
 pub fn args(
     inv: &mut redis::ScriptInvocation<'_>,
@@ -212,28 +276,11 @@ pub fn args(
     now_ms: i64,
     ttl_s: i64,
 ) {
-    let n = |x: u64| x.min(i64::MAX as u64) as i64;
-    let t = a.totals;
-    inv.key(key)
-        .arg(instance)
-        .arg(a.limit.map_or(-1, n))
-        .arg(n(t.spent))
-        .arg(n(t.given))
-        .arg(n(t.over))
-        .arg(a.want)
-        .arg(a.floor)
-        .arg(n(a.tokens))
-        .arg(a.init.as_ref().map_or(-1, |s| n(s.total.calls)))
-        .arg(a.init.as_ref().map_or(0, |s| n(s.total.tokens)))
-        .arg(now_ms)
-        .arg(ttl_s)
-        .arg(n(a.seq))
-        .arg(n(t.granted))
-        .arg(a.hold_ms)
-        .arg(n(a.stored));
-    for (process, part) in a.init.iter().flat_map(|s| &s.by_process) {
-        inv.arg(process.as_str())
-            .arg(n(part.calls))
-            .arg(n(part.tokens));
+    inv.key(key);
+    for arg in argv(instance, a, now_ms, ttl_s) {
+        match arg {
+            Arg::Int(v) => inv.arg(v),
+            Arg::Text(v) => inv.arg(v),
+        };
     }
 }

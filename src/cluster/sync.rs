@@ -287,7 +287,12 @@ fn plan(
     let due = now_i.duration_since(tr.last_visit);
     let pending = shared.pending(period, &shared.acked_totals(period));
     let report_due = pending && due >= Duration::from_millis(inner.lease_ms);
-    let refresh_due = held > 0 && due >= REFRESH;
+    // Every tenant followed is visited at least every REFRESH, a lease or
+    // not: should Redis have lost the hash, each instance with units or
+    // records of the tenant on their way to the store joins the rebuilt
+    // hash within its hold (one followed is active within the last 2 s,
+    // longer than a record takes to reach the store).
+    let refresh_due = due >= REFRESH;
     if want == 0 && give == 0 && !report_due && !refresh_due && !force {
         return None;
     }
