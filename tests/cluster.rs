@@ -6,6 +6,8 @@
 //! never lets the fleet past the limit and withholds at most what Redis
 //! says it held.
 
+#[path = "common/admin.rs"]
+mod admin;
 #[path = "common/binary.rs"]
 mod binary;
 #[path = "common/postgres.rs"]
@@ -96,24 +98,7 @@ fn make_tenant(c: &Client, base: &str, plan: Value, tenant: &str) -> String {
 
 /// Makes tenant `tenant` on plan `plan_id` and a key: the key.
 fn add_tenant(c: &Client, base: &str, plan_id: &str, tenant: &str) -> String {
-    let admin = |path: &str, body: Value| {
-        c.post(format!("{base}{path}"))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .unwrap()
-    };
-    let r = admin(
-        "/api/admin/tenants",
-        json!({"id": tenant, "planId": plan_id}),
-    );
-    assert_eq!(r.status(), 201);
-    admin(&format!("/api/admin/tenants/{tenant}/keys"), json!({}))
-        .json::<Value>()
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    admin::add_tenant(c, base, ADMIN, plan_id, tenant)
 }
 
 /// Waits until the authorize route at `url` knows `key` (another

@@ -8,6 +8,8 @@
 //! engine (SQL included) and a data error is never retried as a whole
 //! batch. Run against a real server on PostgreSQL and on sled.
 
+#[path = "common/admin.rs"]
+mod admin;
 #[path = "common/binary.rs"]
 mod binary;
 #[path = "common/postgres.rs"]
@@ -32,24 +34,7 @@ fn start(dir: &std::path::Path, engine: &[(&str, &str)]) -> Proc {
 }
 
 fn tenant_key(c: &Client, p: &Proc, tenant: &str) -> String {
-    let admin = |path: &str, body: Value| {
-        c.post(p.url(path))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .unwrap()
-    };
-    let r = admin(
-        "/api/admin/tenants",
-        json!({"id": tenant, "planId": "open"}),
-    );
-    assert_eq!(r.status(), 201, "{:?}", r.text());
-    admin(&format!("/api/admin/tenants/{tenant}/keys"), json!({}))
-        .json::<Value>()
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    admin::add_tenant(c, &p.base, ADMIN, "open", tenant)
 }
 
 /// The records the store has of `key`'s tenant today (read from its rollups).

@@ -13,14 +13,23 @@ use serde_json::{json, Value};
 use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
 
-fn exported(s: &TestServer, key: &str) -> usize {
+/// The tenant's records, as its NDJSON export gives them.
+fn export(s: &TestServer, key: &str) -> Vec<Value> {
     let r = s.tenant(
         key,
         "GET",
         "/api/billing/api-usage/export?format=ndjson",
         None,
     );
-    r.text().unwrap().lines().count()
+    r.text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn exported(s: &TestServer, key: &str) -> usize {
+    export(s, key).len()
 }
 
 #[test]
@@ -228,18 +237,8 @@ fn a_full_queue_drops_records_from_the_analytics_but_never_their_quota() {
     // The records that fitted, and one that carries the dropped ones' calls.
     let expected = (200 - dropped + 1) as usize;
     wait_until(|| exported(&s, &key) == expected);
-    let export = s
-        .tenant(
-            &key,
-            "GET",
-            "/api/billing/api-usage/export?format=ndjson",
-            None,
-        )
-        .text()
-        .unwrap();
-    let unrecorded: Value = export
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let unrecorded: Value = export(&s, &key)
+        .into_iter()
         .find(|r| r["endpoint"] == "(unrecorded)")
         .expect("the dropped records' calls are stored");
     assert_eq!(unrecorded["calls"], dropped, "{unrecorded}");
