@@ -335,6 +335,9 @@ fn kill_9_of_an_instance_never_lets_the_fleet_past_the_limit() {
         LIMIT as i64,
         "Redis allocated the whole limit"
     );
+    // The survivors agree on the bill (the killed instance's unreported
+    // spending counts as withheld, not used, on both).
+    billed_calls_agree(&f, &[1, 2]);
 }
 
 #[test]
@@ -391,6 +394,44 @@ fn redis_stopped_then_lost_never_lets_the_fleet_past_the_limit_and_is_exact_afte
     );
     assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
     assert_eq!(total, LIMIT, "exact again once rebuilt");
+    assert_eq!(
+        billed_calls_agree(&f, &all),
+        LIMIT,
+        "billing is what was allowed"
+    );
+}
+
+/// Every live instance's `/api/billing/usage` calls, once they agree (I4:
+/// within `lease_ms + sync_ms` of the traffic stopping; polled for 5 s).
+fn billed_calls_agree(f: &Fleet, alive: &[usize]) -> u64 {
+    let c = Client::new();
+    let read = || -> Vec<u64> {
+        alive
+            .iter()
+            .map(|&i| {
+                let usage: Value = c
+                    .get(f.procs[i].url("/api/billing/usage"))
+                    .bearer_auth(&f.key)
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                usage["calls"]["used"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let calls = read();
+        if calls.iter().all(|&n| n == calls[0]) {
+            return calls[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instances' billing differs: {calls:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Issue 36, item 2: Redis loses its data but keeps the connections
@@ -417,6 +458,11 @@ fn flushall_first_noticed_by_an_instance_that_never_met_the_tenant_stays_exact()
     );
     assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
     assert_eq!(total, LIMIT, "exact once rebuilt");
+    assert_eq!(
+        billed_calls_agree(&f, &[0, 1, 2]),
+        LIMIT,
+        "billing is what was allowed"
+    );
 }
 
 /// Issue 36, item 9: anyone with write access to Redis could
