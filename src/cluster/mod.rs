@@ -11,8 +11,9 @@
 //! needs; near the end of the quota, leases shrink to one unit and a
 //! request that finds its lease empty asks Redis itself ([`Cluster::top_up`]).
 //!
-//! Redis down or slow: every call has a short timeout, and a failure opens
-//! a breaker for a second. Leases already held keep being spent (and,
+//! Redis down or slow: every call has a short timeout; a failed call fails
+//! its own request, and three in a row open a breaker for a second
+//! (`breaker.rs`). Leases already held keep being spent (and,
 //! with `on_redis_down = "local"`, their reserves, allocated beforehand);
 //! past them a decision is refused with `cluster_unavailable`. Nothing
 //! ever falls back to unshared counters.
