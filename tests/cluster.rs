@@ -31,12 +31,11 @@ use redis::Redis;
 const ADMIN: &str = "cluster-admin-token";
 const LIMIT: u64 = 500;
 
-fn start(dir: &Path, pg: &str, redis: &Redis, name: &str, extra: &[(&str, &str)]) -> Proc {
-    let url = redis.url();
+fn start(dir: &Path, pg: &str, url: &str, name: &str, extra: &[(&str, &str)]) -> Proc {
     let mut env = vec![
         ("TOLLGATE_STORE_ENGINE", "postgres"),
         ("TOLLGATE_STORE_POSTGRES_URL", pg),
-        ("TOLLGATE_CLUSTER_REDIS_URL", url.as_str()),
+        ("TOLLGATE_CLUSTER_REDIS_URL", url),
         ("TOLLGATE_CLUSTER_INSTANCE_ID", name),
         ("TOLLGATE_FLUSH_INTERVAL_MS", "50"),
         ("TOLLGATE_LOG", "warn"),
@@ -60,13 +59,20 @@ fn fleet() -> Fleet {
 
 /// [`fleet`], with more settings for every instance.
 fn fleet_with(extra: &[(&str, &str)]) -> Fleet {
-    let pg = postgres::fresh_database();
     let redis = Redis::start();
+    let url = redis.url();
+    fleet_through(redis, [url.as_str(); 3], extra)
+}
+
+/// Three instances, each reaching Redis at its own address in `urls`.
+fn fleet_through(redis: Redis, urls: [&str; 3], extra: &[(&str, &str)]) -> Fleet {
+    let pg = postgres::fresh_database();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let procs: Vec<Proc> = dirs
         .iter()
+        .zip(urls)
         .enumerate()
-        .map(|(i, d)| start(d.path(), &pg, &redis, &format!("tg-{i}"), extra))
+        .map(|(i, (d, url))| start(d.path(), &pg, url, &format!("tg-{i}"), extra))
         .collect();
     let c = Client::new();
     let plan = json!({"id": "p", "name": "P", "monthlyCalls": LIMIT});
@@ -487,6 +493,62 @@ fn a_tampered_allocation_cannot_grant_a_second_quota() {
     );
     assert_eq!(again, 0, "a second quota was granted");
     assert_eq!(f.redis.hget(&period_key(), "alloc"), LIMIT as i64);
+}
+
+/// One instance cut off from Redis while the others reach it (a network
+/// split, its connection reset): it spends what its lease holds, then
+/// refuses with `cluster_unavailable` and says Redis is down; the fleet
+/// never passes the limit, and once the instance is back the fleet is
+/// exact.
+#[test]
+fn an_instance_cut_off_from_redis_never_lets_the_fleet_past_the_limit() {
+    let redis = Redis::start();
+    let relay = redis::Relay::start(redis.port);
+    let (via, direct) = (relay.url(), redis.url());
+    let f = fleet_through(redis, [via.as_str(), direct.as_str(), direct.as_str()], &[]);
+    let all = [0, 1, 2];
+    let before = race(&f, &all, Spread::Uniform, false, 300, None).0;
+    relay.cut();
+    let during = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
+    let c = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let h: Value = c
+            .get(f.procs[0].url("/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if h["cluster"]["redis"] == "down" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off instance never said so: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = c
+        .post(f.procs[0].url("/api/v1/authorize"))
+        .bearer_auth(&f.key)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "the cut-off instance refuses once its lease is spent"
+    );
+    assert!(
+        before + during <= LIMIT,
+        "allowed {} of {LIMIT}",
+        before + during
+    );
+    relay.restore();
+    let drained = drain(&f, &all);
+    let total = before + during + drained;
+    eprintln!("before {before}, cut off {during}, drained {drained}: {total} of {LIMIT}");
+    assert_eq!(total, LIMIT, "exact once the instance is back");
+    assert_eq!(billed_calls_agree(&f, &all), LIMIT);
 }
 
 /// Requests of cost 1 round `urls` until 2.5 s pass without one allowed
