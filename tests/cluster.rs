@@ -906,37 +906,27 @@ fn tokens_count_once_when_the_hash_is_made_or_rebuilt() {
             wait_for_key(&c, &p.url("/api/v1/authorize"), key);
         }
     }
+    // Each tenant reports `tokens` on each instance of `on`; then every
+    // instance and Redis read `want` for each, and keep reading it.
+    let reports_read = |on: &[usize], tokens: u64, want: u64| {
+        for key in &keys {
+            for &i in on {
+                report(&f.procs[i], key, tokens);
+            }
+        }
+        for (i, key) in keys.iter().enumerate() {
+            tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], want);
+        }
+    };
     // No fault: one report each on the first instance.
-    for key in &keys {
-        report(&f.procs[0], key, 1000);
-    }
-    for (i, key) in keys.iter().enumerate() {
-        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1000);
-    }
+    reports_read(&[0], 1000, 1000);
     // Redis loses everything but keeps the connections; usage goes on on
     // one instance (it makes the hash again), then on another (it joins).
     assert_eq!(f.redis.cli(&["FLUSHALL"]), "OK");
-    for key in &keys {
-        report(&f.procs[0], key, 10);
-    }
-    for (i, key) in keys.iter().enumerate() {
-        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1010);
-    }
-    for key in &keys {
-        report(&f.procs[1], key, 10);
-    }
-    for (i, key) in keys.iter().enumerate() {
-        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1020);
-    }
+    reports_read(&[0], 10, 1010);
+    reports_read(&[1], 10, 1020);
     // Again, with every instance reporting at once: whichever makes the
     // hash, the others' records reach the store before or after it.
     assert_eq!(f.redis.cli(&["FLUSHALL"]), "OK");
-    for key in &keys {
-        for p in &f.procs {
-            report(p, key, 10);
-        }
-    }
-    for (i, key) in keys.iter().enumerate() {
-        tokens_settle_at(&c, &f, &format!("tk{i}"), key, &[0, 1, 2], 1050);
-    }
+    reports_read(&[0, 1, 2], 10, 1050);
 }

@@ -39,6 +39,7 @@ use crate::quota::period::{Period, NANOS_PER_SEC};
 use crate::quota::TenantState;
 use crate::registry::Registry;
 use crate::store::shared::{Shared as SharedStore, Shares};
+use crate::store::StoreError;
 
 pub use self::script::key;
 use self::script::Reply;
@@ -469,30 +470,50 @@ impl Inner {
         }
     }
 
+    /// Runs `call` on the shared store, on a blocking thread (the store's
+    /// calls are synchronous): `None` without a shared store, or when it
+    /// failed - then `what` it was doing is logged, as a warning when
+    /// `warn` (a call made every second logs at debug).
+    async fn on_shared_store<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        warn: bool,
+        call: impl FnOnce(&dyn SharedStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Option<T> {
+        let shared = self.shared_store.get()?.clone();
+        match tokio::task::spawn_blocking(move || call(shared.as_ref())).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) if warn => {
+                tracing::warn!(error = %e, "cluster: cannot {what}");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cluster: cannot {what}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// The store's shares of `tenant`'s `period` - its persisted totals
-    /// and each process's part, read together (on a blocking thread: the
-    /// store's calls are synchronous). Without a shared store (one
+    /// and each process's part, read together. Without a shared store (one
     /// instance's own), its totals alone. `None` when the store failed.
     async fn shares(&self, tenant: &str, period: Period) -> Option<Shares> {
         let id = tenant.to_string();
-        let read = match self.shared_store.get() {
-            Some(shared) => {
-                let shared = shared.clone();
-                tokio::task::spawn_blocking(move || shared.shares(&id, period)).await
-            }
-            None => {
-                let store = self.registry.get()?.store().clone();
-                tokio::task::spawn_blocking(move || {
-                    store.tenant_totals(&id, period).map(|total| Shares {
-                        total,
-                        ..Shares::default()
-                    })
+        if self.shared_store.get().is_some() {
+            return self
+                .on_shared_store("read the persisted totals", true, move |s| {
+                    s.shares(&id, period)
                 })
-                .await
-            }
-        };
-        match read {
-            Ok(Ok(shares)) => Some(shares),
+                .await;
+        }
+        let store = self.registry.get()?.store().clone();
+        let read = tokio::task::spawn_blocking(move || store.tenant_totals(&id, period));
+        match read.await {
+            Ok(Ok(total)) => Some(Shares {
+                total,
+                ..Shares::default()
+            }),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cluster: cannot read the persisted totals");
                 None
@@ -501,39 +522,29 @@ impl Inner {
         }
     }
 
-    /// The calls the shared store has persisted for `tenants` in `period`
-    /// (on a blocking thread); nothing without a shared store or when it
-    /// fails (the cross-check waits for the next time).
+    /// The calls the shared store has persisted for `tenants` in `period`;
+    /// nothing without a shared store or when it fails (the cross-check
+    /// waits for the next time).
     async fn stored_calls(&self, tenants: Vec<String>, period: Period) -> Vec<(String, u64)> {
-        let Some(shared) = self.shared_store.get().cloned() else {
-            return Vec::new();
-        };
-        let read = tokio::task::spawn_blocking(move || shared.persisted_calls(period, &tenants));
-        match read.await {
-            Ok(Ok(calls)) => calls,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cluster: cannot read the persisted calls");
-                Vec::new()
-            }
-            Err(_) => Vec::new(),
-        }
+        self.on_shared_store("read the persisted calls", false, move |s| {
+            s.persisted_calls(period, &tenants)
+        })
+        .await
+        .unwrap_or_default()
     }
 
-    /// Records in the shared store that `tenant`'s `period` has a hash, before
-    /// the hash is made; `None` when the store failed (nothing is made).
+    /// Records in the shared store that `tenant`'s `period` has a hash,
+    /// before the hash is made; `None` when the store failed (nothing is
+    /// made). Nothing to record without a shared store.
     async fn mark_made(&self, tenant: &str, period: Period) -> Option<()> {
-        let Some(shared) = self.shared_store.get().cloned() else {
+        if self.shared_store.get().is_none() {
             return Some(());
-        };
-        let id = tenant.to_string();
-        match tokio::task::spawn_blocking(move || shared.mark_made(&id, period)).await {
-            Ok(Ok(())) => Some(()),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cluster: cannot record the tenant's allocation");
-                None
-            }
-            Err(_) => None,
         }
+        let id = tenant.to_string();
+        self.on_shared_store("record the tenant's allocation", true, move |s| {
+            s.mark_made(&id, period)
+        })
+        .await
     }
 
     /// Sends `ask` until Redis answers with an allocation - making the

@@ -17,11 +17,13 @@ use super::Inner;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
 use crate::registry::Registry;
+use crate::telemetry::stats::wall_ms;
 
 /// A lease unused this long is given back.
 const IDLE: Duration = Duration::from_secs(1);
-/// A tenant followed is seen at least this often while it holds a lease
-/// (to learn that another instance needs units).
+/// Every tenant followed is seen at least this often, a lease or not (to
+/// learn that another instance needs units, and to join a hash Redis made
+/// again within its hold).
 pub(super) const REFRESH: Duration = Duration::from_secs(1);
 /// How often the persisted calls of the tenants followed are read from the
 /// shared store (one query for all): the floor of Redis's allocation.
@@ -186,17 +188,11 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
     }
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Says this instance is live; how many are (heard from within `GONE`).
 /// The burst limits are divided among them. Wall-clock time, not the
 /// injectable clock: it is about processes, not periods.
 async fn heartbeat(inner: &Inner) -> Option<u64> {
-    let now = wall_ms();
+    let now = wall_ms() as i64;
     let mut pipe = redis::pipe();
     pipe.zadd(MEMBERS, &inner.member, now)
         .ignore()

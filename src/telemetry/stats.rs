@@ -146,9 +146,9 @@ impl Stats {
         }
     }
 
-    /// Notes a record dropped by a full queue now: whether to log it (at
-    /// most every [`DROP_WINDOW_MS`]).
-    pub fn dropping_since_a_while(&self) -> bool {
+    /// Notes a record dropped by a full queue now; whether to log the drops
+    /// (at most every [`DROP_WINDOW_MS`]).
+    pub fn note_drop(&self) -> bool {
         let now = wall_ms();
         self.last_drop_ms.store(now, Ordering::Relaxed);
         let logged = self.drop_logged_ms.load(Ordering::Relaxed);

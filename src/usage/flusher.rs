@@ -116,7 +116,7 @@ impl UsageFlusher {
                     // Everything queued before this moment is written once
                     // the loop empties the queue without a failed write:
                     // what a kill -9 can lose is what came after
-                    // (`tollgate_persist_lag_seconds`).
+                    // (`tollgate_persist_lag_milliseconds`).
                     // (Wall clock: the lag is about this process's real
                     // time, whatever clock decides periods.)
                     let gathered_at = crate::telemetry::stats::wall_ms();

@@ -214,7 +214,7 @@ impl UsageQueue {
             .dropped_queue_full
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        if self.stats.dropping_since_a_while() {
+        if self.stats.note_drop() {
             tracing::warn!(
                 dropped = total,
                 "the usage queue is full: the store does not keep up, and records are dropped \
