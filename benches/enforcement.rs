@@ -58,6 +58,8 @@ fn bench_plan() -> Plan {
         }),
         price_usd_monthly: 0.0,
         ingest_rate: None,
+        reserve_tokens: None,
+        reservation_ttl_seconds: None,
     }
 }
 

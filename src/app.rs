@@ -342,7 +342,17 @@ impl Tollgate {
         let api_key = std::env::var(&chat.api_key_env)
             .ok()
             .filter(|k| !k.is_empty());
+        let reservations = Arc::new(crate::quota::reservation::Book::default());
+        let clock = self.clock.clone();
+        if let Err(e) =
+            crate::quota::reservation::Book::expire_every_second(&reservations, move || {
+                clock.now_nanos().div_euclid(1_000_000)
+            })
+        {
+            tracing::error!(error = %e, "cannot start the reservations' thread: unsettled ones wait for the next month");
+        }
         web::Data::new(AppState {
+            reservations,
             registry: self.registry.clone(),
             queue: self.queue.clone(),
             clock: self.clock.clone(),

@@ -598,6 +598,8 @@ pub fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
         #[serde(default)]
         price_usd_monthly: f64,
         ingest_rate: Option<IngestEntry>,
+        reserve_tokens: Option<u64>,
+        reservation_ttl_seconds: Option<u64>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -633,6 +635,8 @@ pub fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
                     per_seconds: r.per_seconds,
                     burst: r.burst,
                 }),
+                reserve_tokens: e.reserve_tokens,
+                reservation_ttl_seconds: e.reservation_ttl_seconds,
             };
             plan.validate()
                 .map_err(|err| ConfigError::Invalid(format!("plan '{}': {err}", plan.id)))?;

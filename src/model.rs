@@ -66,9 +66,26 @@ pub struct Plan {
     /// Records per second `POST /api/v1/usage` takes; `None` = derived from
     /// `rate_limit` ([`IngestRate::derived`]).
     pub ingest_rate: Option<IngestRate>,
+    /// Tokens `POST /api/v1/authorize` reserves of the token quota when
+    /// the request names no `estimateTokens` (`None`: none reserved).
+    pub reserve_tokens: Option<u64>,
+    /// How long an authorize's reservation waits for the record that
+    /// settles it (`None`: [`DEFAULT_RESERVATION_TTL_S`]).
+    pub reservation_ttl_seconds: Option<u64>,
 }
 
+/// How long a reservation waits to be settled unless its plan says.
+pub const DEFAULT_RESERVATION_TTL_S: u64 = 300;
+/// The longest a plan may hold a reservation (a day).
+pub const MAX_RESERVATION_TTL_S: u64 = 86_400;
+
 impl Plan {
+    /// How long an authorize's reservation waits to be settled (seconds).
+    pub fn reservation_ttl_s(&self) -> u64 {
+        self.reservation_ttl_seconds
+            .unwrap_or(DEFAULT_RESERVATION_TTL_S)
+    }
+
     /// A plan without any limit, for tests.
     #[cfg(test)]
     pub fn unlimited(id: &str) -> Plan {
@@ -80,6 +97,8 @@ impl Plan {
             rate_limit: None,
             price_usd_monthly: 0.0,
             ingest_rate: None,
+            reserve_tokens: None,
+            reservation_ttl_seconds: None,
         }
     }
 
@@ -392,6 +411,19 @@ impl Plan {
                 "priceUsdMonthly must be a finite number >= 0".into(),
             ));
         }
+        if self.reserve_tokens.is_some_and(|v| v > MAX_COUNT) {
+            return Err(ModelError::Invalid(format!(
+                "reserveTokens must be at most {MAX_COUNT} (or null for none)"
+            )));
+        }
+        if self
+            .reservation_ttl_seconds
+            .is_some_and(|v| v == 0 || v > MAX_RESERVATION_TTL_S)
+        {
+            return Err(ModelError::Invalid(format!(
+                "reservationTtlSeconds must be 1 to {MAX_RESERVATION_TTL_S} (or null for {DEFAULT_RESERVATION_TTL_S})"
+            )));
+        }
         Ok(())
     }
 }
@@ -452,6 +484,8 @@ mod tests {
             rate_limit: rate,
             price_usd_monthly: 0.0,
             ingest_rate: ingest,
+            reserve_tokens: None,
+            reservation_ttl_seconds: None,
         }
     }
 

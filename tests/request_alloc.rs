@@ -111,6 +111,8 @@ fn allocations_per_authorize_request_end_to_end() {
                 }),
                 price_usd_monthly: 0.0,
                 ingest_rate: None,
+                reserve_tokens: None,
+                reservation_ttl_seconds: None,
             },
             now,
         )

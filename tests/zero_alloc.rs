@@ -62,6 +62,8 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
         }),
         price_usd_monthly: 0.0,
         ingest_rate: None,
+        reserve_tokens: None,
+        reservation_ttl_seconds: None,
     };
     let registry = Registry::load(store, &[plan], now).unwrap();
     let mut hashes = Vec::new();

@@ -246,6 +246,8 @@ mod tests {
             rate_limit: None,
             price_usd_monthly: price,
             ingest_rate: None,
+            reserve_tokens: None,
+            reservation_ttl_seconds: None,
         }
     }
 

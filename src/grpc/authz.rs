@@ -141,7 +141,7 @@ async fn check(
         .boxed(),
         ..Default::default()
     };
-    let meter = Meter::decide(st, &tenant, cost, record, started).await;
+    let meter = Meter::decide(st, &tenant, cost, 0, record, started).await;
     let d = *meter.decision();
     let meter = match meter.allowed() {
         Ok(m) => m,

@@ -205,7 +205,7 @@ async fn decide(
                 cost,
                 record,
             } => {
-                let meter = Meter::decide(st, &tenant, cost, *record, started).await;
+                let meter = Meter::decide(st, &tenant, cost, 0, *record, started).await;
                 let d = *meter.decision();
                 let (meter, refusal) = match meter.allowed() {
                     Ok(m) => (Some(m), None),

@@ -107,6 +107,14 @@ pub struct PlanBody {
     /// from `rateLimit` (1,000 records per request it allows).
     #[serde(default)]
     pub ingest_rate: Option<IngestRateBody>,
+    /// Tokens `POST /api/v1/authorize` reserves of the token quota when
+    /// it names no `estimateTokens`; `null` = none.
+    #[serde(default)]
+    pub reserve_tokens: Option<u64>,
+    /// Seconds a reservation waits for the record that settles it
+    /// (1 to 86,400); `null` = 300.
+    #[serde(default)]
+    pub reservation_ttl_seconds: Option<u64>,
 }
 
 impl From<&Plan> for PlanBody {
@@ -119,6 +127,8 @@ impl From<&Plan> for PlanBody {
             rate_limit: p.rate_limit.map(RateLimitBody::from),
             price_usd_monthly: p.price_usd_monthly,
             ingest_rate: p.ingest_rate.map(IngestRateBody::from),
+            reserve_tokens: p.reserve_tokens,
+            reservation_ttl_seconds: p.reservation_ttl_seconds,
         }
     }
 }
@@ -133,6 +143,8 @@ impl From<PlanBody> for Plan {
             rate_limit: p.rate_limit.map(RateLimit::from),
             price_usd_monthly: p.price_usd_monthly,
             ingest_rate: p.ingest_rate.map(IngestRate::from),
+            reserve_tokens: p.reserve_tokens,
+            reservation_ttl_seconds: p.reservation_ttl_seconds,
         }
     }
 }

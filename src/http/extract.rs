@@ -303,10 +303,10 @@ impl TenantAuth {
         &self.ctx.tenant
     }
 
-    /// Whether `cost` calls would pass now; takes nothing (a dry run,
-    /// `/api/v1/check`).
-    pub fn check(&self, st: &AppState, cost: u64, now: Nanos) -> Decision {
-        let d = self.tenant().check(cost, now);
+    /// Whether `cost` calls (and `tokens` reserved) would pass now; takes
+    /// nothing (a dry run, `/api/v1/check`).
+    pub fn check(&self, st: &AppState, cost: u64, tokens: u64, now: Nanos) -> Decision {
+        let d = self.tenant().check(cost, tokens, now);
         st.metrics.decision(d.outcome);
         self.decided(d);
         d

@@ -148,7 +148,7 @@ pub async fn forward_auth(
         .boxed(),
         ..Default::default()
     };
-    let meter = match Meter::acquire(st, &auth, cost, record, started)
+    let meter = match Meter::acquire(st, &auth, cost, 0, record, started)
         .await
         .allowed()
     {

@@ -104,7 +104,16 @@ mod tests {
                 remaining,
                 reset_at: MsText::of(reset),
                 plan,
+                reservation_id: None,
+                reserved_tokens: None,
             };
+            let reserved = AuthorizeResponse {
+                reservation_id: Some("rsv_00ff00ff00ff00ff"),
+                reserved_tokens: Some(4_096),
+                reset_at: MsText::of(reset),
+                ..answer
+            };
+            assert_written_as_serde_json(&reserved, plan);
             let check = CheckResponse {
                 is_allowed: allowed,
                 allowed,

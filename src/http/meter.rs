@@ -16,6 +16,7 @@ use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
 use crate::cluster::TopUp;
 use crate::model::{TokenCounts, UsageRecord};
+use crate::quota::reservation::Reservation;
 use crate::quota::{Decision, Outcome, TenantState};
 use crate::usage::Queued;
 
@@ -27,23 +28,27 @@ pub struct Meter<S: Deref<Target = AppState>> {
     st: S,
     tenant: Arc<TenantState>,
     decision: Decision,
+    /// The tokens the decision reserved: settled when the answer says
+    /// what was used, given back on every other path (it is dropped).
+    reservation: Option<Reservation>,
     record: UsageRecord,
     started: Instant,
 }
 
 impl<S: Deref<Target = AppState>> Meter<S> {
-    /// Decides `cost` calls now, taking them when allowed, and starts the
-    /// request's record from `record` (what the handler knows: endpoint,
-    /// method, model, user, bot).
+    /// Decides `cost` calls now, taking them (and reserving `tokens` of a
+    /// token quota) when allowed, and starts the request's record from
+    /// `record` (what the handler knows: endpoint, method, model, user, bot).
     /// The response's headers will describe the decision.
     pub async fn acquire(
         st: S,
         auth: &TenantAuth,
         cost: u64,
+        tokens: u64,
         record: UsageRecord,
         started: Instant,
     ) -> Self {
-        let meter = Meter::decide(st, auth.tenant(), cost, record, started).await;
+        let meter = Meter::decide(st, auth.tenant(), cost, tokens, record, started).await;
         auth.decided(meter.decision);
         meter
     }
@@ -57,17 +62,18 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         st: S,
         tenant: &Arc<TenantState>,
         cost: u64,
+        tokens: u64,
         mut record: UsageRecord,
         started: Instant,
     ) -> Self {
         let mut now = st.clock.now_nanos();
-        let mut decision = tenant.acquire(cost, now);
+        let mut decision = tenant.acquire_reserving(cost, tokens, now);
         if decision.outcome == Outcome::QuotaExceeded && tenant.shared().is_some() {
             if let Some(cluster) = st.cluster.as_deref() {
                 match cluster.top_up(tenant, cost).await {
                     TopUp::Granted => {
                         now = st.clock.now_nanos();
-                        decision = tenant.acquire(cost, now);
+                        decision = tenant.acquire_reserving(cost, tokens, now);
                     }
                     TopUp::Dry => {}
                     TopUp::Down => {
@@ -82,13 +88,23 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         record.status = status_of(&decision);
         record.calls = if decision.allowed() { cost } else { 0 };
         record.rejected = !decision.allowed();
+        let reservation = decision
+            .grant
+            .and_then(|g| Reservation::new(tenant.clone(), g.period, g.tokens));
         Meter {
             st,
             tenant: tenant.clone(),
             decision,
+            reservation,
             record,
             started,
         }
+    }
+
+    /// The tokens reserved, to be kept past the request (authorize's
+    /// `reservationId`): the meter no longer settles them.
+    pub fn take_reservation(&mut self) -> Option<Reservation> {
+        self.reservation.take()
     }
 
     pub fn decision(&self) -> &Decision {
@@ -136,12 +152,13 @@ impl<S: Deref<Target = AppState>> Meter<S> {
                 counts.prompt,
                 counts.completion,
             );
-            self.tenant.add_usage(
-                self.st.clock.now_nanos(),
-                self.record.ts_ms,
-                0,
-                counts.total,
-            );
+            let now = self.st.clock.now_nanos();
+            match self.reservation.take() {
+                Some(r) => r.settle(now, counts.total),
+                None => self
+                    .tenant
+                    .add_usage(now, self.record.ts_ms, 0, counts.total),
+            }
         }
         if let Some(auth) = auth {
             auth.decided(self.tenant.snapshot(self.st.clock.now_nanos()));

@@ -60,6 +60,7 @@ pub async fn authorize(
     if cost == 0 {
         return Err(ApiError::invalid("cost must be at least 1"));
     }
+    let tokens = tokens_to_reserve(auth.tenant(), req.estimate_tokens)?;
     let endpoint = req
         .endpoint
         .unwrap_or_else(|| CompactString::const_new("/api/v1/authorize"));
@@ -78,8 +79,9 @@ pub async fn authorize(
         };
     }
 
+    let mut reservation = None;
     let d = if req.dry_run {
-        let d = auth.check(st, cost, st.clock.now_nanos());
+        let d = auth.check(st, cost, tokens, st.clock.now_nanos());
         if !d.allowed() {
             return Err(rejection(&d, &auth.tenant().plan().plan.id));
         }
@@ -98,10 +100,17 @@ pub async fn authorize(
             .boxed(),
             ..Default::default()
         };
-        let meter = Meter::acquire(st, &auth, cost, record, started)
+        let mut meter = Meter::acquire(st, &auth, cost, tokens, record, started)
             .await
             .allowed()?;
         let d = *meter.decision();
+        // Kept until a record settles it, or its time to live ends.
+        if let Some(r) = meter.take_reservation() {
+            let ttl_ms = auth.tenant().plan_now().plan.reservation_ttl_s() * 1000;
+            let n = r.tokens();
+            let expires = d.now.div_euclid(1_000_000).saturating_add(ttl_ms as i64);
+            reservation = Some((st.reservations.keep(r, expires), n));
+        }
         meter.served(None, 200, None);
         d
     };
@@ -117,8 +126,23 @@ pub async fn authorize(
             remaining: d.calls_remaining(),
             reset_at: MsText::of(d.period.end()),
             plan: &plan.plan.id,
+            reservation_id: reservation.as_ref().map(|(id, _)| id.as_str()),
+            reserved_tokens: reservation.as_ref().map(|(_, n)| *n),
         },
     ))
+}
+
+/// The tokens an authorize reserves: its `estimateTokens`, else the
+/// plan's `reserveTokens` - when the plan has a token quota.
+fn tokens_to_reserve(tenant: &TenantState, estimate: Option<u64>) -> Result<u64, ApiError> {
+    if let Some(n) = estimate {
+        check_count("estimateTokens", n).map_err(ApiError::invalid)?;
+    }
+    let plan = tenant.plan_now();
+    if plan.plan.monthly_tokens.is_none() {
+        return Ok(0);
+    }
+    Ok(estimate.or(plan.plan.reserve_tokens).unwrap_or(0))
 }
 
 /// `POST /api/v1/check`: would a request of `cost` pass? Consumes nothing.
@@ -139,7 +163,8 @@ pub async fn check(
     if cost == 0 {
         return Err(ApiError::invalid("cost must be at least 1"));
     }
-    let d = auth.check(st, cost, st.clock.now_nanos());
+    let tokens = tokens_to_reserve(auth.tenant(), req.estimate_tokens)?;
+    let d = auth.check(st, cost, tokens, st.clock.now_nanos());
     let reason = (!d.allowed()).then(|| rejection(&d, "").code);
     let plan = auth.tenant().plan_now();
     Ok(json_of(
@@ -197,11 +222,19 @@ pub async fn ingest(
     let mut records = Vec::with_capacity(declared.map_or(16, |n| {
         (n / 128).min(crate::model::MAX_BATCH_RECORDS as usize)
     }));
-    let mut each = |at: Option<Position>, input: UsageInput<'_>| -> Result<(), ApiError> {
+    // The reservations the records settle (given back once the batch is taken).
+    let mut settles: Vec<String> = Vec::new();
+    let mut each = |at: Option<Position>, mut input: UsageInput<'_>| -> Result<(), ApiError> {
         let at = |m: String| match at {
             Some(p) => ApiError::invalid(format!("{p}: {m}")),
             None => ApiError::invalid(m),
         };
+        if let Some(id) = input.reservation_id.take() {
+            if id.is_empty() || id.len() > 64 {
+                return Err(at("reservationId must be 1 to 64 bytes".into()));
+            }
+            settles.push(id.to_string());
+        }
         if input.tenant_id.as_deref().is_some_and(|t| t != &*tenant.id) {
             return Err(ApiError::forbidden(
                 "tenant_mismatch",
@@ -271,6 +304,13 @@ pub async fn ingest(
     for q in &records {
         let r = &q.record;
         tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
+    }
+    // The records' tokens replace what their authorizations reserved
+    // (counted first, given back after: never below what was used). An
+    // id unknown here - expired, another instance's - settles nothing;
+    // the record counts as reported usage all the same.
+    for id in &settles {
+        drop(st.reservations.take(&tenant.id, id));
     }
     if !admission.send(records) {
         // Only when the flusher is gone: the server is stopping.
@@ -468,7 +508,11 @@ pub async fn chat(
         .boxed(),
         ..Default::default()
     };
-    let meter = Meter::acquire(&**st, &auth, 1, record, started)
+    // The message's tokens and the plan's `reserveTokens` for the reply,
+    // reserved until the answer says what was used.
+    let reserve = super::chat::count_tokens(&message)
+        .saturating_add(auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0));
+    let meter = Meter::acquire(&**st, &auth, 1, reserve, record, started)
         .await
         .allowed()?;
     match st.chat.complete(&message, &model).await {

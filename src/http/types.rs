@@ -43,6 +43,10 @@ pub struct AuthorizeRequest {
     /// The caller's address, to find its country in `[geoip] mmdb` when
     /// `country` is not given; looked up, never stored.
     pub client_ip: Option<String>,
+    /// Tokens the call may use, reserved of the token quota until a usage
+    /// record with the answer's `reservationId` settles them (default:
+    /// the plan's `reserveTokens`).
+    pub estimate_tokens: Option<u64>,
 }
 
 /// An optional `clientIp`, or a 422's message.
@@ -84,6 +88,12 @@ pub struct AuthorizeResponse<'a> {
     #[schema(value_type = String)]
     pub reset_at: MsText,
     pub plan: &'a str,
+    /// When tokens were reserved: the id a usage record names to settle them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<&'a str>,
+    /// The tokens reserved (with `reservationId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_tokens: Option<u64>,
 }
 
 impl super::json::WriteJson for AuthorizeResponse<'_> {
@@ -92,6 +102,12 @@ impl super::json::WriteJson for AuthorizeResponse<'_> {
         w.json_bool(self.allowed)?;
         let state = (self.limit, self.used, self.remaining, &self.reset_at);
         write_quota_state(w, state, self.plan)?;
+        if let (Some(id), Some(n)) = (self.reservation_id, self.reserved_tokens) {
+            w.bytes(br#","reservationId":"#)?;
+            w.json_str(id)?;
+            w.bytes(br#","reservedTokens":"#)?;
+            w.num(n)?;
+        }
         w.bytes(b"}")
     }
 }
@@ -257,6 +273,11 @@ pub struct UsageInput<'a> {
     pub country: Option<Text<'a>>,
     /// 0 for a first attempt; above 0 for a retry.
     pub retry_attempt: Option<u64>,
+    /// The `reservationId` of the authorize this record reports on: its
+    /// tokens replace the tokens reserved (send `calls: 0`).
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub reservation_id: Option<Text<'a>>,
     /// The caller's address, to find its country in `[geoip] mmdb` when
     /// `country` is not given; looked up, never stored.
     #[serde(borrow)]

@@ -77,6 +77,24 @@ impl Counters {
         }
     }
 
+    /// Reserves `n` tokens if `used + n <= limit`: the count after, or
+    /// the count that made it fail.
+    #[inline]
+    pub fn take_tokens(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+        match self {
+            Counters::Local { tokens, .. } => tokens.try_consume(period, n, limit),
+            Counters::Shared(s) => s.take_tokens(period, n, limit),
+        }
+    }
+
+    /// Gives back `n` tokens reserved in `period` (nothing once it passed).
+    pub fn give_back_tokens(&self, period: Period, n: u64) {
+        match self {
+            Counters::Local { tokens, .. } => tokens.refund(period, n),
+            Counters::Shared(s) => s.give_back_tokens(period, n),
+        }
+    }
+
     #[inline]
     pub fn calls_used(&self, period: Period) -> u64 {
         match self {

@@ -427,6 +427,31 @@ impl Shared {
         }
     }
 
+    /// Reserves `n` tokens if the fleet's tokens as this instance sees
+    /// them stay within `limit`: counted here at once (and reported with
+    /// the rest), given back if that passed the limit - so requests racing
+    /// on this instance never pass it together.
+    pub fn take_tokens(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+        let before = self.tokens_used(period);
+        if limit.is_some_and(|l| before.saturating_add(n) > l) {
+            return Err(before);
+        }
+        self.tokens_here.add(period, n);
+        let after = self.tokens_used(period);
+        if limit.is_some_and(|l| after > l) {
+            self.tokens_here.refund(period, n);
+            return Err(after.saturating_sub(n));
+        }
+        self.ask();
+        Ok(after)
+    }
+
+    /// Gives back `n` tokens reserved in `period`.
+    pub fn give_back_tokens(&self, period: Period, n: u64) {
+        self.tokens_here.refund(period, n);
+        self.ask();
+    }
+
     /// The fleet's tokens: the total Redis last answered, plus what this
     /// instance counted since.
     #[inline]

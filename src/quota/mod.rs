@@ -13,6 +13,7 @@ pub mod counters;
 pub mod gcra;
 pub mod lease;
 pub mod period;
+pub mod reservation;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -110,6 +111,9 @@ enum BurstStep {
 pub struct Grant {
     pub period: Period,
     pub calls: u64,
+    /// Tokens reserved for the request (given back or settled by the
+    /// [`reservation::Reservation`] made of them, never by `refund`).
+    pub tokens: u64,
     /// Nanoseconds of the burst bucket taken (0 without a burst limit).
     burst_ns: u64,
 }
@@ -282,17 +286,49 @@ impl TenantState {
     /// nothing (burst units taken before a quota rejection are given back).
     #[inline]
     pub fn acquire(&self, cost: u64, now: Nanos) -> Decision {
-        self.evaluate(cost, now, true)
+        self.evaluate(cost, 0, now, true)
     }
 
-    /// Would a request of `cost` pass now? Takes nothing.
+    /// [`acquire`](Self::acquire) that also reserves `tokens` of the token
+    /// quota (when the plan has one): allowed only if they fit whole
+    /// (`used + tokens <= limit`), so requests in flight cannot together
+    /// pass the quota. The grant says how many were reserved; make a
+    /// [`reservation::Reservation`] of them, which settles them against
+    /// what the request used or gives them back.
     #[inline]
-    pub fn check(&self, cost: u64, now: Nanos) -> Decision {
-        self.evaluate(cost, now, false)
+    pub fn acquire_reserving(&self, cost: u64, tokens: u64, now: Nanos) -> Decision {
+        self.evaluate(cost, tokens, now, true)
+    }
+
+    /// Would a request of `cost` (reserving `tokens`) pass now? Takes nothing.
+    #[inline]
+    pub fn check(&self, cost: u64, tokens: u64, now: Nanos) -> Decision {
+        self.evaluate(cost, tokens, now, false)
+    }
+
+    /// Gives back `tokens` reserved in `period` (nothing once it has passed).
+    pub fn release_tokens(&self, period: Period, tokens: u64) {
+        self.counters.give_back_tokens(period, tokens);
+    }
+
+    /// Settles `reserved` tokens of `period` against the `used` ones the
+    /// answer reported: the rest given back, or what passed the
+    /// reservation counted past the quota (it happened). Nothing once the
+    /// period has passed: the record counts in the store's totals.
+    pub fn settle_tokens(&self, now: Nanos, period: Period, reserved: u64, used: u64) {
+        if Period::containing_nanos(now) != period {
+            return;
+        }
+        if used >= reserved {
+            self.counters.add(period, 0, used - reserved);
+        } else {
+            self.counters.give_back_tokens(period, reserved - used);
+        }
     }
 
     /// Gives back everything `grant` took: its calls (while its period
-    /// lasts) and its burst units.
+    /// lasts) and its burst units (its reserved tokens are its
+    /// reservation's to give back).
     pub fn refund(&self, grant: &Grant) {
         let limit = self.plan.load().plan.monthly_calls;
         self.counters
@@ -303,7 +339,7 @@ impl TenantState {
     }
 
     #[inline]
-    fn evaluate(&self, cost: u64, now: Nanos, take: bool) -> Decision {
+    fn evaluate(&self, cost: u64, tokens: u64, now: Nanos, take: bool) -> Decision {
         let plan = self.plan.load();
         let period = Period::containing_nanos(now);
         let d = Decision {
@@ -323,7 +359,7 @@ impl TenantState {
         }
         match self.burst_step(&plan, d, cost, take) {
             BurstStep::Pass { decision, burst_ns } => {
-                self.quota_step(&plan, decision, cost, take, burst_ns)
+                self.quota_step(&plan, decision, cost, tokens, take, burst_ns)
             }
             BurstStep::Limited(limited) => limited,
         }
@@ -378,19 +414,29 @@ impl TenantState {
         }
     }
 
-    /// The monthly calls and tokens, after the burst limit took `burst_ns`.
+    /// The monthly calls and tokens (reserving `tokens` when the plan has
+    /// a token quota), after the burst limit took `burst_ns`.
     #[inline]
     fn quota_step(
         &self,
         plan: &ActivePlan,
         mut d: Decision,
         cost: u64,
+        tokens: u64,
         take: bool,
         burst_ns: u64,
     ) -> Decision {
+        let reserve = if d.tokens_limit.is_some() { tokens } else { 0 };
         // Calls are checked before tokens (SPEC §3), so with both spent
-        // the answer is quota_exceeded.
-        let tokens_over = d.tokens_limit.is_some_and(|l| d.tokens_used >= l);
+        // the answer is quota_exceeded. Without a reservation the quota
+        // is open while anything of it is left; with one, while it fits.
+        let tokens_over = d.tokens_limit.is_some_and(|l| {
+            if reserve == 0 {
+                d.tokens_used >= l
+            } else {
+                d.tokens_used.saturating_add(reserve) > l
+            }
+        });
         let calls = if take && !tokens_over {
             self.counters.take_calls(d.period, cost, d.calls_limit)
         } else {
@@ -402,10 +448,24 @@ impl TenantState {
         };
         let outcome = match calls {
             Ok(used) if !tokens_over => {
+                if take && reserve > 0 {
+                    match self.counters.take_tokens(d.period, reserve, d.tokens_limit) {
+                        Ok(after) => d.tokens_used = after,
+                        Err(at) => {
+                            // Another request reserved them first.
+                            self.counters.give_back_calls(d.period, cost, d.calls_limit);
+                            d.tokens_used = at;
+                            self.give_back_burst(plan, &mut d, burst_ns);
+                            let until_reset = d.period_reset_ns();
+                            return self.denied(d, Outcome::TokenQuotaExceeded, until_reset);
+                        }
+                    }
+                }
                 d.calls_used = used;
                 d.grant = take.then_some(Grant {
                     period: d.period,
                     calls: cost,
+                    tokens: reserve,
                     burst_ns,
                 });
                 return d;
@@ -517,6 +577,8 @@ mod tests {
             rate_limit: rate,
             price_usd_monthly: 0.0,
             ingest_rate: None,
+            reserve_tokens: None,
+            reservation_ttl_seconds: None,
         })
     }
 
@@ -614,7 +676,7 @@ mod tests {
         assert_eq!(t.used(d.period).0, 0);
         let again = t.acquire(1, NOW);
         assert!(again.allowed(), "the burst unit came back too");
-        assert!(t.check(1, NOW).grant.is_none(), "a check takes nothing");
+        assert!(t.check(1, 0, NOW).grant.is_none(), "a check takes nothing");
         assert!(
             t.acquire(1, NOW).grant.is_none(),
             "a rejection took nothing"
@@ -634,9 +696,9 @@ mod tests {
     #[test]
     fn dry_run_consumes_nothing() {
         let t = TenantState::new("t", plan(Some(1), None, None), false, Period(0));
-        assert!(t.check(1, NOW).allowed());
-        assert!(t.check(1, NOW).allowed());
-        assert!(!t.check(2, NOW).allowed());
+        assert!(t.check(1, 0, NOW).allowed());
+        assert!(t.check(1, 0, NOW).allowed());
+        assert!(!t.check(2, 0, NOW).allowed());
         assert_eq!(t.used(Period::containing_nanos(NOW)).0, 0);
     }
 

@@ -234,9 +234,22 @@ async fn forward(
         .boxed(),
         ..Default::default()
     };
-    let meter = Meter::acquire(st.clone().into_inner(), &auth, target.cost, record, started)
-        .await
-        .allowed()?;
+    // A model call reserves its prompt and the most its answer may hold
+    // (or the plan's `reserveTokens`) before it runs; the answer's usage
+    // settles it, and every other ending gives it back.
+    let reserve = llm.as_ref().map_or(0, |l| {
+        l.reserve(auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0))
+    });
+    let meter = Meter::acquire(
+        st.clone().into_inner(),
+        &auth,
+        target.cost,
+        reserve,
+        record,
+        started,
+    )
+    .await
+    .allowed()?;
 
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::invalid("unsupported method"))?;

@@ -241,6 +241,18 @@ pub struct LlmRequest {
     pub model: String,
     /// Estimated prompt tokens (the text of `messages`, `prompt` or `input`).
     pub prompt_tokens: u64,
+    /// The most the answer may hold (`max_tokens`, `max_completion_tokens`
+    /// or `max_output_tokens`), when the request says.
+    pub max_output: Option<u64>,
+}
+
+impl LlmRequest {
+    /// The tokens to reserve before the call: the prompt's estimate and
+    /// the most the answer may hold (else `default_output`).
+    pub fn reserve(&self, default_output: u64) -> u64 {
+        self.prompt_tokens
+            .saturating_add(self.max_output.unwrap_or(default_output))
+    }
 }
 
 /// If `body` is an OpenAI-style call (a JSON object naming a `model`), what
@@ -249,7 +261,13 @@ pub struct LlmRequest {
 /// (`stream_options.include_usage = true`), so a tenant cannot stream
 /// tokens past its token quota by leaving it out.
 pub fn inspect_request(body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
-    if body.first() != Some(&b'{') {
+    // JSON may start with whitespace (and a byte order mark, which an
+    // upstream may accept): an object is an object however it starts.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let start = body
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if start.map(|i| body[i]) != Some(b'{') {
         return (None, None);
     }
     let Ok(Value::Object(mut v)) = serde_json::from_slice::<Value>(body) else {
@@ -264,9 +282,14 @@ pub fn inspect_request(body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
             text = text.saturating_add(count_text(part));
         }
     }
+    let max_output = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(Value::as_u64))
+        .max();
     let llm = LlmRequest {
         model,
         prompt_tokens: text,
+        max_output,
     };
     if v.get("stream") != Some(&Value::Bool(true)) {
         return (Some(llm), None);

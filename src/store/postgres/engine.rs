@@ -123,12 +123,14 @@ pub(super) fn plan_of(r: &Row, at: usize) -> Plan {
             per_seconds,
             burst,
         }),
+        reserve_tokens: u64_of(r.get(at + 11)),
+        reservation_ttl_seconds: u64_of(r.get(at + 12)),
     }
 }
 
 pub(super) const PLAN_COLUMNS: &str = "id, name, monthly_calls, monthly_tokens, rate_requests, \
      rate_per_seconds, rate_burst, price_usd_monthly, ingest_records, ingest_per_seconds, \
-     ingest_burst";
+     ingest_burst, reserve_tokens, reservation_ttl_seconds";
 pub(super) const TENANT_COLUMNS: &str = "id, name, plan_id, suspended, created_at";
 pub(super) const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at, sha256";
 
@@ -726,10 +728,11 @@ impl Catalog for PgEngine {
                 tx.execute(
                     &format!(
                         "INSERT INTO plans ({PLAN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                         $8, $9, $10, $11) ON CONFLICT (id) DO UPDATE SET name = $2, \
+                         $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO UPDATE SET name = $2, \
                          monthly_calls = $3, monthly_tokens = $4, rate_requests = $5, \
                          rate_per_seconds = $6, rate_burst = $7, price_usd_monthly = $8, \
-                         ingest_records = $9, ingest_per_seconds = $10, ingest_burst = $11"
+                         ingest_records = $9, ingest_per_seconds = $10, ingest_burst = $11, \
+                         reserve_tokens = $12, reservation_ttl_seconds = $13"
                     ),
                     &[
                         &p.id,
@@ -743,6 +746,8 @@ impl Catalog for PgEngine {
                         &part(ingest, |r| r.0),
                         &part(ingest, |r| r.1),
                         &part(ingest, |r| r.2),
+                        &p.reserve_tokens.map(i64_of),
+                        &p.reservation_ttl_seconds.map(i64_of),
                     ],
                 )
                 .await?;

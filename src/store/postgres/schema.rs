@@ -147,6 +147,11 @@ CREATE TABLE shared_periods (
     PRIMARY KEY (period, tenant_id)
 );
 "#,
+    r#"
+ALTER TABLE plans
+    ADD COLUMN reserve_tokens bigint,
+    ADD COLUMN reservation_ttl_seconds bigint;
+"#,
 ];
 
 /// The schema version this binary writes.

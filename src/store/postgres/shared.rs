@@ -115,7 +115,7 @@ impl Shared for PgEngine {
         let rows = self
             .pg
             .run(move |c| async move { Ok(c.query(&sql, &[&after, &limit]).await?) })?;
-        let (plan, tenant, key) = (4, 4 + 12, 4 + 12 + 6);
+        let (plan, tenant, key) = (4, 4 + 14, 4 + 14 + 6);
         let mut version = after.max(0) as u64;
         let mut changes = Vec::new();
         for r in &rows {

@@ -75,6 +75,9 @@ pub struct PlanRow {
     pub rate_limit: Option<RateRow>,
     pub price_usd_monthly: f64,
     pub ingest_rate: Option<RateRow>,
+    /// Format 5 on.
+    pub reserve_tokens: Option<u64>,
+    pub reservation_ttl_seconds: Option<u64>,
 }
 
 impl From<&Plan> for PlanRow {
@@ -87,6 +90,8 @@ impl From<&Plan> for PlanRow {
             rate_limit: p.rate_limit.map(RateRow::from),
             price_usd_monthly: p.price_usd_monthly,
             ingest_rate: p.ingest_rate.map(RateRow::from),
+            reserve_tokens: p.reserve_tokens,
+            reservation_ttl_seconds: p.reservation_ttl_seconds,
         }
     }
 }
@@ -101,6 +106,8 @@ impl From<PlanRow> for Plan {
             rate_limit: p.rate_limit.map(RateLimit::from),
             price_usd_monthly: p.price_usd_monthly,
             ingest_rate: p.ingest_rate.map(IngestRate::from),
+            reserve_tokens: p.reserve_tokens,
+            reservation_ttl_seconds: p.reservation_ttl_seconds,
         }
     }
 }
@@ -432,6 +439,8 @@ mod tests {
                 per_seconds: 2,
                 burst: 10_000,
             }),
+            reserve_tokens: None,
+            reservation_ttl_seconds: None,
         };
         let back: Plan = decode::<PlanRow>(&encode(&PlanRow::from(&plan)).unwrap())
             .unwrap()

@@ -19,7 +19,7 @@ use super::rows::{KeyRow, PlanRow, RateRow, TenantRow};
 use crate::store::StoreError;
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Checks the format of `db` and upgrades an older one (in one flush).
 pub fn check(db: &sled::Db) -> Result<(), StoreError> {
@@ -44,6 +44,8 @@ pub fn check(db: &sled::Db) -> Result<(), StoreError> {
     if found < FORMAT_VERSION {
         if found < 2 {
             rewrite::<PlanV1, PlanRow>(&db.open_tree("plans")?, PlanV1::upgrade)?;
+        } else if found < 5 {
+            rewrite::<PlanV4, PlanRow>(&db.open_tree("plans")?, PlanV4::upgrade)?;
         }
         if found < 3 {
             rewrite::<TenantV2, TenantRow>(&db.open_tree("tenants")?, TenantV2::upgrade)?;
@@ -98,6 +100,36 @@ impl PlanV1 {
             rate_limit: self.rate_limit,
             price_usd_monthly: self.price_usd_monthly,
             ingest_rate: None,
+            reserve_tokens: None,
+            reservation_ttl_seconds: None,
+        })
+    }
+}
+
+/// A plan as formats 2 to 4 stored it (no token reservations).
+#[derive(Serialize, Deserialize)]
+pub struct PlanV4 {
+    pub id: String,
+    pub name: String,
+    pub monthly_calls: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+    pub rate_limit: Option<RateRow>,
+    pub price_usd_monthly: f64,
+    pub ingest_rate: Option<RateRow>,
+}
+
+impl PlanV4 {
+    fn upgrade(self) -> Result<PlanRow, StoreError> {
+        Ok(PlanRow {
+            id: self.id,
+            name: self.name,
+            monthly_calls: self.monthly_calls,
+            monthly_tokens: self.monthly_tokens,
+            rate_limit: self.rate_limit,
+            price_usd_monthly: self.price_usd_monthly,
+            ingest_rate: self.ingest_rate,
+            reserve_tokens: None,
+            reservation_ttl_seconds: None,
         })
     }
 }
