@@ -34,7 +34,7 @@ use redis::aio::ConnectionManager;
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::quota::counters::Counting;
-use crate::quota::lease::{LeaseHub, Shared};
+use crate::quota::lease::{LeaseHub, Measure, Shared};
 use crate::quota::period::{Period, NANOS_PER_SEC};
 use crate::quota::TenantState;
 use crate::registry::Registry;
@@ -42,16 +42,17 @@ use crate::store::shared::{Shared as SharedStore, Shares};
 use crate::store::StoreError;
 
 pub use self::script::key;
-use self::script::Reply;
+use self::script::{Init, Reply};
 
-/// The fewest units a top-up asks for: a tenant's first lease on an
-/// instance, before the sync loop has seen its rate.
+/// The fewest requests' worth a top-up asks for: a tenant's first lease
+/// on an instance, before the sync loop has seen its rate.
 const FIRST_LEASE: u64 = 16;
 
 /// A hash another instance is making is called for again this often, at
-/// most this many times in all (then the call fails as Redis down would).
+/// most this many times in all (then the call fails as Redis down would):
+/// longer than a mark stays fresh (the hold), so a slow maker is waited for.
 const MAKE_WAIT: Duration = Duration::from_millis(10);
-const MAKE_TRIES: usize = 64;
+const MAKE_TRIES: usize = 256;
 
 /// Counts for `/metrics` and `/healthz`.
 #[derive(Debug, Default)]
@@ -299,13 +300,14 @@ impl Cluster {
     /// gRPC server's), run on the cluster's: the connection, and any
     /// reconnection, belong to the cluster's runtime alone, which lives
     /// until the leases have gone back at a stop.
-    pub async fn top_up(&self, tenant: &Arc<TenantState>, cost: u64) -> TopUp {
+    pub async fn top_up(&self, tenant: &Arc<TenantState>, m: Measure, cost: u64) -> TopUp {
         let inner = &self.inner;
         let Some(shared) = tenant.shared() else {
             return TopUp::Dry;
         };
+        let lease = shared.lease(m);
         let now = inner.clock.now_nanos();
-        if !shared.calls.may_top_up(now) {
+        if !lease.may_top_up(now) {
             return TopUp::Dry;
         }
         if inner.is_down() {
@@ -317,23 +319,30 @@ impl Cluster {
         // The request's units at least; far from the limit, a lease's worth
         // (the script caps a grant at a share of what remains, so near the
         // end this is the request's cost alone).
-        let want = cost.max(2 * shared.calls.low()).max(FIRST_LEASE);
-        let ask = inner.ask(tenant, shared, period, want, cost);
+        // (A first lease is worth `FIRST_LEASE` such requests: for tokens,
+        // of the request's reservation.)
+        let first = match m {
+            Measure::Calls => FIRST_LEASE,
+            Measure::Tokens => FIRST_LEASE.saturating_mul(cost),
+        };
+        let want = cost.max(2 * lease.low()).max(first);
+        let ask = inner.ask(tenant, shared, m, period, want, cost);
         // The sync loop follows the tenant from now on (and gives back
         // what it does not spend).
         shared.ask();
         let (on, t) = (self.inner.clone(), tenant.clone());
         let call = self
             .runtime
-            .spawn(async move { on.exchange(&t, ask, period, now).await });
-        match call.await.ok().flatten() {
+            .spawn(async move { on.exchange(&t, m, ask, period, now).await });
+        let answer = call.await.ok().flatten();
+        match answer {
             Some(a) if a.holding => {
                 inner.stats.denied_down.fetch_add(1, Ordering::Relaxed);
                 TopUp::Down
             }
             Some(a) if a.granted > 0 => TopUp::Granted,
             Some(_) => {
-                shared.calls.dry(now + inner.sync_every.as_nanos() as i64);
+                lease.dry(now + inner.sync_every.as_nanos() as i64);
                 TopUp::Dry
             }
             None => {
@@ -344,11 +353,12 @@ impl Cluster {
     }
 
     /// The fleet's calls and tokens of `tenant` this period, as one Redis
-    /// read makes them the same on every instance: the allocation less
-    /// what every instance holds unspent (a killed one's lease included:
-    /// withheld, not used), and the hash's tokens - each with what this
-    /// instance spent and has not reported yet. Another instance's spending
-    /// shows once it reports it (within `[cluster] lease_ms` of the spend).
+    /// read makes them the same on every instance: of each measure, the
+    /// allocation less what every instance holds unspent (a killed one's
+    /// lease included: withheld, not used) - with what this instance spent
+    /// and has not reported yet. Another instance's spending shows once it
+    /// reports it (within `[cluster] lease_ms` of the spend). Tokens
+    /// reserved by requests in flight count as used until settled.
     /// `None` when Redis cannot answer or has no hash for the period (the
     /// caller falls back on this instance's own view).
     pub async fn fleet_usage(&self, tenant: &Arc<TenantState>) -> Option<(u64, u64)> {
@@ -358,39 +368,37 @@ impl Cluster {
         if self.inner.is_down() {
             return None;
         }
-        let key = script::key(&tenant.id, period);
+        let mut pipe = redis::pipe();
+        for m in Measure::ALL {
+            pipe.hgetall(script::key(&tenant.id, period, m));
+        }
         let mut conn = self.inner.conn.clone();
         let timeout = self.inner.timeout;
+        type Fields = std::collections::HashMap<String, i64>;
         let read = self.runtime.spawn(async move {
-            let mut cmd = redis::cmd("HGETALL");
-            cmd.arg(key);
-            tokio::time::timeout(
-                timeout,
-                cmd.query_async::<std::collections::HashMap<String, i64>>(&mut conn),
-            )
-            .await
+            tokio::time::timeout(timeout, pipe.query_async::<(Fields, Fields)>(&mut conn)).await
         });
-        let fields = match read.await {
-            Ok(Ok(Ok(fields))) => fields,
+        let (calls, tokens) = match read.await {
+            Ok(Ok(Ok(both))) => both,
             _ => return None,
         };
-        let alloc = *fields.get("alloc")?;
-        let field = |name: &str| fields.get(name).copied().unwrap_or(0);
-        let held: i64 = fields
-            .keys()
-            .filter_map(|k| k.strip_prefix("g:"))
-            .map(|m| {
-                (field(&format!("g:{m}")) - field(&format!("s:{m}")) - field(&format!("b:{m}")))
-                    .max(0)
-            })
-            .sum();
-        let (acked, tokens_acked) = shared.acked_totals(period);
-        let now_t = shared.calls.totals(period);
-        let unreported = (now_t.spent + now_t.over).saturating_sub(acked.spent + acked.over);
-        let calls = (alloc - held).max(0) as u64 + unreported;
-        let tokens =
-            field("tokens").max(0) as u64 + shared.tokens_here(period).saturating_sub(tokens_acked);
-        Some((calls, tokens))
+        let used = |fields: &Fields, lease: &crate::quota::lease::Lease| -> Option<u64> {
+            let alloc = *fields.get("alloc")?;
+            let field = |name: &str| fields.get(name).copied().unwrap_or(0);
+            let held: i64 = fields
+                .keys()
+                .filter_map(|k| k.strip_prefix("g:"))
+                .map(|m| {
+                    (field(&format!("g:{m}")) - field(&format!("s:{m}")) - field(&format!("b:{m}")))
+                        .max(0)
+                })
+                .sum();
+            let acked = lease.acked_totals(period);
+            let now_t = lease.totals(period);
+            let unreported = (now_t.spent + now_t.over).saturating_sub(acked.spent + acked.over);
+            Some((alloc - held).max(0) as u64 + unreported)
+        };
+        Some((used(&calls, &shared.calls)?, used(&tokens, &shared.tokens)?))
     }
 
     /// Stops the sync loop after it gives back every lease this instance
@@ -447,26 +455,27 @@ impl Inner {
         (period.end_secs() - now / NANOS_PER_SEC).max(0) + 31 * 86_400
     }
 
-    /// A call for `tenant` from its lease: its running totals, `want`
+    /// A call for `tenant`'s lease of `m`: its running totals, `want`
     /// units, none granted below `floor`.
     fn ask(
         &self,
         tenant: &TenantState,
         shared: &Shared,
+        m: Measure,
         period: Period,
         want: u64,
         floor: u64,
     ) -> script::Ask {
+        let lease = shared.lease(m);
         script::Ask {
-            limit: tenant.plan().plan.monthly_calls,
+            limit: m.limit(&tenant.plan().plan),
             seq: shared.next_seq(),
-            totals: shared.calls.totals(period),
-            tokens: shared.tokens_here(period),
+            totals: lease.totals(period),
             want,
             floor,
             init: None,
             hold_ms: 0,
-            stored: shared.stored_calls(period),
+            stored: lease.stored_units(period),
         }
     }
 
@@ -498,12 +507,12 @@ impl Inner {
     /// The store's shares of `tenant`'s `period` - its persisted totals
     /// and each process's part, read together. Without a shared store (one
     /// instance's own), its totals alone. `None` when the store failed.
-    async fn shares(&self, tenant: &str, period: Period) -> Option<Shares> {
+    async fn shares(&self, tenant: &str, period: Period, m: Measure) -> Option<Shares> {
         let id = tenant.to_string();
         if self.shared_store.get().is_some() {
             return self
                 .on_shared_store("read the persisted totals", true, move |s| {
-                    s.shares(&id, period)
+                    s.shares(&id, period, m.name())
                 })
                 .await;
         }
@@ -522,12 +531,16 @@ impl Inner {
         }
     }
 
-    /// The calls the shared store has persisted for `tenants` in `period`;
+    /// The totals the shared store has persisted for `tenants` in `period`;
     /// nothing without a shared store or when it fails (the cross-check
     /// waits for the next time).
-    async fn stored_calls(&self, tenants: Vec<String>, period: Period) -> Vec<(String, u64)> {
-        self.on_shared_store("read the persisted calls", false, move |s| {
-            s.persisted_calls(period, &tenants)
+    async fn persisted(
+        &self,
+        tenants: Vec<String>,
+        period: Period,
+    ) -> Vec<(String, crate::store::PeriodTotals)> {
+        self.on_shared_store("read the persisted totals", false, move |s| {
+            s.persisted(period, &tenants)
         })
         .await
         .unwrap_or_default()
@@ -536,13 +549,13 @@ impl Inner {
     /// Records in the shared store that `tenant`'s `period` has a hash,
     /// before the hash is made; `None` when the store failed (nothing is
     /// made). Nothing to record without a shared store.
-    async fn mark_made(&self, tenant: &str, period: Period) -> Option<()> {
+    async fn mark_made(&self, tenant: &str, period: Period, m: Measure) -> Option<()> {
         if self.shared_store.get().is_none() {
             return Some(());
         }
         let id = tenant.to_string();
         self.on_shared_store("record the tenant's allocation", true, move |s| {
-            s.mark_made(&id, period)
+            s.mark_made(&id, period, m.name())
         })
         .await
     }
@@ -556,21 +569,29 @@ impl Inner {
     async fn exchange(
         &self,
         tenant: &TenantState,
+        m: Measure,
         mut ask: script::Ask,
         period: Period,
-        now: i64,
+        mut now: i64,
     ) -> Option<script::Answer> {
         let shared = tenant.shared()?;
-        let met = shared.epoch(period) != 0;
-        let fresh = self.timeout * 4;
-        for _ in 0..MAKE_TRIES {
-            match self.call_one(&tenant.id, period, &ask, now).await? {
+        let lease = shared.lease(m);
+        let met = lease.epoch(period) != 0;
+        // A mark younger than this is a hash being made (its maker may
+        // wait that long behind a loaded host's other calls), not one lost.
+        let fresh = (self.timeout * 4).max(self.hold);
+        for attempt in 0..MAKE_TRIES {
+            if attempt > 0 {
+                // The call carries the time it is sent (a hold is judged by it).
+                now = self.clock.now_nanos();
+            }
+            match self.call_one(&tenant.id, m, period, &ask, now).await? {
                 Reply::Answer(a) => {
-                    self.take(shared, &ask, &a, period);
+                    self.take(shared, m, &ask, &a, period);
                     return Some(a);
                 }
                 Reply::Missing => {
-                    let shares = self.shares(&tenant.id, period).await?;
+                    let shares = self.shares(&tenant.id, period, m).await?;
                     match shares.made_ms_ago {
                         // Another instance is about to make it (it marked
                         // the store, its script has not run yet): join it
@@ -583,6 +604,7 @@ impl Inner {
                             ask.hold_ms = self.hold.as_millis() as u64;
                             tracing::warn!(
                                 tenant = %tenant.id,
+                                measure = m.name(),
                                 "cluster: Redis lost this tenant's allocation; rebuilding it"
                             );
                         }
@@ -590,38 +612,49 @@ impl Inner {
                             if met {
                                 ask.hold_ms = self.hold.as_millis() as u64;
                             }
-                            self.mark_made(&tenant.id, period).await?;
+                            self.mark_made(&tenant.id, period, m).await?;
                         }
                     }
-                    shared.stored(period, shares.total.calls);
-                    ask.stored = shared.stored_calls(period);
-                    ask.init = Some(shares);
+                    let init = Init::of(&shares, m);
+                    lease.stored(period, init.total);
+                    ask.stored = lease.stored_units(period);
+                    ask.init = Some(init);
                 }
             }
         }
         None
     }
 
-    /// Takes Redis's answer to `ask` into `shared`'s lease: the grants
-    /// not added yet, the allocation and tokens seen, the totals acknowledged.
-    fn take(&self, shared: &Shared, ask: &script::Ask, a: &script::Answer, period: Period) {
-        shared.met(period, a.epoch);
-        let added = shared.calls.grants(period, a.granted_total);
-        shared.calls.saw(period, a.alloc);
-        shared.acked(period, ask.totals);
-        shared.tokens_answered(period, ask.tokens, a.tokens);
-        self.stats.granted.fetch_add(added, Ordering::Relaxed);
+    /// Takes Redis's answer to `ask` into `shared`'s lease of `m`: the
+    /// grants not added yet, the allocation seen, the totals acknowledged.
+    fn take(
+        &self,
+        shared: &Shared,
+        m: Measure,
+        ask: &script::Ask,
+        a: &script::Answer,
+        period: Period,
+    ) {
+        let lease = shared.lease(m);
+        lease.met(period, a.epoch);
+        let added = lease.grants(period, a.granted_total);
+        lease.saw(period, a.alloc);
+        lease.acked(period, ask.totals);
+        if m == Measure::Calls {
+            self.stats.granted.fetch_add(added, Ordering::Relaxed);
+        }
     }
 
     /// One script call with the timeout; `None` when Redis failed.
     async fn call_one(
         &self,
         tenant: &str,
+        m: Measure,
         period: Period,
         ask: &script::Ask,
         now: i64,
     ) -> Option<Reply> {
-        let key = script::key(tenant, period);
+        let key = script::key(tenant, period, m);
         let mut inv = self.script.prepare_invoke();
         script::args(
             &mut inv,

@@ -1,16 +1,17 @@
 //! The one Lua script through which every instance changes a tenant's
 //! shared allocation, and its arguments and answer.
 //!
-//! A tenant-period is one Redis hash, `tg:{tenant}:<period>` (the braces
+//! A tenant-period has one Redis hash per measure: `tg:{tenant}:<period>`
+//! for its calls, `tg:{tenant}:<period>:tokens` for its tokens (the braces
 //! are a hash tag: a Redis Cluster keeps all of a tenant's keys on one
-//! slot). Its fields:
+//! slot). The script knows units, not what they are. A hash's fields:
 //!
 //! - `alloc`: units allocated in the period - spent by any instance, or
 //!   held in a lease. The script never grants past `limit - alloc`, so the
 //!   fleet cannot allow more than the limit however instances race.
 //! - per instance `<i>`: `g:<i>` granted, `s:<i>` spent, `b:<i>` given
-//!   back, `v:<i>` counted past the lease, `t:<i>` tokens - running
-//!   totals - and `q:<i>`, the number of its last call. An instance sends
+//!   back, `v:<i>` counted past the lease - running totals - and `q:<i>`,
+//!   the number of its last call. An instance sends
 //!   its totals whole, and the script applies only the difference from
 //!   what it has (from a newer call only), so a call whose answer was
 //!   lost, or that arrives late, is harmless. What an instance holds is
@@ -19,16 +20,15 @@
 //! - `live`: how many instances hold something; a grant is at most the
 //!   unallocated rest shared among twice that many, so leases shrink as the
 //!   quota runs out, down to one unit a request.
-//! - `tokens`, the fleet's; `need`: when (ms) an instance last asked for
-//!   more than it got, which tells the others to give back.
-//! - The hash is made from the store's persisted totals of the period,
-//!   read in one snapshot with each process's part of them: `pc:<i>` and
-//!   `pt:<i>`, the calls and tokens of `<i>`'s records the store had then.
+//! - `need`: when (ms) an instance last asked for more than it got, which
+//!   tells the others to give back.
+//! - The hash is made from the store's persisted total of the period (of
+//!   its measure), read in one snapshot with each process's part of it:
+//!   `pc:<i>`, the units of `<i>`'s records the store had then.
 //! - An instance's first call to a hash **joins** it: its totals become
 //!   its fields; the allocation gains what it holds and what it spent or
 //!   counted that the store did not have when the hash was made (granted -
-//!   given back + past the lease - `pc:<i>`), and the tokens what it
-//!   counted past `pt:<i>`. So nothing counts twice and nothing is missed,
+//!   given back + past the lease - `pc:<i>`). So nothing counts twice and nothing is missed,
 //!   whenever each instance's records were written. `<i>` is the
 //!   instance's name and a number of its process (`tg-1#5f3a`), so a
 //!   restarted instance joins anew.
@@ -54,7 +54,7 @@
 
 use redis::Script;
 
-use crate::quota::lease::Totals;
+use crate::quota::lease::{Measure, Totals};
 use crate::quota::period::Period;
 use crate::store::shared::Shares;
 
@@ -71,37 +71,39 @@ local B = tonumber(ARGV[4])
 local V = tonumber(ARGV[5])
 local want = tonumber(ARGV[6])
 local floor = tonumber(ARGV[7])
-local T = tonumber(ARGV[8])
-local init = tonumber(ARGV[9])
-local now = tonumber(ARGV[11])
-local seq = tonumber(ARGV[13])
-local G = tonumber(ARGV[14])
-local hold_ms = tonumber(ARGV[15])
-local stored = tonumber(ARGV[16])
+local init = tonumber(ARGV[8])
+local now = tonumber(ARGV[9])
+local seq = tonumber(ARGV[11])
+local G = tonumber(ARGV[12])
+local hold_ms = tonumber(ARGV[13])
+local stored = tonumber(ARGV[14])
 local alloc = tonumber(redis.call('HGET', k, 'alloc'))
 if not alloc then
   if init < 0 then return {-1} end
   local t = redis.call('TIME')
   local epoch = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   alloc = init
-  redis.call('HSET', k, 'alloc', alloc, 'base', init, 'tokens', ARGV[10], 'live', 0,
-    'epoch', epoch, 'hold', now + hold_ms)
-  for j = 17, #ARGV - 2, 3 do
-    redis.call('HSET', k, 'pc:' .. ARGV[j], ARGV[j + 1], 'pt:' .. ARGV[j], ARGV[j + 2])
+  -- A hash made anew holds nothing: a caller whose clock read came
+  -- before the maker's must not find it holding.
+  local hold_until = 0
+  if hold_ms > 0 then hold_until = now + hold_ms end
+  redis.call('HSET', k, 'alloc', alloc, 'base', init, 'live', 0,
+    'epoch', epoch, 'hold', hold_until)
+  for j = 15, #ARGV - 1, 2 do
+    redis.call('HSET', k, 'pc:' .. ARGV[j], ARGV[j + 1])
   end
-  redis.call('EXPIRE', k, ARGV[12])
+  redis.call('EXPIRE', k, ARGV[10])
 end
 local epoch = tonumber(redis.call('HGET', k, 'epoch'))
 local hold = tonumber(redis.call('HGET', k, 'hold') or '0')
 local function get(f) return tonumber(redis.call('HGET', k, f .. ':' .. i) or '0') end
-local g, s, b, v, q, t = get('g'), get('s'), get('b'), get('v'), get('q'), get('t')
+local g, s, b, v, q = get('g'), get('s'), get('b'), get('v'), get('q')
 local had = g - s - b
 if redis.call('HEXISTS', k, 'q:' .. i) == 0 then
   alloc = alloc + math.max(0, G - B + V - get('pc'))
   if had > 0 then redis.call('HINCRBY', k, 'live', -1) end
   had = 0
   g, s, b, v, q = G, S, B, V, seq
-  t = math.min(T, get('pt'))
 elseif seq > q then
   alloc = alloc - (B - b) + (V - v)
   s, b, v, q = S, B, V, seq
@@ -145,22 +147,49 @@ if want > 0 and not holding then
 end
 local mine = g - s - b
 if had <= 0 and mine > 0 then live = live + 1 elseif had > 0 and mine <= 0 then live = live - 1 end
-local tokens = tonumber(redis.call('HGET', k, 'tokens') or '0') + (T - t)
 redis.call('HSET', k, 'alloc', alloc, 'live', live, 'g:' .. i, g, 's:' .. i, s,
-  'b:' .. i, b, 'v:' .. i, v, 'q:' .. i, q, 'tokens', tokens, 't:' .. i, T)
+  'b:' .. i, b, 'v:' .. i, v, 'q:' .. i, q)
 local need = tonumber(redis.call('HGET', k, 'need') or '0')
 local held = 0
 if holding then held = 1 end
-return {granted, alloc, tokens, need, mine, live, g, epoch, held}
+return {granted, alloc, need, mine, live, g, epoch, held}
 "#;
 
 pub fn sync_script() -> Script {
     Script::new(SYNC)
 }
 
-/// The hash of one tenant's period.
-pub fn key(tenant: &str, period: Period) -> String {
-    format!("tg:{{{tenant}}}:{}", period.0)
+/// The hash of one measure of a tenant's period.
+pub fn key(tenant: &str, period: Period, m: Measure) -> String {
+    match m {
+        Measure::Calls => format!("tg:{{{tenant}}}:{}", period.0),
+        Measure::Tokens => format!("tg:{{{tenant}}}:{}:tokens", period.0),
+    }
+}
+
+/// What a hash is made from: the store's persisted units of the measure,
+/// and each process's part of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Init {
+    pub total: u64,
+    pub by_process: Vec<(String, u64)>,
+}
+
+impl Init {
+    pub fn of(shares: &Shares, m: Measure) -> Init {
+        let units = |t: &crate::store::PeriodTotals| match m {
+            Measure::Calls => t.calls,
+            Measure::Tokens => t.tokens,
+        };
+        Init {
+            total: units(&shares.total),
+            by_process: shares
+                .by_process
+                .iter()
+                .map(|(p, t)| (p.clone(), units(t)))
+                .collect(),
+        }
+    }
 }
 
 /// What one call asks of the script.
@@ -170,16 +199,14 @@ pub struct Ask {
     /// This instance's running totals and their call number.
     pub totals: Totals,
     pub seq: u64,
-    /// The tokens counted here (a running total).
-    pub tokens: u64,
     /// Units wanted, and the fewest worth granting (a request's cost).
     pub want: u64,
     pub floor: u64,
-    /// To make the hash: the store's shares of the period, and how long to
+    /// To make the hash: the store's units of the period, and how long to
     /// hold grants (Redis lost the hash).
-    pub init: Option<Shares>,
+    pub init: Option<Init>,
     pub hold_ms: u64,
-    /// The calls the store has persisted, as this instance last read them.
+    /// The units the store has persisted, as this instance last read them.
     pub stored: u64,
 }
 
@@ -188,7 +215,6 @@ pub struct Ask {
 pub struct Answer {
     pub granted: u64,
     pub alloc: u64,
-    pub tokens: u64,
     /// When (ms) an instance last got less than it asked for.
     pub need_ms: i64,
     /// What this instance holds, as Redis knows it.
@@ -213,15 +239,13 @@ impl Reply {
         if v == [MISSING] {
             return Some(Reply::Missing);
         }
-        let [granted, alloc, tokens, need_ms, mine, live, granted_total, epoch, holding] = *v
-        else {
+        let [granted, alloc, need_ms, mine, live, granted_total, epoch, holding] = *v else {
             return None;
         };
         let u = |x: i64| x.max(0) as u64;
         Some(Reply::Answer(Answer {
             granted: u(granted),
             alloc: u(alloc),
-            tokens: u(tokens),
             need_ms,
             mine: u(mine),
             live: u(live),
@@ -251,9 +275,7 @@ pub fn argv<'a>(instance: &'a str, a: &'a Ask, now_ms: i64, ttl_s: i64) -> Vec<A
         n(t.over),
         n(a.want),
         n(a.floor),
-        n(a.tokens),
-        a.init.as_ref().map_or(Arg::Int(-1), |s| n(s.total.calls)),
-        a.init.as_ref().map_or(Arg::Int(0), |s| n(s.total.tokens)),
+        a.init.as_ref().map_or(Arg::Int(-1), |s| n(s.total)),
         Arg::Int(now_ms),
         Arg::Int(ttl_s),
         n(a.seq),
@@ -262,7 +284,7 @@ pub fn argv<'a>(instance: &'a str, a: &'a Ask, now_ms: i64, ttl_s: i64) -> Vec<A
         n(a.stored),
     ];
     for (process, part) in a.init.iter().flat_map(|s| &s.by_process) {
-        argv.extend([Arg::Text(process), n(part.calls), n(part.tokens)]);
+        argv.extend([Arg::Text(process), n(*part)]);
     }
     argv
 }

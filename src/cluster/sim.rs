@@ -39,8 +39,8 @@ use mlua::{Lua, MultiValue, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::script::{self, Arg, Ask, Reply};
-use crate::quota::lease::{LeaseHub, Shared};
+use super::script::{self, Arg, Ask, Init, Reply};
+use crate::quota::lease::{LeaseHub, Measure, Shared};
 use crate::quota::period::Period;
 use crate::store::shared::Shares;
 use crate::store::PeriodTotals;
@@ -153,7 +153,8 @@ impl Redis {
     fn run(&self, member: &str, ask: &Ask) -> Reply {
         let now_ms = self.data.borrow().now_ms;
         let g = self.lua.globals();
-        g.set("KEYS", vec![script::key(TENANT, P)]).unwrap();
+        g.set("KEYS", vec![script::key(TENANT, P, Measure::Calls)])
+            .unwrap();
         let argv: Vec<String> = script::argv(member, ask, now_ms, 3600)
             .into_iter()
             .map(|a| match a {
@@ -170,7 +171,7 @@ impl Redis {
         self.data
             .borrow()
             .hashes
-            .get(&script::key(TENANT, P))
+            .get(&script::key(TENANT, P, Measure::Calls))
             .and_then(|h| h.get(f))
             .map_or(0, |v| v.parse().unwrap())
     }
@@ -230,7 +231,7 @@ impl Instance {
             seq: self.lease.next_seq(),
             want,
             floor,
-            stored: self.lease.stored_calls(P),
+            stored: self.lease.calls.stored_units(P),
             ..Ask::default()
         }
     }
@@ -362,23 +363,23 @@ impl Sim {
                     return;
                 }
                 let lease = &self.instances[from].lease;
-                lease.met(P, a.epoch);
+                lease.calls.met(P, a.epoch);
                 lease.calls.grants(P, a.granted_total);
                 lease.calls.saw(P, a.alloc);
-                lease.acked(P, ask.totals);
+                lease.calls.acked(P, ask.totals);
             }
             Reply::Missing => {
                 // The instance reads the store and calls again (as
                 // `Inner::exchange`): held when the hash existed before.
                 let lease = &self.instances[from].lease;
                 let shares = self.store.shares();
-                if lease.epoch(P) != 0 || shares.made_ms_ago.is_some() {
+                if lease.calls.epoch(P) != 0 || shares.made_ms_ago.is_some() {
                     ask.hold_ms = HOLD_MS;
                 }
                 self.store.made = true;
-                lease.stored(P, shares.total.calls);
-                ask.stored = lease.stored_calls(P);
-                ask.init = Some(shares);
+                lease.calls.stored(P, shares.total.calls);
+                ask.stored = lease.calls.stored_units(P);
+                ask.init = Some(Init::of(&shares, Measure::Calls));
                 self.log(|| format!("i{from} makes the hash (hold {} ms)", ask.hold_ms));
                 self.send(from, ask);
             }
@@ -399,7 +400,7 @@ impl Sim {
             .or_default() += inst.queued;
         inst.queued = 0;
         // The cross-check reads the store now and then.
-        inst.lease.stored(P, self.store.total);
+        inst.lease.calls.stored(P, self.store.total);
     }
 
     fn kill(&mut self, i: usize) {
@@ -460,7 +461,7 @@ impl Sim {
             }
             94 if self.faults && !self.killed => {
                 self.log(|| "the hash is evicted".into());
-                let key = script::key(TENANT, P);
+                let key = script::key(TENANT, P, Measure::Calls);
                 self.redis.data.borrow_mut().hashes.remove(&key);
                 self.lost = true;
             }
@@ -482,9 +483,8 @@ impl Sim {
         let now = self.now();
         for i in 0..self.instances.len() {
             let inst = &self.instances[i];
-            let follows = inst.lease.calls.held(P) > 0
-                || inst.queued > 0
-                || inst.lease.pending(P, &inst.lease.acked_totals(P));
+            let follows =
+                inst.lease.calls.held(P) > 0 || inst.queued > 0 || inst.lease.calls.pending(P);
             if inst.alive && follows && now - inst.visited_ms >= REFRESH_MS {
                 let ask = inst.ask(self.limit, 0, 1);
                 self.instances[i].visited_ms = now;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::script::{self, Answer, Ask, Reply};
 use super::Inner;
+use crate::quota::lease::Measure;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
 use crate::registry::Registry;
@@ -37,15 +38,21 @@ const GONE: Duration = Duration::from_secs(3);
 /// The sorted set of live instances (score: the last heartbeat, ms).
 const MEMBERS: &str = "tg:members";
 
-/// What the loop knows of one tenant it follows.
+/// What the loop knows of one tenant it follows: of each measure's lease.
 struct Track {
     state: Arc<TenantState>,
+    /// The tenant was queued on the hub since the last tick.
+    asked: bool,
+    flows: [Flow; 2],
+}
+
+/// What the loop knows of one lease of a tenant.
+struct Flow {
     last_taken: u64,
     /// Units a second, rising at once and falling slowly.
     rate: f64,
     last_active: Instant,
     last_visit: Instant,
-    asked: bool,
     /// When (ms) Redis last said some instance was short, and when this
     /// one was.
     need_ms: i64,
@@ -60,25 +67,46 @@ struct Track {
 impl Track {
     fn new(state: Arc<TenantState>, now: Instant, now_ns: i64) -> Track {
         let period = Period::containing_nanos(now_ns);
-        let last_taken = state.shared().map_or(0, |s| s.calls.consumed(period));
-        Track {
-            state,
-            last_taken,
+        let flow = |m: Measure| Flow {
+            last_taken: state.shared().map_or(0, |s| s.lease(m).consumed(period)),
             rate: 0.0,
             last_active: now,
             last_visit: now - REFRESH,
-            asked: false,
             need_ms: 0,
             own_short_ms: 0,
             dry_until: i64::MIN,
             given_acked: 0,
+        };
+        let flows = [flow(Measure::Calls), flow(Measure::Tokens)];
+        Track {
+            state,
+            asked: false,
+            flows,
         }
+    }
+}
+
+/// What a lease's rate is measured by: calls spent or counted, tokens
+/// reserved (reported tokens take nothing from a lease, so a tenant that
+/// only reports them holds no token lease).
+fn taken(lease: &crate::quota::lease::Lease, m: Measure, period: Period) -> u64 {
+    match m {
+        Measure::Calls => lease.consumed(period),
+        Measure::Tokens => lease.totals(period).spent,
+    }
+}
+
+fn index(m: Measure) -> usize {
+    match m {
+        Measure::Calls => 0,
+        Measure::Tokens => 1,
     }
 }
 
 /// One call planned for a pipeline.
 struct Planned {
     id: Arc<str>,
+    measure: Measure,
     ask: Ask,
 }
 
@@ -126,20 +154,26 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
         if !stopping && !tracked.is_empty() && last_check.elapsed() >= CROSS_CHECK {
             last_check = Instant::now();
             let ids = tracked.keys().map(|id| id.to_string()).collect();
-            for (id, calls) in inner.stored_calls(ids, period).await {
+            for (id, totals) in inner.persisted(ids, period).await {
                 if let Some(s) = tracked.get(id.as_str()).and_then(|t| t.state.shared()) {
-                    s.stored(period, calls);
+                    s.calls.stored(period, totals.calls);
+                    s.tokens.stored(period, totals.tokens);
                 }
             }
         }
         let mut planned = Vec::new();
         for (id, tr) in tracked.iter_mut() {
-            if let Some(ask) = plan(&inner, tr, period, now, now_i, dt, stopping || recovering) {
-                planned.push(Planned {
-                    id: id.clone(),
-                    ask,
-                });
+            for m in Measure::ALL {
+                let force = stopping || recovering;
+                if let Some(ask) = plan(&inner, tr, m, period, now, now_i, dt, force) {
+                    planned.push(Planned {
+                        id: id.clone(),
+                        measure: m,
+                        ask,
+                    });
+                }
             }
+            tr.asked = false;
         }
         for chunk in planned.chunks(BATCH) {
             let replies = call(&inner, chunk, period, now).await;
@@ -150,14 +184,16 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
                 let answer = match reply {
                     Some(Reply::Answer(a)) => {
                         if let Some(shared) = tr.state.shared() {
-                            inner.take(shared, &p.ask, &a, period);
+                            inner.take(shared, p.measure, &p.ask, &a, period);
                         }
                         Some(a)
                     }
                     // The hash is to be made, or its hold has ended: this
                     // tenant alone, with the store's totals.
                     Some(Reply::Missing) => {
-                        inner.exchange(&tr.state, p.ask.clone(), period, now).await
+                        inner
+                            .exchange(&tr.state, p.measure, p.ask.clone(), period, now)
+                            .await
                     }
                     None => None,
                 };
@@ -173,9 +209,11 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
             };
             let h = s.calls.held(period);
             held += h;
+            let active = tr.flows.iter().map(|f| f.last_active).max();
             h > 0
-                || s.pending(period, &s.acked_totals(period))
-                || now_i.duration_since(tr.last_active) < IDLE * 2
+                || s.tokens.held(period) > 0
+                || s.pending(period)
+                || active.is_some_and(|t| now_i.duration_since(t) < IDLE * 2)
         });
         inner.stats.held.store(held, Ordering::Relaxed);
         inner
@@ -215,11 +253,14 @@ async fn leave(inner: &Inner) {
     let _ = tokio::time::timeout(inner.timeout, cmd.query_async::<i64>(&mut conn)).await;
 }
 
-/// What to ask of Redis for one tenant this tick, if anything. It carries
-/// the running totals, so a call that fails needs nothing put back.
+/// What to ask of Redis for one lease (of `m`) of a tenant this tick, if
+/// anything. It carries the running totals, so a call that fails needs
+/// nothing put back.
+#[allow(clippy::too_many_arguments)]
 fn plan(
     inner: &Inner,
-    tr: &mut Track,
+    track: &mut Track,
+    m: Measure,
     period: Period,
     now: i64,
     now_i: Instant,
@@ -227,10 +268,13 @@ fn plan(
     force: bool,
 ) -> Option<Ask> {
     let stopping = inner.stopping.load(Ordering::Acquire);
-    let shared = tr.state.shared()?;
-    let lease = &shared.calls;
-    let limit = tr.state.plan().plan.monthly_calls;
-    let taken = lease.consumed(period);
+    let asked = track.asked;
+    let state = &track.state;
+    let tr = &mut track.flows[index(m)];
+    let shared = state.shared()?;
+    let lease = shared.lease(m);
+    let limit = m.limit(&state.plan().plan);
+    let taken = taken(lease, m, period);
     let delta = taken.saturating_sub(tr.last_taken);
     tr.last_taken = taken;
     let rate = delta as f64 / dt;
@@ -239,10 +283,14 @@ fn plan(
     } else {
         0.8 * tr.rate + 0.2 * rate
     };
-    if delta > 0 || tr.asked {
+    if delta > 0 || asked {
         tr.last_active = now_i;
     }
-    let target = ((tr.rate * inner.lease_ms as f64 / 1000.0).ceil() as u64).max(1);
+    let least = match m {
+        Measure::Calls => 1,
+        Measure::Tokens => 0,
+    };
+    let target = ((tr.rate * inner.lease_ms as f64 / 1000.0).ceil() as u64).max(least);
     lease.set_low(target.div_ceil(2));
     // With `on_redis_down = "local"`, as much again is set aside for an
     // outage (granted units move into the reserve first) - but not while
@@ -279,9 +327,8 @@ fn plan(
             want = (target - held.min(target)) + (reserve_target - reserved.min(reserve_target));
         }
     }
-    tr.asked = false;
     let due = now_i.duration_since(tr.last_visit);
-    let pending = shared.pending(period, &shared.acked_totals(period));
+    let pending = lease.pending(period);
     let report_due = pending && due >= Duration::from_millis(inner.lease_ms);
     // Every tenant followed is visited at least every REFRESH, a lease or
     // not: should Redis have lost the hash, each instance with units or
@@ -296,7 +343,7 @@ fn plan(
         return None;
     }
     tr.last_visit = now_i;
-    Some(inner.ask(&tr.state, shared, period, want, 1))
+    Some(inner.ask(state, shared, m, period, want, 1))
 }
 
 /// Sends `chunk` as one pipeline: each call's reply, or `None` for all
@@ -312,7 +359,7 @@ async fn call(inner: &Inner, chunk: &[Planned], period: Period, now: i64) -> Vec
         let mut inv = inner.script.prepare_invoke();
         script::args(
             &mut inv,
-            &script::key(&p.id, period),
+            &script::key(&p.id, period, p.measure),
             &inner.member,
             &p.ask,
             now / 1_000_000,
@@ -356,11 +403,14 @@ async fn call(inner: &Inner, chunk: &[Planned], period: Period, now: i64) -> Vec
 
 /// Notes what an answer says of the other instances: that one of them
 /// is short (give back), or that nothing can come back (stop asking).
-fn note(inner: &Inner, tr: &mut Track, p: &Planned, a: &Answer, now: i64) {
-    inner.stats.given_back.fetch_add(
-        p.ask.totals.given.saturating_sub(tr.given_acked),
-        Ordering::Relaxed,
-    );
+fn note(inner: &Inner, track: &mut Track, p: &Planned, a: &Answer, now: i64) {
+    let tr = &mut track.flows[index(p.measure)];
+    if p.measure == Measure::Calls {
+        inner.stats.given_back.fetch_add(
+            p.ask.totals.given.saturating_sub(tr.given_acked),
+            Ordering::Relaxed,
+        );
+    }
     tr.given_acked = tr.given_acked.max(p.ask.totals.given);
     tr.need_ms = a.need_ms;
     if a.granted < p.ask.want {
@@ -371,8 +421,8 @@ fn note(inner: &Inner, tr: &mut Track, p: &Planned, a: &Answer, now: i64) {
             // back, so stop asking (and stop requests asking) for a while.
             let until = now + 1_000_000_000;
             tr.dry_until = until;
-            if let Some(s) = tr.state.shared() {
-                s.calls.dry(until);
+            if let Some(s) = track.state.shared() {
+                s.lease(p.measure).dry(until);
             }
         }
     }

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
 use crate::cluster::TopUp;
 use crate::model::{TokenCounts, UsageRecord};
+use crate::quota::lease::Measure;
 use crate::quota::reservation::Reservation;
 use crate::quota::{Decision, Outcome, TenantState};
 use crate::usage::Queued;
@@ -68,17 +69,25 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     ) -> Self {
         let mut now = st.clock.now_nanos();
         let mut decision = tenant.acquire_reserving(cost, tokens, now);
-        if decision.outcome == Outcome::QuotaExceeded && tenant.shared().is_some() {
-            if let Some(cluster) = st.cluster.as_deref() {
-                match cluster.top_up(tenant, cost).await {
+        // A shared quota whose lease is spent asks Redis for the request's
+        // units - calls, then the tokens it reserves - before refusing.
+        if let (Some(cluster), Some(_)) = (st.cluster.as_deref(), tenant.shared()) {
+            for _ in 0..2 {
+                let (m, n) = match decision.outcome {
+                    Outcome::QuotaExceeded => (Measure::Calls, cost),
+                    Outcome::TokenQuotaExceeded if tokens > 0 => (Measure::Tokens, tokens),
+                    _ => break,
+                };
+                match cluster.top_up(tenant, m, n).await {
                     TopUp::Granted => {
                         now = st.clock.now_nanos();
                         decision = tenant.acquire_reserving(cost, tokens, now);
                     }
-                    TopUp::Dry => {}
+                    TopUp::Dry => break,
                     TopUp::Down => {
                         decision.outcome = Outcome::ClusterUnavailable;
                         decision.retry_after_ns = 1_000_000_000;
+                        break;
                     }
                 }
             }

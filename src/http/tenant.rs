@@ -222,8 +222,9 @@ pub async fn ingest(
     let mut records = Vec::with_capacity(declared.map_or(16, |n| {
         (n / 128).min(crate::model::MAX_BATCH_RECORDS as usize)
     }));
-    // The reservations the records settle (given back once the batch is taken).
-    let mut settles: Vec<String> = Vec::new();
+    // The reservations the records settle: (record, id), taken up once
+    // the batch is taken.
+    let mut settles: Vec<(usize, String)> = Vec::new();
     let mut each = |at: Option<Position>, mut input: UsageInput<'_>| -> Result<(), ApiError> {
         let at = |m: String| match at {
             Some(p) => ApiError::invalid(format!("{p}: {m}")),
@@ -233,7 +234,7 @@ pub async fn ingest(
             if id.is_empty() || id.len() > 64 {
                 return Err(at("reservationId must be 1 to 64 bytes".into()));
             }
-            settles.push(id.to_string());
+            settles.push((records.len(), id.to_string()));
         }
         if input.tenant_id.as_deref().is_some_and(|t| t != &*tenant.id) {
             return Err(ApiError::forbidden(
@@ -301,16 +302,24 @@ pub async fn ingest(
             tenant.refund_records(total as u64);
             refusal_error(refusal)
         })?;
-    for q in &records {
+    // A record naming its authorize's reservation settles it: its tokens
+    // replace the ones reserved (spent from them, only what passes them
+    // counted past the quota). An id unknown here - expired, another
+    // instance's - settles nothing: the record counts as reported usage.
+    let mut settles = settles.into_iter().peekable();
+    for (i, q) in records.iter().enumerate() {
         let r = &q.record;
-        tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
-    }
-    // The records' tokens replace what their authorizations reserved
-    // (counted first, given back after: never below what was used). An
-    // id unknown here - expired, another instance's - settles nothing;
-    // the record counts as reported usage all the same.
-    for id in &settles {
-        drop(st.reservations.take(&tenant.id, id));
+        let reservation = match settles.next_if(|(at, _)| *at == i) {
+            Some((_, id)) => st.reservations.take(&tenant.id, &id),
+            None => None,
+        };
+        match reservation {
+            Some(reserved) => {
+                tenant.add_usage(now_ns, r.ts_ms, r.calls, 0);
+                reserved.settle(now_ns, r.tokens);
+            }
+            None => tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens),
+        }
     }
     if !admission.send(records) {
         // Only when the flusher is gone: the server is stopping.

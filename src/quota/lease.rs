@@ -6,9 +6,12 @@
 //!   instance alone, which it spends with a compare-and-swap as it would
 //!   its own counter. Redis never grants past the limit, so however the
 //!   instances race, the fleet cannot allow more than the limit.
-//! - the **tokens** are known only after a response, so they are counted,
-//!   not leased: the fleet's total as last seen plus what this instance
-//!   added since (stale by at most one sync of the other instances).
+//! - the **tokens** come from a second lease, of the token quota, spent
+//!   the same way by the requests that reserve tokens before they run
+//!   (`reservation.rs`): settled against what the answer used, the rest
+//!   given back into the lease; tokens counted without a reservation
+//!   (reported usage, what passed a reservation) count past the lease, as
+//!   reported calls do.
 //!
 //! What to ask for, report and give back is picked up by the cluster's
 //! sync loop: a lease running low queues its tenant on the [`LeaseHub`]
@@ -97,6 +100,44 @@ pub struct Lease {
     /// Until when (nanoseconds) Redis said nothing is left: no top-up is
     /// tried before then.
     dry_until: AtomicI64,
+    /// Overage Redis has acknowledged.
+    over_acked: PeriodCounter,
+    /// The epoch of the period's hash this instance has met (0: none).
+    epoch: PeriodCounter,
+    /// The totals Redis last acknowledged (the sync loop and top-ups:
+    /// never the decision).
+    acked: parking_lot::Mutex<(Period, Totals)>,
+    /// The units the store has persisted for the period, as last read:
+    /// every call sends it, and Redis never grants past it, so a hash
+    /// tampered with or gone stale cannot grant a second quota.
+    stored: PeriodCounter,
+}
+
+/// What a lease is of: a tenant's monthly calls or its monthly tokens,
+/// each with a Redis hash of its own (`cluster/script.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Measure {
+    Calls,
+    Tokens,
+}
+
+impl Measure {
+    pub const ALL: [Measure; 2] = [Measure::Calls, Measure::Tokens];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Calls => "calls",
+            Measure::Tokens => "tokens",
+        }
+    }
+
+    /// The plan's limit of this measure (`None`: unlimited).
+    pub fn limit(self, plan: &crate::model::Plan) -> Option<u64> {
+        match self {
+            Measure::Calls => plan.monthly_calls,
+            Measure::Tokens => plan.monthly_tokens,
+        }
+    }
 }
 
 /// The running totals of one period that a sync carries.
@@ -121,7 +162,73 @@ impl Lease {
             seen: zero(),
             low: AtomicU64::new(0),
             dry_until: AtomicI64::new(i64::MIN),
+            over_acked: zero(),
+            epoch: zero(),
+            acked: parking_lot::Mutex::new((period, Totals::default())),
+            stored: zero(),
         }
+    }
+
+    /// The fleet's use with what this instance counted past the lease
+    /// and has not reported yet.
+    #[inline]
+    pub fn fleet_used(&self, period: Period) -> u64 {
+        self.used(period) + self.unreported_over(period)
+    }
+
+    /// Overage Redis has not been told of yet (it is in no allocation seen).
+    fn unreported_over(&self, period: Period) -> u64 {
+        self.over
+            .used(period)
+            .saturating_sub(self.over_acked.used(period))
+    }
+
+    /// Counts units that were used past the lease (reported usage, or
+    /// what passed a reservation).
+    pub fn count_over(&self, period: Period, n: u64) {
+        self.over.add(period, n);
+    }
+
+    /// The epoch of the period's hash this instance has met (0: none).
+    pub fn epoch(&self, period: Period) -> i64 {
+        self.epoch.used(period) as i64
+    }
+
+    pub fn met(&self, period: Period, epoch: i64) {
+        self.epoch.set(period, epoch.max(0) as u64);
+    }
+
+    /// Redis has the totals `t` (after an answer).
+    pub fn acked(&self, period: Period, t: Totals) {
+        self.over_acked.set(period, t.over);
+        *self.acked.lock() = (period, t);
+    }
+
+    /// The totals Redis last acknowledged in `period`.
+    pub fn acked_totals(&self, period: Period) -> Totals {
+        let (p, t) = *self.acked.lock();
+        if p == period {
+            t
+        } else {
+            Totals::default()
+        }
+    }
+
+    /// Whether the running totals differ from what Redis has.
+    pub fn pending(&self, period: Period) -> bool {
+        self.totals(period) != self.acked_totals(period)
+    }
+
+    /// The store has `units` of the period persisted (it only grows).
+    pub fn stored(&self, period: Period, units: u64) {
+        if units > self.stored.used(period) {
+            self.stored.set(period, units);
+        }
+    }
+
+    /// The units of the period the store had when last read.
+    pub fn stored_units(&self, period: Period) -> u64 {
+        self.stored.used(period)
     }
 
     /// The fleet's use as this instance can tell it: the allocation last
@@ -272,7 +379,7 @@ impl Lease {
     }
 }
 
-/// A tenant's calls and tokens shared with other instances.
+/// A tenant's calls and tokens shared with other instances: a lease of each.
 #[derive(Debug)]
 pub struct Shared {
     tenant: Arc<str>,
@@ -280,25 +387,9 @@ pub struct Shared {
     /// Set while this tenant is queued on the hub.
     asked: AtomicBool,
     pub calls: Lease,
-    /// Overage Redis has acknowledged.
-    over_acked: PeriodCounter,
-    /// The epoch of the period's hash this instance has met (0: none).
-    epoch: PeriodCounter,
+    pub tokens: Lease,
     /// Numbers this instance's calls, so Redis applies only the newest.
     seq: AtomicU64,
-    /// The totals Redis last acknowledged (the sync loop and top-ups:
-    /// never the decision).
-    acked: parking_lot::Mutex<(Period, Totals)>,
-    /// The fleet's tokens as last seen (this instance's acknowledged ones
-    /// included).
-    tokens_seen: PeriodCounter,
-    /// Tokens counted here, and the part of them Redis acknowledged.
-    tokens_here: PeriodCounter,
-    tokens_acked: PeriodCounter,
-    /// The calls the store has persisted for the period, as last read:
-    /// every call sends it, and Redis's allocation is never below it, so
-    /// a hash tampered with or gone stale cannot grant a second quota.
-    stored: PeriodCounter,
 }
 
 impl Shared {
@@ -308,19 +399,20 @@ impl Shared {
             hub,
             asked: AtomicBool::new(false),
             calls: Lease::new(period),
-            over_acked: PeriodCounter::new(period, 0),
-            epoch: PeriodCounter::new(period, 0),
+            tokens: Lease::new(period),
             seq: AtomicU64::new(0),
-            acked: parking_lot::Mutex::new((period, Totals::default())),
-            tokens_seen: PeriodCounter::new(period, 0),
-            tokens_here: PeriodCounter::new(period, 0),
-            tokens_acked: PeriodCounter::new(period, 0),
-            stored: PeriodCounter::new(period, 0),
         }
     }
 
     pub fn tenant(&self) -> &Arc<str> {
         &self.tenant
+    }
+
+    pub fn lease(&self, m: Measure) -> &Lease {
+        match m {
+            Measure::Calls => &self.calls,
+            Measure::Tokens => &self.tokens,
+        }
     }
 
     /// Queues the tenant for the sync loop, unless it is queued already.
@@ -346,56 +438,54 @@ impl Shared {
     /// that made it fail.
     #[inline]
     pub fn take_calls(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
-        let lease = &self.calls;
+        self.take(&self.calls, period, n, limit)
+    }
+
+    /// Reserves `n` tokens from the token lease, as calls are taken.
+    #[inline]
+    pub fn take_tokens(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+        self.take(&self.tokens, period, n, limit)
+    }
+
+    #[inline]
+    fn take(&self, lease: &Lease, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
         if limit.is_none() {
             lease.over.add(period, n);
-            return Ok(lease.used(period) + self.unreported_over(period));
+            return Ok(lease.fleet_used(period));
         }
         match lease.held.try_take(period, n) {
             Ok(left) => {
                 if left < lease.low.load(Ordering::Relaxed) {
                     self.ask();
                 }
-                Ok(lease.used(period) + self.unreported_over(period))
+                Ok(lease.fleet_used(period))
             }
             Err(_) => {
                 self.ask();
                 // Redis is down and the reserve may be spent: this
                 // instance's share, allocated in Redis beforehand.
                 if self.hub.local() && lease.reserve.try_take(period, n).is_ok() {
-                    return Ok(lease.used(period) + self.unreported_over(period));
+                    return Ok(lease.fleet_used(period));
                 }
-                Err(lease.used(period) + self.unreported_over(period))
+                Err(lease.fleet_used(period))
             }
         }
     }
 
     /// Gives back `n` calls a decision took in `period`.
     pub fn give_back_calls(&self, period: Period, n: u64, limit: Option<u64>) {
-        let lease = &self.calls;
         if limit.is_none() {
             // Unlimited calls were counted as overage: count them back.
-            lease.over.refund(period, n);
+            self.calls.over.refund(period, n);
             return;
         }
-        lease.held.add(period, n);
+        self.calls.held.add(period, n);
     }
 
-    /// Overage Redis has not been told of yet (it is in no allocation seen).
-    fn unreported_over(&self, period: Period) -> u64 {
-        self.calls
-            .over
-            .used(period)
-            .saturating_sub(self.over_acked.used(period))
-    }
-
-    /// The epoch of the period's hash this instance has met (0: none).
-    pub fn epoch(&self, period: Period) -> i64 {
-        self.epoch.used(period) as i64
-    }
-
-    pub fn met(&self, period: Period, epoch: i64) {
-        self.epoch.set(period, epoch.max(0) as u64);
+    /// Gives back `n` tokens a reservation took in `period` (a reservation
+    /// is made only under a token limit: they go back into the lease).
+    pub fn give_back_tokens(&self, period: Period, n: u64) {
+        self.tokens.held.add(period, n);
     }
 
     /// The next call's number.
@@ -403,100 +493,35 @@ impl Shared {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Redis has the totals `t` (after an answer).
-    pub fn acked(&self, period: Period, t: Totals) {
-        self.over_acked.set(period, t.over);
-        *self.acked.lock() = (period, t);
-    }
-
-    /// The totals and tokens Redis last acknowledged in `period`.
-    pub fn acked_totals(&self, period: Period) -> (Totals, u64) {
-        let (p, t) = *self.acked.lock();
-        let t = if p == period { t } else { Totals::default() };
-        (t, self.tokens_acked.used(period))
-    }
-
-    /// Counts usage that already happened: calls past the lease, tokens.
+    /// Counts usage that already happened: calls and tokens past the leases.
     pub fn add(&self, period: Period, calls: u64, tokens: u64) {
         if calls > 0 {
             self.calls.over.add(period, calls);
         }
         if tokens > 0 {
-            self.tokens_here.add(period, tokens);
+            self.tokens.over.add(period, tokens);
             self.ask();
         }
     }
 
-    /// Reserves `n` tokens if the fleet's tokens as this instance sees
-    /// them stay within `limit`: counted here at once (and reported with
-    /// the rest), given back if that passed the limit - so requests racing
-    /// on this instance never pass it together.
-    pub fn take_tokens(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
-        let before = self.tokens_used(period);
-        if limit.is_some_and(|l| before.saturating_add(n) > l) {
-            return Err(before);
-        }
-        self.tokens_here.add(period, n);
-        let after = self.tokens_used(period);
-        if limit.is_some_and(|l| after > l) {
-            self.tokens_here.refund(period, n);
-            return Err(after.saturating_sub(n));
-        }
-        self.ask();
-        Ok(after)
-    }
-
-    /// Gives back `n` tokens reserved in `period`.
-    pub fn give_back_tokens(&self, period: Period, n: u64) {
-        self.tokens_here.refund(period, n);
-        self.ask();
-    }
-
-    /// The fleet's tokens: the total Redis last answered, plus what this
-    /// instance counted since.
+    /// The fleet's tokens as this instance can tell them (reservations in
+    /// flight included).
     #[inline]
     pub fn tokens_used(&self, period: Period) -> u64 {
-        let unacked = self
-            .tokens_here
-            .used(period)
-            .saturating_sub(self.tokens_acked.used(period));
-        self.tokens_seen.used(period).saturating_add(unacked)
-    }
-
-    /// The tokens counted here (a running total, as the sync sends it).
-    pub fn tokens_here(&self, period: Period) -> u64 {
-        self.tokens_here.used(period)
-    }
-
-    /// Redis answered `total` for the fleet, having this instance's
-    /// running total `here`.
-    pub fn tokens_answered(&self, period: Period, here: u64, total: u64) {
-        self.tokens_acked.set(period, here);
-        self.tokens_seen.set(period, total);
+        self.tokens.fleet_used(period)
     }
 
     /// Sets the figures last seen (the persisted totals, at start-up).
     pub fn restore(&self, period: Period, calls: u64, tokens: u64) {
         self.calls.seen.set(period, calls);
-        self.tokens_seen.set(period, tokens);
-        self.stored(period, calls);
+        self.tokens.seen.set(period, tokens);
+        self.calls.stored(period, calls);
+        self.tokens.stored(period, tokens);
     }
 
-    /// The store has `calls` of the period persisted (it only grows).
-    pub fn stored(&self, period: Period, calls: u64) {
-        if calls > self.stored.used(period) {
-            self.stored.set(period, calls);
-        }
-    }
-
-    /// The calls of the period the store had when last read.
-    pub fn stored_calls(&self, period: Period) -> u64 {
-        self.stored.used(period)
-    }
-
-    /// Whether the running totals differ from `acked` (what Redis has).
-    pub fn pending(&self, period: Period, acked: &(Totals, u64)) -> bool {
-        self.calls.totals(period) != acked.0 || self.tokens_here(period) != acked.1
+    /// Whether either lease has totals Redis does not have yet.
+    pub fn pending(&self, period: Period) -> bool {
+        self.calls.pending(period) || self.tokens.pending(period)
     }
 }
 
@@ -539,8 +564,9 @@ mod tests {
                 granted: 4,
             }
         );
-        assert!(s.pending(p, &(Totals::default(), 0)));
-        assert!(!s.pending(p, &(t, 0)));
+        assert!(s.pending(p));
+        s.calls.acked(p, t);
+        assert!(!s.pending(p));
     }
 
     #[test]
@@ -551,15 +577,20 @@ mod tests {
     }
 
     #[test]
-    fn tokens_count_until_redis_answers() {
+    fn tokens_are_reserved_from_their_own_lease_and_counted_past_it() {
         let s = shared();
         let p = Period(0);
-        s.add(p, 0, 30);
-        assert_eq!(s.tokens_used(p), 30);
-        s.tokens_answered(p, 30, 100);
-        assert_eq!(s.tokens_used(p), 100);
-        s.add(p, 0, 5);
-        assert_eq!(s.tokens_used(p), 105);
-        assert_eq!(s.tokens_here(p), 35);
+        assert_eq!(s.take_tokens(p, 300, Some(1_000)), Err(0), "no lease yet");
+        s.tokens.grants(p, 500);
+        s.tokens.saw(p, 500);
+        assert_eq!(s.take_tokens(p, 300, Some(1_000)), Ok(300));
+        assert_eq!(s.take_tokens(p, 300, Some(1_000)), Err(300));
+        s.give_back_tokens(p, 100); // settled at 200
+        assert_eq!(s.tokens_used(p), 200);
+        s.add(p, 0, 50); // reported usage: past the lease
+        assert_eq!(s.tokens_used(p), 250);
+        let t = s.tokens.totals(p);
+        assert_eq!((t.spent, t.over, t.granted), (200, 50, 500));
+        assert_eq!(s.calls.totals(p), Totals::default(), "calls untouched");
     }
 }

@@ -42,21 +42,21 @@ pub trait Shared: Send + Sync {
     fn set_process(&self, process: &str);
 
     /// One tenant's persisted totals of `period`, each process's part of
-    /// them, and whether a shared allocation was ever made for it - read
-    /// together, as of one moment.
-    fn shares(&self, tenant: &str, period: Period) -> Result<Shares, StoreError>;
+    /// them, and whether a shared allocation of `measure` (`calls`,
+    /// `tokens`) was ever made for it - read together, as of one moment.
+    fn shares(&self, tenant: &str, period: Period, measure: &str) -> Result<Shares, StoreError>;
 
-    /// The persisted calls of `period` of each of `tenants` that has any.
-    fn persisted_calls(
+    /// The persisted totals of `period` of each of `tenants` that has any.
+    fn persisted(
         &self,
         period: Period,
         tenants: &[String],
-    ) -> Result<Vec<(String, u64)>, StoreError>;
+    ) -> Result<Vec<(String, PeriodTotals)>, StoreError>;
 
-    /// Records that a shared allocation of `tenant`'s `period` is being
-    /// made (before anything of it is granted): a later rebuild knows that
-    /// one existed, so Redis lost it.
-    fn mark_made(&self, tenant: &str, period: Period) -> Result<(), StoreError>;
+    /// Records that a shared allocation of `measure` of `tenant`'s `period`
+    /// is being made (before anything of it is granted): a later rebuild
+    /// knows that one existed, so Redis lost it.
+    fn mark_made(&self, tenant: &str, period: Period, measure: &str) -> Result<(), StoreError>;
 
     /// Usage records waiting locally for the shared engine, why it cannot
     /// be reached (`None` while it can), and the records of waiting writes

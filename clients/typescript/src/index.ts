@@ -30,6 +30,8 @@ export interface UsageRecord {
   clientIp?: string;
   /** 0 for a first attempt; above 0 for a retry. */
   retryAttempt?: number;
+  /** The `reservationId` of the authorize this record reports on: its tokens replace the ones reserved (send `calls: 0`). */
+  reservationId?: string;
 }
 
 export interface TollgateOptions {
@@ -60,6 +62,9 @@ export interface Decision {
   /** Why not (`quota_exceeded`, `rate_limited`, `tenant_suspended`, ...). */
   reason: string | null;
   retryAfterSeconds: number | null;
+  /** Tokens reserved by an authorize (its `estimateTokens`, or the plan's `reserveTokens`), to settle with `recordUsage({ reservationId, ... })`. */
+  reservationId: string | null;
+  reservedTokens: number | null;
   /** The rate-limit headers to pass on to the caller. */
   headers: Record<string, string>;
 }
@@ -173,6 +178,8 @@ export class Tollgate {
       resetAt: typeof b.resetAt === "string" ? b.resetAt : null,
       reason: typeof b.reason === "string" ? b.reason : typeof b.code === "string" ? b.code : null,
       retryAfterSeconds: num(b.retryAfterSeconds),
+      reservationId: typeof b.reservationId === "string" ? b.reservationId : null,
+      reservedTokens: num(b.reservedTokens),
       headers: limitHeaders(res.headers),
     };
   }
@@ -187,9 +194,20 @@ export class Tollgate {
     return (await this.check(opts)).allowed;
   }
 
-  /** Decides and takes `cost` calls at once, recording the request (`POST /api/v1/authorize`). */
+  /**
+   * Decides and takes `cost` calls at once, recording the request (`POST /api/v1/authorize`);
+   * with `estimateTokens`, reserves that many tokens of a token quota until a record naming the
+   * answer's `reservationId` settles them.
+   */
   async authorize(
-    opts: { cost?: number; endpoint?: string; method?: string; userId?: string; botId?: string } = {},
+    opts: {
+      cost?: number;
+      estimateTokens?: number;
+      endpoint?: string;
+      method?: string;
+      userId?: string;
+      botId?: string;
+    } = {},
   ): Promise<Decision> {
     return this.decision(await this.call("POST", "/api/v1/authorize", opts), "allowed");
   }

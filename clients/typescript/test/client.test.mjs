@@ -107,6 +107,25 @@ test("recordUsage batches, never blocks, and flush sends everything once", async
   await tg.close();
 });
 
+test("authorize reserves tokens and a record naming the reservation settles them", async () => {
+  await admin("POST", "/api/admin/plans", { id: "p-ts-tok", name: "tok", monthlyTokens: 1000 });
+  await admin("POST", "/api/admin/tenants", { id: "ts-tok", planId: "p-ts-tok" });
+  const key = (await admin("POST", "/api/admin/tenants/ts-tok/keys", {})).key;
+  const tg = new Tollgate({ baseUrl: base, apiKey: key, flushIntervalMs: 60_000 });
+  const d = await tg.authorize({ estimateTokens: 800 });
+  assert.equal(d.allowed, true);
+  assert.equal(d.reservedTokens, 800);
+  assert.match(d.reservationId, /^rsv_[0-9a-f]{16}$/);
+  const refused = await tg.authorize({ estimateTokens: 300 });
+  assert.equal(refused.allowed, false);
+  assert.equal(refused.reason, "token_quota_exceeded");
+  assert.equal(refused.reservationId, null);
+  tg.recordUsage({ endpoint: "/v1/chat", calls: 0, tokensUsed: 120, reservationId: d.reservationId });
+  await tg.flush();
+  await until(async () => (await tg.usage()).tokens.used === 120, "the reservation settled at 120 tokens");
+  await tg.close();
+});
+
 test("the Express middleware enforces, sets the headers and records each request", async () => {
   const key = await tenant("ts-express", 3);
   const mw = express({ baseUrl: base, client: { flushIntervalMs: 20 } });

@@ -151,6 +151,10 @@ CREATE TABLE shared_periods (
 ALTER TABLE plans
     ADD COLUMN reserve_tokens bigint,
     ADD COLUMN reservation_ttl_seconds bigint;
+ALTER TABLE shared_periods
+    ADD COLUMN measure text NOT NULL DEFAULT 'calls',
+    DROP CONSTRAINT shared_periods_pkey,
+    ADD PRIMARY KEY (period, tenant_id, measure);
 "#,
 ];
 

@@ -188,15 +188,19 @@ impl Shared for PgEngine {
     }
 
     /// One statement, so one snapshot: the totals and their parts agree.
-    fn shares(&self, tenant: &str, period: Period) -> Result<Shares, StoreError> {
+    fn shares(&self, tenant: &str, period: Period, measure: &str) -> Result<Shares, StoreError> {
         let rows = self.query(
             "SELECT 0, '', calls, tokens FROM period_totals WHERE period = $1 AND tenant_id = $2 \
              UNION ALL SELECT 1, process, calls, tokens FROM process_totals \
              WHERE period = $1 AND tenant_id = $2 \
              UNION ALL SELECT 2, '', \
              (extract(epoch FROM now() - made_at) * 1000)::int8, 0::int8 FROM shared_periods \
-             WHERE period = $1 AND tenant_id = $2",
-            vec![Box::new(period.0), Box::new(tenant.to_string())],
+             WHERE period = $1 AND tenant_id = $2 AND measure = $3",
+            vec![
+                Box::new(period.0),
+                Box::new(tenant.to_string()),
+                Box::new(measure.to_string()),
+            ],
         )?;
         let mut shares = Shares::default();
         for r in &rows {
@@ -213,25 +217,37 @@ impl Shared for PgEngine {
         Ok(shares)
     }
 
-    fn persisted_calls(
+    fn persisted(
         &self,
         period: Period,
         tenants: &[String],
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    ) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
         let rows = self.query(
-            "SELECT tenant_id, calls FROM period_totals WHERE period = $1 AND tenant_id = ANY($2)",
+            "SELECT tenant_id, calls, tokens FROM period_totals \
+             WHERE period = $1 AND tenant_id = ANY($2)",
             vec![Box::new(period.0), Box::new(tenants.to_vec())],
         )?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .map(|r| {
+                let totals = PeriodTotals {
+                    calls: r.get::<_, i64>(1).max(0) as u64,
+                    tokens: r.get::<_, i64>(2).max(0) as u64,
+                };
+                (r.get(0), totals)
+            })
             .collect())
     }
 
-    fn mark_made(&self, tenant: &str, period: Period) -> Result<(), StoreError> {
+    fn mark_made(&self, tenant: &str, period: Period, measure: &str) -> Result<(), StoreError> {
         self.query(
-            "INSERT INTO shared_periods (period, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            vec![Box::new(period.0), Box::new(tenant.to_string())],
+            "INSERT INTO shared_periods (period, tenant_id, measure) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            vec![
+                Box::new(period.0),
+                Box::new(tenant.to_string()),
+                Box::new(measure.to_string()),
+            ],
         )?;
         Ok(())
     }

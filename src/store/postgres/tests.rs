@@ -251,7 +251,7 @@ fn shares_split_the_totals_by_process_and_say_whether_a_hash_was_made() {
     store
         .write_usage(&[UsageBlock::new("t", (2..7).map(rec).collect())])
         .unwrap();
-    let shares = engine.shares("t", period).unwrap();
+    let shares = engine.shares("t", period, "calls").unwrap();
     assert_eq!((shares.total.calls, shares.total.tokens), (7, 21));
     assert_eq!(shares.by_process.len(), 1);
     assert_eq!(shares.by_process[0].0, "a#1");
@@ -260,15 +260,22 @@ fn shares_split_the_totals_by_process_and_say_whether_a_hash_was_made() {
         (5, 15)
     );
     assert_eq!(shares.made_ms_ago, None);
-    engine.mark_made("t", period).unwrap();
+    engine.mark_made("t", period, "calls").unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    engine.mark_made("t", period).unwrap();
-    let ago = engine.shares("t", period).unwrap().made_ms_ago.unwrap();
+    engine.mark_made("t", period, "calls").unwrap();
+    let ago = engine
+        .shares("t", period, "calls")
+        .unwrap()
+        .made_ms_ago
+        .unwrap();
     assert!(
         (50..10_000).contains(&ago),
         "the first mark counts: {ago} ms ago"
     );
-    assert_eq!(engine.shares("u", period).unwrap().made_ms_ago, None);
+    assert_eq!(
+        engine.shares("u", period, "calls").unwrap().made_ms_ago,
+        None
+    );
 }
 
 /// Issue 36, item 8: a data exception or an integrity violation is about
