@@ -66,7 +66,12 @@ fn fleet_with(extra: &[(&str, &str)]) -> Fleet {
 
 /// Three instances, each reaching Redis at its own address in `urls`.
 fn fleet_through(redis: Redis, urls: [&str; 3], extra: &[(&str, &str)]) -> Fleet {
-    let pg = postgres::fresh_database();
+    fleet_on(&postgres::fresh_database(), redis, urls, extra)
+}
+
+/// [`fleet_through`] on the database at `pg`.
+fn fleet_on(pg: &str, redis: Redis, urls: [&str; 3], extra: &[(&str, &str)]) -> Fleet {
+    let pg = pg.to_string();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let procs: Vec<Proc> = dirs
         .iter()
@@ -1028,4 +1033,99 @@ fn three_instances_never_pass_a_token_quota() {
     assert!(refused > 0, "the quota was reached");
     // Every instance bills what was used, once the reports are in.
     tokens_settle_at(&c, &f, "tq", &key, &[0, 1, 2], used);
+}
+
+/// The calls PostgreSQL has stored for tenant `t` this month, once they
+/// reach `want` (polled for 20 s: spooled records are delivered first).
+fn stored_calls_reach(db: &postgres::PgCluster, url: &str, want: u64) -> u64 {
+    let database = url.rsplit('/').next().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = db
+            .psql(
+                database,
+                "SELECT coalesce(sum(calls), 0) FROM period_totals WHERE tenant_id = 't'",
+            )
+            .unwrap_or_default();
+        let stored: u64 = out.trim().parse().unwrap_or(0);
+        if stored >= want || Instant::now() > deadline {
+            return stored;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 36, Deliver 4: Redis paused for 5 s alone, mid-load. The leases
+/// held are spent, then decisions are refused (503); once Redis is back
+/// the fleet allows exactly the limit, PostgreSQL stores exactly what was
+/// allowed, and every instance bills the same.
+#[test]
+fn redis_paused_five_seconds_never_lets_the_fleet_past_the_limit() {
+    let db = postgres::own_cluster();
+    let url = db.fresh_database();
+    let redis = Redis::start();
+    let r = redis.url();
+    let f = fleet_on(&url, redis, [r.as_str(); 3], &[]);
+    let all = [0, 1, 2];
+    let before = race(&f, &all, Spread::Uniform, false, 100, None).0;
+    f.redis.pause();
+    let paused_at = Instant::now();
+    let mut during = 0;
+    while paused_at.elapsed() < Duration::from_secs(5) {
+        during += race(&f, &all, Spread::Uniform, false, 100, None).0;
+    }
+    f.redis.resume();
+    let after = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
+    let drained = drain(&f, &all);
+    let total = before + during + after + drained;
+    eprintln!(
+        "before {before}, paused {during}, after {after}, drained {drained}: {total} of {LIMIT}"
+    );
+    assert!(
+        during < LIMIT - before,
+        "the pause refused what no lease held"
+    );
+    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
+    assert_eq!(total, LIMIT, "exact once Redis answers again");
+    assert_eq!(billed_calls_agree(&f, &all), LIMIT);
+    assert_eq!(
+        stored_calls_reach(&db, &url, LIMIT),
+        LIMIT,
+        "stored = allowed"
+    );
+}
+
+/// Issue 36, Deliver 4: PostgreSQL stopped for 3 s under three instances
+/// mid-load. Decisions go on from Redis, records wait in each instance's
+/// spool; once it is back the fleet has allowed exactly the limit,
+/// PostgreSQL stores exactly that, and every instance bills the same.
+#[test]
+fn postgres_stopped_under_three_instances_loses_and_overshoots_nothing() {
+    let db = postgres::own_cluster();
+    let url = db.fresh_database();
+    let redis = Redis::start();
+    let r = redis.url();
+    let f = fleet_on(&url, redis, [r.as_str(); 3], &[]);
+    let all = [0, 1, 2];
+    let before = race(&f, &all, Spread::Uniform, false, 150, None).0;
+    db.stop();
+    let down = race(&f, &all, Spread::Uniform, false, 200, None).0;
+    std::thread::sleep(Duration::from_secs(3));
+    db.start().unwrap();
+    let after = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
+    let drained = drain(&f, &all);
+    let total = before + down + after + drained;
+    eprintln!(
+        "before {before}, PostgreSQL down {down}, after {after}, drained {drained}: \
+         {total} of {LIMIT}"
+    );
+    assert!(down > 0, "decisions went on while the database was down");
+    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
+    assert_eq!(total, LIMIT, "exact");
+    assert_eq!(billed_calls_agree(&f, &all), LIMIT);
+    assert_eq!(
+        stored_calls_reach(&db, &url, LIMIT),
+        LIMIT,
+        "stored = allowed, once each"
+    );
 }

@@ -40,6 +40,12 @@ pub fn cluster() -> &'static PgCluster {
     CLUSTER.get_or_init(|| PgCluster::start_new().unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// A cluster of the test's own, to stop and start without disturbing
+/// the other tests of its binary (stopped and removed when dropped).
+pub fn own_cluster() -> PgCluster {
+    PgCluster::start_new().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A fresh, empty database on the process's cluster: its URL.
 pub fn fresh_database() -> String {
     cluster().fresh_database()
@@ -140,13 +146,20 @@ fn sweep(tmp: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("tollgate-pg-"))
-            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(|p| p.split('-').next()?.parse::<u32>().ok())
         else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -169,7 +182,10 @@ impl PgCluster {
         };
         let tmp = std::env::temp_dir();
         sweep(&tmp);
-        let root = tmp.join(format!("tollgate-pg-{}", std::process::id()));
+        // One directory per cluster: a test may start one of its own.
+        static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+        let n = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+        let root = tmp.join(format!("tollgate-pg-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("sock")).map_err(|e| e.to_string())?;
         if let Some((uid, gid)) = user {
