@@ -341,3 +341,56 @@ fn an_upstream_that_stalls_mid_answer_is_cut_off() {
         .unwrap();
     assert!(export.contains("upstream stalled"), "{export}");
 }
+
+/// Issue 37, findings 2 and 4: a Responses-API stream reported its usage
+/// in `response.completed` and Tollgate counted 1 token of 6,000 (and
+/// added `stream_options`, which a strict upstream refuses); an Anthropic
+/// stream counted its output alone (15 of 5,015). Now each is read where
+/// its API puts it, and a spent token quota refuses the next call.
+#[test]
+fn responses_and_anthropic_streams_count_their_whole_usage() {
+    let upstream = FakeHttp::start(|_, req, conn| {
+        let body = String::from_utf8_lossy(&req.body).to_string();
+        assert!(!body.contains("stream_options"), "rewritten: {body}");
+        fake_http::start_chunked(conn, 200, "text/event-stream");
+        if req.target.ends_with("/responses") {
+            fake_http::chunk(conn, "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n");
+            fake_http::chunk(conn, "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4o\",\"usage\":{\"input_tokens\":3000,\"output_tokens\":3000,\"total_tokens\":6000}}}\n\n");
+        } else {
+            fake_http::chunk(conn, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":5000,\"output_tokens\":1}}}\n\n");
+            fake_http::chunk(conn, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":15}}\n\n");
+        }
+        fake_http::end(conn);
+    });
+    let s = gateway(&upstream.url, 60_000);
+    s.plan("tq", None, Some(3_000), None);
+    let key = s.tenant_with_key("responder", "tq");
+    let used = |key: &str| -> u64 {
+        let r = s.tenant(key, "GET", "/api/billing/usage", None);
+        r.json::<Value>().unwrap()["tokens"]["used"]
+            .as_u64()
+            .unwrap()
+    };
+    let body = json!({"model": "gpt-4o", "stream": true, "input": "hi"});
+    let r = s.tenant(&key, "POST", "/v1/responses", Some(body.clone()));
+    assert_eq!(r.status(), 200);
+    let _ = r.text();
+    wait_until(|| used(&key) == 6_000);
+    let r = s.tenant(&key, "POST", "/v1/responses", Some(body));
+    assert_eq!(r.status(), 429, "a spent token quota refuses");
+
+    s.plan("tq2", None, Some(100_000), None);
+    let key = s.tenant_with_key("claude-user", "tq2");
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/v1/messages",
+        Some(
+            json!({"model": "claude-x", "stream": true, "max_tokens": 100,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    );
+    assert_eq!(r.status(), 200);
+    let _ = r.text();
+    wait_until(|| used(&key) == 5_015);
+}

@@ -215,7 +215,7 @@ async fn forward(
     } else {
         tail
     };
-    let (llm, rewritten) = usage::inspect_request(&body.0);
+    let (llm, rewritten) = usage::inspect_request(&endpoint, &body.0);
     let body = rewritten.unwrap_or(body.0);
     let record = UsageRecord {
         endpoint: endpoint.chars().take(256).collect(),

@@ -4,10 +4,15 @@
 //! - A JSON body goes through [`JsonScan`], which follows the structure
 //!   byte by byte and keeps only the values of the top-level `usage` and
 //!   `model` keys (wherever they are: before or after a 5 MB `choices`).
-//! - An event stream is read line by line; the last `data:` event with a
-//!   `usage` object wins (OpenAI sends it last when asked with
-//!   `stream_options.include_usage`, which the gateway adds to every
-//!   streaming request that does not ask for it itself).
+//! - An event stream is read line by line, and usage is read wherever each
+//!   known API puts it: chat completions' top-level `usage` (sent last when
+//!   asked with `stream_options.include_usage`, which the gateway adds to
+//!   a streaming chat-completions request that does not ask for it
+//!   itself), the Responses API's `response.usage` (in
+//!   `response.completed`), Anthropic's `message.usage` (in
+//!   `message_start`: the input) and `usage` (in `message_delta`: the
+//!   output so far). A later figure replaces an earlier one; a figure an
+//!   event leaves at zero keeps the earlier one.
 //! - When an OpenAI-style call answers without any `usage`, its tokens are
 //!   estimated (prompt from the request, completion from the text streamed
 //!   or the body's size) and the record says so.
@@ -207,10 +212,32 @@ impl EventScan {
         let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) else {
             return;
         };
-        if let Some(u) = v.get("usage").and_then(usage_of) {
-            self.usage = Some(u);
-            if let Some(m) = v.get("model").and_then(model_name) {
-                self.model = Some(m);
+        // Chat completions and Anthropic's `message_delta`: `usage`;
+        // Responses: `response.usage`; Anthropic's `message_start`:
+        // `message.usage`. The model sits beside each.
+        let found = [
+            ("usage", ""),
+            ("response", "/response"),
+            ("message", "/message"),
+        ]
+        .into_iter()
+        .find_map(|(_, at)| {
+            let holder = if at.is_empty() {
+                Some(&v)
+            } else {
+                v.pointer(at)
+            };
+            let holder = holder?;
+            let usage = holder.get("usage").and_then(usage_of)?;
+            Some((usage, holder.get("model").and_then(model_name)))
+        });
+        if let Some((u, model)) = found {
+            self.usage = Some(match self.usage {
+                Some(before) => merged(before, u),
+                None => u,
+            });
+            if model.is_some() {
+                self.model = model;
             }
         }
         if let Some(choices) = v.get("choices").and_then(Value::as_array) {
@@ -224,6 +251,15 @@ impl EventScan {
                 }
             }
         }
+        // Responses' `response.output_text.delta` and Anthropic's
+        // `content_block_delta` (`delta.text`): text for the estimate.
+        let text = match v.get("type").and_then(Value::as_str) {
+            Some("response.output_text.delta") => v.get("delta").and_then(Value::as_str),
+            _ => v.pointer("/delta/text").and_then(Value::as_str),
+        };
+        if let Some(t) = text {
+            self.streamed_tokens = self.streamed_tokens.saturating_add(count_tokens(t));
+        }
     }
 
     pub fn finish(&mut self) -> (Option<TokenCounts>, Option<String>, u64) {
@@ -233,6 +269,23 @@ impl EventScan {
         }
         (self.usage, self.model.take(), self.streamed_tokens)
     }
+}
+
+/// A later usage figure over an earlier one of the same answer: each
+/// count the later one gives replaces the earlier, one it leaves at zero
+/// keeps it (Anthropic's `message_delta` gives the output alone).
+fn merged(before: TokenCounts, after: TokenCounts) -> TokenCounts {
+    let pick = |a: u64, b: u64| if b > 0 { b } else { a };
+    let prompt = pick(before.prompt, after.prompt);
+    let completion = pick(before.completion, after.completion);
+    let total = if after.prompt > 0 && after.completion > 0 {
+        after.total
+    } else {
+        0
+    };
+    let mut c = TokenCounts::from_upstream(prompt, completion, total);
+    c.capped |= before.capped || after.capped;
+    c
 }
 
 /// What the gateway learnt of an OpenAI-style request body.
@@ -255,12 +308,15 @@ impl LlmRequest {
     }
 }
 
-/// If `body` is an OpenAI-style call (a JSON object naming a `model`), what
-/// the estimate needs, and the body to send instead: a streaming call that
-/// does not ask for its usage is made to
+/// If `body` is a model call (a JSON object naming a `model`), what the
+/// estimate needs, and the body to send instead: a streaming
+/// chat-completions call (`messages` or `prompt`, not at a `/messages`
+/// path) that does not ask for its usage is made to
 /// (`stream_options.include_usage = true`), so a tenant cannot stream
 /// tokens past its token quota by leaving it out.
-pub fn inspect_request(body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
+/// Other APIs (Responses, Anthropic's Messages) report usage in their
+/// streams unasked, and are sent as they are.
+pub fn inspect_request(path: &str, body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
     // JSON may start with whitespace (and a byte order mark, which an
     // upstream may accept): an object is an object however it starts.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
@@ -291,7 +347,19 @@ pub fn inspect_request(body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
         prompt_tokens: text,
         max_output,
     };
-    if v.get("stream") != Some(&Value::Bool(true)) {
+    // Chat completions (`messages`) and legacy completions (`prompt`) take
+    // `stream_options` (a body naming it is one of them); Responses (`input`) and Anthropic's Messages (the
+    // same `messages`, at a path ending in `/messages`) do not.
+    let anthropic = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last == "messages");
+    let chat_completions = !anthropic
+        && ["messages", "prompt", "stream_options"]
+            .iter()
+            .any(|k| v.contains_key(*k));
+    if v.get("stream") != Some(&Value::Bool(true)) || !chat_completions {
         return (Some(llm), None);
     }
     let asks =
@@ -410,9 +478,56 @@ mod tests {
         assert_eq!(streamed, 6);
     }
 
+    /// Issue 37, findings 2 and 4: a Responses stream's usage is in
+    /// `response.completed`, and an Anthropic stream's input is in
+    /// `message_start` (its output in `message_delta`).
+    #[test]
+    fn responses_and_anthropic_streams_give_their_whole_usage() {
+        let mut e = EventScan::default();
+        e.feed(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4o\",\"usage\":null}}\n\n");
+        e.feed(b"data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello there, friend\"}\n\n");
+        e.feed(b"data: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4o-2024\",\"usage\":{\"input_tokens\":3000,\"output_tokens\":3000,\"total_tokens\":6000}}}\n\n");
+        let (u, m, streamed) = e.finish();
+        let u = u.expect("the Responses usage");
+        assert_eq!((u.prompt, u.completion, u.total), (3000, 3000, 6000));
+        assert_eq!(m.as_deref(), Some("gpt-4o-2024"));
+        assert!(streamed > 0, "the text deltas count for an estimate");
+
+        let mut e = EventScan::default();
+        e.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-3-5-sonnet\",\"usage\":{\"input_tokens\":5000,\"output_tokens\":1}}}\n\n");
+        e.feed(b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi there\"}}\n\n");
+        e.feed(b"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n");
+        let (u, m, streamed) = e.finish();
+        let u = u.expect("the Anthropic usage");
+        assert_eq!((u.prompt, u.completion, u.total), (5000, 15, 5015));
+        assert_eq!(m.as_deref(), Some("claude-3-5-sonnet"));
+        assert_eq!(streamed, 3);
+    }
+
+    #[test]
+    fn only_chat_completions_are_rewritten_and_any_json_object_is_a_model_call() {
+        let body = br#"{"model":"gpt-4o","stream":true,"input":"hi"}"#;
+        let (llm, rewritten) = inspect_request("/v1/responses", body);
+        assert!(llm.is_some());
+        assert_eq!(rewritten, None, "Responses take no stream_options");
+        let chat = br#"{"model":"claude","stream":true,"messages":[]}"#;
+        let (_, rewritten) = inspect_request("/v1/messages", chat);
+        assert_eq!(rewritten, None, "nor do Anthropic's Messages");
+        assert!(inspect_request("/v1/chat/completions", chat).1.is_some());
+        for lead in [" ", "\n", "\t", "\r\n", "\u{feff}", " \n\t "] {
+            let body = format!(
+                "{lead}{{\"model\":\"m\",\"stream\":true,\"max_tokens\":7,\"messages\":[]}}"
+            );
+            let (llm, rewritten) = inspect_request("/v1/chat/completions", body.as_bytes());
+            assert_eq!(llm.map(|l| l.max_output), Some(Some(7)), "{lead:?}");
+            assert!(rewritten.is_some(), "{lead:?}");
+        }
+    }
+
     #[test]
     fn streaming_requests_are_made_to_ask_for_their_usage() {
         let (llm, rewritten) = inspect_request(
+            "/v1/chat/completions",
             br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello, world!"}]}"#,
         );
         let llm = llm.unwrap();
@@ -421,16 +536,27 @@ mod tests {
         let v: Value = serde_json::from_slice(&rewritten.unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         let (_, same) = inspect_request(
+            "/v1/chat/completions",
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
         );
         assert!(same.is_none());
         let (_, forced) = inspect_request(
+            "/v1/chat/completions",
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
         );
         let v: Value = serde_json::from_slice(&forced.unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
-        assert_eq!(inspect_request(br#"{"model":"m"}"#).1, None);
-        assert_eq!(inspect_request(b"not json"), (None, None));
-        assert_eq!(inspect_request(br#"{"stream":true}"#), (None, None));
+        assert_eq!(
+            inspect_request("/v1/chat/completions", br#"{"model":"m"}"#).1,
+            None
+        );
+        assert_eq!(
+            inspect_request("/v1/chat/completions", b"not json"),
+            (None, None)
+        );
+        assert_eq!(
+            inspect_request("/v1/chat/completions", br#"{"stream":true}"#),
+            (None, None)
+        );
     }
 }
