@@ -1129,3 +1129,34 @@ fn postgres_stopped_under_three_instances_loses_and_overshoots_nothing() {
         "stored = allowed, once each"
     );
 }
+
+/// Issue 36, item 3, and I1 under two faults: a `kill -9` of an instance,
+/// then Redis loses its data (`FLUSHALL`) in the same month. The rebuild
+/// forgot what the killed instance had allowed and not yet persisted (its
+/// last flush interval), and granted it again (limit 20,000: 21,078 and
+/// 21,414 allowed). Now what an answer grants is written to PostgreSQL
+/// before it is spent, and a rebuilt hash counts a process that never
+/// joins it by that: the fleet never passes the limit.
+#[test]
+fn kill_9_then_flushall_never_lets_the_fleet_past_the_limit() {
+    let mut f = fleet();
+    let pid = f.procs[0].child.id() as i32;
+    let kill = || {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    };
+    let (raced, unanswered) = race(&f, &[0, 1, 2], Spread::Skewed, false, LIMIT, Some(&kill));
+    let _ = f.procs[0].child.wait();
+    f.redis.cli(&["FLUSHALL"]);
+    let after = race(&f, &[1, 2], Spread::Uniform, false, 3 * LIMIT, None).0;
+    let drained = drain(&f, &[1, 2]);
+    let total = raced + after + drained;
+    eprintln!(
+        "before and at the kill {raced} ({unanswered} unanswered), after FLUSHALL {after}, \
+         drained {drained}: {total} of {LIMIT}; Redis: {}",
+        f.redis.cli(&["HGETALL", &period_key()]).replace('\n', " ")
+    );
+    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
+    // The survivors agree on the bill.
+    billed_calls_agree(&f, &[1, 2]);
+}

@@ -546,6 +546,81 @@ impl Inner {
         .unwrap_or_default()
     }
 
+    /// Writes to the shared store what `answers` grant this process - its
+    /// granted and given back totals, where they grew - before the leases
+    /// take (and spend) them, so that a hash rebuilt without this process
+    /// (killed, then Redis lost its data) counts what it could have spent.
+    /// One statement per measure. Should the store fail, the grants are
+    /// spent all the same (logged at debug): a store down as well as a
+    /// `kill -9` and a loss of Redis's data is a third fault.
+    async fn secure<'a>(
+        &self,
+        registry: &Registry,
+        answers: impl Iterator<Item = (&'a sync::Planned, &'a script::Answer)>,
+        period: Period,
+    ) {
+        let mut rows: [Vec<(String, u64, u64)>; 2] = Default::default();
+        let mut marks = Vec::new();
+        for (p, a) in answers {
+            let Some(state) = registry.tenant_state(&p.id) else {
+                continue;
+            };
+            let Some(shared) = state.shared() else {
+                continue;
+            };
+            let given = p.ask.totals.given;
+            if shared
+                .lease(p.measure)
+                .unwritten(period, a.granted_total, given)
+            {
+                let i = usize::from(p.measure == Measure::Tokens);
+                rows[i].push((p.id.to_string(), a.granted_total, given));
+                marks.push((state, p.measure, a.granted_total, given));
+            }
+        }
+        for (m, rows) in Measure::ALL.into_iter().zip(rows) {
+            if !rows.is_empty() {
+                self.write_grants(period, m, rows).await;
+            }
+        }
+        for (state, m, granted, given) in marks {
+            if let Some(s) = state.shared() {
+                s.lease(m).wrote(period, granted, given);
+            }
+        }
+    }
+
+    /// [`secure`](Self::secure) for one answer (a top-up, a hash made).
+    async fn secure_one(
+        &self,
+        tenant: &TenantState,
+        m: Measure,
+        ask: &script::Ask,
+        a: &script::Answer,
+        period: Period,
+    ) {
+        let Some(shared) = tenant.shared() else {
+            return;
+        };
+        let given = ask.totals.given;
+        if shared.lease(m).unwritten(period, a.granted_total, given) {
+            let row = (tenant.id.to_string(), a.granted_total, given);
+            self.write_grants(period, m, vec![row]).await;
+            shared.lease(m).wrote(period, a.granted_total, given);
+        }
+    }
+
+    /// A store that does not answer within twice the Redis timeout is
+    /// not waited for (the write goes on; the grants are spent meanwhile).
+    async fn write_grants(&self, period: Period, m: Measure, rows: Vec<(String, u64, u64)>) {
+        let write = self.on_shared_store("write grants", false, move |s| {
+            s.write_grants(period, m.name(), &rows)
+        });
+        if tokio::time::timeout(self.timeout * 2, write).await.is_err() {
+            tracing::debug!("cluster: the store was slow to take the grants; spending them");
+        }
+    }
+
     /// Records in the shared store that `tenant`'s `period` has a hash,
     /// before the hash is made; `None` when the store failed (nothing is
     /// made). Nothing to record without a shared store.
@@ -580,14 +655,16 @@ impl Inner {
         // A mark younger than this is a hash being made (its maker may
         // wait that long behind a loaded host's other calls), not one lost.
         let fresh = (self.timeout * 4).max(self.hold);
-        for attempt in 0..MAKE_TRIES {
-            if attempt > 0 {
-                // The call carries the time it is sent (a hold is judged by it).
-                now = self.clock.now_nanos();
-            }
+        for _ in 0..MAKE_TRIES {
+            // The call carries the time it is sent (a hold is judged by it).
+            now = now.max(self.clock.now_nanos());
             match self.call_one(&tenant.id, m, period, &ask, now).await? {
                 Reply::Answer(a) => {
+                    self.secure_one(tenant, m, &ask, &a, period).await;
                     self.take(shared, m, &ask, &a, period);
+                    if ask.init.is_some() {
+                        self.reread(tenant, m, period).await;
+                    }
                     return Some(a);
                 }
                 Reply::Missing => {
@@ -623,6 +700,29 @@ impl Inner {
             }
         }
         None
+    }
+
+    /// After making a hash (or trying to: another instance may have made
+    /// it first), sends the store's shares read again: the hash may have
+    /// been made from an older read, and what processes not joined wrote
+    /// of their grants since only raises their count. A failure leaves it
+    /// to the hash as made.
+    async fn reread(&self, tenant: &TenantState, m: Measure, period: Period) {
+        let Some(shared) = tenant.shared() else {
+            return;
+        };
+        let Some(shares) = self.shares(&tenant.id, period, m).await else {
+            return;
+        };
+        let mut ask = self.ask(tenant, shared, m, period, 0, 1);
+        ask.init = Some(Init::of(&shares, m));
+        // The hash exists: should it be gone when this lands, Redis lost
+        // it, and it is made again holding.
+        ask.hold_ms = self.hold.as_millis() as u64;
+        let now = self.clock.now_nanos();
+        if let Some(Reply::Answer(a)) = self.call_one(&tenant.id, m, period, &ask, now).await {
+            self.take(shared, m, &ask, &a, period);
+        }
     }
 
     /// Takes Redis's answer to `ask` into `shared`'s lease of `m`: the

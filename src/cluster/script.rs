@@ -24,7 +24,18 @@
 //!   tells the others to give back.
 //! - The hash is made from the store's persisted total of the period (of
 //!   its measure), read in one snapshot with each process's part of it:
-//!   `pc:<i>`, the units of `<i>`'s records the store had then.
+//!   `pc:<i>`, the units of `<i>`'s records the store had then, and
+//!   `wg:<i>`/`wb:<i>`, the granted and given back totals `<i>` wrote to
+//!   the store before spending its grants.
+//!   Until `<i>` joins, it counts as `wg - wb - pc`: everything it could
+//!   have spent and not persisted - so a process killed before Redis lost
+//!   the hash, which never joins the rebuilt one, cannot have its
+//!   unpersisted spending granted again (withheld instead). Joined, it
+//!   counts by its running totals, its grants never below `wg` (a join
+//!   built before its last grants, then a kill). The maker reads the store
+//!   again once the hash exists and sends it: `wg`/`wb` only ever rise, so
+//!   a hash made from an older read (a late call) still counts every grant
+//!   written before it was made (each found by the simulation).
 //! - An instance's first call to a hash **joins** it: its totals become
 //!   its fields; the allocation gains what it holds and what it spent or
 //!   counted that the store did not have when the hash was made (granted -
@@ -89,10 +100,21 @@ if not alloc then
   if hold_ms > 0 then hold_until = now + hold_ms end
   redis.call('HSET', k, 'alloc', alloc, 'base', init, 'live', 0,
     'epoch', epoch, 'hold', hold_until)
-  for j = 15, #ARGV - 1, 2 do
-    redis.call('HSET', k, 'pc:' .. ARGV[j], ARGV[j + 1])
+  for j = 15, #ARGV - 3, 4 do
+    redis.call('HSET', k, 'pc:' .. ARGV[j], ARGV[j + 1], 'wg:' .. ARGV[j], ARGV[j + 2],
+      'wb:' .. ARGV[j], ARGV[j + 3])
   end
   redis.call('EXPIRE', k, ARGV[10])
+elseif init >= 0 then
+  -- Shares read again after the hash was made (it may have been made
+  -- from an older read): what a process not joined wrote of its grants
+  -- only ever raises its count.
+  for j = 15, #ARGV - 3, 4 do
+    for o, f in ipairs({'wg:', 'wb:'}) do
+      local w = tonumber(redis.call('HGET', k, f .. ARGV[j]) or '0')
+      if tonumber(ARGV[j + 1 + o]) > w then redis.call('HSET', k, f .. ARGV[j], ARGV[j + 1 + o]) end
+    end
+  end
 end
 local epoch = tonumber(redis.call('HGET', k, 'epoch'))
 local hold = tonumber(redis.call('HGET', k, 'hold') or '0')
@@ -121,9 +143,19 @@ if base then
   for j = 1, #f, 2 do h[f[j]] = f[j + 1] end
   for name, _ in pairs(h) do
     if string.sub(name, 1, 2) == 'q:' then
+      -- A joined process, by its running totals - and never by fewer
+      -- grants than it wrote to the store (it may have joined with a call
+      -- built before its last grants, and been killed since).
       local m = string.sub(name, 3)
       local function n(p) return tonumber(h[p .. ':' .. m] or '0') end
-      alloc = alloc + math.max(0, n('g') - n('b') + n('v') - n('pc'))
+      alloc = alloc + math.max(0, math.max(n('g'), n('wg')) - n('b') + n('v') - n('pc'))
+    elseif string.sub(name, 1, 3) == 'wg:' then
+      -- A process that has not joined counts by the grants it wrote.
+      local m = string.sub(name, 4)
+      if h['q:' .. m] == nil then
+        local function n(p) return tonumber(h[p .. ':' .. m] or '0') end
+        alloc = alloc + math.max(0, n('wg') - n('wb') - n('pc'))
+      end
     end
   end
 end
@@ -168,11 +200,12 @@ pub fn key(tenant: &str, period: Period, m: Measure) -> String {
 }
 
 /// What a hash is made from: the store's persisted units of the measure,
-/// and each process's part of them.
+/// and of each process its part of them and the grants it wrote (granted,
+/// given back).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Init {
     pub total: u64,
-    pub by_process: Vec<(String, u64)>,
+    pub by_process: Vec<(String, u64, u64, u64)>,
 }
 
 impl Init {
@@ -181,13 +214,20 @@ impl Init {
             Measure::Calls => t.calls,
             Measure::Tokens => t.tokens,
         };
+        let mut by_process: Vec<(String, u64, u64, u64)> = shares
+            .by_process
+            .iter()
+            .map(|(p, t)| (p.clone(), units(t), 0, 0))
+            .collect();
+        for (p, granted, given) in &shares.grants {
+            match by_process.iter_mut().find(|row| &row.0 == p) {
+                Some(row) => (row.2, row.3) = (*granted, *given),
+                None => by_process.push((p.clone(), 0, *granted, *given)),
+            }
+        }
         Init {
             total: units(&shares.total),
-            by_process: shares
-                .by_process
-                .iter()
-                .map(|(p, t)| (p.clone(), units(t)))
-                .collect(),
+            by_process,
         }
     }
 }
@@ -283,8 +323,8 @@ pub fn argv<'a>(instance: &'a str, a: &'a Ask, now_ms: i64, ttl_s: i64) -> Vec<A
         n(a.hold_ms),
         n(a.stored),
     ];
-    for (process, part) in a.init.iter().flat_map(|s| &s.by_process) {
-        argv.extend([Arg::Text(process), n(*part)]);
+    for (process, part, granted, given) in a.init.iter().flat_map(|s| &s.by_process) {
+        argv.extend([Arg::Text(process), n(*part), n(*granted), n(*given)]);
     }
     argv
 }

@@ -104,10 +104,10 @@ fn index(m: Measure) -> usize {
 }
 
 /// One call planned for a pipeline.
-struct Planned {
-    id: Arc<str>,
-    measure: Measure,
-    ask: Ask,
+pub(super) struct Planned {
+    pub(super) id: Arc<str>,
+    pub(super) measure: Measure,
+    pub(super) ask: Ask,
 }
 
 pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
@@ -177,6 +177,13 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
         }
         for chunk in planned.chunks(BATCH) {
             let replies = call(&inner, chunk, period, now).await;
+            // What the answers grant is written to the store before it is
+            // spent (one statement per measure).
+            let answered = chunk.iter().zip(&replies).filter_map(|(p, r)| match r {
+                Some(Reply::Answer(a)) => Some((p, a)),
+                _ => None,
+            });
+            inner.secure(&registry, answered, period).await;
             for (p, reply) in chunk.iter().zip(replies) {
                 let Some(tr) = tracked.get_mut(&p.id) else {
                     continue;

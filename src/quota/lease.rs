@@ -111,6 +111,10 @@ pub struct Lease {
     /// every call sends it, and Redis never grants past it, so a hash
     /// tampered with or gone stale cannot grant a second quota.
     stored: PeriodCounter,
+    /// The granted and given back totals last written to the store
+    /// (before a grant is spent: `cluster::Inner::secure`).
+    written_granted: PeriodCounter,
+    written_given: PeriodCounter,
 }
 
 /// What a lease is of: a tenant's monthly calls or its monthly tokens,
@@ -166,6 +170,23 @@ impl Lease {
             epoch: zero(),
             acked: parking_lot::Mutex::new((period, Totals::default())),
             stored: zero(),
+            written_granted: zero(),
+            written_given: zero(),
+        }
+    }
+
+    /// Whether `granted` and `given` are past what the store was last told.
+    pub fn unwritten(&self, period: Period, granted: u64, given: u64) -> bool {
+        granted > self.written_granted.used(period) || given > self.written_given.used(period)
+    }
+
+    /// The store has been told `granted` and `given` (each only grows).
+    pub fn wrote(&self, period: Period, granted: u64, given: u64) {
+        if granted > self.written_granted.used(period) {
+            self.written_granted.set(period, granted);
+        }
+        if given > self.written_given.used(period) {
+            self.written_given.set(period, given);
         }
     }
 

@@ -53,6 +53,19 @@ pub trait Shared: Send + Sync {
         tenants: &[String],
     ) -> Result<Vec<(String, PeriodTotals)>, StoreError>;
 
+    /// Writes ahead, for this process (`set_process`), the most each of
+    /// `rows`' tenants may have been granted of `measure` in `period` and
+    /// what it has given back: `(tenant, granted, given)`, each only ever
+    /// raised. Written before the units are asked for, so that a rebuild
+    /// after Redis lost its data counts a process that never joins it (it
+    /// was killed) by what it could have spent ([`Shares::grants`]).
+    fn write_grants(
+        &self,
+        period: Period,
+        measure: &str,
+        rows: &[(String, u64, u64)],
+    ) -> Result<(), StoreError>;
+
     /// Records that a shared allocation of `measure` of `tenant`'s `period`
     /// is being made (before anything of it is granted): a later rebuild
     /// knows that one existed, so Redis lost it.
@@ -81,4 +94,8 @@ pub struct Shares {
     /// How long ago (ms, the engine's clock) a shared allocation of the
     /// period was first about to be made; `None`: never.
     pub made_ms_ago: Option<u64>,
+    /// What each process wrote ahead of the measure asked for: the most
+    /// it may have been granted, and what it gave back
+    /// ([`Shared::write_grants`]).
+    pub grants: Vec<(String, u64, u64)>,
 }

@@ -156,6 +156,17 @@ ALTER TABLE shared_periods
     DROP CONSTRAINT shared_periods_pkey,
     ADD PRIMARY KEY (period, tenant_id, measure);
 "#,
+    r#"
+CREATE TABLE process_grants (
+    period integer NOT NULL,
+    tenant_id text NOT NULL,
+    measure text NOT NULL,
+    process text NOT NULL,
+    granted bigint NOT NULL,
+    given bigint NOT NULL,
+    PRIMARY KEY (period, tenant_id, measure, process)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

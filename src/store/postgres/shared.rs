@@ -195,6 +195,8 @@ impl Shared for PgEngine {
              WHERE period = $1 AND tenant_id = $2 \
              UNION ALL SELECT 2, '', \
              (extract(epoch FROM now() - made_at) * 1000)::int8, 0::int8 FROM shared_periods \
+             WHERE period = $1 AND tenant_id = $2 AND measure = $3 \
+             UNION ALL SELECT 3, process, granted, given FROM process_grants \
              WHERE period = $1 AND tenant_id = $2 AND measure = $3",
             vec![
                 Box::new(period.0),
@@ -211,7 +213,8 @@ impl Shared for PgEngine {
             match r.get::<_, i32>(0) {
                 0 => shares.total = totals,
                 1 => shares.by_process.push((r.get(1), totals)),
-                _ => shares.made_ms_ago = Some(totals.calls),
+                2 => shares.made_ms_ago = Some(totals.calls),
+                _ => shares.grants.push((r.get(1), totals.calls, totals.tokens)),
             }
         }
         Ok(shares)
@@ -237,6 +240,40 @@ impl Shared for PgEngine {
                 (r.get(0), totals)
             })
             .collect())
+    }
+
+    fn write_grants(
+        &self,
+        period: Period,
+        measure: &str,
+        rows: &[(String, u64, u64)],
+    ) -> Result<(), StoreError> {
+        let Some(process) = self.process.get().cloned() else {
+            return Ok(());
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let i = |v: u64| v.min(i64::MAX as u64) as i64;
+        let tenants: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let granted: Vec<i64> = rows.iter().map(|r| i(r.1)).collect();
+        let given: Vec<i64> = rows.iter().map(|r| i(r.2)).collect();
+        self.query(
+            "INSERT INTO process_grants (period, tenant_id, measure, process, granted, given) \
+             SELECT $1, t, $2, $3, g, b FROM unnest($4::text[], $5::int8[], $6::int8[]) AS r(t, g, b) \
+             ON CONFLICT (period, tenant_id, measure, process) DO UPDATE SET \
+             granted = GREATEST(process_grants.granted, EXCLUDED.granted), \
+             given = GREATEST(process_grants.given, EXCLUDED.given)",
+            vec![
+                Box::new(period.0),
+                Box::new(measure.to_string()),
+                Box::new(process),
+                Box::new(tenants),
+                Box::new(granted),
+                Box::new(given),
+            ],
+        )?;
+        Ok(())
     }
 
     fn mark_made(&self, tenant: &str, period: Period, measure: &str) -> Result<(), StoreError> {

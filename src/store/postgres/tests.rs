@@ -278,6 +278,38 @@ fn shares_split_the_totals_by_process_and_say_whether_a_hash_was_made() {
     );
 }
 
+/// The grants a process writes before spending them (issue 36, item 3):
+/// each figure only rises, per measure, and `shares` returns them with the
+/// totals, so a rebuilt hash counts a process that never joins it.
+#[test]
+fn grants_written_only_rise_and_come_back_with_the_shares() {
+    let url = cluster().fresh_database();
+    let (_store, engine) = open(&options(&url, "a")).unwrap();
+    let period = Period::containing_secs(T / 1000);
+    engine
+        .write_grants(period, "calls", &[("t".into(), 10, 0)])
+        .unwrap();
+    engine.set_process("a#1");
+    let rows = [("t".to_string(), 40, 5), ("u".to_string(), 7, 0)];
+    engine.write_grants(period, "calls", &rows).unwrap();
+    // Older figures (a late write) lower nothing.
+    engine
+        .write_grants(period, "calls", &[("t".into(), 30, 2)])
+        .unwrap();
+    engine
+        .write_grants(period, "tokens", &[("t".into(), 900, 100)])
+        .unwrap();
+    let calls = engine.shares("t", period, "calls").unwrap();
+    assert_eq!(
+        calls.grants,
+        vec![("a#1".to_string(), 40, 5)],
+        "unnamed writes count nothing"
+    );
+    let tokens = engine.shares("t", period, "tokens").unwrap();
+    assert_eq!(tokens.grants, vec![("a#1".to_string(), 900, 100)]);
+    assert_eq!(engine.shares("u", period, "calls").unwrap().grants.len(), 1);
+}
+
 /// Issue 36, item 8: a data exception or an integrity violation is about
 /// what was sent - the same call fails again - so it is `Rejected`, never
 /// retried as it is; an unreachable database is not.
