@@ -352,6 +352,10 @@ impl Tollgate {
             tracing::error!(error = %e, "cannot start the reservations' thread: unsettled ones wait for the next month");
         }
         web::Data::new(AppState {
+            exports: crate::http::export::ExportSlots::new(
+                self.config.limits.exports,
+                self.config.limits.exports_per_tenant,
+            ),
             reservations,
             registry: self.registry.clone(),
             queue: self.queue.clone(),

@@ -253,6 +253,12 @@ pub struct LimitsConfig {
     /// the flusher to make room before it is refused (503); 0 refuses at
     /// once.
     pub ingest_wait_ms: u64,
+    /// Exports streaming at once across the server (each scans the store
+    /// on a thread of its own); more answer 503 `exports_busy`.
+    pub exports: u32,
+    /// Exports one tenant may stream at once; more answer 429
+    /// `too_many_exports`.
+    pub exports_per_tenant: u32,
 }
 
 /// `GET /metrics`.
@@ -353,6 +359,8 @@ impl Default for LimitsConfig {
             body_timeout_ms: 10_000,
             in_flight_per_tenant: 64,
             ingest_wait_ms: 1_000,
+            exports: 8,
+            exports_per_tenant: 2,
         }
     }
 }
@@ -503,6 +511,13 @@ impl Config {
         if self.limits.body_timeout_ms == 0 || self.limits.in_flight_per_tenant == 0 {
             return bad(
                 "limits.body_timeout_ms and limits.in_flight_per_tenant must be at least 1",
+            );
+        }
+        if !(1..=1024).contains(&self.limits.exports)
+            || !(1..=self.limits.exports).contains(&self.limits.exports_per_tenant)
+        {
+            return bad(
+                "limits.exports must be 1 to 1024, and limits.exports_per_tenant 1 to limits.exports",
             );
         }
         if self.limits.ingest_wait_ms > 60_000 {

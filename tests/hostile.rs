@@ -539,3 +539,99 @@ fn the_data_dir_is_private_and_a_leaked_admin_token_refuses_to_start() {
         "{msg}"
     );
 }
+
+fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 37, finding 3 (HIGH): each export spawned a thread with ~320 KiB
+/// of buffers, and the tenant's in-flight place was given back when the
+/// handler returned, before the body streamed: 2,000 never-read exports
+/// from one key made 1,804 threads and 924 MiB of RSS, and `/healthz` took
+/// 2.96 s. Now an export holds a place among `[limits] exports` (and
+/// `exports_per_tenant`) and the in-flight place until its body ends: the
+/// 2,000 get 2 streams and 1,998 refusals, threads and memory stay flat,
+/// and another tenant exports and reads /healthz as before.
+#[test]
+fn never_read_exports_cannot_pile_up_threads_or_memory() {
+    use std::io::{Read, Write};
+    let s = TestServer::start();
+    s.plan("big", None, None, None);
+    let key = s.tenant_with_key("hoarder", "big");
+    let other = s.tenant_with_key("neighbour", "big");
+    // Enough records that an export does not fit in the socket's buffers.
+    let batch: Vec<Value> = (0..2_000)
+        .map(|i| {
+            json!({"endpoint": format!("/v1/chat/{i}"), "model": "gpt-4o-mini",
+                        "promptTokens": 10, "completionTokens": 5, "userId": format!("user-{i}")})
+        })
+        .collect();
+    for _ in 0..20 {
+        let r = s.tenant(
+            &key,
+            "POST",
+            "/api/v1/usage",
+            Some(Value::Array(batch.clone())),
+        );
+        assert_eq!(r.status(), 202, "{:?}", r.text());
+    }
+    s.tenant(
+        &other,
+        "POST",
+        "/api/v1/usage",
+        Some(json!({"endpoint": "/x"})),
+    );
+    wait_until(|| count_exported(&s, &key) == 40_000);
+    let threads = proc_status("Threads:");
+    let rss_kib = proc_status("VmRSS:");
+    let host = s.url("").trim_start_matches("http://").to_string();
+    let request = format!(
+        "GET /api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z \
+         HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n"
+    );
+    let mut conns = Vec::new();
+    let mut statuses = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..2_000 {
+        let mut c = std::net::TcpStream::connect(&host).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        let status = String::from_utf8_lossy(&head[9..12]).to_string();
+        *statuses.entry(status).or_default() += 1;
+        conns.push(c);
+    }
+    eprintln!("2,000 never-read exports: {statuses:?}");
+    assert_eq!(statuses.get("200"), Some(&2), "{statuses:?}");
+    assert_eq!(statuses.get("429"), Some(&1_998), "{statuses:?}");
+    let grown_threads = proc_status("Threads:").saturating_sub(threads);
+    let grown_mib = proc_status("VmRSS:").saturating_sub(rss_kib) / 1024;
+    eprintln!("threads +{grown_threads}, RSS +{grown_mib} MiB");
+    assert!(grown_threads <= 8, "threads grew by {grown_threads}");
+    assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB");
+    // Another tenant is not held back.
+    let started = Instant::now();
+    assert_eq!(s.health()["status"], "ok");
+    assert_eq!(count_exported(&s, &other), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Closed, the hoarder's streams end and their places come back.
+    drop(conns);
+    wait_until(|| {
+        let r = s.tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=csv",
+            None,
+        );
+        r.status() == 200
+    });
+}

@@ -2,6 +2,13 @@
 //! tenant's raw records, streamed. A producer thread scans the store and
 //! hands 64 KiB chunks through a channel of four, so a year of records is
 //! never held in memory and a slow client slows the scan, not the server.
+//!
+//! Exports are bounded like every tenant request: each holds one of
+//! [`ExportSlots`] (`[limits] exports` across the server, 503 past it;
+//! `exports_per_tenant` per tenant, 429 past it) and the tenant's
+//! in-flight place until its body ends, and a client that takes nothing
+//! for [`STALL`] loses its export - so never-read exports cannot pile up
+//! threads or memory.
 
 use actix_web::http::header;
 use actix_web::web::Bytes;
@@ -18,6 +25,107 @@ use crate::model::UsageRecord;
 use crate::quota::period::Period;
 
 const CHUNK: usize = 64 * 1024;
+/// An export whose client takes no chunk for this long is ended.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The exports streaming now, across the server and per tenant.
+#[derive(Debug)]
+pub struct ExportSlots {
+    max: u32,
+    per_tenant: u32,
+    held: parking_lot::Mutex<(u32, std::collections::HashMap<String, u32>)>,
+}
+
+/// One export's place; given back when dropped (its scan ended).
+pub struct ExportSlot {
+    slots: std::sync::Arc<ExportSlots>,
+    owner: String,
+}
+
+impl ExportSlots {
+    pub fn new(max: u32, per_tenant: u32) -> std::sync::Arc<ExportSlots> {
+        std::sync::Arc::new(ExportSlots {
+            max,
+            per_tenant,
+            held: Default::default(),
+        })
+    }
+
+    /// A place for an export of `owner` (a tenant id; the operator's own
+    /// exports count apart), or the refusal.
+    pub fn take(self: &std::sync::Arc<Self>, owner: &str) -> Result<ExportSlot, ApiError> {
+        let mut held = self.held.lock();
+        let mine = held.1.get(owner).copied().unwrap_or(0);
+        if mine >= self.per_tenant {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_exports",
+                format!(
+                    "this tenant already has {} exports streaming ([limits] exports_per_tenant); \
+                     finish one first",
+                    self.per_tenant
+                ),
+            )
+            .retry_after(5));
+        }
+        if held.0 >= self.max {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "exports_busy",
+                format!(
+                    "{} exports are streaming ([limits] exports); try again shortly",
+                    self.max
+                ),
+            )
+            .retry_after(5));
+        }
+        held.0 += 1;
+        *held.1.entry(owner.to_string()).or_default() += 1;
+        Ok(ExportSlot {
+            slots: self.clone(),
+            owner: owner.to_string(),
+        })
+    }
+
+    /// Exports streaming now.
+    pub fn active(&self) -> u32 {
+        self.held.lock().0
+    }
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock();
+        held.0 = held.0.saturating_sub(1);
+        if let Some(n) = held.1.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                held.1.remove(&self.owner);
+            }
+        }
+    }
+}
+
+/// Hands `chunk` to the client's side, waiting at most [`STALL`] for room:
+/// false when the client went away or took nothing for that long.
+fn send_within(tx: &tokio::sync::mpsc::Sender<Bytes>, chunk: Bytes) -> bool {
+    let deadline = std::time::Instant::now() + STALL;
+    let mut chunk = chunk;
+    loop {
+        match tx.try_send(chunk) {
+            Ok(()) => return true,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
+                if std::time::Instant::now() >= deadline {
+                    tracing::debug!("an export's client took nothing for 30 s; ending it");
+                    return false;
+                }
+                chunk = back;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -168,7 +276,9 @@ pub async fn export(
     auth: TenantAuth,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    stream_export(&st, auth.tenant().id.to_string(), &req)
+    let id = auth.tenant().id.to_string();
+    // The tenant's in-flight place stays taken until the body ends.
+    stream_export(&st, id.clone(), &id, Some(auth.hold()), &req)
 }
 
 /// `GET /api/admin/tenants/{id}/api-usage/export`: the same, for the operator.
@@ -183,12 +293,14 @@ pub async fn admin_export(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = super::analytics::tenant_named(&st, &id)?;
-    stream_export(&st, tenant.id.to_string(), &req)
+    stream_export(&st, tenant.id.to_string(), "(operator)", None, &req)
 }
 
 fn stream_export(
     st: &AppState,
     tenant: String,
+    owner: &str,
+    hold: Option<std::rc::Rc<super::extract::TenantCtx>>,
     req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p: ExportParams = query(req)?;
@@ -213,6 +325,7 @@ fn stream_export(
     if from >= to {
         return Err(ApiError::invalid("from must be before to"));
     }
+    let slot = st.exports.take(owner)?;
     let store = st.registry.store().clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let name = format!(
@@ -227,6 +340,7 @@ fn stream_export(
     std::thread::Builder::new()
         .name("tollgate-export".into())
         .spawn(move || {
+            let _slot = slot;
             let mut buf = String::with_capacity(CHUNK + 1024);
             if format == Format::Csv {
                 buf.push_str(CSV_HEADER);
@@ -235,9 +349,7 @@ fn stream_export(
             let result = store.scan_usage(&tenant, from, to, &mut |r| {
                 write_record(&mut buf, &tenant, r, format);
                 if buf.len() >= CHUNK {
-                    open = tx
-                        .blocking_send(Bytes::from(std::mem::take(&mut buf)))
-                        .is_ok();
+                    open = send_within(&tx, Bytes::from(std::mem::take(&mut buf)));
                     buf.reserve(CHUNK + 1024);
                 }
                 open
@@ -247,12 +359,14 @@ fn stream_export(
                 return;
             }
             if open && !buf.is_empty() {
-                let _ = tx.blocking_send(Bytes::from(buf));
+                send_within(&tx, Bytes::from(buf));
             }
         })
         .map_err(|_| ApiError::busy())?;
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    let stream = futures_util::stream::unfold((rx, hold), |(mut rx, hold)| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, actix_web::Error>(b), (rx, hold)))
     });
     Ok(HttpResponse::Ok()
         .content_type(if format == Format::Csv {

@@ -41,6 +41,8 @@ pub struct AppState {
     pub geo: Option<Arc<crate::geo::GeoIp>>,
     /// Enforcement shared with other instances (`[cluster] redis_url`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Exports streaming now (`[limits] exports`, `exports_per_tenant`).
+    pub exports: std::sync::Arc<super::export::ExportSlots>,
     /// Token reservations `authorize` handed out, until settled or expired.
     pub reservations: Arc<crate::quota::reservation::Book>,
 }
