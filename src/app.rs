@@ -352,9 +352,17 @@ impl Tollgate {
             tracing::error!(error = %e, "cannot start the reservations' thread: unsettled ones wait for the next month");
         }
         web::Data::new(AppState {
-            exports: crate::http::export::ExportSlots::new(
+            exports: crate::http::slots::Slots::new(
+                "exports",
+                ("exports", "exports_per_tenant"),
                 self.config.limits.exports,
                 self.config.limits.exports_per_tenant,
+            ),
+            reports: crate::http::slots::Slots::new(
+                "reports",
+                ("", "reports_per_tenant"),
+                u32::MAX,
+                self.config.limits.reports_per_tenant,
             ),
             reservations,
             registry: self.registry.clone(),

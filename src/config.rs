@@ -259,6 +259,9 @@ pub struct LimitsConfig {
     /// Exports one tenant may stream at once; more answer 429
     /// `too_many_exports`.
     pub exports_per_tenant: u32,
+    /// Analytics reports (`GET /api/billing/api-usage`) one tenant may
+    /// have computing at once; more answer 429 `too_many_reports`.
+    pub reports_per_tenant: u32,
 }
 
 /// `GET /metrics`.
@@ -361,6 +364,7 @@ impl Default for LimitsConfig {
             ingest_wait_ms: 1_000,
             exports: 8,
             exports_per_tenant: 2,
+            reports_per_tenant: 2,
         }
     }
 }
@@ -519,6 +523,9 @@ impl Config {
             return bad(
                 "limits.exports must be 1 to 1024, and limits.exports_per_tenant 1 to limits.exports",
             );
+        }
+        if !(1..=1024).contains(&self.limits.reports_per_tenant) {
+            return bad("limits.reports_per_tenant must be 1 to 1024");
         }
         if self.limits.ingest_wait_ms > 60_000 {
             return bad("limits.ingest_wait_ms must be 0 to 60000");

@@ -635,3 +635,95 @@ fn never_read_exports_cannot_pile_up_threads_or_memory() {
         r.status() == 200
     });
 }
+
+/// Issue 37, finding 7: analytics reads were unmetered - one key running
+/// 32 concurrent minute-bucket day reports took another tenant's report
+/// from 75 ms to 2,428 ms. Now a tenant's reports compute at most
+/// `[limits] reports_per_tenant` (2) at a time, the rest answered 429
+/// `too_many_reports` at once, and the other tenant's report stays within
+/// a small factor of its time alone.
+#[test]
+fn one_keys_reports_cannot_starve_another_tenants() {
+    let s = TestServer::start();
+    s.plan("big", None, None, None);
+    let key = s.tenant_with_key("analyst", "big");
+    let victim = s.tenant_with_key("victim", "big");
+    let now = chrono::Utc::now();
+    for b in 0..10 {
+        let batch: Vec<Value> = (0..2_000)
+            .map(|i| {
+                let n = b * 2_000 + i;
+                let ts = now - chrono::Duration::seconds(n % 80_000);
+                json!({"timestamp": ts.to_rfc3339(), "endpoint": format!("/v1/e{}", n % 500),
+                       "model": format!("m{}", n % 40), "userId": format!("u{n}"),
+                       "promptTokens": 10, "completionTokens": 5})
+            })
+            .collect();
+        let r = s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(batch)));
+        assert_eq!(r.status(), 202, "{:?}", r.text());
+    }
+    s.tenant(
+        &victim,
+        "POST",
+        "/api/v1/usage",
+        Some(json!({"endpoint": "/x"})),
+    );
+    wait_until(|| {
+        s.report("analyst")["summary"]["totalRequests"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 20_000
+    });
+    let heavy = "/api/billing/api-usage?range=day&bucket=minute";
+    let victim_report = || {
+        let t = Instant::now();
+        let r = s.tenant(&victim, "GET", "/api/billing/api-usage?range=month", None);
+        assert_eq!(r.status(), 200);
+        t.elapsed()
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let alone = median((0..5).map(|_| victim_report()).collect());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, refused) = (AtomicU64::new(0), AtomicU64::new(0));
+    let during = std::thread::scope(|sc| {
+        for _ in 0..32 {
+            let (stop, ok, refused, key, url) = (&stop, &ok, &refused, &key, s.url(heavy));
+            sc.spawn(move || {
+                let c = reqwest::blocking::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c.get(&url).bearer_auth(key).send().unwrap();
+                    match r.status().as_u16() {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        429 => {
+                            // A client that honours Retry-After (1 s).
+                            assert_eq!(header(&r, "retry-after").as_deref(), Some("1"));
+                            let body: Value = r.json().unwrap();
+                            assert_eq!(body["code"], "too_many_reports", "{body}");
+                            std::thread::sleep(Duration::from_secs(1));
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => panic!("{other}"),
+                    };
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let during = median((0..5).map(|_| victim_report()).collect());
+        stop.store(true, Ordering::Relaxed);
+        during
+    });
+    let (ok, refused) = (ok.into_inner(), refused.into_inner());
+    eprintln!(
+        "victim's month report: {alone:?} alone, {during:?} during 32 concurrent heavy reports \
+         ({ok} computed, {refused} refused)"
+    );
+    assert!(refused > 0, "the analyst was held to its share");
+    let floor = alone.max(Duration::from_millis(20));
+    assert!(
+        during < floor * 5,
+        "another tenant's report went from {alone:?} to {during:?}"
+    );
+}

@@ -274,6 +274,9 @@ pub async fn billing_api_usage(
     auth: TenantAuth,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // A tenant's reports compute a few at a time (`[limits]
+    // reports_per_tenant`): one key cannot fill the blocking pool.
+    let _slot = st.reports.take(&auth.tenant().id)?;
     tenant_report(&st, auth.tenant().clone(), &req).await
 }
 

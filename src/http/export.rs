@@ -3,8 +3,8 @@
 //! hands 64 KiB chunks through a channel of four, so a year of records is
 //! never held in memory and a slow client slows the scan, not the server.
 //!
-//! Exports are bounded like every tenant request: each holds one of
-//! [`ExportSlots`] (`[limits] exports` across the server, 503 past it;
+//! Exports are bounded like every tenant request: each holds one of the
+//! export [`Slots`](super::slots::Slots) (`[limits] exports` across the server, 503 past it;
 //! `exports_per_tenant` per tenant, 429 past it) and the tenant's
 //! in-flight place until its body ends, and a client that takes nothing
 //! for [`STALL`] loses its export - so never-read exports cannot pile up
@@ -27,84 +27,6 @@ use crate::quota::period::Period;
 const CHUNK: usize = 64 * 1024;
 /// An export whose client takes no chunk for this long is ended.
 const STALL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The exports streaming now, across the server and per tenant.
-#[derive(Debug)]
-pub struct ExportSlots {
-    max: u32,
-    per_tenant: u32,
-    held: parking_lot::Mutex<(u32, std::collections::HashMap<String, u32>)>,
-}
-
-/// One export's place; given back when dropped (its scan ended).
-pub struct ExportSlot {
-    slots: std::sync::Arc<ExportSlots>,
-    owner: String,
-}
-
-impl ExportSlots {
-    pub fn new(max: u32, per_tenant: u32) -> std::sync::Arc<ExportSlots> {
-        std::sync::Arc::new(ExportSlots {
-            max,
-            per_tenant,
-            held: Default::default(),
-        })
-    }
-
-    /// A place for an export of `owner` (a tenant id; the operator's own
-    /// exports count apart), or the refusal.
-    pub fn take(self: &std::sync::Arc<Self>, owner: &str) -> Result<ExportSlot, ApiError> {
-        let mut held = self.held.lock();
-        let mine = held.1.get(owner).copied().unwrap_or(0);
-        if mine >= self.per_tenant {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_exports",
-                format!(
-                    "this tenant already has {} exports streaming ([limits] exports_per_tenant); \
-                     finish one first",
-                    self.per_tenant
-                ),
-            )
-            .retry_after(5));
-        }
-        if held.0 >= self.max {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "exports_busy",
-                format!(
-                    "{} exports are streaming ([limits] exports); try again shortly",
-                    self.max
-                ),
-            )
-            .retry_after(5));
-        }
-        held.0 += 1;
-        *held.1.entry(owner.to_string()).or_default() += 1;
-        Ok(ExportSlot {
-            slots: self.clone(),
-            owner: owner.to_string(),
-        })
-    }
-
-    /// Exports streaming now.
-    pub fn active(&self) -> u32 {
-        self.held.lock().0
-    }
-}
-
-impl Drop for ExportSlot {
-    fn drop(&mut self) {
-        let mut held = self.slots.held.lock();
-        held.0 = held.0.saturating_sub(1);
-        if let Some(n) = held.1.get_mut(&self.owner) {
-            *n -= 1;
-            if *n == 0 {
-                held.1.remove(&self.owner);
-            }
-        }
-    }
-}
 
 /// Hands `chunk` to the client's side, waiting at most [`STALL`] for room:
 /// false when the client went away or took nothing for that long.

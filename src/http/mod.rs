@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod report;
 pub mod request_id;
 pub mod route;
+pub mod slots;
 pub mod stack_text;
 pub mod state;
 pub mod tenant;

@@ -42,7 +42,10 @@ pub struct AppState {
     /// Enforcement shared with other instances (`[cluster] redis_url`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Exports streaming now (`[limits] exports`, `exports_per_tenant`).
-    pub exports: std::sync::Arc<super::export::ExportSlots>,
+    pub exports: std::sync::Arc<super::slots::Slots>,
+    /// Analytics reports computing now, per tenant
+    /// (`[limits] reports_per_tenant`).
+    pub reports: std::sync::Arc<super::slots::Slots>,
     /// Token reservations `authorize` handed out, until settled or expired.
     pub reservations: Arc<crate::quota::reservation::Book>,
 }
