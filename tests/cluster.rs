@@ -1081,10 +1081,9 @@ fn redis_paused_five_seconds_never_lets_the_fleet_past_the_limit() {
     eprintln!(
         "before {before}, paused {during}, after {after}, drained {drained}: {total} of {LIMIT}"
     );
-    assert!(
-        during < LIMIT - before,
-        "the pause refused what no lease held"
-    );
+    // (Whether the pause refused anything depends on how much of the
+    // quota the leases held when it began - on a busy host, all of it;
+    // `redis_stopped_then_lost_*` checks the refusal itself.)
     assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
     assert_eq!(total, LIMIT, "exact once Redis answers again");
     assert_eq!(billed_calls_agree(&f, &all), LIMIT);
