@@ -125,15 +125,36 @@ impl Tollgate {
             return Tollgate::assemble(config, Arc::new(store), Some(engine), admin_token, clock);
         }
         let db_dir = config.data_dir.join("db");
-        let store = SledStore::open_with(
-            &db_dir,
-            SledOptions {
-                flush_every_ms: config.flush.interval_ms,
-                cache_bytes: config.store.cache_mb * 1024 * 1024,
-                flush_deadline: Duration::from_millis(config.store.flush_timeout_ms),
-                min_free_bytes: config.store.min_free_mb * 1024 * 1024,
-            },
-        )
+        let options = SledOptions {
+            flush_every_ms: config.flush.interval_ms,
+            cache_bytes: config.store.cache_mb * 1024 * 1024,
+            flush_deadline: Duration::from_millis(config.store.flush_timeout_ms),
+            min_free_bytes: config.store.min_free_mb * 1024 * 1024,
+            recover: config.store.recover,
+        };
+        let store = match SledStore::open_with(&db_dir, options.clone()) {
+            // sled cannot read what is left: with --recover, the damaged
+            // files are set aside (kept for a specialist) and the store
+            // starts empty - everything is lost, and the log says so.
+            Err(e) if config.store.recover && !matches!(e, StoreError::InUse(_)) => {
+                let aside = db_dir.with_file_name(format!("db.damaged-{}", wall_secs()));
+                tracing::error!(
+                    error = %e,
+                    moved_to = %aside.display(),
+                    "store unreadable, started with --recover: its files are set aside and the \
+                     store starts EMPTY - every plan, tenant, key and record is lost (restore \
+                     the data directory from a backup to get them back)"
+                );
+                std::fs::rename(&db_dir, &aside).map_err(|io| StartError::OpenStore {
+                    dir: db_dir.display().to_string(),
+                    source: StoreError::Unavailable(format!(
+                        "cannot set the damaged store aside: {io}"
+                    )),
+                })?;
+                SledStore::open_with(&db_dir, options)
+            }
+            other => other,
+        }
         .map_err(|source| StartError::OpenStore {
             dir: db_dir.display().to_string(),
             source,
@@ -563,4 +584,11 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.stop_inner();
     }
+}
+
+/// Seconds since the Unix epoch (names a damaged store set aside).
+fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// Create one demo tenant per plan with 30 days of usage, and print their keys.
     #[arg(long)]
     pub demo: bool,
+    /// Start even if the embedded store holds less than it last knew it
+    /// had (a file cut short or deleted), logging what was lost; without
+    /// it such a store refuses to start. Restoring a backup is better.
+    #[arg(long)]
+    pub recover: bool,
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -160,6 +165,9 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(bind) = args.bind {
         config.bind = bind;
+    }
+    if args.recover {
+        config.store.recover = true;
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;

@@ -307,6 +307,10 @@ pub struct StoreConfig {
     /// while the data directory's file system has less than this free, so
     /// that sled never meets a full disk; 0 turns the check off.
     pub min_free_mb: u64,
+    /// Start on an embedded store that holds less than it last knew it had
+    /// (a file cut short or deleted), logging what was lost, instead of
+    /// refusing to (`serve --recover`).
+    pub recover: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -396,6 +400,7 @@ impl Default for StoreConfig {
             cache_mb: 64,
             flush_timeout_ms: 30_000,
             min_free_mb: 64,
+            recover: false,
         }
     }
 }

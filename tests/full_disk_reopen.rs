@@ -29,6 +29,7 @@ fn the_store_is_reopened_after_sled_meets_a_full_disk() {
             cache_bytes: 4 << 20,
             flush_deadline: std::time::Duration::from_secs(2),
             min_free_bytes: 0,
+            recover: false,
         },
     )
     .unwrap();

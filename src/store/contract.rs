@@ -599,6 +599,7 @@ fn sled() -> Engine {
                     cache_bytes: 1 << 24,
                     flush_deadline: std::time::Duration::from_secs(10),
                     min_free_bytes: 0,
+                    recover: false,
                 },
             )
         });

@@ -45,6 +45,10 @@ pub enum StoreError {
     /// embedded store).
     #[error("{0}")]
     InUse(String),
+    /// The embedded store holds less than it last knew it had (a file cut
+    /// short, replaced or deleted): refused at start unless recovering.
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
     /// Usage write `seq` was made, but making it durable failed: whether
     /// it survives is for [`Store::written`](crate::store::Store::written)
     /// to say (writing it again could count it twice).

@@ -72,6 +72,8 @@ pub struct SledEngine {
     /// Runs `Db::flush` with a deadline. Declared last: dropped after the
     /// trees, it joins its thread, which holds the last `Db` handle.
     flusher: FlushWorker,
+    /// What the store last knew it held on disk.
+    check: super::check::Check,
 }
 
 impl SledEngine {
@@ -110,6 +112,7 @@ impl SledEngine {
     /// Opens (or creates) the store in `dir`, upgrading an older format
     /// (`options.min_free_bytes` is the caller's to check).
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
+        let (check, noted) = super::check::Check::before_open(dir, options.recover)?;
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(options.flush_every_ms.max(1)))
@@ -124,7 +127,7 @@ impl SledEngine {
                 e => e.into(),
             })?;
         upgrade::check(&db)?;
-        Ok(SledEngine {
+        let engine = SledEngine {
             meta: db.open_tree("meta")?,
             plans: db.open_tree("plans")?,
             tenants: db.open_tree("tenants")?,
@@ -138,6 +141,20 @@ impl SledEngine {
                 StoreError::Unavailable(format!("cannot start the flush thread: {e}"))
             })?,
             db,
+            check,
+        };
+        engine
+            .check
+            .after_open(noted, engine.held()?, options.recover)?;
+        Ok(engine)
+    }
+
+    /// What the store holds, as its check file notes it.
+    fn held(&self) -> Result<super::check::Held, StoreError> {
+        Ok(super::check::Held {
+            seq: read_u64(&self.meta, "seq")?,
+            plans: self.plans.first()?.is_some(),
+            tenants: self.tenants.first()?.is_some(),
         })
     }
 
@@ -565,9 +582,15 @@ impl Engine for SledEngine {
         self.durable()
     }
 
-    /// Within the flush deadline.
+    /// Within the flush deadline; what was durable before it is noted
+    /// (`check.rs`).
     fn durable(&self) -> Result<(), StoreError> {
-        self.flusher.flush()
+        let held = self.held();
+        self.flusher.flush()?;
+        if let Ok(held) = held {
+            self.check.note(held);
+        }
+        Ok(())
     }
 
     fn size_bytes(&self) -> Result<u64, StoreError> {

@@ -12,6 +12,7 @@
 //! the engine-neutral ledger over [`Reopening`].
 
 use super::codec;
+mod check;
 mod deadline;
 mod engine;
 mod keys;

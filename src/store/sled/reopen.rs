@@ -46,6 +46,9 @@ pub struct SledOptions {
     /// Writes are refused (a store failure, nothing written) while the file
     /// system has less than this free; 0 turns the check off.
     pub min_free_bytes: u64,
+    /// Open a store that holds less than it last knew it had (`check.rs`),
+    /// logging what was lost, rather than refuse (`--recover`).
+    pub recover: bool,
 }
 
 struct Settings {
@@ -82,6 +85,7 @@ impl SledOptions {
             cache_bytes,
             flush_deadline: DEFAULT_FLUSH_DEADLINE,
             min_free_bytes: 0,
+            recover: false,
         }
     }
 }
