@@ -1055,17 +1055,46 @@ fn stored_calls_reach(db: &postgres::PgCluster, url: &str, want: u64) -> u64 {
     }
 }
 
-/// Issue 36, Deliver 4: Redis paused for 5 s alone, mid-load. The leases
-/// held are spent, then decisions are refused (503); once Redis is back
-/// the fleet allows exactly the limit, PostgreSQL stores exactly what was
-/// allowed, and every instance bills the same.
-#[test]
-fn redis_paused_five_seconds_never_lets_the_fleet_past_the_limit() {
+/// A fleet on a PostgreSQL of its own (to stop and start): the database,
+/// its URL and the fleet.
+fn fleet_on_own_database() -> (postgres::PgCluster, String, Fleet) {
     let db = postgres::own_cluster();
     let url = db.fresh_database();
     let redis = Redis::start();
     let r = redis.url();
     let f = fleet_on(&url, redis, [r.as_str(); 3], &[]);
+    (db, url, f)
+}
+
+/// After a fault, with `so_far` allowed: the fleet allows exactly the rest
+/// of the limit, PostgreSQL stores exactly what was allowed, and every
+/// instance bills it.
+fn exact_after_the_fault(db: &postgres::PgCluster, url: &str, f: &Fleet, so_far: u64, what: &str) {
+    let all = [0, 1, 2];
+    let after = race(f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
+    let drained = drain(f, &all);
+    let total = so_far + after + drained;
+    eprintln!("{what}: after {after}, drained {drained}: {total} of {LIMIT}");
+    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
+    assert_eq!(total, LIMIT, "exact once the fault is over");
+    assert_eq!(billed_calls_agree(f, &all), LIMIT);
+    assert_eq!(
+        stored_calls_reach(db, url, LIMIT),
+        LIMIT,
+        "stored = allowed, once each"
+    );
+}
+
+/// Issue 36, Deliver 4: Redis paused for 5 s alone, mid-load. The leases
+/// held are spent, then decisions are refused (503); once Redis is back
+/// the fleet allows exactly the limit, PostgreSQL stores exactly what was
+/// allowed, and every instance bills the same. (Whether the pause refused
+/// anything depends on how much of the quota the leases held when it
+/// began - on a busy host, all of it; `redis_stopped_then_lost_*` checks
+/// the refusal itself.)
+#[test]
+fn redis_paused_five_seconds_never_lets_the_fleet_past_the_limit() {
+    let (db, url, f) = fleet_on_own_database();
     let all = [0, 1, 2];
     let before = race(&f, &all, Spread::Uniform, false, 100, None).0;
     f.redis.pause();
@@ -1075,23 +1104,8 @@ fn redis_paused_five_seconds_never_lets_the_fleet_past_the_limit() {
         during += race(&f, &all, Spread::Uniform, false, 100, None).0;
     }
     f.redis.resume();
-    let after = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
-    let drained = drain(&f, &all);
-    let total = before + during + after + drained;
-    eprintln!(
-        "before {before}, paused {during}, after {after}, drained {drained}: {total} of {LIMIT}"
-    );
-    // (Whether the pause refused anything depends on how much of the
-    // quota the leases held when it began - on a busy host, all of it;
-    // `redis_stopped_then_lost_*` checks the refusal itself.)
-    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
-    assert_eq!(total, LIMIT, "exact once Redis answers again");
-    assert_eq!(billed_calls_agree(&f, &all), LIMIT);
-    assert_eq!(
-        stored_calls_reach(&db, &url, LIMIT),
-        LIMIT,
-        "stored = allowed"
-    );
+    let what = format!("before {before}, paused {during}");
+    exact_after_the_fault(&db, &url, &f, before + during, &what);
 }
 
 /// Issue 36, Deliver 4: PostgreSQL stopped for 3 s under three instances
@@ -1100,33 +1114,16 @@ fn redis_paused_five_seconds_never_lets_the_fleet_past_the_limit() {
 /// PostgreSQL stores exactly that, and every instance bills the same.
 #[test]
 fn postgres_stopped_under_three_instances_loses_and_overshoots_nothing() {
-    let db = postgres::own_cluster();
-    let url = db.fresh_database();
-    let redis = Redis::start();
-    let r = redis.url();
-    let f = fleet_on(&url, redis, [r.as_str(); 3], &[]);
+    let (db, url, f) = fleet_on_own_database();
     let all = [0, 1, 2];
     let before = race(&f, &all, Spread::Uniform, false, 150, None).0;
     db.stop();
     let down = race(&f, &all, Spread::Uniform, false, 200, None).0;
     std::thread::sleep(Duration::from_secs(3));
     db.start().unwrap();
-    let after = race(&f, &all, Spread::Uniform, false, 3 * LIMIT, None).0;
-    let drained = drain(&f, &all);
-    let total = before + down + after + drained;
-    eprintln!(
-        "before {before}, PostgreSQL down {down}, after {after}, drained {drained}: \
-         {total} of {LIMIT}"
-    );
     assert!(down > 0, "decisions went on while the database was down");
-    assert!(total <= LIMIT, "the fleet allowed {total} of {LIMIT}");
-    assert_eq!(total, LIMIT, "exact");
-    assert_eq!(billed_calls_agree(&f, &all), LIMIT);
-    assert_eq!(
-        stored_calls_reach(&db, &url, LIMIT),
-        LIMIT,
-        "stored = allowed, once each"
-    );
+    let what = format!("before {before}, PostgreSQL down {down}");
+    exact_after_the_fault(&db, &url, &f, before + down, &what);
 }
 
 /// Issue 36, item 3, and I1 under two faults: a `kill -9` of an instance,

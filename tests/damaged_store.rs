@@ -67,8 +67,7 @@ fn used_store(dir: &Path) -> String {
 /// `serve` on `dir` (with `args`): whether it started, its stderr so far,
 /// and the process when it did.
 fn try_serve(dir: &Path, args: &[&str]) -> (bool, String, Option<binary::Proc>) {
-    use std::io::{BufRead, BufReader, Read};
-    use std::sync::{Arc, Mutex};
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -78,19 +77,7 @@ fn try_serve(dir: &Path, args: &[&str]) -> (bool, String, Option<binary::Proc>) 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let logs: Arc<Mutex<String>> = Arc::default();
-    let (sink, mut stderr) = (logs.clone(), child.stderr.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let (logs, reader) = binary::collect_stderr(&mut child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = lines.by_ref().map_while(Result::ok).find_map(|l| {
         l.strip_prefix("Tollgate listening on ")

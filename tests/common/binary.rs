@@ -22,6 +22,26 @@ pub struct Proc {
 /// waits until it is healthy. `admin` sets `TOLLGATE_ADMIN_TOKEN` (unset otherwise).
 /// `TOLLGATE_TEST_BINARY` names another build to run (to show that a
 /// regression test fails on the build before its fix).
+/// Reads `child`'s stderr as it comes, into the returned text (the thread
+/// ends with the stream).
+pub fn collect_stderr(child: &mut Child) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let logs: Arc<Mutex<String>> = Arc::default();
+    let mut stderr = child.stderr.take().unwrap();
+    let sink = logs.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (logs, reader)
+}
+
 pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)], admin: Option<&str>) -> Proc {
     let binary = std::env::var_os("TOLLGATE_TEST_BINARY")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_tollgate").into());
@@ -37,20 +57,7 @@ pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)], admin: Option<&str
         cmd.env("TOLLGATE_ADMIN_TOKEN", a);
     }
     let mut child = cmd.spawn().unwrap();
-    let logs: Arc<Mutex<String>> = Arc::default();
-    let mut stderr = child.stderr.take().unwrap();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let (logs, _) = collect_stderr(&mut child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut stdout = Vec::new();
     let base = loop {
