@@ -727,3 +727,46 @@ fn one_keys_reports_cannot_starve_another_tenants() {
         "another tenant's report went from {alone:?} to {during:?}"
     );
 }
+
+/// Issue 37, finding 5: `X-Tollgate-Cost: zero` answered 422, which
+/// nginx's `auth_request` turns into a 500 (`?via=nginx` mapped only 429).
+/// Now every refusal but a 401 is a 403 there, with the real status in
+/// `X-Tollgate-Status` for the recipe to restore.
+#[test]
+fn via_nginx_every_refusal_is_one_nginx_passes_on() {
+    let s = TestServer::start();
+    s.plan("one", Some(1), None, None);
+    let key = s.tenant_with_key("edge", "one");
+    let http = reqwest::blocking::Client::new();
+    let ask = |via: bool, cost: &str| {
+        let url = if via {
+            s.url("/api/v1/forward-auth?via=nginx")
+        } else {
+            s.url("/api/v1/forward-auth")
+        };
+        http.get(url)
+            .bearer_auth(&key)
+            .header("X-Tollgate-Cost", cost)
+            .send()
+            .unwrap()
+    };
+    let r = ask(false, "zero");
+    assert_eq!(r.status(), 422);
+    let r = ask(true, "zero");
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "x-tollgate-status").as_deref(), Some("422"));
+    assert_eq!(
+        header(&r, "x-tollgate-error").as_deref(),
+        Some("invalid_request")
+    );
+    assert_eq!(ask(true, "1").status(), 200);
+    let r = ask(true, "1");
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "x-tollgate-status").as_deref(), Some("429"));
+    let r = http
+        .get(s.url("/api/v1/forward-auth?via=nginx"))
+        .bearer_auth("tg_unknown")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "a 401 stays one");
+}

@@ -213,15 +213,33 @@ fn behaves(make: fn(&str, &str) -> Proxy, client_sees_limits: bool) {
     let r = http.get(url("/v1/things")).send().unwrap();
     assert_eq!(r.status(), 401);
 
+    // A client cannot steer what is recorded or charged (issue 37,
+    // finding 5): its own X-Forwarded-*/X-Original-* headers name another
+    // path and method, and X-Tollgate-Cost asks for 1,000 calls.
+    let r = http
+        .delete(url("/real/path"))
+        .bearer_auth(&key)
+        .header("X-Forwarded-Uri", "/cheap/spoofed")
+        .header("X-Forwarded-Method", "HEAD")
+        .header("X-Original-URI", "/cheap/spoofed")
+        .header("X-Original-Method", "HEAD")
+        .header("X-Tollgate-Cost", "1000")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", logs());
+    let used = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json::<Value>()
+        .unwrap();
+    assert_eq!(used["calls"]["used"], 2, "charged one call: {used}");
     // Over the quota: 429, Retry-After, the JSON error.
-    for _ in 0..2 {
-        let r = http
-            .post(url("/v1/things"))
-            .header("X-API-Key", &key)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", logs());
-    }
+    let r = http
+        .post(url("/v1/things"))
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", logs());
     let r = http
         .get(url("/v1/things"))
         .bearer_auth(&key)
@@ -248,6 +266,16 @@ fn behaves(make: fn(&str, &str) -> Proxy, client_sees_limits: bool) {
     let endpoints = report["endpoints"].to_string();
     assert!(endpoints.contains("/v1/things"), "{endpoints}");
     assert!(endpoints.contains("POST"), "{endpoints}");
+    assert!(endpoints.contains("/real/path"), "{endpoints}");
+    assert!(endpoints.contains("DELETE"), "{endpoints}");
+    assert!(
+        !endpoints.contains("spoofed"),
+        "the client chose the path: {endpoints}"
+    );
+    assert!(
+        !endpoints.contains("HEAD"),
+        "the client chose the method: {endpoints}"
+    );
 }
 
 #[test]

@@ -25,7 +25,9 @@ core.register_action("tollgate_auth", { "http-req" }, function(txn)
         ["x-forwarded-method"] = { txn.sf:method() },
         ["x-forwarded-uri"] = { txn.sf:pathq() },
     }
-    for _, name in ipairs({ "authorization", "x-api-key", "x-tollgate-cost" }) do
+    -- Only the key is passed on: the method and path are HAProxy's, and a
+    -- cost, if any, is this file's to set (never the client's header).
+    for _, name in ipairs({ "authorization", "x-api-key" }) do
         local v = first(asked, name)
         if v ~= nil then send[name] = { v } end
     end

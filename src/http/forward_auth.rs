@@ -9,9 +9,19 @@
 //!
 //! Every answer also says what it is in `X-Tollgate-Status` and
 //! `X-Tollgate-Error` (the error code), for proxies that rewrite it. nginx's
-//! `auth_request` passes on only 2xx, 401 and 403: with `?via=nginx` a 429
-//! is answered 403 (its `X-Tollgate-Status` still 429), and the nginx
-//! recipe turns it back into a 429 for the client (docs/INTEGRATIONS.md).
+//! `auth_request` passes on only 2xx, 401 and 403: with `?via=nginx` every
+//! other refusal (429, 422, 503) is answered 403 (its `X-Tollgate-Status`
+//! the real one), and the nginx recipe turns it back for the client
+//! (docs/INTEGRATIONS.md).
+//!
+//! Header precedence (the recipes pin it): the original method and URI
+//! are `X-Forwarded-Method`/`X-Forwarded-Uri` (Caddy and Traefik set them
+//! themselves; the nginx and HAProxy recipes set them, overwriting any
+//! copy the client sent), else `X-Original-Method`/`X-Original-URI` (for
+//! older nginx setups), else this request's own. Every recipe clears the
+//! client's `X-Original-*`, `X-Tollgate-Cost`, `Forwarded` and
+//! `X-Real-IP` for the sub-request and sets `X-Forwarded-For` to the
+//! address it saw: a client cannot choose what is recorded or charged.
 
 use std::time::Instant;
 
@@ -85,7 +95,10 @@ fn refused(e: ApiError, via_nginx: bool) -> HttpResponse {
     put(&mut res, "x-tollgate-status", e.status.as_str());
     put(&mut res, "x-tollgate-error", e.code);
     put(&mut res, "x-tollgate-message", &e.message);
-    if via_nginx && e.status == StatusCode::TOO_MANY_REQUESTS {
+    // nginx's auth_request passes on only 2xx, 401 and 403 (anything else
+    // becomes a 500): every other refusal is a 403 there, its real status
+    // in X-Tollgate-Status for the recipe to restore.
+    if via_nginx && e.status != StatusCode::UNAUTHORIZED {
         *res.status_mut() = StatusCode::FORBIDDEN;
     }
     res
@@ -100,7 +113,7 @@ pub struct Via {
 #[utoipa::path(
     get, path = "/api/v1/forward-auth", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     params(
-        ("via" = Option<String>, Query, description = "`nginx`: answer a 429 as 403 (nginx's auth_request passes on only 2xx, 401 and 403); `X-Tollgate-Status` still says 429"),
+        ("via" = Option<String>, Query, description = "`nginx`: answer every refusal but a 401 as 403 (nginx's auth_request passes on only 2xx, 401 and 403); `X-Tollgate-Status` says the real status"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "the original path and query (Traefik, Caddy); `X-Original-URI` (nginx) too"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "the original method (Traefik, Caddy); `X-Original-Method` too; default: this request's"),
         ("X-Tollgate-Cost" = Option<u64>, Header, description = "calls the request costs (default 1)"),
