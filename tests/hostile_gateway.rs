@@ -394,3 +394,46 @@ fn responses_and_anthropic_streams_count_their_whole_usage() {
     let _ = r.text();
     wait_until(|| used(&key) == 5_015);
 }
+
+/// Issue 37, Deliver 1: the plain (not streamed) answers of the Responses
+/// and Anthropic APIs carry their usage at the top level as
+/// `input_tokens`/`output_tokens`; each is counted, whatever whitespace
+/// starts the request.
+#[test]
+fn plain_responses_and_anthropic_answers_are_counted() {
+    let upstream = FakeHttp::start(|_, req, conn| {
+        let body = if req.target.ends_with("/responses") {
+            r#"{"id":"resp_1","object":"response","model":"gpt-4o","output":[{"type":"message","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":120,"output_tokens":30,"total_tokens":150}}"#
+        } else {
+            r#"{"id":"msg_1","type":"message","model":"claude-x","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":200,"output_tokens":20}}"#
+        };
+        fake_http::reply(conn, 200, "application/json", body);
+    });
+    let s = gateway(&upstream.url, 60_000);
+    s.plan("tq3", None, Some(100_000), None);
+    let key = s.tenant_with_key("plain", "tq3");
+    let used = || -> u64 {
+        let r = s.tenant(&key, "GET", "/api/billing/usage", None);
+        r.json::<Value>().unwrap()["tokens"]["used"].as_u64().unwrap()
+    };
+    let client = reqwest::blocking::Client::new();
+    for (path, body, total) in [
+        ("/v1/responses", "\n {\"model\":\"gpt-4o\",\"input\":\"hi\"}", 150),
+        (
+            "/v1/messages",
+            "\t{\"model\":\"claude-x\",\"max_tokens\":50,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+            150 + 220,
+        ),
+    ] {
+        let r = client
+            .post(s.url(path))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let _ = r.text();
+        wait_until(|| used() == total);
+    }
+}
