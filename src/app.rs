@@ -454,7 +454,9 @@ impl Tollgate {
         if let Some(c) = &self.cluster {
             c.stop();
         }
+        let unpersisted = self.stats.unpersisted();
         self.flusher.shutdown();
+        let lost_at_stop = self.stats.unpersisted().saturating_sub(unpersisted);
         if let Some(d) = self.deliveries.as_mut() {
             d.join();
         }
@@ -469,7 +471,14 @@ impl Tollgate {
         if let Some(f) = self.follower.as_mut() {
             f.shutdown();
         }
-        tracing::info!("stopped; every queued record is stored");
+        if lost_at_stop == 0 {
+            tracing::info!("stopped; every queued record is stored");
+        } else {
+            tracing::error!(
+                records = lost_at_stop,
+                "stopped; queued records could not be stored (the store failed: see above)"
+            );
+        }
         result.map_err(io("the HTTP server failed"))
     }
 }

@@ -384,6 +384,11 @@ impl Plan {
         if self.name.trim().is_empty() || self.name.len() > 128 {
             return Err(ModelError::Invalid("name must be 1 to 128 bytes".into()));
         }
+        if self.name.chars().any(char::is_control) {
+            return Err(ModelError::Invalid(
+                "name must not contain control characters (CR, LF, NUL, ESC, ...)".into(),
+            ));
+        }
         for (field, v) in [
             ("monthlyCalls", self.monthly_calls),
             ("monthlyTokens", self.monthly_tokens),
@@ -466,6 +471,11 @@ impl Tenant {
         }
         if self.name.trim().is_empty() || self.name.len() > 128 {
             return Err(ModelError::Invalid("name must be 1 to 128 bytes".into()));
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err(ModelError::Invalid(
+                "name must not contain control characters (CR, LF, NUL, ESC, ...)".into(),
+            ));
         }
         Ok(())
     }

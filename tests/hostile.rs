@@ -770,3 +770,25 @@ fn via_nginx_every_refusal_is_one_nginx_passes_on() {
         .unwrap();
     assert_eq!(r.status(), 401, "a 401 stays one");
 }
+
+/// Issue 37, 8g: tenant and plan names took CR, LF, NUL and ESC where key
+/// names refused them.
+#[test]
+fn tenant_and_plan_names_refuse_control_characters() {
+    let s = TestServer::start();
+    s.plan("ok", None, None, None);
+    for bad in ["line\nbreak", "cr\rhere", "nul\u{0}", "esc\u{1b}[31m"] {
+        let r = s.admin(
+            "POST",
+            "/api/admin/plans",
+            Some(json!({"id": "p-bad", "name": bad, "monthlyCalls": 1})),
+        );
+        assert_eq!(r.status(), 422, "plan {bad:?}");
+        let r = s.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(json!({"id": "t-bad", "name": bad, "planId": "ok"})),
+        );
+        assert_eq!(r.status(), 422, "tenant {bad:?}");
+    }
+}

@@ -414,7 +414,9 @@ fn plain_responses_and_anthropic_answers_are_counted() {
     let key = s.tenant_with_key("plain", "tq3");
     let used = || -> u64 {
         let r = s.tenant(&key, "GET", "/api/billing/usage", None);
-        r.json::<Value>().unwrap()["tokens"]["used"].as_u64().unwrap()
+        r.json::<Value>().unwrap()["tokens"]["used"]
+            .as_u64()
+            .unwrap()
     };
     let client = reqwest::blocking::Client::new();
     for (path, body, total) in [
@@ -436,4 +438,17 @@ fn plain_responses_and_anthropic_answers_are_counted() {
         let _ = r.text();
         wait_until(|| used() == total);
     }
+}
+
+/// Issue 37, 8l: the gateway forwarded TRACE (an echo of the request, the
+/// operator's credential included) to the upstream.
+#[test]
+fn the_gateway_forwards_no_trace() {
+    let upstream = FakeHttp::start(|_, _, conn| fake_http::reply(conn, 200, "text/plain", "x"));
+    let s = gateway(&upstream.url, 60_000);
+    s.plan("gw2", None, None, None);
+    let key = s.tenant_with_key("tracer", "gw2");
+    let r = s.tenant(&key, "TRACE", "/v1/anything", None);
+    assert_eq!(r.status(), 405);
+    assert_eq!(upstream.count(), 0, "TRACE reached the upstream");
 }

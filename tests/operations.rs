@@ -889,3 +889,32 @@ fn openapi_document_covers_every_route_and_schema() {
         "the OpenAPI document is invalid: {said}"
     );
 }
+
+/// Issue 37, 8f: webhook delivery followed a 307 and sent the signed body
+/// to the redirect's target. A redirect is now a failed delivery: the body
+/// goes to the configured URL only.
+#[test]
+fn webhook_delivery_never_follows_a_redirect() {
+    std::env::set_var("TG_TEST_HOOK_SECRET_R", "hook-secret-r");
+    let elsewhere = FakeHttp::start(|_, _, conn| fake_http::reply(conn, 204, "text/plain", ""));
+    let target = format!("{}/stolen", elsewhere.url);
+    let receiver = FakeHttp::start(move |_, _, conn| {
+        use std::io::Write;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    });
+    let hooks = vec![alert(&receiver.url, "TG_TEST_HOOK_SECRET_R", vec![50])];
+    let s = TestServer::start_with(move |c| c.alerts = hooks, Arc::new(SystemClock));
+    s.plan("two", Some(2), None, None);
+    let key = s.tenant_with_key("redirected", "two");
+    s.tenant(&key, "POST", "/api/v1/authorize", None);
+    wait_until(|| receiver.count() >= 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        elsewhere.count(),
+        0,
+        "the signed body went to the redirect's target"
+    );
+}

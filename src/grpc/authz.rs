@@ -163,12 +163,11 @@ async fn check(
         overwrite,
         false,
     );
-    // The tenant's key is Tollgate's, not the upstream's.
-    ok.remove_header(if authorization.is_some() {
-        "authorization"
-    } else {
-        "x-api-key"
-    });
+    // The tenant's key is Tollgate's, not the upstream's: both headers
+    // that may carry it go (a key sent in both would otherwise reach the
+    // upstream in the one not read).
+    ok.remove_header("authorization");
+    ok.remove_header("x-api-key");
     let mut res = CheckResponse::with_status(Status::ok("allowed"));
     res.set_http_response(ok);
     Ok(res)

@@ -66,10 +66,33 @@ enum Format {
 
 pub const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried\n";
 
+/// Characters a spreadsheet skips or shows as nothing before a formula's
+/// sign: spaces of every width, the byte order mark, zero-width and
+/// bidirectional controls.
+fn invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether a spreadsheet could read `v` as a formula: its first visible
+/// character is a formula's sign, in ASCII or full width, or it starts with
+/// a tab or CR.
+fn formula(v: &str) -> bool {
+    if v.starts_with(['\t', '\r']) {
+        return true;
+    }
+    v.chars().find(|c| !invisible(*c)).is_some_and(|c| {
+        matches!(
+            c,
+            '=' | '+' | '-' | '@' | '\u{ff1d}' | '\u{ff0b}' | '\u{ff0d}' | '\u{ff20}'
+        )
+    })
+}
+
 /// A CSV field: quoted when needed, and defused when a spreadsheet would
 /// read it as a formula.
 fn csv_field(out: &mut String, v: &str) {
-    let formula = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let formula = formula(v);
     if formula || v.contains([',', '"', '\n', '\r']) {
         out.push('"');
         if formula {
@@ -316,5 +339,36 @@ mod tests {
         s.push('|');
         csv_field(&mut s, "=SUM(A1)");
         assert_eq!(s, "plain|\"a,\"\"b\"\"\"|\"'=SUM(A1)\"");
+    }
+
+    /// Issue 37, 8a: signs behind spaces, NBSP, U+3000, a BOM, ZWSP or RLO,
+    /// and the full-width signs, passed undefused.
+    #[test]
+    fn hidden_and_full_width_formula_signs_are_defused() {
+        for lead in [
+            "",
+            " ",
+            "  ",
+            "\u{a0}",
+            "\u{3000}",
+            "\u{feff}",
+            "\u{200b}",
+            "\u{202e}",
+            " \u{feff}",
+        ] {
+            for sign in [
+                "=", "+", "-", "@", "\u{ff1d}", "\u{ff0b}", "\u{ff0d}", "\u{ff20}",
+            ] {
+                let v = format!("{lead}{sign}HYPERLINK(\"x\")");
+                let mut s = String::new();
+                csv_field(&mut s, &v);
+                assert!(s.starts_with("\"'"), "{v:?} -> {s:?}");
+            }
+        }
+        for safe in ["plain", " plain", "a=b", "1-2"] {
+            let mut s = String::new();
+            csv_field(&mut s, safe);
+            assert!(!s.contains('\''), "{safe:?} -> {s:?}");
+        }
     }
 }

@@ -112,8 +112,11 @@ pub fn deliver_all(
             return;
         }
     };
+    // No redirect is followed: the signed body goes to the configured URL
+    // only (a 3xx is a failed delivery, retried like any other).
     let client = reqwest::Client::builder()
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
     let mailer = mailer.map(Arc::new);

@@ -159,8 +159,27 @@ impl ProxyTarget {
             })
             .app_data(web::Data::from(target))
             .route(web::route().guard(upgrade).to(refuse_upgrade))
+            .route(
+                web::route()
+                    .guard(
+                        actix_web::guard::Any(actix_web::guard::Trace())
+                            .or(actix_web::guard::Connect()),
+                    )
+                    .to(refuse_trace),
+            )
             .default_service(web::to(forward))
     }
+}
+
+/// TRACE echoes the request (its headers, the operator's credential
+/// among them once the gateway adds it) and CONNECT opens a tunnel: the
+/// gateway forwards neither (issue 37, 8l).
+async fn refuse_trace() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "the gateway does not forward TRACE or CONNECT",
+    ))
 }
 
 async fn refuse_upgrade() -> Result<HttpResponse, ApiError> {
