@@ -464,8 +464,13 @@ impl Config {
         if self.flush.checkpoint_ms == 0 {
             return bad("flush.checkpoint_ms must be at least 1");
         }
-        if self.flush.queue_capacity == 0 {
-            return bad("flush.queue_capacity must be at least 1");
+        // A slot is about 160 bytes, half the queue preallocated: past 2^26
+        // slots (about 5 GiB) the allocation would fail, and abort.
+        if self.flush.queue_capacity == 0 || self.flush.queue_capacity > 1 << 26 {
+            return bad("flush.queue_capacity must be 1 to 67108864");
+        }
+        if self.workers > 1024 {
+            return bad("workers must be 0 (one per CPU) to 1024");
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024");
@@ -538,10 +543,18 @@ impl Config {
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");
         }
+        if !self.chat.upstream.is_empty() && !is_http_url(&self.chat.upstream) {
+            return bad(&format!(
+                "chat.upstream must be an http(s) URL (or empty for the echo bot), got '{}'",
+                self.chat.upstream
+            ));
+        }
         for a in &self.alerts {
-            if !is_http_url(&a.url) {
+            // An e-mail-only alert has no URL (docs/API.md).
+            let mail_only = a.url.is_empty() && !a.email.is_empty();
+            if !mail_only && !is_http_url(&a.url) {
                 return bad(&format!(
-                    "alerts.url must be an http(s) URL, got '{}'",
+                    "alerts.url must be an http(s) URL (or empty, with email), got '{}'",
                     a.url
                 ));
             }
@@ -602,9 +615,9 @@ impl Config {
 }
 
 fn is_http_url(s: &str) -> bool {
-    s.strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+    let scheme = s.starts_with("http://") || s.starts_with("https://");
+    // Parsed as a URL with a host (`http://::::` is not one).
+    scheme && reqwest::Url::parse(s).is_ok_and(|u| u.host().is_some())
 }
 
 /// Reads a plans file: `[[plans]]` tables with snake_case keys.
@@ -857,6 +870,11 @@ upstream_auth_env = "UPSTREAM_API_KEY"
             ),
             ("[[alerts]]\nurl = \"http://a\"\nthresholds = [0]\n", "thresholds"),
             ("[[alerts]]\nurl = \"mailto:x\"\n", "alerts.url"),
+            ("[[alerts]]\nthresholds = [50]\n", "alerts.url"),
+            ("[chat]\nupstream = \"::::\"\n", "chat.upstream"),
+            ("[chat]\nupstream = \"http://::::\"\n", "chat.upstream"),
+            ("[flush]\nqueue_capacity = 10000000000000\n", "queue_capacity"),
+            ("workers = 100000000\n", "workers"),
             ("[[alerts]]\nurl = \"http://a\"\nsurprise = 1\n", "surprise"),
         ] {
             let dir = tempfile::tempdir().unwrap();
@@ -865,5 +883,15 @@ upstream_auth_env = "UPSTREAM_API_KEY"
             let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
             assert!(e.contains(needle), "{toml}: {e}");
         }
+        // An e-mail-only alert (no webhook) is valid, as documented.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "[[alerts]]\nemail = [\"ops@example.com\"]\nthresholds = [80]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), vec![]).unwrap();
+        assert_eq!(c.alerts[0].email, ["ops@example.com"]);
     }
 }
