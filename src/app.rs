@@ -373,6 +373,8 @@ impl Tollgate {
             tracing::error!(error = %e, "cannot start the reservations' thread: unsettled ones wait for the next month");
         }
         web::Data::new(AppState {
+            grpc_tenant_id: self.config.grpc.tenant_id,
+            grpc_peers: self.config.grpc.peer_addrs(),
             exports: crate::http::slots::Slots::new(
                 "exports",
                 ("exports", "exports_per_tenant"),

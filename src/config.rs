@@ -122,12 +122,40 @@ pub struct GeoConfig {
 
 /// The gRPC listener of Envoy's rate-limit and external-authorization
 /// services.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
     /// Address to listen on (`TOLLGATE_GRPC_BIND`, e.g. `127.0.0.1:8081`);
     /// empty: no gRPC listener.
     pub bind: String,
+    /// Take a rate-limit descriptor's `tenant_id` (Envoy authenticated the
+    /// caller) as the tenant, without a key. Whoever reaches the listener
+    /// can then spend any tenant's quota: turn it off, or list `peers`,
+    /// unless only your Envoy can reach it.
+    pub tenant_id: bool,
+    /// The addresses allowed to call the services (e.g. your Envoy's);
+    /// empty: any. Others get PERMISSION_DENIED.
+    pub peers: Vec<String>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            bind: String::new(),
+            tenant_id: true,
+            peers: Vec::new(),
+        }
+    }
+}
+
+impl GrpcConfig {
+    /// `peers` as addresses (checked by `Config::validate`).
+    pub fn peer_addrs(&self) -> Vec<std::net::IpAddr> {
+        self.peers
+            .iter()
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
 }
 
 /// One webhook receiver and the quota percentages it is told about.
@@ -542,6 +570,14 @@ impl Config {
         }
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");
+        }
+        if let Some(p) = self
+            .grpc
+            .peers
+            .iter()
+            .find(|p| p.trim().parse::<std::net::IpAddr>().is_err())
+        {
+            return bad(&format!("grpc.peers must be IP addresses, got '{p}'"));
         }
         if !self.chat.upstream.is_empty() && !is_http_url(&self.chat.upstream) {
             return bad(&format!(

@@ -610,3 +610,56 @@ fn envoys_client_addresses_give_countries() {
         .collect();
     assert_eq!(countries, ["DE", "FR"]);
 }
+
+/// Issue 37, 8e: an RLS `tenant_id` descriptor spent any tenant's quota
+/// without a credential, and nothing on the listener could refuse it. Now
+/// `[grpc] tenant_id = false` refuses such descriptors, and `[grpc] peers`
+/// lets only the listed addresses call at all.
+#[test]
+fn tenant_id_descriptors_and_peers_can_be_refused() {
+    let s = TestServer::start_with(
+        |c| {
+            c.grpc.bind = "127.0.0.1:0".into();
+            c.grpc.tenant_id = false;
+        },
+        Arc::new(SystemClock),
+    );
+    s.plan("p", Some(5), None, None);
+    let key = s.tenant_with_key("victim", "p");
+    let mut envoy = Envoy::connect(s.server.as_ref().unwrap().grpc_addr.unwrap());
+    let r = envoy
+        .limit(request(
+            vec![descriptor(&[("tenant_id", "victim")], None)],
+            1,
+        ))
+        .unwrap();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(
+        find(&r.response_headers_to_add, "x-tollgate-error").as_deref(),
+        Some("tenant_id_refused")
+    );
+    let r = envoy
+        .limit(request(vec![descriptor(&[("api_key", &key)], None)], 1))
+        .unwrap();
+    assert_eq!(r.overall_code, Code::Ok as i32, "a key still works");
+
+    let s = TestServer::start_with(
+        |c| {
+            c.grpc.bind = "127.0.0.1:0".into();
+            c.grpc.peers = vec!["10.9.8.7".into()];
+        },
+        Arc::new(SystemClock),
+    );
+    let mut envoy = Envoy::connect(s.server.as_ref().unwrap().grpc_addr.unwrap());
+    let e = envoy
+        .limit(request(
+            vec![descriptor(&[("tenant_id", "anyone")], None)],
+            1,
+        ))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = envoy
+        .check(check_request("GET", "/", &[("x-api-key", "tg_x")], None))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+}

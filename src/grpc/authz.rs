@@ -59,6 +59,7 @@ impl Authorization for Authz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
+        super::peer_allowed(&self.st, &request)?;
         let answer = check(&self.st, request.get_ref(), started).await;
         self.st
             .metrics

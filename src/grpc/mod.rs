@@ -163,3 +163,19 @@ fn limit_headers(d: &Decision, success: bool) -> Vec<(&'static str, String)> {
     });
     out
 }
+
+/// A call from a peer not in `[grpc] peers` (when set) is refused.
+pub(crate) fn peer_allowed<T>(
+    st: &AppState,
+    request: &tonic::Request<T>,
+) -> Result<(), tonic::Status> {
+    if st.grpc_peers.is_empty() {
+        return Ok(());
+    }
+    match request.remote_addr() {
+        Some(a) if st.grpc_peers.contains(&a.ip()) => Ok(()),
+        _ => Err(tonic::Status::permission_denied(
+            "this peer may not call Tollgate's gRPC services ([grpc] peers)",
+        )),
+    }
+}

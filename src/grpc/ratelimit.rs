@@ -73,6 +73,7 @@ impl RateLimitService for RateLimit {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = Instant::now();
+        super::peer_allowed(&self.st, &request)?;
         let answer = decide(&self.st, request.get_ref(), started).await;
         self.st
             .metrics
@@ -108,6 +109,13 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
             key_tenant(st, Some(key), None)
         }
         (Some(key), _) => key_tenant(st, None, Some(key)),
+        (None, Some(_)) if !st.grpc_tenant_id => {
+            st.metrics.decision(DecisionLabel::Unauthorized);
+            Err(ApiError::unauthorized(
+                "tenant_id_refused",
+                "tenant_id descriptors are turned off ([grpc] tenant_id = false): send the key as api_key",
+            ))
+        }
         (None, Some(id)) => st.registry.tenant_state(id).ok_or_else(|| {
             st.metrics.decision(DecisionLabel::Unauthorized);
             ApiError::unauthorized("unknown_tenant", "no tenant has this tenant_id")

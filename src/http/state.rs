@@ -46,6 +46,11 @@ pub struct AppState {
     /// Analytics reports computing now, per tenant
     /// (`[limits] reports_per_tenant`).
     pub reports: std::sync::Arc<super::slots::Slots>,
+    /// Envoy's services: whether a `tenant_id` descriptor is taken
+    /// (`[grpc] tenant_id`), and the peers allowed to call (`[grpc] peers`;
+    /// empty: any).
+    pub grpc_tenant_id: bool,
+    pub grpc_peers: Vec<std::net::IpAddr>,
     /// Token reservations `authorize` handed out, until settled or expired.
     pub reservations: Arc<crate::quota::reservation::Book>,
 }
