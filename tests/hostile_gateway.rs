@@ -452,3 +452,51 @@ fn the_gateway_forwards_no_trace() {
     assert_eq!(r.status(), 405);
     assert_eq!(upstream.count(), 0, "TRACE reached the upstream");
 }
+
+/// Issue 37, 8j and Deliver 1: a stream's tokens counted only when it
+/// ended, so an endless stream kept a spent token quota open. Now a
+/// streamed answer's tokens are charged as they pass, and once the quota is
+/// spent a stream past its reservation is cut.
+#[test]
+fn an_endless_stream_is_cut_once_the_token_quota_is_spent() {
+    let upstream = FakeHttp::start(|_, _, conn| {
+        fake_http::start_chunked(conn, 200, "text/event-stream");
+        let words = "word ".repeat(50);
+        for _ in 0..2_000 {
+            let event =
+                format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{words}\"}}}}]}}\n\n");
+            fake_http::chunk(conn, &event);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fake_http::end(conn);
+    });
+    let s = gateway(&upstream.url, 60_000);
+    s.plan("tq4", None, Some(500), None);
+    let key = s.tenant_with_key("endless", "tq4");
+    let started = Instant::now();
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": "gpt-4o-mini", "stream": true,
+                    "messages": [{"role": "user", "content": "go on forever"}]})),
+    );
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().map(|b| b.len()).unwrap_or(0);
+    let took = started.elapsed();
+    eprintln!("cut after {body} bytes, {took:?}");
+    assert!(took < Duration::from_secs(8), "the stream ran on: {took:?}");
+    let used = s
+        .tenant(&key, "GET", "/api/billing/usage", None)
+        .json::<Value>()
+        .unwrap();
+    let tokens = used["tokens"]["used"].as_u64().unwrap();
+    assert!((500..1_000).contains(&tokens), "{used}");
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": "gpt-4o-mini", "stream": true, "messages": []})),
+    );
+    assert_eq!(r.status(), 429, "the spent quota refuses the next");
+}

@@ -32,6 +32,8 @@ pub struct Meter<S: Deref<Target = AppState>> {
     /// The tokens the decision reserved: settled when the answer says
     /// what was used, given back on every other path (it is dropped).
     reservation: Option<Reservation>,
+    /// Tokens charged while the answer streamed, past its reservation.
+    charged: u64,
     record: UsageRecord,
     started: Instant,
 }
@@ -105,9 +107,31 @@ impl<S: Deref<Target = AppState>> Meter<S> {
             tenant: tenant.clone(),
             decision,
             reservation,
+            charged: 0,
             record,
             started,
         }
+    }
+
+    /// The answer has used about `estimate` tokens so far (it streams):
+    /// what passes the reservation is charged now, not at the end, so a
+    /// spent token quota shows at once. True when this request has passed
+    /// its reservation and the tenant's token quota is spent: the caller
+    /// ends the stream.
+    pub fn charge_so_far(&mut self, estimate: u64) -> bool {
+        let reserved = self.reservation.as_ref().map_or(0, Reservation::tokens);
+        let beyond = estimate
+            .saturating_sub(reserved)
+            .saturating_sub(self.charged);
+        if beyond == 0 {
+            return false;
+        }
+        let now = self.st.clock.now_nanos();
+        self.tenant.add_usage(now, self.record.ts_ms, 0, beyond);
+        self.charged += beyond;
+        let limit = self.tenant.plan_now().plan.monthly_tokens;
+        let period = crate::quota::period::Period::containing_nanos(now);
+        limit.is_some_and(|l| self.tenant.used(period).1 >= l)
     }
 
     /// The tokens reserved, to be kept past the request (authorize's
@@ -162,12 +186,23 @@ impl<S: Deref<Target = AppState>> Meter<S> {
                 counts.completion,
             );
             let now = self.st.clock.now_nanos();
+            // What was charged as it streamed is part of the total.
+            let charged = std::mem::take(&mut self.charged);
+            let rest = counts.total.saturating_sub(charged);
             match self.reservation.take() {
-                Some(r) => r.settle(now, counts.total),
-                None => self
-                    .tenant
-                    .add_usage(now, self.record.ts_ms, 0, counts.total),
+                Some(r) => r.settle(now, rest),
+                None => self.tenant.add_usage(now, self.record.ts_ms, 0, rest),
             }
+            if charged > counts.total {
+                self.tenant
+                    .uncount_tokens(now, self.record.ts_ms, charged - counts.total);
+            }
+        }
+        if self.charged > 0 {
+            // No usage after all: what was charged as it streamed goes.
+            let now = self.st.clock.now_nanos();
+            self.tenant
+                .uncount_tokens(now, self.record.ts_ms, std::mem::take(&mut self.charged));
         }
         if let Some(auth) = auth {
             auth.decided(self.tenant.snapshot(self.st.clock.now_nanos()));

@@ -95,6 +95,14 @@ impl Counters {
         }
     }
 
+    /// Takes back `n` tokens counted as usage that happened (`add`).
+    pub fn uncount_tokens(&self, period: Period, n: u64) {
+        match self {
+            Counters::Local { tokens, .. } => tokens.refund(period, n),
+            Counters::Shared(s) => s.tokens.uncount(period, n),
+        }
+    }
+
     #[inline]
     pub fn calls_used(&self, period: Period) -> u64 {
         match self {

@@ -204,10 +204,9 @@ impl Lease {
             .saturating_sub(self.over_acked.used(period))
     }
 
-    /// Counts units that were used past the lease (reported usage, or
-    /// what passed a reservation).
-    pub fn count_over(&self, period: Period, n: u64) {
-        self.over.add(period, n);
+    /// Takes back `n` units counted past the lease.
+    pub fn uncount(&self, period: Period, n: u64) {
+        self.over.refund(period, n);
     }
 
     /// The epoch of the period's hash this instance has met (0: none).

@@ -534,6 +534,16 @@ impl TenantState {
         self.counters.add(period, calls, tokens);
     }
 
+    /// Takes back `tokens` counted by [`add_usage`](Self::add_usage) (an
+    /// estimate charged while an answer streamed, above what it used).
+    pub fn uncount_tokens(&self, now: Nanos, record_ms: i64, tokens: u64) {
+        let period = Period::containing_nanos(now);
+        if Period::containing_secs(record_ms.div_euclid(1000)) != period {
+            return;
+        }
+        self.counters.uncount_tokens(period, tokens);
+    }
+
     /// Sets `period`'s calls and tokens (the persisted totals, at start-up
     /// or when a tenant is created).
     pub fn restore(&self, period: Period, calls: u64, tokens: u64) {

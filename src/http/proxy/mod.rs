@@ -389,6 +389,9 @@ enum End {
     Complete,
     Interrupted,
     Stalled,
+    /// The tenant's token quota was spent while this answer, past its
+    /// reservation, streamed.
+    QuotaSpent,
 }
 
 /// The upstream's body on its way to the client, watched for `usage`, and
@@ -408,6 +411,29 @@ impl Metered {
             Scan::Json(s) => s.feed(chunk),
             Scan::Events(s) => s.feed(chunk),
         }
+    }
+
+    /// Charges a streamed model call's tokens as they pass (the prompt's
+    /// estimate and the text streamed so far): true when the tenant's token
+    /// quota is spent and this answer is past its reservation - it is cut.
+    fn charge_so_far(&mut self) -> bool {
+        let Some(w) = self.pending.as_mut() else {
+            return false;
+        };
+        let Some(llm) = w.llm.as_ref() else {
+            return false;
+        };
+        if w.meter.record_mut().status >= 400 {
+            return false;
+        }
+        // Event streams only: a JSON body ends with its answer, and its
+        // size says little of its tokens.
+        let Scan::Events(events) = &self.scan else {
+            return false;
+        };
+        let streamed = events.streamed();
+        let estimate = llm.prompt_tokens.saturating_add(streamed);
+        w.meter.charge_so_far(estimate)
     }
 
     /// The counts the response reported, or an estimate for an
@@ -456,6 +482,10 @@ impl Metered {
             End::Stalled => {
                 notes.push(("proxy".into(), "upstream stalled; response cut off".into()))
             }
+            End::QuotaSpent => notes.push((
+                "proxy".into(),
+                "token quota spent while streaming; response cut off".into(),
+            )),
         }
         meter.served(None, status, usage.map(|u| (u.counts, u.model)));
     }
@@ -472,6 +502,14 @@ impl Stream for Metered {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.watch(&chunk);
+                if this.charge_so_far() {
+                    // The quota is spent and this answer is past what it
+                    // reserved: it ends here (the client sees a cut body).
+                    this.finish(End::QuotaSpent);
+                    return Poll::Ready(Some(Err(std::io::Error::other(
+                        "the tenant's token quota is spent",
+                    ))));
+                }
                 let next = tokio::time::Instant::now() + this.idle_timeout;
                 this.idle.as_mut().reset(next);
                 Poll::Ready(Some(Ok(chunk)))

@@ -262,6 +262,11 @@ impl EventScan {
         }
     }
 
+    /// Tokens of the text streamed so far (for an estimate as it passes).
+    pub fn streamed(&self) -> u64 {
+        self.streamed_tokens
+    }
+
     pub fn finish(&mut self) -> (Option<TokenCounts>, Option<String>, u64) {
         if !self.line.is_empty() {
             self.line_done();
