@@ -305,7 +305,7 @@ const ADD_PROCESS_TOTALS: &str = "INSERT INTO process_totals \
      tokens = LEAST(process_totals.tokens::numeric + EXCLUDED.tokens, 9223372036854775807)::int8";
 
 /// Spooled writes delivered in one transaction.
-const DRAIN_WRITES: usize = 64;
+pub(super) const DRAIN_WRITES: usize = 64;
 
 /// Adds one delivery's totals (and this process's part of them) and
 /// merges its rollup cells.
@@ -645,6 +645,12 @@ impl PgEngine {
     /// [`DRAIN_WRITES`] writes a transaction; stops at the first failure.
     /// Returns how many records went.
     pub fn drain(&self) -> Result<u64, StoreError> {
+        self.drain_by(DRAIN_WRITES)
+    }
+
+    /// [`drain`](Self::drain), `writes` writes a transaction (1: as before
+    /// batching, for the benchmark in the spool test).
+    pub(super) fn drain_by(&self, writes: usize) -> Result<u64, StoreError> {
         let Some(spool) = &self.spool else {
             return Ok(0);
         };
@@ -652,7 +658,7 @@ impl PgEngine {
         let mut sent = 0;
         loop {
             let batch: Vec<Arc<Write>> = spool
-                .first_n(DRAIN_WRITES)?
+                .first_n(writes.max(1))?
                 .into_iter()
                 .map(Arc::new)
                 .collect();

@@ -344,9 +344,33 @@ fn data_errors_are_rejected_and_never_retried() {
 /// Prints the rate of delivery.
 #[test]
 fn a_spool_is_delivered_in_batches_each_write_once() {
+    // Delivered one write a transaction (as before batching) and in
+    // batches, alternately, each on a database of its own: the rates are
+    // BENCHMARKS.md's ("Spool delivery").
+    let mut rates = Vec::new();
+    for writes in [
+        1,
+        super::engine::DRAIN_WRITES,
+        1,
+        super::engine::DRAIN_WRITES,
+    ] {
+        rates.push((writes, spool_delivered_by(writes)));
+    }
+    let rate = |w: usize| -> Vec<f64> { rates.iter().filter(|r| r.0 == w).map(|r| r.1).collect() };
+    eprintln!(
+        "spool delivery, records/s: one write a transaction {:?}, {} a transaction {:?}",
+        rate(1),
+        super::engine::DRAIN_WRITES,
+        rate(super::engine::DRAIN_WRITES)
+    );
+}
+
+/// Spools 300 writes of 50 records, delivers them `writes` a transaction,
+/// checks each was written once: the records a second.
+fn spool_delivered_by(writes: usize) -> f64 {
     let url = cluster().fresh_database();
     let dir = tempfile::tempdir().unwrap();
-    let writes = 300u64;
+    let count = 300u64;
     let per = 50i64;
     let block = |seq: u64| {
         UsageBlock::new(
@@ -360,7 +384,7 @@ fn a_spool_is_delivered_in_batches_each_write_once() {
     opts.spool_max_bytes = u64::MAX;
     let (store, engine) = open(&opts).unwrap();
     engine.append(1, &[&block(1)]).unwrap();
-    let prepared: Vec<_> = (1..=writes)
+    let prepared: Vec<_> = (1..=count)
         .map(|seq| super::engine::write_of(seq, &[&block(seq)]))
         .collect();
     let spool = engine.spool().unwrap();
@@ -372,14 +396,10 @@ fn a_spool_is_delivered_in_batches_each_write_once() {
         }
     }
     let started = std::time::Instant::now();
-    engine.drain().unwrap();
+    engine.drain_by(writes).unwrap();
     let took = started.elapsed().as_secs_f64();
     assert_eq!(engine.backlog().waiting, 0);
-    let records = writes * per as u64;
-    eprintln!(
-        "spool delivery: {records} records in {writes} writes in {took:.2} s = {:.0} records/s",
-        records as f64 / took
-    );
+    let records = count * per as u64;
     let period = Period::containing_secs(T / 1000);
     let calls: u64 = (0..7)
         .map(|t| store.tenant_totals(&format!("t{t}"), period).unwrap().calls)
@@ -390,4 +410,5 @@ fn a_spool_is_delivered_in_batches_each_write_once() {
         .sum();
     assert_eq!(stored, records);
     assert_eq!(requests(&store, &Owner::Fleet), records, "rollups once");
+    records as f64 / took
 }
