@@ -470,6 +470,11 @@ impl Config {
             })?;
             let from_file: toml::Value = toml::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            // A wrong type is reported from the file itself, which knows
+            // the key and the line (the merged value below knows neither).
+            if let Err(e) = toml::from_str::<Config>(&text) {
+                return Err(ConfigError::Invalid(format!("{}: {e}", path.display())));
+            }
             merge(&mut value, from_file);
         }
         let vars: std::collections::HashMap<String, String> = env
@@ -646,7 +651,12 @@ impl Config {
                 source,
             })?
         };
-        parse_plans(&text)
+        parse_plans(&text).map_err(|e| match e {
+            ConfigError::Invalid(m) if !self.plans.is_empty() => {
+                ConfigError::Invalid(format!("plans file {}: {m}", self.plans))
+            }
+            other => other,
+        })
     }
 }
 
@@ -919,6 +929,24 @@ upstream_auth_env = "UPSTREAM_API_KEY"
             let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
             assert!(e.contains(needle), "{toml}: {e}");
         }
+        // A type error names its key and line; a broken plans file its path.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "bind = \"127.0.0.1:0\"\n[flush]\ninterval_ms = \"abc\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("interval_ms"), "{e}");
+        let plans = dir.path().join("plans.toml");
+        std::fs::write(&plans, "[[plans]]\nid = 7\n").unwrap();
+        let c = Config {
+            plans: plans.display().to_string(),
+            ..Config::default()
+        };
+        let e = c.default_plans().unwrap_err().to_string();
+        assert!(e.contains("plans.toml"), "{e}");
         // An e-mail-only alert (no webhook) is valid, as documented.
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.toml");
