@@ -137,7 +137,10 @@ impl Tollgate {
             // files are set aside (kept for a specialist) and the store
             // starts empty - everything is lost, and the log says so.
             Err(e) if config.store.recover && !matches!(e, StoreError::InUse(_)) => {
-                let aside = db_dir.with_file_name(format!("db.damaged-{}", wall_secs()));
+                let aside = db_dir.with_file_name(format!(
+                    "db.damaged-{}",
+                    crate::telemetry::stats::wall_ms() / 1000
+                ));
                 tracing::error!(
                     error = %e,
                     moved_to = %aside.display(),
@@ -377,12 +380,15 @@ impl Tollgate {
             grpc_peers: self.config.grpc.peer_addrs(),
             exports: crate::http::slots::Slots::new(
                 "exports",
+                ("too_many_exports", "exports_busy"),
                 ("exports", "exports_per_tenant"),
                 self.config.limits.exports,
                 self.config.limits.exports_per_tenant,
             ),
             reports: crate::http::slots::Slots::new(
                 "reports",
+                // No bound across the server (the blocking pool's own).
+                ("too_many_reports", "reports_busy"),
                 ("", "reports_per_tenant"),
                 u32::MAX,
                 self.config.limits.reports_per_tenant,
@@ -595,11 +601,4 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.stop_inner();
     }
-}
-
-/// Seconds since the Unix epoch (names a damaged store set aside).
-fn wall_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

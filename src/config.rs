@@ -463,6 +463,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut value = toml::Value::try_from(Config::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut file_text = None;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
@@ -470,21 +471,26 @@ impl Config {
             })?;
             let from_file: toml::Value = toml::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-            // A wrong type is reported from the file itself, which knows
-            // the key and the line (the merged value below knows neither).
-            if let Err(e) = toml::from_str::<Config>(&text) {
-                return Err(ConfigError::Invalid(format!("{}: {e}", path.display())));
-            }
             merge(&mut value, from_file);
+            file_text = Some((path, text));
         }
         let vars: std::collections::HashMap<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("TOLLGATE_"))
             .collect();
         apply_env(&mut value, "TOLLGATE", &vars)?;
-        let config: Config = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        let config: Config = value.try_into().map_err(|e: toml::de::Error| {
+            // A wrong type in the file is reported from the file itself,
+            // which knows the key and the line (the merged value does not).
+            match file_text.and_then(|(path, text)| {
+                toml::from_str::<Config>(&text)
+                    .err()
+                    .map(|e| format!("{}: {e}", path.display()))
+            }) {
+                Some(in_file) => ConfigError::Invalid(in_file),
+                None => ConfigError::Invalid(e.message().to_string()),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }

@@ -550,32 +550,32 @@ impl Inner {
     /// granted and given back totals, where they grew - before the leases
     /// take (and spend) them, so that a hash rebuilt without this process
     /// (killed, then Redis lost its data) counts what it could have spent.
-    /// One statement per measure. Should the store fail, the grants are
-    /// spent all the same (logged at debug): a store down as well as a
-    /// `kill -9` and a loss of Redis's data is a third fault.
+    /// Each answer comes with its tenant, the lease's measure and the ask
+    /// it answers. One statement per measure. Should the store fail, the
+    /// grants are spent all the same (logged at debug): a store down as
+    /// well as a `kill -9` and a loss of Redis's data is a third fault.
     async fn secure<'a>(
         &self,
-        registry: &Registry,
-        answers: impl Iterator<Item = (&'a sync::Planned, &'a script::Answer)>,
+        answers: impl IntoIterator<
+            Item = (
+                &'a TenantState,
+                Measure,
+                &'a script::Ask,
+                &'a script::Answer,
+            ),
+        >,
         period: Period,
     ) {
         let mut rows: [Vec<(String, u64, u64)>; 2] = Default::default();
         let mut marks = Vec::new();
-        for (p, a) in answers {
-            let Some(state) = registry.tenant_state(&p.id) else {
+        for (tenant, m, ask, a) in answers {
+            let Some(lease) = tenant.shared().map(|s| s.lease(m)) else {
                 continue;
             };
-            let Some(shared) = state.shared() else {
-                continue;
-            };
-            let given = p.ask.totals.given;
-            if shared
-                .lease(p.measure)
-                .unwritten(period, a.granted_total, given)
-            {
-                let i = usize::from(p.measure == Measure::Tokens);
-                rows[i].push((p.id.to_string(), a.granted_total, given));
-                marks.push((state, p.measure, a.granted_total, given));
+            let given = ask.totals.given;
+            if lease.unwritten(period, a.granted_total, given) {
+                rows[m.index()].push((tenant.id.to_string(), a.granted_total, given));
+                marks.push((lease, a.granted_total, given));
             }
         }
         for (m, rows) in Measure::ALL.into_iter().zip(rows) {
@@ -583,30 +583,8 @@ impl Inner {
                 self.write_grants(period, m, rows).await;
             }
         }
-        for (state, m, granted, given) in marks {
-            if let Some(s) = state.shared() {
-                s.lease(m).wrote(period, granted, given);
-            }
-        }
-    }
-
-    /// [`secure`](Self::secure) for one answer (a top-up, a hash made).
-    async fn secure_one(
-        &self,
-        tenant: &TenantState,
-        m: Measure,
-        ask: &script::Ask,
-        a: &script::Answer,
-        period: Period,
-    ) {
-        let Some(shared) = tenant.shared() else {
-            return;
-        };
-        let given = ask.totals.given;
-        if shared.lease(m).unwritten(period, a.granted_total, given) {
-            let row = (tenant.id.to_string(), a.granted_total, given);
-            self.write_grants(period, m, vec![row]).await;
-            shared.lease(m).wrote(period, a.granted_total, given);
+        for (lease, granted, given) in marks {
+            lease.wrote(period, granted, given);
         }
     }
 
@@ -660,7 +638,7 @@ impl Inner {
             now = now.max(self.clock.now_nanos());
             match self.call_one(&tenant.id, m, period, &ask, now).await? {
                 Reply::Answer(a) => {
-                    self.secure_one(tenant, m, &ask, &a, period).await;
+                    self.secure([(tenant, m, &ask, &a)], period).await;
                     self.take(shared, m, &ask, &a, period);
                     if ask.init.is_some() {
                         self.reread(tenant, m, period).await;

@@ -77,7 +77,7 @@ impl Track {
             dry_until: i64::MIN,
             given_acked: 0,
         };
-        let flows = [flow(Measure::Calls), flow(Measure::Tokens)];
+        let flows = Measure::ALL.map(flow);
         Track {
             state,
             asked: false,
@@ -96,18 +96,11 @@ fn taken(lease: &crate::quota::lease::Lease, m: Measure, period: Period) -> u64 
     }
 }
 
-fn index(m: Measure) -> usize {
-    match m {
-        Measure::Calls => 0,
-        Measure::Tokens => 1,
-    }
-}
-
 /// One call planned for a pipeline.
-pub(super) struct Planned {
-    pub(super) id: Arc<str>,
-    pub(super) measure: Measure,
-    pub(super) ask: Ask,
+struct Planned {
+    id: Arc<str>,
+    measure: Measure,
+    ask: Ask,
 }
 
 pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
@@ -180,10 +173,13 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
             // What the answers grant is written to the store before it is
             // spent (one statement per measure).
             let answered = chunk.iter().zip(&replies).filter_map(|(p, r)| match r {
-                Some(Reply::Answer(a)) => Some((p, a)),
+                Some(Reply::Answer(a)) => {
+                    let tr = tracked.get(&p.id)?;
+                    Some((&*tr.state, p.measure, &p.ask, a))
+                }
                 _ => None,
             });
-            inner.secure(&registry, answered, period).await;
+            inner.secure(answered, period).await;
             for (p, reply) in chunk.iter().zip(replies) {
                 let Some(tr) = tracked.get_mut(&p.id) else {
                     continue;
@@ -277,7 +273,7 @@ fn plan(
     let stopping = inner.stopping.load(Ordering::Acquire);
     let asked = track.asked;
     let state = &track.state;
-    let tr = &mut track.flows[index(m)];
+    let tr = &mut track.flows[m.index()];
     let shared = state.shared()?;
     let lease = shared.lease(m);
     let limit = m.limit(&state.plan().plan);
@@ -411,7 +407,7 @@ async fn call(inner: &Inner, chunk: &[Planned], period: Period, now: i64) -> Vec
 /// Notes what an answer says of the other instances: that one of them
 /// is short (give back), or that nothing can come back (stop asking).
 fn note(inner: &Inner, track: &mut Track, p: &Planned, a: &Answer, now: i64) {
-    let tr = &mut track.flows[index(p.measure)];
+    let tr = &mut track.flows[p.measure.index()];
     if p.measure == Measure::Calls {
         inner.stats.given_back.fetch_add(
             p.ask.totals.given.saturating_sub(tr.given_acked),

@@ -14,8 +14,10 @@ use super::error::ApiError;
 /// Places for one kind of work.
 #[derive(Debug)]
 pub struct Slots {
-    /// The work's name in error codes and messages (`exports`, `reports`).
+    /// The work's name in messages (`exports`, `reports`).
     what: &'static str,
+    /// The error codes: the owner has all of its places, the server all.
+    codes: (&'static str, &'static str),
     /// The `[limits]` keys that set the two bounds, for messages.
     keys: (&'static str, &'static str),
     max: u32,
@@ -34,12 +36,14 @@ impl Slots {
     /// owners'), `per_owner` for each owner.
     pub fn new(
         what: &'static str,
+        codes: (&'static str, &'static str),
         keys: (&'static str, &'static str),
         max: u32,
         per_owner: u32,
     ) -> Arc<Slots> {
         Arc::new(Slots {
             what,
+            codes,
             keys,
             max,
             per_owner,
@@ -47,15 +51,15 @@ impl Slots {
         })
     }
 
-    /// A place for `owner`, or the refusal: 429 `too_many_<what>` when the
-    /// owner has all of its own, 503 `<what>_busy` when the server has all
-    /// of them; both with `Retry-After`.
+    /// A place for `owner`, or the refusal: 429 with the first code when
+    /// the owner has all of its own, 503 with the second when the server
+    /// has all of them; both with `Retry-After`.
     pub fn take(self: &Arc<Self>, owner: &str) -> Result<Slot, ApiError> {
         let mut held = self.held.lock();
         if held.1.get(owner).copied().unwrap_or(0) >= self.per_owner {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                code(self.what, true),
+                self.codes.0,
                 format!(
                     "this tenant already has {} {} running ([limits] {}); finish one first",
                     self.per_owner, self.what, self.keys.1
@@ -66,7 +70,7 @@ impl Slots {
         if held.0 >= self.max {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                code(self.what, false),
+                self.codes.1,
                 format!(
                     "{} {} are running ([limits] {}); try again shortly",
                     self.max, self.what, self.keys.0
@@ -85,17 +89,6 @@ impl Slots {
     /// Places taken now.
     pub fn active(&self) -> u32 {
         self.held.lock().0
-    }
-}
-
-/// The error codes, as static strings.
-fn code(what: &str, owner: bool) -> &'static str {
-    match (what, owner) {
-        ("exports", true) => "too_many_exports",
-        ("exports", false) => "exports_busy",
-        ("reports", true) => "too_many_reports",
-        (_, true) => "too_many_requests",
-        _ => "busy",
     }
 }
 
@@ -118,7 +111,13 @@ mod tests {
 
     #[test]
     fn places_are_bounded_per_owner_and_in_all_and_come_back() {
-        let s = Slots::new("exports", ("exports", "exports_per_tenant"), 3, 2);
+        let s = Slots::new(
+            "exports",
+            ("too_many_exports", "exports_busy"),
+            ("exports", "exports_per_tenant"),
+            3,
+            2,
+        );
         let a1 = s.take("a").unwrap();
         let _a2 = s.take("a").unwrap();
         let e = s.take("a").err().unwrap();

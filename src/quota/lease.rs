@@ -128,6 +128,14 @@ pub enum Measure {
 impl Measure {
     pub const ALL: [Measure; 2] = [Measure::Calls, Measure::Tokens];
 
+    /// Its place in [`ALL`](Self::ALL) (arrays kept per measure).
+    pub fn index(self) -> usize {
+        match self {
+            Measure::Calls => 0,
+            Measure::Tokens => 1,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Measure::Calls => "calls",

@@ -527,21 +527,17 @@ impl TenantState {
     /// after a response). Only the current period lives in memory; records of
     /// other periods count in the store alone.
     pub fn add_usage(&self, now: Nanos, record_ms: i64, calls: u64, tokens: u64) {
-        let period = Period::containing_nanos(now);
-        if Period::containing_secs(record_ms.div_euclid(1000)) != period {
-            return;
+        if let Some(period) = live_period(now, record_ms) {
+            self.counters.add(period, calls, tokens);
         }
-        self.counters.add(period, calls, tokens);
     }
 
     /// Takes back `tokens` counted by [`add_usage`](Self::add_usage) (an
     /// estimate charged while an answer streamed, above what it used).
     pub fn uncount_tokens(&self, now: Nanos, record_ms: i64, tokens: u64) {
-        let period = Period::containing_nanos(now);
-        if Period::containing_secs(record_ms.div_euclid(1000)) != period {
-            return;
+        if let Some(period) = live_period(now, record_ms) {
+            self.counters.uncount_tokens(period, tokens);
         }
-        self.counters.uncount_tokens(period, tokens);
     }
 
     /// Sets `period`'s calls and tokens (the persisted totals, at start-up
@@ -562,6 +558,13 @@ impl TenantState {
             self.counters.tokens_used(period),
         )
     }
+}
+
+/// The period at `now`, if a record made at `record_ms` falls in it: only
+/// the current period lives in memory.
+fn live_period(now: Nanos, record_ms: i64) -> Option<Period> {
+    let period = Period::containing_nanos(now);
+    (Period::containing_secs(record_ms.div_euclid(1000)) == period).then_some(period)
 }
 
 #[cfg(test)]

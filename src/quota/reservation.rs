@@ -43,10 +43,6 @@ impl Reservation {
         self.tokens
     }
 
-    pub fn tenant(&self) -> &Arc<TenantState> {
-        &self.tenant
-    }
-
     /// The request used `used` tokens: they replace the reservation (the
     /// rest given back, or what passed it counted).
     pub fn settle(mut self, now: Nanos, used: u64) {
