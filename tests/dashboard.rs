@@ -313,8 +313,32 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
     assert_eq!(b.console_errors(), Vec::<String>::new());
 
     // A wrong key gets a clear message, not a blank page.
-    b.js("localStorage.clear();", vec![]);
+    // A link with another key does not silently replace the one in use
+    // (issue 37, 8b): the page asks, and keeps the current one until told.
     b.goto(&format!("{page}#key=tg_thisKeyDoesNotExist0000000000000"));
+    b.wait(
+        "the question",
+        "return !document.querySelector('[data-testid=switch]').hidden;",
+    );
+    let question = b.text("switch-text").as_str().unwrap().to_string();
+    assert!(
+        question.contains("key tg_thisK…") && question.contains(&format!("key {}…", &key[..8])),
+        "{question}"
+    );
+    assert_eq!(b.js("return location.hash;", vec![]), json!(""));
+    b.click("switch-no");
+    b.goto(&format!("{page}#key=tg_thisKeyDoesNotExist0000000000000"));
+    b.wait(
+        "the question again",
+        "return !document.querySelector('[data-testid=switch]').hidden;",
+    );
+    assert_eq!(
+        b.js("return localStorage.getItem('tollgate.key');", vec![]),
+        json!(key),
+        "the kept key is untouched"
+    );
+    assert_eq!(b.text("total-requests"), json!("46"), "still signed in");
+    b.click("switch-yes");
     b.wait(
         "the wrong-key message",
         "const e = document.querySelector('[data-testid=login-error]'); return !!e && !e.hidden;",
@@ -368,9 +392,12 @@ fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
         let r = s.http.get(s.url(path)).send().unwrap();
         assert_eq!(r.status(), 200, "{path}");
         assert!(header(&r, "content-type").unwrap().starts_with(ct));
-        assert!(header(&r, "content-security-policy")
-            .unwrap()
-            .contains("default-src 'none'"));
+        let csp = header(&r, "content-security-policy").unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(header(&r, "x-frame-options").as_deref(), Some("DENY"));
         let body = r.text().unwrap().replace("http://www.w3.org/2000/svg", "");
         assert!(
             !body.contains("http:") && !body.contains("https:") && !body.contains("//cdn"),
@@ -608,6 +635,88 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     }
 }
 
+/// Issue 37, 8b: the admin token is kept only in the tab's sessionStorage,
+/// apart from the tenant key in localStorage (one an older release left
+/// there is removed); a link with a tenant key asks before it replaces the
+/// operator's sign-in and leaves the token alone; the console signs out,
+/// and then nothing in the browser opens it again.
+#[test]
+fn the_admin_token_is_kept_apart_asked_about_and_signed_out() {
+    let s = TestServer::start();
+    let key = seed(&s);
+    let b = Browser::start();
+    b.resize(1280, 1000);
+    let console = s.url("/dashboard/console");
+    let page = s.url("/dashboard/api-usage");
+
+    // An admin token an older release kept in localStorage is removed.
+    b.goto(&console);
+    b.js("localStorage.setItem('tollgate.key', arguments[0]);", vec![json!(ADMIN)]);
+    b.goto(&console);
+    b.wait("the sign-in", "return !document.getElementById('login').hidden;");
+    assert_eq!(b.js("return localStorage.length;", vec![]), json!(0));
+
+    // Signed in through the form: the token is in this tab only.
+    fill(&b, "token-input", ADMIN);
+    b.click("sign-in");
+    b.wait(
+        "the console",
+        "return !document.getElementById('console').hidden && !document.querySelector('[data-testid=signout]').hidden;",
+    );
+    let kept = "return [Object.values(localStorage), sessionStorage.getItem('tollgate.admin')];";
+    assert_eq!(b.js(kept, vec![]), json!([[], ADMIN]));
+
+    // The usage page in the same tab opens the operator view; a tenant's
+    // link asks first, and switching keeps the token where it was.
+    b.goto(&page);
+    b.wait("the operator view", "const e = document.querySelector('[data-testid=admin-summary]'); return !!e && e.textContent.startsWith('1 tenants');");
+    b.goto(&format!("{page}#key={key}"));
+    b.wait(
+        "the question",
+        "return !document.querySelector('[data-testid=switch]').hidden;",
+    );
+    let question = b.text("switch-text").as_str().unwrap().to_string();
+    assert!(
+        question.contains("signed in with the admin token") && !question.contains(ADMIN),
+        "{question}"
+    );
+    assert!(
+        b.text("admin-summary").as_str().unwrap().starts_with("1 tenants"),
+        "still the operator's view"
+    );
+    b.click("switch-yes");
+    b.wait(
+        "the tenant's view",
+        "const e = document.querySelector('[data-testid=calls-used]'); return !!e && e.textContent === '46' && document.getElementById('admin-bar').hidden;",
+    );
+    assert_eq!(b.js(kept, vec![]), json!([[key], ADMIN]));
+
+    // Back to the console: still signed in (this tab); signing out forgets
+    // the token, and opening the console again asks for it.
+    b.goto(&console);
+    b.wait(
+        "the console",
+        "return !document.getElementById('console').hidden;",
+    );
+    b.click("signout");
+    b.wait("the sign-in", "return !document.getElementById('login').hidden && document.getElementById('console').hidden;");
+    assert_eq!(b.js(kept, vec![]), json!([[key], null]));
+    b.goto(&console);
+    b.wait("the sign-in", "return !document.getElementById('login').hidden;");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        b.js("return document.getElementById('console').hidden;", vec![]),
+        json!(true)
+    );
+    // A tenant key in a console link opens nothing.
+    b.goto(&format!("{console}#key={key}"));
+    b.wait(
+        "the tenant key's refusal",
+        "const e = document.querySelector('[data-testid=login-error]'); return !e.hidden && e.textContent.includes('tenant key');",
+    );
+    assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
+}
+
 /// Five weeks of history with an unusual hour, short answers from gpt-4o,
 /// API versions and countries: the page lists the unusual hour and marks
 /// it on the chart (the readout names it), prices the cheaper model, and
@@ -728,6 +837,12 @@ fn the_page_shows_unusual_hours_ways_to_save_and_breakdowns() {
     // The operator sees every tenant's unusual hours, each named.
     b.resize(1280, 1000);
     b.goto(&format!("{}#key={ADMIN}", s.url("/dashboard/api-usage")));
+    // Signed in with the tenant's key, the page asks before switching.
+    b.wait(
+        "the question",
+        "return !document.querySelector('[data-testid=switch]').hidden;",
+    );
+    b.click("switch-yes");
     b.wait(
         "the operator's unusual hours",
         "const e = document.querySelector('[data-testid=anomalies]'); return !!e && e.textContent.includes('insightful: Requests');",

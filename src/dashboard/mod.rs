@@ -1,7 +1,8 @@
 //! `/dashboard/api-usage`: the page tenants and operators look at, compiled
 //! into the binary (HTML, CSS, JS; charts are SVG drawn by the script, no
 //! library, nothing fetched from elsewhere). It reads the same JSON API as
-//! any client, with the key kept in the browser's localStorage. `/docs`
+//! any client; a tenant key is kept in the browser's localStorage, the admin
+//! token only in the tab's sessionStorage (common.js). `/docs`
 //! renders `/api/openapi.json` the same way; `/` and `/dashboard` lead to
 //! the page. `/dashboard/console` is the operator's: plans, tenants and
 //! keys, every action through the admin API.
@@ -29,6 +30,8 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        // For browsers that predate CSP's frame-ancestors.
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(body)
 }

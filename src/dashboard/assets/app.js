@@ -2,9 +2,11 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const { STORE_KEY, nf, num, request, keyFromHash, isTenantKey } = window.Tollgate;
+  const { nf, num, request, keyFromHash, isTenantKey, kept, askToSwitch } = window.Tollgate;
   const REFRESH_MS = 5000;
-  const state = { key: null, mode: null, range: "week", from: null, to: null, tenant: null, timer: null, busy: null, hover: null, attempt: 0 };
+  // Which view this tab showed last, "admin" or "tenant".
+  const VIEW = "tollgate.view";
+  const state = { key: null, pending: null, mode: null, range: "week", from: null, to: null, tenant: null, timer: null, busy: null, hover: null, attempt: 0 };
 
   // The range as a query: a named one, or `from`/`to` (a previous period,
   // or dates the user picked).
@@ -63,22 +65,26 @@
     clearInterval(state.timer);
     state.mode = null;
     state.key = null;
+    state.pending = key;
     const attempt = ++state.attempt;
     const tenantShaped = isTenantKey(key);
     try {
       await request(key, "GET", tenantShaped ? "/api/billing/usage" : "/api/admin/tenants");
       if (attempt !== state.attempt) return;
       state.key = key;
+      state.pending = null;
       state.mode = tenantShaped ? "tenant" : "admin";
     } catch (e) {
       if (attempt !== state.attempt) return;
+      state.pending = null;
       if (e.status === 401 || e.status === 403) {
-        localStorage.removeItem(STORE_KEY);
+        kept.forget(key);
         return showLogin("That key was not accepted: it is unknown, revoked or mistyped.");
       }
       return showLogin("Tollgate could not be reached (" + e.message + "). Try again.");
     }
-    localStorage.setItem(STORE_KEY, key);
+    kept.keep(key);
+    sessionStorage.setItem(VIEW, state.mode);
     $("login").hidden = true;
     $("app").hidden = false;
     $("signout").hidden = false;
@@ -764,9 +770,13 @@
     const key = $("key-input").value.trim();
     if (key) signIn(key);
   });
+  // Signing out forgets every credential this page kept.
   $("signout").addEventListener("click", () => {
-    localStorage.removeItem(STORE_KEY);
+    kept.forgetAll();
     state.key = null;
+    state.pending = null;
+    state.attempt++;
+    $("switch").hidden = true;
     showLogin("");
   });
 
@@ -781,12 +791,23 @@
   });
 
   setRange(state.range);
-  // A key from the link's fragment is moved to localStorage (signIn).
+  // A key from the link's fragment signs in at once when none is in use or
+  // being signed in with (or the same one); one that would replace another
+  // is asked about.
+  function fromLink(key) {
+    const now = state.key || state.pending;
+    if (!now || now === key) return signIn(key);
+    askToSwitch(key, now, () => signIn(key));
+  }
   window.addEventListener("hashchange", () => {
     const key = keyFromHash();
-    if (key) signIn(key);
+    if (key) fromLink(key);
   });
-  const key = keyFromHash() || localStorage.getItem(STORE_KEY);
+  // The tab opens with the view it showed last (the operator's or a
+  // tenant's), where both credentials are kept.
+  const link = keyFromHash();
+  const key = sessionStorage.getItem(VIEW) === "tenant" ? kept.tenant() || kept.admin() : kept.admin() || kept.tenant();
   if (key) signIn(key);
-  else showLogin("");
+  else if (!link) showLogin("");
+  if (link) fromLink(link);
 })();

@@ -40,14 +40,55 @@
     return m ? decodeURIComponent(m[1]) : null;
   }
 
+  // Tenant keys have a fixed shape; anything else can only be the admin token.
+  const isTenantKey = (key) => /^tg_[A-Za-z0-9]{32}$/.test(key);
+
+  // Where a credential is kept. A tenant key in localStorage (its own page,
+  // across visits); the admin token only in sessionStorage, under its own
+  // name (this tab, gone when it closes), so that nothing the tenant page
+  // keeps or forgets touches it and it never outlives the operator's tab.
+  // An admin token an older release left in localStorage is removed.
+  const TENANT_KEY = "tollgate.key", ADMIN_TOKEN = "tollgate.admin";
+  const left = localStorage.getItem(TENANT_KEY);
+  if (left && !isTenantKey(left)) localStorage.removeItem(TENANT_KEY);
+  const kept = {
+    tenant: () => localStorage.getItem(TENANT_KEY),
+    admin: () => sessionStorage.getItem(ADMIN_TOKEN),
+    keep: (key) => (isTenantKey(key) ? localStorage.setItem(TENANT_KEY, key) : sessionStorage.setItem(ADMIN_TOKEN, key)),
+    // Only that credential: another one kept meanwhile stays.
+    forget: (key) => {
+      const [store, name] = isTenantKey(key) ? [localStorage, TENANT_KEY] : [sessionStorage, ADMIN_TOKEN];
+      if (store.getItem(name) === key) store.removeItem(name);
+    },
+    forgetAll: () => { localStorage.removeItem(TENANT_KEY); sessionStorage.removeItem(ADMIN_TOKEN); },
+  };
+
+  // How a credential is named on the page: a key by its prefix, the
+  // admin token never by its value.
+  const describe = (key) => (isTenantKey(key) ? "key " + key.slice(0, 8) + "…" : "the admin token");
+
+  // A link's key never silently replaces the one in use: the page asks
+  // (the `switch` card), and only "Switch" signs in with it.
+  function askToSwitch(key, current, onSwitch) {
+    const card = document.getElementById("switch");
+    document.getElementById("switch-text").textContent =
+      "This link signs in with " + describe(key) + ". You are signed in with " + describe(current) +
+      (describe(key) === describe(current) ? " (a different one)" : "") + ". Switch?";
+    card.hidden = false;
+    document.getElementById("switch-yes").onclick = () => { card.hidden = true; onSwitch(); };
+    document.getElementById("switch-no").onclick = () => { card.hidden = true; };
+    document.getElementById("switch-no").focus();
+  }
+
   window.Tollgate = {
-    STORE_KEY: "tollgate.key",
     nf,
     num: (n) => (n === null || n === undefined ? "—" : nf.format(n)),
     ApiError,
     request,
     keyFromHash,
-    // Tenant keys have a fixed shape; anything else can only be the admin token.
-    isTenantKey: (key) => /^tg_[A-Za-z0-9]{32}$/.test(key),
+    isTenantKey,
+    kept,
+    describe,
+    askToSwitch,
   };
 })();

@@ -3,11 +3,11 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const { STORE_KEY, num, request, keyFromHash, isTenantKey } = window.Tollgate;
+  const { num, request, keyFromHash, isTenantKey, kept, askToSwitch } = window.Tollgate;
   // Figures (requests, tokens, cost, quota) are read for this many tenants.
   const MAX_FIGURES = 100;
   const REFRESH_MS = 15000;
-  const state = { token: null, plans: [], tenants: [], figures: {}, sort: { by: "requests", desc: true }, keysOf: null, arm: null };
+  const state = { token: null, timer: null, attempt: 0, plans: [], tenants: [], figures: {}, sort: { by: "requests", desc: true }, keysOf: null, arm: null };
   const usd = (n) => (n === null || n === undefined ? "—" : "$" + (n >= 1 || n === 0 ? n.toFixed(2) : n.toFixed(4)));
   const pct = (n) => (n === null || n === undefined ? "—" : n.toFixed(1) + "%");
 
@@ -301,7 +301,9 @@
   // ---- sign-in ---------------------------------------------------------------
 
   function showLogin(message) {
+    clearInterval(state.timer);
     $("console").hidden = true;
+    $("signout").hidden = true;
     $("login").hidden = false;
     const err = $("login-error");
     err.hidden = !message;
@@ -309,19 +311,30 @@
   }
 
   async function signIn(token) {
+    clearInterval(state.timer);
+    const attempt = ++state.attempt;
+    if (isTenantKey(token)) return showLogin("That is a tenant key: the console needs the admin token.");
     state.token = token;
     try {
       await api("GET", "/api/admin/plans");
     } catch (e) {
-      if (e.status === 401 || e.status === 403) return showLogin("That token was not accepted: the console needs the admin token.");
+      if (attempt !== state.attempt) return;
+      if (e.status === 401 || e.status === 403) {
+        kept.forget(token);
+        state.token = null;
+        return showLogin("That token was not accepted: the console needs the admin token.");
+      }
       return showLogin("Tollgate could not be reached (" + e.message + "). Try again.");
     }
-    localStorage.setItem(STORE_KEY, token);
+    if (attempt !== state.attempt) return;
+    kept.keep(token);
     $("login").hidden = true;
     $("console").hidden = false;
+    $("signout").hidden = false;
     await load();
     // The figures move with the traffic; the lists with other operators.
-    setInterval(() => { if (!document.hidden) load(); }, REFRESH_MS);
+    clearInterval(state.timer);
+    state.timer = setInterval(() => { if (!document.hidden && state.token) load(); }, REFRESH_MS);
   }
 
   $("login-form").addEventListener("submit", (ev) => {
@@ -329,9 +342,30 @@
     const t = $("token-input").value.trim();
     if (t) signIn(t);
   });
+  // Signing out forgets the token (kept in this tab only) and stops the
+  // refresh.
+  $("signout").addEventListener("click", () => {
+    kept.forget(state.token || "");
+    state.token = null;
+    state.attempt++;
+    $("switch").hidden = true;
+    showLogin(null);
+  });
 
-  const stored = keyFromHash() || localStorage.getItem(STORE_KEY);
-  // A tenant key cannot open the console.
-  if (stored && !isTenantKey(stored)) signIn(stored);
-  else showLogin(null);
+  // A token from the link's fragment signs in at once when none is in use
+  // (or the same one); one that would replace another is asked about.
+  function fromLink(token) {
+    const now = state.token || kept.admin();
+    if (!now || now === token) return signIn(token);
+    askToSwitch(token, now, () => signIn(token));
+  }
+  window.addEventListener("hashchange", () => {
+    const t = keyFromHash();
+    if (t) fromLink(t);
+  });
+  const link = keyFromHash();
+  const stored = kept.admin();
+  if (stored) signIn(stored);
+  else if (!link) showLogin(null);
+  if (link) fromLink(link);
 })();
