@@ -450,8 +450,11 @@ impl Tollgate {
         };
         let result = actix_web::rt::System::new().block_on(async move {
             let server = http::server(state, listener, workers)?;
+            // The server's handler listens before `on_start`, which may
+            // hand over from startup's (signals::Early).
+            let signals = listen_for_stop();
             on_start(server.handle());
-            actix_web::rt::spawn(stop_on_signal(server.handle()));
+            actix_web::rt::spawn(stop_on_signal(server.handle(), signals));
             server.await
         });
         // Its calls in flight are answered and queued before the drain.
@@ -510,15 +513,30 @@ fn instance_name(config: &Config) -> Result<String, StartError> {
     }
 }
 
-/// Stops the server gracefully on SIGINT (Ctrl-C) as on SIGTERM: it stops
-/// accepting, answers the requests in flight (up to 10 s), then returns.
-async fn stop_on_signal(server: actix_web::dev::ServerHandle) {
+type StopSignals = (
+    actix_web::rt::signal::unix::Signal,
+    actix_web::rt::signal::unix::Signal,
+);
+
+/// SIGINT and SIGTERM, listened for from now on (inside the runtime).
+fn listen_for_stop() -> Option<StopSignals> {
     use actix_web::rt::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot listen for SIGINT and SIGTERM; stop with the handle only");
+    ) {
+        (Ok(int), Ok(term)) => Some((int, term)),
+        _ => {
+            tracing::error!("cannot listen for SIGINT and SIGTERM; stop with the handle only");
+            None
+        }
+    }
+}
+
+/// Stops the server gracefully on SIGINT (Ctrl-C) as on SIGTERM: it stops
+/// accepting, answers the requests in flight (up to 10 s), then returns.
+async fn stop_on_signal(server: actix_web::dev::ServerHandle, signals: Option<StopSignals>) {
+    let Some((mut int, mut term)) = signals else {
         return;
     };
     let which = tokio::select! {

@@ -46,7 +46,9 @@ Environment:
   TOLLGATE_<SECTION>_<KEY>  any configuration key, e.g. TOLLGATE_FLUSH_INTERVAL_MS
 Precedence: flags, then TOLLGATE_* variables, then the file, then defaults.
 Stop with SIGTERM or Ctrl-C: requests in flight are answered, then every
-queued record is written.";
+queued record is written. While starting (the --demo seeding included), a
+signal stops at the next step with everything written; a second one ends
+the process at once.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = SERVE_ENV)]
@@ -162,6 +164,10 @@ fn health(args: HealthArgs) -> Result<(), StartError> {
 
 fn serve(args: ServeArgs) -> Result<(), StartError> {
     init_logging(args.log_format);
+    let early = crate::signals::Early::listen().map_err(|source| StartError::Io {
+        context: "cannot listen for SIGINT and SIGTERM".into(),
+        source,
+    })?;
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(bind) = args.bind {
         config.bind = bind;
@@ -187,11 +193,25 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     if let Some(path) = &tollgate.admin_token_path {
         println!("Admin token: in {} (mode 0600)", path.display());
     }
-    if args.demo {
+    if args.demo && !early.raised() {
         let started = std::time::Instant::now();
-        let tenants =
-            crate::demo::seed(&tollgate.registry, &tollgate.prices, clock.now(), 30, 1.0)?;
+        println!("Seeding the demo tenants (30 days of usage each)...");
+        let stop = || early.raised();
+        let seeded = crate::demo::seed(
+            &tollgate.registry,
+            &tollgate.prices,
+            clock.now(),
+            30,
+            1.0,
+            &stop,
+        )?;
         tollgate.store.flush()?;
+        let Some(tenants) = seeded else {
+            println!(
+                "Demo seeding stopped by a signal; the next --demo writes the cut tenant again"
+            );
+            return stop_at_once(tollgate, listener, early);
+        };
         println!(
             "Demo tenants ({} records written in {:.1} s):",
             tenants.iter().map(|t| t.records_written).sum::<usize>(),
@@ -238,6 +258,31 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     if let Some(grpc) = tollgate.grpc_addr() {
         println!("Envoy rate-limit and ext_authz services (gRPC) on {grpc}");
     }
+    if early.raised() {
+        return stop_at_once(tollgate, listener, early);
+    }
     println!("Tollgate listening on http://{addr}");
-    tollgate.serve(listener)
+    tollgate.serve_with(listener, |server| {
+        if early.hand_over() {
+            stop_now(server);
+        }
+    })
+}
+
+/// A stop signal came before the server served: it stops as soon as it
+/// starts, through the same drain and flush as any stop.
+fn stop_at_once(
+    tollgate: Tollgate,
+    listener: TcpListener,
+    early: crate::signals::Early,
+) -> Result<(), StartError> {
+    tracing::info!("a stop signal came while starting: stopping before serving");
+    tollgate.serve_with(listener, |server| {
+        early.hand_over();
+        stop_now(server);
+    })
+}
+
+fn stop_now(server: actix_web::dev::ServerHandle) {
+    actix_web::rt::spawn(async move { server.stop(true).await });
 }

@@ -218,17 +218,25 @@ fn record(rng: &mut StdRng, ts: DateTime<Utc>, prices: &PriceTable) -> UsageReco
 /// The name of the key the demo creates for each tenant.
 const DEMO_KEY: &str = "demo";
 
+/// What a demo tenant is named while its history is being written: a run
+/// cut meanwhile (a stop signal, a crash) leaves it so, and the next run
+/// deletes it, with what it had written, and writes it again.
+const SEEDING: &str = " (seeding)";
+
 /// Creates (or reuses) the demo tenants, writes their history when they are
 /// new, and makes a fresh key for each. `scale` multiplies the volume (tests
 /// use a small one). A second run writes no history again and replaces
-/// each tenant's demo key.
+/// each tenant's demo key. `stop` is asked between the hours written:
+/// once it says so, seeding ends there (`None`), the cut tenant left
+/// marked for the next run.
 pub fn seed(
     registry: &Registry,
     prices: &PriceTable,
     now: DateTime<Utc>,
     days: i64,
     scale: f64,
-) -> Result<Vec<DemoTenant>, RegistryError> {
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Vec<DemoTenant>>, RegistryError> {
     let mut out = Vec::new();
     let mut plans = registry.plans();
     plans.sort_by(|a, b| a.price_usd_monthly.total_cmp(&b.price_usd_monthly));
@@ -240,12 +248,23 @@ pub fn seed(
             .and_then(|limit| Some((limit, shares.next()?)))
             .map(|(limit, share)| ((limit as f64 * share) as u64, limit));
         let tenant_id = format!("demo-{}", plan.id);
+        if stop() {
+            return Ok(None);
+        }
+        if registry
+            .tenant(&tenant_id)?
+            .is_some_and(|t| t.name.ends_with(SEEDING))
+        {
+            tracing::info!(tenant = %tenant_id, "the last run's seeding was cut: writing this tenant again");
+            registry.delete_tenant(&tenant_id, now)?;
+        }
         let mut written = 0;
         if registry.tenant_state(&tenant_id).is_none() {
+            let name = format!("Demo {}", plan.name);
             registry.create_tenant(
                 Tenant {
                     id: tenant_id.clone(),
-                    name: format!("Demo {}", plan.name),
+                    name: format!("{name}{SEEDING}"),
                     plan_id: plan.id.clone(),
                     status: TenantStatus::Active,
                     created_at: now - Duration::days(days),
@@ -255,17 +274,24 @@ pub fn seed(
             let state = registry
                 .tenant_state(&tenant_id)
                 .ok_or_else(|| RegistryError::NotFound(tenant_id.clone()))?;
-            written = write_history(
-                registry,
-                prices,
-                &state,
-                &History {
-                    plan_id: &plan.id,
-                    now,
-                    days,
-                    scale,
-                    demand,
+            let history = History {
+                plan_id: &plan.id,
+                now,
+                days,
+                scale,
+                demand,
+            };
+            let Some(n) = write_history(registry, prices, &state, &history, stop)? else {
+                return Ok(None);
+            };
+            written = n;
+            registry.update_tenant(
+                &tenant_id,
+                |t| {
+                    t.name = name;
+                    Ok(())
                 },
+                now,
             )?;
         }
         // One working demo key per tenant: a second run's key replaces the
@@ -283,7 +309,7 @@ pub fn seed(
             records_written: written,
         });
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// What [`write_history`] writes for one tenant.
@@ -321,7 +347,8 @@ fn write_history(
     prices: &PriceTable,
     state: &Arc<crate::quota::TenantState>,
     h: &History,
-) -> Result<usize, RegistryError> {
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<usize>, RegistryError> {
     let (now, days) = (h.now, h.days);
     let seed = h
         .plan_id
@@ -360,6 +387,9 @@ fn write_history(
     let mut extra = StdRng::seed_from_u64(seed ^ 0x1a51_6475);
     let unusual = unusual_hour(h.plan_id, now);
     while hour_start < now {
+        if stop() {
+            return Ok(None);
+        }
         let this_month = hour_start >= month_start;
         let odd = unusual.filter(|(at, _)| *at == hour_start).map(|(_, u)| u);
         let mut mean = hourly_mean(per_day, start, days, hour_start);
@@ -402,7 +432,7 @@ fn write_history(
             }])?;
         }
     }
-    Ok(total)
+    Ok(Some(total))
 }
 
 /// A request whose upstream timed out: 502 after 30 s, no tokens.
@@ -517,7 +547,9 @@ mod tests {
             Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
         let plans = Config::default().default_plans().unwrap();
         let registry = Registry::load(store, &plans, now).unwrap();
-        let tenants = seed(&registry, &PriceTable::builtin(), now, 30, 0.2).unwrap();
+        let tenants = seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
+            .unwrap()
+            .unwrap();
         tenants
             .iter()
             .map(|t| {
@@ -528,6 +560,75 @@ mod tests {
                 (t.tenant_id.clone(), share, t.records_written as u64)
             })
             .collect()
+    }
+
+    /// A seeding cut by a stop signal leaves the tenant it was writing
+    /// marked; the next run deletes it with its partial history and writes
+    /// it again, so that every tenant ends as a run never cut would leave it.
+    #[test]
+    fn a_cut_seeding_is_completed_by_the_next_run() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 15, 14, 0, 0).unwrap();
+        let open = |dir: &std::path::Path| {
+            let store: Arc<dyn Store> =
+                Arc::new(SledStore::open_with(dir, SledOptions::new(100, 1 << 24)).unwrap());
+            let plans = Config::default().default_plans().unwrap();
+            (Registry::load(store.clone(), &plans, now).unwrap(), store)
+        };
+        let figures = |registry: &Registry, store: &Arc<dyn Store>| {
+            let mut out: Vec<(String, String, u64, u64)> = registry
+                .tenants()
+                .unwrap()
+                .into_iter()
+                .map(|t| {
+                    let (calls, _) = registry
+                        .tenant_state(&t.id)
+                        .unwrap()
+                        .used(Period::containing(now));
+                    let mut records = 0u64;
+                    store
+                        .scan_usage(&t.id, 0, i64::MAX, &mut |_| {
+                            records += 1;
+                            true
+                        })
+                        .unwrap();
+                    (t.id, t.name, calls, records)
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        let clean = tempfile::tempdir().unwrap();
+        let (registry, store) = open(clean.path());
+        seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
+            .unwrap()
+            .unwrap();
+        let whole = figures(&registry, &store);
+
+        let cut = tempfile::tempdir().unwrap();
+        {
+            let (registry, store) = open(cut.path());
+            let asked = std::cell::Cell::new(0);
+            let stop = || {
+                asked.set(asked.get() + 1);
+                asked.get() > 1_000
+            };
+            let seeded = seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &stop).unwrap();
+            assert!(seeded.is_none());
+            let marked: Vec<String> = registry
+                .tenants()
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.name.ends_with(SEEDING))
+                .map(|t| t.id)
+                .collect();
+            assert_eq!(marked.len(), 1, "{:?}", figures(&registry, &store));
+            store.flush().unwrap();
+        }
+        let (registry, store) = open(cut.path());
+        seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(figures(&registry, &store), whole);
     }
 
     /// On the 1st, mid-month and at the month's end alike, the cheapest
@@ -563,7 +664,9 @@ mod tests {
             Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
         let plans = Config::default().default_plans().unwrap();
         let registry = Registry::load(store.clone(), &plans, now).unwrap();
-        seed(&registry, &PriceTable::builtin(), now, 30, 0.2).unwrap();
+        seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
+            .unwrap()
+            .unwrap();
         let h_now = now.timestamp_millis() / 3_600_000;
         let found = |tenant: &str| {
             let hours = Hours::read(

@@ -29,7 +29,8 @@
 //!   [`files`]: the private data directory; [`config`], [`clock`];
 //!   [`telemetry`]: per-thread slots, request metrics and event counters.
 //! - [`alerts`]: what fires a threshold webhook; [`alloc`]: the allocator's settings.
-//! - [`app`]: wiring and graceful stop; [`cli`]: the command line.
+//! - [`app`]: wiring and graceful stop; [`signals`]: stop signals before
+//!   serving; [`cli`]: the command line.
 
 pub mod alerts;
 pub mod alloc;
@@ -51,6 +52,7 @@ pub mod pricing;
 pub mod quota;
 pub mod registry;
 pub mod rollup;
+pub mod signals;
 pub mod store;
 pub mod telemetry;
 pub mod usage;

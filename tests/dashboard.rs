@@ -651,9 +651,15 @@ fn the_admin_token_is_kept_apart_asked_about_and_signed_out() {
 
     // An admin token an older release kept in localStorage is removed.
     b.goto(&console);
-    b.js("localStorage.setItem('tollgate.key', arguments[0]);", vec![json!(ADMIN)]);
+    b.js(
+        "localStorage.setItem('tollgate.key', arguments[0]);",
+        vec![json!(ADMIN)],
+    );
     b.goto(&console);
-    b.wait("the sign-in", "return !document.getElementById('login').hidden;");
+    b.wait(
+        "the sign-in",
+        "return !document.getElementById('login').hidden;",
+    );
     assert_eq!(b.js("return localStorage.length;", vec![]), json!(0));
 
     // Signed in through the form: the token is in this tab only.
@@ -681,7 +687,10 @@ fn the_admin_token_is_kept_apart_asked_about_and_signed_out() {
         "{question}"
     );
     assert!(
-        b.text("admin-summary").as_str().unwrap().starts_with("1 tenants"),
+        b.text("admin-summary")
+            .as_str()
+            .unwrap()
+            .starts_with("1 tenants"),
         "still the operator's view"
     );
     b.click("switch-yes");
@@ -702,7 +711,10 @@ fn the_admin_token_is_kept_apart_asked_about_and_signed_out() {
     b.wait("the sign-in", "return !document.getElementById('login').hidden && document.getElementById('console').hidden;");
     assert_eq!(b.js(kept, vec![]), json!([[key], null]));
     b.goto(&console);
-    b.wait("the sign-in", "return !document.getElementById('login').hidden;");
+    b.wait(
+        "the sign-in",
+        "return !document.getElementById('login').hidden;",
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(
         b.js("return document.getElementById('console').hidden;", vec![]),
