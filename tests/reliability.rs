@@ -392,3 +392,73 @@ fn every_tenant_route_with_another_tenants_key_shows_only_that_tenant() {
         error_body(s.tenant(&b, "GET", p, None), 403, "admin_only");
     }
 }
+
+/// Issue 37, 8k: a stop that cannot store what was queued says so, with
+/// the count, and never "every queued record is stored" after it (it
+/// said both). Other tests of this binary log too: the lines are told
+/// apart by the thread that stops the server.
+#[test]
+fn a_stop_that_loses_queued_records_says_so_and_only_so() {
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Logs::default();
+    let sink = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_thread_ids(true)
+            .with_writer(move || sink.clone())
+            .finish(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = flaky::store(dir.path());
+    let tollgate = Tollgate::with_store(
+        config(dir.path()),
+        flaky.clone(),
+        Some(ADMIN),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let mut s = TestServer {
+        server: Some(RunningServer::serve(tollgate).unwrap()),
+        dir,
+        http: reqwest::blocking::Client::new(),
+    };
+    s.plan("ten", Some(100), None, None);
+    let key = s.tenant_with_key("t", "ten");
+    flaky.access().failing.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(
+            s.tenant(&key, "POST", "/api/v1/authorize", None).status(),
+            200
+        );
+    }
+    wait_until(|| s.health()["storeFailing"] == true);
+    let _ = s.server.take().unwrap().stop();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lost = text
+        .lines()
+        .find(|l| l.contains("queued records could not be stored"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(lost.contains("records=5"), "{lost}");
+    let thread = lost
+        .split_whitespace()
+        .find(|w| w.starts_with("ThreadId("))
+        .unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains(thread) && l.contains("every queued record is stored")),
+        "{text}"
+    );
+}
