@@ -1,7 +1,8 @@
 //! The gateway speaks its clients' dialect: the official `openai` Python
 //! package (installed by `scripts/test`) through a `[[proxy]]` with
 //! `dialect = "openai"` - a plain call with the rate-limit headers, a
-//! stream with and without `stream_options.include_usage`, a spent quota
+//! stream with and without `stream_options.include_usage` (without it, no
+//! usage chunk reaches the SDK's `chunk.choices[0]` loop), a spent quota
 //! raised as `RateLimitError` (code `insufficient_quota`, Tollgate's
 //! message, `Retry-After`) and an unknown key as `AuthenticationError`
 //! (`tests/openai/sdk_check.py`). A missing package fails the test.
@@ -81,6 +82,14 @@ fn the_openai_sdk_shows_tollgates_reasons() {
         out.status.success() && text.contains("sdk ok"),
         "the SDK check failed (scripts/test installs the openai package): {text}"
     );
+    // The three calls were counted, the stream whose usage chunk was kept
+    // from the client included: 7 tokens each.
+    common::wait_until(|| {
+        s.tenant(&key, "GET", "/api/billing/usage", None)
+            .json::<serde_json::Value>()
+            .unwrap()["tokens"]["used"]
+            == 21
+    });
     // The gateway's own answers are Tollgate's shape elsewhere.
     let r = s.tenant(&spent, "POST", "/api/v1/authorize", None);
     let body: serde_json::Value = r.json().unwrap();

@@ -17,12 +17,14 @@ completion = raw.parse()
 assert completion.choices[0].message.content == "hello world", completion
 assert completion.usage.total_tokens == 7, completion.usage
 
-# A stream without include_usage: the text, whatever the gateway adds.
-text = "".join(
-    c.choices[0].delta.content or ""
-    for c in client.chat.completions.create(stream=True, **ask)
-    if c.choices
-)
+# A stream without include_usage, read by the most common loop: every
+# chunk has a choice (the usage chunk the gateway asked for on the
+# client's behalf is not forwarded; with it, chunk.choices[0] raised
+# IndexError).
+text = ""
+for chunk in client.chat.completions.create(stream=True, **ask):
+    assert chunk.usage is None, chunk
+    text += chunk.choices[0].delta.content or ""
 assert text == "hello world", text
 
 # A stream with include_usage: the usage comes last.

@@ -13,6 +13,7 @@
 
 pub mod dialect;
 mod path;
+mod unasked;
 pub mod usage;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::Stream;
 
+use self::unasked::UnaskedUsage;
 use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
 use super::error::ApiError;
 use super::extract::{CappedBody, TenantAuth, TenantCtx};
@@ -235,6 +237,8 @@ async fn forward(
         tail
     };
     let (llm, rewritten) = usage::inspect_request(&endpoint, &body.0);
+    // Rewritten: asked for its usage on the client's behalf.
+    let unasked_usage = rewritten.is_some();
     let body = rewritten.unwrap_or(body.0);
     let record = UsageRecord {
         endpoint: endpoint.chars().take(256).collect(),
@@ -287,6 +291,7 @@ async fn forward(
             let watch = Watch {
                 meter,
                 llm,
+                unasked_usage,
                 idle_timeout: target.idle_timeout,
                 _hold: auth.hold(),
             };
@@ -352,8 +357,11 @@ fn stream_back(resp: reqwest::Response, mut watch: Watch) -> HttpResponse {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let idle = watch.idle_timeout;
+    let unasked = (sse && watch.unasked_usage).then(UnaskedUsage::default);
     out.streaming(Metered {
         inner: Box::pin(resp.bytes_stream()),
+        unasked,
+        ended: false,
         scan: if sse {
             Scan::Events(EventScan::default())
         } else {
@@ -371,6 +379,8 @@ struct Watch {
     meter: Meter<Arc<AppState>>,
     /// The request, when it was an OpenAI-style call (for an estimate).
     llm: Option<LlmRequest>,
+    /// The gateway asked for the usage the client did not.
+    unasked_usage: bool,
     idle_timeout: Duration,
     /// The request's in-flight place, kept while the response streams.
     _hold: Rc<TenantCtx>,
@@ -398,6 +408,10 @@ enum End {
 /// cut off when the upstream goes quiet for longer than the idle timeout.
 struct Metered {
     inner: ByteStream,
+    /// Keeps the usage event the client did not ask for from it.
+    unasked: Option<UnaskedUsage>,
+    /// The upstream's body has ended (what `unasked` held is being sent).
+    ended: bool,
     scan: Scan,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_timeout: Duration,
@@ -499,43 +513,66 @@ impl Stream for Metered {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.watch(&chunk);
-                if this.charge_so_far() {
-                    // The quota is spent and this answer is past what it
-                    // reserved: it ends here (the client sees a cut body).
-                    this.finish(End::QuotaSpent);
-                    return Poll::Ready(Some(Err(std::io::Error::other(
-                        "the tenant's token quota is spent",
-                    ))));
+        if this.ended {
+            this.finish(End::Complete);
+            return Poll::Ready(None);
+        }
+        loop {
+            let polled = this.inner.as_mut().poll_next(cx);
+            return match polled {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.watch(&chunk);
+                    if this.charge_so_far() {
+                        // The quota is spent and this answer is past what it
+                        // reserved: it ends here (the client sees a cut body).
+                        this.finish(End::QuotaSpent);
+                        return Poll::Ready(Some(Err(std::io::Error::other(
+                            "the tenant's token quota is spent",
+                        ))));
+                    }
+                    let next = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(next);
+                    let chunk = match this.unasked.as_mut() {
+                        Some(f) => Bytes::from(f.pass(&chunk)),
+                        None => chunk,
+                    };
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(chunk)))
                 }
-                let next = tokio::time::Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(next);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.finish(End::Interrupted);
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
-            }
-            Poll::Ready(None) => {
-                this.finish(End::Complete);
-                Poll::Ready(None)
-            }
-            Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    tracing::warn!(
-                        idle_ms = this.idle_timeout.as_millis() as u64,
-                        "gateway upstream stalled mid-response; cutting it off"
-                    );
-                    this.finish(End::Stalled);
-                    Poll::Ready(Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the upstream stalled",
-                    ))))
+                Poll::Ready(Some(Err(e))) => {
+                    this.finish(End::Interrupted);
+                    Poll::Ready(Some(Err(std::io::Error::other(e))))
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Ready(None) => {
+                    let rest = this.unasked.as_mut().map(UnaskedUsage::rest);
+                    match rest.filter(|r| !r.is_empty()) {
+                        Some(rest) => {
+                            this.ended = true;
+                            Poll::Ready(Some(Ok(Bytes::from(rest))))
+                        }
+                        None => {
+                            this.finish(End::Complete);
+                            Poll::Ready(None)
+                        }
+                    }
+                }
+                Poll::Pending => match this.idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::warn!(
+                            idle_ms = this.idle_timeout.as_millis() as u64,
+                            "gateway upstream stalled mid-response; cutting it off"
+                        );
+                        this.finish(End::Stalled);
+                        Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the upstream stalled",
+                        ))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            };
         }
     }
 }
