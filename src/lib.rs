@@ -23,6 +23,8 @@
 //! - [`http`]: everything that speaks HTTP and JSON - actix-web routes,
 //!   extractors, the API's bodies, JSON errors, rate-limit headers, the
 //!   gateway, the chat upstream client and the webhook deliveries.
+//! - [`metering`]: [`metering::Refusal`], why a metered request is refused,
+//!   which every edge maps to its wire.
 //! - [`model`]: domain types; [`auth`]:
 //!   key hashing and the admin token; [`pricing`]: model prices and costs;
 //!   [`dashboard`]: the embedded usage page; [`demo`]: `serve --demo`'s data;
@@ -47,6 +49,7 @@ pub mod files;
 pub mod geo;
 pub mod grpc;
 pub mod http;
+pub mod metering;
 pub mod model;
 pub mod pricing;
 pub mod quota;

@@ -10,6 +10,8 @@
 mod admin;
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/envoy.rs"]
+mod envoy;
 #[path = "common/postgres.rs"]
 mod postgres;
 #[path = "common/redis.rs"]
@@ -349,6 +351,101 @@ fn kill_9_of_an_instance_never_lets_the_fleet_past_the_limit() {
     // The survivors agree on the bill (the killed instance's unreported
     // spending counts as withheld, not used, on both).
     billed_calls_agree(&f, &[1, 2]);
+}
+
+/// Issue 38: with Redis frozen and the lease spent, every edge says the
+/// same refusal in its own terms - HTTP 503 `cluster_unavailable`,
+/// ext_authz `UNAVAILABLE` with a denied 503 (it answered 429 with a body
+/// saying 503), the rate-limit service `OVER_LIMIT` (its only refusal) with
+/// `x-tollgate-status: 503` and the same code.
+#[test]
+fn with_redis_frozen_every_edge_answers_cluster_unavailable() {
+    let redis = Redis::start();
+    let pg = postgres::fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(
+        dir.path(),
+        &pg,
+        &redis.url(),
+        "tg-0",
+        &[("TOLLGATE_GRPC_BIND", "127.0.0.1:0")],
+    );
+    let grpc: std::net::SocketAddr = p
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("Envoy rate-limit and ext_authz services (gRPC) on "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let c = Client::new();
+    let key = make_tenant(
+        &c,
+        &p.base,
+        json!({"id": "p", "name": "P", "monthlyCalls": LIMIT}),
+        "t",
+    );
+    assert_eq!(
+        c.post(p.url("/api/v1/authorize"))
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    redis.pause();
+    let mut allowed = 1;
+    let r = loop {
+        let r = c
+            .post(p.url("/api/v1/authorize"))
+            .bearer_auth(&key)
+            .send()
+            .unwrap();
+        if r.status() != 200 || allowed >= LIMIT {
+            break r;
+        }
+        allowed += 1;
+    };
+    assert_eq!(r.status(), 503, "HTTP: the spent lease is refused");
+    assert_eq!(r.json::<Value>().unwrap()["code"], "cluster_unavailable");
+
+    let mut envoy = envoy::Envoy::connect(grpc);
+    let bearer = format!("Bearer {key}");
+    let check = envoy
+        .check(envoy::check_request(
+            "GET",
+            "/v1/x",
+            &[("authorization", &bearer)],
+            None,
+        ))
+        .unwrap();
+    let (code, status, headers, body) = envoy::denied(&check);
+    assert_eq!(code, tonic::Code::Unavailable as i32, "{body}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "cluster_unavailable", "{body}");
+    assert_eq!(body["status"], 503, "{body}");
+    assert_eq!(
+        envoy::find_option(&headers, "x-tollgate-error").as_deref(),
+        Some("cluster_unavailable")
+    );
+
+    let limited = envoy
+        .limit(envoy::request(
+            vec![envoy::descriptor(&[("api_key", &key)], None)],
+            1,
+        ))
+        .unwrap();
+    assert_eq!(
+        limited.overall_code,
+        envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code::OverLimit as i32
+    );
+    let h = &limited.response_headers_to_add;
+    assert_eq!(
+        envoy::find(h, "x-tollgate-error").as_deref(),
+        Some("cluster_unavailable")
+    );
+    assert_eq!(envoy::find(h, "x-tollgate-status").as_deref(), Some("503"));
+    redis.resume();
 }
 
 #[test]

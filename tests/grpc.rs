@@ -8,108 +8,23 @@
 #![allow(clippy::result_large_err)]
 
 mod common;
+#[path = "common/envoy.rs"]
+mod envoy;
 #[path = "common/flaky.rs"]
 mod flaky;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy::{check_request, denied, descriptor, find, find_option, request, Envoy};
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use envoy_types::pb::google::protobuf::UInt64Value;
 use serde_json::{json, Value};
 use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
-use tonic::transport::Channel;
-
-/// A gRPC client of both services, as Envoy would call them.
-struct Envoy {
-    rt: tokio::runtime::Runtime,
-    rls: RateLimitServiceClient<Channel>,
-    authz: AuthorizationClient<Channel>,
-}
-
-impl Envoy {
-    fn connect(addr: SocketAddr) -> Envoy {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let channel = rt
-            .block_on(
-                Channel::from_shared(format!("http://{addr}"))
-                    .unwrap()
-                    .connect(),
-            )
-            .unwrap();
-        Envoy {
-            rt,
-            rls: RateLimitServiceClient::new(channel.clone()),
-            authz: AuthorizationClient::new(channel),
-        }
-    }
-
-    fn limit(&mut self, req: RateLimitRequest) -> Result<RateLimitResponse, tonic::Status> {
-        let rls = &mut self.rls;
-        self.rt
-            .block_on(rls.should_rate_limit(req))
-            .map(|r| r.into_inner())
-    }
-
-    fn check(&mut self, req: CheckRequest) -> Result<CheckResponse, tonic::Status> {
-        let authz = &mut self.authz;
-        self.rt.block_on(authz.check(req)).map(|r| r.into_inner())
-    }
-}
-
-fn descriptor(entries: &[(&str, &str)], hits: Option<u64>) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(k, v)| Entry {
-                key: k.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        limit: None,
-        hits_addend: hits.map(|value| UInt64Value { value }),
-    }
-}
-
-fn request(descriptors: Vec<RateLimitDescriptor>, hits: u32) -> RateLimitRequest {
-    RateLimitRequest {
-        domain: "edge".into(),
-        descriptors,
-        hits_addend: hits,
-    }
-}
-
-fn find(headers: &[HeaderValue], name: &str) -> Option<String> {
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .map(|h| h.value.clone())
-}
-
-fn find_option(headers: &[HeaderValueOption], name: &str) -> Option<String> {
-    headers
-        .iter()
-        .filter_map(|h| h.header.as_ref())
-        .find(|h| h.key == name)
-        .map(|h| h.value.clone())
-}
 
 fn grpc_server() -> (TestServer, Envoy) {
     let s = TestServer::start_with(
@@ -288,46 +203,6 @@ fn rate_limit_service_decides_each_descriptor_and_records_it() {
         metrics.contains("RateLimitService/ShouldRateLimit"),
         "{metrics}"
     );
-}
-
-fn check_request(
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    cost: Option<&str>,
-) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: method.into(),
-                    path: path.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect::<HashMap<_, _>>(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: cost
-                .map(|c| HashMap::from([("cost".to_string(), c.to_string())]))
-                .unwrap_or_default(),
-            ..Default::default()
-        }),
-    }
-}
-
-fn denied(r: &CheckResponse) -> (i32, u32, Vec<HeaderValueOption>, Value) {
-    match r.http_response.clone() {
-        Some(HttpResponse::DeniedResponse(d)) => (
-            r.status.as_ref().unwrap().code,
-            d.status.unwrap().code as u32,
-            d.headers,
-            serde_json::from_str(&d.body).unwrap(),
-        ),
-        other => panic!("not denied: {other:?}"),
-    }
 }
 
 #[test]

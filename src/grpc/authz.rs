@@ -36,6 +36,7 @@ use crate::http::forward_auth::{cost_of, record_path};
 use crate::http::meter::Meter;
 use crate::http::types::check_method;
 use crate::http::AppState;
+use crate::metering::Refusal;
 use crate::model::{CompactString, RecordExtra, UsageRecord};
 use crate::quota::Decision;
 
@@ -174,14 +175,29 @@ async fn check(
     Ok(res)
 }
 
+/// ext_authz's answer to each refusal: the gRPC status and the HTTP status
+/// Envoy sends the client (the same as the HTTP API's).
+fn wire(r: Refusal) -> (Code, HttpStatusCode) {
+    match r {
+        Refusal::MissingKey | Refusal::MalformedCredentials | Refusal::UnknownKey => {
+            (Code::Unauthenticated, HttpStatusCode::Unauthorized)
+        }
+        Refusal::Suspended => (Code::PermissionDenied, HttpStatusCode::Forbidden),
+        Refusal::RateLimited
+        | Refusal::QuotaExceeded
+        | Refusal::TokenQuotaExceeded
+        | Refusal::TooManyInFlight => (Code::ResourceExhausted, HttpStatusCode::TooManyRequests),
+        Refusal::ClusterUnavailable => (Code::Unavailable, HttpStatusCode::ServiceUnavailable),
+    }
+}
+
 /// The denied answer of `e` (with the rate-limit headers of `d`, when a
 /// decision was made).
 fn denied(e: ApiError, d: Option<&Decision>) -> CheckResponse {
-    let (grpc, http) = match e.status.as_u16() {
-        401 => (Code::Unauthenticated, HttpStatusCode::Unauthorized),
-        403 => (Code::PermissionDenied, HttpStatusCode::Forbidden),
-        422 => (Code::InvalidArgument, HttpStatusCode::UnprocessableEntity),
-        _ => (Code::ResourceExhausted, HttpStatusCode::TooManyRequests),
+    let (grpc, http) = match e.refusal {
+        Some(r) => wire(r),
+        // Not metering's refusal: the request itself was wrong.
+        None => (Code::InvalidArgument, HttpStatusCode::BadRequest),
     };
     let mut denied = DeniedHttpResponseBuilder::new();
     denied.set_http_status(http);

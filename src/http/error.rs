@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value};
 
+use crate::metering::Refusal;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -17,6 +18,24 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// Seconds for a `Retry-After` header (and `retryAfterSeconds` in the body).
     pub retry_after: Option<u64>,
+    /// Why metering refused the request, when that is what this error says
+    /// (the other edges map it to their own wire).
+    pub refusal: Option<Refusal>,
+}
+
+/// The HTTP status of each refusal (the HTTP edge's side of the mapping).
+pub fn http_status(r: Refusal) -> StatusCode {
+    match r {
+        Refusal::MissingKey | Refusal::MalformedCredentials | Refusal::UnknownKey => {
+            StatusCode::UNAUTHORIZED
+        }
+        Refusal::Suspended => StatusCode::FORBIDDEN,
+        Refusal::RateLimited
+        | Refusal::QuotaExceeded
+        | Refusal::TokenQuotaExceeded
+        | Refusal::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 impl ApiError {
@@ -27,6 +46,15 @@ impl ApiError {
             message: message.into(),
             extra: Map::new(),
             retry_after: None,
+            refusal: None,
+        }
+    }
+
+    /// Metering's refusal `r`, with its status and code.
+    pub fn refused(r: Refusal, message: impl Into<String>) -> ApiError {
+        ApiError {
+            refusal: Some(r),
+            ..ApiError::new(http_status(r), r.code(), message)
         }
     }
 

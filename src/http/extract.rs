@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::metering::Refusal;
 use crate::quota::period::Nanos;
 use crate::quota::{Decision, TenantState};
 use crate::telemetry::metrics::DecisionLabel;
@@ -333,26 +334,31 @@ pub(crate) fn key_tenant(
     authorization: Option<&str>,
     api_key: Option<&str>,
 ) -> Result<Arc<TenantState>, ApiError> {
-    let refused = |code, message: &str| {
+    let refused = |r, message: &str| {
         st.metrics.decision(DecisionLabel::Unauthorized);
-        ApiError::unauthorized(code, message.to_string())
+        ApiError::refused(r, message.to_string())
     };
     let secret = match (authorization, api_key) {
         (Some(v), _) => v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
-            .ok_or_else(|| refused("invalid_credentials", "use Authorization: Bearer <key>"))?,
+            .ok_or_else(|| {
+                refused(
+                    Refusal::MalformedCredentials,
+                    "use Authorization: Bearer <key>",
+                )
+            })?,
         (None, Some(v)) => v,
         (None, None) => {
             return Err(refused(
-                "missing_api_key",
+                Refusal::MissingKey,
                 "send your API key as Authorization: Bearer <key> or X-API-Key",
             ))
         }
     };
     st.registry
         .authenticate(secret.trim())
-        .ok_or_else(|| refused("invalid_api_key", "the API key is unknown or revoked"))
+        .ok_or_else(|| refused(Refusal::UnknownKey, "the API key is unknown or revoked"))
 }
 
 impl FromRequest for TenantAuth {
@@ -366,8 +372,8 @@ impl FromRequest for TenantAuth {
                 req.headers().get(name).map(|v| {
                     v.to_str().map_err(|_| {
                         st.metrics.decision(DecisionLabel::Unauthorized);
-                        ApiError::unauthorized(
-                            "invalid_credentials",
+                        ApiError::refused(
+                            Refusal::MalformedCredentials,
                             "the credentials are not readable",
                         )
                     })
@@ -380,9 +386,8 @@ impl FromRequest for TenantAuth {
             };
             let tenant = key_tenant(st, authorization, api_key)?;
             if !tenant.enter(st.in_flight_per_tenant) {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_in_flight",
+                return Err(ApiError::refused(
+                    Refusal::TooManyInFlight,
                     format!(
                         "this tenant already has {} requests in progress; wait for one to finish",
                         st.in_flight_per_tenant

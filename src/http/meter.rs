@@ -15,6 +15,7 @@ use super::tenant::price;
 use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc};
 use crate::cluster::TopUp;
+use crate::metering::Refusal;
 use crate::model::{TokenCounts, UsageRecord};
 use crate::quota::lease::Measure;
 use crate::quota::reservation::Reservation;
@@ -291,61 +292,60 @@ impl<S: Deref<Target = AppState>> Meter<S> {
 
 /// The 403 of a suspended tenant.
 pub fn suspended() -> ApiError {
-    ApiError::forbidden("tenant_suspended", "this tenant is suspended")
+    ApiError::refused(Refusal::Suspended, "this tenant is suspended")
 }
 
-/// The error a rejected decision answers with (403 or 429 and the limit's state).
+/// The error a rejected decision answers with (its refusal's status and
+/// the limit's state).
 pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
-    let (status, code, message, limit, used) =
-        match d.outcome {
-            Outcome::Suspended => return suspended(),
-            Outcome::RateLimited => {
+    let Some(refusal) = Refusal::of(d.outcome) else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "not a rejection",
+        );
+    };
+    let (message, limit, used) =
+        match refusal {
+            Refusal::RateLimited => {
                 let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
                 (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
                     format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
                     Some(b.0),
                     b.0,
                 )
             }
-            Outcome::QuotaExceeded => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "quota_exceeded",
+            Refusal::QuotaExceeded => (
                 "monthly call quota exceeded".to_string(),
                 d.calls_limit,
                 d.calls_used,
             ),
-            Outcome::TokenQuotaExceeded => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "token_quota_exceeded",
+            Refusal::TokenQuotaExceeded => (
                 "monthly token quota exceeded".to_string(),
                 d.tokens_limit,
                 d.tokens_used,
             ),
-            Outcome::ClusterUnavailable => return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cluster_unavailable",
+            Refusal::ClusterUnavailable => return ApiError::refused(
+                refusal,
                 "this tenant's quota is shared through Redis, which cannot be reached, and this \
                  instance has spent its lease; retry shortly",
             )
             .with("allowed", false)
             .with("retryAfterSeconds", d.retry_after_secs())
             .with("plan", plan_id),
-            Outcome::Allowed => {
-                return ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "not a rejection",
-                )
-            }
+            Refusal::Suspended => return suspended(),
+            // Not a decision's outcome: refused before a decision is made.
+            Refusal::MissingKey
+            | Refusal::MalformedCredentials
+            | Refusal::UnknownKey
+            | Refusal::TooManyInFlight => return ApiError::refused(refusal, "refused"),
         };
     let reset_at = if d.outcome == Outcome::RateLimited {
         nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64))
     } else {
         d.period.end()
     };
-    ApiError::new(status, code, message)
+    ApiError::refused(refusal, message)
         .with("allowed", false)
         .with("limit", limit)
         .with("used", used)
