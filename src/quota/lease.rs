@@ -274,10 +274,6 @@ impl Lease {
         self.held.used(period)
     }
 
-    pub fn seen(&self, period: Period) -> u64 {
-        self.seen.used(period)
-    }
-
     /// Units spent or counted past the lease in `period` (the sync
     /// loop's rate estimate).
     pub fn consumed(&self, period: Period) -> u64 {

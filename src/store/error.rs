@@ -115,12 +115,4 @@ impl StoreError {
             }
         )
     }
-
-    /// The engine's own error, when it is of type `E`.
-    pub fn engine_source<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        match self {
-            StoreError::Engine { source, .. } => source.downcast_ref::<E>(),
-            _ => None,
-        }
-    }
 }

@@ -143,10 +143,6 @@ impl Pg {
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
     }
-
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.runtime
-    }
 }
 
 /// A driver error that says what went wrong: the driver's own text is
