@@ -210,7 +210,7 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
             println!(
                 "Demo seeding stopped by a signal; the next --demo writes the cut tenant again"
             );
-            return stop_at_once(tollgate, listener, early);
+            return serve_until_stopped(tollgate, listener, early);
         };
         println!(
             "Demo tenants ({} records written in {:.1} s):",
@@ -258,31 +258,24 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
     if let Some(grpc) = tollgate.grpc_addr() {
         println!("Envoy rate-limit and ext_authz services (gRPC) on {grpc}");
     }
-    if early.raised() {
-        return stop_at_once(tollgate, listener, early);
+    if !early.raised() {
+        println!("Tollgate listening on http://{addr}");
     }
-    println!("Tollgate listening on http://{addr}");
-    tollgate.serve_with(listener, |server| {
-        if early.hand_over() {
-            stop_now(server);
-        }
-    })
+    serve_until_stopped(tollgate, listener, early)
 }
 
-/// A stop signal came before the server served: it stops as soon as it
-/// starts, through the same drain and flush as any stop.
-fn stop_at_once(
+/// Serves until a stop signal. One that came while starting (`early`)
+/// stops the server as soon as it starts, through the same drain and
+/// flush as any stop.
+fn serve_until_stopped(
     tollgate: Tollgate,
     listener: TcpListener,
     early: crate::signals::Early,
 ) -> Result<(), StartError> {
-    tracing::info!("a stop signal came while starting: stopping before serving");
     tollgate.serve_with(listener, |server| {
-        early.hand_over();
-        stop_now(server);
+        if early.hand_over() {
+            tracing::info!("a stop signal came while starting: stopping before serving");
+            actix_web::rt::spawn(async move { server.stop(true).await });
+        }
     })
-}
-
-fn stop_now(server: actix_web::dev::ServerHandle) {
-    actix_web::rt::spawn(async move { server.stop(true).await });
 }

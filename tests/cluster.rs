@@ -114,6 +114,24 @@ fn add_tenant(c: &Client, base: &str, plan_id: &str, tenant: &str) -> String {
     admin::add_tenant(c, base, ADMIN, plan_id, tenant)
 }
 
+/// Authorizes with `key` at `url` until a call is refused or `allowed`
+/// (counting the calls allowed so far) reaches `LIMIT`: the last answer
+/// and the count.
+fn authorize_until_refused(
+    c: &Client,
+    url: &str,
+    key: &str,
+    mut allowed: u64,
+) -> (reqwest::blocking::Response, u64) {
+    loop {
+        let r = c.post(url).bearer_auth(key).send().unwrap();
+        if r.status() != 200 || allowed >= LIMIT {
+            return (r, allowed);
+        }
+        allowed += 1;
+    }
+}
+
 /// Waits until the authorize route at `url` knows `key` (another
 /// instance's follower learns it within a second).
 fn wait_for_key(c: &Client, url: &str, key: &str) {
@@ -394,18 +412,7 @@ fn with_redis_frozen_every_edge_answers_cluster_unavailable() {
         200
     );
     redis.pause();
-    let mut allowed = 1;
-    let r = loop {
-        let r = c
-            .post(p.url("/api/v1/authorize"))
-            .bearer_auth(&key)
-            .send()
-            .unwrap();
-        if r.status() != 200 || allowed >= LIMIT {
-            break r;
-        }
-        allowed += 1;
-    };
+    let (r, _) = authorize_until_refused(&c, &p.url("/api/v1/authorize"), &key, 1);
     assert_eq!(r.status(), 503, "HTTP: the spent lease is refused");
     assert_eq!(r.json::<Value>().unwrap()["code"], "cluster_unavailable");
 
@@ -459,20 +466,11 @@ fn redis_stopped_then_lost_never_lets_the_fleet_past_the_limit_and_is_exact_afte
     // Frozen: the leases held are spent, then decisions are refused with
     // a clear code, and /healthz says why.
     f.redis.pause();
-    let mut frozen = race(&f, &all, Spread::Uniform, false, 400, None).0;
+    let frozen = race(&f, &all, Spread::Uniform, false, 400, None).0;
     // Whatever the first instance's lease still holds (its size follows the
     // rate it saw, larger on a busy host) is spent, then it refuses.
-    let r = loop {
-        let r = c
-            .post(f.procs[0].url("/api/v1/authorize"))
-            .bearer_auth(&f.key)
-            .send()
-            .unwrap();
-        if r.status() != 200 || frozen >= LIMIT {
-            break r;
-        }
-        frozen += 1;
-    };
+    let (r, frozen) =
+        authorize_until_refused(&c, &f.procs[0].url("/api/v1/authorize"), &f.key, frozen);
     assert_eq!(
         r.status(),
         503,

@@ -355,7 +355,7 @@
   // A token from the link's fragment signs in at once when none is in use
   // (or the same one); one that would replace another is asked about.
   function fromLink(token) {
-    const now = state.token || kept.admin();
+    const now = state.token;
     if (!now || now === token) return signIn(token);
     askToSwitch(token, now, () => signIn(token));
   }

@@ -291,11 +291,10 @@ async fn forward(
             let watch = Watch {
                 meter,
                 llm,
-                unasked_usage,
                 idle_timeout: target.idle_timeout,
                 _hold: auth.hold(),
             };
-            return Ok(stream_back(resp, watch));
+            return Ok(stream_back(resp, watch, unasked_usage));
         }
         Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -346,7 +345,9 @@ fn response_headers(from: &reqwest::header::HeaderMap, to: &mut actix_web::HttpR
     }
 }
 
-fn stream_back(resp: reqwest::Response, mut watch: Watch) -> HttpResponse {
+/// The upstream's answer on its way to the client; `unasked_usage`: the
+/// request was made to ask for its usage on the client's behalf.
+fn stream_back(resp: reqwest::Response, mut watch: Watch, unasked_usage: bool) -> HttpResponse {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     watch.meter.record_mut().status = status.as_u16();
     let mut out = HttpResponse::build(status);
@@ -357,7 +358,7 @@ fn stream_back(resp: reqwest::Response, mut watch: Watch) -> HttpResponse {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let idle = watch.idle_timeout;
-    let unasked = (sse && watch.unasked_usage).then(UnaskedUsage::default);
+    let unasked = (sse && unasked_usage).then(UnaskedUsage::default);
     out.streaming(Metered {
         inner: Box::pin(resp.bytes_stream()),
         unasked,
@@ -379,8 +380,6 @@ struct Watch {
     meter: Meter<Arc<AppState>>,
     /// The request, when it was an OpenAI-style call (for an estimate).
     llm: Option<LlmRequest>,
-    /// The gateway asked for the usage the client did not.
-    unasked_usage: bool,
     idle_timeout: Duration,
     /// The request's in-flight place, kept while the response streams.
     _hold: Rc<TenantCtx>,
