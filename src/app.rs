@@ -18,6 +18,7 @@ use crate::grpc::GrpcServer;
 use crate::http::chat::ChatBackend;
 use crate::http::proxy::ProxyTarget;
 use crate::http::{self, AppState};
+use crate::metering::Metering;
 use crate::pricing::{PriceError, PriceTable};
 use crate::registry::follow::{self, Follower};
 use crate::registry::{Registry, RegistryError};
@@ -375,9 +376,19 @@ impl Tollgate {
         {
             tracing::error!(error = %e, "cannot start the reservations' thread: unsettled ones wait for the next month");
         }
+        let metering = Arc::new(Metering {
+            registry: self.registry.clone(),
+            queue: self.queue.clone(),
+            clock: self.clock.clone(),
+            prices: self.prices.clone(),
+            stats: self.stats.clone(),
+            metrics: Arc::new(Metrics::default()),
+            cluster: self.cluster.clone(),
+            in_flight_per_tenant: self.config.limits.in_flight_per_tenant,
+            reservations,
+            geo: self.geo.clone(),
+        });
         web::Data::new(AppState {
-            grpc_tenant_id: self.config.grpc.tenant_id,
-            grpc_peers: self.config.grpc.peer_addrs(),
             exports: crate::http::slots::Slots::new(
                 "exports",
                 ("too_many_exports", "exports_busy"),
@@ -393,11 +404,7 @@ impl Tollgate {
                 u32::MAX,
                 self.config.limits.reports_per_tenant,
             ),
-            reservations,
-            registry: self.registry.clone(),
-            queue: self.queue.clone(),
-            clock: self.clock.clone(),
-            prices: self.prices.clone(),
+            metering,
             chat: ChatBackend::new(
                 &chat.upstream,
                 api_key,
@@ -407,17 +414,12 @@ impl Tollgate {
                 .admin
                 .take()
                 .unwrap_or_else(|| AdminToken::new(&crate::auth::generate_key())),
-            stats: self.stats.clone(),
             max_body_bytes: self.config.max_body_bytes,
             body_timeout: Duration::from_millis(self.config.limits.body_timeout_ms),
             ingest_wait: Duration::from_millis(self.config.limits.ingest_wait_ms),
-            in_flight_per_tenant: self.config.limits.in_flight_per_tenant,
             metrics_token: self.metrics_token.take(),
             default_model: chat.default_model.clone(),
-            metrics: Arc::new(Metrics::default()),
             proxies: self.proxies.clone(),
-            geo: self.geo.clone(),
-            cluster: self.cluster.clone(),
         })
     }
 
@@ -441,7 +443,13 @@ impl Tollgate {
                     0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                     n => n,
                 };
-                let server = GrpcServer::start(state.clone(), listener, threads)
+                let edge = Arc::new(crate::grpc::Edge {
+                    metering: state.metering.clone(),
+                    max_message_bytes: self.config.max_body_bytes,
+                    tenant_id: self.config.grpc.tenant_id,
+                    peers: self.config.grpc.peer_addrs(),
+                });
+                let server = GrpcServer::start(edge, listener, threads)
                     .map_err(io("cannot start the gRPC server"))?;
                 tracing::info!(addr = %server.addr, "gRPC: Envoy rate-limit and ext_authz services");
                 Some(server)

@@ -277,6 +277,12 @@ impl Cluster {
     }
 
     /// Whether Redis answered the last call.
+    /// Whether Redis counts as unreachable now (its breaker is open): a
+    /// lease that runs out is not topped up, and the request is refused.
+    pub fn down(&self) -> bool {
+        self.inner.is_down()
+    }
+
     pub fn redis_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
     }

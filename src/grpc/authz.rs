@@ -17,9 +17,9 @@
 //! - A decision that cannot be recorded: `UNAVAILABLE` (see [`super`];
 //!   Envoy's `failure_mode_allow` decides).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::web;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
 };
@@ -29,14 +29,9 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Code, Request, Response, Status};
 
-use super::{limit_headers, unrecorded};
-use crate::http::error::ApiError;
-use crate::http::extract::key_tenant;
-use crate::http::forward_auth::{cost_of, record_path};
-use crate::http::meter::Meter;
-use crate::http::types::check_method;
-use crate::http::AppState;
-use crate::metering::Refusal;
+use super::{limit_headers, unrecorded, Edge};
+use crate::metering::request::{check_method, cost_of, record_path};
+use crate::metering::{Meter, Metering, Refusal, Refused};
 use crate::model::{CompactString, RecordExtra, UsageRecord};
 use crate::quota::Decision;
 
@@ -44,12 +39,12 @@ use crate::quota::Decision;
 const ROUTE: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 pub struct Authz {
-    st: web::Data<AppState>,
+    edge: Arc<Edge>,
 }
 
 impl Authz {
-    pub fn new(st: web::Data<AppState>) -> Authz {
-        Authz { st }
+    pub fn new(edge: Arc<Edge>) -> Authz {
+        Authz { edge }
     }
 }
 
@@ -60,11 +55,10 @@ impl Authorization for Authz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
-        super::peer_allowed(&self.st, &request)?;
-        let answer = check(&self.st, request.get_ref(), started).await;
-        self.st
-            .metrics
-            .request(ROUTE, started.elapsed().as_secs_f64());
+        super::peer_allowed(&self.edge, &request)?;
+        let m = &self.edge.metering;
+        let answer = check(m, request.get_ref(), started).await;
+        m.metrics.request(ROUTE, started.elapsed().as_secs_f64());
         answer.map(Response::new)
     }
 }
@@ -91,9 +85,9 @@ fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
 /// The country of the downstream client Envoy names (`attributes.source`,
 /// the address Envoy saw or took from its own trusted `X-Forwarded-For`),
 /// when `[geoip]` is configured.
-fn source_country(st: &AppState, req: &CheckRequest) -> CompactString {
+fn source_country(m: &Metering, req: &CheckRequest) -> CompactString {
     use envoy_types::pb::envoy::config::core::v3::address::Address;
-    if st.geo.is_none() {
+    if m.geo.is_none() {
         return CompactString::default();
     }
     let ip = req
@@ -105,11 +99,11 @@ fn source_country(st: &AppState, req: &CheckRequest) -> CompactString {
             Some(Address::SocketAddress(s)) => s.address.parse().ok(),
             _ => None,
         });
-    ip.map_or_else(CompactString::default, |ip| st.country_of_ip(ip))
+    ip.map_or_else(CompactString::default, |ip| m.country_of_ip(ip))
 }
 
 async fn check(
-    st: &AppState,
+    m: &Metering,
     req: &CheckRequest,
     started: Instant,
 ) -> Result<CheckResponse, Status> {
@@ -120,12 +114,11 @@ async fn check(
         .ok_or_else(|| Status::invalid_argument("the check request has no HTTP request"))?;
     let cost = match attributes.and_then(|a| a.context_extensions.get("cost")) {
         None => 1,
-        Some(v) => cost_of(v, "context_extensions.cost")
-            .map_err(|e| Status::invalid_argument(e.message))?,
+        Some(v) => cost_of(v, "context_extensions.cost").map_err(Status::invalid_argument)?,
     };
     let authorization = header(http, "authorization");
     let api_key = header(http, "x-api-key");
-    let tenant = match key_tenant(st, authorization, api_key) {
+    let tenant = match m.tenant_of(authorization, api_key) {
         Ok(t) => t,
         Err(e) => return Ok(denied(e, None)),
     };
@@ -137,13 +130,13 @@ async fn check(
         }),
         method: check_method(&http.method).unwrap_or_else(|_| "GET".into()),
         extra: RecordExtra {
-            country: source_country(st, req),
+            country: source_country(m, req),
             ..Default::default()
         }
         .boxed(),
         ..Default::default()
     };
-    let meter = Meter::decide(st, &tenant, cost, 0, record, started).await;
+    let meter = Meter::decide(m, &tenant, cost, 0, record, started).await;
     let d = *meter.decision();
     let meter = match meter.allowed() {
         Ok(m) => m,
@@ -179,9 +172,11 @@ async fn check(
 /// Envoy sends the client (the same as the HTTP API's).
 fn wire(r: Refusal) -> (Code, HttpStatusCode) {
     match r {
-        Refusal::MissingKey | Refusal::MalformedCredentials | Refusal::UnknownKey => {
-            (Code::Unauthenticated, HttpStatusCode::Unauthorized)
-        }
+        Refusal::MissingKey
+        | Refusal::MalformedCredentials
+        | Refusal::UnknownKey
+        | Refusal::UnknownTenant
+        | Refusal::TenantIdOff => (Code::Unauthenticated, HttpStatusCode::Unauthorized),
         Refusal::Suspended => (Code::PermissionDenied, HttpStatusCode::Forbidden),
         Refusal::RateLimited
         | Refusal::QuotaExceeded
@@ -193,12 +188,8 @@ fn wire(r: Refusal) -> (Code, HttpStatusCode) {
 
 /// The denied answer of `e` (with the rate-limit headers of `d`, when a
 /// decision was made).
-fn denied(e: ApiError, d: Option<&Decision>) -> CheckResponse {
-    let (grpc, http) = match e.refusal {
-        Some(r) => wire(r),
-        // Not metering's refusal: the request itself was wrong.
-        None => (Code::InvalidArgument, HttpStatusCode::BadRequest),
-    };
+fn denied(e: Refused, d: Option<&Decision>) -> CheckResponse {
+    let (grpc, http) = wire(e.refusal);
     let mut denied = DeniedHttpResponseBuilder::new();
     denied.set_http_status(http);
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
@@ -208,9 +199,9 @@ fn denied(e: ApiError, d: Option<&Decision>) -> CheckResponse {
         }
     }
     denied.add_header("content-type", "application/json", overwrite, false);
-    denied.add_header("x-tollgate-error", e.code, overwrite, false);
-    denied.set_body(e.body().to_string());
-    let mut res = CheckResponse::with_status(Status::new(grpc, e.message.clone()));
+    denied.add_header("x-tollgate-error", e.refusal.code(), overwrite, false);
+    denied.set_body(e.body(http as u16).to_string());
+    let mut res = CheckResponse::with_status(Status::new(grpc, e.message));
     res.set_http_response(denied);
     res
 }

@@ -2,7 +2,7 @@
 //! ([`ratelimit`]) and External Authorization ([`authz`]) on one listener
 //! of its own, served by tonic on threads of its own.
 //!
-//! A decision here is the HTTP edge's: the same [`Meter`](crate::http::meter::Meter)
+//! A decision here is every edge's: the same [`Meter`](crate::metering::Meter)
 //! decides, records and enqueues it, the same headers (SPEC §6) describe
 //! it, the same JSON error explains a refusal. An allowed decision that
 //! cannot be recorded - the queue to the store is full, because the store
@@ -18,10 +18,10 @@ pub mod authz;
 pub mod conn;
 pub mod ratelimit;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use actix_web::web;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use futures_util::StreamExt;
@@ -29,8 +29,20 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic::Status;
 
-use crate::http::AppState;
+use crate::metering::headers::Values;
+use crate::metering::Metering;
 use crate::quota::Decision;
+
+/// What the gRPC services share.
+pub struct Edge {
+    pub metering: Arc<Metering>,
+    /// A call is held to this many bytes (the HTTP API's body cap).
+    pub max_message_bytes: usize,
+    /// Whether a `tenant_id` descriptor is taken (`[grpc] tenant_id`).
+    pub tenant_id: bool,
+    /// The peers allowed to call (`[grpc] peers`; empty: any).
+    pub peers: Vec<IpAddr>,
+}
 
 /// How long a stop waits for gRPC clients to close their connections (as
 /// the HTTP server waits for its requests in flight).
@@ -49,7 +61,7 @@ impl GrpcServer {
     /// of its own (as actix's workers do): a call never wakes another
     /// thread, which on a multi-threaded runtime cost more than the call.
     pub fn start(
-        state: web::Data<AppState>,
+        state: Arc<Edge>,
         listener: std::net::TcpListener,
         threads: usize,
     ) -> std::io::Result<GrpcServer> {
@@ -80,7 +92,7 @@ impl GrpcServer {
                             }
                         };
                         // A call is held to the HTTP API's body cap.
-                        let cap = state.max_body_bytes;
+                        let cap = state.max_message_bytes;
                         let served = tonic::transport::Server::builder()
                             .add_service(
                                 RateLimitServiceServer::new(ratelimit::RateLimit::new(
@@ -157,23 +169,22 @@ fn unrecorded() -> Status {
 /// The rate-limit headers of `d` (SPEC §6; `Retry-After` only on a
 /// refusal), as names and values.
 fn limit_headers(d: &Decision, success: bool) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(6);
-    crate::http::headers::render(d, success, |name, value| {
-        out.push((name, value.to_string()))
-    });
-    out
+    Values::of(d, success)
+        .each()
+        .map(|(name, value)| (name, value.to_string()))
+        .collect()
 }
 
 /// A call from a peer not in `[grpc] peers` (when set) is refused.
 pub(crate) fn peer_allowed<T>(
-    st: &AppState,
+    edge: &Edge,
     request: &tonic::Request<T>,
 ) -> Result<(), tonic::Status> {
-    if st.grpc_peers.is_empty() {
+    if edge.peers.is_empty() {
         return Ok(());
     }
     match request.remote_addr() {
-        Some(a) if st.grpc_peers.contains(&a.ip()) => Ok(()),
+        Some(a) if edge.peers.contains(&a.ip()) => Ok(()),
         _ => Err(tonic::Status::permission_denied(
             "this peer may not call Tollgate's gRPC services ([grpc] peers)",
         )),

@@ -26,7 +26,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::web;
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
@@ -37,17 +36,12 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use envoy_types::pb::google::protobuf::Duration;
 use tonic::{Request, Response, Status};
 
-use super::{limit_headers, unrecorded};
-use crate::http::error::ApiError;
-use crate::http::extract::key_tenant;
-use crate::http::forward_auth::{record_path, MAX_COST};
-use crate::http::meter::Meter;
-use crate::http::types::check_method;
-use crate::http::AppState;
+use super::{limit_headers, unrecorded, Edge};
+use crate::metering::request::{check_method, record_path, MAX_COST};
+use crate::metering::{Meter, Metering, Refusal, Refused};
 use crate::model::{CompactString, RecordExtra, UsageRecord};
 use crate::quota::period::NANOS_PER_SEC;
 use crate::quota::{Decision, Outcome, TenantState};
-use crate::telemetry::metrics::DecisionLabel;
 
 /// The route `/metrics` times these calls under.
 const ROUTE: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
@@ -57,12 +51,12 @@ const ROUTE: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimi
 const MAX_DESCRIPTORS: usize = 64;
 
 pub struct RateLimit {
-    st: web::Data<AppState>,
+    edge: Arc<Edge>,
 }
 
 impl RateLimit {
-    pub fn new(st: web::Data<AppState>) -> RateLimit {
-        RateLimit { st }
+    pub fn new(edge: Arc<Edge>) -> RateLimit {
+        RateLimit { edge }
     }
 }
 
@@ -73,9 +67,10 @@ impl RateLimitService for RateLimit {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = Instant::now();
-        super::peer_allowed(&self.st, &request)?;
-        let answer = decide(&self.st, request.get_ref(), started).await;
-        self.st
+        super::peer_allowed(&self.edge, &request)?;
+        let answer = decide(&self.edge, request.get_ref(), started).await;
+        self.edge
+            .metering
             .metrics
             .request(ROUTE, started.elapsed().as_secs_f64());
         answer.map(Response::new)
@@ -87,7 +82,7 @@ enum Ask {
     /// It names no tenant.
     NotOurs,
     /// It names a key or tenant Tollgate does not know.
-    Unknown(ApiError),
+    Unknown(Refused),
     Decide {
         tenant: Arc<TenantState>,
         cost: u64,
@@ -95,7 +90,8 @@ enum Ask {
     },
 }
 
-fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask, Status> {
+fn ask(edge: &Edge, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask, Status> {
+    let m = &edge.metering;
     let entry = |key: &str| {
         d.entries
             .iter()
@@ -106,20 +102,17 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
         // The key itself, or an `Authorization` value copied by a
         // `request_headers` action (`Bearer <key>`).
         (Some(key), _) if key.starts_with("Bearer ") || key.starts_with("bearer ") => {
-            key_tenant(st, Some(key), None)
+            m.tenant_of(Some(key), None)
         }
-        (Some(key), _) => key_tenant(st, None, Some(key)),
-        (None, Some(_)) if !st.grpc_tenant_id => {
-            st.metrics.decision(DecisionLabel::Unauthorized);
-            Err(ApiError::unauthorized(
-                "tenant_id_refused",
-                "tenant_id descriptors are turned off ([grpc] tenant_id = false): send the key as api_key",
-            ))
-        }
-        (None, Some(id)) => st.registry.tenant_state(id).ok_or_else(|| {
-            st.metrics.decision(DecisionLabel::Unauthorized);
-            ApiError::unauthorized("unknown_tenant", "no tenant has this tenant_id")
-        }),
+        (Some(key), _) => m.tenant_of(None, Some(key)),
+        (None, Some(_)) if !edge.tenant_id => Err(m.unauthorized(
+            Refusal::TenantIdOff,
+            "tenant_id descriptors are turned off ([grpc] tenant_id = false): send the key as api_key",
+        )),
+        (None, Some(id)) => m
+            .registry
+            .tenant_state(id)
+            .ok_or_else(|| m.unauthorized(Refusal::UnknownTenant, "no tenant has this tenant_id")),
         (None, None) => return Ok(Ask::NotOurs),
     };
     let hits = d
@@ -147,7 +140,7 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
             extra: RecordExtra {
                 country: entry("remote_address")
                     .and_then(|a| a.parse().ok())
-                    .map_or_else(CompactString::default, |ip| st.country_of_ip(ip)),
+                    .map_or_else(CompactString::default, |ip| m.country_of_ip(ip)),
                 ..Default::default()
             }
             .boxed(),
@@ -160,16 +153,16 @@ fn ask(st: &AppState, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask,
 struct Decided<'a> {
     status: DescriptorStatus,
     /// The allowed decision's meter, to record (or give back) at the end.
-    meter: Option<Meter<&'a AppState>>,
+    meter: Option<Meter<&'a Metering>>,
     decision: Option<Decision>,
-    refusal: Option<ApiError>,
+    refusal: Option<Refused>,
     tenant: Option<Arc<TenantState>>,
 }
 
 impl Decided<'_> {
     /// A descriptor answered without a decision: not Tollgate's (`OK`), or
     /// naming no known tenant (`OVER_LIMIT`, with why).
-    fn undecided(code: Code, refusal: Option<ApiError>) -> Self {
+    fn undecided(code: Code, refusal: Option<Refused>) -> Self {
         Decided {
             status: DescriptorStatus {
                 code: code as i32,
@@ -184,7 +177,7 @@ impl Decided<'_> {
 }
 
 async fn decide(
-    st: &AppState,
+    edge: &Edge,
     req: &RateLimitRequest,
     started: Instant,
 ) -> Result<RateLimitResponse, Status> {
@@ -196,7 +189,7 @@ async fn decide(
     let asks = req
         .descriptors
         .iter()
-        .map(|d| ask(st, d, req.hits_addend))
+        .map(|d| ask(edge, d, req.hits_addend))
         .collect::<Result<Vec<_>, _>>()?;
     if asks.iter().all(|a| matches!(a, Ask::NotOurs)) {
         return Err(Status::invalid_argument(
@@ -213,7 +206,8 @@ async fn decide(
                 cost,
                 record,
             } => {
-                let meter = Meter::decide(st, &tenant, cost, 0, *record, started).await;
+                let meter =
+                    Meter::decide(&*edge.metering, &tenant, cost, 0, *record, started).await;
                 let d = *meter.decision();
                 let (meter, refusal) = match meter.allowed() {
                     Ok(m) => (Some(m), None),
@@ -255,9 +249,10 @@ async fn decide(
         if let Some(e) = &shown.refusal {
             let h = &mut res.response_headers_to_add;
             h.push(header("content-type", "application/json".into()));
-            h.push(header("x-tollgate-error", e.code.into()));
-            h.push(header("x-tollgate-status", e.status.as_str().into()));
-            res.raw_body = e.body().to_string().into_bytes();
+            let status = http_status(e.refusal);
+            h.push(header("x-tollgate-error", e.refusal.code().into()));
+            h.push(header("x-tollgate-status", status.to_string()));
+            res.raw_body = e.body(status).to_string().into_bytes();
         }
     }
     let mut all_recorded = true;
@@ -275,6 +270,24 @@ async fn decide(
         return Err(unrecorded());
     }
     Ok(res)
+}
+
+/// The HTTP status each refusal stands for, in `X-Tollgate-Status` and
+/// the body (the rate-limit filter itself answers every refusal 429).
+fn http_status(r: Refusal) -> u16 {
+    match r {
+        Refusal::MissingKey
+        | Refusal::MalformedCredentials
+        | Refusal::UnknownKey
+        | Refusal::UnknownTenant
+        | Refusal::TenantIdOff => 401,
+        Refusal::Suspended => 403,
+        Refusal::RateLimited
+        | Refusal::QuotaExceeded
+        | Refusal::TokenQuotaExceeded
+        | Refusal::TooManyInFlight => 429,
+        Refusal::ClusterUnavailable => 503,
+    }
 }
 
 fn header(key: impl Into<String>, value: String) -> HeaderValue {

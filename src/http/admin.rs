@@ -54,7 +54,13 @@ fn created<T: Serialize>(v: T) -> HttpResponse {
 )]
 pub async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
     HttpResponse::Ok().json(ListOf {
-        data: st.registry.plans().iter().map(PlanBody::from).collect(),
+        data: st
+            .metering
+            .registry
+            .plans()
+            .iter()
+            .map(PlanBody::from)
+            .collect(),
     })
 }
 
@@ -69,7 +75,10 @@ pub async fn create_plan(
 ) -> Result<HttpResponse, ApiError> {
     let plan: PlanBody =
         serde_json::from_value(body.0).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let plan = st.registry.create_plan(plan.into(), st.clock.now())?;
+    let plan = st
+        .metering
+        .registry
+        .create_plan(plan.into(), st.metering.clock.now())?;
     Ok(created(PlanBody::from(&plan)))
 }
 
@@ -83,6 +92,7 @@ pub async fn get_plan(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let plan = st
+        .metering
         .registry
         .plan(&id)
         .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
@@ -101,17 +111,18 @@ pub async fn patch_plan(
     body: ApiJson<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let current = st
+        .metering
         .registry
         .plan(&id)
         .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
     let next: Plan = merge_patch(&PlanBody::from(&current), body.0, &["id"])?.into();
-    let plan = st.registry.update_plan(
+    let plan = st.metering.registry.update_plan(
         &id,
         |p| {
             *p = next;
             Ok(())
         },
-        st.clock.now(),
+        st.metering.clock.now(),
     )?;
     Ok(HttpResponse::Ok().json(PlanBody::from(&plan)))
 }
@@ -125,7 +136,9 @@ pub async fn delete_plan(
     _: Admin,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    st.registry.delete_plan(&id, st.clock.now())?;
+    st.metering
+        .registry
+        .delete_plan(&id, st.metering.clock.now())?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -135,7 +148,7 @@ pub async fn delete_plan(
     get, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<TenantBody>))
 )]
 pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
-    let tenants = st.registry.tenants()?;
+    let tenants = st.metering.registry.tenants()?;
     Ok(HttpResponse::Ok().json(ListOf {
         data: tenants.iter().map(TenantBody::from).collect(),
     }))
@@ -160,14 +173,18 @@ pub async fn create_tenant(
         id,
         plan_id,
         status: req.status.map_or(TenantStatus::Active, Into::into),
-        created_at: st.clock.now(),
+        created_at: st.metering.clock.now(),
     };
-    let tenant = st.registry.create_tenant(tenant, st.clock.now())?;
+    let tenant = st
+        .metering
+        .registry
+        .create_tenant(tenant, st.metering.clock.now())?;
     Ok(created(TenantBody::from(&tenant)))
 }
 
 fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
-    st.registry
+    st.metering
+        .registry
         .tenant(id)?
         .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))
 }
@@ -198,13 +215,13 @@ pub async fn patch_tenant(
     let current = tenant_or_404(&st, &id)?;
     let next: Tenant =
         merge_patch(&TenantBody::from(&current), body.0, &["id", "createdAt"])?.into();
-    let tenant = st.registry.update_tenant(
+    let tenant = st.metering.registry.update_tenant(
         &id,
         |t| {
             *t = next;
             Ok(())
         },
-        st.clock.now(),
+        st.metering.clock.now(),
     )?;
     Ok(HttpResponse::Ok().json(TenantBody::from(&tenant)))
 }
@@ -219,8 +236,8 @@ pub async fn delete_tenant(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     // The purge walks every day of records: off the worker thread.
-    let registry = st.registry.clone();
-    let now = st.clock.now();
+    let registry = st.metering.registry.clone();
+    let now = st.metering.clock.now();
     blocking(move || Ok(registry.delete_tenant(&id, now)?)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -235,6 +252,7 @@ pub async fn tenant_usage(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let state = st
+        .metering
         .registry
         .tenant_state(&id)
         .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))?;
@@ -271,7 +289,10 @@ pub async fn create_key(
         return Err(ApiError::invalid("name must not be empty"));
     }
     check_text("name", &name, 128).map_err(ApiError::invalid)?;
-    let (key, secret) = st.registry.create_key(&id, &name, st.clock.now())?;
+    let (key, secret) = st
+        .metering
+        .registry
+        .create_key(&id, &name, st.metering.clock.now())?;
     Ok(created(CreatedKey {
         id: key.id,
         key: secret,
@@ -291,7 +312,13 @@ pub async fn list_keys(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(ListOf {
-        data: st.registry.keys(&id)?.iter().map(KeyBody::from).collect(),
+        data: st
+            .metering
+            .registry
+            .keys(&id)?
+            .iter()
+            .map(KeyBody::from)
+            .collect(),
     }))
 }
 
@@ -305,6 +332,9 @@ pub async fn revoke_key(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, key) = path.into_inner();
-    let key = st.registry.revoke_key(&tenant, &key, st.clock.now())?;
+    let key = st
+        .metering
+        .registry
+        .revoke_key(&tenant, &key, st.metering.clock.now())?;
     Ok(HttpResponse::Ok().json(KeyBody::from(&key)))
 }

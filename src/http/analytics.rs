@@ -215,14 +215,14 @@ async fn tenant_report(
     req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params: UsageParams = query(req)?;
-    let now_ns = st.clock.now_nanos();
+    let now_ns = st.metering.clock.now_nanos();
     let now_ms = now_ns.div_euclid(1_000_000);
     let r = resolve(&params, now_ms)?;
     let plan = tenant.plan().plan.clone();
-    let plans = st.registry.plans();
+    let plans = st.metering.registry.plans();
     let snapshot = tenant.snapshot(now_ns);
-    let store = st.registry.store().clone();
-    let prices = st.prices.clone();
+    let store = st.metering.registry.store().clone();
+    let prices = st.metering.prices.clone();
     let id = tenant.id.to_string();
     let body = blocking(move || -> Result<TenantReport, ApiError> {
         let owner = Owner::tenant(&id);
@@ -282,7 +282,8 @@ pub async fn billing_api_usage(
 
 /// The tenant an admin route names, or a 404.
 pub fn tenant_named(st: &AppState, id: &str) -> Result<Arc<TenantState>, ApiError> {
-    st.registry
+    st.metering
+        .registry
         .tenant_state(id)
         .ok_or_else(|| ApiError::not_found(format!("tenant '{id}' not found")))
 }
@@ -325,11 +326,11 @@ pub async fn admin_api_usage(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params: UsageParams = query(&req)?;
-    let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
+    let now_ms = st.metering.clock.now_nanos().div_euclid(1_000_000);
     let r = resolve(&params, now_ms)?;
-    let store: Arc<dyn Store> = st.registry.store().clone();
-    let prices = st.prices.clone();
-    let tenants = st.registry.tenant_count();
+    let store: Arc<dyn Store> = st.metering.registry.store().clone();
+    let prices = st.metering.prices.clone();
+    let tenants = st.metering.registry.tenant_count();
     let body = blocking(move || -> Result<AllTenantsReport, ApiError> {
         let used = usage(
             store.as_ref(),
@@ -398,7 +399,7 @@ pub async fn admin_anomalies(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p: AnomalyParams = query(&req)?;
-    let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
+    let now_ms = st.metering.clock.now_nanos().div_euclid(1_000_000);
     let r = resolve(
         &UsageParams {
             range: Some(p.range.clone().unwrap_or_else(|| {
@@ -424,7 +425,7 @@ pub async fn admin_anomalies(
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| ApiError::invalid("tenants must be 1 to 1000"))?,
     };
-    let store: Arc<dyn Store> = st.registry.store().clone();
+    let store: Arc<dyn Store> = st.metering.registry.store().clone();
     let body = blocking(move || -> Result<AnomaliesReport, ApiError> {
         let window = HourWindow::of(r.range, now_ms);
         // The tenants with requests in the judged hours or their baseline.

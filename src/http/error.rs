@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value};
 
-use crate::metering::Refusal;
+use crate::metering::{Refusal, Refused};
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -26,9 +26,11 @@ pub struct ApiError {
 /// The HTTP status of each refusal (the HTTP edge's side of the mapping).
 pub fn http_status(r: Refusal) -> StatusCode {
     match r {
-        Refusal::MissingKey | Refusal::MalformedCredentials | Refusal::UnknownKey => {
-            StatusCode::UNAUTHORIZED
-        }
+        Refusal::MissingKey
+        | Refusal::MalformedCredentials
+        | Refusal::UnknownKey
+        | Refusal::UnknownTenant
+        | Refusal::TenantIdOff => StatusCode::UNAUTHORIZED,
         Refusal::Suspended => StatusCode::FORBIDDEN,
         Refusal::RateLimited
         | Refusal::QuotaExceeded
@@ -148,8 +150,19 @@ impl ResponseError for ApiError {
             .insert(crate::http::proxy::dialect::Refused {
                 code: self.code,
                 message: self.message.clone(),
+                refusal: self.refusal,
             });
         res
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> ApiError {
+        ApiError {
+            extra: r.fields(),
+            retry_after: r.retry_after,
+            ..ApiError::refused(r.refusal, r.message)
+        }
     }
 }
 

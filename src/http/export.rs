@@ -258,7 +258,7 @@ fn stream_export(
             )))
         }
     };
-    let now_ms = st.clock.now_nanos().div_euclid(1_000_000);
+    let now_ms = st.metering.clock.now_nanos().div_euclid(1_000_000);
     let from = match p.from.as_deref() {
         Some(v) => parse_time("from", v)?,
         None => Period::containing_secs(now_ms.div_euclid(1000)).start_secs() * 1000,
@@ -271,7 +271,7 @@ fn stream_export(
         return Err(ApiError::invalid("from must be before to"));
     }
     let slot = st.exports.take(owner)?;
-    let store = st.registry.store().clone();
+    let store = st.metering.registry.store().clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let name = format!(
         "usage-{tenant}-{}.{}",

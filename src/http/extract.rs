@@ -18,10 +18,8 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::metering::Refusal;
-use crate::quota::period::Nanos;
+use crate::metering::{Meter, Metering, Refusal};
 use crate::quota::{Decision, TenantState};
-use crate::telemetry::metrics::DecisionLabel;
 
 /// A JSON body, read up to the configured cap and parsed. Errors: 413 over
 /// the cap, 415 for another content type, 400 for malformed JSON, 422 for
@@ -306,9 +304,8 @@ impl TenantAuth {
 
     /// Whether `cost` calls (and `tokens` reserved) would pass now; takes
     /// nothing (a dry run, `/api/v1/check`).
-    pub fn check(&self, st: &AppState, cost: u64, tokens: u64, now: Nanos) -> Decision {
-        let d = self.tenant().check(cost, tokens, now);
-        st.metrics.decision(d.outcome);
+    pub fn check(&self, m: &Metering, cost: u64, tokens: u64) -> Decision {
+        let d = m.check(self.tenant(), cost, tokens, m.clock.now_nanos());
         self.decided(d);
         d
     }
@@ -318,47 +315,33 @@ impl TenantAuth {
         self.ctx.decision.set(Some(d));
     }
 
+    /// Decides `cost` calls (reserving `tokens`) of this tenant now, as
+    /// [`Meter::decide`] does, and makes the response's headers describe
+    /// the decision.
+    pub async fn meter<S: std::ops::Deref<Target = Metering>>(
+        &self,
+        m: S,
+        cost: u64,
+        tokens: u64,
+        record: crate::model::UsageRecord,
+        started: std::time::Instant,
+    ) -> Meter<S> {
+        let meter = Meter::decide(m, self.tenant(), cost, tokens, record, started).await;
+        self.decided(*meter.decision());
+        meter
+    }
+
+    /// Makes the response's headers describe the tenant's limits as they
+    /// stand now (once the answer has changed them).
+    pub fn shows_now(&self, m: &Metering) {
+        self.decided(self.tenant().snapshot(m.clock.now_nanos()));
+    }
+
     /// Keeps the request's in-flight place for as long as the returned
     /// handle lives (a gateway response streams past the handler).
     pub fn hold(&self) -> Rc<TenantCtx> {
         self.ctx.clone()
     }
-}
-
-/// The tenant whose key a request presents - `authorization` (`Bearer
-/// <key>`) or else `api_key` (`X-API-Key`), each the header's value - or
-/// the 401 that says why not (counted for `/metrics`). For every edge:
-/// HTTP, forward-auth, Envoy's external authorization.
-pub(crate) fn key_tenant(
-    st: &AppState,
-    authorization: Option<&str>,
-    api_key: Option<&str>,
-) -> Result<Arc<TenantState>, ApiError> {
-    let refused = |r, message: &str| {
-        st.metrics.decision(DecisionLabel::Unauthorized);
-        ApiError::refused(r, message.to_string())
-    };
-    let secret = match (authorization, api_key) {
-        (Some(v), _) => v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                refused(
-                    Refusal::MalformedCredentials,
-                    "use Authorization: Bearer <key>",
-                )
-            })?,
-        (None, Some(v)) => v,
-        (None, None) => {
-            return Err(refused(
-                Refusal::MissingKey,
-                "send your API key as Authorization: Bearer <key> or X-API-Key",
-            ))
-        }
-    };
-    st.registry
-        .authenticate(secret.trim())
-        .ok_or_else(|| refused(Refusal::UnknownKey, "the API key is unknown or revoked"))
 }
 
 impl FromRequest for TenantAuth {
@@ -367,12 +350,11 @@ impl FromRequest for TenantAuth {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready((|| {
-            let st = state(req)?;
+            let m = &state(req)?.metering;
             let header = |name| {
                 req.headers().get(name).map(|v| {
                     v.to_str().map_err(|_| {
-                        st.metrics.decision(DecisionLabel::Unauthorized);
-                        ApiError::refused(
+                        m.unauthorized(
                             Refusal::MalformedCredentials,
                             "the credentials are not readable",
                         )
@@ -384,17 +366,8 @@ impl FromRequest for TenantAuth {
                 Some(_) => None,
                 None => header("x-api-key").transpose()?,
             };
-            let tenant = key_tenant(st, authorization, api_key)?;
-            if !tenant.enter(st.in_flight_per_tenant) {
-                return Err(ApiError::refused(
-                    Refusal::TooManyInFlight,
-                    format!(
-                        "this tenant already has {} requests in progress; wait for one to finish",
-                        st.in_flight_per_tenant
-                    ),
-                )
-                .retry_after(1));
-            }
+            let tenant = m.tenant_of(authorization, api_key)?;
+            m.enter(&tenant)?;
             // Holds the place from here on: its drop gives it back.
             let ctx = Rc::new(TenantCtx {
                 tenant,
@@ -451,7 +424,7 @@ impl FromRequest for Admin {
             if st.admin.matches(token) {
                 return Ok(Admin);
             }
-            if st.registry.authenticate(token).is_some() {
+            if st.metering.registry.authenticate(token).is_some() {
                 return Err(ApiError::forbidden(
                     "admin_only",
                     "admin routes do not accept tenant keys",

@@ -30,10 +30,9 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::error::ApiError;
 use super::extract::TenantAuth;
-use super::meter::Meter;
-use super::types::check_method;
 use super::AppState;
-use crate::model::{CompactString, RecordExtra, UsageRecord};
+use crate::metering::request::{check_method, cost_of, record_path};
+use crate::model::{RecordExtra, UsageRecord};
 
 /// The original method: Traefik and Caddy send `X-Forwarded-Method`; the
 /// nginx and HAProxy recipes send `X-Original-Method`.
@@ -43,8 +42,6 @@ const METHOD_HEADERS: [&str; 2] = ["x-forwarded-method", "x-original-method"];
 const URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
 /// Calls the request costs (default 1).
 const COST_HEADER: &str = "x-tollgate-cost";
-/// The longest endpoint a record keeps.
-const MAX_ENDPOINT: usize = 256;
 
 fn first_header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
     names
@@ -52,37 +49,6 @@ fn first_header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
         .find_map(|n| req.headers().get(*n).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|v| !v.is_empty())
-}
-
-/// The path of an original request's `uri` (no query), cut to what a record
-/// keeps (on a character boundary), without control characters; `/` for none.
-pub(crate) fn record_path(uri: &str) -> CompactString {
-    let path = uri.split(['?', '#']).next().unwrap_or("/");
-    let mut out = CompactString::with_capacity(path.len().min(MAX_ENDPOINT));
-    for c in path.chars().filter(|c| !c.is_control()) {
-        if out.len() + c.len_utf8() > MAX_ENDPOINT {
-            break;
-        }
-        out.push(c);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
-/// The most calls one edge request may cost.
-pub(crate) const MAX_COST: u64 = 1_000_000;
-
-/// An edge's cost setting (`what` names it in the error): a whole number
-/// from 1 to [`MAX_COST`].
-pub(crate) fn cost_of(v: &str, what: &str) -> Result<u64, ApiError> {
-    match v.trim().parse::<u64>() {
-        Ok(n) if (1..=MAX_COST).contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid(format!(
-            "{what} must be a whole number from 1 to {MAX_COST}"
-        ))),
-    }
 }
 
 fn put(res: &mut HttpResponse, name: &'static str, value: &str) {
@@ -143,10 +109,12 @@ pub async fn forward_auth(
     };
     let cost = match req.headers().get(COST_HEADER) {
         None => 1,
-        Some(v) => match cost_of(v.to_str().unwrap_or(""), "X-Tollgate-Cost") {
-            Ok(n) => n,
-            Err(e) => return refused(e, via_nginx),
-        },
+        Some(v) => {
+            match cost_of(v.to_str().unwrap_or(""), "X-Tollgate-Cost").map_err(ApiError::invalid) {
+                Ok(n) => n,
+                Err(e) => return refused(e, via_nginx),
+            }
+        }
     };
     let method = first_header(&req, &METHOD_HEADERS)
         .and_then(|m| check_method(m).ok())
@@ -161,14 +129,15 @@ pub async fn forward_auth(
         .boxed(),
         ..Default::default()
     };
-    let meter = match Meter::acquire(st, &auth, cost, 0, record, started)
+    let meter = match auth
+        .meter(&*st.metering, cost, 0, record, started)
         .await
         .allowed()
     {
         Ok(m) => m,
-        Err(e) => return refused(e, via_nginx),
+        Err(e) => return refused(e.into(), via_nginx),
     };
-    meter.served(None, 200, None);
+    meter.served(200, None);
     let plan = auth.tenant().plan_now();
     let mut res = HttpResponse::Ok().finish();
     put(&mut res, "x-tollgate-status", "200");

@@ -1,18 +1,11 @@
-//! The rate-limit headers of SPEC §6, rendered from a [`Decision`].
-//!
-//! - `X-RateLimit-Limit/Remaining/Reset`: the monthly call quota (left out
-//!   when unlimited), Reset as an RFC 3339 instant.
-//! - `RateLimit-Policy` / `RateLimit` (draft-ietf-httpapi-ratelimit-headers):
-//!   one item per active limit: `"month"` (calls), `"tokens"`, `"burst"`.
-//! - `Retry-After` (seconds) on every 429 (never on a 2xx).
-
-use std::fmt::Write;
+//! The rate-limit headers of SPEC §6 ([`crate::metering::headers`]) and
+//! the request id, put on an HTTP response.
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::request_id::X_REQUEST_ID;
-use crate::clock::MsText;
-use crate::quota::{Decision, Outcome};
+use crate::metering::headers::{Header, Values};
+use crate::quota::Decision;
 
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -20,6 +13,20 @@ static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-rese
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
+
+/// Each header's name, made once (a name made from a string is parsed
+/// and checked each time).
+fn name(h: Header) -> &'static HeaderName {
+    match h {
+        Header::Limit => &X_RATELIMIT_LIMIT,
+        Header::Remaining => &X_RATELIMIT_REMAINING,
+        Header::Reset => &X_RATELIMIT_RESET,
+        Header::Policy => &RATELIMIT_POLICY,
+        Header::RateLimit => &RATELIMIT,
+        Header::RetryAfter => &RETRY_AFTER,
+        Header::RequestId => &X_REQUEST_ID,
+    }
+}
 
 /// Sets `name` to `value`, unless it is not a valid header value.
 pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -29,139 +36,22 @@ pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// The rate-limit headers of `d` (when the request has a decision) and
-/// the request id; `Retry-After` only on a refusal (not on a 2xx, such as
-/// `POST /api/v1/check` saying a request would be refused). One
-/// copy for all of them, and no allocation but the map's: the values are
-/// written into one buffer on the stack, copied once into the response
-/// arena ([`super::arena`]) as a `Bytes` that every `HeaderValue` shares.
+/// the request id; `Retry-After` only on a refusal. One copy for all of
+/// them, and no allocation but the map's: the values are written into
+/// one buffer on the stack, copied once into the response arena
+/// ([`super::arena`]) as a `Bytes` that every `HeaderValue` shares.
 pub fn apply(headers: &mut HeaderMap, d: Option<&Decision>, success: bool, request_id: &str) {
     let mut values = match d {
         Some(d) => Values::of(d, success),
         None => Values::empty(),
     };
-    values.add(&X_REQUEST_ID, |w| w.write_str(request_id));
-    let all = super::arena::bytes_of(values.buf.text());
-    for &(name, start, end) in &values.items[..values.count] {
+    values.add(Header::RequestId, |w| {
+        std::fmt::Write::write_str(w, request_id)
+    });
+    let all = super::arena::bytes_of(values.text());
+    for &(h, start, end) in values.items() {
         if let Ok(v) = HeaderValue::from_maybe_shared(all.slice(start..end)) {
-            // The names are made once (a name made from a string is
-            // parsed and checked each time).
-            headers.insert(name.clone(), v);
-        }
-    }
-}
-
-/// The rate-limit headers of `d`, each handed to `out` as a name and a
-/// value (for an edge with headers of its own kind: Envoy's).
-pub fn render(d: &Decision, success: bool, mut out: impl FnMut(&'static str, &str)) {
-    let values = Values::of(d, success);
-    let text = values.buf.text();
-    for &(name, start, end) in &values.items[..values.count] {
-        // The buffer holds only what `Values::of` put there: ASCII.
-        out(
-            name.as_str(),
-            std::str::from_utf8(&text[start..end]).unwrap_or(""),
-        );
-    }
-}
-
-/// Room for the longest set of values (three policies of 20-digit
-/// numbers fit with room to spare).
-const ROOM: usize = 640;
-
-type StackText = super::stack_text::StackText<ROOM>;
-
-/// The items of `RateLimit-Policy` or `RateLimit`, those present joined
-/// by `, `: each `"name";k=v;k=v` with `keys` as its two parameters.
-fn items(
-    w: &mut StackText,
-    keys: (&str, &str),
-    items: [Option<(&str, u64, u64)>; 3],
-) -> std::fmt::Result {
-    let mut sep = "";
-    for (name, a, b) in items.into_iter().flatten() {
-        for part in [sep, "\"", name, "\";", keys.0, "="] {
-            w.write_str(part)?;
-        }
-        w.num(a)?;
-        for part in [";", keys.1, "="] {
-            w.write_str(part)?;
-        }
-        w.num(b)?;
-        sep = ", ";
-    }
-    Ok(())
-}
-
-/// Every header value of a response, in one buffer: name, start, end.
-struct Values {
-    buf: StackText,
-    items: [(&'static HeaderName, usize, usize); 7],
-    count: usize,
-}
-
-impl Values {
-    fn empty() -> Values {
-        Values {
-            buf: StackText::new(),
-            items: [(&X_REQUEST_ID, 0, 0); 7],
-            count: 0,
-        }
-    }
-
-    fn of(d: &Decision, success: bool) -> Values {
-        let mut v = Values::empty();
-        let reset_secs = d.period_reset_secs();
-        let window = d.period.length_secs().unsigned_abs(); // a period is never negative
-        let month = d.calls_limit.zip(d.calls_remaining());
-        let tokens = d.tokens_limit.zip(d.tokens_remaining());
-        if let Some((limit, remaining)) = month {
-            v.add(&X_RATELIMIT_LIMIT, |w| w.num(limit));
-            v.add(&X_RATELIMIT_REMAINING, |w| w.num(remaining));
-            let end = MsText::of(d.period.end());
-            v.add(&X_RATELIMIT_RESET, |w| w.write_str(end.as_str()));
-        }
-        let policies = [
-            month.map(|(limit, _)| ("month", limit, window)),
-            tokens.map(|(limit, _)| ("tokens", limit, window)),
-            d.burst.map(|b| ("burst", b.requests, b.per_seconds)),
-        ];
-        let states = [
-            month.map(|(_, remaining)| ("month", remaining, reset_secs)),
-            tokens.map(|(_, remaining)| ("tokens", remaining, reset_secs)),
-            d.burst
-                .map(|b| ("burst", b.remaining, b.reset_ns.div_ceil(1_000_000_000))),
-        ];
-        if policies.iter().any(Option::is_some) {
-            v.add(&RATELIMIT_POLICY, |w| items(w, ("q", "w"), policies));
-            v.add(&RATELIMIT, |w| items(w, ("r", "t"), states));
-        }
-        if !success
-            && matches!(
-                d.outcome,
-                Outcome::RateLimited
-                    | Outcome::QuotaExceeded
-                    | Outcome::TokenQuotaExceeded
-                    | Outcome::ClusterUnavailable
-            )
-        {
-            let secs = d.retry_after_secs();
-            v.add(&RETRY_AFTER, |w| w.num(secs));
-        }
-        v
-    }
-
-    /// Writes one value; a value that does not fit is left out whole.
-    fn add(
-        &mut self,
-        name: &'static HeaderName,
-        value: impl FnOnce(&mut StackText) -> std::fmt::Result,
-    ) {
-        let start = self.buf.len();
-        if value(&mut self.buf).is_ok() && self.count < self.items.len() {
-            self.items[self.count] = (name, start, self.buf.len());
-            self.count += 1;
-        } else {
-            self.buf.truncate(start);
+            headers.insert(name(h).clone(), v);
         }
     }
 }
@@ -170,7 +60,7 @@ impl Values {
 mod tests {
     use super::*;
     use crate::quota::period::{Period, NANOS_PER_SEC};
-    use crate::quota::BurstStatus;
+    use crate::quota::{BurstStatus, Outcome};
     use chrono::{TimeZone, Utc};
 
     #[test]

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use super::stack_text::StackText;
+use crate::stack_text::StackText;
 
 /// Bodies up to this many bytes are written on the stack (a larger one
 /// spills into the heap and is still right).

@@ -30,7 +30,7 @@ pub async fn metrics(
             ));
         }
     }
-    let store = st.registry.store().clone();
+    let store = st.metering.registry.store().clone();
     // Walks the data directory: off the worker thread.
     let size = blocking(move || Ok(store.size_bytes().ok())).await?;
     let body = encode(families(&st, size));
@@ -40,7 +40,7 @@ pub async fn metrics(
 }
 
 fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
-    let s = &st.stats;
+    let s = &st.metering.stats;
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let label = |k: &'static str, v: &str| vec![(k, v.to_owned())];
 
@@ -48,14 +48,14 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         "tollgate_decisions",
         "Enforcement decisions by outcome (unauthorized: no valid key).",
     );
-    for (outcome, count) in st.metrics.decisions() {
+    for (outcome, count) in st.metering.metrics.decisions() {
         decisions = decisions.with(label("outcome", outcome), Value::Counter(count));
     }
     let mut latency = Family::new(
         "tollgate_http_request_duration_seconds",
         "Time from request to response head, by route pattern.",
     );
-    for (route, h) in st.metrics.routes() {
+    for (route, h) in st.metering.metrics.routes() {
         latency = latency.with(label("route", &route), Value::Histogram(h));
     }
     let mut unknown = Family::new(
@@ -73,12 +73,12 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         Family::one(
             "tollgate_queue_depth",
             "Usage records waiting for the flusher.",
-            Value::Gauge(st.queue.depth() as i64),
+            Value::Gauge(st.metering.queue.depth() as i64),
         ),
         Family::one(
             "tollgate_queue_capacity",
             "Usage records the queue to the flusher holds.",
-            Value::Gauge(st.queue.capacity() as i64),
+            Value::Gauge(st.metering.queue.capacity() as i64),
         ),
         Family::one(
             "tollgate_records_persisted",
@@ -156,7 +156,7 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
         Family::one(
             "tollgate_tenants",
             "Tenants known.",
-            Value::Gauge(st.registry.tenant_count() as i64),
+            Value::Gauge(st.metering.registry.tenant_count() as i64),
         ),
         unknown,
         Family::new(
@@ -192,7 +192,7 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             Value::Counter(n(&s.emails_failed)),
         ),
     ];
-    if let Some(c) = st.cluster.as_deref() {
+    if let Some(c) = st.metering.cluster.as_deref() {
         families.extend(cluster_families(c));
     }
     if let Some(bytes) = store_bytes {

@@ -15,7 +15,6 @@ pub mod extract;
 pub mod forward_auth;
 pub mod headers;
 pub mod json;
-pub mod meter;
 pub mod metrics;
 pub mod money;
 pub mod openapi;
@@ -24,7 +23,6 @@ pub mod report;
 pub mod request_id;
 pub mod route;
 pub mod slots;
-pub mod stack_text;
 pub mod state;
 pub mod tenant;
 pub mod types;
@@ -55,18 +53,22 @@ use self::request_id::RequestId;
     responses((status = 200, description = "`ok`, or `degraded` while the store fails or the queue is over 90 % full", body = crate::http::openapi::Health))
 )]
 async fn healthz(st: web::Data<AppState>) -> HttpResponse {
-    let failure = st.stats.store_failure();
+    let failure = st.metering.stats.store_failure();
     let failing = failure.is_some();
-    let depth = st.queue.depth();
-    let backed_up = depth * 10 > st.queue.capacity() * 9;
-    let instances = st.stats.instances_live.load(Ordering::Relaxed);
-    let spooled = st.stats.spooled_records.load(Ordering::Relaxed);
-    let database_down = st.stats.database_down.lock().clone();
-    let cluster = st.cluster.as_deref().map(|c| c.health());
-    let cluster_down = st.cluster.as_deref().is_some_and(|c| !c.redis_up());
+    let depth = st.metering.queue.depth();
+    let backed_up = depth * 10 > st.metering.queue.capacity() * 9;
+    let instances = st.metering.stats.instances_live.load(Ordering::Relaxed);
+    let spooled = st.metering.stats.spooled_records.load(Ordering::Relaxed);
+    let database_down = st.metering.stats.database_down.lock().clone();
+    let cluster = st.metering.cluster.as_deref().map(|c| c.health());
+    let cluster_down = st
+        .metering
+        .cluster
+        .as_deref()
+        .is_some_and(|c| !c.redis_up());
     // Records dropped by a full queue within the last 10 s: the store does
     // not keep up (their quota still counts; their analytics are lost).
-    let dropping = st.stats.dropping();
+    let dropping = st.metering.stats.dropping();
     let warning = (instances > 1 && cluster.is_none()).then(|| {
         format!(
             "{instances} instances share this database: monthly quotas are enforced per \
@@ -78,10 +80,10 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
         "droppingRecords": dropping,
         "storeFailing": failing,
         "storeError": failure,
-        "unpersistedRecords": st.stats.unpersisted(),
-        "droppedQueueFull": st.stats.dropped_queue_full.load(Ordering::Relaxed),
+        "unpersistedRecords": st.metering.stats.unpersisted(),
+        "droppedQueueFull": st.metering.stats.dropped_queue_full.load(Ordering::Relaxed),
         "queueDepth": depth,
-        "queueCapacity": st.queue.capacity(),
+        "queueCapacity": st.metering.queue.capacity(),
         "instances": instances,
         "spooledRecords": spooled,
         "databaseError": database_down,
@@ -231,7 +233,7 @@ pub fn server(
                         ctx.and_then(|ctx| {
                             ctx.decision().or_else(|| {
                                 req.app_data::<web::Data<AppState>>()
-                                    .map(|st| ctx.tenant.snapshot(st.clock.now_nanos()))
+                                    .map(|st| ctx.tenant.snapshot(st.metering.clock.now_nanos()))
                             })
                         })
                     };
@@ -246,7 +248,7 @@ pub fn server(
                     let elapsed = started.elapsed();
                     let route = res.request().match_name().unwrap_or("(unmatched)");
                     if let Some(st) = res.request().app_data::<web::Data<AppState>>() {
-                        st.metrics.request(route, elapsed.as_secs_f64());
+                        st.metering.metrics.request(route, elapsed.as_secs_f64());
                     }
                     let status = res.status().as_u16();
                     let took_us = elapsed.as_micros() as u64;

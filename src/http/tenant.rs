@@ -11,23 +11,16 @@ use super::batch::Position;
 use super::error::ApiError;
 use super::extract::{ApiJson, OptionalJson, TenantAuth};
 use super::json::json_of;
-use super::meter::{rejection, suspended, Meter};
 use super::types::*;
 use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc, MsText};
+use crate::metering::request::check_method;
+use crate::metering::{self, Refused};
 use crate::model::{CompactString, RecordExtra, TokenCounts, UsageRecord};
-use crate::pricing::Cost;
+
 use crate::quota::TenantState;
 use crate::usage::queue::Refusal;
 use crate::usage::Queued;
-
-pub(super) fn price(st: &AppState, model: &str, prompt: u64, completion: u64) -> f64 {
-    let cost = st.prices.cost(model, prompt, completion);
-    if cost == Cost::UnknownModel {
-        st.stats.unknown_model(model);
-    }
-    cost.usd()
-}
 
 fn opt_text<S: Default + std::ops::Deref<Target = str>>(
     field: &str,
@@ -72,18 +65,18 @@ pub async fn authorize(
     let api_version = opt_version(req.api_version).map_err(ApiError::invalid)?;
     let mut country = opt_country(req.country.as_deref()).map_err(ApiError::invalid)?;
     let client_ip = opt_ip(req.client_ip.as_deref()).map_err(ApiError::invalid)?;
-    if country.is_empty() && st.geo.is_some() {
+    if country.is_empty() && st.metering.geo.is_some() {
         country = match client_ip {
-            Some(ip) => st.country_of_ip(ip),
+            Some(ip) => st.metering.country_of_ip(ip),
             None => st.country_of(&http),
         };
     }
 
     let mut reservation = None;
     let d = if req.dry_run {
-        let d = auth.check(st, cost, tokens, st.clock.now_nanos());
-        if !d.allowed() {
-            return Err(rejection(&d, &auth.tenant().plan().plan.id));
+        let d = auth.check(&st.metering, cost, tokens);
+        if let Some(refused) = Refused::of(&d, &auth.tenant().plan().plan.id) {
+            return Err(refused.into());
         }
         d
     } else {
@@ -100,7 +93,8 @@ pub async fn authorize(
             .boxed(),
             ..Default::default()
         };
-        let mut meter = Meter::acquire(st, &auth, cost, tokens, record, started)
+        let mut meter = auth
+            .meter(&*st.metering, cost, tokens, record, started)
             .await
             .allowed()?;
         let d = *meter.decision();
@@ -109,9 +103,9 @@ pub async fn authorize(
             let ttl_ms = auth.tenant().plan_now().plan.reservation_ttl_s() * 1000;
             let n = r.tokens();
             let expires = d.now.div_euclid(1_000_000).saturating_add(ttl_ms as i64);
-            reservation = Some((st.reservations.keep(r, expires), n));
+            reservation = Some((st.metering.reservations.keep(r, expires), n));
         }
-        meter.served(None, 200, None);
+        meter.served(200, None);
         d
     };
     // The plan as it is now, without counting its `Arc` (shared by
@@ -164,8 +158,8 @@ pub async fn check(
         return Err(ApiError::invalid("cost must be at least 1"));
     }
     let tokens = tokens_to_reserve(auth.tenant(), req.estimate_tokens)?;
-    let d = auth.check(st, cost, tokens, st.clock.now_nanos());
-    let reason = (!d.allowed()).then(|| rejection(&d, "").code);
+    let d = auth.check(&st.metering, cost, tokens);
+    let reason = metering::Refusal::of(d.outcome).map(metering::Refusal::code);
     let plan = auth.tenant().plan_now();
     Ok(json_of(
         HttpResponse::Ok(),
@@ -212,9 +206,9 @@ pub async fn ingest(
     };
     let tenant = auth.tenant();
     if tenant.is_suspended() {
-        return Err(suspended());
+        return Err(Refused::suspended().into());
     }
-    let now_ns = st.clock.now_nanos();
+    let now_ns = st.metering.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
     // Room for the batch as its size suggests (about 130 bytes a record in
     // the body), so that the records are not moved as the vector grows.
@@ -245,12 +239,14 @@ pub async fn ingest(
         let client_ip = opt_ip(input.client_ip.as_deref()).map_err(at)?;
         let mut r = usage_record(input, now).map_err(at)?;
         if let (true, Some(ip)) = (r.extra().country.is_empty(), client_ip) {
-            let country = st.country_of_ip(ip);
+            let country = st.metering.country_of_ip(ip);
             if !country.is_empty() {
                 r.extra_mut().country = country;
             }
         }
-        r.cost_usd = price(&st, &r.model, r.prompt_tokens, r.completion_tokens);
+        r.cost_usd = st
+            .metering
+            .price(&r.model, r.prompt_tokens, r.completion_tokens);
         // Queued as it is parsed: the vector is handed to the flusher as
         // it is, with no second copy of the batch.
         records.push(Queued {
@@ -283,7 +279,7 @@ pub async fn ingest(
         // Near a full queue, a batch is counted (a scan, no records
         // built) and waits for room before its parse, leaving the CPU to
         // the flusher that makes it.
-        if st.queue.room() < crate::model::MAX_BATCH_RECORDS as usize {
+        if st.metering.queue.room() < crate::model::MAX_BATCH_RECORDS as usize {
             if let Some(n) = super::batch::count(&body) {
                 room_for_batch(&st, n, deadline).await?;
             }
@@ -295,6 +291,7 @@ pub async fn ingest(
     room_for_batch(&st, total, deadline).await?;
     admit_batch(&st, tenant, total, now_ns)?;
     let admission = st
+        .metering
         .queue
         .admit_by(total, deadline)
         .await
@@ -310,7 +307,7 @@ pub async fn ingest(
     for (i, q) in records.iter().enumerate() {
         let r = &q.record;
         let reservation = match settles.next_if(|(at, _)| *at == i) {
-            Some((_, id)) => st.reservations.take(&tenant.id, &id),
+            Some((_, id)) => st.metering.reservations.take(&tenant.id, &id),
             None => None,
         };
         match reservation {
@@ -376,18 +373,21 @@ async fn room_for_batch(
     n: usize,
     deadline: tokio::time::Instant,
 ) -> Result<(), ApiError> {
-    if st.stats.store_failure().is_some() || st.queue.room_by(n, deadline).await {
+    if st.metering.stats.store_failure().is_some() || st.metering.queue.room_by(n, deadline).await {
         return Ok(());
     }
-    st.queue.refuse_if_full(n).map_err(refusal_error)
+    st.metering.queue.refuse_if_full(n).map_err(refusal_error)
 }
 
 /// The checks a batch passes before it may take queue room: a working
 /// store, and the plan's ingest rate.
 fn admit_batch(st: &AppState, tenant: &TenantState, n: usize, now: i64) -> Result<(), ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
-    if let Some(why) = st.stats.store_failure() {
-        st.stats.refused_store_failing.fetch_add(n as u64, Relaxed);
+    if let Some(why) = st.metering.stats.store_failure() {
+        st.metering
+            .stats
+            .refused_store_failing
+            .fetch_add(n as u64, Relaxed);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -396,7 +396,10 @@ fn admit_batch(st: &AppState, tenant: &TenantState, n: usize, now: i64) -> Resul
         .retry_after(5));
     }
     if let Err(wait_ns) = tenant.admit_records(n as u64, now) {
-        st.stats.refused_rate_limited.fetch_add(n as u64, Relaxed);
+        st.metering
+            .stats
+            .refused_rate_limited
+            .fetch_add(n as u64, Relaxed);
         let secs = wait_ns.div_ceil(1_000_000_000).max(1);
         let rate = tenant.plan().plan.effective_ingest_rate();
         let (records, per) = rate.map_or((0, 0), |r| (r.records, r.per_seconds));
@@ -428,8 +431,8 @@ pub async fn billing_usage(
 /// fleet's figures as Redis has them (the same on every instance), else
 /// (or while Redis cannot answer) this instance's counters.
 pub async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> BillingUsage {
-    let mut decision = tenant.snapshot(st.clock.now_nanos());
-    if let Some(cluster) = &st.cluster {
+    let mut decision = tenant.snapshot(st.metering.clock.now_nanos());
+    if let Some(cluster) = &st.metering.cluster {
         if let Some((calls, tokens)) = cluster.fleet_usage(tenant).await {
             decision.calls_used = calls;
             decision.tokens_used = tokens;
@@ -452,14 +455,16 @@ pub async fn billing_subscription(
 
 pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionView, ApiError> {
     let tenant = st
+        .metering
         .registry
         .tenant(tenant_id)?
         .ok_or_else(|| ApiError::not_found("tenant not found"))?;
     let plan = st
+        .metering
         .registry
         .plan(&tenant.plan_id)
         .ok_or_else(|| ApiError::not_found("plan not found"))?;
-    let period = crate::quota::period::Period::containing(st.clock.now());
+    let period = crate::quota::period::Period::containing(st.metering.clock.now());
     Ok(SubscriptionView {
         tenant_name: tenant.name,
         tenant_id: tenant.id,
@@ -521,14 +526,16 @@ pub async fn chat(
     // reserved until the answer says what was used.
     let reserve = super::chat::count_tokens(&message)
         .saturating_add(auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0));
-    let meter = Meter::acquire(&**st, &auth, 1, reserve, record, started)
+    let meter = auth
+        .meter(&*st.metering, 1, reserve, record, started)
         .await
         .allowed()?;
     match st.chat.complete(&message, &model).await {
         Ok(reply) => {
             let counts =
                 TokenCounts::from_upstream(reply.prompt_tokens, reply.completion_tokens, 0);
-            let cost = meter.served(Some(&auth), 200, Some((counts, Some(reply.model.clone()))));
+            let cost = meter.served(200, Some((counts, Some(reply.model.clone()))));
+            auth.shows_now(&st.metering);
             Ok(HttpResponse::Ok().json(ChatResponse {
                 reply: reply.reply,
                 model: reply.model,
@@ -550,7 +557,8 @@ pub async fn chat(
                 }
             };
             tracing::warn!(error = %e, tenant = %auth.tenant().id, "chat upstream failed");
-            meter.failed(&auth, status.as_u16());
+            meter.failed(status.as_u16());
+            auth.shows_now(&st.metering);
             Err(ApiError::new(status, code, e.to_string()))
         }
     }

@@ -9,10 +9,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::catalog::{PlanBody, StatusBody};
-use super::stack_text::StackText;
 use crate::clock::{fmt_ms, MsText};
+use crate::metering::request::check_method;
 use crate::model::{CompactString, Plan, RecordExtra, UsageRecord};
 use crate::quota::Decision;
+use crate::stack_text::StackText;
 
 pub const MAX_SAFE: u64 = 1 << 53;
 /// The longest `responseTime` a record may report: one day, in ms (1e308
@@ -421,22 +422,6 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
         return Err(format!("{field} must not contain control characters"));
     }
     Ok(())
-}
-
-/// An HTTP method token of at most 16 characters, upper-cased.
-pub fn check_method(value: &str) -> Result<CompactString, String> {
-    let ok = !value.is_empty()
-        && value.len() <= 16
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok {
-        let mut method = CompactString::new(value);
-        method.make_ascii_uppercase();
-        Ok(method)
-    } else {
-        Err("method must be an HTTP method token of at most 16 characters".into())
-    }
 }
 
 pub fn check_count(field: &str, value: u64) -> Result<u64, String> {

@@ -1,6 +1,11 @@
-//! Why a metered request is refused.
+//! Why a metered request is refused: [`Refusal`] names the reason,
+//! [`Refused`] carries it with what the client is told.
 
-use crate::quota::Outcome;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::clock::{fmt_ms, nanos_to_utc};
+use crate::quota::{Decision, Outcome};
 
 /// Why a metered request is refused: what each edge answers in its own
 /// terms (an HTTP status and JSON error, a gRPC code, an Envoy status).
@@ -14,6 +19,11 @@ pub enum Refusal {
     MalformedCredentials,
     /// The key is unknown or revoked.
     UnknownKey,
+    /// No tenant has the id a rate-limit descriptor names.
+    UnknownTenant,
+    /// A rate-limit descriptor names a tenant by id, which `[grpc]
+    /// tenant_id = false` turns off.
+    TenantIdOff,
     /// The tenant is suspended.
     Suspended,
     /// The burst limit (requests per window).
@@ -31,10 +41,12 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, for tables and tests that go through them all.
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::MissingKey,
         Refusal::MalformedCredentials,
         Refusal::UnknownKey,
+        Refusal::UnknownTenant,
+        Refusal::TenantIdOff,
         Refusal::Suspended,
         Refusal::RateLimited,
         Refusal::QuotaExceeded,
@@ -61,6 +73,8 @@ impl Refusal {
             Refusal::MissingKey => "missing_api_key",
             Refusal::MalformedCredentials => "invalid_credentials",
             Refusal::UnknownKey => "invalid_api_key",
+            Refusal::UnknownTenant => "unknown_tenant",
+            Refusal::TenantIdOff => "tenant_id_refused",
             Refusal::Suspended => "tenant_suspended",
             Refusal::RateLimited => "rate_limited",
             Refusal::QuotaExceeded => "quota_exceeded",
@@ -68,6 +82,143 @@ impl Refusal {
             Refusal::ClusterUnavailable => "cluster_unavailable",
             Refusal::TooManyInFlight => "too_many_in_flight",
         }
+    }
+}
+
+/// A refusal with what the client is told: a message and, when a
+/// decision refused, the state of the limit it met. Edges render it (an
+/// HTTP JSON error, an Envoy denied response, a gRPC status); every one
+/// tells the same thing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub message: String,
+    /// The plan of the refused tenant (when a decision refused).
+    pub plan: Option<String>,
+    /// The quota or burst limit met (not for an unreachable cluster).
+    pub quota: Option<Quota>,
+    /// Seconds to wait before retrying (every refusal but the key's and
+    /// the suspension's).
+    pub retry_after: Option<u64>,
+}
+
+/// The state of the limit a refused decision met.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Quota {
+    /// The limit (none for an unlimited measure).
+    pub limit: Option<u64>,
+    pub used: u64,
+    /// When the limit lets requests pass again: the burst window's end
+    /// for a rate limit, the period's end for a quota.
+    pub reset_at: DateTime<Utc>,
+}
+
+impl Refused {
+    pub fn new(refusal: Refusal, message: impl Into<String>) -> Refused {
+        Refused {
+            refusal,
+            message: message.into(),
+            plan: None,
+            quota: None,
+            retry_after: None,
+        }
+    }
+
+    /// The refusal a decision `d` of a tenant on plan `plan` is, if it is one.
+    pub fn of(d: &Decision, plan: &str) -> Option<Refused> {
+        let refusal = Refusal::of(d.outcome)?;
+        let (message, quota) = match refusal {
+            Refusal::RateLimited => {
+                let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
+                let reset_at = nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64));
+                (
+                    format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
+                    Some(Quota {
+                        limit: Some(b.0),
+                        used: b.0,
+                        reset_at,
+                    }),
+                )
+            }
+            Refusal::QuotaExceeded => (
+                "monthly call quota exceeded".to_string(),
+                Some(Quota {
+                    limit: d.calls_limit,
+                    used: d.calls_used,
+                    reset_at: d.period.end(),
+                }),
+            ),
+            Refusal::TokenQuotaExceeded => (
+                "monthly token quota exceeded".to_string(),
+                Some(Quota {
+                    limit: d.tokens_limit,
+                    used: d.tokens_used,
+                    reset_at: d.period.end(),
+                }),
+            ),
+            Refusal::ClusterUnavailable => (
+                "this tenant's quota is shared through Redis, which cannot be reached, and this \
+                 instance has spent its lease; retry shortly"
+                    .to_string(),
+                None,
+            ),
+            Refusal::Suspended => return Some(Refused::suspended()),
+            // Refused before a decision is made: never a decision's outcome.
+            Refusal::MissingKey
+            | Refusal::MalformedCredentials
+            | Refusal::UnknownKey
+            | Refusal::UnknownTenant
+            | Refusal::TenantIdOff
+            | Refusal::TooManyInFlight => return None,
+        };
+        Some(Refused {
+            refusal,
+            message,
+            plan: Some(plan.to_string()),
+            quota,
+            retry_after: Some(d.retry_after_secs()),
+        })
+    }
+
+    /// A suspended tenant's refusal.
+    pub fn suspended() -> Refused {
+        Refused::new(Refusal::Suspended, "this tenant is suspended")
+    }
+
+    /// The fields the JSON error body carries past `error`, `code` and
+    /// `status` (SPEC §5): `allowed`, the limit's state, `retryAfterSeconds`
+    /// and `plan`, those that apply.
+    pub fn fields(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        if self.plan.is_some() {
+            out.insert("allowed".into(), false.into());
+        }
+        if let Some(q) = &self.quota {
+            out.insert("limit".into(), q.limit.into());
+            out.insert("used".into(), q.used.into());
+            out.insert(
+                "remaining".into(),
+                q.limit.map(|l| l.saturating_sub(q.used)).into(),
+            );
+            out.insert("resetAt".into(), fmt_ms(q.reset_at).into());
+        }
+        if let Some(secs) = self.retry_after {
+            out.insert("retryAfterSeconds".into(), secs.into());
+        }
+        if let Some(plan) = &self.plan {
+            out.insert("plan".into(), plan.as_str().into());
+        }
+        out
+    }
+
+    /// The JSON error body (SPEC §5) with the HTTP `status` the edge answers.
+    pub fn body(&self, status: u16) -> Value {
+        let mut body = Map::new();
+        body.insert("error".into(), self.message.as_str().into());
+        body.insert("code".into(), self.refusal.code().into());
+        body.insert("status".into(), status.into());
+        body.extend(self.fields());
+        Value::Object(body)
     }
 }
 

@@ -15,30 +15,44 @@ use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::json;
 
 pub use crate::config::Dialect;
+use crate::metering::Refusal;
 
 /// Put on a response by Tollgate's refusals: what the refusal was.
 #[derive(Clone, Debug)]
 pub struct Refused {
     pub code: &'static str,
     pub message: String,
+    /// Metering's refusal, when that is what it was (not a bad request
+    /// or an upstream that failed).
+    pub refusal: Option<Refusal>,
 }
 
 /// OpenAI's `type` and `code` for a Tollgate refusal.
-fn openai_kind(status: u16, code: &'static str) -> (&'static str, &'static str) {
-    match code {
-        "quota_exceeded" | "token_quota_exceeded" => ("insufficient_quota", "insufficient_quota"),
-        "rate_limited" | "too_many_in_flight" => ("requests", "rate_limit_exceeded"),
-        "missing_api_key" | "invalid_api_key" | "invalid_credentials" => {
-            ("invalid_request_error", "invalid_api_key")
+fn openai_kind(status: u16, refused: &Refused) -> (&'static str, &'static str) {
+    let Some(r) = refused.refusal else {
+        return match status {
+            500.. => ("server_error", refused.code),
+            _ => ("invalid_request_error", refused.code),
+        };
+    };
+    match r {
+        Refusal::QuotaExceeded | Refusal::TokenQuotaExceeded => {
+            ("insufficient_quota", "insufficient_quota")
         }
-        _ if status >= 500 => ("server_error", code),
-        _ => ("invalid_request_error", code),
+        Refusal::RateLimited | Refusal::TooManyInFlight => ("requests", "rate_limit_exceeded"),
+        Refusal::MissingKey
+        | Refusal::MalformedCredentials
+        | Refusal::UnknownKey
+        | Refusal::UnknownTenant
+        | Refusal::TenantIdOff => ("invalid_request_error", "invalid_api_key"),
+        Refusal::Suspended => ("invalid_request_error", r.code()),
+        Refusal::ClusterUnavailable => ("server_error", r.code()),
     }
 }
 
 /// The OpenAI-shaped body of a refusal.
 pub fn openai_body(status: u16, refused: &Refused) -> serde_json::Value {
-    let (kind, code) = openai_kind(status, refused.code);
+    let (kind, code) = openai_kind(status, refused);
     json!({"error": {"message": refused.message, "type": kind, "param": null, "code": code}})
 }
 
@@ -71,6 +85,7 @@ mod tests {
         let r = |code| Refused {
             code,
             message: "m".into(),
+            refusal: Refusal::ALL.into_iter().find(|r| r.code() == code),
         };
         let b = openai_body(429, &r("quota_exceeded"));
         assert_eq!(b["error"]["code"], "insufficient_quota");

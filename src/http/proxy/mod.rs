@@ -32,9 +32,9 @@ use self::unasked::UnaskedUsage;
 use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
 use super::error::ApiError;
 use super::extract::{CappedBody, TenantAuth, TenantCtx};
-use super::meter::Meter;
 use super::AppState;
 use crate::config::ProxyConfig;
+use crate::metering::{Meter, Metering};
 use crate::model::{CompactString, RecordExtra, UsageRecord};
 
 /// Headers about one connection, never passed on (RFC 9110 §7.6.1); so are
@@ -263,16 +263,10 @@ async fn forward(
     let reserve = llm.as_ref().map_or(0, |l| {
         l.reserve(auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0))
     });
-    let meter = Meter::acquire(
-        st.clone().into_inner(),
-        &auth,
-        target.cost,
-        reserve,
-        record,
-        started,
-    )
-    .await
-    .allowed()?;
+    let meter = auth
+        .meter(st.metering.clone(), target.cost, reserve, record, started)
+        .await
+        .allowed()?;
 
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::invalid("unsupported method"))?;
@@ -317,7 +311,8 @@ async fn forward(
     };
     // Tollgate could not get an answer: the call is not charged.
     tracing::warn!(upstream = %target.upstream, status = failure.0.as_u16(), error = %failure.2, "proxy upstream failed");
-    meter.failed(&auth, failure.0.as_u16());
+    meter.failed(failure.0.as_u16());
+    auth.shows_now(&st.metering);
     Err(ApiError::new(failure.0, failure.1, failure.2))
 }
 
@@ -377,7 +372,7 @@ fn stream_back(resp: reqwest::Response, mut watch: Watch, unasked_usage: bool) -
 
 /// What recording the request needs once the body is through.
 struct Watch {
-    meter: Meter<Arc<AppState>>,
+    meter: Meter<Arc<Metering>>,
     /// The request, when it was an OpenAI-style call (for an estimate).
     llm: Option<LlmRequest>,
     idle_timeout: Duration,
@@ -500,7 +495,7 @@ impl Metered {
                 "token quota spent while streaming; response cut off".into(),
             )),
         }
-        meter.served(None, status, usage.map(|u| (u.counts, u.model)));
+        meter.served(status, usage.map(|u| (u.counts, u.model)));
     }
 }
 

@@ -7,15 +7,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::StatusCode;
-
-use super::error::ApiError;
-use super::extract::TenantAuth;
-use super::tenant::price;
-use super::AppState;
-use crate::clock::{fmt_ms, nanos_to_utc};
+use super::{Metering, Refused};
 use crate::cluster::TopUp;
-use crate::metering::Refusal;
 use crate::model::{TokenCounts, UsageRecord};
 use crate::quota::lease::Measure;
 use crate::quota::reservation::Reservation;
@@ -23,10 +16,13 @@ use crate::quota::{Decision, Outcome, TenantState};
 use crate::usage::Queued;
 
 /// One metered request, from its decision to its record in the queue.
-/// `S` is how the state is held: a borrow in a handler, or
-/// the state's `Arc` when the record outlives the handler (a streaming
-/// gateway response).
-pub struct Meter<S: Deref<Target = AppState>> {
+/// `S` is how [`Metering`] is held: a borrow in a handler, or its `Arc`
+/// when the record outlives the handler (a streaming gateway response).
+///
+/// An edge whose answer describes the limits (HTTP's rate-limit headers)
+/// shows [`decision`](Self::decision), then the tenant's state once the
+/// answer has changed it.
+pub struct Meter<S: Deref<Target = Metering>> {
     st: S,
     tenant: Arc<TenantState>,
     decision: Decision,
@@ -39,29 +35,14 @@ pub struct Meter<S: Deref<Target = AppState>> {
     started: Instant,
 }
 
-impl<S: Deref<Target = AppState>> Meter<S> {
-    /// Decides `cost` calls now, taking them (and reserving `tokens` of a
-    /// token quota) when allowed, and starts the request's record from
-    /// `record` (what the handler knows: endpoint, method, model, user, bot).
-    /// The response's headers will describe the decision.
-    pub async fn acquire(
-        st: S,
-        auth: &TenantAuth,
-        cost: u64,
-        tokens: u64,
-        record: UsageRecord,
-        started: Instant,
-    ) -> Self {
-        let meter = Meter::decide(st, auth.tenant(), cost, tokens, record, started).await;
-        auth.decided(meter.decision);
-        meter
-    }
-
-    /// Like [`acquire`](Self::acquire), for an edge with no HTTP response
-    /// of its own (Envoy's gRPC services): takes `cost` calls of `tenant`
-    /// at `now` if the limits allow ([`TenantState::acquire`]) and counts
-    /// the outcome for `/metrics`. A shared quota (`[cluster]`) whose
-    /// lease is spent asks Redis for the request's units before refusing.
+impl<S: Deref<Target = Metering>> Meter<S> {
+    /// Decides `cost` calls of `tenant` now, taking them (and reserving
+    /// `tokens` of a token quota) when the limits allow
+    /// ([`TenantState::acquire`]), counts the outcome for `/metrics`, and
+    /// starts the request's record from `record` (what the edge knows:
+    /// endpoint, method, model, user, bot). A shared quota (`[cluster]`)
+    /// whose lease is spent asks Redis for the request's units before
+    /// refusing.
     pub async fn decide(
         st: S,
         tenant: &Arc<TenantState>,
@@ -89,7 +70,7 @@ impl<S: Deref<Target = AppState>> Meter<S> {
                     TopUp::Dry => break,
                     TopUp::Down => {
                         decision.outcome = Outcome::ClusterUnavailable;
-                        decision.retry_after_ns = 1_000_000_000;
+                        decision.retry_after_ns = super::CLUSTER_RETRY_NS;
                         break;
                     }
                 }
@@ -146,15 +127,13 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     }
 
     /// The request, when the decision allowed it; otherwise the refusal
-    /// is recorded and its error (403 or 429 with the limit's state)
-    /// returned.
-    pub fn allowed(self) -> Result<Self, ApiError> {
-        if self.decision.allowed() {
+    /// is recorded and returned (with the limit's state).
+    pub fn allowed(self) -> Result<Self, Refused> {
+        let Some(refused) = Refused::of(&self.decision, &self.tenant.plan().plan.id) else {
             return Ok(self);
-        }
-        let error = rejection(&self.decision, &self.tenant.plan().plan.id);
+        };
         self.finish();
-        Err(error)
+        Err(refused)
     }
 
     /// The record, for what only the handler learns (metadata, say).
@@ -163,15 +142,9 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     }
 
     /// Served with `status`: the tokens the answer reported (if any, with
-    /// the model it named) count against the token quota and are priced;
-    /// `auth`, when the response has not gone yet, gets headers that show
-    /// them. Returns the cost.
-    pub fn served(
-        mut self,
-        auth: Option<&TenantAuth>,
-        status: u16,
-        tokens: Option<(TokenCounts, Option<String>)>,
-    ) -> f64 {
+    /// the model it named) count against the token quota and are priced.
+    /// Returns the cost.
+    pub fn served(mut self, status: u16, tokens: Option<(TokenCounts, Option<String>)>) -> f64 {
         self.record.status = status;
         if let Some((counts, model)) = tokens {
             if let Some(m) = model {
@@ -180,12 +153,9 @@ impl<S: Deref<Target = AppState>> Meter<S> {
             self.record.prompt_tokens = counts.prompt;
             self.record.completion_tokens = counts.completion;
             self.record.tokens = counts.total;
-            self.record.cost_usd = price(
-                &self.st,
-                &self.record.model,
-                counts.prompt,
-                counts.completion,
-            );
+            self.record.cost_usd =
+                self.st
+                    .price(&self.record.model, counts.prompt, counts.completion);
             let now = self.st.clock.now_nanos();
             // What was charged as it streamed is part of the total.
             let charged = std::mem::take(&mut self.charged);
@@ -204,9 +174,6 @@ impl<S: Deref<Target = AppState>> Meter<S> {
             let now = self.st.clock.now_nanos();
             self.tenant
                 .uncount_tokens(now, self.record.ts_ms, std::mem::take(&mut self.charged));
-        }
-        if let Some(auth) = auth {
-            auth.decided(self.tenant.snapshot(self.st.clock.now_nanos()));
         }
         let cost = self.record.cost_usd;
         self.finish();
@@ -233,11 +200,10 @@ impl<S: Deref<Target = AppState>> Meter<S> {
     }
 
     /// Tollgate could not get an answer (`status` 502, 504): everything the
-    /// decision took is given back, the headers say so, and the request is
-    /// recorded with no calls.
-    pub fn failed(mut self, auth: &TenantAuth, status: u16) {
+    /// decision took is given back, and the request is recorded with no
+    /// calls.
+    pub fn failed(mut self, status: u16) {
         self.give_back();
-        auth.decided(self.tenant.snapshot(self.st.clock.now_nanos()));
         self.record.status = status;
         self.finish();
     }
@@ -288,71 +254,6 @@ impl<S: Deref<Target = AppState>> Meter<S> {
         record.response_ms = started.elapsed().as_secs_f64() * 1e3;
         (st, Queued { tenant, record })
     }
-}
-
-/// The 403 of a suspended tenant.
-pub fn suspended() -> ApiError {
-    ApiError::refused(Refusal::Suspended, "this tenant is suspended")
-}
-
-/// The error a rejected decision answers with (its refusal's status and
-/// the limit's state).
-pub fn rejection(d: &Decision, plan_id: &str) -> ApiError {
-    let Some(refusal) = Refusal::of(d.outcome) else {
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "not a rejection",
-        );
-    };
-    let (message, limit, used) =
-        match refusal {
-            Refusal::RateLimited => {
-                let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
-                (
-                    format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
-                    Some(b.0),
-                    b.0,
-                )
-            }
-            Refusal::QuotaExceeded => (
-                "monthly call quota exceeded".to_string(),
-                d.calls_limit,
-                d.calls_used,
-            ),
-            Refusal::TokenQuotaExceeded => (
-                "monthly token quota exceeded".to_string(),
-                d.tokens_limit,
-                d.tokens_used,
-            ),
-            Refusal::ClusterUnavailable => return ApiError::refused(
-                refusal,
-                "this tenant's quota is shared through Redis, which cannot be reached, and this \
-                 instance has spent its lease; retry shortly",
-            )
-            .with("allowed", false)
-            .with("retryAfterSeconds", d.retry_after_secs())
-            .with("plan", plan_id),
-            Refusal::Suspended => return suspended(),
-            // Not a decision's outcome: refused before a decision is made.
-            Refusal::MissingKey
-            | Refusal::MalformedCredentials
-            | Refusal::UnknownKey
-            | Refusal::TooManyInFlight => return ApiError::refused(refusal, "refused"),
-        };
-    let reset_at = if d.outcome == Outcome::RateLimited {
-        nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64))
-    } else {
-        d.period.end()
-    };
-    ApiError::refused(refusal, message)
-        .with("allowed", false)
-        .with("limit", limit)
-        .with("used", used)
-        .with("remaining", limit.map(|l| l.saturating_sub(used)))
-        .with("resetAt", fmt_ms(reset_at))
-        .with("retryAfterSeconds", d.retry_after_secs())
-        .with("plan", plan_id)
 }
 
 fn status_of(d: &Decision) -> u16 {

@@ -1,0 +1,46 @@
+//! Key → tenant: the tenant whose key a request presents, for every edge.
+
+use std::sync::Arc;
+
+use super::{Metering, Refusal, Refused};
+use crate::quota::TenantState;
+use crate::telemetry::metrics::DecisionLabel;
+
+impl Metering {
+    /// The tenant whose key a request presents - `authorization` (`Bearer
+    /// <key>`) or else `api_key` (`X-API-Key`), each the header's value -
+    /// or why not (counted for `/metrics`).
+    pub fn tenant_of(
+        &self,
+        authorization: Option<&str>,
+        api_key: Option<&str>,
+    ) -> Result<Arc<TenantState>, Refused> {
+        let secret = match (authorization, api_key) {
+            (Some(v), _) => v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .ok_or_else(|| {
+                    self.unauthorized(
+                        Refusal::MalformedCredentials,
+                        "use Authorization: Bearer <key>",
+                    )
+                })?,
+            (None, Some(v)) => v,
+            (None, None) => {
+                return Err(self.unauthorized(
+                    Refusal::MissingKey,
+                    "send your API key as Authorization: Bearer <key> or X-API-Key",
+                ))
+            }
+        };
+        self.registry.authenticate(secret.trim()).ok_or_else(|| {
+            self.unauthorized(Refusal::UnknownKey, "the API key is unknown or revoked")
+        })
+    }
+
+    /// A credential that cannot be used, counted for `/metrics`.
+    pub fn unauthorized(&self, refusal: Refusal, message: &str) -> Refused {
+        self.metrics.decision(DecisionLabel::Unauthorized);
+        Refused::new(refusal, message)
+    }
+}
