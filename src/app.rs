@@ -256,7 +256,7 @@ impl Tollgate {
         if mailer.is_none()
             && targets
                 .iter()
-                .any(|t| matches!(t.channel, alerts::Channel::Email { .. }))
+                .any(|t| matches!(t.via, alerts::Via::Email { .. }))
         {
             return Err(StartError::Secret(
                 "[[alerts]] email needs an [smtp] host to send through".into(),

@@ -1,18 +1,21 @@
-//! E-mail alerts: the `[smtp]` server (lettre's SMTP client: STARTTLS,
-//! implicit TLS, or plain for a local relay), and the text of a firing -
-//! the same event a webhook receives, in words, with its JSON below. Sent
-//! by the delivery thread, with the webhooks' retries and marks
-//! ([`http::webhook`](crate::http::webhook)).
+//! The e-mail channel: the `[smtp]` server (lettre's SMTP client:
+//! STARTTLS, implicit TLS, or plain for a local relay), and a firing's
+//! mail - the event in words ([`Event::mail`]), with its JSON below.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde_json::Value;
 
+use super::deliver::{Channel, Counts};
+use super::Event;
 use crate::config::SmtpConfig;
+use crate::telemetry::stats::Stats;
 
 /// `address` as a mailbox (`ops@example.com` or `Ops <ops@example.com>`).
 pub fn mailbox(address: &str) -> Result<Mailbox, String> {
@@ -68,9 +71,9 @@ impl Mailer {
         }))
     }
 
-    /// Sends `body` (a firing's JSON) to `to`, as [`render`] words it.
-    pub async fn send(&self, to: &[String], body: &str) -> Result<(), String> {
-        let (subject, text) = render(body);
+    /// Sends `event` (whose JSON is `body`) to `to`, in words.
+    pub async fn send(&self, to: &[String], event: &Event, body: &str) -> Result<(), String> {
+        let (subject, text) = event.mail(body);
         let mut message = Message::builder()
             .from(self.from.clone())
             .subject(subject)
@@ -87,76 +90,42 @@ impl Mailer {
     }
 }
 
-/// The subject and text of a firing, from its JSON body.
-pub fn render(body: &str) -> (String, String) {
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let n = |k: &str| v[k].to_string();
-    let (subject, lead) = match v["event"].as_str() {
-        Some("usage.threshold") => (
-            format!(
-                "Tollgate: {} reached {} % of its monthly calls",
-                s("tenantId"),
-                n("threshold")
-            ),
-            format!(
-                "Tenant {} has used {} of its {} calls this period ({} to {}).",
-                s("tenantId"),
-                n("used"),
-                n("limit"),
-                s("periodStart"),
-                s("periodEnd")
-            ),
-        ),
-        Some("usage.anomaly") => {
-            let who = v["tenantId"]
-                .as_str()
-                .map_or("every tenant together".to_string(), |t| {
-                    format!("tenant {t}")
-                });
-            (
-                format!(
-                    "Tollgate: unusual {} ({}) for {who}",
-                    s("metric"),
-                    s("direction")
-                ),
-                format!(
-                    "{}.\nThe hour starting {}; the episode began {}.",
-                    s("message"),
-                    s("hour"),
-                    s("episodeStart")
-                ),
-            )
+/// Mail to a list of addresses through the `[smtp]` server.
+pub struct Email {
+    mailer: Arc<Mailer>,
+    to: Vec<String>,
+}
+
+impl Email {
+    pub fn new(mailer: Arc<Mailer>, to: &[String]) -> Email {
+        Email {
+            mailer,
+            to: to.to_vec(),
         }
-        _ => ("Tollgate alert".to_string(), String::new()),
-    };
-    let text = format!("{lead}\n\nThe event, as the webhooks receive it:\n\n{body}\n");
-    (subject, text)
+    }
+}
+
+impl Channel for Email {
+    fn what(&self) -> &'static str {
+        "e-mail"
+    }
+
+    fn counts<'a>(&self, s: &'a Stats) -> Counts<'a> {
+        Counts {
+            delivered: &s.emails_delivered,
+            retried: &s.emails_retried,
+            failed: &s.emails_failed,
+        }
+    }
+
+    fn send<'a>(&'a self, event: &'a Event, body: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.mailer.send(&self.to, event, body))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_threshold_and_an_anomaly_in_words() {
-        let (subject, text) = render(
-            r#"{"event":"usage.threshold","tenantId":"acme","threshold":80,"used":8000,"limit":10000,"periodStart":"2026-12-01T00:00:00.000Z","periodEnd":"2027-01-01T00:00:00.000Z"}"#,
-        );
-        assert_eq!(subject, "Tollgate: acme reached 80 % of its monthly calls");
-        assert!(
-            text.starts_with("Tenant acme has used 8000 of its 10000 calls"),
-            "{text}"
-        );
-        assert!(text.contains(r#""threshold":80"#));
-        let (subject, _) = render(
-            r#"{"event":"usage.anomaly","tenantId":null,"metric":"requests","direction":"up","message":"m"}"#,
-        );
-        assert_eq!(
-            subject,
-            "Tollgate: unusual requests (up) for every tenant together"
-        );
-    }
 
     #[test]
     fn a_bad_smtp_setting_is_named() {

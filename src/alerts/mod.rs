@@ -1,23 +1,33 @@
 //! Threshold webhooks and e-mails (SPEC §8 `[[alerts]]`).
 //!
+//! Threshold and anomaly alerts (SPEC §8 `[[alerts]]`), from what fires
+//! them to their delivery.
+//!
 //! The flusher shows [`Alerts::observe`] every batch before writing it; for
 //! each tenant in the batch it compares the monthly call counter with each
 //! configured threshold. A threshold crossed for the first time in the
-//! period *fires*: the firing goes to the delivery thread
-//! ([`http::webhook`](crate::http::webhook), which renders the body and
-//! speaks HTTP), which records it in the store ([`AlertMark`]) and POSTs
-//! the body, signed, retrying with exponential backoff. Marks make a firing happen once per tenant, period,
-//! URL and threshold across restarts; undelivered ones are sent again at
-//! the next start.
+//! period *fires*: an [`Event`] goes to the delivery thread
+//! ([`deliver`]), which records it in the store ([`AlertMark`]) and tells
+//! it through the target's [`Channel`] ([`webhook`]: POSTed, signed;
+//! [`email`]: mailed in words), retrying with exponential backoff. Marks
+//! make a firing happen once per tenant, period, URL and threshold across
+//! restarts; undelivered ones are sent again at the next start.
 //!
 //! Anomalies (`anomalies = true` on an `[[alerts]]` target) are watched by
 //! a thread of their own ([`watch`]) and delivered the same way.
 //!
 //! Architecture Invariant: nothing here runs on the request path; a slow or
-//! dead receiver delays no request and no flush.
+//! dead receiver delays no request and no flush. Outbound HTTP is the
+//! webhook channel's alone, SMTP the e-mail channel's.
 
+pub mod deliver;
 pub mod email;
+mod event;
 pub mod watch;
+pub mod webhook;
+
+pub use deliver::Channel;
+pub use event::Event;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,16 +39,15 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use crate::clock::Clock;
 use crate::config::AlertConfig;
-use crate::http::webhook;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
-use crate::store::{alert_key, AlertMark, Store};
+use crate::store::{alert_key, AlertMark, MarkOf, Store};
 use crate::telemetry::stats::Stats;
 use crate::usage::Queued;
 
-/// How a target is told.
+/// How a target is told (the [`Channel`] the delivery thread makes of it).
 #[derive(Debug)]
-pub enum Channel {
+pub enum Via {
     /// POSTed to the target's URL, signed with this secret.
     Webhook { secret: Vec<u8> },
     /// Mailed through `[smtp]` to these addresses.
@@ -54,7 +63,7 @@ pub struct Target {
     pub url: String,
     /// Ascending.
     pub thresholds: Vec<u32>,
-    pub channel: Channel,
+    pub via: Via,
     pub(crate) retry_initial: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) timeout: Duration,
@@ -73,10 +82,10 @@ impl Target {
         let mut thresholds = c.thresholds.clone();
         thresholds.sort_unstable();
         thresholds.dedup();
-        let target = |url: String, channel: Channel| Target {
+        let target = |url: String, via: Via| Target {
             url,
             thresholds: thresholds.clone(),
-            channel,
+            via,
             retry_initial: Duration::from_millis(c.retry_initial_ms),
             max_attempts: c.max_attempts,
             timeout: Duration::from_millis(c.timeout_ms),
@@ -94,7 +103,7 @@ impl Target {
                 })?;
             out.push(target(
                 c.url.clone(),
-                Channel::Webhook {
+                Via::Webhook {
                     secret: secret.into_bytes(),
                 },
             ));
@@ -105,7 +114,7 @@ impl Target {
             }
             out.push(target(
                 format!("mailto:{}", c.email.join(",")),
-                Channel::Email {
+                Via::Email {
                     to: c.email.clone(),
                 },
             ));
@@ -123,6 +132,8 @@ impl Target {
 #[derive(Debug)]
 pub struct Firing {
     pub mark: AlertMark,
+    /// What the mark's body says.
+    pub event: Event,
     pub fresh: bool,
 }
 
@@ -183,22 +194,33 @@ pub fn start(
     let targets = Arc::new(targets);
     let (tx, rx) = unbounded_channel();
     let mut fired = HashSet::new();
+    let mut episodes = HashSet::new();
     for mark in marks {
+        if let MarkOf::Episode(_) = mark.of {
+            episodes.insert(mark.key());
+        }
         fired.insert(mark.key());
-        if !mark.delivered {
-            let _ = tx.send(Firing { mark, fresh: false });
+        if mark.delivered {
+            continue;
+        }
+        match Event::parse(&mark.body) {
+            Some(event) => {
+                let _ = tx.send(Firing {
+                    mark,
+                    event,
+                    fresh: false,
+                });
+            }
+            None => {
+                tracing::error!(tenant = %mark.tenant, url = %mark.url, "an undelivered alert's body is not an event; not sent again")
+            }
         }
     }
-    let episodes: HashSet<String> = fired
-        .iter()
-        .filter(|k| key_threshold(k).is_some_and(|t| t & watch::ANOMALY_MARK != 0))
-        .cloned()
-        .collect();
     let watcher = watch::start(&targets, store.clone(), clock.clone(), tx.clone(), episodes)?;
     let thread_targets = targets.clone();
     let handle = std::thread::Builder::new()
         .name("tollgate-webhooks".into())
-        .spawn(move || webhook::deliver_all(rx, thread_targets, mailer, store, stats))?;
+        .spawn(move || deliver::deliver_all(rx, thread_targets, mailer, store, stats))?;
     Ok((
         Alerts {
             targets,
@@ -254,21 +276,23 @@ impl Alerts {
                 if (used as u128) * 100 < (threshold as u128) * (limit as u128) {
                     break;
                 }
-                let key = alert_key(&tenant.id, period, &target.url, threshold);
+                let of = MarkOf::Threshold(threshold);
+                let key = alert_key(&tenant.id, period, &target.url, of);
                 if !self.fired.lock().1.insert(key) {
                     continue;
                 }
-                let body = webhook::threshold_body(&tenant.id, threshold, used, limit, period, now);
+                let event = Event::threshold(&tenant.id, threshold, used, limit, period, now);
                 tracing::info!(tenant = %tenant.id, threshold, used, limit, url = %target.url, "usage threshold crossed");
                 let _ = self.tx.send(Firing {
                     mark: AlertMark {
                         tenant: tenant.id.to_string(),
                         period,
                         url: target.url.clone(),
-                        threshold,
-                        body,
+                        of,
+                        body: event.body(),
                         delivered: false,
                     },
+                    event,
                     fresh: true,
                 });
             }
@@ -281,18 +305,18 @@ fn key_period(key: &str) -> Option<i32> {
     key.split('\u{0}').nth(1)?.parse().ok()
 }
 
-/// The threshold (or episode code) in an [`alert_key`].
-fn key_threshold(key: &str) -> Option<u32> {
-    key.split('\u{0}').nth(2)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_key_names_its_period() {
-        let key = alert_key("acme", Period(682), "http://127.0.0.1:9/h", 80);
+        let key = alert_key(
+            "acme",
+            Period(682),
+            "http://127.0.0.1:9/h",
+            MarkOf::Threshold(80),
+        );
         assert_eq!(key_period(&key), Some(682));
         assert_eq!(key_period("garbage"), None);
     }

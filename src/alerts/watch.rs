@@ -19,35 +19,31 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Firing, Target};
+use super::{Event, Firing, Target};
 use crate::analytics::anomaly::{
     detect, episode_start, Anomaly, Direction, Metric, BASELINE_WEEKS, EPISODE_GAP_HOURS,
     EPISODE_WALK_HOURS, HISTORY_HOURS, MIN_REQUESTS,
 };
 use crate::analytics::hours::{HourPoint, Hours, HOUR_MS, WEEK_HOURS};
 use crate::clock::Clock;
-use crate::http::webhook;
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Grain, Owner};
-use crate::store::{alert_key, AlertMark, Store, StoreError};
+use crate::store::{alert_key, AlertMark, MarkOf, Store, StoreError};
 
 /// How long after an hour ends it is judged.
 pub const SETTLE_MS: i64 = 60_000;
-/// The mark of an anomaly episode has this bit set in its `threshold`, so
-/// it never meets a quota percentage; the rest is the episode's first
-/// hour within its period (< 1024) times 8, plus metric and direction.
-pub const ANOMALY_MARK: u32 = 1 << 30;
 /// The owner a fleet-wide anomaly is marked for (no tenant id has a `*`).
 pub const FLEET: &str = "*";
 
-/// The `threshold` of an episode's mark.
-pub fn episode_code(start_hour: i64, period: Period, a: &Anomaly) -> u32 {
+/// What an episode's mark is of: its first hour within its period (<
+/// 1024) times 8, plus metric and direction.
+pub fn episode_code(start_hour: i64, period: Period, a: &Anomaly) -> MarkOf {
     let within = (start_hour - period.start_secs() / 3600).clamp(0, 1023) as u32;
     let metric = Metric::ALL
         .iter()
         .position(|m| *m == a.metric)
         .expect("a known metric") as u32;
-    ANOMALY_MARK | within << 3 | metric << 1 | (a.direction == Direction::Down) as u32
+    MarkOf::Episode(within << 3 | metric << 1 | (a.direction == Direction::Down) as u32)
 }
 
 pub struct Watcher {
@@ -194,12 +190,12 @@ impl Watch {
             Owner::Fleet => FLEET,
             Owner::Tenant(id) => id.as_str(),
         };
-        let code = episode_code(start, period, a);
+        let of = episode_code(start, period, a);
         let now = self.clock.now();
-        let body =
-            webhook::anomaly_body((tenant != FLEET).then_some(tenant), a, start * HOUR_MS, now);
+        let event = Event::anomaly((tenant != FLEET).then_some(tenant), a, start * HOUR_MS, now);
+        let body = event.body();
         for url in &self.urls {
-            if !self.fired.insert(alert_key(tenant, period, url, code)) {
+            if !self.fired.insert(alert_key(tenant, period, url, of)) {
                 continue;
             }
             tracing::info!(tenant, metric = a.metric.name(), direction = a.direction.name(),
@@ -209,10 +205,11 @@ impl Watch {
                     tenant: tenant.to_string(),
                     period,
                     url: url.clone(),
-                    threshold: code,
+                    of,
                     body: body.clone(),
                     delivered: false,
                 },
+                event: event.clone(),
                 fresh: true,
             });
         }

@@ -95,6 +95,25 @@ impl Anomaly {
     pub fn t_ms(&self) -> i64 {
         self.hour * HOUR_MS
     }
+
+    /// Observed, expected and score as shown (reports, alerts): the error
+    /// rate to 4 decimals, the rest and the score to 2.
+    pub fn rounded(&self) -> (f64, f64, f64) {
+        let round = |x: f64, decimals: i32| {
+            let f = 10f64.powi(decimals);
+            (x * f).round() / f
+        };
+        let d = if self.metric == Metric::ErrorRate {
+            4
+        } else {
+            2
+        };
+        (
+            round(self.observed, d),
+            round(self.expected, d),
+            round(self.score, 2),
+        )
+    }
 }
 
 /// Hours of history before the first hour judged that a baseline reads.

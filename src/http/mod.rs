@@ -26,7 +26,6 @@ pub mod slots;
 pub mod state;
 pub mod tenant;
 pub mod types;
-pub mod webhook;
 
 pub use self::state::AppState;
 

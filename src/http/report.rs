@@ -421,17 +421,13 @@ pub struct AnomalyView {
 
 impl From<&Anomaly> for AnomalyView {
     fn from(a: &Anomaly) -> AnomalyView {
-        let d = if a.metric == crate::analytics::anomaly::Metric::ErrorRate {
-            4
-        } else {
-            2
-        };
+        let (observed, expected, score) = a.rounded();
         AnomalyView {
             t: time(a.t_ms()),
             metric: a.metric.name(),
-            observed: round(a.observed, d),
-            expected: round(a.expected, d),
-            score: round(a.score, 2),
+            observed,
+            expected,
+            score,
             direction: a.direction.name(),
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 
-use super::{AlertMark, PeriodTotals, Store, UsageBlock};
+use super::{AlertMark, MarkOf, PeriodTotals, Store, UsageBlock};
 use crate::model::{Plan, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
 use crate::rollup::{Buckets, Grain, Owner};
@@ -205,7 +205,7 @@ pub fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine) {
         tenant: "gone".into(),
         period: Period::containing_secs(t / 1000),
         url: "http://x".into(),
-        threshold: 80,
+        of: MarkOf::Threshold(80),
         body: "{}".into(),
         delivered: false,
     })
@@ -463,7 +463,7 @@ pub fn an_alert_mark_is_claimed_once(e: Engine) {
         tenant: "acme".into(),
         period: Period(683),
         url: "mailto:ops@example.com".into(),
-        threshold: (1 << 30) | 17,
+        of: MarkOf::Episode(17),
         body: "{\"event\":\"usage.anomaly\"}".into(),
         delivered: false,
     };
@@ -538,7 +538,7 @@ pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
         tenant: "t".into(),
         period: Period(period),
         url: "http://x".into(),
-        threshold,
+        of: MarkOf::Threshold(threshold),
         body: "{}".into(),
         delivered: false,
     };
@@ -550,7 +550,7 @@ pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
         .alert_marks()
         .unwrap()
         .iter()
-        .map(|m| m.threshold)
+        .map(|m| m.of.number())
         .collect();
     left.sort();
     assert_eq!(left, [80, 100]);

@@ -28,7 +28,9 @@ mod values;
 pub use error::{Failure, StoreError};
 pub use ledger::{Access, Ledger};
 pub use sled::{within, SledOptions, SledStore};
-pub use values::{alert_key, AlertMark, CellKey, PeriodTotals, Retirement, StoredCell, UsageBlock};
+pub use values::{
+    alert_key, AlertMark, CellKey, MarkOf, PeriodTotals, Retirement, StoredCell, UsageBlock,
+};
 
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;

@@ -60,29 +60,63 @@ impl UsageBlock {
     }
 }
 
-/// A threshold webhook that fired: at most one per (tenant, period, alert
-/// URL, threshold), kept so that a restart neither fires it again nor loses
-/// an undelivered one.
+/// An alert that fired: at most one per (tenant, period, alert URL, what
+/// it is of), kept so that a restart neither fires it again nor loses an
+/// undelivered one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertMark {
     pub tenant: String,
     pub period: Period,
     pub url: String,
-    pub threshold: u32,
+    pub of: MarkOf,
     /// The JSON body, exactly as (re)sent.
     pub body: String,
     pub delivered: bool,
 }
 
-impl AlertMark {
-    /// The identity of the firing; a store keys marks by it.
-    pub fn key(&self) -> String {
-        alert_key(&self.tenant, self.period, &self.url, self.threshold)
+/// What a mark is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MarkOf {
+    /// A share of the monthly calls, in percent (1 to 1000), reached.
+    Threshold(u32),
+    /// An anomaly episode begun: its number within the period (its first
+    /// hour, metric and direction; below 2^30).
+    Episode(u32),
+}
+
+/// Set in the number an episode's mark is stored by.
+const EPISODE: u32 = 1 << 30;
+
+impl MarkOf {
+    /// The one number a store keeps it by (a column, a key's part): an
+    /// episode's has bit 30 set, so that the two kinds never share a key.
+    /// Only the stores' encoding reads it.
+    pub fn number(self) -> u32 {
+        match self {
+            MarkOf::Threshold(t) => t & !EPISODE,
+            MarkOf::Episode(n) => EPISODE | n,
+        }
+    }
+
+    /// What a stored number is of.
+    pub fn of_number(n: u32) -> MarkOf {
+        if n & EPISODE != 0 {
+            MarkOf::Episode(n & !EPISODE)
+        } else {
+            MarkOf::Threshold(n)
+        }
     }
 }
 
-pub fn alert_key(tenant: &str, period: Period, url: &str, threshold: u32) -> String {
-    format!("{tenant}\u{0}{}\u{0}{threshold}\u{0}{url}", period.0)
+impl AlertMark {
+    /// The identity of the firing; a store keys marks by it.
+    pub fn key(&self) -> String {
+        alert_key(&self.tenant, self.period, &self.url, self.of)
+    }
+}
+
+pub fn alert_key(tenant: &str, period: Period, url: &str, of: MarkOf) -> String {
+    format!("{tenant}\u{0}{}\u{0}{}\u{0}{url}", period.0, of.number())
 }
 
 /// Which stored rollup cell: its grain, owner and bucket.

@@ -33,7 +33,7 @@ use crate::store::codec::{decode_cell as decode, decode_prefix, encode_cell};
 use crate::store::ledger::book::RollupBook;
 use crate::store::shared::Backlog;
 use crate::store::{
-    AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
+    AlertMark, AlertMarks, Catalog, CellKey, Engine, MarkOf, PeriodTotals, RollupCells, StoreError,
     StoredCell, UsageBlock, UsageLog, UsageReads,
 };
 
@@ -437,7 +437,7 @@ impl PgEngine {
                     &m.tenant,
                     &m.period.0,
                     &m.url,
-                    &(m.threshold.min(i32::MAX as u32) as i32),
+                    &(m.of.number() as i32),
                     &m.body,
                     &m.delivered,
                 ],
@@ -855,7 +855,7 @@ impl AlertMarks for PgEngine {
                 tenant: r.get(0),
                 period: Period(r.get(1)),
                 url: r.get(2),
-                threshold: r.get::<_, i32>(3).max(0) as u32,
+                of: MarkOf::of_number(r.get::<_, i32>(3).max(0) as u32),
                 body: r.get(4),
                 delivered: r.get(5),
             })

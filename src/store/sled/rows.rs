@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::quota::period::Period;
 use crate::rollup::Cell;
-use crate::store::{AlertMark, PeriodTotals, StoredCell};
+use crate::store::{AlertMark, MarkOf, PeriodTotals, StoredCell};
 
 /// A limit: `count` per `per_seconds`, up to `burst` at once.
 #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -395,7 +395,7 @@ impl From<&AlertMark> for MarkRow {
             tenant: m.tenant.clone(),
             period: m.period.0,
             url: m.url.clone(),
-            threshold: m.threshold,
+            threshold: m.of.number(),
             body: m.body.clone(),
             delivered: m.delivered,
         }
@@ -408,7 +408,7 @@ impl From<MarkRow> for AlertMark {
             tenant: m.tenant,
             period: Period(m.period),
             url: m.url,
-            threshold: m.threshold,
+            of: MarkOf::of_number(m.threshold),
             body: m.body,
             delivered: m.delivered,
         }
