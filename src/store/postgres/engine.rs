@@ -21,33 +21,26 @@ use parking_lot::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
+use super::changes::changed;
 use super::client::{unreachable, Conn, Pg};
-use super::records::{self, day_of, COPY_LAYOUT, COPY_RECORDS, COPY_RECORDS_V1, RECORD_COLUMNS};
+use super::records::{self, day_of, COPY_LAYOUT, COPY_RECORDS, COPY_RECORDS_V1};
 use super::spool::{CellId, Spool, Write};
-use crate::model::{
-    ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus, UsageRecord,
-};
 use crate::quota::period::Period;
-use crate::rollup::{Buckets, Cell, CellHead, Grain, Owner};
-use crate::store::codec::{decode_cell as decode, decode_prefix, encode_cell};
+use crate::rollup::{Buckets, Cell, Grain, Owner};
+use crate::store::codec::{decode_cell as decode, encode_cell};
 use crate::store::ledger::book::RollupBook;
 use crate::store::shared::Backlog;
-use crate::store::{
-    AlertMark, AlertMarks, Catalog, CellKey, Engine, MarkOf, PeriodTotals, RollupCells, StoreError,
-    StoredCell, UsageBlock, UsageLog, UsageReads,
-};
+use crate::store::{AlertMark, Engine, StoreError, UsageBlock};
 
 /// Held (for its transaction) by whoever changes rollup cells.
-const ROLLUP_LOCK: i64 = 0x726f_6c6c_7570; // "rollup"
+pub(super) const ROLLUP_LOCK: i64 = 0x726f_6c6c_7570; // "rollup"
 /// Held while a day's partition is made or dropped.
-const PARTITION_LOCK: i64 = 0x7061_7274; // "part"
-/// Held (for its transaction) by whoever writes the catalog.
-const CATALOG_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog"
+pub(super) const PARTITION_LOCK: i64 = 0x7061_7274; // "part"
 /// The times a scan asks for are clamped to these (milliseconds).
-const MIN_MS: i64 = -100_000_000_000_000;
-const MAX_MS: i64 = 8_000_000_000_000_000;
+pub(super) const MIN_MS: i64 = -100_000_000_000_000;
+pub(super) const MAX_MS: i64 = 8_000_000_000_000_000;
 /// Records a scan reads per query.
-const SCAN_PAGE: i64 = 10_000;
+pub(super) const SCAN_PAGE: i64 = 10_000;
 
 pub struct PgEngine {
     pub(super) pg: Arc<Pg>,
@@ -55,26 +48,26 @@ pub struct PgEngine {
     /// `instances`.
     pub(super) instance: String,
     /// Days whose partition is known to exist.
-    days: Mutex<HashSet<i64>>,
+    pub(super) days: Mutex<HashSet<i64>>,
     /// Notices of other instances' catalog writes (`shared.rs`).
-    pub(super) listener: super::shared::Listener,
+    pub(super) listener: super::listener::Listener,
     /// Usage writes waiting for the database (none in tests without a
     /// data directory: failures then reach the flusher).
-    spool: Option<Spool>,
+    pub(super) spool: Option<Spool>,
     /// Something was spooled since the spool was last flushed.
-    spooled: AtomicBool,
+    pub(super) spooled: AtomicBool,
     /// Held while the spool is delivered.
     pub(super) draining: Mutex<()>,
     /// Why the last write could not reach the database; `None` once one did.
-    down: Mutex<Option<String>>,
+    pub(super) down: Mutex<Option<String>>,
     /// Records of spooled writes the database refused as data (dropped).
-    rejected: AtomicU64,
+    pub(super) rejected: AtomicU64,
     /// The process whose writes these are, when enforcement is shared
     /// (`process_totals`); unset, writes count only in `period_totals`.
     pub(super) process: std::sync::OnceLock<String>,
 }
 
-fn grain_id(g: Grain) -> i16 {
+pub(super) fn grain_id(g: Grain) -> i16 {
     match g {
         Grain::Minute => 0,
         Grain::Hour => 1,
@@ -83,159 +76,19 @@ fn grain_id(g: Grain) -> i16 {
 }
 
 /// The fleet's cells are kept under `''` (a tenant id is never empty).
-fn owner_id(o: &Owner) -> &str {
+pub(super) fn owner_id(o: &Owner) -> &str {
     match o {
         Owner::Fleet => "",
         Owner::Tenant(id) => id,
     }
 }
 
-fn i64_of(v: u64) -> i64 {
+pub(super) fn i64_of(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
-fn u64_of(v: Option<i64>) -> Option<u64> {
+pub(super) fn u64_of(v: Option<i64>) -> Option<u64> {
     v.map(|v| v.max(0) as u64)
-}
-
-/// A plan from [`PLAN_COLUMNS`] starting at column `at`.
-pub(super) fn plan_of(r: &Row, at: usize) -> Plan {
-    let rate = |i: usize| -> Option<(u64, u64, u64)> {
-        Some((
-            u64_of(r.get(at + i))?,
-            u64_of(r.get(at + i + 1))?,
-            u64_of(r.get(at + i + 2))?,
-        ))
-    };
-    Plan {
-        id: r.get(at),
-        name: r.get(at + 1),
-        monthly_calls: u64_of(r.get(at + 2)),
-        monthly_tokens: u64_of(r.get(at + 3)),
-        rate_limit: rate(4).map(|(requests, per_seconds, burst)| RateLimit {
-            requests,
-            per_seconds,
-            burst,
-        }),
-        price_usd_monthly: r.get(at + 7),
-        ingest_rate: rate(8).map(|(records, per_seconds, burst)| IngestRate {
-            records,
-            per_seconds,
-            burst,
-        }),
-        reserve_tokens: u64_of(r.get(at + 11)),
-        reservation_ttl_seconds: u64_of(r.get(at + 12)),
-    }
-}
-
-pub(super) const PLAN_COLUMNS: &str = "id, name, monthly_calls, monthly_tokens, rate_requests, \
-     rate_per_seconds, rate_burst, price_usd_monthly, ingest_records, ingest_per_seconds, \
-     ingest_burst, reserve_tokens, reservation_ttl_seconds";
-pub(super) const TENANT_COLUMNS: &str = "id, name, plan_id, suspended, created_at";
-pub(super) const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at, sha256";
-
-/// A tenant from [`TENANT_COLUMNS`] starting at column `at`.
-pub(super) fn tenant_of(r: &Row, at: usize) -> Tenant {
-    Tenant {
-        id: r.get(at),
-        name: r.get(at + 1),
-        plan_id: r.get(at + 2),
-        status: if r.get(at + 3) {
-            TenantStatus::Suspended
-        } else {
-            TenantStatus::Active
-        },
-        created_at: r.get(at + 4),
-    }
-}
-
-/// A key from [`KEY_COLUMNS`] starting at column `at`.
-pub(super) fn key_of(r: &Row, at: usize) -> Result<StoredKey, StoreError> {
-    let hash: Vec<u8> = r.get(at + 6);
-    Ok(StoredKey {
-        key: ApiKey {
-            id: r.get(at),
-            tenant_id: r.get(at + 1),
-            name: r.get(at + 2),
-            prefix: r.get(at + 3),
-            created_at: r.get(at + 4),
-            revoked_at: r.get(at + 5),
-        },
-        hash: hash
-            .try_into()
-            .map_err(|_| StoreError::Codec("a stored key hash is not 32 bytes".into()))?,
-    })
-}
-
-/// Notes catalog writes for the other instances: one change row per id,
-/// and a notice, both taking effect when the transaction commits.
-async fn changed(
-    c: &impl GenericClient,
-    kind: &str,
-    ids: &[&str],
-    origin: &str,
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    // One catalog writer at a time across instances: versions then commit
-    // in their order, so a follower reading past version v never misses
-    // one below it.
-    c.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK])
-        .await?;
-    c.execute(
-        "INSERT INTO catalog_changes (kind, id, origin) SELECT $1, unnest($2::text[]), $3",
-        &[&kind, &ids, &origin],
-    )
-    .await?;
-    c.execute("SELECT pg_notify('tollgate_catalog', '')", &[])
-        .await?;
-    Ok(())
-}
-
-async fn upsert_tenants(c: &impl GenericClient, tenants: &[Tenant]) -> Result<(), StoreError> {
-    let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
-    let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
-    let plans: Vec<&str> = tenants.iter().map(|t| t.plan_id.as_str()).collect();
-    let suspended: Vec<bool> = tenants
-        .iter()
-        .map(|t| t.status == TenantStatus::Suspended)
-        .collect();
-    let created: Vec<chrono::DateTime<chrono::Utc>> =
-        tenants.iter().map(|t| t.created_at).collect();
-    c.execute(
-        "INSERT INTO tenants (id, name, plan_id, suspended, created_at) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
-         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, plan_id = EXCLUDED.plan_id, \
-         suspended = EXCLUDED.suspended, created_at = EXCLUDED.created_at",
-        &[&ids, &names, &plans, &suspended, &created],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn upsert_keys(c: &impl GenericClient, keys: &[StoredKey]) -> Result<(), StoreError> {
-    let col = |f: fn(&StoredKey) -> &str| keys.iter().map(f).collect::<Vec<&str>>();
-    let ids = col(|k| &k.key.id);
-    let tenants = col(|k| &k.key.tenant_id);
-    let names = col(|k| &k.key.name);
-    let prefixes = col(|k| &k.key.prefix);
-    let created: Vec<_> = keys.iter().map(|k| k.key.created_at).collect();
-    let revoked: Vec<_> = keys.iter().map(|k| k.key.revoked_at).collect();
-    let hashes: Vec<&[u8]> = keys.iter().map(|k| &k.hash[..]).collect();
-    c.execute(
-        "INSERT INTO api_keys (id, tenant_id, name, prefix, created_at, revoked_at, sha256) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::timestamptz[], $6::timestamptz[], $7::bytea[]) \
-         ON CONFLICT (id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, name = EXCLUDED.name, \
-         prefix = EXCLUDED.prefix, created_at = EXCLUDED.created_at, \
-         revoked_at = EXCLUDED.revoked_at, sha256 = EXCLUDED.sha256",
-        &[
-            &ids, &tenants, &names, &prefixes, &created, &revoked, &hashes,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 /// What one usage write adds, computed before its transaction (and kept
@@ -290,14 +143,15 @@ pub(super) fn write_of(seq: u64, blocks: &[&UsageBlock]) -> Write {
 /// tenant's huge (in-bounds) counts must not make every later write fail
 /// with `numeric value out of range` (they once wedged every tenant's
 /// writes behind a batch retried forever).
-const ADD_PERIOD_TOTALS: &str = "INSERT INTO period_totals (period, tenant_id, calls, tokens) \
+pub(super) const ADD_PERIOD_TOTALS: &str =
+    "INSERT INTO period_totals (period, tenant_id, calls, tokens) \
      SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[]) \
      ON CONFLICT (period, tenant_id) DO UPDATE SET \
      calls = LEAST(period_totals.calls::numeric + EXCLUDED.calls, 9223372036854775807)::int8, \
      tokens = LEAST(period_totals.tokens::numeric + EXCLUDED.tokens, 9223372036854775807)::int8";
 
 /// [`ADD_PERIOD_TOTALS`] for this process's part (`$5`: its name).
-const ADD_PROCESS_TOTALS: &str = "INSERT INTO process_totals \
+pub(super) const ADD_PROCESS_TOTALS: &str = "INSERT INTO process_totals \
      (period, tenant_id, calls, tokens, process) \
      SELECT *, $5 FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[]) \
      ON CONFLICT (period, tenant_id, process) DO UPDATE SET \
@@ -309,7 +163,7 @@ pub(super) const DRAIN_WRITES: usize = 64;
 
 /// Adds one delivery's totals (and this process's part of them) and
 /// merges its rollup cells.
-async fn add_write(
+pub(super) async fn add_write(
     tx: &tokio_postgres::Transaction<'_>,
     totals: &[(i32, String, i64, i64)],
     cells: &[(CellId, Cell)],
@@ -333,7 +187,7 @@ async fn add_write(
 
 /// Several writes' totals and rollup cells added up, in key order.
 #[allow(clippy::type_complexity)]
-fn added_up(writes: &[&Write]) -> (Vec<(i32, String, i64, i64)>, Vec<(CellId, Cell)>) {
+pub(super) fn added_up(writes: &[&Write]) -> (Vec<(i32, String, i64, i64)>, Vec<(CellId, Cell)>) {
     let mut totals: BTreeMap<(i32, String), (i64, i64)> = BTreeMap::new();
     let mut cells: BTreeMap<CellId, Cell> = BTreeMap::new();
     for w in writes {
@@ -362,7 +216,7 @@ fn added_up(writes: &[&Write]) -> (Vec<(i32, String, i64, i64)>, Vec<(CellId, Ce
 
 /// Writes `cells` (`(grain, owner, bucket)` in key order, with their
 /// bytes) over what is stored, under the rollup lock.
-async fn upsert_cells(
+pub(super) async fn upsert_cells(
     c: &impl GenericClient,
     keys: &[&CellId],
     bytes: &[Vec<u8>],
@@ -382,7 +236,10 @@ async fn upsert_cells(
 
 /// Merges one write's cell deltas (in key order, each key once) into the
 /// stored cells, under the rollup lock.
-async fn merge_cells(c: &impl GenericClient, deltas: &[(CellId, Cell)]) -> Result<(), StoreError> {
+pub(super) async fn merge_cells(
+    c: &impl GenericClient,
+    deltas: &[(CellId, Cell)],
+) -> Result<(), StoreError> {
     if deltas.is_empty() {
         return Ok(());
     }
@@ -423,7 +280,11 @@ async fn merge_cells(c: &impl GenericClient, deltas: &[(CellId, Cell)]) -> Resul
 impl PgEngine {
     /// Inserts `mark`, doing `on_conflict` when its key is there; the rows
     /// written.
-    fn insert_mark(&self, mark: &AlertMark, on_conflict: &'static str) -> Result<u64, StoreError> {
+    pub(super) fn insert_mark(
+        &self,
+        mark: &AlertMark,
+        on_conflict: &'static str,
+    ) -> Result<u64, StoreError> {
         let m = mark.clone();
         self.pg.run(move |c| async move {
             let sql = format!(
@@ -447,7 +308,7 @@ impl PgEngine {
     }
 
     /// `owner`'s cells in `span`, each value's bytes read by `read`.
-    fn cell_values<T>(
+    pub(super) fn cell_values<T>(
         &self,
         owner: &Owner,
         span: Buckets,
@@ -477,7 +338,7 @@ impl PgEngine {
             pg,
             instance,
             days: Mutex::new(HashSet::new()),
-            listener: super::shared::Listener::default(),
+            listener: super::listener::Listener::default(),
             spool,
             spooled: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
@@ -498,7 +359,7 @@ impl PgEngine {
     }
 
     /// Runs `f` in one transaction on a pooled connection.
-    fn transaction<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) fn transaction<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
@@ -533,7 +394,10 @@ impl PgEngine {
     }
 
     /// Makes the partitions of `days` that are not known to exist.
-    fn ensure_days(&self, days: impl IntoIterator<Item = i64>) -> Result<(), StoreError> {
+    pub(super) fn ensure_days(
+        &self,
+        days: impl IntoIterator<Item = i64>,
+    ) -> Result<(), StoreError> {
         let missing: Vec<i64> = {
             let known = self.days.lock();
             let mut m: Vec<i64> = days.into_iter().filter(|d| !known.contains(d)).collect();
@@ -565,7 +429,7 @@ impl PgEngine {
     }
 
     /// Writes one usage write, unless `usage_batches` has it already.
-    fn deliver(&self, write: &Arc<Write>) -> Result<(), StoreError> {
+    pub(super) fn deliver(&self, write: &Arc<Write>) -> Result<(), StoreError> {
         self.deliver_all(std::slice::from_ref(write))
     }
 
@@ -574,7 +438,7 @@ impl PgEngine {
     /// each, and their totals and rollup cells added up first, so that the
     /// spool is delivered in a few large transactions (each one's rollup
     /// merge takes a lock every instance shares) rather than one a write.
-    fn deliver_all(&self, writes: &[Arc<Write>]) -> Result<(), StoreError> {
+    pub(super) fn deliver_all(&self, writes: &[Arc<Write>]) -> Result<(), StoreError> {
         self.ensure_days(writes.iter().flat_map(|w| w.days.iter().copied()))?;
         let instance = self.instance.clone();
         let process = self.process.get().cloned();
@@ -709,438 +573,6 @@ impl PgEngine {
             down: self.down.lock().clone(),
             rejected: self.rejected.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl Catalog for PgEngine {
-    fn plans(&self) -> Result<Vec<Plan>, StoreError> {
-        let rows = self.query(
-            format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY id"),
-            Vec::new(),
-        )?;
-        Ok(rows.iter().map(|r| plan_of(r, 0)).collect())
-    }
-
-    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        let p = plan.clone();
-        let origin = self.instance.clone();
-        self.transaction(move |tx| {
-            Box::pin(async move {
-                let rate = p.rate_limit.map(|r| (r.requests, r.per_seconds, r.burst));
-                let ingest = p.ingest_rate.map(|r| (r.records, r.per_seconds, r.burst));
-                let part = |r: Option<(u64, u64, u64)>, f: fn((u64, u64, u64)) -> u64| {
-                    r.map(|r| i64_of(f(r)))
-                };
-                tx.execute(
-                    &format!(
-                        "INSERT INTO plans ({PLAN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                         $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO UPDATE SET name = $2, \
-                         monthly_calls = $3, monthly_tokens = $4, rate_requests = $5, \
-                         rate_per_seconds = $6, rate_burst = $7, price_usd_monthly = $8, \
-                         ingest_records = $9, ingest_per_seconds = $10, ingest_burst = $11, \
-                         reserve_tokens = $12, reservation_ttl_seconds = $13"
-                    ),
-                    &[
-                        &p.id,
-                        &p.name,
-                        &p.monthly_calls.map(i64_of),
-                        &p.monthly_tokens.map(i64_of),
-                        &part(rate, |r| r.0),
-                        &part(rate, |r| r.1),
-                        &part(rate, |r| r.2),
-                        &p.price_usd_monthly,
-                        &part(ingest, |r| r.0),
-                        &part(ingest, |r| r.1),
-                        &part(ingest, |r| r.2),
-                        &p.reserve_tokens.map(i64_of),
-                        &p.reservation_ttl_seconds.map(i64_of),
-                    ],
-                )
-                .await?;
-                changed(tx, "plan", &[&p.id], &origin).await
-            })
-        })
-    }
-
-    fn delete_plan(&self, id: &str) -> Result<(), StoreError> {
-        let (id, origin) = (id.to_string(), self.instance.clone());
-        self.transaction(move |tx| {
-            Box::pin(async move {
-                tx.execute("DELETE FROM plans WHERE id = $1", &[&id])
-                    .await?;
-                changed(tx, "plan", &[&id], &origin).await
-            })
-        })
-    }
-
-    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = self.query(
-            format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"),
-            Vec::new(),
-        )?;
-        Ok(rows.iter().map(|r| tenant_of(r, 0)).collect())
-    }
-
-    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        let rows = self.query(
-            format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"),
-            vec![Box::new(id.to_string())],
-        )?;
-        Ok(rows.first().map(|r| tenant_of(r, 0)))
-    }
-
-    fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        self.import(std::slice::from_ref(tenant), &[])
-    }
-
-    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = self.query(
-            format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"),
-            Vec::new(),
-        )?;
-        rows.iter().map(|r| key_of(r, 0)).collect()
-    }
-
-    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
-        let rows = self.query(
-            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"),
-            vec![Box::new(id.to_string())],
-        )?;
-        rows.first().map(|r| key_of(r, 0)).transpose()
-    }
-
-    fn keys_of(&self, tenant_id: &str) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = self.query(
-            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id"),
-            vec![Box::new(tenant_id.to_string())],
-        )?;
-        rows.iter().map(|r| key_of(r, 0)).collect()
-    }
-
-    fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.import(&[], std::slice::from_ref(key))
-    }
-
-    fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
-        let (tenants, keys) = (tenants.to_vec(), keys.to_vec());
-        let origin = self.instance.clone();
-        self.transaction(move |tx| {
-            Box::pin(async move {
-                if !tenants.is_empty() {
-                    upsert_tenants(tx, &tenants).await?;
-                    let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
-                    changed(tx, "tenant", &ids, &origin).await?;
-                }
-                if !keys.is_empty() {
-                    upsert_keys(tx, &keys).await?;
-                    let ids: Vec<&str> = keys.iter().map(|k| k.key.id.as_str()).collect();
-                    changed(tx, "key", &ids, &origin).await?;
-                }
-                Ok(())
-            })
-        })
-    }
-}
-
-impl AlertMarks for PgEngine {
-    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
-        let rows = self.query(
-            "SELECT tenant_id, period, url, threshold, body, delivered FROM alert_marks \
-             ORDER BY tenant_id, period, threshold, url",
-            Vec::new(),
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| AlertMark {
-                tenant: r.get(0),
-                period: Period(r.get(1)),
-                url: r.get(2),
-                of: MarkOf::of_number(r.get::<_, i32>(3).max(0) as u32),
-                body: r.get(4),
-                delivered: r.get(5),
-            })
-            .collect())
-    }
-
-    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
-        self.insert_mark(mark, "DO UPDATE SET body = $5, delivered = $6")
-            .map(|_| ())
-    }
-
-    fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError> {
-        Ok(self.insert_mark(mark, "DO NOTHING")? == 1)
-    }
-
-    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
-        self.pg.run(move |c| async move {
-            c.execute("DELETE FROM alert_marks WHERE period < $1", &[&before.0])
-                .await?;
-            Ok(())
-        })
-    }
-}
-
-impl UsageReads for PgEngine {
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
-        let rows = self.query(
-            "SELECT tenant_id, calls, tokens FROM period_totals WHERE period = $1 \
-             ORDER BY tenant_id",
-            vec![Box::new(period.0)],
-        )?;
-        Ok(rows.iter().map(|r| (r.get(0), totals_of(r, 1))).collect())
-    }
-
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
-        let rows = self.query(
-            "SELECT calls, tokens FROM period_totals WHERE period = $1 AND tenant_id = $2",
-            vec![Box::new(period.0), Box::new(tenant.to_string())],
-        )?;
-        Ok(rows.first().map(|r| totals_of(r, 0)).unwrap_or_default())
-    }
-
-    fn scan_usage(
-        &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        if from_ms >= to_ms {
-            return Ok(());
-        }
-        let clamp = |d: i64| d.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-        // Within what a timestamptz holds (4713 BC to 294276 AD).
-        let (from_ms, to_ms) = (from_ms.clamp(MIN_MS, MAX_MS), to_ms.clamp(MIN_MS, MAX_MS));
-        let (first_day, last_day) = (clamp(day_of(from_ms)), clamp(day_of(to_ms - 1)));
-        let mut after: (i32, i64) = (first_day, i64::MIN);
-        loop {
-            let rows = self.query(
-                scan_page_sql(),
-                vec![
-                    Box::new(tenant.to_string()),
-                    Box::new(after.0),
-                    Box::new(after.1),
-                    Box::new(last_day),
-                    Box::new(from_ms),
-                    Box::new(to_ms),
-                    Box::new(SCAN_PAGE),
-                ],
-            )?;
-            let n = rows.len() as i64;
-            for row in &rows {
-                let (at, record) = records::record(row);
-                after = at;
-                if !visit(&record) {
-                    return Ok(());
-                }
-            }
-            if n < SCAN_PAGE {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// One page of a tenant's records after `(day, id)`, in write order day by
-/// day, within `[from_ms, to_ms)`.
-fn scan_page_sql() -> String {
-    format!(
-        "SELECT {RECORD_COLUMNS} FROM usage_records WHERE tenant_id = $1 \
-         AND (day, id) > ($2, $3) AND day <= $4 \
-         AND ts >= to_timestamp($5::int8 / 1000.0) AND ts < to_timestamp($6::int8 / 1000.0) \
-         ORDER BY day, id LIMIT $7"
-    )
-}
-
-fn totals_of(r: &Row, at: usize) -> PeriodTotals {
-    PeriodTotals {
-        calls: r.get::<_, i64>(at).max(0) as u64,
-        tokens: r.get::<_, i64>(at + 1).max(0) as u64,
-    }
-}
-
-impl UsageLog for PgEngine {
-    /// Straight to the database; while it is unreachable (or writes wait
-    /// in the spool already, which keeps their order), to the spool.
-    fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        let write = Arc::new(write_of(seq, blocks));
-        let prepared = started.elapsed();
-        let Some(spool) = &self.spool else {
-            return self.deliver(&write);
-        };
-        if spool.is_empty() {
-            match self.deliver(&write) {
-                Ok(()) => {
-                    tracing::debug!(
-                        seq,
-                        records = write.records,
-                        cells = write.cells.len(),
-                        prepare_us = prepared.as_micros() as u64,
-                        database_us = (started.elapsed() - prepared).as_micros() as u64,
-                        "usage write delivered"
-                    );
-                    return Ok(());
-                }
-                Err(e) if unreachable(&e) => {
-                    tracing::warn!(error = %e, "PostgreSQL is unreachable: usage waits in the local spool");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        spool.push(&write)?;
-        self.spooled.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    fn last_seq(&self) -> Result<u64, StoreError> {
-        let rows = self.query(
-            "SELECT coalesce(max(seq), 0) FROM usage_batches WHERE instance = $1",
-            vec![Box::new(self.instance.clone())],
-        )?;
-        let stored = rows.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64);
-        let waiting = match &self.spool {
-            Some(s) => s.last_seq()?,
-            None => 0,
-        };
-        Ok(stored.max(waiting))
-    }
-
-    /// Nothing: each write's cells are in its own transaction.
-    fn written_since(
-        &self,
-        _after: u64,
-        _visit: &mut dyn FnMut(u64, &str, Vec<UsageRecord>),
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn drop_records_before(&self, day: i64) -> Result<usize, StoreError> {
-        let day = day.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-        let dropped = self.transaction(move |tx| {
-            Box::pin(async move {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-                    .await?;
-                let days: Vec<i32> = tx
-                    .query("SELECT day FROM usage_days WHERE day < $1", &[&day])
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                for d in &days {
-                    tx.batch_execute(&format!(
-                        "DROP TABLE IF EXISTS {}",
-                        records::partition(*d as i64)
-                    ))
-                    .await?;
-                }
-                tx.execute("DELETE FROM usage_days WHERE day < $1", &[&day])
-                    .await?;
-                // Housekeeping of the shared tables, with the hourly
-                // retention rather than each heartbeat: instances gone for a
-                // day, and catalog changes older than a week (a running
-                // instance reads them within a second; one that starts
-                // loads the whole catalog).
-                tx.execute(
-                    "DELETE FROM instances WHERE seen_at < now() - interval '1 day'",
-                    &[],
-                )
-                .await?;
-                tx.execute(
-                    "DELETE FROM catalog_changes WHERE made_at < now() - interval '7 days'",
-                    &[],
-                )
-                .await?;
-                // Each instance's last write stays: it numbers the next.
-                tx.execute(
-                    "DELETE FROM usage_batches b WHERE written_at < to_timestamp($1::float8 * 86400) \
-                     AND seq < (SELECT max(seq) FROM usage_batches l WHERE l.instance = b.instance)",
-                    &[&(day as f64)],
-                )
-                .await?;
-                Ok(days.len())
-            })
-        })?;
-        self.days.lock().retain(|d| *d >= day as i64);
-        Ok(dropped)
-    }
-}
-
-impl RollupCells for PgEngine {
-    fn rolls_up_on_append(&self) -> bool {
-        true
-    }
-
-    fn cell(&self, key: &CellKey) -> Result<Option<StoredCell>, StoreError> {
-        let (grain, owner, bucket) = key;
-        let rows = self.query(
-            "SELECT cell FROM rollup_cells WHERE grain = $1 AND owner = $2 AND bucket = $3",
-            vec![
-                Box::new(grain_id(*grain)),
-                Box::new(owner_id(owner).to_string()),
-                Box::new(*bucket),
-            ],
-        )?;
-        rows.first()
-            .map(|r| {
-                Ok(StoredCell {
-                    cell: decode(r.get::<_, &[u8]>(0))?,
-                    seq: 0,
-                })
-            })
-            .transpose()
-    }
-
-    fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
-        self.cell_values(owner, span, |b| Ok(decode(b)?))
-    }
-
-    fn cell_heads(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, CellHead)>, StoreError> {
-        // A stored cell begins with its head.
-        self.cell_values(owner, span, |b| Ok(decode_prefix::<CellHead>(b)?))
-    }
-
-    /// Every write's cells are written with it.
-    fn watermark(&self) -> Result<u64, StoreError> {
-        self.last_seq()
-    }
-
-    fn commit_cells(
-        &self,
-        cells: Vec<(CellKey, StoredCell)>,
-        _watermark: u64,
-    ) -> Result<(), StoreError> {
-        if cells.is_empty() {
-            return Ok(());
-        }
-        let cells: Vec<(CellId, Cell)> = cells
-            .into_iter()
-            .map(|((g, o, b), c)| ((grain_id(g), owner_id(&o).to_string(), b), c.cell))
-            .collect::<BTreeMap<_, _>>()
-            .into_iter()
-            .collect();
-        self.transaction(move |tx| {
-            Box::pin(async move {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLLUP_LOCK])
-                    .await?;
-                let mut bytes = Vec::with_capacity(cells.len());
-                for (_, cell) in &cells {
-                    bytes.push(encode_cell(cell)?);
-                }
-                let keys: Vec<&CellId> = cells.iter().map(|(k, _)| k).collect();
-                upsert_cells(tx, &keys, &bytes).await
-            })
-        })
-    }
-
-    fn drop_minutes_before(&self, day: i64) -> Result<usize, StoreError> {
-        let before = day.saturating_mul(1440);
-        let rows = self.query(
-            "WITH gone AS (DELETE FROM rollup_cells WHERE grain = 0 AND bucket < $1 \
-             RETURNING bucket) SELECT count(DISTINCT div(bucket, 1440)) FROM gone",
-            vec![Box::new(before)],
-        )?;
-        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as usize))
     }
 }
 

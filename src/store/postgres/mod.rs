@@ -4,25 +4,40 @@
 //! - `client.rs`: [`client::Pg`], a pool of `tokio-postgres` connections on
 //!   a runtime of the engine's own, callable from any thread;
 //! - `schema.rs`: the versioned migrations, applied on start;
-//! - `engine.rs`: [`PgEngine`], every storage concern (each usage write
-//!   one transaction: records by binary `COPY`, totals and rollup cells);
+//! - `engine.rs`: [`PgEngine`] - the connection, the spool, the
+//!   partitions, the batched writes - and its [`Engine`](crate::store::Engine)
+//!   lifecycle; one file per storage trait it implements beside it:
+//!   `catalog.rs` (and the rows plans, tenants and keys are read from),
+//!   `alert_marks.rs`, `usage_log.rs` (each usage write one transaction:
+//!   records by binary `COPY`, totals and rollup cells), `rollup_cells.rs`,
+//!   `usage_reads.rs`;
+//! - `changes.rs`: `catalog_changes` and the notice every catalog write
+//!   sends; `listener.rs`: the connection that waits for those notices;
 //! - `records.rs`: the records' `COPY` encoding, day partitions and reads;
+//! - `spool.rs`: the local spool usage waits in while the database is down;
 //! - `shared.rs`: [`Shared`](crate::store::shared::Shared) - other
 //!   instances' catalog writes, notices, the heartbeat.
 //!
 //! [`PgStore`] is the [`Store`](crate::store::Store) over it.
 
+mod alert_marks;
+mod catalog;
+mod changes;
 mod client;
 mod engine;
 #[cfg(test)]
 #[path = "../../../tests/common/postgres.rs"]
 pub(crate) mod harness;
+mod listener;
 mod records;
+mod rollup_cells;
 mod schema;
 mod shared;
 mod spool;
 #[cfg(test)]
 pub(crate) mod tests;
+mod usage_log;
+mod usage_reads;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};

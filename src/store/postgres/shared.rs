@@ -3,46 +3,13 @@
 //! tollgate_catalog` on a connection of its own, and the `instances`
 //! heartbeat.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use parking_lot::Mutex;
-use tokio_postgres::{AsyncMessage, NoTls};
-
-use super::engine::{
-    key_of, plan_of, tenant_of, PgEngine, KEY_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS,
-};
+use super::catalog::{key_of, plan_of, tenant_of, KEY_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS};
+use super::engine::PgEngine;
 use crate::quota::period::Period;
 use crate::store::shared::{Backlog, Changed, Shared, Shares};
 use crate::store::{PeriodTotals, StoreError};
-
-/// The listening connection, opened on the first wait and again after it
-/// is lost.
-pub struct Listener {
-    notices: SyncSender<()>,
-    inbox: Mutex<Receiver<()>>,
-    open: Mutex<Option<Listening>>,
-}
-
-struct Listening {
-    /// Kept: dropping the client closes the connection.
-    _client: tokio_postgres::Client,
-    alive: Arc<AtomicBool>,
-}
-
-impl Default for Listener {
-    fn default() -> Listener {
-        let (notices, inbox) = sync_channel(1);
-        Listener {
-            notices,
-            inbox: Mutex::new(inbox),
-            open: Mutex::new(None),
-        }
-    }
-}
 
 fn prefixed(columns: &str, table: &str) -> String {
     columns
@@ -50,44 +17,6 @@ fn prefixed(columns: &str, table: &str) -> String {
         .map(|c| format!("{table}.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-impl PgEngine {
-    /// Opens the listening connection unless it is open.
-    fn listen(&self) -> Result<(), StoreError> {
-        let mut open = self.listener.open.lock();
-        if open
-            .as_ref()
-            .is_some_and(|l| l.alive.load(Ordering::Acquire))
-        {
-            return Ok(());
-        }
-        *open = None;
-        let config = self.pg.config().clone();
-        let notices = self.listener.notices.clone();
-        let alive = Arc::new(AtomicBool::new(true));
-        let flag = alive.clone();
-        let client = self.pg.block(async move {
-            let (client, mut connection) = config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                let mut messages =
-                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                while let Some(Ok(message)) = messages.next().await {
-                    if let AsyncMessage::Notification(_) = message {
-                        let _ = notices.try_send(());
-                    }
-                }
-                flag.store(false, Ordering::Release);
-            });
-            client.batch_execute("LISTEN tollgate_catalog").await?;
-            Ok(client)
-        })?;
-        *open = Some(Listening {
-            _client: client,
-            alive,
-        });
-        Ok(())
-    }
 }
 
 impl Shared for PgEngine {
@@ -148,7 +77,7 @@ impl Shared for PgEngine {
     }
 
     fn wait_for_changes(&self, timeout: Duration) -> bool {
-        if let Err(e) = self.listen() {
+        if let Err(e) = self.listener.listen(&self.pg) {
             tracing::debug!(error = %e, "cannot listen for catalog changes; polling");
             std::thread::sleep(timeout);
             return false;

@@ -1,5 +1,5 @@
-//! [`SledEngine`]: every storage concern on one open sled 0.34 database -
-//! its own I/O only (the [`Ledger`](crate::store::Ledger) numbers the
+//! [`SledEngine`]: one open sled 0.34 database and its lifecycle - its own
+//! I/O only; each storage trait it implements is a file beside this one (the [`Ledger`](crate::store::Ledger) numbers the
 //! writes and keeps the rollup book). [`Reopening`](super::Reopening)
 //! replaces it when it fails.
 //!
@@ -26,59 +26,50 @@
 //! retention would free no disk (seen: a fast-clock soak kept every day's
 //! blobs; `examples/soak_fast_clock.rs`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use chrono::NaiveDate;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::codec::{
-    decode, decode_prefix, decode_with_tail, encode, encode_chunks, encode_counted_chunks,
-    encode_onto,
-};
+use super::codec::{decode, decode_with_tail, encode, encode_counted_chunks, encode_onto};
 use super::deadline::FlushWorker;
 use super::keys::*;
-use super::rows::{
-    CellRow, KeyRow, MarkRow, PlanRow, RecordExt, RecordIn, RecordOut, TenantRow, TotalsRow,
-};
+use super::rows::{KeyRow, RecordExt, RecordIn, RecordOut};
 use super::{upgrade, SledOptions};
-use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
-use crate::quota::period::{days_from_civil, Period};
-use crate::rollup::{Buckets, Cell, CellHead, Grain, Owner};
-use crate::store::{
-    AlertMark, AlertMarks, Catalog, CellKey, Engine, PeriodTotals, RollupCells, StoreError,
-    StoredCell, UsageBlock, UsageLog, UsageReads,
-};
+use crate::model::UsageRecord;
+use crate::quota::period::days_from_civil;
+use crate::rollup::{Buckets, Grain, Owner};
+use crate::store::{Engine, StoreError};
 
 /// The most bytes a raw block's or a journal entry's value takes, so that a
 /// full leaf page (17 values) stays under sled's blob threshold.
 pub const VALUE_BUDGET: usize = 4_000;
 
 /// An encoded key and value about to be written.
-type KeyValue = (Vec<u8>, Vec<u8>);
+pub(super) type KeyValue = (Vec<u8>, Vec<u8>);
 
 pub struct SledEngine {
-    db: sled::Db,
-    meta: sled::Tree,
-    plans: sled::Tree,
-    tenants: sled::Tree,
-    keys: sled::Tree,
-    counters: sled::Tree,
-    journal: sled::Tree,
-    hours: sled::Tree,
-    days: sled::Tree,
-    alerts: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) meta: sled::Tree,
+    pub(super) plans: sled::Tree,
+    pub(super) tenants: sled::Tree,
+    pub(super) keys: sled::Tree,
+    pub(super) counters: sled::Tree,
+    pub(super) journal: sled::Tree,
+    pub(super) hours: sled::Tree,
+    pub(super) days: sled::Tree,
+    pub(super) alerts: sled::Tree,
     /// Runs `Db::flush` with a deadline. Declared last: dropped after the
     /// trees, it joins its thread, which holds the last `Db` handle.
-    flusher: FlushWorker,
+    pub(super) flusher: FlushWorker,
     /// What the store last knew it held on disk.
-    check: super::check::Check,
+    pub(super) check: super::check::Check,
 }
 
 impl SledEngine {
     /// `owner`'s stored cells in `span`, each value read by `read`.
-    fn cell_values<T>(
+    pub(super) fn cell_values<T>(
         &self,
         owner: &Owner,
         span: Buckets,
@@ -150,7 +141,7 @@ impl SledEngine {
     }
 
     /// What the store holds, as its check file notes it.
-    fn held(&self) -> Result<super::check::Held, StoreError> {
+    pub(super) fn held(&self) -> Result<super::check::Held, StoreError> {
         Ok(super::check::Held {
             seq: read_u64(&self.meta, "seq")?,
             plans: self.plans.first()?.is_some(),
@@ -167,7 +158,7 @@ impl SledEngine {
         let _ = super::within(std::time::Duration::from_secs(1), move || db.flush());
     }
 
-    fn cell_tree(&self, grain: Grain, bucket: i64) -> Result<sled::Tree, StoreError> {
+    pub(super) fn cell_tree(&self, grain: Grain, bucket: i64) -> Result<sled::Tree, StoreError> {
         Ok(match grain {
             Grain::Minute => self
                 .db
@@ -178,7 +169,7 @@ impl SledEngine {
     }
 
     /// The days (since the epoch) of the day-trees named `prefix` + date, oldest first.
-    fn days_of(&self, prefix: &str) -> Vec<i64> {
+    pub(super) fn days_of(&self, prefix: &str) -> Vec<i64> {
         let mut days: Vec<i64> = self
             .db
             .tree_names()
@@ -200,7 +191,7 @@ impl SledEngine {
     }
 
     /// Drops the day-trees named `prefix` of days before `day`.
-    fn drop_days(&self, prefix: &str, day: i64) -> Result<usize, StoreError> {
+    pub(super) fn drop_days(&self, prefix: &str, day: i64) -> Result<usize, StoreError> {
         let mut dropped = 0;
         for d in self.days_of(prefix) {
             if d < day {
@@ -222,7 +213,7 @@ impl SledEngine {
     }
 
     /// Writes `row` under `key`, durable when it returns.
-    fn put<R: serde::Serialize>(
+    pub(super) fn put<R: serde::Serialize>(
         &self,
         tree: &sled::Tree,
         key: &str,
@@ -233,7 +224,7 @@ impl SledEngine {
     }
 
     /// Every value of `tree`, decoded as a row `R` and converted.
-    fn all<R: serde::de::DeserializeOwned, T: From<R>>(
+    pub(super) fn all<R: serde::de::DeserializeOwned, T: From<R>>(
         tree: &sled::Tree,
     ) -> Result<Vec<T>, StoreError> {
         tree.iter()
@@ -242,13 +233,13 @@ impl SledEngine {
             .collect()
     }
 
-    fn remove(&self, tree: &sled::Tree, key: &str) -> Result<(), StoreError> {
+    pub(super) fn remove(&self, tree: &sled::Tree, key: &str) -> Result<(), StoreError> {
         tree.remove(key)?;
         self.durable()
     }
 }
 
-fn read_u64(tree: &sled::Tree, key: &str) -> Result<u64, StoreError> {
+pub(super) fn read_u64(tree: &sled::Tree, key: &str) -> Result<u64, StoreError> {
     match tree.get(key)? {
         Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
             StoreError::Unavailable(format!("{key} is not 8 bytes"))
@@ -257,12 +248,12 @@ fn read_u64(tree: &sled::Tree, key: &str) -> Result<u64, StoreError> {
     }
 }
 
-fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
+pub(super) fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
     ConflictableTransactionError::Abort(e.to_string())
 }
 
 /// Runs a transaction over `trees`, mapping its errors to the store's.
-fn transact(
+pub(super) fn transact(
     trees: &[sled::Tree],
     f: impl Fn(
         &[sled::transaction::TransactionalTree],
@@ -277,7 +268,7 @@ fn transact(
 
 /// A chunk of a block: its records, then (format 4, when any record has
 /// one) their [`RecordExt`]s in order.
-fn decode_records(bytes: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
+pub(super) fn decode_records(bytes: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
     let (records, exts): (Vec<RecordIn>, Vec<RecordExt>) = decode_with_tail(bytes)?;
     let mut records: Vec<UsageRecord> = records.into_iter().map(|r| r.0).collect();
     if exts.len() == records.len() {
@@ -289,7 +280,7 @@ fn decode_records(bytes: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
 }
 
 /// The records of one block and day as chunks [`decode_records`] reads.
-fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, StoreError> {
+pub(super) fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut out = Vec::new();
     let mut at = 0;
     for (mut chunk, n) in encode_counted_chunks(records, VALUE_BUDGET)? {
@@ -302,247 +293,6 @@ fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, StoreError> {
         out.push(chunk);
     }
     Ok(out)
-}
-
-impl Catalog for SledEngine {
-    fn plans(&self) -> Result<Vec<Plan>, StoreError> {
-        Self::all::<PlanRow, _>(&self.plans)
-    }
-    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        self.put(&self.plans, &plan.id, PlanRow::from(plan))
-    }
-    fn delete_plan(&self, id: &str) -> Result<(), StoreError> {
-        self.remove(&self.plans, id)
-    }
-    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        Self::all::<TenantRow, _>(&self.tenants)
-    }
-    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        Ok(match self.tenants.get(id)? {
-            Some(v) => Some(decode::<TenantRow>(&v)?.into()),
-            None => None,
-        })
-    }
-    fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        self.put(&self.tenants, &tenant.id, TenantRow::from(tenant))
-    }
-    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        Self::all::<KeyRow, _>(&self.keys)
-    }
-    fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
-        Ok(match self.keys.get(id)? {
-            Some(v) => Some(decode::<KeyRow>(&v)?.into()),
-            None => None,
-        })
-    }
-    fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.put(&self.keys, &key.key.id, KeyRow::from(key))
-    }
-    fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for t in tenants {
-            batch.insert(t.id.as_bytes(), encode(&TenantRow::from(t))?);
-        }
-        self.tenants.apply_batch(batch)?;
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.insert(k.key.id.as_bytes(), encode(&KeyRow::from(k))?);
-        }
-        self.keys.apply_batch(batch)?;
-        self.durable()
-    }
-}
-
-impl AlertMarks for SledEngine {
-    fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
-        Self::all::<MarkRow, _>(&self.alerts)
-    }
-    fn put_alert_mark(&self, mark: &AlertMark) -> Result<(), StoreError> {
-        self.put(&self.alerts, &mark.key(), MarkRow::from(mark))
-    }
-    fn claim_alert_mark(&self, mark: &AlertMark) -> Result<bool, StoreError> {
-        let value = encode(&MarkRow::from(mark))?;
-        let claimed = self
-            .alerts
-            .compare_and_swap(mark.key(), None as Option<&[u8]>, Some(value))?
-            .is_ok();
-        self.durable()?;
-        Ok(claimed)
-    }
-    fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError> {
-        for mark in self.alert_marks()? {
-            if mark.period < before {
-                self.alerts.remove(mark.key())?;
-            }
-        }
-        self.durable()
-    }
-}
-
-impl UsageLog for SledEngine {
-    fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError> {
-        // Split by UTC day and sum the period totals this write adds. Two
-        // blocks of one tenant (and day) continue one chunk count, so that
-        // their keys never collide.
-        let mut by_day: BTreeMap<i64, Vec<KeyValue>> = BTreeMap::new();
-        let mut chunks: HashMap<(i64, &str), usize> = HashMap::new();
-        let mut deltas: HashMap<(Period, &str), PeriodTotals> = HashMap::new();
-        for block in blocks {
-            let mut per_day: BTreeMap<i64, Vec<RecordOut>> = BTreeMap::new();
-            // A block's records are mostly of one day: its period is
-            // worked out once per run of a day, not once per record.
-            let mut last: Option<(i64, Period)> = None;
-            for r in &block.records {
-                let day = day_of(r.ts_ms);
-                per_day.entry(day).or_default().push(RecordOut(r));
-                let period = match last {
-                    Some((d, p)) if d == day => p,
-                    _ => {
-                        let p = Period::containing_secs(r.ts_ms.div_euclid(1000));
-                        last = Some((day, p));
-                        p
-                    }
-                };
-                deltas
-                    .entry((period, block.tenant.as_str()))
-                    .or_default()
-                    .add(r.calls, r.tokens);
-            }
-            for (day, records) in per_day {
-                let values = by_day.entry(day).or_default();
-                let next = chunks.entry((day, block.tenant.as_str())).or_default();
-                for chunk in encode_records(&records)? {
-                    values.push((chunk_key(block_key(&block.tenant, seq), *next), chunk));
-                    *next += 1;
-                }
-            }
-        }
-        if by_day.is_empty() {
-            return Ok(());
-        }
-        let deltas: Vec<(Vec<u8>, PeriodTotals)> = deltas
-            .into_iter()
-            .map(|((period, tenant), d)| (counter_key(period, tenant), d))
-            .collect();
-        // The (day, tenant) blocks of the write, each once.
-        let journal: BTreeSet<(i64, &str)> = chunks.keys().copied().collect();
-        let journal: Vec<(i64, &str)> = journal.into_iter().collect();
-        let journal = encode_chunks(&journal, VALUE_BUDGET)?;
-
-        // One transaction over counters, meta, the journal and every day-tree touched.
-        let mut trees = vec![
-            self.counters.clone(),
-            self.meta.clone(),
-            self.journal.clone(),
-        ];
-        for day in by_day.keys() {
-            trees.push(self.db.open_tree(day_tree_name(RAW_PREFIX, *day))?);
-        }
-        transact(&trees, |tx| {
-            for (key, delta) in &deltas {
-                let mut totals: PeriodTotals = match tx[0].get(key)? {
-                    Some(v) => decode::<TotalsRow>(v.as_ref()).map_err(abort)?.into(),
-                    None => PeriodTotals::default(),
-                };
-                totals.add(delta.calls, delta.tokens);
-                let row = encode(&TotalsRow::from(totals)).map_err(abort)?;
-                tx[0].insert(key.as_slice(), row)?;
-            }
-            tx[1].insert("seq", &seq.to_be_bytes())?;
-            for (i, chunk) in journal.iter().enumerate() {
-                tx[2].insert(chunk_key(seq.to_be_bytes().to_vec(), i), chunk.as_slice())?;
-            }
-            for (i, values) in by_day.values().enumerate() {
-                for (key, value) in values {
-                    tx[i + 3].insert(key.as_slice(), value.as_slice())?;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn last_seq(&self) -> Result<u64, StoreError> {
-        read_u64(&self.meta, "seq")
-    }
-
-    fn written_since(
-        &self,
-        after: u64,
-        visit: &mut dyn FnMut(u64, &str, Vec<UsageRecord>),
-    ) -> Result<(), StoreError> {
-        for kv in self.journal.range((after + 1).to_be_bytes()..) {
-            let (k, v) = kv?;
-            let seq = key_seq(&k);
-            for (day, tenant) in decode::<Vec<(i64, String)>>(&v)? {
-                let tree = self.db.open_tree(day_tree_name(RAW_PREFIX, day))?;
-                for chunk in tree.scan_prefix(block_key(&tenant, seq)) {
-                    visit(seq, &tenant, decode_records(&chunk?.1)?);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn drop_records_before(&self, day: i64) -> Result<usize, StoreError> {
-        self.drop_days(RAW_PREFIX, day)
-    }
-}
-
-impl RollupCells for SledEngine {
-    fn cell(&self, (grain, owner, bucket): &CellKey) -> Result<Option<StoredCell>, StoreError> {
-        match self
-            .cell_tree(*grain, *bucket)?
-            .get(cell_key(owner, *bucket))?
-        {
-            Some(v) => Ok(Some(CellRow::decode(&v)?.into())),
-            None => Ok(None),
-        }
-    }
-
-    fn cells(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
-        self.cell_values(owner, span, |v| Ok(CellRow::decode(v)?.cell))
-    }
-
-    fn cell_heads(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, CellHead)>, StoreError> {
-        // A stored cell begins with its head.
-        self.cell_values(owner, span, |v| Ok(decode_prefix::<CellHead>(v)?))
-    }
-
-    fn watermark(&self) -> Result<u64, StoreError> {
-        read_u64(&self.meta, "rollup_seq")
-    }
-
-    /// Cell writes are idempotent (each carries its seq), so they need no
-    /// transaction across trees.
-    fn commit_cells(
-        &self,
-        cells: Vec<(CellKey, StoredCell)>,
-        watermark: u64,
-    ) -> Result<(), StoreError> {
-        let mut batches: HashMap<Vec<u8>, (sled::Tree, sled::Batch)> = HashMap::new();
-        for ((grain, owner, bucket), cell) in cells {
-            let tree = self.cell_tree(grain, bucket)?;
-            let (_, batch) = batches
-                .entry(tree.name().to_vec())
-                .or_insert_with(|| (tree, sled::Batch::default()));
-            batch.insert(cell_key(&owner, bucket), CellRow::from(cell).encode()?);
-        }
-        for (_, (tree, batch)) in batches {
-            tree.apply_batch(batch)?;
-        }
-        self.durable()?;
-        self.meta.insert("rollup_seq", &watermark.to_be_bytes())?;
-        let mut done = sled::Batch::default();
-        for k in self.journal.range(..(watermark + 1).to_be_bytes()).keys() {
-            done.remove(k?);
-        }
-        self.journal.apply_batch(done)?;
-        self.durable()
-    }
-
-    fn drop_minutes_before(&self, day: i64) -> Result<usize, StoreError> {
-        self.drop_days(MINUTE_PREFIX, day)
-    }
 }
 
 impl Engine for SledEngine {
@@ -598,61 +348,13 @@ impl Engine for SledEngine {
     }
 }
 
-impl UsageReads for SledEngine {
-    fn period_totals(&self, period: Period) -> Result<Vec<(String, PeriodTotals)>, StoreError> {
-        let prefix = counter_key(period, "");
-        self.counters
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let tenant = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                Ok((tenant, decode::<TotalsRow>(&v)?.into()))
-            })
-            .collect()
-    }
-
-    fn tenant_totals(&self, tenant: &str, period: Period) -> Result<PeriodTotals, StoreError> {
-        match self.counters.get(counter_key(period, tenant))? {
-            Some(v) => Ok(decode::<TotalsRow>(&v)?.into()),
-            None => Ok(PeriodTotals::default()),
-        }
-    }
-
-    fn scan_usage(
-        &self,
-        tenant: &str,
-        from_ms: i64,
-        to_ms: i64,
-        visit: &mut dyn FnMut(&UsageRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        if from_ms >= to_ms {
-            return Ok(());
-        }
-        let (first, last) = (day_of(from_ms), day_of(to_ms - 1));
-        let prefix = tenant_prefix(tenant);
-        for day in self.day_trees() {
-            if day < first || day > last {
-                continue;
-            }
-            let tree = self.db.open_tree(day_tree_name(RAW_PREFIX, day))?;
-            for kv in tree.scan_prefix(&prefix) {
-                let (_, v) = kv?;
-                for r in decode_records(&v)? {
-                    if r.ts_ms >= from_ms && r.ts_ms < to_ms && !visit(&r) {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::period::Period;
     use crate::store::ledger::Direct;
     use crate::store::sled::upgrade::{PlanV1, FORMAT_VERSION};
+    use crate::store::{Catalog, PeriodTotals, UsageBlock, UsageReads};
     use crate::store::{Ledger, Store};
     use chrono::TimeZone;
     use std::sync::Arc;

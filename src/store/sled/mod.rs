@@ -1,7 +1,10 @@
 //! The sled engine's room. Nothing outside it knows sled.
 //!
-//! - `engine.rs`: [`SledEngine`], every storage concern on one open sled
-//!   0.34 database, with its layout (`keys.rs`) and rows (`rows.rs`);
+//! - `engine.rs`: [`SledEngine`], one open sled 0.34 database - its trees,
+//!   layout (`keys.rs`) and rows (`rows.rs`) - and its
+//!   [`Engine`](crate::store::Engine) lifecycle; one file per storage trait
+//!   it implements beside it: `catalog.rs`, `alert_marks.rs`,
+//!   `usage_log.rs`, `rollup_cells.rs`, `usage_reads.rs`;
 //! - `upgrade.rs`: the format version and the upgrade of older data;
 //! - the rows go through the one bincode codec (`store/codec.rs`);
 //! - `reopen.rs`: [`Reopening`], the [`Access`](crate::store::Access) that
@@ -12,13 +15,19 @@
 //! the engine-neutral ledger over [`Reopening`].
 
 use super::codec;
+
+mod alert_marks;
+mod catalog;
 mod check;
 mod deadline;
 mod engine;
 mod keys;
 mod reopen;
+mod rollup_cells;
 mod rows;
 mod upgrade;
+mod usage_log;
+mod usage_reads;
 
 use std::path::Path;
 
