@@ -267,7 +267,7 @@ async fn tenant_report(
 /// `GET /api/billing/api-usage`.
 #[utoipa::path(
     get, path = "/api/billing/api-usage", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(UsageParams),
-    responses((status = 200, description = "usage analytics of the caller's tenant", body = TenantReport), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad range", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "usage analytics of the caller's tenant", body = TenantReport), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 422, description = "bad range", body = crate::http::error::ErrorBody))
 )]
 pub async fn billing_api_usage(
     st: web::Data<AppState>,
@@ -291,7 +291,7 @@ pub fn tenant_named(st: &AppState, id: &str) -> Result<Arc<TenantState>, ApiErro
 /// `GET /api/admin/tenants/{id}/api-usage`.
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/api-usage", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), UsageParams),
-    responses((status = 200, body = TenantReport), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, body = TenantReport), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody))
 )]
 pub async fn admin_tenant_api_usage(
     st: web::Data<AppState>,
@@ -318,7 +318,7 @@ pub struct AllTenantsReport {
 /// `GET /api/admin/api-usage`: every tenant together, and the top tenants.
 #[utoipa::path(
     get, path = "/api/admin/api-usage", tag = "analytics", security(("adminToken" = [])), params(UsageParams),
-    responses((status = 200, description = "all tenants together, and the top tenants", body = AllTenantsReport), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "all tenants together, and the top tenants", body = AllTenantsReport), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody))
 )]
 pub async fn admin_api_usage(
     st: web::Data<AppState>,
@@ -391,7 +391,7 @@ pub struct AnomaliesReport {
 /// `GET /api/admin/anomalies`: the unusual hours of every tenant.
 #[utoipa::path(
     get, path = "/api/admin/anomalies", tag = "analytics", security(("adminToken" = [])), params(AnomalyParams),
-    responses((status = 200, description = "the unusual hours of every tenant (and of all together) in the range's last 31 days", body = AnomaliesReport), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad range or tenants", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "the unusual hours of every tenant (and of all together) in the range's last 31 days", body = AnomaliesReport), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody), (status = 422, description = "bad range or tenants", body = crate::http::error::ErrorBody))
 )]
 pub async fn admin_anomalies(
     st: web::Data<AppState>,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::metering::tokens::count_tokens;
 use crate::model::{recordable_model, TokenCounts};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,18 +32,6 @@ pub enum ChatBackend {
         url: String,
         api_key: Option<String>,
     },
-}
-
-/// A deterministic token estimate: about one token per four bytes of each
-/// word, and one per punctuation mark.
-pub fn count_tokens(text: &str) -> u64 {
-    text.split_whitespace()
-        .map(|w| {
-            let punct = w.chars().filter(|c| c.is_ascii_punctuation()).count() as u64;
-            let letters = w.len() as u64 - punct;
-            letters.div_ceil(4) + punct
-        })
-        .sum()
 }
 
 impl ChatBackend {

@@ -3,11 +3,24 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::metering::{Refusal, Refused};
 use crate::registry::RegistryError;
 use crate::store::StoreError;
+
+/// Every error: SPEC §5's body (some carry more fields, e.g. a 429's limit state).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// What went wrong, for programs (`quota_exceeded`, `invalid_api_key`, ...).
+    pub code: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -38,6 +51,17 @@ pub fn http_status(r: Refusal) -> StatusCode {
         | Refusal::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
         Refusal::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// Put on a response by each of Tollgate's own error answers: what it
+/// said (a gateway route rewrites it in its clients' dialect).
+#[derive(Clone, Debug)]
+pub struct Said {
+    pub code: &'static str,
+    pub message: String,
+    /// Metering's refusal, when that is what it was (not a bad request
+    /// or an upstream that failed).
+    pub refusal: Option<Refusal>,
 }
 
 impl ApiError {
@@ -146,12 +170,11 @@ impl ResponseError for ApiError {
         }
         let mut res = res.json(self.body());
         // A gateway route may answer it in its clients' dialect.
-        res.extensions_mut()
-            .insert(crate::http::proxy::dialect::Refused {
-                code: self.code,
-                message: self.message.clone(),
-                refusal: self.refusal,
-            });
+        res.extensions_mut().insert(Said {
+            code: self.code,
+            message: self.message.clone(),
+            refusal: self.refusal,
+        });
         res
     }
 }

@@ -214,7 +214,7 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
 
 #[utoipa::path(
     get, path = "/api/billing/api-usage/export", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(ExportParams),
-    responses((status = 200, description = "raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::error::ErrorBody))
 )]
 pub async fn export(
     st: web::Data<AppState>,
@@ -229,7 +229,7 @@ pub async fn export(
 /// `GET /api/admin/tenants/{id}/api-usage/export`: the same, for the operator.
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/api-usage/export", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), ExportParams),
-    responses((status = 200, description = "the tenant's raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::openapi::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "the tenant's raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::error::ErrorBody))
 )]
 pub async fn admin_export(
     st: web::Data<AppState>,

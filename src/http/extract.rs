@@ -379,6 +379,16 @@ impl FromRequest for TenantAuth {
     }
 }
 
+/// Whether the client says this is a retry: the OpenAI and Anthropic
+/// SDKs send `x-stainless-retry-count` (0 on the first attempt).
+pub fn retried(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("x-stainless-retry-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 /// A request carrying the admin token, exactly as `Authorization: Bearer
 /// <token>`: not in `X-API-Key`, not with another spelling of the scheme.
 pub struct Admin;

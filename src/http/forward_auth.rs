@@ -86,9 +86,9 @@ pub struct Via {
     ),
     responses(
         (status = 200, description = "allowed (recorded like an authorize of the original method and path); the rate-limit headers, `X-Tollgate-Tenant` and `X-Tollgate-Plan` are for the upstream", headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String), ("X-Tollgate-Tenant" = String), ("X-Tollgate-Plan" = String), ("X-Tollgate-Status" = u16))),
-        (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
-        (status = 403, description = "tenant suspended (or, with `via=nginx`, any refusal nginx must see as 403: see `X-Tollgate-Status`)", body = crate::http::openapi::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
-        (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::openapi::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String), ("Retry-After" = u64))),
+        (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
+        (status = 403, description = "tenant suspended (or, with `via=nginx`, any refusal nginx must see as 403: see `X-Tollgate-Status`)", body = crate::http::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
+        (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String), ("Retry-After" = u64))),
     )
 )]
 pub async fn forward_auth(

@@ -11,7 +11,7 @@ use crate::telemetry::metrics::{encode, Family, Value};
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"), (status = 401, description = "a scrape token is configured ([metrics] token_env) and was not sent", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"), (status = 401, description = "a scrape token is configured ([metrics] token_env) and was not sent", body = crate::http::error::ErrorBody))
 )]
 pub async fn metrics(
     st: web::Data<AppState>,

@@ -12,6 +12,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::error::ErrorBody;
 use super::AppState;
 use crate::http::analytics::{AllTenantsReport, AnomaliesReport, TenantAnomaly, TenantReport};
 use crate::http::catalog::{
@@ -22,17 +23,6 @@ use crate::http::report::{
     Point, RangeView, RecommendationView, Report, StatusRow, Summary, TopTenants,
 };
 use crate::http::types::*;
-
-/// Every error: SPEC §5's body (some carry more fields, e.g. a 429's limit state).
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for people.
-    pub error: String,
-    /// What went wrong, for programs (`quota_exceeded`, `invalid_api_key`, ...).
-    pub code: String,
-    /// The HTTP status, repeated.
-    pub status: u16,
-}
 
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]

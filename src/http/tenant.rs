@@ -37,7 +37,7 @@ fn opt_text<S: Default + std::ops::Deref<Target = str>>(
     post, path = "/api/v1/authorize", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body(content = AuthorizeRequest, description = "optional; every field has a default"),
     responses((status = 200, description = "allowed: the calls are consumed", body = AuthorizeResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))),
-        (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 403, description = "tenant suspended", body = crate::http::openapi::ErrorBody), (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid field", body = crate::http::openapi::ErrorBody))
+        (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 403, description = "tenant suspended", body = crate::http::error::ErrorBody), (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::error::ErrorBody), (status = 422, description = "invalid field", body = crate::http::error::ErrorBody))
 )]
 pub async fn authorize(
     auth: TenantAuth,
@@ -143,7 +143,7 @@ fn tokens_to_reserve(tenant: &TenantState, estimate: Option<u64>) -> Result<u64,
 #[utoipa::path(
     post, path = "/api/v1/check", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body(content = AuthorizeRequest, description = "optional"),
-    responses((status = 200, description = "whether `cost` calls would be allowed; nothing consumed", body = CheckResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "whether `cost` calls would be allowed; nothing consumed", body = CheckResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody))
 )]
 pub async fn check(
     auth: TenantAuth,
@@ -186,7 +186,7 @@ pub async fn check(
 #[utoipa::path(
     post, path = "/api/v1/usage", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body(content((crate::http::openapi::UsageBody = "application/json"), (String = "application/x-ndjson")), description = "one record or an array of up to 10,000 (JSON), or up to 10,000 records one per line (NDJSON)"),
-    responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::openapi::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::openapi::ErrorBody), (status = 415, description = "neither JSON nor NDJSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "invalid record", body = crate::http::openapi::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::openapi::ErrorBody))
+    responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::error::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::error::ErrorBody), (status = 415, description = "neither JSON nor NDJSON", body = crate::http::error::ErrorBody), (status = 422, description = "invalid record", body = crate::http::error::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::error::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::error::ErrorBody))
 )]
 pub async fn ingest(
     st: web::Data<AppState>,
@@ -418,7 +418,7 @@ fn admit_batch(st: &AppState, tenant: &TenantState, n: usize, now: i64) -> Resul
 /// `GET /api/billing/usage`: the period's calls and tokens against the plan.
 #[utoipa::path(
     get, path = "/api/billing/usage", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
-    responses((status = 200, description = "this period's calls and tokens against the plan", body = BillingUsage), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "this period's calls and tokens against the plan", body = BillingUsage), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody))
 )]
 pub async fn billing_usage(
     st: web::Data<AppState>,
@@ -444,7 +444,7 @@ pub async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> BillingUsag
 /// `GET /api/billing/subscription`.
 #[utoipa::path(
     get, path = "/api/billing/subscription", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
-    responses((status = 200, body = SubscriptionView), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, body = SubscriptionView), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody))
 )]
 pub async fn billing_subscription(
     st: web::Data<AppState>,
@@ -481,7 +481,7 @@ pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionV
 #[utoipa::path(
     post, path = "/api/chat", tag = "chat", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body = ChatRequest,
-    responses((status = 200, description = "the bot's reply, metered", body = ChatResponse), (status = 401, description = "no or unknown key", body = crate::http::openapi::ErrorBody), (status = 429, description = "over a limit", body = crate::http::openapi::ErrorBody), (status = 502, description = "upstream failed", body = crate::http::openapi::ErrorBody), (status = 504, description = "upstream timed out", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "the bot's reply, metered", body = ChatResponse), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 429, description = "over a limit", body = crate::http::error::ErrorBody), (status = 502, description = "upstream failed", body = crate::http::error::ErrorBody), (status = 504, description = "upstream timed out", body = crate::http::error::ErrorBody))
 )]
 pub async fn chat(
     st: web::Data<AppState>,
@@ -512,7 +512,7 @@ pub async fn chat(
         endpoint: "/api/chat".into(),
         method: "POST".into(),
         model: model.as_str().into(),
-        retried: super::proxy::retried(&http),
+        retried: super::extract::retried(&http),
         extra: RecordExtra {
             user_id: user_id.into(),
             bot_id: bot_id.into(),
@@ -524,7 +524,7 @@ pub async fn chat(
     };
     // The message's tokens and the plan's `reserveTokens` for the reply,
     // reserved until the answer says what was used.
-    let reserve = super::chat::count_tokens(&message)
+    let reserve = crate::metering::tokens::count_tokens(&message)
         .saturating_add(auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0));
     let meter = auth
         .meter(&*st.metering, 1, reserve, record, started)

@@ -18,6 +18,7 @@ mod key;
 mod meter;
 mod refusal;
 pub mod request;
+pub mod tokens;
 
 use std::sync::Arc;
 

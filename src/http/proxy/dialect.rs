@@ -5,7 +5,7 @@
 //! codes for a spent quota (`insufficient_quota`) and the burst limit
 //! (`rate_limit_exceeded`), so that every OpenAI SDK shows the reason. The
 //! upstream's own answers pass through untouched: only a response that
-//! carries [`Refused`] (every [`ApiError`](crate::http::error::ApiError)
+//! carries [`Said`] (every [`ApiError`](crate::http::error::ApiError)
 //! does) is rewritten. Status and headers (`Retry-After`, the rate-limit
 //! headers) stay as they are.
 
@@ -15,20 +15,11 @@ use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::json;
 
 pub use crate::config::Dialect;
+use crate::http::error::Said;
 use crate::metering::Refusal;
 
-/// Put on a response by Tollgate's refusals: what the refusal was.
-#[derive(Clone, Debug)]
-pub struct Refused {
-    pub code: &'static str,
-    pub message: String,
-    /// Metering's refusal, when that is what it was (not a bad request
-    /// or an upstream that failed).
-    pub refusal: Option<Refusal>,
-}
-
 /// OpenAI's `type` and `code` for a Tollgate refusal.
-fn openai_kind(status: u16, refused: &Refused) -> (&'static str, &'static str) {
+fn openai_kind(status: u16, refused: &Said) -> (&'static str, &'static str) {
     let Some(r) = refused.refusal else {
         return match status {
             500.. => ("server_error", refused.code),
@@ -51,7 +42,7 @@ fn openai_kind(status: u16, refused: &Refused) -> (&'static str, &'static str) {
 }
 
 /// The OpenAI-shaped body of a refusal.
-pub fn openai_body(status: u16, refused: &Refused) -> serde_json::Value {
+pub fn openai_body(status: u16, refused: &Said) -> serde_json::Value {
     let (kind, code) = openai_kind(status, refused);
     json!({"error": {"message": refused.message, "type": kind, "param": null, "code": code}})
 }
@@ -61,7 +52,7 @@ pub fn speak<B: MessageBody + 'static>(
     dialect: Dialect,
     res: ServiceResponse<B>,
 ) -> ServiceResponse<BoxBody> {
-    let refused = res.response().extensions().get::<Refused>().cloned();
+    let refused = res.response().extensions().get::<Said>().cloned();
     match (dialect, refused) {
         (Dialect::Openai, Some(refused)) => {
             let status = res.status().as_u16();
@@ -82,7 +73,7 @@ mod tests {
 
     #[test]
     fn refusals_map_to_openai_codes() {
-        let r = |code| Refused {
+        let r = |code| Said {
             code,
             message: "m".into(),
             refusal: Refusal::ALL.into_iter().find(|r| r.code() == code),

@@ -31,6 +31,7 @@ use futures_util::Stream;
 use self::unasked::UnaskedUsage;
 use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
 use super::error::ApiError;
+use super::extract::retried;
 use super::extract::{CappedBody, TenantAuth, TenantCtx};
 use super::AppState;
 use crate::config::ProxyConfig;
@@ -591,16 +592,6 @@ fn api_version(req: &HttpRequest) -> CompactString {
     header
         .unwrap_or_else(|| crate::model::version_segment(req.path()))
         .into()
-}
-
-/// Whether the client says this is a retry: the OpenAI and Anthropic
-/// SDKs send `x-stainless-retry-count` (0 on the first attempt).
-pub fn retried(req: &HttpRequest) -> bool {
-    req.headers()
-        .get("x-stainless-retry-count")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .is_some_and(|n| n > 0)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 
 use serde_json::Value;
 
-use crate::http::chat::count_tokens;
+use crate::metering::tokens::count_tokens;
 use crate::model::{recordable_model, TokenCounts};
 
 /// The most bytes kept of a `usage` or `model` value.
