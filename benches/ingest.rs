@@ -3,10 +3,10 @@
 //! same run:
 //! - `value_then_records`: the earlier path, kept here as the baseline -
 //!   the whole body into a `serde_json::Value`, then `from_value` per record;
-//! - `one_pass_json`: [`tollgate::http::batch::json`], typed and borrowing;
+//! - `one_pass_json`: [`tollgate::http::api::batch::json`], typed and borrowing;
 //! - `one_pass_ndjson_lines`: the same records as NDJSON, line by line (the
-//!   per-line work of [`tollgate::http::batch::ndjson`], without a socket);
-//! - `count_only`: [`tollgate::http::batch::count`], the scan that refuses a
+//!   per-line work of [`tollgate::http::api::batch::ndjson`], without a socket);
+//! - `count_only`: [`tollgate::http::api::batch::count`], the scan that refuses a
 //!   batch near a full queue before its parse.
 //!
 //! Run: `cargo bench --bench ingest`.
@@ -15,8 +15,8 @@ use chrono::{TimeZone, Utc};
 use criterion::{black_box, Criterion, Throughput};
 use serde::Deserialize;
 use serde_json::Value;
-use tollgate::http::batch;
-use tollgate::http::types::{usage_record, UsageInput};
+use tollgate::http::api::batch;
+use tollgate::http::api::types::{usage_record, UsageInput};
 use tollgate::model::UsageRecord;
 
 fn records() -> Vec<Value> {

@@ -15,8 +15,8 @@ use crate::cluster::Cluster;
 use crate::config::EngineKind;
 use crate::config::{Config, ConfigError};
 use crate::grpc::GrpcServer;
-use crate::http::chat::ChatBackend;
-use crate::http::proxy::ProxyTarget;
+use crate::http::api::chat::ChatBackend;
+use crate::http::gateway::ProxyTarget;
 use crate::http::{self, AppState};
 use crate::metering::Metering;
 use crate::pricing::{PriceError, PriceTable};
@@ -389,14 +389,14 @@ impl Tollgate {
             geo: self.geo.clone(),
         });
         web::Data::new(AppState {
-            exports: crate::http::slots::Slots::new(
+            exports: crate::http::wire::slots::Slots::new(
                 "exports",
                 ("too_many_exports", "exports_busy"),
                 ("exports", "exports_per_tenant"),
                 self.config.limits.exports,
                 self.config.limits.exports_per_tenant,
             ),
-            reports: crate::http::slots::Slots::new(
+            reports: crate::http::wire::slots::Slots::new(
                 "reports",
                 // No bound across the server (the blocking pool's own).
                 ("too_many_reports", "reports_busy"),

@@ -55,7 +55,6 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod dashboard;
 pub mod demo;
 pub mod files;
 pub mod geo;

@@ -8,7 +8,9 @@
 use chrono::{DateTime, Utc};
 pub use compact_str::CompactString;
 
-use crate::quota::counter::MAX_COUNT;
+/// The largest limit or count a plan may name (2^48 - 1): what a period
+/// counter holds (`quota::counter` checks that the two agree).
+pub const MAX_COUNT: u64 = (1 << 48) - 1;
 
 /// A short-window limit: `requests` per `perSeconds`, up to `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -798,7 +798,7 @@ fn registered_paths() -> Vec<String> {
         paths
     };
     let mut paths = literals(include_str!("../src/http/mod.rs"), "resource(");
-    let pages = literals(include_str!("../src/dashboard/mod.rs"), "(");
+    let pages = literals(include_str!("../src/http/dashboard/mod.rs"), "(");
     assert!(
         pages.contains(&"/dashboard/api-usage".to_string()),
         "{pages:?}"

@@ -11,7 +11,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::email::{Email, Mailer};
 use super::webhook::Webhook;
-use super::{Event, Firing, Target, Via};
+use super::Event;
+use super::Firing;
+use super::Target;
+use super::Via;
 use crate::store::{AlertMark, Store};
 use crate::telemetry::stats::Stats;
 

@@ -28,9 +28,9 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
-use super::error::ApiError;
-use super::extract::TenantAuth;
 use super::AppState;
+use crate::http::wire::error::ApiError;
+use crate::http::wire::extract::TenantAuth;
 use crate::metering::request::{check_method, cost_of, record_path};
 use crate::model::{RecordExtra, UsageRecord};
 
@@ -52,7 +52,7 @@ fn first_header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
 }
 
 fn put(res: &mut HttpResponse, name: &'static str, value: &str) {
-    super::headers::put(res.headers_mut(), name, value);
+    crate::http::wire::headers::put(res.headers_mut(), name, value);
 }
 
 /// The refusal as the proxy gets it.
@@ -86,9 +86,9 @@ pub struct Via {
     ),
     responses(
         (status = 200, description = "allowed (recorded like an authorize of the original method and path); the rate-limit headers, `X-Tollgate-Tenant` and `X-Tollgate-Plan` are for the upstream", headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String), ("X-Tollgate-Tenant" = String), ("X-Tollgate-Plan" = String), ("X-Tollgate-Status" = u16))),
-        (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
-        (status = 403, description = "tenant suspended (or, with `via=nginx`, any refusal nginx must see as 403: see `X-Tollgate-Status`)", body = crate::http::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
-        (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String), ("Retry-After" = u64))),
+        (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
+        (status = 403, description = "tenant suspended (or, with `via=nginx`, any refusal nginx must see as 403: see `X-Tollgate-Status`)", body = crate::http::wire::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String))),
+        (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::wire::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String), ("Retry-After" = u64))),
     )
 )]
 pub async fn forward_auth(
@@ -103,7 +103,7 @@ pub async fn forward_auth(
         Err(e) => return refused(e, via_nginx),
     };
     // Borrowed from the request, as `authorize` borrows it.
-    let st: &AppState = match super::extract::state(&req) {
+    let st: &AppState = match crate::http::wire::extract::state(&req) {
         Ok(st) => st,
         Err(e) => return refused(e, via_nginx),
     };

@@ -1,33 +1,25 @@
-//! The HTTP edge (actix-web): routes, extractors, errors, headers.
+//! The HTTP edge (actix-web): the server, its middleware and `/healthz`,
+//! over four rooms that do not call one another - [`api`] (the API's
+//! routes and bodies), [`gateway`] (gateway mode), [`forward_auth`] (an
+//! edge proxy's auth service) and [`dashboard`] (the embedded pages) -
+//! each over [`metering`](crate::metering) and the wire toolkit [`wire`]
+//! (extractors, JSON errors, headers, the response arena).
 //!
-//! Architecture Invariant: only this module knows about HTTP and JSON; it
-//! turns requests into calls on the registry, the quota engine and the queue.
+//! Architecture Invariant: only this module knows actix; a metered
+//! request is decided by `metering/`, never here.
 
-pub mod admin;
-pub mod analytics;
-pub mod arena;
-pub mod batch;
-pub mod catalog;
-pub mod chat;
-pub mod error;
-pub mod export;
-pub mod extract;
+pub mod api;
+pub mod dashboard;
 pub mod forward_auth;
-pub mod headers;
-pub mod json;
-pub mod metrics;
-pub mod money;
+pub mod gateway;
 pub mod openapi;
-pub mod proxy;
-pub mod report;
-pub mod request_id;
-pub mod route;
-pub mod slots;
 pub mod state;
-pub mod tenant;
-pub mod types;
+pub mod wire;
 
 pub use self::state::AppState;
+
+use self::api::{admin, analytics, export, metrics, tenant};
+use self::wire::{error, headers, route};
 
 use std::net::TcpListener;
 use std::rc::Rc;
@@ -39,8 +31,8 @@ use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer, Route};
 use tracing::Instrument;
 
-use self::extract::TenantCtx;
-use self::request_id::RequestId;
+use crate::http::wire::extract::TenantCtx;
+use crate::http::wire::request_id::RequestId;
 
 /// `GET /healthz`: `ok`, or `degraded` while the store is failing, the
 /// queue to it is over 90 % full or dropped a record within 10 s, or a
@@ -195,7 +187,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             vec![get().to(admin::tenant_subscription)],
         ))
         .default_service(web::to(error::not_found));
-    for (path, route) in crate::dashboard::pages() {
+    for (path, route) in crate::http::dashboard::pages() {
         cfg.service(resource(path, vec![route]));
     }
 }
@@ -265,7 +257,7 @@ pub fn server(
             })
             .configure(|cfg| {
                 for p in &proxies {
-                    cfg.service(proxy::ProxyTarget::resource(p.clone()));
+                    cfg.service(gateway::ProxyTarget::resource(p.clone()));
                 }
                 routes(cfg)
             })

@@ -12,17 +12,17 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::error::ErrorBody;
 use super::AppState;
-use crate::http::analytics::{AllTenantsReport, AnomaliesReport, TenantAnomaly, TenantReport};
-use crate::http::catalog::{
+use crate::http::api::analytics::{AllTenantsReport, AnomaliesReport, TenantAnomaly, TenantReport};
+use crate::http::api::catalog::{
     IngestRateBody, KeyBody, PlanBody, RateLimitBody, StatusBody, TenantBody,
 };
-use crate::http::report::{
+use crate::http::api::report::{
     AnomalyView, BreakdownRow, EndpointRow, ForecastView, HourRow, InsightView, ModelRow, PartyRow,
     Point, RangeView, RecommendationView, Report, StatusRow, Summary, TopTenants,
 };
-use crate::http::types::*;
+use crate::http::api::types::*;
+use crate::http::wire::error::ErrorBody;
 
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]
@@ -56,21 +56,6 @@ pub struct Health {
     pub cluster: Option<crate::cluster::ClusterHealth>,
 }
 
-/// `POST /api/v1/usage`'s answer.
-#[derive(Serialize, ToSchema)]
-pub struct Accepted {
-    pub accepted: u64,
-}
-
-/// One usage record, or an array of them (documentation only).
-#[derive(serde::Deserialize, ToSchema)]
-#[allow(dead_code)]
-#[serde(untagged)]
-pub enum UsageBody<'a> {
-    One(#[serde(borrow)] Box<UsageInput<'a>>),
-    Many(#[serde(borrow)] Vec<UsageInput<'a>>),
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -79,41 +64,41 @@ pub enum UsageBody<'a> {
     ),
     paths(
         super::healthz,
-        super::metrics::metrics,
+        crate::http::api::metrics::metrics,
         openapi_json,
-        super::tenant::authorize,
-        super::tenant::check,
+        crate::http::api::tenant::authorize,
+        crate::http::api::tenant::check,
         super::forward_auth::forward_auth,
-        super::tenant::ingest,
-        super::tenant::chat,
-        super::tenant::billing_usage,
-        super::tenant::billing_subscription,
-        super::analytics::billing_api_usage,
-        super::export::export,
-        super::export::admin_export,
-        super::analytics::admin_api_usage,
-        super::analytics::admin_tenant_api_usage,
-        super::analytics::admin_anomalies,
-        super::admin::list_plans,
-        super::admin::create_plan,
-        super::admin::get_plan,
-        super::admin::patch_plan,
-        super::admin::delete_plan,
-        super::admin::list_tenants,
-        super::admin::create_tenant,
-        super::admin::get_tenant,
-        super::admin::patch_tenant,
-        super::admin::delete_tenant,
-        super::admin::tenant_usage,
-        super::admin::tenant_subscription,
-        super::admin::create_key,
-        super::admin::list_keys,
-        super::admin::revoke_key,
-        crate::dashboard::index,
-        crate::dashboard::console,
-        crate::dashboard::root,
-        crate::dashboard::docs,
-        crate::dashboard::dashboard_root,
+        crate::http::api::tenant::ingest,
+        crate::http::api::tenant::chat,
+        crate::http::api::tenant::billing_usage,
+        crate::http::api::tenant::billing_subscription,
+        crate::http::api::analytics::billing_api_usage,
+        crate::http::api::export::export,
+        crate::http::api::export::admin_export,
+        crate::http::api::analytics::admin_api_usage,
+        crate::http::api::analytics::admin_tenant_api_usage,
+        crate::http::api::analytics::admin_anomalies,
+        crate::http::api::admin::list_plans,
+        crate::http::api::admin::create_plan,
+        crate::http::api::admin::get_plan,
+        crate::http::api::admin::patch_plan,
+        crate::http::api::admin::delete_plan,
+        crate::http::api::admin::list_tenants,
+        crate::http::api::admin::create_tenant,
+        crate::http::api::admin::get_tenant,
+        crate::http::api::admin::patch_tenant,
+        crate::http::api::admin::delete_tenant,
+        crate::http::api::admin::tenant_usage,
+        crate::http::api::admin::tenant_subscription,
+        crate::http::api::admin::create_key,
+        crate::http::api::admin::list_keys,
+        crate::http::api::admin::revoke_key,
+        crate::http::dashboard::index,
+        crate::http::dashboard::console,
+        crate::http::dashboard::root,
+        crate::http::dashboard::docs,
+        crate::http::dashboard::dashboard_root,
     ),
     components(schemas(
         ErrorBody, Health, crate::cluster::ClusterHealth, Accepted, UsageBody, AuthorizeRequest, AuthorizeResponse,

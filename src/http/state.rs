@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use super::proxy;
 use crate::auth::AdminToken;
-use crate::http::chat::ChatBackend;
+use crate::http::api::chat::ChatBackend;
+use crate::http::gateway;
 use crate::metering::Metering;
 use crate::model::CompactString;
 
@@ -26,12 +26,12 @@ pub struct AppState {
     pub metrics_token: Option<AdminToken>,
     pub default_model: String,
     /// Gateway mode's fronted APIs.
-    pub proxies: Vec<Arc<proxy::ProxyTarget>>,
+    pub proxies: Vec<Arc<gateway::ProxyTarget>>,
     /// Exports streaming now (`[limits] exports`, `exports_per_tenant`).
-    pub exports: std::sync::Arc<super::slots::Slots>,
+    pub exports: std::sync::Arc<crate::http::wire::slots::Slots>,
     /// Analytics reports computing now, per tenant
     /// (`[limits] reports_per_tenant`).
-    pub reports: std::sync::Arc<super::slots::Slots>,
+    pub reports: std::sync::Arc<crate::http::wire::slots::Slots>,
 }
 
 impl AppState {

@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{Metering, Refusal, Refused};
+use super::Metering;
+
+use super::Refusal;
+
+use super::Refused;
 use crate::quota::TenantState;
 use crate::telemetry::metrics::DecisionLabel;
 

@@ -12,6 +12,8 @@ use super::period::Period;
 const COUNT_BITS: u32 = 48;
 /// The largest count a period can hold (2^48 - 1, about 2.8e14); additions saturate here.
 pub const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
+// A plan may name no limit a counter cannot hold.
+const _: () = assert!(crate::model::MAX_COUNT == MAX_COUNT);
 
 #[inline]
 fn pack(period: Period, count: u64) -> u64 {

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Change, Registry};
+use super::Change;
+
+use super::Registry;
 use crate::clock::Clock;
 use crate::store::shared::{Changed, Shared};
 use crate::telemetry::stats::Stats;

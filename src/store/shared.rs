@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::{PeriodTotals, StoreError};
+use super::PeriodTotals;
+
+use super::StoreError;
 use crate::model::{Plan, StoredKey, Tenant};
 use crate::quota::period::Period;
 

@@ -7,7 +7,9 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use super::book::RollupBook;
-use super::{Access, Ledger, Writer};
+use super::Access;
+use super::Ledger;
+use super::Writer;
 use crate::rollup::Owner;
 use crate::store::{CellKey, Engine, RollupCells, StoreError, StoredCell, UsageLog};
 

@@ -47,7 +47,8 @@ pub use engine::PgEngine;
 pub use schema::SCHEMA_VERSION;
 
 use super::ledger::Direct;
-use super::{Ledger, StoreError};
+use super::Ledger;
+use super::StoreError;
 
 pub type PgStore = Ledger<Direct<PgEngine>>;
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::harness::cluster;
-use super::{open, PgOptions};
+use super::open;
+use super::PgOptions;
 use crate::model::{Plan, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Grain, Owner};

@@ -36,7 +36,8 @@ use super::codec::{decode, decode_with_tail, encode, encode_counted_chunks, enco
 use super::deadline::FlushWorker;
 use super::keys::*;
 use super::rows::{KeyRow, RecordExt, RecordIn, RecordOut};
-use super::{upgrade, SledOptions};
+use super::upgrade;
+use super::SledOptions;
 use crate::model::UsageRecord;
 use crate::quota::period::days_from_civil;
 use crate::rollup::{Buckets, Grain, Owner};

@@ -36,7 +36,11 @@ pub use engine::SledEngine;
 pub use reopen::{Reopening, SledOptions};
 pub use upgrade::FORMAT_VERSION;
 
-use super::{Failure, Ledger, StoreError};
+use super::Failure;
+
+use super::Ledger;
+
+use super::StoreError;
 
 pub type SledStore = Ledger<Reopening>;
 

@@ -8,18 +8,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
-use super::error::{blocking, ApiError};
-use super::extract::{Admin, TenantAuth};
 use super::report::{
     grain_name, AnomalyView, ForecastView, InsightView, RecommendationView, Report, TopTenants,
 };
-use super::AppState;
 use crate::analytics::anomaly::{detect, HISTORY_HOURS};
 use crate::analytics::forecast::{forecast, recommend, SoFar};
 use crate::analytics::hours::{Hours, HOUR_MS};
 use crate::analytics::insights::{insights, WINDOW_DAYS};
 use crate::analytics::query::{top_tenants, usage, Range, MAX_POINTS};
 use crate::analytics::rhythm::Rhythm;
+use crate::http::wire::error::{blocking, ApiError};
+use crate::http::wire::extract::{Admin, TenantAuth};
+use crate::http::AppState;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
 use crate::rollup::{Grain, Owner};
@@ -267,7 +267,7 @@ async fn tenant_report(
 /// `GET /api/billing/api-usage`.
 #[utoipa::path(
     get, path = "/api/billing/api-usage", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(UsageParams),
-    responses((status = 200, description = "usage analytics of the caller's tenant", body = TenantReport), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 422, description = "bad range", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "usage analytics of the caller's tenant", body = TenantReport), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad range", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn billing_api_usage(
     st: web::Data<AppState>,
@@ -291,7 +291,7 @@ pub fn tenant_named(st: &AppState, id: &str) -> Result<Arc<TenantState>, ApiErro
 /// `GET /api/admin/tenants/{id}/api-usage`.
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/api-usage", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), UsageParams),
-    responses((status = 200, body = TenantReport), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = TenantReport), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn admin_tenant_api_usage(
     st: web::Data<AppState>,
@@ -318,7 +318,7 @@ pub struct AllTenantsReport {
 /// `GET /api/admin/api-usage`: every tenant together, and the top tenants.
 #[utoipa::path(
     get, path = "/api/admin/api-usage", tag = "analytics", security(("adminToken" = [])), params(UsageParams),
-    responses((status = 200, description = "all tenants together, and the top tenants", body = AllTenantsReport), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "all tenants together, and the top tenants", body = AllTenantsReport), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn admin_api_usage(
     st: web::Data<AppState>,
@@ -391,7 +391,7 @@ pub struct AnomaliesReport {
 /// `GET /api/admin/anomalies`: the unusual hours of every tenant.
 #[utoipa::path(
     get, path = "/api/admin/anomalies", tag = "analytics", security(("adminToken" = [])), params(AnomalyParams),
-    responses((status = 200, description = "the unusual hours of every tenant (and of all together) in the range's last 31 days", body = AnomaliesReport), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody), (status = 422, description = "bad range or tenants", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "the unusual hours of every tenant (and of all together) in the range's last 31 days", body = AnomaliesReport), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad range or tenants", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn admin_anomalies(
     st: web::Data<AppState>,

@@ -4,12 +4,12 @@
 
 use serde::Serialize;
 
-use super::money::Money;
 use crate::analytics::anomaly::Anomaly;
 use crate::analytics::forecast::{Forecast, Recommendation};
 use crate::analytics::insights::Insight;
 use crate::analytics::query::{self, Range, Usage};
 use crate::clock::{fmt_ms, ms_to_utc};
+use crate::http::wire::money::Money;
 use crate::rollup::{Agg, Cell, Grain, PartyAgg};
 
 fn round(x: f64, decimals: i32) -> f64 {

@@ -97,7 +97,7 @@ pub struct AuthorizeResponse<'a> {
     pub reserved_tokens: Option<u64>,
 }
 
-impl super::json::WriteJson for AuthorizeResponse<'_> {
+impl crate::http::wire::json::WriteJson for AuthorizeResponse<'_> {
     fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result {
         w.bytes(br#"{"allowed":"#)?;
         w.json_bool(self.allowed)?;
@@ -149,7 +149,7 @@ pub struct CheckResponse<'a> {
     pub reason: Option<&'static str>,
 }
 
-impl super::json::WriteJson for CheckResponse<'_> {
+impl crate::http::wire::json::WriteJson for CheckResponse<'_> {
     fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result {
         w.bytes(br#"{"isAllowed":"#)?;
         w.json_bool(self.is_allowed)?;
@@ -378,7 +378,7 @@ pub struct ChatResponse {
     pub reply: String,
     pub model: String,
     pub usage: ChatUsage,
-    pub cost_usd: super::money::Money,
+    pub cost_usd: crate::http::wire::money::Money,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -539,6 +539,21 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
         }
         .boxed(),
     })
+}
+
+/// `POST /api/v1/usage`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub accepted: u64,
+}
+
+/// One usage record, or an array of them (documentation only).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum UsageBody<'a> {
+    One(#[serde(borrow)] Box<UsageInput<'a>>),
+    Many(#[serde(borrow)] Vec<UsageInput<'a>>),
 }
 
 #[cfg(test)]

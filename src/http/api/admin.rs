@@ -5,12 +5,12 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use super::catalog::{KeyBody, PlanBody, TenantBody};
-use super::error::{blocking, ApiError};
-use super::extract::{Admin, ApiJson, OptionalJson};
 use super::tenant::{subscription_view, usage_view};
 use super::types::{check_text, CreateKey, CreateTenant, CreatedKey, ListOf};
-use super::AppState;
 use crate::clock::fmt_ms;
+use crate::http::wire::error::{blocking, ApiError};
+use crate::http::wire::extract::{Admin, ApiJson, OptionalJson};
+use crate::http::AppState;
 use crate::model::{Plan, Tenant, TenantStatus};
 
 /// A JSON merge of `patch` onto `current`: only existing fields, and the
@@ -66,7 +66,7 @@ pub async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
 
 #[utoipa::path(
     post, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), request_body = PlanBody,
-    responses((status = 201, body = PlanBody), (status = 409, description = "id taken", body = crate::http::error::ErrorBody), (status = 422, description = "invalid plan", body = crate::http::error::ErrorBody))
+    responses((status = 201, body = PlanBody), (status = 409, description = "id taken", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid plan", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn create_plan(
     st: web::Data<AppState>,
@@ -84,7 +84,7 @@ pub async fn create_plan(
 
 #[utoipa::path(
     get, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn get_plan(
     st: web::Data<AppState>,
@@ -102,7 +102,7 @@ pub async fn get_plan(
 #[utoipa::path(
     patch, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     request_body(content = Object, description = "JSON merge patch (RFC 7396) of the plan; applies to running tenants at once"),
-    responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::error::ErrorBody), (status = 422, description = "invalid result", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid result", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn patch_plan(
     st: web::Data<AppState>,
@@ -129,7 +129,7 @@ pub async fn patch_plan(
 
 #[utoipa::path(
     delete, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "no such plan", body = crate::http::error::ErrorBody), (status = 409, description = "tenants still use it", body = crate::http::error::ErrorBody))
+    responses((status = 204), (status = 404, description = "no such plan", body = crate::http::wire::error::ErrorBody), (status = 409, description = "tenants still use it", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn delete_plan(
     st: web::Data<AppState>,
@@ -156,7 +156,7 @@ pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> Result<HttpRespo
 
 #[utoipa::path(
     post, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), request_body = CreateTenant,
-    responses((status = 201, body = TenantBody), (status = 409, description = "id taken", body = crate::http::error::ErrorBody), (status = 422, description = "invalid tenant", body = crate::http::error::ErrorBody))
+    responses((status = 201, body = TenantBody), (status = 409, description = "id taken", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid tenant", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn create_tenant(
     st: web::Data<AppState>,
@@ -191,7 +191,7 @@ fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
 
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn get_tenant(
     st: web::Data<AppState>,
@@ -204,7 +204,7 @@ pub async fn get_tenant(
 #[utoipa::path(
     patch, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     request_body(content = Object, description = "JSON merge patch (RFC 7396): name, planId, status"),
-    responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody), (status = 422, description = "invalid result", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid result", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn patch_tenant(
     st: web::Data<AppState>,
@@ -228,7 +228,7 @@ pub async fn patch_tenant(
 
 #[utoipa::path(
     delete, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 204, description = "deleted; its keys, usage records, totals, rollups and alert marks are purged"), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody), (status = 503, description = "the store failed mid-purge; delete again", body = crate::http::error::ErrorBody))
+    responses((status = 204, description = "deleted; its keys, usage records, totals, rollups and alert marks are purged"), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody), (status = 503, description = "the store failed mid-purge; delete again", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn delete_tenant(
     st: web::Data<AppState>,
@@ -244,7 +244,7 @@ pub async fn delete_tenant(
 
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/usage", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = crate::http::types::BillingUsage), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = crate::http::api::types::BillingUsage), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn tenant_usage(
     st: web::Data<AppState>,
@@ -261,7 +261,7 @@ pub async fn tenant_usage(
 
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/subscription", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = crate::http::types::SubscriptionView), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = crate::http::api::types::SubscriptionView), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn tenant_subscription(
     st: web::Data<AppState>,
@@ -276,7 +276,7 @@ pub async fn tenant_subscription(
 #[utoipa::path(
     post, path = "/api/admin/tenants/{id}/keys", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     request_body(content = CreateKey, description = "optional"),
-    responses((status = 201, description = "the secret is shown this once", body = CreatedKey), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody))
+    responses((status = 201, description = "the secret is shown this once", body = CreatedKey), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn create_key(
     st: web::Data<AppState>,
@@ -304,7 +304,7 @@ pub async fn create_key(
 
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/keys", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
-    responses((status = 200, description = "keys without their secrets", body = ListOf<KeyBody>), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "keys without their secrets", body = ListOf<KeyBody>), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn list_keys(
     st: web::Data<AppState>,
@@ -324,7 +324,7 @@ pub async fn list_keys(
 
 #[utoipa::path(
     delete, path = "/api/admin/tenants/{id}/keys/{key_id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path), ("key_id" = String, Path)),
-    responses((status = 200, description = "the revoked key", body = KeyBody), (status = 404, description = "no such key", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "the revoked key", body = KeyBody), (status = 404, description = "no such key", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn revoke_key(
     st: web::Data<AppState>,

@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn the_authorize_and_check_answers_are_written_as_serde_json_writes_them() {
         use crate::clock::MsText;
-        use crate::http::types::{AuthorizeResponse, CheckResponse};
+        use crate::http::api::types::{AuthorizeResponse, CheckResponse};
         use chrono::{TimeZone, Utc};
         let reset = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
         let long = "p".repeat(600);

@@ -4,7 +4,7 @@
 //! never held in memory and a slow client slows the scan, not the server.
 //!
 //! Exports are bounded like every tenant request: each holds one of the
-//! export [`Slots`](super::slots::Slots) (`[limits] exports` across the server, 503 past it;
+//! export [`Slots`](crate::http::wire::slots::Slots) (`[limits] exports` across the server, 503 past it;
 //! `exports_per_tenant` per tenant, 429 past it) and the tenant's
 //! in-flight place until its body ends, and a client that takes nothing
 //! for [`STALL`] loses its export - so never-read exports cannot pile up
@@ -16,11 +16,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::analytics::{parse_time, query};
-use super::error::ApiError;
-use super::extract::{Admin, TenantAuth};
-use super::money::Money;
-use super::AppState;
 use crate::clock::{fmt_ms, ms_to_utc};
+use crate::http::wire::error::ApiError;
+use crate::http::wire::extract::{Admin, TenantAuth};
+use crate::http::wire::money::Money;
+use crate::http::AppState;
 use crate::model::UsageRecord;
 use crate::quota::period::Period;
 
@@ -165,7 +165,7 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 out,
                 "{},{},{},",
                 r.calls,
-                super::money::decimal(r.cost_usd),
+                crate::http::wire::money::decimal(r.cost_usd),
                 r.rejected
             );
             let meta = if x.metadata.is_empty() {
@@ -214,7 +214,7 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
 
 #[utoipa::path(
     get, path = "/api/billing/api-usage/export", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(ExportParams),
-    responses((status = 200, description = "raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn export(
     st: web::Data<AppState>,
@@ -229,7 +229,7 @@ pub async fn export(
 /// `GET /api/admin/tenants/{id}/api-usage/export`: the same, for the operator.
 #[utoipa::path(
     get, path = "/api/admin/tenants/{id}/api-usage/export", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), ExportParams),
-    responses((status = 200, description = "the tenant's raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or wrong admin token", body = crate::http::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "the tenant's raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn admin_export(
     st: web::Data<AppState>,
@@ -245,7 +245,7 @@ fn stream_export(
     st: &AppState,
     tenant: String,
     owner: &str,
-    hold: Option<std::rc::Rc<super::extract::TenantCtx>>,
+    hold: Option<std::rc::Rc<crate::http::wire::extract::TenantCtx>>,
     req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p: ExportParams = query(req)?;

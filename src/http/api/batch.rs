@@ -11,8 +11,8 @@ use actix_web::dev::Payload;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::error::ApiError;
 use super::types::UsageInput;
+use crate::http::wire::error::ApiError;
 use crate::model::MAX_BATCH_RECORDS;
 
 /// Where a record is in its batch: `records[3]`, in NDJSON `records[3] (line 5)`.
@@ -192,7 +192,7 @@ fn stash<E: de::Error>(failed: &mut Option<ApiError>, e: ApiError) -> E {
 }
 
 /// Reads an NDJSON body as it arrives, with the caps of
-/// [`super::extract::stream_body`]: each non-blank line is one record,
+/// [`crate::http::wire::extract::stream_body`]: each non-blank line is one record,
 /// parsed when its newline (or the body's end) comes, so only the line
 /// being received is buffered. Returns how many records there were.
 pub async fn ndjson(
@@ -225,7 +225,7 @@ pub async fn ndjson(
         })?;
         each(Some(at), input)
     };
-    super::extract::stream_body(payload, declared, limit, timeout, |mut rest| {
+    crate::http::wire::extract::stream_body(payload, declared, limit, timeout, |mut rest| {
         while let Some(n) = memchr::memchr(b'\n', rest) {
             line_no += 1;
             if pending.is_empty() {

@@ -30,11 +30,11 @@ use futures_util::Stream;
 
 use self::unasked::UnaskedUsage;
 use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
-use super::error::ApiError;
-use super::extract::retried;
-use super::extract::{CappedBody, TenantAuth, TenantCtx};
-use super::AppState;
 use crate::config::ProxyConfig;
+use crate::http::wire::error::ApiError;
+use crate::http::wire::extract::retried;
+use crate::http::wire::extract::{CappedBody, TenantAuth, TenantCtx};
+use crate::http::AppState;
 use crate::metering::{Meter, Metering};
 use crate::model::{CompactString, RecordExtra, UsageRecord};
 

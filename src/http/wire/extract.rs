@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::AppState;
+use crate::http::AppState;
 use crate::metering::{Meter, Metering, Refusal};
 use crate::quota::{Decision, TenantState};
 

@@ -5,13 +5,13 @@ use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpResponse};
 
-use super::error::{blocking, ApiError};
-use super::AppState;
+use crate::http::wire::error::{blocking, ApiError};
+use crate::http::AppState;
 use crate::telemetry::metrics::{encode, Family, Value};
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"), (status = 401, description = "a scrape token is configured ([metrics] token_env) and was not sent", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"), (status = 401, description = "a scrape token is configured ([metrics] token_env) and was not sent", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn metrics(
     st: web::Data<AppState>,

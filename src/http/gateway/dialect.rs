@@ -5,7 +5,7 @@
 //! codes for a spent quota (`insufficient_quota`) and the burst limit
 //! (`rate_limit_exceeded`), so that every OpenAI SDK shows the reason. The
 //! upstream's own answers pass through untouched: only a response that
-//! carries [`Said`] (every [`ApiError`](crate::http::error::ApiError)
+//! carries [`Said`] (every [`ApiError`](crate::http::wire::error::ApiError)
 //! does) is rewritten. Status and headers (`Retry-After`, the rate-limit
 //! headers) stay as they are.
 
@@ -15,7 +15,7 @@ use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::json;
 
 pub use crate::config::Dialect;
-use crate::http::error::Said;
+use crate::http::wire::error::Said;
 use crate::metering::Refusal;
 
 /// OpenAI's `type` and `code` for a Tollgate refusal.

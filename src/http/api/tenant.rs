@@ -8,12 +8,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::batch::Position;
-use super::error::ApiError;
-use super::extract::{ApiJson, OptionalJson, TenantAuth};
-use super::json::json_of;
 use super::types::*;
-use super::AppState;
 use crate::clock::{fmt_ms, nanos_to_utc, MsText};
+use crate::http::wire::error::ApiError;
+use crate::http::wire::extract::{ApiJson, OptionalJson, TenantAuth};
+use crate::http::wire::json::json_of;
+use crate::http::AppState;
 use crate::metering::request::check_method;
 use crate::metering::{self, Refused};
 use crate::model::{CompactString, RecordExtra, TokenCounts, UsageRecord};
@@ -37,7 +37,7 @@ fn opt_text<S: Default + std::ops::Deref<Target = str>>(
     post, path = "/api/v1/authorize", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body(content = AuthorizeRequest, description = "optional; every field has a default"),
     responses((status = 200, description = "allowed: the calls are consumed", body = AuthorizeResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))),
-        (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 403, description = "tenant suspended", body = crate::http::error::ErrorBody), (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::error::ErrorBody), (status = 422, description = "invalid field", body = crate::http::error::ErrorBody))
+        (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 403, description = "tenant suspended", body = crate::http::wire::error::ErrorBody), (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid field", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn authorize(
     auth: TenantAuth,
@@ -47,7 +47,7 @@ pub async fn authorize(
     let started = Instant::now();
     // Borrowed from the request: a `web::Data` extracted would count the
     // state's `Arc` up and down on a cache line every worker shares.
-    let st: &AppState = super::extract::state(&http)?;
+    let st: &AppState = crate::http::wire::extract::state(&http)?;
     let req = body.0;
     let cost = check_count("cost", req.cost.unwrap_or(1)).map_err(ApiError::invalid)?;
     if cost == 0 {
@@ -143,7 +143,7 @@ fn tokens_to_reserve(tenant: &TenantState, estimate: Option<u64>) -> Result<u64,
 #[utoipa::path(
     post, path = "/api/v1/check", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body(content = AuthorizeRequest, description = "optional"),
-    responses((status = 200, description = "whether `cost` calls would be allowed; nothing consumed", body = CheckResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "whether `cost` calls would be allowed; nothing consumed", body = CheckResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn check(
     auth: TenantAuth,
@@ -151,7 +151,7 @@ pub async fn check(
     http: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     // Borrowed, as `authorize` borrows it.
-    let st: &AppState = super::extract::state(&http)?;
+    let st: &AppState = crate::http::wire::extract::state(&http)?;
     let req = body.0;
     let cost = check_count("cost", req.cost.unwrap_or(1)).map_err(ApiError::invalid)?;
     if cost == 0 {
@@ -185,8 +185,8 @@ pub async fn check(
 /// none was taken and the client should retry after `Retry-After`.
 #[utoipa::path(
     post, path = "/api/v1/usage", tag = "enforcement", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
-    request_body(content((crate::http::openapi::UsageBody = "application/json"), (String = "application/x-ndjson")), description = "one record or an array of up to 10,000 (JSON), or up to 10,000 records one per line (NDJSON)"),
-    responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::openapi::Accepted), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::error::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::error::ErrorBody), (status = 415, description = "neither JSON nor NDJSON", body = crate::http::error::ErrorBody), (status = 422, description = "invalid record", body = crate::http::error::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::error::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::error::ErrorBody))
+    request_body(content((crate::http::api::types::UsageBody = "application/json"), (String = "application/x-ndjson")), description = "one record or an array of up to 10,000 (JSON), or up to 10,000 records one per line (NDJSON)"),
+    responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::api::types::Accepted), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::wire::error::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::wire::error::ErrorBody), (status = 415, description = "neither JSON nor NDJSON", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid record", body = crate::http::wire::error::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::wire::error::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn ingest(
     st: web::Data<AppState>,
@@ -212,7 +212,7 @@ pub async fn ingest(
     let now = nanos_to_utc(now_ns);
     // Room for the batch as its size suggests (about 130 bytes a record in
     // the body), so that the records are not moved as the vector grows.
-    let declared = super::extract::declared_length(&req);
+    let declared = crate::http::wire::extract::declared_length(&req);
     let mut records = Vec::with_capacity(declared.map_or(16, |n| {
         (n / 128).min(crate::model::MAX_BATCH_RECORDS as usize)
     }));
@@ -268,7 +268,7 @@ pub async fn ingest(
         .await?;
         tokio::time::Instant::now() + st.ingest_wait
     } else {
-        let body = super::extract::read_body(
+        let body = crate::http::wire::extract::read_body(
             payload.into_inner(),
             declared,
             st.max_body_bytes,
@@ -334,7 +334,7 @@ pub async fn ingest(
 /// `Some(true)` for NDJSON (`application/x-ndjson`, `application/jsonl`),
 /// `Some(false)` for JSON, `None` for anything else.
 fn body_format(req: &HttpRequest) -> Option<bool> {
-    let m = super::extract::mime(req)?;
+    let m = crate::http::wire::extract::mime(req)?;
     let ndjson = [
         "application/x-ndjson",
         "application/jsonl",
@@ -343,7 +343,7 @@ fn body_format(req: &HttpRequest) -> Option<bool> {
     if ndjson.iter().any(|t| m.eq_ignore_ascii_case(t)) {
         return Some(true);
     }
-    super::extract::is_json_mime(m).then_some(false)
+    crate::http::wire::extract::is_json_mime(m).then_some(false)
 }
 
 /// The answer to a batch the queue did not admit.
@@ -418,7 +418,7 @@ fn admit_batch(st: &AppState, tenant: &TenantState, n: usize, now: i64) -> Resul
 /// `GET /api/billing/usage`: the period's calls and tokens against the plan.
 #[utoipa::path(
     get, path = "/api/billing/usage", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
-    responses((status = 200, description = "this period's calls and tokens against the plan", body = BillingUsage), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "this period's calls and tokens against the plan", body = BillingUsage), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn billing_usage(
     st: web::Data<AppState>,
@@ -444,7 +444,7 @@ pub async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> BillingUsag
 /// `GET /api/billing/subscription`.
 #[utoipa::path(
     get, path = "/api/billing/subscription", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
-    responses((status = 200, body = SubscriptionView), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody))
+    responses((status = 200, body = SubscriptionView), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn billing_subscription(
     st: web::Data<AppState>,
@@ -481,7 +481,7 @@ pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionV
 #[utoipa::path(
     post, path = "/api/chat", tag = "chat", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     request_body = ChatRequest,
-    responses((status = 200, description = "the bot's reply, metered", body = ChatResponse), (status = 401, description = "no or unknown key", body = crate::http::error::ErrorBody), (status = 429, description = "over a limit", body = crate::http::error::ErrorBody), (status = 502, description = "upstream failed", body = crate::http::error::ErrorBody), (status = 504, description = "upstream timed out", body = crate::http::error::ErrorBody))
+    responses((status = 200, description = "the bot's reply, metered", body = ChatResponse), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 429, description = "over a limit", body = crate::http::wire::error::ErrorBody), (status = 502, description = "upstream failed", body = crate::http::wire::error::ErrorBody), (status = 504, description = "upstream timed out", body = crate::http::wire::error::ErrorBody))
 )]
 pub async fn chat(
     st: web::Data<AppState>,
@@ -512,7 +512,7 @@ pub async fn chat(
         endpoint: "/api/chat".into(),
         method: "POST".into(),
         model: model.as_str().into(),
-        retried: super::extract::retried(&http),
+        retried: crate::http::wire::extract::retried(&http),
         extra: RecordExtra {
             user_id: user_id.into(),
             bot_id: bot_id.into(),
@@ -544,15 +544,15 @@ pub async fn chat(
                     completion_tokens: counts.completion,
                     total_tokens: counts.total,
                 },
-                cost_usd: super::money::Money(cost),
+                cost_usd: crate::http::wire::money::Money(cost),
             }))
         }
         Err(e) => {
             let (status, code) = match e {
-                crate::http::chat::ChatError::Timeout => {
+                crate::http::api::chat::ChatError::Timeout => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
                 }
-                crate::http::chat::ChatError::Upstream(_) => {
+                crate::http::api::chat::ChatError::Upstream(_) => {
                     (StatusCode::BAD_GATEWAY, "upstream_error")
                 }
             };

@@ -7,7 +7,7 @@
 //! the page. `/dashboard/console` is the operator's: plans, tenants and
 //! keys, every action through the admin API.
 
-use crate::http::route::get;
+use crate::http::wire::route::get;
 use actix_web::http::header;
 use actix_web::{HttpResponse, Route};
 
