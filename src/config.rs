@@ -52,7 +52,7 @@ pub struct ClusterConfig {
     /// `local` (spend the tenant's reserve - as much again as its lease,
     /// allocated in Redis beforehand, so the fleet cannot exceed the limit -
     /// then refuse).
-    pub on_redis_down: String,
+    pub on_redis_down: OnRedisDown,
     /// The longest one Redis call may take.
     pub redis_timeout_ms: u64,
     /// How often leases are reported and refilled.
@@ -66,10 +66,62 @@ impl Default for ClusterConfig {
         ClusterConfig {
             redis_url: String::new(),
             instance_id: String::new(),
-            on_redis_down: "deny".into(),
+            on_redis_down: OnRedisDown::Deny,
             redis_timeout_ms: 100,
             sync_ms: 50,
             lease_ms: 250,
+        }
+    }
+}
+
+/// What a decision does once its lease is spent while Redis cannot be
+/// reached (`[cluster] on_redis_down`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum OnRedisDown {
+    /// Refuse with 503 `cluster_unavailable`.
+    #[default]
+    Deny,
+    /// Spend the tenant's reserve, allocated in Redis beforehand, then refuse.
+    Local,
+}
+
+impl TryFrom<String> for OnRedisDown {
+    type Error = String;
+    fn try_from(v: String) -> Result<OnRedisDown, String> {
+        match v.trim() {
+            "deny" => Ok(OnRedisDown::Deny),
+            "local" => Ok(OnRedisDown::Local),
+            _ => Err(format!(
+                "cluster.on_redis_down must be \"deny\" or \"local\", not {v:?}"
+            )),
+        }
+    }
+}
+
+/// How the connection to the mail server is secured (`[smtp] security`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum SmtpSecurity {
+    /// STARTTLS (port 587).
+    #[default]
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+    /// Plain text: only for a relay on this machine.
+    None,
+}
+
+impl TryFrom<String> for SmtpSecurity {
+    type Error = String;
+    fn try_from(v: String) -> Result<SmtpSecurity, String> {
+        match v.trim() {
+            "starttls" => Ok(SmtpSecurity::Starttls),
+            "tls" => Ok(SmtpSecurity::Tls),
+            "none" => Ok(SmtpSecurity::None),
+            _ => Err(format!(
+                "smtp.security must be starttls, tls or none, not {v:?}"
+            )),
         }
     }
 }
@@ -83,7 +135,7 @@ pub struct SmtpConfig {
     pub port: u16,
     /// `starttls` (the default, port 587), `tls` (implicit TLS, port 465),
     /// or `none` (plain text: only for a relay on this machine).
-    pub security: String,
+    pub security: SmtpSecurity,
     /// Empty: no authentication.
     pub user: String,
     /// Variable holding the password.
@@ -98,7 +150,7 @@ impl Default for SmtpConfig {
         SmtpConfig {
             host: String::new(),
             port: 587,
-            security: "starttls".into(),
+            security: SmtpSecurity::Starttls,
             user: String::new(),
             password_env: "TOLLGATE_SMTP_PASSWORD".into(),
             from: String::new(),
@@ -539,9 +591,6 @@ impl Config {
             return bad("store.instance: at most 64 letters, digits, '-', '_' or '.'");
         }
         let c = &self.cluster;
-        if !["deny", "local"].contains(&c.on_redis_down.as_str()) {
-            return bad("cluster.on_redis_down must be \"deny\" or \"local\"");
-        }
         if c.redis_timeout_ms == 0 || c.sync_ms == 0 || c.lease_ms == 0 {
             return bad("cluster.redis_timeout_ms, sync_ms and lease_ms must be at least 1");
         }
@@ -804,11 +853,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.cluster.redis_url, "redis://127.0.0.1:6379/0");
         assert_eq!(c.cluster.instance_id, "edge-1");
-        assert_eq!(c.cluster.on_redis_down, "deny");
+        assert_eq!(c.cluster.on_redis_down, OnRedisDown::Deny);
         let e = load(&[("TOLLGATE_CLUSTER_REDIS_URL", "127.0.0.1:6379")]).unwrap_err();
         assert!(e.to_string().contains("redis://"), "{e}");
         let c = load(&[("TOLLGATE_CLUSTER_ON_REDIS_DOWN", "local")]).unwrap();
-        assert_eq!(c.cluster.on_redis_down, "local");
+        assert_eq!(c.cluster.on_redis_down, OnRedisDown::Local);
         let e = load(&[("TOLLGATE_CLUSTER_ON_REDIS_DOWN", "allow")]).unwrap_err();
         assert!(e.to_string().contains("on_redis_down"), "{e}");
         let e = load(&[("TOLLGATE_CLUSTER_INSTANCE_ID", "a b")]).unwrap_err();

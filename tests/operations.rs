@@ -194,7 +194,7 @@ fn thresholds_are_mailed_once_retried_and_never_delay_a_request() {
         c.alerts = vec![hook];
         c.smtp.host = "127.0.0.1".into();
         c.smtp.port = port;
-        c.smtp.security = "none".into();
+        c.smtp.security = tollgate::config::SmtpSecurity::None;
         c.smtp.from = "Tollgate <alerts@example.com>".into();
     };
     let mut s = TestServer::start_with(tune.clone(), Arc::new(SystemClock));
@@ -304,7 +304,7 @@ fn an_anomaly_fires_once_per_episode_signed_and_survives_a_restart() {
         c.alerts = vec![hook.clone(), mail.clone()];
         c.smtp.host = "127.0.0.1".into();
         c.smtp.port = smtp_port;
-        c.smtp.security = "none".into();
+        c.smtp.security = tollgate::config::SmtpSecurity::None;
         c.smtp.from = "alerts@example.com".into();
     };
     s.restart_with(tune.clone(), clock.clone());

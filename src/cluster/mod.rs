@@ -224,7 +224,7 @@ impl Cluster {
                 timeout,
                 sync_every: Duration::from_millis(config.sync_ms),
                 lease_ms: config.lease_ms,
-                local: config.on_redis_down == "local",
+                local: config.on_redis_down == crate::config::OnRedisDown::Local,
                 breaker: breaker::Breaker::default(),
                 up: AtomicBool::new(true),
                 epoch: Instant::now(),
