@@ -447,7 +447,7 @@ impl Tollgate {
                     metering: state.metering.clone(),
                     max_message_bytes: self.config.max_body_bytes,
                     tenant_id: self.config.grpc.tenant_id,
-                    peers: self.config.grpc.peer_addrs(),
+                    peers: self.config.grpc.peers.clone(),
                 });
                 let server = GrpcServer::start(edge, listener, threads)
                     .map_err(io("cannot start the gRPC server"))?;

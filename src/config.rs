@@ -187,7 +187,7 @@ pub struct GrpcConfig {
     pub tenant_id: bool,
     /// The addresses allowed to call the services (e.g. your Envoy's);
     /// empty: any. Others get PERMISSION_DENIED.
-    pub peers: Vec<String>,
+    pub peers: Vec<std::net::IpAddr>,
 }
 
 impl Default for GrpcConfig {
@@ -197,16 +197,6 @@ impl Default for GrpcConfig {
             tenant_id: true,
             peers: Vec::new(),
         }
-    }
-}
-
-impl GrpcConfig {
-    /// `peers` as addresses (checked by `Config::validate`).
-    pub fn peer_addrs(&self) -> Vec<std::net::IpAddr> {
-        self.peers
-            .iter()
-            .filter_map(|p| p.trim().parse().ok())
-            .collect()
     }
 }
 
@@ -631,14 +621,6 @@ impl Config {
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");
         }
-        if let Some(p) = self
-            .grpc
-            .peers
-            .iter()
-            .find(|p| p.trim().parse::<std::net::IpAddr>().is_err())
-        {
-            return bad(&format!("grpc.peers must be IP addresses, got '{p}'"));
-        }
         if !self.chat.upstream.is_empty() && !is_http_url(&self.chat.upstream) {
             return bad(&format!(
                 "chat.upstream must be an http(s) URL (or empty for the echo bot), got '{}'",
@@ -862,6 +844,41 @@ mod tests {
         assert!(e.to_string().contains("on_redis_down"), "{e}");
         let e = load(&[("TOLLGATE_CLUSTER_INSTANCE_ID", "a b")]).unwrap_err();
         assert!(e.to_string().contains("instance_id"), "{e}");
+    }
+
+    #[test]
+    fn typed_settings_are_checked_as_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            let f = dir.path().join("t.toml");
+            std::fs::write(&f, text).unwrap();
+            Config::load(Some(&f), Vec::new())
+        };
+        let c =
+            load("[grpc]\npeers = [\"10.0.0.7\", \"::1\"]\n[smtp]\nsecurity = \"tls\"\n").unwrap();
+        assert_eq!(
+            c.grpc.peers,
+            [
+                "10.0.0.7".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.smtp.security, SmtpSecurity::Tls);
+        let e = load("[grpc]\npeers = [\"envoy.local\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("peers"), "{e}");
+        let e = load("[smtp]\nsecurity = \"ssl\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("smtp.security must be starttls, tls or none"),
+            "{e}"
+        );
+        let e = load("[cluster]\non_redis_down = \"allow\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("on_redis_down"), "{e}");
     }
 
     #[test]

@@ -521,7 +521,7 @@ fn tenant_id_descriptors_and_peers_can_be_refused() {
     let s = TestServer::start_with(
         |c| {
             c.grpc.bind = "127.0.0.1:0".into();
-            c.grpc.peers = vec!["10.9.8.7".into()];
+            c.grpc.peers = vec!["10.9.8.7".parse().unwrap()];
         },
         Arc::new(SystemClock),
     );
