@@ -270,8 +270,10 @@ pub struct ProxyConfig {
     /// Calls each request costs against the quota.
     #[serde(default = "default_cost")]
     pub cost: u64,
-    /// The error shape of Tollgate's own refusals on this route:
-    /// `tollgate` (the default) or `openai` (for OpenAI SDKs).
+    /// The API behind the route, which picks the shape of Tollgate's own
+    /// refusals, how the credential is sent and whether a stream is asked
+    /// for its usage: `tollgate` (the default: any HTTP API), `openai` or
+    /// `anthropic` (for those providers' SDKs).
     #[serde(default)]
     pub dialect: Dialect,
     /// The integration's name in the analytics (`integrations`); default:
@@ -280,7 +282,7 @@ pub struct ProxyConfig {
     pub name: String,
 }
 
-/// Which error shape a gateway route answers Tollgate's refusals in.
+/// The API a gateway route fronts (`http::gateway::provider`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
@@ -289,6 +291,9 @@ pub enum Dialect {
     Tollgate,
     /// OpenAI's (`{"error": {"message", "type", "param", "code"}}`).
     Openai,
+    /// Anthropic's (`{"type": "error", "error": {"type", "message"}}`),
+    /// with the upstream's credential sent as `x-api-key`.
+    Anthropic,
 }
 
 fn default_proxy_timeout_ms() -> u64 {

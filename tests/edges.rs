@@ -2,8 +2,8 @@
 //! an unknown key, a suspended tenant, the burst limit, the monthly call
 //! quota, the token quota, the cluster unreachable, the queue to the store
 //! full - run against every edge a metered request comes through:
-//! authorize, check, forward-auth, the gateway in both dialects (Tollgate's
-//! and OpenAI's), Envoy's ext_authz and its rate-limit service. Each cell
+//! authorize, check, forward-auth, the gateway in each dialect (Tollgate's,
+//! OpenAI's and Anthropic's), Envoy's ext_authz and its rate-limit service. Each cell
 //! is that edge's documented answer (docs/API.md); the store's
 //! `contract_suite!` idea, applied to the edges. One real server on
 //! 127.0.0.1 serves every edge; Redis is real and is frozen for the
@@ -80,16 +80,18 @@ enum Edge {
     ForwardAuth,
     Gateway,
     GatewayOpenai,
+    GatewayAnthropic,
     ExtAuthz,
     RateLimitService,
 }
 
-const EDGES: [Edge; 7] = [
+const EDGES: [Edge; 8] = [
     Edge::Authorize,
     Edge::Check,
     Edge::ForwardAuth,
     Edge::Gateway,
     Edge::GatewayOpenai,
+    Edge::GatewayAnthropic,
     Edge::ExtAuthz,
     Edge::RateLimitService,
 ];
@@ -138,6 +140,24 @@ fn openai_code(r: Refusal) -> &'static str {
     }
 }
 
+/// Anthropic's error type for each refusal (the gateway's `anthropic`
+/// dialect).
+fn anthropic_type(r: Refusal) -> &'static str {
+    match r {
+        Refusal::MissingKey
+        | Refusal::MalformedCredentials
+        | Refusal::UnknownKey
+        | Refusal::UnknownTenant
+        | Refusal::TenantIdOff => "authentication_error",
+        Refusal::Suspended => "permission_error",
+        Refusal::RateLimited
+        | Refusal::QuotaExceeded
+        | Refusal::TokenQuotaExceeded
+        | Refusal::TooManyInFlight => "rate_limit_error",
+        Refusal::ClusterUnavailable => "api_error",
+    }
+}
+
 /// Each edge's documented answer to each scenario.
 fn expected(s: Scenario, e: Edge) -> Answer {
     if s == Scenario::QueueFull {
@@ -157,6 +177,7 @@ fn expected(s: Scenario, e: Edge) -> Answer {
         // cannot use is refused.
         Edge::Check if status(r) != 401 => Answer::Passed(Some(r.code().into())),
         Edge::GatewayOpenai => Answer::Refused(status(r), openai_code(r).into()),
+        Edge::GatewayAnthropic => Answer::Refused(status(r), anthropic_type(r).into()),
         _ => Answer::Refused(status(r), r.code().into()),
     }
 }
@@ -202,6 +223,7 @@ fn world() -> World {
     c.proxy = vec![
         route("/gw", Dialect::Tollgate),
         route("/oai", Dialect::Openai),
+        route("/ant", Dialect::Anthropic),
     ];
     let store = flaky::store(dir.path());
     let tollgate =
@@ -275,6 +297,18 @@ impl World {
                         Answer::Refused(status, header(&r, "x-tollgate-error").unwrap_or_default())
                     }
                 }
+            }
+            Edge::GatewayAnthropic => {
+                // As the Anthropic SDKs send the key: X-API-Key.
+                let r = c
+                    .post(self.s.url("/ant/v1/messages"))
+                    .header("x-api-key", key)
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&json!({"model": "claude-3-5-haiku-latest", "max_tokens": 4,
+                                  "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .unwrap();
+                http(r, &|b: &Value| b["error"]["type"].clone())
             }
             Edge::Gateway | Edge::GatewayOpenai => {
                 let prefix = if edge == Edge::Gateway { "/gw" } else { "/oai" };

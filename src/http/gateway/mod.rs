@@ -11,8 +11,8 @@
 //! operator's organisation or project, or claim a client address, are
 //! dropped, and upgrades (WebSocket) are refused.
 
-pub mod dialect;
 mod path;
+pub mod provider;
 mod unasked;
 pub mod usage;
 
@@ -28,6 +28,7 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::Stream;
 
+use self::provider::Provider;
 use self::unasked::UnaskedUsage;
 use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
 use crate::config::ProxyConfig;
@@ -53,9 +54,9 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Request headers not forwarded besides those: the tenant's credentials,
-/// those the client library sets itself, the client-address claims (the
-/// gateway sets its own `X-Forwarded-For`), and those that would steer the
-/// operator's account at an OpenAI-style upstream.
+/// those the client library sets itself and the client-address claims
+/// (the gateway sets its own `X-Forwarded-For`); the provider adds those
+/// that would steer the operator's account ([`Provider::steering`]).
 const DROP_REQUEST: &[&str] = &[
     "host",
     "authorization",
@@ -67,8 +68,6 @@ const DROP_REQUEST: &[&str] = &[
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
-    "openai-organization",
-    "openai-project",
 ];
 
 /// Response headers not passed back besides those: the length (the body is
@@ -87,8 +86,10 @@ fn connection_named(headers: impl Iterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
-fn forwarded(name: &str, drop: &[&str], named: &[String]) -> bool {
-    !HOP_BY_HOP.contains(&name) && !drop.contains(&name) && !named.iter().any(|n| n == name)
+fn forwarded(name: &str, drop: &[&[&str]], named: &[String]) -> bool {
+    !HOP_BY_HOP.contains(&name)
+        && !drop.iter().any(|d| d.contains(&name))
+        && !named.iter().any(|n| n == name)
 }
 
 /// One fronted API.
@@ -102,7 +103,7 @@ pub struct ProxyTarget {
     timeout: Duration,
     idle_timeout: Duration,
     cost: u64,
-    dialect: dialect::Dialect,
+    provider: &'static dyn Provider,
     client: reqwest::Client,
 }
 
@@ -141,7 +142,7 @@ impl ProxyTarget {
             timeout: Duration::from_millis(c.timeout_ms),
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
             cost: c.cost,
-            dialect: c.dialect,
+            provider: provider::of(c.dialect),
             client,
         })
     }
@@ -152,13 +153,13 @@ impl ProxyTarget {
     pub fn resource(target: Arc<ProxyTarget>) -> impl actix_web::dev::HttpServiceFactory {
         let upgrade =
             actix_web::guard::fn_guard(|ctx| ctx.head().headers().contains_key("upgrade"));
-        let speaking = target.dialect;
+        let speaking = target.provider;
         web::resource(format!("{}{{tail:(/.*)?}}", target.prefix))
             .name(&format!("{}/*", target.prefix))
             .wrap_fn(move |req, srv| {
                 use actix_web::dev::Service;
                 let answer = srv.call(req);
-                async move { Ok(dialect::speak(speaking, answer.await?)) }
+                async move { Ok(provider::speak(speaking, answer.await?)) }
             })
             .app_data(web::Data::from(target))
             .route(web::route().guard(upgrade).to(refuse_upgrade))
@@ -198,7 +199,7 @@ fn bad_path(why: path::PathError) -> ApiError {
 }
 
 /// The request headers for the upstream.
-fn request_headers(req: &HttpRequest) -> Vec<(String, Vec<u8>)> {
+fn request_headers(req: &HttpRequest, provider: &dyn Provider) -> Vec<(String, Vec<u8>)> {
     let headers = req.headers();
     let named = connection_named(
         headers
@@ -207,7 +208,7 @@ fn request_headers(req: &HttpRequest) -> Vec<(String, Vec<u8>)> {
     );
     let mut out: Vec<(String, Vec<u8>)> = headers
         .iter()
-        .filter(|(name, _)| forwarded(name.as_str(), DROP_REQUEST, &named))
+        .filter(|(name, _)| forwarded(name.as_str(), &[DROP_REQUEST, provider.steering()], &named))
         .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
         .collect();
     if let Some(peer) = req.peer_addr() {
@@ -237,7 +238,7 @@ async fn forward(
     } else {
         tail
     };
-    let (llm, rewritten) = usage::inspect_request(&endpoint, &body.0);
+    let (llm, rewritten) = usage::inspect_request(&endpoint, &body.0, target.provider);
     // Rewritten: asked for its usage on the client's behalf.
     let unasked_usage = rewritten.is_some();
     let body = rewritten.unwrap_or(body.0);
@@ -272,13 +273,13 @@ async fn forward(
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::invalid("unsupported method"))?;
     let mut upstream = target.client.request(method, &url);
-    for (name, value) in request_headers(&req) {
+    for (name, value) in request_headers(&req, target.provider) {
         upstream = upstream.header(name, value);
     }
     // Plain bodies, so that the usage can be read.
     upstream = upstream.header("accept-encoding", "identity");
     if let Some(c) = &target.credential {
-        upstream = upstream.bearer_auth(c);
+        upstream = target.provider.credential(upstream, c);
     }
     let sent = tokio::time::timeout(target.timeout, upstream.body(body).send()).await;
     let failure = match sent {
@@ -289,7 +290,7 @@ async fn forward(
                 idle_timeout: target.idle_timeout,
                 _hold: auth.hold(),
             };
-            return Ok(stream_back(resp, watch, unasked_usage));
+            return Ok(stream_back(resp, watch, unasked_usage, target.provider));
         }
         Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -333,7 +334,7 @@ fn response_headers(from: &reqwest::header::HeaderMap, to: &mut actix_web::HttpR
             .filter_map(|v| v.to_str().ok().map(str::to_string)),
     );
     for (name, value) in from {
-        if forwarded(name.as_str(), DROP_RESPONSE, &named) {
+        if forwarded(name.as_str(), &[DROP_RESPONSE], &named) {
             if let Ok(v) = actix_web::http::header::HeaderValue::from_bytes(value.as_bytes()) {
                 to.append_header((name.as_str(), v));
             }
@@ -343,7 +344,12 @@ fn response_headers(from: &reqwest::header::HeaderMap, to: &mut actix_web::HttpR
 
 /// The upstream's answer on its way to the client; `unasked_usage`: the
 /// request was made to ask for its usage on the client's behalf.
-fn stream_back(resp: reqwest::Response, mut watch: Watch, unasked_usage: bool) -> HttpResponse {
+fn stream_back(
+    resp: reqwest::Response,
+    mut watch: Watch,
+    unasked_usage: bool,
+    provider: &'static dyn Provider,
+) -> HttpResponse {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     watch.meter.record_mut().status = status.as_u16();
     let mut out = HttpResponse::build(status);
@@ -360,9 +366,9 @@ fn stream_back(resp: reqwest::Response, mut watch: Watch, unasked_usage: bool) -
         unasked,
         ended: false,
         scan: if sse {
-            Scan::Events(EventScan::default())
+            Scan::Events(EventScan::reading(provider))
         } else {
-            Scan::Json(JsonScan::default())
+            Scan::Json(JsonScan::reading(provider))
         },
         idle: Box::pin(tokio::time::sleep(idle)),
         idle_timeout: idle,
@@ -602,15 +608,16 @@ mod tests {
     fn headers_a_connection_header_names_are_hop_by_hop() {
         let named = connection_named(["close, X-Secret ,keep-alive".to_string()].into_iter());
         assert_eq!(named, ["close", "x-secret", "keep-alive"]);
-        assert!(!forwarded("x-secret", DROP_REQUEST, &named));
-        assert!(forwarded("x-other", DROP_REQUEST, &named));
+        assert!(!forwarded("x-secret", &[DROP_REQUEST], &named));
+        assert!(forwarded("x-other", &[DROP_REQUEST], &named));
+        let openai = provider::of(provider::Dialect::Openai).steering();
         for steer in [
             "openai-organization",
             "openai-project",
             "x-forwarded-for",
             "forwarded",
         ] {
-            assert!(!forwarded(steer, DROP_REQUEST, &[]), "{steer}");
+            assert!(!forwarded(steer, &[DROP_REQUEST, openai], &[]), "{steer}");
         }
     }
 }

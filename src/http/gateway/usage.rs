@@ -19,6 +19,7 @@
 
 use serde_json::Value;
 
+use super::provider::Provider;
 use crate::metering::tokens::count_tokens;
 use crate::model::{recordable_model, TokenCounts};
 
@@ -50,6 +51,14 @@ pub fn usage_of(usage: &Value) -> Option<TokenCounts> {
         n(&["completion_tokens", "output_tokens"]),
         n(&["total_tokens"]),
     ))
+}
+
+/// `usage` as `provider` reads it, or in either spelling.
+fn read(provider: Option<&'static dyn Provider>, usage: &Value) -> Option<TokenCounts> {
+    match provider {
+        Some(p) => p.usage_of(usage),
+        None => usage_of(usage),
+    }
 }
 
 /// A count as a number: an integer, or a float saturated into u64.
@@ -89,9 +98,19 @@ pub struct JsonScan {
     usage: Option<Vec<u8>>,
     model: Option<Vec<u8>>,
     bytes: u64,
+    /// How the provider's `usage` reads (none: either spelling).
+    provider: Option<&'static dyn Provider>,
 }
 
 impl JsonScan {
+    /// A scan that reads `usage` as `provider` does.
+    pub fn reading(provider: &'static dyn Provider) -> JsonScan {
+        JsonScan {
+            provider: Some(provider),
+            ..JsonScan::default()
+        }
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len() as u64;
         for &b in chunk {
@@ -176,7 +195,9 @@ impl JsonScan {
             b.as_deref()
                 .and_then(|b| serde_json::from_slice::<Value>(b.trim_ascii()).ok())
         };
-        let usage = parse(&self.usage).as_ref().and_then(usage_of);
+        let usage = parse(&self.usage)
+            .as_ref()
+            .and_then(|u| read(self.provider, u));
         let model = parse(&self.model).as_ref().and_then(model_name);
         (usage, model)
     }
@@ -191,9 +212,19 @@ pub struct EventScan {
     model: Option<String>,
     /// Tokens of the text in `choices[].delta.content` (or `.text`).
     streamed_tokens: u64,
+    /// How the provider's `usage` reads (none: either spelling).
+    provider: Option<&'static dyn Provider>,
 }
 
 impl EventScan {
+    /// A scan that reads `usage` as `provider` does.
+    pub fn reading(provider: &'static dyn Provider) -> EventScan {
+        EventScan {
+            provider: Some(provider),
+            ..EventScan::default()
+        }
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             if b == b'\n' {
@@ -228,7 +259,7 @@ impl EventScan {
                 v.pointer(at)
             };
             let holder = holder?;
-            let usage = holder.get("usage").and_then(usage_of)?;
+            let usage = holder.get("usage").and_then(|u| read(self.provider, u))?;
             Some((usage, holder.get("model").and_then(model_name)))
         });
         if let Some((u, model)) = found {
@@ -314,14 +345,14 @@ impl LlmRequest {
 }
 
 /// If `body` is a model call (a JSON object naming a `model`), what the
-/// estimate needs, and the body to send instead: a streaming
-/// chat-completions call (`messages` or `prompt`, not at a `/messages`
-/// path) that does not ask for its usage is made to
-/// (`stream_options.include_usage = true`), so a tenant cannot stream
-/// tokens past its token quota by leaving it out.
-/// Other APIs (Responses, Anthropic's Messages) report usage in their
-/// streams unasked, and are sent as they are.
-pub fn inspect_request(path: &str, body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
+/// estimate needs, and the body to send instead when `provider` rewrote
+/// the call to report its usage ([`Provider::ask_for_usage`]), so that a
+/// tenant cannot stream tokens past its token quota by leaving it out.
+pub fn inspect_request(
+    path: &str,
+    body: &[u8],
+    provider: &dyn Provider,
+) -> (Option<LlmRequest>, Option<Vec<u8>>) {
     // JSON may start with whitespace (and a byte order mark, which an
     // upstream may accept): an object is an object however it starts.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
@@ -352,34 +383,8 @@ pub fn inspect_request(path: &str, body: &[u8]) -> (Option<LlmRequest>, Option<V
         prompt_tokens: text,
         max_output,
     };
-    // Chat completions (`messages`) and legacy completions (`prompt`) take
-    // `stream_options` (a body naming it is one of them); Responses (`input`) and Anthropic's Messages (the
-    // same `messages`, at a path ending in `/messages`) do not.
-    let anthropic = path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .is_some_and(|last| last == "messages");
-    let chat_completions = !anthropic
-        && ["messages", "prompt", "stream_options"]
-            .iter()
-            .any(|k| v.contains_key(*k));
-    if v.get("stream") != Some(&Value::Bool(true)) || !chat_completions {
+    if !provider.ask_for_usage(path, &mut v) {
         return (Some(llm), None);
-    }
-    let asks =
-        v.get("stream_options").and_then(|o| o.get("include_usage")) == Some(&Value::Bool(true));
-    if asks {
-        return (Some(llm), None);
-    }
-    let options = v
-        .entry("stream_options")
-        .or_insert_with(|| Value::Object(Default::default()));
-    if !options.is_object() {
-        *options = Value::Object(Default::default());
-    }
-    if let Some(o) = options.as_object_mut() {
-        o.insert("include_usage".into(), Value::Bool(true));
     }
     (Some(llm), serde_json::to_vec(&v).ok())
 }
@@ -509,21 +514,38 @@ mod tests {
         assert_eq!(streamed, 3);
     }
 
+    /// [`inspect_request`] as the default dialect (`tollgate`) does.
+    fn inspect(path: &str, body: &[u8]) -> (Option<LlmRequest>, Option<Vec<u8>>) {
+        inspect_request(path, body, &super::super::provider::generic::Generic)
+    }
+
+    #[test]
+    fn each_dialect_rewrites_only_what_its_api_needs() {
+        use super::super::provider::{of, Dialect};
+        let stream = br#"{"model":"m","stream":true,"messages":[]}"#;
+        let rewritten = |d, path| inspect_request(path, stream, of(d)).1.is_some();
+        assert!(rewritten(Dialect::Openai, "/v1/chat/completions"));
+        assert!(rewritten(Dialect::Tollgate, "/v1/chat/completions"));
+        assert!(!rewritten(Dialect::Tollgate, "/v1/messages"));
+        assert!(!rewritten(Dialect::Anthropic, "/v1/messages"));
+        assert!(!rewritten(Dialect::Anthropic, "/v1/chat/completions"));
+    }
+
     #[test]
     fn only_chat_completions_are_rewritten_and_any_json_object_is_a_model_call() {
         let body = br#"{"model":"gpt-4o","stream":true,"input":"hi"}"#;
-        let (llm, rewritten) = inspect_request("/v1/responses", body);
+        let (llm, rewritten) = inspect("/v1/responses", body);
         assert!(llm.is_some());
         assert_eq!(rewritten, None, "Responses take no stream_options");
         let chat = br#"{"model":"claude","stream":true,"messages":[]}"#;
-        let (_, rewritten) = inspect_request("/v1/messages", chat);
+        let (_, rewritten) = inspect("/v1/messages", chat);
         assert_eq!(rewritten, None, "nor do Anthropic's Messages");
-        assert!(inspect_request("/v1/chat/completions", chat).1.is_some());
+        assert!(inspect("/v1/chat/completions", chat).1.is_some());
         for lead in [" ", "\n", "\t", "\r\n", "\u{feff}", " \n\t "] {
             let body = format!(
                 "{lead}{{\"model\":\"m\",\"stream\":true,\"max_tokens\":7,\"messages\":[]}}"
             );
-            let (llm, rewritten) = inspect_request("/v1/chat/completions", body.as_bytes());
+            let (llm, rewritten) = inspect("/v1/chat/completions", body.as_bytes());
             assert_eq!(llm.map(|l| l.max_output), Some(Some(7)), "{lead:?}");
             assert!(rewritten.is_some(), "{lead:?}");
         }
@@ -531,7 +553,7 @@ mod tests {
 
     #[test]
     fn streaming_requests_are_made_to_ask_for_their_usage() {
-        let (llm, rewritten) = inspect_request(
+        let (llm, rewritten) = inspect(
             "/v1/chat/completions",
             br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello, world!"}]}"#,
         );
@@ -540,27 +562,21 @@ mod tests {
         assert_eq!(llm.prompt_tokens, 1 + 6);
         let v: Value = serde_json::from_slice(&rewritten.unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
-        let (_, same) = inspect_request(
+        let (_, same) = inspect(
             "/v1/chat/completions",
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
         );
         assert!(same.is_none());
-        let (_, forced) = inspect_request(
+        let (_, forced) = inspect(
             "/v1/chat/completions",
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
         );
         let v: Value = serde_json::from_slice(&forced.unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(inspect("/v1/chat/completions", br#"{"model":"m"}"#).1, None);
+        assert_eq!(inspect("/v1/chat/completions", b"not json"), (None, None));
         assert_eq!(
-            inspect_request("/v1/chat/completions", br#"{"model":"m"}"#).1,
-            None
-        );
-        assert_eq!(
-            inspect_request("/v1/chat/completions", b"not json"),
-            (None, None)
-        );
-        assert_eq!(
-            inspect_request("/v1/chat/completions", br#"{"stream":true}"#),
+            inspect("/v1/chat/completions", br#"{"stream":true}"#),
             (None, None)
         );
     }
