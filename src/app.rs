@@ -80,7 +80,7 @@ pub struct Tollgate {
     pub queue: UsageQueue,
     pub prices: Arc<PriceTable>,
     /// Where the admin token was written, when it was not given.
-    pub admin_token_path: Option<PathBuf>,
+    pub(crate) admin_token_path: Option<PathBuf>,
     admin: Option<AdminToken>,
     flusher: UsageFlusher,
     deliveries: Option<Deliveries>,
@@ -430,7 +430,7 @@ impl Tollgate {
     }
 
     /// Like [`serve`](Self::serve), handing the server's handle to `on_start`.
-    pub fn serve_with(
+    pub(crate) fn serve_with(
         mut self,
         listener: TcpListener,
         on_start: impl FnOnce(actix_web::dev::ServerHandle),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-pub const KEY_PREFIX: &str = "tg_";
+pub(crate) const KEY_PREFIX: &str = "tg_";
 const KEY_BODY_LEN: usize = 32;
 
 /// SHA-256 of a secret. Its bytes are uniformly spread, so the tables hash it
@@ -106,12 +106,12 @@ fn random_token(prefix: &str, len: usize) -> String {
 }
 
 /// A new random id with a prefix, e.g. `key_3fA9...`.
-pub fn random_id(prefix: &str) -> String {
+pub(crate) fn random_id(prefix: &str) -> String {
     random_token(prefix, 16)
 }
 
 /// The shape check done before hashing, so junk never reaches the tables.
-pub fn looks_like_key(s: &str) -> bool {
+pub(crate) fn looks_like_key(s: &str) -> bool {
     s.len() == KEY_PREFIX.len() + KEY_BODY_LEN
         && s.starts_with(KEY_PREFIX)
         && s[KEY_PREFIX.len()..]
@@ -130,7 +130,7 @@ impl AdminToken {
         AdminToken(KeyHash::of(token))
     }
 
-    pub fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         KeyHash::of(presented).0.ct_eq(&self.0 .0).into()
     }
 
@@ -139,7 +139,7 @@ impl AdminToken {
     /// it lives in a file, that file's path. An existing file is refused when
     /// it is a symbolic link (it would be followed, and overwritten) or when
     /// other users can read it.
-    pub fn load_or_create(
+    pub(crate) fn load_or_create(
         from_env: Option<&str>,
         data_dir: &Path,
     ) -> std::io::Result<(AdminToken, Option<PathBuf>)> {

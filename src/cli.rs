@@ -74,7 +74,7 @@ pub struct ServeArgs {
     pub recover: bool,
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,7 +89,7 @@ pub struct HealthArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }

@@ -51,7 +51,7 @@ impl Clock for ManualClock {
     }
 }
 
-pub fn nanos_to_utc(ns: Nanos) -> DateTime<Utc> {
+pub(crate) fn nanos_to_utc(ns: Nanos) -> DateTime<Utc> {
     Utc.timestamp_opt(
         ns.div_euclid(NANOS_PER_SEC),
         ns.rem_euclid(NANOS_PER_SEC) as u32,
@@ -60,12 +60,12 @@ pub fn nanos_to_utc(ns: Nanos) -> DateTime<Utc> {
     .unwrap_or_default()
 }
 
-pub fn ms_to_utc(ms: i64) -> DateTime<Utc> {
+pub(crate) fn ms_to_utc(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 /// RFC 3339, UTC, milliseconds: `2026-12-01T00:00:00.000Z`.
-pub fn fmt_ms(t: DateTime<Utc>) -> String {
+pub(crate) fn fmt_ms(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -74,13 +74,13 @@ pub fn fmt_ms(t: DateTime<Utc>) -> String {
 /// digits placed directly for years 0 to 9999, `core::fmt` only outside
 /// them. Serializes as the string it holds.
 #[derive(Clone, Copy)]
-pub struct MsText {
+pub(crate) struct MsText {
     bytes: [u8; 32],
     len: u8,
 }
 
 impl MsText {
-    pub fn of(t: DateTime<Utc>) -> MsText {
+    pub(crate) fn of(t: DateTime<Utc>) -> MsText {
         use chrono::{Datelike, Timelike};
         let mut m = MsText {
             bytes: [0; 32],
@@ -117,7 +117,7 @@ impl MsText {
         m
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ASCII digits and punctuation are ever written.
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
     }
@@ -153,7 +153,7 @@ pub mod serde_ms {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::fmt_ms(*t))
     }
 
@@ -167,7 +167,7 @@ pub mod serde_ms {
     pub mod option {
         use super::*;
 
-        pub fn serialize<S: Serializer>(
+        pub(crate) fn serialize<S: Serializer>(
             t: &Option<DateTime<Utc>>,
             s: S,
         ) -> Result<S::Ok, S::Error> {

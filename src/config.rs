@@ -542,7 +542,7 @@ impl Config {
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
         if self.flush.interval_ms == 0 || self.flush.interval_ms > 60_000 {
             return bad("flush.interval_ms must be 1 to 60000");
@@ -684,7 +684,7 @@ impl Config {
     }
 
     /// The plans an empty store starts with.
-    pub fn default_plans(&self) -> Result<Vec<Plan>, ConfigError> {
+    pub(crate) fn default_plans(&self) -> Result<Vec<Plan>, ConfigError> {
         let text = if self.plans.is_empty() {
             include_str!("../data/plans.toml").to_string()
         } else {
@@ -709,7 +709,7 @@ fn is_http_url(s: &str) -> bool {
 }
 
 /// Reads a plans file: `[[plans]]` tables with snake_case keys.
-pub fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
+pub(crate) fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct File {

@@ -23,11 +23,11 @@ use crate::store::UsageBlock;
 
 /// A demo tenant and the key printed for it.
 #[derive(Clone, Debug)]
-pub struct DemoTenant {
+pub(crate) struct DemoTenant {
     pub tenant_id: String,
     pub plan_id: String,
     pub key: String,
-    pub records_written: usize,
+    pub(crate) records_written: usize,
 }
 
 /// Requests per day (before the daily rhythm) for each default plan.
@@ -229,7 +229,7 @@ const SEEDING: &str = " (seeding)";
 /// each tenant's demo key. `stop` is asked between the hours written:
 /// once it says so, seeding ends there (`None`), the cut tenant left
 /// marked for the next run.
-pub fn seed(
+pub(crate) fn seed(
     registry: &Registry,
     prices: &PriceTable,
     now: DateTime<Utc>,
@@ -464,7 +464,7 @@ fn refused(r: &mut UsageRecord) {
 /// own, until the server stops answering: chats with the built-in echo bot
 /// when `echo` (so tokens and cost move too), otherwise authorizations
 /// (never a paid upstream's tokens). The tenant over its quota gets its 429s.
-pub fn live_traffic(addr: SocketAddr, tenants: Vec<DemoTenant>, echo: bool) {
+pub(crate) fn live_traffic(addr: SocketAddr, tenants: Vec<DemoTenant>, echo: bool) {
     let spawned = std::thread::Builder::new()
         .name("tollgate-demo".into())
         .spawn(move || {

@@ -9,7 +9,7 @@ use std::path::Path;
 /// in it private: directories 0700, files 0600. Sets the umask to 077.
 /// The `admin-token` file is left as it is: if others could read it, the
 /// token may have leaked, and `AdminToken::load_or_create` refuses it.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::model::CompactString;
 
 /// An open country database and the proxies whose `X-Forwarded-For` counts.
-pub struct GeoIp {
+pub(crate) struct GeoIp {
     reader: Option<maxminddb::Reader<Vec<u8>>>,
     trusted: Vec<IpNet>,
 }
@@ -36,7 +36,7 @@ struct Country<'a> {
 impl GeoIp {
     /// Opens `mmdb` (none: no lookups, only the trusted proxies) and parses
     /// the trusted networks (`10.0.0.0/8`, or a single address).
-    pub fn open(mmdb: Option<&Path>, trusted: &[String]) -> Result<GeoIp, String> {
+    pub(crate) fn open(mmdb: Option<&Path>, trusted: &[String]) -> Result<GeoIp, String> {
         let reader = match mmdb {
             None => None,
             Some(path) => Some(
@@ -64,7 +64,7 @@ impl GeoIp {
     /// The client's address: the peer's, unless the peer is a trusted
     /// proxy, then the nearest address in `forwarded_for` (the header's
     /// values, in order) that is not one; an unparsable entry ends the walk.
-    pub fn client(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
+    pub(crate) fn client(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
         let mut client = peer?;
         if !self.trusts(client) {
             return Some(client);
@@ -85,7 +85,7 @@ impl GeoIp {
     }
 
     /// The ISO 3166-1 alpha-2 code of `ip`, when the database has it.
-    pub fn country(&self, ip: IpAddr) -> Option<CompactString> {
+    pub(crate) fn country(&self, ip: IpAddr) -> Option<CompactString> {
         let reader = self.reader.as_ref()?;
         let entry: Entry = reader.lookup(canonical(ip)).ok().flatten()?;
         let code = entry
@@ -96,7 +96,7 @@ impl GeoIp {
     }
 
     /// [`Self::country`] of [`Self::client`].
-    pub fn country_of(
+    pub(crate) fn country_of(
         &self,
         peer: Option<IpAddr>,
         forwarded_for: &[&str],

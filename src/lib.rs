@@ -46,7 +46,9 @@
 //! - [`app`]: wiring and graceful stop; [`signals`]: stop signals before
 //!   serving; [`cli`]: the command line.
 
-pub mod alerts;
+#![deny(unreachable_pub)]
+
+pub(crate) mod alerts;
 pub mod alloc;
 pub mod analytics;
 pub mod app;
@@ -55,9 +57,9 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod demo;
-pub mod files;
-pub mod geo;
+pub(crate) mod demo;
+pub(crate) mod files;
+pub(crate) mod geo;
 pub mod grpc;
 pub mod http;
 pub mod metering;
@@ -66,8 +68,8 @@ pub mod pricing;
 pub mod quota;
 pub mod registry;
 pub mod rollup;
-pub mod signals;
-pub mod stack_text;
+pub(crate) mod signals;
+pub(crate) mod stack_text;
 pub mod store;
 pub mod telemetry;
 pub mod usage;

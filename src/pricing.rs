@@ -13,9 +13,9 @@ const DEFAULT_PRICES: &str = include_str!("../data/model-prices.json");
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 pub struct ModelPrice {
     #[serde(default)]
-    pub input_cost_per_token: f64,
+    pub(crate) input_cost_per_token: f64,
     #[serde(default)]
-    pub output_cost_per_token: f64,
+    pub(crate) output_cost_per_token: f64,
 }
 
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::SigId;
 
-pub struct Early {
+pub(crate) struct Early {
     raised: Arc<AtomicBool>,
     ids: Vec<SigId>,
 }
@@ -23,7 +23,7 @@ pub struct Early {
 impl Early {
     /// Listens for SIGINT and SIGTERM. Fails only where the process cannot
     /// handle signals at all.
-    pub fn listen() -> std::io::Result<Early> {
+    pub(crate) fn listen() -> std::io::Result<Early> {
         let raised = Arc::new(AtomicBool::new(false));
         let mut ids = Vec::new();
         for signal in [SIGINT, SIGTERM] {
@@ -39,13 +39,13 @@ impl Early {
     }
 
     /// Whether a stop signal has arrived.
-    pub fn raised(&self) -> bool {
+    pub(crate) fn raised(&self) -> bool {
         self.raised.load(Ordering::Relaxed)
     }
 
     /// Stops listening (the server's handler listens by now) and says
     /// whether a signal came before.
-    pub fn hand_over(self) -> bool {
+    pub(crate) fn hand_over(self) -> bool {
         for &id in &self.ids {
             signal_hook::low_level::unregister(id);
         }

@@ -5,37 +5,33 @@
 
 use std::fmt::{self, Write};
 
-pub struct StackText<const N: usize> {
+pub(crate) struct StackText<const N: usize> {
     bytes: [u8; N],
     len: usize,
 }
 
 impl<const N: usize> StackText<N> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StackText {
             bytes: [0; N],
             len: 0,
         }
     }
 
-    pub fn text(&self) -> &[u8] {
+    pub(crate) fn text(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Forgets what was written past `len` (a value that did not fit).
-    pub fn truncate(&mut self, len: usize) {
+    pub(crate) fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
 
-    pub fn bytes(&mut self, b: &[u8]) -> fmt::Result {
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> fmt::Result {
         let end = self.len + b.len();
         if end > N {
             return Err(fmt::Error);
@@ -46,14 +42,14 @@ impl<const N: usize> StackText<N> {
     }
 
     /// A number in decimal, without `core::fmt`'s machinery (itoa).
-    pub fn num(&mut self, n: u64) -> fmt::Result {
+    pub(crate) fn num(&mut self, n: u64) -> fmt::Result {
         self.write_str(itoa::Buffer::new().format(n))
     }
 
     /// `s` as a JSON string, quoted and escaped exactly as `serde_json`
     /// writes it: `"` and `\`, the short escapes of `\b \f \n \r \t`,
     /// other control characters as `\u00xx`; everything else as it is.
-    pub fn json_str(&mut self, s: &str) -> fmt::Result {
+    pub(crate) fn json_str(&mut self, s: &str) -> fmt::Result {
         self.bytes(b"\"")?;
         let mut from = 0;
         for (i, &b) in s.as_bytes().iter().enumerate() {
@@ -88,12 +84,12 @@ impl<const N: usize> StackText<N> {
         self.bytes(b"\"")
     }
 
-    pub fn json_bool(&mut self, b: bool) -> fmt::Result {
+    pub(crate) fn json_bool(&mut self, b: bool) -> fmt::Result {
         self.bytes(if b { b"true" } else { b"false" })
     }
 
     /// `Some(n)` as a number, `None` as `null` (serde_json's `Option<u64>`).
-    pub fn json_opt_num(&mut self, n: Option<u64>) -> fmt::Result {
+    pub(crate) fn json_opt_num(&mut self, n: Option<u64>) -> fmt::Result {
         match n {
             Some(n) => self.num(n),
             None => self.bytes(b"null"),

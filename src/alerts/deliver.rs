@@ -25,7 +25,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// One way of telling a target (a webhook, an e-mail): a new one (Slack,
 /// PagerDuty) is a file that implements this and a [`Via`] that makes it.
-pub trait Channel: Send + Sync {
+pub(crate) trait Channel: Send + Sync {
     /// What it is, in logs: `webhook`, `e-mail`.
     fn what(&self) -> &'static str;
     /// Its delivery counters (`/metrics`).
@@ -36,7 +36,7 @@ pub trait Channel: Send + Sync {
 }
 
 /// The counters of one kind of delivery.
-pub struct Counts<'a> {
+pub(crate) struct Counts<'a> {
     pub delivered: &'a AtomicU64,
     pub retried: &'a AtomicU64,
     pub failed: &'a AtomicU64,
@@ -72,7 +72,7 @@ fn channels(targets: &[Target], mailer: Option<Mailer>) -> Vec<Option<Box<dyn Ch
 
 /// Delivers the firings `rx` brings until it closes, then waits a moment
 /// for the deliveries in flight.
-pub fn deliver_all(
+pub(crate) fn deliver_all(
     mut rx: UnboundedReceiver<Firing>,
     targets: Arc<Vec<Target>>,
     mailer: Option<Mailer>,

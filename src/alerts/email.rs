@@ -18,14 +18,14 @@ use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::telemetry::stats::Stats;
 
 /// `address` as a mailbox (`ops@example.com` or `Ops <ops@example.com>`).
-pub fn mailbox(address: &str) -> Result<Mailbox, String> {
+pub(crate) fn mailbox(address: &str) -> Result<Mailbox, String> {
     address
         .parse::<Mailbox>()
         .map_err(|e| format!("not an e-mail address ({e})"))
 }
 
 /// The configured mail server and sender.
-pub struct Mailer {
+pub(crate) struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
 }
@@ -33,7 +33,7 @@ pub struct Mailer {
 impl Mailer {
     /// The `[smtp]` server, its password read from `password_env`; `None`
     /// when no host is set.
-    pub fn from_config(
+    pub(crate) fn from_config(
         c: &SmtpConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Mailer>, String> {
@@ -67,7 +67,12 @@ impl Mailer {
     }
 
     /// Sends `event` (whose JSON is `body`) to `to`, in words.
-    pub async fn send(&self, to: &[String], event: &Event, body: &str) -> Result<(), String> {
+    pub(crate) async fn send(
+        &self,
+        to: &[String],
+        event: &Event,
+        body: &str,
+    ) -> Result<(), String> {
         let (subject, text) = event.mail(body);
         let mut message = Message::builder()
             .from(self.from.clone())
@@ -86,13 +91,13 @@ impl Mailer {
 }
 
 /// Mail to a list of addresses through the `[smtp]` server.
-pub struct Email {
+pub(crate) struct Email {
     mailer: Arc<Mailer>,
     to: Vec<String>,
 }
 
 impl Email {
-    pub fn new(mailer: Arc<Mailer>, to: &[String]) -> Email {
+    pub(crate) fn new(mailer: Arc<Mailer>, to: &[String]) -> Email {
         Email {
             mailer,
             to: to.to_vec(),

@@ -13,7 +13,7 @@ use crate::quota::period::Period;
 /// One alert, as every channel tells it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event")]
-pub enum Event {
+pub(crate) enum Event {
     /// A tenant's monthly calls reached a share of its quota.
     #[serde(rename = "usage.threshold", rename_all = "camelCase")]
     Threshold {
@@ -48,7 +48,7 @@ pub enum Event {
 impl Event {
     /// `tenant` has used `used` of its `limit` calls in `period`, past
     /// `threshold` percent.
-    pub fn threshold(
+    pub(crate) fn threshold(
         tenant: &str,
         threshold: u32,
         used: u64,
@@ -69,7 +69,7 @@ impl Event {
 
     /// Anomaly `a` of `tenant` (none: the fleet), in an episode that began
     /// at `episode_start_ms`.
-    pub fn anomaly(
+    pub(crate) fn anomaly(
         tenant: Option<&str>,
         a: &Anomaly,
         episode_start_ms: i64,
@@ -97,12 +97,12 @@ impl Event {
     }
 
     /// The event a body kept in a mark is (a firing of an earlier run).
-    pub fn parse(body: &str) -> Option<Event> {
+    pub(crate) fn parse(body: &str) -> Option<Event> {
         serde_json::from_str(body).ok()
     }
 
     /// Its name: the body's `event` and the webhook's `Tollgate-Event`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Event::Threshold { .. } => "usage.threshold",
             Event::Anomaly { .. } => "usage.anomaly",
@@ -110,13 +110,13 @@ impl Event {
     }
 
     /// The JSON body.
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         serde_json::to_string(self).expect("an event is plain data")
     }
 
     /// An e-mail's subject and text: the event in words, with `body` (the
     /// JSON the webhooks receive) below.
-    pub fn mail(&self, body: &str) -> (String, String) {
+    pub(crate) fn mail(&self, body: &str) -> (String, String) {
         let (subject, lead) = match self {
             Event::Threshold {
                 tenant_id,

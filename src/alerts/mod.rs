@@ -20,14 +20,13 @@
 //! dead receiver delays no request and no flush. Outbound HTTP is the
 //! webhook channel's alone, SMTP the e-mail channel's.
 
-pub mod deliver;
-pub mod email;
+pub(crate) mod deliver;
+pub(crate) mod email;
 mod event;
-pub mod watch;
-pub mod webhook;
+pub(crate) mod watch;
+pub(crate) mod webhook;
 
-pub use deliver::Channel;
-pub use event::Event;
+pub(crate) use event::Event;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,7 +46,7 @@ use crate::usage::Queued;
 
 /// How a target is told (the [`Channel`] the delivery thread makes of it).
 #[derive(Debug)]
-pub enum Via {
+pub(crate) enum Via {
     /// POSTed to the target's URL, signed with this secret.
     Webhook { secret: Vec<u8> },
     /// Mailed through `[smtp]` to these addresses.
@@ -57,7 +56,7 @@ pub enum Via {
 /// One receiver, as configured, with its secret read: a webhook URL or a
 /// list of e-mail addresses (an `[[alerts]]` entry with both is two).
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// Who it is, in its firings' marks: the webhook URL, or
     /// `mailto:` and the addresses.
     pub url: String,
@@ -75,7 +74,7 @@ impl Target {
     /// The targets of one `[[alerts]]` entry. A webhook's secret is read
     /// from `secret_env`; a missing secret is an error, since receivers must
     /// be able to check the signature. Addresses must look like addresses.
-    pub fn from_config(
+    pub(crate) fn from_config(
         c: &AlertConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Vec<Target>, String> {
@@ -130,7 +129,7 @@ impl Target {
 /// the store first (so instances sharing it deliver it once); a resend of
 /// an undelivered one from an earlier run is stored already.
 #[derive(Debug)]
-pub struct Firing {
+pub(crate) struct Firing {
     pub mark: AlertMark,
     /// What the mark's body says.
     pub event: Event,
@@ -138,7 +137,7 @@ pub struct Firing {
 }
 
 /// The watcher the flusher calls; owns the sending side of the deliveries.
-pub struct Alerts {
+pub(crate) struct Alerts {
     targets: Arc<Vec<Target>>,
     /// The period last seen, and the keys of the firings of it (and of the
     /// period before, which the store also still holds).
@@ -149,13 +148,13 @@ pub struct Alerts {
 
 /// The delivery thread (and the anomaly watcher feeding it); joining stops
 /// the watcher and waits for deliveries in flight (briefly).
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     handle: Option<JoinHandle<()>>,
     watcher: Option<watch::Watcher>,
 }
 
 impl Deliveries {
-    pub fn join(&mut self) {
+    pub(crate) fn join(&mut self) {
         if let Some(mut w) = self.watcher.take() {
             w.stop();
         }
@@ -175,7 +174,7 @@ impl Drop for Deliveries {
 
 /// Starts the delivery thread and queues the undelivered firings of earlier
 /// runs. The delivery thread ends once the returned [`Alerts`] is dropped.
-pub fn start(
+pub(crate) fn start(
     targets: Vec<Target>,
     mailer: Option<email::Mailer>,
     store: Arc<dyn Store>,
@@ -237,7 +236,7 @@ pub fn start(
 
 impl Alerts {
     /// Fires each threshold the batch's tenants have newly crossed.
-    pub fn observe(&self, batch: &[Queued]) {
+    pub(crate) fn observe(&self, batch: &[Queued]) {
         let now = self.clock.now();
         let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
         let period = Period::containing(now);

@@ -35,13 +35,13 @@ use crate::rollup::{Buckets, Grain, Owner};
 use crate::store::{alert_key, AlertMark, MarkOf, Store, StoreError};
 
 /// How long after an hour ends it is judged.
-pub const SETTLE_MS: i64 = 60_000;
+pub(crate) const SETTLE_MS: i64 = 60_000;
 /// The owner a fleet-wide anomaly is marked for (no tenant id has a `*`).
-pub const FLEET: &str = "*";
+pub(crate) const FLEET: &str = "*";
 
 /// What an episode's mark is of: its first hour within its period (<
 /// 1024) times 8, plus metric and direction.
-pub fn episode_code(start_hour: i64, period: Period, a: &Anomaly) -> MarkOf {
+pub(crate) fn episode_code(start_hour: i64, period: Period, a: &Anomaly) -> MarkOf {
     let within = (start_hour - period.start_secs() / 3600).clamp(0, 1023) as u32;
     let metric = Metric::ALL
         .iter()
@@ -50,14 +50,14 @@ pub fn episode_code(start_hour: i64, period: Period, a: &Anomaly) -> MarkOf {
     MarkOf::Episode(within << 3 | metric << 1 | (a.direction == Direction::Down) as u32)
 }
 
-pub struct Watcher {
+pub(crate) struct Watcher {
     stop: Option<Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
     /// Stops the thread (its sender of firings goes with it).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stop.take();
         if let Some(h) = self.handle.take() {
             if h.join().is_err() {
@@ -85,7 +85,7 @@ struct Watch {
 
 /// Starts the watcher for the targets that asked for anomalies; `fired`
 /// holds the keys of the marks already stored.
-pub fn start(
+pub(crate) fn start(
     targets: &[Target],
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,

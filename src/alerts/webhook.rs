@@ -12,7 +12,7 @@ use super::deliver::{Channel, Counts};
 use super::Event;
 use crate::telemetry::stats::Stats;
 
-pub struct Webhook {
+pub(crate) struct Webhook {
     client: reqwest::Client,
     url: String,
     secret: Vec<u8>,
@@ -20,7 +20,12 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(client: reqwest::Client, url: &str, secret: &[u8], timeout: Duration) -> Webhook {
+    pub(crate) fn new(
+        client: reqwest::Client,
+        url: &str,
+        secret: &[u8],
+        timeout: Duration,
+    ) -> Webhook {
         Webhook {
             client,
             url: url.to_string(),
@@ -65,7 +70,7 @@ impl Channel for Webhook {
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`, the `Tollgate-Signature` value.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     let digest = mac.finalize().into_bytes();

@@ -17,16 +17,16 @@
 use super::hours::{HourPoint, Hours, HOUR_MS, WEEK_HOURS};
 
 /// Weeks of the same hour the baseline looks back on.
-pub const BASELINE_WEEKS: i64 = 4;
+pub(crate) const BASELINE_WEEKS: i64 = 4;
 /// Of which at least this many must lie after the owner's first request.
-pub const MIN_WEEKS: usize = 2;
+pub(crate) const MIN_WEEKS: usize = 2;
 /// The volume below which an hour is never flagged.
-pub const MIN_REQUESTS: u64 = 20;
+pub(crate) const MIN_REQUESTS: u64 = 20;
 /// How many spreads from the baseline an anomaly is.
-pub const THRESHOLD: f64 = 5.0;
+pub(crate) const THRESHOLD: f64 = 5.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Metric {
+pub(crate) enum Metric {
     Requests,
     Tokens,
     ErrorRate,
@@ -34,7 +34,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 4] = [
+    pub(crate) const ALL: [Metric; 4] = [
         Metric::Requests,
         Metric::Tokens,
         Metric::ErrorRate,
@@ -42,7 +42,7 @@ impl Metric {
     ];
 
     /// Its name in the API.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Metric::Requests => "requests",
             Metric::Tokens => "tokens",
@@ -52,7 +52,7 @@ impl Metric {
     }
 
     /// Words for a message.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Metric::Requests => "requests per hour",
             Metric::Tokens => "tokens per hour",
@@ -63,13 +63,13 @@ impl Metric {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Direction {
+pub(crate) enum Direction {
     Up,
     Down,
 }
 
 impl Direction {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Direction::Up => "up",
             Direction::Down => "down",
@@ -79,7 +79,7 @@ impl Direction {
 
 /// One unusual hour of one metric.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Anomaly {
+pub(crate) struct Anomaly {
     /// Hours since the epoch.
     pub hour: i64,
     pub metric: Metric,
@@ -92,13 +92,13 @@ pub struct Anomaly {
 }
 
 impl Anomaly {
-    pub fn t_ms(&self) -> i64 {
+    pub(crate) fn t_ms(&self) -> i64 {
         self.hour * HOUR_MS
     }
 
     /// Observed, expected and score as shown (reports, alerts): the error
     /// rate to 4 decimals, the rest and the score to 2.
-    pub fn rounded(&self) -> (f64, f64, f64) {
+    pub(crate) fn rounded(&self) -> (f64, f64, f64) {
         let round = |x: f64, decimals: i32| {
             let f = 10f64.powi(decimals);
             (x * f).round() / f
@@ -117,7 +117,7 @@ impl Anomaly {
 }
 
 /// Hours of history before the first hour judged that a baseline reads.
-pub const HISTORY_HOURS: i64 = BASELINE_WEEKS * WEEK_HOURS;
+pub(crate) const HISTORY_HOURS: i64 = BASELINE_WEEKS * WEEK_HOURS;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -207,7 +207,7 @@ const RULES: [Rule; 4] = [
 /// The unusual hours among `[from, to)` (hours since the epoch) of `h`,
 /// which should hold [`HISTORY_HOURS`] before `from` for a baseline; in
 /// hour order, then by metric.
-pub fn detect(h: &Hours, from: i64, to: i64) -> Vec<Anomaly> {
+pub(crate) fn detect(h: &Hours, from: i64, to: i64) -> Vec<Anomaly> {
     let Some(since) = h.first_active() else {
         return Vec::new();
     };
@@ -258,15 +258,15 @@ fn judge(h: &Hours, hour: i64, since: i64, rule: &Rule) -> Option<Anomaly> {
 /// Hours flagged for the same metric the same way belong to one episode
 /// while no more than this many hours lie between them (a tenant quiet at
 /// night is not judged at night, and its outage is one episode).
-pub const EPISODE_GAP_HOURS: i64 = 24;
+pub(crate) const EPISODE_GAP_HOURS: i64 = 24;
 /// How far back [`episode_start`] looks.
-pub const EPISODE_WALK_HOURS: i64 = 7 * 24;
+pub(crate) const EPISODE_WALK_HOURS: i64 = 7 * 24;
 
 /// The first hour of the episode `a` belongs to: the earliest hour flagged
 /// for the same metric the same way, going back through gaps of at most
 /// [`EPISODE_GAP_HOURS`], a week at most (`h` should hold that week and
 /// its baseline).
-pub fn episode_start(h: &Hours, a: &Anomaly) -> i64 {
+pub(crate) fn episode_start(h: &Hours, a: &Anomaly) -> i64 {
     let Some(since) = h.first_active() else {
         return a.hour;
     };
@@ -287,18 +287,18 @@ pub fn episode_start(h: &Hours, a: &Anomaly) -> i64 {
 }
 
 #[cfg(test)]
-pub mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// `days` of a business rhythm, deterministic: busy weekday
     /// afternoons, quiet nights and weekends, a few percent of noise, 1 %
     /// errors, 120 ms p95.
-    pub fn rhythm(days: i64) -> Hours {
+    pub(crate) fn rhythm(days: i64) -> Hours {
         rhythm_from(20_000 * 24, days)
     }
 
     /// The same from hour `first` (hours since the epoch, which began on a Thursday).
-    pub fn rhythm_from(first: i64, days: i64) -> Hours {
+    pub(crate) fn rhythm_from(first: i64, days: i64) -> Hours {
         let mut seed = 7u64;
         let mut noise = move || {
             seed = seed

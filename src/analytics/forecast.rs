@@ -28,7 +28,7 @@ impl Method {
 
 /// The period's usage so far.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SoFar {
+pub(crate) struct SoFar {
     pub calls: u64,
     pub tokens: u64,
     pub cost_usd: f64,
@@ -37,19 +37,19 @@ pub struct SoFar {
 #[derive(Debug, PartialEq)]
 pub struct Forecast {
     /// Milliseconds since the epoch, as are the times below.
-    pub period_end_ms: i64,
+    pub(crate) period_end_ms: i64,
     /// How much of the period the projection has seen (ms).
-    pub elapsed_ms: i64,
-    pub daily_calls: f64,
-    pub daily_tokens: f64,
-    pub daily_cost_usd: f64,
-    pub projected_calls: u64,
-    pub projected_tokens: u64,
-    pub projected_cost_usd: f64,
+    pub(crate) elapsed_ms: i64,
+    pub(crate) daily_calls: f64,
+    pub(crate) daily_tokens: f64,
+    pub(crate) daily_cost_usd: f64,
+    pub(crate) projected_calls: u64,
+    pub(crate) projected_tokens: u64,
+    pub(crate) projected_cost_usd: f64,
     /// When the call quota runs out at this rate (already, or before the
     /// period ends); null if it will not.
-    pub quota_exhausted_at_ms: Option<i64>,
-    pub token_quota_exhausted_at_ms: Option<i64>,
+    pub(crate) quota_exhausted_at_ms: Option<i64>,
+    pub(crate) token_quota_exhausted_at_ms: Option<i64>,
     pub method: Method,
 }
 
@@ -78,7 +78,7 @@ fn exhausted_at(
 
 /// The projection of `so_far` to the end of `period`, by `rhythm` when
 /// there is one.
-pub fn forecast(
+pub(crate) fn forecast(
     plan: &Plan,
     period: Period,
     now_ms: i64,
@@ -129,7 +129,7 @@ pub fn forecast(
 #[derive(Debug, PartialEq)]
 pub struct Recommendation {
     pub plan_id: String,
-    pub plan_name: String,
+    pub(crate) plan_name: String,
     pub price_usd_monthly: f64,
     pub reason: String,
 }
@@ -164,7 +164,7 @@ fn serves_as_well(cheaper: &Plan, current: &Plan, calls: u64, tokens: u64) -> bo
 /// one: a bigger plan once a day of the period has been seen, a cheaper
 /// one only after a week and only if it serves the tenant as well
 /// ([`serves_as_well`]). A period without usage yet suggests nothing.
-pub fn recommend(current: &Plan, plans: &[Plan], f: &Forecast) -> Option<Recommendation> {
+pub(crate) fn recommend(current: &Plan, plans: &[Plan], f: &Forecast) -> Option<Recommendation> {
     let (calls, tokens) = (f.projected_calls, f.projected_tokens);
     if calls == 0 && tokens == 0 {
         return None;

@@ -6,9 +6,9 @@
 use crate::rollup::{Buckets, CellHead, Grain, Owner};
 use crate::store::{Store, StoreError};
 
-pub const HOUR_MS: i64 = 3_600_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// Hours in a week: the rhythm both learn.
-pub const WEEK_HOURS: i64 = 168;
+pub(crate) const WEEK_HOURS: i64 = 168;
 
 /// One hour's figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -21,7 +21,7 @@ pub struct HourPoint {
     pub calls: u64,
     pub tokens: u64,
     pub cost_usd: f64,
-    pub p95_ms: Option<f64>,
+    pub(crate) p95_ms: Option<f64>,
 }
 
 impl HourPoint {
@@ -85,7 +85,7 @@ impl Hours {
 
     /// The first hour with any request: before it, the owner had no
     /// history, and its zeros say nothing.
-    pub fn first_active(&self) -> Option<i64> {
+    pub(crate) fn first_active(&self) -> Option<i64> {
         self.points
             .iter()
             .position(|p| p.requests > 0)

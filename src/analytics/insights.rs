@@ -19,20 +19,20 @@ use crate::pricing::{ModelPrice, PriceTable};
 use crate::rollup::{Agg, Cell, OTHER};
 
 /// The window the insights read (and a month of savings is taken as).
-pub const WINDOW_DAYS: i64 = 30;
+pub(crate) const WINDOW_DAYS: i64 = 30;
 /// Requests of one model the window must hold for an insight about it.
-pub const MIN_REQUESTS: u64 = 100;
+pub(crate) const MIN_REQUESTS: u64 = 100;
 /// Savings below this a month are not worth a line.
-pub const MIN_SAVINGS_USD: f64 = 1.0;
+pub(crate) const MIN_SAVINGS_USD: f64 = 1.0;
 /// Answers this short (completion tokens, on average) count as short.
-pub const SHORT_COMPLETION: f64 = 300.0;
+pub(crate) const SHORT_COMPLETION: f64 = 300.0;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Insight {
     pub kind: &'static str,
     pub title: String,
     pub detail: String,
-    pub estimated_monthly_savings_usd: f64,
+    pub(crate) estimated_monthly_savings_usd: f64,
 }
 
 /// The last segment of a model name that names a size within a family.

@@ -2,10 +2,10 @@
 //! rollup cells ([`crate::rollup`]), never from raw records ([`query`],
 //! [`forecast`] with the weekly [`rhythm`], [`anomaly`] over [`hours`]).
 
-pub mod anomaly;
-pub mod forecast;
-pub mod hours;
+pub(crate) mod anomaly;
+pub(crate) mod forecast;
+pub(crate) mod hours;
 pub mod insights;
 pub mod query;
 pub mod rhythm;
-pub mod words;
+pub(crate) mod words;

@@ -14,12 +14,12 @@ use crate::store::{Store, StoreError};
 use crate::usage::retention::MINUTE_ROLLUP_DAYS;
 
 /// The most series points one answer holds.
-pub const MAX_POINTS: i64 = 2_000;
+pub(crate) const MAX_POINTS: i64 = 2_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
-    pub from_ms: i64,
-    pub to_ms: i64,
+    pub(crate) from_ms: i64,
+    pub(crate) to_ms: i64,
 }
 
 fn floor_to(ms: i64, step: i64) -> i64 {
@@ -129,8 +129,8 @@ pub struct Usage {
     pub endpoints: Vec<(String, String, EndpointAgg)>,
     /// The most requested models, by requests, then name.
     pub models: Vec<(String, Agg)>,
-    pub top_users: Vec<(String, PartyAgg)>,
-    pub top_bots: Vec<(String, PartyAgg)>,
+    pub(crate) top_users: Vec<(String, PartyAgg)>,
+    pub(crate) top_bots: Vec<(String, PartyAgg)>,
 }
 
 /// The top `n` of `map` by `key` (descending, then by name).
@@ -231,13 +231,13 @@ pub fn usage(
 
 /// Tenants ranked three ways, for the operators' view.
 #[derive(Debug, PartialEq)]
-pub struct TopTenants {
-    pub by_requests: Vec<(String, PartyAgg)>,
-    pub by_tokens: Vec<(String, PartyAgg)>,
-    pub by_cost: Vec<(String, PartyAgg)>,
+pub(crate) struct TopTenants {
+    pub(crate) by_requests: Vec<(String, PartyAgg)>,
+    pub(crate) by_tokens: Vec<(String, PartyAgg)>,
+    pub(crate) by_cost: Vec<(String, PartyAgg)>,
 }
 
-pub fn top_tenants(all: &Cell, n: usize) -> TopTenants {
+pub(crate) fn top_tenants(all: &Cell, n: usize) -> TopTenants {
     TopTenants {
         by_requests: ranked(&all.tenants, n, by_requests),
         by_tokens: ranked(&all.tenants, n, |p| p.tokens as f64),

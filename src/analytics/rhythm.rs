@@ -9,7 +9,7 @@
 use super::hours::{Hours, WEEK_HOURS};
 
 /// Weeks the rhythm averages.
-pub const WEEKS: i64 = 4;
+pub(crate) const WEEKS: i64 = 4;
 /// The growth per week is taken within these bounds, and the factor it
 /// puts on any hour within [`FACTOR`], so a week that started from nothing
 /// does not multiply the rest of the month.
@@ -121,7 +121,12 @@ impl Rhythm {
 
     /// Calls `f(start_ms, end_ms, usage)` for each hour (or part of one)
     /// from `from_ms` to `to_ms`, until it answers true.
-    pub fn walk(&self, from_ms: i64, to_ms: i64, mut f: impl FnMut(i64, i64, Amounts) -> bool) {
+    pub(crate) fn walk(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        mut f: impl FnMut(i64, i64, Amounts) -> bool,
+    ) {
         const H: i64 = 3_600_000;
         let mut t = from_ms;
         while t < to_ms {

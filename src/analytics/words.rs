@@ -3,7 +3,7 @@
 //! dashboard shows them.
 
 /// `12,345`.
-pub fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -16,7 +16,7 @@ pub fn count(n: u64) -> String {
 }
 
 /// `$12,345.67`, `-$3.10`.
-pub fn usd(x: f64) -> String {
+pub(crate) fn usd(x: f64) -> String {
     let cents = (x * 100.0).round() as i64;
     let (whole, frac) = (cents.unsigned_abs() / 100, cents.unsigned_abs() % 100);
     let sign = if cents < 0 { "-" } else { "" };

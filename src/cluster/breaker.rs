@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Consecutive failed calls that open the breaker.
-pub const TRIPS_AFTER: u32 = 3;
+pub(super) const TRIPS_AFTER: u32 = 3;
 /// How long an open breaker keeps calls from being made.
-pub const OPEN_FOR: Duration = Duration::from_secs(1);
+pub(super) const OPEN_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
-pub struct Breaker {
+pub(super) struct Breaker {
     /// Failed calls since the last answer.
     failures: AtomicU32,
     /// Until when (ms) no call is made; 0 while closed.
@@ -23,7 +23,7 @@ pub struct Breaker {
 
 /// What one call's outcome did to the breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// Redis answered.
     Answered,
     /// A failure below the threshold: only its own request failed.
@@ -34,12 +34,12 @@ pub enum Outcome {
 
 impl Breaker {
     /// Whether calls are held back at `now_ms`.
-    pub fn is_open(&self, now_ms: i64) -> bool {
+    pub(super) fn is_open(&self, now_ms: i64) -> bool {
         now_ms < self.open_until.load(Ordering::Relaxed)
     }
 
     /// Records a call's outcome at `now_ms`.
-    pub fn record(&self, ok: bool, now_ms: i64) -> Outcome {
+    pub(super) fn record(&self, ok: bool, now_ms: i64) -> Outcome {
         if ok {
             self.failures.store(0, Ordering::Relaxed);
             self.open_until.store(0, Ordering::Relaxed);

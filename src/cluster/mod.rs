@@ -63,17 +63,17 @@ pub struct ClusterStats {
     pub errors: AtomicU64,
     /// Units granted to this instance, and given back by it.
     pub granted: AtomicU64,
-    pub given_back: AtomicU64,
+    pub(crate) given_back: AtomicU64,
     /// Requests that found their lease empty and asked Redis themselves.
-    pub top_ups: AtomicU64,
+    pub(crate) top_ups: AtomicU64,
     /// Decisions refused because Redis could not be reached.
-    pub denied_down: AtomicU64,
+    pub(crate) denied_down: AtomicU64,
     /// Tenants the sync loop follows (holding a lease or reporting).
     pub tenants: AtomicU64,
     /// Units this instance holds in leases now.
     pub held: AtomicU64,
     /// Live instances sharing Redis (the burst limits are divided among them).
-    pub members: AtomicU64,
+    pub(crate) members: AtomicU64,
 }
 
 /// `/healthz`'s `cluster`: how this instance shares enforcement now.
@@ -91,20 +91,20 @@ pub struct ClusterHealth {
     /// reserve: this instance's share, allocated in Redis beforehand).
     pub mode: &'static str,
     /// `[cluster] on_redis_down`.
-    pub on_redis_down: &'static str,
+    pub(crate) on_redis_down: &'static str,
     /// Live instances sharing Redis, this one included: each enforces
     /// its share of every burst limit (rate and burst divided by this).
     pub instances: u64,
     /// Tenants whose leases the sync loop follows, and the units they hold.
-    pub tenants_with_leases: u64,
-    pub units_held: u64,
+    pub(crate) tenants_with_leases: u64,
+    pub(crate) units_held: u64,
     /// Calls to Redis since start (a pipeline is one), and the failed ones.
     pub round_trips: u64,
     pub errors: u64,
     /// Requests that found their lease empty and asked Redis themselves.
-    pub top_ups: u64,
+    pub(crate) top_ups: u64,
     /// Decisions refused because Redis could not be reached.
-    pub denied_redis_down: u64,
+    pub(crate) denied_redis_down: u64,
 }
 
 /// What a request's own call to Redis brought.
@@ -162,7 +162,7 @@ struct Inner {
 pub struct ClusterError(String);
 
 /// `url` without its password, for logs.
-pub fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
@@ -283,7 +283,7 @@ impl Cluster {
         self.inner.is_down()
     }
 
-    pub fn redis_up(&self) -> bool {
+    pub(crate) fn redis_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
     }
 
@@ -367,7 +367,7 @@ impl Cluster {
     /// reserved by requests in flight count as used until settled.
     /// `None` when Redis cannot answer or has no hash for the period (the
     /// caller falls back on this instance's own view).
-    pub async fn fleet_usage(&self, tenant: &Arc<TenantState>) -> Option<(u64, u64)> {
+    pub(crate) async fn fleet_usage(&self, tenant: &Arc<TenantState>) -> Option<(u64, u64)> {
         let shared = tenant.shared()?;
         let now = self.inner.clock.now_nanos();
         let period = Period::containing_nanos(now);

@@ -71,9 +71,9 @@ use crate::store::shared::Shares;
 
 /// The answer that is not an allocation: the hash does not exist (call
 /// again with the store's shares of the period).
-pub const MISSING: i64 = -1;
+pub(super) const MISSING: i64 = -1;
 
-pub const SYNC: &str = r#"
+pub(super) const SYNC: &str = r#"
 local k = KEYS[1]
 local i = ARGV[1]
 local limit = tonumber(ARGV[2])
@@ -187,7 +187,7 @@ if holding then held = 1 end
 return {granted, alloc, need, mine, live, g, epoch, held}
 "#;
 
-pub fn sync_script() -> Script {
+pub(super) fn sync_script() -> Script {
     Script::new(SYNC)
 }
 
@@ -203,13 +203,13 @@ pub fn key(tenant: &str, period: Period, m: Measure) -> String {
 /// and of each process its part of them and the grants it wrote (granted,
 /// given back).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Init {
+pub(super) struct Init {
     pub total: u64,
-    pub by_process: Vec<(String, u64, u64, u64)>,
+    pub(crate) by_process: Vec<(String, u64, u64, u64)>,
 }
 
 impl Init {
-    pub fn of(shares: &Shares, m: Measure) -> Init {
+    pub(super) fn of(shares: &Shares, m: Measure) -> Init {
         let units = |t: &crate::store::PeriodTotals| match m {
             Measure::Calls => t.calls,
             Measure::Tokens => t.tokens,
@@ -234,48 +234,48 @@ impl Init {
 
 /// What one call asks of the script.
 #[derive(Clone, Debug, Default)]
-pub struct Ask {
+pub(super) struct Ask {
     pub limit: Option<u64>,
     /// This instance's running totals and their call number.
     pub totals: Totals,
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// Units wanted, and the fewest worth granting (a request's cost).
     pub want: u64,
     pub floor: u64,
     /// To make the hash: the store's units of the period, and how long to
     /// hold grants (Redis lost the hash).
-    pub init: Option<Init>,
-    pub hold_ms: u64,
+    pub(crate) init: Option<Init>,
+    pub(crate) hold_ms: u64,
     /// The units the store has persisted, as this instance last read them.
     pub stored: u64,
 }
 
 /// The script's answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Answer {
+pub(super) struct Answer {
     pub granted: u64,
     pub alloc: u64,
     /// When (ms) an instance last got less than it asked for.
-    pub need_ms: i64,
+    pub(crate) need_ms: i64,
     /// What this instance holds, as Redis knows it.
     pub mine: u64,
     pub live: u64,
     /// Everything granted to this instance in the period.
-    pub granted_total: u64,
-    pub epoch: i64,
+    pub(crate) granted_total: u64,
+    pub(crate) epoch: i64,
     /// Grants are held: Redis lost the hash and is being rebuilt.
     pub holding: bool,
 }
 
 /// A reply: an answer, or that the hash is to be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub(super) enum Reply {
     Answer(Answer),
     Missing,
 }
 
 impl Reply {
-    pub fn parse(v: &[i64]) -> Option<Reply> {
+    pub(super) fn parse(v: &[i64]) -> Option<Reply> {
         if v == [MISSING] {
             return Some(Reply::Missing);
         }
@@ -298,13 +298,13 @@ impl Reply {
 
 /// One argument of the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Arg<'a> {
+pub(super) enum Arg<'a> {
     Int(i64),
     Text(&'a str),
 }
 
 /// The script's `ARGV`, in order (`KEYS[1]` is [`key`]).
-pub fn argv<'a>(instance: &'a str, a: &'a Ask, now_ms: i64, ttl_s: i64) -> Vec<Arg<'a>> {
+pub(super) fn argv<'a>(instance: &'a str, a: &'a Ask, now_ms: i64, ttl_s: i64) -> Vec<Arg<'a>> {
     let n = |x: u64| Arg::Int(x.min(i64::MAX as u64) as i64);
     let t = a.totals;
     let mut argv = vec![
@@ -330,7 +330,7 @@ pub fn argv<'a>(instance: &'a str, a: &'a Ask, now_ms: i64, ttl_s: i64) -> Vec<A
 }
 
 /// Adds the call's keys and arguments to `inv`.
-pub fn args(
+pub(super) fn args(
     inv: &mut redis::ScriptInvocation<'_>,
     key: &str,
     instance: &str,

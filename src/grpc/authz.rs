@@ -42,12 +42,12 @@ use crate::quota::Decision;
 /// The route `/metrics` times these calls under.
 const ROUTE: &str = "/envoy.service.auth.v3.Authorization/Check";
 
-pub struct Authz {
+pub(crate) struct Authz {
     edge: Arc<Edge>,
 }
 
 impl Authz {
-    pub fn new(edge: Arc<Edge>) -> Authz {
+    pub(crate) fn new(edge: Arc<Edge>) -> Authz {
         Authz { edge }
     }
 }

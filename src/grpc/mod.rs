@@ -14,9 +14,9 @@
 // tonic's `Status` (176 bytes) is the error of every tonic service.
 #![allow(clippy::result_large_err)]
 
-pub mod authz;
+pub(crate) mod authz;
 pub mod conn;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use crate::quota::Decision;
 pub struct Edge {
     pub metering: Arc<Metering>,
     /// A call is held to this many bytes (the HTTP API's body cap).
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Whether a `tenant_id` descriptor is taken (`[grpc] tenant_id`).
     pub tenant_id: bool,
     /// The peers allowed to call (`[grpc] peers`; empty: any).
@@ -49,7 +49,7 @@ pub struct Edge {
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The gRPC listener, served by threads of its own until [`stop`](Self::stop).
-pub struct GrpcServer {
+pub(crate) struct GrpcServer {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
@@ -60,7 +60,7 @@ impl GrpcServer {
     /// accepting connections and serving them on a single-threaded runtime
     /// of its own (as actix's workers do): a call never wakes another
     /// thread, which on a multi-threaded runtime cost more than the call.
-    pub fn start(
+    pub(crate) fn start(
         state: Arc<Edge>,
         listener: std::net::TcpListener,
         threads: usize,
@@ -140,7 +140,7 @@ impl GrpcServer {
 
     /// Stops accepting, answers the calls in flight, then returns (their
     /// records are in the queue by then).
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop_inner();
     }
 

@@ -54,12 +54,12 @@ const ROUTE: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimi
 /// decision).
 const MAX_DESCRIPTORS: usize = 64;
 
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     edge: Arc<Edge>,
 }
 
 impl RateLimit {
-    pub fn new(edge: Arc<Edge>) -> RateLimit {
+    pub(crate) fn new(edge: Arc<Edge>) -> RateLimit {
         RateLimit { edge }
     }
 }

@@ -71,7 +71,7 @@ fn refused(e: ApiError, via_nginx: bool) -> HttpResponse {
 }
 
 #[derive(serde::Deserialize)]
-pub struct Via {
+pub(crate) struct Via {
     via: Option<String>,
 }
 
@@ -91,7 +91,7 @@ pub struct Via {
         (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::wire::error::ErrorBody, headers(("X-Tollgate-Status" = u16), ("X-Tollgate-Error" = String), ("Retry-After" = u64))),
     )
 )]
-pub async fn forward_auth(
+pub(crate) async fn forward_auth(
     req: HttpRequest,
     via: web::Query<Via>,
     auth: Result<TenantAuth, ApiError>,

@@ -9,12 +9,12 @@
 //! request is decided by `metering/`, never here.
 
 pub mod api;
-pub mod dashboard;
-pub mod forward_auth;
-pub mod gateway;
-pub mod openapi;
-pub mod state;
-pub mod wire;
+pub(crate) mod dashboard;
+pub(crate) mod forward_auth;
+pub(crate) mod gateway;
+pub(crate) mod openapi;
+pub(crate) mod state;
+pub(crate) mod wire;
 
 pub use self::state::AppState;
 

@@ -27,28 +27,28 @@ use crate::http::wire::error::ErrorBody;
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok` or `degraded`.
     pub status: String,
-    pub store_failing: bool,
+    pub(crate) store_failing: bool,
     /// Why the store is failing; null when it is not.
     pub store_error: Option<String>,
     /// Records decided but not persisted since start (store errors + full queue).
-    pub unpersisted_records: u64,
-    pub dropped_queue_full: u64,
+    pub(crate) unpersisted_records: u64,
+    pub(crate) dropped_queue_full: u64,
     /// A full queue dropped a record within the last 10 s (the store does
     /// not keep up; the records' calls and tokens still count).
-    pub dropping_records: bool,
-    pub queue_depth: u64,
+    pub(crate) dropping_records: bool,
+    pub(crate) queue_depth: u64,
     pub queue_capacity: u64,
     /// Instances live on the shared database, this one included (0: the
     /// store is not shared).
     pub instances: u64,
     /// Usage records waiting in the local spool for an unreachable shared
     /// database (delivered, once, when it is back).
-    pub spooled_records: u64,
+    pub(crate) spooled_records: u64,
     /// Why the shared database cannot be reached; null while it can.
-    pub database_error: Option<String>,
+    pub(crate) database_error: Option<String>,
     /// Said while more than one instance is live without `[cluster]`:
     /// monthly quotas are then enforced per instance.
     pub warning: Option<String>,
@@ -145,7 +145,7 @@ impl Modify for Security {
 }
 
 /// The document, with one path per configured gateway prefix.
-pub fn document(st: &AppState) -> utoipa::openapi::OpenApi {
+pub(crate) fn document(st: &AppState) -> utoipa::openapi::OpenApi {
     let mut doc = Doc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     for p in &st.proxies {
@@ -211,6 +211,6 @@ pub fn document(st: &AppState) -> utoipa::openapi::OpenApi {
     get, path = "/api/openapi.json", tag = "operations",
     responses((status = 200, description = "this document (OpenAPI 3.1)", content_type = "application/json"))
 )]
-pub async fn openapi_json(st: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn openapi_json(st: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(document(&st))
 }

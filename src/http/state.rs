@@ -17,14 +17,14 @@ pub struct AppState {
     pub metering: Arc<Metering>,
     pub chat: ChatBackend,
     pub admin: AdminToken,
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// A request body must arrive within this (`[limits] body_timeout_ms`).
     pub body_timeout: std::time::Duration,
     /// How long a usage batch waits for queue room (`[limits] ingest_wait_ms`).
-    pub ingest_wait: std::time::Duration,
+    pub(crate) ingest_wait: std::time::Duration,
     /// The bearer token `/metrics` asks for, if one is configured.
-    pub metrics_token: Option<AdminToken>,
-    pub default_model: String,
+    pub(crate) metrics_token: Option<AdminToken>,
+    pub(crate) default_model: String,
     /// Gateway mode's fronted APIs.
     pub proxies: Vec<Arc<gateway::ProxyTarget>>,
     /// Exports streaming now (`[limits] exports`, `exports_per_tenant`).
@@ -36,7 +36,7 @@ pub struct AppState {
 
 impl AppState {
     /// The country of the request's client, when `[geoip]` can tell.
-    pub fn country_of(&self, req: &actix_web::HttpRequest) -> CompactString {
+    pub(crate) fn country_of(&self, req: &actix_web::HttpRequest) -> CompactString {
         let Some(geo) = &self.metering.geo else {
             return CompactString::default();
         };

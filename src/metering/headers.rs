@@ -16,7 +16,7 @@ use crate::stack_text::StackText;
 /// A header a decision is shown by (and the request id, which an edge
 /// adds to the same buffer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Header {
+pub(crate) enum Header {
     Limit,
     Remaining,
     Reset,
@@ -28,7 +28,7 @@ pub enum Header {
 
 impl Header {
     /// The header's name, lower case.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Header::Limit => "x-ratelimit-limit",
             Header::Remaining => "x-ratelimit-remaining",
@@ -47,14 +47,14 @@ const ROOM: usize = 640;
 
 /// Every header value of an answer, in one buffer on the stack: no
 /// allocation until an edge copies them out.
-pub struct Values {
+pub(crate) struct Values {
     buf: StackText<ROOM>,
     items: [(Header, usize, usize); 7],
     count: usize,
 }
 
 impl Values {
-    pub fn empty() -> Values {
+    pub(crate) fn empty() -> Values {
         Values {
             buf: StackText::new(),
             items: [(Header::RequestId, 0, 0); 7],
@@ -65,7 +65,7 @@ impl Values {
     /// The headers of `d`; `Retry-After` only when `success` is false and
     /// `d` refused (not on a 2xx, such as `POST /api/v1/check` saying a
     /// request would be refused).
-    pub fn of(d: &Decision, success: bool) -> Values {
+    pub(crate) fn of(d: &Decision, success: bool) -> Values {
         let mut v = Values::empty();
         let reset_secs = d.period_reset_secs();
         let window = d.period.length_secs().unsigned_abs(); // a period is never negative
@@ -108,7 +108,7 @@ impl Values {
     }
 
     /// Writes one value; a value that does not fit is left out whole.
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         header: Header,
         value: impl FnOnce(&mut StackText<ROOM>) -> std::fmt::Result,
@@ -123,17 +123,17 @@ impl Values {
     }
 
     /// Every value written, one after another (ASCII).
-    pub fn text(&self) -> &[u8] {
+    pub(crate) fn text(&self) -> &[u8] {
         self.buf.text()
     }
 
     /// Each header with its value's range in [`text`](Self::text).
-    pub fn items(&self) -> &[(Header, usize, usize)] {
+    pub(crate) fn items(&self) -> &[(Header, usize, usize)] {
         &self.items[..self.count]
     }
 
     /// Each header with its value.
-    pub fn each(&self) -> impl Iterator<Item = (&'static str, &str)> {
+    pub(crate) fn each(&self) -> impl Iterator<Item = (&'static str, &str)> {
         let text = self.text();
         self.items().iter().map(move |&(h, start, end)| {
             // The buffer holds only what `of` and `add` put there: ASCII.

@@ -14,7 +14,7 @@ impl Metering {
     /// The tenant whose key a request presents - `authorization` (`Bearer
     /// <key>`) or else `api_key` (`X-API-Key`), each the header's value -
     /// or why not (counted for `/metrics`).
-    pub fn tenant_of(
+    pub(crate) fn tenant_of(
         &self,
         authorization: Option<&str>,
         api_key: Option<&str>,

@@ -102,7 +102,7 @@ impl<S: Deref<Target = Metering>> Meter<S> {
     /// spent token quota shows at once. True when this request has passed
     /// its reservation and the tenant's token quota is spent: the caller
     /// ends the stream.
-    pub fn charge_so_far(&mut self, estimate: u64) -> bool {
+    pub(crate) fn charge_so_far(&mut self, estimate: u64) -> bool {
         let reserved = self.reservation.as_ref().map_or(0, Reservation::tokens);
         let beyond = estimate
             .saturating_sub(reserved)
@@ -120,7 +120,7 @@ impl<S: Deref<Target = Metering>> Meter<S> {
 
     /// The tokens reserved, to be kept past the request (authorize's
     /// `reservationId`): the meter no longer settles them.
-    pub fn take_reservation(&mut self) -> Option<Reservation> {
+    pub(crate) fn take_reservation(&mut self) -> Option<Reservation> {
         self.reservation.take()
     }
 
@@ -139,7 +139,7 @@ impl<S: Deref<Target = Metering>> Meter<S> {
     }
 
     /// The record, for what only the handler learns (metadata, say).
-    pub fn record_mut(&mut self) -> &mut UsageRecord {
+    pub(crate) fn record_mut(&mut self) -> &mut UsageRecord {
         &mut self.record
     }
 
@@ -213,7 +213,7 @@ impl<S: Deref<Target = Metering>> Meter<S> {
     /// Allowed, then refused whole with the rest of its request (another of
     /// an Envoy request's descriptors was over its limit): what the
     /// decision took is given back and the request recorded as refused.
-    pub fn withdrawn(mut self) {
+    pub(crate) fn withdrawn(mut self) {
         self.give_back();
         self.record.status = 429;
         self.record.rejected = true;

@@ -13,12 +13,12 @@
 //! Nothing here knows HTTP, gRPC or JSON bodies' transport: an edge asks,
 //! and renders the answer.
 
-pub mod headers;
+pub(crate) mod headers;
 mod key;
 mod meter;
 mod refusal;
-pub mod request;
-pub mod tokens;
+pub(crate) mod request;
+pub(crate) mod tokens;
 
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ pub struct Metering {
     /// Token reservations `authorize` handed out, until settled or expired.
     pub reservations: Arc<crate::quota::reservation::Book>,
     /// Countries from client addresses (`[geoip] mmdb`), when configured.
-    pub geo: Option<Arc<crate::geo::GeoIp>>,
+    pub(crate) geo: Option<Arc<crate::geo::GeoIp>>,
 }
 
 impl Metering {
@@ -99,7 +99,7 @@ impl Metering {
 
     /// Takes one of `tenant`'s places in flight (given back by
     /// [`TenantState::leave`]), or refuses: it has as many as it may.
-    pub fn enter(&self, tenant: &TenantState) -> Result<(), Refused> {
+    pub(crate) fn enter(&self, tenant: &TenantState) -> Result<(), Refused> {
         if tenant.enter(self.in_flight_per_tenant) {
             return Ok(());
         }
@@ -116,7 +116,7 @@ impl Metering {
     }
 
     /// The country of an address, when `[geoip]` can tell (never stored).
-    pub fn country_of_ip(&self, ip: std::net::IpAddr) -> CompactString {
+    pub(crate) fn country_of_ip(&self, ip: std::net::IpAddr) -> CompactString {
         self.geo
             .as_ref()
             .and_then(|g| g.country(ip))

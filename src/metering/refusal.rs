@@ -99,7 +99,7 @@ pub struct Refused {
     pub quota: Option<Quota>,
     /// Seconds to wait before retrying (every refusal but the key's and
     /// the suspension's).
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 /// The state of the limit a refused decision met.
@@ -110,7 +110,7 @@ pub struct Quota {
     pub used: u64,
     /// When the limit lets requests pass again: the burst window's end
     /// for a rate limit, the period's end for a quota.
-    pub reset_at: DateTime<Utc>,
+    pub(crate) reset_at: DateTime<Utc>,
 }
 
 impl Refused {

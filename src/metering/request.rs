@@ -8,11 +8,11 @@ use crate::model::CompactString;
 const MAX_ENDPOINT: usize = 256;
 
 /// The most calls one edge request may cost.
-pub const MAX_COST: u64 = 1_000_000;
+pub(crate) const MAX_COST: u64 = 1_000_000;
 
 /// The path of an original request's `uri` (no query), cut to what a record
 /// keeps (on a character boundary), without control characters; `/` for none.
-pub fn record_path(uri: &str) -> CompactString {
+pub(crate) fn record_path(uri: &str) -> CompactString {
     let path = uri.split(['?', '#']).next().unwrap_or("/");
     let mut out = CompactString::with_capacity(path.len().min(MAX_ENDPOINT));
     for c in path.chars().filter(|c| !c.is_control()) {
@@ -29,7 +29,7 @@ pub fn record_path(uri: &str) -> CompactString {
 
 /// An edge's cost setting (`what` names it in the error): a whole number
 /// from 1 to [`MAX_COST`].
-pub fn cost_of(v: &str, what: &str) -> Result<u64, String> {
+pub(crate) fn cost_of(v: &str, what: &str) -> Result<u64, String> {
     match v.trim().parse::<u64>() {
         Ok(n) if (1..=MAX_COST).contains(&n) => Ok(n),
         _ => Err(format!(
@@ -39,7 +39,7 @@ pub fn cost_of(v: &str, what: &str) -> Result<u64, String> {
 }
 
 /// An HTTP method token of at most 16 characters, upper-cased.
-pub fn check_method(value: &str) -> Result<CompactString, String> {
+pub(crate) fn check_method(value: &str) -> Result<CompactString, String> {
     let ok = !value.is_empty()
         && value.len() <= 16
         && value

@@ -4,7 +4,7 @@
 
 /// A deterministic token estimate: about one token per four bytes of each
 /// word, and one per punctuation mark.
-pub fn count_tokens(text: &str) -> u64 {
+pub(crate) fn count_tokens(text: &str) -> u64 {
     text.split_whitespace()
         .map(|w| {
             let punct = w.chars().filter(|c| c.is_ascii_punctuation()).count() as u64;

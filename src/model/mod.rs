@@ -20,7 +20,7 @@ pub use tokens::*;
 
 /// The largest limit or count a plan may name (2^48 - 1): what a period
 /// counter holds (`quota::counter` checks that the two agree).
-pub const MAX_COUNT: u64 = (1 << 48) - 1;
+pub(crate) const MAX_COUNT: u64 = (1 << 48) - 1;
 
 /// Why a plan or tenant definition is refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -32,7 +32,7 @@ pub enum ModelError {
 }
 
 /// Tenant and plan ids: `^[a-z0-9][a-z0-9_-]{0,63}$`.
-pub fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     let b = id.as_bytes();
     !b.is_empty()
         && b.len() <= 64

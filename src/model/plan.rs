@@ -22,7 +22,7 @@ pub struct IngestRate {
 }
 
 /// The largest batch `POST /api/v1/usage` takes.
-pub const MAX_BATCH_RECORDS: u64 = 10_000;
+pub(crate) const MAX_BATCH_RECORDS: u64 = 10_000;
 
 impl IngestRate {
     /// A plan without an explicit ingest rate: 1,000 records per request its
@@ -37,7 +37,7 @@ impl IngestRate {
     }
 
     /// As a limit the GCRA reads (`requests` = records).
-    pub fn as_limit(&self) -> RateLimit {
+    pub(crate) fn as_limit(&self) -> RateLimit {
         RateLimit {
             requests: self.records,
             per_seconds: self.per_seconds,
@@ -68,13 +68,13 @@ pub struct Plan {
 }
 
 /// How long a reservation waits to be settled unless its plan says.
-pub const DEFAULT_RESERVATION_TTL_S: u64 = 300;
+pub(crate) const DEFAULT_RESERVATION_TTL_S: u64 = 300;
 /// The longest a plan may hold a reservation (a day).
-pub const MAX_RESERVATION_TTL_S: u64 = 86_400;
+pub(crate) const MAX_RESERVATION_TTL_S: u64 = 86_400;
 
 impl Plan {
     /// How long an authorize's reservation waits to be settled (seconds).
-    pub fn reservation_ttl_s(&self) -> u64 {
+    pub(crate) fn reservation_ttl_s(&self) -> u64 {
         self.reservation_ttl_seconds
             .unwrap_or(DEFAULT_RESERVATION_TTL_S)
     }
@@ -96,14 +96,14 @@ impl Plan {
     }
 
     /// The ingest limit in force: the explicit one, else the derived one.
-    pub fn effective_ingest_rate(&self) -> Option<IngestRate> {
+    pub(crate) fn effective_ingest_rate(&self) -> Option<IngestRate> {
         self.ingest_rate
             .or_else(|| IngestRate::derived(self.rate_limit.as_ref()))
     }
 }
 
 impl Plan {
-    pub fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         if !valid_id(&self.id) {
             return Err(ModelError::BadId("plan id"));
         }

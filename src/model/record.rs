@@ -99,7 +99,7 @@ impl UsageRecord {
     }
 
     /// The rarely set fields to change (boxed on first use).
-    pub fn extra_mut(&mut self) -> &mut RecordExtra {
+    pub(crate) fn extra_mut(&mut self) -> &mut RecordExtra {
         self.extra.0.get_or_insert_with(Box::default)
     }
 
@@ -117,7 +117,7 @@ impl UsageRecord {
 
 /// The first segment of `path` when it names a version: `v1`, `v2`,
 /// `v1.1`, `v1beta`, `v2alpha1`, or a date such as `2024-06-01`; else "".
-pub fn version_segment(path: &str) -> &str {
+pub(crate) fn version_segment(path: &str) -> &str {
     let seg = path
         .trim_start_matches('/')
         .split(['/', '?'])
@@ -155,7 +155,7 @@ pub fn version_segment(path: &str) -> &str {
 }
 
 /// `code` as a country: two ASCII letters, upper-cased; else `None`.
-pub fn country_code(code: &str) -> Option<CompactString> {
+pub(crate) fn country_code(code: &str) -> Option<CompactString> {
     let b = code.as_bytes();
     (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic)).then(|| {
         let mut c = CompactString::new(code);
@@ -166,7 +166,7 @@ pub fn country_code(code: &str) -> Option<CompactString> {
 
 /// Whether an API version given explicitly can be recorded: 1 to 64
 /// printable bytes.
-pub fn recordable_version(v: &str) -> bool {
+pub(crate) fn recordable_version(v: &str) -> bool {
     !v.is_empty() && v.len() <= 64 && !v.chars().any(char::is_control)
 }
 

@@ -39,7 +39,7 @@ pub struct StoredKey {
 }
 
 impl Tenant {
-    pub fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         if !valid_id(&self.id) {
             return Err(ModelError::BadId("tenant id"));
         }

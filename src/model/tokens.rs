@@ -9,7 +9,7 @@ pub const MAX_UPSTREAM_TOKENS: u64 = 10_000_000;
 /// Whether a model name an upstream answered can be recorded as it is:
 /// within the record's 128 bytes, and printable (it reaches logs, exports
 /// and `/metrics` labels).
-pub fn recordable_model(name: &str) -> bool {
+pub(crate) fn recordable_model(name: &str) -> bool {
     name.len() <= 128 && !name.chars().any(char::is_control)
 }
 
@@ -20,14 +20,14 @@ pub struct TokenCounts {
     pub completion: u64,
     pub total: u64,
     /// A figure was over [`MAX_UPSTREAM_TOKENS`] and was capped.
-    pub capped: bool,
+    pub(crate) capped: bool,
 }
 
 impl TokenCounts {
     /// Each figure capped, the total at least prompt + completion (no
     /// overflow), and a total without a split priced as prompt tokens (so
     /// an answer with only `total_tokens` is not free).
-    pub fn from_upstream(prompt: u64, completion: u64, total: u64) -> TokenCounts {
+    pub(crate) fn from_upstream(prompt: u64, completion: u64, total: u64) -> TokenCounts {
         let cap = |n: u64| n.min(MAX_UPSTREAM_TOKENS);
         let capped = [prompt, completion, total]
             .iter()

@@ -11,7 +11,7 @@ use super::period::Period;
 
 const COUNT_BITS: u32 = 48;
 /// The largest count a period can hold (2^48 - 1, about 2.8e14); additions saturate here.
-pub const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
+pub(crate) const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
 // A plan may name no limit a counter cannot hold.
 const _: () = assert!(crate::model::MAX_COUNT == MAX_COUNT);
 
@@ -46,7 +46,12 @@ impl PeriodCounter {
     /// Consumes `n` units if `used + n <= limit` (`None` = unlimited).
     /// Returns the count after consuming, or the count that made it fail.
     #[inline]
-    pub fn try_consume(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+    pub(crate) fn try_consume(
+        &self,
+        period: Period,
+        n: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, u64> {
         let mut cur = self.0.load(Ordering::Acquire);
         loop {
             let used = count_in(cur, period);
@@ -98,7 +103,7 @@ impl PeriodCounter {
     /// units) if it holds at least `n` in `period`: what is left after, or
     /// what it held when that was too few.
     #[inline]
-    pub fn try_take(&self, period: Period, n: u64) -> Result<u64, u64> {
+    pub(crate) fn try_take(&self, period: Period, n: u64) -> Result<u64, u64> {
         let mut cur = self.0.load(Ordering::Acquire);
         loop {
             let held = count_in(cur, period);
@@ -118,7 +123,7 @@ impl PeriodCounter {
     }
 
     /// Takes everything the counter holds in `period` (zero after).
-    pub fn take_all(&self, period: Period) -> u64 {
+    pub(crate) fn take_all(&self, period: Period) -> u64 {
         count_in(self.0.swap(pack(period, 0), Ordering::AcqRel), period)
     }
 

@@ -61,7 +61,12 @@ impl Counters {
     /// Takes `n` calls if `used + n <= limit` (`None` = unlimited): the
     /// count after, or the count that made it fail.
     #[inline]
-    pub fn take_calls(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+    pub(crate) fn take_calls(
+        &self,
+        period: Period,
+        n: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, u64> {
         match self {
             Counters::Local { calls, .. } => calls.try_consume(period, n, limit),
             Counters::Shared(s) => s.take_calls(period, n, limit),
@@ -70,7 +75,7 @@ impl Counters {
 
     /// Gives back `n` calls taken in `period` under `limit` (nothing once
     /// the period has passed).
-    pub fn give_back_calls(&self, period: Period, n: u64, limit: Option<u64>) {
+    pub(crate) fn give_back_calls(&self, period: Period, n: u64, limit: Option<u64>) {
         match self {
             Counters::Local { calls, .. } => calls.refund(period, n),
             Counters::Shared(s) => s.give_back_calls(period, n, limit),
@@ -80,7 +85,12 @@ impl Counters {
     /// Reserves `n` tokens if `used + n <= limit`: the count after, or
     /// the count that made it fail.
     #[inline]
-    pub fn take_tokens(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+    pub(crate) fn take_tokens(
+        &self,
+        period: Period,
+        n: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, u64> {
         match self {
             Counters::Local { tokens, .. } => tokens.try_consume(period, n, limit),
             Counters::Shared(s) => s.take_tokens(period, n, limit),
@@ -88,7 +98,7 @@ impl Counters {
     }
 
     /// Gives back `n` tokens reserved in `period` (nothing once it passed).
-    pub fn give_back_tokens(&self, period: Period, n: u64) {
+    pub(crate) fn give_back_tokens(&self, period: Period, n: u64) {
         match self {
             Counters::Local { tokens, .. } => tokens.refund(period, n),
             Counters::Shared(s) => s.give_back_tokens(period, n),
@@ -96,7 +106,7 @@ impl Counters {
     }
 
     /// Takes back `n` tokens counted as usage that happened (`add`).
-    pub fn uncount_tokens(&self, period: Period, n: u64) {
+    pub(crate) fn uncount_tokens(&self, period: Period, n: u64) {
         match self {
             Counters::Local { tokens, .. } => tokens.refund(period, n),
             Counters::Shared(s) => s.tokens.uncount(period, n),
@@ -104,7 +114,7 @@ impl Counters {
     }
 
     #[inline]
-    pub fn calls_used(&self, period: Period) -> u64 {
+    pub(crate) fn calls_used(&self, period: Period) -> u64 {
         match self {
             Counters::Local { calls, .. } => calls.used(period),
             Counters::Shared(s) => s.calls.used(period),

@@ -14,13 +14,13 @@ use crate::model::RateLimit;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GcraParams {
     /// Emission interval T in nanoseconds (at least 1).
-    pub interval_ns: u64,
+    pub(crate) interval_ns: u64,
     /// How many units may arrive at once.
     pub burst: u64,
 }
 
 impl GcraParams {
-    pub fn from_limit(limit: &RateLimit) -> GcraParams {
+    pub(crate) fn from_limit(limit: &RateLimit) -> GcraParams {
         let window = limit.per_seconds.max(1) as u128 * NANOS_PER_SEC as u128;
         let interval_ns = (window / limit.requests.max(1) as u128).max(1) as u64;
         GcraParams {
@@ -32,7 +32,7 @@ impl GcraParams {
     /// `limit` shared by `n` instances: each takes the rate and the burst
     /// divided by `n` (a burst of at least 1), so together they admit no
     /// more than the whole limit would.
-    pub fn from_limit_share(limit: &RateLimit, n: u32) -> GcraParams {
+    pub(crate) fn from_limit_share(limit: &RateLimit, n: u32) -> GcraParams {
         let whole = GcraParams::from_limit(limit);
         let n = n.max(1) as u64;
         GcraParams {
@@ -46,14 +46,14 @@ impl GcraParams {
     }
 
     /// Units above the burst cannot ever pass, so a big request takes the whole bucket.
-    pub fn cost_ns(&self, n: u64) -> u64 {
+    pub(crate) fn cost_ns(&self, n: u64) -> u64 {
         n.min(self.burst).saturating_mul(self.interval_ns)
     }
 }
 
 /// What the limiter says about a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GcraOutcome {
+pub(crate) enum GcraOutcome {
     /// Allowed; `remaining` units could still pass right now, and the
     /// bucket is full again in `reset_ns` (both as this decision left it).
     Allowed { remaining: u64, reset_ns: u64 },
@@ -63,7 +63,7 @@ pub enum GcraOutcome {
 }
 
 #[derive(Debug, Default)]
-pub struct Gcra {
+pub(crate) struct Gcra {
     tat: AtomicU64,
 }
 
@@ -73,13 +73,13 @@ fn now_u64(now: Nanos) -> u64 {
 }
 
 impl Gcra {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Gcra::default()
     }
 
     /// Takes `n` units if they fit; `consume = false` only asks.
     #[inline]
-    pub fn acquire(&self, p: GcraParams, now: Nanos, n: u64, consume: bool) -> GcraOutcome {
+    pub(crate) fn acquire(&self, p: GcraParams, now: Nanos, n: u64, consume: bool) -> GcraOutcome {
         let now = now_u64(now);
         let limit = now.saturating_add(p.capacity_ns());
         let mut tat = self.tat.load(Ordering::Acquire);
@@ -116,12 +116,12 @@ impl Gcra {
 
     /// Gives back `n` units taken by [`acquire`](Self::acquire) (a request that a
     /// later check rejected consumes nothing).
-    pub fn refund(&self, p: GcraParams, n: u64) {
+    pub(crate) fn refund(&self, p: GcraParams, n: u64) {
         self.refund_ns(p.cost_ns(n));
     }
 
     /// Gives back `cost` nanoseconds of the bucket (what a grant took).
-    pub fn refund_ns(&self, cost: u64) {
+    pub(crate) fn refund_ns(&self, cost: u64) {
         let _ = self
             .tat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
@@ -130,7 +130,7 @@ impl Gcra {
     }
 
     /// Units that could pass now, and nanoseconds until the bucket is full again.
-    pub fn state(&self, p: GcraParams, now: Nanos) -> (u64, u64) {
+    pub(crate) fn state(&self, p: GcraParams, now: Nanos) -> (u64, u64) {
         let now = now_u64(now);
         let tat = self.tat.load(Ordering::Acquire).max(now);
         let used_ns = tat - now;

@@ -50,7 +50,7 @@ impl Default for LeaseHub {
 impl LeaseHub {
     /// Says whether decisions may spend their reserves (Redis is down and
     /// `on_redis_down = "local"`).
-    pub fn set_local(&self, on: bool) {
+    pub(crate) fn set_local(&self, on: bool) {
         self.local.store(on, Ordering::Release);
     }
 
@@ -184,7 +184,7 @@ impl Lease {
     }
 
     /// Whether `granted` and `given` are past what the store was last told.
-    pub fn unwritten(&self, period: Period, granted: u64, given: u64) -> bool {
+    pub(crate) fn unwritten(&self, period: Period, granted: u64, given: u64) -> bool {
         granted > self.written_granted.used(period) || given > self.written_given.used(period)
     }
 
@@ -201,7 +201,7 @@ impl Lease {
     /// The fleet's use with what this instance counted past the lease
     /// and has not reported yet.
     #[inline]
-    pub fn fleet_used(&self, period: Period) -> u64 {
+    pub(crate) fn fleet_used(&self, period: Period) -> u64 {
         self.used(period) + self.unreported_over(period)
     }
 
@@ -213,12 +213,12 @@ impl Lease {
     }
 
     /// Takes back `n` units counted past the lease.
-    pub fn uncount(&self, period: Period, n: u64) {
+    pub(crate) fn uncount(&self, period: Period, n: u64) {
         self.over.refund(period, n);
     }
 
     /// The epoch of the period's hash this instance has met (0: none).
-    pub fn epoch(&self, period: Period) -> i64 {
+    pub(crate) fn epoch(&self, period: Period) -> i64 {
         self.epoch.used(period) as i64
     }
 
@@ -233,7 +233,7 @@ impl Lease {
     }
 
     /// The totals Redis last acknowledged in `period`.
-    pub fn acked_totals(&self, period: Period) -> Totals {
+    pub(crate) fn acked_totals(&self, period: Period) -> Totals {
         let (p, t) = *self.acked.lock();
         if p == period {
             t
@@ -243,7 +243,7 @@ impl Lease {
     }
 
     /// Whether the running totals differ from what Redis has.
-    pub fn pending(&self, period: Period) -> bool {
+    pub(crate) fn pending(&self, period: Period) -> bool {
         self.totals(period) != self.acked_totals(period)
     }
 
@@ -255,7 +255,7 @@ impl Lease {
     }
 
     /// The units of the period the store had when last read.
-    pub fn stored_units(&self, period: Period) -> u64 {
+    pub(crate) fn stored_units(&self, period: Period) -> u64 {
         self.stored.used(period)
     }
 
@@ -276,7 +276,7 @@ impl Lease {
 
     /// Units spent or counted past the lease in `period` (the sync
     /// loop's rate estimate).
-    pub fn consumed(&self, period: Period) -> u64 {
+    pub(crate) fn consumed(&self, period: Period) -> u64 {
         let t = self.totals(period);
         t.spent + t.over
     }
@@ -308,17 +308,17 @@ impl Lease {
     }
 
     /// The refill threshold (half a lease at the tenant's rate).
-    pub fn low(&self) -> u64 {
+    pub(crate) fn low(&self) -> u64 {
         self.low.load(Ordering::Relaxed)
     }
 
     /// Sets the refill threshold.
-    pub fn set_low(&self, low: u64) {
+    pub(crate) fn set_low(&self, low: u64) {
         self.low.store(low, Ordering::Relaxed);
     }
 
     /// Gives back every held unit: how many.
-    pub fn surrender(&self, period: Period) -> u64 {
+    pub(crate) fn surrender(&self, period: Period) -> u64 {
         let n = self.held.take_all(period) + self.reserve.take_all(period);
         if n > 0 {
             self.given.add(period, n);
@@ -332,7 +332,7 @@ impl Lease {
     }
 
     /// Moves held units into the reserve until it has `target`: how many.
-    pub fn set_aside(&self, period: Period, target: u64) -> u64 {
+    pub(crate) fn set_aside(&self, period: Period, target: u64) -> u64 {
         let want = target.saturating_sub(self.reserve.used(period));
         let n = want.min(self.held.used(period));
         if n == 0 || self.held.try_take(period, n).is_err() {
@@ -343,7 +343,7 @@ impl Lease {
     }
 
     /// Moves the reserve back into the lease, to be spent.
-    pub fn unreserve(&self, period: Period) {
+    pub(crate) fn unreserve(&self, period: Period) {
         let n = self.reserve.take_all(period);
         if n > 0 {
             self.held.add(period, n);
@@ -351,7 +351,7 @@ impl Lease {
     }
 
     /// Gives back the reserve: how many units.
-    pub fn surrender_reserve(&self, period: Period) -> u64 {
+    pub(crate) fn surrender_reserve(&self, period: Period) -> u64 {
         let n = self.reserve.take_all(period);
         if n > 0 {
             self.given.add(period, n);
@@ -360,7 +360,7 @@ impl Lease {
     }
 
     /// Gives back the held units above `keep`: how many.
-    pub fn surrender_above(&self, period: Period, keep: u64) -> u64 {
+    pub(crate) fn surrender_above(&self, period: Period, keep: u64) -> u64 {
         let held = self.held.used(period);
         if held <= keep {
             return 0;
@@ -398,7 +398,7 @@ impl Lease {
     }
 
     /// Whether a top-up from Redis is worth trying at `now`.
-    pub fn may_top_up(&self, now: Nanos) -> bool {
+    pub(crate) fn may_top_up(&self, now: Nanos) -> bool {
         now >= self.dry_until.load(Ordering::Relaxed)
     }
 }
@@ -461,13 +461,23 @@ impl Shared {
     /// and reported but never leased): the fleet's use after, or the use
     /// that made it fail.
     #[inline]
-    pub fn take_calls(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+    pub(crate) fn take_calls(
+        &self,
+        period: Period,
+        n: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, u64> {
         self.take(&self.calls, period, n, limit)
     }
 
     /// Reserves `n` tokens from the token lease, as calls are taken.
     #[inline]
-    pub fn take_tokens(&self, period: Period, n: u64, limit: Option<u64>) -> Result<u64, u64> {
+    pub(crate) fn take_tokens(
+        &self,
+        period: Period,
+        n: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, u64> {
         self.take(&self.tokens, period, n, limit)
     }
 
@@ -497,7 +507,7 @@ impl Shared {
     }
 
     /// Gives back `n` calls a decision took in `period`.
-    pub fn give_back_calls(&self, period: Period, n: u64, limit: Option<u64>) {
+    pub(crate) fn give_back_calls(&self, period: Period, n: u64, limit: Option<u64>) {
         if limit.is_none() {
             // Unlimited calls were counted as overage: count them back.
             self.calls.over.refund(period, n);
@@ -508,12 +518,12 @@ impl Shared {
 
     /// Gives back `n` tokens a reservation took in `period` (a reservation
     /// is made only under a token limit: they go back into the lease).
-    pub fn give_back_tokens(&self, period: Period, n: u64) {
+    pub(crate) fn give_back_tokens(&self, period: Period, n: u64) {
         self.tokens.held.add(period, n);
     }
 
     /// The next call's number.
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -544,7 +554,7 @@ impl Shared {
     }
 
     /// Whether either lease has totals Redis does not have yet.
-    pub fn pending(&self, period: Period) -> bool {
+    pub(crate) fn pending(&self, period: Period) -> bool {
         self.calls.pending(period) || self.tokens.pending(period)
     }
 }

@@ -8,12 +8,12 @@
 //! `acquire` carries the [`Grant`] of what it took, and
 //! [`TenantState::refund`] gives all of it back.
 
-pub mod counter;
+pub(crate) mod counter;
 pub mod counters;
-pub mod gcra;
+pub(crate) mod gcra;
 pub mod lease;
 pub mod period;
-pub mod reservation;
+pub(crate) mod reservation;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crate::model::Plan;
 #[derive(Debug)]
 pub struct ActivePlan {
     pub plan: Plan,
-    pub gcra: Option<GcraParams>,
+    pub(crate) gcra: Option<GcraParams>,
     /// The records-per-second limit of `POST /api/v1/usage`.
     pub ingest: Option<GcraParams>,
 }
@@ -41,7 +41,7 @@ impl ActivePlan {
 
     /// The plan as one of `n` instances enforces it: the burst limit's
     /// rate and burst divided among them (`[cluster]`), the rest whole.
-    pub fn shared_by(plan: Plan, n: u32) -> Arc<ActivePlan> {
+    pub(crate) fn shared_by(plan: Plan, n: u32) -> Arc<ActivePlan> {
         let gcra = plan
             .rate_limit
             .as_ref()
@@ -73,7 +73,7 @@ pub struct BurstStatus {
     pub per_seconds: u64,
     pub remaining: u64,
     /// Nanoseconds until the bucket is full again.
-    pub reset_ns: u64,
+    pub(crate) reset_ns: u64,
 }
 
 /// Everything a response needs to describe a decision. `Copy`, no heap.
@@ -82,13 +82,13 @@ pub struct Decision {
     pub outcome: Outcome,
     pub period: Period,
     pub now: Nanos,
-    pub calls_used: u64,
-    pub calls_limit: Option<u64>,
+    pub(crate) calls_used: u64,
+    pub(crate) calls_limit: Option<u64>,
     pub tokens_used: u64,
-    pub tokens_limit: Option<u64>,
+    pub(crate) tokens_limit: Option<u64>,
     pub burst: Option<BurstStatus>,
     /// For a rejection: nanoseconds until retrying can succeed.
-    pub retry_after_ns: u64,
+    pub(crate) retry_after_ns: u64,
     /// What an allowed [`TenantState::acquire`] took; `None` for a
     /// rejection, a [`check`](TenantState::check) or a snapshot.
     pub grant: Option<Grant>,
@@ -123,27 +123,27 @@ impl Decision {
         self.outcome == Outcome::Allowed
     }
 
-    pub fn calls_remaining(&self) -> Option<u64> {
+    pub(crate) fn calls_remaining(&self) -> Option<u64> {
         self.calls_limit.map(|l| l.saturating_sub(self.calls_used))
     }
 
-    pub fn tokens_remaining(&self) -> Option<u64> {
+    pub(crate) fn tokens_remaining(&self) -> Option<u64> {
         self.tokens_limit
             .map(|l| l.saturating_sub(self.tokens_used))
     }
 
     /// Nanoseconds until the period resets.
-    pub fn period_reset_ns(&self) -> u64 {
+    pub(crate) fn period_reset_ns(&self) -> u64 {
         self.period.end_nanos().saturating_sub(self.now).max(0) as u64
     }
 
     /// Seconds until the period resets (ceiling).
-    pub fn period_reset_secs(&self) -> u64 {
+    pub(crate) fn period_reset_secs(&self) -> u64 {
         self.period_reset_ns().div_ceil(NANOS_PER_SEC as u64)
     }
 
     /// Whole seconds to wait before retrying (at least 1 on a rejection).
-    pub fn retry_after_secs(&self) -> u64 {
+    pub(crate) fn retry_after_secs(&self) -> u64 {
         self.retry_after_ns.div_ceil(NANOS_PER_SEC as u64).max(1)
     }
 }
@@ -209,7 +209,7 @@ impl TenantState {
     /// when taken (give it back with [`leave`](Self::leave)), false when
     /// the tenant already has `max` (nothing to give back).
     #[inline]
-    pub fn enter(&self, max: u32) -> bool {
+    pub(crate) fn enter(&self, max: u32) -> bool {
         let before = self.in_flight.fetch_add(1, Ordering::Acquire);
         if before >= max {
             self.leave();
@@ -219,18 +219,19 @@ impl TenantState {
 
     /// Gives back a place [`enter`](Self::enter) took.
     #[inline]
-    pub fn leave(&self) {
+    pub(crate) fn leave(&self) {
         self.in_flight.fetch_sub(1, Ordering::Release);
     }
 
+    #[cfg(test)]
     /// Requests of this tenant in flight now.
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
     }
 
     /// Takes `n` records from the ingest limit, or says how many
     /// nanoseconds to wait. A plan without one takes everything.
-    pub fn admit_records(&self, n: u64, now: Nanos) -> Result<(), u64> {
+    pub(crate) fn admit_records(&self, n: u64, now: Nanos) -> Result<(), u64> {
         let Some(g) = self.plan.load().ingest else {
             return Ok(());
         };
@@ -242,22 +243,22 @@ impl TenantState {
 
     /// Gives back `n` records [`admit_records`](Self::admit_records) took
     /// (a batch the queue then refused).
-    pub fn refund_records(&self, n: u64) {
+    pub(crate) fn refund_records(&self, n: u64) {
         if let Some(g) = self.plan.load().ingest {
             self.ingest.refund(g, n);
         }
     }
 
     /// Marks the tenant deleted (see the `retired` field).
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
 
-    pub fn is_retired(&self) -> bool {
+    pub(crate) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
     }
 
-    pub fn is_suspended(&self) -> bool {
+    pub(crate) fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Acquire)
     }
 
@@ -267,16 +268,16 @@ impl TenantState {
 
     /// The plan as it is now, for a moment (not to hold across an
     /// `.await`): read without counting its `Arc` up and down.
-    pub fn plan_now(&self) -> arc_swap::Guard<Arc<ActivePlan>> {
+    pub(crate) fn plan_now(&self) -> arc_swap::Guard<Arc<ActivePlan>> {
         self.plan.load()
     }
 
     /// Takes effect on the next decision.
-    pub fn set_plan(&self, plan: Arc<ActivePlan>) {
+    pub(crate) fn set_plan(&self, plan: Arc<ActivePlan>) {
         self.plan.store(plan);
     }
 
-    pub fn set_suspended(&self, suspended: bool) {
+    pub(crate) fn set_suspended(&self, suspended: bool) {
         self.suspended.store(suspended, Ordering::Release);
     }
 
@@ -296,7 +297,7 @@ impl TenantState {
     /// [`reservation::Reservation`] of them, which settles them against
     /// what the request used or gives them back.
     #[inline]
-    pub fn acquire_reserving(&self, cost: u64, tokens: u64, now: Nanos) -> Decision {
+    pub(crate) fn acquire_reserving(&self, cost: u64, tokens: u64, now: Nanos) -> Decision {
         self.evaluate(cost, tokens, now, true)
     }
 
@@ -307,7 +308,7 @@ impl TenantState {
     }
 
     /// Gives back `tokens` reserved in `period` (nothing once it has passed).
-    pub fn release_tokens(&self, period: Period, tokens: u64) {
+    pub(crate) fn release_tokens(&self, period: Period, tokens: u64) {
         self.counters.give_back_tokens(period, tokens);
     }
 
@@ -315,7 +316,7 @@ impl TenantState {
     /// answer reported: the rest given back, or what passed the
     /// reservation counted past the quota (it happened). Nothing once the
     /// period has passed: the record counts in the store's totals.
-    pub fn settle_tokens(&self, now: Nanos, period: Period, reserved: u64, used: u64) {
+    pub(crate) fn settle_tokens(&self, now: Nanos, period: Period, reserved: u64, used: u64) {
         if Period::containing_nanos(now) != period {
             return;
         }
@@ -493,7 +494,7 @@ impl TenantState {
     }
 
     /// The current state without deciding anything (headers on read routes).
-    pub fn snapshot(&self, now: Nanos) -> Decision {
+    pub(crate) fn snapshot(&self, now: Nanos) -> Decision {
         let plan = self.plan.load();
         let period = Period::containing_nanos(now);
         Decision {
@@ -526,7 +527,7 @@ impl TenantState {
     /// Counts usage that already happened (reported records, tokens known
     /// after a response). Only the current period lives in memory; records of
     /// other periods count in the store alone.
-    pub fn add_usage(&self, now: Nanos, record_ms: i64, calls: u64, tokens: u64) {
+    pub(crate) fn add_usage(&self, now: Nanos, record_ms: i64, calls: u64, tokens: u64) {
         if let Some(period) = live_period(now, record_ms) {
             self.counters.add(period, calls, tokens);
         }
@@ -534,7 +535,7 @@ impl TenantState {
 
     /// Takes back `tokens` counted by [`add_usage`](Self::add_usage) (an
     /// estimate charged while an answer streamed, above what it used).
-    pub fn uncount_tokens(&self, now: Nanos, record_ms: i64, tokens: u64) {
+    pub(crate) fn uncount_tokens(&self, now: Nanos, record_ms: i64, tokens: u64) {
         if let Some(period) = live_period(now, record_ms) {
             self.counters.uncount_tokens(period, tokens);
         }

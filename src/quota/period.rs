@@ -10,9 +10,9 @@ use std::cell::Cell;
 use chrono::{DateTime, TimeZone, Utc};
 
 /// Nanoseconds since the Unix epoch: the clock value on the decision path.
-pub type Nanos = i64;
+pub(crate) type Nanos = i64;
 
-pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+pub(crate) const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
 
 /// A period with its bounds in nanoseconds: `[start_ns, end_ns)`.
@@ -94,7 +94,7 @@ impl Period {
     /// (saturated at the i64 clock's end): from the thread's cached window
     /// when it is this period, as on every answer's reset headers.
     #[inline]
-    pub fn end_nanos(self) -> Nanos {
+    pub(crate) fn end_nanos(self) -> Nanos {
         LAST.with(|last| {
             let w = last.get();
             if w.period == self && w.end_ns > w.start_ns {
@@ -109,20 +109,20 @@ impl Period {
         Period::containing_secs(t.timestamp())
     }
 
-    pub fn year_month(self) -> (i64, u32) {
+    pub(crate) fn year_month(self) -> (i64, u32) {
         let y = 1970 + (self.0 as i64).div_euclid(12);
         let m = (self.0 as i64).rem_euclid(12) as u32 + 1;
         (y, m)
     }
 
     /// Seconds since the epoch at `YYYY-MM-01T00:00:00Z`.
-    pub fn start_secs(self) -> i64 {
+    pub(crate) fn start_secs(self) -> i64 {
         let (y, m) = self.year_month();
         days_from_civil(y, m, 1) * SECS_PER_DAY
     }
 
     /// Seconds since the epoch at the first instant of the next period.
-    pub fn end_secs(self) -> i64 {
+    pub(crate) fn end_secs(self) -> i64 {
         self.next().start_secs()
     }
 
@@ -139,13 +139,13 @@ impl Period {
     }
 
     /// Length of the period in seconds (28 to 31 days).
-    pub fn length_secs(self) -> i64 {
+    pub(crate) fn length_secs(self) -> i64 {
         self.end_secs() - self.start_secs()
     }
 
     /// The 16-bit tag the packed counters store: the month index modulo 2^16.
     /// Two periods share a tag only 5,461 years apart.
-    pub fn tag(self) -> u16 {
+    pub(crate) fn tag(self) -> u16 {
         self.0 as u16
     }
 }
@@ -157,7 +157,7 @@ fn secs_to_utc(secs: i64) -> DateTime<Utc> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -168,7 +168,7 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

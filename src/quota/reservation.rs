@@ -45,7 +45,7 @@ impl Reservation {
 
     /// The request used `used` tokens: they replace the reservation (the
     /// rest given back, or what passed it counted).
-    pub fn settle(mut self, now: Nanos, used: u64) {
+    pub(crate) fn settle(mut self, now: Nanos, used: u64) {
         let reserved = std::mem::take(&mut self.tokens);
         self.tenant.settle_tokens(now, self.period, reserved, used);
     }
@@ -151,7 +151,7 @@ impl Book {
 
     /// Gives back what expires, every second, from a thread of its own,
     /// for as long as the book is in use (`now_ms`: the server's clock).
-    pub fn expire_every_second(
+    pub(crate) fn expire_every_second(
         book: &Arc<Book>,
         now_ms: impl Fn() -> i64 + Send + 'static,
     ) -> std::io::Result<()> {

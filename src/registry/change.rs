@@ -64,8 +64,9 @@ pub trait ChangeFeed: Send + Sync {
 }
 
 impl Registry {
+    #[cfg(test)]
     /// Tells `feed` of every admin write from now on.
-    pub fn subscribe(&self, feed: Arc<dyn ChangeFeed>) {
+    pub(crate) fn subscribe(&self, feed: Arc<dyn ChangeFeed>) {
         self.feeds.write().push(feed);
     }
 
@@ -80,7 +81,7 @@ impl Registry {
     /// [`apply`](Self::apply) each; the errors of those that failed. A
     /// page of many new tenants (a bulk import elsewhere) reads the
     /// period's totals once instead of once a tenant.
-    pub fn apply_all(
+    pub(crate) fn apply_all(
         &self,
         changes: &[Change],
         now: DateTime<Utc>,

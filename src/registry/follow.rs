@@ -24,14 +24,14 @@ use crate::store::shared::{Changed, Shared};
 use crate::telemetry::stats::Stats;
 
 /// The longest a change waits when its notice was missed.
-pub const POLL: Duration = Duration::from_millis(500);
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub(crate) const POLL: Duration = Duration::from_millis(500);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// An instance not heard from for this long is not live.
-pub const LIVE: Duration = Duration::from_secs(5);
+pub(crate) const LIVE: Duration = Duration::from_secs(5);
 /// Changes read per query.
 const PAGE: usize = 1_000;
 
-pub struct Follower {
+pub(crate) struct Follower {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
@@ -58,7 +58,7 @@ fn change_of(changed: Changed) -> Option<Change> {
 
 /// Says how many instances are live (and warns when it becomes more than
 /// one: quotas are then per instance).
-pub fn heartbeat(shared: &dyn Shared, stats: &Stats) {
+pub(crate) fn heartbeat(shared: &dyn Shared, stats: &Stats) {
     match shared.heartbeat(LIVE) {
         Ok(n) => {
             let before = stats.instances_live.swap(n as u64, Ordering::Relaxed);
@@ -77,7 +77,7 @@ pub fn heartbeat(shared: &dyn Shared, stats: &Stats) {
 impl Follower {
     /// Follows the changes after `version` (read before the registry was
     /// loaded, so none falls between).
-    pub fn start(
+    pub(crate) fn start(
         registry: Arc<Registry>,
         shared: Arc<dyn Shared>,
         mut version: u64,
@@ -149,7 +149,7 @@ impl Follower {
         })
     }
 
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
             let _ = h.join();

@@ -6,8 +6,8 @@
 //! cold: they take the catalog's `parking_lot` mutex, write the store first,
 //! then publish to the maps, so memory never holds what the store lacks.
 
-pub mod change;
-pub mod follow;
+pub(crate) mod change;
+pub(crate) mod follow;
 pub mod sharded;
 
 use std::collections::BTreeMap;
@@ -163,14 +163,14 @@ impl Registry {
     }
 
     /// How many instances share each burst limit.
-    pub fn burst_share(&self) -> u32 {
+    pub(crate) fn burst_share(&self) -> u32 {
         self.burst_share.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Divides every plan's burst limit among `n` instances (the cluster,
     /// when the live instances change): each tenant's next decision uses
     /// its share.
-    pub fn set_burst_share(&self, n: u32) {
+    pub(crate) fn set_burst_share(&self, n: u32) {
         let n = n.max(1);
         let mut cat = self.catalog.lock();
         if self
@@ -213,7 +213,7 @@ impl Registry {
         self.tenants.get(id)
     }
 
-    pub fn tenant_count(&self) -> usize {
+    pub(crate) fn tenant_count(&self) -> usize {
         self.tenants.len()
     }
 
@@ -248,7 +248,7 @@ impl Registry {
 
     /// Applies `change` to a copy of the plan; every tenant on it sees the
     /// new limits on its next request.
-    pub fn update_plan(
+    pub(crate) fn update_plan(
         &self,
         id: &str,
         change: impl FnOnce(&mut Plan) -> Result<(), RegistryError>,
@@ -271,7 +271,7 @@ impl Registry {
         Ok(plan)
     }
 
-    pub fn delete_plan(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
+    pub(crate) fn delete_plan(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
         let mut cat = self.catalog.lock();
         if !cat.plans.contains_key(id) {
             return Err(not_found("plan", id));
@@ -346,7 +346,7 @@ impl Registry {
         Ok(tenant)
     }
 
-    pub fn update_tenant(
+    pub(crate) fn update_tenant(
         &self,
         id: &str,
         change: impl FnOnce(&mut Tenant) -> Result<(), RegistryError>,
@@ -378,7 +378,7 @@ impl Registry {
     /// key finds it, and records still queued for it are dropped, its state
     /// being retired), then the store purges. If the purge fails the tenant
     /// stays listed, and deleting it again finishes the job.
-    pub fn delete_tenant(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
+    pub(crate) fn delete_tenant(&self, id: &str, now: DateTime<Utc>) -> Result<(), RegistryError> {
         let mut cat = self.catalog.lock();
         if self.tenants.get(id).is_none() {
             return Err(not_found("tenant", id));
@@ -443,7 +443,7 @@ impl Registry {
         Ok(keys)
     }
 
-    pub fn revoke_key(
+    pub(crate) fn revoke_key(
         &self,
         tenant_id: &str,
         key_id: &str,

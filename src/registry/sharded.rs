@@ -82,7 +82,7 @@ where
 
     /// Removes every entry `remove` says; copies only the shards that hold
     /// one.
-    pub fn remove_where(&self, remove: impl Fn(&K, &V) -> bool) {
+    pub(crate) fn remove_where(&self, remove: impl Fn(&K, &V) -> bool) {
         for shard in self.shards.iter() {
             if shard.load().iter().any(|(k, v)| remove(k, v)) {
                 shard.rcu(|m| {

@@ -18,7 +18,7 @@ pub struct LatencyHistogram {
 }
 
 /// The bucket a latency of `ms` is counted in.
-pub fn bucket_of(ms: f64) -> u16 {
+pub(crate) fn bucket_of(ms: f64) -> u16 {
     // NaN and values below the first bucket land in bucket 0.
     if ms.is_nan() || ms < MIN_MS {
         return 0;
@@ -41,14 +41,14 @@ impl LatencyHistogram {
     }
 
     /// [`record`](Self::record) with the bucket already found.
-    pub fn record_in(&mut self, b: u16, count: u64) {
+    pub(crate) fn record_in(&mut self, b: u16, count: u64) {
         match self.buckets.binary_search_by_key(&b, |e| e.0) {
             Ok(i) => self.buckets[i].1 += count,
             Err(i) => self.buckets.insert(i, (b, count)),
         }
     }
 
-    pub fn merge(&mut self, other: &LatencyHistogram) {
+    pub(crate) fn merge(&mut self, other: &LatencyHistogram) {
         // In place: after the first few merges a cell's histogram already
         // has most buckets, so this rarely moves or allocates.
         let mut from = 0;
@@ -71,7 +71,7 @@ impl LatencyHistogram {
     }
 
     /// The nearest-rank percentile (`p` in 0..=100), within 2 % of the exact one.
-    pub fn percentile(&self, p: f64) -> Option<f64> {
+    pub(crate) fn percentile(&self, p: f64) -> Option<f64> {
         let n = self.count();
         if n == 0 {
             return None;

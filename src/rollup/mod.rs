@@ -4,7 +4,7 @@
 //! range is answered from a handful of them. A room of its own: the store
 //! keeps cells and the analytics read them, and neither imports the other.
 
-pub mod histogram;
+pub(crate) mod histogram;
 
 use std::collections::BTreeMap;
 
@@ -17,20 +17,20 @@ use crate::model::UsageRecord;
 
 /// Distinct users (or bots, tenants) a cell tracks by name; the rest are
 /// summed under [`OTHER`].
-pub const MAX_PARTIES: usize = 10_000;
+pub(crate) const MAX_PARTIES: usize = 10_000;
 /// Distinct endpoints and models a cell tracks by name (each endpoint
 /// carries a latency histogram, so they cost more than a party); the rest
 /// are summed under [`OTHER`]. A tenant chooses these names, so without a
 /// cap 100,000 of them took 1.8 GB.
-pub const MAX_ENDPOINTS: usize = 1_000;
-pub const MAX_MODELS: usize = 1_000;
+pub(crate) const MAX_ENDPOINTS: usize = 1_000;
+pub(crate) const MAX_MODELS: usize = 1_000;
 /// Distinct methods kept per endpoint.
-pub const MAX_METHODS: usize = 16;
+pub(crate) const MAX_METHODS: usize = 16;
 /// Distinct API versions, countries and integrations a cell tracks by name.
-pub const MAX_VERSIONS: usize = 100;
-pub const MAX_COUNTRIES: usize = 300;
-pub const MAX_INTEGRATIONS: usize = 100;
-pub const OTHER: &str = "(other)";
+pub(crate) const MAX_VERSIONS: usize = 100;
+pub(crate) const MAX_COUNTRIES: usize = 300;
+pub(crate) const MAX_INTEGRATIONS: usize = 100;
+pub(crate) const OTHER: &str = "(other)";
 
 /// Whose usage a cell sums: one tenant's, or the fleet's (every tenant
 /// together, with a share per tenant).
@@ -69,7 +69,7 @@ impl Grain {
         ts_ms.div_euclid(self.ms())
     }
 
-    pub fn start_ms(self, bucket: i64) -> i64 {
+    pub(crate) fn start_ms(self, bucket: i64) -> i64 {
         bucket * self.ms()
     }
 }
@@ -77,7 +77,7 @@ impl Grain {
 /// The buckets `from <= bucket < to` of one grain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Buckets {
-    pub grain: Grain,
+    pub(crate) grain: Grain,
     pub from: i64,
     pub to: i64,
 }
@@ -106,7 +106,7 @@ pub struct Agg {
     pub completion_tokens: u64,
     pub tokens: u64,
     pub cost_usd: f64,
-    pub latency_sum_ms: f64,
+    pub(crate) latency_sum_ms: f64,
 }
 
 impl Agg {
@@ -137,7 +137,7 @@ impl Agg {
         self.latency_sum_ms += o.latency_sum_ms;
     }
 
-    pub fn successful(&self) -> u64 {
+    pub(crate) fn successful(&self) -> u64 {
         self.requests - self.errors - self.rejected
     }
 }
@@ -145,7 +145,7 @@ impl Agg {
 /// One endpoint+method: sums and its own latency histogram.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EndpointAgg {
-    pub agg: Agg,
+    pub(crate) agg: Agg,
     pub latency: LatencyHistogram,
 }
 
@@ -182,28 +182,28 @@ pub struct Cell {
     /// Only in the all-tenants cells.
     pub tenants: BTreeMap<String, PartyAgg>,
     /// Requests per UTC hour of day (24 slots).
-    pub by_hour: Vec<u64>,
+    pub(crate) by_hour: Vec<u64>,
     /// What format 4 added; stored after the rest (see [`CellExt`]).
     #[serde(skip)]
-    pub ext: CellExt,
+    pub(crate) ext: CellExt,
 }
 
 /// The parts of a cell added in store format 4. A store keeps them after
 /// the cell's older fields (the codec's tail), so a cell written before
 /// reads with these empty, and no stored cell had to be rewritten.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CellExt {
+pub(crate) struct CellExt {
     /// Cost of the requests that failed (status >= 400, Tollgate's own
     /// refusals excluded), and how many of them cost anything.
-    pub failed_cost_usd: f64,
-    pub failed_billed: u64,
+    pub(crate) failed_cost_usd: f64,
+    pub(crate) failed_billed: u64,
     /// Requests that were retries of an earlier attempt, and their cost.
     pub retries: u64,
-    pub retry_cost_usd: f64,
+    pub(crate) retry_cost_usd: f64,
     /// Requests answered 429 (by Tollgate or an upstream).
     pub too_many: u64,
     /// By API version ([`UsageRecord::version`]).
-    pub api_versions: BTreeMap<String, Agg>,
+    pub(crate) api_versions: BTreeMap<String, Agg>,
     /// By ISO country code.
     pub countries: BTreeMap<String, Agg>,
     /// By `[[proxy]]` name, with latencies.
@@ -274,7 +274,7 @@ impl CellHead {
         }
     }
 
-    pub fn merge(&mut self, o: &CellHead) {
+    pub(crate) fn merge(&mut self, o: &CellHead) {
         self.total.merge(&o.total);
         self.latency.merge(&o.latency);
     }
@@ -341,7 +341,7 @@ impl Cell {
 
     /// Merges `o` as a part of the all-tenants cells: attributed to
     /// `tenant`, without users and bots (their ids are the tenants' own).
-    pub fn merge_for_all_tenants(&mut self, o: &Cell, tenant: &str) {
+    pub(crate) fn merge_for_all_tenants(&mut self, o: &Cell, tenant: &str) {
         self.merge_parts(o, false);
         if o.total.requests > 0 {
             add_party(
@@ -354,7 +354,7 @@ impl Cell {
         }
     }
 
-    pub fn merge(&mut self, o: &Cell) {
+    pub(crate) fn merge(&mut self, o: &Cell) {
         self.merge_parts(o, true);
     }
 

@@ -5,15 +5,15 @@ use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 #[error("codec: {0}")]
-pub struct CodecError(String);
+pub(crate) struct CodecError(String);
 
 const CONFIG: bincode::config::Configuration = bincode::config::standard();
 
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, CONFIG).map_err(|e| CodecError(e.to_string()))
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read) =
         bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))?;
     if read != bytes.len() {
@@ -28,7 +28,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// `value`, then `tail` when it is not the default: a value of an older
 /// shape followed by what a newer shape added, so that a store written
 /// before the addition reads the same (its values have no tail).
-pub fn encode_with_tail<T: Serialize, U: Serialize + Default + PartialEq>(
+pub(crate) fn encode_with_tail<T: Serialize, U: Serialize + Default + PartialEq>(
     value: &T,
     tail: &U,
 ) -> Result<Vec<u8>, CodecError> {
@@ -40,7 +40,7 @@ pub fn encode_with_tail<T: Serialize, U: Serialize + Default + PartialEq>(
 }
 
 /// A value [`encode_with_tail`] wrote: the tail is the default when absent.
-pub fn decode_with_tail<T: DeserializeOwned, U: DeserializeOwned + Default>(
+pub(crate) fn decode_with_tail<T: DeserializeOwned, U: DeserializeOwned + Default>(
     bytes: &[u8],
 ) -> Result<(T, U), CodecError> {
     let (value, read) =
@@ -55,18 +55,18 @@ pub fn decode_with_tail<T: DeserializeOwned, U: DeserializeOwned + Default>(
 
 /// The first fields of a value, as the shape `T` that begins like it;
 /// the rest of the bytes are not read.
-pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     bincode::serde::decode_from_slice(bytes, CONFIG)
         .map(|(v, _)| v)
         .map_err(|e| CodecError(e.to_string()))
 }
 
 /// A rollup cell, with what format 4 added as its tail.
-pub fn encode_cell(cell: &crate::rollup::Cell) -> Result<Vec<u8>, CodecError> {
+pub(crate) fn encode_cell(cell: &crate::rollup::Cell) -> Result<Vec<u8>, CodecError> {
     encode_with_tail(cell, &cell.ext)
 }
 
-pub fn decode_cell(bytes: &[u8]) -> Result<crate::rollup::Cell, CodecError> {
+pub(crate) fn decode_cell(bytes: &[u8]) -> Result<crate::rollup::Cell, CodecError> {
     let (mut cell, ext): (crate::rollup::Cell, crate::rollup::CellExt) = decode_with_tail(bytes)?;
     cell.ext = ext;
     Ok(cell)
@@ -76,7 +76,10 @@ pub fn decode_cell(bytes: &[u8]) -> Result<crate::rollup::Cell, CodecError> {
 /// taking at most `budget` bytes unless one item alone is larger. (A
 /// `Vec<T>` is its length as a varint `u64`, then its items: so each item
 /// is encoded once and the runs are put together from those bytes.)
-pub fn encode_chunks<T: Serialize>(items: &[T], budget: usize) -> Result<Vec<Vec<u8>>, CodecError> {
+pub(crate) fn encode_chunks<T: Serialize>(
+    items: &[T],
+    budget: usize,
+) -> Result<Vec<Vec<u8>>, CodecError> {
     Ok(encode_counted_chunks(items, budget)?
         .into_iter()
         .map(|(chunk, _)| chunk)
@@ -84,7 +87,7 @@ pub fn encode_chunks<T: Serialize>(items: &[T], budget: usize) -> Result<Vec<Vec
 }
 
 /// [`encode_chunks`], with how many items each run holds.
-pub fn encode_counted_chunks<T: Serialize>(
+pub(crate) fn encode_counted_chunks<T: Serialize>(
     items: &[T],
     budget: usize,
 ) -> Result<Vec<(Vec<u8>, usize)>, CodecError> {
@@ -117,7 +120,7 @@ pub fn encode_counted_chunks<T: Serialize>(
 }
 
 /// Appends `value`'s encoding to `out` (no buffer of its own).
-pub fn encode_onto<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+pub(crate) fn encode_onto<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
     bincode::serde::encode_into_std_write(value, out, CONFIG)
         .map(|_| ())
         .map_err(|e| CodecError(e.to_string()))

@@ -30,7 +30,7 @@ type Reopen = Box<dyn Fn(Arc<dyn Store>) -> Arc<dyn Store>>;
 
 /// A store of the engine under test, what must live as long as it, and
 /// how to open it again.
-pub struct Engine {
+pub(super) struct Engine {
     pub store: Arc<dyn Store>,
     pub reopen: Reopen,
     pub _dir: Option<tempfile::TempDir>,
@@ -91,7 +91,7 @@ fn assert_tenant(s: &dyn Store, tenant: &str, t: i64, totals: PeriodTotals, requ
 
 /// Persisted totals equal the sum over the persisted records, after every
 /// write, in every period (SPEC §7.2); rollups count every record once.
-pub fn totals_equal_the_records_after_every_write(e: Engine) {
+pub(super) fn totals_equal_the_records_after_every_write(e: Engine) {
     let s = e.store.as_ref();
     let (nov, dec) = (day(2026, 11, 30), day(2026, 12, 1));
     let writes: Vec<Vec<UsageBlock>> = vec![
@@ -155,7 +155,7 @@ pub fn totals_equal_the_records_after_every_write(e: Engine) {
 
 /// Retention drops raw records and minute cells by day, and keeps hour and
 /// day cells.
-pub fn retention_drops_raw_days_and_keeps_hour_and_day_cells(e: Engine) {
+pub(super) fn retention_drops_raw_days_and_keeps_hour_and_day_cells(e: Engine) {
     let s = e.store.as_ref();
     for d in [1, 10, 20] {
         s.write_usage(&[UsageBlock::new("a", vec![rec(day(2026, 11, d), 1, 1, "u")])])
@@ -179,7 +179,7 @@ pub fn retention_drops_raw_days_and_keeps_hour_and_day_cells(e: Engine) {
 /// Deleting a tenant purges everything under its id, touches no other
 /// tenant, keeps the fleet's history, and a block of a retired tenant is
 /// never written (hostile tenant, finding 6).
-pub fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine) {
+pub(super) fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine) {
     let s = e.store.as_ref();
     let t = day(2026, 11, 20);
     let key = |id: &str, tenant: &str| StoredKey {
@@ -252,7 +252,7 @@ pub fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine) {
 /// A store opened again answers the same: totals, records and rollups,
 /// with records written after the last checkpoint counted once (a replayed
 /// journal never double counts), in every grain and the fleet's cells.
-pub fn a_reopened_store_counts_every_record_once(e: Engine) {
+pub(super) fn a_reopened_store_counts_every_record_once(e: Engine) {
     let reopen = e.reopen;
     let t = day(2026, 11, 20);
     e.store
@@ -283,7 +283,7 @@ pub fn a_reopened_store_counts_every_record_once(e: Engine) {
 
 /// Without any checkpoint (a crash), the rollups come back from the
 /// journal on the next open, then checkpointed.
-pub fn rollups_come_back_from_the_journal_after_a_crash(e: Engine) {
+pub(super) fn rollups_come_back_from_the_journal_after_a_crash(e: Engine) {
     let t = day(2026, 11, 30) + 5_000;
     e.store
         .write_usage(&[UsageBlock::new("a", vec![rec(t, 1, 1, "u"); 3])])
@@ -320,7 +320,7 @@ pub fn rollups_come_back_from_the_journal_after_a_crash(e: Engine) {
 
 /// A purge is not undone by the journal: records written since the last
 /// checkpoint are purged too, and a reopen replays nothing of them.
-pub fn a_purge_is_not_undone_by_a_journal_replay(e: Engine) {
+pub(super) fn a_purge_is_not_undone_by_a_journal_replay(e: Engine) {
     let t = day(2026, 11, 20);
     e.store
         .write_usage(&[UsageBlock::new("gone", vec![rec(t, 1, 1, "u")])])
@@ -348,7 +348,7 @@ pub fn a_purge_is_not_undone_by_a_journal_replay(e: Engine) {
 /// Two blocks of one tenant in one write (a tenant deleted and created
 /// again within a flush interval) are both kept, each counted once, also
 /// after a replay (the data-loss bug of issue 13: their keys collided).
-pub fn two_blocks_of_one_tenant_in_one_write_are_both_kept(e: Engine) {
+pub(super) fn two_blocks_of_one_tenant_in_one_write_are_both_kept(e: Engine) {
     let t = day(2026, 11, 20);
     let first: Vec<UsageRecord> = (0..300).map(|i| rec(t + i, 1, 1, "first")).collect();
     let second: Vec<UsageRecord> = (0..300).map(|i| rec(t + i, 1, 2, "second")).collect();
@@ -375,7 +375,7 @@ pub fn two_blocks_of_one_tenant_in_one_write_are_both_kept(e: Engine) {
 /// and retry flag) is stored with it, beside records without them, and
 /// summed into every grain's cells, the fleet's too; a store opened again
 /// reads both kinds back.
-pub fn records_keep_their_version_country_integration_and_retry(e: Engine) {
+pub(super) fn records_keep_their_version_country_integration_and_retry(e: Engine) {
     let t = day(2026, 11, 20);
     let plain: Vec<UsageRecord> = (0..5).map(|i| rec(t + i, 1, 1, "u")).collect();
     let tagged: Vec<UsageRecord> = (0..5)
@@ -425,7 +425,7 @@ pub fn records_keep_their_version_country_integration_and_retry(e: Engine) {
 /// The heads of the cells (totals and latencies, read without the rest)
 /// equal the heads of the whole cells, before a checkpoint (the book) and
 /// after it (the stored cells), for a tenant and the fleet, at every grain.
-pub fn cell_heads_are_the_cells_totals(e: Engine) {
+pub(super) fn cell_heads_are_the_cells_totals(e: Engine) {
     let t = day(2026, 11, 20);
     let records: Vec<UsageRecord> = (0..200)
         .map(|i| UsageRecord {
@@ -466,7 +466,7 @@ pub fn cell_heads_are_the_cells_totals(e: Engine) {
 /// A firing is claimed once: the second claim of its key (by this
 /// instance, or another sharing the store) records nothing and says so;
 /// a claimed mark is updated (delivered) with `put` and survives a reopen.
-pub fn an_alert_mark_is_claimed_once(e: Engine) {
+pub(super) fn an_alert_mark_is_claimed_once(e: Engine) {
     let mark = AlertMark {
         tenant: "acme".into(),
         period: Period(683),
@@ -498,7 +498,7 @@ pub fn an_alert_mark_is_claimed_once(e: Engine) {
 }
 
 /// Plans, tenants, keys and alert marks come back as they were put.
-pub fn the_catalog_and_alert_marks_round_trip(e: Engine) {
+pub(super) fn the_catalog_and_alert_marks_round_trip(e: Engine) {
     let s = e.store.as_ref();
     let mut plan = Plan::unlimited("pro");
     plan.monthly_calls = Some(9);

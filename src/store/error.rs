@@ -94,7 +94,7 @@ impl StoreError {
     /// Whether the engine refused the data itself (a value out of range, a
     /// constraint, a value that does not encode): the same records fail
     /// again, and records without them may pass.
-    pub fn rejects_data(&self) -> bool {
+    pub(crate) fn rejects_data(&self) -> bool {
         matches!(
             self,
             StoreError::Codec(_)
@@ -106,7 +106,7 @@ impl StoreError {
     }
 
     /// Whether the engine instance broke and must be replaced.
-    pub fn broke_the_engine(&self) -> bool {
+    pub(crate) fn broke_the_engine(&self) -> bool {
         matches!(
             self,
             StoreError::Engine {

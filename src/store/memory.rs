@@ -29,11 +29,12 @@ use crate::rollup::{Buckets, Cell, Grain, Owner};
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// The store over a fresh in-memory engine.
-pub type MemoryStore = Ledger<Direct<MemoryEngine>>;
+pub(crate) type MemoryStore = Ledger<Direct<MemoryEngine>>;
 
 impl MemoryStore {
+    #[cfg(test)]
     /// A store over an empty engine.
-    pub fn in_memory() -> MemoryStore {
+    pub(crate) fn in_memory() -> MemoryStore {
         Self::over(Arc::default())
     }
 
@@ -45,7 +46,7 @@ impl MemoryStore {
 }
 
 #[derive(Default)]
-pub struct MemoryEngine {
+pub(crate) struct MemoryEngine {
     inner: Mutex<Inner>,
     /// Records a test makes the engine refuse as data (as PostgreSQL
     /// refuses a value out of range): a write holding one fails whole.
@@ -60,7 +61,7 @@ type Refusal = fn(&UsageRecord) -> bool;
 #[cfg(test)]
 impl MemoryEngine {
     /// From now on, a write holding a record `refused` says is refused.
-    pub fn refuse(&self, refused: fn(&UsageRecord) -> bool) {
+    pub(crate) fn refuse(&self, refused: fn(&UsageRecord) -> bool) {
         *self.refuse.lock() = Some(refused);
     }
 

@@ -18,10 +18,10 @@ pub(crate) mod codec;
 #[cfg(test)]
 mod contract;
 mod error;
-pub mod ledger;
-pub mod memory;
+pub(crate) mod ledger;
+pub(crate) mod memory;
 pub mod postgres;
-pub mod shared;
+pub(crate) mod shared;
 pub mod sled;
 mod values;
 

@@ -92,10 +92,10 @@ pub struct Backlog {
 pub struct Shares {
     pub total: PeriodTotals,
     /// The part of `total` each named process wrote.
-    pub by_process: Vec<(String, PeriodTotals)>,
+    pub(crate) by_process: Vec<(String, PeriodTotals)>,
     /// How long ago (ms, the engine's clock) a shared allocation of the
     /// period was first about to be made; `None`: never.
-    pub made_ms_ago: Option<u64>,
+    pub(crate) made_ms_ago: Option<u64>,
     /// What each process wrote ahead of the measure asked for: the most
     /// it may have been granted, and what it gave back
     /// ([`Shared::write_grants`]).

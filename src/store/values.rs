@@ -55,7 +55,7 @@ impl UsageBlock {
         }
     }
 
-    pub fn is_retired(&self) -> bool {
+    pub(crate) fn is_retired(&self) -> bool {
         self.retired.as_ref().is_some_and(|r| r.is_retired())
     }
 }
@@ -99,7 +99,7 @@ impl MarkOf {
     }
 
     /// What a stored number is of.
-    pub fn of_number(n: u32) -> MarkOf {
+    pub(crate) fn of_number(n: u32) -> MarkOf {
         if n & EPISODE != 0 {
             MarkOf::Episode(n & !EPISODE)
         } else {
@@ -128,5 +128,5 @@ pub type CellKey = (Grain, Owner, i64);
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoredCell {
     pub cell: Cell,
-    pub seq: u64,
+    pub(crate) seq: u64,
 }

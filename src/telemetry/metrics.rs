@@ -20,7 +20,7 @@ use crate::quota::Outcome;
 use crate::telemetry::slot::{slot_count, thread_slot};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
-pub const LATENCY_BUCKETS: [f64; 16] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
@@ -33,13 +33,13 @@ pub struct Hist {
 }
 
 impl Hist {
-    pub fn observe(&mut self, seconds: f64) {
+    pub(crate) fn observe(&mut self, seconds: f64) {
         let i = LATENCY_BUCKETS.partition_point(|&b| b < seconds);
         self.counts[i] += 1;
         self.sum += seconds;
     }
 
-    pub fn merge(&mut self, other: &Hist) {
+    pub(crate) fn merge(&mut self, other: &Hist) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;
         }
@@ -190,7 +190,7 @@ impl Metrics {
 
 /// A metric's value at scrape time.
 #[derive(Debug)]
-pub enum Value {
+pub(crate) enum Value {
     Counter(u64),
     Gauge(i64),
     Histogram(Hist),
@@ -199,14 +199,14 @@ pub enum Value {
 /// One metric family: name (without the `_total` a counter gets), help and
 /// samples by label set.
 #[derive(Debug)]
-pub struct Family {
+pub(crate) struct Family {
     pub name: &'static str,
-    pub help: &'static str,
-    pub samples: Vec<(Vec<(&'static str, String)>, Value)>,
+    pub(crate) help: &'static str,
+    pub(crate) samples: Vec<(Vec<(&'static str, String)>, Value)>,
 }
 
 impl Family {
-    pub fn new(name: &'static str, help: &'static str) -> Family {
+    pub(crate) fn new(name: &'static str, help: &'static str) -> Family {
         debug_assert!(name.starts_with("tollgate_"));
         Family {
             name,
@@ -219,7 +219,7 @@ impl Family {
     /// answered): each is cut to [`MAX_LABEL_CHARS`] and its control
     /// characters replaced (the encoder escapes only backslashes, quotes
     /// and newlines).
-    pub fn with(mut self, labels: Vec<(&'static str, String)>, value: Value) -> Family {
+    pub(crate) fn with(mut self, labels: Vec<(&'static str, String)>, value: Value) -> Family {
         let labels = labels
             .into_iter()
             .map(|(k, v)| (k, label_value(&v)))
@@ -228,13 +228,13 @@ impl Family {
         self
     }
 
-    pub fn one(name: &'static str, help: &'static str, value: Value) -> Family {
+    pub(crate) fn one(name: &'static str, help: &'static str, value: Value) -> Family {
         Family::new(name, help).with(Vec::new(), value)
     }
 }
 
 /// The most characters of a label value a scrape shows.
-pub const MAX_LABEL_CHARS: usize = 128;
+pub(crate) const MAX_LABEL_CHARS: usize = 128;
 
 fn label_value(v: &str) -> String {
     v.chars()
@@ -286,7 +286,7 @@ impl Collector for Scrape {
 }
 
 /// The Prometheus text exposition (format 0.0.4) of `families`.
-pub fn encode(families: Vec<Family>) -> String {
+pub(crate) fn encode(families: Vec<Family>) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(Scrape(families)));
     let mut out = String::new();

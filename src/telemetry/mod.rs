@@ -2,6 +2,6 @@
 //! the queue's lanes), the request path's metrics ([`metrics`]) and the
 //! counters of rare events ([`stats`]), read by `/healthz` and `/metrics`.
 
-pub mod metrics;
-pub mod slot;
+pub(crate) mod metrics;
+pub(crate) mod slot;
 pub mod stats;

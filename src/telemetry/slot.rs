@@ -14,7 +14,7 @@ thread_local! {
 /// A number fixed for the life of the calling thread, handed out round
 /// robin; callers reduce it to their slot count (a power of two).
 #[inline]
-pub fn thread_slot() -> usize {
+pub(crate) fn thread_slot() -> usize {
     SLOT.with(|s| {
         let mut slot = s.get();
         if slot == usize::MAX {
@@ -27,7 +27,7 @@ pub fn thread_slot() -> usize {
 
 /// Slots for per-thread data: at least as many as CPUs (and at least 8), a
 /// power of two.
-pub fn slot_count() -> usize {
+pub(crate) fn slot_count() -> usize {
     std::thread::available_parallelism()
         .map_or(8, |n| n.get())
         .max(8)

@@ -16,10 +16,10 @@ const MAX_UNKNOWN_MODELS: usize = 100;
 
 /// How long a dropped record keeps `/healthz` degraded, and how often the
 /// drops are logged.
-pub const DROP_WINDOW_MS: u64 = 10_000;
+pub(crate) const DROP_WINDOW_MS: u64 = 10_000;
 
 /// Milliseconds since the Unix epoch, on the wall clock.
-pub fn wall_ms() -> u64 {
+pub(crate) fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -28,64 +28,64 @@ pub fn wall_ms() -> u64 {
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Records refused by a full queue: decided and answered, never persisted.
-    pub dropped_queue_full: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
     /// When (ms since the epoch) a full queue last dropped a record, and
     /// when that was last logged.
     last_drop_ms: AtomicU64,
     drop_logged_ms: AtomicU64,
     /// Records the store failed to write.
-    pub unpersisted_store_error: AtomicU64,
+    pub(crate) unpersisted_store_error: AtomicU64,
     /// Of those, records the store refused as data (set apart one by one
     /// from the batch they came in; the rest of it was written).
-    pub rejected_by_store: AtomicU64,
+    pub(crate) rejected_by_store: AtomicU64,
     /// Records of spooled writes the shared database refused as data
     /// (dropped from the spool so that the writes behind them could go).
-    pub spool_rejected: AtomicU64,
+    pub(crate) spool_rejected: AtomicU64,
     /// Reported records refused with 503 (never acknowledged): the ingest
     /// lane had no room for their batch.
-    pub refused_queue_full: AtomicU64,
+    pub(crate) refused_queue_full: AtomicU64,
     /// Reported records refused with 503 while the store was failing.
-    pub refused_store_failing: AtomicU64,
+    pub(crate) refused_store_failing: AtomicU64,
     /// Reported records refused with 429 by the plan's ingest rate.
-    pub refused_rate_limited: AtomicU64,
+    pub(crate) refused_rate_limited: AtomicU64,
     /// Records written to the store.
     pub persisted: AtomicU64,
     /// Every record queued before this moment (ms since the epoch, wall
     /// clock) is in the store or counted as unpersisted: a kill -9 can lose
     /// only what came after. 0 before the first write.
-    pub persisted_through_ms: AtomicU64,
+    pub(crate) persisted_through_ms: AtomicU64,
     pub flushes: AtomicU64,
-    pub flush_errors: AtomicU64,
+    pub(crate) flush_errors: AtomicU64,
     /// Why the last flush failed (cleared by the next good one).
     store_error: Mutex<Option<String>>,
     /// Usage records naming a model the price table lacks (costed at 0),
     /// by model name.
-    pub unknown_models: Mutex<HashMap<String, u64>>,
+    pub(crate) unknown_models: Mutex<HashMap<String, u64>>,
     /// How long each store write of a batch took.
-    pub flush_duration: Mutex<Hist>,
+    pub(crate) flush_duration: Mutex<Hist>,
     /// Threshold webhook deliveries: answered 2xx.
-    pub webhooks_delivered: AtomicU64,
+    pub(crate) webhooks_delivered: AtomicU64,
     /// Failed tries that will be retried.
-    pub webhooks_retried: AtomicU64,
+    pub(crate) webhooks_retried: AtomicU64,
     /// Deliveries given up after their last try (retried at the next start).
-    pub webhooks_failed: AtomicU64,
+    pub(crate) webhooks_failed: AtomicU64,
     /// E-mail alerts: accepted by the SMTP server, retried, given up.
-    pub emails_delivered: AtomicU64,
-    pub emails_retried: AtomicU64,
-    pub emails_failed: AtomicU64,
+    pub(crate) emails_delivered: AtomicU64,
+    pub(crate) emails_retried: AtomicU64,
+    pub(crate) emails_failed: AtomicU64,
     /// When the flusher's store call in flight began (ms on the process
     /// clock, at least 1); 0 when none is in flight.
-    pub store_call_since: AtomicU64,
+    pub(crate) store_call_since: AtomicU64,
     /// A store call in flight longer than this many ms counts as a failing
     /// store (a write that never returns is a failure too).
-    pub store_stall_ms: AtomicU64,
+    pub(crate) store_stall_ms: AtomicU64,
     /// Instances live on the shared database, this one included (0: the
     /// store is not shared).
-    pub instances_live: AtomicU64,
+    pub(crate) instances_live: AtomicU64,
     /// Usage records waiting in the local spool for the shared database.
-    pub spooled_records: AtomicU64,
+    pub(crate) spooled_records: AtomicU64,
     /// Why the shared database cannot be reached; `None` while it can.
-    pub database_down: Mutex<Option<String>>,
+    pub(crate) database_down: Mutex<Option<String>>,
 }
 
 /// Milliseconds since the first call in this process.
@@ -100,7 +100,7 @@ fn process_ms() -> u64 {
 impl Stats {
     /// Runs one of the flusher's store calls, so that a call that hangs is
     /// seen by [`store_failing_now`](Self::store_failing_now).
-    pub fn store_call<R>(&self, call: impl FnOnce() -> R) -> R {
+    pub(crate) fn store_call<R>(&self, call: impl FnOnce() -> R) -> R {
         self.store_call_since
             .store(process_ms().max(1), Ordering::Relaxed);
         let r = call();
@@ -109,7 +109,7 @@ impl Stats {
     }
 
     /// The last write failed, or a store call has been in flight too long.
-    pub fn store_failing_now(&self) -> bool {
+    pub(crate) fn store_failing_now(&self) -> bool {
         self.store_stalled_ms().is_some() || self.store_error.lock().is_some()
     }
 
@@ -122,7 +122,7 @@ impl Stats {
     }
 
     /// Why the store is failing now (`None` when it is not).
-    pub fn store_failure(&self) -> Option<String> {
+    pub(crate) fn store_failure(&self) -> Option<String> {
         if let Some(ms) = self.store_stalled_ms() {
             return Some(format!("a store call has been running for {ms} ms"));
         }
@@ -130,12 +130,12 @@ impl Stats {
     }
 
     /// A write succeeded (`None`) or failed with `error`.
-    pub fn store_result(&self, error: Option<String>) {
+    pub(crate) fn store_result(&self, error: Option<String>) {
         *self.store_error.lock() = error;
     }
 
     /// A record's model has no price.
-    pub fn unknown_model(&self, model: &str) {
+    pub(crate) fn unknown_model(&self, model: &str) {
         let mut models = self.unknown_models.lock();
         if let Some(n) = models.get_mut(model) {
             *n += 1;
@@ -148,7 +148,7 @@ impl Stats {
 
     /// Notes a record dropped by a full queue now; whether to log the drops
     /// (at most every [`DROP_WINDOW_MS`]).
-    pub fn note_drop(&self) -> bool {
+    pub(crate) fn note_drop(&self) -> bool {
         let now = wall_ms();
         self.last_drop_ms.store(now, Ordering::Relaxed);
         let logged = self.drop_logged_ms.load(Ordering::Relaxed);

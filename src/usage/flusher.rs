@@ -34,7 +34,7 @@ const KEEP_BATCH: usize = 8_192;
 
 /// When the flusher does what.
 #[derive(Clone, Copy, Debug)]
-pub struct FlushSchedule {
+pub(crate) struct FlushSchedule {
     /// Records are written every `interval`.
     pub interval: Duration,
     /// Rollups are checkpointed every `checkpoint`.
@@ -43,18 +43,18 @@ pub struct FlushSchedule {
     pub raw_days: u32,
     /// How long a stop waits for the flusher thread: a store that hangs
     /// (sled on a full disk) must not hang the stop.
-    pub stop_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
 }
 
 /// Sees every batch before it is written (the threshold webhooks watch
 /// usage this way, off the request path).
-pub type BatchHook = Box<dyn FnMut(&[Queued]) + Send>;
+pub(crate) type BatchHook = Box<dyn FnMut(&[Queued]) + Send>;
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often free heap pages go back to the OS.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
-pub struct UsageFlusher {
+pub(crate) struct UsageFlusher {
     stop: Option<Sender<()>>,
     /// Signalled when the thread has written everything and flushed.
     done: Receiver<()>,
@@ -63,7 +63,7 @@ pub struct UsageFlusher {
 }
 
 impl UsageFlusher {
-    pub fn start(
+    pub(crate) fn start(
         rx: QueueReceiver,
         store: Arc<dyn Store>,
         schedule: FlushSchedule,
@@ -207,7 +207,7 @@ impl UsageFlusher {
     /// Drains what is queued, writes it, flushes the store and joins -
     /// waiting at most the stop timeout: a thread stuck in the store is
     /// left behind (and said so) rather than hanging the stop.
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -248,7 +248,7 @@ impl Drop for UsageFlusher {
 /// moves every record once into a vector of its final size (no growth, no
 /// copies of the copies). Consecutive records of one tenant (an ingested
 /// batch is one run) are found in the table once per run.
-pub fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
+pub(crate) fn group(batch: &mut Vec<Queued>) -> Vec<UsageBlock> {
     let mut at: HashMap<Arc<str>, usize> = HashMap::new();
     let mut blocks: Vec<UsageBlock> = Vec::new();
     let mut counts: Vec<usize> = Vec::new();
@@ -302,7 +302,7 @@ impl Retirement for TenantState {
 }
 
 /// A batch the store did not take, kept to be tried again.
-pub struct Held {
+pub(crate) struct Held {
     pub blocks: Vec<UsageBlock>,
     /// The number of the write that was made of it, when only making it
     /// durable failed: a retry asks whether that write survived before
@@ -315,7 +315,7 @@ pub struct Held {
 
 /// Tries a held batch again: if a write was made of it, whether it
 /// survived first; else (or if it did not) the blocks again.
-pub fn retry(store: &dyn Store, held: Held, stats: &Stats) -> Option<Held> {
+pub(crate) fn retry(store: &dyn Store, held: Held, stats: &Stats) -> Option<Held> {
     let Held {
         blocks,
         made,
@@ -365,7 +365,11 @@ pub fn retry(store: &dyn Store, held: Held, stats: &Stats) -> Option<Held> {
 /// Writes `blocks` in one store write. On success, or on an error retrying
 /// cannot fix, returns `None` (the records are persisted, or counted as
 /// unpersisted); on a retryable error, the blocks back, to be tried again.
-pub fn write_blocks(store: &dyn Store, blocks: Vec<UsageBlock>, stats: &Stats) -> Option<Held> {
+pub(crate) fn write_blocks(
+    store: &dyn Store,
+    blocks: Vec<UsageBlock>,
+    stats: &Stats,
+) -> Option<Held> {
     let n = records(&blocks);
     if n == 0 {
         return None;

@@ -1,10 +1,10 @@
 //! The usage pipeline: records leave the request path through a bounded
 //! queue ([`queue`]) and reach the store in batches ([`flusher`]).
 
-pub mod flusher;
+pub(crate) mod flusher;
 pub mod queue;
-pub mod retention;
-pub mod unrecorded;
+pub(crate) mod retention;
+pub(crate) mod unrecorded;
 
 use std::sync::Arc;
 

@@ -69,11 +69,11 @@ impl IngestLane {
 
 /// Records that make a write worth doing at once rather than after the
 /// flush interval (a write is a transaction and a flush, whatever it holds).
-pub const FULL_BATCH: usize = 8_192;
+pub(crate) const FULL_BATCH: usize = 8_192;
 
 /// Room for a whole batch in the ingest lane, reserved until the batch
 /// is handed over (or given back, if it is dropped unsent).
-pub struct Admission<'a> {
+pub(crate) struct Admission<'a> {
     lane: &'a IngestLane,
     reserved: usize,
 }
@@ -83,7 +83,7 @@ impl Admission<'_> {
     /// flusher, as it is: the vector travels, its records are not moved.
     /// Returns false only when the flusher is gone (the server is
     /// stopping).
-    pub fn send(mut self, batch: Vec<Queued>) -> bool {
+    pub(crate) fn send(mut self, batch: Vec<Queued>) -> bool {
         let n = batch.len();
         debug_assert!(n <= self.reserved);
         let unused = self.reserved - n;
@@ -188,7 +188,7 @@ impl UsageQueue {
     /// Like [`enqueue`](Self::enqueue), handing back the record it could
     /// not take (still counted as dropped; boxed on that cold path).
     #[inline]
-    pub fn try_enqueue(&self, item: Queued) -> Result<(), Box<Queued>> {
+    pub(crate) fn try_enqueue(&self, item: Queued) -> Result<(), Box<Queued>> {
         let lanes = self.lanes.len();
         let mask = lanes - 1; // a power of two
         let first = thread_slot() & mask;
@@ -230,7 +230,7 @@ impl UsageQueue {
     /// counted) when the lane has no room for it now. Only
     /// [`admit_by`](Self::admit_by) says there is room; a batch the lane can never
     /// hold is left for it to refuse.
-    pub fn refuse_if_full(&self, n: usize) -> Result<(), Refusal> {
+    pub(crate) fn refuse_if_full(&self, n: usize) -> Result<(), Refusal> {
         if n <= self.ingest.capacity && self.room() < n {
             self.count_refusal(Refusal::Full, n);
             return Err(Refusal::Full);
@@ -248,7 +248,7 @@ impl UsageQueue {
     /// A batch that finds no room waits for the flusher to make it, until
     /// `deadline`; only then is it refused (and counted). A batch larger
     /// than the lane is refused at once.
-    pub async fn admit_by(
+    pub(crate) async fn admit_by(
         &self,
         n: usize,
         deadline: tokio::time::Instant,
@@ -265,7 +265,7 @@ impl UsageQueue {
     /// `deadline` passes first (false). Reserves nothing: a cheap wait
     /// before a batch is parsed. A batch larger than the lane is true at
     /// once, left for [`admit_by`](Self::admit_by) to refuse.
-    pub async fn room_by(&self, n: usize, deadline: tokio::time::Instant) -> bool {
+    pub(crate) async fn room_by(&self, n: usize, deadline: tokio::time::Instant) -> bool {
         let lane = &*self.ingest;
         loop {
             // Registered before the look, so that a drain between the two
@@ -342,12 +342,12 @@ impl QueueReceiver {
     }
 
     /// Whether reported usage is waiting (or has room reserved).
-    pub fn reported_waiting(&self) -> bool {
+    pub(crate) fn reported_waiting(&self) -> bool {
         self.ingest_lane.queued.load(Ordering::Acquire) > 0
     }
 
     /// Whether a batch worth a write of its own is waiting now.
-    pub fn full_batch_waiting(&self) -> bool {
+    pub(crate) fn full_batch_waiting(&self) -> bool {
         self.waiting() >= self.ingest_lane.full_batch()
     }
 
@@ -355,7 +355,7 @@ impl QueueReceiver {
     /// when reported usage fills its lane past a full batch. The request
     /// lanes wake no one (a decision does not pay for a wake-up): their
     /// records wait for the interval, or for the next full batch.
-    pub fn wait_or_stop(&self, stop: &Receiver<()>, timeout: std::time::Duration) -> bool {
+    pub(crate) fn wait_or_stop(&self, stop: &Receiver<()>, timeout: std::time::Duration) -> bool {
         let wake = &self.ingest_lane.wake.1;
         let mut select = crossbeam_channel::Select::new();
         let stop_op = select.recv(stop);

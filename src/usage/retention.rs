@@ -6,10 +6,14 @@ use chrono::{DateTime, Utc};
 
 use crate::store::{Store, StoreError};
 
-pub const MINUTE_ROLLUP_DAYS: i64 = 7;
+pub(crate) const MINUTE_ROLLUP_DAYS: i64 = 7;
 
 /// Drops what `now` puts past retention. Returns how many day-trees went.
-pub fn apply(store: &dyn Store, now: DateTime<Utc>, raw_days: u32) -> Result<usize, StoreError> {
+pub(crate) fn apply(
+    store: &dyn Store,
+    now: DateTime<Utc>,
+    raw_days: u32,
+) -> Result<usize, StoreError> {
     let today = now.timestamp_millis().div_euclid(86_400_000);
     let dropped = store.expire_before(today - raw_days as i64, today - MINUTE_ROLLUP_DAYS)?;
     if dropped > 0 {

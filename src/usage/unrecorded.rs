@@ -17,10 +17,10 @@ use crate::model::UsageRecord;
 use crate::quota::period::Period;
 
 /// The endpoint of the records that carry what dropped records consumed.
-pub const UNRECORDED: &str = "(unrecorded)";
+pub(crate) const UNRECORDED: &str = "(unrecorded)";
 
 #[derive(Default)]
-pub struct Unrecorded {
+pub(crate) struct Unrecorded {
     /// By tenant (its state's address) and period.
     kept: Mutex<HashMap<(usize, i32), Queued>>,
 }
@@ -28,7 +28,7 @@ pub struct Unrecorded {
 impl Unrecorded {
     /// Adds what `q`'s decision consumed (nothing for a record that
     /// consumed nothing).
-    pub fn keep(&self, q: Queued) {
+    pub(crate) fn keep(&self, q: Queued) {
         let r = &q.record;
         if r.calls == 0 && r.tokens == 0 {
             return;
@@ -55,7 +55,7 @@ impl Unrecorded {
     }
 
     /// The sums kept since the last call, as records, into `out`.
-    pub fn take(&self, out: &mut Vec<Queued>) -> usize {
+    pub(crate) fn take(&self, out: &mut Vec<Queued>) -> usize {
         let mut kept = self.kept.lock();
         let n = kept.len();
         out.extend(kept.drain().map(|(_, q)| q));

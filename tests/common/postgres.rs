@@ -23,7 +23,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub struct PgCluster {
+pub(crate) struct PgCluster {
     bin: PathBuf,
     root: PathBuf,
     pub port: u16,
@@ -36,18 +36,18 @@ static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
 /// The process's cluster, started on first use.
-pub fn cluster() -> &'static PgCluster {
+pub(crate) fn cluster() -> &'static PgCluster {
     CLUSTER.get_or_init(|| PgCluster::start_new().unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// A cluster of the test's own, to stop and start without disturbing
 /// the other tests of its binary (stopped and removed when dropped).
-pub fn own_cluster() -> PgCluster {
+pub(crate) fn own_cluster() -> PgCluster {
     PgCluster::start_new().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A fresh, empty database on the process's cluster: its URL.
-pub fn fresh_database() -> String {
+pub(crate) fn fresh_database() -> String {
     cluster().fresh_database()
 }
 
@@ -222,7 +222,7 @@ impl PgCluster {
 
     /// Starts the server (again, after [`stop`](Self::stop)) and waits
     /// until it answers.
-    pub fn start(&self) -> Result<(), String> {
+    pub(crate) fn start(&self) -> Result<(), String> {
         let mut server = self.server.lock().unwrap();
         if server.is_some() {
             return Ok(());
@@ -260,7 +260,7 @@ impl PgCluster {
     }
 
     /// Stops the server (a fast shutdown: connections are closed).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         if let Some(mut child) = self.server.lock().unwrap().take() {
             // SAFETY: signalling our own child.
             unsafe {
@@ -271,7 +271,7 @@ impl PgCluster {
     }
 
     /// Runs one SQL command with `psql` on `database`; its output.
-    pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+    pub(crate) fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args([
@@ -289,12 +289,12 @@ impl PgCluster {
         }
     }
 
-    pub fn url(&self, database: &str) -> String {
+    pub(crate) fn url(&self, database: &str) -> String {
         format!("postgres://tollgate@127.0.0.1:{}/{database}", self.port)
     }
 
     /// A new empty database: its URL.
-    pub fn fresh_database(&self) -> String {
+    pub(crate) fn fresh_database(&self) -> String {
         let n = DATABASES.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}_{n}", std::process::id());
         self.psql("postgres", &format!("CREATE DATABASE {name}"))

@@ -52,7 +52,7 @@ fn created<T: Serialize>(v: T) -> HttpResponse {
 #[utoipa::path(
     get, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<PlanBody>))
 )]
-pub async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
+pub(crate) async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
     HttpResponse::Ok().json(ListOf {
         data: st
             .metering
@@ -68,7 +68,7 @@ pub async fn list_plans(st: web::Data<AppState>, _: Admin) -> HttpResponse {
     post, path = "/api/admin/plans", tag = "admin", security(("adminToken" = [])), request_body = PlanBody,
     responses((status = 201, body = PlanBody), (status = 409, description = "id taken", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid plan", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn create_plan(
+pub(crate) async fn create_plan(
     st: web::Data<AppState>,
     _: Admin,
     body: ApiJson<Value>,
@@ -86,7 +86,7 @@ pub async fn create_plan(
     get, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn get_plan(
+pub(crate) async fn get_plan(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -104,7 +104,7 @@ pub async fn get_plan(
     request_body(content = Object, description = "JSON merge patch (RFC 7396) of the plan; applies to running tenants at once"),
     responses((status = 200, body = PlanBody), (status = 404, description = "no such plan", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid result", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn patch_plan(
+pub(crate) async fn patch_plan(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -131,7 +131,7 @@ pub async fn patch_plan(
     delete, path = "/api/admin/plans/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     responses((status = 204), (status = 404, description = "no such plan", body = crate::http::wire::error::ErrorBody), (status = 409, description = "tenants still use it", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn delete_plan(
+pub(crate) async fn delete_plan(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -147,7 +147,10 @@ pub async fn delete_plan(
 #[utoipa::path(
     get, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), responses((status = 200, body = ListOf<TenantBody>))
 )]
-pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list_tenants(
+    st: web::Data<AppState>,
+    _: Admin,
+) -> Result<HttpResponse, ApiError> {
     let tenants = st.metering.registry.tenants()?;
     Ok(HttpResponse::Ok().json(ListOf {
         data: tenants.iter().map(TenantBody::from).collect(),
@@ -158,7 +161,7 @@ pub async fn list_tenants(st: web::Data<AppState>, _: Admin) -> Result<HttpRespo
     post, path = "/api/admin/tenants", tag = "admin", security(("adminToken" = [])), request_body = CreateTenant,
     responses((status = 201, body = TenantBody), (status = 409, description = "id taken", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid tenant", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn create_tenant(
+pub(crate) async fn create_tenant(
     st: web::Data<AppState>,
     _: Admin,
     body: ApiJson<CreateTenant>,
@@ -193,7 +196,7 @@ fn tenant_or_404(st: &AppState, id: &str) -> Result<Tenant, ApiError> {
     get, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn get_tenant(
+pub(crate) async fn get_tenant(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -206,7 +209,7 @@ pub async fn get_tenant(
     request_body(content = Object, description = "JSON merge patch (RFC 7396): name, planId, status"),
     responses((status = 200, body = TenantBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid result", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn patch_tenant(
+pub(crate) async fn patch_tenant(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -230,7 +233,7 @@ pub async fn patch_tenant(
     delete, path = "/api/admin/tenants/{id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     responses((status = 204, description = "deleted; its keys, usage records, totals, rollups and alert marks are purged"), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody), (status = 503, description = "the store failed mid-purge; delete again", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn delete_tenant(
+pub(crate) async fn delete_tenant(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -246,7 +249,7 @@ pub async fn delete_tenant(
     get, path = "/api/admin/tenants/{id}/usage", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     responses((status = 200, body = crate::http::api::types::BillingUsage), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn tenant_usage(
+pub(crate) async fn tenant_usage(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -263,7 +266,7 @@ pub async fn tenant_usage(
     get, path = "/api/admin/tenants/{id}/subscription", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     responses((status = 200, body = crate::http::api::types::SubscriptionView), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn tenant_subscription(
+pub(crate) async fn tenant_subscription(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -278,7 +281,7 @@ pub async fn tenant_subscription(
     request_body(content = CreateKey, description = "optional"),
     responses((status = 201, description = "the secret is shown this once", body = CreatedKey), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn create_key(
+pub(crate) async fn create_key(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -306,7 +309,7 @@ pub async fn create_key(
     get, path = "/api/admin/tenants/{id}/keys", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "keys without their secrets", body = ListOf<KeyBody>), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn list_keys(
+pub(crate) async fn list_keys(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -326,7 +329,7 @@ pub async fn list_keys(
     delete, path = "/api/admin/tenants/{id}/keys/{key_id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path), ("key_id" = String, Path)),
     responses((status = 200, description = "the revoked key", body = KeyBody), (status = 404, description = "no such key", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn revoke_key(
+pub(crate) async fn revoke_key(
     st: web::Data<AppState>,
     _: Admin,
     path: web::Path<(String, String)>,

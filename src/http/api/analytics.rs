@@ -28,7 +28,7 @@ use crate::store::Store;
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct UsageParams {
+pub(crate) struct UsageParams {
     pub range: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
@@ -43,7 +43,7 @@ pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, Api
         .map_err(|e| ApiError::invalid(format!("query string: {e}")))
 }
 
-pub fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.timestamp_millis())
         .map_err(|_| {
@@ -54,13 +54,13 @@ pub fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
 }
 
 /// The resolved request: range, series bucket, top-N size.
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub range: Range,
     pub bucket: Grain,
     pub top: usize,
 }
 
-pub fn resolve(p: &UsageParams, now_ms: i64) -> Result<Resolved, ApiError> {
+pub(crate) fn resolve(p: &UsageParams, now_ms: i64) -> Result<Resolved, ApiError> {
     const DAY: i64 = 86_400_000;
     let kind = p
         .range
@@ -164,14 +164,14 @@ fn insight_views(
 }
 
 /// The most days of a range the anomalies are looked for in.
-pub const ANOMALY_DAYS: i64 = 31;
+pub(crate) const ANOMALY_DAYS: i64 = 31;
 
 /// The hours an answer about `range` reads: the range's complete hours
 /// (its last [`ANOMALY_DAYS`]) judged against the weeks before them, and
 /// the weeks before now the forecast learns from.
 pub struct HourWindow {
     /// Hours since the epoch: judged `[from, to)`, read from `read_from`.
-    pub read_from: i64,
+    pub(crate) read_from: i64,
     pub from: i64,
     pub to: i64,
     pub now: i64,
@@ -269,7 +269,7 @@ async fn tenant_report(
     get, path = "/api/billing/api-usage", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(UsageParams),
     responses((status = 200, description = "usage analytics of the caller's tenant", body = TenantReport), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad range", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn billing_api_usage(
+pub(crate) async fn billing_api_usage(
     st: web::Data<AppState>,
     auth: TenantAuth,
     req: HttpRequest,
@@ -281,7 +281,7 @@ pub async fn billing_api_usage(
 }
 
 /// The tenant an admin route names, or a 404.
-pub fn tenant_named(st: &AppState, id: &str) -> Result<Arc<TenantState>, ApiError> {
+pub(crate) fn tenant_named(st: &AppState, id: &str) -> Result<Arc<TenantState>, ApiError> {
     st.metering
         .registry
         .tenant_state(id)
@@ -293,7 +293,7 @@ pub fn tenant_named(st: &AppState, id: &str) -> Result<Arc<TenantState>, ApiErro
     get, path = "/api/admin/tenants/{id}/api-usage", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), UsageParams),
     responses((status = 200, body = TenantReport), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn admin_tenant_api_usage(
+pub(crate) async fn admin_tenant_api_usage(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,
@@ -304,11 +304,11 @@ pub async fn admin_tenant_api_usage(
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AllTenantsReport {
+pub(crate) struct AllTenantsReport {
     pub tenants: usize,
     #[serde(flatten)]
     pub report: Report,
-    pub top_tenants: TopTenants,
+    pub(crate) top_tenants: TopTenants,
     /// Unusual hours of every tenant together.
     pub anomalies: Vec<AnomalyView>,
     /// The insights of every tenant's usage together.
@@ -320,7 +320,7 @@ pub struct AllTenantsReport {
     get, path = "/api/admin/api-usage", tag = "analytics", security(("adminToken" = [])), params(UsageParams),
     responses((status = 200, description = "all tenants together, and the top tenants", body = AllTenantsReport), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn admin_api_usage(
+pub(crate) async fn admin_api_usage(
     st: web::Data<AppState>,
     _: Admin,
     req: HttpRequest,
@@ -357,7 +357,7 @@ pub async fn admin_api_usage(
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct AnomalyParams {
+pub(crate) struct AnomalyParams {
     /// `day`, `week` (the default), `month` or `custom` (with `from`, `to`).
     pub range: Option<String>,
     pub from: Option<String>,
@@ -369,7 +369,7 @@ pub struct AnomalyParams {
 /// One unusual hour of one tenant, or (`tenantId` null) of every tenant together.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TenantAnomaly {
+pub(crate) struct TenantAnomaly {
     pub tenant_id: Option<String>,
     #[serde(flatten)]
     pub anomaly: AnomalyView,
@@ -377,13 +377,13 @@ pub struct TenantAnomaly {
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AnomaliesReport {
+pub(crate) struct AnomaliesReport {
     pub range: super::report::RangeView,
     /// Tenants looked at: those with requests in the range or its baseline
     /// weeks, the busiest first, up to `tenants`.
-    pub tenants_checked: usize,
+    pub(crate) tenants_checked: usize,
     /// Tenants with requests then that were not looked at.
-    pub tenants_skipped: usize,
+    pub(crate) tenants_skipped: usize,
     /// Newest first, then by tenant.
     pub anomalies: Vec<TenantAnomaly>,
 }
@@ -393,7 +393,7 @@ pub struct AnomaliesReport {
     get, path = "/api/admin/anomalies", tag = "analytics", security(("adminToken" = [])), params(AnomalyParams),
     responses((status = 200, description = "the unusual hours of every tenant (and of all together) in the range's last 31 days", body = AnomaliesReport), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad range or tenants", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn admin_anomalies(
+pub(crate) async fn admin_anomalies(
     st: web::Data<AppState>,
     _: Admin,
     req: HttpRequest,

@@ -215,7 +215,7 @@ impl From<TenantBody> for Tenant {
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = ApiKey)]
-pub struct KeyBody {
+pub(crate) struct KeyBody {
     pub id: String,
     pub tenant_id: String,
     pub name: String,

@@ -10,7 +10,7 @@ use crate::metering::tokens::count_tokens;
 use crate::model::{recordable_model, TokenCounts};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChatReply {
+pub(crate) struct ChatReply {
     pub reply: String,
     pub model: String,
     pub prompt_tokens: u64,
@@ -18,7 +18,7 @@ pub struct ChatReply {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ChatError {
+pub(crate) enum ChatError {
     #[error("the chat upstream did not answer in time")]
     Timeout,
     #[error("the chat upstream failed: {0}")]
@@ -50,7 +50,11 @@ impl ChatBackend {
         }
     }
 
-    pub async fn complete(&self, message: &str, model: &str) -> Result<ChatReply, ChatError> {
+    pub(crate) async fn complete(
+        &self,
+        message: &str,
+        model: &str,
+    ) -> Result<ChatReply, ChatError> {
         match self {
             ChatBackend::Echo => {
                 let reply = format!("Echo: {message}");

@@ -52,7 +52,7 @@ fn send_within(tx: &tokio::sync::mpsc::Sender<Bytes>, chunk: Bytes) -> bool {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ExportParams {
+pub(crate) struct ExportParams {
     pub from: Option<String>,
     pub to: Option<String>,
     pub format: Option<String>,
@@ -64,7 +64,7 @@ enum Format {
     Ndjson,
 }
 
-pub const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried\n";
+pub(crate) const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried\n";
 
 /// Characters a spreadsheet skips or shows as nothing before a formula's
 /// sign: spaces of every width, the byte order mark, zero-width and
@@ -216,7 +216,7 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
     get, path = "/api/billing/api-usage/export", tag = "analytics", security(("tenantKey" = []), ("tenantKeyHeader" = [])), params(ExportParams),
     responses((status = 200, description = "raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn export(
+pub(crate) async fn export(
     st: web::Data<AppState>,
     auth: TenantAuth,
     req: HttpRequest,
@@ -231,7 +231,7 @@ pub async fn export(
     get, path = "/api/admin/tenants/{id}/api-usage/export", tag = "analytics", security(("adminToken" = [])), params(("id" = String, Path, description = "tenant id"), ExportParams),
     responses((status = 200, description = "the tenant's raw records, streamed (CSV with a header row, or NDJSON)", content_type = "text/csv"), (status = 401, description = "no or wrong admin token", body = crate::http::wire::error::ErrorBody), (status = 404, description = "no such tenant", body = crate::http::wire::error::ErrorBody), (status = 422, description = "bad parameters", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn admin_export(
+pub(crate) async fn admin_export(
     st: web::Data<AppState>,
     _: Admin,
     id: web::Path<String>,

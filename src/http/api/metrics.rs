@@ -13,7 +13,7 @@ use crate::telemetry::metrics::{encode, Family, Value};
     get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain"), (status = 401, description = "a scrape token is configured ([metrics] token_env) and was not sent", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn metrics(
+pub(crate) async fn metrics(
     st: web::Data<AppState>,
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {

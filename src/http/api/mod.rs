@@ -3,13 +3,13 @@
 //! `report.rs`), `/metrics`, the chat bot and its upstream (`chat.rs`),
 //! and their bodies (`types.rs`, `catalog.rs`, `batch.rs`).
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod analytics;
 pub mod batch;
-pub mod catalog;
-pub mod chat;
-pub mod export;
-pub mod metrics;
+pub(crate) mod catalog;
+pub(crate) mod chat;
+pub(crate) mod export;
+pub(crate) mod metrics;
 pub mod report;
-pub mod tenant;
+pub(crate) mod tenant;
 pub mod types;

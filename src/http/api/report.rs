@@ -22,7 +22,7 @@ fn time(ms: i64) -> String {
 }
 
 /// The name of a bucket size, in the API.
-pub fn grain_name(g: Grain) -> &'static str {
+pub(crate) fn grain_name(g: Grain) -> &'static str {
     match g {
         Grain::Minute => "minute",
         Grain::Hour => "hour",
@@ -34,20 +34,20 @@ pub fn grain_name(g: Grain) -> &'static str {
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub total_requests: u64,
-    pub successful_requests: u64,
-    pub failed_requests: u64,
-    pub rejected_requests: u64,
+    pub(crate) successful_requests: u64,
+    pub(crate) failed_requests: u64,
+    pub(crate) rejected_requests: u64,
     /// Percent of requests that succeeded; null when there were none.
-    pub success_rate: Option<f64>,
+    pub(crate) success_rate: Option<f64>,
     pub total_tokens: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    pub avg_response_time_ms: Option<f64>,
-    pub p50_response_time_ms: Option<f64>,
-    pub p95_response_time_ms: Option<f64>,
-    pub p99_response_time_ms: Option<f64>,
-    pub estimated_cost_usd: Money,
-    pub requests_per_minute: f64,
+    pub(crate) avg_response_time_ms: Option<f64>,
+    pub(crate) p50_response_time_ms: Option<f64>,
+    pub(crate) p95_response_time_ms: Option<f64>,
+    pub(crate) p99_response_time_ms: Option<f64>,
+    pub(crate) estimated_cost_usd: Money,
+    pub(crate) requests_per_minute: f64,
 }
 
 impl Summary {
@@ -82,7 +82,7 @@ pub struct Point {
     pub errors: u64,
     pub tokens: u64,
     pub cost_usd: Money,
-    pub avg_response_time_ms: Option<f64>,
+    pub(crate) avg_response_time_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
@@ -92,13 +92,13 @@ pub struct EndpointRow {
     pub method: String,
     pub requests: u64,
     pub errors: u64,
-    pub avg_response_time_ms: Option<f64>,
-    pub p95_response_time_ms: Option<f64>,
+    pub(crate) avg_response_time_ms: Option<f64>,
+    pub(crate) p95_response_time_ms: Option<f64>,
     pub tokens: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct StatusRow {
+pub(crate) struct StatusRow {
     pub status: u16,
     pub count: u64,
 }
@@ -115,7 +115,7 @@ pub struct ModelRow {
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PartyRow {
+pub(crate) struct PartyRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,7 +153,7 @@ fn party_rows(rows: &[(String, PartyAgg)], kind: Party) -> Vec<PartyRow> {
 #[serde(rename_all = "camelCase")]
 pub struct BreakdownRow {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
+    pub(crate) api_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,7 +164,7 @@ pub struct BreakdownRow {
     pub cost_usd: Money,
     /// Integrations only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub p95_response_time_ms: Option<f64>,
+    pub(crate) p95_response_time_ms: Option<f64>,
 }
 
 #[derive(Clone, Copy)]
@@ -195,7 +195,7 @@ fn breakdown<'a>(
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct HourRow {
+pub(crate) struct HourRow {
     pub hour: u32,
     pub requests: u64,
 }
@@ -208,13 +208,13 @@ pub struct Report {
     pub summary: Summary,
     pub series: Vec<Point>,
     pub endpoints: Vec<EndpointRow>,
-    pub status_codes: Vec<StatusRow>,
+    pub(crate) status_codes: Vec<StatusRow>,
     pub models: Vec<ModelRow>,
-    pub top_users: Vec<PartyRow>,
-    pub top_bots: Vec<PartyRow>,
-    pub peak_hours: Vec<HourRow>,
+    pub(crate) top_users: Vec<PartyRow>,
+    pub(crate) top_bots: Vec<PartyRow>,
+    pub(crate) peak_hours: Vec<HourRow>,
     /// By API version (given, or the endpoint's first path segment), by requests.
-    pub api_versions: Vec<BreakdownRow>,
+    pub(crate) api_versions: Vec<BreakdownRow>,
     /// By the caller's country (given, or looked up in `[geoip] mmdb`).
     pub countries: Vec<BreakdownRow>,
     /// By `[[proxy]]` name (gateway requests).
@@ -323,10 +323,10 @@ impl From<&Usage> for Report {
 /// Tenants ranked three ways, for the operators' view.
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TopTenants {
-    pub by_requests: Vec<PartyRow>,
-    pub by_tokens: Vec<PartyRow>,
-    pub by_cost: Vec<PartyRow>,
+pub(crate) struct TopTenants {
+    pub(crate) by_requests: Vec<PartyRow>,
+    pub(crate) by_tokens: Vec<PartyRow>,
+    pub(crate) by_cost: Vec<PartyRow>,
 }
 
 impl From<&query::TopTenants> for TopTenants {
@@ -343,17 +343,17 @@ impl From<&query::TopTenants> for TopTenants {
 #[serde(rename_all = "camelCase")]
 #[schema(as = Forecast)]
 pub struct ForecastView {
-    pub period_end: String,
-    pub daily_calls: f64,
-    pub daily_tokens: f64,
-    pub daily_cost_usd: Money,
-    pub projected_calls: u64,
-    pub projected_tokens: u64,
-    pub projected_cost_usd: Money,
+    pub(crate) period_end: String,
+    pub(crate) daily_calls: f64,
+    pub(crate) daily_tokens: f64,
+    pub(crate) daily_cost_usd: Money,
+    pub(crate) projected_calls: u64,
+    pub(crate) projected_tokens: u64,
+    pub(crate) projected_cost_usd: Money,
     /// When the call quota runs out at this rate (already, or before the
     /// period ends); null if it will not.
-    pub quota_exhausted_at: Option<String>,
-    pub token_quota_exhausted_at: Option<String>,
+    pub(crate) quota_exhausted_at: Option<String>,
+    pub(crate) token_quota_exhausted_at: Option<String>,
     /// `seasonal`: each remaining hour as the same hour of the week went
     /// over the last weeks (trend included), once there is a week of
     /// history; `average`: the period's average rate so far.
@@ -383,7 +383,7 @@ impl From<&Forecast> for ForecastView {
 #[schema(as = Recommendation)]
 pub struct RecommendationView {
     pub plan_id: String,
-    pub plan_name: String,
+    pub(crate) plan_name: String,
     pub price_usd_monthly: Money,
     pub reason: String,
 }
@@ -444,7 +444,7 @@ pub struct InsightView {
     pub kind: &'static str,
     pub title: String,
     pub detail: String,
-    pub estimated_monthly_savings_usd: Money,
+    pub(crate) estimated_monthly_savings_usd: Money,
 }
 
 impl From<&Insight> for InsightView {

@@ -39,7 +39,7 @@ fn opt_text<S: Default + std::ops::Deref<Target = str>>(
     responses((status = 200, description = "allowed: the calls are consumed", body = AuthorizeResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))),
         (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 403, description = "tenant suspended", body = crate::http::wire::error::ErrorBody), (status = 429, description = "rate_limited, quota_exceeded or token_quota_exceeded; Retry-After set", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid field", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn authorize(
+pub(crate) async fn authorize(
     auth: TenantAuth,
     body: OptionalJson<AuthorizeRequest>,
     http: actix_web::HttpRequest,
@@ -145,7 +145,7 @@ fn tokens_to_reserve(tenant: &TenantState, estimate: Option<u64>) -> Result<u64,
     request_body(content = AuthorizeRequest, description = "optional"),
     responses((status = 200, description = "whether `cost` calls would be allowed; nothing consumed", body = CheckResponse, headers(("X-RateLimit-Limit" = u64), ("X-RateLimit-Remaining" = u64), ("X-RateLimit-Reset" = String), ("RateLimit" = String), ("RateLimit-Policy" = String))), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn check(
+pub(crate) async fn check(
     auth: TenantAuth,
     body: OptionalJson<AuthorizeRequest>,
     http: HttpRequest,
@@ -188,7 +188,7 @@ pub async fn check(
     request_body(content((crate::http::api::types::UsageBody = "application/json"), (String = "application/x-ndjson")), description = "one record or an array of up to 10,000 (JSON), or up to 10,000 records one per line (NDJSON)"),
     responses((status = 202, description = "every record taken; each will be persisted", body = crate::http::api::types::Accepted), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 403, description = "tenant suspended, or a record names another tenant", body = crate::http::wire::error::ErrorBody), (status = 413, description = "body over the cap", body = crate::http::wire::error::ErrorBody), (status = 415, description = "neither JSON nor NDJSON", body = crate::http::wire::error::ErrorBody), (status = 422, description = "invalid record", body = crate::http::wire::error::ErrorBody), (status = 429, description = "ingest_rate_limited: over the plan's records per second; nothing taken; Retry-After set", body = crate::http::wire::error::ErrorBody), (status = 503, description = "ingest_queue_full or store_unavailable: nothing taken; Retry-After set", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn ingest(
+pub(crate) async fn ingest(
     st: web::Data<AppState>,
     auth: TenantAuth,
     req: HttpRequest,
@@ -420,7 +420,7 @@ fn admit_batch(st: &AppState, tenant: &TenantState, n: usize, now: i64) -> Resul
     get, path = "/api/billing/usage", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     responses((status = 200, description = "this period's calls and tokens against the plan", body = BillingUsage), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn billing_usage(
+pub(crate) async fn billing_usage(
     st: web::Data<AppState>,
     auth: TenantAuth,
 ) -> Result<HttpResponse, ApiError> {
@@ -430,7 +430,7 @@ pub async fn billing_usage(
 /// The period's calls and tokens against the plan: with `[cluster]`, the
 /// fleet's figures as Redis has them (the same on every instance), else
 /// (or while Redis cannot answer) this instance's counters.
-pub async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> BillingUsage {
+pub(crate) async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> BillingUsage {
     let mut decision = tenant.snapshot(st.metering.clock.now_nanos());
     if let Some(cluster) = &st.metering.cluster {
         if let Some((calls, tokens)) = cluster.fleet_usage(tenant).await {
@@ -446,14 +446,17 @@ pub async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> BillingUsag
     get, path = "/api/billing/subscription", tag = "billing", security(("tenantKey" = []), ("tenantKeyHeader" = [])),
     responses((status = 200, body = SubscriptionView), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn billing_subscription(
+pub(crate) async fn billing_subscription(
     st: web::Data<AppState>,
     auth: TenantAuth,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(subscription_view(&st, &auth.tenant().id)?))
 }
 
-pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionView, ApiError> {
+pub(crate) fn subscription_view(
+    st: &AppState,
+    tenant_id: &str,
+) -> Result<SubscriptionView, ApiError> {
     let tenant = st
         .metering
         .registry
@@ -483,7 +486,7 @@ pub fn subscription_view(st: &AppState, tenant_id: &str) -> Result<SubscriptionV
     request_body = ChatRequest,
     responses((status = 200, description = "the bot's reply, metered", body = ChatResponse), (status = 401, description = "no or unknown key", body = crate::http::wire::error::ErrorBody), (status = 429, description = "over a limit", body = crate::http::wire::error::ErrorBody), (status = 502, description = "upstream failed", body = crate::http::wire::error::ErrorBody), (status = 504, description = "upstream timed out", body = crate::http::wire::error::ErrorBody))
 )]
-pub async fn chat(
+pub(crate) async fn chat(
     st: web::Data<AppState>,
     auth: TenantAuth,
     body: ApiJson<ChatRequest>,

@@ -15,14 +15,14 @@ use crate::model::{CompactString, Plan, RecordExtra, UsageRecord};
 use crate::quota::Decision;
 use crate::stack_text::StackText;
 
-pub const MAX_SAFE: u64 = 1 << 53;
+pub(crate) const MAX_SAFE: u64 = 1 << 53;
 /// The longest `responseTime` a record may report: one day, in ms (1e308
 /// turned averages into null and p99 into 162,768,518 ms).
-pub const MAX_RESPONSE_MS: f64 = 86_400_000.0;
+pub(crate) const MAX_RESPONSE_MS: f64 = 86_400_000.0;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AuthorizeRequest {
+pub(crate) struct AuthorizeRequest {
     pub cost: Option<u64>,
     // The fields a record keeps are read as it keeps them (inline up to
     // 24 bytes, so a usual request allocates nothing for them).
@@ -34,24 +34,24 @@ pub struct AuthorizeRequest {
     #[schema(value_type = Option<String>)]
     pub bot_id: Option<CompactString>,
     #[serde(default)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// The API version the request uses; by default the endpoint's first
     /// path segment when it names one (`/v1/...`, `/2024-06-01/...`).
     #[schema(value_type = Option<String>)]
-    pub api_version: Option<CompactString>,
+    pub(crate) api_version: Option<CompactString>,
     /// The caller's ISO 3166-1 alpha-2 country, when the application knows it.
     pub country: Option<String>,
     /// The caller's address, to find its country in `[geoip] mmdb` when
     /// `country` is not given; looked up, never stored.
-    pub client_ip: Option<String>,
+    pub(crate) client_ip: Option<String>,
     /// Tokens the call may use, reserved of the token quota until a usage
     /// record with the answer's `reservationId` settles them (default:
     /// the plan's `reserveTokens`).
-    pub estimate_tokens: Option<u64>,
+    pub(crate) estimate_tokens: Option<u64>,
 }
 
 /// An optional `clientIp`, or a 422's message.
-pub fn opt_ip(ip: Option<&str>) -> Result<Option<std::net::IpAddr>, String> {
+pub(crate) fn opt_ip(ip: Option<&str>) -> Result<Option<std::net::IpAddr>, String> {
     ip.map(|ip| {
         ip.trim()
             .parse()
@@ -61,7 +61,7 @@ pub fn opt_ip(ip: Option<&str>) -> Result<Option<std::net::IpAddr>, String> {
 }
 
 /// An optional `apiVersion` as recorded, or a 422's message.
-pub fn opt_version(v: Option<CompactString>) -> Result<CompactString, String> {
+pub(crate) fn opt_version(v: Option<CompactString>) -> Result<CompactString, String> {
     match v {
         Some(v) if !crate::model::recordable_version(&v) => {
             Err("apiVersion must be 1 to 64 bytes without control characters".into())
@@ -71,7 +71,7 @@ pub fn opt_version(v: Option<CompactString>) -> Result<CompactString, String> {
 }
 
 /// An optional `country` as recorded (upper case), or a 422's message.
-pub fn opt_country(c: Option<&str>) -> Result<CompactString, String> {
+pub(crate) fn opt_country(c: Option<&str>) -> Result<CompactString, String> {
     match c {
         None | Some("") => Ok(CompactString::default()),
         Some(c) => crate::model::country_code(c)
@@ -81,20 +81,20 @@ pub fn opt_country(c: Option<&str>) -> Result<CompactString, String> {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuthorizeResponse<'a> {
+pub(crate) struct AuthorizeResponse<'a> {
     pub allowed: bool,
     pub limit: Option<u64>,
     pub used: u64,
     pub remaining: Option<u64>,
     #[schema(value_type = String)]
-    pub reset_at: MsText,
+    pub(crate) reset_at: MsText,
     pub plan: &'a str,
     /// When tokens were reserved: the id a usage record names to settle them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reservation_id: Option<&'a str>,
+    pub(crate) reservation_id: Option<&'a str>,
     /// The tokens reserved (with `reservationId`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reserved_tokens: Option<u64>,
+    pub(crate) reserved_tokens: Option<u64>,
 }
 
 impl crate::http::wire::json::WriteJson for AuthorizeResponse<'_> {
@@ -136,14 +136,14 @@ fn write_quota_state<const N: usize>(
 #[serde(rename_all = "camelCase")]
 pub struct CheckResponse<'a> {
     /// The seed's name for `allowed`, kept for its clients.
-    pub is_allowed: bool,
+    pub(crate) is_allowed: bool,
     /// As `POST /api/v1/authorize` names it.
     pub allowed: bool,
     pub limit: Option<u64>,
     pub used: u64,
     pub remaining: Option<u64>,
     #[schema(value_type = String)]
-    pub reset_at: MsText,
+    pub(crate) reset_at: MsText,
     pub plan: &'a str,
     /// Why not, when `isAllowed` is false (the code a 429 would carry).
     pub reason: Option<&'static str>,
@@ -179,7 +179,7 @@ impl Text<'_> {
     }
 
     /// As a record keeps it: up to 24 bytes inline, with no allocation.
-    pub fn compact(self) -> CompactString {
+    pub(crate) fn compact(self) -> CompactString {
         match self.0 {
             Cow::Borrowed(s) => CompactString::new(s),
             Cow::Owned(s) => CompactString::from(s),
@@ -245,8 +245,8 @@ pub struct UsageInput<'a> {
     #[serde(borrow)]
     #[schema(value_type = Option<String>)]
     pub method: Option<Text<'a>>,
-    pub status_code: Option<u64>,
-    pub response_time: Option<f64>,
+    pub(crate) status_code: Option<u64>,
+    pub(crate) response_time: Option<f64>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub tokens_used: Option<u64>,
@@ -267,23 +267,23 @@ pub struct UsageInput<'a> {
     /// endpoint's first path segment when it looks like one (`v1`, `2024-06-01`).
     #[serde(borrow)]
     #[schema(value_type = Option<String>)]
-    pub api_version: Option<Text<'a>>,
+    pub(crate) api_version: Option<Text<'a>>,
     /// ISO 3166-1 alpha-2 country of the caller.
     #[serde(borrow)]
     #[schema(value_type = Option<String>)]
     pub country: Option<Text<'a>>,
     /// 0 for a first attempt; above 0 for a retry.
-    pub retry_attempt: Option<u64>,
+    pub(crate) retry_attempt: Option<u64>,
     /// The `reservationId` of the authorize this record reports on: its
     /// tokens replace the tokens reserved (send `calls: 0`).
     #[serde(borrow)]
     #[schema(value_type = Option<String>)]
-    pub reservation_id: Option<Text<'a>>,
+    pub(crate) reservation_id: Option<Text<'a>>,
     /// The caller's address, to find its country in `[geoip] mmdb` when
     /// `country` is not given; looked up, never stored.
     #[serde(borrow)]
     #[schema(value_type = Option<String>)]
-    pub client_ip: Option<Text<'a>>,
+    pub(crate) client_ip: Option<Text<'a>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -314,23 +314,23 @@ impl Meter {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PeriodView {
+pub(crate) struct PeriodView {
     pub start: String,
     pub end: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BillingUsage {
+pub(crate) struct BillingUsage {
     pub period: PeriodView,
     pub plan: PlanBody,
     pub calls: Meter,
     pub tokens: Meter,
-    pub reset_at: String,
+    pub(crate) reset_at: String,
 }
 
 impl BillingUsage {
-    pub fn new(plan: Plan, d: &Decision) -> BillingUsage {
+    pub(crate) fn new(plan: Plan, d: &Decision) -> BillingUsage {
         BillingUsage {
             period: PeriodView {
                 start: fmt_ms(d.period.start()),
@@ -346,18 +346,18 @@ impl BillingUsage {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct SubscriptionView {
+pub(crate) struct SubscriptionView {
     pub tenant_id: String,
-    pub tenant_name: String,
+    pub(crate) tenant_name: String,
     pub plan: PlanBody,
     pub status: StatusBody,
-    pub current_period_start: String,
-    pub current_period_end: String,
+    pub(crate) current_period_start: String,
+    pub(crate) current_period_end: String,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ChatRequest {
+pub(crate) struct ChatRequest {
     pub message: Option<String>,
     pub bot_id: Option<String>,
     pub user_id: Option<String>,
@@ -366,7 +366,7 @@ pub struct ChatRequest {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ChatUsage {
+pub(crate) struct ChatUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
@@ -374,7 +374,7 @@ pub struct ChatUsage {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ChatResponse {
+pub(crate) struct ChatResponse {
     pub reply: String,
     pub model: String,
     pub usage: ChatUsage,
@@ -383,7 +383,7 @@ pub struct ChatResponse {
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateTenant {
+pub(crate) struct CreateTenant {
     pub id: Option<String>,
     pub name: Option<String>,
     pub plan_id: Option<String>,
@@ -392,13 +392,13 @@ pub struct CreateTenant {
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateKey {
+pub(crate) struct CreateKey {
     pub name: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CreatedKey {
+pub(crate) struct CreatedKey {
     pub id: String,
     /// The secret: shown this once.
     pub key: String,
@@ -408,13 +408,13 @@ pub struct CreatedKey {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ListOf<T> {
+pub(crate) struct ListOf<T> {
     pub data: Vec<T>,
 }
 
 // ---- field bounds (SPEC §5) ----------------------------------------------------
 
-pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
         return Err(format!("{field} must be at most {max} bytes"));
     }
@@ -424,7 +424,7 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check_count(field: &str, value: u64) -> Result<u64, String> {
+pub(crate) fn check_count(field: &str, value: u64) -> Result<u64, String> {
     if value > MAX_SAFE {
         return Err(format!("{field} must be at most 2^53"));
     }
@@ -543,7 +543,7 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
 
 /// `POST /api/v1/usage`'s answer.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub accepted: u64,
 }
 
@@ -551,7 +551,7 @@ pub struct Accepted {
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[allow(dead_code)]
 #[serde(untagged)]
-pub enum UsageBody<'a> {
+pub(crate) enum UsageBody<'a> {
     One(#[serde(borrow)] Box<UsageInput<'a>>),
     Many(#[serde(borrow)] Vec<UsageInput<'a>>),
 }

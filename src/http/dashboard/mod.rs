@@ -48,7 +48,7 @@ async fn index() -> HttpResponse {
     get, path = "/dashboard/console", tag = "dashboard",
     responses((status = 200, description = "the operator console (HTML): plans, tenants and keys through the admin API; the admin token goes in the page or after `#key=`", content_type = "text/html"))
 )]
-pub async fn console() -> HttpResponse {
+pub(crate) async fn console() -> HttpResponse {
     asset("text/html; charset=utf-8", CONSOLE)
 }
 
@@ -68,7 +68,7 @@ fn to_page() -> HttpResponse {
     get, path = "/", tag = "dashboard",
     responses((status = 302, description = "to /dashboard/api-usage"))
 )]
-pub async fn root() -> HttpResponse {
+pub(crate) async fn root() -> HttpResponse {
     to_page()
 }
 
@@ -76,7 +76,7 @@ pub async fn root() -> HttpResponse {
     get, path = "/dashboard", tag = "dashboard",
     responses((status = 302, description = "to /dashboard/api-usage"))
 )]
-pub async fn dashboard_root() -> HttpResponse {
+pub(crate) async fn dashboard_root() -> HttpResponse {
     to_page()
 }
 
@@ -84,7 +84,7 @@ pub async fn dashboard_root() -> HttpResponse {
     get, path = "/docs", tag = "dashboard",
     responses((status = 200, description = "a browsable reference of /api/openapi.json (HTML)", content_type = "text/html"))
 )]
-pub async fn docs() -> HttpResponse {
+pub(crate) async fn docs() -> HttpResponse {
     asset("text/html; charset=utf-8", DOCS)
 }
 
@@ -111,7 +111,7 @@ async fn style_css() -> HttpResponse {
 /// The page's routes, as (path, route) pairs for `http/` to register
 /// (anything else under `/dashboard` is its JSON 404). The page knows
 /// nothing of `http/`.
-pub fn pages() -> Vec<(&'static str, Route)> {
+pub(crate) fn pages() -> Vec<(&'static str, Route)> {
     vec![
         ("/", get().to(root)),
         ("/dashboard", get().to(dashboard_root)),

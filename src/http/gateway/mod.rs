@@ -12,9 +12,9 @@
 //! dropped, and upgrades (WebSocket) are refused.
 
 mod path;
-pub mod provider;
+pub(crate) mod provider;
 mod unasked;
-pub mod usage;
+pub(crate) mod usage;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -9,12 +9,16 @@
 //! and the URL put together is checked once more after parsing.
 
 /// Why a tail was refused (the 400's message).
-pub type PathError = &'static str;
+pub(super) type PathError = &'static str;
 
 /// `upstream` (no trailing `/`) joined with `tail` (the path after the
 /// prefix, empty or starting with `/`) and `query`, if the result stays
 /// under the upstream's base path on the upstream's host.
-pub fn upstream_url(upstream: &str, tail: &str, query: Option<&str>) -> Result<String, PathError> {
+pub(super) fn upstream_url(
+    upstream: &str,
+    tail: &str,
+    query: Option<&str>,
+) -> Result<String, PathError> {
     check_tail(tail)?;
     let mut url = format!("{upstream}{tail}");
     if let Some(q) = query {

@@ -10,7 +10,7 @@
 
 /// Passes an event stream through, without the usage-only events.
 #[derive(Default)]
-pub struct UnaskedUsage {
+pub(super) struct UnaskedUsage {
     /// The event being read, up to its blank line.
     event: Vec<u8>,
     /// Bytes of the current line so far (to spot the blank one).
@@ -23,7 +23,7 @@ const MAX_EVENT: usize = 1 << 20;
 impl UnaskedUsage {
     /// The bytes of `chunk` to forward: every event it completes, except a
     /// usage-only one. An incomplete event waits for the next chunk.
-    pub fn pass(&mut self, chunk: &[u8]) -> Vec<u8> {
+    pub(super) fn pass(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len());
         for &b in chunk {
             self.event.push(b);
@@ -45,7 +45,7 @@ impl UnaskedUsage {
     }
 
     /// What is left at the stream's end (an event without its blank line).
-    pub fn rest(&mut self) -> Vec<u8> {
+    pub(super) fn rest(&mut self) -> Vec<u8> {
         self.line_len = 0;
         let mut out = Vec::new();
         if !self.event.is_empty() && !usage_only(&self.event) {

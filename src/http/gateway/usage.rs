@@ -30,7 +30,7 @@ const MAX_LINE: usize = 1 << 20;
 
 /// Token counts read from a response, and where they came from.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub counts: TokenCounts,
     pub model: Option<String>,
     /// Estimated: the upstream reported no usage.
@@ -39,7 +39,7 @@ pub struct Usage {
 
 /// The `usage` of an OpenAI-style object (`prompt_tokens`/`completion_tokens`
 /// or `input_tokens`/`output_tokens`), if it has one.
-pub fn usage_of(usage: &Value) -> Option<TokenCounts> {
+pub(crate) fn usage_of(usage: &Value) -> Option<TokenCounts> {
     let u = usage.as_object()?;
     let n = |keys: &[&str]| {
         keys.iter()
@@ -83,7 +83,7 @@ enum Field {
 /// Follows a JSON document's structure and keeps the top-level `usage` and
 /// `model` values. Garbage in gives nothing out, never a panic.
 #[derive(Default)]
-pub struct JsonScan {
+pub(crate) struct JsonScan {
     depth: u32,
     in_string: bool,
     escaped: bool,
@@ -104,14 +104,14 @@ pub struct JsonScan {
 
 impl JsonScan {
     /// A scan that reads `usage` as `provider` does.
-    pub fn reading(provider: &'static dyn Provider) -> JsonScan {
+    pub(crate) fn reading(provider: &'static dyn Provider) -> JsonScan {
         JsonScan {
             provider: Some(provider),
             ..JsonScan::default()
         }
     }
 
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len() as u64;
         for &b in chunk {
             self.byte(b);
@@ -185,12 +185,12 @@ impl JsonScan {
     }
 
     /// Bytes seen so far.
-    pub fn bytes_seen(&self) -> u64 {
+    pub(crate) fn bytes_seen(&self) -> u64 {
         self.bytes
     }
 
     /// The counts and model, if the document had a `usage` object.
-    pub fn finish(&mut self) -> (Option<TokenCounts>, Option<String>) {
+    pub(crate) fn finish(&mut self) -> (Option<TokenCounts>, Option<String>) {
         let parse = |b: &Option<Vec<u8>>| {
             b.as_deref()
                 .and_then(|b| serde_json::from_slice::<Value>(b.trim_ascii()).ok())
@@ -206,7 +206,7 @@ impl JsonScan {
 /// Reads an event stream's `data:` lines for `usage` (and counts the text
 /// streamed, for the estimate).
 #[derive(Default)]
-pub struct EventScan {
+pub(crate) struct EventScan {
     line: Vec<u8>,
     usage: Option<TokenCounts>,
     model: Option<String>,
@@ -218,14 +218,14 @@ pub struct EventScan {
 
 impl EventScan {
     /// A scan that reads `usage` as `provider` does.
-    pub fn reading(provider: &'static dyn Provider) -> EventScan {
+    pub(crate) fn reading(provider: &'static dyn Provider) -> EventScan {
         EventScan {
             provider: Some(provider),
             ..EventScan::default()
         }
     }
 
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             if b == b'\n' {
                 self.line_done();
@@ -294,11 +294,11 @@ impl EventScan {
     }
 
     /// Tokens of the text streamed so far (for an estimate as it passes).
-    pub fn streamed(&self) -> u64 {
+    pub(crate) fn streamed(&self) -> u64 {
         self.streamed_tokens
     }
 
-    pub fn finish(&mut self) -> (Option<TokenCounts>, Option<String>, u64) {
+    pub(crate) fn finish(&mut self) -> (Option<TokenCounts>, Option<String>, u64) {
         if !self.line.is_empty() {
             self.line_done();
             self.line.clear();
@@ -326,19 +326,19 @@ fn merged(before: TokenCounts, after: TokenCounts) -> TokenCounts {
 
 /// What the gateway learnt of an OpenAI-style request body.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct LlmRequest {
+pub(crate) struct LlmRequest {
     pub model: String,
     /// Estimated prompt tokens (the text of `messages`, `prompt` or `input`).
     pub prompt_tokens: u64,
     /// The most the answer may hold (`max_tokens`, `max_completion_tokens`
     /// or `max_output_tokens`), when the request says.
-    pub max_output: Option<u64>,
+    pub(crate) max_output: Option<u64>,
 }
 
 impl LlmRequest {
     /// The tokens to reserve before the call: the prompt's estimate and
     /// the most the answer may hold (else `default_output`).
-    pub fn reserve(&self, default_output: u64) -> u64 {
+    pub(crate) fn reserve(&self, default_output: u64) -> u64 {
         self.prompt_tokens
             .saturating_add(self.max_output.unwrap_or(default_output))
     }
@@ -348,7 +348,7 @@ impl LlmRequest {
 /// estimate needs, and the body to send instead when `provider` rewrote
 /// the call to report its usage ([`Provider::ask_for_usage`]), so that a
 /// tenant cannot stream tokens past its token quota by leaving it out.
-pub fn inspect_request(
+pub(crate) fn inspect_request(
     path: &str,
     body: &[u8],
     provider: &dyn Provider,
@@ -402,7 +402,7 @@ fn count_text(v: &Value) -> u64 {
 /// The estimate for an OpenAI-style call answered without `usage`: the
 /// request's prompt, and the completion from the text streamed (or, for a
 /// JSON body, a token per 4 bytes of it).
-pub fn estimate(request: &LlmRequest, completion: u64) -> Usage {
+pub(crate) fn estimate(request: &LlmRequest, completion: u64) -> Usage {
     Usage {
         counts: TokenCounts::from_upstream(request.prompt_tokens, completion, 0),
         model: None,

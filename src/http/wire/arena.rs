@@ -22,7 +22,7 @@ thread_local! {
 }
 
 /// `data`, copied into this thread's arena.
-pub fn bytes_of(data: &[u8]) -> Bytes {
+pub(crate) fn bytes_of(data: &[u8]) -> Bytes {
     if data.len() > MAX_SHARED {
         return Bytes::copy_from_slice(data);
     }

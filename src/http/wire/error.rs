@@ -13,7 +13,7 @@ use crate::store::StoreError;
 
 /// Every error: SPEC §5's body (some carry more fields, e.g. a 429's limit state).
 #[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// What went wrong, for programs (`quota_exceeded`, `invalid_api_key`, ...).
@@ -30,14 +30,14 @@ pub struct ApiError {
     /// Extra body fields (429s carry limit, remaining, resetAt, retryAfterSeconds).
     pub extra: Map<String, Value>,
     /// Seconds for a `Retry-After` header (and `retryAfterSeconds` in the body).
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
     /// Why metering refused the request, when that is what this error says
     /// (the other edges map it to their own wire).
     pub refusal: Option<Refusal>,
 }
 
 /// The HTTP status of each refusal (the HTTP edge's side of the mapping).
-pub fn http_status(r: Refusal) -> StatusCode {
+pub(crate) fn http_status(r: Refusal) -> StatusCode {
     match r {
         Refusal::MissingKey
         | Refusal::MalformedCredentials
@@ -56,7 +56,7 @@ pub fn http_status(r: Refusal) -> StatusCode {
 /// Put on a response by each of Tollgate's own error answers: what it
 /// said (a gateway route rewrites it in its clients' dialect).
 #[derive(Clone, Debug)]
-pub struct Said {
+pub(crate) struct Said {
     pub code: &'static str,
     pub message: String,
     /// Metering's refusal, when that is what it was (not a bad request
@@ -85,7 +85,7 @@ impl ApiError {
     }
 
     /// Tells the client to retry after `secs` (header and body).
-    pub fn retry_after(mut self, secs: u64) -> ApiError {
+    pub(crate) fn retry_after(mut self, secs: u64) -> ApiError {
         self.retry_after = Some(secs);
         self.with("retryAfterSeconds", secs)
     }
@@ -95,7 +95,7 @@ impl ApiError {
         self
     }
 
-    pub fn bad_json(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_json(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message)
     }
 
@@ -107,7 +107,7 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, code, message)
     }
 
@@ -138,7 +138,7 @@ impl ApiError {
 }
 
 /// Runs store work on actix's blocking pool, never on a worker's event loop.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     actix_web::web::block(work)
@@ -212,12 +212,12 @@ impl From<StoreError> for ApiError {
 }
 
 /// The JSON 404 for every unknown route.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
+pub(crate) async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
 }
 
 /// The JSON 405 for a known route and a method it does not serve.
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

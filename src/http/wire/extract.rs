@@ -25,13 +25,13 @@ use crate::quota::{Decision, TenantState};
 /// the cap, 415 for another content type, 400 for malformed JSON, 422 for
 /// JSON of the wrong shape. An empty body reads as `T::default()` when
 /// `OPTIONAL` (routes whose every field has a default).
-pub struct ApiJson<T, const OPTIONAL: bool = false>(pub T);
+pub(crate) struct ApiJson<T, const OPTIONAL: bool = false>(pub T);
 
 /// A body that may be left out entirely.
-pub type OptionalJson<T> = ApiJson<T, true>;
+pub(crate) type OptionalJson<T> = ApiJson<T, true>;
 
 /// The application's state, borrowed from the request.
-pub fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+pub(crate) fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>().ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -43,13 +43,13 @@ pub fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
 
 /// The request's media type, without parameters, as sent (media types
 /// compare case-insensitively: no lower-cased copy is made for it).
-pub fn mime(req: &HttpRequest) -> Option<&str> {
+pub(crate) fn mime(req: &HttpRequest) -> Option<&str> {
     let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(ct.split(';').next()?.trim())
 }
 
 /// `application/json` or an `application/...+json` type, in any case.
-pub fn is_json_mime(mime: &str) -> bool {
+pub(crate) fn is_json_mime(mime: &str) -> bool {
     let m = mime.as_bytes();
     let starts = |p: &[u8]| m.len() >= p.len() && m[..p.len()].eq_ignore_ascii_case(p);
     let ends = |p: &[u8]| m.len() >= p.len() && m[m.len() - p.len()..].eq_ignore_ascii_case(p);
@@ -63,7 +63,7 @@ fn is_json(req: &HttpRequest) -> bool {
 /// Reads the whole body, up to `limit` bytes and within `timeout`: a body
 /// that stops arriving (one byte of a declared hundred, say) is answered
 /// 408 instead of holding the connection forever.
-pub async fn read_body(
+pub(crate) async fn read_body(
     payload: Payload,
     declared: Option<usize>,
     limit: usize,
@@ -81,7 +81,7 @@ pub async fn read_body(
 /// The whole body as [`read_body`] reads it, as `Bytes`: a body that
 /// arrives in one chunk (a small one usually does) is that chunk, not
 /// copied.
-pub async fn read_bytes(
+pub(crate) async fn read_bytes(
     payload: Payload,
     declared: Option<usize>,
     limit: usize,
@@ -121,7 +121,7 @@ fn unreadable(e: impl std::fmt::Display) -> ApiError {
 /// Hands the body to `sink` chunk by chunk as it arrives, with the caps of
 /// [`read_body`]: 413 over `limit` bytes (declared or received), 408 when
 /// it does not arrive within `timeout`.
-pub async fn stream_body(
+pub(crate) async fn stream_body(
     payload: Payload,
     declared: Option<usize>,
     limit: usize,
@@ -199,7 +199,7 @@ async fn read_chunks(
 }
 
 /// A body of any type, read up to the configured cap (413 over it).
-pub struct CappedBody(pub Vec<u8>);
+pub(crate) struct CappedBody(pub Vec<u8>);
 
 impl FromRequest for CappedBody {
     type Error = ApiError;
@@ -219,7 +219,7 @@ impl FromRequest for CappedBody {
 }
 
 /// The body's `Content-Length`, when given.
-pub fn declared_length(req: &HttpRequest) -> Option<usize> {
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -227,7 +227,7 @@ pub fn declared_length(req: &HttpRequest) -> Option<usize> {
 }
 
 /// Parses JSON, telling malformed input (400) from the wrong shape (422).
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
         _ => ApiError::bad_json(format!("malformed JSON: {e}")),
@@ -274,13 +274,13 @@ impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
 /// exists only while the request holds one of its tenant's places in
 /// flight, and gives the place back when the last holder - the request, or
 /// a gateway response still streaming - lets go.
-pub struct TenantCtx {
+pub(crate) struct TenantCtx {
     pub tenant: Arc<TenantState>,
     decision: Cell<Option<Decision>>,
 }
 
 impl TenantCtx {
-    pub fn decision(&self) -> Option<Decision> {
+    pub(crate) fn decision(&self) -> Option<Decision> {
         self.decision.get()
     }
 }
@@ -292,33 +292,33 @@ impl Drop for TenantCtx {
 }
 
 /// An authenticated tenant (`Authorization: Bearer <key>` or `X-API-Key`).
-pub struct TenantAuth {
+pub(crate) struct TenantAuth {
     ctx: Rc<TenantCtx>,
 }
 
 impl TenantAuth {
     /// The tenant (held once, by the request's context).
-    pub fn tenant(&self) -> &Arc<TenantState> {
+    pub(crate) fn tenant(&self) -> &Arc<TenantState> {
         &self.ctx.tenant
     }
 
     /// Whether `cost` calls (and `tokens` reserved) would pass now; takes
     /// nothing (a dry run, `/api/v1/check`).
-    pub fn check(&self, m: &Metering, cost: u64, tokens: u64) -> Decision {
+    pub(crate) fn check(&self, m: &Metering, cost: u64, tokens: u64) -> Decision {
         let d = m.check(self.tenant(), cost, tokens, m.clock.now_nanos());
         self.decided(d);
         d
     }
 
     /// Makes the response's headers describe `d` (a state, not a decision).
-    pub fn decided(&self, d: Decision) {
+    pub(crate) fn decided(&self, d: Decision) {
         self.ctx.decision.set(Some(d));
     }
 
     /// Decides `cost` calls (reserving `tokens`) of this tenant now, as
     /// [`Meter::decide`] does, and makes the response's headers describe
     /// the decision.
-    pub async fn meter<S: std::ops::Deref<Target = Metering>>(
+    pub(crate) async fn meter<S: std::ops::Deref<Target = Metering>>(
         &self,
         m: S,
         cost: u64,
@@ -333,13 +333,13 @@ impl TenantAuth {
 
     /// Makes the response's headers describe the tenant's limits as they
     /// stand now (once the answer has changed them).
-    pub fn shows_now(&self, m: &Metering) {
+    pub(crate) fn shows_now(&self, m: &Metering) {
         self.decided(self.tenant().snapshot(m.clock.now_nanos()));
     }
 
     /// Keeps the request's in-flight place for as long as the returned
     /// handle lives (a gateway response streams past the handler).
-    pub fn hold(&self) -> Rc<TenantCtx> {
+    pub(crate) fn hold(&self) -> Rc<TenantCtx> {
         self.ctx.clone()
     }
 }
@@ -381,7 +381,7 @@ impl FromRequest for TenantAuth {
 
 /// Whether the client says this is a retry: the OpenAI and Anthropic
 /// SDKs send `x-stainless-retry-count` (0 on the first attempt).
-pub fn retried(req: &HttpRequest) -> bool {
+pub(crate) fn retried(req: &HttpRequest) -> bool {
     req.headers()
         .get("x-stainless-retry-count")
         .and_then(|v| v.to_str().ok())
@@ -391,7 +391,7 @@ pub fn retried(req: &HttpRequest) -> bool {
 
 /// A request carrying the admin token, exactly as `Authorization: Bearer
 /// <token>`: not in `X-API-Key`, not with another spelling of the scheme.
-pub struct Admin;
+pub(crate) struct Admin;
 
 /// The admin token a request presents, if any, in the one accepted form.
 fn presented_admin(req: &HttpRequest) -> Result<Option<&str>, ApiError> {

@@ -40,7 +40,12 @@ pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
 /// them, and no allocation but the map's: the values are written into
 /// one buffer on the stack, copied once into the response arena
 /// ([`super::arena`]) as a `Bytes` that every `HeaderValue` shares.
-pub fn apply(headers: &mut HeaderMap, d: Option<&Decision>, success: bool, request_id: &str) {
+pub(crate) fn apply(
+    headers: &mut HeaderMap,
+    d: Option<&Decision>,
+    success: bool,
+    request_id: &str,
+) {
     let mut values = match d {
         Some(d) => Values::of(d, success),
         None => Values::empty(),

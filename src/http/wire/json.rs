@@ -17,7 +17,7 @@ use crate::stack_text::StackText;
 const STACK: usize = 512;
 
 /// `value` as the JSON body of `builder`'s response.
-pub fn json(builder: HttpResponseBuilder, value: &impl Serialize) -> HttpResponse {
+pub(crate) fn json(builder: HttpResponseBuilder, value: &impl Serialize) -> HttpResponse {
     let mut buf = SmallVec::<[u8; STACK]>::new();
     match serde_json::to_writer(&mut buf, value) {
         Ok(()) => body(builder, &buf),
@@ -29,14 +29,14 @@ pub fn json(builder: HttpResponseBuilder, value: &impl Serialize) -> HttpRespons
 /// every request's path (`serde_json` spends a tenth of the authorize
 /// path's own time on its 130 bytes, a write call per piece). It writes
 /// exactly what `serde_json` writes for the same value (tested with each).
-pub trait WriteJson: Serialize {
+pub(crate) trait WriteJson: Serialize {
     /// Fails only when the text does not fit in `w`.
     fn write_json<const N: usize>(&self, w: &mut StackText<N>) -> fmt::Result;
 }
 
 /// `value` as the JSON body of `builder`'s response, by its own writer
 /// (by `serde_json` when it does not fit on the stack).
-pub fn json_of(builder: HttpResponseBuilder, value: &impl WriteJson) -> HttpResponse {
+pub(crate) fn json_of(builder: HttpResponseBuilder, value: &impl WriteJson) -> HttpResponse {
     let mut w = StackText::<STACK>::new();
     match value.write_json(&mut w) {
         Ok(()) => body(builder, w.text()),

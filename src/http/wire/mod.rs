@@ -4,12 +4,12 @@
 //! JSON (`arena.rs`, `json.rs`), amounts (`money.rs`), method routes
 //! (`route.rs`) and bounded places for long work (`slots.rs`).
 
-pub mod arena;
-pub mod error;
-pub mod extract;
-pub mod headers;
-pub mod json;
-pub mod money;
-pub mod request_id;
-pub mod route;
-pub mod slots;
+pub(crate) mod arena;
+pub(crate) mod error;
+pub(crate) mod extract;
+pub(crate) mod headers;
+pub(crate) mod json;
+pub(crate) mod money;
+pub(crate) mod request_id;
+pub(crate) mod route;
+pub(crate) mod slots;

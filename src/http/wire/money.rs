@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 const PLACES: usize = 10;
 
 /// `usd` as a plain decimal: at most ten places, trailing zeros dropped.
-pub fn decimal(usd: f64) -> String {
+pub(crate) fn decimal(usd: f64) -> String {
     if !usd.is_finite() {
         return "0".into();
     }

@@ -5,20 +5,20 @@ use std::fmt;
 
 use actix_web::http::header::{HeaderMap, HeaderName};
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest id taken from a client.
 const MAX: usize = 64;
 
 /// The caller's `X-Request-Id` when it is a sane token (1-64 characters of
 /// letters, digits, `-`, `_`, `.`, `:`), else 16 new random hex digits.
-pub struct RequestId {
+pub(crate) struct RequestId {
     bytes: [u8; MAX],
     len: usize,
 }
 
 impl RequestId {
-    pub fn of(headers: &HeaderMap) -> RequestId {
+    pub(crate) fn of(headers: &HeaderMap) -> RequestId {
         let mut id = RequestId {
             bytes: [0; MAX],
             len: 0,
@@ -49,7 +49,7 @@ impl RequestId {
         id
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // ASCII by construction.
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }

@@ -21,18 +21,18 @@ fn method(m: Method) -> Route {
     web::route().guard(MethodIs(m))
 }
 
-pub fn get() -> Route {
+pub(crate) fn get() -> Route {
     method(Method::GET)
 }
 
-pub fn post() -> Route {
+pub(crate) fn post() -> Route {
     method(Method::POST)
 }
 
-pub fn patch() -> Route {
+pub(crate) fn patch() -> Route {
     method(Method::PATCH)
 }
 
-pub fn delete() -> Route {
+pub(crate) fn delete() -> Route {
     method(Method::DELETE)
 }

@@ -16,13 +16,13 @@ use crate::model::UsageRecord;
 use crate::rollup::{Cell, Grain, Owner};
 
 #[derive(Default)]
-pub struct RollupBook {
+pub(crate) struct RollupBook {
     /// tenant -> minute bucket -> records since the last checkpoint.
     deltas: HashMap<String, BTreeMap<i64, Cell>>,
 }
 
 impl RollupBook {
-    pub fn add(&mut self, tenant: &str, records: &[UsageRecord]) {
+    pub(crate) fn add(&mut self, tenant: &str, records: &[UsageRecord]) {
         if !self.deltas.contains_key(tenant) {
             self.deltas.insert(tenant.to_string(), BTreeMap::new());
         }
@@ -37,14 +37,14 @@ impl RollupBook {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.deltas.is_empty()
     }
 
     /// Visits every delta with the cells it belongs to: for each minute
     /// delta of each tenant, `(grain, owner, bucket, delta, tenant)` once for
     /// the tenant's own cell and once for the fleet's.
-    pub fn for_each_target(&self, mut visit: impl FnMut(Grain, &Owner, i64, &Cell, &str)) {
+    pub(crate) fn for_each_target(&self, mut visit: impl FnMut(Grain, &Owner, i64, &Cell, &str)) {
         for (tenant, minutes) in &self.deltas {
             let own = Owner::tenant(tenant);
             for (minute, cell) in minutes {
@@ -60,7 +60,13 @@ impl RollupBook {
 
     /// The not-yet-absorbed part of `owner`'s cells at `grain` with
     /// `from <= bucket < to`.
-    pub fn overlay(&self, grain: Grain, owner: &Owner, from: i64, to: i64) -> BTreeMap<i64, Cell> {
+    pub(crate) fn overlay(
+        &self,
+        grain: Grain,
+        owner: &Owner,
+        from: i64,
+        to: i64,
+    ) -> BTreeMap<i64, Cell> {
         let mut out: BTreeMap<i64, Cell> = BTreeMap::new();
         if from >= to {
             return out;
@@ -92,12 +98,12 @@ impl RollupBook {
     }
 
     /// Drops a (deleted) tenant's deltas.
-    pub fn forget(&mut self, tenant: &str) {
+    pub(crate) fn forget(&mut self, tenant: &str) {
         self.deltas.remove(tenant);
     }
 
     /// After a checkpoint committed.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.deltas.clear();
     }
 }

@@ -15,10 +15,10 @@ use tokio_postgres::NoTls;
 
 use crate::store::{Failure, StoreError};
 
-pub const ENGINE: &str = "postgres";
+pub(super) const ENGINE: &str = "postgres";
 
 /// A pooled connection.
-pub type Conn = Object;
+pub(super) type Conn = Object;
 
 pub struct Pg {
     runtime: tokio::runtime::Runtime,
@@ -29,13 +29,13 @@ pub struct Pg {
 }
 
 /// Why a call failed, as the engine tells it to the rest of Tollgate.
-pub fn failed(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::engine(ENGINE, Failure::Transient, e.to_string())
 }
 
 /// The database could not be reached (no connection, a lost one, a
 /// timeout, a server shutting down), as opposed to refusing what was asked.
-pub fn unreachable(e: &StoreError) -> bool {
+pub(super) fn unreachable(e: &StoreError) -> bool {
     match e {
         StoreError::Unavailable(_) => true,
         StoreError::Engine { source, .. } => {
@@ -149,7 +149,7 @@ impl Pg {
 /// "db error" for everything the server reported, which is all that
 /// `/healthz` and the logs said during an outage.
 #[derive(Debug)]
-pub struct PgError(pub tokio_postgres::Error);
+pub(super) struct PgError(pub tokio_postgres::Error);
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -567,7 +567,7 @@ impl PgEngine {
 
     /// Records waiting in the spool, why the database is unreachable, and
     /// the records of spooled writes it refused.
-    pub fn backlog(&self) -> Backlog {
+    pub(crate) fn backlog(&self) -> Backlog {
         Backlog {
             waiting: self.spool.as_ref().map_or(0, |s| s.records()),
             down: self.down.lock().clone(),

@@ -15,7 +15,7 @@ use crate::store::StoreError;
 
 /// The listening connection, opened on the first wait and again after it
 /// is lost.
-pub struct Listener {
+pub(super) struct Listener {
     notices: SyncSender<()>,
     pub(super) inbox: Mutex<Receiver<()>>,
     open: Mutex<Option<Listening>>,

@@ -50,7 +50,7 @@ use super::ledger::Direct;
 use super::Ledger;
 use super::StoreError;
 
-pub type PgStore = Ledger<Direct<PgEngine>>;
+pub(crate) type PgStore = Ledger<Direct<PgEngine>>;
 
 /// How the engine reaches its database.
 #[derive(Clone, Debug)]
@@ -71,7 +71,7 @@ pub struct PgOptions {
 }
 
 /// The URL without its password, for messages.
-pub fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let credentials = &url[s + 3..at];

@@ -12,37 +12,38 @@ use tokio_postgres::Row;
 use crate::model::{CompactString, RecordExtra, UsageRecord};
 use crate::store::UsageBlock;
 
-pub const MS_PER_DAY: i64 = 86_400_000;
+pub(super) const MS_PER_DAY: i64 = 86_400_000;
 
 /// The columns the `COPY` writes, in its order (`id` takes its default).
-pub const COPY_RECORDS: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
+pub(super) const COPY_RECORDS: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
      status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
      metadata, calls, cost_usd, rejected, api_version, country, integration, retried) \
      FROM STDIN (FORMAT binary)";
 
 /// The columns of a `COPY` stream encoded before schema version 2 (a
 /// write still in a spool from then): the last four take their defaults.
-pub const COPY_RECORDS_V1: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
+pub(super) const COPY_RECORDS_V1: &str =
+    "COPY usage_records (day, tenant_id, ts, endpoint, method, \
      status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
      metadata, calls, cost_usd, rejected) FROM STDIN (FORMAT binary)";
 
 /// The `COPY` layout [`encode_copy`] writes (a spooled write records it).
-pub const COPY_LAYOUT: u32 = 2;
+pub(super) const COPY_LAYOUT: u32 = 2;
 
 /// The columns a read takes, in [`record`]'s order.
-pub const RECORD_COLUMNS: &str = "day, id, ts, endpoint, method, status, response_ms, \
+pub(super) const RECORD_COLUMNS: &str = "day, id, ts, endpoint, method, status, response_ms, \
      prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, metadata, calls, \
      cost_usd, rejected, api_version, country, integration, retried";
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
-pub fn day_of(ts_ms: i64) -> i64 {
+pub(super) fn day_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(MS_PER_DAY)
 }
 
 /// The partition holding day `day`: `usage_records_20261201`.
-pub fn partition(day: i64) -> String {
+pub(super) fn partition(day: i64) -> String {
     match Utc.timestamp_millis_opt(day * MS_PER_DAY).single() {
         Some(t) if (1..=9999).contains(&t.year()) => {
             format!("usage_records_{}", t.format("%Y%m%d"))
@@ -53,7 +54,7 @@ pub fn partition(day: i64) -> String {
 }
 
 /// The `CREATE TABLE` of day `day`'s partition.
-pub fn create_partition(day: i64) -> String {
+pub(super) fn create_partition(day: i64) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF usage_records FOR VALUES FROM ({day}) TO ({})",
         partition(day),
@@ -62,7 +63,7 @@ pub fn create_partition(day: i64) -> String {
 }
 
 /// The blocks' records as one binary `COPY` stream.
-pub fn encode_copy(blocks: &[&UsageBlock]) -> Vec<u8> {
+pub(super) fn encode_copy(blocks: &[&UsageBlock]) -> Vec<u8> {
     let records: usize = blocks.iter().map(|b| b.records.len()).sum();
     let mut out = Vec::with_capacity(19 + records * 200);
     out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
@@ -79,7 +80,7 @@ pub fn encode_copy(blocks: &[&UsageBlock]) -> Vec<u8> {
 
 /// Binary `COPY` streams of one layout joined into one: the first's
 /// header, every stream's rows, one trailer.
-pub fn join_copies<'a>(streams: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+pub(super) fn join_copies<'a>(streams: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
     let rows: usize = streams
         .clone()
         .map(|s| s.len().saturating_sub(COPY_HEADER + COPY_TRAILER))
@@ -160,7 +161,7 @@ fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
 
 /// A record read back with [`RECORD_COLUMNS`]; its `(day, id)` is where
 /// the next page starts.
-pub fn record(row: &Row) -> ((i32, i64), UsageRecord) {
+pub(super) fn record(row: &Row) -> ((i32, i64), UsageRecord) {
     let ts: chrono::DateTime<Utc> = row.get(2);
     let n = |i: usize| row.get::<_, i64>(i).max(0) as u64;
     let text = |i: usize| CompactString::new(row.get::<_, &str>(i));

@@ -176,7 +176,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 
 /// Brings the database to [`SCHEMA_VERSION`]; refuses one that is newer.
-pub fn migrate(pg: &Pg) -> Result<(), StoreError> {
+pub(super) fn migrate(pg: &Pg) -> Result<(), StoreError> {
     pg.run(|mut c| async move {
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])

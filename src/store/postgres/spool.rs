@@ -17,12 +17,12 @@ use crate::store::codec::{decode_with_tail, encode_with_tail};
 use crate::store::{Failure, StoreError};
 
 /// A stored cell's key: (grain, owner - `''` for the fleet -, bucket).
-pub type CellId = (i16, String, i64);
+pub(super) type CellId = (i16, String, i64);
 
 /// One usage write as it goes to PostgreSQL, computed once.
 #[derive(Serialize, Deserialize)]
 pub struct Write {
-    pub seq: u64,
+    pub(crate) seq: u64,
     pub records: u32,
     /// The days its records fall on (their partitions must exist).
     pub days: Vec<i64>,
@@ -117,7 +117,7 @@ impl Spool {
     }
 
     /// The number of the last write waiting (0 for none).
-    pub fn last_seq(&self) -> Result<u64, StoreError> {
+    pub(crate) fn last_seq(&self) -> Result<u64, StoreError> {
         Ok(self.tree.last().map_err(failed)?.map_or(0, |(k, _)| {
             u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))
         }))
@@ -144,7 +144,7 @@ impl Spool {
     }
 
     /// The oldest `n` writes waiting, oldest first.
-    pub fn first_n(&self, n: usize) -> Result<Vec<Write>, StoreError> {
+    pub(crate) fn first_n(&self, n: usize) -> Result<Vec<Write>, StoreError> {
         self.tree
             .iter()
             .take(n)

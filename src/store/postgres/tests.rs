@@ -17,7 +17,7 @@ use crate::store::contract::scanned;
 use crate::store::shared::{Changed, Shared};
 use crate::store::{Catalog, Store, StoreError, UsageBlock, UsageLog, UsageReads};
 
-pub fn options(url: &str, instance: &str) -> PgOptions {
+pub(crate) fn options(url: &str, instance: &str) -> PgOptions {
     PgOptions {
         url: url.to_string(),
         instance: instance.to_string(),

@@ -30,15 +30,15 @@ const EVERY: Duration = Duration::from_secs(1);
 
 /// What the store last knew was on disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Held {
+pub(super) struct Held {
     /// The last usage write made durable.
-    pub seq: u64,
+    pub(crate) seq: u64,
     pub plans: bool,
     pub tenants: bool,
 }
 
 #[derive(Debug)]
-pub struct Check {
+pub(super) struct Check {
     path: PathBuf,
     last: Mutex<(Option<Instant>, Held)>,
 }
@@ -46,7 +46,10 @@ pub struct Check {
 impl Check {
     /// Before sled opens `dir`: the note, and whether sled's files are
     /// there to match it (refused unless `recover`).
-    pub fn before_open(dir: &Path, recover: bool) -> Result<(Check, Option<Held>), StoreError> {
+    pub(super) fn before_open(
+        dir: &Path,
+        recover: bool,
+    ) -> Result<(Check, Option<Held>), StoreError> {
         let path = dir.join(FILE);
         let held = std::fs::read(&path)
             .ok()
@@ -74,7 +77,7 @@ impl Check {
 
     /// After sled opened: what it holds against the note (refused unless
     /// `recover`; then the note starts over from what is there).
-    pub fn after_open(
+    pub(super) fn after_open(
         &self,
         noted: Option<Held>,
         now: Held,
@@ -102,7 +105,7 @@ impl Check {
     }
 
     /// The store made `held` durable: noted, at most once a second.
-    pub fn note(&self, held: Held) {
+    pub(super) fn note(&self, held: Held) {
         {
             let mut last = self.last.lock();
             let due = last.0.is_none_or(|t| t.elapsed() >= EVERY);

@@ -17,7 +17,7 @@ use crate::store::{Failure, StoreError};
 
 type Done = Sender<sled::Result<usize>>;
 
-pub struct FlushWorker {
+pub(super) struct FlushWorker {
     tx: Option<Sender<Done>>,
     handle: Option<JoinHandle<()>>,
     deadline: Duration,
@@ -26,7 +26,7 @@ pub struct FlushWorker {
 }
 
 impl FlushWorker {
-    pub fn start(db: sled::Db, deadline: Duration) -> std::io::Result<FlushWorker> {
+    pub(super) fn start(db: sled::Db, deadline: Duration) -> std::io::Result<FlushWorker> {
         let (tx, rx) = bounded::<Done>(64);
         let handle = std::thread::Builder::new()
             .name("tollgate-sled-flush".into())
@@ -44,7 +44,7 @@ impl FlushWorker {
     }
 
     /// Makes every write so far durable, or says why not within the deadline.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    pub(super) fn flush(&self) -> Result<(), StoreError> {
         let timeout = || {
             self.stuck.store(true, Ordering::Relaxed);
             StoreError::engine(

@@ -45,7 +45,7 @@ use crate::store::{Engine, StoreError};
 
 /// The most bytes a raw block's or a journal entry's value takes, so that a
 /// full leaf page (17 values) stays under sled's blob threshold.
-pub const VALUE_BUDGET: usize = 4_000;
+pub(super) const VALUE_BUDGET: usize = 4_000;
 
 /// An encoded key and value about to be written.
 pub(super) type KeyValue = (Vec<u8>, Vec<u8>);
@@ -154,7 +154,7 @@ impl SledEngine {
     /// return and let go of the files: a second flush sees sled's global
     /// error and notifies the waiters that the failed write did not.
     /// Gives up after a second (a flush that is truly stuck stays so).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let db = self.db.clone();
         let _ = super::within(std::time::Duration::from_secs(1), move || db.flush());
     }
@@ -204,12 +204,12 @@ impl SledEngine {
     }
 
     /// Days (since the epoch) that have a raw day-tree, oldest first.
-    pub fn day_trees(&self) -> Vec<i64> {
+    pub(crate) fn day_trees(&self) -> Vec<i64> {
         self.days_of(RAW_PREFIX)
     }
 
     /// Days that have a minute-rollup tree, oldest first.
-    pub fn minute_trees(&self) -> Vec<i64> {
+    pub(crate) fn minute_trees(&self) -> Vec<i64> {
         self.days_of(MINUTE_PREFIX)
     }
 

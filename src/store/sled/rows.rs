@@ -20,7 +20,7 @@ use crate::store::{AlertMark, MarkOf, PeriodTotals, StoredCell};
 
 /// A limit: `count` per `per_seconds`, up to `burst` at once.
 #[derive(Clone, Copy, Serialize, Deserialize)]
-pub struct RateRow {
+pub(crate) struct RateRow {
     pub count: u64,
     pub per_seconds: u64,
     pub burst: u64,
@@ -67,7 +67,7 @@ impl From<RateRow> for IngestRate {
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct PlanRow {
+pub(crate) struct PlanRow {
     pub id: String,
     pub name: String,
     pub monthly_calls: Option<u64>,
@@ -113,12 +113,12 @@ impl From<PlanRow> for Plan {
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct TenantRow {
+pub(crate) struct TenantRow {
     pub id: String,
     pub name: String,
     pub plan_id: String,
     pub suspended: bool,
-    pub created_ms: i64,
+    pub(crate) created_ms: i64,
 }
 
 impl From<&Tenant> for TenantRow {
@@ -151,13 +151,13 @@ impl From<TenantRow> for Tenant {
 
 /// A key's public fields and the SHA-256 of its secret.
 #[derive(Serialize, Deserialize)]
-pub struct KeyRow {
+pub(crate) struct KeyRow {
     pub id: String,
     pub tenant_id: String,
     pub name: String,
     pub prefix: String,
-    pub created_ms: i64,
-    pub revoked_ms: Option<i64>,
+    pub(crate) created_ms: i64,
+    pub(crate) revoked_ms: Option<i64>,
     pub hash: [u8; 32],
 }
 
@@ -220,15 +220,15 @@ struct RecordRow<S, M> {
 /// no tail, and reads as records without them. Written borrowed
 /// ([`RecordExt::of`]), read owned.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RecordExt<S = CompactString> {
-    pub api_version: S,
+pub(super) struct RecordExt<S = CompactString> {
+    pub(crate) api_version: S,
     pub country: S,
     pub integration: S,
     pub retried: bool,
 }
 
 impl RecordExt {
-    pub fn of(r: &UsageRecord) -> RecordExt<&str> {
+    pub(super) fn of(r: &UsageRecord) -> RecordExt<&str> {
         let x = r.extra();
         RecordExt {
             api_version: &x.api_version,
@@ -238,12 +238,12 @@ impl RecordExt {
         }
     }
 
-    pub fn is_empty_for(r: &UsageRecord) -> bool {
+    pub(super) fn is_empty_for(r: &UsageRecord) -> bool {
         let x = r.extra();
         x.api_version.is_empty() && x.country.is_empty() && x.integration.is_empty() && !r.retried
     }
 
-    pub fn apply(self, r: &mut UsageRecord) {
+    pub(super) fn apply(self, r: &mut UsageRecord) {
         r.retried = self.retried;
         if !(self.api_version.is_empty() && self.country.is_empty() && self.integration.is_empty())
         {
@@ -256,7 +256,7 @@ impl RecordExt {
 }
 
 /// A record to encode.
-pub struct RecordOut<'a>(pub &'a UsageRecord);
+pub(super) struct RecordOut<'a>(pub &'a UsageRecord);
 
 impl Serialize for RecordOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -284,7 +284,7 @@ impl Serialize for RecordOut<'_> {
 }
 
 /// A decoded record.
-pub struct RecordIn(pub UsageRecord);
+pub(super) struct RecordIn(pub UsageRecord);
 
 impl<'de> Deserialize<'de> for RecordIn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -315,7 +315,7 @@ impl<'de> Deserialize<'de> for RecordIn {
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct TotalsRow {
+pub(crate) struct TotalsRow {
     pub calls: u64,
     pub tokens: u64,
 }
@@ -343,17 +343,17 @@ impl From<TotalsRow> for PeriodTotals {
 /// format version moves when it changes); what format 4 added
 /// ([`crate::rollup::CellExt`]) follows as a tail ([`CellRow::encode`]).
 #[derive(Serialize, Deserialize)]
-pub struct CellRow {
+pub(crate) struct CellRow {
     pub cell: Cell,
-    pub seq: u64,
+    pub(crate) seq: u64,
 }
 
 impl CellRow {
-    pub fn encode(&self) -> Result<Vec<u8>, crate::store::codec::CodecError> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, crate::store::codec::CodecError> {
         crate::store::codec::encode_with_tail(self, &self.cell.ext)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<CellRow, crate::store::codec::CodecError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<CellRow, crate::store::codec::CodecError> {
         let (mut row, ext): (CellRow, crate::rollup::CellExt) =
             crate::store::codec::decode_with_tail(bytes)?;
         row.cell.ext = ext;
@@ -380,7 +380,7 @@ impl From<CellRow> for StoredCell {
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct MarkRow {
+pub(crate) struct MarkRow {
     pub tenant: String,
     pub period: i32,
     pub url: String,

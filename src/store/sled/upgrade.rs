@@ -22,7 +22,7 @@ use crate::store::StoreError;
 pub const FORMAT_VERSION: u32 = 5;
 
 /// Checks the format of `db` and upgrades an older one (in one flush).
-pub fn check(db: &sled::Db) -> Result<(), StoreError> {
+pub(super) fn check(db: &sled::Db) -> Result<(), StoreError> {
     let meta = db.open_tree("meta")?;
     let found = match meta.get("format_version")? {
         Some(v) => u32::from_be_bytes(
@@ -81,7 +81,7 @@ fn parse_time(s: &str) -> Result<i64, StoreError> {
 
 /// A plan as format 1 stored it.
 #[derive(Serialize, Deserialize)]
-pub struct PlanV1 {
+pub(super) struct PlanV1 {
     pub id: String,
     pub name: String,
     pub monthly_calls: Option<u64>,
@@ -108,7 +108,7 @@ impl PlanV1 {
 
 /// A plan as formats 2 to 4 stored it (no token reservations).
 #[derive(Serialize, Deserialize)]
-pub struct PlanV4 {
+pub(super) struct PlanV4 {
     pub id: String,
     pub name: String,
     pub monthly_calls: Option<u64>,

@@ -14,7 +14,7 @@ use crate::http::wire::error::Said;
 use crate::metering::Refusal;
 use crate::model::TokenCounts;
 
-pub struct Anthropic;
+pub(crate) struct Anthropic;
 
 impl Provider for Anthropic {
     fn refusal(&self, status: u16, said: &Said) -> Option<Value> {

@@ -11,7 +11,7 @@ use crate::http::gateway::usage;
 use crate::http::wire::error::Said;
 use crate::model::TokenCounts;
 
-pub struct Generic;
+pub(crate) struct Generic;
 
 impl Provider for Generic {
     fn refusal(&self, _: u16, _: &Said) -> Option<Value> {

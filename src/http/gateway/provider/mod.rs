@@ -17,21 +17,21 @@
 //! does) is rewritten. Status and headers (`Retry-After`, the rate-limit
 //! headers) stay as they are.
 
-pub mod anthropic;
-pub mod generic;
-pub mod openai;
+pub(crate) mod anthropic;
+pub(crate) mod generic;
+pub(crate) mod openai;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
-pub use crate::config::Dialect;
+pub(crate) use crate::config::Dialect;
 use crate::http::wire::error::Said;
 use crate::model::TokenCounts;
 
 /// One provider's API, as the gateway needs to know it.
-pub trait Provider: Send + Sync {
+pub(crate) trait Provider: Send + Sync {
     /// One of Tollgate's own refusals (`said`, answered with `status`) in
     /// the provider's error shape; `None` keeps Tollgate's own JSON.
     fn refusal(&self, status: u16, said: &Said) -> Option<Value>;
@@ -59,7 +59,7 @@ pub trait Provider: Send + Sync {
 }
 
 /// The provider a route's dialect names.
-pub fn of(dialect: Dialect) -> &'static dyn Provider {
+pub(crate) fn of(dialect: Dialect) -> &'static dyn Provider {
     match dialect {
         Dialect::Tollgate => &generic::Generic,
         Dialect::Openai => &openai::OpenAi,
@@ -69,7 +69,7 @@ pub fn of(dialect: Dialect) -> &'static dyn Provider {
 
 /// Rewrites a refusal's body in the route's provider's shape (the route's
 /// middleware).
-pub fn speak<B: MessageBody + 'static>(
+pub(crate) fn speak<B: MessageBody + 'static>(
     provider: &dyn Provider,
     res: ServiceResponse<B>,
 ) -> ServiceResponse<BoxBody> {

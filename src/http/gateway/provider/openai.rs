@@ -17,9 +17,9 @@ use crate::metering::Refusal;
 use crate::model::TokenCounts;
 
 /// Headers that choose the operator's organisation or project.
-pub const STEERING: &[&str] = &["openai-organization", "openai-project"];
+pub(crate) const STEERING: &[&str] = &["openai-organization", "openai-project"];
 
-pub struct OpenAi;
+pub(crate) struct OpenAi;
 
 impl Provider for OpenAi {
     fn refusal(&self, status: u16, said: &Said) -> Option<Value> {
@@ -75,7 +75,7 @@ fn kind(status: u16, said: &Said) -> (&'static str, &'static str) {
 /// completions take `stream_options` too) that does not ask for its usage
 /// is made to; Responses (`input`) report theirs unasked. True when the
 /// call was changed.
-pub fn ask_for_usage(call: &mut Map<String, Value>) -> bool {
+pub(crate) fn ask_for_usage(call: &mut Map<String, Value>) -> bool {
     let chat_completions = ["messages", "prompt", "stream_options"]
         .iter()
         .any(|k| call.contains_key(*k));
