@@ -705,7 +705,7 @@ impl Config {
 fn is_http_url(s: &str) -> bool {
     let scheme = s.starts_with("http://") || s.starts_with("https://");
     // Parsed as a URL with a host (`http://::::` is not one).
-    scheme && reqwest::Url::parse(s).is_ok_and(|u| u.host().is_some())
+    scheme && url::Url::parse(s).is_ok_and(|u| u.host().is_some())
 }
 
 /// Reads a plans file: `[[plans]]` tables with snake_case keys.

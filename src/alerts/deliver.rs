@@ -44,13 +44,7 @@ pub(crate) struct Counts<'a> {
 
 /// Each target's channel (none for an e-mail target with no `[smtp]`).
 fn channels(targets: &[Target], mailer: Option<Mailer>) -> Vec<Option<Box<dyn Channel>>> {
-    // No redirect is followed: the signed body goes to the configured URL
-    // only (a 3xx is a failed delivery, retried like any other).
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
+    let client = Webhook::client();
     let mailer = mailer.map(Arc::new);
     targets
         .iter()

@@ -20,6 +20,17 @@ pub(crate) struct Webhook {
 }
 
 impl Webhook {
+    /// The client every webhook shares. No redirect is followed: the
+    /// signed body goes to the configured URL only (a 3xx is a failed
+    /// delivery, retried like any other).
+    pub(crate) fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    }
+
     pub(crate) fn new(
         client: reqwest::Client,
         url: &str,
