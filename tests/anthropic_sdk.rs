@@ -73,29 +73,7 @@ fn the_anthropic_sdk_shows_tollgates_reasons() {
         name: String::new(),
     }];
     let s = TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock));
-    s.plan("sdk", Some(1000), Some(1_000_000), None);
-    s.plan("one", Some(1), None, None);
-    let key = s.tenant_with_key("sdk", "sdk");
-    let spent = s.tenant_with_key("spent", "one");
-    let r = s.tenant(&spent, "POST", "/api/v1/authorize", None);
-    assert_eq!(r.status(), 200);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/anthropic/sdk_check.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(s.url("/anthropic"))
-        .arg(&key)
-        .arg(&spent)
-        .output()
-        .expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("sdk ok"),
-        "the SDK check failed (scripts/test installs the anthropic package): {text}"
-    );
+    let key = common::run_sdk_check(&s, "anthropic", "/anthropic", Some(1_000_000));
     // The upstream saw the operator's credential, the client's version
     // header, and each request as the client sent it.
     assert_eq!(

@@ -272,3 +272,41 @@ pub fn raw_http(url: &str, request: &[u8]) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// A gateway route's SDK check (`tests/<sdk>/sdk_check.py`, the official
+/// Python package of a provider) run against `s` under `prefix`: a plan of
+/// 1,000 calls for a live key, a tenant whose one call is spent, the
+/// script given the base URL and both keys. Fails unless it prints
+/// `sdk ok` (`scripts/test` installs the package). The live key.
+pub fn run_sdk_check(s: &TestServer, sdk: &str, prefix: &str, tokens: Option<u64>) -> String {
+    s.plan("sdk", Some(1000), tokens, None);
+    s.plan("one", Some(1), None, None);
+    let key = s.tenant_with_key("sdk", "sdk");
+    let spent = s.tenant_with_key("spent", "one");
+    let r = s.tenant(&spent, "POST", "/api/v1/authorize", None);
+    assert_eq!(r.status(), 200);
+    let script = format!("{}/tests/{sdk}/sdk_check.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(s.url(prefix))
+        .arg(&key)
+        .arg(&spent)
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("sdk ok"),
+        "the {sdk} SDK check failed (scripts/test installs the {sdk} package): {text}"
+    );
+    // The gateway's own answers are Tollgate's shape elsewhere.
+    let body: Value = s
+        .tenant(&spent, "POST", "/api/v1/authorize", None)
+        .json()
+        .unwrap();
+    assert_eq!(body["code"], "quota_exceeded", "{body}");
+    key
+}

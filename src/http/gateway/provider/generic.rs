@@ -7,23 +7,13 @@
 use serde_json::{Map, Value};
 
 use super::{openai, Provider};
-use crate::http::gateway::usage;
 use crate::http::wire::error::Said;
-use crate::model::TokenCounts;
 
 pub(crate) struct Generic;
 
 impl Provider for Generic {
     fn refusal(&self, _: u16, _: &Said) -> Option<Value> {
         None
-    }
-
-    fn credential(
-        &self,
-        upstream: reqwest::RequestBuilder,
-        secret: &str,
-    ) -> reqwest::RequestBuilder {
-        upstream.bearer_auth(secret)
     }
 
     fn steering(&self) -> &'static [&'static str] {
@@ -37,9 +27,5 @@ impl Provider for Generic {
             .next()
             .is_some_and(|last| last == "messages");
         !anthropic && openai::ask_for_usage(call)
-    }
-
-    fn usage_of(&self, u: &Value) -> Option<TokenCounts> {
-        usage::usage_of(u)
     }
 }

@@ -36,12 +36,15 @@ pub(crate) trait Provider: Send + Sync {
     /// the provider's error shape; `None` keeps Tollgate's own JSON.
     fn refusal(&self, status: u16, said: &Said) -> Option<Value>;
 
-    /// The upstream request with the operator's credential on it.
+    /// The upstream request with the operator's credential on it
+    /// (`Authorization: Bearer`, unless the provider says otherwise).
     fn credential(
         &self,
         upstream: reqwest::RequestBuilder,
         secret: &str,
-    ) -> reqwest::RequestBuilder;
+    ) -> reqwest::RequestBuilder {
+        upstream.bearer_auth(secret)
+    }
 
     /// Request headers that would steer the operator's account (an
     /// organisation, a project): never forwarded.
@@ -54,8 +57,10 @@ pub(crate) trait Provider: Send + Sync {
     fn ask_for_usage(&self, path: &str, call: &mut Map<String, Value>) -> bool;
 
     /// The token counts of an answer's `usage` object (a body's, or an
-    /// event's).
-    fn usage_of(&self, usage: &Value) -> Option<TokenCounts>;
+    /// event's): either spelling, unless the provider says otherwise.
+    fn usage_of(&self, u: &Value) -> Option<TokenCounts> {
+        super::usage::usage_of(u)
+    }
 }
 
 /// The provider a route's dialect names.

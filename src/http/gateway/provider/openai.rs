@@ -11,10 +11,8 @@
 use serde_json::{json, Map, Value};
 
 use super::Provider;
-use crate::http::gateway::usage;
 use crate::http::wire::error::Said;
 use crate::metering::Refusal;
-use crate::model::TokenCounts;
 
 /// Headers that choose the operator's organisation or project.
 pub(crate) const STEERING: &[&str] = &["openai-organization", "openai-project"];
@@ -27,24 +25,12 @@ impl Provider for OpenAi {
         Some(json!({"error": {"message": said.message, "type": kind, "param": null, "code": code}}))
     }
 
-    fn credential(
-        &self,
-        upstream: reqwest::RequestBuilder,
-        secret: &str,
-    ) -> reqwest::RequestBuilder {
-        upstream.bearer_auth(secret)
-    }
-
     fn steering(&self) -> &'static [&'static str] {
         STEERING
     }
 
     fn ask_for_usage(&self, _: &str, call: &mut Map<String, Value>) -> bool {
         ask_for_usage(call)
-    }
-
-    fn usage_of(&self, u: &Value) -> Option<TokenCounts> {
-        usage::usage_of(u)
     }
 }
 
