@@ -1,6 +1,8 @@
 //! Wiring: open the store, load the registry, start the flusher, serve, and
 //! on stop drain everything to disk.
 
+mod secrets;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::web;
 
-use crate::alerts::{self, Deliveries, Target};
+use crate::alerts::{self, Deliveries};
 use crate::auth::AdminToken;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
@@ -29,6 +31,8 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::Stats;
 use crate::usage::flusher::{BatchHook, FlushSchedule, UsageFlusher};
 use crate::usage::queue::{usage_queue, UsageQueue};
+
+use self::secrets::Secrets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -86,6 +90,8 @@ pub struct Tollgate {
     deliveries: Option<Deliveries>,
     proxies: Vec<Arc<ProxyTarget>>,
     metrics_token: Option<AdminToken>,
+    /// The chat upstream's key, handed to the chat client once.
+    chat_key: Option<String>,
     /// Follows the other instances on a shared store.
     follower: Option<Follower>,
     /// Bound at open (`[grpc] bind`), served by `serve`.
@@ -241,47 +247,13 @@ impl Tollgate {
             std::sync::atomic::Ordering::Relaxed,
         );
         let (queue, rx) = usage_queue(config.flush.queue_capacity, stats.clone());
-        let targets = config
-            .alerts
-            .iter()
-            .map(|a| Target::from_config(a, |name| std::env::var(name).ok()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StartError::Secret)?
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>();
-        let mailer =
-            alerts::email::Mailer::from_config(&config.smtp, |name| std::env::var(name).ok())
-                .map_err(StartError::Secret)?;
-        if mailer.is_none()
-            && targets
-                .iter()
-                .any(|t| matches!(t.via, alerts::Via::Email { .. }))
-        {
-            return Err(StartError::Secret(
-                "[[alerts]] email needs an [smtp] host to send through".into(),
-            ));
-        }
-        let proxies = config
-            .proxy
-            .iter()
-            .map(|p| ProxyTarget::new(p, |name| std::env::var(name).ok()).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StartError::Secret)?;
-        let metrics_token = match config.metrics.token_env.as_str() {
-            "" => None,
-            name => Some(AdminToken::new(
-                &std::env::var(name)
-                    .ok()
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| {
-                        StartError::Secret(format!(
-                            "[metrics] token_env: set {name} to the token scrapes must send \
-                             (or leave token_env out)"
-                        ))
-                    })?,
-            )),
-        };
+        let Secrets {
+            alert_targets: targets,
+            mailer,
+            proxies,
+            metrics_token,
+            chat_key,
+        } = Secrets::read(&config, |name| std::env::var(name).ok()).map_err(StartError::Secret)?;
         let (hook, deliveries): (Option<BatchHook>, _) = if targets.is_empty() {
             (None, None)
         } else {
@@ -350,6 +322,7 @@ impl Tollgate {
             deliveries,
             proxies,
             metrics_token,
+            chat_key,
             follower,
             grpc_listener,
             geo,
@@ -364,9 +337,7 @@ impl Tollgate {
 
     fn app_state(&mut self) -> web::Data<AppState> {
         let chat = &self.config.chat;
-        let api_key = std::env::var(&chat.api_key_env)
-            .ok()
-            .filter(|k| !k.is_empty());
+        let api_key = self.chat_key.take();
         let reservations = Arc::new(crate::quota::reservation::Book::default());
         let clock = self.clock.clone();
         if let Err(e) =
