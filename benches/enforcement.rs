@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::auth::KeyHash;
+use tollgate::clock::Nanos;
 use tollgate::model::{Plan, RateLimit, Tenant, TenantStatus, UsageRecord};
 use tollgate::registry::Registry;
 use tollgate::store::{SledStore, Store};
@@ -109,7 +110,7 @@ fn fixture() -> Fixture {
     }
 }
 
-const NOW_NS: i64 = 1_795_000_000_000_000_000;
+const NOW_NS: Nanos = Nanos(1_795_000_000_000_000_000);
 
 /// One decision the way the authorize handler makes it, minus HTTP.
 #[inline]
@@ -120,7 +121,7 @@ fn decide(f: &Fixture, lane: &Lane, hash: &KeyHash, i: i64) -> bool {
         lane.queue.enqueue(Queued {
             tenant: entry.tenant.clone(),
             record: UsageRecord {
-                ts_ms: (NOW_NS + i) / 1_000_000,
+                ts_ms: (NOW_NS + i).millis().0,
                 status: 200,
                 calls: 1,
                 ..Default::default()

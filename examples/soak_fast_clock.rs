@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tollgate::app::RunningServer;
-use tollgate::clock::Clock;
+use tollgate::clock::{Clock, Nanos};
 use tollgate::config::Config;
 
 const ADMIN: &str = "soak-admin-token";
@@ -37,8 +37,8 @@ struct FastClock {
 }
 
 impl Clock for FastClock {
-    fn now_nanos(&self) -> i64 {
-        self.start_nanos + self.origin.elapsed().as_nanos() as i64 * self.speed
+    fn now_nanos(&self) -> Nanos {
+        Nanos(self.start_nanos + self.origin.elapsed().as_nanos() as i64 * self.speed)
     }
 }
 
@@ -173,7 +173,7 @@ fn main() {
             .send()
             .and_then(|r| r.text())
             .unwrap_or_default();
-        let day = (clock.now_nanos() - clock.start_nanos) as f64 / 86_400e9;
+        let day = (clock.now_nanos().0 - clock.start_nanos) as f64 / 86_400e9;
         let (rss, reqs) = (rss_kib(), requests.load(Ordering::Relaxed));
         println!(
             "{:6.0}  {:7.2}  {:8}  {:17}  {:7.1}  {:10}  {:9.1}",

@@ -4,7 +4,61 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
-use crate::quota::period::{Nanos, NANOS_PER_SEC};
+use crate::quota::period::NANOS_PER_SEC;
+
+/// An instant in nanoseconds since the Unix epoch: what a clock reads and
+/// a decision is made at. A type of its own, so that milliseconds cannot
+/// pass for it ([`Millis`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nanos(pub i64);
+
+/// An instant in milliseconds since the Unix epoch: what a usage record,
+/// a reservation's expiry and the analytics are timed in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Millis(pub i64);
+
+impl Nanos {
+    /// The same instant in milliseconds (rounded down).
+    #[inline]
+    pub fn millis(self) -> Millis {
+        Millis(self.0.div_euclid(1_000_000))
+    }
+}
+
+/// An instant some nanoseconds later (a duration, in nanoseconds).
+impl std::ops::Add<i64> for Nanos {
+    type Output = Nanos;
+    #[inline]
+    fn add(self, ns: i64) -> Nanos {
+        Nanos(self.0 + ns)
+    }
+}
+
+/// An instant some nanoseconds earlier.
+impl std::ops::Sub<i64> for Nanos {
+    type Output = Nanos;
+    #[inline]
+    fn sub(self, ns: i64) -> Nanos {
+        Nanos(self.0 - ns)
+    }
+}
+
+/// The nanoseconds from one instant to another.
+impl std::ops::Sub for Nanos {
+    type Output = i64;
+    #[inline]
+    fn sub(self, earlier: Nanos) -> i64 {
+        self.0 - earlier.0
+    }
+}
+
+impl Millis {
+    /// The same instant in nanoseconds (saturating).
+    #[inline]
+    pub fn nanos(self) -> Nanos {
+        Nanos(self.0.saturating_mul(1_000_000))
+    }
+}
 
 pub trait Clock: Send + Sync {
     fn now_nanos(&self) -> Nanos;
@@ -22,8 +76,8 @@ impl Clock for SystemClock {
     #[inline]
     fn now_nanos(&self) -> Nanos {
         match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
-            Err(_) => 0,
+            Ok(d) => Nanos(d.as_nanos().min(i64::MAX as u128) as i64),
+            Err(_) => Nanos(0),
         }
     }
 }
@@ -47,14 +101,14 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now_nanos(&self) -> Nanos {
-        self.0.load(Ordering::SeqCst)
+        Nanos(self.0.load(Ordering::SeqCst))
     }
 }
 
 pub(crate) fn nanos_to_utc(ns: Nanos) -> DateTime<Utc> {
     Utc.timestamp_opt(
-        ns.div_euclid(NANOS_PER_SEC),
-        ns.rem_euclid(NANOS_PER_SEC) as u32,
+        ns.0.div_euclid(NANOS_PER_SEC),
+        ns.0.rem_euclid(NANOS_PER_SEC) as u32,
     )
     .single()
     .unwrap_or_default()
@@ -194,6 +248,18 @@ pub mod serde_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_change_unit_only_through_their_types() {
+        let t = Nanos(1_795_000_000_123_456_789);
+        assert_eq!(t.millis(), Millis(1_795_000_000_123));
+        assert_eq!(t.millis().nanos(), Nanos(1_795_000_000_123_000_000));
+        // Before the epoch a millisecond rounds down too.
+        assert_eq!(Nanos(-1).millis(), Millis(-1));
+        assert_eq!(Millis(i64::MAX).nanos(), Nanos(i64::MAX));
+        assert_eq!((t + 1_000) - t, 1_000);
+        assert_eq!(t - 1_000 + 1_000, t);
+    }
 
     #[test]
     fn wire_format_has_milliseconds_and_z() {

@@ -418,7 +418,7 @@ fn write_history(
                     _ => month_calls += r.calls,
                 }
             }
-            state.add_usage(now_ns, r.ts_ms, r.calls, r.tokens);
+            state.add_usage(crate::clock::Nanos(now_ns), r.ts_ms, r.calls, r.tokens);
             records.push(r);
         }
         hour_start += Duration::hours(1);

@@ -80,7 +80,7 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
         hashes.push(KeyHash::of(&registry.create_key(&id, "k", now).unwrap().1));
     }
     let (queue, rx) = usage_queue(100_000, Arc::new(Stats::default()));
-    let now_ns = now.timestamp_nanos_opt().unwrap();
+    let now_ns = tollgate::clock::Nanos(now.timestamp_nanos_opt().unwrap());
     let decide = |i: usize| {
         registry.with_key(&hashes[i % hashes.len()], |entry| {
             let entry = entry.unwrap();
@@ -88,7 +88,7 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
             queue.enqueue(Queued {
                 tenant: entry.tenant.clone(),
                 record: UsageRecord {
-                    ts_ms: now_ns / 1_000_000,
+                    ts_ms: now_ns.millis().0,
                     status: 200,
                     calls: 1,
                     ..Default::default()

@@ -36,7 +36,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Nanos};
 use crate::config::AlertConfig;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
@@ -238,7 +238,7 @@ impl Alerts {
     /// Fires each threshold the batch's tenants have newly crossed.
     pub(crate) fn observe(&self, batch: &[Queued]) {
         let now = self.clock.now();
-        let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let now_ns = Nanos(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
         let period = Period::containing(now);
         {
             // A new month: forget the firings of months before the last.
@@ -261,7 +261,7 @@ impl Alerts {
     fn check(
         &self,
         tenant: &TenantState,
-        now_ns: i64,
+        now_ns: Nanos,
         period: Period,
         now: chrono::DateTime<chrono::Utc>,
     ) {

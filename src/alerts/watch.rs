@@ -140,7 +140,7 @@ pub(crate) fn start(
 
 impl Watch {
     fn now_ms(&self) -> i64 {
-        self.clock.now_nanos().div_euclid(1_000_000)
+        self.clock.now_nanos().millis().0
     }
 
     /// Judges hour `h` of the fleet and of every tenant busy then or in

@@ -342,7 +342,7 @@ impl Tollgate {
         let clock = self.clock.clone();
         if let Err(e) =
             crate::quota::reservation::Book::expire_every_second(&reservations, move || {
-                clock.now_nanos().div_euclid(1_000_000)
+                clock.now_nanos().millis().0
             })
         {
             tracing::error!(error = %e, "cannot start the reservations' thread: unsettled ones wait for the next month");

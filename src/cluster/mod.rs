@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Nanos};
 use crate::config::ClusterConfig;
 use crate::quota::counters::Counting;
 use crate::quota::lease::{LeaseHub, Measure, Shared};
@@ -312,8 +312,8 @@ impl Cluster {
             return TopUp::Dry;
         };
         let lease = shared.lease(m);
-        let now = inner.clock.now_nanos();
-        if !lease.may_top_up(now) {
+        let now = inner.clock.now_nanos().0;
+        if !lease.may_top_up(Nanos(now)) {
             return TopUp::Dry;
         }
         if inner.is_down() {
@@ -321,7 +321,7 @@ impl Cluster {
             return TopUp::Down;
         }
         inner.stats.top_ups.fetch_add(1, Ordering::Relaxed);
-        let period = Period::containing_nanos(now);
+        let period = Period::containing_nanos(Nanos(now));
         // The request's units at least; far from the limit, a lease's worth
         // (the script caps a grant at a share of what remains, so near the
         // end this is the request's cost alone).
@@ -348,7 +348,7 @@ impl Cluster {
             }
             Some(a) if a.granted > 0 => TopUp::Granted,
             Some(_) => {
-                lease.dry(now + inner.sync_every.as_nanos() as i64);
+                lease.dry(Nanos(now + inner.sync_every.as_nanos() as i64));
                 TopUp::Dry
             }
             None => {
@@ -369,8 +369,8 @@ impl Cluster {
     /// caller falls back on this instance's own view).
     pub(crate) async fn fleet_usage(&self, tenant: &Arc<TenantState>) -> Option<(u64, u64)> {
         let shared = tenant.shared()?;
-        let now = self.inner.clock.now_nanos();
-        let period = Period::containing_nanos(now);
+        let now = self.inner.clock.now_nanos().0;
+        let period = Period::containing_nanos(Nanos(now));
         if self.inner.is_down() {
             return None;
         }
@@ -641,7 +641,7 @@ impl Inner {
         let fresh = (self.timeout * 4).max(self.hold);
         for _ in 0..MAKE_TRIES {
             // The call carries the time it is sent (a hold is judged by it).
-            now = now.max(self.clock.now_nanos());
+            now = now.max(self.clock.now_nanos().0);
             match self.call_one(&tenant.id, m, period, &ask, now).await? {
                 Reply::Answer(a) => {
                     self.secure([(tenant, m, &ask, &a)], period).await;
@@ -703,7 +703,7 @@ impl Inner {
         // The hash exists: should it be gone when this lands, Redis lost
         // it, and it is made again holding.
         ask.hold_ms = self.hold.as_millis() as u64;
-        let now = self.clock.now_nanos();
+        let now = self.clock.now_nanos().0;
         if let Some(Reply::Answer(a)) = self.call_one(&tenant.id, m, period, &ask, now).await {
             self.take(shared, m, &ask, &a, period);
         }

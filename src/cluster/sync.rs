@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::script::{self, Answer, Ask, Reply};
 use super::Inner;
+use crate::clock::Nanos;
 use crate::quota::lease::Measure;
 use crate::quota::period::Period;
 use crate::quota::TenantState;
@@ -66,7 +67,7 @@ struct Flow {
 
 impl Track {
     fn new(state: Arc<TenantState>, now: Instant, now_ns: i64) -> Track {
-        let period = Period::containing_nanos(now_ns);
+        let period = Period::containing_nanos(Nanos(now_ns));
         let flow = |m: Measure| Flow {
             last_taken: state.shared().map_or(0, |s| s.lease(m).consumed(period)),
             rate: 0.0,
@@ -139,11 +140,11 @@ pub(super) async fn run(inner: Arc<Inner>, registry: Arc<Registry>) {
             }
             tracked
                 .entry(id)
-                .or_insert_with(|| Track::new(state, now_i, inner.clock.now_nanos()))
+                .or_insert_with(|| Track::new(state, now_i, inner.clock.now_nanos().0))
                 .asked = true;
         }
-        let now = inner.clock.now_nanos();
-        let period = Period::containing_nanos(now);
+        let now = inner.clock.now_nanos().0;
+        let period = Period::containing_nanos(Nanos(now));
         if !stopping && !tracked.is_empty() && last_check.elapsed() >= CROSS_CHECK {
             last_check = Instant::now();
             let ids = tracked.keys().map(|id| id.to_string()).collect();
@@ -425,7 +426,7 @@ fn note(inner: &Inner, track: &mut Track, p: &Planned, a: &Answer, now: i64) {
             let until = now + 1_000_000_000;
             tr.dry_until = until;
             if let Some(s) = track.state.shared() {
-                s.lease(p.measure).dry(until);
+                s.lease(p.measure).dry(Nanos(until));
             }
         }
     }

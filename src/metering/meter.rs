@@ -79,7 +79,7 @@ impl<S: Deref<Target = Metering>> Meter<S> {
             }
         }
         st.metrics.decision(decision.outcome);
-        record.ts_ms = now.div_euclid(1_000_000);
+        record.ts_ms = now.millis().0;
         record.status = status_of(&decision);
         record.calls = if decision.allowed() { cost } else { 0 };
         record.rejected = !decision.allowed();

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::clock::{fmt_ms, nanos_to_utc};
+use crate::clock::{fmt_ms, nanos_to_utc, Nanos};
 use crate::quota::{Decision, Outcome};
 
 /// Why a metered request is refused: what each edge answers in its own
@@ -130,7 +130,7 @@ impl Refused {
         let (message, quota) = match refusal {
             Refusal::RateLimited => {
                 let b = d.burst.map_or((0, 0), |b| (b.requests, b.per_seconds));
-                let reset_at = nanos_to_utc(d.now.saturating_add(d.retry_after_ns as i64));
+                let reset_at = nanos_to_utc(Nanos(d.now.0.saturating_add(d.retry_after_ns as i64)));
                 (
                     format!("rate limit exceeded: {} requests per {} s", b.0, b.1),
                     Some(Quota {

@@ -69,7 +69,7 @@ pub(crate) struct Gcra {
 
 #[inline]
 fn now_u64(now: Nanos) -> u64 {
-    now.max(0) as u64
+    now.0.max(0) as u64
 }
 
 impl Gcra {
@@ -155,7 +155,7 @@ mod tests {
     fn allows_the_burst_then_the_rate() {
         let p = params(10, 1, 5); // T = 100 ms
         let g = Gcra::new();
-        let t0 = 1_000 * NANOS_PER_SEC;
+        let t0 = Nanos(1_000 * NANOS_PER_SEC);
         for i in 0..5 {
             assert_eq!(
                 g.acquire(p, t0, 1, true),
@@ -190,7 +190,7 @@ mod tests {
     fn dry_run_and_refund_leave_no_trace() {
         let p = params(1, 1, 1);
         let g = Gcra::new();
-        let t = 5 * NANOS_PER_SEC;
+        let t = Nanos(5 * NANOS_PER_SEC);
         assert!(matches!(
             g.acquire(p, t, 1, false),
             GcraOutcome::Allowed { .. }
@@ -218,7 +218,7 @@ mod tests {
         // One attempt per millisecond for 10 s: 20 burst + 20/s * 10 s.
         let allowed = (0..10_000)
             .filter(|ms| {
-                let now = start + ms * 1_000_000;
+                let now = Nanos(start + ms * 1_000_000);
                 matches!(g.acquire(p, now, 1, true), GcraOutcome::Allowed { .. })
             })
             .count();
@@ -229,7 +229,7 @@ mod tests {
     fn state_reports_remaining_and_reset() {
         let p = params(2, 1, 4);
         let g = Gcra::new();
-        let t = NANOS_PER_SEC;
+        let t = Nanos(NANOS_PER_SEC);
         assert_eq!(g.state(p, t), (4, 0));
         g.acquire(p, t, 3, true);
         assert_eq!(g.state(p, t), (1, 1_500_000_000));

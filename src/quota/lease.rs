@@ -394,12 +394,12 @@ impl Lease {
 
     /// Says Redis had nothing left until `until`.
     pub fn dry(&self, until: Nanos) {
-        self.dry_until.store(until, Ordering::Relaxed);
+        self.dry_until.store(until.0, Ordering::Relaxed);
     }
 
     /// Whether a top-up from Redis is worth trying at `now`.
     pub(crate) fn may_top_up(&self, now: Nanos) -> bool {
-        now >= self.dry_until.load(Ordering::Relaxed)
+        now.0 >= self.dry_until.load(Ordering::Relaxed)
     }
 }
 

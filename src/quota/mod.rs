@@ -134,7 +134,7 @@ impl Decision {
 
     /// Nanoseconds until the period resets.
     pub(crate) fn period_reset_ns(&self) -> u64 {
-        self.period.end_nanos().saturating_sub(self.now).max(0) as u64
+        self.period.end_nanos().0.saturating_sub(self.now.0).max(0) as u64
     }
 
     /// Seconds until the period resets (ceiling).
@@ -596,7 +596,7 @@ mod tests {
         })
     }
 
-    const NOW: Nanos = 1_795_000_000 * NANOS_PER_SEC; // 2026-11-18
+    const NOW: Nanos = Nanos(1_795_000_000 * NANOS_PER_SEC); // 2026-11-18
 
     #[test]
     fn order_of_checks_and_no_consumption_on_reject() {
@@ -605,7 +605,7 @@ mod tests {
         let d = t.acquire(2, NOW);
         assert_eq!((d.outcome, d.calls_used), (Outcome::QuotaExceeded, 2));
         assert_eq!(t.acquire(1, NOW).calls_used, 3);
-        t.add_usage(NOW, NOW / 1_000_000, 0, 100);
+        t.add_usage(NOW, NOW.millis().0, 0, 100);
         t.restore(Period::containing_nanos(NOW), 0, 100);
         let d = t.acquire(1, NOW);
         assert_eq!((d.outcome, d.calls_used), (Outcome::TokenQuotaExceeded, 0));
@@ -701,7 +701,7 @@ mod tests {
     fn calls_are_checked_before_tokens() {
         let t = TenantState::new("t", plan(Some(1), Some(10), None), false, Period(0));
         assert!(t.acquire(1, NOW).allowed());
-        t.add_usage(NOW, NOW / 1_000_000, 0, 10);
+        t.add_usage(NOW, NOW.millis().0, 0, 10);
         assert_eq!(t.acquire(1, NOW).outcome, Outcome::QuotaExceeded);
         t.restore(Period::containing_nanos(NOW), 0, 10);
         assert_eq!(t.acquire(1, NOW).outcome, Outcome::TokenQuotaExceeded);
@@ -772,14 +772,14 @@ mod tests {
     fn the_month_boundary_resets_usage() {
         let t = TenantState::new("t", plan(Some(1), None, None), false, Period(0));
         let p = Period::containing_nanos(NOW);
-        let last_ns = p.end_secs() * NANOS_PER_SEC - 1;
+        let last_ns = Nanos(p.end_secs() * NANOS_PER_SEC - 1);
         assert!(t.acquire(1, last_ns).allowed());
         assert_eq!(t.acquire(1, last_ns).outcome, Outcome::QuotaExceeded);
         let d = t.acquire(1, last_ns + 1);
         assert!(d.allowed());
         assert_eq!(d.period, p.next());
         // A record of the old period does not leak into the new one.
-        t.add_usage(last_ns + 2, (last_ns / 1_000_000) - 5, 7, 7);
+        t.add_usage(last_ns + 2, last_ns.millis().0 - 5, 7, 7);
         assert_eq!(t.used(p.next()).0, 1);
     }
 }

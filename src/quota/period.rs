@@ -9,8 +9,7 @@ use std::cell::Cell;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-/// Nanoseconds since the Unix epoch: the clock value on the decision path.
-pub(crate) type Nanos = i64;
+pub use crate::clock::Nanos;
 
 pub(crate) const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
@@ -18,8 +17,8 @@ const SECS_PER_DAY: i64 = 86_400;
 /// A period with its bounds in nanoseconds: `[start_ns, end_ns)`.
 #[derive(Clone, Copy)]
 struct Window {
-    start_ns: Nanos,
-    end_ns: Nanos,
+    start_ns: i64,
+    end_ns: i64,
     period: Period,
 }
 
@@ -32,7 +31,7 @@ impl Window {
     };
 
     #[cold]
-    fn of(ns: Nanos) -> Window {
+    fn of(ns: i64) -> Window {
         let period = Period::containing_secs(ns.div_euclid(NANOS_PER_SEC));
         let (start_ns, end_ns) = Window::bounds(period);
         Window {
@@ -46,7 +45,7 @@ impl Window {
     /// clock: an instant past a bound that saturated is recomputed each
     /// time, never answered wrong.
     #[cold]
-    fn bounds(period: Period) -> (Nanos, Nanos) {
+    fn bounds(period: Period) -> (i64, i64) {
         (
             period.start_secs().saturating_mul(NANOS_PER_SEC),
             period.end_secs().saturating_mul(NANOS_PER_SEC),
@@ -79,6 +78,7 @@ impl Period {
     /// nanoseconds and answers from them while `ns` falls inside.
     #[inline]
     pub fn containing_nanos(ns: Nanos) -> Period {
+        let ns = ns.0;
         LAST.with(|last| {
             let w = last.get();
             if w.start_ns <= ns && ns < w.end_ns {
@@ -97,11 +97,11 @@ impl Period {
     pub(crate) fn end_nanos(self) -> Nanos {
         LAST.with(|last| {
             let w = last.get();
-            if w.period == self && w.end_ns > w.start_ns {
+            Nanos(if w.period == self && w.end_ns > w.start_ns {
                 w.end_ns
             } else {
                 Window::bounds(self).1
-            }
+            })
         })
     }
 
@@ -199,7 +199,7 @@ mod tests {
         let dec = Period::containing(Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap());
         assert_eq!(dec.next().start().to_rfc3339(), "2027-01-01T00:00:00+00:00");
         // The last nanosecond of a month belongs to it; the next one does not.
-        let end_ns = p.end_secs() * NANOS_PER_SEC;
+        let end_ns = Nanos(p.end_secs() * NANOS_PER_SEC);
         assert_eq!(Period::containing_nanos(end_ns - 1), p);
         assert_eq!(Period::containing_nanos(end_ns), p.next());
     }
@@ -235,9 +235,9 @@ mod tests {
             near in -3_000_000_000_000_000i64..3_000_000_000_000_000i64,
         ) {
             let direct = |ns: i64| Period::containing_secs(ns.div_euclid(NANOS_PER_SEC));
-            let end = |p: Period| p.end_secs().saturating_mul(NANOS_PER_SEC);
+            let end = |p: Period| Nanos(p.end_secs().saturating_mul(NANOS_PER_SEC));
             for ns in [a, b, a.saturating_add(near), i64::MAX, i64::MIN, b, a] {
-                let p = Period::containing_nanos(ns);
+                let p = Period::containing_nanos(Nanos(ns));
                 prop_assert_eq!(p, direct(ns));
                 prop_assert_eq!(p.end_nanos(), end(p));
                 // Another period than the cached one.

@@ -189,7 +189,7 @@ mod tests {
     use crate::model::Plan;
     use crate::quota::ActivePlan;
 
-    const NOW: Nanos = 1_700_000_000 * 1_000_000_000;
+    const NOW: Nanos = Nanos(1_700_000_000 * 1_000_000_000);
 
     fn tenant(id: &str, tokens: u64) -> Arc<TenantState> {
         let mut plan = Plan::unlimited("p");

@@ -295,7 +295,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            b.tenant_state("acme").unwrap().check(1, 0, 0).outcome,
+            b.tenant_state("acme")
+                .unwrap()
+                .check(1, 0, crate::clock::Nanos(0))
+                .outcome,
             crate::quota::Outcome::Suspended
         );
         a.revoke_key("acme", &key.id, now).unwrap();

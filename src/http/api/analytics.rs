@@ -216,7 +216,7 @@ async fn tenant_report(
 ) -> Result<HttpResponse, ApiError> {
     let params: UsageParams = query(req)?;
     let now_ns = st.metering.clock.now_nanos();
-    let now_ms = now_ns.div_euclid(1_000_000);
+    let now_ms = now_ns.millis().0;
     let r = resolve(&params, now_ms)?;
     let plan = tenant.plan().plan.clone();
     let plans = st.metering.registry.plans();
@@ -326,7 +326,7 @@ pub(crate) async fn admin_api_usage(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params: UsageParams = query(&req)?;
-    let now_ms = st.metering.clock.now_nanos().div_euclid(1_000_000);
+    let now_ms = st.metering.clock.now_nanos().millis().0;
     let r = resolve(&params, now_ms)?;
     let store: Arc<dyn Store> = st.metering.registry.store().clone();
     let prices = st.metering.prices.clone();
@@ -399,7 +399,7 @@ pub(crate) async fn admin_anomalies(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p: AnomalyParams = query(&req)?;
-    let now_ms = st.metering.clock.now_nanos().div_euclid(1_000_000);
+    let now_ms = st.metering.clock.now_nanos().millis().0;
     let r = resolve(
         &UsageParams {
             range: Some(p.range.clone().unwrap_or_else(|| {

@@ -258,7 +258,7 @@ fn stream_export(
             )))
         }
     };
-    let now_ms = st.metering.clock.now_nanos().div_euclid(1_000_000);
+    let now_ms = st.metering.clock.now_nanos().millis().0;
     let from = match p.from.as_deref() {
         Some(v) => parse_time("from", v)?,
         None => Period::containing_secs(now_ms.div_euclid(1000)).start_secs() * 1000,

@@ -102,7 +102,7 @@ pub(crate) async fn authorize(
         if let Some(r) = meter.take_reservation() {
             let ttl_ms = auth.tenant().plan_now().plan.reservation_ttl_s() * 1000;
             let n = r.tokens();
-            let expires = d.now.div_euclid(1_000_000).saturating_add(ttl_ms as i64);
+            let expires = d.now.millis().0.saturating_add(ttl_ms as i64);
             reservation = Some((st.metering.reservations.keep(r, expires), n));
         }
         meter.served(200, None);
@@ -381,7 +381,12 @@ async fn room_for_batch(
 
 /// The checks a batch passes before it may take queue room: a working
 /// store, and the plan's ingest rate.
-fn admit_batch(st: &AppState, tenant: &TenantState, n: usize, now: i64) -> Result<(), ApiError> {
+fn admit_batch(
+    st: &AppState,
+    tenant: &TenantState,
+    n: usize,
+    now: crate::clock::Nanos,
+) -> Result<(), ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     if let Some(why) = st.metering.stats.store_failure() {
         st.metering

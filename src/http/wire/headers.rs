@@ -74,7 +74,7 @@ mod tests {
         let d = Decision {
             outcome: Outcome::QuotaExceeded,
             period: Period::containing(now),
-            now: now.timestamp() * NANOS_PER_SEC,
+            now: crate::clock::Nanos(now.timestamp() * NANOS_PER_SEC),
             calls_used: 100_000,
             calls_limit: Some(100_000),
             tokens_used: 5,
@@ -112,7 +112,7 @@ mod tests {
         let d = Decision {
             outcome: Outcome::Allowed,
             period: Period(0),
-            now: 0,
+            now: crate::clock::Nanos(0),
             calls_used: 3,
             calls_limit: None,
             tokens_used: 0,
