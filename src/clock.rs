@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
-use crate::quota::period::NANOS_PER_SEC;
+/// Nanoseconds in a second.
+pub(crate) const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 /// An instant in nanoseconds since the Unix epoch: what a clock reads and
 /// a decision is made at. A type of its own, so that milliseconds cannot

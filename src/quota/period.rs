@@ -10,8 +10,8 @@ use std::cell::Cell;
 use chrono::{DateTime, TimeZone, Utc};
 
 pub use crate::clock::Nanos;
+pub(crate) use crate::clock::NANOS_PER_SEC;
 
-pub(crate) const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
 
 /// A period with its bounds in nanoseconds: `[start_ns, end_ns)`.
