@@ -131,7 +131,12 @@ impl<S: Deref<Target = Metering>> Meter<S> {
     /// The request, when the decision allowed it; otherwise the refusal
     /// is recorded and returned (with the limit's state).
     pub fn allowed(self) -> Result<Self, Refused> {
-        let Some(refused) = Refused::of(&self.decision, &self.tenant.plan().plan.id) else {
+        if self.decision.allowed() {
+            // The plan is read for a refusal only: an allowed request
+            // counts no `Arc` every worker shares up and down.
+            return Ok(self);
+        }
+        let Some(refused) = Refused::of(&self.decision, &self.tenant.plan_now().plan.id) else {
             return Ok(self);
         };
         self.finish();

@@ -75,8 +75,10 @@ pub(crate) async fn authorize(
     let mut reservation = None;
     let d = if req.dry_run {
         let d = auth.check(&st.metering, cost, tokens);
-        if let Some(refused) = Refused::of(&d, &auth.tenant().plan().plan.id) {
-            return Err(refused.into());
+        if !d.allowed() {
+            if let Some(refused) = Refused::of(&d, &auth.tenant().plan_now().plan.id) {
+                return Err(refused.into());
+            }
         }
         d
     } else {
