@@ -172,28 +172,31 @@ async fn check(
     Ok(res)
 }
 
-/// ext_authz's answer to each refusal: the gRPC status and the HTTP status
-/// Envoy sends the client (the same as the HTTP API's).
-fn wire(r: Refusal) -> (Code, HttpStatusCode) {
+/// ext_authz's gRPC status for each refusal (the HTTP status Envoy sends
+/// the client is the HTTP API's, [`Refusal::status`]).
+fn wire(r: Refusal) -> Code {
     match r {
         Refusal::MissingKey
         | Refusal::MalformedCredentials
         | Refusal::UnknownKey
         | Refusal::UnknownTenant
-        | Refusal::TenantIdOff => (Code::Unauthenticated, HttpStatusCode::Unauthorized),
-        Refusal::Suspended => (Code::PermissionDenied, HttpStatusCode::Forbidden),
+        | Refusal::TenantIdOff => Code::Unauthenticated,
+        Refusal::Suspended => Code::PermissionDenied,
         Refusal::RateLimited
         | Refusal::QuotaExceeded
         | Refusal::TokenQuotaExceeded
-        | Refusal::TooManyInFlight => (Code::ResourceExhausted, HttpStatusCode::TooManyRequests),
-        Refusal::ClusterUnavailable => (Code::Unavailable, HttpStatusCode::ServiceUnavailable),
+        | Refusal::TooManyInFlight => Code::ResourceExhausted,
+        Refusal::ClusterUnavailable => Code::Unavailable,
     }
 }
 
 /// The denied answer of `e` (with the rate-limit headers of `d`, when a
 /// decision was made).
 fn denied(e: Refused, d: Option<&Decision>) -> CheckResponse {
-    let (grpc, http) = wire(e.refusal);
+    let grpc = wire(e.refusal);
+    // Envoy's enum numbers each status by itself.
+    let http = HttpStatusCode::try_from(i32::from(e.refusal.status()))
+        .unwrap_or(HttpStatusCode::Forbidden);
     let mut denied = DeniedHttpResponseBuilder::new();
     denied.set_http_status(http);
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
@@ -204,7 +207,7 @@ fn denied(e: Refused, d: Option<&Decision>) -> CheckResponse {
     }
     denied.add_header("content-type", "application/json", overwrite, false);
     denied.add_header("x-tollgate-error", e.refusal.code(), overwrite, false);
-    denied.set_body(e.body(http as u16).to_string());
+    denied.set_body(e.body().to_string());
     let mut res = CheckResponse::with_status(Status::new(grpc, e.message));
     res.set_http_response(denied);
     res

@@ -253,10 +253,9 @@ async fn decide(
         if let Some(e) = &shown.refusal {
             let h = &mut res.response_headers_to_add;
             h.push(header("content-type", "application/json".into()));
-            let status = http_status(e.refusal);
             h.push(header("x-tollgate-error", e.refusal.code().into()));
-            h.push(header("x-tollgate-status", status.to_string()));
-            res.raw_body = e.body(status).to_string().into_bytes();
+            h.push(header("x-tollgate-status", e.refusal.status().to_string()));
+            res.raw_body = e.body().to_string().into_bytes();
         }
     }
     let mut all_recorded = true;
@@ -274,24 +273,6 @@ async fn decide(
         return Err(unrecorded());
     }
     Ok(res)
-}
-
-/// The HTTP status each refusal stands for, in `X-Tollgate-Status` and
-/// the body (the rate-limit filter itself answers every refusal 429).
-fn http_status(r: Refusal) -> u16 {
-    match r {
-        Refusal::MissingKey
-        | Refusal::MalformedCredentials
-        | Refusal::UnknownKey
-        | Refusal::UnknownTenant
-        | Refusal::TenantIdOff => 401,
-        Refusal::Suspended => 403,
-        Refusal::RateLimited
-        | Refusal::QuotaExceeded
-        | Refusal::TokenQuotaExceeded
-        | Refusal::TooManyInFlight => 429,
-        Refusal::ClusterUnavailable => 503,
-    }
 }
 
 fn header(key: impl Into<String>, value: String) -> HeaderValue {

@@ -67,6 +67,25 @@ impl Refusal {
         }
     }
 
+    /// The status SPEC §5 gives it: what the HTTP API answers, the JSON
+    /// error's `status`, and what Envoy's services report it as (ext_authz's
+    /// denied answer, the rate-limit service's `X-Tollgate-Status`).
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::MissingKey
+            | Refusal::MalformedCredentials
+            | Refusal::UnknownKey
+            | Refusal::UnknownTenant
+            | Refusal::TenantIdOff => 401,
+            Refusal::Suspended => 403,
+            Refusal::RateLimited
+            | Refusal::QuotaExceeded
+            | Refusal::TokenQuotaExceeded
+            | Refusal::TooManyInFlight => 429,
+            Refusal::ClusterUnavailable => 503,
+        }
+    }
+
     /// The error code every edge names it by (docs/API.md).
     pub fn code(self) -> &'static str {
         match self {
@@ -211,12 +230,12 @@ impl Refused {
         out
     }
 
-    /// The JSON error body (SPEC §5) with the HTTP `status` the edge answers.
-    pub fn body(&self, status: u16) -> Value {
+    /// The JSON error body (SPEC §5).
+    pub fn body(&self) -> Value {
         let mut body = Map::new();
         body.insert("error".into(), self.message.as_str().into());
         body.insert("code".into(), self.refusal.code().into());
-        body.insert("status".into(), status.into());
+        body.insert("status".into(), self.refusal.status().into());
         body.extend(self.fields());
         Value::Object(body)
     }

@@ -36,21 +36,9 @@ pub struct ApiError {
     pub refusal: Option<Refusal>,
 }
 
-/// The HTTP status of each refusal (the HTTP edge's side of the mapping).
-pub(crate) fn http_status(r: Refusal) -> StatusCode {
-    match r {
-        Refusal::MissingKey
-        | Refusal::MalformedCredentials
-        | Refusal::UnknownKey
-        | Refusal::UnknownTenant
-        | Refusal::TenantIdOff => StatusCode::UNAUTHORIZED,
-        Refusal::Suspended => StatusCode::FORBIDDEN,
-        Refusal::RateLimited
-        | Refusal::QuotaExceeded
-        | Refusal::TokenQuotaExceeded
-        | Refusal::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
+/// The HTTP status of a refusal ([`Refusal::status`]).
+fn http_status(r: Refusal) -> StatusCode {
+    StatusCode::from_u16(r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Put on a response by each of Tollgate's own error answers: what it
