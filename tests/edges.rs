@@ -32,8 +32,6 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use fake_http::FakeHttp;
 use serde_json::{json, Value};
-use tollgate::app::{RunningServer, Tollgate};
-use tollgate::clock::SystemClock;
 use tollgate::config::{Dialect, ProxyConfig};
 use tollgate::metering::Refusal;
 
@@ -225,14 +223,7 @@ fn world() -> World {
         route("/oai", Dialect::Openai),
         route("/ant", Dialect::Anthropic),
     ];
-    let store = flaky::store(dir.path());
-    let tollgate =
-        Tollgate::with_store(c, store.clone(), Some(ADMIN), Arc::new(SystemClock)).unwrap();
-    let s = TestServer {
-        server: Some(RunningServer::serve(tollgate).unwrap()),
-        dir,
-        http: reqwest::blocking::Client::new(),
-    };
+    let (s, store) = flaky::server(c, dir);
     let envoy = Envoy::connect(s.server.as_ref().unwrap().grpc_addr.unwrap());
     World {
         s,

@@ -23,7 +23,6 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use serde_json::{json, Value};
-use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
 
 fn grpc_server() -> (TestServer, Envoy) {
@@ -349,14 +348,7 @@ fn a_decision_that_cannot_be_recorded_is_unavailable_and_given_back() {
     let mut c = config(dir.path());
     c.grpc.bind = "127.0.0.1:0".into();
     c.flush.queue_capacity = 2;
-    let store = flaky::store(dir.path());
-    let tollgate =
-        Tollgate::with_store(c, store.clone(), Some(ADMIN), Arc::new(SystemClock)).unwrap();
-    let s = TestServer {
-        server: Some(RunningServer::serve(tollgate).unwrap()),
-        dir,
-        http: reqwest::blocking::Client::new(),
-    };
+    let (s, store) = flaky::server(c, dir);
     let mut envoy = Envoy::connect(s.server.as_ref().unwrap().grpc_addr.unwrap());
     s.plan("big", Some(1_000_000), None, None);
     let key = s.tenant_with_key("acme", "big");

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use common::*;
 use serde_json::{json, Value};
-use tollgate::app::{RunningServer, Tollgate};
 use tollgate::clock::SystemClock;
 
 /// The tenant's records, as its NDJSON export gives them.
@@ -36,14 +35,7 @@ fn exported(s: &TestServer, key: &str) -> usize {
 fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path());
-    let flaky = flaky::store(dir.path());
-    let tollgate =
-        Tollgate::with_store(c, flaky.clone(), Some(ADMIN), Arc::new(SystemClock)).unwrap();
-    let s = TestServer {
-        server: Some(RunningServer::serve(tollgate).unwrap()),
-        dir,
-        http: reqwest::blocking::Client::new(),
-    };
+    let (s, flaky) = flaky::server(c, dir);
     s.plan("ten", Some(10), None, None);
     let key = s.tenant_with_key("t", "ten");
     for _ in 0..3 {
@@ -421,19 +413,7 @@ fn a_stop_that_loses_queued_records_says_so_and_only_so() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let flaky = flaky::store(dir.path());
-    let tollgate = Tollgate::with_store(
-        config(dir.path()),
-        flaky.clone(),
-        Some(ADMIN),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
-    let mut s = TestServer {
-        server: Some(RunningServer::serve(tollgate).unwrap()),
-        dir,
-        http: reqwest::blocking::Client::new(),
-    };
+    let (mut s, flaky) = flaky::server(config(dir.path()), dir);
     s.plan("ten", Some(100), None, None);
     let key = s.tenant_with_key("t", "ten");
     flaky.access().failing.store(true, Ordering::SeqCst);

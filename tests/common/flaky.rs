@@ -8,6 +8,28 @@ use std::sync::Arc;
 use tollgate::store::sled::{Reopening, SledEngine};
 use tollgate::store::{Access, Ledger, SledOptions, StoreError};
 
+/// A real server on `c` (whose data directory is `dir`) over a flaky
+/// store, not failing yet, and the store.
+pub fn server(
+    c: tollgate::config::Config,
+    dir: tempfile::TempDir,
+) -> (crate::common::TestServer, Arc<Ledger<Flaky>>) {
+    let store = store(dir.path());
+    let tollgate = tollgate::app::Tollgate::with_store(
+        c,
+        store.clone(),
+        Some(crate::common::ADMIN),
+        Arc::new(tollgate::clock::SystemClock),
+    )
+    .unwrap();
+    let s = crate::common::TestServer {
+        server: Some(tollgate::app::RunningServer::serve(tollgate).unwrap()),
+        dir,
+        http: reqwest::blocking::Client::new(),
+    };
+    (s, store)
+}
+
 /// The store, on `dir/db`, not failing yet.
 pub fn store(dir: &Path) -> Arc<Ledger<Flaky>> {
     Arc::new(
