@@ -53,11 +53,14 @@ pub(crate) fn usage_of(usage: &Value) -> Option<TokenCounts> {
     ))
 }
 
-/// `usage` as `provider` reads it, or in either spelling.
-fn read(provider: Option<&'static dyn Provider>, usage: &Value) -> Option<TokenCounts> {
-    match provider {
-        Some(p) => p.usage_of(usage),
-        None => usage_of(usage),
+/// The provider whose way a scan reads `usage`: the route's, or the
+/// generic one (either spelling) unless told.
+#[derive(Clone, Copy)]
+struct ReadsAs(&'static dyn Provider);
+
+impl Default for ReadsAs {
+    fn default() -> ReadsAs {
+        ReadsAs(&super::provider::generic::Generic)
     }
 }
 
@@ -98,15 +101,14 @@ pub(crate) struct JsonScan {
     usage: Option<Vec<u8>>,
     model: Option<Vec<u8>>,
     bytes: u64,
-    /// How the provider's `usage` reads (none: either spelling).
-    provider: Option<&'static dyn Provider>,
+    reads_as: ReadsAs,
 }
 
 impl JsonScan {
     /// A scan that reads `usage` as `provider` does.
     pub(crate) fn reading(provider: &'static dyn Provider) -> JsonScan {
         JsonScan {
-            provider: Some(provider),
+            reads_as: ReadsAs(provider),
             ..JsonScan::default()
         }
     }
@@ -197,7 +199,7 @@ impl JsonScan {
         };
         let usage = parse(&self.usage)
             .as_ref()
-            .and_then(|u| read(self.provider, u));
+            .and_then(|u| self.reads_as.0.usage_of(u));
         let model = parse(&self.model).as_ref().and_then(model_name);
         (usage, model)
     }
@@ -212,15 +214,14 @@ pub(crate) struct EventScan {
     model: Option<String>,
     /// Tokens of the text in `choices[].delta.content` (or `.text`).
     streamed_tokens: u64,
-    /// How the provider's `usage` reads (none: either spelling).
-    provider: Option<&'static dyn Provider>,
+    reads_as: ReadsAs,
 }
 
 impl EventScan {
     /// A scan that reads `usage` as `provider` does.
     pub(crate) fn reading(provider: &'static dyn Provider) -> EventScan {
         EventScan {
-            provider: Some(provider),
+            reads_as: ReadsAs(provider),
             ..EventScan::default()
         }
     }
@@ -259,7 +260,9 @@ impl EventScan {
                 v.pointer(at)
             };
             let holder = holder?;
-            let usage = holder.get("usage").and_then(|u| read(self.provider, u))?;
+            let usage = holder
+                .get("usage")
+                .and_then(|u| self.reads_as.0.usage_of(u))?;
             Some((usage, holder.get("model").and_then(model_name)))
         });
         if let Some((u, model)) = found {
