@@ -10,11 +10,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::email::{Email, Mailer};
-use super::webhook::Webhook;
-use super::Event;
-use super::Firing;
-use super::Target;
-use super::Via;
+use super::{webhook::Webhook, Event, Firing, Target, Via};
 use crate::store::{AlertMark, Store};
 use crate::telemetry::stats::Stats;
 

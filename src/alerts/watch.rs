@@ -19,11 +19,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::Event;
-
-use super::Firing;
-
-use super::Target;
+use super::{Event, Firing, Target};
 use crate::analytics::anomaly::{
     detect, episode_start, Anomaly, Direction, Metric, BASELINE_WEEKS, EPISODE_GAP_HOURS,
     EPISODE_WALK_HOURS, HISTORY_HOURS, MIN_REQUESTS,

@@ -29,11 +29,7 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Code, Request, Response, Status};
 
-use super::limit_headers;
-
-use super::unrecorded;
-
-use super::Edge;
+use super::{limit_headers, unrecorded, Edge};
 use crate::metering::request::{check_method, cost_of, record_path};
 use crate::metering::{Meter, Metering, Refusal, Refused};
 use crate::model::{CompactString, RecordExtra, UsageRecord};

@@ -36,11 +36,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use envoy_types::pb::google::protobuf::Duration;
 use tonic::{Request, Response, Status};
 
-use super::limit_headers;
-
-use super::unrecorded;
-
-use super::Edge;
+use super::{limit_headers, unrecorded, Edge};
 use crate::metering::request::{check_method, record_path, MAX_COST};
 use crate::metering::{Meter, Metering, Refusal, Refused};
 use crate::model::{CompactString, RecordExtra, UsageRecord};

@@ -2,11 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Metering;
-
-use super::Refusal;
-
-use super::Refused;
+use super::{Metering, Refusal, Refused};
 use crate::quota::TenantState;
 use crate::telemetry::metrics::DecisionLabel;
 

@@ -7,9 +7,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Metering;
-
-use super::Refused;
+use super::{Metering, Refused};
 use crate::cluster::TopUp;
 use crate::model::{TokenCounts, UsageRecord};
 use crate::quota::lease::Measure;

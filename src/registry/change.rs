@@ -12,15 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::not_found;
-
-use super::Catalog;
-
-use super::KeyEntry;
-
-use super::Registry;
-
-use super::RegistryError;
+use super::{not_found, Catalog, KeyEntry, Registry, RegistryError};
 use crate::auth::KeyHash;
 use crate::model::{Plan, Tenant, TenantStatus};
 use crate::quota::period::Period;

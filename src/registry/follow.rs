@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::Change;
-
-use super::Registry;
+use super::{Change, Registry};
 use crate::clock::Clock;
 use crate::store::shared::{Changed, Shared};
 use crate::telemetry::stats::Stats;

@@ -8,15 +8,7 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 
-use super::AlertMark;
-
-use super::MarkOf;
-
-use super::PeriodTotals;
-
-use super::Store;
-
-use super::UsageBlock;
+use super::{AlertMark, MarkOf, PeriodTotals, Store, UsageBlock};
 use crate::model::{Plan, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::{days_from_civil, Period};
 use crate::rollup::{Buckets, Grain, Owner};

@@ -8,20 +8,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::ledger::Direct;
-use super::AlertMark;
-use super::AlertMarks;
-use super::Catalog;
-use super::CellKey;
-use super::Engine;
-use super::Ledger;
-use super::PeriodTotals;
-use super::RollupCells;
-use super::StoreError;
-use super::StoredCell;
-use super::UsageBlock;
-use super::UsageLog;
-use super::UsageReads;
+use super::{
+    ledger::Direct, AlertMark, AlertMarks, Catalog, CellKey, Engine, Ledger, PeriodTotals,
+    RollupCells, StoreError, StoredCell, UsageBlock, UsageLog, UsageReads,
+};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Cell, Grain, Owner};

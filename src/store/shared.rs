@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use super::PeriodTotals;
-
-use super::StoreError;
+use super::{PeriodTotals, StoreError};
 use crate::model::{Plan, StoredKey, Tenant};
 use crate::quota::period::Period;
 

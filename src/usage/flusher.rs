@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use super::queue::QueueReceiver;
-use super::retention;
-use super::Queued;
+use super::{queue::QueueReceiver, retention, Queued};
 use crate::clock::Clock;
 use crate::quota::TenantState;
 use crate::store::{Retirement, Store, StoreError, UsageBlock};

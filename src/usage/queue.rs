@@ -26,8 +26,7 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use super::unrecorded::Unrecorded;
-use super::Queued;
+use super::{unrecorded::Unrecorded, Queued};
 use crate::telemetry::slot::{slot_count, thread_slot};
 use crate::telemetry::stats::Stats;
 

@@ -7,8 +7,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::batch::Position;
-use super::types::*;
+use super::{batch::Position, types::*};
 use crate::clock::{fmt_ms, nanos_to_utc, MsText};
 use crate::http::wire::error::ApiError;
 use crate::http::wire::extract::{ApiJson, OptionalJson, TenantAuth};

@@ -28,9 +28,8 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::Stream;
 
-use self::provider::Provider;
-use self::unasked::UnaskedUsage;
 use self::usage::{EventScan, JsonScan, LlmRequest, Usage};
+use self::{provider::Provider, unasked::UnaskedUsage};
 use crate::config::ProxyConfig;
 use crate::http::wire::error::ApiError;
 use crate::http::wire::extract::retried;

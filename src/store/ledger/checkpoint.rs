@@ -6,10 +6,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use super::book::RollupBook;
-use super::Access;
-use super::Ledger;
-use super::Writer;
+use super::{book::RollupBook, Access, Ledger, Writer};
 use crate::rollup::Owner;
 use crate::store::{CellKey, Engine, RollupCells, StoreError, StoredCell, UsageLog};
 

@@ -17,17 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 
 use self::book::RollupBook;
-use super::AlertMark;
-use super::AlertMarks;
-use super::Catalog;
-use super::Engine;
-use super::PeriodTotals;
-use super::RollupCells;
-use super::Store;
-use super::StoreError;
-use super::UsageBlock;
-use super::UsageLog;
-use super::UsageReads;
+use super::{
+    AlertMark, AlertMarks, Catalog, Engine, PeriodTotals, RollupCells, Store, StoreError,
+    UsageBlock, UsageLog, UsageReads,
+};
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Cell, CellHead, Owner};

@@ -46,9 +46,7 @@ use std::time::Duration;
 pub use engine::PgEngine;
 pub use schema::SCHEMA_VERSION;
 
-use super::ledger::Direct;
-use super::Ledger;
-use super::StoreError;
+use super::{ledger::Direct, Ledger, StoreError};
 
 pub(crate) type PgStore = Ledger<Direct<PgEngine>>;
 

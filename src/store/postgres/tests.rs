@@ -7,9 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::harness::cluster;
-use super::open;
-use super::PgOptions;
+use super::{harness::cluster, open, PgOptions};
 use crate::model::{Plan, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Grain, Owner};

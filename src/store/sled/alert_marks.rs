@@ -1,8 +1,6 @@
 //! [`AlertMarks`] on sled: the `alerts` tree.
 
-use super::codec::encode;
-use super::engine::SledEngine;
-use super::rows::MarkRow;
+use super::{codec::encode, engine::SledEngine, rows::MarkRow};
 use crate::quota::period::Period;
 use crate::store::{AlertMark, AlertMarks, Engine, StoreError};
 

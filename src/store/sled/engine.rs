@@ -33,11 +33,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::codec::{decode, decode_with_tail, encode, encode_counted_chunks, encode_onto};
-use super::deadline::FlushWorker;
-use super::keys::*;
 use super::rows::{KeyRow, RecordExt, RecordIn, RecordOut};
-use super::upgrade;
-use super::SledOptions;
+use super::{deadline::FlushWorker, keys::*};
+use super::{upgrade, SledOptions};
 use crate::model::UsageRecord;
 use crate::quota::period::days_from_civil;
 use crate::rollup::{Buckets, Grain, Owner};

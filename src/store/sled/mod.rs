@@ -36,11 +36,7 @@ pub use engine::SledEngine;
 pub use reopen::{Reopening, SledOptions};
 pub use upgrade::FORMAT_VERSION;
 
-use super::Failure;
-
-use super::Ledger;
-
-use super::StoreError;
+use super::{Failure, Ledger, StoreError};
 
 pub type SledStore = Ledger<Reopening>;
 

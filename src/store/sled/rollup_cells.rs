@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use super::codec::decode_prefix;
 use super::engine::{read_u64, SledEngine};
-use super::keys::*;
-use super::rows::CellRow;
+use super::{keys::*, rows::CellRow};
 use crate::rollup::{Buckets, Cell, CellHead, Owner};
 use crate::store::{CellKey, Engine, RollupCells, StoreError, StoredCell};
 

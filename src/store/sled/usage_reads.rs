@@ -2,8 +2,7 @@
 
 use super::codec::decode;
 use super::engine::{decode_records, SledEngine};
-use super::keys::*;
-use super::rows::TotalsRow;
+use super::{keys::*, rows::TotalsRow};
 use crate::model::UsageRecord;
 use crate::quota::period::Period;
 use crate::store::{PeriodTotals, StoreError, UsageReads};
