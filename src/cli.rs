@@ -224,7 +224,7 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
         for t in &tenants {
             println!("  http://{addr}/dashboard/api-usage#key={}", t.key);
         }
-        let echo = tollgate.config.chat.upstream.is_empty();
+        let echo = tollgate.config.chat.upstream.is_none();
         crate::demo::live_traffic(addr, tenants.clone(), echo);
         println!(
             "Live traffic: a few {} a second from the demo tenants while it runs",

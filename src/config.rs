@@ -99,6 +99,74 @@ impl TryFrom<String> for OnRedisDown {
     }
 }
 
+/// An http(s) URL with a host (`chat.upstream`, `alerts.url`,
+/// `proxy.upstream`), checked when the config is read: nothing past
+/// [`Config::load`] meets one that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HttpUrl(String);
+
+impl HttpUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HttpUrl {
+    type Error = String;
+    fn try_from(v: String) -> Result<HttpUrl, String> {
+        let scheme = v.starts_with("http://") || v.starts_with("https://");
+        // Parsed as a URL with a host (`http://::::` is not one).
+        if scheme && url::Url::parse(&v).is_ok_and(|u| u.host().is_some()) {
+            Ok(HttpUrl(v))
+        } else {
+            Err(format!("must be an http(s) URL with a host, got {v:?}"))
+        }
+    }
+}
+
+impl std::str::FromStr for HttpUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<HttpUrl, String> {
+        HttpUrl::try_from(s.to_string())
+    }
+}
+
+impl From<HttpUrl> for String {
+    fn from(u: HttpUrl) -> String {
+        u.0
+    }
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An optional [`HttpUrl`] written as a string, empty for none (so that
+/// its `TOLLGATE_*` variable exists, and `""` keeps meaning "none").
+mod optional_url {
+    use super::HttpUrl;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<HttpUrl>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_ref().map_or("", HttpUrl::as_str))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<HttpUrl>, D::Error> {
+        let v = String::deserialize(d)?;
+        if v.trim().is_empty() {
+            return Ok(None);
+        }
+        HttpUrl::try_from(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// How the connection to the mail server is secured (`[smtp] security`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", try_from = "String")]
@@ -204,9 +272,9 @@ impl Default for GrpcConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
-    /// The webhook receiver; empty for an e-mail-only alert.
-    #[serde(default)]
-    pub url: String,
+    /// The webhook receiver; none (empty) for an e-mail-only alert.
+    #[serde(default, with = "optional_url")]
+    pub url: Option<HttpUrl>,
     /// Addresses told by e-mail (through `[smtp]`), beside or instead of `url`.
     #[serde(default)]
     pub email: Vec<String>,
@@ -254,7 +322,7 @@ pub struct ProxyConfig {
     /// Path prefix, e.g. `/v1`; the rest of the path is appended to `upstream`.
     pub prefix: String,
     /// Base URL, e.g. `http://127.0.0.1:9000` or `https://api.openai.com/v1`.
-    pub upstream: String,
+    pub upstream: HttpUrl,
     /// Variable holding the upstream's credential, sent as `Authorization:
     /// Bearer`; empty = none. The tenant's key is never forwarded.
     #[serde(default)]
@@ -391,8 +459,9 @@ pub struct StoreConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChatConfig {
-    /// OpenAI-compatible base URL; empty = the built-in echo bot.
-    pub upstream: String,
+    /// OpenAI-compatible base URL; none (empty) = the built-in echo bot.
+    #[serde(with = "optional_url")]
+    pub upstream: Option<HttpUrl>,
     /// Name of the variable holding the upstream's API key.
     pub api_key_env: String,
     /// Model used when a chat request names none.
@@ -483,7 +552,7 @@ impl Default for StoreConfig {
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
-            upstream: String::new(),
+            upstream: None,
             api_key_env: "OPENAI_API_KEY".into(),
             default_model: "gpt-4o-mini".into(),
             timeout_ms: 60_000,
@@ -525,18 +594,33 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with("TOLLGATE_"))
             .collect();
+        let defaults_and_file = value.clone();
         apply_env(&mut value, "TOLLGATE", &vars)?;
         let config: Config = value.try_into().map_err(|e: toml::de::Error| {
-            // A wrong type in the file is reported from the file itself,
-            // which knows the key and the line (the merged value does not).
-            match file_text.and_then(|(path, text)| {
-                toml::from_str::<Config>(&text)
-                    .err()
-                    .map(|e| format!("{}: {e}", path.display()))
-            }) {
-                Some(in_file) => ConfigError::Invalid(in_file),
-                None => ConfigError::Invalid(e.message().to_string()),
+            // A wrong type or value in the file is reported from the file
+            // itself, which knows the key and the line (the merged value
+            // does not); one in a variable names the variable.
+            if let Some((path, text)) = file_text {
+                if let Err(in_file) = toml::from_str::<Config>(&text) {
+                    return ConfigError::Invalid(format!("{}: {in_file}", path.display()));
+                }
             }
+            let mut names: Vec<&String> = vars.keys().collect();
+            names.sort();
+            for name in names {
+                let one = std::collections::HashMap::from([(name.clone(), vars[name].clone())]);
+                let mut v = defaults_and_file.clone();
+                if apply_env(&mut v, "TOLLGATE", &one).is_ok() {
+                    if let Err(e) = v.try_into::<Config>() {
+                        return ConfigError::Invalid(format!(
+                            "{name}={:?}: {}",
+                            vars[name],
+                            e.message()
+                        ));
+                    }
+                }
+            }
+            ConfigError::Invalid(e.message().to_string())
         })?;
         config.validate()?;
         Ok(config)
@@ -626,20 +710,10 @@ impl Config {
         if self.retention.raw_days == 0 {
             return bad("retention.raw_days must be at least 1");
         }
-        if !self.chat.upstream.is_empty() && !is_http_url(&self.chat.upstream) {
-            return bad(&format!(
-                "chat.upstream must be an http(s) URL (or empty for the echo bot), got '{}'",
-                self.chat.upstream
-            ));
-        }
         for a in &self.alerts {
             // An e-mail-only alert has no URL (docs/API.md).
-            let mail_only = a.url.is_empty() && !a.email.is_empty();
-            if !mail_only && !is_http_url(&a.url) {
-                return bad(&format!(
-                    "alerts.url must be an http(s) URL (or empty, with email), got '{}'",
-                    a.url
-                ));
+            if a.url.is_none() && a.email.is_empty() {
+                return bad("alerts: each alert needs a url, an email list, or both");
             }
             if a.thresholds.is_empty() || a.thresholds.iter().any(|&t| t == 0 || t > 1000) {
                 return bad("alerts.thresholds must be percentages from 1 to 1000");
@@ -670,12 +744,6 @@ impl Config {
             if !prefixes.insert(prefix.to_string()) {
                 return bad(&format!("proxy.prefix '{}' appears twice", p.prefix));
             }
-            if !is_http_url(&p.upstream) {
-                return bad(&format!(
-                    "proxy.upstream must be an http(s) URL, got '{}'",
-                    p.upstream
-                ));
-            }
             if p.cost == 0 || p.timeout_ms == 0 || p.idle_timeout_ms == 0 {
                 return bad("proxy.cost, timeout_ms and idle_timeout_ms must be at least 1");
             }
@@ -700,12 +768,6 @@ impl Config {
             other => other,
         })
     }
-}
-
-fn is_http_url(s: &str) -> bool {
-    let scheme = s.starts_with("http://") || s.starts_with("https://");
-    // Parsed as a URL with a host (`http://::::` is not one).
-    scheme && url::Url::parse(s).is_ok_and(|u| u.host().is_some())
 }
 
 /// Reads a plans file: `[[plans]]` tables with snake_case keys.
@@ -907,7 +969,7 @@ mod tests {
         assert_eq!(c.bind, "127.0.0.1:1");
         assert_eq!(c.flush.interval_ms, 50);
         assert_eq!(c.flush.queue_capacity, 77);
-        assert_eq!(c.chat.upstream, "http://x");
+        assert_eq!(c.chat.upstream, Some("http://x".parse().unwrap()));
         assert_eq!(c.retention.raw_days, 90);
     }
 
@@ -986,16 +1048,16 @@ upstream_auth_env = "UPSTREAM_API_KEY"
             ("[[proxy]]\nprefix = \"/api/x\"\nupstream = \"http://a\"\n", "proxy.prefix"),
             ("[[proxy]]\nprefix = \"/metrics\"\nupstream = \"http://a\"\n", "proxy.prefix"),
             ("[[proxy]]\nprefix = \"v1\"\nupstream = \"http://a\"\n", "proxy.prefix"),
-            ("[[proxy]]\nprefix = \"/v1\"\nupstream = \"ftp://a\"\n", "proxy.upstream"),
+            ("[[proxy]]\nprefix = \"/v1\"\nupstream = \"ftp://a\"\n", "line 3"),
             (
                 "[[proxy]]\nprefix = \"/v1\"\nupstream = \"http://a\"\n[[proxy]]\nprefix = \"/v1/\"\nupstream = \"http://b\"\n",
                 "twice",
             ),
             ("[[alerts]]\nurl = \"http://a\"\nthresholds = [0]\n", "thresholds"),
-            ("[[alerts]]\nurl = \"mailto:x\"\n", "alerts.url"),
-            ("[[alerts]]\nthresholds = [50]\n", "alerts.url"),
-            ("[chat]\nupstream = \"::::\"\n", "chat.upstream"),
-            ("[chat]\nupstream = \"http://::::\"\n", "chat.upstream"),
+            ("[[alerts]]\nurl = \"mailto:x\"\n", "url = \"mailto:x\""),
+            ("[[alerts]]\nthresholds = [50]\n", "needs a url"),
+            ("[chat]\nupstream = \"::::\"\n", "http(s) URL"),
+            ("[chat]\nupstream = \"http://::::\"\n", "line 2"),
             ("[flush]\nqueue_capacity = 10000000000000\n", "queue_capacity"),
             ("workers = 100000000\n", "workers"),
             ("[[alerts]]\nurl = \"http://a\"\nsurprise = 1\n", "surprise"),
@@ -1034,5 +1096,51 @@ upstream_auth_env = "UPSTREAM_API_KEY"
         .unwrap();
         let c = Config::load(Some(&f), vec![]).unwrap();
         assert_eq!(c.alerts[0].email, ["ops@example.com"]);
+    }
+
+    /// URLs are a type, checked where they are read (issue 38, item 6): a
+    /// bad one in the file names its line, in a variable the variable;
+    /// empty means none where none is allowed.
+    #[test]
+    fn urls_are_checked_where_they_are_read() {
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let c = Config::load(
+            None,
+            env("TOLLGATE_CHAT_UPSTREAM", "https://api.example.com/v1"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.chat.upstream.as_ref().map(HttpUrl::as_str),
+            Some("https://api.example.com/v1")
+        );
+        let c = Config::load(None, env("TOLLGATE_CHAT_UPSTREAM", "")).unwrap();
+        assert_eq!(c.chat.upstream, None, "empty is the echo bot");
+        for bad in ["ftp://x", "api.example.com", "http://::::"] {
+            let e = Config::load(None, env("TOLLGATE_CHAT_UPSTREAM", bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("TOLLGATE_CHAT_UPSTREAM") && e.contains("http(s) URL"),
+                "{bad}: {e}"
+            );
+        }
+        let e = Config::load(None, env("TOLLGATE_SMTP_SECURITY", "ssl"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TOLLGATE_SMTP_SECURITY") && e.contains("starttls"),
+            "{e}"
+        );
+        assert!("https://a.example".parse::<HttpUrl>().is_ok());
+        assert!("mailto:ops@example.com".parse::<HttpUrl>().is_err());
+        // The file's alerts: a webhook-only alert keeps its URL typed.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "[[alerts]]\nurl = \"http://hooks.example/x\"\n").unwrap();
+        let c = Config::load(Some(&f), vec![]).unwrap();
+        assert_eq!(
+            c.alerts[0].url.as_ref().unwrap().as_str(),
+            "http://hooks.example/x"
+        );
     }
 }

@@ -64,7 +64,7 @@ fn the_anthropic_sdk_shows_tollgates_reasons() {
     std::env::set_var("TG_TEST_ANTHROPIC_KEY", OPERATOR_KEY);
     let proxies = vec![ProxyConfig {
         prefix: "/anthropic".into(),
-        upstream: up.url.clone(),
+        upstream: up.url.parse().unwrap(),
         upstream_auth_env: "TG_TEST_ANTHROPIC_KEY".into(),
         timeout_ms: 5_000,
         idle_timeout_ms: 5_000,

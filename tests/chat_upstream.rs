@@ -82,7 +82,7 @@ fn chat_goes_upstream_with_the_operator_credential() {
     });
     let s = TestServer::start_with(
         |c| {
-            c.chat.upstream = url;
+            c.chat.upstream = Some(url.parse().unwrap());
             c.chat.api_key_env = "TG_TEST_UPSTREAM_KEY_A".into();
         },
         Arc::new(SystemClock),
@@ -140,7 +140,7 @@ fn a_slow_upstream_times_out_with_504() {
     let (url, _) = fake_upstream(|_| (200, completion(), 3_000));
     let s = TestServer::start_with(
         |c| {
-            c.chat.upstream = url;
+            c.chat.upstream = Some(url.parse().unwrap());
             c.chat.timeout_ms = 300;
         },
         Arc::new(SystemClock),
@@ -175,7 +175,10 @@ fn absurd_upstream_token_counts_are_capped_not_overflowed() {
             json!({"model": "gpt-4o", "choices": [{"message": {"content": "x"}}], "usage": usage});
         (200, body.to_string(), 0)
     });
-    let s = TestServer::start_with(|c| c.chat.upstream = url, Arc::new(SystemClock));
+    let s = TestServer::start_with(
+        |c| c.chat.upstream = Some(url.parse().unwrap()),
+        Arc::new(SystemClock),
+    );
     s.plan("tokens", None, Some(1_000_000_000), None);
     let key = s.tenant_with_key("inflated", "tokens");
     let chat = || -> Value {
@@ -220,7 +223,10 @@ fn a_failed_upstream_call_gives_back_its_burst_unit_too() {
         0 => (500, "{}".into(), 0),
         _ => (200, completion(), 0),
     });
-    let s = TestServer::start_with(|c| c.chat.upstream = url, Arc::new(SystemClock));
+    let s = TestServer::start_with(
+        |c| c.chat.upstream = Some(url.parse().unwrap()),
+        Arc::new(SystemClock),
+    );
     s.plan(
         "slow-burst",
         Some(10),

@@ -210,7 +210,7 @@ fn world() -> World {
     c.cluster.instance_id = "edges".into();
     let route = |prefix: &str, dialect| ProxyConfig {
         prefix: prefix.into(),
-        upstream: upstream.url.clone(),
+        upstream: upstream.url.parse().unwrap(),
         upstream_auth_env: String::new(),
         timeout_ms: 5_000,
         idle_timeout_ms: 5_000,

@@ -19,7 +19,7 @@ use tollgate::config::ProxyConfig;
 fn proxy(prefix: &str, upstream: &str, idle_timeout_ms: u64) -> ProxyConfig {
     ProxyConfig {
         prefix: prefix.into(),
-        upstream: upstream.into(),
+        upstream: upstream.parse().unwrap(),
         upstream_auth_env: "TG_TEST_HOSTILE_CRED".into(),
         timeout_ms: 5_000,
         idle_timeout_ms,

@@ -50,7 +50,7 @@ fn the_openai_sdk_shows_tollgates_reasons() {
     let up = upstream();
     let proxies = vec![ProxyConfig {
         prefix: "/v1".into(),
-        upstream: up.url.clone(),
+        upstream: up.url.parse().unwrap(),
         upstream_auth_env: String::new(),
         timeout_ms: 5_000,
         idle_timeout_ms: 5_000,

@@ -167,7 +167,7 @@ fn hmac_hex(secret: &str, body: &[u8]) -> String {
 
 fn alert(url: &str, secret_env: &str, thresholds: Vec<u32>) -> AlertConfig {
     AlertConfig {
-        url: format!("{url}/hooks/usage"),
+        url: Some(format!("{url}/hooks/usage").parse().unwrap()),
         thresholds,
         secret_env: secret_env.into(),
         retry_initial_ms: 20,
@@ -187,7 +187,7 @@ fn thresholds_are_mailed_once_retried_and_never_delay_a_request() {
     use common::smtp::Smtp;
     let smtp = Smtp::start(1);
     let mut hook = alert("", "UNUSED", vec![50]);
-    hook.url = String::new();
+    hook.url = None;
     hook.email = vec!["ops@example.com".into(), "Finance <cfo@example.com>".into()];
     let port = smtp.port;
     let tune = move |c: &mut tollgate::config::Config| {
@@ -242,7 +242,7 @@ fn email_alerts_without_an_smtp_server_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     let mut hook = alert("", "UNUSED", vec![80]);
-    hook.url = String::new();
+    hook.url = None;
     hook.email = vec!["ops@example.com".into()];
     c.alerts = vec![hook.clone()];
     let err = tollgate::app::RunningServer::start(c, ADMIN, Arc::new(SystemClock))
@@ -296,7 +296,7 @@ fn an_anomaly_fires_once_per_episode_signed_and_survives_a_restart() {
     // And by e-mail, through a mail server on 127.0.0.1.
     let smtp = common::smtp::Smtp::start(0);
     let mut mail = hook.clone();
-    mail.url = String::new();
+    mail.url = None;
     mail.email = vec!["ops@example.com".into()];
     let smtp_port = smtp.port;
     let tune = move |c: &mut tollgate::config::Config| {
@@ -527,7 +527,7 @@ fn alerts_without_their_secret_refuse_to_start() {
 fn proxy(prefix: &str, upstream: &str, auth_env: &str, timeout_ms: u64) -> ProxyConfig {
     ProxyConfig {
         prefix: prefix.into(),
-        upstream: upstream.into(),
+        upstream: upstream.parse().unwrap(),
         upstream_auth_env: auth_env.into(),
         timeout_ms,
         idle_timeout_ms: 60_000,

@@ -187,7 +187,7 @@ fn a_plan_reserve_applies_when_authorize_names_no_estimate() {
 fn gateway(upstream: &str) -> TestServer {
     let proxies = vec![ProxyConfig {
         prefix: "/v1".into(),
-        upstream: upstream.into(),
+        upstream: upstream.parse().unwrap(),
         upstream_auth_env: String::new(),
         timeout_ms: 5_000,
         idle_timeout_ms: 5_000,

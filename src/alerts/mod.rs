@@ -91,17 +91,17 @@ impl Target {
             anomalies: c.anomalies,
         };
         let mut out = Vec::new();
-        if !c.url.is_empty() {
+        if let Some(url) = &c.url {
             let secret = env(&c.secret_env)
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| {
                     format!(
-                        "alert {}: set {} to the webhook signing secret",
-                        c.url, c.secret_env
+                        "alert {url}: set {} to the webhook signing secret",
+                        c.secret_env
                     )
                 })?;
             out.push(target(
-                c.url.clone(),
+                url.to_string(),
                 Via::Webhook {
                     secret: secret.into_bytes(),
                 },

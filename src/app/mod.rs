@@ -377,7 +377,7 @@ impl Tollgate {
             ),
             metering,
             chat: ChatBackend::new(
-                &chat.upstream,
+                chat.upstream.as_ref(),
                 api_key,
                 Duration::from_millis(chat.timeout_ms),
             ),

@@ -83,14 +83,14 @@ mod tests {
     fn each_missing_secret_is_named_by_its_setting() {
         let mut c = Config {
             alerts: vec![AlertConfig {
-                url: "http://127.0.0.1:9/hook".into(),
+                url: Some("http://127.0.0.1:9/hook".parse().unwrap()),
                 email: Vec::new(),
                 secret_env: "TG_HOOK_SECRET".into(),
                 ..serde_json::from_value(serde_json::json!({})).unwrap()
             }],
             proxy: vec![ProxyConfig {
                 prefix: "/v1".into(),
-                upstream: "http://127.0.0.1:9".into(),
+                upstream: "http://127.0.0.1:9".parse().unwrap(),
                 upstream_auth_env: "TG_UPSTREAM_KEY".into(),
                 timeout_ms: 1_000,
                 idle_timeout_ms: 1_000,

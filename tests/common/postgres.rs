@@ -29,6 +29,10 @@ pub(crate) struct PgCluster {
     pub port: u16,
     /// (uid, gid) the server runs as.
     user: Option<(u32, u32)>,
+    /// Whether commits reach the disk (PostgreSQL's defaults, as served)
+    /// or not (`fsync=off`, the tests' default: quicker, and a test's
+    /// cluster dies with it anyway).
+    durable: bool,
     server: Mutex<Option<Child>>,
 }
 
@@ -37,13 +41,20 @@ static DATABASES: AtomicU64 = AtomicU64::new(0);
 
 /// The process's cluster, started on first use.
 pub(crate) fn cluster() -> &'static PgCluster {
-    CLUSTER.get_or_init(|| PgCluster::start_new().unwrap_or_else(|e| panic!("{e}")))
+    CLUSTER.get_or_init(|| PgCluster::start_new(false).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// A cluster of the test's own, to stop and start without disturbing
 /// the other tests of its binary (stopped and removed when dropped).
 pub(crate) fn own_cluster() -> PgCluster {
-    PgCluster::start_new().unwrap_or_else(|e| panic!("{e}"))
+    PgCluster::start_new(false).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A cluster of the test's own that commits to disk as a served
+/// PostgreSQL does (`fsync` and full-page writes on): for measuring what
+/// a transaction costs in production.
+pub(crate) fn own_durable_cluster() -> PgCluster {
+    PgCluster::start_new(true).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A fresh, empty database on the process's cluster: its URL.
@@ -164,7 +175,7 @@ impl Drop for PgCluster {
 }
 
 impl PgCluster {
-    fn start_new() -> Result<PgCluster, String> {
+    fn start_new(durable: bool) -> Result<PgCluster, String> {
         let bin = bin_dir().ok_or(
             "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): \
              run scripts/test, which installs Debian's postgresql package",
@@ -214,6 +225,7 @@ impl PgCluster {
             root,
             port: free_port(),
             user,
+            durable,
             server: Mutex::new(None),
         };
         cluster.start()?;
@@ -235,7 +247,11 @@ impl PgCluster {
             .arg(self.root.join("sock"))
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "max_connections=300"])
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(if self.durable {
+                ["-c", "fsync=on", "-c", "full_page_writes=on"]
+            } else {
+                ["-c", "fsync=off", "-c", "full_page_writes=off"]
+            })
             .args(["-c", "shared_buffers=128MB"])
             .stdout(Stdio::null())
             .stderr(

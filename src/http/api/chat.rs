@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::HttpUrl;
 use crate::metering::tokens::count_tokens;
 use crate::model::{recordable_model, TokenCounts};
 
@@ -35,17 +36,25 @@ pub enum ChatBackend {
 }
 
 impl ChatBackend {
-    pub fn new(upstream: &str, api_key: Option<String>, timeout: Duration) -> ChatBackend {
-        if upstream.is_empty() {
+    /// The echo bot without an upstream.
+    pub fn new(
+        upstream: Option<&HttpUrl>,
+        api_key: Option<String>,
+        timeout: Duration,
+    ) -> ChatBackend {
+        let Some(upstream) = upstream else {
             return ChatBackend::Echo;
-        }
+        };
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         ChatBackend::Upstream {
             client,
-            url: format!("{}/v1/chat/completions", upstream.trim_end_matches('/')),
+            url: format!(
+                "{}/v1/chat/completions",
+                upstream.as_str().trim_end_matches('/')
+            ),
             api_key,
         }
     }

@@ -136,7 +136,7 @@ impl ProxyTarget {
         Ok(ProxyTarget {
             prefix: c.prefix.trim_end_matches('/').to_string(),
             name,
-            upstream: c.upstream.trim_end_matches('/').to_string(),
+            upstream: c.upstream.as_str().trim_end_matches('/').to_string(),
             credential,
             timeout: Duration::from_millis(c.timeout_ms),
             idle_timeout: Duration::from_millis(c.idle_timeout_ms),
