@@ -354,9 +354,15 @@ fn a_spool_is_delivered_in_batches_each_write_once() {
     for (cluster, name) in [(cluster(), "fsync off"), (&durable, "fsync on")] {
         for instances in [1, 3] {
             let mut rates = Vec::new();
-            for writes in [1, batched, 1, batched] {
+            for writes in [1, batched, 0, 1, batched, 0] {
                 let url = cluster.fresh_database();
-                rates.push((writes, spool_delivered_by(url, instances, writes)));
+                rates.push((
+                    writes,
+                    match writes {
+                        0 => copied_alone(url, instances, batched),
+                        _ => spool_delivered_by(url, instances, writes),
+                    },
+                ));
             }
             let rate = |w: usize| -> Vec<u64> {
                 rates
@@ -367,12 +373,68 @@ fn a_spool_is_delivered_in_batches_each_write_once() {
             };
             eprintln!(
                 "spool delivery ({name}, {instances} instance(s)), records/s: \
-                 one write a transaction {:?}, {batched} a transaction {:?}",
+                 one write a transaction {:?}, {batched} a transaction {:?}; \
+                 their rows alone, COPYed {batched} writes a transaction {:?}",
                 rate(1),
-                rate(batched)
+                rate(batched),
+                rate(0)
             );
         }
     }
+}
+
+/// The spool's 300 writes of 50 records: the `n`th.
+fn spooled_write(seq: u64) -> super::spool::Write {
+    let per = 50i64;
+    super::engine::write_of(
+        seq,
+        &[&UsageBlock::new(
+            format!("t{}", seq % 7),
+            (0..per).map(|i| rec(seq as i64 * per + i)).collect(),
+        )],
+    )
+}
+
+/// The floor under [`spool_delivered_by`]: the same writes' rows alone,
+/// `writes` writes' `COPY` streams a transaction, into the same table (no
+/// totals, rollups or duplicate check) - what PostgreSQL itself takes.
+fn copied_alone(url: String, instances: usize, writes: usize) -> f64 {
+    let count = 300u64;
+    let fleet: Vec<_> = (0..instances)
+        .map(|n| {
+            let (_, engine) = open(&options(&url, &format!("i{n}"))).unwrap();
+            let prepared: Vec<_> = (1..=count).map(spooled_write).collect();
+            engine
+                .ensure_days(prepared.iter().flat_map(|w| w.days.clone()))
+                .unwrap();
+            (engine, prepared)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for (engine, prepared) in &fleet {
+            s.spawn(move || {
+                for batch in prepared.chunks(writes) {
+                    let stream: bytes::Bytes =
+                        super::records::join_copies(batch.iter().map(|w| w.copy.as_slice())).into();
+                    engine
+                        .transaction(move |tx| {
+                            Box::pin(async move {
+                                use futures_util::SinkExt;
+                                let sink = tx.copy_in(super::records::COPY_RECORDS).await?;
+                                futures_util::pin_mut!(sink);
+                                sink.send(stream).await?;
+                                sink.finish().await?;
+                                Ok(())
+                            })
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let took = started.elapsed().as_secs_f64();
+    (count * 50 * instances as u64) as f64 / took
 }
 
 /// Spools 300 writes of 50 records on each of `instances` instances of one
