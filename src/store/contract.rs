@@ -556,6 +556,75 @@ pub(super) fn the_catalog_and_alert_marks_round_trip(e: Engine) {
     assert_eq!(left, [80, 100]);
 }
 
+/// Record ids are claimed with their records (issue 40, item 5): a record
+/// whose id is held is left out and named with its holder; the claims
+/// survive a reopen, go with a purged tenant, and are forgotten by age.
+fn a_claimed_id_is_written_once_and_forgotten_after_retention(e: Engine) {
+    use super::Claims;
+    let t = day(2026, 11, 3);
+    let block =
+        |n: usize| UsageBlock::new("a", (0..n).map(|i| rec(t + i as i64, 1, 10, "")).collect());
+    let claims = |key: &str, ids: &[&str], at_ms: i64| Claims {
+        key: key.into(),
+        at_ms,
+        ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    let Engine {
+        store: s,
+        reopen,
+        _dir,
+    } = e;
+    let held = s
+        .write_claimed(block(3), claims("k1", &["x", "", "y"], t))
+        .unwrap();
+    assert_eq!(held, [None, None, None], "all new: all written");
+    // The same batch again: nothing written; the holders named.
+    let held = s
+        .write_claimed(block(3), claims("k1", &["x", "", "y"], t))
+        .unwrap();
+    assert_eq!(held, [Some("k1".into()), None, Some("k1".into())]);
+    // Another batch reusing one id.
+    let held = s
+        .write_claimed(block(2), claims("", &["y", "z"], t))
+        .unwrap();
+    assert_eq!(held, [Some("k1".into()), None]);
+    let p = Period::containing_secs(t / 1000);
+    // x, the unclaimed one twice, y, z.
+    assert_eq!(
+        s.tenant_totals("a", p).unwrap(),
+        PeriodTotals {
+            calls: 5,
+            tokens: 50
+        }
+    );
+    assert_eq!(scanned(s.as_ref(), "a").len(), 5);
+    let s = reopen(s);
+    assert_eq!(
+        s.claimed("a", &["x", "z", "w"]).unwrap(),
+        [Some("k1".into()), Some(String::new()), None],
+        "claims survive a reopen"
+    );
+    assert_eq!(s.claimed("b", &["x"]).unwrap(), [None], "per tenant");
+    // Another tenant's claims, made later, outlive the retention cut.
+    let other = UsageBlock::new("b", vec![rec(t, 1, 1, "")]);
+    assert_eq!(
+        s.write_claimed(other, claims("", &["x"], t + DAY)).unwrap(),
+        [None]
+    );
+    assert_eq!(s.drop_claims_before(t + 1).unwrap(), 3);
+    assert_eq!(
+        s.claimed("a", &["x", "y", "z"]).unwrap(),
+        [None, None, None]
+    );
+    assert_eq!(s.claimed("b", &["x"]).unwrap(), [Some(String::new())]);
+    s.delete_tenant("b").unwrap();
+    assert_eq!(
+        s.claimed("b", &["x"]).unwrap(),
+        [None],
+        "purged with its tenant"
+    );
+}
+
 macro_rules! contract_suite {
     ($($engine:ident => $make:expr;)*) => {
         $(
@@ -574,6 +643,7 @@ macro_rules! contract_suite {
                     records_keep_their_version_country_integration_and_retry,
                     an_alert_mark_is_claimed_once,
                     cell_heads_are_the_cells_totals,
+                    a_claimed_id_is_written_once_and_forgotten_after_retention,
                 );
             }
         )*

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{
-    ledger::Direct, AlertMark, AlertMarks, Catalog, CellKey, Engine, Ledger, PeriodTotals,
-    RollupCells, StoreError, StoredCell, UsageBlock, UsageLog, UsageReads,
+    ledger::Direct, AlertMark, AlertMarks, Catalog, CellKey, Claims, Engine, HeldBy, Ledger,
+    PeriodTotals, RecordIds, RollupCells, StoreError, StoredCell, UsageBlock, UsageLog, UsageReads,
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
@@ -87,6 +87,8 @@ struct Inner {
     cells: BTreeMap<CellKey, StoredCell>,
     watermark: u64,
     marks: BTreeMap<String, AlertMark>,
+    /// (tenant, id) -> (who claimed it, when).
+    claims: HashMap<(String, String), (HeldBy, i64)>,
 }
 
 impl Catalog for MemoryEngine {
@@ -183,6 +185,37 @@ impl UsageLog for MemoryEngine {
         Ok(())
     }
 
+    fn append_claimed(
+        &self,
+        seq: u64,
+        block: &UsageBlock,
+        claims: &Claims,
+    ) -> Result<bool, StoreError> {
+        {
+            let inner = self.inner.lock();
+            let taken = claims.ids.iter().any(|id| {
+                !id.is_empty()
+                    && inner
+                        .claims
+                        .contains_key(&(block.tenant.clone(), id.clone()))
+            });
+            if taken {
+                return Ok(false);
+            }
+        }
+        // One lock for the check and the write would be stricter; the
+        // ledger's writer lock already makes them one step.
+        self.append(seq, &[block])?;
+        let mut inner = self.inner.lock();
+        for id in claims.ids.iter().filter(|id| !id.is_empty()) {
+            inner.claims.insert(
+                (block.tenant.clone(), id.clone()),
+                (claims.key.clone(), claims.at_ms),
+            );
+        }
+        Ok(true)
+    }
+
     fn last_seq(&self) -> Result<u64, StoreError> {
         Ok(self.inner.lock().seq)
     }
@@ -220,6 +253,28 @@ impl UsageLog for MemoryEngine {
             });
         }
         Ok(days.len())
+    }
+}
+
+impl RecordIds for MemoryEngine {
+    fn claimed(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<HeldBy>>, StoreError> {
+        let inner = self.inner.lock();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                inner
+                    .claims
+                    .get(&(tenant.to_string(), id.to_string()))
+                    .map(|(k, _)| k.clone())
+            })
+            .collect())
+    }
+
+    fn drop_claims_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock();
+        let was = inner.claims.len();
+        inner.claims.retain(|_, (_, at)| *at >= before_ms);
+        Ok((was - inner.claims.len()) as u64)
     }
 }
 
@@ -282,6 +337,7 @@ impl Engine for MemoryEngine {
         let own = Owner::tenant(id);
         inner.cells.retain(|(_, owner, _), _| *owner != own);
         inner.marks.retain(|_, m| m.tenant != id);
+        inner.claims.retain(|(t, _), _| t != id);
         for blocks in inner.journal.values_mut() {
             blocks.retain(|(t, _)| t != id);
         }

@@ -29,7 +29,8 @@ pub use error::{Failure, StoreError};
 pub use ledger::{Access, Ledger};
 pub use sled::{within, SledOptions, SledStore};
 pub use values::{
-    alert_key, AlertMark, CellKey, MarkOf, PeriodTotals, Retirement, StoredCell, UsageBlock,
+    alert_key, AlertMark, CellKey, Claims, HeldBy, MarkOf, PeriodTotals, Retirement, StoredCell,
+    UsageBlock, CLAIM_DAYS,
 };
 
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
@@ -75,6 +76,18 @@ pub trait AlertMarks: Send + Sync {
     fn prune_alert_marks(&self, before: Period) -> Result<(), StoreError>;
 }
 
+/// Reported records' ids, each claimed once per tenant ([`Claims`]): an
+/// engine makes the claims in the same atomic step as the records they
+/// come with ([`UsageLog::append_claimed`]), so an id is held exactly when
+/// its record is stored.
+pub trait RecordIds: Send + Sync {
+    /// For each of `ids` of `tenant`: who holds it, or `None` when free.
+    fn claimed(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<HeldBy>>, StoreError>;
+
+    /// Retention: forgets the claims made before `before_ms`; how many.
+    fn drop_claims_before(&self, before_ms: i64) -> Result<u64, StoreError>;
+}
+
 /// Reading usage records and period totals: what an engine's [`UsageLog`]
 /// and the [`Store`] both answer.
 pub trait UsageReads: Send + Sync {
@@ -105,6 +118,18 @@ pub trait UsageLog: UsageReads {
     /// back until [`RollupCells::commit_cells`] covers it. Durable only after
     /// [`Engine::durable`].
     fn append(&self, seq: u64, blocks: &[&UsageBlock]) -> Result<(), StoreError>;
+
+    /// [`append`](Self::append) of one block whose records claim ids, the
+    /// claims made in the same atomic step; `Ok(false)`, and nothing
+    /// written, when one of the ids is held already (claimed by another
+    /// instance since [`RecordIds::claimed`] was asked). Never spooled: an
+    /// engine that cannot reach its database says so.
+    fn append_claimed(
+        &self,
+        seq: u64,
+        block: &UsageBlock,
+        claims: &Claims,
+    ) -> Result<bool, StoreError>;
 
     /// The number of the last write appended (0 for none).
     fn last_seq(&self) -> Result<u64, StoreError>;
@@ -164,7 +189,7 @@ pub trait RollupCells: Send + Sync {
 }
 
 /// A storage engine: every concern, plus what spans them.
-pub trait Engine: Catalog + AlertMarks + UsageLog + RollupCells {
+pub trait Engine: Catalog + AlertMarks + UsageLog + RollupCells + RecordIds {
     /// Removes everything under the tenant's id: records, totals, its own
     /// rollup cells (the all-tenants cells keep its share), alert marks,
     /// keys and the tenant itself; durable when it returns.
@@ -178,7 +203,7 @@ pub trait Engine: Catalog + AlertMarks + UsageLog + RollupCells {
 }
 
 /// The store the rest of Tollgate uses (a [`Ledger`] over an engine).
-pub trait Store: Catalog + AlertMarks + UsageReads {
+pub trait Store: Catalog + AlertMarks + UsageReads + RecordIds {
     /// Purges the tenant (see [`Engine::purge_tenant`]); a usage write is
     /// wholly before the purge (and purged) or after it (and skips the
     /// tenant's blocks, retired by then: [`UsageBlock::is_retired`]).
@@ -196,6 +221,17 @@ pub trait Store: Catalog + AlertMarks + UsageReads {
     /// Numbers of writes that were lost are given again, so ask before any
     /// other usage write.
     fn written(&self, seq: u64) -> Result<bool, StoreError>;
+
+    /// Writes the records of `block` whose ids ([`Claims`]) are free, with
+    /// their claims, in one write, and makes it durable; the others are
+    /// left out. Returns, for each record, who held its id when it was left
+    /// out (`None`: written). Exactly once across every instance sharing
+    /// the engine: a claim and its record commit together.
+    fn write_claimed(
+        &self,
+        block: UsageBlock,
+        claims: Claims,
+    ) -> Result<Vec<Option<HeldBy>>, StoreError>;
 
     /// `owner`'s rollup cells in `span`, in bucket order: every persisted
     /// record counted once.

@@ -22,6 +22,27 @@ impl PeriodTotals {
     }
 }
 
+/// The record ids a reported batch claims (`POST /api/v1/usage`'s `id`s,
+/// and those its `Idempotency-Key` gives the records without one): each id
+/// once per tenant, kept [`CLAIM_DAYS`] days. `ids[i]` is the id of the
+/// block's record `i`; empty for a record that claims nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// The batch's `Idempotency-Key` (empty: none), kept with each claim so
+    /// that a repeat of the batch is told from another batch that reuses an id.
+    pub key: String,
+    /// When the batch came (retention counts from it).
+    pub at_ms: i64,
+    pub ids: Vec<String>,
+}
+
+/// Days a claimed record id is remembered (Metronome keeps 34).
+pub const CLAIM_DAYS: i64 = 35;
+
+/// Who holds a claimed id: the `Idempotency-Key` of the batch that
+/// claimed it (empty when that batch had none).
+pub type HeldBy = String;
+
 /// Usage records of one tenant, written together by one flush.
 #[derive(Clone, Debug, Default)]
 pub struct UsageBlock {

@@ -18,8 +18,8 @@ use parking_lot::{Mutex, MutexGuard};
 
 use self::book::RollupBook;
 use super::{
-    AlertMark, AlertMarks, Catalog, Engine, PeriodTotals, RollupCells, Store, StoreError,
-    UsageBlock, UsageLog, UsageReads,
+    AlertMark, AlertMarks, Catalog, Claims, Engine, HeldBy, PeriodTotals, RecordIds, RollupCells,
+    Store, StoreError, UsageBlock, UsageLog, UsageReads,
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
@@ -286,6 +286,62 @@ impl<A: Access> Store for Ledger<A> {
         Ok(seq)
     }
 
+    fn write_claimed(
+        &self,
+        mut block: UsageBlock,
+        mut claims: Claims,
+    ) -> Result<Vec<Option<HeldBy>>, StoreError> {
+        let mut held: Vec<Option<HeldBy>> = vec![None; block.records.len()];
+        // Where each record still in the block came from.
+        let mut from: Vec<usize> = (0..block.records.len()).collect();
+        let mut w = self.writer()?;
+        let seq = loop {
+            // Ask who holds the ids, leave those records out, and write the
+            // rest with their claims; another instance may claim one in
+            // between (the write then says so, and nothing is written).
+            let asked: Vec<usize> = (0..claims.ids.len())
+                .filter(|&i| !claims.ids[i].is_empty())
+                .collect();
+            let ids: Vec<&str> = asked.iter().map(|&i| claims.ids[i].as_str()).collect();
+            let holders = self.access.read(|e| e.claimed(&block.tenant, &ids))?;
+            let mut out = vec![false; block.records.len()];
+            for (&i, holder) in asked.iter().zip(holders) {
+                if let Some(h) = holder {
+                    held[from[i]] = Some(h);
+                    out[i] = true;
+                }
+            }
+            let mut keep = out.iter().map(|o| !o);
+            block.records.retain(|_| keep.next().unwrap_or(true));
+            let mut keep = out.iter().map(|o| !o);
+            claims.ids.retain(|_| keep.next().unwrap_or(true));
+            let mut keep = out.iter().map(|o| !o);
+            from.retain(|_| keep.next().unwrap_or(true));
+            if block.records.is_empty() || block.is_retired() {
+                return Ok(held);
+            }
+            let seq = w.seq + 1;
+            let size = write_size(&[&block]);
+            if self
+                .access
+                .write(size, |e| e.append_claimed(seq, &block, &claims))?
+            {
+                break seq;
+            }
+        };
+        w.seq = seq;
+        if !self.rolls_up {
+            self.book.lock().add(&block.tenant, &block.records);
+        }
+        self.access
+            .read(|e| e.durable())
+            .map_err(|cause| StoreError::NotDurable {
+                seq,
+                cause: Box::new(cause),
+            })?;
+        Ok(held)
+    }
+
     /// The writer is brought up to a replaced engine first, which sets the
     /// last write number to the new engine's: a lost write's number is
     /// above it.
@@ -365,6 +421,16 @@ impl<A: Access> Store for Ledger<A> {
 
     fn size_bytes(&self) -> Result<u64, StoreError> {
         self.access.read(|e| e.size_bytes())
+    }
+}
+
+impl<A: Access> RecordIds for Ledger<A> {
+    fn claimed(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<HeldBy>>, StoreError> {
+        self.access.read(|e| e.claimed(tenant, ids))
+    }
+
+    fn drop_claims_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.access.write(0, |e| e.drop_claims_before(before_ms))
     }
 }
 

@@ -12,6 +12,7 @@
 //! Each catalog write adds a row to `catalog_changes` and notifies
 //! `tollgate_catalog` in its transaction (`shared.rs` follows them).
 
+use crate::store::Claims;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -160,6 +161,9 @@ pub(super) const ADD_PROCESS_TOTALS: &str = "INSERT INTO process_totals \
 
 /// Spooled writes delivered in one transaction.
 pub(super) const DRAIN_WRITES: usize = 64;
+
+/// Rolls back a claimed write whose claim another instance holds.
+const HELD: &str = "a claimed record id is held already";
 
 /// Adds one delivery's totals (and this process's part of them) and
 /// merges its rollup cells.
@@ -439,12 +443,43 @@ impl PgEngine {
     /// spool is delivered in a few large transactions (each one's rollup
     /// merge takes a lock every instance shares) rather than one a write.
     pub(super) fn deliver_all(&self, writes: &[Arc<Write>]) -> Result<(), StoreError> {
+        self.deliver_claimed(writes, None).map(|_| ())
+    }
+
+    /// [`deliver_all`](Self::deliver_all), with the claims of the one
+    /// write's one block made first in the same transaction: false, and
+    /// nothing written, when another instance holds one of them.
+    pub(super) fn deliver_claimed(
+        &self,
+        writes: &[Arc<Write>],
+        claims: Option<(String, Claims)>,
+    ) -> Result<bool, StoreError> {
         self.ensure_days(writes.iter().flat_map(|w| w.days.iter().copied()))?;
         let instance = self.instance.clone();
         let process = self.process.get().cloned();
         let writes = writes.to_vec();
         let result = self.transaction(move |tx| {
             Box::pin(async move {
+                if let Some((tenant, c)) = &claims {
+                    let ids: Vec<&str> = c
+                        .ids
+                        .iter()
+                        .filter(|id| !id.is_empty())
+                        .map(String::as_str)
+                        .collect();
+                    let made = tx
+                        .execute(
+                            "INSERT INTO record_ids (tenant_id, id, batch_key, made_at) \
+                             SELECT $1::text, i, $3::text, $4::int8 FROM unnest($2::text[]) AS u(i) \
+                             ON CONFLICT DO NOTHING",
+                            &[tenant, &ids, &c.key, &c.at_ms],
+                        )
+                        .await?;
+                    if made < ids.len() as u64 {
+                        // Rolled back: the transaction's error.
+                        return Err(StoreError::Unavailable(HELD.into()));
+                    }
+                }
                 let seqs: Vec<i64> = writes.iter().map(|w| w.seq as i64).collect();
                 let counts: Vec<i32> = writes.iter().map(|w| w.records as i32).collect();
                 let fresh: HashSet<i64> = tx
@@ -491,6 +526,10 @@ impl PgEngine {
                 }
             })
         });
+        let result = match result {
+            Err(StoreError::Unavailable(m)) if m == HELD => return Ok(false),
+            other => other,
+        };
         match &result {
             Ok(()) => *self.down.lock() = None,
             Err(e) => {
@@ -502,7 +541,7 @@ impl PgEngine {
                 }
             }
         }
-        result
+        result.map(|()| true)
     }
 
     /// Delivers what the spool holds, oldest first, up to
@@ -593,6 +632,7 @@ impl Engine for PgEngine {
                     "DELETE FROM shared_periods WHERE tenant_id = $1",
                     "DELETE FROM rollup_cells WHERE owner = $1",
                     "DELETE FROM alert_marks WHERE tenant_id = $1",
+                    "DELETE FROM record_ids WHERE tenant_id = $1",
                     "DELETE FROM api_keys WHERE tenant_id = $1",
                     "DELETE FROM tenants WHERE id = $1",
                 ] {

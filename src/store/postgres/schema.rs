@@ -167,6 +167,16 @@ CREATE TABLE process_grants (
     PRIMARY KEY (period, tenant_id, measure, process)
 );
 "#,
+    r#"
+CREATE TABLE record_ids (
+    tenant_id text NOT NULL,
+    id text NOT NULL,
+    batch_key text NOT NULL,
+    made_at bigint NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX record_ids_made_at ON record_ids (made_at);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -4,7 +4,7 @@ use super::client::unreachable;
 use super::engine::{write_of, PgEngine, PARTITION_LOCK};
 use super::records::{self};
 use crate::model::UsageRecord;
-use crate::store::{StoreError, UsageBlock, UsageLog};
+use crate::store::{Claims, HeldBy, RecordIds, StoreError, UsageBlock, UsageLog};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -40,6 +40,22 @@ impl UsageLog for PgEngine {
         spool.push(&write)?;
         self.spooled.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Straight to the database, never to the spool: a claim is made with
+    /// its records or not at all, and the client is told to retry.
+    fn append_claimed(
+        &self,
+        seq: u64,
+        block: &UsageBlock,
+        claims: &Claims,
+    ) -> Result<bool, StoreError> {
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) {
+            // Writes wait in the spool, in order; this one cannot.
+            self.drain()?;
+        }
+        let write = Arc::new(write_of(seq, &[block]));
+        self.deliver_claimed(&[write], Some((block.tenant.clone(), claims.clone())))
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
@@ -112,5 +128,30 @@ impl UsageLog for PgEngine {
         })?;
         self.days.lock().retain(|d| *d >= day as i64);
         Ok(dropped)
+    }
+}
+
+impl RecordIds for PgEngine {
+    fn claimed(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<HeldBy>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let rows = self.query(
+            "SELECT id, batch_key FROM record_ids WHERE tenant_id = $1 AND id = ANY($2::text[])",
+            vec![Box::new(tenant.to_string()), Box::new(wanted)],
+        )?;
+        let held: std::collections::HashMap<String, String> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(ids.iter().map(|id| held.get(*id).cloned()).collect())
+    }
+
+    fn drop_claims_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.pg.run(move |c| async move {
+            Ok(
+                c.execute("DELETE FROM record_ids WHERE made_at < $1", &[&before_ms])
+                    .await?,
+            )
+        })
     }
 }

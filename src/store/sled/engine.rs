@@ -59,6 +59,9 @@ pub struct SledEngine {
     pub(super) hours: sled::Tree,
     pub(super) days: sled::Tree,
     pub(super) alerts: sled::Tree,
+    /// Claimed record ids: tenant ++ 0x00 ++ id -> when (i64 BE) ++ the
+    /// batch's `Idempotency-Key` ([`crate::store::RecordIds`]).
+    pub(super) claims: sled::Tree,
     /// Runs `Db::flush` with a deadline. Declared last: dropped after the
     /// trees, it joins its thread, which holds the last `Db` handle.
     pub(super) flusher: FlushWorker,
@@ -127,6 +130,7 @@ impl SledEngine {
             hours: db.open_tree("rollup/hour")?,
             days: db.open_tree("rollup/day")?,
             alerts: db.open_tree("alerts")?,
+            claims: db.open_tree("record_ids")?,
             flusher: FlushWorker::start(db.clone(), options.flush_deadline).map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the flush thread: {e}"))
             })?,
@@ -297,7 +301,12 @@ pub(super) fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, Stor
 impl Engine for SledEngine {
     fn purge_tenant(&self, id: &str) -> Result<(), StoreError> {
         let prefix = tenant_prefix(id);
-        let mut trees = vec![self.hours.clone(), self.days.clone(), self.alerts.clone()];
+        let mut trees = vec![
+            self.hours.clone(),
+            self.days.clone(),
+            self.alerts.clone(),
+            self.claims.clone(),
+        ];
         for day in self.day_trees() {
             trees.push(self.db.open_tree(day_tree_name(RAW_PREFIX, day))?);
         }
