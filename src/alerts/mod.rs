@@ -236,6 +236,14 @@ pub(crate) fn start(
 
 impl Alerts {
     /// Fires each threshold the batch's tenants have newly crossed.
+    /// Checks one tenant whose usage was written outside the flusher (a
+    /// claimed batch, written by its request).
+    pub(crate) fn observe_tenant(&self, tenant: &TenantState) {
+        let now = self.clock.now();
+        let now_ns = Nanos(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        self.check(tenant, now_ns, Period::containing(now), now);
+    }
+
     pub(crate) fn observe(&self, batch: &[Queued]) {
         let now = self.clock.now();
         let now_ns = Nanos(now.timestamp_nanos_opt().unwrap_or(i64::MAX));

@@ -22,6 +22,7 @@ use crate::http::gateway::ProxyTarget;
 use crate::http::{self, AppState};
 use crate::metering::Metering;
 use crate::pricing::{PriceError, PriceTable};
+use crate::quota::TenantState;
 use crate::registry::follow::{self, Follower};
 use crate::registry::{Registry, RegistryError};
 use crate::store::postgres::{self as pg, PgOptions};
@@ -31,6 +32,7 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::stats::Stats;
 use crate::usage::flusher::{BatchHook, FlushSchedule, UsageFlusher};
 use crate::usage::queue::{usage_queue, UsageQueue};
+use crate::usage::UsageWatch;
 
 use self::secrets::Secrets;
 
@@ -88,6 +90,8 @@ pub struct Tollgate {
     admin: Option<AdminToken>,
     flusher: UsageFlusher,
     deliveries: Option<Deliveries>,
+    /// What watches usage the flusher does not write (the alerts).
+    watch: Option<UsageWatch>,
     proxies: Vec<Arc<ProxyTarget>>,
     metrics_token: Option<AdminToken>,
     /// The chat upstream's key, handed to the chat client once.
@@ -254,17 +258,21 @@ impl Tollgate {
             metrics_token,
             chat_key,
         } = Secrets::read(&config, |name| std::env::var(name).ok()).map_err(StartError::Secret)?;
-        let (hook, deliveries): (Option<BatchHook>, _) = if targets.is_empty() {
-            (None, None)
-        } else {
-            let (alerts, deliveries) =
-                alerts::start(targets, mailer, store.clone(), stats.clone(), clock.clone())
-                    .map_err(io("cannot start the webhook thread"))?;
-            (
-                Some(Box::new(move |batch: &[_]| alerts.observe(batch))),
-                Some(deliveries),
-            )
-        };
+        let (hook, watch, deliveries): (Option<BatchHook>, Option<UsageWatch>, _) =
+            if targets.is_empty() {
+                (None, None, None)
+            } else {
+                let (alerts, deliveries) =
+                    alerts::start(targets, mailer, store.clone(), stats.clone(), clock.clone())
+                        .map_err(io("cannot start the webhook thread"))?;
+                let alerts = Arc::new(alerts);
+                let each = alerts.clone();
+                (
+                    Some(Box::new(move |batch: &[_]| each.observe(batch))),
+                    Some(Arc::new(move |t: &TenantState| alerts.observe_tenant(t))),
+                    Some(deliveries),
+                )
+            };
         let geo = match config.geoip.mmdb.as_str() {
             "" => None,
             path => {
@@ -320,6 +328,7 @@ impl Tollgate {
             admin: Some(admin),
             flusher,
             deliveries,
+            watch,
             proxies,
             metrics_token,
             chat_key,
@@ -358,6 +367,7 @@ impl Tollgate {
             in_flight_per_tenant: self.config.limits.in_flight_per_tenant,
             reservations,
             geo: self.geo.clone(),
+            watch: self.watch.clone(),
         });
         web::Data::new(AppState {
             exports: crate::http::wire::slots::Slots::new(

@@ -55,6 +55,9 @@ pub struct Metering {
     pub reservations: Arc<crate::quota::reservation::Book>,
     /// Countries from client addresses (`[geoip] mmdb`), when configured.
     pub(crate) geo: Option<Arc<crate::geo::GeoIp>>,
+    /// Told of each tenant whose usage a request wrote itself (a claimed
+    /// batch), as the flusher's hook is told of the rest: the alerts.
+    pub(crate) watch: Option<crate::usage::UsageWatch>,
 }
 
 impl Metering {

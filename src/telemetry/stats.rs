@@ -50,6 +50,9 @@ pub struct Stats {
     pub(crate) refused_rate_limited: AtomicU64,
     /// Records written to the store.
     pub persisted: AtomicU64,
+    /// Reported records left out because their id was claimed before
+    /// (`POST /api/v1/usage`'s `id`s and `Idempotency-Key`): counted once.
+    pub(crate) duplicates: AtomicU64,
     /// Every record queued before this moment (ms since the epoch, wall
     /// clock) is in the store or counted as unpersisted: a kill -9 can lose
     /// only what came after. 0 before the first write.

@@ -119,6 +119,11 @@ fn families(st: &AppState, store_bytes: Option<u64>) -> Vec<Family> {
             Value::Counter(n(&s.refused_rate_limited)),
         ),
         Family::one(
+            "tollgate_records_duplicate",
+            "Reported usage records left out because their id (or their batch's Idempotency-Key) was seen within 35 days: the first one counts, these do not.",
+            Value::Counter(n(&s.duplicates)),
+        ),
+        Family::one(
             "tollgate_flushes",
             "Batches the flusher wrote (or tried to).",
             Value::Counter(n(&s.flushes)),

@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod batch;
 pub(crate) mod catalog;
 pub(crate) mod chat;
+mod claimed;
 pub(crate) mod export;
 pub(crate) mod metrics;
 pub mod report;

@@ -209,6 +209,7 @@ pub(crate) async fn ingest(
     if tenant.is_suspended() {
         return Err(Refused::suspended().into());
     }
+    let key = super::claimed::idempotency_key(&req)?;
     let now_ns = st.metering.clock.now_nanos();
     let now = nanos_to_utc(now_ns);
     // Room for the batch as its size suggests (about 130 bytes a record in
@@ -220,11 +221,18 @@ pub(crate) async fn ingest(
     // The reservations the records settle: (record, id), taken up once
     // the batch is taken.
     let mut settles: Vec<(usize, String)> = Vec::new();
+    // Each record's id, empty for none (all empty: no record has one).
+    let mut ids: Vec<String> = Vec::new();
     let mut each = |at: Option<Position>, mut input: UsageInput<'_>| -> Result<(), ApiError> {
         let at = |m: String| match at {
             Some(p) => ApiError::invalid(format!("{p}: {m}")),
             None => ApiError::invalid(m),
         };
+        if let Some(id) = input.id.take() {
+            super::claimed::check_id(&id).map_err(at)?;
+            ids.resize(records.len(), String::new());
+            ids.push(id.to_string());
+        }
         if let Some(id) = input.reservation_id.take() {
             if id.is_empty() || id.len() > 64 {
                 return Err(at("reservationId must be 1 to 64 bytes".into()));
@@ -288,6 +296,16 @@ pub(crate) async fn ingest(
         super::batch::json(&body, &mut each)?;
         deadline
     };
+    if !key.is_empty() || !ids.is_empty() {
+        ids.resize(records.len(), String::new());
+        let batch = super::claimed::Batch {
+            records,
+            ids,
+            key,
+            settles,
+        };
+        return super::claimed::ingest(&st, tenant, batch, now_ns).await;
+    }
     let total = records.len();
     room_for_batch(&st, total, deadline).await?;
     admit_batch(&st, tenant, total, now_ns)?;
@@ -329,7 +347,11 @@ pub(crate) async fn ingest(
         .retry_after(1));
     }
     // `dropped` is always 0 (a batch is taken whole); kept for older clients.
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": total, "dropped": 0 })))
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "accepted": total,
+        "dropped": 0,
+        "duplicates": 0,
+    })))
 }
 
 /// `Some(true)` for NDJSON (`application/x-ndjson`, `application/jsonl`),
@@ -382,7 +404,7 @@ async fn room_for_batch(
 
 /// The checks a batch passes before it may take queue room: a working
 /// store, and the plan's ingest rate.
-fn admit_batch(
+pub(super) fn admit_batch(
     st: &AppState,
     tenant: &TenantState,
     n: usize,

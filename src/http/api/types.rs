@@ -284,6 +284,12 @@ pub struct UsageInput<'a> {
     #[serde(borrow)]
     #[schema(value_type = Option<String>)]
     pub(crate) client_ip: Option<Text<'a>>,
+    /// The record's own id (1-255 bytes, no control characters): a record
+    /// whose id the tenant sent within 35 days is not counted again, and
+    /// is counted in the answer's `duplicates`.
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub(crate) id: Option<Text<'a>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -544,7 +550,13 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
 /// `POST /api/v1/usage`'s answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Accepted {
+    /// Records taken (a repeat of a batch: the records its first sending took).
     pub accepted: u64,
+    /// Always 0: a batch is taken whole or refused whole.
+    pub dropped: u64,
+    /// Records left out because their id (or their place in a batch with
+    /// the same `Idempotency-Key`) was seen before: counted once.
+    pub duplicates: u64,
 }
 
 /// One usage record, or an array of them (documentation only).
