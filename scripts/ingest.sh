@@ -7,6 +7,9 @@
 #   scripts/ingest.sh            (DURATION=60 CONNS=8; DELAY_MS=N paces each
 #                                 connection, to hold a rate below the maximum;
 #                                 FORMAT=ndjson sends the batch as NDJSON;
+#                                 KEYED=1 sends each batch with an
+#                                 Idempotency-Key of its own, so that every
+#                                 record is claimed and written exactly once;
 #                                 BIN=path runs that binary instead of HEAD's)
 #   ENGINE=postgres scripts/ingest.sh
 #       the same into PostgreSQL: a throw-away cluster on this machine
@@ -33,6 +36,16 @@ until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
 KEY=$(ingest_key 127.0.0.1:18190 ingest-admin)
 python3 scripts/lib/ingest-batch.py "$KEY" "${FORMAT:-json}" > /tmp/tollgate-ingest.lua
 if [ -n "${DELAY_MS:-}" ]; then echo "function delay() return $DELAY_MS end" >> /tmp/tollgate-ingest.lua; fi
+if [ "${KEYED:-0}" = 1 ]; then
+  cat >> /tmp/tollgate-ingest.lua <<LUA
+sent = 0
+request = function()
+  sent = sent + 1
+  wrk.headers["Idempotency-Key"] = "bench-$RANDOM$RANDOM-" .. sent
+  return wrk.format()
+end
+LUA
+fi
 ( while kill -0 $TG 2>/dev/null; do curl -s 127.0.0.1:18190/healthz | sed 's/.*"queueDepth":\([0-9]*\).*/\1/'; echo; sleep 1; done ) > /tmp/tollgate-ingest.depth &
 SAMPLER=$!
 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s /tmp/tollgate-ingest.lua http://127.0.0.1:18190/api/v1/usage > /tmp/tollgate-ingest.wrk

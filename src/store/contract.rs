@@ -568,6 +568,7 @@ fn a_claimed_id_is_written_once_and_forgotten_after_retention(e: Engine) {
         key: key.into(),
         at_ms,
         ids: ids.iter().map(|s| s.to_string()).collect(),
+        key_held: false,
     };
     let Engine {
         store: s,
@@ -582,14 +583,24 @@ fn a_claimed_id_is_written_once_and_forgotten_after_retention(e: Engine) {
     let held = s
         .write_claimed(block(3), claims("k1", &["x", "", "y"], t))
         .unwrap();
-    assert_eq!(held, [Some("k1".into()), None, Some("k1".into())]);
+    assert_eq!(
+        held,
+        [Some("k1".into()), Some("k1".into()), Some("k1".into())],
+        "the key stands for the record without an id"
+    );
+    // The key reused for another batch: its own new ids are written, its
+    // records without one are the key's.
+    let held = s
+        .write_claimed(block(2), claims("k1", &["", "v"], t))
+        .unwrap();
+    assert_eq!(held, [Some("k1".into()), None]);
     // Another batch reusing one id.
     let held = s
         .write_claimed(block(2), claims("", &["y", "z"], t))
         .unwrap();
     assert_eq!(held, [Some("k1".into()), None]);
     let p = Period::containing_secs(t / 1000);
-    // x, the unclaimed one twice, y, z.
+    // x, the one without an id, y, v, z.
     assert_eq!(
         s.tenant_totals("a", p).unwrap(),
         PeriodTotals {
@@ -611,7 +622,11 @@ fn a_claimed_id_is_written_once_and_forgotten_after_retention(e: Engine) {
         s.write_claimed(other, claims("", &["x"], t + DAY)).unwrap(),
         [None]
     );
-    assert_eq!(s.drop_claims_before(t + 1).unwrap(), 3);
+    assert_eq!(
+        s.drop_claims_before(t + 1).unwrap(),
+        5,
+        "x, y, z, v and the key"
+    );
     assert_eq!(
         s.claimed("a", &["x", "y", "z"]).unwrap(),
         [None, None, None]

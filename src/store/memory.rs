@@ -193,12 +193,10 @@ impl UsageLog for MemoryEngine {
     ) -> Result<bool, StoreError> {
         {
             let inner = self.inner.lock();
-            let taken = claims.ids.iter().any(|id| {
-                !id.is_empty()
-                    && inner
-                        .claims
-                        .contains_key(&(block.tenant.clone(), id.clone()))
-            });
+            let taken = claims
+                .made()
+                .into_iter()
+                .any(|id| inner.claims.contains_key(&(block.tenant.clone(), id)));
             if taken {
                 return Ok(false);
             }
@@ -207,9 +205,9 @@ impl UsageLog for MemoryEngine {
         // ledger's writer lock already makes them one step.
         self.append(seq, &[block])?;
         let mut inner = self.inner.lock();
-        for id in claims.ids.iter().filter(|id| !id.is_empty()) {
+        for id in claims.made() {
             inner.claims.insert(
-                (block.tenant.clone(), id.clone()),
+                (block.tenant.clone(), id),
                 (claims.key.clone(), claims.at_ms),
             );
         }

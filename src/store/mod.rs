@@ -223,9 +223,8 @@ pub trait Store: Catalog + AlertMarks + UsageReads + RecordIds {
     fn written(&self, seq: u64) -> Result<bool, StoreError>;
 
     /// Writes the records of `block` whose ids ([`Claims`]) are free, with
-    /// their claims, in one write, and makes it durable (or, when that
-    /// fails, leaves it to the next write's flush, as the flusher's
-    /// acknowledged records are); the others are left out. Returns, for each record, who held its id when it was left
+    /// their claims, in one write, durable with the engine's next flush
+    /// (as the flusher's acknowledged records are); the others are left out. Returns, for each record, who held its id when it was left
     /// out (`None`: written). Exactly once across every instance sharing
     /// the engine: a claim and its record commit together.
     fn write_claimed(

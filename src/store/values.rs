@@ -22,10 +22,11 @@ impl PeriodTotals {
     }
 }
 
-/// The record ids a reported batch claims (`POST /api/v1/usage`'s `id`s,
-/// and those its `Idempotency-Key` gives the records without one): each id
-/// once per tenant, kept [`CLAIM_DAYS`] days. `ids[i]` is the id of the
-/// block's record `i`; empty for a record that claims nothing.
+/// The ids a reported batch claims (`POST /api/v1/usage`'s record `id`s
+/// and its `Idempotency-Key`): each once per tenant, kept [`CLAIM_DAYS`]
+/// days. `ids[i]` is the id of the block's record `i`, empty for none; the
+/// key, claimed once for the batch, stands for every record without one
+/// (a batch is written whole, so one claim is enough for them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Claims {
     /// The batch's `Idempotency-Key` (empty: none), kept with each claim so
@@ -34,6 +35,24 @@ pub struct Claims {
     /// When the batch came (retention counts from it).
     pub at_ms: i64,
     pub ids: Vec<String>,
+    /// The key is claimed already (by an earlier sending of the batch):
+    /// what is left of the batch is written without claiming it again.
+    pub key_held: bool,
+}
+
+impl Claims {
+    /// The claim that stands for the key (`None` without one, or once it
+    /// is held): the key behind a control character, which no record id
+    /// holds.
+    pub fn key_id(&self) -> Option<String> {
+        (!self.key.is_empty() && !self.key_held).then(|| format!("\u{1}{}", self.key))
+    }
+
+    /// Every id the batch claims: its records' and its key's.
+    pub fn made(&self) -> Vec<String> {
+        let ids = self.ids.iter().filter(|id| !id.is_empty()).cloned();
+        ids.chain(self.key_id()).collect()
+    }
 }
 
 /// Days a claimed record id is remembered (Metronome keeps 34).

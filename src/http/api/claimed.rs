@@ -81,16 +81,11 @@ pub(super) async fn ingest(
 ) -> Result<HttpResponse, ApiError> {
     let Batch {
         records,
-        mut ids,
+        ids,
         key,
         settles,
     } = batch;
     let n = records.len();
-    for (i, id) in ids.iter_mut().enumerate() {
-        if id.is_empty() && !key.is_empty() {
-            *id = format!("\u{1}{key}\u{1}{i}");
-        }
-    }
     // A repeat of an id within the batch is a duplicate of its first.
     let repeat: Vec<bool> = {
         let mut seen = HashSet::with_capacity(n);
@@ -110,6 +105,7 @@ pub(super) async fn ingest(
         key: key.clone(),
         at_ms: now_ns.millis().0,
         ids: Vec::with_capacity(kept),
+        key_held: false,
     };
     // Each kept record's place in the batch, and what it counts.
     let mut kept_at: Vec<(usize, i64, u64, u64)> = Vec::with_capacity(kept);

@@ -299,16 +299,32 @@ impl<A: Access> Store for Ledger<A> {
             // Ask who holds the ids, leave those records out, and write the
             // rest with their claims; another instance may claim one in
             // between (the write then says so, and nothing is written).
+            // The key, claimed, stands for every record without an id.
             let asked: Vec<usize> = (0..claims.ids.len())
                 .filter(|&i| !claims.ids[i].is_empty())
                 .collect();
-            let ids: Vec<&str> = asked.iter().map(|&i| claims.ids[i].as_str()).collect();
-            let holders = self.access.read(|e| e.claimed(&block.tenant, &ids))?;
+            let key_id = claims.key_id();
+            let mut ids: Vec<&str> = asked.iter().map(|&i| claims.ids[i].as_str()).collect();
+            ids.extend(key_id.as_deref());
+            let mut holders = self.access.read(|e| e.claimed(&block.tenant, &ids))?;
+            let key_holder = match key_id {
+                Some(_) => holders.pop().flatten(),
+                None => None,
+            };
             let mut out = vec![false; block.records.len()];
             for (&i, holder) in asked.iter().zip(holders) {
                 if let Some(h) = holder {
                     held[from[i]] = Some(h);
                     out[i] = true;
+                }
+            }
+            if let Some(h) = key_holder {
+                claims.key_held = true;
+                for (i, id) in claims.ids.iter().enumerate() {
+                    if id.is_empty() {
+                        held[from[i]] = Some(h.clone());
+                        out[i] = true;
+                    }
                 }
             }
             let mut keep = out.iter().map(|o| !o);
@@ -333,12 +349,9 @@ impl<A: Access> Store for Ledger<A> {
         if !self.rolls_up {
             self.book.lock().add(&block.tenant, &block.records);
         }
-        // Written: the claims hold, so the answer must say so (a retry
-        // would be answered from them). Durable with the next write that
-        // flushes, as a queued record acknowledged before its flush is.
-        if let Err(e) = self.access.read(|e| e.durable()) {
-            tracing::warn!(error = %e, write = seq, "a claimed usage write is not durable yet");
-        }
+        // Durable with the engine's next flush (sled's own, every flush
+        // interval; a PostgreSQL commit at once), as a queued record
+        // acknowledged before its flush is: the claims go with the records.
         Ok(held)
     }
 

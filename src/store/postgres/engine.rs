@@ -461,12 +461,7 @@ impl PgEngine {
         let result = self.transaction(move |tx| {
             Box::pin(async move {
                 if let Some((tenant, c)) = &claims {
-                    let ids: Vec<&str> = c
-                        .ids
-                        .iter()
-                        .filter(|id| !id.is_empty())
-                        .map(String::as_str)
-                        .collect();
+                    let ids: Vec<String> = c.made();
                     let made = tx
                         .execute(
                             "INSERT INTO record_ids (tenant_id, id, batch_key, made_at) \

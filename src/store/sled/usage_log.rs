@@ -145,9 +145,8 @@ impl SledEngine {
         // (key, value) of each claim.
         let claimed: Vec<(Vec<u8>, Vec<u8>)> = match (claims, blocks.first()) {
             (Some(c), Some(block)) => c
-                .ids
+                .made()
                 .iter()
-                .filter(|id| !id.is_empty())
                 .map(|id| {
                     let mut v = c.at_ms.to_be_bytes().to_vec();
                     v.extend_from_slice(c.key.as_bytes());
