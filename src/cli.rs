@@ -28,6 +28,32 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask a running server's /healthz; exit 0 when it answers 200.
     Health(HealthArgs),
+    /// Import a tenant's usage history from a file in the export's format
+    /// (NDJSON, or CSV with its header row) into the store. Records count
+    /// toward their own month; a file imported twice counts once; a bad
+    /// line is reported by its number and nothing is written. On the
+    /// embedded store, stop the server first (one process owns the data
+    /// directory); a running server takes POST /api/admin/tenants/{id}/import.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The tenant the records are imported into (it must exist).
+    #[arg(long)]
+    pub tenant: String,
+    /// The file: `.csv` is read as CSV, anything else as NDJSON (or say --format).
+    pub file: PathBuf,
+    /// csv or ndjson [default: from the file's extension].
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Configuration file (TOML); every key also reads a TOLLGATE_* variable.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: the config's `data_dir`, TOLLGATE_DATA_DIR,
+    /// else ./tollgate-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 const SERVE_ENV: &str = "\
@@ -112,7 +138,79 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Health(args) => health(args),
+        Command::Import(args) => import(args),
     }
+}
+
+/// `tollgate import`: the file read, checked whole, and written once.
+fn import(args: ImportArgs) -> Result<(), StartError> {
+    use crate::usage::import::{self, Format};
+    init_logging(LogFormat::Text);
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    let format = match args.format.as_deref() {
+        Some("csv") => Format::Csv,
+        Some("ndjson") => Format::Ndjson,
+        Some(other) => {
+            return Err(StartError::Refused(format!(
+                "--format must be csv or ndjson, not {other:?}"
+            )))
+        }
+        None if args
+            .file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+        {
+            Format::Csv
+        }
+        None => Format::Ndjson,
+    };
+    let text = std::fs::read_to_string(&args.file).map_err(|source| StartError::Io {
+        context: format!("cannot read {}", args.file.display()),
+        source,
+    })?;
+    let raw_days = config.retention.raw_days;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let admin_env = std::env::var("TOLLGATE_ADMIN_TOKEN").ok();
+    let tollgate = Tollgate::open(config, admin_env.as_deref(), clock.clone())?;
+    let tenant = tollgate
+        .registry
+        .tenant_state(&args.tenant)
+        .ok_or_else(|| {
+            StartError::Refused(format!(
+                "no tenant {:?} in this store: create it first (POST /api/admin/tenants)",
+                args.tenant
+            ))
+        })?;
+    let now = clock.now_nanos();
+    let (oldest_ms, newest_ms) = import::window(now, raw_days);
+    let records = match import::parse(&text, format, oldest_ms, newest_ms) {
+        Ok(records) => records,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}:{}: {}", args.file.display(), e.line, e.error);
+            }
+            return Err(StartError::Refused(format!(
+                "{} line(s) of {} are not records{}; nothing was imported",
+                errors.len(),
+                args.file.display(),
+                if errors.len() >= import::MAX_ERRORS {
+                    " (the first ones shown)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    };
+    let done = import::write(tollgate.store.as_ref(), &tenant, records, now)?;
+    tollgate.store.flush()?;
+    println!(
+        "imported {} record(s) into {}; {} imported before (not counted again)",
+        done.imported, args.tenant, done.duplicates
+    );
+    Ok(())
 }
 
 /// `GET /healthz` over a plain TCP connection (the image has no curl).

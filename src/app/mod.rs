@@ -55,6 +55,9 @@ pub enum StartError {
     Secret(String),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// A command that cannot do what it was asked, saying why.
+    #[error("{0}")]
+    Refused(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -398,6 +401,7 @@ impl Tollgate {
             max_body_bytes: self.config.max_body_bytes,
             body_timeout: Duration::from_millis(self.config.limits.body_timeout_ms),
             ingest_wait: Duration::from_millis(self.config.limits.ingest_wait_ms),
+            raw_days: self.config.retention.raw_days,
             metrics_token: self.metrics_token.take(),
             default_model: chat.default_model.clone(),
             proxies: self.proxies.clone(),

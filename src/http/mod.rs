@@ -18,7 +18,7 @@ pub(crate) mod wire;
 
 pub use self::state::AppState;
 
-use self::api::{admin, analytics, export, metrics, tenant};
+use self::api::{admin, analytics, export, import, metrics, tenant};
 use self::wire::{error, headers, route};
 
 use std::net::TcpListener;
@@ -177,6 +177,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource(
             "/api/admin/tenants/{id}/keys/{key_id}",
             vec![delete().to(admin::revoke_key)],
+        ))
+        .service(resource(
+            "/api/admin/tenants/{id}/import",
+            vec![post().to(import::import)],
         ))
         .service(resource(
             "/api/admin/tenants/{id}/usage",

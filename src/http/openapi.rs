@@ -92,6 +92,7 @@ pub(crate) struct Health {
         crate::http::api::admin::tenant_usage,
         crate::http::api::admin::tenant_subscription,
         crate::http::api::admin::create_key,
+        crate::http::api::import::import,
         crate::http::api::admin::list_keys,
         crate::http::api::admin::revoke_key,
         crate::http::dashboard::index,
@@ -101,7 +102,7 @@ pub(crate) struct Health {
         crate::http::dashboard::dashboard_root,
     ),
     components(schemas(
-        ErrorBody, Health, crate::cluster::ClusterHealth, Accepted, UsageBody, AuthorizeRequest, AuthorizeResponse,
+        ErrorBody, Health, crate::cluster::ClusterHealth, Accepted, crate::http::api::import::ImportAnswer, UsageBody, AuthorizeRequest, AuthorizeResponse,
         CheckResponse, UsageInput, Meter, PeriodView, BillingUsage, SubscriptionView,
         ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,

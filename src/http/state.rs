@@ -22,6 +22,9 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// How long a usage batch waits for queue room (`[limits] ingest_wait_ms`).
     pub(crate) ingest_wait: std::time::Duration,
+    /// Days raw records are kept (`[retention] raw_days`): how old an
+    /// imported record may be.
+    pub(crate) raw_days: u32,
     /// The bearer token `/metrics` asks for, if one is configured.
     pub(crate) metrics_token: Option<AdminToken>,
     pub(crate) default_model: String,

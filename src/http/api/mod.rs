@@ -10,6 +10,7 @@ pub(crate) mod catalog;
 pub(crate) mod chat;
 mod claimed;
 pub(crate) mod export;
+pub(crate) mod import;
 pub(crate) mod metrics;
 pub mod report;
 pub(crate) mod tenant;
