@@ -122,6 +122,8 @@ export class Tollgate {
   private readonly onError: (e: unknown) => void;
   private readonly fetch: typeof fetch;
   private queue: UsageRecord[] = [];
+  /** The batch being sent, kept with its key until Tollgate answers for it. */
+  private inFlight: { key: string; records: UsageRecord[] } | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private sending: Promise<void> | null = null;
   /** Not before this time (ms): Tollgate asked to wait. */
@@ -143,12 +145,18 @@ export class Tollgate {
     hookExit();
   }
 
-  private async call(method: string, path: string, body?: unknown): Promise<Response> {
+  private async call(
+    method: string,
+    path: string,
+    body?: unknown,
+    extra: Record<string, string> = {},
+  ): Promise<Response> {
     return this.fetch(this.base + path, {
       method,
       headers: {
         authorization: `Bearer ${this.key}`,
         ...(body === undefined ? {} : { "content-type": "application/json" }),
+        ...extra,
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -223,7 +231,7 @@ export class Tollgate {
 
   /** Records queued and not yet taken. */
   get pending(): number {
-    return this.queue.length;
+    return this.queue.length + (this.inFlight?.records.length ?? 0);
   }
 
   /** Sends everything queued; resolves when Tollgate took it or refused it for now. */
@@ -237,18 +245,26 @@ export class Tollgate {
   }
 
   private async sendAll(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.slice(0, this.maxBatch);
+    while (this.inFlight || this.queue.length > 0) {
+      // A batch is cut once, with an Idempotency-Key of its own, and sent
+      // as it is until Tollgate answers for it: a retry after a lost
+      // answer (a network error) is then counted once.
+      const batch = (this.inFlight ??= {
+        key: randomKey(),
+        records: this.queue.splice(0, this.maxBatch),
+      });
       let res: Response;
       try {
-        res = await this.call("POST", "/api/v1/usage", batch);
+        res = await this.call("POST", "/api/v1/usage", batch.records, {
+          "idempotency-key": batch.key,
+        });
       } catch (e) {
         this.onError(e);
         return;
       }
       if (res.status === 202) {
         await res.body?.cancel();
-        this.queue.splice(0, batch.length);
+        this.inFlight = null;
         continue;
       }
       if (res.status === 429 || res.status === 503) {
@@ -259,7 +275,7 @@ export class Tollgate {
         return;
       }
       // A batch Tollgate will never take (422, 401): dropped, said.
-      this.queue.splice(0, batch.length);
+      this.inFlight = null;
       this.onError(await Tollgate.error(res));
     }
   }
@@ -484,4 +500,11 @@ export function nextMiddleware(options: MiddlewareOptions) {
     return undefined;
   };
   return Object.assign(mw, { close: () => clients.close() });
+}
+
+/** A batch's Idempotency-Key: random, 128 bits. */
+function randomKey(): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (c?.randomUUID) return c.randomUUID();
+  return Array.from({ length: 4 }, () => Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, "0")).join("-");
 }

@@ -107,6 +107,44 @@ test("recordUsage batches, never blocks, and flush sends everything once", async
   await tg.close();
 });
 
+test("a batch whose answer is lost is sent again with its key and counted once", async () => {
+  const key = await tenant("ts-lost", 1_000_000);
+  let lose = 2;
+  const keys = [];
+  // The answer never arrives (the request went through: the server took it).
+  const lossy = async (url, init) => {
+    const res = await fetch(url, init);
+    if (url.endsWith("/api/v1/usage")) {
+      keys.push(init.headers["idempotency-key"]);
+      if (lose-- > 0) {
+        await res.body?.cancel();
+        throw new TypeError("fetch failed");
+      }
+    }
+    return res;
+  };
+  const errors = [];
+  const tg = new Tollgate({
+    baseUrl: base,
+    apiKey: key,
+    maxBatch: 10,
+    flushIntervalMs: 60_000,
+    fetch: lossy,
+    onError: (e) => errors.push(e),
+  });
+  for (let i = 0; i < 15; i++) tg.recordUsage({ endpoint: "/v1/lost", calls: 1 });
+  await tg.flush();
+  await tg.flush();
+  await tg.flush();
+  assert.equal(tg.pending, 0);
+  assert.equal(errors.length, 2);
+  assert.ok(keys[0] && keys[0] === keys[1] && keys[1] === keys[2], "one key for one batch, sent three times");
+  assert.notEqual(keys[3], keys[0], "the next batch has its own");
+  const billed = await (await fetch(base + "/api/billing/usage", { headers: { authorization: `Bearer ${key}` } })).json();
+  assert.equal(billed.calls.used, 15, "counted once");
+  await tg.close();
+});
+
 test("authorize reserves tokens and a record naming the reservation settles them", async () => {
   await admin("POST", "/api/admin/plans", { id: "p-ts-tok", name: "tok", monthlyTokens: 1000 });
   await admin("POST", "/api/admin/tenants", { id: "ts-tok", planId: "p-ts-tok" });
