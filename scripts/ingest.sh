@@ -10,6 +10,8 @@
 #                                 KEYED=1 sends each batch with an
 #                                 Idempotency-Key of its own, so that every
 #                                 record is claimed and written exactly once;
+#                                 IDS=1 gives every record an id of its own
+#                                 instead (a claim per record);
 #                                 BIN=path runs that binary instead of HEAD's)
 #   ENGINE=postgres scripts/ingest.sh
 #       the same into PostgreSQL: a throw-away cluster on this machine
@@ -34,8 +36,18 @@ trap '{ kill $TG 2>/dev/null; wait $TG 2>/dev/null; pg_stop; rm -rf "$DATA" /tmp
 until curl -sf 127.0.0.1:18190/healthz >/dev/null; do sleep 0.1; done
 . scripts/lib/bench-tenant.sh
 KEY=$(ingest_key 127.0.0.1:18190 ingest-admin)
-python3 scripts/lib/ingest-batch.py "$KEY" "${FORMAT:-json}" > /tmp/tollgate-ingest.lua
+IDS=${IDS:-0} python3 scripts/lib/ingest-batch.py "$KEY" "${FORMAT:-json}" > /tmp/tollgate-ingest.lua
 if [ -n "${DELAY_MS:-}" ]; then echo "function delay() return $DELAY_MS end" >> /tmp/tollgate-ingest.lua; fi
+if [ "${IDS:-0}" = 1 ]; then
+  cat >> /tmp/tollgate-ingest.lua <<LUA
+template = wrk.body
+sent = 0
+request = function()
+  sent = sent + 1
+  return wrk.format(nil, nil, nil, (template:gsub("@@", "$RANDOM$RANDOM-" .. sent)))
+end
+LUA
+fi
 if [ "${KEYED:-0}" = 1 ]; then
   cat >> /tmp/tollgate-ingest.lua <<LUA
 sent = 0

@@ -11,8 +11,10 @@
 //! crash or a replaced engine. Errors are a [`StoreError`], the engine's
 //! own error boxed inside.
 //!
-//! Architecture Invariant: nothing on the request path calls a [`Store`]; only
-//! start-up, admin writes (cold) and the flusher thread do.
+//! Architecture Invariant: nothing on the enforcement path (authorize,
+//! check, the gateway's and gRPC's decisions) calls a [`Store`]; start-up,
+//! admin writes (cold), the flusher thread, and reported usage that claims
+//! record ids ([`Store::write_claimed`], on the blocking pool) do.
 
 pub(crate) mod codec;
 #[cfg(test)]
