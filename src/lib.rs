@@ -20,7 +20,8 @@
 //! - [`cluster`]: quotas shared by several instances through Redis (leases,
 //!   the Lua script, the sync loop, the breaker, and a seeded simulation).
 //! - [`usage`]: the bounded queue to the flusher thread, which writes records
-//!   and period totals to the store in batches.
+//!   and period totals to the store in batches; history import (the
+//!   export's formats read back, each record written once).
 //! - [`rollup`]: pre-aggregated usage cells (minute, hour, day) and latency
 //!   histograms, which the store keeps and the analytics read.
 //! - [`store`]: persistence by concept - the engine traits, the
@@ -32,7 +33,8 @@
 //!   cells (domain values that [`http`] renders).
 //! - The edges, each over [`metering`]: [`http`] (actix-web: the API's
 //!   routes, extractors, bodies, JSON errors, rate-limit headers,
-//!   forward-auth, the gateway and the chat upstream client) and [`grpc`]
+//!   reported usage counted once, forward-auth, the gateway and the chat
+//!   upstream client) and [`grpc`]
 //!   (tonic: Envoy's rate-limit and external-authorization services).
 //! - [`alerts`]: threshold and anomaly alerts - what fires, the typed
 //!   event, and its delivery through a channel (webhook, e-mail).

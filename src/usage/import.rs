@@ -23,29 +23,29 @@ use crate::store::{Claims, Store, StoreError, UsageBlock};
 
 /// The file's format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Ndjson,
     Csv,
 }
 
 /// A line that cannot be imported (1 = the file's first line).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LineError {
-    pub line: usize,
-    pub error: String,
+pub(crate) struct LineError {
+    pub(crate) line: usize,
+    pub(crate) error: String,
 }
 
 /// What an import did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Imported {
+pub(crate) struct Imported {
     /// Records written.
-    pub imported: u64,
+    pub(crate) imported: u64,
     /// Records left out: imported before.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
 }
 
 /// At most this many line errors are listed.
-pub const MAX_ERRORS: usize = 100;
+pub(crate) const MAX_ERRORS: usize = 100;
 /// Records a store write takes.
 const WRITE: usize = 10_000;
 /// The longest text field, in bytes.
@@ -102,7 +102,7 @@ struct Line {
 /// The records of `text` with their claims, each within `[oldest_ms,
 /// newest_ms)`; or the lines that are not records, every one of them (up
 /// to [`MAX_ERRORS`]).
-pub fn parse(
+pub(crate) fn parse(
     text: &str,
     format: Format,
     oldest_ms: i64,
@@ -328,7 +328,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The span of time an import takes records from: raw records are kept
 /// `raw_days` (retention), and none is from the future (a day of clock
 /// skew allowed).
-pub fn window(now: Nanos, raw_days: u32) -> (i64, i64) {
+pub(crate) fn window(now: Nanos, raw_days: u32) -> (i64, i64) {
     const DAY: i64 = 86_400_000;
     let now_ms = now.millis().0;
     let today = now_ms.div_euclid(DAY);
@@ -339,7 +339,7 @@ pub fn window(now: Nanos, raw_days: u32) -> (i64, i64) {
 /// records; those of the current month count toward its live quota.
 /// A write that fails leaves the ones before it in place: importing the
 /// file again completes it (they are then duplicates).
-pub fn write(
+pub(crate) fn write(
     store: &dyn Store,
     tenant: &Arc<TenantState>,
     records: Vec<(UsageRecord, String)>,

@@ -4,7 +4,7 @@
 //! claims (`http::api::tenant`).
 
 pub(crate) mod flusher;
-pub mod import;
+pub(crate) mod import;
 pub mod queue;
 pub(crate) mod retention;
 pub(crate) mod unrecorded;
