@@ -186,7 +186,7 @@ fn alert(url: &str, secret_env: &str, thresholds: Vec<u32>) -> AlertConfig {
 fn thresholds_are_mailed_once_retried_and_never_delay_a_request() {
     use common::smtp::Smtp;
     let smtp = Smtp::start(1);
-    let mut hook = alert("", "UNUSED", vec![50]);
+    let mut hook = alert("http://127.0.0.1:9", "UNUSED", vec![50]);
     hook.url = None;
     hook.email = vec!["ops@example.com".into(), "Finance <cfo@example.com>".into()];
     let port = smtp.port;
@@ -241,7 +241,7 @@ fn thresholds_are_mailed_once_retried_and_never_delay_a_request() {
 fn email_alerts_without_an_smtp_server_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    let mut hook = alert("", "UNUSED", vec![80]);
+    let mut hook = alert("http://127.0.0.1:9", "UNUSED", vec![80]);
     hook.url = None;
     hook.email = vec!["ops@example.com".into()];
     c.alerts = vec![hook.clone()];
@@ -502,6 +502,39 @@ fn failed_deliveries_are_retried_with_backoff_and_never_delay_requests() {
     // The same body, the same signature, every time.
     let bodies: Vec<_> = (0..3).map(|i| receiver.request(i).body).collect();
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+}
+
+/// Usage a request writes itself (a batch with an Idempotency-Key, issue
+/// 40) is watched by the alerts as the flusher's batches are: crossing a
+/// threshold fires the webhook once; and a server with alerts still stops.
+#[test]
+fn a_keyed_batch_crossing_a_threshold_fires_its_webhook() {
+    std::env::set_var("TG_TEST_HOOK_SECRET_K", "hook-secret-k");
+    let receiver =
+        FakeHttp::start(|_, _, conn| fake_http::reply(conn, 200, "application/json", "{}"));
+    let hooks = vec![alert(&receiver.url, "TG_TEST_HOOK_SECRET_K", vec![50])];
+    let mut s = TestServer::start_with(move |c| c.alerts = hooks, Arc::new(SystemClock));
+    s.plan("ten", Some(10), None, None);
+    let key = s.tenant_with_key("keyed", "ten");
+    let batch = json!([{"endpoint": "/a", "calls": 3}, {"endpoint": "/a", "calls": 3}]);
+    for _ in 0..3 {
+        let r = s
+            .http
+            .post(s.url("/api/v1/usage"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "cross-50")
+            .json(&batch)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    wait_until(|| receiver.count() == 1);
+    let body: Value = serde_json::from_slice(&receiver.request(0).body).unwrap();
+    assert_eq!(body["threshold"], 50, "{body}");
+    assert_eq!(body["used"], 6, "the batch once: {body}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(receiver.count(), 1, "once");
+    s.stop();
 }
 
 #[test]

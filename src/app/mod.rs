@@ -268,11 +268,19 @@ impl Tollgate {
                 let (alerts, deliveries) =
                     alerts::start(targets, mailer, store.clone(), stats.clone(), clock.clone())
                         .map_err(io("cannot start the webhook thread"))?;
+                // The flusher's hook owns the alerts; the watch only reaches
+                // them while it does: at the stop, the hook goes with the
+                // flusher, the alerts with it, and the delivery thread,
+                // whose channel they held, can end.
                 let alerts = Arc::new(alerts);
-                let each = alerts.clone();
+                let weak = Arc::downgrade(&alerts);
                 (
-                    Some(Box::new(move |batch: &[_]| each.observe(batch))),
-                    Some(Arc::new(move |t: &TenantState| alerts.observe_tenant(t))),
+                    Some(Box::new(move |batch: &[_]| alerts.observe(batch))),
+                    Some(Arc::new(move |t: &TenantState| {
+                        if let Some(alerts) = weak.upgrade() {
+                            alerts.observe_tenant(t);
+                        }
+                    })),
                     Some(deliveries),
                 )
             };
