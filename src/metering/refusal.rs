@@ -70,6 +70,23 @@ impl Refusal {
     /// The status SPEC §5 gives it: what the HTTP API answers, the JSON
     /// error's `status`, and what Envoy's services report it as (ext_authz's
     /// denied answer, the rate-limit service's `X-Tollgate-Status`).
+    /// Whether the same request may pass within a client's retry backoff
+    /// (seconds): a burst window refills, a lease comes back, a request in
+    /// flight ends; a monthly quota does not, nor does a wrong key.
+    pub fn passes_soon(self) -> bool {
+        match self {
+            Refusal::RateLimited | Refusal::ClusterUnavailable | Refusal::TooManyInFlight => true,
+            Refusal::MissingKey
+            | Refusal::MalformedCredentials
+            | Refusal::UnknownKey
+            | Refusal::UnknownTenant
+            | Refusal::TenantIdOff
+            | Refusal::Suspended
+            | Refusal::QuotaExceeded
+            | Refusal::TokenQuotaExceeded => false,
+        }
+    }
+
     pub fn status(self) -> u16 {
         match self {
             Refusal::MissingKey

@@ -44,6 +44,21 @@ except openai.RateLimitError as e:
     assert "monthly call quota exceeded" in str(e), str(e)
     assert int(e.response.headers["retry-after"]) > 0
 
+# With the SDK's own retries on (its default, 2): it is told not to retry
+# a spent monthly quota, and sends the request once.
+sent = []
+retrying = openai.OpenAI(
+    base_url=base,
+    api_key=spent,
+    http_client=openai.DefaultHttpxClient(event_hooks={"request": [sent.append]}),
+)
+try:
+    retrying.chat.completions.create(**ask)
+    raise SystemExit("a spent quota was let through")
+except openai.RateLimitError as e:
+    assert e.response.headers["x-should-retry"] == "false", e.response.headers
+assert len(sent) == 1, f"the SDK sent a spent quota's request {len(sent)} times"
+
 # An unknown key: AuthenticationError.
 try:
     openai.OpenAI(base_url=base, api_key="tg_unknown", max_retries=0).chat.completions.create(**ask)

@@ -23,7 +23,7 @@ pub(crate) mod openai;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::ServiceResponse;
-use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
 pub(crate) use crate::config::Dialect;
@@ -79,6 +79,10 @@ pub(crate) fn speak<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> ServiceResponse<BoxBody> {
     let said = res.response().extensions().get::<Said>().cloned();
+    let soon = said
+        .as_ref()
+        .and_then(|s| s.refusal)
+        .is_none_or(|r| r.passes_soon());
     let Some(body) = said.and_then(|s| provider.refusal(res.status().as_u16(), &s)) else {
         return res.map_into_boxed_body();
     };
@@ -87,5 +91,13 @@ pub(crate) fn speak<B: MessageBody + 'static>(
     let headers = res.headers_mut();
     headers.remove(CONTENT_LENGTH);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The providers' SDKs retry a 429 on their own (twice by default) unless
+    // told not to: a spent monthly quota will not pass in their backoff.
+    if !soon {
+        headers.insert(
+            HeaderName::from_static("x-should-retry"),
+            HeaderValue::from_static("false"),
+        );
+    }
     res
 }
