@@ -61,6 +61,15 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     wait_until(|| s.health()["storeFailing"] == true);
     let h = s.health();
     assert_eq!(h["status"], "degraded", "{h}");
+    // /readyz says to send this instance no traffic, and why.
+    let ready = s.http.get(s.url("/readyz")).send().unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().unwrap();
+    assert_eq!(ready["ready"], false, "{ready}");
+    assert!(
+        ready["reasons"][0].as_str().unwrap().contains("injected"),
+        "{ready}"
+    );
     assert!(
         h["storeError"]
             .as_str()
@@ -111,6 +120,8 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     );
     assert_eq!(r.status(), 202);
     wait_until(|| s.health()["status"] == "ok");
+    let ready = s.http.get(s.url("/readyz")).send().unwrap();
+    assert_eq!(ready.status(), 200, "ready again once the store is back");
     // The nine decided while the store failed are written after all.
     wait_until(|| exported(&s, &key) == 3 + 9 + 1);
     let h = s.health();

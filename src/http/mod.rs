@@ -83,6 +83,36 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
+/// `GET /readyz`: whether this instance should be sent traffic now - 200
+/// `{ready: true}`, or 503 `{ready: false, reasons}` while it would refuse
+/// what it is sent (the store fails, so reported usage is refused; the
+/// usage queue is nearly full; Redis cannot be reached, so a spent lease
+/// is not renewed). `/healthz` reports, and stays 200; this decides.
+async fn readyz(st: web::Data<AppState>) -> HttpResponse {
+    let mut reasons: Vec<String> = Vec::new();
+    if let Some(why) = st.metering.stats.store_failure() {
+        reasons.push(format!("the store is failing: {why}"));
+    }
+    if st.metering.queue.depth() * 10 > st.metering.queue.capacity() * 9 {
+        reasons.push("the usage queue is nearly full".into());
+    }
+    if st
+        .metering
+        .cluster
+        .as_deref()
+        .is_some_and(|c| !c.redis_up())
+    {
+        reasons.push("Redis cannot be reached: shared quotas are not renewed".into());
+    }
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(serde_json::json!({ "ready": true }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(serde_json::json!({ "ready": false, "reasons": reasons }))
+    }
+}
+
 /// A route path whose other methods answer the JSON 405. The resource is
 /// named by its path, which labels its metrics.
 pub fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
@@ -95,6 +125,7 @@ pub fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use route::{delete, get, patch, post};
     cfg.service(resource("/healthz", vec![get().to(healthz)]))
+        .service(resource("/readyz", vec![get().to(readyz)]))
         .service(resource("/metrics", vec![get().to(metrics::metrics)]))
         .service(resource(
             "/api/openapi.json",
