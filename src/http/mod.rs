@@ -88,6 +88,10 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
 /// what it is sent (the store fails, so reported usage is refused; the
 /// usage queue is nearly full; Redis cannot be reached, so a spent lease
 /// is not renewed). `/healthz` reports, and stays 200; this decides.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "`{ready: true}`: send this instance traffic"), (status = 503, description = "`{ready: false, reasons}`: it would refuse what it is sent; Retry-After set"))
+)]
 async fn readyz(st: web::Data<AppState>) -> HttpResponse {
     let mut reasons: Vec<String> = Vec::new();
     if let Some(why) = st.metering.stats.store_failure() {

@@ -64,6 +64,7 @@ pub(crate) struct Health {
     ),
     paths(
         super::healthz,
+        super::readyz,
         crate::http::api::metrics::metrics,
         openapi_json,
         crate::http::api::tenant::authorize,
