@@ -39,6 +39,23 @@ fn send(c: &Client, base: &str, key: &str, idem: Option<&str>, body: &Value) -> 
     )
 }
 
+/// `body` sent with the key `idem` to each of `bases` at once, one client
+/// and thread each: their answers.
+fn at_once<B: AsRef<str> + Sync>(
+    bases: &[B],
+    key: &str,
+    idem: &str,
+    body: &Value,
+) -> Vec<(u16, Value, bool)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = bases
+            .iter()
+            .map(|b| scope.spawn(move || send(&Client::new(), b.as_ref(), key, Some(idem), body)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// Calls the billing API counts this month (the live counters).
 fn billed(c: &Client, base: &str, key: &str) -> u64 {
     let v: Value = c
@@ -233,17 +250,8 @@ fn one_batch_from_many_clients_at_once_counts_once() {
     let base = base.trim_end_matches('/');
     for round in 0..5 {
         let idem = format!("burst-{round}");
-        let answers: Vec<(u16, Value, bool)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..12)
-                .map(|_| {
-                    let (key, idem) = (&key, &idem);
-                    scope.spawn(move || {
-                        send(&Client::new(), base, key, Some(idem), &batch(5, "burst"))
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let bases = vec![base; 12];
+        let answers = at_once(&bases, &key, &idem, &batch(5, "burst"));
         for (status, body, _) in &answers {
             assert_eq!(*status, 202, "{body}");
             assert_eq!(body["accepted"], 5);
@@ -308,17 +316,7 @@ fn the_same_batch_to_two_instances_on_postgres_counts_once() {
     let rounds = 10;
     for round in 0..rounds {
         let idem = format!("twice-{round}");
-        let answers: Vec<(u16, Value, bool)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = bases
-                .iter()
-                .map(|b| {
-                    let (key, idem) = (&key, &idem);
-                    scope
-                        .spawn(move || send(&Client::new(), b, key, Some(idem), &batch(3, "twice")))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let answers = at_once(&bases, &key, &idem, &batch(3, "twice"));
         for (status, body, _) in &answers {
             assert_eq!(*status, 202, "{body}");
             assert_eq!(body["accepted"], 3);

@@ -226,9 +226,12 @@ pub trait Store: Catalog + AlertMarks + UsageReads + RecordIds {
 
     /// Writes the records of `block` whose ids ([`Claims`]) are free, with
     /// their claims, in one write, durable with the engine's next flush
-    /// (as the flusher's acknowledged records are); the others are left out. Returns, for each record, who held its id when it was left
-    /// out (`None`: written). Exactly once across every instance sharing
-    /// the engine: a claim and its record commit together.
+    /// (as the flusher's acknowledged records are); the others are left
+    /// out. Returns, for each record, who held its id when it was left out
+    /// (`None`: written). Exactly once across every instance sharing the
+    /// engine: a claim and its record commit together. The block's ids
+    /// must be distinct: a repeat within it is its caller's to set apart
+    /// (a duplicate of the first, whatever key the batch has).
     fn write_claimed(
         &self,
         block: UsageBlock,

@@ -59,9 +59,8 @@ const MAX_COUNT: u64 = crate::model::MAX_COUNT;
 #[serde(rename_all = "camelCase")]
 struct Line {
     timestamp: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    tenant_id: Option<String>,
+    // `tenantId`, like any field not named here, is read past: a file
+    // imports into any tenant.
     endpoint: String,
     #[serde(default)]
     method: String,
@@ -291,7 +290,7 @@ fn record(l: Line, oldest_ms: i64, newest_ms: i64) -> Result<UsageRecord, String
     })
 }
 
-/// What a record holds, digested (its `Debug` text: every field, in order).
+/// What a record holds, digested: every field, in order, as text.
 fn digest(r: &UsageRecord) -> [u8; 16] {
     let x = r.extra();
     let text = format!(

@@ -291,6 +291,13 @@ impl<A: Access> Store for Ledger<A> {
         mut block: UsageBlock,
         mut claims: Claims,
     ) -> Result<Vec<Option<HeldBy>>, StoreError> {
+        debug_assert!(
+            {
+                let mut seen = std::collections::HashSet::new();
+                claims.ids.iter().all(|id| id.is_empty() || seen.insert(id))
+            },
+            "a block's record ids are distinct (its caller sets repeats apart)"
+        );
         let mut held: Vec<Option<HeldBy>> = vec![None; block.records.len()];
         // Where each record still in the block came from.
         let mut from: Vec<usize> = (0..block.records.len()).collect();
@@ -327,12 +334,9 @@ impl<A: Access> Store for Ledger<A> {
                     }
                 }
             }
-            let mut keep = out.iter().map(|o| !o);
-            block.records.retain(|_| keep.next().unwrap_or(true));
-            let mut keep = out.iter().map(|o| !o);
-            claims.ids.retain(|_| keep.next().unwrap_or(true));
-            let mut keep = out.iter().map(|o| !o);
-            from.retain(|_| keep.next().unwrap_or(true));
+            drop_marked(&mut block.records, &out);
+            drop_marked(&mut claims.ids, &out);
+            drop_marked(&mut from, &out);
             if block.records.is_empty() || block.is_retired() {
                 return Ok(held);
             }
@@ -445,6 +449,12 @@ impl<A: Access> Store for Ledger<A> {
     fn size_bytes(&self) -> Result<u64, StoreError> {
         self.access.read(|e| e.size_bytes())
     }
+}
+
+/// `v` without the items whose place `out` marks.
+fn drop_marked<T>(v: &mut Vec<T>, out: &[bool]) {
+    let mut out = out.iter();
+    v.retain(|_| !out.next().copied().unwrap_or(false));
 }
 
 impl<A: Access> RecordIds for Ledger<A> {
