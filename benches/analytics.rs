@@ -116,7 +116,11 @@ fn main() {
         end,
     );
     let owner = Owner::tenant(TENANT);
-    let rep = Report::from(&usage(&store, &owner, month, Grain::Day, 10, end).unwrap());
+    let prices = PriceTable::builtin();
+    let rep = Report::of(
+        &usage(&store, &owner, month, Grain::Day, 10, end).unwrap(),
+        &prices,
+    );
     assert_eq!(
         rep.summary.total_requests, n,
         "the month holds every record"
@@ -126,19 +130,28 @@ fn main() {
     let mut g = c.benchmark_group(format!("analytics_{n}_records"));
     g.bench_function("month_query_day_buckets", |b| {
         b.iter(|| {
-            Report::from(&usage(black_box(&store), &owner, month, Grain::Day, 10, end).unwrap())
+            Report::of(
+                &usage(black_box(&store), &owner, month, Grain::Day, 10, end).unwrap(),
+                &prices,
+            )
         })
     });
     let day = Range::minutes(end - 86_400_000, end);
     g.bench_function("day_query_hour_buckets", |b| {
         b.iter(|| {
-            Report::from(&usage(black_box(&store), &owner, day, Grain::Hour, 10, end).unwrap())
+            Report::of(
+                &usage(black_box(&store), &owner, day, Grain::Hour, 10, end).unwrap(),
+                &prices,
+            )
         })
     });
     let ragged = Range::minutes(end - 10 * 86_400_000 - 17 * 60_000, end - 3 * 60_000);
     g.bench_function("ragged_10_day_query", |b| {
         b.iter(|| {
-            Report::from(&usage(black_box(&store), &owner, ragged, Grain::Day, 10, end).unwrap())
+            Report::of(
+                &usage(black_box(&store), &owner, ragged, Grain::Day, 10, end).unwrap(),
+                &prices,
+            )
         })
     });
     // What the answer adds beyond the query (issue 16): the hours its

@@ -186,7 +186,7 @@ fn import(args: ImportArgs) -> Result<(), StartError> {
         })?;
     let now = clock.now_nanos();
     let (oldest_ms, newest_ms) = import::window(now, raw_days);
-    let records = match import::parse(&text, format, oldest_ms, newest_ms) {
+    let records = match import::parse(&text, format, oldest_ms, newest_ms, &tollgate.prices) {
         Ok(records) => records,
         Err(errors) => {
             for e in &errors {

@@ -16,7 +16,9 @@ use chrono::{DateTime, Duration, Timelike, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::{CompactString, RecordExtra, Tenant, TenantStatus, UsageRecord};
+use crate::model::{
+    CompactString, RecordExtra, Tenant, TenantStatus, TokenCounts, TokenKinds, UsageRecord,
+};
 use crate::pricing::PriceTable;
 use crate::registry::{Registry, RegistryError};
 use crate::store::UsageBlock;
@@ -180,7 +182,20 @@ fn record(rng: &mut StdRng, ts: DateTime<Utc>, prices: &PriceTable) -> UsageReco
         log_normal(rng, 45.0, 0.6)
     };
     let user = (rng.gen::<f64>().powf(2.2) * 60.0) as u32 + 1;
-    UsageRecord {
+    // Half the chats reuse a cached system prompt (30-80 % of it), chosen
+    // from the record itself so that the rest of the story draws the same.
+    let h =
+        (ts.timestamp_millis() as u64 ^ prompt.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let kinds = TokenKinds {
+        cached_prompt: if is_chat && h >> 63 == 0 {
+            prompt * (30 + (h >> 8) % 51) / 100
+        } else {
+            0
+        },
+        ..TokenKinds::NONE
+    };
+    let counts = TokenCounts::from_upstream(prompt, completion, 0).with_kinds(kinds);
+    let mut r = UsageRecord {
         ts_ms: ts.timestamp_millis(),
         endpoint: endpoint.into(),
         method: method.into(),
@@ -210,9 +225,11 @@ fn record(rng: &mut StdRng, ts: DateTime<Utc>, prices: &PriceTable) -> UsageReco
         .boxed(),
         calls: if status == 429 { 0 } else { 1 },
         rejected: status == 429,
-        cost_usd: prices.cost(model, prompt, completion).usd(),
         ..Default::default()
-    }
+    };
+    r.set_tokens(&counts);
+    r.set_cost(prices.cost(model, &counts, r.ts_ms).priced());
+    r
 }
 
 /// The name of the key the demo creates for each tenant.

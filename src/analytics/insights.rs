@@ -192,12 +192,16 @@ pub fn insights(window: &Cell, prices: &PriceTable) -> Vec<Insight> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TokenCounts;
 
     fn window(models: &[(&str, u64, u64, u64)]) -> Cell {
         let prices = PriceTable::builtin();
         let mut c = Cell::default();
         for &(m, n, prompt, completion) in models {
-            let cost = prices.cost(m, prompt * n, completion * n).usd();
+            let cost = prices
+                .cost(m, &TokenCounts::from_upstream(prompt, completion, 0), 0)
+                .usd()
+                * n as f64;
             c.models.insert(
                 m.to_string(),
                 Agg {

@@ -18,8 +18,9 @@ use crate::http::api::catalog::{
     IngestRateBody, KeyBody, PlanBody, RateLimitBody, StatusBody, TenantBody,
 };
 use crate::http::api::report::{
-    AnomalyView, BreakdownRow, EndpointRow, ForecastView, HourRow, InsightView, ModelRow, PartyRow,
-    Point, RangeView, RecommendationView, Report, StatusRow, Summary, TopTenants,
+    AnomalyView, BreakdownRow, CostByKind, EndpointRow, ForecastView, HourRow, InsightView,
+    ModelRow, PartyRow, Point, RangeView, RecommendationView, Report, StatusRow, Summary,
+    TokensByKind, TopTenants,
 };
 use crate::http::api::types::*;
 use crate::http::wire::error::ErrorBody;
@@ -108,7 +109,8 @@ pub(crate) struct Health {
         ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
         PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
-        TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView, BreakdownRow
+        TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView, BreakdownRow,
+        TokensByKind, CostByKind
     )),
     modifiers(&Security),
     tags(

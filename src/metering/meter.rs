@@ -155,12 +155,11 @@ impl<S: Deref<Target = Metering>> Meter<S> {
             if let Some(m) = model {
                 self.record.model = m.into();
             }
-            self.record.prompt_tokens = counts.prompt;
-            self.record.completion_tokens = counts.completion;
-            self.record.tokens = counts.total;
-            self.record.cost_usd =
-                self.st
-                    .price(&self.record.model, counts.prompt, counts.completion);
+            self.record.set_tokens(&counts);
+            let priced = self
+                .st
+                .price(&self.record.model, &counts, self.record.ts_ms);
+            self.record.set_cost(priced);
             let now = self.st.clock.now_nanos();
             // What was charged as it streamed is part of the total.
             let charged = std::mem::take(&mut self.charged);

@@ -27,7 +27,8 @@ pub use refusal::{Quota, Refusal, Refused};
 
 use crate::clock::Clock;
 use crate::model::CompactString;
-use crate::pricing::{Cost, PriceTable};
+use crate::model::TokenCounts;
+use crate::pricing::{Cost, PriceTable, Priced};
 use crate::quota::lease::Measure;
 use crate::quota::period::Nanos;
 use crate::quota::{Decision, Outcome, TenantState};
@@ -61,14 +62,15 @@ pub struct Metering {
 }
 
 impl Metering {
-    /// The price of `prompt` and `completion` tokens of `model` in dollars;
-    /// a model with no price costs 0 and is counted for `/metrics`.
-    pub fn price(&self, model: &str, prompt: u64, completion: u64) -> f64 {
-        let cost = self.prices.cost(model, prompt, completion);
+    /// The cost of `counts` tokens of `model` used at `ts_ms`, at the
+    /// price in effect then; a model with no price costs 0 and is counted
+    /// for `/metrics`.
+    pub fn price(&self, model: &str, counts: &TokenCounts, ts_ms: i64) -> Priced {
+        let cost = self.prices.cost(model, counts, ts_ms);
         if cost == Cost::UnknownModel {
             self.stats.unknown_model(model);
         }
-        cost.usd()
+        cost.priced()
     }
 
     /// Whether `cost` calls (and `tokens` reserved) of `tenant` would pass

@@ -1,6 +1,6 @@
 //! [`UsageRecord`]: one metered request, compact, and what a record may hold.
 
-use super::CompactString;
+use super::{CompactString, CostSplit, TokenCounts, TokenKinds};
 
 /// One metered request: compact, without the tenant (blocks are per tenant).
 ///
@@ -68,6 +68,11 @@ pub struct RecordExtra {
     pub country: CompactString,
     /// The `[[proxy]]` (by name) a gateway request went to.
     pub integration: CompactString,
+    /// The parts of the prompt and completion tokens priced apart
+    /// (cached, cache writes, reasoning).
+    pub kinds: TokenKinds,
+    /// Where the cost went, as priced.
+    pub cost_split: CostSplit,
 }
 
 /// What a record without extras reads.
@@ -78,6 +83,8 @@ static NO_EXTRA: RecordExtra = RecordExtra {
     api_version: CompactString::const_new(""),
     country: CompactString::const_new(""),
     integration: CompactString::const_new(""),
+    kinds: TokenKinds::NONE,
+    cost_split: CostSplit::NONE,
 };
 
 impl RecordExtra {
@@ -101,6 +108,36 @@ impl UsageRecord {
     /// The rarely set fields to change (boxed on first use).
     pub(crate) fn extra_mut(&mut self) -> &mut RecordExtra {
         self.extra.0.get_or_insert_with(Box::default)
+    }
+
+    /// The tokens `counts` reports, with their kinds.
+    pub(crate) fn set_tokens(&mut self, counts: &TokenCounts) {
+        self.prompt_tokens = counts.prompt;
+        self.completion_tokens = counts.completion;
+        self.tokens = counts.total;
+        let kinds = counts.kinds.fit(counts.prompt, counts.completion);
+        if !kinds.is_empty() || !self.extra().kinds.is_empty() {
+            self.extra_mut().kinds = kinds;
+        }
+    }
+
+    /// The record's token counts, with their kinds.
+    pub fn token_counts(&self) -> TokenCounts {
+        TokenCounts {
+            prompt: self.prompt_tokens,
+            completion: self.completion_tokens,
+            total: self.tokens,
+            kinds: self.extra().kinds,
+            capped: false,
+        }
+    }
+
+    /// The cost as priced, with where it went.
+    pub(crate) fn set_cost(&mut self, priced: crate::pricing::Priced) {
+        self.cost_usd = priced.usd;
+        if !priced.split.is_empty() || !self.extra().cost_split.is_empty() {
+            self.extra_mut().cost_split = priced.split;
+        }
     }
 
     /// The API version: as given, else the endpoint's first path segment

@@ -186,6 +186,84 @@ pub struct Cell {
     /// What format 4 added; stored after the rest (see [`CellExt`]).
     #[serde(skip)]
     pub(crate) ext: CellExt,
+    /// What format 6 added (token kinds); stored after `ext`.
+    #[serde(skip)]
+    pub kinds: CellKinds,
+}
+
+/// Tokens and cost by kind, summed over the records that carry them
+/// (those priced by kind); store format 6, a cell's second tail.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KindAgg {
+    pub cached_prompt_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub uncached_prompt_usd: f64,
+    pub cached_prompt_usd: f64,
+    pub cache_write_usd: f64,
+    /// Every completion token's cost, reasoning included.
+    pub completion_usd: f64,
+    pub reasoning_usd: f64,
+}
+
+impl KindAgg {
+    fn add(&mut self, r: &UsageRecord) {
+        let x = r.extra();
+        let (k, c) = (x.kinds, x.cost_split);
+        self.cached_prompt_tokens = self.cached_prompt_tokens.saturating_add(k.cached_prompt);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(k.cache_write);
+        self.cache_write_1h_tokens = self.cache_write_1h_tokens.saturating_add(k.cache_write_1h);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(k.reasoning);
+        self.uncached_prompt_usd += c.uncached_prompt;
+        self.cached_prompt_usd += c.cached_prompt;
+        self.cache_write_usd += c.cache_write;
+        self.completion_usd += c.completion;
+        self.reasoning_usd += c.reasoning;
+    }
+
+    fn merge(&mut self, o: &KindAgg) {
+        self.cached_prompt_tokens = self
+            .cached_prompt_tokens
+            .saturating_add(o.cached_prompt_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(o.cache_write_tokens);
+        self.cache_write_1h_tokens = self
+            .cache_write_1h_tokens
+            .saturating_add(o.cache_write_1h_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(o.reasoning_tokens);
+        self.uncached_prompt_usd += o.uncached_prompt_usd;
+        self.cached_prompt_usd += o.cached_prompt_usd;
+        self.cache_write_usd += o.cache_write_usd;
+        self.completion_usd += o.completion_usd;
+        self.reasoning_usd += o.reasoning_usd;
+    }
+}
+
+/// The token kinds of a cell (store format 6): in all, and by model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellKinds {
+    pub total: KindAgg,
+    pub models: BTreeMap<String, KindAgg>,
+}
+
+impl CellKinds {
+    fn add(&mut self, r: &UsageRecord) {
+        let x = r.extra();
+        if x.kinds.is_empty() && x.cost_split.is_empty() {
+            return;
+        }
+        self.total.add(r);
+        if !r.model.is_empty() {
+            entry(&mut self.models, &r.model, MAX_MODELS).add(r);
+        }
+    }
+
+    fn merge(&mut self, o: &CellKinds) {
+        self.total.merge(&o.total);
+        for (k, v) in &o.models {
+            entry(&mut self.models, k, MAX_MODELS).merge(v);
+        }
+    }
 }
 
 /// The parts of a cell added in store format 4. A store keeps them after
@@ -337,6 +415,7 @@ impl Cell {
         }
         self.by_hour[(r.ts_ms.div_euclid(3_600_000).rem_euclid(24)) as usize] += 1;
         self.ext.add(r);
+        self.kinds.add(r);
     }
 
     /// Merges `o` as a part of the all-tenants cells: attributed to
@@ -361,6 +440,7 @@ impl Cell {
     fn merge_parts(&mut self, o: &Cell, parties: bool) {
         self.total.merge(&o.total);
         self.ext.merge(&o.ext);
+        self.kinds.merge(&o.kinds);
         self.latency.merge(&o.latency);
         for (endpoint, methods) in &o.endpoints {
             let mine = entry(&mut self.endpoints, endpoint, MAX_ENDPOINTS);

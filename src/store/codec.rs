@@ -25,32 +25,53 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     Ok(value)
 }
 
-/// `value`, then `tail` when it is not the default: a value of an older
-/// shape followed by what a newer shape added, so that a store written
-/// before the addition reads the same (its values have no tail).
-pub(crate) fn encode_with_tail<T: Serialize, U: Serialize + Default + PartialEq>(
+/// `value`, then two tails: `first` when either is not the default, then
+/// `second` when it is not - the shape of a value that grew twice, read
+/// by [`decode_with_tails`] whichever version wrote it.
+pub(crate) fn encode_with_tails<T, U, V>(
     value: &T,
-    tail: &U,
-) -> Result<Vec<u8>, CodecError> {
+    first: &U,
+    second: &V,
+) -> Result<Vec<u8>, CodecError>
+where
+    T: Serialize,
+    U: Serialize + Default + PartialEq,
+    V: Serialize + Default + PartialEq,
+{
     let mut bytes = encode(value)?;
-    if *tail != U::default() {
-        bytes.extend_from_slice(&encode(tail)?);
+    let has_second = *second != V::default();
+    if has_second || *first != U::default() {
+        encode_onto(first, &mut bytes)?;
+    }
+    if has_second {
+        encode_onto(second, &mut bytes)?;
     }
     Ok(bytes)
 }
 
-/// A value [`encode_with_tail`] wrote: the tail is the default when absent.
-pub(crate) fn decode_with_tail<T: DeserializeOwned, U: DeserializeOwned + Default>(
-    bytes: &[u8],
-) -> Result<(T, U), CodecError> {
+/// A value [`encode_with_tails`] wrote: a tail
+/// that is absent reads as the default.
+pub(crate) fn decode_with_tails<T, U, V>(bytes: &[u8]) -> Result<(T, U, V), CodecError>
+where
+    T: DeserializeOwned,
+    U: DeserializeOwned + Default,
+    V: DeserializeOwned + Default,
+{
     let (value, read) =
         bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))?;
-    let tail = if read == bytes.len() {
-        U::default()
+    let rest = &bytes[read..];
+    if rest.is_empty() {
+        return Ok((value, U::default(), V::default()));
+    }
+    let (first, read) =
+        bincode::serde::decode_from_slice(rest, CONFIG).map_err(|e| CodecError(e.to_string()))?;
+    let rest = &rest[read..];
+    let second = if rest.is_empty() {
+        V::default()
     } else {
-        decode(&bytes[read..])?
+        decode(rest)?
     };
-    Ok((value, tail))
+    Ok((value, first, second))
 }
 
 /// The first fields of a value, as the shape `T` that begins like it;
@@ -61,14 +82,20 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Code
         .map_err(|e| CodecError(e.to_string()))
 }
 
-/// A rollup cell, with what format 4 added as its tail.
+/// A rollup cell, with what format 4 added as its first tail and what
+/// format 6 added (token kinds) as its second.
 pub(crate) fn encode_cell(cell: &crate::rollup::Cell) -> Result<Vec<u8>, CodecError> {
-    encode_with_tail(cell, &cell.ext)
+    encode_with_tails(cell, &cell.ext, &cell.kinds)
 }
 
 pub(crate) fn decode_cell(bytes: &[u8]) -> Result<crate::rollup::Cell, CodecError> {
-    let (mut cell, ext): (crate::rollup::Cell, crate::rollup::CellExt) = decode_with_tail(bytes)?;
+    let (mut cell, ext, kinds): (
+        crate::rollup::Cell,
+        crate::rollup::CellExt,
+        crate::rollup::CellKinds,
+    ) = decode_with_tails(bytes)?;
     cell.ext = ext;
+    cell.kinds = kinds;
     Ok(cell)
 }
 
@@ -139,21 +166,41 @@ mod tests {
     }
 
     #[test]
-    fn a_tail_is_read_when_there_and_the_default_when_not() {
+    fn two_tails_read_whichever_version_wrote_them() {
+        type Three = ((u64, String), (String, bool), (u64, u64));
         let old = encode(&(1u64, "a".to_string())).unwrap();
-        let (v, tail): ((u64, String), (String, bool)) = decode_with_tail(&old).unwrap();
-        assert_eq!((v, tail), ((1, "a".into()), (String::new(), false)));
-        let new = encode_with_tail(&(2u64, "b".to_string()), &("v1".to_string(), true)).unwrap();
-        let (v, tail): ((u64, String), (String, bool)) = decode_with_tail(&new).unwrap();
-        assert_eq!((v, tail), ((2, "b".into()), ("v1".into(), true)));
-        // A default tail is not written: the bytes are the older shape's.
+        let once = encode_with_tails(
+            &(1u64, "a".to_string()),
+            &("v".to_string(), true),
+            &(0u64, 0u64),
+        )
+        .unwrap();
+        let (v, a, b): Three = decode_with_tails(&old).unwrap();
+        assert_eq!((v, a, b), ((1, "a".into()), Default::default(), (0, 0)));
+        let (_, a, b): Three = decode_with_tails(&once).unwrap();
+        assert_eq!((a, b), (("v".into(), true), (0, 0)));
+        // Only the second tail set: the first is written, empty, before it.
+        let twice = encode_with_tails(
+            &(1u64, "a".to_string()),
+            &(String::new(), false),
+            &(3u64, 4u64),
+        )
+        .unwrap();
+        let (_, a, b): Three = decode_with_tails(&twice).unwrap();
+        assert_eq!((a, b), (Default::default(), (3, 4)));
+        // Neither set: the oldest shape's bytes.
         assert_eq!(
-            encode_with_tail(&(1u64, "a".to_string()), &(String::new(), false)).unwrap(),
+            encode_with_tails(
+                &(1u64, "a".to_string()),
+                &(String::new(), false),
+                &(0u64, 0u64)
+            )
+            .unwrap(),
             old
         );
-        let mut bad = new.clone();
-        bad.push(7);
-        assert!(decode_with_tail::<(u64, String), (String, bool)>(&bad).is_err());
+        let mut bad = twice.clone();
+        bad.push(1);
+        assert!(decode_with_tails::<(u64, String), (String, bool), (u64, u64)>(&bad).is_err());
     }
 
     #[test]

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Nanos;
-use crate::model::{CompactString, RecordExtra, UsageRecord};
+use crate::model::{CompactString, CostSplit, RecordExtra, TokenKinds, UsageRecord};
+use crate::pricing::{PriceTable, Priced};
 use crate::quota::TenantState;
 use crate::store::{Claims, Store, StoreError, UsageBlock};
 
@@ -85,7 +86,7 @@ struct Line {
     #[serde(default)]
     calls: u64,
     #[serde(default)]
-    cost_usd: f64,
+    cost_usd: Option<f64>,
     #[serde(default)]
     rejected: bool,
     #[serde(default)]
@@ -96,6 +97,24 @@ struct Line {
     integration: String,
     #[serde(default)]
     retried: bool,
+    #[serde(default)]
+    cached_prompt_tokens: u64,
+    #[serde(default)]
+    cache_write_tokens: u64,
+    #[serde(default)]
+    cache_write1h_tokens: u64,
+    #[serde(default)]
+    reasoning_tokens: u64,
+    #[serde(default)]
+    uncached_prompt_cost_usd: Option<f64>,
+    #[serde(default)]
+    cached_prompt_cost_usd: Option<f64>,
+    #[serde(default)]
+    cache_write_cost_usd: Option<f64>,
+    #[serde(default)]
+    completion_cost_usd: Option<f64>,
+    #[serde(default)]
+    reasoning_cost_usd: Option<f64>,
 }
 
 /// The records of `text` with their claims, each within `[oldest_ms,
@@ -106,12 +125,13 @@ pub(crate) fn parse(
     format: Format,
     oldest_ms: i64,
     newest_ms: i64,
+    prices: &PriceTable,
 ) -> Result<Vec<(UsageRecord, String)>, Vec<LineError>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<[u8; 16], u32> = HashMap::new();
     let mut take = |line: usize, parsed: Result<Line, String>| match parsed
-        .and_then(|l| record(l, oldest_ms, newest_ms))
+        .and_then(|l| record(l, oldest_ms, newest_ms, prices))
     {
         Ok(r) => {
             let digest = digest(&r);
@@ -179,8 +199,22 @@ fn csv_line(row: &csv::StringRecord, headers: &csv::StringRecord) -> Result<Line
         let v = match name {
             "metadata" if value.is_empty() => serde_json::Value::Null,
             "metadata" => serde_json::from_str(value).map_err(|e| format!("metadata: {e}"))?,
-            "statusCode" | "responseTime" | "promptTokens" | "completionTokens" | "tokensUsed"
-            | "calls" | "costUsd" => match value {
+            "statusCode"
+            | "responseTime"
+            | "promptTokens"
+            | "completionTokens"
+            | "tokensUsed"
+            | "calls"
+            | "costUsd"
+            | "cachedPromptTokens"
+            | "cacheWriteTokens"
+            | "cacheWrite1hTokens"
+            | "reasoningTokens"
+            | "uncachedPromptCostUsd"
+            | "cachedPromptCostUsd"
+            | "cacheWriteCostUsd"
+            | "completionCostUsd"
+            | "reasoningCostUsd" => match value {
                 "" => continue,
                 v => serde_json::from_str(v).map_err(|_| format!("{name}: not a number: {v:?}"))?,
             },
@@ -204,7 +238,12 @@ fn undefused(v: &str) -> &str {
     }
 }
 
-fn record(l: Line, oldest_ms: i64, newest_ms: i64) -> Result<UsageRecord, String> {
+fn record(
+    l: Line,
+    oldest_ms: i64,
+    newest_ms: i64,
+    prices: &PriceTable,
+) -> Result<UsageRecord, String> {
     let ts_ms = chrono::DateTime::parse_from_rfc3339(&l.timestamp)
         .map_err(|_| format!("timestamp must be RFC 3339, not {:?}", l.timestamp))?
         .timestamp_millis();
@@ -241,14 +280,39 @@ fn record(l: Line, oldest_ms: i64, newest_ms: i64) -> Result<UsageRecord, String
         ("completionTokens", l.completion_tokens),
         ("tokensUsed", l.tokens_used),
         ("calls", l.calls),
+        ("cachedPromptTokens", l.cached_prompt_tokens),
+        ("cacheWriteTokens", l.cache_write_tokens),
+        ("cacheWrite1hTokens", l.cache_write1h_tokens),
+        ("reasoningTokens", l.reasoning_tokens),
     ] {
         if v > MAX_COUNT {
             return Err(format!("{name} must be at most {MAX_COUNT}"));
         }
     }
+    if l.cached_prompt_tokens + l.cache_write_tokens > l.prompt_tokens {
+        return Err("cachedPromptTokens + cacheWriteTokens must be at most promptTokens".into());
+    }
+    if l.cache_write1h_tokens > l.cache_write_tokens {
+        return Err("cacheWrite1hTokens must be at most cacheWriteTokens".into());
+    }
+    if l.reasoning_tokens > l.completion_tokens {
+        return Err("reasoningTokens must be at most completionTokens".into());
+    }
     let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-    if !(non_negative(l.cost_usd) && non_negative(l.response_time)) {
-        return Err("costUsd and responseTime must be numbers of at least 0".into());
+    let split = [
+        l.uncached_prompt_cost_usd,
+        l.cached_prompt_cost_usd,
+        l.cache_write_cost_usd,
+        l.completion_cost_usd,
+        l.reasoning_cost_usd,
+    ];
+    if !(l.cost_usd.is_none_or(non_negative)
+        && non_negative(l.response_time)
+        && split.iter().flatten().all(|v| non_negative(*v)))
+    {
+        return Err(
+            "costUsd, the costs by kind and responseTime must be numbers of at least 0".into(),
+        );
     }
     let metadata = match l.metadata {
         None | Some(serde_json::Value::Null) => Vec::new(),
@@ -262,7 +326,13 @@ fn record(l: Line, oldest_ms: i64, newest_ms: i64) -> Result<UsageRecord, String
         Some(_) => return Err("metadata must be an object".into()),
     };
     let text = |s: String| CompactString::from(s);
-    Ok(UsageRecord {
+    let kinds = TokenKinds {
+        cached_prompt: l.cached_prompt_tokens,
+        cache_write: l.cache_write_tokens,
+        cache_write_1h: l.cache_write1h_tokens,
+        reasoning: l.reasoning_tokens,
+    };
+    let mut r = UsageRecord {
         ts_ms,
         endpoint: text(l.endpoint),
         method: text(l.method),
@@ -275,7 +345,7 @@ fn record(l: Line, oldest_ms: i64, newest_ms: i64) -> Result<UsageRecord, String
             .max(l.prompt_tokens.saturating_add(l.completion_tokens)),
         model: text(l.model),
         calls: l.calls,
-        cost_usd: l.cost_usd,
+        cost_usd: 0.0,
         rejected: l.rejected,
         retried: l.retried,
         extra: RecordExtra {
@@ -285,9 +355,36 @@ fn record(l: Line, oldest_ms: i64, newest_ms: i64) -> Result<UsageRecord, String
             api_version: text(l.api_version),
             country: text(l.country),
             integration: text(l.integration),
+            kinds,
+            cost_split: CostSplit::NONE,
         }
         .boxed(),
-    })
+    };
+    // A record without its cost is priced at its own time; one with it
+    // keeps it, split as the file says or else as the table would.
+    let priced = prices.cost(&r.model, &r.token_counts(), ts_ms).priced();
+    r.set_cost(match (l.cost_usd, split) {
+        (None, _) => priced,
+        (Some(usd), [None, None, None, None, None]) => Priced {
+            usd,
+            split: if priced.usd > 0.0 {
+                priced.split.scaled(usd / priced.usd)
+            } else {
+                CostSplit::NONE
+            },
+        },
+        (Some(usd), [u, c, w, o, reasoning]) => Priced {
+            usd,
+            split: CostSplit {
+                uncached_prompt: u.unwrap_or(0.0),
+                cached_prompt: c.unwrap_or(0.0),
+                cache_write: w.unwrap_or(0.0),
+                completion: o.unwrap_or(0.0),
+                reasoning: reasoning.unwrap_or(0.0),
+            },
+        },
+    });
+    Ok(r)
 }
 
 /// What a record holds, digested: every field, in order, as text.
@@ -314,6 +411,12 @@ fn digest(r: &UsageRecord) -> [u8; 16] {
         x.integration,
         r.version(),
     );
+    // Token kinds came later: a record without them digests as before.
+    let text = if x.kinds.is_empty() {
+        text
+    } else {
+        text + &format!("|{:?}", x.kinds)
+    };
     let full = Sha256::digest(text.as_bytes());
     let mut d = [0u8; 16];
     d.copy_from_slice(&full[..16]);
@@ -385,7 +488,7 @@ mod tests {
     const T: &str = "2026-11-03T10:00:00.000Z";
 
     fn parsed(text: &str, f: Format) -> Result<Vec<(UsageRecord, String)>, Vec<LineError>> {
-        parse(text, f, 0, i64::MAX)
+        parse(text, f, 0, i64::MAX, &PriceTable::builtin())
     }
 
     #[test]
@@ -420,9 +523,16 @@ mod tests {
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 3, 5, 6], "{errors:?}");
         // Too old, and in the future.
-        let e = parse(&good, Format::Ndjson, i64::MAX - 1, i64::MAX).unwrap_err();
+        let e = parse(
+            &good,
+            Format::Ndjson,
+            i64::MAX - 1,
+            i64::MAX,
+            &PriceTable::builtin(),
+        )
+        .unwrap_err();
         assert!(e[0].error.contains("retention"), "{e:?}");
-        let e = parse(&good, Format::Ndjson, 0, 1).unwrap_err();
+        let e = parse(&good, Format::Ndjson, 0, 1, &PriceTable::builtin()).unwrap_err();
         assert!(e[0].error.contains("future"), "{e:?}");
         // CSV: a row with a bad number, by its line.
         let csv =

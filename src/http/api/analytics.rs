@@ -253,7 +253,7 @@ async fn tenant_report(
         let recommendation = recommend(&plan, &plans, &f).map(RecommendationView::from);
         Ok(TenantReport {
             tenant_id: id,
-            report: Report::from(&used),
+            report: Report::of(&used, &prices),
             forecast: ForecastView::from(&f),
             recommendation,
             anomalies: window.anomalies(&hours),
@@ -344,7 +344,7 @@ pub(crate) async fn admin_api_usage(
         let hours = window.read(store.as_ref(), &Owner::Fleet)?;
         Ok(AllTenantsReport {
             tenants,
-            report: Report::from(&used),
+            report: Report::of(&used, &prices),
             top_tenants: TopTenants::from(&top_tenants(&used.whole, r.top)),
             anomalies: window.anomalies(&hours),
             insights: insight_views(store.as_ref(), &Owner::Fleet, &prices, now_ms)?,

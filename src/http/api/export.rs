@@ -64,7 +64,7 @@ enum Format {
     Ndjson,
 }
 
-pub(crate) const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried\n";
+pub(crate) const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried,cachedPromptTokens,cacheWriteTokens,cacheWrite1hTokens,reasoningTokens,uncachedPromptCostUsd,cachedPromptCostUsd,cacheWriteCostUsd,completionCostUsd,reasoningCostUsd\n";
 
 /// Characters a spreadsheet skips or shows as nothing before a formula's
 /// sign: spaces of every width, the byte order mark, zero-width and
@@ -130,6 +130,15 @@ struct RecordLine<'a> {
     country: &'a str,
     integration: &'a str,
     retried: bool,
+    cached_prompt_tokens: u64,
+    cache_write_tokens: u64,
+    cache_write1h_tokens: u64,
+    reasoning_tokens: u64,
+    uncached_prompt_cost_usd: Money,
+    cached_prompt_cost_usd: Money,
+    cache_write_cost_usd: Money,
+    completion_cost_usd: Money,
+    reasoning_cost_usd: Money,
 }
 
 fn metadata_json(r: &UsageRecord) -> serde_json::Value {
@@ -179,6 +188,21 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 csv_field(out, f);
             }
             let _ = write!(out, ",{}", r.retried);
+            let (k, c) = (x.kinds, x.cost_split);
+            let _ = write!(
+                out,
+                ",{},{},{},{}",
+                k.cached_prompt, k.cache_write, k.cache_write_1h, k.reasoning
+            );
+            for usd in [
+                c.uncached_prompt,
+                c.cached_prompt,
+                c.cache_write,
+                c.completion,
+                c.reasoning,
+            ] {
+                let _ = write!(out, ",{}", crate::http::wire::money::decimal(usd));
+            }
             out.push('\n');
         }
         Format::Ndjson => {
@@ -203,6 +227,15 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 country: &x.country,
                 integration: &x.integration,
                 retried: r.retried,
+                cached_prompt_tokens: x.kinds.cached_prompt,
+                cache_write_tokens: x.kinds.cache_write,
+                cache_write1h_tokens: x.kinds.cache_write_1h,
+                reasoning_tokens: x.kinds.reasoning,
+                uncached_prompt_cost_usd: Money(x.cost_split.uncached_prompt),
+                cached_prompt_cost_usd: Money(x.cost_split.cached_prompt),
+                cache_write_cost_usd: Money(x.cost_split.cache_write),
+                completion_cost_usd: Money(x.cost_split.completion),
+                reasoning_cost_usd: Money(x.cost_split.reasoning),
             };
             if let Ok(text) = serde_json::to_string(&line) {
                 out.push_str(&text);

@@ -71,21 +71,23 @@ pub(crate) async fn import(
     let now = st.metering.clock.now_nanos();
     let (oldest_ms, newest_ms) = import::window(now, st.raw_days);
     let store = st.metering.registry.store().clone();
+    let prices = st.metering.prices.clone();
     // Parsed and written on the blocking pool: a file is large.
-    let done = web::block(
-        move || match import::parse(&text, format, oldest_ms, newest_ms) {
-            Ok(records) => import::write(store.as_ref(), &tenant, records, now).map(Ok),
-            Err(errors) => Ok(Err(errors)),
-        },
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is stopping",
+    let done =
+        web::block(
+            move || match import::parse(&text, format, oldest_ms, newest_ms, &prices) {
+                Ok(records) => import::write(store.as_ref(), &tenant, records, now).map(Ok),
+                Err(errors) => Ok(Err(errors)),
+            },
         )
-    })?;
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is stopping",
+            )
+        })?;
     match done {
         Ok(Ok(Imported { imported, duplicates })) => Ok(HttpResponse::Ok().json(ImportAnswer {
             imported,

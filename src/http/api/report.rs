@@ -10,7 +10,7 @@ use crate::analytics::insights::Insight;
 use crate::analytics::query::{self, Range, Usage};
 use crate::clock::{fmt_ms, ms_to_utc};
 use crate::http::wire::money::Money;
-use crate::rollup::{Agg, Cell, Grain, PartyAgg};
+use crate::rollup::{Agg, Cell, Grain, KindAgg, PartyAgg};
 
 fn round(x: f64, decimals: i32) -> f64 {
     let f = 10f64.powi(decimals);
@@ -48,6 +48,76 @@ pub struct Summary {
     pub(crate) p99_response_time_ms: Option<f64>,
     pub(crate) estimated_cost_usd: Money,
     pub(crate) requests_per_minute: f64,
+    /// The prompt and completion tokens by kind.
+    pub(crate) tokens_by_kind: TokensByKind,
+    /// The cost by kind.
+    pub(crate) cost_by_kind: CostByKind,
+    /// The share of the prompt tokens read from the provider's cache (0 to
+    /// 1); null with no prompt tokens.
+    pub(crate) cache_hit_rate: Option<f64>,
+}
+
+/// Prompt and completion tokens by kind: `uncachedPrompt + cachedPrompt +
+/// cacheWrite` is `promptTokens`; `reasoning` is part of `completion`.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokensByKind {
+    pub(crate) uncached_prompt: u64,
+    pub(crate) cached_prompt: u64,
+    pub(crate) cache_write: u64,
+    /// Of `cacheWrite`, those kept for an hour.
+    pub(crate) cache_write1h: u64,
+    pub(crate) completion: u64,
+    /// Of `completion`, those spent reasoning.
+    pub(crate) reasoning: u64,
+}
+
+impl TokensByKind {
+    fn of(prompt: u64, completion: u64, k: &KindAgg) -> TokensByKind {
+        TokensByKind {
+            uncached_prompt: prompt.saturating_sub(k.cached_prompt_tokens + k.cache_write_tokens),
+            cached_prompt: k.cached_prompt_tokens,
+            cache_write: k.cache_write_tokens,
+            cache_write1h: k.cache_write_1h_tokens,
+            completion,
+            reasoning: k.reasoning_tokens,
+        }
+    }
+}
+
+/// The cost by kind, in USD: the first four add up to the cost, with
+/// `unsplit` for records priced before Tollgate split costs by kind;
+/// `reasoning` is part of `completion`.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CostByKind {
+    pub(crate) uncached_prompt: Money,
+    pub(crate) cached_prompt: Money,
+    pub(crate) cache_write: Money,
+    pub(crate) completion: Money,
+    pub(crate) reasoning: Money,
+    pub(crate) unsplit: Money,
+}
+
+impl CostByKind {
+    fn of(total: f64, k: &KindAgg) -> CostByKind {
+        let split =
+            k.uncached_prompt_usd + k.cached_prompt_usd + k.cache_write_usd + k.completion_usd;
+        let usd = |v: f64| Money(round(v, 6));
+        CostByKind {
+            uncached_prompt: usd(k.uncached_prompt_usd),
+            cached_prompt: usd(k.cached_prompt_usd),
+            cache_write: usd(k.cache_write_usd),
+            completion: usd(k.completion_usd),
+            reasoning: usd(k.reasoning_usd),
+            unsplit: usd((total - split).max(0.0)),
+        }
+    }
+}
+
+/// The share of `prompt` tokens read from the cache.
+fn hit_rate(prompt: u64, k: &KindAgg) -> Option<f64> {
+    (prompt > 0).then(|| round(k.cached_prompt_tokens as f64 / prompt as f64, 4))
 }
 
 impl Summary {
@@ -70,6 +140,9 @@ impl Summary {
             p99_response_time_ms: c.latency.percentile(99.0).map(|v| round(v, 2)),
             estimated_cost_usd: Money(round(t.cost_usd, 6)),
             requests_per_minute: round(n as f64 / minutes, 3),
+            tokens_by_kind: TokensByKind::of(t.prompt_tokens, t.completion_tokens, &c.kinds.total),
+            cost_by_kind: CostByKind::of(t.cost_usd, &c.kinds.total),
+            cache_hit_rate: hit_rate(t.prompt_tokens, &c.kinds.total),
         }
     }
 }
@@ -111,6 +184,13 @@ pub struct ModelRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost_usd: Money,
+    pub(crate) tokens_by_kind: TokensByKind,
+    pub(crate) cost_by_kind: CostByKind,
+    /// The share of this model's prompt tokens read from the cache.
+    pub(crate) cache_hit_rate: Option<f64>,
+    /// Whether the price table has a price for it: an unpriced model's
+    /// tokens cost 0 until it has one.
+    pub(crate) priced: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
@@ -238,8 +318,9 @@ impl RangeView {
     }
 }
 
-impl From<&Usage> for Report {
-    fn from(u: &Usage) -> Report {
+impl Report {
+    /// `u` as answered; `prices` says which models have a price.
+    pub fn of(u: &Usage, prices: &crate::pricing::PriceTable) -> Report {
         let whole = &u.whole;
         Report {
             range: RangeView::of(u.range, u.bucket),
@@ -284,12 +365,20 @@ impl From<&Usage> for Report {
             models: u
                 .models
                 .iter()
-                .map(|(m, a)| ModelRow {
-                    model: m.clone(),
-                    requests: a.requests,
-                    prompt_tokens: a.prompt_tokens,
-                    completion_tokens: a.completion_tokens,
-                    cost_usd: Money(round(a.cost_usd, 6)),
+                .map(|(m, a)| {
+                    let none = KindAgg::default();
+                    let k = whole.kinds.models.get(m).unwrap_or(&none);
+                    ModelRow {
+                        model: m.clone(),
+                        requests: a.requests,
+                        prompt_tokens: a.prompt_tokens,
+                        completion_tokens: a.completion_tokens,
+                        cost_usd: Money(round(a.cost_usd, 6)),
+                        tokens_by_kind: TokensByKind::of(a.prompt_tokens, a.completion_tokens, k),
+                        cost_by_kind: CostByKind::of(a.cost_usd, k),
+                        cache_hit_rate: hit_rate(a.prompt_tokens, k),
+                        priced: m == crate::rollup::OTHER || prices.price(m).is_some(),
+                    }
                 })
                 .collect(),
             top_users: party_rows(&u.top_users, Party::User),

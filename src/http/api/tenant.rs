@@ -253,9 +253,8 @@ pub(crate) async fn ingest(
                 r.extra_mut().country = country;
             }
         }
-        r.cost_usd = st
-            .metering
-            .price(&r.model, r.prompt_tokens, r.completion_tokens);
+        let priced = st.metering.price(&r.model, &r.token_counts(), r.ts_ms);
+        r.set_cost(priced);
         // Queued as it is parsed: the vector is handed to the flusher as
         // it is, with no second copy of the batch.
         records.push(Queued {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::catalog::{PlanBody, StatusBody};
 use crate::clock::{fmt_ms, MsText};
 use crate::metering::request::check_method;
-use crate::model::{CompactString, Plan, RecordExtra, UsageRecord};
+use crate::model::{CompactString, CostSplit, Plan, RecordExtra, TokenKinds, UsageRecord};
 use crate::quota::Decision;
 use crate::stack_text::StackText;
 
@@ -247,9 +247,30 @@ pub struct UsageInput<'a> {
     pub method: Option<Text<'a>>,
     pub(crate) status_code: Option<u64>,
     pub(crate) response_time: Option<f64>,
+    /// The whole prompt, cached and cache-written tokens included (for
+    /// Anthropic: `input_tokens + cache_read_input_tokens +
+    /// cache_creation_input_tokens`).
     pub prompt_tokens: Option<u64>,
+    /// The whole completion, reasoning tokens included.
     pub completion_tokens: Option<u64>,
     pub tokens_used: Option<u64>,
+    /// Of `promptTokens`, those read from the provider's cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`).
+    pub(crate) cached_prompt_tokens: Option<u64>,
+    /// Of `promptTokens`, those written to the cache (Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub(crate) cache_write_tokens: Option<u64>,
+    /// How long the cache writes are kept: `5m` (the default) or `1h`.
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub(crate) cache_write_ttl: Option<Text<'a>>,
+    /// Of `cacheWriteTokens`, those kept for an hour, when a record mixes
+    /// both tiers (instead of `cacheWriteTtl`).
+    pub(crate) cache_write1h_tokens: Option<u64>,
+    /// Of `completionTokens`, those spent reasoning (OpenAI's
+    /// `completion_tokens_details.reasoning_tokens`).
+    pub(crate) reasoning_tokens: Option<u64>,
     #[serde(borrow)]
     #[schema(value_type = Option<String>)]
     pub model: Option<Text<'a>>,
@@ -505,6 +526,17 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
         }
         None => split,
     };
+    let kinds = token_kinds(
+        [
+            input.cached_prompt_tokens,
+            input.cache_write_tokens,
+            input.reasoning_tokens,
+            input.cache_write1h_tokens,
+        ],
+        input.cache_write_ttl.as_deref(),
+        prompt,
+        completion,
+    )?;
     let calls = check_count("calls", input.calls.unwrap_or(1))?;
     let model = input.model.unwrap_or_default().compact();
     check_text("model", &model, 128)?;
@@ -542,8 +574,53 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
             api_version,
             country,
             integration: CompactString::default(),
+            kinds,
+            cost_split: CostSplit::NONE,
         }
         .boxed(),
+    })
+}
+
+/// A record's token kinds, each checked against the figure it is part of.
+fn token_kinds(
+    [cached, writes, reasoning, writes_1h]: [Option<u64>; 4],
+    ttl: Option<&str>,
+    prompt: u64,
+    completion: u64,
+) -> Result<TokenKinds, String> {
+    let count = |name: &'static str, v: Option<u64>| check_count(name, v.unwrap_or(0));
+    let cached_prompt = count("cachedPromptTokens", cached)?;
+    let cache_write = count("cacheWriteTokens", writes)?;
+    let reasoning = count("reasoningTokens", reasoning)?;
+    if cached_prompt + cache_write > prompt {
+        return Err(
+            "cachedPromptTokens + cacheWriteTokens must be at most promptTokens (the whole prompt)"
+                .into(),
+        );
+    }
+    if reasoning > completion {
+        return Err("reasoningTokens must be at most completionTokens (reasoning is part of the completion)".into());
+    }
+    let cache_write_1h = match (ttl, writes_1h) {
+        (Some(_), Some(_)) => {
+            return Err("give cacheWriteTtl or cacheWrite1hTokens, not both".into());
+        }
+        (None | Some("5m"), None) => 0,
+        (Some("1h"), None) => cache_write,
+        (Some(_), None) => return Err("cacheWriteTtl must be \"5m\" or \"1h\"".into()),
+        (None, Some(n)) => {
+            let n = check_count("cacheWrite1hTokens", n)?;
+            if n > cache_write {
+                return Err("cacheWrite1hTokens must be at most cacheWriteTokens".into());
+            }
+            n
+        }
+    };
+    Ok(TokenKinds {
+        cached_prompt,
+        cache_write,
+        cache_write_1h,
+        reasoning,
     })
 }
 

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::provider::Provider;
 use crate::metering::tokens::count_tokens;
-use crate::model::{recordable_model, TokenCounts};
+use crate::model::{recordable_model, TokenCounts, TokenKinds};
 
 /// The most bytes kept of a `usage` or `model` value.
 const MAX_VALUE: usize = 64 << 10;
@@ -38,19 +38,73 @@ pub(crate) struct Usage {
 }
 
 /// The `usage` of an OpenAI-style object (`prompt_tokens`/`completion_tokens`
-/// or `input_tokens`/`output_tokens`), if it has one.
+/// or `input_tokens`/`output_tokens`), if it has one, with its kinds: the
+/// cached part of the prompt (`prompt_tokens_details` or
+/// `input_tokens_details`, `cached_tokens`) and the reasoning part of the
+/// completion (`completion_tokens_details` or `output_tokens_details`,
+/// `reasoning_tokens`). An object in Anthropic's shape (with its cache
+/// fields) reads as Anthropic's ([`anthropic_usage_of`]).
 pub(crate) fn usage_of(usage: &Value) -> Option<TokenCounts> {
     let u = usage.as_object()?;
+    if u.contains_key("cache_read_input_tokens") || u.contains_key("cache_creation_input_tokens") {
+        return anthropic_usage_of(usage);
+    }
     let n = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| u.get(*k).and_then(count_of))
             .unwrap_or(0)
     };
-    Some(TokenCounts::from_upstream(
-        n(&["prompt_tokens", "input_tokens"]),
-        n(&["completion_tokens", "output_tokens"]),
-        n(&["total_tokens"]),
-    ))
+    let detail = |holders: &[&str], key: &str| {
+        holders
+            .iter()
+            .find_map(|h| u.get(*h).and_then(|d| d.get(key)).and_then(count_of))
+            .unwrap_or(0)
+    };
+    let kinds = TokenKinds {
+        cached_prompt: detail(
+            &["prompt_tokens_details", "input_tokens_details"],
+            "cached_tokens",
+        ),
+        reasoning: detail(
+            &["completion_tokens_details", "output_tokens_details"],
+            "reasoning_tokens",
+        ),
+        ..TokenKinds::NONE
+    };
+    Some(
+        TokenCounts::from_upstream(
+            n(&["prompt_tokens", "input_tokens"]),
+            n(&["completion_tokens", "output_tokens"]),
+            n(&["total_tokens"]),
+        )
+        .with_kinds(kinds),
+    )
+}
+
+/// The `usage` of an Anthropic Messages answer or event. Its
+/// `input_tokens` counts only what the cache did not serve: the cache's
+/// reads (`cache_read_input_tokens`) and writes
+/// (`cache_creation_input_tokens`, of which `cache_creation`'s
+/// `ephemeral_1h_input_tokens` are kept an hour) are prompt tokens too.
+pub(crate) fn anthropic_usage_of(usage: &Value) -> Option<TokenCounts> {
+    let u = usage.as_object()?;
+    let n = |k: &str| u.get(k).and_then(count_of).unwrap_or(0);
+    let read = n("cache_read_input_tokens");
+    let write = n("cache_creation_input_tokens");
+    let write_1h = u
+        .get("cache_creation")
+        .and_then(|c| c.get("ephemeral_1h_input_tokens"))
+        .and_then(count_of)
+        .unwrap_or(0);
+    let prompt = n("input_tokens").saturating_add(read).saturating_add(write);
+    Some(
+        TokenCounts::from_upstream(prompt, n("output_tokens"), 0).with_kinds(TokenKinds {
+            cached_prompt: read,
+            cache_write: write,
+            cache_write_1h: write_1h,
+            reasoning: 0,
+        }),
+    )
 }
 
 /// The provider whose way a scan reads `usage`: the route's, or the
@@ -322,7 +376,14 @@ fn merged(before: TokenCounts, after: TokenCounts) -> TokenCounts {
     } else {
         0
     };
-    let mut c = TokenCounts::from_upstream(prompt, completion, total);
+    let (b, a) = (before.kinds, after.kinds);
+    let kinds = TokenKinds {
+        cached_prompt: pick(b.cached_prompt, a.cached_prompt),
+        cache_write: pick(b.cache_write, a.cache_write),
+        cache_write_1h: pick(b.cache_write_1h, a.cache_write_1h),
+        reasoning: pick(b.reasoning, a.reasoning),
+    };
+    let mut c = TokenCounts::from_upstream(prompt, completion, total).with_kinds(kinds);
     c.capped |= before.capped || after.capped;
     c
 }

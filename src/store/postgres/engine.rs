@@ -24,7 +24,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::changes::changed;
 use super::client::{unreachable, Conn, Pg};
-use super::records::{self, day_of, COPY_LAYOUT, COPY_RECORDS, COPY_RECORDS_V1};
+use super::records::{self, day_of, COPY_LAYOUT};
 use super::spool::{CellId, Spool, Write};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Cell, Grain, Owner};
@@ -494,14 +494,10 @@ impl PgEngine {
                     .map(|w| w.as_ref())
                     .collect();
                 // One `COPY` for each run of writes of one layout.
-                for run in
-                    fresh.chunk_by(|a, b| (a.layout < COPY_LAYOUT) == (b.layout < COPY_LAYOUT))
-                {
-                    let columns = if run[0].layout < COPY_LAYOUT {
-                        COPY_RECORDS_V1
-                    } else {
-                        COPY_RECORDS
-                    };
+                for run in fresh.chunk_by(|a, b| {
+                    records::copy_columns(a.layout) == records::copy_columns(b.layout)
+                }) {
+                    let columns = records::copy_columns(run[0].layout);
                     let stream = match run {
                         [w] => bytes::Bytes::copy_from_slice(&w.copy),
                         _ => records::join_copies(run.iter().map(|w| w.copy.as_slice())).into(),

@@ -9,7 +9,7 @@
 use chrono::{Datelike, TimeZone, Utc};
 use tokio_postgres::Row;
 
-use crate::model::{CompactString, RecordExtra, UsageRecord};
+use crate::model::{CompactString, CostSplit, RecordExtra, TokenKinds, UsageRecord};
 use crate::store::UsageBlock;
 
 pub(super) const MS_PER_DAY: i64 = 86_400_000;
@@ -17,23 +17,41 @@ pub(super) const MS_PER_DAY: i64 = 86_400_000;
 /// The columns the `COPY` writes, in its order (`id` takes its default).
 pub(super) const COPY_RECORDS: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
      status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
-     metadata, calls, cost_usd, rejected, api_version, country, integration, retried) \
-     FROM STDIN (FORMAT binary)";
+     metadata, calls, cost_usd, rejected, api_version, country, integration, retried, \
+     cached_prompt_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, \
+     cost_uncached_prompt_usd, cost_cached_prompt_usd, cost_cache_write_usd, cost_completion_usd, \
+     cost_reasoning_usd) FROM STDIN (FORMAT binary)";
 
-/// The columns of a `COPY` stream encoded before schema version 2 (a
-/// write still in a spool from then): the last four take their defaults.
-pub(super) const COPY_RECORDS_V1: &str =
-    "COPY usage_records (day, tenant_id, ts, endpoint, method, \
+/// The columns of a `COPY` stream of each layout: a write still in a
+/// spool from an older version leaves the newer columns to their defaults.
+pub(super) fn copy_columns(layout: u32) -> &'static str {
+    match layout {
+        0 | 1 => COPY_RECORDS_V1,
+        2 => COPY_RECORDS_V2,
+        _ => COPY_RECORDS,
+    }
+}
+
+/// Layout 1: before schema version 2.
+const COPY_RECORDS_V1: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
      status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
      metadata, calls, cost_usd, rejected) FROM STDIN (FORMAT binary)";
 
+/// Layout 2: before token kinds (schema version 8).
+const COPY_RECORDS_V2: &str = "COPY usage_records (day, tenant_id, ts, endpoint, method, \
+     status, response_ms, prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, \
+     metadata, calls, cost_usd, rejected, api_version, country, integration, retried) \
+     FROM STDIN (FORMAT binary)";
+
 /// The `COPY` layout [`encode_copy`] writes (a spooled write records it).
-pub(super) const COPY_LAYOUT: u32 = 2;
+pub(super) const COPY_LAYOUT: u32 = 3;
 
 /// The columns a read takes, in [`record`]'s order.
 pub(super) const RECORD_COLUMNS: &str = "day, id, ts, endpoint, method, status, response_ms, \
      prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, metadata, calls, \
-     cost_usd, rejected, api_version, country, integration, retried";
+     cost_usd, rejected, api_version, country, integration, retried, cached_prompt_tokens, \
+     cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, cost_uncached_prompt_usd, \
+     cost_cached_prompt_usd, cost_cache_write_usd, cost_completion_usd, cost_reasoning_usd";
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -120,7 +138,7 @@ fn float8(out: &mut Vec<u8>, v: f64) {
 }
 
 fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
-    out.extend_from_slice(&21i16.to_be_bytes());
+    out.extend_from_slice(&30i16.to_be_bytes());
     field(out, &(day_of(r.ts_ms) as i32).to_be_bytes());
     field(out, tenant.as_bytes());
     let us = r.ts_ms.saturating_mul(1000).saturating_sub(PG_EPOCH_US);
@@ -157,6 +175,16 @@ fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
     field(out, x.country.as_bytes());
     field(out, x.integration.as_bytes());
     field(out, &[r.retried as u8]);
+    let (k, c) = (x.kinds, x.cost_split);
+    int8(out, k.cached_prompt);
+    int8(out, k.cache_write);
+    int8(out, k.cache_write_1h);
+    int8(out, k.reasoning);
+    float8(out, c.uncached_prompt);
+    float8(out, c.cached_prompt);
+    float8(out, c.cache_write);
+    float8(out, c.completion);
+    float8(out, c.reasoning);
 }
 
 /// A record read back with [`RECORD_COLUMNS`]; its `(day, id)` is where
@@ -199,6 +227,19 @@ pub(super) fn record(row: &Row) -> ((i32, i64), UsageRecord) {
             api_version: text(17),
             country: text(18),
             integration: text(19),
+            kinds: TokenKinds {
+                cached_prompt: n(21),
+                cache_write: n(22),
+                cache_write_1h: n(23),
+                reasoning: n(24),
+            },
+            cost_split: CostSplit {
+                uncached_prompt: row.get(25),
+                cached_prompt: row.get(26),
+                cache_write: row.get(27),
+                completion: row.get(28),
+                reasoning: row.get(29),
+            },
         }
         .boxed(),
     };

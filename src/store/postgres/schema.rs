@@ -21,6 +21,13 @@
 //! Version 2 adds to `usage_records` `api_version`, `country`,
 //! `integration` and `retried` (older rows take the defaults); the cells'
 //! bytes gained a tail ([`crate::rollup::CellExt`]) that older cells lack.
+//!
+//! Version 8 adds to `usage_records` the token kinds (`cached_prompt_tokens`,
+//! `cache_write_tokens`, `cache_write_1h_tokens`, `reasoning_tokens`, each
+//! part of `prompt_tokens` or `completion_tokens`) and where the cost went
+//! (`cost_uncached_prompt_usd`, `cost_cached_prompt_usd`, `cost_cache_write_usd`, `cost_completion_usd`,
+//! `cost_reasoning_usd`); older rows read 0. The cells' bytes gained a
+//! second tail ([`crate::rollup::CellKinds`]).
 
 use super::client::Pg;
 use crate::store::StoreError;
@@ -176,6 +183,18 @@ CREATE TABLE record_ids (
     PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX record_ids_made_at ON record_ids (made_at);
+"#,
+    r#"
+ALTER TABLE usage_records
+    ADD COLUMN cached_prompt_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN cache_write_1h_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN reasoning_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN cost_uncached_prompt_usd double precision NOT NULL DEFAULT 0,
+    ADD COLUMN cost_cached_prompt_usd double precision NOT NULL DEFAULT 0,
+    ADD COLUMN cost_cache_write_usd double precision NOT NULL DEFAULT 0,
+    ADD COLUMN cost_completion_usd double precision NOT NULL DEFAULT 0,
+    ADD COLUMN cost_reasoning_usd double precision NOT NULL DEFAULT 0;
 "#,
 ];
 

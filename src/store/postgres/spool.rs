@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::client::ENGINE;
-use crate::rollup::{Cell, CellExt};
-use crate::store::codec::{decode_with_tail, encode_with_tail};
+use crate::rollup::{Cell, CellExt, CellKinds};
+use crate::store::codec::{decode_with_tails, encode_with_tails};
 use crate::store::{Failure, StoreError};
 
 /// A stored cell's key: (grain, owner - `''` for the fleet -, bucket).
@@ -38,8 +38,9 @@ pub struct Write {
     pub layout: u32,
 }
 
-/// What a spooled write keeps after its older fields (the codec's tail):
-/// its layout and the cells' format 4 parts.
+/// What a spooled write keeps after its older fields (the codec's first
+/// tail): its layout and the cells' format 4 parts. Their token kinds
+/// follow as a second tail.
 #[derive(Default, PartialEq, Serialize, Deserialize)]
 struct WriteExt {
     layout: u32,
@@ -51,15 +52,26 @@ fn encode_write(w: &Write) -> Result<Vec<u8>, StoreError> {
         layout: w.layout,
         cells: w.cells.iter().map(|(_, c)| c.ext.clone()).collect(),
     };
-    Ok(encode_with_tail(w, &ext)?)
+    let kinds: Vec<CellKinds> = w.cells.iter().map(|(_, c)| c.kinds.clone()).collect();
+    let kinds = if kinds.iter().all(|k| *k == CellKinds::default()) {
+        Vec::new()
+    } else {
+        kinds
+    };
+    Ok(encode_with_tails(w, &ext, &kinds)?)
 }
 
 fn decode_write(bytes: &[u8]) -> Result<Write, StoreError> {
-    let (mut w, ext): (Write, WriteExt) = decode_with_tail(bytes)?;
+    let (mut w, ext, kinds): (Write, WriteExt, Vec<CellKinds>) = decode_with_tails(bytes)?;
     w.layout = ext.layout;
     if ext.cells.len() == w.cells.len() {
         for ((_, cell), e) in w.cells.iter_mut().zip(ext.cells) {
             cell.ext = e;
+        }
+    }
+    if kinds.len() == w.cells.len() {
+        for ((_, cell), k) in w.cells.iter_mut().zip(kinds) {
+            cell.kinds = k;
         }
     }
     Ok(w)

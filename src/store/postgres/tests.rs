@@ -126,6 +126,19 @@ fn records_keep_every_field() {
             api_version: "v1beta".into(),
             country: "JP".into(),
             integration: "anthropic".into(),
+            kinds: crate::model::TokenKinds {
+                cached_prompt: 3,
+                cache_write: 2,
+                cache_write_1h: 1,
+                reasoning: 4,
+            },
+            cost_split: crate::model::CostSplit {
+                uncached_prompt: 0.000_01,
+                cached_prompt: 0.000_002,
+                cache_write: 0.000_003,
+                completion: 0.000_11,
+                reasoning: 0.000_05,
+            },
         }
         .boxed(),
     };

@@ -32,8 +32,8 @@ use chrono::NaiveDate;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::codec::{decode, decode_with_tail, encode, encode_counted_chunks, encode_onto};
-use super::rows::{KeyRow, RecordExt, RecordIn, RecordOut};
+use super::codec::{decode, decode_with_tails, encode, encode_counted_chunks, encode_onto};
+use super::rows::{KeyRow, RecordExt, RecordIn, RecordKinds, RecordOut};
 use super::{deadline::FlushWorker, keys::*};
 use super::{upgrade, SledOptions};
 use crate::model::UsageRecord;
@@ -270,13 +270,20 @@ pub(super) fn transact(
 }
 
 /// A chunk of a block: its records, then (format 4, when any record has
-/// one) their [`RecordExt`]s in order.
+/// one) their [`RecordExt`]s in order, then (format 6, when any record
+/// has some) their [`RecordKinds`] in order.
 pub(super) fn decode_records(bytes: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
-    let (records, exts): (Vec<RecordIn>, Vec<RecordExt>) = decode_with_tail(bytes)?;
+    let (records, exts, kinds): (Vec<RecordIn>, Vec<RecordExt>, Vec<RecordKinds>) =
+        decode_with_tails(bytes)?;
     let mut records: Vec<UsageRecord> = records.into_iter().map(|r| r.0).collect();
     if exts.len() == records.len() {
         for (r, e) in records.iter_mut().zip(exts) {
             e.apply(r);
+        }
+    }
+    if kinds.len() == records.len() {
+        for (r, k) in records.iter_mut().zip(kinds) {
+            k.apply(r);
         }
     }
     Ok(records)
@@ -289,9 +296,14 @@ pub(super) fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, Stor
     for (mut chunk, n) in encode_counted_chunks(records, VALUE_BUDGET)? {
         let part = &records[at..at + n];
         at += n;
-        if !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
+        let kinds = !part.iter().all(|r| RecordKinds::is_empty_for(r.0));
+        if kinds || !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
             let exts: Vec<RecordExt<&str>> = part.iter().map(|r| RecordExt::of(r.0)).collect();
             encode_onto(&exts, &mut chunk)?;
+        }
+        if kinds {
+            let kinds: Vec<RecordKinds> = part.iter().map(|r| RecordKinds::of(r.0)).collect();
+            encode_onto(&kinds, &mut chunk)?;
         }
         out.push(chunk);
     }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::ms_to_utc;
 use crate::model::{
-    ApiKey, CompactString, IngestRate, Plan, RateLimit, RecordExtra, StoredKey, Tenant,
-    TenantStatus, UsageRecord,
+    ApiKey, CompactString, CostSplit, IngestRate, Plan, RateLimit, RecordExtra, StoredKey, Tenant,
+    TenantStatus, TokenKinds, UsageRecord,
 };
 use crate::quota::period::Period;
 use crate::rollup::Cell;
@@ -255,6 +255,65 @@ impl RecordExt {
     }
 }
 
+/// What format 6 added to a record (its token kinds and where its cost
+/// went), kept after a block's [`RecordExt`]s (one per record, in order)
+/// when any record has some: a block written before has no second tail.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct RecordKinds {
+    cached_prompt: u64,
+    cache_write: u64,
+    cache_write_1h: u64,
+    reasoning: u64,
+    uncached_prompt_usd: f64,
+    cached_prompt_usd: f64,
+    cache_write_usd: f64,
+    completion_usd: f64,
+    reasoning_usd: f64,
+}
+
+impl RecordKinds {
+    pub(super) fn of(r: &UsageRecord) -> RecordKinds {
+        let x = r.extra();
+        let (k, c) = (x.kinds, x.cost_split);
+        RecordKinds {
+            cached_prompt: k.cached_prompt,
+            cache_write: k.cache_write,
+            cache_write_1h: k.cache_write_1h,
+            reasoning: k.reasoning,
+            uncached_prompt_usd: c.uncached_prompt,
+            cached_prompt_usd: c.cached_prompt,
+            cache_write_usd: c.cache_write,
+            completion_usd: c.completion,
+            reasoning_usd: c.reasoning,
+        }
+    }
+
+    pub(super) fn is_empty_for(r: &UsageRecord) -> bool {
+        let x = r.extra();
+        x.kinds.is_empty() && x.cost_split.is_empty()
+    }
+
+    pub(super) fn apply(self, r: &mut UsageRecord) {
+        if self == RecordKinds::default() {
+            return;
+        }
+        let x = r.extra_mut();
+        x.kinds = TokenKinds {
+            cached_prompt: self.cached_prompt,
+            cache_write: self.cache_write,
+            cache_write_1h: self.cache_write_1h,
+            reasoning: self.reasoning,
+        };
+        x.cost_split = CostSplit {
+            uncached_prompt: self.uncached_prompt_usd,
+            cached_prompt: self.cached_prompt_usd,
+            cache_write: self.cache_write_usd,
+            completion: self.completion_usd,
+            reasoning: self.reasoning_usd,
+        };
+    }
+}
+
 /// A record to encode.
 pub(super) struct RecordOut<'a>(pub &'a UsageRecord);
 
@@ -341,7 +400,8 @@ impl From<TotalsRow> for PeriodTotals {
 /// A rollup cell and the last usage write it includes. The cell's serde
 /// form is its stored form (the rollup room keeps it stable, and the
 /// format version moves when it changes); what format 4 added
-/// ([`crate::rollup::CellExt`]) follows as a tail ([`CellRow::encode`]).
+/// ([`crate::rollup::CellExt`]) follows as a tail, and what format 6
+/// added ([`crate::rollup::CellKinds`]) as a second ([`CellRow::encode`]).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct CellRow {
     pub cell: Cell,
@@ -350,13 +410,14 @@ pub(crate) struct CellRow {
 
 impl CellRow {
     pub(crate) fn encode(&self) -> Result<Vec<u8>, crate::store::codec::CodecError> {
-        crate::store::codec::encode_with_tail(self, &self.cell.ext)
+        crate::store::codec::encode_with_tails(self, &self.cell.ext, &self.cell.kinds)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<CellRow, crate::store::codec::CodecError> {
-        let (mut row, ext): (CellRow, crate::rollup::CellExt) =
-            crate::store::codec::decode_with_tail(bytes)?;
+        let (mut row, ext, kinds): (CellRow, crate::rollup::CellExt, crate::rollup::CellKinds) =
+            crate::store::codec::decode_with_tails(bytes)?;
         row.cell.ext = ext;
+        row.cell.kinds = kinds;
         Ok(row)
     }
 }

@@ -10,6 +10,10 @@
 //!   they are (no tail), so nothing is rewritten; the version moves so that
 //!   an older binary, which refuses trailing bytes, refuses the store
 //!   clearly instead of failing on the first new value.
+//! - 5: plans with `reserve_tokens` and `reservation_ttl_seconds`.
+//! - 6: record blocks and cells may carry a second tail (`RecordKinds`,
+//!   `CellKinds`: token kinds and where the cost went) after the first;
+//!   format 5 values read as they are, nothing is rewritten.
 
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -19,7 +23,7 @@ use super::rows::{KeyRow, PlanRow, RateRow, TenantRow};
 use crate::store::StoreError;
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Checks the format of `db` and upgrades an older one (in one flush).
 pub(super) fn check(db: &sled::Db) -> Result<(), StoreError> {

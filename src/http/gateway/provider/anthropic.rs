@@ -42,17 +42,7 @@ impl Provider for Anthropic {
     /// `input_tokens` counts only what the cache did not serve: the cache's
     /// reads and writes are prompt tokens too.
     fn usage_of(&self, u: &Value) -> Option<TokenCounts> {
-        let counts = usage::usage_of(u)?;
-        let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let cached = n("cache_creation_input_tokens").saturating_add(n("cache_read_input_tokens"));
-        if cached == 0 {
-            return Some(counts);
-        }
-        Some(TokenCounts::from_upstream(
-            counts.prompt.saturating_add(cached),
-            counts.completion,
-            0,
-        ))
+        usage::anthropic_usage_of(u)
     }
 }
 
@@ -118,6 +108,7 @@ mod tests {
                        "cache_creation_input_tokens": 5, "output_tokens": 7});
         let c = Anthropic.usage_of(&u).unwrap();
         assert_eq!((c.prompt, c.completion, c.total), (105, 7, 112));
+        assert_eq!((c.kinds.cached_prompt, c.kinds.cache_write), (90, 5));
         let plain = Anthropic
             .usage_of(&json!({"input_tokens": 3, "output_tokens": 4}))
             .unwrap();
