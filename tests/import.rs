@@ -116,6 +116,11 @@ fn records(old: bool, now: chrono::DateTime<Utc>, earlier: chrono::DateTime<Utc>
             "metadata": {"note": "a, \"quoted\" value", "n": format!("{i}")},
             "calls": 1 + i % 2,
             "country": "DE",
+            // Token kinds on some (each part of its figure).
+            "cachedPromptTokens": if i % 3 == 0 { i * 2 } else { 0 },
+            "cacheWriteTokens": if i % 5 == 0 { i } else { 0 },
+            "cacheWriteTtl": if i % 2 == 0 { "1h" } else { "5m" },
+            "reasoningTokens": i,
         }));
     }
     records

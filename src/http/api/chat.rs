@@ -14,8 +14,8 @@ use crate::model::{recordable_model, TokenCounts};
 pub(crate) struct ChatReply {
     pub reply: String,
     pub model: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    /// What the answer used, with its token kinds.
+    pub counts: TokenCounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +68,11 @@ impl ChatBackend {
             ChatBackend::Echo => {
                 let reply = format!("Echo: {message}");
                 Ok(ChatReply {
-                    prompt_tokens: count_tokens(message),
-                    completion_tokens: count_tokens(&reply),
+                    counts: TokenCounts::from_upstream(
+                        count_tokens(message),
+                        count_tokens(&reply),
+                        0,
+                    ),
                     reply,
                     model: model.to_string(),
                 })
@@ -99,20 +102,20 @@ impl ChatBackend {
                     .next()
                     .map(|c| c.message.content)
                     .ok_or_else(|| ChatError::Upstream("no choices in the answer".into()))?;
-                let usage = parsed.usage.unwrap_or_default();
-                let counts = TokenCounts::from_upstream(
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.total_tokens,
-                );
+                // Read as the gateway reads a chat completion's usage,
+                // cached and reasoning tokens included.
+                let counts = parsed
+                    .usage
+                    .as_ref()
+                    .and_then(crate::http::gateway::usage::usage_of)
+                    .unwrap_or_default();
                 Ok(ChatReply {
                     reply,
                     model: parsed
                         .model
                         .filter(|m| recordable_model(m))
                         .unwrap_or_else(|| model.to_string()),
-                    prompt_tokens: counts.prompt,
-                    completion_tokens: counts.completion,
+                    counts,
                 })
             }
         }
@@ -131,7 +134,7 @@ fn map_err(e: reqwest::Error) -> ChatError {
 struct Completion {
     model: Option<String>,
     choices: Vec<Choice>,
-    usage: Option<Usage>,
+    usage: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -143,16 +146,6 @@ struct Choice {
 struct Message {
     #[serde(default)]
     content: String,
-}
-
-#[derive(Deserialize, Default)]
-struct Usage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    total_tokens: u64,
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::http::wire::json::json_of;
 use crate::http::AppState;
 use crate::metering::request::check_method;
 use crate::metering::{self, Refused};
-use crate::model::{CompactString, RecordExtra, TokenCounts, UsageRecord};
+use crate::model::{CompactString, RecordExtra, UsageRecord};
 
 use crate::quota::TenantState;
 use crate::usage::queue::Refusal;
@@ -562,8 +562,7 @@ pub(crate) async fn chat(
         .allowed()?;
     match st.chat.complete(&message, &model).await {
         Ok(reply) => {
-            let counts =
-                TokenCounts::from_upstream(reply.prompt_tokens, reply.completion_tokens, 0);
+            let counts = reply.counts;
             let cost = meter.served(200, Some((counts, Some(reply.model.clone()))));
             auth.shows_now(&st.metering);
             Ok(HttpResponse::Ok().json(ChatResponse {

@@ -42,11 +42,15 @@ pub(crate) struct Usage {
 /// cached part of the prompt (`prompt_tokens_details` or
 /// `input_tokens_details`, `cached_tokens`) and the reasoning part of the
 /// completion (`completion_tokens_details` or `output_tokens_details`,
-/// `reasoning_tokens`). An object in Anthropic's shape (with its cache
-/// fields) reads as Anthropic's ([`anthropic_usage_of`]).
+/// `reasoning_tokens`), and cache writes where a relay reports them
+/// (`cache_creation_input_tokens`, part of `prompt_tokens`). An object in
+/// Anthropic's shape (`input_tokens` beside its cache fields) reads as
+/// Anthropic's ([`anthropic_usage_of`]).
 pub(crate) fn usage_of(usage: &Value) -> Option<TokenCounts> {
     let u = usage.as_object()?;
-    if u.contains_key("cache_read_input_tokens") || u.contains_key("cache_creation_input_tokens") {
+    let anthropic_cache =
+        u.contains_key("cache_read_input_tokens") || u.contains_key("cache_creation_input_tokens");
+    if anthropic_cache && !u.contains_key("prompt_tokens") {
         return anthropic_usage_of(usage);
     }
     let n = |keys: &[&str]| {
@@ -60,11 +64,21 @@ pub(crate) fn usage_of(usage: &Value) -> Option<TokenCounts> {
             .find_map(|h| u.get(*h).and_then(|d| d.get(key)).and_then(count_of))
             .unwrap_or(0)
     };
+    // Chat completions relayed from a caching provider (LiteLLM's own
+    // answers, say) add Anthropic's cache fields beside `prompt_tokens`,
+    // which holds the whole prompt: a cache write is part of it.
+    let top = |k: &str| u.get(k).and_then(count_of).unwrap_or(0);
+    let cached = detail(
+        &["prompt_tokens_details", "input_tokens_details"],
+        "cached_tokens",
+    );
     let kinds = TokenKinds {
-        cached_prompt: detail(
-            &["prompt_tokens_details", "input_tokens_details"],
-            "cached_tokens",
-        ),
+        cached_prompt: if cached > 0 {
+            cached
+        } else {
+            top("cache_read_input_tokens")
+        },
+        cache_write: top("cache_creation_input_tokens"),
         reasoning: detail(
             &["completion_tokens_details", "output_tokens_details"],
             "reasoning_tokens",
