@@ -38,7 +38,9 @@ fn upstream() -> FakeHttp {
         let events = [
             json!({"type": "message_start", "message": {"id": "msg_2", "type": "message",
                 "role": "assistant", "model": model, "content": [], "stop_reason": null,
-                "stop_sequence": null, "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+                "stop_sequence": null, "usage": {"input_tokens": 3, "output_tokens": 1,
+                    "cache_creation_input_tokens": 6, "cache_read_input_tokens": 0,
+                    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 6}}}}),
             json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "text", "text": ""}}),
             json!({"type": "content_block_delta", "index": 0,
@@ -89,11 +91,37 @@ fn the_anthropic_sdk_shows_tollgates_reasons() {
         assert!(r.header("anthropic-version").is_some(), "{:?}", r.headers);
         assert!(r.json().get("stream_options").is_none(), "{:?}", r.json());
     }
-    // Both calls counted: 3 + 10 cached + 4, then 3 + 4.
+    // Both calls counted: 3 + 10 read from the cache + 4, then 3 + 6
+    // written to the cache for an hour + 4.
     common::wait_until(|| {
         s.tenant(&key, "GET", "/api/billing/usage", None)
             .json::<serde_json::Value>()
             .unwrap()["tokens"]["used"]
-            == 24
+            == 30
     });
+    // Each with its kinds.
+    let export = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson",
+            None,
+        )
+        .text()
+        .unwrap();
+    let kinds: Vec<(u64, u64, u64, u64)> = export
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            let n = |k: &str| r[k].as_u64().unwrap();
+            (
+                n("promptTokens"),
+                n("cachedPromptTokens"),
+                n("cacheWriteTokens"),
+                n("cacheWrite1hTokens"),
+            )
+        })
+        .filter(|k| k.0 > 0)
+        .collect();
+    assert_eq!(kinds, vec![(13, 10, 0, 0), (9, 0, 6, 6)], "{export}");
 }

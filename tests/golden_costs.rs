@@ -748,3 +748,43 @@ fn prices_change_on_their_date_and_history_prices_the_same() {
     assert_eq!(admin_import(&s, "again", costless)["imported"], 2);
     close(costs(&s, "again"));
 }
+
+/// A model the price table does not know stays visible: in the report
+/// (marked unpriced, its tokens counted) and in `/metrics`.
+#[test]
+fn unknown_models_stay_visible() {
+    let s = TestServer::start_with(|c| c.flush.checkpoint_ms = 50, Arc::new(SystemClock));
+    s.plan("open", None, None, None);
+    let key = s.tenant_with_key("tinkerer", "open");
+    let r = s.tenant(
+        &key,
+        "POST",
+        "/api/v1/usage",
+        Some(json!([{"endpoint": "/v1/chat", "model": "my-own-model", "promptTokens": 70, "completionTokens": 30}])),
+    );
+    assert_eq!(r.status(), 202);
+    let mut report = Value::Null;
+    wait_until(|| {
+        report = s
+            .tenant(&key, "GET", "/api/billing/api-usage?range=day", None)
+            .json()
+            .unwrap();
+        report["summary"]["totalRequests"] == 1
+    });
+    let row = &report["models"][0];
+    assert_eq!(
+        (
+            &row["model"],
+            &row["priced"],
+            &row["promptTokens"],
+            &row["costUsd"]
+        ),
+        (&json!("my-own-model"), &json!(false), &json!(70), &json!(0)),
+        "{row}"
+    );
+    let metrics = s.metrics();
+    assert!(
+        metrics.contains("tollgate_unknown_model_records_total{model=\"my-own-model\"} 1"),
+        "{metrics}"
+    );
+}

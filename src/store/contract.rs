@@ -414,6 +414,97 @@ pub(super) fn records_keep_their_version_country_integration_and_retry(e: Engine
     }
 }
 
+/// What format 6 added to a record (its token kinds and where its cost
+/// went) is stored with it, beside records without them (and those with
+/// only format 4's fields), summed by kind into every grain's cells, in
+/// all and by model, the fleet's too; a store opened again reads all back.
+pub(super) fn records_keep_their_token_kinds_and_cost_split(e: Engine) {
+    use crate::model::{CostSplit, TokenKinds};
+    let t = day(2026, 11, 21);
+    let plain: Vec<UsageRecord> = (0..3).map(|i| rec(t + i, 1, 1, "u")).collect();
+    let versioned = UsageRecord {
+        extra: RecordExtra {
+            api_version: "v2".into(),
+            ..Default::default()
+        }
+        .boxed(),
+        ..rec(t + 5, 1, 1, "")
+    };
+    let kinded: Vec<UsageRecord> = (0..4)
+        .map(|i| UsageRecord {
+            model: "claude".into(),
+            prompt_tokens: 100,
+            completion_tokens: 50,
+            tokens: 150,
+            cost_usd: 1.0,
+            extra: RecordExtra {
+                kinds: TokenKinds {
+                    cached_prompt: 60,
+                    cache_write: 20,
+                    cache_write_1h: 10 * (i % 2),
+                    reasoning: 30,
+                },
+                cost_split: CostSplit {
+                    uncached_prompt: 0.25,
+                    cached_prompt: 0.125,
+                    cache_write: 0.125,
+                    completion: 0.5,
+                    reasoning: 0.25,
+                },
+                ..Default::default()
+            }
+            .boxed(),
+            ..rec(t + 10 + i as i64, 1, 1, "u")
+        })
+        .collect();
+    let mut all = plain.clone();
+    all.push(versioned.clone());
+    all.extend(kinded.clone());
+    e.store
+        .write_usage(&[
+            UsageBlock::new("a", plain),
+            UsageBlock::new("a", vec![versioned]),
+        ])
+        .unwrap();
+    e.store
+        .write_usage(&[UsageBlock::new("a", kinded)])
+        .unwrap();
+    let s = (e.reopen)(e.store);
+    assert_eq!(scanned(s.as_ref(), "a"), all);
+    s.checkpoint().unwrap();
+    for owner in [Owner::tenant("a"), Owner::Fleet] {
+        for grain in Grain::ALL {
+            let cells = s.rollups(&owner, Buckets::all(grain)).unwrap();
+            let mut c = crate::rollup::Cell::default();
+            cells.iter().for_each(|(_, x)| c.merge(x));
+            let k = &c.kinds;
+            for agg in [&k.total, &k.models["claude"]] {
+                assert_eq!(
+                    (
+                        agg.cached_prompt_tokens,
+                        agg.cache_write_tokens,
+                        agg.cache_write_1h_tokens,
+                        agg.reasoning_tokens
+                    ),
+                    (240, 80, 20, 120),
+                    "{owner:?} {grain:?}"
+                );
+                assert_eq!(
+                    (
+                        agg.uncached_prompt_usd,
+                        agg.cached_prompt_usd,
+                        agg.cache_write_usd,
+                        agg.completion_usd,
+                        agg.reasoning_usd
+                    ),
+                    (1.0, 0.5, 0.5, 2.0, 1.0)
+                );
+            }
+            assert_eq!(c.total.requests, 8);
+        }
+    }
+}
+
 /// The heads of the cells (totals and latencies, read without the rest)
 /// equal the heads of the whole cells, before a checkpoint (the book) and
 /// after it (the stored cells), for a tenant and the fleet, at every grain.
@@ -656,6 +747,7 @@ macro_rules! contract_suite {
                     two_blocks_of_one_tenant_in_one_write_are_both_kept,
                     the_catalog_and_alert_marks_round_trip,
                     records_keep_their_version_country_integration_and_retry,
+                    records_keep_their_token_kinds_and_cost_split,
                     an_alert_mark_is_claimed_once,
                     cell_heads_are_the_cells_totals,
                     a_claimed_id_is_written_once_and_forgotten_after_retention,

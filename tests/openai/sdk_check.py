@@ -35,6 +35,27 @@ chunks = list(
 )
 assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 7, chunks[-1]
 
+# The Responses API, plain: the SDK reads the answer and its usage.
+resp = client.responses.create(model="gpt-4o-mini", input="hi")
+assert resp.output_text == "hello world", resp
+assert resp.usage.input_tokens_details.cached_tokens == 2, resp.usage
+assert resp.usage.output_tokens_details.reasoning_tokens == 1, resp.usage
+
+# Streamed: the SDK's events arrive whole, the usage in response.completed.
+text, final = "", None
+for event in client.responses.create(model="gpt-4o-mini", input="hi", stream=True):
+    if event.type == "response.output_text.delta":
+        text += event.delta
+    elif event.type == "response.completed":
+        final = event.response
+assert text == "hello world", text
+assert final is not None and final.usage.total_tokens == 7, final
+
+# Embeddings.
+emb = client.embeddings.create(model="text-embedding-3-small", input="hi")
+assert emb.data[0].embedding == [0.5, -0.25], emb
+assert emb.usage.prompt_tokens == 5, emb.usage
+
 # A spent quota: RateLimitError with Tollgate's reason, OpenAI's code.
 try:
     openai.OpenAI(base_url=base, api_key=spent, max_retries=0).chat.completions.create(**ask)

@@ -228,7 +228,10 @@
     text("success-rate", s.successRate === null ? "—" : s.successRate.toFixed(1) + "%");
     text("failed", num(s.failedRequests) + " failed · " + num(s.rejectedRequests) + " rejected");
     text("total-tokens", compact(s.totalTokens));
-    text("token-split", compact(s.promptTokens) + " prompt · " + compact(s.completionTokens) + " completion");
+    const kinds = s.tokensByKind || {};
+    const cached = s.cacheHitRate ? " (" + pct1(s.cacheHitRate) + " cached)" : "";
+    const reasoning = kinds.reasoning ? " (" + compact(kinds.reasoning) + " reasoning)" : "";
+    text("token-split", compact(s.promptTokens) + " prompt" + cached + " · " + compact(s.completionTokens) + " completion" + reasoning);
     text("avg-latency", ms(s.avgResponseTimeMs));
     text("p95-latency", "p95 " + ms(s.p95ResponseTimeMs) + " · p99 " + ms(s.p99ResponseTimeMs));
     text("cost", usd(s.estimatedCostUsd));
@@ -239,8 +242,11 @@
     table("statuses", ["Status", "Requests", "Share"], report.statusCodes,
       (r) => [String(r.status), num(r.count), s.totalRequests ? (100 * r.count / s.totalRequests).toFixed(1) + "%" : "—"]);
     const modelUsd = usdColumn(report.models.map((r) => r.costUsd));
-    table("models", ["Model", "Requests", "Prompt", "Completion", "Cost"], report.models,
-      (r) => [r.model, num(r.requests), compact(r.promptTokens), compact(r.completionTokens), modelUsd(r.costUsd)]);
+    // A model without a price stays listed, marked: its tokens cost 0
+    // until the price table has it.
+    table("models", ["Model", "Requests", "Prompt", "Cached", "Completion", "Cost"], report.models,
+      (r) => [r.priced === false ? r.model + " (no price)" : r.model, num(r.requests), compact(r.promptTokens),
+        r.cacheHitRate ? pct1(r.cacheHitRate) : "—", compact(r.completionTokens), modelUsd(r.costUsd)]);
     drawHours(report.peakHours);
     drawCost(report.series, report.range.bucket);
     drawModelCosts(report.models);
@@ -450,6 +456,11 @@
     }
     box.dataset.projected = String(projected);
     box.replaceChildren(svg);
+  }
+
+  /** A share (0 to 1) as a percentage with one decimal. */
+  function pct1(share) {
+    return (share * 100).toFixed(1) + "%";
   }
 
   function table(id, heads, rows, cells) {
