@@ -197,6 +197,9 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         json!("$0.045"),
         "6 x (1000 x 2.5e-6 + 500 x 1e-5)"
     );
+    // Where it went, by token kind: $0.015 of prompt, $0.03 of output.
+    let split = b.text("cost-split").as_str().unwrap().to_string();
+    assert!(split == "$0.015 input · $0.030 output", "{split}");
     let endpoints = b.text("endpoints").as_str().unwrap().to_string();
     assert!(
         endpoints.contains("POST /v1/search") && endpoints.contains("POST /api/chat"),

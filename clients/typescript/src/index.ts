@@ -32,7 +32,31 @@ export interface UsageRecord {
   retryAttempt?: number;
   /** The `reservationId` of the authorize this record reports on: its tokens replace the ones reserved (send `calls: 0`). */
   reservationId?: string;
+  /** Of `promptTokens` (the whole prompt), those read from the provider's cache. */
+  cachedPromptTokens?: number;
+  /** Of `promptTokens`, those written to the provider's cache. */
+  cacheWriteTokens?: number;
+  /** How long the cache writes are kept: `5m` (default) or `1h`. */
+  cacheWriteTtl?: "5m" | "1h";
+  /** Of `cacheWriteTokens`, those kept an hour (instead of `cacheWriteTtl`, when one answer wrote both). */
+  cacheWrite1hTokens?: number;
+  /** Of `completionTokens`, those spent reasoning. */
+  reasoningTokens?: number;
 }
+
+/** The tokens an answer used, by kind (each kind is part of its figure). */
+export type TokenUsage = Pick<
+  UsageRecord,
+  | "promptTokens"
+  | "completionTokens"
+  | "tokensUsed"
+  | "model"
+  | "cachedPromptTokens"
+  | "cacheWriteTokens"
+  | "cacheWriteTtl"
+  | "cacheWrite1hTokens"
+  | "reasoningTokens"
+>;
 
 export interface TollgateOptions {
   /** Where Tollgate listens, e.g. `http://127.0.0.1:8080`. */
@@ -397,7 +421,7 @@ interface NodeResponse {
 
 /** Reports tokens for the request being served (Express: `res.locals.tollgate`). */
 export interface Usage {
-  tokens(t: { promptTokens?: number; completionTokens?: number; tokensUsed?: number; model?: string }): void;
+  tokens(t: TokenUsage): void;
 }
 
 /**

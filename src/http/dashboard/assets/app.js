@@ -236,6 +236,11 @@
     text("p95-latency", "p95 " + ms(s.p95ResponseTimeMs) + " · p99 " + ms(s.p99ResponseTimeMs));
     text("cost", usd(s.estimatedCostUsd));
     text("cost-note", state.range === "custom" ? "in this range" : "this " + state.range);
+    // Where the cost went, by token kind (the kinds that cost anything).
+    const by = s.costByKind || {};
+    const parts = [["input", by.uncachedPrompt], ["cached input", by.cachedPrompt], ["cache writes", by.cacheWrite],
+      ["output", by.completion], ["unsplit", by.unsplit]].filter(([, v]) => v > 0);
+    text("cost-split", parts.length > 1 ? parts.map(([k, v]) => usd(v) + " " + k).join(" · ") : "");
     drawChart(report.series, report.range.bucket);
     table("endpoints", ["Endpoint", "Requests", "Errors", "Avg", "p95", "Tokens"], report.endpoints,
       (r) => [[r.method + " " + r.endpoint, "path"], num(r.requests), num(r.errors), ms(r.avgResponseTimeMs), ms(r.p95ResponseTimeMs), compact(r.tokens)]);
