@@ -21,6 +21,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::model::Priced;
 use crate::model::{CostSplit, TokenCounts};
 
 const DEFAULT_PRICES: &str = include_str!("../data/model-prices.json");
@@ -128,13 +129,6 @@ pub enum PriceError {
     },
     #[error("price table {path} is not valid: {msg}")]
     Invalid { path: String, msg: String },
-}
-
-/// A record's cost: its dollars and where they went.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Priced {
-    pub usd: f64,
-    pub split: CostSplit,
 }
 
 /// The cost of a request, or `UnknownModel` when the model has no price.

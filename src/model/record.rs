@@ -133,7 +133,7 @@ impl UsageRecord {
     }
 
     /// The cost as priced, with where it went.
-    pub(crate) fn set_cost(&mut self, priced: crate::pricing::Priced) {
+    pub(crate) fn set_cost(&mut self, priced: super::Priced) {
         self.cost_usd = priced.usd;
         if !priced.split.is_empty() || !self.extra().cost_split.is_empty() {
             self.extra_mut().cost_split = priced.split;

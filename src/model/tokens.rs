@@ -114,6 +114,14 @@ impl CostSplit {
     }
 }
 
+/// A record's cost: its dollars and where they went (what
+/// [`crate::pricing`] answers).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Priced {
+    pub usd: f64,
+    pub split: CostSplit,
+}
+
 /// Token counts an upstream reported, made safe to count and price.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenCounts {
