@@ -85,7 +85,7 @@ fn fixture() -> Fixture {
                 now,
             )
             .unwrap();
-        let (_, secret) = registry.create_key(&id, "k", now).unwrap();
+        let (_, secret) = registry.create_key(&id, "k", None, now).unwrap();
         hashes.push(KeyHash::of(&secret));
     }
     let (queue, rx) = usage_queue(1 << 20, Arc::new(Stats::default()));
@@ -232,7 +232,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hash_and_lookup", |b| {
         b.iter(|| {
             f.registry
-                .authenticate(black_box("tg_00000000000000000000000000000000"))
+                .authenticate(black_box("tg_00000000000000000000000000000000"), 0)
                 .is_some()
         })
     });

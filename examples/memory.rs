@@ -163,10 +163,7 @@ fn main() {
         m.replace_all(keys.iter().map(|k| {
             (
                 KeyHash(k.hash),
-                KeyEntry {
-                    key_id: k.key.id.clone(),
-                    tenant: (*by_id[k.key.tenant_id.as_str()]).clone(),
-                },
+                KeyEntry::new(&k.key.id, by_id[k.key.tenant_id.as_str()], k.key.expires_at),
             )
         }));
         m

@@ -57,8 +57,11 @@ fn main() {
                 prefix: secret[..8].into(),
                 created_at: now,
                 revoked_at: None,
+                expires_at: None,
+                last_used_at: None,
             },
             hash: KeyHash::of(&secret).0,
+            previous: None,
         });
         ts.push(Tenant {
             id: id.clone(),

@@ -318,7 +318,7 @@ pub(crate) fn seed(
                 registry.revoke_key(&tenant_id, &old.id, now)?;
             }
         }
-        let (_, key) = registry.create_key(&tenant_id, DEMO_KEY, now)?;
+        let (_, key) = registry.create_key(&tenant_id, DEMO_KEY, None, now)?;
         out.push(DemoTenant {
             tenant_id,
             plan_id: plan.id,

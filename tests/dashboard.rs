@@ -206,6 +206,9 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         "{endpoints}"
     );
     assert!(b.text("models").as_str().unwrap().contains("gpt-4o"));
+    // Usage by the key that made it, by the key's name.
+    let keys = b.text("keys").as_str().unwrap().to_string();
+    assert!(keys.contains("test (key_"), "{keys}");
     assert!(b.text("users").as_str().unwrap().contains("ann"));
     assert!(b.text("bots").as_str().unwrap().contains("helper"));
     assert!(b.text("forecast").as_str().unwrap().contains("calls"));

@@ -63,6 +63,8 @@ impl fmt::Debug for Answer {
 enum Scenario {
     Allowed,
     UnknownKey,
+    /// A secret rotated away (no overlap): expired.
+    ExpiredKey,
     Suspended,
     Burst,
     MonthlyQuota,
@@ -99,6 +101,7 @@ fn refusal(s: Scenario) -> Option<Refusal> {
     match s {
         Scenario::Allowed | Scenario::QueueFull => None,
         Scenario::UnknownKey => Some(Refusal::UnknownKey),
+        Scenario::ExpiredKey => Some(Refusal::KeyExpired),
         Scenario::Suspended => Some(Refusal::Suspended),
         Scenario::Burst => Some(Refusal::RateLimited),
         Scenario::MonthlyQuota => Some(Refusal::QuotaExceeded),
@@ -113,6 +116,7 @@ fn status(r: Refusal) -> u16 {
         Refusal::MissingKey
         | Refusal::MalformedCredentials
         | Refusal::UnknownKey
+        | Refusal::KeyExpired
         | Refusal::UnknownTenant
         | Refusal::TenantIdOff => 401,
         Refusal::Suspended => 403,
@@ -132,6 +136,7 @@ fn openai_code(r: Refusal) -> &'static str {
         Refusal::MissingKey
         | Refusal::MalformedCredentials
         | Refusal::UnknownKey
+        | Refusal::KeyExpired
         | Refusal::UnknownTenant
         | Refusal::TenantIdOff => "invalid_api_key",
         Refusal::Suspended | Refusal::ClusterUnavailable => r.code(),
@@ -145,6 +150,7 @@ fn anthropic_type(r: Refusal) -> &'static str {
         Refusal::MissingKey
         | Refusal::MalformedCredentials
         | Refusal::UnknownKey
+        | Refusal::KeyExpired
         | Refusal::UnknownTenant
         | Refusal::TenantIdOff => "authentication_error",
         Refusal::Suspended => "permission_error",
@@ -378,6 +384,22 @@ impl World {
                 s.tenant_with_key(&id, &id)
             }
             Scenario::UnknownKey => return "tg_live_this_key_was_never_issued_0000".into(),
+            Scenario::ExpiredKey => {
+                s.plan(&id, Some(1_000_000), None, None);
+                let old = s.tenant_with_key(&id, &id);
+                let keys: serde_json::Value = s
+                    .admin("GET", &format!("/api/admin/tenants/{id}/keys"), None)
+                    .json()
+                    .unwrap();
+                let key_id = keys["data"][0]["id"].as_str().unwrap().to_string();
+                let r = s.admin(
+                    "POST",
+                    &format!("/api/admin/tenants/{id}/keys/{key_id}/rotate"),
+                    Some(json!({"overlapSeconds": 0})),
+                );
+                assert_eq!(r.status(), 200);
+                return old;
+            }
             Scenario::Suspended => {
                 s.plan(&id, Some(1_000_000), None, None);
                 let key = s.tenant_with_key(&id, &id);
@@ -473,6 +495,7 @@ fn every_edge_answers_every_scenario_as_documented() {
     for scenario in [
         Scenario::Allowed,
         Scenario::UnknownKey,
+        Scenario::ExpiredKey,
         Scenario::Suspended,
         Scenario::Burst,
         Scenario::MonthlyQuota,

@@ -60,6 +60,14 @@ fn analytics(s: &TestServer, tenant: &str, days: i64) -> Value {
             o.remove(field);
         }
     }
+    // Imported records keep the ids of the keys that made them; their
+    // names are the source tenant's keys', which the copy does not have.
+    if let Some(keys) = v["topKeys"].as_array_mut() {
+        assert!(!keys.is_empty(), "the records name their keys");
+        for k in keys {
+            k.as_object_mut().unwrap().remove("name");
+        }
+    }
     v
 }
 

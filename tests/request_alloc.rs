@@ -129,7 +129,7 @@ fn allocations_per_authorize_request_end_to_end() {
             now,
         )
         .unwrap();
-    let (_, secret) = registry.create_key("bench", "k", now).unwrap();
+    let (_, secret) = registry.create_key("bench", "k", None, now).unwrap();
     let server = RunningServer::serve(tollgate).unwrap();
 
     CLIENT.with(|c| c.set(true));

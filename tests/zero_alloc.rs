@@ -77,7 +77,9 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
             created_at: now,
         };
         registry.create_tenant(t, now).unwrap();
-        hashes.push(KeyHash::of(&registry.create_key(&id, "k", now).unwrap().1));
+        hashes.push(KeyHash::of(
+            &registry.create_key(&id, "k", None, now).unwrap().1,
+        ));
     }
     let (queue, rx) = usage_queue(100_000, Arc::new(Stats::default()));
     let now_ns = tollgate::clock::Nanos(now.timestamp_nanos_opt().unwrap());

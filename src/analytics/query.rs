@@ -131,6 +131,8 @@ pub struct Usage {
     pub models: Vec<(String, Agg)>,
     pub(crate) top_users: Vec<(String, PartyAgg)>,
     pub(crate) top_bots: Vec<(String, PartyAgg)>,
+    /// The API keys that made the most requests.
+    pub(crate) top_keys: Vec<(String, PartyAgg)>,
 }
 
 /// The top `n` of `map` by `key` (descending, then by name).
@@ -222,6 +224,7 @@ pub fn usage(
         bucket,
         top_users: ranked(&whole.users, top, by_requests),
         top_bots: ranked(&whole.bots, top, by_requests),
+        top_keys: ranked(&whole.ext6.keys, top, by_requests),
         whole,
         series,
         endpoints,

@@ -95,6 +95,8 @@ pub struct Tollgate {
     deliveries: Option<Deliveries>,
     /// What watches usage the flusher does not write (the alerts).
     watch: Option<UsageWatch>,
+    /// When keys were last used, noted as records are written.
+    key_uses: Arc<crate::usage::key_use::KeyUses>,
     proxies: Vec<Arc<ProxyTarget>>,
     metrics_token: Option<AdminToken>,
     /// The chat upstream's key, handed to the chat client once.
@@ -307,6 +309,20 @@ impl Tollgate {
                 TcpListener::bind(bind).map_err(io(format!("cannot listen for gRPC on {bind}")))?,
             ),
         };
+        // The flusher notes which keys made each batch, and keeps their
+        // last use in the store once a minute.
+        let key_uses = Arc::new(crate::usage::key_use::KeyUses::default());
+        let hook: BatchHook = {
+            let (uses, store, clock) = (key_uses.clone(), store.clone(), clock.clone());
+            let mut alerts = hook;
+            Box::new(move |batch: &[crate::usage::Queued]| {
+                if let Some(alerts) = alerts.as_mut() {
+                    alerts(batch);
+                }
+                uses.saw(batch.iter().map(|q| (&q.tenant.id, &q.record)));
+                uses.write_due(store.as_ref(), clock.now_nanos().millis().0);
+            })
+        };
         let flusher = UsageFlusher::start(
             rx,
             store.clone(),
@@ -318,7 +334,7 @@ impl Tollgate {
             },
             clock.clone(),
             stats.clone(),
-            hook,
+            Some(hook),
         )
         .map_err(io("cannot start the flusher thread"))?;
         tracing::info!(
@@ -340,6 +356,7 @@ impl Tollgate {
             flusher,
             deliveries,
             watch,
+            key_uses,
             proxies,
             metrics_token,
             chat_key,
@@ -379,6 +396,7 @@ impl Tollgate {
             reservations,
             geo: self.geo.clone(),
             watch: self.watch.clone(),
+            key_uses: self.key_uses.clone(),
         });
         web::Data::new(AppState {
             exports: crate::http::wire::slots::Slots::new(

@@ -118,11 +118,12 @@ async fn check(
     };
     let authorization = header(http, "authorization");
     let api_key = header(http, "x-api-key");
-    let tenant = match m.tenant_of(authorization, api_key) {
+    let (tenant, key_id) = match m.tenant_of(authorization, api_key) {
         Ok(t) => t,
         Err(e) => return Ok(denied(e, None)),
     };
     let record = UsageRecord {
+        key_id,
         endpoint: record_path(if http.path.is_empty() {
             "/"
         } else {
@@ -175,6 +176,7 @@ fn wire(r: Refusal) -> Code {
         Refusal::MissingKey
         | Refusal::MalformedCredentials
         | Refusal::UnknownKey
+        | Refusal::KeyExpired
         | Refusal::UnknownTenant
         | Refusal::TenantIdOff => Code::Unauthenticated,
         Refusal::Suspended => Code::PermissionDenied,

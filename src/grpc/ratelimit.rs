@@ -112,6 +112,7 @@ fn ask(edge: &Edge, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask, S
         (None, Some(id)) => m
             .registry
             .tenant_state(id)
+            .map(|t| (t, CompactString::default()))
             .ok_or_else(|| m.unauthorized(Refusal::UnknownTenant, "no tenant has this tenant_id")),
         (None, None) => return Ok(Ask::NotOurs),
     };
@@ -124,7 +125,7 @@ fn ask(edge: &Edge, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask, S
             "hits_addend must be at most {MAX_COST}"
         )));
     }
-    let tenant = match tenant {
+    let (tenant, key_id) = match tenant {
         Ok(t) => t,
         Err(e) => return Ok(Ask::Unknown(e)),
     };
@@ -132,6 +133,7 @@ fn ask(edge: &Edge, d: &RateLimitDescriptor, request_hits: u32) -> Result<Ask, S
         tenant,
         cost: hits.max(1),
         record: Box::new(UsageRecord {
+            key_id,
             endpoint: record_path(entry("endpoint").unwrap_or("/")),
             method: entry("method")
                 .and_then(|m| check_method(m).ok())

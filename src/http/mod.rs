@@ -211,7 +211,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ))
         .service(resource(
             "/api/admin/tenants/{id}/keys/{key_id}",
-            vec![delete().to(admin::revoke_key)],
+            vec![delete().to(admin::revoke_key), patch().to(admin::patch_key)],
+        ))
+        .service(resource(
+            "/api/admin/tenants/{id}/keys/{key_id}/rotate",
+            vec![post().to(admin::rotate_key)],
         ))
         .service(resource(
             "/api/admin/tenants/{id}/import",

@@ -97,6 +97,8 @@ pub(crate) struct Health {
         crate::http::api::import::import,
         crate::http::api::admin::list_keys,
         crate::http::api::admin::revoke_key,
+        crate::http::api::admin::patch_key,
+        crate::http::api::admin::rotate_key,
         crate::http::dashboard::index,
         crate::http::dashboard::console,
         crate::http::dashboard::root,
@@ -106,7 +108,7 @@ pub(crate) struct Health {
     components(schemas(
         ErrorBody, Health, crate::cluster::ClusterHealth, Accepted, crate::http::api::import::ImportAnswer, UsageBody, AuthorizeRequest, AuthorizeResponse,
         CheckResponse, UsageInput, Meter, PeriodView, BillingUsage, SubscriptionView,
-        ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PlanBody,
+        ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PatchKey, RotateKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
         PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
         TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView, BreakdownRow,

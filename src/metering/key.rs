@@ -3,18 +3,21 @@
 use std::sync::Arc;
 
 use super::{Metering, Refusal, Refused};
+use crate::model::CompactString;
 use crate::quota::TenantState;
+use crate::registry::KeyProblem;
 use crate::telemetry::metrics::DecisionLabel;
 
 impl Metering {
     /// The tenant whose key a request presents - `authorization` (`Bearer
     /// <key>`) or else `api_key` (`X-API-Key`), each the header's value -
-    /// or why not (counted for `/metrics`).
+    /// or why not (counted for `/metrics`); with it, the id of the key
+    /// (held inline: no allocation).
     pub(crate) fn tenant_of(
         &self,
         authorization: Option<&str>,
         api_key: Option<&str>,
-    ) -> Result<Arc<TenantState>, Refused> {
+    ) -> Result<(Arc<TenantState>, CompactString), Refused> {
         let secret = match (authorization, api_key) {
             (Some(v), _) => v
                 .strip_prefix("Bearer ")
@@ -33,9 +36,18 @@ impl Metering {
                 ))
             }
         };
-        self.registry.authenticate(secret.trim()).ok_or_else(|| {
-            self.unauthorized(Refusal::UnknownKey, "the API key is unknown or revoked")
-        })
+        let now_ms = self.clock.now_nanos().millis().0;
+        self.registry
+            .key_of(secret.trim(), now_ms)
+            .map_err(|problem| match problem {
+                KeyProblem::Unknown => {
+                    self.unauthorized(Refusal::UnknownKey, "the API key is unknown or revoked")
+                }
+                KeyProblem::Expired => self.unauthorized(
+                    Refusal::KeyExpired,
+                    "the API key has expired: use a new key (or the secret it was rotated to)",
+                ),
+            })
     }
 
     /// A credential that cannot be used, counted for `/metrics`.

@@ -59,6 +59,9 @@ pub struct Metering {
     /// Told of each tenant whose usage a request wrote itself (a claimed
     /// batch), as the flusher's hook is told of the rest: the alerts.
     pub(crate) watch: Option<crate::usage::UsageWatch>,
+    /// When keys were last used (the flusher and the claimed batches note
+    /// it; a key's `lastUsedAt` reads it back from the store).
+    pub(crate) key_uses: Arc<crate::usage::key_use::KeyUses>,
 }
 
 impl Metering {

@@ -19,6 +19,8 @@ pub enum Refusal {
     MalformedCredentials,
     /// The key is unknown or revoked.
     UnknownKey,
+    /// The key has expired (its `expiresAt`, or a rotation's overlap, is past).
+    KeyExpired,
     /// No tenant has the id a rate-limit descriptor names.
     UnknownTenant,
     /// A rate-limit descriptor names a tenant by id, which `[grpc]
@@ -41,10 +43,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, for tables and tests that go through them all.
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::MissingKey,
         Refusal::MalformedCredentials,
         Refusal::UnknownKey,
+        Refusal::KeyExpired,
         Refusal::UnknownTenant,
         Refusal::TenantIdOff,
         Refusal::Suspended,
@@ -79,6 +82,7 @@ impl Refusal {
             Refusal::MissingKey
             | Refusal::MalformedCredentials
             | Refusal::UnknownKey
+            | Refusal::KeyExpired
             | Refusal::UnknownTenant
             | Refusal::TenantIdOff
             | Refusal::Suspended
@@ -92,6 +96,7 @@ impl Refusal {
             Refusal::MissingKey
             | Refusal::MalformedCredentials
             | Refusal::UnknownKey
+            | Refusal::KeyExpired
             | Refusal::UnknownTenant
             | Refusal::TenantIdOff => 401,
             Refusal::Suspended => 403,
@@ -109,6 +114,7 @@ impl Refusal {
             Refusal::MissingKey => "missing_api_key",
             Refusal::MalformedCredentials => "invalid_credentials",
             Refusal::UnknownKey => "invalid_api_key",
+            Refusal::KeyExpired => "key_expired",
             Refusal::UnknownTenant => "unknown_tenant",
             Refusal::TenantIdOff => "tenant_id_refused",
             Refusal::Suspended => "tenant_suspended",
@@ -203,6 +209,7 @@ impl Refused {
             Refusal::MissingKey
             | Refusal::MalformedCredentials
             | Refusal::UnknownKey
+            | Refusal::KeyExpired
             | Refusal::UnknownTenant
             | Refusal::TenantIdOff
             | Refusal::TooManyInFlight => return None,

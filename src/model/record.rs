@@ -5,15 +5,18 @@ use super::{CompactString, CostSplit, TokenCounts, TokenKinds};
 /// One metered request: compact, without the tenant (blocks are per tenant).
 ///
 /// The fields most records leave empty live in [`RecordExtra`], boxed and
-/// absent when all are empty, so a record waiting in a request lane is 144
-/// bytes instead of 280 (the lanes preallocate every slot). Its strings
+/// absent when all are empty, so a record waiting in a request lane is 168
+/// bytes instead of 304 (the lanes preallocate every slot). Its strings
 /// are [`CompactString`]s: up to 24 bytes (an endpoint, a method, a model,
-/// a user or bot id) they are held inline, with no allocation to make a
-/// record or free it.
+/// a key, user or bot id) they are held inline, with no allocation to make
+/// a record or free it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UsageRecord {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: i64,
+    /// The id of the API key that made it (`key_...`); empty when none did
+    /// (the operator's import, an unrecorded total).
+    pub key_id: CompactString,
     pub endpoint: CompactString,
     pub method: CompactString,
     pub status: u16,
@@ -250,7 +253,7 @@ mod tests {
             }
         );
         // The request lanes preallocate a slot per record: keep it small.
-        assert!(std::mem::size_of::<UsageRecord>() <= 144);
+        assert!(std::mem::size_of::<UsageRecord>() <= 168);
         assert_eq!(country_code("de").as_deref(), Some("DE"));
         assert_eq!(country_code("DEU"), None);
         assert_eq!(country_code("1a"), None);

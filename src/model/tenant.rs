@@ -29,6 +29,11 @@ pub struct ApiKey {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// From then on the key is refused (`key_expired`); `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the key was last used, to the minute (kept apart from the
+    /// catalog: `None` from the catalog's own reads).
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// What the store keeps of a key: its public fields and the SHA-256 of the secret.
@@ -36,6 +41,30 @@ pub struct ApiKey {
 pub struct StoredKey {
     pub key: ApiKey,
     pub hash: [u8; 32],
+    /// The secret the last rotation replaced, still working until then.
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A rotated key's old secret: its SHA-256, and until when it works.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PreviousSecret {
+    pub hash: [u8; 32],
+    pub until: DateTime<Utc>,
+}
+
+impl StoredKey {
+    /// Until when the secret whose hash is `hash` works (`None`: as long
+    /// as the key is not revoked), and whether it is one of this key's.
+    pub fn works_until(&self, hash: &[u8; 32]) -> Option<Option<DateTime<Utc>>> {
+        if *hash == self.hash {
+            return Some(self.key.expires_at);
+        }
+        let p = self.previous.filter(|p| p.hash == *hash)?;
+        Some(Some(match self.key.expires_at {
+            Some(e) => e.min(p.until),
+            None => p.until,
+        }))
+    }
 }
 
 impl Tenant {

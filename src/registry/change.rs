@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::{not_found, Catalog, KeyEntry, Registry, RegistryError};
 use crate::auth::KeyHash;
-use crate::model::{Plan, Tenant, TenantStatus};
+use crate::model::{Plan, StoredKey, Tenant, TenantStatus};
 use crate::quota::period::Period;
 use crate::quota::{ActivePlan, TenantState};
 use crate::store::PeriodTotals;
@@ -37,12 +37,10 @@ pub enum Change {
     TenantDeleted {
         id: String,
     },
-    /// A key created: its id, tenant and the SHA-256 of its secret.
-    KeyCreated {
-        key_id: String,
-        tenant_id: String,
-        hash: [u8; 32],
-    },
+    /// A key created or changed (rotated, its expiry set): each of its
+    /// secrets (the SHA-256 of the current one, and of the one a rotation
+    /// replaced) finds it, each until it expires.
+    KeyPut(StoredKey),
     KeyRevoked {
         key_id: String,
     },
@@ -177,22 +175,23 @@ impl Registry {
             Change::TenantDeleted { id } => {
                 self.release_tenant(cat, id);
             }
-            Change::KeyCreated {
-                key_id,
-                tenant_id,
-                hash,
-            } => {
+            Change::KeyPut(key) => {
+                let tenant_id = &key.key.tenant_id;
                 let state = self
                     .tenants
                     .get(tenant_id.as_str())
                     .ok_or_else(|| not_found("tenant", tenant_id))?;
-                self.keys.insert(
-                    KeyHash(*hash),
-                    KeyEntry {
-                        key_id: key_id.clone(),
-                        tenant: state,
-                    },
-                );
+                if key.key.revoked_at.is_some() {
+                    self.keys.remove_where(|_, e| e.key_id == key.key.id);
+                    return Ok(());
+                }
+                let hashes = std::iter::once(key.hash).chain(key.previous.map(|p| p.hash));
+                for hash in hashes {
+                    if let Some(until) = key.works_until(&hash) {
+                        self.keys
+                            .insert(KeyHash(hash), KeyEntry::new(&key.key.id, &state, until));
+                    }
+                }
             }
             Change::KeyRevoked { key_id } => {
                 // By id, from the key table itself: no copy of the keys is
@@ -263,9 +262,9 @@ mod tests {
             created_at: now,
         };
         a.create_tenant(tenant.clone(), now).unwrap();
-        let (key, secret) = a.create_key("acme", "k", now).unwrap();
+        let (key, secret) = a.create_key("acme", "k", None, now).unwrap();
         // The other instance sees the tenant, its plan and its key.
-        let seen = b.authenticate(&secret).expect("the key works on B");
+        let seen = b.authenticate(&secret, 0).expect("the key works on B");
         assert_eq!(seen.plan().plan.monthly_calls, Some(5));
         a.update_plan(
             "pro",
@@ -294,11 +293,40 @@ mod tests {
             crate::quota::Outcome::Suspended
         );
         a.revoke_key("acme", &key.id, now).unwrap();
-        assert!(b.authenticate(&secret).is_none(), "revoked on B too");
-        let (_, second) = a.create_key("acme", "k2", now).unwrap();
-        assert!(b.authenticate(&second).is_some());
+        assert!(b.authenticate(&secret, 0).is_none(), "revoked on B too");
+        let (k2, second) = a.create_key("acme", "k2", None, now).unwrap();
+        assert!(b.authenticate(&second, 0).is_some());
+        // A rotation reaches B: both secrets work until the overlap ends,
+        // as one key; an expiry set on A expires it on B.
+        let ms = now.timestamp_millis();
+        let until = now + chrono::Duration::seconds(60);
+        let (_, third) = a.rotate_key("acme", &k2.id, until, now).unwrap();
+        assert_eq!(b.key_of(&second, ms).unwrap().1, k2.id.as_str());
+        assert_eq!(b.key_of(&third, ms).unwrap().1, k2.id.as_str());
+        assert_eq!(
+            b.key_of(&second, ms + 60_000).unwrap_err(),
+            super::super::KeyProblem::Expired
+        );
+        assert!(b.key_of(&third, ms + 60_000).is_ok());
+        a.set_key_expiry(
+            "acme",
+            &k2.id,
+            Some(now + chrono::Duration::seconds(10)),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            b.key_of(&third, ms + 10_000).unwrap_err(),
+            super::super::KeyProblem::Expired
+        );
+        assert!(b.key_of(&third, ms + 9_999).is_ok());
+        // The old secret's overlap never outlives the key.
+        assert_eq!(
+            b.key_of(&second, ms + 10_000).unwrap_err(),
+            super::super::KeyProblem::Expired
+        );
         a.delete_tenant("acme", now).unwrap();
-        assert!(b.tenant("acme").unwrap().is_none() && b.authenticate(&second).is_none());
+        assert!(b.tenant("acme").unwrap().is_none() && b.authenticate(&second, 0).is_none());
         assert!(seen.is_retired());
         a.delete_plan("pro", now).unwrap();
         assert!(b.plan("pro").is_none());
@@ -312,7 +340,7 @@ mod tests {
                 Change::PlanDeleted { .. } => "plan-deleted",
                 Change::TenantPut(_) => "tenant",
                 Change::TenantDeleted { .. } => "tenant-deleted",
-                Change::KeyCreated { .. } => "key",
+                Change::KeyPut(_) => "key",
                 Change::KeyRevoked { .. } => "key-revoked",
             })
             .collect();
@@ -325,6 +353,8 @@ mod tests {
                 "plan",
                 "tenant",
                 "key-revoked",
+                "key",
+                "key",
                 "key",
                 "tenant-deleted",
                 "plan-deleted"

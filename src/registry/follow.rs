@@ -45,11 +45,7 @@ fn change_of(changed: Changed) -> Option<Change> {
         Changed::Key(id, Some(k)) if k.key.revoked_at.is_some() => {
             Change::KeyRevoked { key_id: id }
         }
-        Changed::Key(_, Some(k)) => Change::KeyCreated {
-            key_id: k.key.id,
-            tenant_id: k.key.tenant_id,
-            hash: k.hash,
-        },
+        Changed::Key(_, Some(k)) => Change::KeyPut(k),
         Changed::Key(_, None) => return None,
     })
 }

@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 pub use self::change::{Change, ChangeFeed};
 use self::sharded::ShardedMap;
 use crate::auth::{generate_key, random_id, KeyHash, KeyHasher};
-use crate::model::{ApiKey, ModelError, Plan, StoredKey, Tenant, TenantStatus};
+use crate::model::{ApiKey, CompactString, ModelError, Plan, StoredKey, Tenant, TenantStatus};
 use crate::quota::counters::Counting;
 use crate::quota::period::Period;
 use crate::quota::{ActivePlan, TenantState};
@@ -29,8 +29,33 @@ use crate::store::{Store, StoreError};
 /// its own: 40 bytes a key less).
 #[derive(Clone, Debug)]
 pub struct KeyEntry {
-    pub key_id: String,
+    /// The key's id (`key_` and 16 characters: held inline).
+    pub key_id: CompactString,
     pub tenant: Arc<TenantState>,
+    /// From then on (ms since the epoch) the secret is refused as expired;
+    /// `i64::MAX` for never.
+    pub expires_ms: i64,
+}
+
+impl KeyEntry {
+    /// The entry of a secret of key `key_id` of `tenant`, working until
+    /// `until` (`None`: as long as the key is not revoked).
+    pub fn new(key_id: &str, tenant: &Arc<TenantState>, until: Option<DateTime<Utc>>) -> KeyEntry {
+        KeyEntry {
+            key_id: key_id.into(),
+            tenant: tenant.clone(),
+            expires_ms: until.map_or(i64::MAX, |t| t.timestamp_millis()),
+        }
+    }
+}
+
+/// Why a secret finds no tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// No key has it (or its key was revoked).
+    Unknown,
+    /// Its key expired, or a rotation's overlap ended.
+    Expired,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,13 +160,12 @@ impl Registry {
                 continue;
             }
             if let Some(state) = by_id.get(k.key.tenant_id.as_str()) {
-                key_entries.push((
-                    KeyHash(k.hash),
-                    KeyEntry {
-                        key_id: k.key.id,
-                        tenant: state.clone(),
-                    },
-                ));
+                let hashes = std::iter::once(k.hash).chain(k.previous.map(|p| p.hash));
+                for hash in hashes {
+                    if let Some(until) = k.works_until(&hash) {
+                        key_entries.push((KeyHash(hash), KeyEntry::new(&k.key.id, state, until)));
+                    }
+                }
             }
         }
         let reg = Registry {
@@ -201,12 +225,27 @@ impl Registry {
         self.keys.with(hash, f)
     }
 
-    /// The tenant a secret belongs to, if the key exists and is not revoked.
-    pub fn authenticate(&self, secret: &str) -> Option<Arc<TenantState>> {
+    /// The tenant a secret belongs to, if the key exists, is not revoked
+    /// and has not expired (at the clock's `now_ms`).
+    pub fn authenticate(&self, secret: &str, now_ms: i64) -> Option<Arc<TenantState>> {
+        self.key_of(secret, now_ms).ok().map(|(t, _)| t)
+    }
+
+    /// The tenant and key id a secret belongs to at `now_ms`, or why not.
+    /// No allocation (the key id is held inline).
+    pub fn key_of(
+        &self,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<(Arc<TenantState>, CompactString), KeyProblem> {
         if !crate::auth::looks_like_key(secret) {
-            return None;
+            return Err(KeyProblem::Unknown);
         }
-        self.with_key(&KeyHash::of(secret), |e| e.map(|e| e.tenant.clone()))
+        self.with_key(&KeyHash::of(secret), |e| match e {
+            None => Err(KeyProblem::Unknown),
+            Some(e) if now_ms >= e.expires_ms => Err(KeyProblem::Expired),
+            Some(e) => Ok((e.tenant.clone(), e.key_id.clone())),
+        })
     }
 
     pub fn tenant_state(&self, id: &str) -> Option<Arc<TenantState>> {
@@ -395,6 +434,7 @@ impl Registry {
         &self,
         tenant_id: &str,
         name: &str,
+        expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<(ApiKey, String), RegistryError> {
         let mut cat = self.catalog.lock();
@@ -410,22 +450,75 @@ impl Registry {
             prefix: secret[..8].to_string(),
             created_at: now,
             revoked_at: None,
+            expires_at,
+            last_used_at: None,
         };
         let stored = StoredKey {
             key: key.clone(),
             hash: KeyHash::of(&secret).0,
+            previous: None,
         };
+        debug_assert_eq!(&*state.id, tenant_id);
         self.store.put_key(&stored)?;
-        self.commit(
-            &mut cat,
-            Change::KeyCreated {
-                key_id: key.id.clone(),
-                tenant_id: state.id.to_string(),
-                hash: stored.hash,
-            },
-            now,
-        )?;
+        self.commit(&mut cat, Change::KeyPut(stored), now)?;
         Ok((key, secret))
+    }
+
+    /// A new secret for a key: the key (its id, name and limits, its
+    /// usage) stays; the old secret works until `overlap_until` (at most
+    /// the key's own expiry), the new one as long as the key does. The
+    /// new secret is returned this once.
+    pub(crate) fn rotate_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        overlap_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(ApiKey, String), RegistryError> {
+        let mut cat = self.catalog.lock();
+        let mut stored = self.live_key(tenant_id, key_id)?;
+        let secret = generate_key();
+        stored.previous = Some(crate::model::PreviousSecret {
+            hash: stored.hash,
+            until: overlap_until.max(now),
+        });
+        stored.hash = KeyHash::of(&secret).0;
+        stored.key.prefix = secret[..8].to_string();
+        self.store.put_key(&stored)?;
+        let key = stored.key.clone();
+        self.commit(&mut cat, Change::KeyPut(stored), now)?;
+        Ok((key, secret))
+    }
+
+    /// Sets (or, with `None`, lifts) a key's expiry.
+    pub(crate) fn set_key_expiry(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey, RegistryError> {
+        let mut cat = self.catalog.lock();
+        let mut stored = self.live_key(tenant_id, key_id)?;
+        stored.key.expires_at = expires_at;
+        self.store.put_key(&stored)?;
+        let key = stored.key.clone();
+        self.commit(&mut cat, Change::KeyPut(stored), now)?;
+        Ok(key)
+    }
+
+    /// A key of `tenant_id` that is not revoked, as the store has it.
+    fn live_key(&self, tenant_id: &str, key_id: &str) -> Result<StoredKey, RegistryError> {
+        match self.store.key(key_id)? {
+            Some(k)
+                if k.key.tenant_id == tenant_id
+                    && k.key.revoked_at.is_none()
+                    && self.tenants.get(tenant_id).is_some() =>
+            {
+                Ok(k)
+            }
+            _ => Err(not_found("key", key_id)),
+        }
     }
 
     pub fn keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>, RegistryError> {
@@ -433,11 +526,15 @@ impl Registry {
         if self.tenants.get(tenant_id).is_none() {
             return Err(not_found("tenant", tenant_id));
         }
+        let used = self.store.keys_last_used(tenant_id)?;
         let mut keys: Vec<ApiKey> = self
             .store
             .keys_of(tenant_id)?
             .into_iter()
-            .map(|k| k.key)
+            .map(|k| ApiKey {
+                last_used_at: used.get(&k.key.id).map(|&ms| crate::clock::ms_to_utc(ms)),
+                ..k.key
+            })
             .collect();
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(keys)

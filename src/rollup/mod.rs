@@ -186,9 +186,9 @@ pub struct Cell {
     /// What format 4 added; stored after the rest (see [`CellExt`]).
     #[serde(skip)]
     pub(crate) ext: CellExt,
-    /// What format 6 added (token kinds); stored after `ext`.
+    /// What format 6 added (token kinds, keys); stored after `ext`.
     #[serde(skip)]
-    pub kinds: CellKinds,
+    pub ext6: CellExt6,
 }
 
 /// Tokens and cost by kind, summed over the records that carry them
@@ -239,29 +239,39 @@ impl KindAgg {
     }
 }
 
-/// The token kinds of a cell (store format 6): in all, and by model.
+/// What store format 6 added to a cell, kept after [`CellExt`] as its
+/// second tail: tokens and cost by kind, in all and by model, and usage by
+/// the key that made it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CellKinds {
-    pub total: KindAgg,
-    pub models: BTreeMap<String, KindAgg>,
+pub struct CellExt6 {
+    pub kinds: KindAgg,
+    pub model_kinds: BTreeMap<String, KindAgg>,
+    /// By API key id (records without one are left out).
+    pub keys: BTreeMap<String, PartyAgg>,
 }
 
-impl CellKinds {
+impl CellExt6 {
     fn add(&mut self, r: &UsageRecord) {
+        add_party(&mut self.keys, &r.key_id, 1, r.tokens, r.cost_usd);
         let x = r.extra();
         if x.kinds.is_empty() && x.cost_split.is_empty() {
             return;
         }
-        self.total.add(r);
+        self.kinds.add(r);
         if !r.model.is_empty() {
-            entry(&mut self.models, &r.model, MAX_MODELS).add(r);
+            entry(&mut self.model_kinds, &r.model, MAX_MODELS).add(r);
         }
     }
 
-    fn merge(&mut self, o: &CellKinds) {
-        self.total.merge(&o.total);
-        for (k, v) in &o.models {
-            entry(&mut self.models, k, MAX_MODELS).merge(v);
+    fn merge(&mut self, o: &CellExt6, parties: bool) {
+        self.kinds.merge(&o.kinds);
+        for (k, v) in &o.model_kinds {
+            entry(&mut self.model_kinds, k, MAX_MODELS).merge(v);
+        }
+        if parties {
+            for (k, v) in &o.keys {
+                add_party(&mut self.keys, k, v.requests, v.tokens, v.cost_usd);
+            }
         }
     }
 }
@@ -415,7 +425,7 @@ impl Cell {
         }
         self.by_hour[(r.ts_ms.div_euclid(3_600_000).rem_euclid(24)) as usize] += 1;
         self.ext.add(r);
-        self.kinds.add(r);
+        self.ext6.add(r);
     }
 
     /// Merges `o` as a part of the all-tenants cells: attributed to
@@ -440,7 +450,7 @@ impl Cell {
     fn merge_parts(&mut self, o: &Cell, parties: bool) {
         self.total.merge(&o.total);
         self.ext.merge(&o.ext);
-        self.kinds.merge(&o.kinds);
+        self.ext6.merge(&o.ext6, parties);
         self.latency.merge(&o.latency);
         for (endpoint, methods) in &o.endpoints {
             let mine = entry(&mut self.endpoints, endpoint, MAX_ENDPOINTS);

@@ -85,17 +85,17 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Code
 /// A rollup cell, with what format 4 added as its first tail and what
 /// format 6 added (token kinds) as its second.
 pub(crate) fn encode_cell(cell: &crate::rollup::Cell) -> Result<Vec<u8>, CodecError> {
-    encode_with_tails(cell, &cell.ext, &cell.kinds)
+    encode_with_tails(cell, &cell.ext, &cell.ext6)
 }
 
 pub(crate) fn decode_cell(bytes: &[u8]) -> Result<crate::rollup::Cell, CodecError> {
     let (mut cell, ext, kinds): (
         crate::rollup::Cell,
         crate::rollup::CellExt,
-        crate::rollup::CellKinds,
+        crate::rollup::CellExt6,
     ) = decode_with_tails(bytes)?;
     cell.ext = ext;
-    cell.kinds = kinds;
+    cell.ext6 = kinds;
     Ok(cell)
 }
 

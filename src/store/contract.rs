@@ -182,8 +182,11 @@ pub(super) fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine
             prefix: "tg_x".into(),
             created_at: chrono::Utc::now(),
             revoked_at: None,
+            expires_at: None,
+            last_used_at: None,
         },
         hash: [7; 32],
+        previous: None,
     };
     for tenant in ["gone", "gone-not"] {
         s.put_tenant(&Tenant {
@@ -414,8 +417,8 @@ pub(super) fn records_keep_their_version_country_integration_and_retry(e: Engine
     }
 }
 
-/// What format 6 added to a record (its token kinds and where its cost
-/// went) is stored with it, beside records without them (and those with
+/// What format 6 added to a record (its token kinds, where its cost
+/// went, the key that made it) is stored with it, beside records without them (and those with
 /// only format 4's fields), summed by kind into every grain's cells, in
 /// all and by model, the fleet's too; a store opened again reads all back.
 pub(super) fn records_keep_their_token_kinds_and_cost_split(e: Engine) {
@@ -454,6 +457,7 @@ pub(super) fn records_keep_their_token_kinds_and_cost_split(e: Engine) {
                 ..Default::default()
             }
             .boxed(),
+            key_id: if i < 3 { "key_one" } else { "key_two" }.into(),
             ..rec(t + 10 + i as i64, 1, 1, "u")
         })
         .collect();
@@ -477,8 +481,8 @@ pub(super) fn records_keep_their_token_kinds_and_cost_split(e: Engine) {
             let cells = s.rollups(&owner, Buckets::all(grain)).unwrap();
             let mut c = crate::rollup::Cell::default();
             cells.iter().for_each(|(_, x)| c.merge(x));
-            let k = &c.kinds;
-            for agg in [&k.total, &k.models["claude"]] {
+            let k = &c.ext6;
+            for agg in [&k.kinds, &k.model_kinds["claude"]] {
                 assert_eq!(
                     (
                         agg.cached_prompt_tokens,
@@ -501,6 +505,18 @@ pub(super) fn records_keep_their_token_kinds_and_cost_split(e: Engine) {
                 );
             }
             assert_eq!(c.total.requests, 8);
+            // By key: the records that name one (the fleet's cells leave
+            // them to each tenant's, as users and bots).
+            if owner != Owner::Fleet {
+                assert_eq!(
+                    (
+                        k.keys["key_one"].requests,
+                        k.keys["key_two"].requests,
+                        k.keys.len()
+                    ),
+                    (3, 1, 2)
+                );
+            }
         }
     }
 }
@@ -597,13 +613,36 @@ pub(super) fn the_catalog_and_alert_marks_round_trip(e: Engine) {
             prefix: "tg_abcde".into(),
             created_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
             revoked_at: None,
+            expires_at: Some(chrono::Utc.with_ymd_and_hms(2027, 1, 2, 3, 4, 5).unwrap()),
+            last_used_at: None,
         },
         hash: [3; 32],
+        previous: Some(crate::model::PreviousSecret {
+            hash: [4; 32],
+            until: chrono::Utc.with_ymd_and_hms(2026, 1, 3, 3, 4, 5).unwrap(),
+        }),
     };
     s.put_key(&k).unwrap();
+    assert_eq!(s.key("k1").unwrap(), Some(k.clone()));
     k.key.revoked_at = Some(chrono::Utc.with_ymd_and_hms(2026, 2, 2, 3, 4, 5).unwrap());
+    k.key.expires_at = None;
+    k.previous = None;
     s.put_key(&k).unwrap();
     assert_eq!(s.key("k1").unwrap(), Some(k.clone()));
+    // When keys were used: the latest use is kept, per tenant.
+    let used = |key: &str, tenant: &str, at_ms| crate::store::KeyUse {
+        tenant: tenant.into(),
+        key_id: key.into(),
+        at_ms,
+    };
+    s.touch_keys(&[used("k1", "t", 50), used("k9", "u", 7)])
+        .unwrap();
+    s.touch_keys(&[used("k1", "t", 40)]).unwrap();
+    assert_eq!(
+        s.keys_last_used("t").unwrap(),
+        std::collections::HashMap::from([("k1".to_string(), 50)])
+    );
+    assert_eq!(s.keys_last_used("u").unwrap()["k9"], 7);
     assert_eq!(s.key("nope").unwrap(), None);
     let mut other = k.clone();
     other.key.id = "k2".into();

@@ -89,6 +89,8 @@ struct Inner {
     marks: BTreeMap<String, AlertMark>,
     /// (tenant, id) -> (who claimed it, when).
     claims: HashMap<(String, String), (HeldBy, i64)>,
+    /// (tenant, key id) -> when last used.
+    key_used: HashMap<(String, String), i64>,
 }
 
 impl Catalog for MemoryEngine {
@@ -133,6 +135,27 @@ impl Catalog for MemoryEngine {
             inner.keys.insert(k.key.id.clone(), k.clone());
         }
         Ok(())
+    }
+    fn touch_keys(&self, used: &[crate::store::KeyUse]) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        for u in used {
+            let at = inner
+                .key_used
+                .entry((u.tenant.clone(), u.key_id.clone()))
+                .or_insert(i64::MIN);
+            *at = (*at).max(u.at_ms);
+        }
+        Ok(())
+    }
+    fn keys_last_used(&self, tenant_id: &str) -> Result<HashMap<String, i64>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .key_used
+            .iter()
+            .filter(|((t, _), _)| t == tenant_id)
+            .map(|((_, k), at)| (k.clone(), *at))
+            .collect())
     }
 }
 
@@ -336,6 +359,7 @@ impl Engine for MemoryEngine {
         inner.cells.retain(|(_, owner, _), _| *owner != own);
         inner.marks.retain(|_, m| m.tenant != id);
         inner.claims.retain(|(t, _), _| t != id);
+        inner.key_used.retain(|(t, _), _| t != id);
         for blocks in inner.journal.values_mut() {
             blocks.retain(|(t, _)| t != id);
         }

@@ -35,6 +35,8 @@ pub use values::{
     UsageBlock, CLAIM_DAYS,
 };
 
+use std::collections::HashMap;
+
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
 use crate::rollup::{Buckets, Cell, CellHead, Owner};
@@ -63,6 +65,21 @@ pub trait Catalog: Send + Sync {
 
     /// Writes many tenants and keys at once (bulk import).
     fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError>;
+
+    /// Keeps when keys were used: each use later than the one kept
+    /// replaces it (instances sharing the store each report theirs). Not a
+    /// catalog change: nothing follows it.
+    fn touch_keys(&self, used: &[KeyUse]) -> Result<(), StoreError>;
+    /// When each key of `tenant_id` was last used (ms), by key id.
+    fn keys_last_used(&self, tenant_id: &str) -> Result<HashMap<String, i64>, StoreError>;
+}
+
+/// A key's use: its tenant and id, and when (ms since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyUse {
+    pub tenant: String,
+    pub key_id: String,
+    pub at_ms: i64,
 }
 
 /// The threshold webhooks that fired. Each write is durable when it returns.

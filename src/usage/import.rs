@@ -115,6 +115,8 @@ struct Line {
     completion_cost_usd: Option<f64>,
     #[serde(default)]
     reasoning_cost_usd: Option<f64>,
+    #[serde(default)]
+    key_id: String,
 }
 
 /// The records of `text` with their claims, each within `[oldest_ms,
@@ -268,6 +270,7 @@ fn record(
         ("apiVersion", &l.api_version),
         ("country", &l.country),
         ("integration", &l.integration),
+        ("keyId", &l.key_id),
     ] {
         if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
             return Err(format!(
@@ -334,6 +337,7 @@ fn record(
     };
     let mut r = UsageRecord {
         ts_ms,
+        key_id: text(l.key_id),
         endpoint: text(l.endpoint),
         method: text(l.method),
         status: l.status_code,
@@ -411,11 +415,12 @@ fn digest(r: &UsageRecord) -> [u8; 16] {
         x.integration,
         r.version(),
     );
-    // Token kinds came later: a record without them digests as before.
-    let text = if x.kinds.is_empty() {
+    // Token kinds and keys came later: a record without them digests as
+    // before.
+    let text = if x.kinds.is_empty() && r.key_id.is_empty() {
         text
     } else {
-        text + &format!("|{:?}", x.kinds)
+        text + &format!("|{:?}|{}", x.kinds, r.key_id)
     };
     let full = Sha256::digest(text.as_bytes());
     let mut d = [0u8; 16];

@@ -5,6 +5,7 @@
 
 pub(crate) mod flusher;
 pub(crate) mod import;
+pub(crate) mod key_use;
 pub mod queue;
 pub(crate) mod retention;
 pub(crate) mod unrecorded;

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::catalog::{KeyBody, PlanBody, TenantBody};
 use super::tenant::{subscription_view, usage_view};
-use super::types::{check_text, CreateKey, CreateTenant, CreatedKey, ListOf};
+use super::types::{check_text, CreateKey, CreateTenant, CreatedKey, ListOf, PatchKey, RotateKey};
 use crate::clock::fmt_ms;
 use crate::http::wire::error::{blocking, ApiError};
 use crate::http::wire::extract::{Admin, ApiJson, OptionalJson};
@@ -292,16 +292,99 @@ pub(crate) async fn create_key(
         return Err(ApiError::invalid("name must not be empty"));
     }
     check_text("name", &name, 128).map_err(ApiError::invalid)?;
+    let now = st.metering.clock.now();
+    let expires_at = expiry(body.0.expires_at.as_deref(), now)?;
     let (key, secret) = st
         .metering
         .registry
-        .create_key(&id, &name, st.metering.clock.now())?;
+        .create_key(&id, &name, expires_at, now)?;
     Ok(created(CreatedKey {
         id: key.id,
         key: secret,
         prefix: key.prefix,
         name: key.name,
         created_at: fmt_ms(key.created_at),
+        expires_at: key.expires_at.map(fmt_ms),
+        previous_works_until: None,
+    }))
+}
+
+/// An `expiresAt`: RFC 3339, and later than now.
+fn expiry(
+    v: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let t = chrono::DateTime::parse_from_rfc3339(v)
+        .map_err(|_| ApiError::invalid(format!("expiresAt must be an RFC 3339 time, not {v:?}")))?
+        .with_timezone(&chrono::Utc);
+    if t <= now {
+        return Err(ApiError::invalid("expiresAt must be in the future"));
+    }
+    Ok(Some(t))
+}
+
+/// The most a rotation's old secret may keep working: 30 days.
+const MAX_OVERLAP_SECONDS: u64 = 30 * 86_400;
+
+#[utoipa::path(
+    patch, path = "/api/admin/tenants/{id}/keys/{key_id}", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path), ("key_id" = String, Path)),
+    request_body = PatchKey,
+    responses((status = 200, description = "the key", body = KeyBody), (status = 404, description = "no such key (or revoked)", body = crate::http::wire::error::ErrorBody), (status = 422, description = "a bad expiresAt", body = crate::http::wire::error::ErrorBody))
+)]
+pub(crate) async fn patch_key(
+    st: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<(String, String)>,
+    body: ApiJson<PatchKey>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, key) = path.into_inner();
+    let now = st.metering.clock.now();
+    let registry = &st.metering.registry;
+    let key = match body.0.expires_at {
+        Some(expires) => {
+            let expires_at = expiry(expires.as_deref(), now)?;
+            registry.set_key_expiry(&tenant, &key, expires_at, now)?
+        }
+        None => registry
+            .keys(&tenant)?
+            .into_iter()
+            .find(|k| k.id == key && k.revoked_at.is_none())
+            .ok_or_else(|| ApiError::not_found(format!("key '{key}' not found")))?,
+    };
+    Ok(HttpResponse::Ok().json(KeyBody::from(&key)))
+}
+
+#[utoipa::path(
+    post, path = "/api/admin/tenants/{id}/keys/{key_id}/rotate", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path), ("key_id" = String, Path)),
+    request_body(content = RotateKey, description = "optional"),
+    responses((status = 200, description = "the new secret, shown this once; the old one works until previousWorksUntil", body = CreatedKey), (status = 404, description = "no such key (or revoked)", body = crate::http::wire::error::ErrorBody), (status = 422, description = "overlapSeconds out of range", body = crate::http::wire::error::ErrorBody))
+)]
+pub(crate) async fn rotate_key(
+    st: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<(String, String)>,
+    body: OptionalJson<RotateKey>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, key) = path.into_inner();
+    let overlap = body.0.overlap_seconds.unwrap_or(3_600);
+    if overlap > MAX_OVERLAP_SECONDS {
+        return Err(ApiError::invalid(format!(
+            "overlapSeconds must be 0 to {MAX_OVERLAP_SECONDS} (30 days)"
+        )));
+    }
+    let now = st.metering.clock.now();
+    let until = now + chrono::Duration::seconds(overlap as i64);
+    let (key, secret) = st.metering.registry.rotate_key(&tenant, &key, until, now)?;
+    let until = key.expires_at.map_or(until, |e| e.min(until));
+    Ok(HttpResponse::Ok().json(CreatedKey {
+        id: key.id,
+        key: secret,
+        prefix: key.prefix,
+        name: key.name,
+        created_at: fmt_ms(key.created_at),
+        expires_at: key.expires_at.map(fmt_ms),
+        previous_works_until: Some(fmt_ms(until)),
     }))
 }
 

@@ -251,9 +251,21 @@ async fn tenant_report(
             rhythm.as_ref(),
         );
         let recommendation = recommend(&plan, &plans, &f).map(RecommendationView::from);
+        let mut report = Report::of(&used, &prices);
+        // Each key by its name as well (the store has the names).
+        if !report.top_keys.is_empty() {
+            let names: std::collections::HashMap<String, String> = store
+                .keys_of(&id)?
+                .into_iter()
+                .map(|k| (k.key.id, k.key.name))
+                .collect();
+            for row in &mut report.top_keys {
+                row.name = row.key_id.as_ref().and_then(|k| names.get(k)).cloned();
+            }
+        }
         Ok(TenantReport {
             tenant_id: id,
-            report: Report::of(&used, &prices),
+            report,
             forecast: ForecastView::from(&f),
             recommendation,
             anomalies: window.anomalies(&hours),

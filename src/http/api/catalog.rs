@@ -225,6 +225,13 @@ pub(crate) struct KeyBody {
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::clock::serde_ms::option")]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// From then on the key is refused `key_expired`; null: never.
+    #[serde(with = "crate::clock::serde_ms::option")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When a request last used it, to the minute; null: never (or not
+    /// since this version).
+    #[serde(with = "crate::clock::serde_ms::option")]
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 impl From<&ApiKey> for KeyBody {
@@ -236,6 +243,8 @@ impl From<&ApiKey> for KeyBody {
             prefix: k.prefix.clone(),
             created_at: k.created_at,
             revoked_at: k.revoked_at,
+            expires_at: k.expires_at,
+            last_used_at: k.last_used_at,
         }
     }
 }

@@ -123,6 +123,12 @@ pub(super) async fn ingest(
     // not leave its records written and uncounted.
     let metering = st.metering.clone();
     let owner = tenant.clone();
+    // The key that reports the batch (every record's).
+    let reporter = block
+        .records
+        .iter()
+        .map(|r| (r.key_id.clone(), r.ts_ms))
+        .max_by_key(|(_, ts)| *ts);
     let done = web::block(move || {
         let tenant = owner;
         let held = match metering.registry.store().write_claimed(block, claims) {
@@ -175,6 +181,13 @@ pub(super) async fn ingest(
             if let Some(watch) = &metering.watch {
                 watch(&tenant);
             }
+        }
+        if let Some((key_id, at_ms)) = reporter {
+            metering.key_uses.used(&tenant.id, &key_id, at_ms);
+            let now_ms = now_ns.millis().0;
+            metering
+                .key_uses
+                .write_due(metering.registry.store().as_ref(), now_ms);
         }
         Ok(taken)
     })

@@ -56,6 +56,10 @@ pub(crate) struct ExportParams {
     pub from: Option<String>,
     pub to: Option<String>,
     pub format: Option<String>,
+    /// Only the records this API key made.
+    #[serde(rename = "keyId")]
+    #[param(rename = "keyId")]
+    pub key_id: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -64,7 +68,7 @@ enum Format {
     Ndjson,
 }
 
-pub(crate) const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried,cachedPromptTokens,cacheWriteTokens,cacheWrite1hTokens,reasoningTokens,uncachedPromptCostUsd,cachedPromptCostUsd,cacheWriteCostUsd,completionCostUsd,reasoningCostUsd\n";
+pub(crate) const CSV_HEADER: &str = "timestamp,tenantId,endpoint,method,statusCode,responseTime,promptTokens,completionTokens,tokensUsed,model,userId,botId,calls,costUsd,rejected,metadata,apiVersion,country,integration,retried,cachedPromptTokens,cacheWriteTokens,cacheWrite1hTokens,reasoningTokens,uncachedPromptCostUsd,cachedPromptCostUsd,cacheWriteCostUsd,completionCostUsd,reasoningCostUsd,keyId\n";
 
 /// Characters a spreadsheet skips or shows as nothing before a formula's
 /// sign: spaces of every width, the byte order mark, zero-width and
@@ -139,6 +143,7 @@ struct RecordLine<'a> {
     cache_write_cost_usd: Money,
     completion_cost_usd: Money,
     reasoning_cost_usd: Money,
+    key_id: &'a str,
 }
 
 fn metadata_json(r: &UsageRecord) -> serde_json::Value {
@@ -203,6 +208,8 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
             ] {
                 let _ = write!(out, ",{}", crate::http::wire::money::decimal(usd));
             }
+            out.push(',');
+            csv_field(out, &r.key_id);
             out.push('\n');
         }
         Format::Ndjson => {
@@ -236,6 +243,7 @@ fn write_record(out: &mut String, tenant: &str, r: &UsageRecord, format: Format)
                 cache_write_cost_usd: Money(x.cost_split.cache_write),
                 completion_cost_usd: Money(x.cost_split.completion),
                 reasoning_cost_usd: Money(x.cost_split.reasoning),
+                key_id: &r.key_id,
             };
             if let Ok(text) = serde_json::to_string(&line) {
                 out.push_str(&text);
@@ -303,6 +311,7 @@ fn stream_export(
     if from >= to {
         return Err(ApiError::invalid("from must be before to"));
     }
+    let key = p.key_id;
     let slot = st.exports.take(owner)?;
     let store = st.metering.registry.store().clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -325,6 +334,9 @@ fn stream_export(
             }
             let mut open = true;
             let result = store.scan_usage(&tenant, from, to, &mut |r| {
+                if key.as_deref().is_some_and(|k| *k != *r.key_id) {
+                    return true;
+                }
                 write_record(&mut buf, &tenant, r, format);
                 if buf.len() >= CHUNK {
                     open = send_within(&tx, Bytes::from(std::mem::take(&mut buf)));

@@ -140,9 +140,9 @@ impl Summary {
             p99_response_time_ms: c.latency.percentile(99.0).map(|v| round(v, 2)),
             estimated_cost_usd: Money(round(t.cost_usd, 6)),
             requests_per_minute: round(n as f64 / minutes, 3),
-            tokens_by_kind: TokensByKind::of(t.prompt_tokens, t.completion_tokens, &c.kinds.total),
-            cost_by_kind: CostByKind::of(t.cost_usd, &c.kinds.total),
-            cache_hit_rate: hit_rate(t.prompt_tokens, &c.kinds.total),
+            tokens_by_kind: TokensByKind::of(t.prompt_tokens, t.completion_tokens, &c.ext6.kinds),
+            cost_by_kind: CostByKind::of(t.cost_usd, &c.ext6.kinds),
+            cache_hit_rate: hit_rate(t.prompt_tokens, &c.ext6.kinds),
         }
     }
 }
@@ -202,6 +202,11 @@ pub(crate) struct PartyRow {
     pub bot_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key_id: Option<String>,
+    /// A key's name (keys only; filled where the report is answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
     pub requests: u64,
     pub tokens: u64,
     pub cost_usd: Money,
@@ -212,6 +217,7 @@ enum Party {
     User,
     Bot,
     Tenant,
+    Key,
 }
 
 fn party_rows(rows: &[(String, PartyAgg)], kind: Party) -> Vec<PartyRow> {
@@ -220,6 +226,8 @@ fn party_rows(rows: &[(String, PartyAgg)], kind: Party) -> Vec<PartyRow> {
             user_id: matches!(kind, Party::User).then(|| name.clone()),
             bot_id: matches!(kind, Party::Bot).then(|| name.clone()),
             tenant_id: matches!(kind, Party::Tenant).then(|| name.clone()),
+            key_id: matches!(kind, Party::Key).then(|| name.clone()),
+            name: None,
             requests: p.requests,
             tokens: p.tokens,
             cost_usd: Money(round(p.cost_usd, 6)),
@@ -292,6 +300,8 @@ pub struct Report {
     pub models: Vec<ModelRow>,
     pub(crate) top_users: Vec<PartyRow>,
     pub(crate) top_bots: Vec<PartyRow>,
+    /// By the API key that made the requests (its `keyId`, and `name`).
+    pub(crate) top_keys: Vec<PartyRow>,
     pub(crate) peak_hours: Vec<HourRow>,
     /// By API version (given, or the endpoint's first path segment), by requests.
     pub(crate) api_versions: Vec<BreakdownRow>,
@@ -367,7 +377,7 @@ impl Report {
                 .iter()
                 .map(|(m, a)| {
                     let none = KindAgg::default();
-                    let k = whole.kinds.models.get(m).unwrap_or(&none);
+                    let k = whole.ext6.model_kinds.get(m).unwrap_or(&none);
                     ModelRow {
                         model: m.clone(),
                         requests: a.requests,
@@ -383,6 +393,7 @@ impl Report {
                 .collect(),
             top_users: party_rows(&u.top_users, Party::User),
             top_bots: party_rows(&u.top_bots, Party::Bot),
+            top_keys: party_rows(&u.top_keys, Party::Key),
             peak_hours: (0..24u32)
                 .map(|h| HourRow {
                     hour: h,

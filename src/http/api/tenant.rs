@@ -247,6 +247,8 @@ pub(crate) async fn ingest(
         }
         let client_ip = opt_ip(input.client_ip.as_deref()).map_err(at)?;
         let mut r = usage_record(input, now).map_err(at)?;
+        // Made by the key that reports it.
+        r.key_id = auth.key_id().clone();
         if let (true, Some(ip)) = (r.extra().country.is_empty(), client_ip) {
             let country = st.metering.country_of_ip(ip);
             if !country.is_empty() {

@@ -421,6 +421,32 @@ pub(crate) struct CreateTenant {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateKey {
     pub name: Option<String>,
+    /// RFC 3339; from then on the key is refused `key_expired`. Omitted: never.
+    pub expires_at: Option<String>,
+}
+
+/// `PATCH /api/admin/tenants/{id}/keys/{keyId}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PatchKey {
+    /// RFC 3339, or null to lift the expiry; omitted: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+}
+
+/// `POST /api/admin/tenants/{id}/keys/{keyId}/rotate`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RotateKey {
+    /// How long the old secret keeps working, 0 to 2,592,000 (30 days);
+    /// default 3,600.
+    pub overlap_seconds: Option<u64>,
+}
+
+/// A field that is there - `null` included - as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -432,6 +458,10 @@ pub(crate) struct CreatedKey {
     pub prefix: String,
     pub name: String,
     pub created_at: String,
+    pub expires_at: Option<String>,
+    /// After a rotation: until when the old secret still works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_works_until: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -554,6 +584,7 @@ pub fn usage_record(input: UsageInput<'_>, now: DateTime<Utc>) -> Result<UsageRe
     opt_ip(input.client_ip.as_deref())?;
     Ok(UsageRecord {
         ts_ms: ts.timestamp_millis(),
+        key_id: CompactString::default(),
         endpoint,
         method,
         status: status as u16,

@@ -276,6 +276,8 @@ impl<T: DeserializeOwned + Default + 'static, const OPTIONAL: bool> FromRequest
 /// a gateway response still streaming - lets go.
 pub(crate) struct TenantCtx {
     pub tenant: Arc<TenantState>,
+    /// The id of the key the request presented.
+    pub key_id: crate::model::CompactString,
     decision: Cell<Option<Decision>>,
 }
 
@@ -302,6 +304,11 @@ impl TenantAuth {
         &self.ctx.tenant
     }
 
+    /// The id of the key the request presented.
+    pub(crate) fn key_id(&self) -> &crate::model::CompactString {
+        &self.ctx.key_id
+    }
+
     /// Whether `cost` calls (and `tokens` reserved) would pass now; takes
     /// nothing (a dry run, `/api/v1/check`).
     pub(crate) fn check(&self, m: &Metering, cost: u64, tokens: u64) -> Decision {
@@ -323,9 +330,10 @@ impl TenantAuth {
         m: S,
         cost: u64,
         tokens: u64,
-        record: crate::model::UsageRecord,
+        mut record: crate::model::UsageRecord,
         started: std::time::Instant,
     ) -> Meter<S> {
+        record.key_id = self.ctx.key_id.clone();
         let meter = Meter::decide(m, self.tenant(), cost, tokens, record, started).await;
         self.decided(*meter.decision());
         meter
@@ -366,11 +374,12 @@ impl FromRequest for TenantAuth {
                 Some(_) => None,
                 None => header("x-api-key").transpose()?,
             };
-            let tenant = m.tenant_of(authorization, api_key)?;
+            let (tenant, key_id) = m.tenant_of(authorization, api_key)?;
             m.enter(&tenant)?;
             // Holds the place from here on: its drop gives it back.
             let ctx = Rc::new(TenantCtx {
                 tenant,
+                key_id,
                 decision: Cell::new(None),
             });
             req.extensions_mut().insert(ctx.clone());
@@ -434,7 +443,11 @@ impl FromRequest for Admin {
             if st.admin.matches(token) {
                 return Ok(Admin);
             }
-            if st.metering.registry.authenticate(token).is_some() {
+            let now_ms = st.metering.clock.now_nanos().millis().0;
+            if !matches!(
+                st.metering.registry.key_of(token, now_ms),
+                Err(crate::registry::KeyProblem::Unknown)
+            ) {
                 return Err(ApiError::forbidden(
                     "admin_only",
                     "admin routes do not accept tenant keys",

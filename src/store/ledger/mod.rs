@@ -12,14 +12,15 @@
 pub(crate) mod book;
 mod checkpoint;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 
 use self::book::RollupBook;
 use super::{
-    AlertMark, AlertMarks, Catalog, Claims, Engine, HeldBy, PeriodTotals, RecordIds, RollupCells,
-    Store, StoreError, UsageBlock, UsageLog, UsageReads,
+    AlertMark, AlertMarks, Catalog, Claims, Engine, HeldBy, KeyUse, PeriodTotals, RecordIds,
+    RollupCells, Store, StoreError, UsageBlock, UsageLog, UsageReads,
 };
 use crate::model::{Plan, StoredKey, Tenant, UsageRecord};
 use crate::quota::period::Period;
@@ -216,6 +217,12 @@ impl<A: Access> Catalog for Ledger<A> {
     }
     fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
         self.access.write(0, |e| e.import(tenants, keys))
+    }
+    fn touch_keys(&self, used: &[KeyUse]) -> Result<(), StoreError> {
+        self.access.write(0, |e| e.touch_keys(used))
+    }
+    fn keys_last_used(&self, tenant_id: &str) -> Result<HashMap<String, i64>, StoreError> {
+        self.access.read(|e| e.keys_last_used(tenant_id))
     }
 }
 

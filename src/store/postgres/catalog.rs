@@ -2,8 +2,11 @@
 
 use super::changes::changed;
 use super::engine::{i64_of, u64_of, PgEngine};
-use crate::model::{ApiKey, IngestRate, Plan, RateLimit, StoredKey, Tenant, TenantStatus};
-use crate::store::{Catalog, StoreError};
+use crate::model::{
+    ApiKey, IngestRate, Plan, PreviousSecret, RateLimit, StoredKey, Tenant, TenantStatus,
+};
+use crate::store::{Catalog, KeyUse, StoreError};
+use std::collections::HashMap;
 use tokio_postgres::{GenericClient, Row};
 
 impl Catalog for PgEngine {
@@ -115,6 +118,34 @@ impl Catalog for PgEngine {
         self.import(&[], std::slice::from_ref(key))
     }
 
+    fn touch_keys(&self, used: &[KeyUse]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let tenants: Vec<String> = used.iter().map(|u| u.tenant.clone()).collect();
+        let ids: Vec<String> = used.iter().map(|u| u.key_id.clone()).collect();
+        let at: Vec<i64> = used.iter().map(|u| u.at_ms).collect();
+        self.pg.run(move |c| async move {
+            c.execute(
+                "INSERT INTO key_last_used (key_id, tenant_id, at_ms) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+                 ON CONFLICT (key_id) DO UPDATE \
+                 SET at_ms = GREATEST(key_last_used.at_ms, EXCLUDED.at_ms)",
+                &[&ids, &tenants, &at],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn keys_last_used(&self, tenant_id: &str) -> Result<HashMap<String, i64>, StoreError> {
+        let rows = self.query(
+            "SELECT key_id, at_ms FROM key_last_used WHERE tenant_id = $1",
+            vec![Box::new(tenant_id.to_string())],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     fn import(&self, tenants: &[Tenant], keys: &[StoredKey]) -> Result<(), StoreError> {
         let (tenants, keys) = (tenants.to_vec(), keys.to_vec());
         let origin = self.instance.clone();
@@ -170,7 +201,9 @@ pub(super) const PLAN_COLUMNS: &str = "id, name, monthly_calls, monthly_tokens, 
      rate_per_seconds, rate_burst, price_usd_monthly, ingest_records, ingest_per_seconds, \
      ingest_burst, reserve_tokens, reservation_ttl_seconds";
 pub(super) const TENANT_COLUMNS: &str = "id, name, plan_id, suspended, created_at";
-pub(super) const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at, sha256";
+pub(super) const KEY_COLUMNS: &str =
+    "id, tenant_id, name, prefix, created_at, revoked_at, sha256, expires_at, previous_sha256, \
+     previous_until";
 
 /// A tenant from [`TENANT_COLUMNS`] starting at column `at`.
 pub(super) fn tenant_of(r: &Row, at: usize) -> Tenant {
@@ -198,10 +231,24 @@ pub(super) fn key_of(r: &Row, at: usize) -> Result<StoredKey, StoreError> {
             prefix: r.get(at + 3),
             created_at: r.get(at + 4),
             revoked_at: r.get(at + 5),
+            expires_at: r.get(at + 7),
+            last_used_at: None,
         },
         hash: hash
             .try_into()
             .map_err(|_| StoreError::Codec("a stored key hash is not 32 bytes".into()))?,
+        previous: match (
+            r.get::<_, Option<Vec<u8>>>(at + 8),
+            r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(at + 9),
+        ) {
+            (Some(h), Some(until)) => Some(PreviousSecret {
+                hash: h.try_into().map_err(|_| {
+                    StoreError::Codec("a stored previous key hash is not 32 bytes".into())
+                })?,
+                until,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -235,15 +282,26 @@ async fn upsert_keys(c: &impl GenericClient, keys: &[StoredKey]) -> Result<(), S
     let created: Vec<_> = keys.iter().map(|k| k.key.created_at).collect();
     let revoked: Vec<_> = keys.iter().map(|k| k.key.revoked_at).collect();
     let hashes: Vec<&[u8]> = keys.iter().map(|k| &k.hash[..]).collect();
+    let expires: Vec<_> = keys.iter().map(|k| k.key.expires_at).collect();
+    let previous: Vec<Option<&[u8]>> = keys
+        .iter()
+        .map(|k| k.previous.as_ref().map(|p| &p.hash[..]))
+        .collect();
+    let until: Vec<_> = keys.iter().map(|k| k.previous.map(|p| p.until)).collect();
     c.execute(
-        "INSERT INTO api_keys (id, tenant_id, name, prefix, created_at, revoked_at, sha256) \
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, created_at, revoked_at, sha256, \
+         expires_at, previous_sha256, previous_until) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::timestamptz[], $6::timestamptz[], $7::bytea[]) \
+         $5::timestamptz[], $6::timestamptz[], $7::bytea[], $8::timestamptz[], $9::bytea[], \
+         $10::timestamptz[]) \
          ON CONFLICT (id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, name = EXCLUDED.name, \
          prefix = EXCLUDED.prefix, created_at = EXCLUDED.created_at, \
-         revoked_at = EXCLUDED.revoked_at, sha256 = EXCLUDED.sha256",
+         revoked_at = EXCLUDED.revoked_at, sha256 = EXCLUDED.sha256, \
+         expires_at = EXCLUDED.expires_at, previous_sha256 = EXCLUDED.previous_sha256, \
+         previous_until = EXCLUDED.previous_until",
         &[
-            &ids, &tenants, &names, &prefixes, &created, &revoked, &hashes,
+            &ids, &tenants, &names, &prefixes, &created, &revoked, &hashes, &expires, &previous,
+            &until,
         ],
     )
     .await?;

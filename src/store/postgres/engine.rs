@@ -624,6 +624,7 @@ impl Engine for PgEngine {
                     "DELETE FROM rollup_cells WHERE owner = $1",
                     "DELETE FROM alert_marks WHERE tenant_id = $1",
                     "DELETE FROM record_ids WHERE tenant_id = $1",
+                    "DELETE FROM key_last_used WHERE tenant_id = $1",
                     "DELETE FROM api_keys WHERE tenant_id = $1",
                     "DELETE FROM tenants WHERE id = $1",
                 ] {

@@ -20,7 +20,7 @@ pub(super) const COPY_RECORDS: &str = "COPY usage_records (day, tenant_id, ts, e
      metadata, calls, cost_usd, rejected, api_version, country, integration, retried, \
      cached_prompt_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, \
      cost_uncached_prompt_usd, cost_cached_prompt_usd, cost_cache_write_usd, cost_completion_usd, \
-     cost_reasoning_usd) FROM STDIN (FORMAT binary)";
+     cost_reasoning_usd, key_id) FROM STDIN (FORMAT binary)";
 
 /// The columns of a `COPY` stream of each layout: a write still in a
 /// spool from an older version leaves the newer columns to their defaults.
@@ -51,7 +51,7 @@ pub(super) const RECORD_COLUMNS: &str = "day, id, ts, endpoint, method, status, 
      prompt_tokens, completion_tokens, tokens, model, user_id, bot_id, metadata, calls, \
      cost_usd, rejected, api_version, country, integration, retried, cached_prompt_tokens, \
      cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, cost_uncached_prompt_usd, \
-     cost_cached_prompt_usd, cost_cache_write_usd, cost_completion_usd, cost_reasoning_usd";
+     cost_cached_prompt_usd, cost_cache_write_usd, cost_completion_usd, cost_reasoning_usd, key_id";
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -138,7 +138,7 @@ fn float8(out: &mut Vec<u8>, v: f64) {
 }
 
 fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
-    out.extend_from_slice(&30i16.to_be_bytes());
+    out.extend_from_slice(&31i16.to_be_bytes());
     field(out, &(day_of(r.ts_ms) as i32).to_be_bytes());
     field(out, tenant.as_bytes());
     let us = r.ts_ms.saturating_mul(1000).saturating_sub(PG_EPOCH_US);
@@ -185,6 +185,7 @@ fn row(out: &mut Vec<u8>, tenant: &str, r: &UsageRecord) {
     float8(out, c.cache_write);
     float8(out, c.completion);
     float8(out, c.reasoning);
+    field(out, r.key_id.as_bytes());
 }
 
 /// A record read back with [`RECORD_COLUMNS`]; its `(day, id)` is where
@@ -208,6 +209,7 @@ pub(super) fn record(row: &Row) -> ((i32, i64), UsageRecord) {
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
     let record = UsageRecord {
         ts_ms: ts.timestamp_millis(),
+        key_id: text(30),
         endpoint: text(3),
         method: text(4),
         status: row.get::<_, i16>(5).max(0) as u16,

@@ -26,8 +26,11 @@
 //! `cache_write_tokens`, `cache_write_1h_tokens`, `reasoning_tokens`, each
 //! part of `prompt_tokens` or `completion_tokens`) and where the cost went
 //! (`cost_uncached_prompt_usd`, `cost_cached_prompt_usd`, `cost_cache_write_usd`, `cost_completion_usd`,
-//! `cost_reasoning_usd`); older rows read 0. The cells' bytes gained a
-//! second tail ([`crate::rollup::CellKinds`]).
+//! `cost_reasoning_usd`) and the key that made each (`key_id`); older rows
+//! read 0 and ''. The cells' bytes gained a second tail
+//! ([`crate::rollup::CellExt6`]). Keys gain `expires_at` and a rotated
+//! key's `previous_sha256` with `previous_until`; `key_last_used` keeps
+//! when each key was last used (to the minute, off the catalog).
 
 use super::client::Pg;
 use crate::store::StoreError;
@@ -194,7 +197,17 @@ ALTER TABLE usage_records
     ADD COLUMN cost_cached_prompt_usd double precision NOT NULL DEFAULT 0,
     ADD COLUMN cost_cache_write_usd double precision NOT NULL DEFAULT 0,
     ADD COLUMN cost_completion_usd double precision NOT NULL DEFAULT 0,
-    ADD COLUMN cost_reasoning_usd double precision NOT NULL DEFAULT 0;
+    ADD COLUMN cost_reasoning_usd double precision NOT NULL DEFAULT 0,
+    ADD COLUMN key_id text NOT NULL DEFAULT '';
+ALTER TABLE api_keys
+    ADD COLUMN expires_at timestamptz,
+    ADD COLUMN previous_sha256 bytea,
+    ADD COLUMN previous_until timestamptz;
+CREATE TABLE key_last_used (
+    key_id text PRIMARY KEY,
+    tenant_id text NOT NULL,
+    at_ms bigint NOT NULL
+);
 "#,
 ];
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::client::ENGINE;
-use crate::rollup::{Cell, CellExt, CellKinds};
+use crate::rollup::{Cell, CellExt, CellExt6};
 use crate::store::codec::{decode_with_tails, encode_with_tails};
 use crate::store::{Failure, StoreError};
 
@@ -52,8 +52,8 @@ fn encode_write(w: &Write) -> Result<Vec<u8>, StoreError> {
         layout: w.layout,
         cells: w.cells.iter().map(|(_, c)| c.ext.clone()).collect(),
     };
-    let kinds: Vec<CellKinds> = w.cells.iter().map(|(_, c)| c.kinds.clone()).collect();
-    let kinds = if kinds.iter().all(|k| *k == CellKinds::default()) {
+    let kinds: Vec<CellExt6> = w.cells.iter().map(|(_, c)| c.ext6.clone()).collect();
+    let kinds = if kinds.iter().all(|k| *k == CellExt6::default()) {
         Vec::new()
     } else {
         kinds
@@ -62,7 +62,7 @@ fn encode_write(w: &Write) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_write(bytes: &[u8]) -> Result<Write, StoreError> {
-    let (mut w, ext, kinds): (Write, WriteExt, Vec<CellKinds>) = decode_with_tails(bytes)?;
+    let (mut w, ext, kinds): (Write, WriteExt, Vec<CellExt6>) = decode_with_tails(bytes)?;
     w.layout = ext.layout;
     if ext.cells.len() == w.cells.len() {
         for ((_, cell), e) in w.cells.iter_mut().zip(ext.cells) {
@@ -71,7 +71,7 @@ fn decode_write(bytes: &[u8]) -> Result<Write, StoreError> {
     }
     if kinds.len() == w.cells.len() {
         for ((_, cell), k) in w.cells.iter_mut().zip(kinds) {
-            cell.kinds = k;
+            cell.ext6 = k;
         }
     }
     Ok(w)

@@ -107,6 +107,7 @@ fn records_keep_every_field() {
     let (s, _) = open(&options(&url, "a")).unwrap();
     let r = UsageRecord {
         ts_ms: T + 123,
+        key_id: "key_0123456789abcdef".into(),
         endpoint: "/v1/ünïcode \"quoted\"".into(),
         method: "PATCH".into(),
         status: 503,
@@ -219,8 +220,14 @@ fn catalog_writes_reach_the_other_instances() {
             prefix: "tg_12345".into(),
             created_at: crate::clock::ms_to_utc(T),
             revoked_at: None,
+            expires_at: Some(crate::clock::ms_to_utc(T + 86_400_000)),
+            last_used_at: None,
         },
         hash: [9; 32],
+        previous: Some(crate::model::PreviousSecret {
+            hash: [1; 32],
+            until: crate::clock::ms_to_utc(T + 60_000),
+        }),
     };
     a.put_key(&key).unwrap();
     assert!(

@@ -1,10 +1,13 @@
 //! [`Catalog`] on sled: plans, tenants and keys, each a row in its tree.
 
 use super::codec::{decode, encode};
+use std::collections::HashMap;
+
 use super::engine::SledEngine;
+use super::keys::tenant_prefix;
 use super::rows::{KeyRow, PlanRow, TenantRow};
 use crate::model::{Plan, StoredKey, Tenant};
-use crate::store::{Catalog, Engine, StoreError};
+use crate::store::{Catalog, Engine, KeyUse, StoreError};
 
 impl Catalog for SledEngine {
     fn plans(&self) -> Result<Vec<Plan>, StoreError> {
@@ -52,5 +55,32 @@ impl Catalog for SledEngine {
         }
         self.keys.apply_batch(batch)?;
         self.durable()
+    }
+    fn touch_keys(&self, used: &[KeyUse]) -> Result<(), StoreError> {
+        for u in used {
+            let mut k = tenant_prefix(&u.tenant);
+            k.extend_from_slice(u.key_id.as_bytes());
+            self.key_used.fetch_and_update(k, |old| {
+                let kept = old
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map_or(i64::MIN, i64::from_be_bytes);
+                Some(kept.max(u.at_ms).to_be_bytes().to_vec())
+            })?;
+        }
+        Ok(())
+    }
+    fn keys_last_used(&self, tenant_id: &str) -> Result<HashMap<String, i64>, StoreError> {
+        let prefix = tenant_prefix(tenant_id);
+        let mut out = HashMap::new();
+        for kv in self.key_used.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if let (Ok(id), Ok(at)) = (
+                std::str::from_utf8(&k[prefix.len()..]),
+                <[u8; 8]>::try_from(v.as_ref()),
+            ) {
+                out.insert(id.to_string(), i64::from_be_bytes(at));
+            }
+        }
+        Ok(out)
     }
 }

@@ -33,7 +33,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::codec::{decode, decode_with_tails, encode, encode_counted_chunks, encode_onto};
-use super::rows::{KeyRow, RecordExt, RecordIn, RecordKinds, RecordOut};
+use super::rows::{ChunkExt6, KeyRow, RecordExt, RecordIn, RecordOut};
 use super::{deadline::FlushWorker, keys::*};
 use super::{upgrade, SledOptions};
 use crate::model::UsageRecord;
@@ -62,6 +62,8 @@ pub struct SledEngine {
     /// Claimed record ids: tenant ++ 0x00 ++ id -> when (i64 BE) ++ the
     /// batch's `Idempotency-Key` ([`crate::store::RecordIds`]).
     pub(super) claims: sled::Tree,
+    /// When keys were last used: tenant ++ 0x00 ++ key id -> ms (i64 BE).
+    pub(super) key_used: sled::Tree,
     /// Runs `Db::flush` with a deadline. Declared last: dropped after the
     /// trees, it joins its thread, which holds the last `Db` handle.
     pub(super) flusher: FlushWorker,
@@ -131,6 +133,7 @@ impl SledEngine {
             days: db.open_tree("rollup/day")?,
             alerts: db.open_tree("alerts")?,
             claims: db.open_tree("record_ids")?,
+            key_used: db.open_tree("key_used")?,
             flusher: FlushWorker::start(db.clone(), options.flush_deadline).map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the flush thread: {e}"))
             })?,
@@ -270,10 +273,10 @@ pub(super) fn transact(
 }
 
 /// A chunk of a block: its records, then (format 4, when any record has
-/// one) their [`RecordExt`]s in order, then (format 6, when any record
-/// has some) their [`RecordKinds`] in order.
+/// one) their [`RecordExt`]s in order, then (format 6, when any record has
+/// a key or token kinds) their [`ChunkExt6`].
 pub(super) fn decode_records(bytes: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
-    let (records, exts, kinds): (Vec<RecordIn>, Vec<RecordExt>, Vec<RecordKinds>) =
+    let (records, exts, ext6): (Vec<RecordIn>, Vec<RecordExt>, ChunkExt6) =
         decode_with_tails(bytes)?;
     let mut records: Vec<UsageRecord> = records.into_iter().map(|r| r.0).collect();
     if exts.len() == records.len() {
@@ -281,11 +284,7 @@ pub(super) fn decode_records(bytes: &[u8]) -> Result<Vec<UsageRecord>, StoreErro
             e.apply(r);
         }
     }
-    if kinds.len() == records.len() {
-        for (r, k) in records.iter_mut().zip(kinds) {
-            k.apply(r);
-        }
-    }
+    ext6.apply(&mut records);
     Ok(records)
 }
 
@@ -296,14 +295,14 @@ pub(super) fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, Stor
     for (mut chunk, n) in encode_counted_chunks(records, VALUE_BUDGET)? {
         let part = &records[at..at + n];
         at += n;
-        let kinds = !part.iter().all(|r| RecordKinds::is_empty_for(r.0));
-        if kinds || !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
+        let ext6 = ChunkExt6::of(part.iter().map(|r| r.0));
+        let has6 = ext6 != ChunkExt6::default();
+        if has6 || !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
             let exts: Vec<RecordExt<&str>> = part.iter().map(|r| RecordExt::of(r.0)).collect();
             encode_onto(&exts, &mut chunk)?;
         }
-        if kinds {
-            let kinds: Vec<RecordKinds> = part.iter().map(|r| RecordKinds::of(r.0)).collect();
-            encode_onto(&kinds, &mut chunk)?;
+        if has6 {
+            encode_onto(&ext6, &mut chunk)?;
         }
         out.push(chunk);
     }
@@ -318,6 +317,7 @@ impl Engine for SledEngine {
             self.days.clone(),
             self.alerts.clone(),
             self.claims.clone(),
+            self.key_used.clone(),
         ];
         for day in self.day_trees() {
             trees.push(self.db.open_tree(day_tree_name(RAW_PREFIX, day))?);

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::ms_to_utc;
 use crate::model::{
-    ApiKey, CompactString, CostSplit, IngestRate, Plan, RateLimit, RecordExtra, StoredKey, Tenant,
-    TenantStatus, TokenKinds, UsageRecord,
+    ApiKey, CompactString, CostSplit, IngestRate, Plan, PreviousSecret, RateLimit, RecordExtra,
+    StoredKey, Tenant, TenantStatus, TokenKinds, UsageRecord,
 };
 use crate::quota::period::Period;
 use crate::rollup::Cell;
@@ -159,6 +159,10 @@ pub(crate) struct KeyRow {
     pub(crate) created_ms: i64,
     pub(crate) revoked_ms: Option<i64>,
     pub hash: [u8; 32],
+    /// Format 6: when the key expires, and the secret a rotation replaced
+    /// with until when it works.
+    pub(crate) expires_ms: Option<i64>,
+    pub(crate) previous: Option<([u8; 32], i64)>,
 }
 
 impl From<&StoredKey> for KeyRow {
@@ -171,6 +175,8 @@ impl From<&StoredKey> for KeyRow {
             created_ms: k.key.created_at.timestamp_millis(),
             revoked_ms: k.key.revoked_at.map(|t| t.timestamp_millis()),
             hash: k.hash,
+            expires_ms: k.key.expires_at.map(|t| t.timestamp_millis()),
+            previous: k.previous.map(|p| (p.hash, p.until.timestamp_millis())),
         }
     }
 }
@@ -185,8 +191,14 @@ impl From<KeyRow> for StoredKey {
                 prefix: k.prefix,
                 created_at: ms_to_utc(k.created_ms),
                 revoked_at: k.revoked_ms.map(ms_to_utc),
+                expires_at: k.expires_ms.map(ms_to_utc),
+                last_used_at: None,
             },
             hash: k.hash,
+            previous: k.previous.map(|(hash, until)| PreviousSecret {
+                hash,
+                until: ms_to_utc(until),
+            }),
         }
     }
 }
@@ -255,11 +267,9 @@ impl RecordExt {
     }
 }
 
-/// What format 6 added to a record (its token kinds and where its cost
-/// went), kept after a block's [`RecordExt`]s (one per record, in order)
-/// when any record has some: a block written before has no second tail.
+/// A record's token kinds and where its cost went (format 6).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(super) struct RecordKinds {
+pub(super) struct KindsRow {
     cached_prompt: u64,
     cache_write: u64,
     cache_write_1h: u64,
@@ -271,11 +281,14 @@ pub(super) struct RecordKinds {
     reasoning_usd: f64,
 }
 
-impl RecordKinds {
-    pub(super) fn of(r: &UsageRecord) -> RecordKinds {
+impl KindsRow {
+    fn of(r: &UsageRecord) -> Option<KindsRow> {
         let x = r.extra();
         let (k, c) = (x.kinds, x.cost_split);
-        RecordKinds {
+        if k.is_empty() && c.is_empty() {
+            return None;
+        }
+        Some(KindsRow {
             cached_prompt: k.cached_prompt,
             cache_write: k.cache_write,
             cache_write_1h: k.cache_write_1h,
@@ -285,18 +298,10 @@ impl RecordKinds {
             cache_write_usd: c.cache_write,
             completion_usd: c.completion,
             reasoning_usd: c.reasoning,
-        }
+        })
     }
 
-    pub(super) fn is_empty_for(r: &UsageRecord) -> bool {
-        let x = r.extra();
-        x.kinds.is_empty() && x.cost_split.is_empty()
-    }
-
-    pub(super) fn apply(self, r: &mut UsageRecord) {
-        if self == RecordKinds::default() {
-            return;
-        }
+    fn apply(self, r: &mut UsageRecord) {
         let x = r.extra_mut();
         x.kinds = TokenKinds {
             cached_prompt: self.cached_prompt,
@@ -311,6 +316,67 @@ impl RecordKinds {
             completion: self.completion_usd,
             reasoning: self.reasoning_usd,
         };
+    }
+}
+
+/// What format 6 added to a chunk's records, kept after their
+/// [`RecordExt`]s when any record has some: the key that made each (its
+/// id once a chunk, each record naming it by place) and the token kinds
+/// of those that have them. A chunk written before has no second tail.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct ChunkExt6 {
+    /// The key ids the chunk's records name, each once.
+    keys: Vec<CompactString>,
+    /// Per record: 1 + its key's place in `keys`; 0 for none.
+    key_of: Vec<u32>,
+    /// Per record: its token kinds and cost by kind, if any.
+    kinds: Vec<Option<KindsRow>>,
+}
+
+impl ChunkExt6 {
+    /// The tail of `records`; the default (not written) when none has a
+    /// key or kinds.
+    pub(super) fn of<'a>(records: impl Iterator<Item = &'a UsageRecord>) -> ChunkExt6 {
+        let mut t = ChunkExt6::default();
+        let mut any = false;
+        for r in records {
+            let key = if r.key_id.is_empty() {
+                0
+            } else {
+                any = true;
+                match t.keys.iter().position(|k| *k == r.key_id) {
+                    Some(i) => i as u32 + 1,
+                    None => {
+                        t.keys.push(r.key_id.clone());
+                        t.keys.len() as u32
+                    }
+                }
+            };
+            t.key_of.push(key);
+            let kinds = KindsRow::of(r);
+            any |= kinds.is_some();
+            t.kinds.push(kinds);
+        }
+        if any {
+            t
+        } else {
+            ChunkExt6::default()
+        }
+    }
+
+    /// Gives each of `records` (the chunk's, in order) what the tail says.
+    pub(super) fn apply(self, records: &mut [UsageRecord]) {
+        if self.key_of.len() != records.len() || self.kinds.len() != records.len() {
+            return;
+        }
+        for ((r, key), kinds) in records.iter_mut().zip(self.key_of).zip(self.kinds) {
+            if let Some(id) = (key as usize).checked_sub(1).and_then(|i| self.keys.get(i)) {
+                r.key_id = id.clone();
+            }
+            if let Some(k) = kinds {
+                k.apply(r);
+            }
+        }
     }
 }
 
@@ -350,6 +416,7 @@ impl<'de> Deserialize<'de> for RecordIn {
         let r = RecordRow::<CompactString, Vec<(String, String)>>::deserialize(d)?;
         Ok(RecordIn(UsageRecord {
             ts_ms: r.ts_ms,
+            key_id: CompactString::default(),
             endpoint: r.endpoint,
             method: r.method,
             status: r.status,
@@ -401,7 +468,7 @@ impl From<TotalsRow> for PeriodTotals {
 /// form is its stored form (the rollup room keeps it stable, and the
 /// format version moves when it changes); what format 4 added
 /// ([`crate::rollup::CellExt`]) follows as a tail, and what format 6
-/// added ([`crate::rollup::CellKinds`]) as a second ([`CellRow::encode`]).
+/// added ([`crate::rollup::CellExt6`]) as a second ([`CellRow::encode`]).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct CellRow {
     pub cell: Cell,
@@ -410,14 +477,14 @@ pub(crate) struct CellRow {
 
 impl CellRow {
     pub(crate) fn encode(&self) -> Result<Vec<u8>, crate::store::codec::CodecError> {
-        crate::store::codec::encode_with_tails(self, &self.cell.ext, &self.cell.kinds)
+        crate::store::codec::encode_with_tails(self, &self.cell.ext, &self.cell.ext6)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<CellRow, crate::store::codec::CodecError> {
-        let (mut row, ext, kinds): (CellRow, crate::rollup::CellExt, crate::rollup::CellKinds) =
+        let (mut row, ext, kinds): (CellRow, crate::rollup::CellExt, crate::rollup::CellExt6) =
             crate::store::codec::decode_with_tails(bytes)?;
         row.cell.ext = ext;
-        row.cell.kinds = kinds;
+        row.cell.ext6 = kinds;
         Ok(row)
     }
 }
@@ -526,8 +593,14 @@ mod tests {
                 prefix: "tg_abcde".into(),
                 created_at: ms_to_utc(1_700_000_000_123),
                 revoked_at: Some(ms_to_utc(1_700_000_000_999)),
+                expires_at: Some(ms_to_utc(1_800_000_000_000)),
+                last_used_at: None,
             },
             hash: [9; 32],
+            previous: Some(PreviousSecret {
+                hash: [8; 32],
+                until: ms_to_utc(1_700_000_100_000),
+            }),
         };
         let back: StoredKey = decode::<KeyRow>(&encode(&KeyRow::from(&key)).unwrap())
             .unwrap()

@@ -11,9 +11,11 @@
 //!   an older binary, which refuses trailing bytes, refuses the store
 //!   clearly instead of failing on the first new value.
 //! - 5: plans with `reserve_tokens` and `reservation_ttl_seconds`.
-//! - 6: record blocks and cells may carry a second tail (`RecordKinds`,
-//!   `CellKinds`: token kinds and where the cost went) after the first;
-//!   format 5 values read as they are, nothing is rewritten.
+//! - 6: record blocks and cells may carry a second tail (`ChunkExt6`,
+//!   `CellExt6`: token kinds, where the cost went, the key that made a
+//!   record) after the first, which format 5 values read without; keys
+//!   carry their expiry and a rotated key's previous secret (rewritten
+//!   from format 5's keys).
 
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,8 @@ pub(super) fn check(db: &sled::Db) -> Result<(), StoreError> {
         if found < 3 {
             rewrite::<TenantV2, TenantRow>(&db.open_tree("tenants")?, TenantV2::upgrade)?;
             rewrite::<KeyV2, KeyRow>(&db.open_tree("keys")?, KeyV2::upgrade)?;
+        } else if found < 6 {
+            rewrite::<KeyV5, KeyRow>(&db.open_tree("keys")?, KeyV5::upgrade)?;
         }
         meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
         db.flush()?;
@@ -188,6 +192,36 @@ impl KeyV2 {
             name: self.name,
             prefix: self.prefix,
             hash: self.hash,
+            expires_ms: None,
+            previous: None,
+        })
+    }
+}
+
+/// A key as formats 3 to 5 stored it (no expiry, no rotation).
+#[derive(Deserialize)]
+struct KeyV5 {
+    id: String,
+    tenant_id: String,
+    name: String,
+    prefix: String,
+    created_ms: i64,
+    revoked_ms: Option<i64>,
+    hash: [u8; 32],
+}
+
+impl KeyV5 {
+    fn upgrade(self) -> Result<KeyRow, StoreError> {
+        Ok(KeyRow {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name,
+            prefix: self.prefix,
+            created_ms: self.created_ms,
+            revoked_ms: self.revoked_ms,
+            hash: self.hash,
+            expires_ms: None,
+            previous: None,
         })
     }
 }

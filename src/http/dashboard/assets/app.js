@@ -166,6 +166,11 @@
     const botUsd = usdColumn(report.topBots.map((r) => r.costUsd));
     table("users", ["User", "Requests", "Tokens", "Cost"], report.topUsers, (r) => [[r.userId, "path"], num(r.requests), compact(r.tokens), userUsd(r.costUsd)]);
     table("bots", ["Bot", "Requests", "Tokens", "Cost"], report.topBots, (r) => [[r.botId, "path"], num(r.requests), compact(r.tokens), botUsd(r.costUsd)]);
+    // Usage by the API key that made it, by name where the key has one.
+    const keys = report.topKeys || [];
+    const keyUsd = usdColumn(keys.map((r) => r.costUsd));
+    table("keys", ["Key", "Requests", "Tokens", "Cost"], keys,
+      (r) => [[r.name ? r.name + " (" + r.keyId + ")" : r.keyId, "path"], num(r.requests), compact(r.tokens), keyUsd(r.costUsd)]);
     renderForecast(report.forecast, report.recommendation, usage);
   }
 

@@ -63,6 +63,7 @@ fn kind(status: u16, said: &Said) -> &'static str {
         Refusal::MissingKey
         | Refusal::MalformedCredentials
         | Refusal::UnknownKey
+        | Refusal::KeyExpired
         | Refusal::UnknownTenant
         | Refusal::TenantIdOff => "authentication_error",
         Refusal::Suspended => "permission_error",

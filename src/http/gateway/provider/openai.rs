@@ -52,6 +52,8 @@ fn kind(status: u16, said: &Said) -> (&'static str, &'static str) {
         | Refusal::UnknownKey
         | Refusal::UnknownTenant
         | Refusal::TenantIdOff => ("invalid_request_error", "invalid_api_key"),
+        // OpenAI's own code for a key that no longer works.
+        Refusal::KeyExpired => ("invalid_request_error", "invalid_api_key"),
         Refusal::Suspended => ("invalid_request_error", r.code()),
         Refusal::ClusterUnavailable => ("server_error", r.code()),
     }
