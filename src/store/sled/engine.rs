@@ -295,14 +295,16 @@ pub(super) fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, Stor
     for (mut chunk, n) in encode_counted_chunks(records, VALUE_BUDGET)? {
         let part = &records[at..at + n];
         at += n;
-        let ext6 = ChunkExt6::of(part.iter().map(|r| r.0));
-        let has6 = ext6 != ChunkExt6::default();
+        let has6 = ChunkExt6::needed(part);
         if has6 || !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
-            let exts: Vec<RecordExt<&str>> = part.iter().map(|r| RecordExt::of(r.0)).collect();
-            encode_onto(&exts, &mut chunk)?;
+            // A `Vec<RecordExt>`'s bytes, written item by item.
+            encode_onto(&(part.len() as u64), &mut chunk)?;
+            for r in part {
+                encode_onto(&RecordExt::of(r.0), &mut chunk)?;
+            }
         }
         if has6 {
-            encode_onto(&ext6, &mut chunk)?;
+            ChunkExt6::encode_onto(part, &mut chunk)?;
         }
         out.push(chunk);
     }

@@ -16,6 +16,7 @@ use crate::model::{
 };
 use crate::quota::period::Period;
 use crate::rollup::Cell;
+use crate::store::codec::{self, CodecError};
 use crate::store::{AlertMark, MarkOf, PeriodTotals, StoredCell};
 
 /// A limit: `count` per `per_seconds`, up to `burst` at once.
@@ -334,34 +335,40 @@ pub(super) struct ChunkExt6 {
 }
 
 impl ChunkExt6 {
-    /// The tail of `records`; the default (not written) when none has a
-    /// key or kinds.
-    pub(super) fn of<'a>(records: impl Iterator<Item = &'a UsageRecord>) -> ChunkExt6 {
-        let mut t = ChunkExt6::default();
-        let mut any = false;
+    /// Whether `records` need the tail: one has a key or token kinds.
+    pub(super) fn needed(records: &[RecordOut]) -> bool {
+        records
+            .iter()
+            .any(|r| !r.0.key_id.is_empty() || KindsRow::of(r.0).is_some())
+    }
+
+    /// Appends the tail of `records` to `out`, byte for byte what a
+    /// [`ChunkExt6`] encodes to, without building one: the chunk's key ids
+    /// are listed once by reference, every other field written as it is
+    /// read (a `Vec` is its length, then its items).
+    pub(super) fn encode_onto(records: &[RecordOut], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let mut keys: Vec<&str> = Vec::new();
         for r in records {
-            let key = if r.key_id.is_empty() {
-                0
-            } else {
-                any = true;
-                match t.keys.iter().position(|k| *k == r.key_id) {
-                    Some(i) => i as u32 + 1,
-                    None => {
-                        t.keys.push(r.key_id.clone());
-                        t.keys.len() as u32
-                    }
-                }
-            };
-            t.key_of.push(key);
-            let kinds = KindsRow::of(r);
-            any |= kinds.is_some();
-            t.kinds.push(kinds);
+            let k = r.0.key_id.as_str();
+            if !k.is_empty() && !keys.contains(&k) {
+                keys.push(k);
+            }
         }
-        if any {
-            t
-        } else {
-            ChunkExt6::default()
+        codec::encode_onto(&keys, out)?;
+        codec::encode_onto(&(records.len() as u64), out)?;
+        for r in records {
+            let k = r.0.key_id.as_str();
+            let at = keys
+                .iter()
+                .position(|x| *x == k)
+                .map_or(0, |i| i as u32 + 1);
+            codec::encode_onto(&at, out)?;
         }
+        codec::encode_onto(&(records.len() as u64), out)?;
+        for r in records {
+            codec::encode_onto(&KindsRow::of(r.0), out)?;
+        }
+        Ok(())
     }
 
     /// Gives each of `records` (the chunk's, in order) what the tail says.
@@ -547,6 +554,49 @@ impl From<MarkRow> for AlertMark {
 mod tests {
     use super::super::codec::{decode, encode};
     use super::*;
+
+    #[test]
+    fn a_chunks_keys_and_kinds_read_back_as_written() {
+        let rec = |key: &str, cached: u64| UsageRecord {
+            key_id: key.into(),
+            prompt_tokens: 100,
+            extra: RecordExtra {
+                kinds: TokenKinds {
+                    cached_prompt: cached,
+                    ..TokenKinds::NONE
+                },
+                ..RecordExtra::default()
+            }
+            .boxed(),
+            ..UsageRecord::default()
+        };
+        let records = vec![
+            rec("key_a", 0),
+            rec("", 10),
+            rec("key_b", 0),
+            rec("key_a", 5),
+        ];
+        let out: Vec<RecordOut> = records.iter().map(RecordOut).collect();
+        assert!(ChunkExt6::needed(&out));
+        let mut bytes = Vec::new();
+        ChunkExt6::encode_onto(&out, &mut bytes).unwrap();
+        let tail: ChunkExt6 = decode(&bytes).unwrap();
+        assert_eq!(tail.keys, ["key_a", "key_b"]);
+        assert_eq!(tail.key_of, [1, 0, 2, 1]);
+        let mut back: Vec<UsageRecord> = records
+            .iter()
+            .map(|r| UsageRecord {
+                key_id: Default::default(),
+                extra: Default::default(),
+                ..r.clone()
+            })
+            .collect();
+        tail.apply(&mut back);
+        assert_eq!(back, records);
+        let plain = [UsageRecord::default()];
+        let out: Vec<RecordOut> = plain.iter().map(RecordOut).collect();
+        assert!(!ChunkExt6::needed(&out));
+    }
     use chrono::{TimeZone, Utc};
 
     #[test]
