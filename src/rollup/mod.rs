@@ -251,8 +251,9 @@ pub struct CellExt6 {
 }
 
 impl CellExt6 {
-    fn add(&mut self, r: &UsageRecord) {
-        add_party(&mut self.keys, &r.key_id, 1, r.tokens, r.cost_usd);
+    /// The record's token kinds (its key is added by the caller: by runs
+    /// of records of one key, [`Cell::add_run`]).
+    fn add_kinds(&mut self, r: &UsageRecord) {
         let x = r.extra();
         if x.kinds.is_empty() && x.cost_split.is_empty() {
             return;
@@ -400,6 +401,32 @@ fn add_party(
 impl Cell {
     /// Adds one record; `tenant` names it in the all-tenants cells.
     pub fn add(&mut self, r: &UsageRecord, tenant: Option<&str>) {
+        self.add_but_key(r, tenant);
+        add_party(&mut self.ext6.keys, &r.key_id, 1, r.tokens, r.cost_usd);
+    }
+
+    /// Adds records of one tenant: each as [`Cell::add`] does, the keys
+    /// that made them once per run of records of one key (a batch is
+    /// mostly one key's: one map search a run, not one a record).
+    pub fn add_run(&mut self, records: &[UsageRecord]) {
+        for run in records.chunk_by(|a, b| a.key_id == b.key_id) {
+            let (mut tokens, mut cost) = (0u64, 0.0);
+            for r in run {
+                self.add_but_key(r, None);
+                tokens = tokens.saturating_add(r.tokens);
+                cost += r.cost_usd;
+            }
+            add_party(
+                &mut self.ext6.keys,
+                &run[0].key_id,
+                run.len() as u64,
+                tokens,
+                cost,
+            );
+        }
+    }
+
+    fn add_but_key(&mut self, r: &UsageRecord, tenant: Option<&str>) {
         self.total.add(r);
         let latency = histogram::bucket_of(r.response_ms);
         self.latency.record_in(latency, 1);
@@ -425,7 +452,7 @@ impl Cell {
         }
         self.by_hour[(r.ts_ms.div_euclid(3_600_000).rem_euclid(24)) as usize] += 1;
         self.ext.add(r);
-        self.ext6.add(r);
+        self.ext6.add_kinds(r);
     }
 
     /// Merges `o` as a part of the all-tenants cells: attributed to

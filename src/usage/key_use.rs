@@ -37,18 +37,26 @@ impl KeyUses {
     /// Consecutive records of one key are noted once.
     pub(crate) fn saw<'a>(&self, records: impl Iterator<Item = (&'a Arc<str>, &'a UsageRecord)>) {
         let mut seen = self.seen.lock();
-        let mut last: Option<(&Arc<str>, &CompactString, i64)> = None;
+        // The run of records of one key so far: noted when it ends.
+        let mut run: Option<(&Arc<str>, &CompactString, i64)> = None;
         for (tenant, r) in records {
             if r.key_id.is_empty() {
                 continue;
             }
-            if let Some((t, k, at)) = last {
-                if Arc::ptr_eq(t, tenant) && *k == r.key_id && at >= r.ts_ms {
-                    continue;
+            match &mut run {
+                Some((t, k, at)) if Arc::ptr_eq(t, tenant) && **k == r.key_id => {
+                    *at = (*at).max(r.ts_ms);
+                }
+                _ => {
+                    if let Some((t, k, at)) = run {
+                        note(&mut seen, t, k, at);
+                    }
+                    run = Some((tenant, &r.key_id, r.ts_ms));
                 }
             }
-            last = Some((tenant, &r.key_id, r.ts_ms));
-            note(&mut seen, tenant, &r.key_id, r.ts_ms);
+        }
+        if let Some((t, k, at)) = run {
+            note(&mut seen, t, k, at);
         }
     }
 

@@ -29,11 +29,14 @@ impl RollupBook {
         let Some(minutes) = self.deltas.get_mut(tenant) else {
             return;
         };
-        for r in records {
+        // Records of one minute come together: one cell search a run.
+        for run in
+            records.chunk_by(|a, b| Grain::Minute.bucket(a.ts_ms) == Grain::Minute.bucket(b.ts_ms))
+        {
             minutes
-                .entry(Grain::Minute.bucket(r.ts_ms))
+                .entry(Grain::Minute.bucket(run[0].ts_ms))
                 .or_default()
-                .add(r, None);
+                .add_run(run);
         }
     }
 

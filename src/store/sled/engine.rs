@@ -296,11 +296,18 @@ pub(super) fn encode_records(records: &[RecordOut]) -> Result<Vec<Vec<u8>>, Stor
         let part = &records[at..at + n];
         at += n;
         let has6 = ChunkExt6::needed(part);
-        if has6 || !part.iter().all(|r| RecordExt::is_empty_for(r.0)) {
-            // A `Vec<RecordExt>`'s bytes, written item by item.
+        let exts = !part.iter().all(|r| RecordExt::is_empty_for(r.0));
+        if has6 || exts {
+            // A `Vec<RecordExt>`'s bytes, written item by item: when every
+            // one is empty, four zero bytes each (three empty strings and
+            // `false`).
             encode_onto(&(part.len() as u64), &mut chunk)?;
-            for r in part {
-                encode_onto(&RecordExt::of(r.0), &mut chunk)?;
+            if exts {
+                for r in part {
+                    encode_onto(&RecordExt::of(r.0), &mut chunk)?;
+                }
+            } else {
+                chunk.resize(chunk.len() + 4 * part.len(), 0);
             }
         }
         if has6 {

@@ -282,14 +282,59 @@ pub(super) struct KindsRow {
     reasoning_usd: f64,
 }
 
-impl KindsRow {
-    fn of(r: &UsageRecord) -> Option<KindsRow> {
+/// A record's part of a chunk's format 6 tail, as small as it can be: a
+/// record priced without token kinds (most) keeps only its two costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) enum KindsCell {
+    None,
+    /// No token kinds: the cost split between the prompt and the completion.
+    Split {
+        uncached_prompt_usd: f64,
+        completion_usd: f64,
+    },
+    Full(KindsRow),
+}
+
+impl KindsCell {
+    fn of(r: &UsageRecord) -> KindsCell {
         let x = r.extra();
         let (k, c) = (x.kinds, x.cost_split);
-        if k.is_empty() && c.is_empty() {
-            return None;
+        if k.is_empty() && c.cached_prompt == 0.0 && c.cache_write == 0.0 && c.reasoning == 0.0 {
+            return if c.is_empty() {
+                KindsCell::None
+            } else {
+                KindsCell::Split {
+                    uncached_prompt_usd: c.uncached_prompt,
+                    completion_usd: c.completion,
+                }
+            };
         }
-        Some(KindsRow {
+        KindsCell::Full(KindsRow::of(r))
+    }
+
+    fn apply(self, r: &mut UsageRecord) {
+        match self {
+            KindsCell::None => {}
+            KindsCell::Split {
+                uncached_prompt_usd,
+                completion_usd,
+            } => {
+                r.extra_mut().cost_split = CostSplit {
+                    uncached_prompt: uncached_prompt_usd,
+                    completion: completion_usd,
+                    ..CostSplit::NONE
+                };
+            }
+            KindsCell::Full(k) => k.apply(r),
+        }
+    }
+}
+
+impl KindsRow {
+    fn of(r: &UsageRecord) -> KindsRow {
+        let x = r.extra();
+        let (k, c) = (x.kinds, x.cost_split);
+        KindsRow {
             cached_prompt: k.cached_prompt,
             cache_write: k.cache_write,
             cache_write_1h: k.cache_write_1h,
@@ -299,7 +344,7 @@ impl KindsRow {
             cache_write_usd: c.cache_write,
             completion_usd: c.completion,
             reasoning_usd: c.reasoning,
-        })
+        }
     }
 
     fn apply(self, r: &mut UsageRecord) {
@@ -330,8 +375,8 @@ pub(super) struct ChunkExt6 {
     keys: Vec<CompactString>,
     /// Per record: 1 + its key's place in `keys`; 0 for none.
     key_of: Vec<u32>,
-    /// Per record: its token kinds and cost by kind, if any.
-    kinds: Vec<Option<KindsRow>>,
+    /// Per record: its token kinds and cost by kind.
+    kinds: Vec<KindsCell>,
 }
 
 impl ChunkExt6 {
@@ -339,7 +384,7 @@ impl ChunkExt6 {
     pub(super) fn needed(records: &[RecordOut]) -> bool {
         records
             .iter()
-            .any(|r| !r.0.key_id.is_empty() || KindsRow::of(r.0).is_some())
+            .any(|r| !r.0.key_id.is_empty() || KindsCell::of(r.0) != KindsCell::None)
     }
 
     /// Appends the tail of `records` to `out`, byte for byte what a
@@ -356,17 +401,38 @@ impl ChunkExt6 {
         }
         codec::encode_onto(&keys, out)?;
         codec::encode_onto(&(records.len() as u64), out)?;
-        for r in records {
-            let k = r.0.key_id.as_str();
+        // Runs of one key look it up once; a place below 251 is its one
+        // byte (bincode's varint), as `None` is a zero byte.
+        for run in records.chunk_by(|a, b| a.0.key_id == b.0.key_id) {
+            let k = run[0].0.key_id.as_str();
             let at = keys
                 .iter()
                 .position(|x| *x == k)
                 .map_or(0, |i| i as u32 + 1);
-            codec::encode_onto(&at, out)?;
+            if at < 251 {
+                out.resize(out.len() + run.len(), at as u8);
+            } else {
+                for _ in run {
+                    codec::encode_onto(&at, out)?;
+                }
+            }
         }
         codec::encode_onto(&(records.len() as u64), out)?;
         for r in records {
-            codec::encode_onto(&KindsRow::of(r.0), out)?;
+            match KindsCell::of(r.0) {
+                // Variant 0, as bincode writes it.
+                KindsCell::None => out.push(0),
+                // Variant 1 and two f64s (little endian, bincode's fixed width).
+                KindsCell::Split {
+                    uncached_prompt_usd,
+                    completion_usd,
+                } => {
+                    out.push(1);
+                    out.extend_from_slice(&uncached_prompt_usd.to_le_bytes());
+                    out.extend_from_slice(&completion_usd.to_le_bytes());
+                }
+                full => codec::encode_onto(&full, out)?,
+            }
         }
         Ok(())
     }
@@ -380,9 +446,7 @@ impl ChunkExt6 {
             if let Some(id) = (key as usize).checked_sub(1).and_then(|i| self.keys.get(i)) {
                 r.key_id = id.clone();
             }
-            if let Some(k) = kinds {
-                k.apply(r);
-            }
+            kinds.apply(r);
         }
     }
 }
@@ -570,11 +634,19 @@ mod tests {
             .boxed(),
             ..UsageRecord::default()
         };
+        // Priced without kinds: only its two costs are kept.
+        let mut priced = rec("key_b", 0);
+        priced.extra_mut().cost_split = CostSplit {
+            uncached_prompt: 0.25,
+            completion: 0.5,
+            ..CostSplit::NONE
+        };
         let records = vec![
             rec("key_a", 0),
             rec("", 10),
             rec("key_b", 0),
             rec("key_a", 5),
+            priced,
         ];
         let out: Vec<RecordOut> = records.iter().map(RecordOut).collect();
         assert!(ChunkExt6::needed(&out));
@@ -582,7 +654,7 @@ mod tests {
         ChunkExt6::encode_onto(&out, &mut bytes).unwrap();
         let tail: ChunkExt6 = decode(&bytes).unwrap();
         assert_eq!(tail.keys, ["key_a", "key_b"]);
-        assert_eq!(tail.key_of, [1, 0, 2, 1]);
+        assert_eq!(tail.key_of, [1, 0, 2, 1, 2]);
         let mut back: Vec<UsageRecord> = records
             .iter()
             .map(|r| UsageRecord {
