@@ -170,6 +170,24 @@ fn malformed_bodies_get_clear_json_errors() {
         413,
         "payload_too_large",
     );
+    // Query parameters are named in our words, not the framework's.
+    for (path, says) in [
+        (
+            "/api/billing/api-usage?nope=1",
+            "query string: unknown parameter `nope`",
+        ),
+        (
+            "/api/billing/api-usage/export?keyid=x",
+            "query string: unknown parameter `keyid`",
+        ),
+    ] {
+        let body = error_body(s.tenant(&key, "GET", path, None), 422, "invalid_request");
+        let text = body["error"].as_str().unwrap();
+        assert!(
+            text.starts_with(says) && !text.contains("deserialize"),
+            "{text}"
+        );
+    }
     let usage: Value = s
         .tenant(&key, "GET", "/api/billing/usage", None)
         .json()

@@ -36,11 +36,22 @@ pub(crate) struct UsageParams {
     pub limit: Option<String>,
 }
 
-/// Query parameters, or a JSON 422 naming what is wrong.
+/// Query parameters, or a JSON 422 naming what is wrong in our words
+/// (not the framework's "Query deserialize error").
 pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .map_err(|e| ApiError::invalid(format!("query string: {e}")))
+        .map_err(|e| {
+            let said = match e {
+                actix_web::error::QueryPayloadError::Deserialize(inner) => inner.to_string(),
+                other => other.to_string(),
+            };
+            ApiError::invalid(format!(
+                "query string: {}",
+                said.replace("unknown field", "unknown parameter")
+                    .replace("missing field", "missing parameter")
+            ))
+        })
 }
 
 pub(crate) fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
