@@ -61,6 +61,8 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     wait_until(|| s.health()["storeFailing"] == true);
     let h = s.health();
     assert_eq!(h["status"], "degraded", "{h}");
+    // A health check sees it: 503 while degraded.
+    assert_eq!(s.http.get(s.url("/healthz")).send().unwrap().status(), 503);
     // /readyz says to send this instance no traffic, and why.
     let ready = s.http.get(s.url("/readyz")).send().unwrap();
     assert_eq!(ready.status(), 503);
@@ -122,6 +124,7 @@ fn a_failing_store_degrades_but_never_fails_the_caller_and_recovers() {
     wait_until(|| s.health()["status"] == "ok");
     let ready = s.http.get(s.url("/readyz")).send().unwrap();
     assert_eq!(ready.status(), 200, "ready again once the store is back");
+    assert_eq!(s.http.get(s.url("/healthz")).send().unwrap().status(), 200);
     // The nine decided while the store failed are written after all.
     wait_until(|| exported(&s, &key) == 3 + 9 + 1);
     let h = s.health();

@@ -41,7 +41,7 @@ use crate::http::wire::request_id::RequestId;
 /// could not be persisted (store errors and a full queue, since start).
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "`ok`, or `degraded` while the store fails or the queue is over 90 % full", body = crate::http::openapi::Health))
+    responses((status = 200, description = "`ok`", body = crate::http::openapi::Health), (status = 503, description = "`degraded`: the store fails, the queue is over 90 % full, records are dropped, usage waits in the spool, the database or Redis cannot be reached", body = crate::http::openapi::Health))
 )]
 async fn healthz(st: web::Data<AppState>) -> HttpResponse {
     let failure = st.metering.stats.store_failure();
@@ -66,8 +66,17 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
              instance until shared counters are configured"
         )
     });
-    HttpResponse::Ok().json(serde_json::json!({
-        "status": if failing || backed_up || dropping || spooled > 0 || database_down.is_some() || cluster_down { "degraded" } else { "ok" },
+    let degraded =
+        failing || backed_up || dropping || spooled > 0 || database_down.is_some() || cluster_down;
+    // Degraded answers 503, so that a health check (Docker's, a load
+    // balancer's) sees it; the body says why either way.
+    let mut answer = if degraded {
+        HttpResponse::ServiceUnavailable()
+    } else {
+        HttpResponse::Ok()
+    };
+    answer.json(serde_json::json!({
+        "status": if degraded { "degraded" } else { "ok" },
         "droppingRecords": dropping,
         "storeFailing": failing,
         "storeError": failure,
@@ -87,7 +96,8 @@ async fn healthz(st: web::Data<AppState>) -> HttpResponse {
 /// `{ready: true}`, or 503 `{ready: false, reasons}` while it would refuse
 /// what it is sent (the store fails, so reported usage is refused; the
 /// usage queue is nearly full; Redis cannot be reached, so a spent lease
-/// is not renewed). `/healthz` reports, and stays 200; this decides.
+/// is not renewed). `/healthz` reports every cause (503 while any holds);
+/// this decides whether to send traffic.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "`{ready: true}`: send this instance traffic"), (status = 503, description = "`{ready: false, reasons}`: it would refuse what it is sent; Retry-After set"))
