@@ -1,5 +1,5 @@
 # Build: docker build -t tollgate .
-# Run:   docker run -p 8080:8080 -v tollgate-data:/data -e TOLLGATE_ADMIN_TOKEN=... tollgate
+# Run:   docker run -p 127.0.0.1:8080:8080 -v tollgate-data:/data -e TOLLGATE_ADMIN_TOKEN="$(openssl rand -hex 24)" tollgate
 # (scripts/docker-context-check builds from exactly the paths copied here;
 # .ci/run runs it, since no image registry is reachable from CI.)
 FROM rust:1-slim-bookworm AS build
