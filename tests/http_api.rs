@@ -328,6 +328,21 @@ fn authorize_check_headers_and_429() {
         ),
         (json!(5), json!(0), json!(5))
     );
+    // The body names the limit met (SPEC §12), as RateLimit-Policy does.
+    assert_eq!(
+        (
+            &body["limitName"],
+            &body["scope"],
+            &body["measure"],
+            &body["window"]
+        ),
+        (
+            &json!("month"),
+            &json!("tenant"),
+            &json!("calls"),
+            &json!("month")
+        )
+    );
     assert_eq!(body["retryAfterSeconds"], retry);
     assert!(body["resetAt"]
         .as_str()
@@ -401,6 +416,10 @@ fn burst_limit_is_enforced_before_the_quota() {
     assert!(header(&r, "ratelimit").unwrap().contains("\"burst\";r=0;"));
     let body = error_body(r, 429, "rate_limited");
     assert_eq!(body["retryAfterSeconds"], retry);
+    assert_eq!(
+        (&body["limitName"], &body["measure"], &body["window"]),
+        (&json!("burst"), &json!("calls"), &json!("burst"))
+    );
     let usage: Value = s
         .tenant(&key, "GET", "/api/billing/usage", None)
         .json()

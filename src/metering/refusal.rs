@@ -91,6 +91,26 @@ impl Refusal {
         }
     }
 
+    /// The limit a refusal met, as SPEC §12 names limits: its name (the
+    /// one `RateLimit-Policy` gives it), measure and window; every one of
+    /// today's is the tenant's. `None` for a refusal that is no limit.
+    pub fn limit(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Refusal::RateLimited => Some(("burst", "calls", "burst")),
+            Refusal::QuotaExceeded => Some(("month", "calls", "month")),
+            Refusal::TokenQuotaExceeded => Some(("tokens", "tokens", "month")),
+            Refusal::TooManyInFlight => Some(("in-flight", "inFlight", "none")),
+            Refusal::MissingKey
+            | Refusal::MalformedCredentials
+            | Refusal::UnknownKey
+            | Refusal::KeyExpired
+            | Refusal::UnknownTenant
+            | Refusal::TenantIdOff
+            | Refusal::Suspended
+            | Refusal::ClusterUnavailable => None,
+        }
+    }
+
     pub fn status(self) -> u16 {
         match self {
             Refusal::MissingKey
@@ -244,6 +264,12 @@ impl Refused {
                 q.limit.map(|l| l.saturating_sub(q.used)).into(),
             );
             out.insert("resetAt".into(), fmt_ms(q.reset_at).into());
+        }
+        if let Some((name, measure, window)) = self.refusal.limit() {
+            out.insert("limitName".into(), name.into());
+            out.insert("scope".into(), "tenant".into());
+            out.insert("measure".into(), measure.into());
+            out.insert("window".into(), window.into());
         }
         if let Some(secs) = self.retry_after {
             out.insert("retryAfterSeconds".into(), secs.into());
