@@ -53,17 +53,18 @@ pub struct PreviousSecret {
 }
 
 impl StoredKey {
-    /// Until when the secret whose hash is `hash` works (`None`: as long
-    /// as the key is not revoked), and whether it is one of this key's.
-    pub fn works_until(&self, hash: &[u8; 32]) -> Option<Option<DateTime<Utc>>> {
-        if *hash == self.hash {
-            return Some(self.key.expires_at);
-        }
-        let p = self.previous.filter(|p| p.hash == *hash)?;
-        Some(Some(match self.key.expires_at {
-            Some(e) => e.min(p.until),
-            None => p.until,
-        }))
+    /// Each secret of the key (the SHA-256 of the current one, and of the
+    /// one a rotation replaced) with until when it works (`None`: as long
+    /// as the key is not revoked; a replaced secret never outlives the key).
+    pub fn secrets(&self) -> impl Iterator<Item = ([u8; 32], Option<DateTime<Utc>>)> + '_ {
+        let previous = self.previous.map(|p| {
+            let until = match self.key.expires_at {
+                Some(e) => e.min(p.until),
+                None => p.until,
+            };
+            (p.hash, Some(until))
+        });
+        std::iter::once((self.hash, self.key.expires_at)).chain(previous)
     }
 }
 

@@ -185,12 +185,9 @@ impl Registry {
                     self.keys.remove_where(|_, e| e.key_id == key.key.id);
                     return Ok(());
                 }
-                let hashes = std::iter::once(key.hash).chain(key.previous.map(|p| p.hash));
-                for hash in hashes {
-                    if let Some(until) = key.works_until(&hash) {
-                        self.keys
-                            .insert(KeyHash(hash), KeyEntry::new(&key.key.id, &state, until));
-                    }
+                for (hash, until) in key.secrets() {
+                    self.keys
+                        .insert(KeyHash(hash), KeyEntry::new(&key.key.id, &state, until));
                 }
             }
             Change::KeyRevoked { key_id } => {

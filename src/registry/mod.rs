@@ -160,11 +160,8 @@ impl Registry {
                 continue;
             }
             if let Some(state) = by_id.get(k.key.tenant_id.as_str()) {
-                let hashes = std::iter::once(k.hash).chain(k.previous.map(|p| p.hash));
-                for hash in hashes {
-                    if let Some(until) = k.works_until(&hash) {
-                        key_entries.push((KeyHash(hash), KeyEntry::new(&k.key.id, state, until)));
-                    }
+                for (hash, until) in k.secrets() {
+                    key_entries.push((KeyHash(hash), KeyEntry::new(&k.key.id, state, until)));
                 }
             }
         }
@@ -509,12 +506,16 @@ impl Registry {
 
     /// A key of `tenant_id` that is not revoked, as the store has it.
     fn live_key(&self, tenant_id: &str, key_id: &str) -> Result<StoredKey, RegistryError> {
+        match self.key_of_tenant(tenant_id, key_id)? {
+            k if k.key.revoked_at.is_none() => Ok(k),
+            _ => Err(not_found("key", key_id)),
+        }
+    }
+
+    /// A key of `tenant_id` (revoked or not), as the store has it.
+    fn key_of_tenant(&self, tenant_id: &str, key_id: &str) -> Result<StoredKey, RegistryError> {
         match self.store.key(key_id)? {
-            Some(k)
-                if k.key.tenant_id == tenant_id
-                    && k.key.revoked_at.is_none()
-                    && self.tenants.get(tenant_id).is_some() =>
-            {
+            Some(k) if k.key.tenant_id == tenant_id && self.tenants.get(tenant_id).is_some() => {
                 Ok(k)
             }
             _ => Err(not_found("key", key_id)),
@@ -547,10 +548,7 @@ impl Registry {
         now: DateTime<Utc>,
     ) -> Result<ApiKey, RegistryError> {
         let mut cat = self.catalog.lock();
-        let mut stored = match self.store.key(key_id)? {
-            Some(k) if k.key.tenant_id == tenant_id && self.tenants.get(tenant_id).is_some() => k,
-            _ => return Err(not_found("key", key_id)),
-        };
+        let mut stored = self.key_of_tenant(tenant_id, key_id)?;
         if stored.key.revoked_at.is_none() {
             stored.key.revoked_at = Some(now);
             self.store.put_key(&stored)?;

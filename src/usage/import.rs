@@ -366,17 +366,20 @@ fn record(
     };
     // A record without its cost is priced at its own time; one with it
     // keeps it, split as the file says or else as the table would.
-    let priced = prices.cost(&r.model, &r.token_counts(), ts_ms).priced();
-    r.set_cost(match (l.cost_usd, split) {
-        (None, _) => priced,
-        (Some(usd), [None, None, None, None, None]) => Priced {
-            usd,
-            split: if priced.usd > 0.0 {
-                priced.split.scaled(usd / priced.usd)
-            } else {
-                CostSplit::NONE
-            },
-        },
+    let priced = || prices.cost(&r.model, &r.token_counts(), ts_ms).priced();
+    let cost = match (l.cost_usd, split) {
+        (None, _) => priced(),
+        (Some(usd), [None, None, None, None, None]) => {
+            let priced = priced();
+            Priced {
+                usd,
+                split: if priced.usd > 0.0 {
+                    priced.split.scaled(usd / priced.usd)
+                } else {
+                    CostSplit::NONE
+                },
+            }
+        }
         (Some(usd), [u, c, w, o, reasoning]) => Priced {
             usd,
             split: CostSplit {
@@ -387,7 +390,8 @@ fn record(
                 reasoning: reasoning.unwrap_or(0.0),
             },
         },
-    });
+    };
+    r.set_cost(cost);
     Ok(r)
 }
 

@@ -382,9 +382,11 @@ pub(super) struct ChunkExt6 {
 impl ChunkExt6 {
     /// Whether `records` need the tail: one has a key or token kinds.
     pub(super) fn needed(records: &[RecordOut]) -> bool {
-        records
-            .iter()
-            .any(|r| !r.0.key_id.is_empty() || KindsCell::of(r.0) != KindsCell::None)
+        records.iter().any(|r| {
+            let x = r.0.extra();
+            // What `KindsCell::of` answers `None` for, without building it.
+            !(r.0.key_id.is_empty() && x.kinds.is_empty() && x.cost_split.is_empty())
+        })
     }
 
     /// Appends the tail of `records` to `out`, byte for byte what a
