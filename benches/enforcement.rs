@@ -61,6 +61,7 @@ fn bench_plan() -> Plan {
         ingest_rate: None,
         reserve_tokens: None,
         reservation_ttl_seconds: None,
+        limits: Vec::new(),
     }
 }
 
@@ -81,6 +82,8 @@ fn fixture() -> Fixture {
                     plan_id: "bench".into(),
                     status: TenantStatus::Active,
                     created_at: now,
+                    limits: Vec::new(),
+                    billing_day: None,
                 },
                 now,
             )

@@ -59,6 +59,7 @@ fn main() {
                 revoked_at: None,
                 expires_at: None,
                 last_used_at: None,
+                limits: Vec::new(),
             },
             hash: KeyHash::of(&secret).0,
             previous: None,
@@ -69,6 +70,8 @@ fn main() {
             plan_id: "enterprise".into(),
             status: TenantStatus::Active,
             created_at: now,
+            limits: Vec::new(),
+            billing_day: None,
         });
     }
     store.import(&ts, &ks).unwrap();

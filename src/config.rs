@@ -405,6 +405,10 @@ pub struct LimitsConfig {
     /// Analytics reports (`GET /api/billing/api-usage`) one tenant may
     /// have computing at once; more answer 429 `too_many_reports`.
     pub reports_per_tenant: u32,
+    /// End users, bots, models and keys one tenant's limits of SPEC §12
+    /// may track at once (each about 200 bytes); a new one past it is
+    /// refused until others are idle.
+    pub max_subjects_per_tenant: usize,
 }
 
 /// `GET /metrics`.
@@ -513,6 +517,7 @@ impl Default for LimitsConfig {
             exports: 8,
             exports_per_tenant: 2,
             reports_per_tenant: 2,
+            max_subjects_per_tenant: crate::quota::scoped::DEFAULT_MAX_SUBJECTS,
         }
     }
 }
@@ -701,6 +706,9 @@ impl Config {
                 "limits.exports must be 1 to 1024, and limits.exports_per_tenant 1 to limits.exports",
             );
         }
+        if !(1..=100_000_000).contains(&self.limits.max_subjects_per_tenant) {
+            return bad("limits.max_subjects_per_tenant must be 1 to 100000000");
+        }
         if !(1..=1024).contains(&self.limits.reports_per_tenant) {
             return bad("limits.reports_per_tenant must be 1 to 1024");
         }
@@ -827,6 +835,7 @@ pub(crate) fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
                 }),
                 reserve_tokens: e.reserve_tokens,
                 reservation_ttl_seconds: e.reservation_ttl_seconds,
+                limits: Vec::new(),
             };
             plan.validate()
                 .map_err(|err| ConfigError::Invalid(format!("plan '{}': {err}", plan.id)))?;

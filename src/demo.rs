@@ -285,6 +285,8 @@ pub(crate) fn seed(
                     plan_id: plan.id.clone(),
                     status: TenantStatus::Active,
                     created_at: now - Duration::days(days),
+                    limits: Vec::new(),
+                    billing_day: None,
                 },
                 now,
             )?;

@@ -123,7 +123,8 @@ fn status(r: Refusal) -> u16 {
         Refusal::RateLimited
         | Refusal::QuotaExceeded
         | Refusal::TokenQuotaExceeded
-        | Refusal::TooManyInFlight => 429,
+        | Refusal::TooManyInFlight
+        | Refusal::BudgetExceeded => 429,
         Refusal::ClusterUnavailable => 503,
     }
 }
@@ -131,7 +132,9 @@ fn status(r: Refusal) -> u16 {
 /// OpenAI's error code for each refusal (the gateway's `openai` dialect).
 fn openai_code(r: Refusal) -> &'static str {
     match r {
-        Refusal::QuotaExceeded | Refusal::TokenQuotaExceeded => "insufficient_quota",
+        Refusal::QuotaExceeded | Refusal::TokenQuotaExceeded | Refusal::BudgetExceeded => {
+            "insufficient_quota"
+        }
         Refusal::RateLimited | Refusal::TooManyInFlight => "rate_limit_exceeded",
         Refusal::MissingKey
         | Refusal::MalformedCredentials
@@ -157,7 +160,8 @@ fn anthropic_type(r: Refusal) -> &'static str {
         Refusal::RateLimited
         | Refusal::QuotaExceeded
         | Refusal::TokenQuotaExceeded
-        | Refusal::TooManyInFlight => "rate_limit_error",
+        | Refusal::TooManyInFlight
+        | Refusal::BudgetExceeded => "rate_limit_error",
         Refusal::ClusterUnavailable => "api_error",
     }
 }

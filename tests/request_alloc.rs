@@ -113,6 +113,7 @@ fn allocations_per_authorize_request_end_to_end() {
                 ingest_rate: None,
                 reserve_tokens: None,
                 reservation_ttl_seconds: None,
+                limits: Vec::new(),
             },
             now,
         )
@@ -125,6 +126,8 @@ fn allocations_per_authorize_request_end_to_end() {
                 plan_id: "bench".into(),
                 status: TenantStatus::Active,
                 created_at: now,
+                limits: Vec::new(),
+                billing_day: None,
             },
             now,
         )

@@ -64,6 +64,7 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
         ingest_rate: None,
         reserve_tokens: None,
         reservation_ttl_seconds: None,
+        limits: Vec::new(),
     };
     let registry = Registry::load(store, &[plan], now).unwrap();
     let mut hashes = Vec::new();
@@ -75,6 +76,8 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
             plan_id: "p".into(),
             status: TenantStatus::Active,
             created_at: now,
+            limits: Vec::new(),
+            billing_day: None,
         };
         registry.create_tenant(t, now).unwrap();
         hashes.push(KeyHash::of(

@@ -226,6 +226,7 @@ impl Tollgate {
             clock.now(),
             counting,
         )?);
+        registry.set_max_subjects(config.limits.max_subjects_per_tenant);
         if let Some(c) = &cluster {
             c.start(registry.clone(), shared.clone());
             tracing::info!(

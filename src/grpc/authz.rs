@@ -183,7 +183,8 @@ fn wire(r: Refusal) -> Code {
         Refusal::RateLimited
         | Refusal::QuotaExceeded
         | Refusal::TokenQuotaExceeded
-        | Refusal::TooManyInFlight => Code::ResourceExhausted,
+        | Refusal::TooManyInFlight
+        | Refusal::BudgetExceeded => Code::ResourceExhausted,
         Refusal::ClusterUnavailable => Code::Unavailable,
     }
 }

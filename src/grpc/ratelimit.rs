@@ -321,7 +321,10 @@ fn binding(d: &Decision) -> Option<Binding> {
         Outcome::RateLimited => burst,
         Outcome::QuotaExceeded => month,
         Outcome::TokenQuotaExceeded => tokens,
-        Outcome::Suspended | Outcome::ClusterUnavailable => None,
+        Outcome::Suspended
+        | Outcome::ClusterUnavailable
+        | Outcome::BudgetExceeded
+        | Outcome::InFlightFull => None,
         Outcome::Allowed => match (month, burst) {
             (Some(m), Some(b)) => Some(if b.remaining < m.remaining { b } else { m }),
             (m, b) => m.or(b),

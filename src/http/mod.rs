@@ -18,7 +18,7 @@ pub(crate) mod wire;
 
 pub use self::state::AppState;
 
-use self::api::{admin, analytics, export, import, metrics, tenant};
+use self::api::{admin, analytics, export, import, limits, metrics, tenant};
 use self::wire::{error, headers, route};
 
 use std::net::TcpListener;
@@ -137,7 +137,7 @@ pub fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use route::{delete, get, patch, post};
+    use route::{delete, get, patch, post, put};
     cfg.service(resource("/healthz", vec![get().to(healthz)]))
         .service(resource("/readyz", vec![get().to(readyz)]))
         .service(resource("/metrics", vec![get().to(metrics::metrics)]))
@@ -228,6 +228,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             vec![post().to(admin::rotate_key)],
         ))
         .service(resource(
+            "/api/admin/plans/{id}/limits",
+            vec![
+                get().to(limits::get_plan_limits),
+                put().to(limits::put_plan_limits),
+            ],
+        ))
+        .service(resource(
+            "/api/admin/tenants/{id}/limits",
+            vec![
+                get().to(limits::get_tenant_limits),
+                put().to(limits::put_tenant_limits),
+            ],
+        ))
+        .service(resource(
+            "/api/admin/tenants/{id}/keys/{key_id}/limits",
+            vec![
+                get().to(limits::get_key_limits),
+                put().to(limits::put_key_limits),
+            ],
+        ))
+        .service(resource(
             "/api/admin/tenants/{id}/import",
             vec![post().to(import::import)],
         ))
@@ -271,10 +292,10 @@ pub fn server(
                     let mut res = fut.await?;
                     // Borrowed, not cloned: an `Arc` count shared by every
                     // worker would be one more contended cache line.
+                    let ctx = res.request().extensions().get::<Rc<TenantCtx>>().cloned();
                     let decision = {
                         let req = res.request();
-                        let ctx = req.extensions().get::<Rc<TenantCtx>>().cloned();
-                        ctx.and_then(|ctx| {
+                        ctx.as_ref().and_then(|ctx| {
                             ctx.decision().or_else(|| {
                                 req.app_data::<web::Data<AppState>>()
                                     .map(|st| ctx.tenant.snapshot(st.metering.clock.now_nanos()))
@@ -288,7 +309,17 @@ pub fn server(
                     if decision.is_some() {
                         res.headers_mut().reserve(7);
                     }
-                    headers::apply(res.headers_mut(), decision.as_ref(), success, id.as_str());
+                    {
+                        let views = ctx.as_ref().map(|c| c.views());
+                        let views = views.as_deref().map_or(&[][..], |v| &v[..]);
+                        headers::apply(
+                            res.headers_mut(),
+                            decision.as_ref(),
+                            views,
+                            success,
+                            id.as_str(),
+                        );
+                    }
                     let elapsed = started.elapsed();
                     let route = res.request().match_name().unwrap_or("(unmatched)");
                     if let Some(st) = res.request().app_data::<web::Data<AppState>>() {

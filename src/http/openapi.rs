@@ -99,6 +99,12 @@ pub(crate) struct Health {
         crate::http::api::admin::revoke_key,
         crate::http::api::admin::patch_key,
         crate::http::api::admin::rotate_key,
+        crate::http::api::limits::get_plan_limits,
+        crate::http::api::limits::put_plan_limits,
+        crate::http::api::limits::get_tenant_limits,
+        crate::http::api::limits::put_tenant_limits,
+        crate::http::api::limits::get_key_limits,
+        crate::http::api::limits::put_key_limits,
         crate::http::dashboard::index,
         crate::http::dashboard::console,
         crate::http::dashboard::root,
@@ -112,7 +118,8 @@ pub(crate) struct Health {
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
         PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
         TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView, BreakdownRow,
-        TokensByKind, CostByKind
+        TokensByKind, CostByKind, crate::http::api::catalog::LimitBody,
+        crate::http::api::limits::LimitsBody
     )),
     modifiers(&Security),
     tags(

@@ -9,7 +9,9 @@
 
 use std::fmt::Write;
 
-use crate::clock::MsText;
+use crate::clock::{nanos_to_utc, MsText, Nanos};
+use crate::model::Window;
+use crate::quota::scoped::View;
 use crate::quota::{Decision, Outcome};
 use crate::stack_text::StackText;
 
@@ -42,8 +44,8 @@ impl Header {
 }
 
 /// Room for the longest set of values (three policies of 20-digit
-/// numbers fit with room to spare).
-const ROOM: usize = 640;
+/// numbers and a dozen named limits fit).
+const ROOM: usize = 2048;
 
 /// Every header value of an answer, in one buffer on the stack: no
 /// allocation until an edge copies them out.
@@ -66,12 +68,37 @@ impl Values {
     /// `d` refused (not on a 2xx, such as `POST /api/v1/check` saying a
     /// request would be refused).
     pub(crate) fn of(d: &Decision, success: bool) -> Values {
+        Values::with_limits(d, &[], success)
+    }
+
+    /// [`of`](Self::of), with the tenant's other limits (SPEC §12) the
+    /// decision met: each named in `RateLimit-Policy` and `RateLimit`, and
+    /// `X-RateLimit-*` showing whichever limit has the least left of it.
+    pub(crate) fn with_limits(d: &Decision, views: &[View], success: bool) -> Values {
         let mut v = Values::empty();
         let reset_secs = d.period_reset_secs();
         let window = d.period.length_secs().unsigned_abs(); // a period is never negative
         let month = d.calls_limit.zip(d.calls_remaining());
         let tokens = d.tokens_limit.zip(d.tokens_remaining());
-        if let Some((limit, remaining)) = month {
+        // The most constraining: the smallest share left.
+        let share = |remaining: u64, limit: u64| remaining as f64 / limit.max(1) as f64;
+        let tightest = views
+            .iter()
+            .filter(|l| l.window != Window::None)
+            .min_by(|a, b| {
+                share(a.remaining(), a.amount).total_cmp(&share(b.remaining(), b.amount))
+            })
+            .filter(|l| {
+                month.is_none_or(|(lim, rem)| share(l.remaining(), l.amount) < share(rem, lim))
+            });
+        if let Some(l) = tightest {
+            v.add(Header::Limit, |w| w.num(l.amount));
+            v.add(Header::Remaining, |w| w.num(l.remaining()));
+            let end = MsText::of(nanos_to_utc(Nanos(
+                d.now.0.saturating_add(l.reset_ms.saturating_mul(1_000_000)),
+            )));
+            v.add(Header::Reset, |w| w.write_str(end.as_str()));
+        } else if let Some((limit, remaining)) = month {
             v.add(Header::Limit, |w| w.num(limit));
             v.add(Header::Remaining, |w| w.num(remaining));
             let end = MsText::of(d.period.end());
@@ -88,9 +115,23 @@ impl Values {
             d.burst
                 .map(|b| ("burst", b.remaining, b.reset_ns.div_ceil(1_000_000_000))),
         ];
-        if policies.iter().any(Option::is_some) {
-            v.add(Header::Policy, |w| items(w, ("q", "w"), policies));
-            v.add(Header::RateLimit, |w| items(w, ("r", "t"), states));
+        if policies.iter().any(Option::is_some) || !views.is_empty() {
+            v.add(Header::Policy, |w| {
+                let named = views
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.amount, l.window_secs));
+                items(w, ("q", "w"), policies.into_iter().flatten().chain(named))
+            });
+            v.add(Header::RateLimit, |w| {
+                let named = views.iter().map(|l| {
+                    (
+                        l.name.as_str(),
+                        l.remaining(),
+                        (l.reset_ms.max(0) as u64).div_ceil(1_000),
+                    )
+                });
+                items(w, ("r", "t"), states.into_iter().flatten().chain(named))
+            });
         }
         if !success
             && matches!(
@@ -99,6 +140,8 @@ impl Values {
                     | Outcome::QuotaExceeded
                     | Outcome::TokenQuotaExceeded
                     | Outcome::ClusterUnavailable
+                    | Outcome::BudgetExceeded
+                    | Outcome::InFlightFull
             )
         {
             let secs = d.retry_after_secs();
@@ -147,13 +190,13 @@ impl Values {
 
 /// The items of `RateLimit-Policy` or `RateLimit`, those present joined
 /// by `, `: each `"name";k=v;k=v` with `keys` as its two parameters.
-fn items(
+fn items<'a>(
     w: &mut StackText<ROOM>,
     keys: (&str, &str),
-    items: [Option<(&str, u64, u64)>; 3],
+    items: impl Iterator<Item = (&'a str, u64, u64)>,
 ) -> std::fmt::Result {
     let mut sep = "";
-    for (name, a, b) in items.into_iter().flatten() {
+    for (name, a, b) in items {
         for part in [sep, "\"", name, "\";", keys.0, "="] {
             w.write_str(part)?;
         }

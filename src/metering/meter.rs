@@ -12,6 +12,7 @@ use crate::cluster::TopUp;
 use crate::model::{TokenCounts, UsageRecord};
 use crate::quota::lease::Measure;
 use crate::quota::reservation::Reservation;
+use crate::quota::scoped::{micro_usd, Ask, Breach, Hold, Views};
 use crate::quota::{Decision, Outcome, TenantState};
 use crate::usage::Queued;
 
@@ -31,6 +32,10 @@ pub struct Meter<S: Deref<Target = Metering>> {
     reservation: Option<Reservation>,
     /// Tokens charged while the answer streamed, past its reservation.
     charged: u64,
+    /// The tenant's other limits (SPEC §12) the decision met, for the
+    /// headers; and the one that refused it.
+    views: Views,
+    breach: Option<Breach>,
     record: UsageRecord,
     started: Instant,
 }
@@ -48,6 +53,22 @@ impl<S: Deref<Target = Metering>> Meter<S> {
         tenant: &Arc<TenantState>,
         cost: u64,
         tokens: u64,
+        record: UsageRecord,
+        started: Instant,
+    ) -> Self {
+        Self::decide_spending(st, tenant, cost, tokens, 0, record, started).await
+    }
+
+    /// [`decide`](Self::decide), reserving `spend` micro-dollars of the
+    /// tenant's spend limits (SPEC §12) too. Every limit of the tenant,
+    /// its key, end user, bot and model is checked; the request takes
+    /// from all of them or from none.
+    pub async fn decide_spending(
+        st: S,
+        tenant: &Arc<TenantState>,
+        cost: u64,
+        tokens: u64,
+        spend: u64,
         mut record: UsageRecord,
         started: Instant,
     ) -> Self {
@@ -76,6 +97,35 @@ impl<S: Deref<Target = Metering>> Meter<S> {
                 }
             }
         }
+        let (mut hold, mut views, mut breach) = (None, Views::new(), None);
+        if let (true, Some(scoped)) = (decision.allowed(), tenant.scoped()) {
+            let ask = Ask {
+                key_id: &record.key_id,
+                user: &record.extra().user_id,
+                bot: &record.extra().bot_id,
+                model: &record.model,
+                calls: cost,
+                tokens,
+                spend,
+            };
+            let now_ms = now.millis().0;
+            match scoped.take(&ask, now_ms) {
+                Ok(v) => {
+                    views = v;
+                    hold = Some(Hold::new(scoped.clone(), &ask, now_ms));
+                }
+                Err(b) => {
+                    // Refused by one of them: nothing is kept of the others.
+                    if let Some(g) = decision.grant.take() {
+                        tenant.refund(&g);
+                        tenant.release_tokens(g.period, g.tokens);
+                    }
+                    decision.outcome = b.outcome();
+                    decision.retry_after_ns = (b.retry_ms.max(1) as u64).saturating_mul(1_000_000);
+                    breach = Some(b);
+                }
+            }
+        }
         st.metrics.decision(decision.outcome);
         record.ts_ms = now.millis().0;
         record.status = status_of(&decision);
@@ -83,13 +133,15 @@ impl<S: Deref<Target = Metering>> Meter<S> {
         record.rejected = !decision.allowed();
         let reservation = decision
             .grant
-            .and_then(|g| Reservation::new(tenant.clone(), g.period, g.tokens));
+            .and_then(|g| Reservation::new(tenant.clone(), g.period, g.tokens, hold));
         Meter {
             st,
             tenant: tenant.clone(),
             decision,
             reservation,
             charged: 0,
+            views,
+            breach,
             record,
             started,
         }
@@ -126,6 +178,11 @@ impl<S: Deref<Target = Metering>> Meter<S> {
         &self.decision
     }
 
+    /// The tenant's other limits (SPEC §12) the decision met, as it left them.
+    pub fn views(&self) -> &Views {
+        &self.views
+    }
+
     /// The request, when the decision allowed it; otherwise the refusal
     /// is recorded and returned (with the limit's state).
     pub fn allowed(self) -> Result<Self, Refused> {
@@ -134,9 +191,12 @@ impl<S: Deref<Target = Metering>> Meter<S> {
             // counts no `Arc` every worker shares up and down.
             return Ok(self);
         }
-        let Some(refused) = Refused::of(&self.decision, &self.tenant.plan_now().plan.id) else {
+        let Some(mut refused) = Refused::of(&self.decision, &self.tenant.plan_now().plan.id) else {
             return Ok(self);
         };
+        if let Some(b) = &self.breach {
+            refused.breached(b, self.decision.now);
+        }
         self.finish();
         Err(refused)
     }
@@ -165,7 +225,7 @@ impl<S: Deref<Target = Metering>> Meter<S> {
             let charged = std::mem::take(&mut self.charged);
             let rest = counts.total.saturating_sub(charged);
             match self.reservation.take() {
-                Some(r) => r.settle(now, rest),
+                Some(r) => r.settle_apart(now, rest, counts.total, micro_usd(self.record.cost_usd)),
                 None => self.tenant.add_usage(now, self.record.ts_ms, 0, rest),
             }
             if charged > counts.total {
@@ -192,11 +252,15 @@ impl<S: Deref<Target = Metering>> Meter<S> {
     pub fn recorded(mut self) -> bool {
         self.record.status = 200;
         let grant = self.decision.grant;
+        let mut reservation = self.reservation.take();
         match self.queue() {
             Ok(()) => true,
             Err(back) => {
                 if let Some(grant) = &grant {
                     back.tenant.refund(grant);
+                }
+                if let Some(r) = reservation.as_mut() {
+                    r.refund_calls();
                 }
                 false
             }
@@ -226,6 +290,9 @@ impl<S: Deref<Target = Metering>> Meter<S> {
     fn give_back(&mut self) {
         if let Some(grant) = self.decision.grant.take() {
             self.tenant.refund(&grant);
+        }
+        if let Some(r) = self.reservation.as_mut() {
+            r.refund_calls();
         }
         self.record.calls = 0;
     }

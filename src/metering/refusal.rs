@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::clock::{fmt_ms, nanos_to_utc, Nanos};
+use crate::model::Measure;
+use crate::quota::scoped::Breach;
 use crate::quota::{Decision, Outcome};
 
 /// Why a metered request is refused: what each edge answers in its own
@@ -39,11 +41,13 @@ pub enum Refusal {
     ClusterUnavailable,
     /// The tenant has as many requests in flight as it may.
     TooManyInFlight,
+    /// A spend limit (a dollar budget) has no room for the request.
+    BudgetExceeded,
 }
 
 impl Refusal {
     /// Every reason, for tables and tests that go through them all.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::MissingKey,
         Refusal::MalformedCredentials,
         Refusal::UnknownKey,
@@ -56,6 +60,7 @@ impl Refusal {
         Refusal::TokenQuotaExceeded,
         Refusal::ClusterUnavailable,
         Refusal::TooManyInFlight,
+        Refusal::BudgetExceeded,
     ];
 
     /// The refusal a decision's outcome is, if it is one.
@@ -67,6 +72,8 @@ impl Refusal {
             Outcome::QuotaExceeded => Some(Refusal::QuotaExceeded),
             Outcome::TokenQuotaExceeded => Some(Refusal::TokenQuotaExceeded),
             Outcome::ClusterUnavailable => Some(Refusal::ClusterUnavailable),
+            Outcome::BudgetExceeded => Some(Refusal::BudgetExceeded),
+            Outcome::InFlightFull => Some(Refusal::TooManyInFlight),
         }
     }
 
@@ -87,7 +94,8 @@ impl Refusal {
             | Refusal::TenantIdOff
             | Refusal::Suspended
             | Refusal::QuotaExceeded
-            | Refusal::TokenQuotaExceeded => false,
+            | Refusal::TokenQuotaExceeded
+            | Refusal::BudgetExceeded => false,
         }
     }
 
@@ -100,6 +108,7 @@ impl Refusal {
             Refusal::QuotaExceeded => Some(("month", "calls", "month")),
             Refusal::TokenQuotaExceeded => Some(("tokens", "tokens", "month")),
             Refusal::TooManyInFlight => Some(("in-flight", "inFlight", "none")),
+            Refusal::BudgetExceeded => Some(("budget", "spendUsd", "month")),
             Refusal::MissingKey
             | Refusal::MalformedCredentials
             | Refusal::UnknownKey
@@ -123,7 +132,8 @@ impl Refusal {
             Refusal::RateLimited
             | Refusal::QuotaExceeded
             | Refusal::TokenQuotaExceeded
-            | Refusal::TooManyInFlight => 429,
+            | Refusal::TooManyInFlight
+            | Refusal::BudgetExceeded => 429,
             Refusal::ClusterUnavailable => 503,
         }
     }
@@ -143,6 +153,7 @@ impl Refusal {
             Refusal::TokenQuotaExceeded => "token_quota_exceeded",
             Refusal::ClusterUnavailable => "cluster_unavailable",
             Refusal::TooManyInFlight => "too_many_in_flight",
+            Refusal::BudgetExceeded => "budget_exceeded",
         }
     }
 }
@@ -162,6 +173,20 @@ pub struct Refused {
     /// Seconds to wait before retrying (every refusal but the key's and
     /// the suspension's).
     pub(crate) retry_after: Option<u64>,
+    /// The limit of SPEC §12 that refused, when it is not one of the
+    /// plan's own fields.
+    pub(crate) named: Option<Box<Named>>,
+}
+
+/// A limit of SPEC §12 as a refusal names it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Named {
+    pub name: String,
+    pub scope: &'static str,
+    pub measure: Measure,
+    pub window: &'static str,
+    /// The key id, end user, bot or model it counts (none for the tenant).
+    pub subject: String,
 }
 
 /// The state of the limit a refused decision met.
@@ -183,7 +208,55 @@ impl Refused {
             plan: None,
             quota: None,
             retry_after: None,
+            named: None,
         }
+    }
+
+    /// Names the limit `b` that refused (and its state) instead of the
+    /// plan's field the refusal stands for.
+    pub fn breached(&mut self, b: &Breach, now: Nanos) {
+        let v = &b.view;
+        let subject = if b.subject.is_empty() {
+            "this tenant".to_string()
+        } else {
+            format!("{} '{}'", v.scope.as_str(), b.subject)
+        };
+        let amount = |n: u64| match v.measure {
+            Measure::SpendUsd => format!("${:.6}", n as f64 / 1e6),
+            _ => n.to_string(),
+        };
+        self.message = if b.table_full {
+            format!(
+                "limit '{}' cannot track another {}: this tenant tracks as many as it may;                  retry once others are idle",
+                v.name,
+                v.scope.as_str()
+            )
+        } else {
+            format!(
+                "limit '{}' reached for {subject}: {} of {} {} per {}",
+                v.name,
+                amount(v.used),
+                amount(v.amount),
+                v.measure.as_str(),
+                v.window.as_str()
+            )
+        };
+        self.quota = Some(Quota {
+            limit: Some(v.amount),
+            used: v.used,
+            reset_at: nanos_to_utc(Nanos(
+                now.0
+                    .saturating_add(b.view.reset_ms.max(b.retry_ms).saturating_mul(1_000_000)),
+            )),
+        });
+        self.retry_after = Some((b.retry_ms.max(1) as u64).div_ceil(1_000));
+        self.named = Some(Box::new(Named {
+            name: v.name.to_string(),
+            scope: v.scope.as_str(),
+            measure: v.measure,
+            window: v.window.as_str(),
+            subject: b.subject.to_string(),
+        }));
     }
 
     /// The refusal a decision `d` of a tenant on plan `plan` is, if it is one.
@@ -224,6 +297,7 @@ impl Refused {
                     .to_string(),
                 None,
             ),
+            Refusal::BudgetExceeded => ("spend limit reached".to_string(), None),
             Refusal::Suspended => return Some(Refused::suspended()),
             // Refused before a decision is made: never a decision's outcome.
             Refusal::MissingKey
@@ -231,8 +305,8 @@ impl Refused {
             | Refusal::UnknownKey
             | Refusal::KeyExpired
             | Refusal::UnknownTenant
-            | Refusal::TenantIdOff
-            | Refusal::TooManyInFlight => return None,
+            | Refusal::TenantIdOff => return None,
+            Refusal::TooManyInFlight => ("too many requests in flight".to_string(), None),
         };
         Some(Refused {
             refusal,
@@ -240,6 +314,7 @@ impl Refused {
             plan: Some(plan.to_string()),
             quota,
             retry_after: Some(d.retry_after_secs()),
+            named: None,
         })
     }
 
@@ -257,15 +332,34 @@ impl Refused {
             out.insert("allowed".into(), false.into());
         }
         if let Some(q) = &self.quota {
-            out.insert("limit".into(), q.limit.into());
-            out.insert("used".into(), q.used.into());
+            let usd = self
+                .named
+                .as_ref()
+                .is_some_and(|n| n.measure == Measure::SpendUsd);
+            let amount = |n: u64| -> Value {
+                if usd {
+                    (n as f64 / 1e6).into()
+                } else {
+                    n.into()
+                }
+            };
+            out.insert("limit".into(), q.limit.map(amount).into());
+            out.insert("used".into(), amount(q.used));
             out.insert(
                 "remaining".into(),
-                q.limit.map(|l| l.saturating_sub(q.used)).into(),
+                q.limit.map(|l| amount(l.saturating_sub(q.used))).into(),
             );
             out.insert("resetAt".into(), fmt_ms(q.reset_at).into());
         }
-        if let Some((name, measure, window)) = self.refusal.limit() {
+        if let Some(n) = &self.named {
+            out.insert("limitName".into(), n.name.as_str().into());
+            out.insert("scope".into(), n.scope.into());
+            out.insert("measure".into(), n.measure.as_str().into());
+            out.insert("window".into(), n.window.into());
+            if !n.subject.is_empty() {
+                out.insert("subject".into(), n.subject.as_str().into());
+            }
+        } else if let Some((name, measure, window)) = self.refusal.limit() {
             out.insert("limitName".into(), name.into());
             out.insert("scope".into(), "tenant".into());
             out.insert("measure".into(), measure.into());

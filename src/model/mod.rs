@@ -8,11 +8,13 @@
 
 pub use compact_str::CompactString;
 
+mod limit;
 mod plan;
 mod record;
 mod tenant;
 mod tokens;
 
+pub use limit::*;
 pub use plan::*;
 pub use record::*;
 pub use tenant::*;
@@ -56,6 +58,7 @@ mod tests {
             ingest_rate: ingest,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            limits: Vec::new(),
         }
     }
 

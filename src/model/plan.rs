@@ -65,6 +65,9 @@ pub struct Plan {
     /// How long an authorize's reservation waits for the record that
     /// settles it (`None`: [`DEFAULT_RESERVATION_TTL_S`]).
     pub reservation_ttl_seconds: Option<u64>,
+    /// Limits of SPEC §12 past the fields above: defaults for the plan's
+    /// tenants (a `key`, `user`, `bot` or `model` limit for each one).
+    pub limits: Vec<super::Limit>,
 }
 
 /// How long a reservation waits to be settled unless its plan says.
@@ -92,6 +95,7 @@ impl Plan {
             ingest_rate: None,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            limits: Vec::new(),
         }
     }
 
@@ -155,7 +159,7 @@ impl Plan {
                 "reservationTtlSeconds must be 1 to {MAX_RESERVATION_TTL_S} (or null for {DEFAULT_RESERVATION_TTL_S})"
             )));
         }
-        Ok(())
+        super::check_limits(&self.limits, &super::Scope::ALL)
     }
 }
 
@@ -165,7 +169,7 @@ impl Plan {
 const MAX_BUCKET_NS: u128 = 1 << 62;
 
 /// A short-window limit the GCRA can represent exactly.
-fn check_rate(field: &str, unit: &str, r: &RateLimit) -> Result<(), ModelError> {
+pub(super) fn check_rate(field: &str, unit: &str, r: &RateLimit) -> Result<(), ModelError> {
     if r.requests == 0 || r.per_seconds == 0 || r.burst == 0 {
         return Err(ModelError::Invalid(format!(
             "{field}.{unit}, perSeconds and burst must be at least 1"

@@ -17,6 +17,11 @@ pub struct Tenant {
     pub plan_id: String,
     pub status: TenantStatus,
     pub created_at: DateTime<Utc>,
+    /// Limits of SPEC §12 of this tenant's own: each replaces its plan's
+    /// limit of the same name (or adds one).
+    pub limits: Vec<super::Limit>,
+    /// The day of the month its billing month starts (1 to 28; `None`: the 1st).
+    pub billing_day: Option<u8>,
 }
 
 /// An API key as lists show it: never the secret.
@@ -34,6 +39,9 @@ pub struct ApiKey {
     /// When the key was last used, to the minute (kept apart from the
     /// catalog: `None` from the catalog's own reads).
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The key's own limits (scope `key`: this key's use), replacing its
+    /// plan's and tenant's `key` limits of the same name.
+    pub limits: Vec<super::Limit>,
 }
 
 /// What the store keeps of a key: its public fields and the SHA-256 of the secret.
@@ -81,6 +89,7 @@ impl Tenant {
                 "name must not contain control characters (CR, LF, NUL, ESC, ...)".into(),
             ));
         }
-        Ok(())
+        super::check_billing_day(self.billing_day)?;
+        super::check_limits(&self.limits, &super::Scope::ALL)
     }
 }

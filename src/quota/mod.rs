@@ -14,6 +14,7 @@ pub(crate) mod gcra;
 pub mod lease;
 pub mod period;
 pub(crate) mod reservation;
+pub mod scoped;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -64,6 +65,10 @@ pub enum Outcome {
     /// The quota is shared (`[cluster]`), this instance's lease is spent
     /// and Redis cannot be reached (`on_redis_down = "deny"`).
     ClusterUnavailable,
+    /// A `spendUsd` limit (SPEC §12) has no room for the request.
+    BudgetExceeded,
+    /// An `inFlight` limit (SPEC §12) is full.
+    InFlightFull,
 }
 
 /// The burst limit's state after a decision (for the `RateLimit` headers).
@@ -177,6 +182,9 @@ pub struct TenantState {
     pub id: Arc<str>,
     /// Records reported through `POST /api/v1/usage` (its own limit).
     ingest: Gcra,
+    /// The limits of SPEC §12 past the plan's fields, when the tenant, its
+    /// plan or one of its keys has any (`None`: the decision never looks).
+    scoped: arc_swap::ArcSwapOption<scoped::Scoped>,
 }
 
 impl TenantState {
@@ -202,6 +210,54 @@ impl TenantState {
             ingest: Gcra::new(),
             in_flight: AtomicU32::new(0),
             retired: AtomicBool::new(false),
+            scoped: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// The tenant's limits of SPEC §12, when it has any.
+    #[inline]
+    pub fn scoped(&self) -> Option<Arc<scoped::Scoped>> {
+        let s = self.scoped.load();
+        s.as_ref().map(Arc::clone)
+    }
+
+    /// Sets the tenant's limits from its plan's and (unless `None`, a plan
+    /// change) its own with its billing day; `max_subjects`: the bound of
+    /// its table of end users, bots, models and keys.
+    pub(crate) fn configure_limits(
+        &self,
+        plan: &[crate::model::Limit],
+        own: Option<(&[crate::model::Limit], Option<u8>)>,
+        max_subjects: usize,
+    ) {
+        if let Some(s) = self.scoped() {
+            s.configure(plan, own);
+            return;
+        }
+        let nothing = own.is_none_or(|(l, day)| l.is_empty() && day.is_none());
+        if plan.is_empty() && nothing {
+            return;
+        }
+        let s = scoped::Scoped::new(max_subjects);
+        s.configure(plan, own);
+        self.scoped.store(Some(Arc::new(s)));
+    }
+
+    /// Sets one key's own limits.
+    pub(crate) fn set_key_limits(
+        &self,
+        key_id: &str,
+        limits: &[crate::model::Limit],
+        max_subjects: usize,
+    ) {
+        match self.scoped() {
+            Some(s) => s.set_key(key_id, limits),
+            None if limits.is_empty() => {}
+            None => {
+                let s = scoped::Scoped::new(max_subjects);
+                s.set_key(key_id, limits);
+                self.scoped.store(Some(Arc::new(s)));
+            }
         }
     }
 
@@ -533,6 +589,39 @@ impl TenantState {
         }
     }
 
+    /// Counts a reported record: its calls and tokens, and - when it
+    /// names the reservation of the decision it reports on - settles it
+    /// (its tokens and cost replace what was reserved); otherwise its
+    /// calls, tokens and cost count against the tenant's other limits.
+    pub(crate) fn count_record(
+        &self,
+        now: Nanos,
+        r: &crate::model::UsageRecord,
+        reserved: Option<reservation::Reservation>,
+    ) {
+        match reserved {
+            Some(res) => {
+                self.add_usage(now, r.ts_ms, r.calls, 0);
+                res.settle(now, r.tokens, scoped::micro_usd(r.cost_usd));
+            }
+            None => {
+                self.add_usage(now, r.ts_ms, r.calls, r.tokens);
+                if let Some(s) = self.scoped() {
+                    let ask = scoped::Ask {
+                        key_id: &r.key_id,
+                        user: &r.extra().user_id,
+                        bot: &r.extra().bot_id,
+                        model: &r.model,
+                        calls: r.calls,
+                        tokens: r.tokens,
+                        spend: scoped::micro_usd(r.cost_usd),
+                    };
+                    s.debit(&ask, r.ts_ms, now.millis().0);
+                }
+            }
+        }
+    }
+
     /// Takes back `tokens` counted by [`add_usage`](Self::add_usage) (an
     /// estimate charged while an answer streamed, above what it used).
     pub(crate) fn uncount_tokens(&self, now: Nanos, record_ms: i64, tokens: u64) {
@@ -593,6 +682,7 @@ mod tests {
             ingest_rate: None,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            limits: Vec::new(),
         })
     }
 

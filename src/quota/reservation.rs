@@ -19,23 +19,33 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::period::{Nanos, Period};
+use super::scoped::Hold;
 use super::TenantState;
 
-/// Tokens reserved for one request. Dropped unsettled, it gives them back.
+/// Tokens reserved for one request, and what its decision took of the
+/// tenant's other limits ([`Hold`]). Dropped unsettled, it gives them back.
 #[derive(Debug)]
 pub struct Reservation {
     tenant: Arc<TenantState>,
     period: Period,
     tokens: u64,
+    hold: Option<Hold>,
 }
 
 impl Reservation {
-    /// Owns the `tokens` a decision reserved in `period` (none: `None`).
-    pub fn new(tenant: Arc<TenantState>, period: Period, tokens: u64) -> Option<Reservation> {
-        (tokens > 0).then_some(Reservation {
+    /// Owns the `tokens` a decision reserved in `period` and its `hold`
+    /// (neither: `None`).
+    pub fn new(
+        tenant: Arc<TenantState>,
+        period: Period,
+        tokens: u64,
+        hold: Option<Hold>,
+    ) -> Option<Reservation> {
+        (tokens > 0 || hold.is_some()).then_some(Reservation {
             tenant,
             period,
             tokens,
+            hold,
         })
     }
 
@@ -43,11 +53,39 @@ impl Reservation {
         self.tokens
     }
 
-    /// The request used `used` tokens: they replace the reservation (the
-    /// rest given back, or what passed it counted).
-    pub(crate) fn settle(mut self, now: Nanos, used: u64) {
+    /// Micro-dollars reserved of the tenant's spend limits.
+    pub fn spend(&self) -> u64 {
+        self.hold.as_ref().map_or(0, Hold::spend)
+    }
+
+    /// Gives back the calls the decision took of the other limits.
+    pub(crate) fn refund_calls(&mut self) {
+        if let Some(h) = self.hold.as_mut() {
+            h.refund_calls();
+        }
+    }
+
+    /// The request used `used` tokens costing `spend` micro-dollars: they
+    /// replace the reservation (the rest given back, or what passed it
+    /// counted).
+    pub(crate) fn settle(self, now: Nanos, used: u64, spend: u64) {
+        self.settle_apart(now, used, used, spend);
+    }
+
+    /// [`settle`](Self::settle), when `quota_used` of the `used` tokens are
+    /// still to count against the token quota (the rest counted while
+    /// the answer streamed).
+    pub(crate) fn settle_apart(mut self, now: Nanos, quota_used: u64, used: u64, spend: u64) {
         let reserved = std::mem::take(&mut self.tokens);
-        self.tenant.settle_tokens(now, self.period, reserved, used);
+        if reserved > 0 {
+            self.tenant
+                .settle_tokens(now, self.period, reserved, quota_used);
+        } else if quota_used > 0 {
+            self.tenant.add_usage(now, now.millis().0, 0, quota_used);
+        }
+        if let Some(h) = self.hold.take() {
+            h.settle(used, spend);
+        }
     }
 }
 
@@ -205,7 +243,7 @@ mod tests {
     fn reserve(t: &Arc<TenantState>, n: u64) -> Option<Reservation> {
         let d = t.acquire_reserving(1, n, NOW);
         let g = d.grant?;
-        Reservation::new(t.clone(), g.period, g.tokens)
+        Reservation::new(t.clone(), g.period, g.tokens, None)
     }
 
     #[test]
@@ -216,10 +254,10 @@ mod tests {
         assert_eq!(t.used(p).1, 600);
         assert!(reserve(&t, 500).is_none(), "500 more do not fit");
         assert_eq!(t.used(p).1, 600, "a refused reservation takes nothing");
-        a.settle(NOW, 150);
+        a.settle(NOW, 150, 0);
         assert_eq!(t.used(p).1, 150, "the rest given back");
         let b = reserve(&t, 800).unwrap();
-        b.settle(NOW, 900);
+        b.settle(NOW, 900, 0);
         assert_eq!(t.used(p).1, 1_050, "what passed a reservation is counted");
         let c = t.acquire_reserving(1, 1, NOW);
         assert_eq!(c.outcome, crate::quota::Outcome::TokenQuotaExceeded);
@@ -248,7 +286,7 @@ mod tests {
         assert!(book.take("a", "rsv_zz").is_none());
         let r = book.take("a", &id).expect("its own");
         assert!(book.take("a", &id).is_none(), "taken once");
-        r.settle(NOW, 10);
+        r.settle(NOW, 10, 0);
         assert_eq!(a.used(p).1, 10);
         let _ = book.keep(reserve(&a, 200).unwrap(), 5_000);
         let _ = book.keep(reserve(&a, 300).unwrap(), 9_000);

@@ -133,6 +133,7 @@ impl Registry {
                 let active = ActivePlan::shared_by(plan.clone(), self.burst_share());
                 for state in self.on_plan(&plan.id) {
                     state.set_plan(active.clone());
+                    state.configure_limits(&plan.limits, None, self.max_subjects());
                 }
                 cat.plans.insert(plan.id.clone(), active);
             }
@@ -147,8 +148,10 @@ impl Registry {
                     ))
                 })?;
                 let suspended = tenant.status == TenantStatus::Suspended;
+                let own = Some((&tenant.limits[..], tenant.billing_day));
                 match self.tenants.get(tenant.id.as_str()) {
                     Some(state) => {
+                        state.configure_limits(&plan.plan.limits, own, self.max_subjects());
                         state.set_plan(plan);
                         state.set_suspended(suspended);
                     }
@@ -168,6 +171,11 @@ impl Registry {
                             &self.counting,
                         ));
                         state.restore(period, totals.calls, totals.tokens);
+                        state.configure_limits(
+                            &state.plan_now().plan.limits,
+                            own,
+                            self.max_subjects(),
+                        );
                         self.tenants.insert(state.id.clone(), state);
                     }
                 }
@@ -185,6 +193,7 @@ impl Registry {
                     self.keys.remove_where(|_, e| e.key_id == key.key.id);
                     return Ok(());
                 }
+                state.set_key_limits(&key.key.id, &key.key.limits, self.max_subjects());
                 for (hash, until) in key.secrets() {
                     self.keys
                         .insert(KeyHash(hash), KeyEntry::new(&key.key.id, &state, until));
@@ -257,6 +266,8 @@ mod tests {
             plan_id: "pro".into(),
             status: TenantStatus::Active,
             created_at: now,
+            limits: Vec::new(),
+            billing_day: None,
         };
         a.create_tenant(tenant.clone(), now).unwrap();
         let (key, secret) = a.create_key("acme", "k", None, now).unwrap();
@@ -392,6 +403,8 @@ mod tests {
             plan_id: "free".into(),
             status: TenantStatus::Active,
             created_at: now,
+            limits: Vec::new(),
+            billing_day: None,
         };
         let page: Vec<Change> = (0..BULK + 8)
             .map(|i| Change::TenantPut(tenant(i)))

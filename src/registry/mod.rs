@@ -22,6 +22,7 @@ use crate::auth::{generate_key, random_id, KeyHash, KeyHasher};
 use crate::model::{ApiKey, CompactString, ModelError, Plan, StoredKey, Tenant, TenantStatus};
 use crate::quota::counters::Counting;
 use crate::quota::period::Period;
+use crate::quota::scoped::DEFAULT_MAX_SUBJECTS;
 use crate::quota::{ActivePlan, TenantState};
 use crate::store::{Store, StoreError};
 
@@ -93,6 +94,7 @@ pub struct Registry {
     /// How many instances share each burst limit (`[cluster]`: the live
     /// instances; 1 alone).
     burst_share: std::sync::atomic::AtomicU32,
+    max_subjects: std::sync::atomic::AtomicUsize,
 }
 
 fn not_found(what: &str, id: &str) -> RegistryError {
@@ -151,6 +153,11 @@ impl Registry {
             if let Some(tot) = totals.get(&t.id) {
                 state.restore(period, tot.calls, tot.tokens);
             }
+            state.configure_limits(
+                &state.plan_now().plan.limits,
+                Some((&t.limits, t.billing_day)),
+                DEFAULT_MAX_SUBJECTS,
+            );
             states.push((state.id.clone(), state));
         }
         let by_id: std::collections::HashMap<_, _> = states.iter().cloned().collect();
@@ -160,6 +167,7 @@ impl Registry {
                 continue;
             }
             if let Some(state) = by_id.get(k.key.tenant_id.as_str()) {
+                state.set_key_limits(&k.key.id, &k.key.limits, DEFAULT_MAX_SUBJECTS);
                 for (hash, until) in k.secrets() {
                     key_entries.push((KeyHash(hash), KeyEntry::new(&k.key.id, state, until)));
                 }
@@ -173,6 +181,7 @@ impl Registry {
             feeds: RwLock::new(Vec::new()),
             counting,
             burst_share: std::sync::atomic::AtomicU32::new(1),
+            max_subjects: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_SUBJECTS),
         };
         reg.tenants.replace_all(states);
         reg.keys.replace_all(key_entries);
@@ -181,6 +190,24 @@ impl Registry {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// How many end users, bots, models and keys one tenant's limits may
+    /// track (`[limits] max_subjects_per_tenant`).
+    pub(crate) fn max_subjects(&self) -> usize {
+        self.max_subjects.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets [`max_subjects`](Self::max_subjects) for tenants configured from now on.
+    pub fn set_max_subjects(&self, n: usize) {
+        let _cat = self.catalog.lock();
+        self.max_subjects
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+        for state in self.tenants.values() {
+            if let Some(s) = state.scoped() {
+                s.set_max_subjects(n);
+            }
+        }
     }
 
     /// How many instances share each burst limit.
@@ -434,6 +461,19 @@ impl Registry {
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<(ApiKey, String), RegistryError> {
+        self.create_key_with(tenant_id, name, expires_at, Vec::new(), now)
+    }
+
+    /// [`create_key`](Self::create_key) with the key's own limits (SPEC §12).
+    pub fn create_key_with(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+        limits: Vec<crate::model::Limit>,
+        now: DateTime<Utc>,
+    ) -> Result<(ApiKey, String), RegistryError> {
+        check_key_limits(&limits)?;
         let mut cat = self.catalog.lock();
         let state = self
             .tenants
@@ -449,6 +489,7 @@ impl Registry {
             revoked_at: None,
             expires_at,
             last_used_at: None,
+            limits,
         };
         let stored = StoredKey {
             key: key.clone(),
@@ -488,6 +529,7 @@ impl Registry {
     }
 
     /// Sets (or, with `None`, lifts) a key's expiry.
+    #[cfg(test)]
     pub(crate) fn set_key_expiry(
         &self,
         tenant_id: &str,
@@ -495,9 +537,21 @@ impl Registry {
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<ApiKey, RegistryError> {
+        self.update_key(tenant_id, key_id, |k| k.expires_at = expires_at, now)
+    }
+
+    /// Changes a live key's expiry or limits as `f` does (its secrets stay).
+    pub(crate) fn update_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        f: impl FnOnce(&mut ApiKey),
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey, RegistryError> {
         let mut cat = self.catalog.lock();
         let mut stored = self.live_key(tenant_id, key_id)?;
-        stored.key.expires_at = expires_at;
+        f(&mut stored.key);
+        check_key_limits(&stored.key.limits)?;
         self.store.put_key(&stored)?;
         let key = stored.key.clone();
         self.commit(&mut cat, Change::KeyPut(stored), now)?;
@@ -559,4 +613,12 @@ impl Registry {
         }
         Ok(stored.key)
     }
+}
+
+/// A key's own limits: each counts that key's use (scope `key`).
+fn check_key_limits(limits: &[crate::model::Limit]) -> Result<(), RegistryError> {
+    Ok(crate::model::check_limits(
+        limits,
+        &[crate::model::Scope::Key],
+    )?)
 }

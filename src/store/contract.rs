@@ -9,7 +9,9 @@ use std::sync::Arc;
 use chrono::TimeZone;
 
 use super::{AlertMark, MarkOf, PeriodTotals, Store, UsageBlock};
-use crate::model::{Plan, RecordExtra, StoredKey, Tenant, TenantStatus, UsageRecord};
+use crate::model::{
+    Limit, Measure, Plan, RecordExtra, Scope, StoredKey, Tenant, TenantStatus, UsageRecord, Window,
+};
 use crate::quota::period::{days_from_civil, Period};
 use crate::rollup::{Buckets, Grain, Owner};
 
@@ -184,6 +186,7 @@ pub(super) fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine
             revoked_at: None,
             expires_at: None,
             last_used_at: None,
+            limits: Vec::new(),
         },
         hash: [7; 32],
         previous: None,
@@ -195,6 +198,8 @@ pub(super) fn deleting_a_tenant_purges_it_and_skips_its_retired_blocks(e: Engine
             plan_id: "p".into(),
             status: TenantStatus::Active,
             created_at: chrono::Utc::now(),
+            limits: Vec::new(),
+            billing_day: None,
         })
         .unwrap();
         s.put_key(&key(&format!("k-{tenant}"), tenant)).unwrap();
@@ -601,6 +606,25 @@ pub(super) fn the_catalog_and_alert_marks_round_trip(e: Engine) {
     let s = e.store.as_ref();
     let mut plan = Plan::unlimited("pro");
     plan.monthly_calls = Some(9);
+    let spend = Limit::new(
+        "budget",
+        Scope::Tenant,
+        Measure::SpendUsd,
+        Window::BillingMonth,
+        Some(1_500_000),
+    );
+    let burst = Limit {
+        per_seconds: 60,
+        burst: 5,
+        ..Limit::new(
+            "key-burst",
+            Scope::Key,
+            Measure::Calls,
+            Window::Burst,
+            Some(5),
+        )
+    };
+    plan.limits = vec![spend.clone(), burst.clone()];
     s.put_plan(&plan).unwrap();
     s.put_plan(&Plan::unlimited("free")).unwrap();
     s.delete_plan("free").unwrap();
@@ -615,6 +639,7 @@ pub(super) fn the_catalog_and_alert_marks_round_trip(e: Engine) {
             revoked_at: None,
             expires_at: Some(chrono::Utc.with_ymd_and_hms(2027, 1, 2, 3, 4, 5).unwrap()),
             last_used_at: None,
+            limits: vec![burst.clone()],
         },
         hash: [3; 32],
         previous: Some(crate::model::PreviousSecret {
@@ -657,6 +682,17 @@ pub(super) fn the_catalog_and_alert_marks_round_trip(e: Engine) {
         plan_id: "pro".into(),
         status: TenantStatus::Active,
         created_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        limits: vec![
+            spend,
+            Limit::new(
+                "in-flight-9",
+                Scope::Model,
+                Measure::InFlight,
+                Window::None,
+                None,
+            ),
+        ],
+        billing_day: Some(15),
     };
     s.put_tenant(&tenant).unwrap();
     tenant.status = TenantStatus::Suspended;

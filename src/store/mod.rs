@@ -21,6 +21,7 @@ pub(crate) mod codec;
 mod contract;
 mod error;
 pub(crate) mod ledger;
+pub(crate) mod limit_rows;
 pub(crate) mod memory;
 pub mod postgres;
 pub(crate) mod shared;

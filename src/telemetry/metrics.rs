@@ -71,10 +71,12 @@ pub enum DecisionLabel {
     Suspended,
     Unauthorized,
     ClusterUnavailable,
+    BudgetExceeded,
+    TooManyInFlight,
 }
 
 impl DecisionLabel {
-    const ALL: [DecisionLabel; 7] = [
+    const ALL: [DecisionLabel; 9] = [
         DecisionLabel::Allowed,
         DecisionLabel::RateLimited,
         DecisionLabel::QuotaExceeded,
@@ -82,6 +84,8 @@ impl DecisionLabel {
         DecisionLabel::Suspended,
         DecisionLabel::Unauthorized,
         DecisionLabel::ClusterUnavailable,
+        DecisionLabel::BudgetExceeded,
+        DecisionLabel::TooManyInFlight,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +97,8 @@ impl DecisionLabel {
             DecisionLabel::Suspended => "suspended",
             DecisionLabel::Unauthorized => "unauthorized",
             DecisionLabel::ClusterUnavailable => "cluster_unavailable",
+            DecisionLabel::BudgetExceeded => "budget_exceeded",
+            DecisionLabel::TooManyInFlight => "too_many_in_flight",
         }
     }
 }
@@ -106,6 +112,8 @@ impl From<Outcome> for DecisionLabel {
             Outcome::TokenQuotaExceeded => DecisionLabel::TokenQuotaExceeded,
             Outcome::Suspended => DecisionLabel::Suspended,
             Outcome::ClusterUnavailable => DecisionLabel::ClusterUnavailable,
+            Outcome::BudgetExceeded => DecisionLabel::BudgetExceeded,
+            Outcome::InFlightFull => DecisionLabel::TooManyInFlight,
         }
     }
 }

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
-use super::catalog::{KeyBody, PlanBody, TenantBody};
+use super::catalog::{limits_of, KeyBody, PlanBody, TenantBody};
 use super::tenant::{subscription_view, usage_view};
 use super::types::{check_text, CreateKey, CreateTenant, CreatedKey, ListOf, PatchKey, RotateKey};
 use crate::clock::fmt_ms;
@@ -75,10 +75,10 @@ pub(crate) async fn create_plan(
 ) -> Result<HttpResponse, ApiError> {
     let plan: PlanBody =
         serde_json::from_value(body.0).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let plan = st
-        .metering
-        .registry
-        .create_plan(plan.into(), st.metering.clock.now())?;
+    let plan = st.metering.registry.create_plan(
+        plan.try_into().map_err(ApiError::invalid)?,
+        st.metering.clock.now(),
+    )?;
     Ok(created(PlanBody::from(&plan)))
 }
 
@@ -115,7 +115,9 @@ pub(crate) async fn patch_plan(
         .registry
         .plan(&id)
         .ok_or_else(|| ApiError::not_found(format!("plan '{id}' not found")))?;
-    let next: Plan = merge_patch(&PlanBody::from(&current), body.0, &["id"])?.into();
+    let next: Plan = merge_patch(&PlanBody::from(&current), body.0, &["id"])?
+        .try_into()
+        .map_err(ApiError::invalid)?;
     let plan = st.metering.registry.update_plan(
         &id,
         |p| {
@@ -177,6 +179,8 @@ pub(crate) async fn create_tenant(
         plan_id,
         status: req.status.map_or(TenantStatus::Active, Into::into),
         created_at: st.metering.clock.now(),
+        limits: limits_of(&req.limits).map_err(ApiError::invalid)?,
+        billing_day: req.billing_day,
     };
     let tenant = st
         .metering
@@ -216,8 +220,9 @@ pub(crate) async fn patch_tenant(
     body: ApiJson<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let current = tenant_or_404(&st, &id)?;
-    let next: Tenant =
-        merge_patch(&TenantBody::from(&current), body.0, &["id", "createdAt"])?.into();
+    let next: Tenant = merge_patch(&TenantBody::from(&current), body.0, &["id", "createdAt"])?
+        .try_into()
+        .map_err(ApiError::invalid)?;
     let tenant = st.metering.registry.update_tenant(
         &id,
         |t| {
@@ -294,10 +299,11 @@ pub(crate) async fn create_key(
     check_text("name", &name, 128).map_err(ApiError::invalid)?;
     let now = st.metering.clock.now();
     let expires_at = expiry(body.0.expires_at.as_deref(), now)?;
+    let limits = limits_of(&body.0.limits).map_err(ApiError::invalid)?;
     let (key, secret) = st
         .metering
         .registry
-        .create_key(&id, &name, expires_at, now)?;
+        .create_key_with(&id, &name, expires_at, limits, now)?;
     Ok(created(CreatedKey {
         id: key.id,
         key: secret,
@@ -341,16 +347,34 @@ pub(crate) async fn patch_key(
     let (tenant, key) = path.into_inner();
     let now = st.metering.clock.now();
     let registry = &st.metering.registry;
-    let key = match body.0.expires_at {
-        Some(expires) => {
-            let expires_at = expiry(expires.as_deref(), now)?;
-            registry.set_key_expiry(&tenant, &key, expires_at, now)?
-        }
-        None => registry
+    let PatchKey { expires_at, limits } = body.0;
+    let expires_at = match expires_at {
+        Some(expires) => Some(expiry(expires.as_deref(), now)?),
+        None => None,
+    };
+    let limits = limits
+        .map(|l| limits_of(&l))
+        .transpose()
+        .map_err(ApiError::invalid)?;
+    let key = match (expires_at, limits) {
+        (None, None) => registry
             .keys(&tenant)?
             .into_iter()
             .find(|k| k.id == key && k.revoked_at.is_none())
             .ok_or_else(|| ApiError::not_found(format!("key '{key}' not found")))?,
+        (expires_at, limits) => registry.update_key(
+            &tenant,
+            &key,
+            |k| {
+                if let Some(e) = expires_at {
+                    k.expires_at = e;
+                }
+                if let Some(l) = limits {
+                    k.limits = l;
+                }
+            },
+            now,
+        )?,
     };
     Ok(HttpResponse::Ok().json(KeyBody::from(&key)))
 }

@@ -6,7 +6,119 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApiKey, IngestRate, Plan, RateLimit, Tenant, TenantStatus};
+use crate::model::{
+    parse_name, ApiKey, IngestRate, Limit, Measure, Plan, RateLimit, Scope, Tenant, TenantStatus,
+    Window,
+};
+
+/// A limit of SPEC §12: `{name, scope, measure, window, amount}`, with
+/// `perSeconds` and `burst` for the burst window. `amount` is a whole
+/// number of calls, tokens or requests in flight, or US dollars for
+/// `spendUsd` (kept to the micro-dollar); `null` is unlimited.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Limit)]
+pub struct LimitBody {
+    pub name: String,
+    /// `tenant`, `key`, `user`, `bot` or `model`.
+    pub scope: String,
+    /// `calls`, `tokens`, `spendUsd` or `inFlight`.
+    pub measure: String,
+    /// `burst`, `minute`, `hour`, `day`, `month`, `billingMonth` or `none`.
+    pub window: String,
+    pub amount: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+}
+
+impl From<&Limit> for LimitBody {
+    fn from(l: &Limit) -> LimitBody {
+        let burst = l.window == Window::Burst;
+        LimitBody {
+            name: l.name.to_string(),
+            scope: l.scope.as_str().into(),
+            measure: l.measure.as_str().into(),
+            window: l.window.as_str().into(),
+            amount: l.amount.map(|a| match l.measure {
+                Measure::SpendUsd => a as f64 / 1e6,
+                _ => a as f64,
+            }),
+            per_seconds: burst.then_some(l.per_seconds),
+            burst: burst.then_some(l.burst),
+        }
+    }
+}
+
+impl LimitBody {
+    /// The limit, or what is wrong with it (the model checks the rest).
+    pub fn limit(&self) -> Result<Limit, String> {
+        let unknown = |field: &str, v: &str, all: String| {
+            format!("limit '{}': {field} {v:?} is not one of {all}", self.name)
+        };
+        let names = |v: Vec<&str>| v.join(", ");
+        let scope = parse_name(&Scope::ALL, Scope::as_str, &self.scope).ok_or_else(|| {
+            unknown(
+                "scope",
+                &self.scope,
+                names(Scope::ALL.map(Scope::as_str).to_vec()),
+            )
+        })?;
+        let measure =
+            parse_name(&Measure::ALL, Measure::as_str, &self.measure).ok_or_else(|| {
+                unknown(
+                    "measure",
+                    &self.measure,
+                    names(Measure::ALL.map(Measure::as_str).to_vec()),
+                )
+            })?;
+        let window = parse_name(&Window::ALL, Window::as_str, &self.window).ok_or_else(|| {
+            unknown(
+                "window",
+                &self.window,
+                names(Window::ALL.map(Window::as_str).to_vec()),
+            )
+        })?;
+        let amount = match self.amount {
+            None => None,
+            Some(a) if !a.is_finite() || a <= 0.0 => {
+                return Err(format!(
+                    "limit '{}': amount must be a number above 0 (or null for unlimited)",
+                    self.name
+                ))
+            }
+            Some(a) if measure == Measure::SpendUsd => Some((a * 1e6).round() as u64),
+            Some(a) if a.fract() != 0.0 || a > crate::model::MAX_COUNT as f64 => {
+                return Err(format!(
+                    "limit '{}': amount of {} must be a whole number up to {}",
+                    self.name,
+                    measure.as_str(),
+                    crate::model::MAX_COUNT
+                ))
+            }
+            Some(a) => Some(a as u64),
+        };
+        Ok(Limit {
+            name: self.name.as_str().into(),
+            scope,
+            measure,
+            window,
+            amount,
+            per_seconds: self.per_seconds.unwrap_or(0),
+            burst: self.burst.unwrap_or(0),
+        })
+    }
+}
+
+/// Each body's limit (the first error).
+pub(crate) fn limits_of(bodies: &[LimitBody]) -> Result<Vec<Limit>, String> {
+    bodies.iter().map(LimitBody::limit).collect()
+}
+
+pub(crate) fn bodies_of(limits: &[Limit]) -> Vec<LimitBody> {
+    limits.iter().map(LimitBody::from).collect()
+}
 
 /// A short-window limit: `requests` per `perSeconds`, up to `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -115,6 +227,10 @@ pub struct PlanBody {
     /// (1 to 86,400); `null` = 300.
     #[serde(default)]
     pub reservation_ttl_seconds: Option<u64>,
+    /// Limits past the fields above (SPEC §12): defaults for the plan's
+    /// tenants.
+    #[serde(default)]
+    pub limits: Vec<LimitBody>,
 }
 
 impl From<&Plan> for PlanBody {
@@ -129,13 +245,16 @@ impl From<&Plan> for PlanBody {
             ingest_rate: p.ingest_rate.map(IngestRateBody::from),
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
+            limits: bodies_of(&p.limits),
         }
     }
 }
 
-impl From<PlanBody> for Plan {
-    fn from(p: PlanBody) -> Plan {
-        Plan {
+impl TryFrom<PlanBody> for Plan {
+    type Error = String;
+    fn try_from(p: PlanBody) -> Result<Plan, String> {
+        Ok(Plan {
+            limits: limits_of(&p.limits)?,
             id: p.id,
             name: p.name,
             monthly_calls: p.monthly_calls,
@@ -145,7 +264,7 @@ impl From<PlanBody> for Plan {
             ingest_rate: p.ingest_rate.map(IngestRate::from),
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
-        }
+        })
     }
 }
 
@@ -185,6 +304,12 @@ pub struct TenantBody {
     pub status: StatusBody,
     #[serde(with = "crate::clock::serde_ms")]
     pub created_at: DateTime<Utc>,
+    /// The tenant's own limits, each replacing its plan's of the same name.
+    #[serde(default)]
+    pub limits: Vec<LimitBody>,
+    /// The day of the month its billing month starts (1 to 28); null: the 1st.
+    #[serde(default)]
+    pub billing_day: Option<u8>,
 }
 
 impl From<&Tenant> for TenantBody {
@@ -195,19 +320,24 @@ impl From<&Tenant> for TenantBody {
             plan_id: t.plan_id.clone(),
             status: t.status.into(),
             created_at: t.created_at,
+            limits: bodies_of(&t.limits),
+            billing_day: t.billing_day,
         }
     }
 }
 
-impl From<TenantBody> for Tenant {
-    fn from(t: TenantBody) -> Tenant {
-        Tenant {
+impl TryFrom<TenantBody> for Tenant {
+    type Error = String;
+    fn try_from(t: TenantBody) -> Result<Tenant, String> {
+        Ok(Tenant {
+            limits: limits_of(&t.limits)?,
+            billing_day: t.billing_day,
             id: t.id,
             name: t.name,
             plan_id: t.plan_id,
             status: t.status.into(),
             created_at: t.created_at,
-        }
+        })
     }
 }
 
@@ -232,6 +362,8 @@ pub(crate) struct KeyBody {
     /// since this version).
     #[serde(with = "crate::clock::serde_ms::option")]
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The key's own limits (scope `key`).
+    pub limits: Vec<LimitBody>,
 }
 
 impl From<&ApiKey> for KeyBody {
@@ -245,6 +377,7 @@ impl From<&ApiKey> for KeyBody {
             revoked_at: k.revoked_at,
             expires_at: k.expires_at,
             last_used_at: k.last_used_at,
+            limits: bodies_of(&k.limits),
         }
     }
 }

@@ -25,6 +25,7 @@ use super::tenant::admit_batch;
 use crate::clock::Nanos;
 use crate::http::wire::error::ApiError;
 use crate::http::AppState;
+use crate::model::UsageRecord;
 use crate::quota::TenantState;
 use crate::store::{Claims, StoreError, UsageBlock};
 use crate::usage::Queued;
@@ -108,13 +109,28 @@ pub(super) async fn ingest(
         key_held: false,
     };
     // Each kept record's place in the batch, and what it counts.
-    let mut kept_at: Vec<(usize, i64, u64, u64)> = Vec::with_capacity(kept);
+    // (A tenant with limits of SPEC §12 keeps a copy of each record: its
+    // key, user, bot, model and cost count against them.)
+    let scoped = tenant.scoped().is_some();
+    let mut kept_at: Vec<(usize, UsageRecord)> = Vec::with_capacity(kept);
     for (i, (q, id)) in records.into_iter().zip(ids).enumerate() {
         if repeat[i] {
             continue;
         }
         let r = q.record;
-        kept_at.push((i, r.ts_ms, r.calls, r.tokens));
+        kept_at.push((
+            i,
+            if scoped {
+                r.clone()
+            } else {
+                UsageRecord {
+                    ts_ms: r.ts_ms,
+                    calls: r.calls,
+                    tokens: r.tokens,
+                    ..Default::default()
+                }
+            },
+        ));
         block.records.push(r);
         claims.ids.push(id);
     }
@@ -147,7 +163,8 @@ pub(super) async fn ingest(
         };
         let mut fresh = 0u64;
         let mut settles = settles.into_iter().peekable();
-        for (&(i, ts_ms, calls, tokens), holder) in kept_at.iter().zip(&held) {
+        for ((i, record), holder) in kept_at.iter().zip(&held) {
+            let i = *i;
             while settles.next_if(|(at, _)| *at < i).is_some() {}
             let settle = settles.next_if(|(at, _)| *at == i);
             match holder {
@@ -156,13 +173,7 @@ pub(super) async fn ingest(
                     fresh += 1;
                     let reservation =
                         settle.and_then(|(_, id)| metering.reservations.take(&tenant.id, &id));
-                    match reservation {
-                        Some(reserved) => {
-                            tenant.add_usage(now_ns, ts_ms, calls, 0);
-                            reserved.settle(now_ns, tokens);
-                        }
-                        None => tenant.add_usage(now_ns, ts_ms, calls, tokens),
-                    }
+                    tenant.count_record(now_ns, record, reservation);
                 }
                 Some(k) if !key.is_empty() && *k == key => {
                     taken.accepted += 1;

@@ -11,6 +11,7 @@ pub(crate) mod chat;
 mod claimed;
 pub(crate) mod export;
 pub(crate) mod import;
+pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod report;
 pub(crate) mod tenant;

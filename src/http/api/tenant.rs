@@ -1,6 +1,7 @@
 //! Tenant routes: enforcement (`/api/v1/authorize`, `/api/v1/check`),
 //! ingestion (`/api/v1/usage`), billing reads and the chat bot.
 
+use crate::quota::scoped::Ask;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,6 +54,9 @@ pub(crate) async fn authorize(
         return Err(ApiError::invalid("cost must be at least 1"));
     }
     let tokens = tokens_to_reserve(auth.tenant(), req.estimate_tokens)?;
+    let spend = spend_of(req.estimate_usd)?;
+    let model = req.model.unwrap_or_default();
+    check_text("model", &model, 128).map_err(ApiError::invalid)?;
     let endpoint = req
         .endpoint
         .unwrap_or_else(|| CompactString::const_new("/api/v1/authorize"));
@@ -73,7 +77,14 @@ pub(crate) async fn authorize(
 
     let mut reservation = None;
     let d = if req.dry_run {
-        let d = auth.check(&st.metering, cost, tokens);
+        let ask = Ask {
+            user: &user_id,
+            bot: &bot_id,
+            model: &model,
+            spend,
+            ..Ask::default()
+        };
+        let d = auth.check(&st.metering, cost, tokens, ask);
         if !d.allowed() {
             if let Some(refused) = Refused::of(&d, &auth.tenant().plan_now().plan.id) {
                 return Err(refused.into());
@@ -84,6 +95,7 @@ pub(crate) async fn authorize(
         let record = UsageRecord {
             endpoint,
             method,
+            model,
             extra: RecordExtra {
                 user_id,
                 bot_id,
@@ -95,14 +107,14 @@ pub(crate) async fn authorize(
             ..Default::default()
         };
         let mut meter = auth
-            .meter(&*st.metering, cost, tokens, record, started)
+            .meter_spending(&*st.metering, cost, tokens, spend, record, started)
             .await
             .allowed()?;
         let d = *meter.decision();
         // Kept until a record settles it, or its time to live ends.
         if let Some(r) = meter.take_reservation() {
             let ttl_ms = auth.tenant().plan_now().plan.reservation_ttl_s() * 1000;
-            let n = r.tokens();
+            let n = (r.tokens(), r.spend());
             let expires = d.now.millis().0.saturating_add(ttl_ms as i64);
             reservation = Some((st.metering.reservations.keep(r, expires), n));
         }
@@ -122,9 +134,21 @@ pub(crate) async fn authorize(
             reset_at: MsText::of(d.period.end()),
             plan: &plan.plan.id,
             reservation_id: reservation.as_ref().map(|(id, _)| id.as_str()),
-            reserved_tokens: reservation.as_ref().map(|(_, n)| *n),
+            reserved_tokens: reservation.as_ref().map(|(_, n)| n.0),
+            reserved_usd: reservation.as_ref().map(|(_, n)| n.1),
         },
     ))
+}
+
+/// An `estimateUsd` in micro-dollars.
+fn spend_of(usd: Option<f64>) -> Result<u64, ApiError> {
+    match usd {
+        Some(usd) if !usd.is_finite() || !(0.0..=1e6).contains(&usd) => Err(ApiError::invalid(
+            "estimateUsd must be a number from 0 to 1000000 (US dollars)",
+        )),
+        Some(usd) => Ok(crate::quota::scoped::micro_usd(usd)),
+        None => Ok(0),
+    }
 }
 
 /// The tokens an authorize reserves: its `estimateTokens`, else the
@@ -134,7 +158,7 @@ fn tokens_to_reserve(tenant: &TenantState, estimate: Option<u64>) -> Result<u64,
         check_count("estimateTokens", n).map_err(ApiError::invalid)?;
     }
     let plan = tenant.plan_now();
-    if plan.plan.monthly_tokens.is_none() {
+    if plan.plan.monthly_tokens.is_none() && tenant.scoped().is_none() {
         return Ok(0);
     }
     Ok(estimate.or(plan.plan.reserve_tokens).unwrap_or(0))
@@ -159,7 +183,19 @@ pub(crate) async fn check(
         return Err(ApiError::invalid("cost must be at least 1"));
     }
     let tokens = tokens_to_reserve(auth.tenant(), req.estimate_tokens)?;
-    let d = auth.check(&st.metering, cost, tokens);
+    let spend = spend_of(req.estimate_usd)?;
+    let user = opt_text("userId", req.user_id, 128)?;
+    let bot = opt_text("botId", req.bot_id, 128)?;
+    let model = req.model.unwrap_or_default();
+    check_text("model", &model, 128).map_err(ApiError::invalid)?;
+    let ask = Ask {
+        user: &user,
+        bot: &bot,
+        model: &model,
+        spend,
+        ..Ask::default()
+    };
+    let d = auth.check(&st.metering, cost, tokens, ask);
     let reason = metering::Refusal::of(d.outcome).map(metering::Refusal::code);
     let plan = auth.tenant().plan_now();
     Ok(json_of(
@@ -330,13 +366,7 @@ pub(crate) async fn ingest(
             Some((_, id)) => st.metering.reservations.take(&tenant.id, &id),
             None => None,
         };
-        match reservation {
-            Some(reserved) => {
-                tenant.add_usage(now_ns, r.ts_ms, r.calls, 0);
-                reserved.settle(now_ns, r.tokens);
-            }
-            None => tenant.add_usage(now_ns, r.ts_ms, r.calls, r.tokens),
-        }
+        tenant.count_record(now_ns, r, reservation);
     }
     if !admission.send(records) {
         // Only when the flusher is gone: the server is stopping.

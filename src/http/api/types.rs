@@ -48,6 +48,12 @@ pub(crate) struct AuthorizeRequest {
     /// record with the answer's `reservationId` settles them (default:
     /// the plan's `reserveTokens`).
     pub(crate) estimate_tokens: Option<u64>,
+    /// US dollars the call may cost, reserved of the tenant's spend limits
+    /// (SPEC §12) until the record naming `reservationId` settles them.
+    pub(crate) estimate_usd: Option<f64>,
+    /// The model the call uses (its `model` limits apply; the record keeps it).
+    #[schema(value_type = Option<String>)]
+    pub(crate) model: Option<CompactString>,
 }
 
 /// An optional `clientIp`, or a 422's message.
@@ -95,6 +101,19 @@ pub(crate) struct AuthorizeResponse<'a> {
     /// The tokens reserved (with `reservationId`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reserved_tokens: Option<u64>,
+    /// The US dollars reserved of spend limits (with `reservationId`).
+    #[serde(skip_serializing_if = "no_spend", serialize_with = "usd_of_micro")]
+    #[schema(value_type = Option<f64>)]
+    pub(crate) reserved_usd: Option<u64>,
+}
+
+fn no_spend(micro: &Option<u64>) -> bool {
+    micro.is_none_or(|m| m == 0)
+}
+
+/// Micro-dollars as US dollars (a JSON number).
+fn usd_of_micro<S: serde::Serializer>(micro: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(micro.unwrap_or(0) as f64 / 1e6)
 }
 
 impl crate::http::wire::json::WriteJson for AuthorizeResponse<'_> {
@@ -108,6 +127,19 @@ impl crate::http::wire::json::WriteJson for AuthorizeResponse<'_> {
             w.json_str(id)?;
             w.bytes(br#","reservedTokens":"#)?;
             w.num(n)?;
+        }
+        if let Some(micro) = self.reserved_usd.filter(|&m| m > 0) {
+            w.bytes(br#","reservedUsd":"#)?;
+            w.num(micro / 1_000_000)?;
+            w.bytes(b".")?;
+            let frac = micro % 1_000_000;
+            let mut digits = [b'0'; 6];
+            let mut f = frac;
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (f % 10) as u8;
+                f /= 10;
+            }
+            w.bytes(&digits)?;
         }
         w.bytes(b"}")
     }
@@ -415,6 +447,11 @@ pub(crate) struct CreateTenant {
     pub name: Option<String>,
     pub plan_id: Option<String>,
     pub status: Option<StatusBody>,
+    /// The tenant's own limits (SPEC §12).
+    #[serde(default)]
+    pub limits: Vec<super::catalog::LimitBody>,
+    /// 1 to 28: the day its billing month starts.
+    pub billing_day: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -423,6 +460,9 @@ pub(crate) struct CreateKey {
     pub name: Option<String>,
     /// RFC 3339; from then on the key is refused `key_expired`. Omitted: never.
     pub expires_at: Option<String>,
+    /// The key's own limits (scope `key`, SPEC §12).
+    #[serde(default)]
+    pub limits: Vec<super::catalog::LimitBody>,
 }
 
 /// `PATCH /api/admin/tenants/{id}/keys/{keyId}`.
@@ -433,6 +473,8 @@ pub(crate) struct PatchKey {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,
+    /// The key's own limits, replacing them all; omitted: unchanged.
+    pub limits: Option<Vec<super::catalog::LimitBody>>,
 }
 
 /// `POST /api/admin/tenants/{id}/keys/{keyId}/rotate`.

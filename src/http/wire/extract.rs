@@ -279,11 +279,18 @@ pub(crate) struct TenantCtx {
     /// The id of the key the request presented.
     pub key_id: crate::model::CompactString,
     decision: Cell<Option<Decision>>,
+    /// The tenant's other limits (SPEC §12) the decision met.
+    views: std::cell::RefCell<crate::quota::scoped::Views>,
 }
 
 impl TenantCtx {
     pub(crate) fn decision(&self) -> Option<Decision> {
         self.decision.get()
+    }
+
+    /// The other limits the decision met (empty for most tenants).
+    pub(crate) fn views(&self) -> std::cell::Ref<'_, crate::quota::scoped::Views> {
+        self.views.borrow()
     }
 }
 
@@ -311,8 +318,32 @@ impl TenantAuth {
 
     /// Whether `cost` calls (and `tokens` reserved) would pass now; takes
     /// nothing (a dry run, `/api/v1/check`).
-    pub(crate) fn check(&self, m: &Metering, cost: u64, tokens: u64) -> Decision {
-        let d = m.check(self.tenant(), cost, tokens, m.clock.now_nanos());
+    /// `ask`: the request's end user, bot and model and the spend it
+    /// would reserve, for the tenant's other limits (SPEC §12).
+    pub(crate) fn check(
+        &self,
+        m: &Metering,
+        cost: u64,
+        tokens: u64,
+        ask: crate::quota::scoped::Ask<'_>,
+    ) -> Decision {
+        let now = m.clock.now_nanos();
+        let mut d = m.check(self.tenant(), cost, tokens, now);
+        if let (true, Some(scoped)) = (d.allowed(), self.tenant().scoped()) {
+            let ask = crate::quota::scoped::Ask {
+                key_id: &self.ctx.key_id,
+                calls: cost,
+                tokens,
+                ..ask
+            };
+            match scoped.check(&ask, now.millis().0) {
+                Ok(views) => *self.ctx.views.borrow_mut() = views,
+                Err(b) => {
+                    d.outcome = b.outcome();
+                    d.retry_after_ns = (b.retry_ms.max(1) as u64).saturating_mul(1_000_000);
+                }
+            }
+        }
         self.decided(d);
         d
     }
@@ -334,8 +365,28 @@ impl TenantAuth {
         started: std::time::Instant,
     ) -> Meter<S> {
         record.key_id = self.ctx.key_id.clone();
-        let meter = Meter::decide(m, self.tenant(), cost, tokens, record, started).await;
+        self.meter_spending(m, cost, tokens, 0, record, started)
+            .await
+    }
+
+    /// [`meter`](Self::meter), reserving `spend` micro-dollars of the
+    /// tenant's spend limits.
+    pub(crate) async fn meter_spending<S: std::ops::Deref<Target = Metering>>(
+        &self,
+        m: S,
+        cost: u64,
+        tokens: u64,
+        spend: u64,
+        mut record: crate::model::UsageRecord,
+        started: std::time::Instant,
+    ) -> Meter<S> {
+        record.key_id = self.ctx.key_id.clone();
+        let meter =
+            Meter::decide_spending(m, self.tenant(), cost, tokens, spend, record, started).await;
         self.decided(*meter.decision());
+        if !meter.views().is_empty() {
+            *self.ctx.views.borrow_mut() = meter.views().clone();
+        }
         meter
     }
 
@@ -381,6 +432,7 @@ impl FromRequest for TenantAuth {
                 tenant,
                 key_id,
                 decision: Cell::new(None),
+                views: Default::default(),
             });
             req.extensions_mut().insert(ctx.clone());
             Ok(TenantAuth { ctx })

@@ -43,11 +43,12 @@ pub(crate) fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
 pub(crate) fn apply(
     headers: &mut HeaderMap,
     d: Option<&Decision>,
+    views: &[crate::quota::scoped::View],
     success: bool,
     request_id: &str,
 ) {
     let mut values = match d {
-        Some(d) => Values::of(d, success),
+        Some(d) => Values::with_limits(d, views, success),
         None => Values::empty(),
     };
     values.add(Header::RequestId, |w| {
@@ -89,7 +90,7 @@ mod tests {
             grant: None,
         };
         let mut h = HeaderMap::new();
-        apply(&mut h, Some(&d), false, "req-1");
+        apply(&mut h, Some(&d), &[], false, "req-1");
         let get = |n: &str| h.get(n).unwrap().to_str().unwrap().to_string();
         assert_eq!(get("x-ratelimit-limit"), "100000");
         assert_eq!(get("x-ratelimit-remaining"), "0");
@@ -122,10 +123,10 @@ mod tests {
             grant: None,
         };
         let mut h = HeaderMap::new();
-        apply(&mut h, Some(&d), false, "req-2");
+        apply(&mut h, Some(&d), &[], false, "req-2");
         assert_eq!(h.len(), 1, "the request id alone");
         let mut h = HeaderMap::new();
-        apply(&mut h, None, true, "req-3");
+        apply(&mut h, None, &[], true, "req-3");
         assert_eq!(h.get("x-request-id").unwrap(), "req-3");
     }
 }

@@ -106,6 +106,7 @@ mod tests {
                 plan,
                 reservation_id: None,
                 reserved_tokens: None,
+                reserved_usd: None,
             };
             let reserved = AuthorizeResponse {
                 reservation_id: Some("rsv_00ff00ff00ff00ff"),

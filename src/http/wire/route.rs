@@ -33,6 +33,10 @@ pub(crate) fn patch() -> Route {
     method(Method::PATCH)
 }
 
+pub(crate) fn put() -> Route {
+    method(Method::PUT)
+}
+
 pub(crate) fn delete() -> Route {
     method(Method::DELETE)
 }

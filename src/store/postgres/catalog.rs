@@ -5,7 +5,7 @@ use super::engine::{i64_of, u64_of, PgEngine};
 use crate::model::{
     ApiKey, IngestRate, Plan, PreviousSecret, RateLimit, StoredKey, Tenant, TenantStatus,
 };
-use crate::store::{Catalog, KeyUse, StoreError};
+use crate::store::{limit_rows, Catalog, KeyUse, StoreError};
 use std::collections::HashMap;
 use tokio_postgres::{GenericClient, Row};
 
@@ -15,11 +15,12 @@ impl Catalog for PgEngine {
             format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY id"),
             Vec::new(),
         )?;
-        Ok(rows.iter().map(|r| plan_of(r, 0)).collect())
+        rows.iter().map(|r| plan_of(r, 0)).collect()
     }
 
     fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
         let p = plan.clone();
+        let limits = limit_rows::to_bytes(&p.limits)?;
         let origin = self.instance.clone();
         self.transaction(move |tx| {
             Box::pin(async move {
@@ -31,11 +32,11 @@ impl Catalog for PgEngine {
                 tx.execute(
                     &format!(
                         "INSERT INTO plans ({PLAN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                         $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO UPDATE SET name = $2, \
+                         $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO UPDATE SET name = $2, \
                          monthly_calls = $3, monthly_tokens = $4, rate_requests = $5, \
                          rate_per_seconds = $6, rate_burst = $7, price_usd_monthly = $8, \
                          ingest_records = $9, ingest_per_seconds = $10, ingest_burst = $11, \
-                         reserve_tokens = $12, reservation_ttl_seconds = $13"
+                         reserve_tokens = $12, reservation_ttl_seconds = $13, limits = $14"
                     ),
                     &[
                         &p.id,
@@ -51,6 +52,7 @@ impl Catalog for PgEngine {
                         &part(ingest, |r| r.2),
                         &p.reserve_tokens.map(i64_of),
                         &p.reservation_ttl_seconds.map(i64_of),
+                        &limits,
                     ],
                 )
                 .await?;
@@ -75,7 +77,7 @@ impl Catalog for PgEngine {
             format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"),
             Vec::new(),
         )?;
-        Ok(rows.iter().map(|r| tenant_of(r, 0)).collect())
+        rows.iter().map(|r| tenant_of(r, 0)).collect()
     }
 
     fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
@@ -83,7 +85,7 @@ impl Catalog for PgEngine {
             format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"),
             vec![Box::new(id.to_string())],
         )?;
-        Ok(rows.first().map(|r| tenant_of(r, 0)))
+        rows.first().map(|r| tenant_of(r, 0)).transpose()
     }
 
     fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
@@ -168,7 +170,7 @@ impl Catalog for PgEngine {
 }
 
 /// A plan from [`PLAN_COLUMNS`] starting at column `at`.
-pub(super) fn plan_of(r: &Row, at: usize) -> Plan {
+pub(super) fn plan_of(r: &Row, at: usize) -> Result<Plan, StoreError> {
     let rate = |i: usize| -> Option<(u64, u64, u64)> {
         Some((
             u64_of(r.get(at + i))?,
@@ -176,7 +178,7 @@ pub(super) fn plan_of(r: &Row, at: usize) -> Plan {
             u64_of(r.get(at + i + 2))?,
         ))
     };
-    Plan {
+    Ok(Plan {
         id: r.get(at),
         name: r.get(at + 1),
         monthly_calls: u64_of(r.get(at + 2)),
@@ -194,20 +196,22 @@ pub(super) fn plan_of(r: &Row, at: usize) -> Plan {
         }),
         reserve_tokens: u64_of(r.get(at + 11)),
         reservation_ttl_seconds: u64_of(r.get(at + 12)),
-    }
+        limits: limit_rows::from_bytes(r.get::<_, Option<&[u8]>>(at + 13))?,
+    })
 }
 
 pub(super) const PLAN_COLUMNS: &str = "id, name, monthly_calls, monthly_tokens, rate_requests, \
      rate_per_seconds, rate_burst, price_usd_monthly, ingest_records, ingest_per_seconds, \
-     ingest_burst, reserve_tokens, reservation_ttl_seconds";
-pub(super) const TENANT_COLUMNS: &str = "id, name, plan_id, suspended, created_at";
+     ingest_burst, reserve_tokens, reservation_ttl_seconds, limits";
+pub(super) const TENANT_COLUMNS: &str =
+    "id, name, plan_id, suspended, created_at, limits, billing_day";
 pub(super) const KEY_COLUMNS: &str =
     "id, tenant_id, name, prefix, created_at, revoked_at, sha256, expires_at, previous_sha256, \
-     previous_until";
+     previous_until, limits";
 
 /// A tenant from [`TENANT_COLUMNS`] starting at column `at`.
-pub(super) fn tenant_of(r: &Row, at: usize) -> Tenant {
-    Tenant {
+pub(super) fn tenant_of(r: &Row, at: usize) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
         id: r.get(at),
         name: r.get(at + 1),
         plan_id: r.get(at + 2),
@@ -217,7 +221,11 @@ pub(super) fn tenant_of(r: &Row, at: usize) -> Tenant {
             TenantStatus::Active
         },
         created_at: r.get(at + 4),
-    }
+        limits: limit_rows::from_bytes(r.get::<_, Option<&[u8]>>(at + 5))?,
+        billing_day: r
+            .get::<_, Option<i16>>(at + 6)
+            .and_then(|d| u8::try_from(d).ok()),
+    })
 }
 
 /// A key from [`KEY_COLUMNS`] starting at column `at`.
@@ -233,6 +241,7 @@ pub(super) fn key_of(r: &Row, at: usize) -> Result<StoredKey, StoreError> {
             revoked_at: r.get(at + 5),
             expires_at: r.get(at + 7),
             last_used_at: None,
+            limits: limit_rows::from_bytes(r.get::<_, Option<&[u8]>>(at + 10))?,
         },
         hash: hash
             .try_into()
@@ -262,12 +271,22 @@ async fn upsert_tenants(c: &impl GenericClient, tenants: &[Tenant]) -> Result<()
         .collect();
     let created: Vec<chrono::DateTime<chrono::Utc>> =
         tenants.iter().map(|t| t.created_at).collect();
+    let limits = tenants
+        .iter()
+        .map(|t| limit_rows::to_bytes(&t.limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    let days: Vec<Option<i16>> = tenants
+        .iter()
+        .map(|t| t.billing_day.map(i16::from))
+        .collect();
     c.execute(
-        "INSERT INTO tenants (id, name, plan_id, suspended, created_at) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
+        "INSERT INTO tenants (id, name, plan_id, suspended, created_at, limits, billing_day) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[], \
+         $6::bytea[], $7::smallint[]) \
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, plan_id = EXCLUDED.plan_id, \
-         suspended = EXCLUDED.suspended, created_at = EXCLUDED.created_at",
-        &[&ids, &names, &plans, &suspended, &created],
+         suspended = EXCLUDED.suspended, created_at = EXCLUDED.created_at, \
+         limits = EXCLUDED.limits, billing_day = EXCLUDED.billing_day",
+        &[&ids, &names, &plans, &suspended, &created, &limits, &days],
     )
     .await?;
     Ok(())
@@ -288,20 +307,24 @@ async fn upsert_keys(c: &impl GenericClient, keys: &[StoredKey]) -> Result<(), S
         .map(|k| k.previous.as_ref().map(|p| &p.hash[..]))
         .collect();
     let until: Vec<_> = keys.iter().map(|k| k.previous.map(|p| p.until)).collect();
+    let limits = keys
+        .iter()
+        .map(|k| limit_rows::to_bytes(&k.key.limits))
+        .collect::<Result<Vec<_>, _>>()?;
     c.execute(
         "INSERT INTO api_keys (id, tenant_id, name, prefix, created_at, revoked_at, sha256, \
-         expires_at, previous_sha256, previous_until) \
+         expires_at, previous_sha256, previous_until, limits) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
          $5::timestamptz[], $6::timestamptz[], $7::bytea[], $8::timestamptz[], $9::bytea[], \
-         $10::timestamptz[]) \
+         $10::timestamptz[], $11::bytea[]) \
          ON CONFLICT (id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, name = EXCLUDED.name, \
          prefix = EXCLUDED.prefix, created_at = EXCLUDED.created_at, \
          revoked_at = EXCLUDED.revoked_at, sha256 = EXCLUDED.sha256, \
          expires_at = EXCLUDED.expires_at, previous_sha256 = EXCLUDED.previous_sha256, \
-         previous_until = EXCLUDED.previous_until",
+         previous_until = EXCLUDED.previous_until, limits = EXCLUDED.limits",
         &[
             &ids, &tenants, &names, &prefixes, &created, &revoked, &hashes, &expires, &previous,
-            &until,
+            &until, &limits,
         ],
     )
     .await?;

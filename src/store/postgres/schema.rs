@@ -31,6 +31,10 @@
 //! ([`crate::rollup::CellExt6`]). Keys gain `expires_at` and a rotated
 //! key's `previous_sha256` with `previous_until`; `key_last_used` keeps
 //! when each key was last used (to the minute, off the catalog).
+//!
+//! Version 9 adds the limits of SPEC §12 to plans, tenants and keys
+//! (`limits`: the list in the one codec's bytes, `NULL` for none) and
+//! tenants' `billing_day`.
 
 use super::client::Pg;
 use crate::store::StoreError;
@@ -208,6 +212,11 @@ CREATE TABLE key_last_used (
     tenant_id text NOT NULL,
     at_ms bigint NOT NULL
 );
+"#,
+    r#"
+ALTER TABLE plans ADD COLUMN limits bytea;
+ALTER TABLE tenants ADD COLUMN limits bytea, ADD COLUMN billing_day smallint;
+ALTER TABLE api_keys ADD COLUMN limits bytea;
 "#,
 ];
 

@@ -44,7 +44,7 @@ impl Shared for PgEngine {
         let rows = self
             .pg
             .run(move |c| async move { Ok(c.query(&sql, &[&after, &limit]).await?) })?;
-        let (plan, tenant, key) = (4, 4 + 14, 4 + 14 + 6);
+        let (plan, tenant, key) = (4, 4 + 15, 4 + 15 + 8);
         let mut version = after.max(0) as u64;
         let mut changes = Vec::new();
         for r in &rows {
@@ -54,10 +54,21 @@ impl Shared for PgEngine {
                 continue;
             }
             changes.push(match kind {
-                "plan" => Changed::Plan(id, r.get::<_, bool>(plan).then(|| plan_of(r, plan + 1))),
+                "plan" => Changed::Plan(
+                    id,
+                    if r.get::<_, bool>(plan) {
+                        Some(plan_of(r, plan + 1)?)
+                    } else {
+                        None
+                    },
+                ),
                 "tenant" => Changed::Tenant(
                     id,
-                    r.get::<_, bool>(tenant).then(|| tenant_of(r, tenant + 1)),
+                    if r.get::<_, bool>(tenant) {
+                        Some(tenant_of(r, tenant + 1)?)
+                    } else {
+                        None
+                    },
                 ),
                 "key" => Changed::Key(
                     id,

@@ -210,6 +210,14 @@ fn catalog_writes_reach_the_other_instances() {
         plan_id: "pro".into(),
         status: TenantStatus::Active,
         created_at: crate::clock::ms_to_utc(T),
+        limits: vec![crate::model::Limit::new(
+            "per-bot",
+            crate::model::Scope::Bot,
+            crate::model::Measure::Calls,
+            crate::model::Window::Hour,
+            Some(7),
+        )],
+        billing_day: Some(9),
     };
     a.put_tenant(&tenant).unwrap();
     let key = StoredKey {
@@ -222,6 +230,7 @@ fn catalog_writes_reach_the_other_instances() {
             revoked_at: None,
             expires_at: Some(crate::clock::ms_to_utc(T + 86_400_000)),
             last_used_at: None,
+            limits: Vec::new(),
         },
         hash: [9; 32],
         previous: Some(crate::model::PreviousSecret {

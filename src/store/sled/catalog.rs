@@ -24,7 +24,7 @@ impl Catalog for SledEngine {
     }
     fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
         Ok(match self.tenants.get(id)? {
-            Some(v) => Some(decode::<TenantRow>(&v)?.into()),
+            Some(v) => Some(decode::<TenantRow>(&v)?.try_into()?),
             None => None,
         })
     }
@@ -36,7 +36,7 @@ impl Catalog for SledEngine {
     }
     fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
         Ok(match self.keys.get(id)? {
-            Some(v) => Some(decode::<KeyRow>(&v)?.into()),
+            Some(v) => Some(decode::<KeyRow>(&v)?.try_into()?),
             None => None,
         })
     }

@@ -230,12 +230,13 @@ impl SledEngine {
     }
 
     /// Every value of `tree`, decoded as a row `R` and converted.
-    pub(super) fn all<R: serde::de::DeserializeOwned, T: From<R>>(
+    /// Every row of `tree`, each read as a `T`.
+    pub(super) fn all<R: serde::de::DeserializeOwned, T: TryFrom<R, Error = StoreError>>(
         tree: &sled::Tree,
     ) -> Result<Vec<T>, StoreError> {
         tree.iter()
             .values()
-            .map(|v| Ok(T::from(decode::<R>(&v?)?)))
+            .map(|v| T::try_from(decode::<R>(&v?)?))
             .collect()
     }
 

@@ -17,7 +17,8 @@ use crate::model::{
 use crate::quota::period::Period;
 use crate::rollup::Cell;
 use crate::store::codec::{self, CodecError};
-use crate::store::{AlertMark, MarkOf, PeriodTotals, StoredCell};
+use crate::store::limit_rows::{limits_of, rows_of, LimitRow};
+use crate::store::{AlertMark, MarkOf, PeriodTotals, StoreError, StoredCell};
 
 /// A limit: `count` per `per_seconds`, up to `burst` at once.
 #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -79,6 +80,8 @@ pub(crate) struct PlanRow {
     /// Format 5 on.
     pub reserve_tokens: Option<u64>,
     pub reservation_ttl_seconds: Option<u64>,
+    /// Format 7 on.
+    pub limits: Vec<LimitRow>,
 }
 
 impl From<&Plan> for PlanRow {
@@ -93,13 +96,15 @@ impl From<&Plan> for PlanRow {
             ingest_rate: p.ingest_rate.map(RateRow::from),
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
+            limits: rows_of(&p.limits),
         }
     }
 }
 
-impl From<PlanRow> for Plan {
-    fn from(p: PlanRow) -> Plan {
-        Plan {
+impl TryFrom<PlanRow> for Plan {
+    type Error = StoreError;
+    fn try_from(p: PlanRow) -> Result<Plan, StoreError> {
+        Ok(Plan {
             id: p.id,
             name: p.name,
             monthly_calls: p.monthly_calls,
@@ -109,7 +114,8 @@ impl From<PlanRow> for Plan {
             ingest_rate: p.ingest_rate.map(IngestRate::from),
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
-        }
+            limits: limits_of(&p.limits)?,
+        })
     }
 }
 
@@ -120,6 +126,9 @@ pub(crate) struct TenantRow {
     pub plan_id: String,
     pub suspended: bool,
     pub(crate) created_ms: i64,
+    /// Format 7 on.
+    pub(crate) limits: Vec<LimitRow>,
+    pub(crate) billing_day: Option<u8>,
 }
 
 impl From<&Tenant> for TenantRow {
@@ -130,13 +139,16 @@ impl From<&Tenant> for TenantRow {
             plan_id: t.plan_id.clone(),
             suspended: t.status == TenantStatus::Suspended,
             created_ms: t.created_at.timestamp_millis(),
+            limits: rows_of(&t.limits),
+            billing_day: t.billing_day,
         }
     }
 }
 
-impl From<TenantRow> for Tenant {
-    fn from(t: TenantRow) -> Tenant {
-        Tenant {
+impl TryFrom<TenantRow> for Tenant {
+    type Error = StoreError;
+    fn try_from(t: TenantRow) -> Result<Tenant, StoreError> {
+        Ok(Tenant {
             id: t.id,
             name: t.name,
             plan_id: t.plan_id,
@@ -146,7 +158,9 @@ impl From<TenantRow> for Tenant {
                 TenantStatus::Active
             },
             created_at: ms_to_utc(t.created_ms),
-        }
+            limits: limits_of(&t.limits)?,
+            billing_day: t.billing_day,
+        })
     }
 }
 
@@ -164,6 +178,8 @@ pub(crate) struct KeyRow {
     /// with until when it works.
     pub(crate) expires_ms: Option<i64>,
     pub(crate) previous: Option<([u8; 32], i64)>,
+    /// Format 7 on.
+    pub(crate) limits: Vec<LimitRow>,
 }
 
 impl From<&StoredKey> for KeyRow {
@@ -178,13 +194,15 @@ impl From<&StoredKey> for KeyRow {
             hash: k.hash,
             expires_ms: k.key.expires_at.map(|t| t.timestamp_millis()),
             previous: k.previous.map(|p| (p.hash, p.until.timestamp_millis())),
+            limits: rows_of(&k.key.limits),
         }
     }
 }
 
-impl From<KeyRow> for StoredKey {
-    fn from(k: KeyRow) -> StoredKey {
-        StoredKey {
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = StoreError;
+    fn try_from(k: KeyRow) -> Result<StoredKey, StoreError> {
+        Ok(StoredKey {
             key: ApiKey {
                 id: k.id,
                 tenant_id: k.tenant_id,
@@ -194,13 +212,14 @@ impl From<KeyRow> for StoredKey {
                 revoked_at: k.revoked_ms.map(ms_to_utc),
                 expires_at: k.expires_ms.map(ms_to_utc),
                 last_used_at: None,
+                limits: limits_of(&k.limits)?,
             },
             hash: k.hash,
             previous: k.previous.map(|(hash, until)| PreviousSecret {
                 hash,
                 until: ms_to_utc(until),
             }),
-        }
+        })
     }
 }
 
@@ -603,16 +622,17 @@ impl From<&AlertMark> for MarkRow {
     }
 }
 
-impl From<MarkRow> for AlertMark {
-    fn from(m: MarkRow) -> AlertMark {
-        AlertMark {
+impl TryFrom<MarkRow> for AlertMark {
+    type Error = StoreError;
+    fn try_from(m: MarkRow) -> Result<AlertMark, StoreError> {
+        Ok(AlertMark {
             tenant: m.tenant,
             period: Period(m.period),
             url: m.url,
             of: MarkOf::of_number(m.threshold),
             body: m.body,
             delivered: m.delivered,
-        }
+        })
     }
 }
 
@@ -693,10 +713,12 @@ mod tests {
             }),
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            limits: Vec::new(),
         };
         let back: Plan = decode::<PlanRow>(&encode(&PlanRow::from(&plan)).unwrap())
             .unwrap()
-            .into();
+            .try_into()
+            .unwrap();
         assert_eq!(back, plan);
         let tenant = Tenant {
             id: "acme".into(),
@@ -704,10 +726,19 @@ mod tests {
             plan_id: "pro".into(),
             status: TenantStatus::Suspended,
             created_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            limits: vec![crate::model::Limit::new(
+                "per-user",
+                crate::model::Scope::User,
+                crate::model::Measure::Tokens,
+                crate::model::Window::Day,
+                Some(5_000),
+            )],
+            billing_day: Some(3),
         };
         let back: Tenant = decode::<TenantRow>(&encode(&TenantRow::from(&tenant)).unwrap())
             .unwrap()
-            .into();
+            .try_into()
+            .unwrap();
         assert_eq!(back, tenant);
         let key = StoredKey {
             key: ApiKey {
@@ -719,6 +750,7 @@ mod tests {
                 revoked_at: Some(ms_to_utc(1_700_000_000_999)),
                 expires_at: Some(ms_to_utc(1_800_000_000_000)),
                 last_used_at: None,
+                limits: Vec::new(),
             },
             hash: [9; 32],
             previous: Some(PreviousSecret {
@@ -728,7 +760,8 @@ mod tests {
         };
         let back: StoredKey = decode::<KeyRow>(&encode(&KeyRow::from(&key)).unwrap())
             .unwrap()
-            .into();
+            .try_into()
+            .unwrap();
         assert_eq!(back, key);
         let rec = UsageRecord {
             ts_ms: 1_700_000_000_123,

@@ -16,6 +16,8 @@
 //!   record) after the first, which format 5 values read without; keys
 //!   carry their expiry and a rotated key's previous secret (rewritten
 //!   from format 5's keys).
+//! - 7: plans, tenants and keys carry their limits (SPEC §12), tenants
+//!   their billing day (all rewritten from format 6's rows).
 
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -25,7 +27,7 @@ use super::rows::{KeyRow, PlanRow, RateRow, TenantRow};
 use crate::store::StoreError;
 
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Checks the format of `db` and upgrades an older one (in one flush).
 pub(super) fn check(db: &sled::Db) -> Result<(), StoreError> {
@@ -52,12 +54,19 @@ pub(super) fn check(db: &sled::Db) -> Result<(), StoreError> {
             rewrite::<PlanV1, PlanRow>(&db.open_tree("plans")?, PlanV1::upgrade)?;
         } else if found < 5 {
             rewrite::<PlanV4, PlanRow>(&db.open_tree("plans")?, PlanV4::upgrade)?;
+        } else {
+            rewrite::<PlanV6, PlanRow>(&db.open_tree("plans")?, PlanV6::upgrade)?;
         }
         if found < 3 {
             rewrite::<TenantV2, TenantRow>(&db.open_tree("tenants")?, TenantV2::upgrade)?;
             rewrite::<KeyV2, KeyRow>(&db.open_tree("keys")?, KeyV2::upgrade)?;
-        } else if found < 6 {
-            rewrite::<KeyV5, KeyRow>(&db.open_tree("keys")?, KeyV5::upgrade)?;
+        } else {
+            rewrite::<TenantV6, TenantRow>(&db.open_tree("tenants")?, TenantV6::upgrade)?;
+            if found < 6 {
+                rewrite::<KeyV5, KeyRow>(&db.open_tree("keys")?, KeyV5::upgrade)?;
+            } else {
+                rewrite::<KeyV6, KeyRow>(&db.open_tree("keys")?, KeyV6::upgrade)?;
+            }
         }
         meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
         db.flush()?;
@@ -110,6 +119,7 @@ impl PlanV1 {
             ingest_rate: None,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            limits: Vec::new(),
         })
     }
 }
@@ -138,6 +148,7 @@ impl PlanV4 {
             ingest_rate: self.ingest_rate,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            limits: Vec::new(),
         })
     }
 }
@@ -166,6 +177,8 @@ impl TenantV2 {
             name: self.name,
             plan_id: self.plan_id,
             suspended: self.status == StatusV2::Suspended,
+            limits: Vec::new(),
+            billing_day: None,
         })
     }
 }
@@ -194,6 +207,7 @@ impl KeyV2 {
             hash: self.hash,
             expires_ms: None,
             previous: None,
+            limits: Vec::new(),
         })
     }
 }
@@ -222,6 +236,93 @@ impl KeyV5 {
             hash: self.hash,
             expires_ms: None,
             previous: None,
+            limits: Vec::new(),
+        })
+    }
+}
+
+/// A plan as formats 5 and 6 stored it (no limits of SPEC §12).
+#[derive(Deserialize)]
+struct PlanV6 {
+    id: String,
+    name: String,
+    monthly_calls: Option<u64>,
+    monthly_tokens: Option<u64>,
+    rate_limit: Option<RateRow>,
+    price_usd_monthly: f64,
+    ingest_rate: Option<RateRow>,
+    reserve_tokens: Option<u64>,
+    reservation_ttl_seconds: Option<u64>,
+}
+
+impl PlanV6 {
+    fn upgrade(self) -> Result<PlanRow, StoreError> {
+        Ok(PlanRow {
+            id: self.id,
+            name: self.name,
+            monthly_calls: self.monthly_calls,
+            monthly_tokens: self.monthly_tokens,
+            rate_limit: self.rate_limit,
+            price_usd_monthly: self.price_usd_monthly,
+            ingest_rate: self.ingest_rate,
+            reserve_tokens: self.reserve_tokens,
+            reservation_ttl_seconds: self.reservation_ttl_seconds,
+            limits: Vec::new(),
+        })
+    }
+}
+
+/// A tenant as formats 3 to 6 stored it.
+#[derive(Deserialize)]
+struct TenantV6 {
+    id: String,
+    name: String,
+    plan_id: String,
+    suspended: bool,
+    created_ms: i64,
+}
+
+impl TenantV6 {
+    fn upgrade(self) -> Result<TenantRow, StoreError> {
+        Ok(TenantRow {
+            id: self.id,
+            name: self.name,
+            plan_id: self.plan_id,
+            suspended: self.suspended,
+            created_ms: self.created_ms,
+            limits: Vec::new(),
+            billing_day: None,
+        })
+    }
+}
+
+/// A key as format 6 stored it.
+#[derive(Deserialize)]
+struct KeyV6 {
+    id: String,
+    tenant_id: String,
+    name: String,
+    prefix: String,
+    created_ms: i64,
+    revoked_ms: Option<i64>,
+    hash: [u8; 32],
+    expires_ms: Option<i64>,
+    previous: Option<([u8; 32], i64)>,
+}
+
+impl KeyV6 {
+    fn upgrade(self) -> Result<KeyRow, StoreError> {
+        Ok(KeyRow {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name,
+            prefix: self.prefix,
+            created_ms: self.created_ms,
+            revoked_ms: self.revoked_ms,
+            hash: self.hash,
+            expires_ms: self.expires_ms,
+            previous: self.previous,
+            limits: Vec::new(),
         })
     }
 }

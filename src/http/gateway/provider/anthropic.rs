@@ -70,7 +70,8 @@ fn kind(status: u16, said: &Said) -> &'static str {
         Refusal::RateLimited
         | Refusal::QuotaExceeded
         | Refusal::TokenQuotaExceeded
-        | Refusal::TooManyInFlight => "rate_limit_error",
+        | Refusal::TooManyInFlight
+        | Refusal::BudgetExceeded => "rate_limit_error",
         Refusal::ClusterUnavailable => "api_error",
     }
 }

@@ -43,7 +43,7 @@ fn kind(status: u16, said: &Said) -> (&'static str, &'static str) {
         };
     };
     match r {
-        Refusal::QuotaExceeded | Refusal::TokenQuotaExceeded => {
+        Refusal::QuotaExceeded | Refusal::TokenQuotaExceeded | Refusal::BudgetExceeded => {
             ("insufficient_quota", "insufficient_quota")
         }
         Refusal::RateLimited | Refusal::TooManyInFlight => ("requests", "rate_limit_exceeded"),

@@ -1,0 +1,96 @@
+//! [`Hold`]: what one decision took of a tenant's [`Scoped`] limits, until
+//! the request's usage is known. Dropped, it gives back what it still
+//! holds: its reserved tokens and spend and its place in flight.
+
+use std::sync::Arc;
+
+use super::{Ask, Delta, Scoped};
+use crate::model::CompactString;
+
+/// What one allowed decision took of the scoped limits.
+#[derive(Debug)]
+pub struct Hold {
+    scoped: Arc<Scoped>,
+    key_id: CompactString,
+    user: CompactString,
+    bot: CompactString,
+    model: CompactString,
+    at_ms: i64,
+    calls: u64,
+    tokens: u64,
+    spend: u64,
+    in_flight: bool,
+}
+
+impl Hold {
+    /// Owns what `ask` took of `scoped` at `at_ms`.
+    pub(crate) fn new(scoped: Arc<Scoped>, ask: &Ask<'_>, at_ms: i64) -> Hold {
+        Hold {
+            scoped,
+            key_id: ask.key_id.into(),
+            user: ask.user.into(),
+            bot: ask.bot.into(),
+            model: ask.model.into(),
+            at_ms,
+            calls: ask.calls,
+            tokens: ask.tokens,
+            spend: ask.spend,
+            in_flight: true,
+        }
+    }
+
+    fn ask(&self) -> Ask<'_> {
+        Ask {
+            key_id: &self.key_id,
+            user: &self.user,
+            bot: &self.bot,
+            model: &self.model,
+            calls: 0,
+            tokens: 0,
+            spend: 0,
+        }
+    }
+
+    /// Micro-dollars reserved.
+    pub fn spend(&self) -> u64 {
+        self.spend
+    }
+
+    /// Gives back the calls it took (Tollgate could not serve the request).
+    pub(crate) fn refund_calls(&mut self) {
+        let calls = std::mem::take(&mut self.calls);
+        if calls > 0 {
+            let delta = Delta {
+                calls: -(calls as i64),
+                ..Delta::default()
+            };
+            self.scoped.adjust(&self.ask(), self.at_ms, delta);
+        }
+    }
+
+    /// The request used `tokens` and `spend` (micro-dollars): they replace
+    /// what was reserved, and its place in flight is given back.
+    pub(crate) fn settle(mut self, tokens: u64, spend: u64) {
+        let delta = Delta {
+            calls: 0,
+            tokens: tokens as i64 - std::mem::take(&mut self.tokens) as i64,
+            spend: spend as i64 - std::mem::take(&mut self.spend) as i64,
+            leave: std::mem::take(&mut self.in_flight),
+        };
+        self.scoped.adjust(&self.ask(), self.at_ms, delta);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.tokens > 0 || self.spend > 0 || self.in_flight {
+            let delta = Delta {
+                calls: 0,
+                tokens: -(self.tokens as i64),
+                spend: -(self.spend as i64),
+                leave: self.in_flight,
+            };
+            self.scoped.adjust(&self.ask(), self.at_ms, delta);
+        }
+    }
+}
