@@ -7,13 +7,16 @@
 //! allowance.
 
 mod common;
+#[path = "common/fake_http.rs"]
+mod fake_http;
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use common::{header, TestServer};
 use serde_json::{json, Value};
-use tollgate::clock::ManualClock;
+use tollgate::clock::{ManualClock, SystemClock};
+use tollgate::config::ProxyConfig;
 
 fn put_limits(s: &TestServer, path: &str, limits: Value) -> Value {
     let r = s.admin("PUT", path, Some(json!({ "limits": limits })));
@@ -425,13 +428,25 @@ fn limits_are_set_where_they_belong_and_checked() {
     assert_eq!(r.status(), 422, "a key's own limits are of scope key");
 }
 
+/// The limits and their counts survive a restart: the counts of the
+/// current windows are rebuilt from the stored records, so a restart hands
+/// out no second allowance.
 #[test]
-fn limits_survive_a_restart() {
+fn limits_and_their_counts_survive_a_restart() {
     let mut s = server();
     let k = tenant(
         &s,
         "acme",
-        json!([{"name": "per-user", "scope": "user", "measure": "calls", "window": "day", "amount": 2}]),
+        json!([
+            {"name": "per-user", "scope": "user", "measure": "calls", "window": "day", "amount": 3},
+            {"name": "budget", "scope": "tenant", "measure": "spendUsd", "window": "month", "amount": 0.1}
+        ]),
+    );
+    assert_eq!(race(&s, &k, 2, &json!({"userId": "ana"})).0, 2);
+    let spend = json!([{"endpoint": "/v1/chat", "model": "gpt-4o", "promptTokens": 32000}]);
+    assert_eq!(
+        s.tenant(&k, "POST", "/api/v1/usage", Some(spend)).status(),
+        202
     );
     s.restart_with(|_| {}, Arc::new(tollgate::clock::SystemClock));
     let t: Value = s
@@ -439,5 +454,67 @@ fn limits_survive_a_restart() {
         .json()
         .unwrap();
     assert_eq!(t["limits"][0]["name"], "per-user", "{t}");
-    assert_eq!(race(&s, &k, 10, &json!({"userId": "ana"})).0, 2);
+    assert_eq!(race(&s, &k, 10, &json!({"userId": "ana"})).0, 1);
+    // $0.08 of the $0.10 was spent before the restart.
+    assert_eq!(authorize(&s, &k, json!({"estimateUsd": 0.03})).0, 429);
+    assert_eq!(authorize(&s, &k, json!({"estimateUsd": 0.02})).0, 200);
+}
+
+/// The gateway reserves what a call may cost - its prompt and its
+/// `max_tokens` at the model's price - before it runs, and settles it at
+/// what the answer reported: against a $0.05 budget, calls that each cost
+/// $0.010025 (10 prompt and 1,000 completion tokens of gpt-4o) pass four
+/// times, however many race, and the fifth is refused `budget_exceeded`.
+#[test]
+fn the_gateway_reserves_and_settles_spend() {
+    let upstream = fake_http::FakeHttp::start(|_, _, conn| {
+        let body = json!({
+            "id": "x", "object": "chat.completion", "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 1000, "total_tokens": 1010}
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fake_http::reply(conn, 200, "application/json", &body.to_string());
+    });
+    let proxies = vec![ProxyConfig {
+        prefix: "/v1".into(),
+        upstream: upstream.url.parse().unwrap(),
+        upstream_auth_env: String::new(),
+        timeout_ms: 5_000,
+        idle_timeout_ms: 5_000,
+        cost: 1,
+        dialect: Default::default(),
+        name: String::new(),
+    }];
+    let s = TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock));
+    s.plan("open", None, None, None);
+    let k = tenant(
+        &s,
+        "acme",
+        json!([{"name": "budget", "scope": "tenant", "measure": "spendUsd", "window": "day", "amount": 0.05}]),
+    );
+    let call = json!({"model": "gpt-4o", "max_tokens": 1000,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let mut passed = 0;
+    for _round in 0..3 {
+        let statuses: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let hs: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let r = s.tenant(&k, "POST", "/v1/chat/completions", Some(call.clone()));
+                        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (status, body) in &statuses {
+            match status {
+                200 => passed += 1,
+                429 => assert_eq!(body["code"], "budget_exceeded", "{body}"),
+                other => panic!("{other} {body}"),
+            }
+        }
+    }
+    assert_eq!(passed, 4, "never past $0.05");
 }

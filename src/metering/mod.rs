@@ -76,6 +76,35 @@ impl Metering {
         cost.priced()
     }
 
+    /// Micro-dollars to reserve of `tenant`'s spend limits (SPEC §12) for
+    /// a call of `model` with a prompt of `prompt` tokens and an answer of
+    /// at most `output`, at today's price: 0 when the tenant has no such
+    /// limits or the model no price.
+    pub(crate) fn spend_estimate(
+        &self,
+        tenant: &TenantState,
+        model: &str,
+        prompt: u64,
+        output: u64,
+    ) -> u64 {
+        if tenant.scoped().is_none() {
+            return 0;
+        }
+        let counts = TokenCounts {
+            prompt,
+            completion: output,
+            total: prompt.saturating_add(output),
+            ..TokenCounts::default()
+        };
+        match self
+            .prices
+            .cost(model, &counts, self.clock.now_nanos().millis().0)
+        {
+            Cost::Priced(p) => crate::quota::scoped::micro_usd(p.usd),
+            Cost::UnknownModel => 0,
+        }
+    }
+
     /// Whether `cost` calls (and `tokens` reserved) of `tenant` would pass
     /// at `now`; takes nothing (a dry run). Counted for `/metrics`.
     ///

@@ -183,6 +183,11 @@ impl Registry {
             burst_share: std::sync::atomic::AtomicU32::new(1),
             max_subjects: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_SUBJECTS),
         };
+        // The counts of the limits of SPEC §12 live in memory: rebuilt from
+        // the records of their current windows.
+        for (_, state) in &states {
+            state.rebuild_limits(reg.store.as_ref(), now.timestamp_millis())?;
+        }
         reg.tenants.replace_all(states);
         reg.keys.replace_all(key_entries);
         Ok(reg)

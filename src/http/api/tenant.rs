@@ -586,10 +586,14 @@ pub(crate) async fn chat(
     };
     // The message's tokens and the plan's `reserveTokens` for the reply,
     // reserved until the answer says what was used.
-    let reserve = crate::metering::tokens::count_tokens(&message)
-        .saturating_add(auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0));
+    let prompt = crate::metering::tokens::count_tokens(&message);
+    let output = auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0);
+    let reserve = prompt.saturating_add(output);
+    let spend = st
+        .metering
+        .spend_estimate(auth.tenant(), &model, prompt, output);
     let meter = auth
-        .meter(&*st.metering, 1, reserve, record, started)
+        .meter_spending(&*st.metering, 1, reserve, spend, record, started)
         .await
         .allowed()?;
     match st.chat.complete(&message, &model).await {

@@ -261,11 +261,26 @@ async fn forward(
     // A model call reserves its prompt and the most its answer may hold
     // (or the plan's `reserveTokens`) before it runs; the answer's usage
     // settles it, and every other ending gives it back.
-    let reserve = llm.as_ref().map_or(0, |l| {
-        l.reserve(auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0))
+    let default_output = auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0);
+    let reserve = llm.as_ref().map_or(0, |l| l.reserve(default_output));
+    // And, against the tenant's spend limits, what those tokens cost.
+    let spend = llm.as_ref().map_or(0, |l| {
+        st.metering.spend_estimate(
+            auth.tenant(),
+            &l.model,
+            l.prompt_tokens,
+            l.max_output.unwrap_or(default_output),
+        )
     });
     let meter = auth
-        .meter(st.metering.clone(), target.cost, reserve, record, started)
+        .meter_spending(
+            st.metering.clone(),
+            target.cost,
+            reserve,
+            spend,
+            record,
+            started,
+        )
         .await
         .allowed()?;
 

@@ -380,6 +380,20 @@ impl Scoped {
         }
     }
 
+    /// Where the counts of the current windows start: the earliest start
+    /// of a fixed window among the limits (`None`: no limit has one).
+    pub fn counted_since(&self, now_ms: i64) -> Option<i64> {
+        let s = self.state.lock();
+        let day = s.billing_day;
+        s.limits
+            .iter()
+            .chain(s.keys.values().flat_map(|l| l.iter()))
+            .filter(|l| l.amount.is_some())
+            .filter(|l| !matches!(l.window, Window::Burst | Window::None))
+            .map(|l| window::end_ms(l.window, day, window::index(l.window, day, now_ms) - 1))
+            .min()
+    }
+
     /// Counts usage that happened without a decision (a reported record
     /// with no reservation): its calls, tokens and spend, in the windows
     /// of `at_ms` that are the current ones at `now_ms`.
