@@ -119,7 +119,7 @@ pub(crate) struct Health {
         PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
         TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView, BreakdownRow,
         TokensByKind, CostByKind, crate::http::api::catalog::LimitBody,
-        crate::http::api::limits::LimitsBody
+        crate::http::api::limits::LimitsBody, crate::http::api::types::LimitStanding
     )),
     modifiers(&Security),
     tags(

@@ -74,6 +74,54 @@ export interface TollgateOptions {
   fetch?: typeof fetch;
 }
 
+/** Who a call is for and what it may use: the limits of its end user, bot and model apply. */
+export interface AskFor {
+  /** Tokens to reserve until the record naming `reservationId` settles them. */
+  estimateTokens?: number;
+  /** US dollars to reserve of spend limits, settled the same way. */
+  estimateUsd?: number;
+  model?: string;
+  userId?: string;
+  botId?: string;
+}
+
+/** A limit of SPEC §12 (the admin API sets them on plans, tenants and keys). */
+export interface Limit {
+  /** `^[a-z0-9][a-z0-9_-]{0,23}$`; `month`, `tokens` and `burst` are the plan's own fields. */
+  name: string;
+  scope: "tenant" | "key" | "user" | "bot" | "model";
+  measure: "calls" | "tokens" | "spendUsd" | "inFlight";
+  window: "burst" | "minute" | "hour" | "day" | "month" | "billingMonth" | "none";
+  /** Calls, tokens or requests; US dollars for `spendUsd`; null = unlimited. */
+  amount: number | null;
+  /** The burst window's seconds and how many may pass at once. */
+  perSeconds?: number;
+  burst?: number;
+}
+
+/** One limit's use now, as `usage()` lists it. */
+export interface LimitStanding {
+  name: string;
+  scope: Limit["scope"];
+  measure: Limit["measure"];
+  window: Limit["window"];
+  /** The key id, end user, bot or model it counts (absent for the tenant). */
+  subject?: string;
+  used: number;
+  amount: number;
+  remaining: number;
+  resetAt: string | null;
+}
+
+/** The limit a refusal met (SPEC §12). */
+export interface LimitMet {
+  limitName: string;
+  scope: Limit["scope"];
+  measure: Limit["measure"];
+  window: Limit["window"];
+  subject: string | null;
+}
+
 /** A decision and the limit's state. */
 export interface Decision {
   allowed: boolean;
@@ -89,6 +137,10 @@ export interface Decision {
   /** Tokens reserved by an authorize (its `estimateTokens`, or the plan's `reserveTokens`), to settle with `recordUsage({ reservationId, ... })`. */
   reservationId: string | null;
   reservedTokens: number | null;
+  /** US dollars reserved of spend limits (its `estimateUsd`). */
+  reservedUsd: number | null;
+  /** On a refusal: the limit it met. */
+  limitMet: LimitMet | null;
   /** The rate-limit headers to pass on to the caller. */
   headers: Record<string, string>;
 }
@@ -212,13 +264,24 @@ export class Tollgate {
       retryAfterSeconds: num(b.retryAfterSeconds),
       reservationId: typeof b.reservationId === "string" ? b.reservationId : null,
       reservedTokens: num(b.reservedTokens),
+      reservedUsd: num(b.reservedUsd),
+      limitMet:
+        typeof b.limitName === "string"
+          ? {
+              limitName: b.limitName,
+              scope: b.scope as Limit["scope"],
+              measure: b.measure as Limit["measure"],
+              window: b.window as Limit["window"],
+              subject: typeof b.subject === "string" ? b.subject : null,
+            }
+          : null,
       headers: limitHeaders(res.headers),
     };
   }
 
   /** Whether a call of `cost` would pass now; takes nothing (`POST /api/v1/check`). */
-  async check(opts: { cost?: number } = {}): Promise<Decision> {
-    return this.decision(await this.call("POST", "/api/v1/check", { cost: opts.cost ?? 1 }), "isAllowed");
+  async check(opts: { cost?: number } & AskFor = {}): Promise<Decision> {
+    return this.decision(await this.call("POST", "/api/v1/check", { ...opts, cost: opts.cost ?? 1 }), "isAllowed");
   }
 
   /** The product description's `canMakeAPICall(tenantId)`: the tenant is the key's. */
@@ -234,12 +297,9 @@ export class Tollgate {
   async authorize(
     opts: {
       cost?: number;
-      estimateTokens?: number;
       endpoint?: string;
       method?: string;
-      userId?: string;
-      botId?: string;
-    } = {},
+    } & AskFor = {},
   ): Promise<Decision> {
     return this.decision(await this.call("POST", "/api/v1/authorize", opts), "allowed");
   }
@@ -304,11 +364,11 @@ export class Tollgate {
     }
   }
 
-  /** The tenant's calls and tokens this period (`GET /api/billing/usage`). */
-  async usage(): Promise<Record<string, unknown>> {
+  /** The tenant's calls and tokens this period, and each limit's use (`GET /api/billing/usage`). */
+  async usage(): Promise<Record<string, unknown> & { limits: LimitStanding[] }> {
     const res = await this.call("GET", "/api/billing/usage");
     if (res.status !== 200) throw await Tollgate.error(res);
-    return (await res.json()) as Record<string, unknown>;
+    return (await res.json()) as Record<string, unknown> & { limits: LimitStanding[] };
   }
 
   /** Usage analytics (`GET /api/billing/api-usage`, e.g. `{ range: "month" }`). */

@@ -497,7 +497,15 @@ pub(crate) async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> Bill
             decision.tokens_used = tokens;
         }
     }
-    BillingUsage::new(tenant.plan().plan.clone(), &decision)
+    let mut view = BillingUsage::new(tenant.plan().plan.clone(), &decision);
+    if let Some(scoped) = tenant.scoped() {
+        view.limits
+            .extend(crate::http::api::types::LimitStanding::all(
+                &scoped,
+                decision.now.millis().0,
+            ));
+    }
+    view
 }
 
 /// `GET /api/billing/subscription`.

@@ -386,6 +386,109 @@ pub(crate) struct BillingUsage {
     pub calls: Meter,
     pub tokens: Meter,
     pub(crate) reset_at: String,
+    /// Every limit (SPEC §12) with its use now: the plan's own fields,
+    /// the tenant's limits, and each tracked key, end user, bot and model
+    /// against its own (those nearest their limit first, at most 100).
+    pub(crate) limits: Vec<LimitStanding>,
+}
+
+/// One limit's use now, as `GET /api/billing/usage` lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LimitStanding {
+    pub name: String,
+    pub scope: &'static str,
+    pub measure: &'static str,
+    pub window: &'static str,
+    /// The key id, end user, bot or model it counts (absent for the tenant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// In the measure's unit (US dollars for `spendUsd`).
+    pub used: f64,
+    pub amount: f64,
+    pub remaining: f64,
+    pub reset_at: Option<String>,
+}
+
+/// The most subjects `GET /api/billing/usage` lists.
+const MAX_STANDING: usize = 100;
+
+impl LimitStanding {
+    /// `view` of `subject` at `now_ms`.
+    pub(crate) fn of(subject: &str, v: &crate::quota::scoped::View, now_ms: i64) -> LimitStanding {
+        let unit = |n: u64| match v.measure {
+            crate::model::Measure::SpendUsd => n as f64 / 1e6,
+            _ => n as f64,
+        };
+        LimitStanding {
+            name: v.name.to_string(),
+            scope: v.scope.as_str(),
+            measure: v.measure.as_str(),
+            window: v.window.as_str(),
+            subject: (!subject.is_empty()).then(|| subject.to_string()),
+            used: unit(v.used),
+            amount: unit(v.amount),
+            remaining: unit(v.remaining()),
+            reset_at: (v.window != crate::model::Window::None)
+                .then(|| fmt_ms(crate::clock::ms_to_utc(now_ms.saturating_add(v.reset_ms)))),
+        }
+    }
+
+    /// The tenant's scoped limits as they stand: the tenant's own first,
+    /// then the subjects nearest their limit.
+    pub(crate) fn all(scoped: &crate::quota::scoped::Scoped, now_ms: i64) -> Vec<LimitStanding> {
+        let mut all = scoped.standing(now_ms);
+        let share = |v: &crate::quota::scoped::View| v.used as f64 / v.amount.max(1) as f64;
+        all.sort_by(|(a_subject, a), (b_subject, b)| {
+            (!a_subject.is_empty())
+                .cmp(&!b_subject.is_empty())
+                .then(share(b).total_cmp(&share(a)))
+        });
+        all.iter()
+            .take(MAX_STANDING)
+            .map(|(subject, v)| LimitStanding::of(subject, v, now_ms))
+            .collect()
+    }
+}
+
+/// The plan's own fields as limits with their use.
+fn built_in_standing(plan: &Plan, d: &Decision) -> Vec<LimitStanding> {
+    let reset = fmt_ms(d.period.end());
+    let month = |name: &str, measure: &'static str, used: u64, limit: Option<u64>| {
+        limit.map(|l| LimitStanding {
+            name: name.into(),
+            scope: "tenant",
+            measure,
+            window: "month",
+            subject: None,
+            used: used as f64,
+            amount: l as f64,
+            remaining: l.saturating_sub(used) as f64,
+            reset_at: Some(reset.clone()),
+        })
+    };
+    let cap = plan.rate_limit.map_or(0, |r| r.burst);
+    let burst = d.burst.map(|b| LimitStanding {
+        name: "burst".into(),
+        scope: "tenant",
+        measure: "calls",
+        window: "burst",
+        subject: None,
+        used: cap.saturating_sub(b.remaining) as f64,
+        amount: cap as f64,
+        remaining: b.remaining as f64,
+        reset_at: Some(fmt_ms(crate::clock::nanos_to_utc(crate::clock::Nanos(
+            d.now.0.saturating_add(b.reset_ns as i64),
+        )))),
+    });
+    [
+        month("month", "calls", d.calls_used, plan.monthly_calls),
+        month("tokens", "tokens", d.tokens_used, plan.monthly_tokens),
+        burst,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 impl BillingUsage {
@@ -397,6 +500,7 @@ impl BillingUsage {
             },
             calls: Meter::new(d.calls_used, plan.monthly_calls),
             tokens: Meter::new(d.tokens_used, plan.monthly_tokens),
+            limits: built_in_standing(&plan, d),
             plan: PlanBody::from(&plan),
             reset_at: fmt_ms(d.period.end()),
         }
