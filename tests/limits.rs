@@ -65,8 +65,12 @@ fn race(s: &TestServer, key: &str, n: usize, body: &Value) -> (usize, Vec<Value>
     (allowed, answers.into_iter().map(|(_, b)| b).collect())
 }
 
+/// A server whose clock stands still five seconds into today (UTC): a
+/// race never straddles the end of a window.
 fn server() -> TestServer {
-    let s = TestServer::start();
+    let day = Utc::now().timestamp().div_euclid(86_400) * 86_400;
+    let start = chrono::DateTime::from_timestamp(day + 5, 0).unwrap();
+    let s = TestServer::start_with(|_| {}, Arc::new(ManualClock::at(start)));
     s.plan("open", None, None, None);
     s
 }
@@ -309,7 +313,10 @@ fn spend_settles_to_what_was_used_and_reports_debit() {
 /// others' windows have passed.
 #[test]
 fn the_table_of_end_users_is_bounded_and_never_resets_a_count() {
-    let clock = Arc::new(ManualClock::at(Utc::now()));
+    // Five seconds into a minute: the test's steps stay inside it.
+    let minute = Utc::now().timestamp().div_euclid(60) * 60;
+    let start = chrono::DateTime::from_timestamp(minute + 5, 0).unwrap();
+    let clock = Arc::new(ManualClock::at(start));
     let s = TestServer::start_with(|c| c.limits.max_subjects_per_tenant = 3, clock.clone());
     s.plan("open", None, None, None);
     let k = tenant(

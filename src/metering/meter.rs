@@ -110,9 +110,9 @@ impl<S: Deref<Target = Metering>> Meter<S> {
             };
             let now_ms = now.millis().0;
             match scoped.take(&ask, now_ms) {
-                Ok(v) => {
+                Ok((v, ids)) => {
                     views = v;
-                    hold = Some(Hold::new(scoped.clone(), &ask, now_ms));
+                    hold = Some(Hold::new(scoped.clone(), &ask, ids, now_ms));
                 }
                 Err(b) => {
                     // Refused by one of them: nothing is kept of the others.

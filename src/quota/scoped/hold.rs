@@ -4,17 +4,16 @@
 
 use std::sync::Arc;
 
-use super::{Ask, Delta, Scoped};
+use super::{Ask, Delta, Ids, Scoped};
 use crate::model::CompactString;
 
 /// What one allowed decision took of the scoped limits.
 #[derive(Debug)]
 pub struct Hold {
     scoped: Arc<Scoped>,
+    /// A key id (`key_` and 16 characters) is held inline.
     key_id: CompactString,
-    user: CompactString,
-    bot: CompactString,
-    model: CompactString,
+    ids: Ids,
     at_ms: i64,
     calls: u64,
     tokens: u64,
@@ -23,14 +22,13 @@ pub struct Hold {
 }
 
 impl Hold {
-    /// Owns what `ask` took of `scoped` at `at_ms`.
-    pub(crate) fn new(scoped: Arc<Scoped>, ask: &Ask<'_>, at_ms: i64) -> Hold {
+    /// Owns what `ask` took of `scoped` at `at_ms` (`ids`: its subjects,
+    /// as [`Scoped::take`] answered them).
+    pub fn new(scoped: Arc<Scoped>, ask: &Ask<'_>, ids: Ids, at_ms: i64) -> Hold {
         Hold {
             scoped,
             key_id: ask.key_id.into(),
-            user: ask.user.into(),
-            bot: ask.bot.into(),
-            model: ask.model.into(),
+            ids,
             at_ms,
             calls: ask.calls,
             tokens: ask.tokens,
@@ -42,9 +40,9 @@ impl Hold {
     fn ask(&self) -> Ask<'_> {
         Ask {
             key_id: &self.key_id,
-            user: &self.user,
-            bot: &self.bot,
-            model: &self.model,
+            user: self.ids.user.as_deref().unwrap_or(""),
+            bot: self.ids.bot.as_deref().unwrap_or(""),
+            model: self.ids.model.as_deref().unwrap_or(""),
             calls: 0,
             tokens: 0,
             spend: 0,
@@ -70,7 +68,7 @@ impl Hold {
 
     /// The request used `tokens` and `spend` (micro-dollars): they replace
     /// what was reserved, and its place in flight is given back.
-    pub(crate) fn settle(mut self, tokens: u64, spend: u64) {
+    pub fn settle(mut self, tokens: u64, spend: u64) {
         let delta = Delta {
             calls: 0,
             tokens: tokens as i64 - std::mem::take(&mut self.tokens) as i64,

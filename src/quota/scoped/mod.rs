@@ -76,6 +76,10 @@ impl Entry {
         }
     }
 
+    fn peek(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+
     fn find(&mut self, name: &str) -> Option<&mut Slot> {
         self.slots
             .iter_mut()
@@ -146,6 +150,15 @@ impl Breach {
     }
 }
 
+/// The ids of a decision's end user, bot and model as the table holds
+/// them (each shared: a hold keeps them without copying a string).
+#[derive(Clone, Debug, Default)]
+pub struct Ids {
+    pub user: Option<Arc<str>>,
+    pub bot: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
+}
+
 /// The views of a decision's applicable limits (no allocation for a few).
 pub type Views = SmallVec<[View; 4]>;
 
@@ -155,11 +168,22 @@ struct State {
     limits: Arc<[Limit]>,
     billing_day: u8,
     /// The keys' own limits, by key id.
-    keys: HashMap<CompactString, Arc<[Limit]>>,
+    keys: HashMap<CompactString, Arc<[Limit]>, Hasher>,
     tenant: Entry,
-    subjects: HashMap<(Scope, CompactString), Entry>,
+    /// Keys, end users, bots and models, a table each (by [`at`]): looked
+    /// up by `&str`, so that a decision on a known subject allocates
+    /// nothing, whatever its id's length.
+    subjects: [Table; 4],
     last_sweep_ms: i64,
 }
+
+/// Hashes subjects' ids with foldhash: a few nanoseconds for a short id,
+/// and seeded per process, so that ids a client picks cannot be made to
+/// collide.
+type Hasher = foldhash::fast::RandomState;
+
+/// One scope's subjects.
+type Table = HashMap<Arc<str>, Entry, Hasher>;
 
 /// One tenant's limits of SPEC §12 and their counts.
 pub struct Scoped {
@@ -175,7 +199,7 @@ impl std::fmt::Debug for Scoped {
         let s = self.state.lock();
         f.debug_struct("Scoped")
             .field("limits", &s.limits.len())
-            .field("subjects", &s.subjects.len())
+            .field("subjects", &s.tracked())
             .finish()
     }
 }
@@ -203,9 +227,9 @@ impl Scoped {
             state: Mutex::new(State {
                 limits: Arc::from(Vec::new()),
                 billing_day: 1,
-                keys: HashMap::new(),
+                keys: HashMap::default(),
                 tenant: Entry::default(),
-                subjects: HashMap::new(),
+                subjects: Default::default(),
                 last_sweep_ms: i64::MIN,
             }),
             max_subjects: std::sync::atomic::AtomicUsize::new(max_subjects.max(1)),
@@ -255,31 +279,32 @@ impl Scoped {
 
     /// Subjects tracked now (end users, bots, models, keys).
     pub fn subjects(&self) -> usize {
-        self.state.lock().subjects.len()
+        self.state.lock().tracked()
     }
 
     /// Checks every limit `ask` meets at `now_ms` and takes from all of
     /// them, or from none: the views of every applicable limit, or the
     /// limit that refused.
-    pub fn take(&self, ask: &Ask<'_>, now_ms: i64) -> Result<Views, Breach> {
+    pub fn take(&self, ask: &Ask<'_>, now_ms: i64) -> Result<(Views, Ids), Breach> {
         self.decide(ask, now_ms, true)
     }
 
     /// Whether `ask` would pass now (a dry run): takes nothing.
     pub fn check(&self, ask: &Ask<'_>, now_ms: i64) -> Result<Views, Breach> {
-        self.decide(ask, now_ms, false)
+        self.decide(ask, now_ms, false).map(|(v, _)| v)
     }
 
-    fn decide(&self, ask: &Ask<'_>, now_ms: i64, take: bool) -> Result<Views, Breach> {
+    fn decide(&self, ask: &Ask<'_>, now_ms: i64, take: bool) -> Result<(Views, Ids), Breach> {
         let mut guard = self.state.lock();
         let s = &mut *guard;
         let limits = s.limits.clone();
-        let key_own = s.keys.get(ask.key_id).cloned();
+        let key_own = s.key_limits(ask.key_id);
         let applies = applicable(&limits, key_own.as_deref(), ask);
         let day = s.billing_day;
-        // First every limit is checked ...
+        // Each subject a limit counts is tracked (made if new, when the
+        // table has room) ...
         for a in &applies {
-            let Some(slot) = s.slot_for(a, now_ms, self.max()) else {
+            if !s.track(a, now_ms, self.max()) {
                 let view = view_of(a.limit, Slot::default(), now_ms, day);
                 return Err(Breach {
                     subject: a.subject.into(),
@@ -287,7 +312,16 @@ impl Scoped {
                     view,
                     table_full: true,
                 });
+            }
+        }
+        // ... and looked up once: the tenant's entry and one per scope.
+        let mut entries = s.entries(ask, needed(&applies));
+        // Every limit is checked ...
+        for a in &applies {
+            let Some(e) = entries[a.limit.scope as usize].as_deref_mut() else {
+                continue;
             };
+            let slot = e.slot(&a.limit.name);
             roll(a.limit, slot, now_ms, day);
             if let Some(retry_ms) = refuses(a.limit, slot, ask, now_ms, day) {
                 let view = view_of(a.limit, *slot, now_ms, day);
@@ -302,31 +336,35 @@ impl Scoped {
         // ... then taken from, every one (the lock is held throughout).
         let mut views = Views::new();
         for a in &applies {
-            if let Some(slot) = s.slot_for(a, now_ms, usize::MAX) {
-                if take {
-                    add(a.limit, slot, ask, now_ms);
-                }
-                views.push(view_of(a.limit, *slot, now_ms, day));
+            let Some(e) = entries[a.limit.scope as usize].as_deref_mut() else {
+                continue;
+            };
+            let slot = e.slot(&a.limit.name);
+            if take {
+                add(a.limit, slot, ask, now_ms);
             }
+            views.push(view_of(a.limit, *slot, now_ms, day));
         }
-        Ok(views)
-    }
-
-    /// The views of the limits a request like `ask` meets now (takes nothing).
-    pub fn views(&self, ask: &Ask<'_>, now_ms: i64) -> Views {
-        let mut guard = self.state.lock();
-        let s = &mut *guard;
-        let limits = s.limits.clone();
-        let key_own = s.keys.get(ask.key_id).cloned();
-        let mut views = Views::new();
-        for a in applicable(&limits, key_own.as_deref(), ask) {
-            let day = s.billing_day;
-            let slot = s.existing(&a).copied().unwrap_or_default();
-            let mut slot = slot;
-            roll(a.limit, &mut slot, now_ms, day);
-            views.push(view_of(a.limit, slot, now_ms, day));
+        // The ids of the subjects the limits count, as the table holds
+        // them (shared, not copied), for the decision's hold.
+        let mut ids = Ids::default();
+        if take {
+            let bits = needed(&applies);
+            let id = |scope: Scope, subject: &str| {
+                if bits & (1 << scope as u8) == 0 {
+                    return None;
+                }
+                s.subjects[at(scope)]
+                    .get_key_value(subject)
+                    .map(|(k, _)| k.clone())
+            };
+            ids = Ids {
+                user: id(Scope::User, ask.user),
+                bot: id(Scope::Bot, ask.bot),
+                model: id(Scope::Model, ask.model),
+            };
         }
-        views
+        Ok((views, ids))
     }
 
     /// Every limit of the tenant with its count now: the tenant's, and each
@@ -343,19 +381,24 @@ impl Scoped {
                 out.push((CompactString::default(), view_of(l, slot, now_ms, day)));
             }
         }
-        for ((scope, subject), e) in s.subjects.iter_mut() {
-            let own = (*scope == Scope::Key)
-                .then(|| s.keys.get(subject.as_str()))
-                .flatten();
-            let all = s
-                .limits
-                .iter()
-                .chain(own.into_iter().flat_map(|l| l.iter()));
-            for l in all.filter(|l| l.scope == *scope && l.amount.is_some()) {
-                if let Some(slot) = e.find(&l.name) {
-                    let mut slot = *slot;
-                    roll(l, &mut slot, now_ms, day);
-                    out.push((subject.clone(), view_of(l, slot, now_ms, day)));
+        for &scope in &Scope::ALL[1..] {
+            for (subject, e) in &s.subjects[at(scope)] {
+                let own = (scope == Scope::Key)
+                    .then(|| s.keys.get(&**subject))
+                    .flatten();
+                let all = s
+                    .limits
+                    .iter()
+                    .chain(own.into_iter().flat_map(|l| l.iter()));
+                for l in all.filter(|l| l.scope == scope && l.amount.is_some()) {
+                    if let Some(slot) = e.peek(&l.name) {
+                        let mut slot = *slot;
+                        roll(l, &mut slot, now_ms, day);
+                        out.push((
+                            CompactString::from(&**subject),
+                            view_of(l, slot, now_ms, day),
+                        ));
+                    }
                 }
             }
         }
@@ -370,13 +413,17 @@ impl Scoped {
         let mut guard = self.state.lock();
         let s = &mut *guard;
         let limits = s.limits.clone();
-        let key_own = s.keys.get(ask.key_id).cloned();
+        let key_own = s.key_limits(ask.key_id);
         let day = s.billing_day;
-        for a in applicable(&limits, key_own.as_deref(), ask) {
-            let Some(slot) = s.existing_mut(&a) else {
+        let applies = applicable(&limits, key_own.as_deref(), ask);
+        let mut entries = s.entries(ask, needed(&applies));
+        for a in &applies {
+            let Some(e) = entries[a.limit.scope as usize].as_deref_mut() else {
                 continue;
             };
-            apply(a.limit, slot, at_ms, day, &delta);
+            if let Some(slot) = e.find(&a.limit.name) {
+                apply(a.limit, slot, at_ms, day, &delta);
+            }
         }
     }
 
@@ -401,7 +448,7 @@ impl Scoped {
         let mut guard = self.state.lock();
         let s = &mut *guard;
         let limits = s.limits.clone();
-        let key_own = s.keys.get(ask.key_id).cloned();
+        let key_own = s.key_limits(ask.key_id);
         let day = s.billing_day;
         let delta = Delta {
             calls: ask.calls as i64,
@@ -415,7 +462,14 @@ impl Scoped {
             }
             // A subject the table has no room for is not counted (it
             // would be refused on its next request anyway).
-            let Some(slot) = s.slot_for(&a, now_ms, self.max()) else {
+            if !s.track(&a, now_ms, self.max()) {
+                continue;
+            }
+            let mut entries = s.entries(ask, 1 << a.limit.scope as u8);
+            let Some(slot) = entries[a.limit.scope as usize]
+                .as_deref_mut()
+                .map(|e| e.slot(&a.limit.name))
+            else {
                 continue;
             };
             roll(a.limit, slot, now_ms, day);
@@ -458,38 +512,83 @@ fn applicable<'l, 'a>(
         .collect()
 }
 
+/// The scopes `applies` counts, as bits (by [`Scope`]'s order).
+fn needed(applies: &[Applies<'_, '_>]) -> u8 {
+    applies
+        .iter()
+        .fold(0, |bits, a| bits | 1 << a.limit.scope as u8)
+}
+
+/// The table of `scope`'s subjects (the tenant has none: its entry is its own).
+fn at(scope: Scope) -> usize {
+    match scope {
+        Scope::Tenant | Scope::Key => 0,
+        Scope::User => 1,
+        Scope::Bot => 2,
+        Scope::Model => 3,
+    }
+}
+
 impl State {
-    /// The slot of `a`, made if it is new; `None` when its subject is new
-    /// and the table has no room (after sweeping idle entries).
-    fn slot_for(&mut self, a: &Applies<'_, '_>, now_ms: i64, max: usize) -> Option<&mut Slot> {
-        if a.limit.scope == Scope::Tenant {
-            return Some(self.tenant.slot(&a.limit.name));
+    /// A key's own limits, if it has any.
+    fn key_limits(&self, key_id: &str) -> Option<Arc<[Limit]>> {
+        if self.keys.is_empty() {
+            return None;
         }
-        let key = (a.limit.scope, CompactString::from(a.subject));
-        if !self.subjects.contains_key(&key) && self.subjects.len() >= max {
+        self.keys.get(key_id).cloned()
+    }
+
+    /// Makes `a`'s subject tracked if it is new: false when the table has
+    /// no room for it (after sweeping idle entries).
+    fn track(&mut self, a: &Applies<'_, '_>, now_ms: i64, max: usize) -> bool {
+        if a.limit.scope == Scope::Tenant {
+            return true;
+        }
+        let i = at(a.limit.scope);
+        if self.subjects[i].contains_key(a.subject) {
+            return true;
+        }
+        if self.tracked() >= max {
             if now_ms.saturating_sub(self.last_sweep_ms) < SWEEP_MS {
-                return None;
+                return false;
             }
             self.last_sweep_ms = now_ms;
             self.sweep(now_ms);
-            if self.subjects.len() >= max {
-                return None;
+            if self.tracked() >= max {
+                return false;
             }
         }
-        Some(self.subjects.entry(key).or_default().slot(&a.limit.name))
+        self.subjects[i].insert(Arc::from(a.subject), Entry::default());
+        true
     }
 
-    fn existing(&mut self, a: &Applies<'_, '_>) -> Option<&Slot> {
-        self.existing_mut(a).map(|s| &*s)
-    }
-
-    fn existing_mut(&mut self, a: &Applies<'_, '_>) -> Option<&mut Slot> {
-        if a.limit.scope == Scope::Tenant {
-            return self.tenant.find(&a.limit.name);
+    /// The entries of `ask`'s subjects of the scopes in `needed`, by
+    /// [`Scope`] (each looked up once; `None` where it is not tracked).
+    fn entries(&mut self, ask: &Ask<'_>, needed: u8) -> [Option<&mut Entry>; 5] {
+        fn get<'m>(
+            map: &'m mut Table,
+            needed: u8,
+            scope: Scope,
+            id: &str,
+        ) -> Option<&'m mut Entry> {
+            if id.is_empty() || needed & (1 << scope as u8) == 0 {
+                None
+            } else {
+                map.get_mut(id)
+            }
         }
-        self.subjects
-            .get_mut(&(a.limit.scope, CompactString::from(a.subject)))?
-            .find(&a.limit.name)
+        let State {
+            tenant,
+            subjects: [keys, users, bots, models],
+            ..
+        } = self;
+        [
+            Some(tenant),
+            get(keys, needed, Scope::Key, ask.key_id),
+            get(users, needed, Scope::User, ask.user),
+            get(bots, needed, Scope::Bot, ask.bot),
+            get(models, needed, Scope::Model, ask.model),
+        ]
     }
 
     /// Drops every entry that counts nothing any more: each of its windows
@@ -499,23 +598,30 @@ impl State {
         let now_ns = now_ms.saturating_mul(1_000_000);
         let limits = self.limits.clone();
         let keys = &self.keys;
-        self.subjects.retain(|(scope, subject), e| {
-            e.slots.iter().any(|(name, slot)| {
-                let own = (*scope == Scope::Key)
-                    .then(|| keys.get(subject.as_str()))
+        for &scope in &Scope::ALL[1..] {
+            self.subjects[at(scope)].retain(|subject, e| {
+                let own = (scope == Scope::Key)
+                    .then(|| keys.get(&**subject))
                     .flatten();
-                let limit = limits
-                    .iter()
-                    .chain(own.into_iter().flat_map(|l| l.iter()))
-                    .find(|l| l.name == *name && l.scope == *scope);
-                match limit.map(|l| l.window) {
-                    None => false,
-                    Some(Window::Burst) => slot.window > now_ns,
-                    Some(Window::None) => slot.used > 0,
-                    Some(w) => slot.used > 0 && slot.window == window::index(w, day, now_ms),
-                }
-            })
-        });
+                e.slots.iter().any(|(name, slot)| {
+                    let limit = limits
+                        .iter()
+                        .chain(own.into_iter().flat_map(|l| l.iter()))
+                        .find(|l| l.name == *name && l.scope == scope);
+                    match limit.map(|l| l.window) {
+                        None => false,
+                        Some(Window::Burst) => slot.window > now_ns,
+                        Some(Window::None) => slot.used > 0,
+                        Some(w) => slot.used > 0 && slot.window == window::index(w, day, now_ms),
+                    }
+                })
+            });
+        }
+    }
+
+    /// Subjects tracked, of every scope.
+    fn tracked(&self) -> usize {
+        self.subjects.iter().map(Table::len).sum()
     }
 }
 
