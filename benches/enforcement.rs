@@ -41,6 +41,10 @@ struct Fixture {
     /// The server's default `[flush] queue_capacity`, drained as often as
     /// a thread's lane fills.
     default: Lane,
+    /// Whether the tenants' plan has the limits of SPEC §12 that
+    /// `named_limits` adds: the decision then checks, takes, holds and
+    /// settles them too.
+    limited: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -66,10 +70,46 @@ fn bench_plan() -> Plan {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(bench_plan())
+}
+
+/// [`bench_plan`] with three limits of SPEC §12: with its monthly quota,
+/// four apply to every decision - the quota, a monthly dollar budget, the
+/// key's calls per minute, the end user's tokens per day.
+fn limited_plan() -> Plan {
+    use tollgate::model::{Limit, Measure, Scope, Window};
+    let mut plan = bench_plan();
+    plan.limits = vec![
+        Limit::new(
+            "budget",
+            Scope::Tenant,
+            Measure::SpendUsd,
+            Window::Month,
+            Some(1 << 46),
+        ),
+        Limit::new(
+            "key-minute",
+            Scope::Key,
+            Measure::Calls,
+            Window::Minute,
+            Some(1 << 46),
+        ),
+        Limit::new(
+            "user-day",
+            Scope::User,
+            Measure::Tokens,
+            Window::Day,
+            Some(1 << 46),
+        ),
+    ];
+    plan
+}
+
+fn fixture_with(plan: Plan) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 100, 16 << 20).unwrap());
     let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-    let plan = bench_plan();
+    let limited = !plan.limits.is_empty();
     let registry = Registry::load(store, &[plan], now).unwrap();
     let mut hashes = Vec::with_capacity(TENANTS);
     for i in 0..TENANTS {
@@ -109,6 +149,7 @@ fn fixture() -> Fixture {
         hashes,
         big,
         default,
+        limited,
         _dir: dir,
     }
 }
@@ -121,6 +162,9 @@ fn decide(f: &Fixture, lane: &Lane, hash: &KeyHash, i: i64) -> bool {
     f.registry.with_key(hash, |entry| {
         let Some(entry) = entry else { return false };
         let d = entry.tenant.acquire(1, NOW_NS + i);
+        if f.limited {
+            named(entry, NOW_NS + i);
+        }
         lane.queue.enqueue(Queued {
             tenant: entry.tenant.clone(),
             record: UsageRecord {
@@ -132,6 +176,28 @@ fn decide(f: &Fixture, lane: &Lane, hash: &KeyHash, i: i64) -> bool {
         });
         d.allowed()
     })
+}
+
+/// What the limits of SPEC §12 add to a decision: checked and taken, held,
+/// and settled at what the answer used.
+#[inline]
+fn named(entry: &tollgate::registry::KeyEntry, at: Nanos) {
+    use tollgate::quota::scoped::{Ask, Hold};
+    let Some(scoped) = entry.tenant.scoped() else {
+        return;
+    };
+    let ask = Ask {
+        key_id: &entry.key_id,
+        user: "5f0c1c9e-7b7e-4d1e-9a57-0d2f3e4a5b6c",
+        bot: "",
+        model: "gpt-4o",
+        calls: 1,
+        tokens: 500,
+        spend: 2_000,
+    };
+    if let Ok((_, ids)) = scoped.take(&ask, at.millis().0) {
+        Hold::new(scoped, &ask, ids, at.millis().0).settle(450, 1_800);
+    }
 }
 
 /// Runs `iters` decisions on each of `threads` threads; returns the busiest
@@ -377,6 +443,17 @@ fn named_limits(c: &mut Criterion) {
         keys.push((key.id, KeyHash::of(&secret)));
     }
     let mut g = c.benchmark_group("named_limits");
+    // The comparison: `decision/one_thread`'s harness (10,000
+    // tenants cycled, each decision enqueued), without and with four
+    // applicable limits, in the same run.
+    let plain = fixture();
+    let four = fixture_with(limited_plan());
+    g.bench_function("one_thread", |b| {
+        b.iter_custom(|iters| run(&plain, &plain.big, 1, iters, distinct))
+    });
+    g.bench_function("one_thread_four_limits", |b| {
+        b.iter_custom(|iters| run(&four, &four.big, 1, iters, distinct))
+    });
     g.bench_function("today_limits", |b| {
         let mut i = 0i64;
         b.iter(|| {
@@ -407,6 +484,31 @@ fn named_limits(c: &mut Criterion) {
                     };
                     let (_, ids) = scoped.take(&ask, at.millis().0).unwrap();
                     Hold::new(scoped, &ask, ids, at.millis().0).settle(450, 1_800);
+                    d.allowed()
+                })
+            })
+        })
+    });
+    g.bench_function("four_limits_take_only", |b| {
+        let mut i = 0i64;
+        let key_id = keys[1].0.clone();
+        b.iter(|| {
+            i += 1;
+            registry.with_key(black_box(&keys[1].1), |e| {
+                e.map(|e| {
+                    let at = NOW_NS + i;
+                    let d = e.tenant.acquire(1, at);
+                    let scoped = e.tenant.scoped().unwrap();
+                    let ask = Ask {
+                        key_id: &key_id,
+                        user: "5f0c1c9e-7b7e-4d1e-9a57-0d2f3e4a5b6c",
+                        bot: "",
+                        model: "gpt-4o",
+                        calls: 1,
+                        tokens: 0,
+                        spend: 0,
+                    };
+                    black_box(scoped.take(&ask, at.millis().0).is_ok());
                     d.allowed()
                 })
             })

@@ -33,6 +33,9 @@ pub struct ActivePlan {
     pub(crate) gcra: Option<GcraParams>,
     /// The records-per-second limit of `POST /api/v1/usage`.
     pub ingest: Option<GcraParams>,
+    /// The plan's limits of SPEC §12, shared by every tenant on it that
+    /// has none of its own (one copy for the cache, not one per tenant).
+    pub limits: Arc<[crate::model::Limit]>,
 }
 
 impl ActivePlan {
@@ -50,7 +53,13 @@ impl ActivePlan {
         let ingest = plan
             .effective_ingest_rate()
             .map(|r| GcraParams::from_limit(&r.as_limit()));
-        Arc::new(ActivePlan { plan, gcra, ingest })
+        let limits = Arc::from(plan.limits.clone());
+        Arc::new(ActivePlan {
+            plan,
+            gcra,
+            ingest,
+            limits,
+        })
     }
 }
 
@@ -226,7 +235,7 @@ impl TenantState {
     /// its table of end users, bots, models and keys.
     pub(crate) fn configure_limits(
         &self,
-        plan: &[crate::model::Limit],
+        plan: &Arc<[crate::model::Limit]>,
         own: Option<(&[crate::model::Limit], Option<u8>)>,
         max_subjects: usize,
     ) {

@@ -154,7 +154,7 @@ impl Registry {
                 state.restore(period, tot.calls, tot.tokens);
             }
             state.configure_limits(
-                &state.plan_now().plan.limits,
+                &state.plan_now().limits,
                 Some((&t.limits, t.billing_day)),
                 DEFAULT_MAX_SUBJECTS,
             );

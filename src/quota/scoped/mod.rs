@@ -24,9 +24,12 @@
 //! when it is dropped - so every exit path returns it.
 
 mod hold;
+mod slot;
+mod table;
 pub(crate) mod window;
 
 pub use hold::Hold;
+pub use slot::View;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +37,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
+use self::slot::{add, apply, refuses, roll, view_of, Entry, Slot};
+use self::table::{Counts, Tracked, Who, SWEEP_MS};
 use crate::model::{CompactString, Limit, Measure, Scope, Window};
 
 /// Micro-dollars of a cost in US dollars (negative and non-finite: 0).
@@ -47,46 +52,6 @@ pub fn micro_usd(usd: f64) -> u64 {
 
 /// Subjects one tenant may track unless configured otherwise.
 pub const DEFAULT_MAX_SUBJECTS: usize = 100_000;
-/// How often a full table is swept for idle entries.
-const SWEEP_MS: i64 = 1_000;
-
-/// One limit's count: the window it belongs to and what was used in it
-/// (for the burst window, `window` is the GCRA's theoretical arrival
-/// time in nanoseconds; for in-flight, `used` is the requests served now).
-#[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    window: i64,
-    used: u64,
-}
-
-/// One subject's counts, by limit name.
-#[derive(Debug, Default)]
-struct Entry {
-    slots: SmallVec<[(CompactString, Slot); 2]>,
-}
-
-impl Entry {
-    fn slot(&mut self, name: &str) -> &mut Slot {
-        match self.slots.iter().position(|(n, _)| n == name) {
-            Some(i) => &mut self.slots[i].1,
-            None => {
-                self.slots.push((name.into(), Slot::default()));
-                &mut self.slots.last_mut().expect("just pushed").1
-            }
-        }
-    }
-
-    fn peek(&self, name: &str) -> Option<&Slot> {
-        self.slots.iter().find(|(n, _)| n == name).map(|(_, s)| s)
-    }
-
-    fn find(&mut self, name: &str) -> Option<&mut Slot> {
-        self.slots
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s)
-    }
-}
 
 /// What a request asks of the limits.
 #[derive(Clone, Copy, Debug, Default)]
@@ -100,27 +65,6 @@ pub struct Ask<'a> {
     pub tokens: u64,
     /// Micro-dollars reserved (0: as for tokens).
     pub spend: u64,
-}
-
-/// A limit as a response shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct View {
-    pub name: CompactString,
-    pub scope: Scope,
-    pub measure: Measure,
-    pub window: Window,
-    pub amount: u64,
-    pub used: u64,
-    /// Seconds the window lasts (the burst window's `perSeconds`).
-    pub window_secs: u64,
-    /// Milliseconds until the window resets (the bucket is full again).
-    pub reset_ms: i64,
-}
-
-impl View {
-    pub fn remaining(&self) -> u64 {
-        self.amount.saturating_sub(self.used)
-    }
 }
 
 /// The limit that refused a request.
@@ -162,28 +106,58 @@ pub struct Ids {
 /// The views of a decision's applicable limits (no allocation for a few).
 pub type Views = SmallVec<[View; 4]>;
 
-struct State {
+/// What the limits are: the tenant's merged list, its billing day, its
+/// keys' own.
+struct Config {
     /// The tenant's limits: its plan's, each replaced by the tenant's own
     /// of the same name, and the tenant's others.
     limits: Arc<[Limit]>,
     billing_day: u8,
     /// The keys' own limits, by key id.
-    keys: HashMap<CompactString, Arc<[Limit]>, Hasher>,
-    tenant: Entry,
-    /// Keys, end users, bots and models, a table each (by [`at`]): looked
-    /// up by `&str`, so that a decision on a known subject allocates
-    /// nothing, whatever its id's length.
-    subjects: [Table; 4],
-    last_sweep_ms: i64,
+    keys: HashMap<CompactString, Arc<[Limit]>, foldhash::fast::RandomState>,
 }
 
-/// Hashes subjects' ids with foldhash: a few nanoseconds for a short id,
-/// and seeded per process, so that ids a client picks cannot be made to
-/// collide.
-type Hasher = foldhash::fast::RandomState;
+impl Config {
+    /// A key's own limits, if it has any.
+    fn key_own(&self, key_id: &str) -> Option<&[Limit]> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        self.keys.get(key_id).map(|l| &**l)
+    }
 
-/// One scope's subjects.
-type Table = HashMap<Arc<str>, Entry, Hasher>;
+    /// The limit `name` of a subject of `scope` (`id`: a key's, for its own).
+    fn limit(&self, scope: Scope, id: &str, name: &str) -> Option<&Limit> {
+        let own = (scope == Scope::Key).then(|| self.key_own(id)).flatten();
+        self.limits
+            .iter()
+            .chain(own.into_iter().flatten())
+            .find(|l| l.name == name && l.scope == scope)
+    }
+
+    /// Whether an entry still counts something at `now_ms`: a window of
+    /// it has not passed, its bucket is not full, something of it is in
+    /// flight. One that does not can be dropped without losing a count.
+    fn live(&self, now_ms: i64) -> impl Fn(Scope, &str, &Entry) -> bool + '_ {
+        let day = self.billing_day;
+        let now_ns = now_ms.saturating_mul(1_000_000);
+        move |scope, id, e| {
+            e.slots.iter().any(
+                |(name, slot)| match self.limit(scope, id, name).map(|l| l.window) {
+                    None => false,
+                    Some(Window::Burst) => slot.window > now_ns,
+                    Some(Window::None) => slot.used > 0,
+                    Some(w) => slot.used > 0 && slot.window == window::index(w, day, now_ms),
+                },
+            )
+        }
+    }
+}
+
+struct State {
+    config: Config,
+    counts: Counts,
+}
 
 /// One tenant's limits of SPEC §12 and their counts.
 pub struct Scoped {
@@ -198,8 +172,8 @@ impl std::fmt::Debug for Scoped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.state.lock();
         f.debug_struct("Scoped")
-            .field("limits", &s.limits.len())
-            .field("subjects", &s.tracked())
+            .field("limits", &s.config.limits.len())
+            .field("subjects", &s.counts.tracked())
             .finish()
     }
 }
@@ -225,12 +199,12 @@ impl Scoped {
     pub fn new(max_subjects: usize) -> Scoped {
         Scoped {
             state: Mutex::new(State {
-                limits: Arc::from(Vec::new()),
-                billing_day: 1,
-                keys: HashMap::default(),
-                tenant: Entry::default(),
-                subjects: Default::default(),
-                last_sweep_ms: i64::MIN,
+                config: Config {
+                    limits: Arc::from(Vec::new()),
+                    billing_day: 1,
+                    keys: HashMap::default(),
+                },
+                counts: Counts::new(),
             }),
             max_subjects: std::sync::atomic::AtomicUsize::new(max_subjects.max(1)),
             own: Mutex::new((Arc::from(Vec::new()), None)),
@@ -240,24 +214,31 @@ impl Scoped {
     /// Sets the limits from the plan's and the tenant's own (`None`: keep
     /// the tenant's as they were). Counts of limits that keep their name
     /// are kept.
-    pub fn configure(&self, plan: &[Limit], tenant: Option<(&[Limit], Option<u8>)>) {
+    pub fn configure(&self, plan: &Arc<[Limit]>, tenant: Option<(&[Limit], Option<u8>)>) {
         let mut own = self.own.lock();
         if let Some((limits, day)) = tenant {
             *own = (Arc::from(limits.to_vec()), day);
         }
-        let limits: Arc<[Limit]> = Arc::from(merged(plan, &own.0));
+        // Without limits of its own, the tenant shares its plan's list.
+        let limits = if own.0.is_empty() {
+            plan.clone()
+        } else {
+            Arc::from(merged(plan, &own.0))
+        };
         let mut s = self.state.lock();
-        s.limits = limits;
-        s.billing_day = own.1.unwrap_or(1);
+        s.config.limits = limits;
+        s.config.billing_day = own.1.unwrap_or(1);
     }
 
     /// Sets (or, with an empty list, drops) a key's own limits.
     pub fn set_key(&self, key_id: &str, limits: &[Limit]) {
         let mut s = self.state.lock();
         if limits.is_empty() {
-            s.keys.remove(key_id);
+            s.config.keys.remove(key_id);
         } else {
-            s.keys.insert(key_id.into(), Arc::from(limits.to_vec()));
+            s.config
+                .keys
+                .insert(key_id.into(), Arc::from(limits.to_vec()));
         }
     }
 
@@ -274,12 +255,12 @@ impl Scoped {
     /// Whether any limit is set (on the tenant, its plan or a key).
     pub fn is_empty(&self) -> bool {
         let s = self.state.lock();
-        s.limits.is_empty() && s.keys.is_empty()
+        s.config.limits.is_empty() && s.config.keys.is_empty()
     }
 
     /// Subjects tracked now (end users, bots, models, keys).
     pub fn subjects(&self) -> usize {
-        self.state.lock().tracked()
+        self.state.lock().counts.tracked()
     }
 
     /// Checks every limit `ask` meets at `now_ms` and takes from all of
@@ -295,40 +276,41 @@ impl Scoped {
     }
 
     fn decide(&self, ask: &Ask<'_>, now_ms: i64, take: bool) -> Result<(Views, Ids), Breach> {
+        let max = self.max();
         let mut guard = self.state.lock();
-        let s = &mut *guard;
-        let limits = s.limits.clone();
-        let key_own = s.key_limits(ask.key_id);
-        let applies = applicable(&limits, key_own.as_deref(), ask);
-        let day = s.billing_day;
+        let State { config, counts } = &mut *guard;
+        let applies = applicable(&config.limits, config.key_own(ask.key_id), ask);
+        let day = config.billing_day;
+        let whos = whos(counts, ask, needed(&applies));
         // Each subject a limit counts is tracked (made if new, when the
         // table has room) ...
-        for a in &applies {
-            if !s.track(a, now_ms, self.max()) {
-                let view = view_of(a.limit, Slot::default(), now_ms, day);
+        for who in whos.iter().flatten() {
+            if !counts.track(*who, now_ms, max, config.live(now_ms)) {
+                let a = applies.iter().find(|a| a.limit.scope == who.scope);
+                let Some(a) = a else { continue };
                 return Err(Breach {
                     subject: a.subject.into(),
                     retry_ms: SWEEP_MS,
-                    view,
+                    view: view_of(a.limit, Slot::default(), now_ms, day),
                     table_full: true,
                 });
             }
         }
-        // ... and looked up once: the tenant's entry and one per scope.
-        let mut entries = s.entries(ask, needed(&applies));
+        // ... and found once each.
+        let (tenant, mut found) = counts.find_each(whos);
+        let mut tenant = Some(tenant);
         // Every limit is checked ...
         for a in &applies {
-            let Some(e) = entries[a.limit.scope as usize].as_deref_mut() else {
+            let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {
                 continue;
             };
             let slot = e.slot(&a.limit.name);
             roll(a.limit, slot, now_ms, day);
             if let Some(retry_ms) = refuses(a.limit, slot, ask, now_ms, day) {
-                let view = view_of(a.limit, *slot, now_ms, day);
                 return Err(Breach {
                     subject: a.subject.into(),
                     retry_ms,
-                    view,
+                    view: view_of(a.limit, *slot, now_ms, day),
                     table_full: false,
                 });
             }
@@ -336,7 +318,7 @@ impl Scoped {
         // ... then taken from, every one (the lock is held throughout).
         let mut views = Views::new();
         for a in &applies {
-            let Some(e) = entries[a.limit.scope as usize].as_deref_mut() else {
+            let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {
                 continue;
             };
             let slot = e.slot(&a.limit.name);
@@ -345,60 +327,38 @@ impl Scoped {
             }
             views.push(view_of(a.limit, *slot, now_ms, day));
         }
-        // The ids of the subjects the limits count, as the table holds
-        // them (shared, not copied), for the decision's hold.
-        let mut ids = Ids::default();
-        if take {
-            let bits = needed(&applies);
-            let id = |scope: Scope, subject: &str| {
-                if bits & (1 << scope as u8) == 0 {
-                    return None;
-                }
-                s.subjects[at(scope)]
-                    .get_key_value(subject)
-                    .map(|(k, _)| k.clone())
-            };
-            ids = Ids {
-                user: id(Scope::User, ask.user),
-                bot: id(Scope::Bot, ask.bot),
-                model: id(Scope::Model, ask.model),
-            };
-        }
+        // The ids the limits count, as the tables hold them (shared, not
+        // copied), for the decision's hold.
+        let id = |t: &Option<&mut Tracked>| t.as_ref().map(|(id, _)| id.clone());
+        let ids = Ids {
+            user: id(&found[1]),
+            bot: id(&found[2]),
+            model: id(&found[3]),
+        };
         Ok((views, ids))
     }
 
     /// Every limit of the tenant with its count now: the tenant's, and each
     /// tracked subject's (for the billing views).
     pub fn standing(&self, now_ms: i64) -> Vec<(CompactString, View)> {
-        let mut guard = self.state.lock();
-        let s = &mut *guard;
-        let day = s.billing_day;
+        let guard = self.state.lock();
+        let State { config, counts } = &*guard;
+        let day = config.billing_day;
         let mut out = Vec::new();
-        for l in s.limits.iter().filter(|l| l.amount.is_some()) {
+        let mut show = |subject: &str, l: &Limit, slot: Option<&Slot>| {
+            let mut slot = slot.copied().unwrap_or_default();
+            roll(l, &mut slot, now_ms, day);
+            out.push((CompactString::from(subject), view_of(l, slot, now_ms, day)));
+        };
+        for l in config.limits.iter().filter(|l| l.amount.is_some()) {
             if l.scope == Scope::Tenant {
-                let mut slot = s.tenant.find(&l.name).copied().unwrap_or_default();
-                roll(l, &mut slot, now_ms, day);
-                out.push((CompactString::default(), view_of(l, slot, now_ms, day)));
+                show("", l, counts.tenant.peek(&l.name));
             }
         }
-        for &scope in &Scope::ALL[1..] {
-            for (subject, e) in &s.subjects[at(scope)] {
-                let own = (scope == Scope::Key)
-                    .then(|| s.keys.get(&**subject))
-                    .flatten();
-                let all = s
-                    .limits
-                    .iter()
-                    .chain(own.into_iter().flat_map(|l| l.iter()));
-                for l in all.filter(|l| l.scope == scope && l.amount.is_some()) {
-                    if let Some(slot) = e.peek(&l.name) {
-                        let mut slot = *slot;
-                        roll(l, &mut slot, now_ms, day);
-                        out.push((
-                            CompactString::from(&**subject),
-                            view_of(l, slot, now_ms, day),
-                        ));
-                    }
+        for (scope, (id, e)) in counts.each() {
+            for (name, slot) in &e.slots {
+                if let Some(l) = config.limit(scope, id, name).filter(|l| l.amount.is_some()) {
+                    show(id, l, Some(slot));
                 }
             }
         }
@@ -411,14 +371,14 @@ impl Scoped {
     /// flight.
     pub fn adjust(&self, ask: &Ask<'_>, at_ms: i64, delta: Delta) {
         let mut guard = self.state.lock();
-        let s = &mut *guard;
-        let limits = s.limits.clone();
-        let key_own = s.key_limits(ask.key_id);
-        let day = s.billing_day;
-        let applies = applicable(&limits, key_own.as_deref(), ask);
-        let mut entries = s.entries(ask, needed(&applies));
+        let State { config, counts } = &mut *guard;
+        let applies = applicable(&config.limits, config.key_own(ask.key_id), ask);
+        let day = config.billing_day;
+        let whos = whos(counts, ask, needed(&applies));
+        let (tenant, mut found) = counts.find_each(whos);
+        let mut tenant = Some(tenant);
         for a in &applies {
-            let Some(e) = entries[a.limit.scope as usize].as_deref_mut() else {
+            let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {
                 continue;
             };
             if let Some(slot) = e.find(&a.limit.name) {
@@ -431,10 +391,11 @@ impl Scoped {
     /// of a fixed window among the limits (`None`: no limit has one).
     pub fn counted_since(&self, now_ms: i64) -> Option<i64> {
         let s = self.state.lock();
-        let day = s.billing_day;
-        s.limits
+        let day = s.config.billing_day;
+        s.config
+            .limits
             .iter()
-            .chain(s.keys.values().flat_map(|l| l.iter()))
+            .chain(s.config.keys.values().flat_map(|l| l.iter()))
             .filter(|l| l.amount.is_some())
             .filter(|l| !matches!(l.window, Window::Burst | Window::None))
             .map(|l| window::end_ms(l.window, day, window::index(l.window, day, now_ms) - 1))
@@ -443,38 +404,66 @@ impl Scoped {
 
     /// Counts usage that happened without a decision (a reported record
     /// with no reservation): its calls, tokens and spend, in the windows
-    /// of `at_ms` that are the current ones at `now_ms`.
+    /// of `at_ms` that are the current ones at `now_ms`. A subject the
+    /// table has no room for is not counted (it would be refused on its
+    /// next request anyway).
     pub fn debit(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64) {
+        let max = self.max();
         let mut guard = self.state.lock();
-        let s = &mut *guard;
-        let limits = s.limits.clone();
-        let key_own = s.key_limits(ask.key_id);
-        let day = s.billing_day;
+        let State { config, counts } = &mut *guard;
+        let applies = applicable(&config.limits, config.key_own(ask.key_id), ask);
+        let day = config.billing_day;
+        let mut whos = whos(counts, ask, needed(&applies));
+        for who in whos.iter_mut() {
+            if who.is_some_and(|w| !counts.track(w, now_ms, max, config.live(now_ms))) {
+                *who = None;
+            }
+        }
         let delta = Delta {
             calls: ask.calls as i64,
             tokens: ask.tokens as i64,
             spend: ask.spend as i64,
             leave: false,
         };
-        for a in applicable(&limits, key_own.as_deref(), ask) {
+        let (tenant, mut found) = counts.find_each(whos);
+        let mut tenant = Some(tenant);
+        for a in &applies {
             if matches!(a.limit.window, Window::Burst | Window::None) {
                 continue;
             }
-            // A subject the table has no room for is not counted (it
-            // would be refused on its next request anyway).
-            if !s.track(&a, now_ms, self.max()) {
-                continue;
-            }
-            let mut entries = s.entries(ask, 1 << a.limit.scope as u8);
-            let Some(slot) = entries[a.limit.scope as usize]
-                .as_deref_mut()
-                .map(|e| e.slot(&a.limit.name))
-            else {
+            let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {
                 continue;
             };
+            let slot = e.slot(&a.limit.name);
             roll(a.limit, slot, now_ms, day);
             apply(a.limit, slot, at_ms, day, &delta);
         }
+    }
+}
+
+/// The subjects of `ask` in the scopes of `needed` (a key, an end user, a
+/// bot, a model), hashed.
+fn whos<'a>(counts: &Counts, ask: &Ask<'a>, needed: u8) -> [Option<Who<'a>>; 4] {
+    let who = |scope: Scope, id: &'a str| {
+        (needed & (1 << scope as u8) != 0 && !id.is_empty()).then(|| counts.who(scope, id))
+    };
+    [
+        who(Scope::Key, ask.key_id),
+        who(Scope::User, ask.user),
+        who(Scope::Bot, ask.bot),
+        who(Scope::Model, ask.model),
+    ]
+}
+
+/// The entry a limit of `scope` counts in: the tenant's, or its subject's.
+fn entry<'e>(
+    tenant: &'e mut Option<&mut Entry>,
+    found: &'e mut [Option<&mut Tracked>; 4],
+    scope: Scope,
+) -> Option<&'e mut Entry> {
+    match scope {
+        Scope::Tenant => tenant.as_deref_mut(),
+        _ => found[scope as usize - 1].as_deref_mut().map(|(_, e)| e),
     }
 }
 
@@ -493,23 +482,34 @@ fn applicable<'l, 'a>(
     ask: &Ask<'a>,
 ) -> SmallVec<[Applies<'l, 'a>; 8]> {
     let own = key_own.unwrap_or(&[]);
-    let subject = |scope: Scope| {
-        match scope {
-            Scope::Tenant => Some(""),
-            Scope::Key => Some(ask.key_id),
-            Scope::User => Some(ask.user),
-            Scope::Bot => Some(ask.bot),
-            Scope::Model => Some(ask.model),
-        }
-        .filter(|s| scope == Scope::Tenant || !s.is_empty())
+    let subject = |scope: Scope| match scope {
+        Scope::Tenant => Some(""),
+        Scope::Key => Some(ask.key_id).filter(|s| !s.is_empty()),
+        Scope::User => Some(ask.user).filter(|s| !s.is_empty()),
+        Scope::Bot => Some(ask.bot).filter(|s| !s.is_empty()),
+        Scope::Model => Some(ask.model).filter(|s| !s.is_empty()),
     };
-    limits
-        .iter()
-        .filter(|l| !(l.scope == Scope::Key && own.iter().any(|o| o.name == l.name)))
-        .chain(own.iter())
-        .filter(|l| l.amount.is_some())
-        .filter_map(|limit| subject(limit.scope).map(|subject| Applies { limit, subject }))
-        .collect()
+    // Plain loops: an iterator chain collected into a SmallVec was a
+    // tenth of the decision.
+    let mut out = SmallVec::new();
+    for limit in limits {
+        // A key's own limit replaces the plan's and tenant's of its name.
+        let replaced = limit.scope == Scope::Key
+            && !own.is_empty()
+            && own.iter().any(|o| o.name == limit.name);
+        if limit.amount.is_none() || replaced {
+            continue;
+        }
+        if let Some(subject) = subject(limit.scope) {
+            out.push(Applies { limit, subject });
+        }
+    }
+    for limit in own.iter().filter(|l| l.amount.is_some()) {
+        if let Some(subject) = subject(limit.scope) {
+            out.push(Applies { limit, subject });
+        }
+    }
+    out
 }
 
 /// The scopes `applies` counts, as bits (by [`Scope`]'s order).
@@ -517,251 +517,4 @@ fn needed(applies: &[Applies<'_, '_>]) -> u8 {
     applies
         .iter()
         .fold(0, |bits, a| bits | 1 << a.limit.scope as u8)
-}
-
-/// The table of `scope`'s subjects (the tenant has none: its entry is its own).
-fn at(scope: Scope) -> usize {
-    match scope {
-        Scope::Tenant | Scope::Key => 0,
-        Scope::User => 1,
-        Scope::Bot => 2,
-        Scope::Model => 3,
-    }
-}
-
-impl State {
-    /// A key's own limits, if it has any.
-    fn key_limits(&self, key_id: &str) -> Option<Arc<[Limit]>> {
-        if self.keys.is_empty() {
-            return None;
-        }
-        self.keys.get(key_id).cloned()
-    }
-
-    /// Makes `a`'s subject tracked if it is new: false when the table has
-    /// no room for it (after sweeping idle entries).
-    fn track(&mut self, a: &Applies<'_, '_>, now_ms: i64, max: usize) -> bool {
-        if a.limit.scope == Scope::Tenant {
-            return true;
-        }
-        let i = at(a.limit.scope);
-        if self.subjects[i].contains_key(a.subject) {
-            return true;
-        }
-        if self.tracked() >= max {
-            if now_ms.saturating_sub(self.last_sweep_ms) < SWEEP_MS {
-                return false;
-            }
-            self.last_sweep_ms = now_ms;
-            self.sweep(now_ms);
-            if self.tracked() >= max {
-                return false;
-            }
-        }
-        self.subjects[i].insert(Arc::from(a.subject), Entry::default());
-        true
-    }
-
-    /// The entries of `ask`'s subjects of the scopes in `needed`, by
-    /// [`Scope`] (each looked up once; `None` where it is not tracked).
-    fn entries(&mut self, ask: &Ask<'_>, needed: u8) -> [Option<&mut Entry>; 5] {
-        fn get<'m>(
-            map: &'m mut Table,
-            needed: u8,
-            scope: Scope,
-            id: &str,
-        ) -> Option<&'m mut Entry> {
-            if id.is_empty() || needed & (1 << scope as u8) == 0 {
-                None
-            } else {
-                map.get_mut(id)
-            }
-        }
-        let State {
-            tenant,
-            subjects: [keys, users, bots, models],
-            ..
-        } = self;
-        [
-            Some(tenant),
-            get(keys, needed, Scope::Key, ask.key_id),
-            get(users, needed, Scope::User, ask.user),
-            get(bots, needed, Scope::Bot, ask.bot),
-            get(models, needed, Scope::Model, ask.model),
-        ]
-    }
-
-    /// Drops every entry that counts nothing any more: each of its windows
-    /// has passed, its bucket is full, nothing of it is in flight.
-    fn sweep(&mut self, now_ms: i64) {
-        let day = self.billing_day;
-        let now_ns = now_ms.saturating_mul(1_000_000);
-        let limits = self.limits.clone();
-        let keys = &self.keys;
-        for &scope in &Scope::ALL[1..] {
-            self.subjects[at(scope)].retain(|subject, e| {
-                let own = (scope == Scope::Key)
-                    .then(|| keys.get(&**subject))
-                    .flatten();
-                e.slots.iter().any(|(name, slot)| {
-                    let limit = limits
-                        .iter()
-                        .chain(own.into_iter().flat_map(|l| l.iter()))
-                        .find(|l| l.name == *name && l.scope == scope);
-                    match limit.map(|l| l.window) {
-                        None => false,
-                        Some(Window::Burst) => slot.window > now_ns,
-                        Some(Window::None) => slot.used > 0,
-                        Some(w) => slot.used > 0 && slot.window == window::index(w, day, now_ms),
-                    }
-                })
-            });
-        }
-    }
-
-    /// Subjects tracked, of every scope.
-    fn tracked(&self) -> usize {
-        self.subjects.iter().map(Table::len).sum()
-    }
-}
-
-/// Moves a fixed window's slot to the window of `now_ms` (its count
-/// starts again at 0).
-fn roll(l: &Limit, slot: &mut Slot, now_ms: i64, day: u8) {
-    if matches!(l.window, Window::Burst | Window::None) {
-        return;
-    }
-    let n = window::index(l.window, day, now_ms);
-    if slot.window != n {
-        *slot = Slot { window: n, used: 0 };
-    }
-}
-
-/// The GCRA's emission interval of a burst limit, in nanoseconds.
-fn interval_ns(l: &Limit) -> i64 {
-    let amount = l.amount.unwrap_or(1).max(1);
-    ((u128::from(l.per_seconds) * 1_000_000_000) / u128::from(amount)).max(1) as i64
-}
-
-/// What a request would take of `l`'s measure.
-fn need(l: &Limit, ask: &Ask<'_>) -> u64 {
-    match l.measure {
-        Measure::Calls => ask.calls,
-        Measure::Tokens => ask.tokens,
-        Measure::SpendUsd => ask.spend,
-        Measure::InFlight => 1,
-    }
-}
-
-/// `Some(ms until it could pass)` when `l` refuses `ask`.
-fn refuses(l: &Limit, slot: &Slot, ask: &Ask<'_>, now_ms: i64, day: u8) -> Option<i64> {
-    let amount = l.amount?;
-    let n = need(l, ask);
-    if l.window == Window::Burst {
-        let t = interval_ns(l);
-        let now_ns = now_ms.saturating_mul(1_000_000);
-        let tat = slot
-            .window
-            .max(now_ns)
-            .saturating_add(t.saturating_mul(n as i64));
-        let capacity = t.saturating_mul(l.burst as i64);
-        let over = tat - now_ns - capacity;
-        return (over > 0).then(|| (over + 999_999) / 1_000_000);
-    }
-    // Reserving nothing, a limit is open while anything of it is left;
-    // reserving, only if the reservation fits whole.
-    let refused = if n == 0 {
-        slot.used >= amount
-    } else {
-        slot.used.saturating_add(n) > amount
-    };
-    refused.then(|| match l.window {
-        Window::None => 1_000,
-        w => window::end_ms(w, day, slot.window)
-            .saturating_sub(now_ms)
-            .max(1),
-    })
-}
-
-fn add(l: &Limit, slot: &mut Slot, ask: &Ask<'_>, now_ms: i64) {
-    let n = need(l, ask);
-    if l.window == Window::Burst {
-        let now_ns = now_ms.saturating_mul(1_000_000);
-        slot.window = slot
-            .window
-            .max(now_ns)
-            .saturating_add(interval_ns(l).saturating_mul(n as i64));
-    } else {
-        slot.used = slot.used.saturating_add(n);
-    }
-}
-
-/// Applies `delta` to `slot` of `l` for a decision made at `at_ms`: a
-/// fixed window only while it is still the one of `at_ms`.
-fn apply(l: &Limit, slot: &mut Slot, at_ms: i64, day: u8, delta: &Delta) {
-    let by = match l.measure {
-        Measure::Calls => delta.calls,
-        Measure::Tokens => delta.tokens,
-        Measure::SpendUsd => delta.spend,
-        Measure::InFlight => {
-            if delta.leave {
-                slot.used = slot.used.saturating_sub(1);
-            }
-            return;
-        }
-    };
-    if by == 0 {
-        return;
-    }
-    match l.window {
-        Window::Burst => {
-            if by < 0 {
-                slot.window = slot
-                    .window
-                    .saturating_sub(interval_ns(l).saturating_mul(-by));
-            }
-        }
-        Window::None => {}
-        w => {
-            if slot.window == window::index(w, day, at_ms) {
-                slot.used = slot.used.saturating_add_signed(by);
-            }
-        }
-    }
-}
-
-fn view_of(l: &Limit, slot: Slot, now_ms: i64, day: u8) -> View {
-    let amount = l.amount.unwrap_or(u64::MAX);
-    let (used, reset_ms) = match l.window {
-        Window::Burst => {
-            let t = interval_ns(l);
-            let now_ns = now_ms.saturating_mul(1_000_000);
-            let ahead = slot.window.saturating_sub(now_ns).max(0);
-            let capacity = t.saturating_mul(l.burst as i64);
-            let left = (capacity - ahead).max(0) / t;
-            (
-                amount.min(l.burst).saturating_sub(left as u64),
-                (ahead + 999_999) / 1_000_000,
-            )
-        }
-        Window::None => (slot.used, 0),
-        w => (
-            slot.used,
-            window::end_ms(w, day, slot.window).saturating_sub(now_ms),
-        ),
-    };
-    View {
-        name: l.name.clone(),
-        scope: l.scope,
-        measure: l.measure,
-        window: l.window,
-        amount: if l.window == Window::Burst {
-            amount.min(l.burst)
-        } else {
-            amount
-        },
-        used,
-        window_secs: l.window_secs(),
-        reset_ms,
-    }
 }

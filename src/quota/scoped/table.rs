@@ -1,0 +1,146 @@
+//! [`Counts`]: the tenant's own counts and a table per scope of the
+//! subjects its limits count - keys, end users, bots, models - bounded by
+//! the caller (`[limits] max_subjects_per_tenant`).
+//!
+//! Each subject is hashed once per decision ([`Who`]) and found with that
+//! hash: foldhash, a few nanoseconds for a short id and seeded per
+//! process, so that ids a client picks cannot be made to collide. An id is
+//! kept as an `Arc<str>`, which a decision's hold shares instead of
+//! copying.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+use super::slot::Entry;
+use crate::model::Scope;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// A subject of a decision: its scope, its id and the id's hash.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Who<'a> {
+    pub(super) scope: Scope,
+    pub(super) id: &'a str,
+    hash: u64,
+}
+
+/// A tracked subject: its id, shared, and its counts.
+pub(super) type Tracked = (Arc<str>, Entry);
+
+pub(super) struct Counts {
+    /// The tenant's own counts.
+    pub(super) tenant: Entry,
+    /// Keys, end users, bots and models (by [`at`]).
+    tables: [HashTable<Tracked>; 4],
+    hasher: Hasher,
+    last_sweep_ms: i64,
+}
+
+/// The table of `scope` (the tenant has none: its counts are its own).
+fn at(scope: Scope) -> usize {
+    match scope {
+        Scope::Tenant | Scope::Key => 0,
+        Scope::User => 1,
+        Scope::Bot => 2,
+        Scope::Model => 3,
+    }
+}
+
+/// When a full table was last swept for idle entries, at most once per this.
+pub(super) const SWEEP_MS: i64 = 1_000;
+
+impl Counts {
+    pub(super) fn new() -> Counts {
+        Counts {
+            tenant: Entry::default(),
+            tables: Default::default(),
+            hasher: Hasher::default(),
+            last_sweep_ms: i64::MIN,
+        }
+    }
+
+    /// `id` of `scope`, hashed.
+    pub(super) fn who<'a>(&self, scope: Scope, id: &'a str) -> Who<'a> {
+        Who {
+            scope,
+            id,
+            hash: self.hasher.hash_one(id),
+        }
+    }
+
+    /// Subjects tracked, of every scope.
+    pub(super) fn tracked(&self) -> usize {
+        self.tables.iter().map(HashTable::len).sum()
+    }
+
+    /// Makes `who` tracked if it is new: false when the tables hold `max`
+    /// and sweeping the idle entries (at most once every [`SWEEP_MS`]; an
+    /// entry is kept while `live` says so) made no room.
+    pub(super) fn track(
+        &mut self,
+        who: Who<'_>,
+        now_ms: i64,
+        max: usize,
+        live: impl Fn(Scope, &str, &Entry) -> bool,
+    ) -> bool {
+        let table = &self.tables[at(who.scope)];
+        if table.find(who.hash, |(k, _)| **k == *who.id).is_some() {
+            return true;
+        }
+        if self.tracked() >= max {
+            if now_ms.saturating_sub(self.last_sweep_ms) < SWEEP_MS {
+                return false;
+            }
+            self.last_sweep_ms = now_ms;
+            for &scope in &Scope::ALL[1..] {
+                self.tables[at(scope)].retain(|(id, e)| live(scope, id, e));
+            }
+            if self.tracked() >= max {
+                return false;
+            }
+        }
+        let hasher = &self.hasher;
+        self.tables[at(who.scope)].insert_unique(
+            who.hash,
+            (Arc::from(who.id), Entry::default()),
+            |(k, _)| hasher.hash_one(&**k),
+        );
+        true
+    }
+
+    /// The tenant's counts, and the tracked subjects of `whos` (a key, an
+    /// end user, a bot, a model), each found once, together.
+    pub(super) fn find_each(
+        &mut self,
+        whos: [Option<Who<'_>>; 4],
+    ) -> (&mut Entry, [Option<&mut Tracked>; 4]) {
+        fn find<'t>(
+            table: &'t mut HashTable<Tracked>,
+            who: Option<Who<'_>>,
+        ) -> Option<&'t mut Tracked> {
+            let who = who?;
+            table.find_mut(who.hash, |(k, _)| **k == *who.id)
+        }
+        let Counts { tenant, tables, .. } = self;
+        let [keys, users, bots, models] = tables;
+        let [k, u, b, m] = whos;
+        (
+            tenant,
+            [
+                find(keys, k),
+                find(users, u),
+                find(bots, b),
+                find(models, m),
+            ],
+        )
+    }
+
+    /// Every tracked subject, with its scope.
+    pub(super) fn each(&self) -> impl Iterator<Item = (Scope, &Tracked)> {
+        Scope::ALL[1..]
+            .iter()
+            .flat_map(|&scope| self.tables[at(scope)].iter().map(move |t| (scope, t)))
+    }
+}
