@@ -19,7 +19,7 @@ pub(super) struct Slot {
 /// One subject's counts, by limit name.
 #[derive(Debug, Default)]
 pub(super) struct Entry {
-    pub(super) slots: SmallVec<[(CompactString, Slot); 2]>,
+    pub(super) slots: SmallVec<[(CompactString, Slot); 1]>,
 }
 
 impl Entry {
