@@ -14,6 +14,13 @@ use webdriver::Browser;
 fn seed(s: &TestServer) -> String {
     s.plan("dash", Some(50), None, None);
     let key = s.tenant_with_key("shop", "dash");
+    let per_user = json!({"limits": [{"name": "per-user", "scope": "user", "measure": "calls",
+                                       "window": "day", "amount": 100}]});
+    assert_eq!(
+        s.admin("PUT", "/api/admin/tenants/shop/limits", Some(per_user))
+            .status(),
+        200
+    );
     for _ in 0..40 {
         assert_eq!(
             s.tenant(
@@ -209,6 +216,14 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
     // Usage by the key that made it, by the key's name.
     let keys = b.text("keys").as_str().unwrap().to_string();
     assert!(keys.contains("test (key_"), "{keys}");
+    // Each limit with what is left of it: the plan's month, and the end
+    // user's own (40 of 100 used).
+    let limits = b.text("limits").as_str().unwrap().to_string();
+    assert!(limits.contains("month · calls a month"), "{limits}");
+    assert!(
+        limits.contains("per-user · calls a day") && limits.contains("user ann") && limits.contains("60"),
+        "{limits}"
+    );
     assert!(b.text("users").as_str().unwrap().contains("ann"));
     assert!(b.text("bots").as_str().unwrap().contains("helper"));
     assert!(b.text("forecast").as_str().unwrap().contains("calls"));

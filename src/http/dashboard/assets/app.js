@@ -172,6 +172,23 @@
     table("keys", ["Key", "Requests", "Tokens", "Cost"], keys,
       (r) => [[r.name ? r.name + " (" + r.keyId + ")" : r.keyId, "path"], num(r.requests), compact(r.tokens), keyUsd(r.costUsd)]);
     renderForecast(report.forecast, report.recommendation, usage);
+    renderLimits(usage.limits || []);
+  }
+
+  // Every limit (SPEC §12) with its use: the plan's own, the tenant's,
+  // and each tracked key, end user, bot and model against its own.
+  function renderLimits(limits) {
+    $("limits-card").hidden = limits.length === 0;
+    const amount = (l, v) => (l.measure === "spendUsd" ? usd(v) : num(v));
+    const windows = { burst: "burst", minute: "a minute", hour: "an hour", day: "a day", month: "a month", billingMonth: "a billing month", none: "at once" };
+    table("limits", ["Limit", "For", "Used", "Of", "Left", "Resets"], limits, (l) => [
+      [l.name + " · " + l.measure + " " + (windows[l.window] || l.window), "path"],
+      l.subject ? l.scope + " " + l.subject : "this tenant",
+      amount(l, l.used),
+      amount(l, l.amount),
+      amount(l, l.remaining),
+      !l.resetAt ? "—" : ["burst", "minute", "hour"].includes(l.window) ? l.resetAt.slice(11, 16) + " UTC" : day(l.resetAt),
+    ]);
   }
 
   // One quota bar (calls or tokens): used, of limit, percent, remaining.
