@@ -626,6 +626,45 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
         "const rows = [...document.querySelectorAll('[data-testid=tenants] tr[data-tenant]')]; return rows[0].dataset.tenant === 'acme' && rows[0].textContent.includes('100.0%');",
     );
 
+    // Limits of SPEC §12, set in the console: each end user of quiet may
+    // make one call a day; the standing table then shows who is at it.
+    b.click("limits-quiet");
+    b.wait(
+        "the limits card",
+        "return !document.getElementById('limits-card').hidden && document.querySelector('[data-testid=limits-json]').value.trim() === '[]';",
+    );
+    fill(
+        &b,
+        "limits-json",
+        r#"[{"name": "per-user", "scope": "user", "measure": "calls", "window": "day", "amount": 1}]"#,
+    );
+    b.click("save-limits");
+    wait_until(|| {
+        s.admin("GET", "/api/admin/tenants/quiet/limits", None)
+            .json::<Value>()
+            .unwrap()["limits"][0]["name"]
+            == "per-user"
+    });
+    let as_user = |user: &str| {
+        s.tenant(&other, "POST", "/api/v1/authorize", Some(json!({"userId": user})))
+            .status()
+            .as_u16()
+    };
+    assert_eq!(as_user("ula"), 200);
+    assert_eq!(as_user("ula"), 429, "ula's one call a day");
+    b.click("limits-quiet");
+    b.wait(
+        "who is at which limit",
+        "return document.querySelector('[data-testid=limits-standing]').textContent.includes('user ula');",
+    );
+    // A bad list: the API's 422, shown in the page.
+    fill(&b, "limits-json", r#"[{"name": "x", "scope": "galaxy", "measure": "calls", "window": "day", "amount": 1}]"#);
+    b.click("save-limits");
+    b.wait(
+        "the refused limit",
+        "const e = document.querySelector('[data-testid=console-error]'); return !!e && !e.hidden && e.textContent.includes('galaxy');",
+    );
+
     // Revoke asks twice, then the key stops working.
     let prefix = &key[..8];
     b.click(&format!("revoke-{prefix}"));
@@ -639,8 +678,8 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
     let errors = b.console_errors();
     assert!(
-        errors.iter().all(|e| e.contains("409")),
-        "only the conflict's 409: {errors:?}"
+        errors.iter().all(|e| e.contains("409") || e.contains("422")),
+        "only the conflict's 409 and the bad limit's 422: {errors:?}"
     );
     if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
         b.screenshot(&std::path::Path::new(&dir).join("console.png"));

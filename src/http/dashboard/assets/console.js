@@ -164,6 +164,7 @@
       cell(tr, usd(p.priceUsdMonthly) + " / month", "num");
       const actions = document.createElement("span");
       actions.appendChild(button("Edit", "edit-plan-" + p.id, () => editPlan(p)));
+      actions.appendChild(button("Limits", "limits-plan-" + p.id, () => openLimits("plan", p.id)));
       actions.appendChild(guarded("Delete", "delete-plan-" + p.id, () => act(() => api("DELETE", "/api/admin/plans/" + encodeURIComponent(p.id)))));
       cell(tr, actions, "actions");
       table.appendChild(tr);
@@ -216,6 +217,7 @@
       actions.appendChild(button(next === "suspended" ? "Suspend" : "Activate", "status-" + t.id, () =>
         act(() => api("PATCH", "/api/admin/tenants/" + encodeURIComponent(t.id), { status: next }))));
       actions.appendChild(button("Keys", "keys-" + t.id, () => { state.keysOf = t.id; $("new-key").hidden = true; loadKeys(); }));
+      actions.appendChild(button("Limits", "limits-" + t.id, () => openLimits("tenant", t.id)));
       actions.appendChild(guarded("Delete", "delete-" + t.id, () => act(async () => {
         await api("DELETE", "/api/admin/tenants/" + encodeURIComponent(t.id));
         if (state.keysOf === t.id) { state.keysOf = null; $("keys-card").hidden = true; }
@@ -225,6 +227,65 @@
     }
     labelCells(table);
   }
+
+  // ---- limits (SPEC §12) --------------------------------------------------------
+
+  // The limits of a plan or a tenant: the list to edit, and for a tenant,
+  // each limit with what is left of it (who is near which limit).
+  async function openLimits(kind, id) {
+    state.limitsOf = { kind, id };
+    const base = kind === "plan" ? "/api/admin/plans/" : "/api/admin/tenants/";
+    const path = base + encodeURIComponent(id) + "/limits";
+    $("limits-card").hidden = false;
+    $("limits-title").textContent = "Limits of " + kind + " " + id;
+    const table = $("limits-standing");
+    table.replaceChildren();
+    try {
+      const body = await api("GET", path);
+      $("limits-json").value = JSON.stringify(body.limits, null, 2);
+      if (kind === "tenant") {
+        const usage = await api("GET", "/api/admin/tenants/" + encodeURIComponent(id) + "/usage");
+        head(table, [["Limit"], ["For"], ["Used", null, true], ["Of", null, true], ["Left", null, true]]);
+        for (const l of usage.limits || []) {
+          const tr = document.createElement("tr");
+          const money = (v) => (l.measure === "spendUsd" ? usd(v) : num(v));
+          const share = l.amount ? l.used / l.amount : 0;
+          cell(tr, l.name + " · " + l.measure + " / " + l.window);
+          cell(tr, l.subject ? l.scope + " " + l.subject : "this tenant");
+          cell(tr, money(l.used), "num" + (share >= 1 ? " bad" : share >= 0.8 ? " warn" : ""));
+          cell(tr, money(l.amount), "num");
+          cell(tr, money(l.remaining), "num");
+          table.appendChild(tr);
+        }
+        labelCells(table);
+      }
+    } catch (e) {
+      showError(e);
+    }
+  }
+
+  $("limits-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const of = state.limitsOf;
+    if (!of) return;
+    let limits;
+    try {
+      limits = JSON.parse($("limits-json").value || "[]");
+    } catch (e) {
+      showError(new Error("the limits are not valid JSON: " + e.message));
+      return;
+    }
+    const base = of.kind === "plan" ? "/api/admin/plans/" : "/api/admin/tenants/";
+    act(async () => {
+      await api("PUT", base + encodeURIComponent(of.id) + "/limits", { limits });
+      await openLimits(of.kind, of.id);
+    });
+  });
+
+  $("limits-close").addEventListener("click", () => {
+    state.limitsOf = null;
+    $("limits-card").hidden = true;
+  });
 
   // ---- forms -----------------------------------------------------------------
 
