@@ -69,6 +69,10 @@ enum Scenario {
     Burst,
     MonthlyQuota,
     TokenQuota,
+    /// A dollar budget of SPEC §12 (a tenant's `spendUsd` limit) spent.
+    Budget,
+    /// A named limit of SPEC §12: the tenant's calls per day, spent.
+    DailyCalls,
     ClusterUnavailable,
     QueueFull,
 }
@@ -106,6 +110,8 @@ fn refusal(s: Scenario) -> Option<Refusal> {
         Scenario::Burst => Some(Refusal::RateLimited),
         Scenario::MonthlyQuota => Some(Refusal::QuotaExceeded),
         Scenario::TokenQuota => Some(Refusal::TokenQuotaExceeded),
+        Scenario::Budget => Some(Refusal::BudgetExceeded),
+        Scenario::DailyCalls => Some(Refusal::QuotaExceeded),
         Scenario::ClusterUnavailable => Some(Refusal::ClusterUnavailable),
     }
 }
@@ -441,9 +447,38 @@ impl World {
                 assert_eq!(r.status(), 202, "{}", r.text().unwrap());
                 key
             }
+            Scenario::Budget | Scenario::DailyCalls => {
+                s.plan(&id, Some(1_000_000), None, None);
+                let key = s.tenant_with_key(&id, &id);
+                let limit = if scenario == Scenario::Budget {
+                    json!({"name": "budget", "scope": "tenant", "measure": "spendUsd",
+                           "window": "month", "amount": 0.01})
+                } else {
+                    json!({"name": "daily", "scope": "tenant", "measure": "calls",
+                           "window": "day", "amount": 1})
+                };
+                let r = s.admin(
+                    "PUT",
+                    &format!("/api/admin/tenants/{id}/limits"),
+                    Some(json!({ "limits": [limit] })),
+                );
+                assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+                if scenario == Scenario::Budget {
+                    // $0.03 reported: the budget of $0.01 is spent.
+                    let r = s.tenant(
+                        &key,
+                        "POST",
+                        "/api/v1/usage",
+                        Some(json!({"endpoint": "/v1/chat", "promptTokens": 12000,
+                                    "model": "gpt-4o"})),
+                    );
+                    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+                }
+                key
+            }
         };
         match scenario {
-            Scenario::Burst | Scenario::MonthlyQuota => {
+            Scenario::Burst | Scenario::MonthlyQuota | Scenario::DailyCalls => {
                 // The one call the limit allows is spent.
                 assert_eq!(
                     self.ask(Edge::Authorize, &key),
@@ -504,6 +539,8 @@ fn every_edge_answers_every_scenario_as_documented() {
         Scenario::Burst,
         Scenario::MonthlyQuota,
         Scenario::TokenQuota,
+        Scenario::Budget,
+        Scenario::DailyCalls,
         Scenario::ClusterUnavailable,
         Scenario::QueueFull,
     ] {
