@@ -221,7 +221,9 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
     let limits = b.text("limits").as_str().unwrap().to_string();
     assert!(limits.contains("month · calls a month"), "{limits}");
     assert!(
-        limits.contains("per-user · calls a day") && limits.contains("user ann") && limits.contains("60"),
+        limits.contains("per-user · calls a day")
+            && limits.contains("user ann")
+            && limits.contains("60"),
         "{limits}"
     );
     assert!(b.text("users").as_str().unwrap().contains("ann"));
@@ -646,9 +648,14 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
             == "per-user"
     });
     let as_user = |user: &str| {
-        s.tenant(&other, "POST", "/api/v1/authorize", Some(json!({"userId": user})))
-            .status()
-            .as_u16()
+        s.tenant(
+            &other,
+            "POST",
+            "/api/v1/authorize",
+            Some(json!({"userId": user})),
+        )
+        .status()
+        .as_u16()
     };
     assert_eq!(as_user("ula"), 200);
     assert_eq!(as_user("ula"), 429, "ula's one call a day");
@@ -658,7 +665,11 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
         "return document.querySelector('[data-testid=limits-standing]').textContent.includes('user ula');",
     );
     // A bad list: the API's 422, shown in the page.
-    fill(&b, "limits-json", r#"[{"name": "x", "scope": "galaxy", "measure": "calls", "window": "day", "amount": 1}]"#);
+    fill(
+        &b,
+        "limits-json",
+        r#"[{"name": "x", "scope": "galaxy", "measure": "calls", "window": "day", "amount": 1}]"#,
+    );
     b.click("save-limits");
     b.wait(
         "the refused limit",
@@ -678,7 +689,9 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
     let errors = b.console_errors();
     assert!(
-        errors.iter().all(|e| e.contains("409") || e.contains("422")),
+        errors
+            .iter()
+            .all(|e| e.contains("409") || e.contains("422")),
         "only the conflict's 409 and the bad limit's 422: {errors:?}"
     );
     if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {

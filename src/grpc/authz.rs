@@ -139,6 +139,7 @@ async fn check(
     };
     let meter = Meter::decide(m, &tenant, cost, 0, record, started).await;
     let d = *meter.decision();
+    let views = meter.views().clone();
     let meter = match meter.allowed() {
         Ok(m) => m,
         Err(e) => return Ok(denied(e, Some(&d))),
@@ -148,7 +149,7 @@ async fn check(
     }
     let mut ok = OkHttpResponseBuilder::new();
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
-    for (k, v) in limit_headers(&d, true) {
+    for (k, v) in limit_headers(&d, &views, true) {
         ok.add_header(k, v.clone(), overwrite, false);
         ok.add_response_header(k, v, overwrite, false);
     }
@@ -200,7 +201,7 @@ fn denied(e: Refused, d: Option<&Decision>) -> CheckResponse {
     denied.set_http_status(http);
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
     if let Some(d) = d {
-        for (k, v) in limit_headers(d, false) {
+        for (k, v) in limit_headers(d, &[], false) {
             denied.add_header(k, v, overwrite, false);
         }
     }

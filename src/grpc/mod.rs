@@ -166,10 +166,14 @@ fn unrecorded() -> Status {
     )
 }
 
-/// The rate-limit headers of `d` (SPEC §6; `Retry-After` only on a
-/// refusal), as names and values.
-fn limit_headers(d: &Decision, success: bool) -> Vec<(&'static str, String)> {
-    Values::of(d, success)
+/// The rate-limit headers of `d` and of the named limits it met (SPEC §6
+/// and §12; `Retry-After` only on a refusal), as names and values.
+fn limit_headers(
+    d: &Decision,
+    views: &[crate::quota::scoped::View],
+    success: bool,
+) -> Vec<(&'static str, String)> {
+    Values::with_limits(d, views, success)
         .each()
         .map(|(name, value)| (name, value.to_string()))
         .collect()

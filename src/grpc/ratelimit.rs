@@ -157,6 +157,8 @@ struct Decided<'a> {
     /// The allowed decision's meter, to record (or give back) at the end.
     meter: Option<Meter<&'a Metering>>,
     decision: Option<Decision>,
+    /// The named limits (SPEC §12) the decision met.
+    views: crate::quota::scoped::Views,
     refusal: Option<Refused>,
     tenant: Option<Arc<TenantState>>,
 }
@@ -172,6 +174,7 @@ impl Decided<'_> {
             },
             meter: None,
             decision: None,
+            views: Default::default(),
             refusal,
             tenant: None,
         }
@@ -211,6 +214,7 @@ async fn decide(
                 let meter =
                     Meter::decide(&*edge.metering, &tenant, cost, 0, *record, started).await;
                 let d = *meter.decision();
+                let views = meter.views().clone();
                 let (meter, refusal) = match meter.allowed() {
                     Ok(m) => (Some(m), None),
                     Err(e) => (None, Some(e)),
@@ -219,6 +223,7 @@ async fn decide(
                     status: status_of(&d),
                     meter,
                     decision: Some(d),
+                    views,
                     refusal,
                     tenant: Some(tenant),
                 }
@@ -237,7 +242,7 @@ async fn decide(
     };
     if let Some(shown) = shown.map(|i| &decided[i]) {
         if let Some(d) = &shown.decision {
-            for (k, v) in limit_headers(d, refused.is_none()) {
+            for (k, v) in limit_headers(d, &shown.views, refused.is_none()) {
                 res.response_headers_to_add.push(header(k, v));
             }
         }

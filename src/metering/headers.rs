@@ -64,16 +64,12 @@ impl Values {
         }
     }
 
-    /// The headers of `d`; `Retry-After` only when `success` is false and
+    /// The headers of `d` and of the tenant's other limits (SPEC §12) the
+    /// decision met (`views`): each named in `RateLimit-Policy` and
+    /// `RateLimit`, and `X-RateLimit-*` showing whichever limit has the
+    /// least left of it. `Retry-After` only when `success` is false and
     /// `d` refused (not on a 2xx, such as `POST /api/v1/check` saying a
     /// request would be refused).
-    pub(crate) fn of(d: &Decision, success: bool) -> Values {
-        Values::with_limits(d, &[], success)
-    }
-
-    /// [`of`](Self::of), with the tenant's other limits (SPEC §12) the
-    /// decision met: each named in `RateLimit-Policy` and `RateLimit`, and
-    /// `X-RateLimit-*` showing whichever limit has the least left of it.
     pub(crate) fn with_limits(d: &Decision, views: &[View], success: bool) -> Values {
         let mut v = Values::empty();
         let reset_secs = d.period_reset_secs();

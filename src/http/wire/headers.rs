@@ -108,6 +108,59 @@ mod tests {
         assert_eq!(h.len(), 7);
     }
 
+    /// Issue 39, item 7: every named limit the decision met is listed by
+    /// name, and `X-RateLimit-*` show the one with the least left of it.
+    #[test]
+    fn named_limits_are_listed_and_the_tightest_shown() {
+        use crate::model::{Measure, Scope, Window};
+        use crate::quota::scoped::View;
+        let now = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap();
+        let d = Decision {
+            outcome: Outcome::Allowed,
+            period: Period::containing(now),
+            now: crate::clock::Nanos(now.timestamp() * NANOS_PER_SEC),
+            calls_used: 10,
+            calls_limit: Some(1_000),
+            tokens_used: 0,
+            tokens_limit: None,
+            burst: None,
+            retry_after_ns: 0,
+            grant: None,
+        };
+        let view = |name: &str, amount, used, window, reset_ms| View {
+            name: name.into(),
+            scope: Scope::User,
+            measure: Measure::Calls,
+            window,
+            amount,
+            used,
+            window_secs: 86_400,
+            reset_ms,
+        };
+        let views = [
+            view("per-user", 10, 9, Window::Day, 3_600_000),
+            view("in-flight-4", 4, 4, Window::None, 0),
+        ];
+        let mut h = HeaderMap::new();
+        apply(&mut h, Some(&d), &views, true, "req-4");
+        let get = |n: &str| h.get(n).unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            get("x-ratelimit-limit"),
+            "10",
+            "the tightest windowed limit"
+        );
+        assert_eq!(get("x-ratelimit-remaining"), "1");
+        assert_eq!(get("x-ratelimit-reset"), "2026-11-30T01:00:00.000Z");
+        assert_eq!(
+            get("ratelimit-policy"),
+            "\"month\";q=1000;w=2592000, \"per-user\";q=10;w=86400, \"in-flight-4\";q=4;w=86400"
+        );
+        assert_eq!(
+            get("ratelimit"),
+            "\"month\";r=990;t=86400, \"per-user\";r=1;t=3600, \"in-flight-4\";r=0;t=0"
+        );
+    }
+
     #[test]
     fn unlimited_plans_send_no_quota_headers() {
         let d = Decision {
