@@ -525,3 +525,26 @@ fn the_gateway_reserves_and_settles_spend() {
     }
     assert_eq!(passed, 4, "never past $0.05");
 }
+
+/// When several limits refuse, the 429 names the one that holds the
+/// request longest, and `Retry-After` is the earliest moment it could pass.
+#[test]
+fn retry_after_is_the_earliest_moment_every_limit_allows() {
+    let s = server();
+    let k = tenant(
+        &s,
+        "acme",
+        json!([
+            {"name": "per-minute", "scope": "tenant", "measure": "calls", "window": "minute", "amount": 1},
+            {"name": "per-day", "scope": "tenant", "measure": "calls", "window": "day", "amount": 1}
+        ]),
+    );
+    assert_eq!(authorize(&s, &k, json!({})).0, 200);
+    let r = s.tenant(&k, "POST", "/api/v1/authorize", Some(json!({})));
+    assert_eq!(r.status(), 429);
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["limitName"], "per-day", "{body}");
+    // The clock stands five seconds into the day.
+    assert_eq!(retry, 86_400 - 5, "{body}");
+}

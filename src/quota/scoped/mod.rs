@@ -299,7 +299,10 @@ impl Scoped {
         // ... and found once each.
         let (tenant, mut found) = counts.find_each(whos);
         let mut tenant = Some(tenant);
-        // Every limit is checked ...
+        // Every limit is checked; of those that refuse, the one that holds
+        // the request longest is named (its wait is the earliest moment
+        // the request could pass) ...
+        let mut breach: Option<Breach> = None;
         for a in &applies {
             let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {
                 continue;
@@ -307,13 +310,18 @@ impl Scoped {
             let slot = e.slot(&a.limit.name);
             roll(a.limit, slot, now_ms, day);
             if let Some(retry_ms) = refuses(a.limit, slot, ask, now_ms, day) {
-                return Err(Breach {
-                    subject: a.subject.into(),
-                    retry_ms,
-                    view: view_of(a.limit, *slot, now_ms, day),
-                    table_full: false,
-                });
+                if breach.as_ref().is_none_or(|b| retry_ms > b.retry_ms) {
+                    breach = Some(Breach {
+                        subject: a.subject.into(),
+                        retry_ms,
+                        view: view_of(a.limit, *slot, now_ms, day),
+                        table_full: false,
+                    });
+                }
             }
+        }
+        if let Some(b) = breach {
+            return Err(b);
         }
         // ... then taken from, every one (the lock is held throughout).
         let mut views = Views::new();
