@@ -100,13 +100,10 @@ impl<S: Deref<Target = Metering>> Meter<S> {
         let (mut hold, mut views, mut breach) = (None, Views::new(), None);
         if let (true, Some(scoped)) = (decision.allowed(), tenant.scoped()) {
             let ask = Ask {
-                key_id: &record.key_id,
-                user: &record.extra().user_id,
-                bot: &record.extra().bot_id,
-                model: &record.model,
                 calls: cost,
                 tokens,
                 spend,
+                ..Ask::of(&record)
             };
             let now_ms = now.millis().0;
             match scoped.take(&ask, now_ms) {

@@ -267,16 +267,7 @@ impl TenantState {
             return Ok(());
         };
         store.scan_usage(&self.id, from, now_ms.saturating_add(1), &mut |r| {
-            let ask = scoped::Ask {
-                key_id: &r.key_id,
-                user: &r.extra().user_id,
-                bot: &r.extra().bot_id,
-                model: &r.model,
-                calls: r.calls,
-                tokens: r.tokens,
-                spend: scoped::micro_usd(r.cost_usd),
-            };
-            s.debit(&ask, r.ts_ms, now_ms);
+            s.debit(&scoped::Ask::of(r), r.ts_ms, now_ms);
             true
         })
     }
@@ -645,16 +636,7 @@ impl TenantState {
             None => {
                 self.add_usage(now, r.ts_ms, r.calls, r.tokens);
                 if let Some(s) = self.scoped() {
-                    let ask = scoped::Ask {
-                        key_id: &r.key_id,
-                        user: &r.extra().user_id,
-                        bot: &r.extra().bot_id,
-                        model: &r.model,
-                        calls: r.calls,
-                        tokens: r.tokens,
-                        spend: scoped::micro_usd(r.cost_usd),
-                    };
-                    s.debit(&ask, r.ts_ms, now.millis().0);
+                    s.debit(&scoped::Ask::of(r), r.ts_ms, now.millis().0);
                 }
             }
         }

@@ -67,6 +67,22 @@ pub struct Ask<'a> {
     pub spend: u64,
 }
 
+impl<'a> Ask<'a> {
+    /// What a usage record counts: its key, end user, bot and model, its
+    /// calls, tokens and cost.
+    pub fn of(r: &'a crate::model::UsageRecord) -> Ask<'a> {
+        Ask {
+            key_id: &r.key_id,
+            user: &r.extra().user_id,
+            bot: &r.extra().bot_id,
+            model: &r.model,
+            calls: r.calls,
+            tokens: r.tokens,
+            spend: micro_usd(r.cost_usd),
+        }
+    }
+}
+
 /// The limit that refused a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Breach {
