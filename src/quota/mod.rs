@@ -252,26 +252,6 @@ impl TenantState {
         self.scoped.store(Some(Arc::new(s)));
     }
 
-    /// Rebuilds the counts of the tenant's other limits (SPEC §12) from its
-    /// stored records of their current windows (at start-up: they live in
-    /// memory, and a restart must not hand out a second allowance).
-    pub(crate) fn rebuild_limits(
-        &self,
-        store: &dyn crate::store::UsageReads,
-        now_ms: i64,
-    ) -> Result<(), crate::store::StoreError> {
-        let Some(s) = self.scoped() else {
-            return Ok(());
-        };
-        let Some(from) = s.counted_since(now_ms) else {
-            return Ok(());
-        };
-        store.scan_usage(&self.id, from, now_ms.saturating_add(1), &mut |r| {
-            s.debit(&scoped::Ask::of(r), r.ts_ms, now_ms);
-            true
-        })
-    }
-
     /// Sets one key's own limits.
     pub(crate) fn set_key_limits(
         &self,

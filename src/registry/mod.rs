@@ -186,7 +186,7 @@ impl Registry {
         // The counts of the limits of SPEC §12 live in memory: rebuilt from
         // the records of their current windows.
         for (_, state) in &states {
-            state.rebuild_limits(reg.store.as_ref(), now.timestamp_millis())?;
+            rebuild_limits(state, reg.store.as_ref(), now.timestamp_millis())?;
         }
         reg.tenants.replace_all(states);
         reg.keys.replace_all(key_entries);
@@ -626,4 +626,20 @@ fn check_key_limits(limits: &[crate::model::Limit]) -> Result<(), RegistryError>
         limits,
         &[crate::model::Scope::Key],
     )?)
+}
+
+/// Rebuilds the counts of a tenant's limits of SPEC §12 from its stored
+/// records of their current windows (they live in memory, and a restart
+/// must not hand out a second allowance).
+fn rebuild_limits(state: &TenantState, store: &dyn Store, now_ms: i64) -> Result<(), StoreError> {
+    let Some(s) = state.scoped() else {
+        return Ok(());
+    };
+    let Some(from) = s.counted_since(now_ms) else {
+        return Ok(());
+    };
+    store.scan_usage(&state.id, from, now_ms.saturating_add(1), &mut |r| {
+        s.debit(&crate::quota::scoped::Ask::of(r), r.ts_ms, now_ms);
+        true
+    })
 }
