@@ -65,6 +65,7 @@ fn bench_plan() -> Plan {
         ingest_rate: None,
         reserve_tokens: None,
         reservation_ttl_seconds: None,
+        reserve_usd: None,
         limits: Vec::new(),
     }
 }

@@ -835,6 +835,7 @@ pub(crate) fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
                 }),
                 reserve_tokens: e.reserve_tokens,
                 reservation_ttl_seconds: e.reservation_ttl_seconds,
+                reserve_usd: None,
                 limits: Vec::new(),
             };
             plan.validate()

@@ -548,3 +548,39 @@ fn retry_after_is_the_earliest_moment_every_limit_allows() {
     // The clock stands five seconds into the day.
     assert_eq!(retry, 86_400 - 5, "{body}");
 }
+
+/// A plan's `reserveUsd`: what an authorize without `estimateUsd` reserves
+/// of spend limits - so racing requests cannot pass a budget together.
+#[test]
+fn a_plans_reserve_usd_holds_a_budget_without_estimates() {
+    let s = server();
+    let r = s.admin(
+        "POST",
+        "/api/admin/plans",
+        Some(
+            json!({"id": "reserving", "name": "Reserving", "monthlyCalls": null,
+                    "monthlyTokens": null, "rateLimit": null, "reserveUsd": 0.25}),
+        ),
+    );
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let plan: Value = r.json().unwrap();
+    assert_eq!(plan["reserveUsd"].as_f64(), Some(0.25));
+    let k = s.tenant_with_key("acme", "reserving");
+    put_limits(
+        &s,
+        "/api/admin/tenants/acme/limits",
+        json!([{"name": "budget", "scope": "tenant", "measure": "spendUsd", "window": "month", "amount": 1.0}]),
+    );
+    let (allowed, answers) = race(&s, &k, 16, &json!({}));
+    assert_eq!(allowed, 4, "$0.25 reserved each against $1.00");
+    assert!(answers
+        .iter()
+        .filter(|a| a["allowed"] == true)
+        .all(|a| a["reservedUsd"].as_f64() == Some(0.25)));
+    let bad = s.admin(
+        "PATCH",
+        "/api/admin/plans/reserving",
+        Some(json!({"reserveUsd": -1})),
+    );
+    assert_eq!(bad.status(), 422);
+}

@@ -113,6 +113,7 @@ fn allocations_per_authorize_request_end_to_end() {
                 ingest_rate: None,
                 reserve_tokens: None,
                 reservation_ttl_seconds: None,
+                reserve_usd: None,
                 limits: Vec::new(),
             },
             now,

@@ -64,6 +64,7 @@ fn lookup_decide_and_enqueue_allocate_nothing() {
         ingest_rate: None,
         reserve_tokens: None,
         reservation_ttl_seconds: None,
+        reserve_usd: None,
         limits: Vec::new(),
     };
     let registry = Registry::load(store, &[plan], now).unwrap();

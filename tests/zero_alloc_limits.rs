@@ -61,6 +61,7 @@ fn a_decision_with_four_limits_allocates_nothing() {
         ingest_rate: None,
         reserve_tokens: None,
         reservation_ttl_seconds: None,
+        reserve_usd: None,
         limits: vec![
             Limit::new(
                 "budget",

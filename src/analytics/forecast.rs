@@ -248,6 +248,7 @@ mod tests {
             ingest_rate: None,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            reserve_usd: None,
             limits: Vec::new(),
         }
     }

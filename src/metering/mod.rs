@@ -78,8 +78,8 @@ impl Metering {
 
     /// Micro-dollars to reserve of `tenant`'s spend limits (SPEC §12) for
     /// a call of `model` with a prompt of `prompt` tokens and an answer of
-    /// at most `output`, at today's price: 0 when the tenant has no such
-    /// limits or the model no price.
+    /// at most `output`, at today's price (a model without a price: the
+    /// plan's `reserveUsd`); 0 when the tenant has no limits of SPEC §12.
     pub(crate) fn spend_estimate(
         &self,
         tenant: &TenantState,
@@ -100,8 +100,8 @@ impl Metering {
             .prices
             .cost(model, &counts, self.clock.now_nanos().millis().0)
         {
-            Cost::Priced(p) => crate::quota::scoped::micro_usd(p.usd),
-            Cost::UnknownModel => 0,
+            Cost::Priced(p) if p.usd > 0.0 => crate::quota::scoped::micro_usd(p.usd),
+            _ => tenant.plan_now().plan.reserve_usd.unwrap_or(0),
         }
     }
 

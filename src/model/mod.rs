@@ -58,6 +58,7 @@ mod tests {
             ingest_rate: ingest,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            reserve_usd: None,
             limits: Vec::new(),
         }
     }

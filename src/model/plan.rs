@@ -65,6 +65,10 @@ pub struct Plan {
     /// How long an authorize's reservation waits for the record that
     /// settles it (`None`: [`DEFAULT_RESERVATION_TTL_S`]).
     pub reservation_ttl_seconds: Option<u64>,
+    /// Micro-dollars a call reserves of the tenant's spend limits when
+    /// nothing estimates it (no `estimateUsd`, a model without a price;
+    /// `None`: nothing reserved).
+    pub reserve_usd: Option<u64>,
     /// Limits of SPEC §12 past the fields above: defaults for the plan's
     /// tenants (a `key`, `user`, `bot` or `model` limit for each one).
     pub limits: Vec<super::Limit>,
@@ -95,6 +99,7 @@ impl Plan {
             ingest_rate: None,
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            reserve_usd: None,
             limits: Vec::new(),
         }
     }
@@ -158,6 +163,11 @@ impl Plan {
             return Err(ModelError::Invalid(format!(
                 "reservationTtlSeconds must be 1 to {MAX_RESERVATION_TTL_S} (or null for {DEFAULT_RESERVATION_TTL_S})"
             )));
+        }
+        if self.reserve_usd.is_some_and(|v| v > MAX_COUNT) {
+            return Err(ModelError::Invalid(
+                "reserveUsd must be at most 281474976.710655 (or null for none)".into(),
+            ));
         }
         super::check_limits(&self.limits, &super::Scope::ALL)
     }

@@ -625,6 +625,7 @@ pub(super) fn the_catalog_and_alert_marks_round_trip(e: Engine) {
         )
     };
     plan.limits = vec![spend.clone(), burst.clone()];
+    plan.reserve_usd = Some(250_000);
     s.put_plan(&plan).unwrap();
     s.put_plan(&Plan::unlimited("free")).unwrap();
     s.delete_plan("free").unwrap();

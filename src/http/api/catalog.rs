@@ -227,6 +227,11 @@ pub struct PlanBody {
     /// (1 to 86,400); `null` = 300.
     #[serde(default)]
     pub reservation_ttl_seconds: Option<u64>,
+    /// US dollars a call reserves of the tenant's spend limits when
+    /// nothing estimates it (authorize without `estimateUsd`, a model
+    /// without a price); `null` = none.
+    #[serde(default)]
+    pub reserve_usd: Option<f64>,
     /// Limits past the fields above (SPEC §12): defaults for the plan's
     /// tenants.
     #[serde(default)]
@@ -245,6 +250,7 @@ impl From<&Plan> for PlanBody {
             ingest_rate: p.ingest_rate.map(IngestRateBody::from),
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
+            reserve_usd: p.reserve_usd.map(|m| m as f64 / 1e6),
             limits: bodies_of(&p.limits),
         }
     }
@@ -264,6 +270,13 @@ impl TryFrom<PlanBody> for Plan {
             ingest_rate: p.ingest_rate.map(IngestRate::from),
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
+            reserve_usd: match p.reserve_usd {
+                Some(usd) if !usd.is_finite() || usd < 0.0 => {
+                    return Err("reserveUsd must be a number of US dollars, 0 or more".into())
+                }
+                Some(usd) => Some((usd * 1e6).round() as u64),
+                None => None,
+            },
         })
     }
 }

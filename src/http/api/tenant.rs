@@ -54,7 +54,7 @@ pub(crate) async fn authorize(
         return Err(ApiError::invalid("cost must be at least 1"));
     }
     let tokens = tokens_to_reserve(auth.tenant(), req.estimate_tokens)?;
-    let spend = spend_of(req.estimate_usd)?;
+    let spend = spend_of(auth.tenant(), req.estimate_usd)?;
     let model = req.model.unwrap_or_default();
     check_text("model", &model, 128).map_err(ApiError::invalid)?;
     let endpoint = req
@@ -140,13 +140,16 @@ pub(crate) async fn authorize(
     ))
 }
 
-/// An `estimateUsd` in micro-dollars.
-fn spend_of(usd: Option<f64>) -> Result<u64, ApiError> {
+/// The micro-dollars an authorize reserves of the tenant's spend limits:
+/// its `estimateUsd`, else the plan's `reserveUsd` (when the tenant has
+/// limits of SPEC §12).
+fn spend_of(tenant: &TenantState, usd: Option<f64>) -> Result<u64, ApiError> {
     match usd {
         Some(usd) if !usd.is_finite() || !(0.0..=1e6).contains(&usd) => Err(ApiError::invalid(
             "estimateUsd must be a number from 0 to 1000000 (US dollars)",
         )),
         Some(usd) => Ok(crate::quota::scoped::micro_usd(usd)),
+        None if tenant.scoped().is_some() => Ok(tenant.plan_now().plan.reserve_usd.unwrap_or(0)),
         None => Ok(0),
     }
 }
@@ -183,7 +186,7 @@ pub(crate) async fn check(
         return Err(ApiError::invalid("cost must be at least 1"));
     }
     let tokens = tokens_to_reserve(auth.tenant(), req.estimate_tokens)?;
-    let spend = spend_of(req.estimate_usd)?;
+    let spend = spend_of(auth.tenant(), req.estimate_usd)?;
     let user = opt_text("userId", req.user_id, 128)?;
     let bot = opt_text("botId", req.bot_id, 128)?;
     let model = req.model.unwrap_or_default();

@@ -263,15 +263,17 @@ async fn forward(
     // settles it, and every other ending gives it back.
     let default_output = auth.tenant().plan_now().plan.reserve_tokens.unwrap_or(0);
     let reserve = llm.as_ref().map_or(0, |l| l.reserve(default_output));
-    // And, against the tenant's spend limits, what those tokens cost.
-    let spend = llm.as_ref().map_or(0, |l| {
-        st.metering.spend_estimate(
+    // And, against the tenant's spend limits, what those tokens cost (a
+    // call that names no model: the plan's `reserveUsd`).
+    let spend = match &llm {
+        Some(l) => st.metering.spend_estimate(
             auth.tenant(),
             &l.model,
             l.prompt_tokens,
             l.max_output.unwrap_or(default_output),
-        )
-    });
+        ),
+        None => st.metering.spend_estimate(auth.tenant(), "", 0, 0),
+    };
     let meter = auth
         .meter_spending(
             st.metering.clone(),

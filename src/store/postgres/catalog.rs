@@ -32,11 +32,12 @@ impl Catalog for PgEngine {
                 tx.execute(
                     &format!(
                         "INSERT INTO plans ({PLAN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                         $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO UPDATE SET name = $2, \
+                         $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (id) DO UPDATE SET name = $2, \
                          monthly_calls = $3, monthly_tokens = $4, rate_requests = $5, \
                          rate_per_seconds = $6, rate_burst = $7, price_usd_monthly = $8, \
                          ingest_records = $9, ingest_per_seconds = $10, ingest_burst = $11, \
-                         reserve_tokens = $12, reservation_ttl_seconds = $13, limits = $14"
+                         reserve_tokens = $12, reservation_ttl_seconds = $13, limits = $14, \
+                         reserve_usd_micro = $15"
                     ),
                     &[
                         &p.id,
@@ -53,6 +54,7 @@ impl Catalog for PgEngine {
                         &p.reserve_tokens.map(i64_of),
                         &p.reservation_ttl_seconds.map(i64_of),
                         &limits,
+                        &p.reserve_usd.map(i64_of),
                     ],
                 )
                 .await?;
@@ -197,12 +199,13 @@ pub(super) fn plan_of(r: &Row, at: usize) -> Result<Plan, StoreError> {
         reserve_tokens: u64_of(r.get(at + 11)),
         reservation_ttl_seconds: u64_of(r.get(at + 12)),
         limits: limit_rows::from_bytes(r.get::<_, Option<&[u8]>>(at + 13))?,
+        reserve_usd: u64_of(r.get(at + 14)),
     })
 }
 
 pub(super) const PLAN_COLUMNS: &str = "id, name, monthly_calls, monthly_tokens, rate_requests, \
      rate_per_seconds, rate_burst, price_usd_monthly, ingest_records, ingest_per_seconds, \
-     ingest_burst, reserve_tokens, reservation_ttl_seconds, limits";
+     ingest_burst, reserve_tokens, reservation_ttl_seconds, limits, reserve_usd_micro";
 pub(super) const TENANT_COLUMNS: &str =
     "id, name, plan_id, suspended, created_at, limits, billing_day";
 pub(super) const KEY_COLUMNS: &str =

@@ -33,8 +33,8 @@
 //! when each key was last used (to the minute, off the catalog).
 //!
 //! Version 9 adds the limits of SPEC §12 to plans, tenants and keys
-//! (`limits`: the list in the one codec's bytes, `NULL` for none) and
-//! tenants' `billing_day`.
+//! (`limits`: the list in the one codec's bytes, `NULL` for none),
+//! tenants' `billing_day` and plans' `reserve_usd_micro`.
 
 use super::client::Pg;
 use crate::store::StoreError;
@@ -214,7 +214,7 @@ CREATE TABLE key_last_used (
 );
 "#,
     r#"
-ALTER TABLE plans ADD COLUMN limits bytea;
+ALTER TABLE plans ADD COLUMN limits bytea, ADD COLUMN reserve_usd_micro bigint;
 ALTER TABLE tenants ADD COLUMN limits bytea, ADD COLUMN billing_day smallint;
 ALTER TABLE api_keys ADD COLUMN limits bytea;
 "#,

@@ -44,7 +44,7 @@ impl Shared for PgEngine {
         let rows = self
             .pg
             .run(move |c| async move { Ok(c.query(&sql, &[&after, &limit]).await?) })?;
-        let (plan, tenant, key) = (4, 4 + 15, 4 + 15 + 8);
+        let (plan, tenant, key) = (4, 4 + 16, 4 + 16 + 8);
         let mut version = after.max(0) as u64;
         let mut changes = Vec::new();
         for r in &rows {

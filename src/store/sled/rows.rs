@@ -82,6 +82,7 @@ pub(crate) struct PlanRow {
     pub reservation_ttl_seconds: Option<u64>,
     /// Format 7 on.
     pub limits: Vec<LimitRow>,
+    pub reserve_usd: Option<u64>,
 }
 
 impl From<&Plan> for PlanRow {
@@ -97,6 +98,7 @@ impl From<&Plan> for PlanRow {
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
             limits: rows_of(&p.limits),
+            reserve_usd: p.reserve_usd,
         }
     }
 }
@@ -115,6 +117,7 @@ impl TryFrom<PlanRow> for Plan {
             reserve_tokens: p.reserve_tokens,
             reservation_ttl_seconds: p.reservation_ttl_seconds,
             limits: limits_of(&p.limits)?,
+            reserve_usd: p.reserve_usd,
         })
     }
 }
@@ -713,6 +716,7 @@ mod tests {
             }),
             reserve_tokens: None,
             reservation_ttl_seconds: None,
+            reserve_usd: Some(1_500),
             limits: Vec::new(),
         };
         let back: Plan = decode::<PlanRow>(&encode(&PlanRow::from(&plan)).unwrap())

@@ -17,7 +17,8 @@
 //!   carry their expiry and a rotated key's previous secret (rewritten
 //!   from format 5's keys).
 //! - 7: plans, tenants and keys carry their limits (SPEC §12), tenants
-//!   their billing day (all rewritten from format 6's rows).
+//!   their billing day, plans the spend a call reserves (all rewritten
+//!   from format 6's rows).
 
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,7 @@ impl PlanV1 {
             reserve_tokens: None,
             reservation_ttl_seconds: None,
             limits: Vec::new(),
+            reserve_usd: None,
         })
     }
 }
@@ -149,6 +151,7 @@ impl PlanV4 {
             reserve_tokens: None,
             reservation_ttl_seconds: None,
             limits: Vec::new(),
+            reserve_usd: None,
         })
     }
 }
@@ -268,6 +271,7 @@ impl PlanV6 {
             reserve_tokens: self.reserve_tokens,
             reservation_ttl_seconds: self.reservation_ttl_seconds,
             limits: Vec::new(),
+            reserve_usd: None,
         })
     }
 }
