@@ -584,3 +584,39 @@ fn a_plans_reserve_usd_holds_a_budget_without_estimates() {
     );
     assert_eq!(bad.status(), 422);
 }
+
+/// A tenant replaces its plan's own fields by name: its `month` is its
+/// monthly quota (kept when the plan changes), `null` lifts it.
+#[test]
+fn a_tenant_replaces_its_plans_own_fields_by_name() {
+    let s = server();
+    s.plan("five", Some(5), None, None);
+    let k = s.tenant_with_key("acme", "five");
+    let month = |amount: Value| json!([{"name": "month", "scope": "tenant", "measure": "calls", "window": "month", "amount": amount}]);
+    let t = put_limits(&s, "/api/admin/tenants/acme/limits", month(json!(2)));
+    let effective = t["effective"].as_array().unwrap();
+    assert_eq!(effective.len(), 1, "{t}");
+    assert_eq!(effective[0]["amount"], 2.0, "{t}");
+    assert_eq!(race(&s, &k, 10, &json!({})).0, 2);
+    let r = s.tenant(&k, "GET", "/api/billing/usage", None);
+    assert_eq!(r.json::<Value>().unwrap()["calls"]["limit"], 2);
+    // The plan changes; the tenant keeps its own quota.
+    let r = s.admin(
+        "PATCH",
+        "/api/admin/plans/five",
+        Some(json!({"monthlyCalls": 50})),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(authorize(&s, &k, json!({})).0, 429);
+    // Lifted: unlimited for this tenant.
+    put_limits(&s, "/api/admin/tenants/acme/limits", month(Value::Null));
+    assert_eq!(race(&s, &k, 10, &json!({})).0, 10);
+    // Dropped: the plan's 50 again (12 used).
+    put_limits(&s, "/api/admin/tenants/acme/limits", json!([]));
+    let r = s.tenant(&k, "POST", "/api/v1/authorize", None);
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        crate::common::header(&r, "x-ratelimit-limit").as_deref(),
+        Some("50")
+    );
+}

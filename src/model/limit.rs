@@ -177,6 +177,20 @@ impl Limit {
         }
     }
 
+    /// Which of the plan's own fields this limit stands for, when it has a
+    /// built-in name and that field's shape: `month` (calls a month),
+    /// `tokens` (tokens a month) or `burst` (calls in a burst window), all
+    /// the tenant's. A tenant's limit of that name replaces the field.
+    pub fn plan_field(&self) -> Option<&'static str> {
+        let shape = (self.scope, self.measure, self.window);
+        match self.name.as_str() {
+            "month" if shape == (Scope::Tenant, Measure::Calls, Window::Month) => Some("month"),
+            "tokens" if shape == (Scope::Tenant, Measure::Tokens, Window::Month) => Some("tokens"),
+            "burst" if shape == (Scope::Tenant, Measure::Calls, Window::Burst) => Some("burst"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Invalid(format!("limit '{}': {m}", self.name)));
         if !valid_name(&self.name) {
@@ -185,10 +199,12 @@ impl Limit {
                 self.name.as_str()
             )));
         }
-        if BUILT_IN.contains(&self.name.as_str()) {
+        if BUILT_IN.contains(&self.name.as_str()) && self.plan_field().is_none() {
             return bad(format!(
                 "the names {} are the plan's own fields (monthlyCalls, monthlyTokens, \
-                 rateLimit, ingestRate, the in-flight cap); choose another name",
+                 rateLimit, ingestRate, the in-flight cap): month, tokens and burst may \
+                 only have those fields' shape (tenant calls a month, tenant tokens a month, \
+                 tenant calls in a burst window); choose another name",
                 BUILT_IN.join(", ")
             ));
         }
@@ -235,12 +251,33 @@ impl Limit {
 /// Checks a list of limits set in one place: each valid, at most
 /// [`MAX_LIMITS`], names unique; `scopes`: those allowed there.
 pub(crate) fn check_limits(limits: &[Limit], scopes: &[Scope]) -> Result<(), ModelError> {
+    check_limits_where(limits, scopes, false)
+}
+
+/// [`check_limits`] for a tenant, whose limits may also replace its plan's
+/// own fields (`month`, `tokens`, `burst`, in their shape).
+pub(crate) fn check_tenant_limits(limits: &[Limit]) -> Result<(), ModelError> {
+    check_limits_where(limits, &Scope::ALL, true)
+}
+
+fn check_limits_where(
+    limits: &[Limit],
+    scopes: &[Scope],
+    plan_fields: bool,
+) -> Result<(), ModelError> {
     if limits.len() > MAX_LIMITS {
         return Err(ModelError::Invalid(format!(
             "at most {MAX_LIMITS} limits in one place"
         )));
     }
     for (i, l) in limits.iter().enumerate() {
+        if l.plan_field().is_some() && !plan_fields {
+            return Err(ModelError::Invalid(format!(
+                "limit '{}' is a plan's own field: set it as monthlyCalls, monthlyTokens or \
+                 rateLimit (a tenant may replace it by this name)",
+                l.name
+            )));
+        }
         l.validate()?;
         if !scopes.contains(&l.scope) {
             return Err(ModelError::Invalid(format!(

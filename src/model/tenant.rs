@@ -90,6 +90,6 @@ impl Tenant {
             ));
         }
         super::check_billing_day(self.billing_day)?;
-        super::check_limits(&self.limits, &super::Scope::ALL)
+        super::check_tenant_limits(&self.limits)
     }
 }

@@ -36,6 +36,11 @@ pub struct ActivePlan {
     /// The plan's limits of SPEC §12, shared by every tenant on it that
     /// has none of its own (one copy for the cache, not one per tenant).
     pub limits: Arc<[crate::model::Limit]>,
+    /// How many instances share its burst limit.
+    share: u32,
+    /// For a tenant whose own limits replace some of the plan's fields:
+    /// the plan it was derived from.
+    base: Option<Arc<ActivePlan>>,
 }
 
 impl ActivePlan {
@@ -59,6 +64,44 @@ impl ActivePlan {
             gcra,
             ingest,
             limits,
+            share: n,
+            base: None,
+        })
+    }
+
+    /// The plan `base` with the fields the tenant's limits `own` replace
+    /// (`month`, `tokens`, `burst`; `None`: no such limit, `base` itself).
+    pub(crate) fn overridden(
+        base: &Arc<ActivePlan>,
+        own: &[crate::model::Limit],
+    ) -> Arc<ActivePlan> {
+        let base = base.base.clone().unwrap_or_else(|| base.clone());
+        if own.iter().all(|l| l.plan_field().is_none()) {
+            return base;
+        }
+        let mut plan = base.plan.clone();
+        for l in own {
+            match l.plan_field() {
+                Some("month") => plan.monthly_calls = l.amount,
+                Some("tokens") => plan.monthly_tokens = l.amount,
+                Some("burst") => {
+                    plan.rate_limit = l.amount.map(|requests| crate::model::RateLimit {
+                        requests,
+                        per_seconds: l.per_seconds,
+                        burst: l.burst,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let derived = ActivePlan::shared_by(plan, base.share);
+        Arc::new(ActivePlan {
+            plan: derived.plan.clone(),
+            gcra: derived.gcra,
+            ingest: derived.ingest,
+            limits: base.limits.clone(),
+            share: base.share,
+            base: Some(base),
         })
     }
 }
@@ -239,17 +282,20 @@ impl TenantState {
         own: Option<(&[crate::model::Limit], Option<u8>)>,
         max_subjects: usize,
     ) {
-        if let Some(s) = self.scoped() {
-            s.configure(plan, own);
-            return;
+        match self.scoped() {
+            Some(s) => s.configure(plan, own),
+            None => {
+                let nothing = own.is_none_or(|(l, day)| l.is_empty() && day.is_none());
+                if plan.is_empty() && nothing {
+                    return;
+                }
+                let s = scoped::Scoped::new(max_subjects);
+                s.configure(plan, own);
+                self.scoped.store(Some(Arc::new(s)));
+            }
         }
-        let nothing = own.is_none_or(|(l, day)| l.is_empty() && day.is_none());
-        if plan.is_empty() && nothing {
-            return;
-        }
-        let s = scoped::Scoped::new(max_subjects);
-        s.configure(plan, own);
-        self.scoped.store(Some(Arc::new(s)));
+        // The tenant's own limits may replace its plan's fields.
+        self.set_plan(self.plan.load_full());
     }
 
     /// Sets one key's own limits.
@@ -338,7 +384,13 @@ impl TenantState {
     }
 
     /// Takes effect on the next decision.
+    /// Its own limits that replace the plan's fields (a tenant's `month`,
+    /// `tokens` or `burst`) are applied over `plan`.
     pub(crate) fn set_plan(&self, plan: Arc<ActivePlan>) {
+        let plan = match self.scoped() {
+            Some(s) => ActivePlan::overridden(&plan, &s.own_limits()),
+            None => plan,
+        };
         self.plan.store(plan);
     }
 

@@ -4,7 +4,8 @@
 //! A plan's list includes its own fields as the limits they are -
 //! `month` (`monthlyCalls`), `tokens` (`monthlyTokens`) and `burst`
 //! (`rateLimit`) - so that one list says everything a plan limits; a PUT
-//! that names them sets those fields (one left out is lifted).
+//! that names them sets those fields (one left out is lifted). A tenant's
+//! limit of one of those names, in that shape, replaces the field for it.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -160,10 +161,12 @@ pub(crate) async fn put_plan_limits(
 }
 
 fn tenant_answer(st: &AppState, t: &crate::model::Tenant) -> HttpResponse {
+    // The plan's own fields and limits, each replaced by the tenant's of
+    // the same name.
     let plan = st.metering.registry.plan(&t.plan_id);
-    let mut effective = plan.as_ref().map(built_in).unwrap_or_default();
-    let plan_limits = plan.map(|p| p.limits).unwrap_or_default();
-    effective.extend(crate::quota::scoped::merged(&plan_limits, &t.limits));
+    let mut of_plan = plan.as_ref().map(built_in).unwrap_or_default();
+    of_plan.extend(plan.map(|p| p.limits).unwrap_or_default());
+    let effective = crate::quota::scoped::merged(&of_plan, &t.limits);
     HttpResponse::Ok().json(LimitsBody {
         limits: bodies_of(&t.limits),
         billing_day: t.billing_day,

@@ -236,14 +236,27 @@ impl Scoped {
             *own = (Arc::from(limits.to_vec()), day);
         }
         // Without limits of its own, the tenant shares its plan's list.
-        let limits = if own.0.is_empty() {
+        // Its limits that replace the plan's own fields are the plan's
+        // decision's (`ActivePlan::overridden`), not counted here again.
+        let counted: Vec<Limit> = own
+            .0
+            .iter()
+            .filter(|l| l.plan_field().is_none())
+            .cloned()
+            .collect();
+        let limits = if counted.is_empty() {
             plan.clone()
         } else {
-            Arc::from(merged(plan, &own.0))
+            Arc::from(merged(plan, &counted))
         };
         let mut s = self.state.lock();
         s.config.limits = limits;
         s.config.billing_day = own.1.unwrap_or(1);
+    }
+
+    /// The tenant's own limits, as last set.
+    pub fn own_limits(&self) -> Arc<[Limit]> {
+        self.own.lock().0.clone()
     }
 
     /// Sets (or, with an empty list, drops) a key's own limits.
