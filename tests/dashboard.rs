@@ -676,6 +676,26 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
         "const e = document.querySelector('[data-testid=console-error]'); return !!e && !e.hidden && e.textContent.includes('galaxy');",
     );
 
+    // A key's own limits, set from the keys card.
+    b.click(&format!("limits-key-{}", &key[..8]));
+    b.wait(
+        "the key's limits",
+        "return document.querySelector('[data-testid=limits-title]').textContent.includes('key key_');",
+    );
+    fill(
+        &b,
+        "limits-json",
+        r#"[{"name": "key-hour", "scope": "key", "measure": "calls", "window": "hour", "amount": 100}]"#,
+    );
+    b.click("save-limits");
+    wait_until(|| {
+        let keys: Value = s
+            .admin("GET", "/api/admin/tenants/acme/keys", None)
+            .json()
+            .unwrap();
+        keys["data"][0]["limits"][0]["name"] == "key-hour"
+    });
+
     // Revoke asks twice, then the key stops working.
     let prefix = &key[..8];
     b.click(&format!("revoke-{prefix}"));

@@ -142,8 +142,13 @@
       cell(tr, k.prefix + "…", "mono");
       cell(tr, new Date(k.createdAt).toLocaleString("en-US", { timeZone: "UTC", dateStyle: "medium", timeStyle: "short" }) + " UTC");
       cell(tr, k.revokedAt ? "revoked" : "active");
-      cell(tr, k.revokedAt ? "" : guarded("Revoke", "revoke-" + k.prefix, () =>
-        act(() => api("DELETE", "/api/admin/tenants/" + encodeURIComponent(id) + "/keys/" + encodeURIComponent(k.id)))));
+      const actions = document.createElement("span");
+      if (!k.revokedAt) {
+        actions.appendChild(button("Limits", "limits-key-" + k.prefix, () => openLimits("key", id, k.id)));
+        actions.appendChild(guarded("Revoke", "revoke-" + k.prefix, () =>
+          act(() => api("DELETE", "/api/admin/tenants/" + encodeURIComponent(id) + "/keys/" + encodeURIComponent(k.id)))));
+      }
+      cell(tr, actions, "actions");
       table.appendChild(tr);
     }
     labelCells(table);
@@ -232,12 +237,18 @@
 
   // The limits of a plan or a tenant: the list to edit, and for a tenant,
   // each limit with what is left of it (who is near which limit).
-  async function openLimits(kind, id) {
-    state.limitsOf = { kind, id };
-    const base = kind === "plan" ? "/api/admin/plans/" : "/api/admin/tenants/";
-    const path = base + encodeURIComponent(id) + "/limits";
+  // A key's own limits (scope key) are edited the same way.
+  function limitsPath(kind, id, keyId) {
+    if (kind === "plan") return "/api/admin/plans/" + encodeURIComponent(id) + "/limits";
+    const tenant = "/api/admin/tenants/" + encodeURIComponent(id);
+    return kind === "key" ? tenant + "/keys/" + encodeURIComponent(keyId) + "/limits" : tenant + "/limits";
+  }
+
+  async function openLimits(kind, id, keyId) {
+    state.limitsOf = { kind, id, keyId };
+    const path = limitsPath(kind, id, keyId);
     $("limits-card").hidden = false;
-    $("limits-title").textContent = "Limits of " + kind + " " + id;
+    $("limits-title").textContent = "Limits of " + (kind === "key" ? "key " + keyId + " of " + id : kind + " " + id);
     const table = $("limits-standing");
     table.replaceChildren();
     try {
@@ -275,10 +286,9 @@
       showError(new Error("the limits are not valid JSON: " + e.message));
       return;
     }
-    const base = of.kind === "plan" ? "/api/admin/plans/" : "/api/admin/tenants/";
     act(async () => {
-      await api("PUT", base + encodeURIComponent(of.id) + "/limits", { limits });
-      await openLimits(of.kind, of.id);
+      await api("PUT", limitsPath(of.kind, of.id, of.keyId), { limits });
+      await openLimits(of.kind, of.id, of.keyId);
     });
   });
 
