@@ -680,7 +680,7 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     b.click(&format!("limits-key-{}", &key[..8]));
     b.wait(
         "the key's limits",
-        "return document.querySelector('[data-testid=limits-title]').textContent.includes('key key_');",
+        "return document.querySelector('[data-testid=limits-title]').textContent.includes('key key_') && document.querySelector('[data-testid=limits-json]').value.trim() === '[]';",
     );
     fill(
         &b,
