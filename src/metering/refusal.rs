@@ -227,7 +227,8 @@ impl Refused {
         };
         self.message = if b.table_full {
             format!(
-                "limit '{}' cannot track another {}: this tenant tracks as many as it may;                  retry once others are idle",
+                "limit '{}' cannot track another {}: this tenant tracks as many as it may; \
+                 retry once others are idle",
                 v.name,
                 v.scope.as_str()
             )
