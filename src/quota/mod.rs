@@ -273,29 +273,29 @@ impl TenantState {
         s.as_ref().map(Arc::clone)
     }
 
-    /// Sets the tenant's limits from its plan's and (unless `None`, a plan
-    /// change) its own with its billing day; `max_subjects`: the bound of
-    /// its table of end users, bots, models and keys.
-    pub(crate) fn configure_limits(
+    /// Puts the tenant on `plan` with its limits: the plan's and (unless
+    /// `None`, a plan change) its own with its billing day, which may
+    /// replace the plan's own fields ([`set_plan`](Self::set_plan));
+    /// `max_subjects`: the bound of its table of end users, bots, models
+    /// and keys.
+    pub(crate) fn configure(
         &self,
-        plan: &Arc<[crate::model::Limit]>,
+        plan: Arc<ActivePlan>,
         own: Option<(&[crate::model::Limit], Option<u8>)>,
         max_subjects: usize,
     ) {
         match self.scoped() {
-            Some(s) => s.configure(plan, own),
+            Some(s) => s.configure(&plan.limits, own),
             None => {
                 let nothing = own.is_none_or(|(l, day)| l.is_empty() && day.is_none());
-                if plan.is_empty() && nothing {
-                    return;
+                if !(plan.limits.is_empty() && nothing) {
+                    let s = scoped::Scoped::new(max_subjects);
+                    s.configure(&plan.limits, own);
+                    self.scoped.store(Some(Arc::new(s)));
                 }
-                let s = scoped::Scoped::new(max_subjects);
-                s.configure(plan, own);
-                self.scoped.store(Some(Arc::new(s)));
             }
         }
-        // The tenant's own limits may replace its plan's fields.
-        self.set_plan(self.plan.load_full());
+        self.set_plan(plan);
     }
 
     /// Sets one key's own limits.

@@ -77,11 +77,9 @@ impl Reservation {
     /// the answer streamed).
     pub(crate) fn settle_apart(mut self, now: Nanos, quota_used: u64, used: u64, spend: u64) {
         let reserved = std::mem::take(&mut self.tokens);
-        if reserved > 0 {
+        if reserved > 0 || quota_used > 0 {
             self.tenant
                 .settle_tokens(now, self.period, reserved, quota_used);
-        } else if quota_used > 0 {
-            self.tenant.add_usage(now, now.millis().0, 0, quota_used);
         }
         if let Some(h) = self.hold.take() {
             h.settle(used, spend);

@@ -132,8 +132,7 @@ impl Registry {
             Change::PlanPut(plan) => {
                 let active = ActivePlan::shared_by(plan.clone(), self.burst_share());
                 for state in self.on_plan(&plan.id) {
-                    state.set_plan(active.clone());
-                    state.configure_limits(&active.limits, None, self.max_subjects());
+                    state.configure(active.clone(), None, self.max_subjects());
                 }
                 cat.plans.insert(plan.id.clone(), active);
             }
@@ -151,8 +150,7 @@ impl Registry {
                 let own = Some((&tenant.limits[..], tenant.billing_day));
                 match self.tenants.get(tenant.id.as_str()) {
                     Some(state) => {
-                        state.configure_limits(&plan.limits, own, self.max_subjects());
-                        state.set_plan(plan);
+                        state.configure(plan, own, self.max_subjects());
                         state.set_suspended(suspended);
                     }
                     None => {
@@ -165,13 +163,13 @@ impl Registry {
                         };
                         let state = Arc::new(TenantState::counted(
                             &tenant.id,
-                            plan,
+                            plan.clone(),
                             suspended,
                             period,
                             &self.counting,
                         ));
                         state.restore(period, totals.calls, totals.tokens);
-                        state.configure_limits(&state.plan_now().limits, own, self.max_subjects());
+                        state.configure(plan, own, self.max_subjects());
                         self.tenants.insert(state.id.clone(), state);
                     }
                 }

@@ -145,7 +145,7 @@ impl Registry {
             })?;
             let state = Arc::new(TenantState::counted(
                 &t.id,
-                plan,
+                plan.clone(),
                 t.status == TenantStatus::Suspended,
                 period,
                 &counting,
@@ -153,11 +153,7 @@ impl Registry {
             if let Some(tot) = totals.get(&t.id) {
                 state.restore(period, tot.calls, tot.tokens);
             }
-            state.configure_limits(
-                &state.plan_now().limits,
-                Some((&t.limits, t.billing_day)),
-                DEFAULT_MAX_SUBJECTS,
-            );
+            state.configure(plan, Some((&t.limits, t.billing_day)), DEFAULT_MAX_SUBJECTS);
             states.push((state.id.clone(), state));
         }
         let by_id: std::collections::HashMap<_, _> = states.iter().cloned().collect();

@@ -330,6 +330,20 @@ fn expiry(
     Ok(Some(t))
 }
 
+/// A key of `tenant` that is not revoked (with when it was last used).
+pub(super) fn live_key(
+    st: &AppState,
+    tenant: &str,
+    key: &str,
+) -> Result<crate::model::ApiKey, ApiError> {
+    st.metering
+        .registry
+        .keys(tenant)?
+        .into_iter()
+        .find(|k| k.id == key && k.revoked_at.is_none())
+        .ok_or_else(|| ApiError::not_found(format!("key '{key}' not found")))
+}
+
 /// The most a rotation's old secret may keep working: 30 days.
 const MAX_OVERLAP_SECONDS: u64 = 30 * 86_400;
 
@@ -357,11 +371,7 @@ pub(crate) async fn patch_key(
         .transpose()
         .map_err(ApiError::invalid)?;
     let key = match (expires_at, limits) {
-        (None, None) => registry
-            .keys(&tenant)?
-            .into_iter()
-            .find(|k| k.id == key && k.revoked_at.is_none())
-            .ok_or_else(|| ApiError::not_found(format!("key '{key}' not found")))?,
+        (None, None) => live_key(&st, &tenant, &key)?,
         (expires_at, limits) => registry.update_key(
             &tenant,
             &key,

@@ -218,15 +218,6 @@ pub(crate) async fn put_tenant_limits(
     Ok(tenant_answer(&st, &t))
 }
 
-fn key_of(st: &AppState, tenant: &str, key: &str) -> Result<crate::model::ApiKey, ApiError> {
-    st.metering
-        .registry
-        .keys(tenant)?
-        .into_iter()
-        .find(|k| k.id == key && k.revoked_at.is_none())
-        .ok_or_else(|| ApiError::not_found(format!("key '{key}' not found")))
-}
-
 fn key_answer(st: &AppState, tenant: &str, k: &crate::model::ApiKey) -> HttpResponse {
     let t = st.metering.registry.tenant(tenant).ok().flatten();
     let plan = t
@@ -258,7 +249,7 @@ pub(crate) async fn get_key_limits(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, key) = path.into_inner();
-    let k = key_of(&st, &tenant, &key)?;
+    let k = super::admin::live_key(&st, &tenant, &key)?;
     Ok(key_answer(&st, &tenant, &k))
 }
 

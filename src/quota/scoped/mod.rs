@@ -281,12 +281,6 @@ impl Scoped {
         self.max_subjects.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether any limit is set (on the tenant, its plan or a key).
-    pub fn is_empty(&self) -> bool {
-        let s = self.state.lock();
-        s.config.limits.is_empty() && s.config.keys.is_empty()
-    }
-
     /// Subjects tracked now (end users, bots, models, keys).
     pub fn subjects(&self) -> usize {
         self.state.lock().counts.tracked()
