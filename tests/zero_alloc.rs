@@ -1,9 +1,11 @@
 //! The decision path - key lookup, decide, enqueue - allocates nothing
 //! (SPEC §1), proven with a counting global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::{ALLOCATIONS, COUNTING};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
@@ -14,36 +16,6 @@ use tollgate::store::{SledStore, Store};
 use tollgate::telemetry::stats::Stats;
 use tollgate::usage::queue::usage_queue;
 use tollgate::usage::Queued;
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Only this thread's allocations count (sled's threads allocate too).
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn lookup_decide_and_enqueue_allocate_nothing() {

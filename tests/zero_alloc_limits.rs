@@ -5,9 +5,11 @@
 //! held and settled, under a counting global allocator. (Its own binary:
 //! the counter is global.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::{ALLOCATIONS, COUNTING};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
@@ -16,35 +18,6 @@ use tollgate::model::{Limit, Measure, Plan, Scope, Tenant, TenantStatus, Window}
 use tollgate::quota::scoped::{Ask, Hold};
 use tollgate::registry::Registry;
 use tollgate::store::{SledStore, Store};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn a_decision_with_four_limits_allocates_nothing() {
