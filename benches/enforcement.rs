@@ -371,7 +371,7 @@ fn leases(c: &mut Criterion) {
         plan,
         false,
         period,
-        &Counting::Shared(Arc::new(LeaseHub::default())),
+        &Counting::Shared(Arc::new(LeaseHub::default()), None),
     );
     shared.shared().unwrap().calls.grants(period, 1 << 45);
     let mut g = c.benchmark_group("acquire");

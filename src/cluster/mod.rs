@@ -19,6 +19,7 @@
 //! ever falls back to unshared counters.
 
 mod breaker;
+mod limits;
 mod script;
 #[cfg(test)]
 mod sim;
@@ -41,6 +42,7 @@ use crate::registry::Registry;
 use crate::store::shared::{Shared as SharedStore, Shares};
 use crate::store::StoreError;
 
+pub use self::limits::Answer as LimitsAnswer;
 pub use self::script::key;
 use self::script::{Init, Reply};
 
@@ -155,6 +157,12 @@ struct Inner {
     /// join: long enough for each one holding a lease to visit it (every
     /// second) and for a call in flight to time out.
     hold: Duration,
+    /// The limits of SPEC §12 (`limits.rs`): the scripts that decide and
+    /// change them, and the changes waiting to go over.
+    limits_take: redis::Script,
+    limits_adjust: redis::Script,
+    limit_changes: Mutex<Vec<crate::quota::scoped::Change>>,
+    limit_wake: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +241,10 @@ impl Cluster {
                 registry: std::sync::OnceLock::new(),
                 shared_store: std::sync::OnceLock::new(),
                 hold: sync::REFRESH + Duration::from_millis(config.sync_ms) * 2 + timeout * 2,
+                limits_take: limits::take_script(),
+                limits_adjust: limits::adjust_script(),
+                limit_changes: Mutex::new(Vec::new()),
+                limit_wake: tokio::sync::Notify::new(),
             }),
             runtime,
             sync: Mutex::new(None),
@@ -241,7 +253,10 @@ impl Cluster {
 
     /// How the registry counts: through this cluster's leases.
     pub fn counting(&self) -> Counting {
-        Counting::Shared(self.inner.hub.clone())
+        let link = limits::Link {
+            inner: self.inner.clone(),
+        };
+        Counting::Shared(self.inner.hub.clone(), Some(Arc::new(link)))
     }
 
     pub fn instance(&self) -> &str {
@@ -296,6 +311,7 @@ impl Cluster {
             shared.set_process(&self.inner.member);
             let _ = self.inner.shared_store.set(shared);
         }
+        self.runtime.spawn(limits::run(self.inner.clone()));
         let inner = self.inner.clone();
         let handle = self.runtime.spawn(sync::run(inner, registry));
         *self.sync.lock() = Some(handle);
@@ -417,6 +433,12 @@ impl Cluster {
             let _ = self
                 .runtime
                 .block_on(async { tokio::time::timeout(wait, handle).await });
+            // The limits' changes still waiting go over (a place in flight
+            // left, a give-back): the sync loop's last pass has left.
+            let inner = self.inner.clone();
+            let _ = self.runtime.block_on(async move {
+                tokio::time::timeout(wait, inner.send_limit_changes()).await
+            });
         }
     }
 }

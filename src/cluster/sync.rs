@@ -37,7 +37,7 @@ const BATCH: usize = 512;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const GONE: Duration = Duration::from_secs(3);
 /// The sorted set of live instances (score: the last heartbeat, ms).
-const MEMBERS: &str = "tg:members";
+pub(super) const MEMBERS: &str = "tg:members";
 
 /// What the loop knows of one tenant it follows: of each measure's lease.
 struct Track {

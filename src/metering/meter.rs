@@ -106,10 +106,20 @@ impl<S: Deref<Target = Metering>> Meter<S> {
                 ..Ask::of(&record)
             };
             let now_ms = now.millis().0;
-            match scoped.take(&ask, now_ms) {
+            let taken = match scoped.take(&ask, now_ms) {
                 Ok((v, ids)) => {
+                    let h = Hold::new(scoped.clone(), &ask, ids, now_ms);
+                    match st.cluster.as_deref().filter(|_| scoped.shared()) {
+                        None => Ok((v, h)),
+                        Some(cluster) => fleet_take(cluster, &scoped, &ask, now_ms, v, h).await,
+                    }
+                }
+                Err(b) => Err(Some(b)),
+            };
+            match taken {
+                Ok((v, h)) => {
                     views = v;
-                    hold = Some(Hold::new(scoped.clone(), &ask, ids, now_ms));
+                    hold = Some(h);
                 }
                 Err(b) => {
                     // Refused by one of them: nothing is kept of the others.
@@ -117,9 +127,18 @@ impl<S: Deref<Target = Metering>> Meter<S> {
                         tenant.refund(&g);
                         tenant.release_tokens(g.period, g.tokens);
                     }
-                    decision.outcome = b.outcome();
-                    decision.retry_after_ns = (b.retry_ms.max(1) as u64).saturating_mul(1_000_000);
-                    breach = Some(b);
+                    match b {
+                        Some(b) => {
+                            decision.outcome = b.outcome();
+                            decision.retry_after_ns =
+                                (b.retry_ms.max(1) as u64).saturating_mul(1_000_000);
+                            breach = Some(b);
+                        }
+                        None => {
+                            decision.outcome = Outcome::ClusterUnavailable;
+                            decision.retry_after_ns = super::CLUSTER_RETRY_NS;
+                        }
+                    }
                 }
             }
         }
@@ -321,6 +340,42 @@ impl<S: Deref<Target = Metering>> Meter<S> {
         } = self;
         record.response_ms = started.elapsed().as_secs_f64() * 1e3;
         (st, Queued { tenant, record })
+    }
+}
+
+/// Decides in Redis the limits a request that this instance allowed
+/// meets (a fleet shares them): the fleet's views and the hold, now taken
+/// by the fleet too; or the limit that refused (`None`: Redis could not
+/// answer). The hold, dropped on a refusal, gives back what this instance
+/// took.
+async fn fleet_take(
+    cluster: &crate::cluster::Cluster,
+    scoped: &crate::quota::scoped::Scoped,
+    ask: &Ask<'_>,
+    now_ms: i64,
+    local: Views,
+    mut hold: Hold,
+) -> Result<(Views, Hold), Option<Breach>> {
+    let asked = scoped.counted(ask, now_ms);
+    if asked.items.is_empty() {
+        return Ok((local, hold));
+    }
+    let judged = match cluster.decide_limits(&asked, true).await {
+        Some(a) => {
+            crate::quota::scoped::judge(&asked, &a.counts, &a.refused, ask, now_ms).map_err(Some)
+        }
+        None => Err(None),
+    };
+    match judged {
+        Ok(views) => {
+            hold.taken_by_fleet();
+            Ok((views, hold))
+        }
+        Err(refused) => {
+            // What this instance took goes back, its calls too.
+            hold.refund_calls();
+            Err(refused)
+        }
     }
 }
 

@@ -38,7 +38,7 @@ use crate::telemetry::stats::Stats;
 use crate::usage::queue::UsageQueue;
 
 /// When a request refused `cluster_unavailable` may retry.
-const CLUSTER_RETRY_NS: u64 = 1_000_000_000;
+pub(crate) const CLUSTER_RETRY_NS: u64 = 1_000_000_000;
 
 /// What every metered request shares, whatever its edge.
 pub struct Metering {

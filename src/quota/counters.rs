@@ -20,16 +20,25 @@ pub enum Counting {
     /// In this process alone (one instance).
     #[default]
     Local,
-    /// Shared with other instances through the cluster's sync loop.
-    Shared(Arc<LeaseHub>),
+    /// Shared with other instances through the cluster's sync loop; the
+    /// limits of SPEC §12 through `fleet`.
+    Shared(Arc<LeaseHub>, Option<Arc<dyn super::scoped::Fleet>>),
 }
 
 impl Counting {
+    /// The fleet that shares the limits of SPEC §12, if any.
+    pub fn fleet(&self) -> Option<&Arc<dyn super::scoped::Fleet>> {
+        match self {
+            Counting::Local => None,
+            Counting::Shared(_, fleet) => fleet.as_ref(),
+        }
+    }
+
     /// Counters for tenant `id`, starting at zero in `period`.
     pub fn counters(&self, id: &Arc<str>, period: Period) -> Counters {
         match self {
             Counting::Local => Counters::local(period),
-            Counting::Shared(hub) => {
+            Counting::Shared(hub, _) => {
                 Counters::Shared(Box::new(Shared::new(id.clone(), hub.clone(), period)))
             }
         }

@@ -276,20 +276,20 @@ impl TenantState {
     /// Puts the tenant on `plan` with its limits: the plan's and (unless
     /// `None`, a plan change) its own with its billing day, which may
     /// replace the plan's own fields ([`set_plan`](Self::set_plan));
-    /// `max_subjects`: the bound of its table of end users, bots, models
-    /// and keys.
+    /// `setup`: how its limits' state is made (the bound of its table of
+    /// end users, bots, models and keys; the fleet that shares it).
     pub(crate) fn configure(
         &self,
         plan: Arc<ActivePlan>,
         own: Option<(&[crate::model::Limit], Option<u8>)>,
-        max_subjects: usize,
+        setup: &scoped::Setup,
     ) {
         match self.scoped() {
             Some(s) => s.configure(&plan.limits, own),
             None => {
                 let nothing = own.is_none_or(|(l, day)| l.is_empty() && day.is_none());
                 if !(plan.limits.is_empty() && nothing) {
-                    let s = scoped::Scoped::new(max_subjects);
+                    let s = scoped::Scoped::made(setup, &self.id);
                     s.configure(&plan.limits, own);
                     self.scoped.store(Some(Arc::new(s)));
                 }
@@ -303,13 +303,13 @@ impl TenantState {
         &self,
         key_id: &str,
         limits: &[crate::model::Limit],
-        max_subjects: usize,
+        setup: &scoped::Setup,
     ) {
         match self.scoped() {
             Some(s) => s.set_key(key_id, limits),
             None if limits.is_empty() => {}
             None => {
-                let s = scoped::Scoped::new(max_subjects);
+                let s = scoped::Scoped::made(setup, &self.id);
                 s.set_key(key_id, limits);
                 self.scoped.store(Some(Arc::new(s)));
             }
@@ -668,7 +668,9 @@ impl TenantState {
             None => {
                 self.add_usage(now, r.ts_ms, r.calls, r.tokens);
                 if let Some(s) = self.scoped() {
-                    s.debit(&scoped::Ask::of(r), r.ts_ms, now.millis().0);
+                    let ask = scoped::Ask::of(r);
+                    s.debit(&ask, r.ts_ms, now.millis().0);
+                    s.debit_fleet(&ask, r.ts_ms);
                 }
             }
         }

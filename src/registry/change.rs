@@ -132,7 +132,7 @@ impl Registry {
             Change::PlanPut(plan) => {
                 let active = ActivePlan::shared_by(plan.clone(), self.burst_share());
                 for state in self.on_plan(&plan.id) {
-                    state.configure(active.clone(), None, self.max_subjects());
+                    state.configure(active.clone(), None, &self.setup());
                 }
                 cat.plans.insert(plan.id.clone(), active);
             }
@@ -150,7 +150,7 @@ impl Registry {
                 let own = Some((&tenant.limits[..], tenant.billing_day));
                 match self.tenants.get(tenant.id.as_str()) {
                     Some(state) => {
-                        state.configure(plan, own, self.max_subjects());
+                        state.configure(plan, own, &self.setup());
                         state.set_suspended(suspended);
                     }
                     None => {
@@ -169,7 +169,7 @@ impl Registry {
                             &self.counting,
                         ));
                         state.restore(period, totals.calls, totals.tokens);
-                        state.configure(plan, own, self.max_subjects());
+                        state.configure(plan, own, &self.setup());
                         self.tenants.insert(state.id.clone(), state);
                     }
                 }
@@ -187,7 +187,7 @@ impl Registry {
                     self.keys.remove_where(|_, e| e.key_id == key.key.id);
                     return Ok(());
                 }
-                state.set_key_limits(&key.key.id, &key.key.limits, self.max_subjects());
+                state.set_key_limits(&key.key.id, &key.key.limits, &self.setup());
                 for (hash, until) in key.secrets() {
                     self.keys
                         .insert(KeyHash(hash), KeyEntry::new(&key.key.id, &state, until));

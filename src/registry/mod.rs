@@ -136,6 +136,10 @@ impl Registry {
         let totals: std::collections::HashMap<String, _> =
             store.period_totals(period)?.into_iter().collect();
         let mut states = Vec::new();
+        let setup = crate::quota::scoped::Setup {
+            max_subjects: DEFAULT_MAX_SUBJECTS,
+            fleet: counting.fleet().cloned(),
+        };
         for t in store.tenants()? {
             let plan = cat.plans.get(&t.plan_id).cloned().ok_or_else(|| {
                 RegistryError::Conflict(format!(
@@ -153,7 +157,7 @@ impl Registry {
             if let Some(tot) = totals.get(&t.id) {
                 state.restore(period, tot.calls, tot.tokens);
             }
-            state.configure(plan, Some((&t.limits, t.billing_day)), DEFAULT_MAX_SUBJECTS);
+            state.configure(plan, Some((&t.limits, t.billing_day)), &setup);
             states.push((state.id.clone(), state));
         }
         let by_id: std::collections::HashMap<_, _> = states.iter().cloned().collect();
@@ -163,7 +167,7 @@ impl Registry {
                 continue;
             }
             if let Some(state) = by_id.get(k.key.tenant_id.as_str()) {
-                state.set_key_limits(&k.key.id, &k.key.limits, DEFAULT_MAX_SUBJECTS);
+                state.set_key_limits(&k.key.id, &k.key.limits, &setup);
                 for (hash, until) in k.secrets() {
                     key_entries.push((KeyHash(hash), KeyEntry::new(&k.key.id, state, until)));
                 }
@@ -197,6 +201,15 @@ impl Registry {
     /// track (`[limits] max_subjects_per_tenant`).
     pub(crate) fn max_subjects(&self) -> usize {
         self.max_subjects.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How a tenant's limits of SPEC §12 are made: the bound of its table
+    /// of subjects, and the fleet that shares them (`[cluster]`).
+    pub(crate) fn setup(&self) -> crate::quota::scoped::Setup {
+        crate::quota::scoped::Setup {
+            max_subjects: self.max_subjects(),
+            fleet: self.counting.fleet().cloned(),
+        }
     }
 
     /// Sets [`max_subjects`](Self::max_subjects) for tenants configured from now on.

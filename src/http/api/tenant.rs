@@ -84,7 +84,7 @@ pub(crate) async fn authorize(
             spend,
             ..Ask::default()
         };
-        let d = auth.check(&st.metering, cost, tokens, ask);
+        let d = auth.check(&st.metering, cost, tokens, ask).await;
         if !d.allowed() {
             if let Some(refused) = Refused::of(&d, &auth.tenant().plan_now().plan.id) {
                 return Err(refused.into());
@@ -198,7 +198,7 @@ pub(crate) async fn check(
         spend,
         ..Ask::default()
     };
-    let d = auth.check(&st.metering, cost, tokens, ask);
+    let d = auth.check(&st.metering, cost, tokens, ask).await;
     let reason = metering::Refusal::of(d.outcome).map(metering::Refusal::code);
     let plan = auth.tenant().plan_now();
     Ok(json_of(

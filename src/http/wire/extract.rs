@@ -320,7 +320,7 @@ impl TenantAuth {
     /// nothing (a dry run, `/api/v1/check`).
     /// `ask`: the request's end user, bot and model and the spend it
     /// would reserve, for the tenant's other limits (SPEC §12).
-    pub(crate) fn check(
+    pub(crate) async fn check(
         &self,
         m: &Metering,
         cost: u64,
@@ -336,11 +336,30 @@ impl TenantAuth {
                 tokens,
                 ..ask
             };
-            match scoped.check(&ask, now.millis().0) {
+            let now_ms = now.millis().0;
+            let mut checked = scoped.check(&ask, now_ms).map_err(Some);
+            // A fleet's limits are checked where they are counted.
+            if let (Ok(_), Some(cluster)) = (&checked, m.cluster.as_deref()) {
+                let asked = scoped.counted(&ask, now_ms);
+                if !asked.items.is_empty() {
+                    checked = match cluster.decide_limits(&asked, false).await {
+                        Some(a) => {
+                            crate::quota::scoped::judge(&asked, &a.counts, &a.refused, &ask, now_ms)
+                                .map_err(Some)
+                        }
+                        None => Err(None),
+                    };
+                }
+            }
+            match checked {
                 Ok(views) => *self.ctx.views.borrow_mut() = views,
-                Err(b) => {
+                Err(Some(b)) => {
                     d.outcome = b.outcome();
                     d.retry_after_ns = (b.retry_ms.max(1) as u64).saturating_mul(1_000_000);
+                }
+                Err(None) => {
+                    d.outcome = crate::quota::Outcome::ClusterUnavailable;
+                    d.retry_after_ns = crate::metering::CLUSTER_RETRY_NS;
                 }
             }
         }

@@ -19,6 +19,8 @@ pub struct Hold {
     tokens: u64,
     spend: u64,
     in_flight: bool,
+    /// The fleet took it too (`[cluster]`): its changes go there as well.
+    shared: bool,
 }
 
 impl Hold {
@@ -34,6 +36,20 @@ impl Hold {
             tokens: ask.tokens,
             spend: ask.spend,
             in_flight: true,
+            shared: false,
+        }
+    }
+
+    /// The fleet took what this hold took: its changes reach the fleet.
+    pub fn taken_by_fleet(&mut self) {
+        self.shared = true;
+    }
+
+    fn change(&self, delta: Delta) {
+        let ask = self.ask();
+        self.scoped.adjust(&ask, self.at_ms, delta);
+        if self.shared {
+            self.scoped.forward(&ask, self.at_ms, &delta);
         }
     }
 
@@ -62,7 +78,7 @@ impl Hold {
                 calls: -(calls as i64),
                 ..Delta::default()
             };
-            self.scoped.adjust(&self.ask(), self.at_ms, delta);
+            self.change(delta);
         }
     }
 
@@ -75,7 +91,7 @@ impl Hold {
             spend: spend as i64 - std::mem::take(&mut self.spend) as i64,
             leave: std::mem::take(&mut self.in_flight),
         };
-        self.scoped.adjust(&self.ask(), self.at_ms, delta);
+        self.change(delta);
     }
 }
 
@@ -88,7 +104,7 @@ impl Drop for Hold {
                 spend: -(self.spend as i64),
                 leave: self.in_flight,
             };
-            self.scoped.adjust(&self.ask(), self.at_ms, delta);
+            self.change(delta);
         }
     }
 }

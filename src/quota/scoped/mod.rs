@@ -23,11 +23,13 @@
 //! Tollgate could not serve it, and whatever it still holds given back
 //! when it is dropped - so every exit path returns it.
 
+mod fleet;
 mod hold;
 mod slot;
 mod table;
 pub(crate) mod window;
 
+pub use fleet::{judge, key_of, Asked, Change, Counted, Fleet, FleetCount, Kind};
 pub use hold::Hold;
 pub use slot::View;
 
@@ -182,6 +184,8 @@ pub struct Scoped {
     /// The tenant's own limits and billing day, as last set (kept to
     /// merge with a changed plan).
     own: Mutex<(Arc<[Limit]>, Option<u8>)>,
+    /// The fleet that shares these limits, and the tenant's id there.
+    fleet: std::sync::OnceLock<(Arc<dyn Fleet>, Arc<str>)>,
 }
 
 impl std::fmt::Debug for Scoped {
@@ -211,7 +215,24 @@ struct Applies<'l, 'a> {
     subject: &'a str,
 }
 
+/// How a tenant's [`Scoped`] is made: the bound of its table of
+/// subjects, and the fleet that shares its limits (`[cluster]`).
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub max_subjects: usize,
+    pub fleet: Option<Arc<dyn Fleet>>,
+}
+
 impl Scoped {
+    /// The limits of tenant `tenant`, made as `setup` says.
+    pub fn made(setup: &Setup, tenant: &Arc<str>) -> Scoped {
+        let s = Scoped::new(setup.max_subjects);
+        if let Some(fleet) = &setup.fleet {
+            s.set_fleet(fleet.clone(), tenant.clone());
+        }
+        s
+    }
+
     pub fn new(max_subjects: usize) -> Scoped {
         Scoped {
             state: Mutex::new(State {
@@ -224,6 +245,7 @@ impl Scoped {
             }),
             max_subjects: std::sync::atomic::AtomicUsize::new(max_subjects.max(1)),
             own: Mutex::new((Arc::from(Vec::new()), None)),
+            fleet: std::sync::OnceLock::new(),
         }
     }
 
