@@ -376,3 +376,77 @@ fn across_three_instances_places_in_flight_are_exact_and_come_back() {
     );
     let _ = &f.redis;
 }
+
+#[test]
+fn across_three_instances_redis_losing_the_counts_hands_out_nothing_twice() {
+    let f = fleet();
+    clear_of_the_hour();
+    let k = tenant(
+        &f,
+        "t-day",
+        limit("per-day", "tenant", "calls", "day", json!(100)),
+    );
+    assert_eq!(race(&f, &k, 60, &json!({})).0, 60);
+    let held = tenant(
+        &f,
+        "t-held",
+        limit("in-flight-5", "tenant", "inFlight", "none", json!(5)),
+    );
+    assert_eq!(race(&f, &held, 20, &json!({})).0, 5);
+    // Redis loses every count; each instance puts its own part back before
+    // any decision is made on the new counts.
+    assert_eq!(f.redis.cli(&["FLUSHALL"]).trim(), "OK");
+    let (more, _) = race(&f, &k, 100, &json!({}));
+    assert_eq!(more, 40, "60 of 100 were used before Redis lost them");
+    assert_eq!(
+        race(&f, &held, 20, &json!({})).0,
+        0,
+        "five are still in flight"
+    );
+    for p in &f.procs {
+        assert_eq!(authorize(p, &k, &json!({})).0, 429);
+    }
+}
+
+#[test]
+fn with_redis_frozen_a_named_limit_refuses_and_its_give_backs_wait() {
+    let f = fleet();
+    let k = tenant(
+        &f,
+        "t-frozen",
+        limit("in-flight-3", "tenant", "inFlight", "none", json!(3)),
+    );
+    let (allowed, answers) = race(&f, &k, 12, &json!({}));
+    assert_eq!(allowed, 3);
+    f.redis.pause();
+    // A decision that meets a shared limit cannot be made: refused, said so.
+    let (status, body) = authorize(&f.procs[0], &k, &json!({}));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "cluster_unavailable", "{body}");
+    // A place given back meanwhile waits for Redis, and is not lost.
+    let (i, a) = &answers[0];
+    let id = a["reservationId"].as_str().unwrap().to_string();
+    let r = Client::new()
+        .post(f.procs[*i].url("/api/v1/usage"))
+        .bearer_auth(&k)
+        .json(&json!([{"endpoint": "/v1/chat", "calls": 0, "reservationId": id}]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    std::thread::sleep(Duration::from_millis(500));
+    f.redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // (Until the breaker closes again, a decision may still say 503.)
+    let mut got = 0;
+    while got == 0 {
+        assert!(Instant::now() < deadline, "the place never came back");
+        got = (0..6)
+            .filter(|i| authorize(&f.procs[i % 3], &k, &json!({})).0 == 200)
+            .count();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, 1, "exactly the one given back");
+    for p in &f.procs {
+        assert_eq!(authorize(p, &k, &json!({})).0, 429);
+    }
+}

@@ -161,7 +161,9 @@ struct Inner {
     /// change them, and the changes waiting to go over.
     limits_take: redis::Script,
     limits_adjust: redis::Script,
-    limit_changes: Mutex<Vec<crate::quota::scoped::Change>>,
+    limits_mark: redis::Script,
+    limits_put: redis::Script,
+    limits: Mutex<limits::Limits>,
     limit_wake: tokio::sync::Notify,
 }
 
@@ -243,7 +245,9 @@ impl Cluster {
                 hold: sync::REFRESH + Duration::from_millis(config.sync_ms) * 2 + timeout * 2,
                 limits_take: limits::take_script(),
                 limits_adjust: limits::adjust_script(),
-                limit_changes: Mutex::new(Vec::new()),
+                limits_mark: limits::mark_script(),
+                limits_put: limits::put_script(),
+                limits: Mutex::new(limits::Limits::default()),
                 limit_wake: tokio::sync::Notify::new(),
             }),
             runtime,
