@@ -204,6 +204,7 @@ fn across_three_instances_each_scope_and_measure_passes_exactly_its_limit() {
     );
     assert_eq!(race(&f, &k, 80, &json!({"userId": "ana"})).0, 17);
     assert_eq!(race(&f, &k, 80, &json!({"userId": "bo"})).0, 17);
+    let user_key = k.clone();
     // Each bot's calls per hour.
     let k = tenant(
         &f,
@@ -269,6 +270,40 @@ fn across_three_instances_each_scope_and_measure_passes_exactly_its_limit() {
         assert_eq!(status, 429, "{body}");
         assert_eq!(body["limitName"], "per-hour", "{body}");
         assert_eq!(body["scope"], "tenant", "{body}");
+        // The usage the dashboard shows is the fleet's, on every instance.
+        let usage: Value = Client::new()
+            .get(p.url("/api/billing/usage"))
+            .bearer_auth(&k)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let hour = usage["limits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "per-hour")
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(hour["used"].as_f64(), Some(60.0), "{usage}");
+        assert_eq!(hour["remaining"].as_f64(), Some(0.0), "{usage}");
+    }
+    let usage: Value = Client::new()
+        .get(f.procs[2].url("/api/billing/usage"))
+        .bearer_auth(&user_key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    for user in ["ana", "bo"] {
+        let standing = usage["limits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["subject"] == user)
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(standing["used"].as_f64(), Some(17.0), "{user}: {usage}");
     }
 }
 

@@ -502,11 +502,22 @@ pub(crate) async fn usage_view(st: &AppState, tenant: &Arc<TenantState>) -> Bill
     }
     let mut view = BillingUsage::new(tenant.plan().plan.clone(), &decision);
     if let Some(scoped) = tenant.scoped() {
-        view.limits
-            .extend(crate::http::api::types::LimitStanding::all(
-                &scoped,
-                decision.now.millis().0,
-            ));
+        use crate::http::api::types::LimitStanding;
+        let now_ms = decision.now.millis().0;
+        let mut standing = scoped.standing(now_ms);
+        // Shared by a fleet: the figures are the fleet's (read, not taken).
+        if let Some(cluster) = st.metering.cluster.as_deref().filter(|_| scoped.shared()) {
+            LimitStanding::nearest(&mut standing);
+            let mut fleet = standing.clone();
+            let asked = scoped.counted_standing(&mut fleet, now_ms);
+            if !asked.items.is_empty() {
+                if let Some(a) = cluster.decide_limits(&asked, false).await {
+                    crate::quota::scoped::fleet_standing(&asked, &a.counts, now_ms, &mut fleet);
+                    standing = fleet;
+                }
+            }
+        }
+        view.limits.extend(LimitStanding::all(standing, now_ms));
     }
     view
 }

@@ -434,22 +434,30 @@ impl LimitStanding {
         }
     }
 
-    /// The tenant's scoped limits as they stand: the tenant's own first,
-    /// then the subjects nearest their limit.
-    pub(crate) fn all(scoped: &crate::quota::scoped::Scoped, now_ms: i64) -> Vec<LimitStanding> {
-        let mut all = scoped.standing(now_ms);
+    /// The tenant's scoped limits as they stand (`Scoped::standing`, or
+    /// the fleet's figures of them): the tenant's own first, then the
+    /// subjects nearest their limit, [`MAX_STANDING`] at most.
+    pub(crate) fn all(mut all: Standing, now_ms: i64) -> Vec<LimitStanding> {
+        LimitStanding::nearest(&mut all);
+        all.iter()
+            .map(|(subject, v)| LimitStanding::of(subject, v, now_ms))
+            .collect()
+    }
+
+    /// Sorts `all` as [`all`](Self::all) shows it and keeps what it shows.
+    pub(crate) fn nearest(all: &mut Standing) {
         let share = |v: &crate::quota::scoped::View| v.used as f64 / v.amount.max(1) as f64;
         all.sort_by(|(a_subject, a), (b_subject, b)| {
             (!a_subject.is_empty())
                 .cmp(&!b_subject.is_empty())
                 .then(share(b).total_cmp(&share(a)))
         });
-        all.iter()
-            .take(MAX_STANDING)
-            .map(|(subject, v)| LimitStanding::of(subject, v, now_ms))
-            .collect()
+        all.truncate(MAX_STANDING);
     }
 }
+
+/// Subjects and the views of their limits.
+pub(crate) type Standing = Vec<(crate::model::CompactString, crate::quota::scoped::View)>;
 
 /// The plan's own fields as limits with their use.
 fn built_in_standing(plan: &Plan, d: &Decision) -> Vec<LimitStanding> {

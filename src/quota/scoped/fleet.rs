@@ -150,6 +150,43 @@ impl Scoped {
         Asked { items, day }
     }
 
+    /// What reading `standing` (subjects and views of [`standing`](
+    /// Self::standing)) from the fleet asks: one item per entry, in order
+    /// (an entry whose limit is gone is dropped from `standing`).
+    pub fn counted_standing(
+        &self,
+        standing: &mut Vec<(CompactString, super::View)>,
+        now_ms: i64,
+    ) -> Asked {
+        let Some((_, tenant)) = self.fleet.get() else {
+            standing.clear();
+            return Asked::default();
+        };
+        let guard = self.state.lock();
+        let config = &guard.config;
+        let day = config.billing_day;
+        let mut items = SmallVec::new();
+        standing.retain(|(subject, view)| {
+            let Some(l) = config.limit(view.scope, subject, &view.name) else {
+                return false;
+            };
+            let n = window::index(l.window, day, now_ms);
+            items.push(Counted {
+                key: key_of(tenant, l, n, subject),
+                kind: kind_of(l),
+                amount: l.amount.unwrap_or(u64::MAX),
+                need: 0,
+                ttl_ms: ttl_ms(l, day, n, now_ms),
+                interval_us: interval_us(l),
+                burst: l.burst,
+                limit: l.clone(),
+                subject: subject.clone(),
+            });
+            true
+        });
+        Asked { items, day }
+    }
+
     /// Counts a reported record's calls, tokens and spend in the fleet's
     /// windows of `at_ms` too (as [`debit`](Self::debit) does here).
     pub fn debit_fleet(&self, ask: &Ask<'_>, at_ms: i64) {
@@ -207,19 +244,9 @@ impl Scoped {
     }
 }
 
-/// What the fleet answered of `asked` (each limit's count: before the
-/// decision when `refused` names any, after it otherwise) as the
-/// decision's views, or the limit that refused: of those that did, the
-/// one that holds the request longest.
-pub fn judge(
-    asked: &Asked,
-    counts: &[FleetCount],
-    refused: &[bool],
-    ask: &Ask<'_>,
-    now_ms: i64,
-) -> Result<Views, Breach> {
-    let day = asked.day;
-    let slot = |c: &Counted, count: FleetCount| match c.kind {
+/// The fleet's count of `c` as a slot of this process's arithmetic.
+fn slot_of(c: &Counted, count: FleetCount, day: u8, now_ms: i64) -> Slot {
+    match c.kind {
         Kind::Burst => Slot {
             window: count.saturating_mul(1_000),
             used: 0,
@@ -232,7 +259,40 @@ pub fn judge(
             window: 0,
             used: count.max(0) as u64,
         },
-    };
+    }
+}
+
+/// Replaces the views of `standing` (as [`Scoped::counted_standing`] left
+/// it, one per item of `asked`) with the fleet's `counts`.
+pub fn fleet_standing(
+    asked: &Asked,
+    counts: &[FleetCount],
+    now_ms: i64,
+    standing: &mut [(CompactString, super::View)],
+) {
+    for ((c, &count), (_, view)) in asked.items.iter().zip(counts).zip(standing) {
+        *view = view_of(
+            &c.limit,
+            slot_of(c, count, asked.day, now_ms),
+            now_ms,
+            asked.day,
+        );
+    }
+}
+
+/// What the fleet answered of `asked` (each limit's count: before the
+/// decision when `refused` names any, after it otherwise) as the
+/// decision's views, or the limit that refused: of those that did, the
+/// one that holds the request longest.
+pub fn judge(
+    asked: &Asked,
+    counts: &[FleetCount],
+    refused: &[bool],
+    ask: &Ask<'_>,
+    now_ms: i64,
+) -> Result<Views, Breach> {
+    let day = asked.day;
+    let slot = |c: &Counted, count: FleetCount| slot_of(c, count, day, now_ms);
     let mut breach: Option<Breach> = None;
     for ((c, &count), &no) in asked.items.iter().zip(counts).zip(refused) {
         if !no {

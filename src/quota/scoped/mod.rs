@@ -29,7 +29,7 @@ mod slot;
 mod table;
 pub(crate) mod window;
 
-pub use fleet::{judge, key_of, Asked, Change, Counted, Fleet, FleetCount, Kind};
+pub use fleet::{fleet_standing, judge, key_of, Asked, Change, Counted, Fleet, FleetCount, Kind};
 pub use hold::Hold;
 pub use slot::View;
 
