@@ -161,6 +161,7 @@ struct Inner {
     /// change them, and the changes waiting to go over.
     limits_take: redis::Script,
     limits_adjust: redis::Script,
+    limits_undo: redis::Script,
     limits_mark: redis::Script,
     limits_put: redis::Script,
     limits: Mutex<limits::Limits>,
@@ -245,6 +246,7 @@ impl Cluster {
                 hold: sync::REFRESH + Duration::from_millis(config.sync_ms) * 2 + timeout * 2,
                 limits_take: limits::take_script(),
                 limits_adjust: limits::adjust_script(),
+                limits_undo: limits::undo_script(),
                 limits_mark: limits::mark_script(),
                 limits_put: limits::put_script(),
                 limits: Mutex::new(limits::Limits::default()),
