@@ -959,3 +959,59 @@ fn the_page_shows_unusual_hours_ways_to_save_and_breakdowns() {
     );
     assert_eq!(b.console_errors(), Vec::<String>::new());
 }
+
+/// The keys card picks one API key: the whole report (figures, charts,
+/// tables) is then that key's usage alone (`keyId`), and "every key"
+/// brings the tenant's back.
+#[test]
+fn the_dashboard_shows_one_keys_usage_when_picked() {
+    let s = TestServer::start();
+    s.plan("open", None, None, None);
+    let a = s.tenant_with_key("shop", "open");
+    let r = s.admin(
+        "POST",
+        "/api/admin/tenants/shop/keys",
+        Some(json!({"name": "batch"})),
+    );
+    assert_eq!(r.status(), 201);
+    let b: Value = r.json().unwrap();
+    let (b_id, b_secret) = (b["id"].as_str().unwrap(), b["key"].as_str().unwrap());
+    for _ in 0..3 {
+        assert_eq!(
+            s.tenant(&a, "POST", "/api/v1/authorize", None).status(),
+            200
+        );
+    }
+    let records = json!([{"endpoint": "/v1/chat"}, {"endpoint": "/v1/chat"}]);
+    assert_eq!(
+        s.tenant(b_secret, "POST", "/api/v1/usage", Some(records))
+            .status(),
+        202
+    );
+    wait_until(|| {
+        s.tenant(&a, "GET", "/api/billing/api-usage?range=day", None)
+            .json::<Value>()
+            .unwrap()["summary"]["totalRequests"]
+            == 5
+    });
+    let br = Browser::start();
+    br.goto(&format!("{}#key={a}", s.url("/dashboard/api-usage")));
+    let total = |n: u64| {
+        format!("const e = document.querySelector('[data-testid=total-requests]'); return !!e && e.textContent === '{n}';")
+    };
+    br.wait("every key's requests", &total(5));
+    br.wait(
+        "the picker lists the key",
+        &format!("return [...document.querySelectorAll('[data-testid=key-picker] option')].some(o => o.value === '{b_id}' && o.textContent.startsWith('batch'));"),
+    );
+    br.js(
+        "const p = document.querySelector('[data-testid=key-picker]'); p.value = arguments[0]; p.dispatchEvent(new Event('change'));",
+        vec![json!(b_id)],
+    );
+    br.wait("the batch key's requests alone", &total(2));
+    br.js(
+        "const p = document.querySelector('[data-testid=key-picker]'); p.value = ''; p.dispatchEvent(new Event('change'));",
+        vec![],
+    );
+    br.wait("every key's again", &total(5));
+}

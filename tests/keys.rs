@@ -246,4 +246,41 @@ fn last_used_follows_use_once_a_minute_and_usage_is_shown_per_key() {
     assert!(lines[0].ends_with(",keyId"), "{}", lines[0]);
     assert_eq!(lines.len(), 2, "{csv}");
     assert!(lines[1].ends_with(&format!(",{b_id}")), "{csv}");
+    // The report filters by key too: over a day (hour buckets) and a week
+    // (day buckets), each key's own requests, tokens and series.
+    for range in ["day", "week"] {
+        let of = |id: &str| -> Value {
+            s.tenant(
+                a_secret,
+                "GET",
+                &format!("/api/billing/api-usage?range={range}&keyId={id}"),
+                None,
+            )
+            .json()
+            .unwrap()
+        };
+        let (ra, rb) = (of(a_id), of(b_id));
+        assert_eq!(ra["summary"]["totalRequests"], 5, "{range}: {ra}");
+        assert_eq!(rb["summary"]["totalRequests"], 1, "{range}: {rb}");
+        assert_eq!(rb["summary"]["totalTokens"], 15, "{range}: {rb}");
+        let keys = ra["topKeys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1, "{ra}");
+        assert_eq!(keys[0]["keyId"], a_id);
+        let series: u64 = ra["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(series, 5, "{range}: {ra}");
+    }
+    // The admin reads the same; every tenant together has no key filter.
+    let r = s.admin(
+        "GET",
+        &format!("/api/admin/tenants/acme/api-usage?range=day&keyId={a_id}"),
+        None,
+    );
+    assert_eq!(r.json::<Value>().unwrap()["summary"]["totalRequests"], 5);
+    let r = s.admin("GET", &format!("/api/admin/api-usage?keyId={a_id}"), None);
+    assert_eq!(r.status(), 422);
 }

@@ -40,9 +40,21 @@ impl Range {
     }
 }
 
+/// Where a report reads its rollup cells: the store's, or cells made for
+/// the report (`key_cells::KeyCells`: one API key's records).
+pub trait Cells {
+    fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
+}
+
+impl Cells for dyn Store + '_ {
+    fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
+        Store::rollups(self, owner, span)
+    }
+}
+
 /// Sums every record of `owner` in `range` (minute-aligned) from the fewest cells.
-pub fn aggregate(
-    store: &dyn Store,
+pub fn aggregate<C: Cells + ?Sized>(
+    store: &C,
     owner: &Owner,
     range: Range,
     now_ms: i64,
@@ -97,9 +109,9 @@ pub fn aggregate(
     Ok(out)
 }
 
-fn add_cells(
+fn add_cells<C: Cells + ?Sized>(
     out: &mut Cell,
-    store: &dyn Store,
+    store: &C,
     owner: &Owner,
     grain: Grain,
     from_ms: i64,
@@ -154,8 +166,8 @@ fn by_requests(p: &PartyAgg) -> f64 {
 }
 
 /// The usage of `owner` over `range`, the series by `bucket`, the top `top` of each ranking.
-pub fn usage(
-    store: &dyn Store,
+pub fn usage<C: Cells + ?Sized>(
+    store: &C,
     owner: &Owner,
     range: Range,
     bucket: Grain,

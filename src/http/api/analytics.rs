@@ -34,6 +34,11 @@ pub(crate) struct UsageParams {
     pub to: Option<String>,
     pub bucket: Option<String>,
     pub limit: Option<String>,
+    /// One tenant's report only: the usage of this API key alone (its
+    /// `report`; the forecast, anomalies and insights stay the tenant's).
+    #[serde(rename = "keyId")]
+    #[param(rename = "keyId")]
+    pub key_id: Option<String>,
 }
 
 /// Query parameters, or a JSON 422 naming what is wrong in our words
@@ -235,9 +240,27 @@ async fn tenant_report(
     let store = st.metering.registry.store().clone();
     let prices = st.metering.prices.clone();
     let id = tenant.id.to_string();
+    let key_id = params.key_id.clone();
+    if let Some(k) = &key_id {
+        crate::http::api::types::check_text("keyId", k, 64).map_err(ApiError::invalid)?;
+    }
     let body = blocking(move || -> Result<TenantReport, ApiError> {
         let owner = Owner::tenant(&id);
-        let used = usage(store.as_ref(), &owner, r.range, r.bucket, r.top, now_ms)?;
+        let used = match &key_id {
+            None => usage(store.as_ref(), &owner, r.range, r.bucket, r.top, now_ms)?,
+            Some(k) => {
+                use crate::analytics::key_cells::{KeyCells, KeyCellsError, MAX_RECORDS};
+                let cells = KeyCells::read(store.as_ref(), &id, k, r.range, r.bucket).map_err(
+                    |e| match e {
+                        KeyCellsError::Store(e) => ApiError::from(e),
+                        KeyCellsError::TooMany => ApiError::invalid(format!(
+                            "keyId: this key has more than {MAX_RECORDS} records in the range; narrow the range"
+                        )),
+                    },
+                )?;
+                usage(&cells, &owner, r.range, r.bucket, r.top, now_ms)?
+            }
+        };
         let period = snapshot.period;
         let period_range = Range::minutes(period.start_secs() * 1000, now_ms);
         let period_cost = if period_range == r.range {
@@ -349,6 +372,11 @@ pub(crate) async fn admin_api_usage(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params: UsageParams = query(&req)?;
+    if params.key_id.is_some() {
+        return Err(ApiError::invalid(
+            "keyId filters one tenant's report: use /api/admin/tenants/{id}/api-usage?keyId=",
+        ));
+    }
     let now_ms = st.metering.clock.now_nanos().millis().0;
     let r = resolve(&params, now_ms)?;
     let store: Arc<dyn Store> = st.metering.registry.store().clone();
@@ -437,6 +465,7 @@ pub(crate) async fn admin_anomalies(
             to: p.to,
             bucket: Some("day".into()),
             limit: None,
+            key_id: None,
         },
         now_ms,
     )?;

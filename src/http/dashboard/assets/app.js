@@ -15,6 +15,11 @@
     return "from=" + encodeURIComponent(state.from.toISOString()) + "&to=" + encodeURIComponent(state.to.toISOString());
   }
 
+  // A tenant's report, of one API key when one is picked.
+  function reportQuery() {
+    return rangeQuery() + (state.keyId ? "&keyId=" + encodeURIComponent(state.keyId) : "");
+  }
+
   const compact = (n) => {
     if (n === null || n === undefined) return "—";
     const a = Math.abs(n);
@@ -65,6 +70,8 @@
     clearInterval(state.timer);
     state.mode = null;
     state.key = null;
+    state.keyId = null;
+    state.keysSeen = new Map();
     state.pending = key;
     const attempt = ++state.attempt;
     const tenantShaped = isTenantKey(key);
@@ -125,7 +132,7 @@
         renderAdmin(all, tenants.data);
         if (state.tenant) {
           const base = "/api/admin/tenants/" + encodeURIComponent(state.tenant);
-          const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?" + rangeQuery())]);
+          const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?" + reportQuery())]);
           const period = state.range === "month" ? report : await api(base + "/api-usage?range=month");
           if (stale()) return;
           renderTenant(usage, report, period);
@@ -135,7 +142,7 @@
           renderAnomalies(across.anomalies.slice().reverse());
         }
       } else if (state.mode === "tenant") {
-        const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?" + rangeQuery())]);
+        const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?" + reportQuery())]);
         const period = state.range === "month" ? report : await api("/api/billing/api-usage?range=month");
         if (stale()) return;
         renderTenant(usage, report, period);
@@ -171,8 +178,29 @@
     const keyUsd = usdColumn(keys.map((r) => r.costUsd));
     table("keys", ["Key", "Requests", "Tokens", "Cost"], keys,
       (r) => [[r.name ? r.name + " (" + r.keyId + ")" : r.keyId, "path"], num(r.requests), compact(r.tokens), keyUsd(r.costUsd)]);
+    keyPicker(keys);
     renderForecast(report.forecast, report.recommendation, usage);
     renderLimits(usage.limits || []);
+  }
+
+  // The keys seen in this tenant's reports, to show one key's usage alone
+  // (the whole report, its charts and tables, filtered by it).
+  function keyPicker(keys) {
+    const picker = $("key-picker");
+    state.keysSeen = state.keysSeen || new Map();
+    for (const k of keys) state.keysSeen.set(k.keyId, k.name ? k.name + " (" + k.keyId + ")" : k.keyId);
+    const want = [""].concat([...state.keysSeen.keys()]);
+    const have = [...picker.options].map((o) => o.value);
+    if (want.join("\n") !== have.join("\n")) {
+      picker.innerHTML = "";
+      for (const id of want) {
+        const o = document.createElement("option");
+        o.value = id;
+        o.textContent = id ? state.keysSeen.get(id) : "every key";
+        picker.appendChild(o);
+      }
+    }
+    picker.value = state.keyId || "";
   }
 
   // Every limit (SPEC §12) with its use: the plan's own, the tenant's,
@@ -801,6 +829,12 @@
   });
   $("tenant-picker").addEventListener("change", (e) => {
     state.tenant = e.target.value || null;
+    state.keyId = null;
+    state.keysSeen = new Map();
+    refresh();
+  });
+  $("key-picker").addEventListener("change", (e) => {
+    state.keyId = e.target.value || null;
     refresh();
   });
   $("login-form").addEventListener("submit", (e) => {
