@@ -46,7 +46,7 @@ pub trait Cells {
     fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError>;
 }
 
-impl Cells for dyn Store + '_ {
+impl<S: Store + ?Sized> Cells for S {
     fn rollups(&self, owner: &Owner, span: Buckets) -> Result<Vec<(i64, Cell)>, StoreError> {
         Store::rollups(self, owner, span)
     }
