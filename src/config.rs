@@ -798,6 +798,22 @@ pub(crate) fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
         ingest_rate: Option<IngestEntry>,
         reserve_tokens: Option<u64>,
         reservation_ttl_seconds: Option<u64>,
+        /// Dollars reserved by a decision that names no estimate.
+        reserve_usd: Option<f64>,
+        /// Limits of SPEC §12, in the API's shape with snake_case keys.
+        #[serde(default)]
+        limits: Vec<LimitEntry>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct LimitEntry {
+        name: String,
+        scope: String,
+        measure: String,
+        window: String,
+        amount: Option<f64>,
+        per_seconds: Option<u64>,
+        burst: Option<u64>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -817,6 +833,28 @@ pub(crate) fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
     file.plans
         .into_iter()
         .map(|e| {
+            let bad = |m: String| ConfigError::Invalid(format!("plan '{}': {m}", e.id));
+            let limits = e
+                .limits
+                .iter()
+                .map(|l| {
+                    crate::model::Limit::parse(
+                        &l.name,
+                        &l.scope,
+                        &l.measure,
+                        &l.window,
+                        l.amount,
+                        l.per_seconds,
+                        l.burst,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            let reserve_usd = match e.reserve_usd {
+                None => None,
+                Some(u) if u.is_finite() && u > 0.0 => Some((u * 1e6).round() as u64),
+                Some(_) => return Err(bad("reserve_usd must be a number above 0".into())),
+            };
             let plan = Plan {
                 id: e.id,
                 name: e.name,
@@ -835,8 +873,8 @@ pub(crate) fn parse_plans(text: &str) -> Result<Vec<Plan>, ConfigError> {
                 }),
                 reserve_tokens: e.reserve_tokens,
                 reservation_ttl_seconds: e.reservation_ttl_seconds,
-                reserve_usd: None,
-                limits: Vec::new(),
+                reserve_usd,
+                limits,
             };
             plan.validate()
                 .map_err(|err| ConfigError::Invalid(format!("plan '{}': {err}", plan.id)))?;
@@ -993,6 +1031,44 @@ mod tests {
         std::fs::write(&f, "nonsense = 1\n").unwrap();
         let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
         assert!(e.contains("nonsense"), "{e}");
+    }
+
+    #[test]
+    fn a_plans_file_sets_limits_of_every_kind() {
+        let text = r#"
+[[plans]]
+id = "ai"
+name = "AI"
+monthly_calls = 1000
+reserve_usd = 0.02
+limits = [
+  { name = "budget", scope = "tenant", measure = "spendUsd", window = "billingMonth", amount = 50.0 },
+  { name = "per-user", scope = "user", measure = "calls", window = "day", amount = 100 },
+  { name = "key-burst", scope = "key", measure = "calls", window = "burst", amount = 10, per_seconds = 1, burst = 20 },
+  { name = "model-flight", scope = "model", measure = "inFlight", window = "none", amount = 4 },
+]
+"#;
+        let plans = parse_plans(text).unwrap();
+        let p = &plans[0];
+        assert_eq!(p.reserve_usd, Some(20_000));
+        assert_eq!(p.limits.len(), 4);
+        assert_eq!(p.limits[0].amount, Some(50_000_000), "micro-dollars");
+        assert_eq!(p.limits[0].window, crate::model::Window::BillingMonth);
+        assert_eq!(p.limits[1].scope, crate::model::Scope::User);
+        assert_eq!((p.limits[2].per_seconds, p.limits[2].burst), (1, 20));
+        assert_eq!(p.limits[3].measure, crate::model::Measure::InFlight);
+        // A bad limit names its plan and what is wrong.
+        let bad = text.replace("\"day\"", "\"fortnight\"");
+        let err = parse_plans(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("plan 'ai'") && err.contains("fortnight"),
+            "{err}"
+        );
+        let bad = text.replace("amount = 4 }", "amount = 4, colour = 1 }");
+        assert!(parse_plans(&bad).is_err());
+        let bad = text.replace("amount = 100 }", "amount = 0 }");
+        let err = parse_plans(&bad).unwrap_err().to_string();
+        assert!(err.contains("per-user"), "{err}");
     }
 
     #[test]

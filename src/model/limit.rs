@@ -146,6 +146,74 @@ fn valid_name(n: &str) -> bool {
 }
 
 impl Limit {
+    /// A limit from its parts as the API and the plans file write them
+    /// (`amount` in US dollars for `spendUsd`), or what is wrong with it
+    /// (`check_limits` checks the rest).
+    #[allow(clippy::too_many_arguments)]
+    pub fn parse(
+        name: &str,
+        scope: &str,
+        measure: &str,
+        window: &str,
+        amount: Option<f64>,
+        per_seconds: Option<u64>,
+        burst: Option<u64>,
+    ) -> Result<Limit, String> {
+        let unknown = |field: &str, v: &str, all: String| {
+            format!("limit '{}': {field} {v:?} is not one of {all}", name)
+        };
+        let names = |v: Vec<&str>| v.join(", ");
+        let scope = parse_name(&Scope::ALL, Scope::as_str, scope).ok_or_else(|| {
+            unknown(
+                "scope",
+                scope,
+                names(Scope::ALL.map(Scope::as_str).to_vec()),
+            )
+        })?;
+        let measure = parse_name(&Measure::ALL, Measure::as_str, measure).ok_or_else(|| {
+            unknown(
+                "measure",
+                measure,
+                names(Measure::ALL.map(Measure::as_str).to_vec()),
+            )
+        })?;
+        let window = parse_name(&Window::ALL, Window::as_str, window).ok_or_else(|| {
+            unknown(
+                "window",
+                window,
+                names(Window::ALL.map(Window::as_str).to_vec()),
+            )
+        })?;
+        let amount = match amount {
+            None => None,
+            Some(a) if !a.is_finite() || a <= 0.0 => {
+                return Err(format!(
+                    "limit '{}': amount must be a number above 0 (or null for unlimited)",
+                    name
+                ))
+            }
+            Some(a) if measure == Measure::SpendUsd => Some((a * 1e6).round() as u64),
+            Some(a) if a.fract() != 0.0 || a > super::MAX_COUNT as f64 => {
+                return Err(format!(
+                    "limit '{}': amount of {} must be a whole number up to {}",
+                    name,
+                    measure.as_str(),
+                    super::MAX_COUNT
+                ))
+            }
+            Some(a) => Some(a as u64),
+        };
+        Ok(Limit {
+            name: name.into(),
+            scope,
+            measure,
+            window,
+            amount,
+            per_seconds: per_seconds.unwrap_or(0),
+            burst: burst.unwrap_or(0),
+        })
+    }
+
     /// A limit with no burst parameters.
     pub fn new(
         name: &str,

@@ -7,8 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    parse_name, ApiKey, IngestRate, Limit, Measure, Plan, RateLimit, Scope, Tenant, TenantStatus,
-    Window,
+    ApiKey, IngestRate, Limit, Measure, Plan, RateLimit, Tenant, TenantStatus, Window,
 };
 
 /// A limit of SPEC §12: `{name, scope, measure, window, amount}`, with
@@ -54,60 +53,15 @@ impl From<&Limit> for LimitBody {
 impl LimitBody {
     /// The limit, or what is wrong with it (the model checks the rest).
     pub fn limit(&self) -> Result<Limit, String> {
-        let unknown = |field: &str, v: &str, all: String| {
-            format!("limit '{}': {field} {v:?} is not one of {all}", self.name)
-        };
-        let names = |v: Vec<&str>| v.join(", ");
-        let scope = parse_name(&Scope::ALL, Scope::as_str, &self.scope).ok_or_else(|| {
-            unknown(
-                "scope",
-                &self.scope,
-                names(Scope::ALL.map(Scope::as_str).to_vec()),
-            )
-        })?;
-        let measure =
-            parse_name(&Measure::ALL, Measure::as_str, &self.measure).ok_or_else(|| {
-                unknown(
-                    "measure",
-                    &self.measure,
-                    names(Measure::ALL.map(Measure::as_str).to_vec()),
-                )
-            })?;
-        let window = parse_name(&Window::ALL, Window::as_str, &self.window).ok_or_else(|| {
-            unknown(
-                "window",
-                &self.window,
-                names(Window::ALL.map(Window::as_str).to_vec()),
-            )
-        })?;
-        let amount = match self.amount {
-            None => None,
-            Some(a) if !a.is_finite() || a <= 0.0 => {
-                return Err(format!(
-                    "limit '{}': amount must be a number above 0 (or null for unlimited)",
-                    self.name
-                ))
-            }
-            Some(a) if measure == Measure::SpendUsd => Some((a * 1e6).round() as u64),
-            Some(a) if a.fract() != 0.0 || a > crate::model::MAX_COUNT as f64 => {
-                return Err(format!(
-                    "limit '{}': amount of {} must be a whole number up to {}",
-                    self.name,
-                    measure.as_str(),
-                    crate::model::MAX_COUNT
-                ))
-            }
-            Some(a) => Some(a as u64),
-        };
-        Ok(Limit {
-            name: self.name.as_str().into(),
-            scope,
-            measure,
-            window,
-            amount,
-            per_seconds: self.per_seconds.unwrap_or(0),
-            burst: self.burst.unwrap_or(0),
-        })
+        crate::model::Limit::parse(
+            &self.name,
+            &self.scope,
+            &self.measure,
+            &self.window,
+            self.amount,
+            self.per_seconds,
+            self.burst,
+        )
     }
 }
 
