@@ -5,6 +5,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod admin;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::{StartError, Tollgate};
@@ -35,6 +37,30 @@ pub enum Command {
     /// embedded store, stop the server first (one process owns the data
     /// directory); a running server takes POST /api/admin/tenants/{id}/import.
     Import(ImportArgs),
+    /// Plans, through a running server's admin API (list, show, create,
+    /// update, delete).
+    Plans {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(subcommand)]
+        cmd: admin::PlanCmd,
+    },
+    /// Tenants, through a running server's admin API (list, show, create,
+    /// move, suspend, resume, delete, usage).
+    Tenants {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(subcommand)]
+        cmd: admin::TenantCmd,
+    },
+    /// API keys, through a running server's admin API (list, create,
+    /// rotate, revoke).
+    Keys {
+        #[command(flatten)]
+        conn: admin::Conn,
+        #[command(subcommand)]
+        cmd: admin::KeyCmd,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -139,6 +165,9 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
         Command::Serve(args) => serve(args),
         Command::Health(args) => health(args),
         Command::Import(args) => import(args),
+        Command::Plans { conn, cmd } => admin::plans(conn, cmd),
+        Command::Tenants { conn, cmd } => admin::tenants(conn, cmd),
+        Command::Keys { conn, cmd } => admin::keys(conn, cmd),
     }
 }
 
