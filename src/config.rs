@@ -1033,6 +1033,124 @@ mod tests {
         assert!(e.contains("nonsense"), "{e}");
     }
 
+    /// docs/CONFIG.md against the code: every setting (those of the
+    /// `[[alerts]]` and `[[proxy]]` tables too) has its row under its
+    /// section, with its default as TOML writes it and the variable that
+    /// sets it - and that variable does set it.
+    #[test]
+    fn the_reference_lists_every_setting() {
+        let doc = include_str!("../docs/CONFIG.md");
+        // The rows of each section: heading -> rows.
+        let mut sections: std::collections::HashMap<String, Vec<&str>> = Default::default();
+        let mut at = String::from("top");
+        for line in doc.lines() {
+            if let Some(h) = line.strip_prefix("## ") {
+                at = match (h.find("`["), h.find("]`")) {
+                    (Some(a), Some(b)) => h[a + 1..b + 1].trim_matches(&['[', ']'][..]).to_string(),
+                    _ => "top".into(),
+                };
+            } else if line.starts_with("| `") {
+                sections.entry(at.clone()).or_default().push(line);
+            }
+        }
+        let row = |section: &str, key: &str| -> String {
+            sections
+                .get(section)
+                .and_then(|rows| rows.iter().find(|r| r.starts_with(&format!("| `{key}` |"))))
+                .unwrap_or_else(|| panic!("docs/CONFIG.md has no row for {section}.{key}"))
+                .to_string()
+        };
+        let shown = |v: &toml::Value| match v {
+            toml::Value::Array(a) if a.is_empty() => "[]".to_string(),
+            other => other.to_string(),
+        };
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let mut checked = 0;
+        for (key, value) in defaults.as_table().unwrap() {
+            let tables: Vec<(String, &toml::Value, String)> = match value {
+                toml::Value::Table(t) => t
+                    .iter()
+                    .map(|(k, v)| {
+                        let var = format!("TOLLGATE_{}_{}", key.to_uppercase(), k.to_uppercase());
+                        (format!("{key}|{k}"), v, var)
+                    })
+                    .collect(),
+                v => vec![(
+                    format!("top|{key}"),
+                    v,
+                    format!("TOLLGATE_{}", key.to_uppercase()),
+                )],
+            };
+            for (path, v, var) in tables {
+                let (section, k) = path.split_once('|').unwrap();
+                let r = row(section, k);
+                assert!(
+                    r.contains(&format!("| `{}` |", shown(v))),
+                    "{section}.{k}: default {} in {r}",
+                    shown(v)
+                );
+                if v.is_array() {
+                    assert!(
+                        r.contains("| - |"),
+                        "{section}.{k} is set in the file only: {r}"
+                    );
+                } else {
+                    assert!(
+                        r.contains(&format!("`{var}`")),
+                        "{section}.{k}: {var} in {r}"
+                    );
+                    // The variable sets it: its default, given as a variable, loads.
+                    let raw = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let raw = if raw.is_empty() && k.ends_with("_url") {
+                        String::new()
+                    } else {
+                        raw
+                    };
+                    Config::load(None, [(var.clone(), raw)])
+                        .unwrap_or_else(|e| panic!("{var}: {e}"));
+                }
+                checked += 1;
+            }
+        }
+        // The tables given any number of times: their keys and defaults.
+        let alert: AlertConfig = toml::from_str("url = \"http://127.0.0.1:9/\"").unwrap();
+        let proxy: ProxyConfig =
+            toml::from_str("prefix = \"/v1\"\nupstream = \"http://127.0.0.1:9\"").unwrap();
+        for (section, table, given) in [
+            (
+                "alerts",
+                toml::Value::try_from(&alert).unwrap(),
+                &["url"][..],
+            ),
+            (
+                "proxy",
+                toml::Value::try_from(&proxy).unwrap(),
+                &["prefix", "upstream"][..],
+            ),
+        ] {
+            for (k, v) in table.as_table().unwrap() {
+                let r = row(section, k);
+                if !given.contains(&k.as_str()) {
+                    assert!(
+                        r.contains(&format!("| `{}` |", shown(v))),
+                        "{section}.{k}: default {} in {r}",
+                        shown(v)
+                    );
+                }
+                checked += 1;
+            }
+        }
+        // And nothing documented that the code does not have.
+        let rows: usize = sections.values().map(Vec::len).sum();
+        assert_eq!(
+            rows, checked,
+            "docs/CONFIG.md lists settings the code does not have"
+        );
+    }
+
     #[test]
     fn a_plans_file_sets_limits_of_every_kind() {
         let text = r#"
