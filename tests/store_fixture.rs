@@ -174,3 +174,73 @@ fn opens_and_answers_the_same_figures(
     s.restart_with(|_| {}, Arc::new(ManualClock::at(noon)));
     check(&s);
 }
+
+/// Every tree of the sled store in `dir` (a copy, opened), with its
+/// keys and values.
+fn contents(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir, copy.path());
+    let db = sled::open(copy.path()).unwrap();
+    let mut names = db.tree_names();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let t = db.open_tree(&n).unwrap();
+            let kv = t
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect();
+            (n.to_vec(), kv)
+        })
+        .collect()
+}
+
+/// An upgrade in place keeps the store as it was beside it
+/// (`db.pre-upgrade-format-2`: every tree, key and value of the format-2
+/// store, which the older binary opens), so
+/// a rollback is a stop, a rename and the older binary; a second start of
+/// the upgraded store keeps nothing more.
+#[test]
+fn an_upgrade_keeps_the_store_as_it_was_for_a_rollback() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format2");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let path = dir.path().to_path_buf();
+    let noon = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap();
+    let mut s = TestServer::start_on(dir, |_| {}, Arc::new(ManualClock::at(noon)));
+    let kept = path.join("db.pre-upgrade-format-2");
+    assert!(kept.is_dir(), "the store before the upgrade is kept");
+    let before = contents(&fixture.join("db"));
+    assert!(!before.is_empty());
+    assert!(
+        contents(&kept) == before,
+        "the kept store holds exactly the format-2 store's trees, keys and values"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        s.tenant(FORMAT2_KEYS.0, "GET", "/api/billing/usage", None)
+            .status(),
+        200,
+        "and the upgraded store serves"
+    );
+    s.restart_with(|_| {}, Arc::new(ManualClock::at(noon)));
+    let copies = std::fs::read_dir(&path)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("pre-upgrade")
+        })
+        .count();
+    assert_eq!(copies, 1, "an upgraded store is not copied again");
+}

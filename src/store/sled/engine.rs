@@ -108,19 +108,39 @@ impl SledEngine {
     /// (`options.min_free_bytes` is the caller's to check).
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
         let (check, noted) = super::check::Check::before_open(dir, options.recover)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(options.flush_every_ms.max(1)))
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                e if super::is_lock_held(&e) => StoreError::InUse(format!(
-                    "another Tollgate (or another program) uses the data directory {}: \
-                     stop it, or give this one another --data-dir",
-                    dir.parent().unwrap_or(dir).display()
-                )),
-                e => e.into(),
-            })?;
+        let open = || {
+            sled::Config::new()
+                .path(dir)
+                .flush_every_ms(Some(options.flush_every_ms.max(1)))
+                .cache_capacity(options.cache_bytes)
+                .open()
+                .map_err(|e| match e {
+                    e if super::is_lock_held(&e) => StoreError::InUse(format!(
+                        "another Tollgate (or another program) uses the data directory {}: \
+                         stop it, or give this one another --data-dir",
+                        dir.parent().unwrap_or(dir).display()
+                    )),
+                    e => e.into(),
+                })
+        };
+        let mut db = open()?;
+        // An older format is upgraded in place, and an older binary then
+        // refuses the store: a copy as it was is kept first, so that a
+        // rollback is a stop, a rename and the old binary.
+        if let Some(found) = upgrade::older(&db)? {
+            db.flush()?;
+            drop(db);
+            let kept = upgrade::keep_before_upgrade(dir, found)?;
+            tracing::warn!(
+                from = found,
+                to = upgrade::FORMAT_VERSION,
+                kept = %kept.display(),
+                "store: upgrading the data directory's format in place; the store as it was \
+                 is kept (to roll back: stop, put it back as {}, start the older binary)",
+                dir.display()
+            );
+            db = open()?;
+        }
         upgrade::check(&db)?;
         let engine = SledEngine {
             meta: db.open_tree("meta")?,

@@ -30,6 +30,62 @@ use crate::store::StoreError;
 /// Bump when the on-disk layout changes; older binaries refuse newer data.
 pub const FORMAT_VERSION: u32 = 7;
 
+/// The format of `db` when it is older than this binary's (`None`: this
+/// one, a newer one, or a new store).
+pub(super) fn older(db: &sled::Db) -> Result<Option<u32>, StoreError> {
+    let meta = db.open_tree("meta")?;
+    Ok(meta
+        .get("format_version")?
+        .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+        .filter(|&found| found < FORMAT_VERSION))
+}
+
+/// Copies the store in `dir` (closed) beside it, as
+/// `<dir>.pre-upgrade-format-<found>` (a number added if that exists):
+/// what an upgrade in place would otherwise leave no way back from.
+pub(super) fn keep_before_upgrade(
+    dir: &std::path::Path,
+    found: u32,
+) -> Result<std::path::PathBuf, StoreError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "db".into());
+    let mut kept = dir.with_file_name(format!("{name}.pre-upgrade-format-{found}"));
+    let mut n = 1;
+    while kept.exists() {
+        n += 1;
+        kept = dir.with_file_name(format!("{name}.pre-upgrade-format-{found}.{n}"));
+    }
+    let fail = |e: std::io::Error| {
+        StoreError::Unavailable(format!(
+            "cannot keep the store as it was before the upgrade in {}: {e} (nothing was upgraded)",
+            kept.display()
+        ))
+    };
+    copy_tree(dir, &kept).map_err(fail)?;
+    Ok(kept)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks the format of `db` and upgrades an older one (in one flush).
 pub(super) fn check(db: &sled::Db) -> Result<(), StoreError> {
     let meta = db.open_tree("meta")?;
