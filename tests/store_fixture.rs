@@ -175,9 +175,12 @@ fn opens_and_answers_the_same_figures(
     check(&s);
 }
 
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+
 /// Every tree of the sled store in `dir` (a copy, opened), with its
 /// keys and values.
-fn contents(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn contents(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<Pair>)> {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(dir, copy.path());
     let db = sled::open(copy.path()).unwrap();
