@@ -400,6 +400,7 @@ impl Tollgate {
             key_uses: self.key_uses.clone(),
         });
         web::Data::new(AppState {
+            backups_dir: self.config.data_dir.join("backups"),
             exports: crate::http::wire::slots::Slots::new(
                 "exports",
                 ("too_many_exports", "exports_busy"),

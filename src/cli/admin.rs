@@ -240,6 +240,11 @@ pub fn keys(conn: Conn, cmd: KeyCmd) -> Result<(), StartError> {
     send(&conn, c)
 }
 
+/// Sends one POST without a body to `path` and prints the answer.
+pub(super) fn post(conn: &Conn, path: &str) -> Result<(), StartError> {
+    send(conn, call(reqwest::Method::POST, path.into(), None))
+}
+
 /// The admin token: given, or read from the data directory's file.
 fn token(conn: &Conn) -> Result<String, StartError> {
     if let Some(t) = conn.token.as_deref().filter(|t| !t.is_empty()) {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod admin;
+pub mod restore;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -61,6 +62,16 @@ pub enum Command {
         #[command(subcommand)]
         cmd: admin::KeyCmd,
     },
+    /// Asks a running server for a consistent copy of its embedded store,
+    /// written on the server into <data dir>/backups/<time>/ (writes wait
+    /// while it is copied; reads go on). Prints where it went.
+    Backup {
+        #[command(flatten)]
+        conn: admin::Conn,
+    },
+    /// Puts a backup back into a stopped server's data directory (the
+    /// store it replaces is kept beside it as db.before-restore-<time>).
+    Restore(restore::RestoreArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -168,6 +179,8 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
         Command::Plans { conn, cmd } => admin::plans(conn, cmd),
         Command::Tenants { conn, cmd } => admin::tenants(conn, cmd),
         Command::Keys { conn, cmd } => admin::keys(conn, cmd),
+        Command::Backup { conn } => restore::backup(conn),
+        Command::Restore(args) => restore::restore(args),
     }
 }
 

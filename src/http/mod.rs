@@ -18,7 +18,7 @@ pub(crate) mod wire;
 
 pub use self::state::AppState;
 
-use self::api::{admin, analytics, export, import, limits, metrics, tenant};
+use self::api::{admin, analytics, backup, export, import, limits, metrics, tenant};
 use self::wire::{error, headers, route};
 
 use std::net::TcpListener;
@@ -251,6 +251,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource(
             "/api/admin/tenants/{id}/import",
             vec![post().to(import::import)],
+        ))
+        .service(resource(
+            "/api/admin/backup",
+            vec![post().to(backup::backup)],
         ))
         .service(resource(
             "/api/admin/tenants/{id}/usage",

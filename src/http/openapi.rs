@@ -95,6 +95,7 @@ pub(crate) struct Health {
         crate::http::api::admin::tenant_subscription,
         crate::http::api::admin::create_key,
         crate::http::api::import::import,
+        crate::http::api::backup::backup,
         crate::http::api::admin::list_keys,
         crate::http::api::admin::revoke_key,
         crate::http::api::admin::patch_key,
@@ -112,7 +113,7 @@ pub(crate) struct Health {
         crate::http::dashboard::dashboard_root,
     ),
     components(schemas(
-        ErrorBody, Health, crate::cluster::ClusterHealth, Accepted, crate::http::api::import::ImportAnswer, UsageBody, AuthorizeRequest, AuthorizeResponse,
+        ErrorBody, Health, crate::cluster::ClusterHealth, Accepted, crate::http::api::import::ImportAnswer, crate::http::api::backup::BackupAnswer, UsageBody, AuthorizeRequest, AuthorizeResponse,
         CheckResponse, UsageInput, Meter, PeriodView, BillingUsage, SubscriptionView,
         ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PatchKey, RotateKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,

@@ -35,6 +35,8 @@ pub struct AppState {
     /// Analytics reports computing now, per tenant
     /// (`[limits] reports_per_tenant`).
     pub reports: std::sync::Arc<crate::http::wire::slots::Slots>,
+    /// Where `POST /api/admin/backup` writes (`<data dir>/backups`).
+    pub(crate) backups_dir: std::path::PathBuf,
 }
 
 impl AppState {

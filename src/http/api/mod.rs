@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 pub mod analytics;
+pub(crate) mod backup;
 pub mod batch;
 pub(crate) mod catalog;
 pub(crate) mod chat;

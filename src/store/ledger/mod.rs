@@ -55,6 +55,21 @@ pub trait Access: Send + Sync {
 
     /// Tries a failed engine again at once (before a stop's last flush).
     fn revive(&self) {}
+
+    /// Writes a consistent copy of the store into `to` while it serves:
+    /// the bytes copied. Engines backed up with their own tools refuse.
+    fn backup(&self, to: &std::path::Path) -> Result<u64, StoreError> {
+        let _ = to;
+        Err(not_backed_up())
+    }
+}
+
+/// What a store that Tollgate does not back up answers.
+pub(crate) fn not_backed_up() -> StoreError {
+    StoreError::Unavailable(
+        "this store is backed up with its engine's own tools (PostgreSQL: pg_dump), not by Tollgate"
+            .into(),
+    )
 }
 
 /// An engine reached directly, with nothing in between.
@@ -242,6 +257,10 @@ impl<A: Access> AlertMarks for Ledger<A> {
 }
 
 impl<A: Access> Store for Ledger<A> {
+    fn backup(&self, to: &std::path::Path) -> Result<u64, StoreError> {
+        self.access.backup(to)
+    }
+
     fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
         let w = self.writer()?;
         {

@@ -34,6 +34,7 @@ use std::path::Path;
 pub use deadline::within;
 pub use engine::SledEngine;
 pub use reopen::{Reopening, SledOptions};
+pub(crate) use upgrade::copy_tree;
 pub use upgrade::FORMAT_VERSION;
 
 use super::{Failure, Ledger, StoreError};
@@ -76,7 +77,7 @@ impl From<sled::Error> for StoreError {
 
 /// Whether `e` is sled's file lock held by another process (or another
 /// open handle): sled wraps the lock's WouldBlock in an error of kind Other.
-fn is_lock_held(e: &sled::Error) -> bool {
+pub(crate) fn is_lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io)
         if io.kind() == std::io::ErrorKind::WouldBlock
             || io.to_string().contains("could not acquire lock"))

@@ -74,6 +74,9 @@ pub struct Reopening {
     reopening: Mutex<()>,
     /// How many times the database was opened again.
     generation: AtomicU64,
+    /// Every write holds it shared; a backup holds it alone, so the copy
+    /// is of one state.
+    gate: parking_lot::RwLock<()>,
 }
 
 impl SledOptions {
@@ -103,6 +106,7 @@ impl Reopening {
             state: Mutex::new(EngineState::Open(Arc::new(engine))),
             reopening: Mutex::new(()),
             generation: AtomicU64::new(0),
+            gate: parking_lot::RwLock::new(()),
         })
     }
 
@@ -263,8 +267,21 @@ impl Access for Reopening {
         bytes: u64,
         f: impl FnOnce(&SledEngine) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let _writing = self.gate.read();
         self.room(bytes)?;
         self.read(f)
+    }
+
+    /// Writes wait; what was written is made durable; sled's files - with
+    /// the note of what they hold - are copied as they are on disk then,
+    /// a state sled opens like one after a crash (and replays the rollup
+    /// journal of).
+    fn backup(&self, to: &Path) -> Result<u64, StoreError> {
+        let _alone = self.gate.write();
+        self.call_on(self.engine(false)?, |e| crate::store::Engine::durable(e))?;
+        super::upgrade::copy_tree(&self.settings.dir, to).map_err(|e| {
+            StoreError::Unavailable(format!("cannot copy the store to {}: {e}", to.display()))
+        })
     }
 
     fn generation(&self) -> u64 {

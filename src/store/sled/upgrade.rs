@@ -67,23 +67,25 @@ pub(super) fn keep_before_upgrade(
     Ok(kept)
 }
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+/// Copies the directory `from` into `to` (made 0700): the bytes copied.
+pub(crate) fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<u64> {
     std::fs::create_dir_all(to)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))?;
     }
+    let mut bytes = 0;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
+            bytes += copy_tree(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), &target)?;
+            bytes += std::fs::copy(entry.path(), &target)?;
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Checks the format of `db` and upgrades an older one (in one flush).
