@@ -278,7 +278,7 @@ impl Access for Reopening {
     /// journal of).
     fn backup(&self, to: &Path) -> Result<u64, StoreError> {
         let _alone = self.gate.write();
-        self.call_on(self.engine(false)?, |e| crate::store::Engine::durable(e))?;
+        self.call_on(self.engine(false)?, crate::store::Engine::durable)?;
         super::upgrade::copy_tree(&self.settings.dir, to).map_err(|e| {
             StoreError::Unavailable(format!("cannot copy the store to {}: {e}", to.display()))
         })
