@@ -44,18 +44,11 @@ pub fn restore(args: RestoreArgs) -> Result<(), StartError> {
         )));
     };
     let db = config.data_dir.join("db");
-    if db.exists() {
-        // sled's lock says whether a server has the store open.
-        match sled::Config::new().path(&db).open() {
-            Ok(open) => drop(open),
-            Err(e) if crate::store::sled::is_lock_held(&e) => {
-                return Err(StartError::Refused(format!(
-                    "a Tollgate serves {}: stop it before restoring",
-                    config.data_dir.display()
-                )))
-            }
-            Err(_) => {}
-        }
+    if db.exists() && crate::store::sled::in_use(&db) {
+        return Err(StartError::Refused(format!(
+            "a Tollgate serves {}: stop it before restoring",
+            config.data_dir.display()
+        )));
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let aside = config.data_dir.join(format!("db.before-restore-{stamp}"));

@@ -77,6 +77,17 @@ impl From<sled::Error> for StoreError {
 
 /// Whether `e` is sled's file lock held by another process (or another
 /// open handle): sled wraps the lock's WouldBlock in an error of kind Other.
+/// Whether a process has the store in `dir` open (sled's file lock).
+pub(crate) fn in_use(dir: &Path) -> bool {
+    match sled::Config::new().path(dir).open() {
+        Ok(open) => {
+            drop(open);
+            false
+        }
+        Err(e) => is_lock_held(&e),
+    }
+}
+
 pub(crate) fn is_lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io)
         if io.kind() == std::io::ErrorKind::WouldBlock
