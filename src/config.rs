@@ -631,6 +631,50 @@ impl Config {
         Ok(config)
     }
 
+    /// The `TOLLGATE_*` variables of `env` that name no setting, no
+    /// secret this configuration reads, and nothing else Tollgate reads:
+    /// most likely misspelled (they are ignored, so a start warns).
+    pub fn unknown_variables(
+        &self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Vec<String> {
+        let mut known: std::collections::HashSet<String> = [
+            "TOLLGATE_ADMIN_TOKEN",
+            "TOLLGATE_CONFIG",
+            "TOLLGATE_LOG",
+            "TOLLGATE_LOG_FORMAT",
+            "TOLLGATE_URL",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        fn settings(v: &toml::Value, prefix: &str, out: &mut std::collections::HashSet<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    let name = format!("{prefix}_{}", k.to_uppercase());
+                    settings(v, &name, out);
+                    out.insert(name);
+                }
+            }
+        }
+        if let Ok(v) = toml::Value::try_from(Config::default()) {
+            settings(&v, "TOLLGATE", &mut known);
+        }
+        // The secrets this configuration names.
+        known.insert(self.chat.api_key_env.clone());
+        known.insert(self.metrics.token_env.clone());
+        known.insert(self.smtp.password_env.clone());
+        known.extend(self.alerts.iter().map(|a| a.secret_env.clone()));
+        known.extend(self.proxy.iter().map(|p| p.upstream_auth_env.clone()));
+        let mut unknown: Vec<String> = env
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("TOLLGATE_") && !known.contains(k))
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
         if self.flush.interval_ms == 0 || self.flush.interval_ms > 60_000 {
@@ -1148,6 +1192,32 @@ mod tests {
         assert_eq!(
             rows, checked,
             "docs/CONFIG.md lists settings the code does not have"
+        );
+    }
+
+    #[test]
+    fn a_misspelled_variable_is_found() {
+        let env = |pairs: &[&str]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|k| (k.to_string(), "1".to_string()))
+                .collect()
+        };
+        let c = Config::default();
+        let vars = env(&[
+            "TOLLGATE_FLUSH_INTERVAL_MS",
+            "TOLLGATE_FLUSH_INTERVALMS",
+            "TOLLGATE_ADMIN_TOKEN",
+            "TOLLGATE_LOG",
+            "TOLLGATE_SMTP_PASSWORD",
+            "TOLLGATE_BIND",
+            "TOLLGATE_STORE",
+            "PATH",
+        ]);
+        assert_eq!(
+            c.unknown_variables(vars),
+            vec!["TOLLGATE_FLUSH_INTERVALMS".to_string()],
+            "only the misspelled one: sections, secrets and the CLI's own are known"
         );
     }
 

@@ -309,6 +309,12 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
         source,
     })?;
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    for name in config.unknown_variables(std::env::vars()) {
+        tracing::warn!(
+            variable = %name,
+            "{name} names no setting and is ignored: misspelled? (docs/CONFIG.md lists every TOLLGATE_* variable)"
+        );
+    }
     if let Some(bind) = args.bind {
         config.bind = bind;
     }

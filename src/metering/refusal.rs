@@ -293,8 +293,9 @@ impl Refused {
                 }),
             ),
             Refusal::ClusterUnavailable => (
-                "this tenant's quota is shared through Redis, which cannot be reached, and this \
-                 instance has spent its lease; retry shortly"
+                "this tenant's limits are shared through Redis, which cannot be reached: this \
+                 instance has spent its lease of the quota, or the request meets a limit only \
+                 Redis can decide; retry shortly"
                     .to_string(),
                 None,
             ),
