@@ -1,0 +1,133 @@
+//! WCAG 2.1 AA, checked by axe-core (from npm, installed by scripts/test)
+//! in headless Chromium over every page - the tenant's dashboard, the
+//! operator's view, the console, the API reference and the sign-in
+//! pages - in light and dark, on a desktop and a phone: any violation
+//! fails, named with the elements it was found on.
+
+mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
+
+use common::*;
+use serde_json::{json, Value};
+use webdriver::Browser;
+
+/// axe-core's script: `TOLLGATE_AXE`, else the copy scripts/test installs.
+fn axe_source() -> String {
+    let path = std::env::var("TOLLGATE_AXE").unwrap_or_else(|_| {
+        format!(
+            "{}/tests/a11y/node_modules/axe-core/axe.min.js",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("axe-core is not at {path} ({e}): scripts/test installs it (npm ci in tests/a11y)")
+    })
+}
+
+/// The violations axe finds on the page as it stands now.
+fn violations(b: &Browser, axe: &str) -> Vec<Value> {
+    b.js(&format!("{axe}\n;window.__axe = null; axe.run(document, {{runOnly: {{type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}, resultTypes: ['violations']}}).then(r => window.__axe = r.violations, e => window.__axe = [{{id: 'axe-error', help: String(e), nodes: []}}]); return true;"), vec![]);
+    b.wait("axe's result", "return window.__axe !== null;");
+    b.js("return window.__axe;", vec![])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn describe(page: &str, v: &[Value]) -> String {
+    v.iter()
+        .map(|x| {
+            let nodes: Vec<String> = x["nodes"]
+                .as_array()
+                .map(|n| {
+                    n.iter()
+                        .take(4)
+                        .map(|n| {
+                            format!(
+                                "{} ({})",
+                                n["target"],
+                                n["failureSummary"]
+                                    .as_str()
+                                    .unwrap_or("")
+                                    .replace('\n', " ")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!("{page}: {} - {} [{}]", x["id"], x["help"], nodes.join("; "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn every_page_has_no_wcag_aa_violation_in_either_theme_or_size() {
+    let axe = axe_source();
+    let s = TestServer::start();
+    // A tenant near its quota (the warning colours), with tokens, costs,
+    // failures, end users, bots and a named limit: every mark drawn.
+    s.plan("a11y", Some(50), Some(20_000), None);
+    let key = s.tenant_with_key("shop", "a11y");
+    let per_user = json!({"limits": [{"name": "per-user", "scope": "user", "measure": "calls", "window": "day", "amount": 30}]});
+    assert_eq!(
+        s.admin("PUT", "/api/admin/tenants/shop/limits", Some(per_user))
+            .status(),
+        200
+    );
+    for i in 0..40 {
+        let body = json!({"endpoint": "/v1/search", "userId": format!("u{}", i % 3)});
+        assert_eq!(
+            s.tenant(&key, "POST", "/api/v1/authorize", Some(body))
+                .status(),
+            200
+        );
+    }
+    let records: Vec<Value> = (0..6)
+        .map(|i| json!({"endpoint": "/api/chat", "statusCode": if i < 2 { 500 } else { 200 }, "responseTime": 100 + i * 10,
+                        "promptTokens": 2000, "completionTokens": 900, "model": "gpt-4o", "userId": "bob", "botId": "helper"}))
+        .collect();
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(records)))
+            .status(),
+        202
+    );
+    wait_until(|| {
+        s.tenant(&key, "GET", "/api/billing/api-usage?range=week", None)
+            .json::<Value>()
+            .unwrap()["summary"]["totalRequests"]
+            == 46
+    });
+    let admin = ADMIN;
+    let b = Browser::start();
+    let pages: Vec<(&str, String, &str)> = vec![
+        ("dashboard sign-in", s.url("/dashboard/api-usage"), "return !!document.getElementById('key-input') && document.readyState === 'complete';"),
+        ("tenant dashboard", format!("{}#key={key}", s.url("/dashboard/api-usage")), "const e = document.querySelector('[data-testid=total-requests]'); return !!e && e.textContent === '46';"),
+        ("operator view", format!("{}#key={admin}", s.url("/dashboard/api-usage")), "const e = document.querySelector('[data-testid=total-requests]'); return !!e && e.textContent !== '' && e.textContent !== '—';"),
+        ("console sign-in", s.url("/dashboard/console"), "return document.readyState === 'complete';"),
+        ("console", format!("{}#key={admin}", s.url("/dashboard/console")), "return document.querySelectorAll('[data-testid=tenants] tr').length > 1;"),
+        ("API reference", s.url("/docs"), "return document.querySelectorAll('h3, h2').length > 5;"),
+    ];
+    let mut found = Vec::new();
+    for (size, (w, h)) in [("desktop", (1280, 900)), ("phone", (375, 800))] {
+        b.resize(w, h);
+        for theme in ["light", "dark"] {
+            b.cdp(
+                "Emulation.setEmulatedMedia",
+                json!({"features": [{"name": "prefers-color-scheme", "value": theme}]}),
+            );
+            for (name, url, ready) in &pages {
+                b.goto("about:blank");
+                b.goto(url);
+                b.wait(name, ready);
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let v = violations(&b, &axe);
+                if !v.is_empty() {
+                    found.push(describe(&format!("{name}, {theme}, {size}"), &v));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "\n{}", found.join("\n"));
+}
