@@ -620,3 +620,87 @@ fn a_tenant_replaces_its_plans_own_fields_by_name() {
         Some("50")
     );
 }
+
+/// Waits until today's allowed requests are stored, `n` of them (the
+/// flusher writes them shortly; refused ones are recorded too).
+fn stored_today(s: &TestServer, key: &str, n: u64) {
+    common::wait_until(|| {
+        let r: Value = s
+            .tenant(key, "GET", "/api/billing/api-usage?range=day", None)
+            .json()
+            .unwrap();
+        let sum = &r["summary"];
+        sum["totalRequests"].as_u64().unwrap_or(0) - sum["rejectedRequests"].as_u64().unwrap_or(0)
+            == n
+    });
+}
+
+/// A limit set while its window runs counts what the window already holds
+/// (from the stored records), on the tenant, its plan and a key - never a
+/// fresh allowance at noon; one whose shape changes is counted again in its
+/// new shape; one whose amount changes keeps its count.
+#[test]
+fn a_limit_set_mid_window_counts_the_window_so_far() {
+    let s = server();
+    let k = s.tenant_with_key("acme", "open");
+    for _ in 0..30 {
+        assert_eq!(authorize(&s, &k, json!({"userId": "ana"})).0, 200);
+    }
+    stored_today(&s, &k, 30);
+    // The tenant's: 40 a day, 30 used already.
+    put_limits(
+        &s,
+        "/api/admin/tenants/acme/limits",
+        json!([{"name": "per-day", "scope": "tenant", "measure": "calls", "window": "day", "amount": 40}]),
+    );
+    assert_eq!(race(&s, &k, 20, &json!({})).0, 10);
+    // Its amount raised: the count stays (40 used, 5 more).
+    put_limits(
+        &s,
+        "/api/admin/tenants/acme/limits",
+        json!([{"name": "per-day", "scope": "tenant", "measure": "calls", "window": "day", "amount": 45}]),
+    );
+    assert_eq!(race(&s, &k, 20, &json!({})).0, 5);
+    // Reshaped to each end user's day: ana has 30 of today's calls stored.
+    stored_today(&s, &k, 45);
+    put_limits(
+        &s,
+        "/api/admin/tenants/acme/limits",
+        json!([{"name": "per-day", "scope": "user", "measure": "calls", "window": "day", "amount": 32}]),
+    );
+    assert_eq!(race(&s, &k, 10, &json!({"userId": "ana"})).0, 2);
+    assert_eq!(
+        race(&s, &k, 10, &json!({"userId": "bo"})).0,
+        10,
+        "bo had none"
+    );
+    // The plan's, for every tenant on it.
+    let k2 = s.tenant_with_key("beta", "open");
+    for _ in 0..8 {
+        assert_eq!(authorize(&s, &k2, json!({})).0, 200);
+    }
+    stored_today(&s, &k2, 8);
+    let r = s.admin(
+        "PUT",
+        "/api/admin/plans/open/limits",
+        Some(json!({"limits": [{"name": "plan-day", "scope": "tenant", "measure": "calls", "window": "day", "amount": 10}]})),
+    );
+    assert_eq!(r.status(), 200, "{:?}", r.text());
+    assert_eq!(race(&s, &k2, 10, &json!({})).0, 2);
+    // A key's own: 8 of its calls today.
+    let keys: Value = s
+        .admin("GET", "/api/admin/tenants/beta/keys", None)
+        .json()
+        .unwrap();
+    let key_id = keys["data"][0]["id"].as_str().unwrap().to_string();
+    put_limits(
+        &s,
+        &format!("/api/admin/tenants/beta/keys/{key_id}/limits"),
+        json!([{"name": "key-day", "scope": "key", "measure": "calls", "window": "day", "amount": 12}]),
+    );
+    assert_eq!(
+        race(&s, &k2, 10, &json!({})).0,
+        0,
+        "the plan's day is spent"
+    );
+}

@@ -278,40 +278,48 @@ impl TenantState {
     /// replace the plan's own fields ([`set_plan`](Self::set_plan));
     /// `setup`: how its limits' state is made (the bound of its table of
     /// end users, bots, models and keys; the fleet that shares it).
+    /// Returns the limits whose counts are to be rebuilt from the records
+    /// (added, or reshaped: [`scoped::Scoped::configure`]).
     pub(crate) fn configure(
         &self,
         plan: Arc<ActivePlan>,
         own: Option<(&[crate::model::Limit], Option<u8>)>,
         setup: &scoped::Setup,
-    ) {
-        match self.scoped() {
+    ) -> Vec<crate::model::CompactString> {
+        let changed = match self.scoped() {
             Some(s) => s.configure(&plan.limits, own),
             None => {
                 let nothing = own.is_none_or(|(l, day)| l.is_empty() && day.is_none());
                 if !(plan.limits.is_empty() && nothing) {
                     let s = scoped::Scoped::made(setup, &self.id);
-                    s.configure(&plan.limits, own);
+                    let changed = s.configure(&plan.limits, own);
                     self.scoped.store(Some(Arc::new(s)));
+                    changed
+                } else {
+                    Vec::new()
                 }
             }
-        }
+        };
         self.set_plan(plan);
+        changed
     }
 
-    /// Sets one key's own limits.
+    /// Sets one key's own limits: those to rebuild, as
+    /// [`configure`](Self::configure).
     pub(crate) fn set_key_limits(
         &self,
         key_id: &str,
         limits: &[crate::model::Limit],
         setup: &scoped::Setup,
-    ) {
+    ) -> Vec<crate::model::CompactString> {
         match self.scoped() {
             Some(s) => s.set_key(key_id, limits),
-            None if limits.is_empty() => {}
+            None if limits.is_empty() => Vec::new(),
             None => {
                 let s = scoped::Scoped::made(setup, &self.id);
-                s.set_key(key_id, limits);
+                let changed = s.set_key(key_id, limits);
                 self.scoped.store(Some(Arc::new(s)));
+                changed
             }
         }
     }

@@ -121,6 +121,19 @@ impl Registry {
     /// applied twice, it leaves what it left once.
     /// `totals`: the period's persisted totals, when the caller read them
     /// all at once (a new tenant then takes its own from there).
+    /// Counts the records of the current windows for limits just added
+    /// or reshaped (`changed`) of `state`.
+    fn rebuild_changed(
+        &self,
+        state: &TenantState,
+        now: DateTime<Utc>,
+        changed: &[crate::model::CompactString],
+    ) {
+        if !changed.is_empty() {
+            super::rebuild_named(state, self.store.as_ref(), now.timestamp_millis(), changed);
+        }
+    }
+
     fn apply_locked(
         &self,
         cat: &mut Catalog,
@@ -132,7 +145,8 @@ impl Registry {
             Change::PlanPut(plan) => {
                 let active = ActivePlan::shared_by(plan.clone(), self.burst_share());
                 for state in self.on_plan(&plan.id) {
-                    state.configure(active.clone(), None, &self.setup());
+                    let changed = state.configure(active.clone(), None, &self.setup());
+                    self.rebuild_changed(&state, now, &changed);
                 }
                 cat.plans.insert(plan.id.clone(), active);
             }
@@ -150,7 +164,8 @@ impl Registry {
                 let own = Some((&tenant.limits[..], tenant.billing_day));
                 match self.tenants.get(tenant.id.as_str()) {
                     Some(state) => {
-                        state.configure(plan, own, &self.setup());
+                        let changed = state.configure(plan, own, &self.setup());
+                        self.rebuild_changed(&state, now, &changed);
                         state.set_suspended(suspended);
                     }
                     None => {
@@ -169,7 +184,8 @@ impl Registry {
                             &self.counting,
                         ));
                         state.restore(period, totals.calls, totals.tokens);
-                        state.configure(plan, own, &self.setup());
+                        let changed = state.configure(plan, own, &self.setup());
+                        self.rebuild_changed(&state, now, &changed);
                         self.tenants.insert(state.id.clone(), state);
                     }
                 }
@@ -187,7 +203,8 @@ impl Registry {
                     self.keys.remove_where(|_, e| e.key_id == key.key.id);
                     return Ok(());
                 }
-                state.set_key_limits(&key.key.id, &key.key.limits, &self.setup());
+                let changed = state.set_key_limits(&key.key.id, &key.key.limits, &self.setup());
+                self.rebuild_changed(&state, now, &changed);
                 for (hash, until) in key.secrets() {
                     self.keys
                         .insert(KeyHash(hash), KeyEntry::new(&key.key.id, &state, until));

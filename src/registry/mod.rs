@@ -637,6 +637,32 @@ fn check_key_limits(limits: &[crate::model::Limit]) -> Result<(), RegistryError>
     )?)
 }
 
+/// Rebuilds the counts of the limits `names` of a tenant - added, or
+/// reshaped, while their windows run - from its stored records of those
+/// windows: a limit set at noon counts the morning's use, as one known at
+/// start-up does (never a fresh allowance mid-window).
+pub(crate) fn rebuild_named(
+    state: &TenantState,
+    store: &dyn Store,
+    now_ms: i64,
+    names: &[crate::model::CompactString],
+) {
+    let Some(s) = state.scoped().filter(|_| !names.is_empty()) else {
+        return;
+    };
+    s.forget(names);
+    let Some(from) = s.counted_since_of(now_ms, names) else {
+        return;
+    };
+    let scanned = store.scan_usage(&state.id, from, now_ms.saturating_add(1), &mut |r| {
+        s.debit_only(&crate::quota::scoped::Ask::of(r), r.ts_ms, now_ms, names);
+        true
+    });
+    if let Err(e) = scanned {
+        tracing::warn!(tenant = %state.id, error = %e, "cannot count the records of limits just set: they count from now");
+    }
+}
+
 /// Rebuilds the counts of a tenant's limits of SPEC §12 from its stored
 /// records of their current windows (they live in memory, and a restart
 /// must not hand out a second allowance).

@@ -252,7 +252,14 @@ impl Scoped {
     /// Sets the limits from the plan's and the tenant's own (`None`: keep
     /// the tenant's as they were). Counts of limits that keep their name
     /// are kept.
-    pub fn configure(&self, plan: &Arc<[Limit]>, tenant: Option<(&[Limit], Option<u8>)>) {
+    /// Returns the names of the limits whose counts must be rebuilt from
+    /// the records ([`rebuild`](Self::forget)): new ones, and those whose
+    /// scope, measure or window changed.
+    pub fn configure(
+        &self,
+        plan: &Arc<[Limit]>,
+        tenant: Option<(&[Limit], Option<u8>)>,
+    ) -> Vec<CompactString> {
         let mut own = self.own.lock();
         if let Some((limits, day)) = tenant {
             *own = (Arc::from(limits.to_vec()), day);
@@ -272,8 +279,10 @@ impl Scoped {
             Arc::from(merged(plan, &counted))
         };
         let mut s = self.state.lock();
+        let changed = reshaped(&s.config.limits, &limits);
         s.config.limits = limits;
         s.config.billing_day = own.1.unwrap_or(1);
+        changed
     }
 
     /// The tenant's own limits, as last set.
@@ -281,9 +290,17 @@ impl Scoped {
         self.own.lock().0.clone()
     }
 
-    /// Sets (or, with an empty list, drops) a key's own limits.
-    pub fn set_key(&self, key_id: &str, limits: &[Limit]) {
+    /// Sets (or, with an empty list, drops) a key's own limits: the names
+    /// whose counts must be rebuilt, as [`configure`](Self::configure).
+    pub fn set_key(&self, key_id: &str, limits: &[Limit]) -> Vec<CompactString> {
         let mut s = self.state.lock();
+        let before = s
+            .config
+            .keys
+            .get(key_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()));
+        let changed = reshaped(&before, limits);
         if limits.is_empty() {
             s.config.keys.remove(key_id);
         } else {
@@ -291,6 +308,31 @@ impl Scoped {
                 .keys
                 .insert(key_id.into(), Arc::from(limits.to_vec()));
         }
+        changed
+    }
+
+    /// Drops every count of the limits `names` (before they are rebuilt
+    /// from the records with [`debit_only`](Self::debit_only)).
+    pub fn forget(&self, names: &[CompactString]) {
+        let mut s = self.state.lock();
+        s.counts.tenant.slots.retain(|(n, _)| !names.contains(n));
+        s.counts
+            .each_mut(|e| e.slots.retain(|(n, _)| !names.contains(n)));
+    }
+
+    /// Where the current windows of the limits `names` start (`None`: none
+    /// has a fixed window).
+    pub fn counted_since_of(&self, now_ms: i64, names: &[CompactString]) -> Option<i64> {
+        let s = self.state.lock();
+        let day = s.config.billing_day;
+        s.config
+            .limits
+            .iter()
+            .chain(s.config.keys.values().flat_map(|l| l.iter()))
+            .filter(|l| l.amount.is_some() && names.contains(&l.name))
+            .filter(|l| !matches!(l.window, Window::Burst | Window::None))
+            .map(|l| window::end_ms(l.window, day, window::index(l.window, day, now_ms) - 1))
+            .min()
     }
 
     /// Sets the bound of the table of subjects.
@@ -461,6 +503,16 @@ impl Scoped {
     /// table has no room for is not counted (it would be refused on its
     /// next request anyway).
     pub fn debit(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64) {
+        self.debit_where(ask, at_ms, now_ms, |_| true);
+    }
+
+    /// [`debit`](Self::debit), to the limits `names` alone (their counts
+    /// rebuilt after they were added or reshaped).
+    pub fn debit_only(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64, names: &[CompactString]) {
+        self.debit_where(ask, at_ms, now_ms, |l| names.contains(&l.name));
+    }
+
+    fn debit_where(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64, only: impl Fn(&Limit) -> bool) {
         let max = self.max();
         let mut guard = self.state.lock();
         let State { config, counts } = &mut *guard;
@@ -481,7 +533,7 @@ impl Scoped {
         let (tenant, mut found) = counts.find_each(whos);
         let mut tenant = Some(tenant);
         for a in &applies {
-            if matches!(a.limit.window, Window::Burst | Window::None) {
+            if matches!(a.limit.window, Window::Burst | Window::None) || !only(a.limit) {
                 continue;
             }
             let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {
@@ -562,6 +614,26 @@ fn applicable<'l, 'a>(
             out.push(Applies { limit, subject });
         }
     }
+    out
+}
+
+/// The names of `after`'s limits whose counts `before` does not hold: new
+/// names, and names whose scope, measure, window or burst period changed
+/// (an amount changed keeps its count).
+fn reshaped(before: &[Limit], after: &[Limit]) -> Vec<CompactString> {
+    let same = |a: &Limit, b: &Limit| {
+        a.scope == b.scope
+            && a.measure == b.measure
+            && a.window == b.window
+            && a.per_seconds == b.per_seconds
+    };
+    let mut out: Vec<CompactString> = after
+        .iter()
+        .filter(|a| a.amount.is_some())
+        .filter(|a| !before.iter().any(|b| b.name == a.name && same(a, b)))
+        .map(|a| a.name.clone())
+        .collect();
+    out.dedup();
     out
 }
 

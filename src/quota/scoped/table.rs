@@ -138,6 +138,15 @@ impl Counts {
     }
 
     /// Every tracked subject, with its scope.
+    /// Runs `f` on every tracked subject's counts.
+    pub(super) fn each_mut(&mut self, mut f: impl FnMut(&mut Entry)) {
+        for table in &mut self.tables {
+            for (_, e) in table.iter_mut() {
+                f(e);
+            }
+        }
+    }
+
     pub(super) fn each(&self) -> impl Iterator<Item = (Scope, &Tracked)> {
         Scope::ALL[1..]
             .iter()
