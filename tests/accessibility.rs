@@ -122,6 +122,16 @@ fn every_page_has_no_wcag_aa_violation_in_either_theme_or_size() {
                 b.goto(url);
                 b.wait(name, ready);
                 std::thread::sleep(std::time::Duration::from_millis(300));
+                // Each page says what it is in one top heading.
+                let h1 = b.js(
+                    "return [...document.querySelectorAll('h1')].filter(h => h.offsetParent !== null && h.textContent.trim() !== '').length;",
+                    vec![],
+                );
+                if h1 != json!(1) && !name.contains("API reference") {
+                    found.push(format!(
+                        "{name}, {theme}, {size}: {h1} visible non-empty <h1> (one expected)"
+                    ));
+                }
                 let v = violations(&b, &axe);
                 if !v.is_empty() {
                     found.push(describe(&format!("{name}, {theme}, {size}"), &v));

@@ -147,7 +147,12 @@ impl Inner {
     async fn take_once(&self, items: &[Counted], take: bool) -> Option<Reply> {
         let now_us = self.clock.now_nanos().0 / 1_000;
         let live_after = wall_ms() as i64 - GONE_MS;
-        let token = self.limits.lock().token(&self.member);
+        // A check takes nothing: its token is never written.
+        let token = if take {
+            self.limits.lock().token(&self.member)
+        } else {
+            String::from("tg:t:check")
+        };
         let mut inv = self.limits_take.prepare_invoke();
         inv.key(super::sync::MEMBERS).key(MARK_KEY).key(&token);
         inv.arg(&self.member)

@@ -740,6 +740,9 @@
   function renderAdmin(all, tenants) {
     const s = all.summary;
     text("admin-summary", num(all.tenants) + " tenants · " + num(s.totalRequests) + " requests · " + compact(s.totalTokens) + " tokens · " + usd(s.estimatedCostUsd) + " this " + state.range);
+    // The page's heading says whose usage it shows.
+    const chosen = tenants.find((t) => t.id === state.tenant);
+    text("tenant-name", chosen ? chosen.name : "All tenants");
     const picker = $("tenant-picker");
     const ids = tenants.map((t) => t.id);
     if (picker.options.length !== ids.length + 1 || ids.some((id, i) => picker.options[i + 1].value !== id)) {
