@@ -186,7 +186,7 @@ impl Registry {
         // The counts of the limits of SPEC §12 live in memory: rebuilt from
         // the records of their current windows.
         for (_, state) in &states {
-            rebuild_limits(state, reg.store.as_ref(), now.timestamp_millis())?;
+            rebuild_limits(state, reg.store.as_ref(), now.timestamp_millis(), None)?;
         }
         reg.tenants.replace_all(states);
         reg.keys.replace_all(key_entries);
@@ -651,30 +651,29 @@ pub(crate) fn rebuild_named(
         return;
     };
     s.forget(names);
-    let Some(from) = s.counted_since_of(now_ms, names) else {
-        return;
-    };
-    let scanned = store.scan_usage(&state.id, from, now_ms.saturating_add(1), &mut |r| {
-        s.debit_only(&crate::quota::scoped::Ask::of(r), r.ts_ms, now_ms, names);
-        true
-    });
-    if let Err(e) = scanned {
+    if let Err(e) = rebuild_limits(state, store, now_ms, Some(names)) {
         tracing::warn!(tenant = %state.id, error = %e, "cannot count the records of limits just set: they count from now");
     }
 }
 
-/// Rebuilds the counts of a tenant's limits of SPEC §12 from its stored
-/// records of their current windows (they live in memory, and a restart
-/// must not hand out a second allowance).
-fn rebuild_limits(state: &TenantState, store: &dyn Store, now_ms: i64) -> Result<(), StoreError> {
+/// Rebuilds the counts of a tenant's limits of SPEC §12 - of those named
+/// in `only`, when given - from its stored records of their current
+/// windows (they live in memory, and a restart must not hand out a second
+/// allowance).
+fn rebuild_limits(
+    state: &TenantState,
+    store: &dyn Store,
+    now_ms: i64,
+    only: Option<&[crate::model::CompactString]>,
+) -> Result<(), StoreError> {
     let Some(s) = state.scoped() else {
         return Ok(());
     };
-    let Some(from) = s.counted_since(now_ms) else {
+    let Some(from) = s.counted_since(now_ms, only) else {
         return Ok(());
     };
     store.scan_usage(&state.id, from, now_ms.saturating_add(1), &mut |r| {
-        s.debit(&crate::quota::scoped::Ask::of(r), r.ts_ms, now_ms);
+        s.debit_to(&crate::quota::scoped::Ask::of(r), r.ts_ms, now_ms, only);
         true
     })
 }

@@ -253,7 +253,7 @@ impl Scoped {
     /// the tenant's as they were). Counts of limits that keep their name
     /// are kept.
     /// Returns the names of the limits whose counts must be rebuilt from
-    /// the records ([`rebuild`](Self::forget)): new ones, and those whose
+    /// the records (after [`forget`](Self::forget)): new ones, and those whose
     /// scope, measure or window changed.
     pub fn configure(
         &self,
@@ -312,27 +312,12 @@ impl Scoped {
     }
 
     /// Drops every count of the limits `names` (before they are rebuilt
-    /// from the records with [`debit_only`](Self::debit_only)).
+    /// from the records with [`debit_to`](Self::debit_to)).
     pub fn forget(&self, names: &[CompactString]) {
         let mut s = self.state.lock();
         s.counts.tenant.slots.retain(|(n, _)| !names.contains(n));
         s.counts
             .each_mut(|e| e.slots.retain(|(n, _)| !names.contains(n)));
-    }
-
-    /// Where the current windows of the limits `names` start (`None`: none
-    /// has a fixed window).
-    pub fn counted_since_of(&self, now_ms: i64, names: &[CompactString]) -> Option<i64> {
-        let s = self.state.lock();
-        let day = s.config.billing_day;
-        s.config
-            .limits
-            .iter()
-            .chain(s.config.keys.values().flat_map(|l| l.iter()))
-            .filter(|l| l.amount.is_some() && names.contains(&l.name))
-            .filter(|l| !matches!(l.window, Window::Burst | Window::None))
-            .map(|l| window::end_ms(l.window, day, window::index(l.window, day, now_ms) - 1))
-            .min()
     }
 
     /// Sets the bound of the table of subjects.
@@ -483,15 +468,16 @@ impl Scoped {
     }
 
     /// Where the counts of the current windows start: the earliest start
-    /// of a fixed window among the limits (`None`: no limit has one).
-    pub fn counted_since(&self, now_ms: i64) -> Option<i64> {
+    /// of a fixed window among the limits - of those named in `only`, when
+    /// given (`None`: no such limit has one).
+    pub fn counted_since(&self, now_ms: i64, only: Option<&[CompactString]>) -> Option<i64> {
         let s = self.state.lock();
         let day = s.config.billing_day;
         s.config
             .limits
             .iter()
             .chain(s.config.keys.values().flat_map(|l| l.iter()))
-            .filter(|l| l.amount.is_some())
+            .filter(|l| l.amount.is_some() && only.is_none_or(|n| n.contains(&l.name)))
             .filter(|l| !matches!(l.window, Window::Burst | Window::None))
             .map(|l| window::end_ms(l.window, day, window::index(l.window, day, now_ms) - 1))
             .min()
@@ -503,16 +489,12 @@ impl Scoped {
     /// table has no room for is not counted (it would be refused on its
     /// next request anyway).
     pub fn debit(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64) {
-        self.debit_where(ask, at_ms, now_ms, |_| true);
+        self.debit_to(ask, at_ms, now_ms, None);
     }
 
-    /// [`debit`](Self::debit), to the limits `names` alone (their counts
-    /// rebuilt after they were added or reshaped).
-    pub fn debit_only(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64, names: &[CompactString]) {
-        self.debit_where(ask, at_ms, now_ms, |l| names.contains(&l.name));
-    }
-
-    fn debit_where(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64, only: impl Fn(&Limit) -> bool) {
+    /// [`debit`](Self::debit), to the limits named in `only` alone when
+    /// given (their counts rebuilt after they were added or reshaped).
+    pub fn debit_to(&self, ask: &Ask<'_>, at_ms: i64, now_ms: i64, only: Option<&[CompactString]>) {
         let max = self.max();
         let mut guard = self.state.lock();
         let State { config, counts } = &mut *guard;
@@ -533,7 +515,8 @@ impl Scoped {
         let (tenant, mut found) = counts.find_each(whos);
         let mut tenant = Some(tenant);
         for a in &applies {
-            if matches!(a.limit.window, Window::Burst | Window::None) || !only(a.limit) {
+            let named = only.is_none_or(|n| n.contains(&a.limit.name));
+            if matches!(a.limit.window, Window::Burst | Window::None) || !named {
                 continue;
             }
             let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {
