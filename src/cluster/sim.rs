@@ -94,7 +94,9 @@ struct Redis {
     data: Rc<RefCell<FakeRedis>>,
 }
 
-fn text(v: &Value) -> String {
+/// An argument of `redis.call` as Redis reads it (both simulations'
+/// models of Redis take it so).
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.to_string_lossy().to_string(),
         Value::Integer(i) => i.to_string(),
@@ -689,15 +691,21 @@ fn run(seed: u64, trace: bool) {
 /// first; `SIM_SEED=<n>` runs one, with a trace.
 #[test]
 fn the_shared_protocol_keeps_its_invariants_under_faults() {
-    if let Ok(seed) = std::env::var("SIM_SEED") {
-        run(seed.parse().expect("SIM_SEED is a number"), true);
+    run_seeds("SIM", 2_000, REGRESSIONS, run);
+}
+
+/// Runs a simulation: `<name>_SEED=<n>` one seed, with a trace; else the
+/// `regressions`, then seeds 0 to `<name>_SEEDS` (default `seeds`).
+pub(super) fn run_seeds(name: &str, seeds: u64, regressions: &[u64], run: fn(u64, bool)) {
+    if let Ok(seed) = std::env::var(format!("{name}_SEED")) {
+        run(seed.parse().expect("the seed is a number"), true);
         return;
     }
-    let seeds: u64 = std::env::var("SIM_SEEDS")
+    let seeds: u64 = std::env::var(format!("{name}_SEEDS"))
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000);
-    for &seed in REGRESSIONS {
+        .unwrap_or(seeds);
+    for &seed in regressions {
         run(seed, false);
     }
     for seed in 0..seeds {
