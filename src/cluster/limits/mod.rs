@@ -97,8 +97,8 @@ impl Fleet for Link {
 
 /// A reply of the take script.
 enum Reply {
-    /// Decided: `{1 | 0, epoch, count, refused, ...}`.
-    Decided(Vec<i64>),
+    /// Decided: each limit's count and whether it refused.
+    Decided(Answer),
     /// The counts are being put back: wait.
     Rebuilding,
 }
@@ -134,10 +134,7 @@ impl Cluster {
             inner.stats.denied_down.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let n = asked.items.len();
-        let counts: Vec<i64> = (0..n).map(|i| reply[2 + 2 * i]).collect();
-        let refused: Vec<bool> = (0..n).map(|i| reply[3 + 2 * i] != 0).collect();
-        Some(Answer { counts, refused })
+        Some(reply)
     }
 }
 
@@ -192,11 +189,16 @@ impl Inner {
         match status {
             -1 => Some(Reply::Rebuilding),
             0 | 1 if reply.len() == 2 + 2 * items.len() => {
+                // `{1 taken | 0 refused, epoch, count, refused, ...}`
+                let n = items.len();
+                let answer = Answer {
+                    counts: (0..n).map(|i| reply[2 + 2 * i]).collect(),
+                    refused: (0..n).map(|i| reply[3 + 2 * i] != 0).collect(),
+                };
                 if take && status == 1 {
-                    let counts: Vec<i64> = (0..items.len()).map(|i| reply[2 + 2 * i]).collect();
-                    limits.taken(items, &counts, wall_ms() as i64);
+                    limits.taken(items, &answer.counts, wall_ms() as i64);
                 }
-                Some(Reply::Decided(reply))
+                Some(Reply::Decided(answer))
             }
             _ => None,
         }
