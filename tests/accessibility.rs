@@ -66,39 +66,10 @@ fn describe(page: &str, v: &[Value]) -> String {
 fn every_page_has_no_wcag_aa_violation_in_either_theme_or_size() {
     let axe = axe_source();
     let s = TestServer::start();
-    // A tenant near its quota (the warning colours), with tokens, costs,
-    // failures, end users, bots and a named limit: every mark drawn.
-    s.plan("a11y", Some(50), Some(20_000), None);
-    let key = s.tenant_with_key("shop", "a11y");
-    let per_user = json!({"limits": [{"name": "per-user", "scope": "user", "measure": "calls", "window": "day", "amount": 30}]});
-    assert_eq!(
-        s.admin("PUT", "/api/admin/tenants/shop/limits", Some(per_user))
-            .status(),
-        200
-    );
-    for i in 0..40 {
-        let body = json!({"endpoint": "/v1/search", "userId": format!("u{}", i % 3)});
-        assert_eq!(
-            s.tenant(&key, "POST", "/api/v1/authorize", Some(body))
-                .status(),
-            200
-        );
-    }
-    let records: Vec<Value> = (0..6)
-        .map(|i| json!({"endpoint": "/api/chat", "statusCode": if i < 2 { 500 } else { 200 }, "responseTime": 100 + i * 10,
-                        "promptTokens": 2000, "completionTokens": 900, "model": "gpt-4o", "userId": "bob", "botId": "helper"}))
-        .collect();
-    assert_eq!(
-        s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(records)))
-            .status(),
-        202
-    );
-    wait_until(|| {
-        s.tenant(&key, "GET", "/api/billing/api-usage?range=week", None)
-            .json::<Value>()
-            .unwrap()["summary"]["totalRequests"]
-            == 46
-    });
+    // A tenant near its quota and its token quota (the warning colours),
+    // with costs, failures, end users, a bot and a named limit: every mark
+    // drawn.
+    let key = seed_shop(&s, Some(10_000));
     let admin = ADMIN;
     let b = Browser::start();
     let pages: Vec<(&str, String, &str)> = vec![

@@ -310,3 +310,47 @@ pub fn run_sdk_check(s: &TestServer, sdk: &str, prefix: &str, tokens: Option<u64
     assert_eq!(body["code"], "quota_exceeded", "{body}");
     key
 }
+
+/// Tenant `shop` on plan `dash` (50 calls a month, `monthly_tokens`), near
+/// its quota: 40 authorizations of end user ann (under a per-user limit
+/// of 100 a day) and 6 reported chats of bob through bot helper, two of
+/// them failed, 1,500 tokens each - once all 46 are stored. Its key.
+pub fn seed_shop(s: &TestServer, monthly_tokens: Option<u64>) -> String {
+    s.plan("dash", Some(50), monthly_tokens, None);
+    let key = s.tenant_with_key("shop", "dash");
+    let per_user = json!({"limits": [{"name": "per-user", "scope": "user", "measure": "calls",
+                                       "window": "day", "amount": 100}]});
+    assert_eq!(
+        s.admin("PUT", "/api/admin/tenants/shop/limits", Some(per_user))
+            .status(),
+        200
+    );
+    for _ in 0..40 {
+        assert_eq!(
+            s.tenant(
+                &key,
+                "POST",
+                "/api/v1/authorize",
+                Some(json!({"endpoint": "/v1/search", "userId": "ann"}))
+            )
+            .status(),
+            200
+        );
+    }
+    let records: Vec<Value> = (0..6)
+        .map(|i| json!({"endpoint": "/api/chat", "statusCode": if i < 2 { 500 } else { 200 }, "responseTime": 100 + i * 10,
+                        "promptTokens": 1000, "completionTokens": 500, "model": "gpt-4o", "userId": "bob", "botId": "helper"}))
+        .collect();
+    assert_eq!(
+        s.tenant(&key, "POST", "/api/v1/usage", Some(Value::Array(records)))
+            .status(),
+        202
+    );
+    wait_until(|| {
+        s.tenant(&key, "GET", "/api/billing/api-usage?range=week", None)
+            .json::<Value>()
+            .unwrap()["summary"]["totalRequests"]
+            == 46
+    });
+    key
+}
