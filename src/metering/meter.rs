@@ -108,10 +108,11 @@ impl<S: Deref<Target = Metering>> Meter<S> {
             let now_ms = now.millis().0;
             let taken = match scoped.take(&ask, now_ms) {
                 Ok((v, ids)) => {
-                    let h = Hold::new(scoped.clone(), &ask, ids, now_ms);
-                    match st.cluster.as_deref().filter(|_| scoped.shared()) {
+                    let shared = scoped.shared();
+                    let h = Hold::new(scoped, &ask, ids, now_ms);
+                    match st.cluster.as_deref().filter(|_| shared) {
                         None => Ok((v, h)),
-                        Some(cluster) => fleet_take(cluster, &scoped, &ask, now_ms, v, h).await,
+                        Some(cluster) => fleet_take(cluster, &ask, now_ms, v, h).await,
                     }
                 }
                 Err(b) => Err(Some(b)),
@@ -350,13 +351,12 @@ impl<S: Deref<Target = Metering>> Meter<S> {
 /// took.
 async fn fleet_take(
     cluster: &crate::cluster::Cluster,
-    scoped: &crate::quota::scoped::Scoped,
     ask: &Ask<'_>,
     now_ms: i64,
     local: Views,
     mut hold: Hold,
 ) -> Result<(Views, Hold), Option<Breach>> {
-    let asked = scoped.counted(ask, now_ms);
+    let asked = hold.scoped().counted(ask, now_ms);
     if asked.items.is_empty() {
         return Ok((local, hold));
     }

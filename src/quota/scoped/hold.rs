@@ -46,13 +46,20 @@ impl Hold {
     }
 
     fn change(&self, delta: Delta) {
-        let ask = self.ask();
-        self.scoped.adjust(&ask, self.at_ms, delta);
+        self.scoped
+            .adjust(&self.key_id, &self.ids, self.at_ms, delta);
         if self.shared {
-            self.scoped.forward(&ask, self.at_ms, &delta);
+            self.scoped.forward(&self.ask(), self.at_ms, &delta);
         }
     }
 
+    /// The limits it took of.
+    pub fn scoped(&self) -> &Arc<Scoped> {
+        &self.scoped
+    }
+
+    /// Its subjects by name (their ids are kept where a fleet shares the
+    /// limits, the one place that needs them).
     fn ask(&self) -> Ask<'_> {
         Ask {
             key_id: &self.key_id,

@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use self::slot::{add, apply, refuses, roll, view_of, Entry, Slot};
-use self::table::{Counts, Tracked, Who, SWEEP_MS};
+use self::table::{Counts, Found, Mark, Tracked, Who, SWEEP_MS};
 use crate::model::{CompactString, Limit, Measure, Scope, Window};
 
 /// Micro-dollars of a cost in US dollars (negative and non-finite: 0).
@@ -112,13 +112,16 @@ impl Breach {
     }
 }
 
-/// The ids of a decision's end user, bot and model as the table holds
-/// them (each shared: a hold keeps them without copying a string).
+/// Where a decision found its subjects - its key, end user, bot and
+/// model - for its hold to find them again; and, where a fleet shares the
+/// limits (its changes name the subjects there), the end user's, bot's
+/// and model's ids as the table holds them (shared, not copied).
 #[derive(Clone, Debug, Default)]
 pub struct Ids {
-    pub user: Option<Arc<str>>,
-    pub bot: Option<Arc<str>>,
-    pub model: Option<Arc<str>>,
+    marks: [Option<Mark>; 4],
+    pub(super) user: Option<Arc<str>>,
+    pub(super) bot: Option<Arc<str>>,
+    pub(super) model: Option<Arc<str>>,
 }
 
 /// The views of a decision's applicable limits (no allocation for a few).
@@ -349,17 +352,22 @@ impl Scoped {
 
     fn decide(&self, ask: &Ask<'_>, now_ms: i64, take: bool) -> Result<(Views, Ids), Breach> {
         let max = self.max();
+        let shared = self.shared();
         let mut guard = self.state.lock();
         let State { config, counts } = &mut *guard;
         let applies = applicable(&config.limits, config.key_own(ask.key_id), ask);
         let day = config.billing_day;
         let whos = whos(counts, ask, needed(&applies));
-        // Each subject a limit counts is tracked (made if new, when the
-        // table has room) ...
-        for who in whos.iter().flatten() {
-            if !counts.track(*who, now_ms, max, config.live(now_ms)) {
-                let a = applies.iter().find(|a| a.limit.scope == who.scope);
-                let Some(a) = a else { continue };
+        // Each subject a limit counts is found, or tracked if it is new and
+        // the table has room.
+        let (tenant, mut found) = match counts.find_or_track(whos, now_ms, max, config.live(now_ms))
+        {
+            Ok(found) => found,
+            Err(scope) => {
+                let a = applies.iter().find(|a| a.limit.scope == scope);
+                let Some(a) = a.or(applies.first()) else {
+                    return Ok((Views::new(), Ids::default()));
+                };
                 return Err(Breach {
                     subject: a.subject.into(),
                     retry_ms: SWEEP_MS,
@@ -367,9 +375,7 @@ impl Scoped {
                     table_full: true,
                 });
             }
-        }
-        // ... and found once each.
-        let (tenant, mut found) = counts.find_each(whos);
+        };
         let mut tenant = Some(tenant);
         // Every limit is checked; of those that refuse, the one that holds
         // the request longest is named (its wait is the earliest moment
@@ -407,10 +413,9 @@ impl Scoped {
             }
             views.push(view_of(a.limit, *slot, now_ms, day));
         }
-        // The ids the limits count, as the tables hold them (shared, not
-        // copied), for the decision's hold.
-        let id = |t: &Option<&mut Tracked>| t.as_ref().map(|(id, _)| id.clone());
+        let id = |t: &Option<&mut Tracked>| t.as_ref().filter(|_| shared).map(|(id, _)| id.clone());
         let ids = Ids {
+            marks: std::array::from_fn(|i| Counts::mark(whos[i], &found[i])),
             user: id(&found[1]),
             bot: id(&found[2]),
             model: id(&found[3]),
@@ -445,17 +450,25 @@ impl Scoped {
         out
     }
 
-    /// Changes what a decision of `ask` at `at_ms` took: `calls`, `tokens`
-    /// and `spend` added (negative: given back) to the limits of each
-    /// measure, while their window lasts; `leave` gives back its place in
-    /// flight.
-    pub fn adjust(&self, ask: &Ask<'_>, at_ms: i64, delta: Delta) {
+    /// Changes what a decision at `at_ms` took of the subjects it found
+    /// (`ids`; `key_id`: its key's): `calls`, `tokens` and `spend` added
+    /// (negative: given back) to the limits of each measure, while their
+    /// window lasts; `leave` gives back its place in flight.
+    pub(super) fn adjust(&self, key_id: &str, ids: &Ids, at_ms: i64, delta: Delta) {
         let mut guard = self.state.lock();
         let State { config, counts } = &mut *guard;
-        let applies = applicable(&config.limits, config.key_own(ask.key_id), ask);
+        // The limits of the subjects it found (a subject it did not count
+        // then is not counted now).
+        let ask = Ask {
+            key_id,
+            user: if ids.marks[1].is_some() { "-" } else { "" },
+            bot: if ids.marks[2].is_some() { "-" } else { "" },
+            model: if ids.marks[3].is_some() { "-" } else { "" },
+            ..Ask::default()
+        };
+        let applies = applicable(&config.limits, config.key_own(key_id), &ask);
         let day = config.billing_day;
-        let whos = whos(counts, ask, needed(&applies));
-        let (tenant, mut found) = counts.find_each(whos);
+        let (tenant, mut found): Found<'_> = counts.find_marked(&ids.marks);
         let mut tenant = Some(tenant);
         for a in &applies {
             let Some(e) = entry(&mut tenant, &mut found, a.limit.scope) else {

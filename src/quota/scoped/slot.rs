@@ -20,9 +20,22 @@ pub(super) struct Slot {
 #[derive(Debug, Default)]
 pub(super) struct Entry {
     pub(super) slots: SmallVec<[(CompactString, Slot); 1]>,
+    /// Which tracking of its subject this is (unique per tenant; 0 for
+    /// the tenant's own counts): a decision's hold finds the entry again
+    /// by it and its id's hash, without the id.
+    pub(super) serial: u64,
 }
 
 impl Entry {
+    /// A new subject's entry, with the next of `serial`.
+    pub(super) fn new(serial: &mut u64) -> Entry {
+        *serial += 1;
+        Entry {
+            slots: SmallVec::new(),
+            serial: *serial - 1,
+        }
+    }
+
     /// The slot of the limit `name`, made if it is new.
     pub(super) fn slot(&mut self, name: &str) -> &mut Slot {
         match self.slots.iter().position(|(n, _)| n == name) {

@@ -29,6 +29,19 @@ pub(super) struct Who<'a> {
 /// A tracked subject: its id, shared, and its counts.
 pub(super) type Tracked = (Arc<str>, Entry);
 
+/// Where a decision found a subject: its id's hash and its entry's
+/// serial. A hold finds the entry again by them without keeping the id
+/// (no reference count, no string compared); an entry dropped and made
+/// again since is another serial, and is not found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mark {
+    hash: u64,
+    serial: u64,
+}
+
+/// The tenant's counts and the subjects a decision met, found together.
+pub(super) type Found<'c> = (&'c mut Entry, [Option<&'c mut Tracked>; 4]);
+
 pub(super) struct Counts {
     /// The tenant's own counts.
     pub(super) tenant: Entry,
@@ -36,6 +49,8 @@ pub(super) struct Counts {
     tables: [HashTable<Tracked>; 4],
     hasher: Hasher,
     last_sweep_ms: i64,
+    /// The serial the next tracked subject gets.
+    next_serial: u64,
 }
 
 /// The table of `scope` (the tenant has none: its counts are its own).
@@ -58,6 +73,7 @@ impl Counts {
             tables: Default::default(),
             hasher: Hasher::default(),
             last_sweep_ms: i64::MIN,
+            next_serial: 1,
         }
     }
 
@@ -104,18 +120,101 @@ impl Counts {
         let hasher = &self.hasher;
         self.tables[at(who.scope)].insert_unique(
             who.hash,
-            (Arc::from(who.id), Entry::default()),
+            (Arc::from(who.id), Entry::new(&mut self.next_serial)),
             |(k, _)| hasher.hash_one(&**k),
         );
         true
     }
 
-    /// The tenant's counts, and the tracked subjects of `whos` (a key, an
-    /// end user, a bot, a model), each found once, together.
-    pub(super) fn find_each(
+    /// The tenant's counts and the subjects of `whos`, each found once
+    /// and made if it is new - or the scope of the first that could not be
+    /// tracked (as [`track`](Self::track) says).
+    pub(super) fn find_or_track(
         &mut self,
         whos: [Option<Who<'_>>; 4],
-    ) -> (&mut Entry, [Option<&mut Tracked>; 4]) {
+        now_ms: i64,
+        max: usize,
+        live: impl Fn(Scope, &str, &Entry) -> bool,
+    ) -> Result<Found<'_>, Scope> {
+        // With room for every subject a decision can bring, each is found
+        // or made in one probe; near the bound, the checked way.
+        if self.tracked() + whos.len() > max {
+            for who in whos.iter().flatten() {
+                if !self.track(*who, now_ms, max, &live) {
+                    return Err(who.scope);
+                }
+            }
+            return Ok(self.find_each(whos));
+        }
+        fn get<'t>(
+            table: &'t mut HashTable<Tracked>,
+            who: Option<Who<'_>>,
+            hasher: &Hasher,
+            serial: &mut u64,
+        ) -> Option<&'t mut Tracked> {
+            let who = who?;
+            let e = table.entry(
+                who.hash,
+                |(k, _)| **k == *who.id,
+                |(k, _)| hasher.hash_one(&**k),
+            );
+            Some(
+                e.or_insert_with(|| (Arc::from(who.id), Entry::new(serial)))
+                    .into_mut(),
+            )
+        }
+        let Counts {
+            tenant,
+            tables,
+            hasher,
+            next_serial,
+            ..
+        } = self;
+        let [keys, users, bots, models] = tables;
+        let [k, u, b, m] = whos;
+        Ok((
+            tenant,
+            [
+                get(keys, k, hasher, next_serial),
+                get(users, u, hasher, next_serial),
+                get(bots, b, hasher, next_serial),
+                get(models, m, hasher, next_serial),
+            ],
+        ))
+    }
+
+    /// The tenant's counts and the subjects a decision found (`marks`, by
+    /// [`Scope`]'s order past the tenant), where they are still tracked.
+    pub(super) fn find_marked(&mut self, marks: &[Option<Mark>; 4]) -> Found<'_> {
+        fn find(table: &mut HashTable<Tracked>, mark: Option<Mark>) -> Option<&mut Tracked> {
+            let mark = mark?;
+            table.find_mut(mark.hash, |(_, e)| e.serial == mark.serial)
+        }
+        let Counts { tenant, tables, .. } = self;
+        let [keys, users, bots, models] = tables;
+        (
+            tenant,
+            [
+                find(keys, marks[0]),
+                find(users, marks[1]),
+                find(bots, marks[2]),
+                find(models, marks[3]),
+            ],
+        )
+    }
+
+    /// Where `who`, found as `t`, is: for a hold to find it again.
+    pub(super) fn mark(who: Option<Who<'_>>, t: &Option<&mut Tracked>) -> Option<Mark> {
+        let (who, (_, e)) = (who?, t.as_ref()?);
+        Some(Mark {
+            hash: who.hash,
+            serial: e.serial,
+        })
+    }
+
+    /// The tenant's counts, and the tracked subjects of `whos` (a key, an
+    /// end user, a bot, a model), each found once, together.
+    pub(super) fn find_each(&mut self, whos: [Option<Who<'_>>; 4]) -> Found<'_> {
         fn find<'t>(
             table: &'t mut HashTable<Tracked>,
             who: Option<Who<'_>>,
