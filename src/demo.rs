@@ -1,10 +1,13 @@
-//! `serve --demo`: one demo tenant per default plan, each with 30 days of
-//! realistic usage (the seed's sample-data script) written straight into the
-//! store, and a fresh key each time it runs.
+//! `serve --demo`: one demo tenant per configured plan, each with 30 days
+//! of realistic usage (the seed's sample-data script) written straight into
+//! the store, and a fresh key each time it runs.
 //!
-//! The demo looks the same on any day of the month: the cheapest plan with
-//! a call quota has asked for 8 % more than its quota this month (the rest
-//! refused, 429), the next one is at 86 % of its quota, whatever the date.
+//! From the 6th of a month on, the cheapest plan with a call quota has
+//! asked for 8 % more than its quota this month (the rest refused, 429)
+//! and the next one is at 86 % of its quota. Their whole history runs at
+//! that pace, so that only the two incidents the README names are unusual
+//! hours; in a month's first days the pace is bounded ([`MAX_FACTOR`]) and
+//! they are on their way.
 //! While the server runs, [`live_traffic`] sends it a few real requests a
 //! second through its own HTTP API, so the dashboard moves.
 
@@ -240,8 +243,11 @@ const DEMO_KEY: &str = "demo";
 /// deletes it, with what it had written, and writes it again.
 const SEEDING: &str = " (seeding)";
 
-/// Creates (or reuses) the demo tenants, writes their history when they are
-/// new, and makes a fresh key for each. `scale` multiplies the volume (tests
+/// Creates (or reuses) the demo tenants - one for each plan of
+/// `configured` (the ids of the plans the configuration names: the
+/// built-in ones or a plans file's; a plan made through the API never gets
+/// one) -, writes their history when they are new, and makes a fresh key
+/// for each. `scale` multiplies the volume (tests
 /// use a small one). A second run writes no history again and replaces
 /// each tenant's demo key. `stop` is asked between the hours written:
 /// once it says so, seeding ends there (`None`), the cut tenant left
@@ -249,6 +255,7 @@ const SEEDING: &str = " (seeding)";
 pub(crate) fn seed(
     registry: &Registry,
     prices: &PriceTable,
+    configured: &[String],
     now: DateTime<Utc>,
     days: i64,
     scale: f64,
@@ -256,6 +263,7 @@ pub(crate) fn seed(
 ) -> Result<Option<Vec<DemoTenant>>, RegistryError> {
     let mut out = Vec::new();
     let mut plans = registry.plans();
+    plans.retain(|p| configured.contains(&p.id));
     plans.sort_by(|a, b| a.price_usd_monthly.total_cmp(&b.price_usd_monthly));
     // This month's demand, as a share of the quota: over, then near.
     let mut shares = [OVER_QUOTA, NEAR_QUOTA].into_iter();
@@ -346,6 +354,10 @@ struct History<'a> {
 /// near it, as shares of the quota.
 const OVER_QUOTA: f64 = 1.08;
 const NEAR_QUOTA: f64 = 0.86;
+/// The most a plan's daily volume is scaled to reach its demand: reached
+/// from about the 5th of a month; the 30 days of a tenant stay within
+/// about 600,000 records.
+const MAX_FACTOR: f64 = 8.0;
 
 /// The mean requests of the hour from `hour_start` (before the noise).
 fn hourly_mean(per_day: f64, start: DateTime<Utc>, days: i64, hour_start: DateTime<Utc>) -> f64 {
@@ -360,6 +372,12 @@ fn hourly_mean(per_day: f64, start: DateTime<Utc>, days: i64, hour_start: DateTi
     let trend = 0.85 + 0.3 * (hour_start - start).num_seconds() as f64 / (days * 86_400) as f64;
     per_day * hour_weight(hour_start.hour()) / day_weight * weekend * trend
 }
+
+/// Records written to the store at a time while seeding, each block
+/// flushed to disk before the next: this bounds seeding's memory (about
+/// 250 MB peak; 2.8 GB with 50,000-record blocks left to sled's own
+/// flush, 770 MB with a flush every 40,000 records).
+const BLOCK_RECORDS: usize = 10_000;
 
 fn write_history(
     registry: &Registry,
@@ -377,14 +395,21 @@ fn write_history(
     let per_day = daily_volume(h.plan_id) * h.scale;
     let now_ns = now.timestamp_nanos_opt().unwrap_or(0);
     let mut total = 0;
+    // Whole hours (the clock's fraction of a second too: the unusual
+    // hours are found by equality).
     let start = (now - Duration::days(days))
         .with_minute(0)
         .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
         .unwrap_or(now);
     let month_start = crate::quota::period::Period::containing(now).start();
-    // This month's volume scaled to the demand: the expected count of its
-    // hours (the last one in part) against the calls asked for.
-    let month_factor = h.demand.map_or(1.0, |(demand, _)| {
+    // The volume scaled to this month's demand: the expected count of its
+    // hours (the last one in part) against the calls asked for. The whole
+    // history is scaled alike, so that the weeks before, the baseline of
+    // the unusual hours, look like this one; early in a month the factor
+    // would be large, so it is bounded ([`MAX_FACTOR`]) and the demand
+    // reached from about the 5th.
+    let factor = h.demand.map_or(1.0, |(demand, _)| {
         let mut expected = 0.0;
         let mut t = start.max(month_start);
         while t < now {
@@ -393,7 +418,9 @@ fn write_history(
             t += Duration::hours(1);
         }
         if expected > 0.0 {
-            demand as f64 / expected
+            // (Against the plan's volume before `scale`: a test's smaller
+            // one reaches the same demand on the same days.)
+            (demand as f64 / expected).min(MAX_FACTOR / h.scale.max(1e-6))
         } else {
             1.0
         }
@@ -411,10 +438,7 @@ fn write_history(
         }
         let this_month = hour_start >= month_start;
         let odd = unusual.filter(|(at, _)| *at == hour_start).map(|(_, u)| u);
-        let mut mean = hourly_mean(per_day, start, days, hour_start);
-        if this_month {
-            mean *= month_factor;
-        }
+        let mut mean = hourly_mean(per_day, start, days, hour_start) * factor;
         if odd == Some(Unusual::Busy) {
             mean *= 3.0;
         }
@@ -441,7 +465,7 @@ fn write_history(
             records.push(r);
         }
         hour_start += Duration::hours(1);
-        if records.len() >= 50_000 || hour_start >= now {
+        if records.len() >= BLOCK_RECORDS || hour_start >= now {
             records.sort_by_key(|r| r.ts_ms);
             total += records.len();
             registry.store().write_usage(&[UsageBlock {
@@ -449,6 +473,10 @@ fn write_history(
                 records: std::mem::take(&mut records),
                 ..Default::default()
             }])?;
+            // What the store holds dirty is what seeding's memory peaks
+            // at (sled keeps every rewrite of a page until it is flushed):
+            // on disk before the next block.
+            registry.store().flush()?;
         }
     }
     Ok(Some(total))
@@ -558,26 +586,13 @@ mod tests {
     use crate::store::{SledOptions, SledStore, Store};
     use chrono::TimeZone;
 
-    /// Each demo tenant's share of its monthly call quota used now, and its
-    /// refused records this month.
-    fn seeded(now: DateTime<Utc>) -> Vec<(String, Option<f64>, u64)> {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
-        let plans = Config::default().default_plans().unwrap();
-        let registry = Registry::load(store, &plans, now).unwrap();
-        let tenants = seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
+    /// The default plans' ids, as the configuration names them.
+    fn configured() -> Vec<String> {
+        Config::default()
+            .default_plans()
             .unwrap()
-            .unwrap();
-        tenants
-            .iter()
-            .map(|t| {
-                let state = registry.tenant_state(&t.tenant_id).unwrap();
-                let (calls, _) = state.used(Period::containing(now));
-                let limit = registry.plan(&t.plan_id).unwrap().monthly_calls;
-                let share = limit.map(|l| calls as f64 / l as f64);
-                (t.tenant_id.clone(), share, t.records_written as u64)
-            })
+            .into_iter()
+            .map(|p| p.id)
             .collect()
     }
 
@@ -618,9 +633,17 @@ mod tests {
         };
         let clean = tempfile::tempdir().unwrap();
         let (registry, store) = open(clean.path());
-        seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
-            .unwrap()
-            .unwrap();
+        seed(
+            &registry,
+            &PriceTable::builtin(),
+            &configured(),
+            now,
+            30,
+            0.2,
+            &|| false,
+        )
+        .unwrap()
+        .unwrap();
         let whole = figures(&registry, &store);
 
         let cut = tempfile::tempdir().unwrap();
@@ -631,7 +654,16 @@ mod tests {
                 asked.set(asked.get() + 1);
                 asked.get() > 1_000
             };
-            let seeded = seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &stop).unwrap();
+            let seeded = seed(
+                &registry,
+                &PriceTable::builtin(),
+                &configured(),
+                now,
+                30,
+                0.2,
+                &stop,
+            )
+            .unwrap();
             assert!(seeded.is_none());
             let marked: Vec<String> = registry
                 .tenants()
@@ -644,95 +676,224 @@ mod tests {
             store.flush().unwrap();
         }
         let (registry, store) = open(cut.path());
-        seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
-            .unwrap()
-            .unwrap();
+        seed(
+            &registry,
+            &PriceTable::builtin(),
+            &configured(),
+            now,
+            30,
+            0.2,
+            &|| false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(figures(&registry, &store), whole);
     }
 
-    /// On the 1st, mid-month and at the month's end alike, the cheapest
-    /// plan's tenant has used all of its quota and the next one about 86 %.
+    /// The story the README tells, on the 1st, from the 6th, mid-month and
+    /// at a month's end, with a clock that has a fraction of a second (the
+    /// unusual hours were once lost to it): the professional tenant's
+    /// upstream failing two days ago at 14:00 and the enterprise tenant's
+    /// traffic tripling yesterday at 10:00 are the week's unusual hours,
+    /// and the only ones, of those tenants; the cheapest plan's tenant has
+    /// used all of its quota (from the 6th; before, it is on its way) and
+    /// the next one about 86 %, at a rate their weeks before share, so
+    /// that nothing of theirs is unusual before the quota runs out; the
+    /// demo has insights, countries and API versions to show.
     #[test]
-    fn the_demo_looks_the_same_on_any_day_of_the_month() {
-        for now in [
-            Utc.with_ymd_and_hms(2026, 12, 1, 3, 20, 0).unwrap(),
-            Utc.with_ymd_and_hms(2026, 11, 15, 14, 0, 0).unwrap(),
-            Utc.with_ymd_and_hms(2027, 2, 28, 23, 10, 0).unwrap(),
-        ] {
-            let got = seeded(now);
-            let share = |id: &str| got.iter().find(|t| t.0 == id).unwrap().1.unwrap();
-            assert_eq!(share("demo-free"), 1.0, "{now}: {got:?}");
-            let near = share("demo-starter");
-            assert!((0.80..0.92).contains(&near), "{now}: {near} {got:?}");
-            assert!(share("demo-professional") < 0.8, "{now}: {got:?}");
-        }
-    }
-
-    /// The demo has something to show in "Unusual hours" and "Ways to
-    /// save", and countries and API versions, on any date.
-    #[test]
-    fn the_demo_shows_unusual_hours_insights_and_breakdowns() {
+    fn the_demo_tells_its_story_on_any_day_of_the_month() {
         use crate::analytics::anomaly::{detect, Direction, Metric};
         use crate::analytics::hours::Hours;
         use crate::analytics::insights::insights;
         use crate::analytics::query::{aggregate, Range};
         use crate::rollup::Owner;
-        let now = Utc.with_ymd_and_hms(2026, 12, 1, 3, 20, 0).unwrap();
+        use chrono::Datelike;
+        let at = |y, m, d, h, min, nanos| {
+            Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap() + Duration::nanoseconds(nanos)
+        };
+        for now in [
+            at(2026, 12, 1, 3, 20, 400_000_000),
+            at(2026, 12, 6, 0, 0, 500_000_000),
+            at(2026, 11, 15, 14, 7, 987_654_321),
+            at(2027, 2, 28, 23, 10, 250_000_000),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> =
+                Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
+            let plans = Config::default().default_plans().unwrap();
+            let registry = Registry::load(store.clone(), &plans, now).unwrap();
+            seed(
+                &registry,
+                &PriceTable::builtin(),
+                &configured(),
+                now,
+                30,
+                0.2,
+                &|| false,
+            )
+            .unwrap()
+            .unwrap();
+            let share = |id: &str| {
+                let state = registry.tenant_state(id).unwrap();
+                let (calls, _) = state.used(Period::containing(now));
+                let limit = state.plan().plan.monthly_calls.unwrap();
+                calls as f64 / limit as f64
+            };
+            let h_now = now.timestamp_millis() / 3_600_000;
+            let found = |tenant: &str| {
+                let hours = Hours::read(
+                    store.as_ref(),
+                    &Owner::tenant(tenant),
+                    h_now - 35 * 24,
+                    h_now,
+                )
+                .unwrap();
+                // Complete hours, as the analytics judge them.
+                detect(&hours, h_now - 7 * 24, h_now)
+            };
+            let hour = |t: DateTime<Utc>| t.timestamp_millis() / 3_600_000;
+            let failing = hour(hour_back(now, 2, 14).unwrap());
+            let pro = found("demo-professional");
+            assert!(
+                pro.iter().any(|a| a.hour == failing
+                    && a.metric == Metric::ErrorRate
+                    && a.direction == Direction::Up),
+                "{now}: {pro:?}"
+            );
+            let busy = hour(hour_back(now, 1, 10).unwrap());
+            let ent = found("demo-enterprise");
+            assert!(
+                ent.iter().any(|a| a.hour == busy
+                    && a.metric == Metric::Requests
+                    && a.direction == Direction::Up),
+                "{now}: {ent:?}"
+            );
+            assert!(pro.iter().all(|a| a.hour == failing), "{now}: {pro:?}");
+            assert!(ent.iter().all(|a| a.hour == busy), "{now}: {ent:?}");
+            // The plans near and over their quota: nothing unusual but,
+            // once the quota has run out, the tokens of refused requests.
+            let mut over = i64::MAX;
+            store
+                .scan_usage(
+                    "demo-free",
+                    Period::containing(now).start().timestamp_millis(),
+                    now.timestamp_millis() + 1,
+                    &mut |r| {
+                        if r.rejected {
+                            over = over.min(r.ts_ms / 3_600_000);
+                        }
+                        true
+                    },
+                )
+                .unwrap();
+            let free = found("demo-free");
+            assert!(
+                free.iter()
+                    .all(|a| a.hour >= over && a.metric == Metric::Tokens),
+                "{now}: {free:?}"
+            );
+            assert_eq!(found("demo-starter"), Vec::new(), "{now}");
+            if now.day() >= 6 {
+                assert_eq!(share("demo-free"), 1.0, "{now}");
+                let near = share("demo-starter");
+                assert!((0.80..0.92).contains(&near), "{now}: {near}");
+            } else {
+                assert!(share("demo-free") < 1.0, "{now}");
+            }
+            assert!(share("demo-professional") < 0.8, "{now}");
+            let owner = Owner::tenant("demo-professional");
+            let month = aggregate(
+                store.as_ref(),
+                &owner,
+                Range::minutes(
+                    now.timestamp_millis() - 30 * 86_400_000,
+                    now.timestamp_millis(),
+                ),
+                now.timestamp_millis(),
+            )
+            .unwrap();
+            let advice = insights(&month, &PriceTable::builtin());
+            assert!(
+                advice.iter().any(|i| i.kind == "cheaperModel"),
+                "{advice:?}"
+            );
+            assert!(month.ext.countries.len() >= 10 && month.ext.api_versions.len() == 2);
+            assert!(month.ext.retries > 0);
+        }
+    }
+
+    /// A plan made through the API (the README's tour makes `team`) gets no
+    /// demo tenant on a later run, and the demo touches none of the
+    /// operator's own tenants.
+    #[test]
+    fn a_later_run_leaves_the_operators_plans_and_tenants_alone() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 9, 12, 0, 0).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
         let plans = Config::default().default_plans().unwrap();
-        let registry = Registry::load(store.clone(), &plans, now).unwrap();
-        seed(&registry, &PriceTable::builtin(), now, 30, 0.2, &|| false)
-            .unwrap()
-            .unwrap();
-        let h_now = now.timestamp_millis() / 3_600_000;
-        let found = |tenant: &str| {
-            let hours = Hours::read(
-                store.as_ref(),
-                &Owner::tenant(tenant),
-                h_now - 35 * 24,
-                h_now,
+        let registry = Registry::load(store, &plans, now).unwrap();
+        seed(
+            &registry,
+            &PriceTable::builtin(),
+            &configured(),
+            now,
+            30,
+            0.05,
+            &|| false,
+        )
+        .unwrap()
+        .unwrap();
+        let mut team = plans[1].clone();
+        team.id = "team".into();
+        team.name = "Team".into();
+        registry.create_plan(team, now).unwrap();
+        registry
+            .create_tenant(
+                Tenant {
+                    id: "acme".into(),
+                    name: "Acme".into(),
+                    plan_id: "team".into(),
+                    status: TenantStatus::Active,
+                    created_at: now,
+                    limits: Vec::new(),
+                    billing_day: None,
+                },
+                now,
             )
             .unwrap();
-            detect(&hours, h_now - 7 * 24, h_now)
-        };
-        let failing = hour_back(now, 2, 14).unwrap().timestamp_millis() / 3_600_000;
-        let pro = found("demo-professional");
-        assert!(
-            pro.iter().any(|a| a.hour == failing
-                && a.metric == Metric::ErrorRate
-                && a.direction == Direction::Up),
-            "{pro:?}"
-        );
-        let busy = hour_back(now, 1, 10).unwrap().timestamp_millis() / 3_600_000;
-        let ent = found("demo-enterprise");
-        assert!(
-            ent.iter().any(|a| a.hour == busy
-                && a.metric == Metric::Requests
-                && a.direction == Direction::Up),
-            "{ent:?}"
-        );
-        // The rest of the week is ordinary: at most the odd hour each.
-        assert!(pro.iter().all(|a| a.hour == failing), "{pro:?}");
-        assert!(ent.iter().all(|a| a.hour == busy), "{ent:?}");
-        let owner = Owner::tenant("demo-professional");
-        let month = aggregate(
-            store.as_ref(),
-            &owner,
-            Range::minutes(
-                now.timestamp_millis() - 30 * 86_400_000,
-                now.timestamp_millis(),
-            ),
-            now.timestamp_millis(),
+        let before = registry.tenants().unwrap();
+        let again = seed(
+            &registry,
+            &PriceTable::builtin(),
+            &configured(),
+            now,
+            30,
+            0.05,
+            &|| false,
         )
+        .unwrap()
         .unwrap();
-        let advice = insights(&month, &PriceTable::builtin());
-        assert!(
-            advice.iter().any(|i| i.kind == "cheaperModel"),
-            "{advice:?}"
+        let ids: Vec<&str> = again.iter().map(|t| t.tenant_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "demo-free",
+                "demo-starter",
+                "demo-professional",
+                "demo-enterprise"
+            ]
         );
-        assert!(month.ext.countries.len() >= 10 && month.ext.api_versions.len() == 2);
-        assert!(month.ext.retries > 0);
+        assert!(again.iter().all(|t| t.records_written == 0));
+        let after = registry.tenants().unwrap();
+        assert_eq!(after.len(), before.len());
+        assert!(registry.tenant_state("demo-team").is_none());
+        assert_eq!(
+            registry
+                .tenant_state("acme")
+                .unwrap()
+                .used(Period::containing(now)),
+            (0, 0)
+        );
     }
 }

@@ -135,7 +135,11 @@ struct Rule {
     /// The hour's value, or `None` when the hour has too little volume to
     /// say anything about this metric.
     value: fn(&HourPoint) -> Option<f64>,
-    /// The spread's floor for a baseline median, the observed hour and the
+    /// What the baseline hours lead one to expect, from their values (of
+    /// those that have one) and the hours: the values' median, or as the
+    /// rule says.
+    expected: fn(&mut [f64], &[HourPoint]) -> f64,
+    /// The spread's floor for the expected value, the observed hour and the
     /// baseline's hours.
     floor: fn(f64, &HourPoint, &[HourPoint]) -> f64,
     /// Whether the hour and its baseline together have the volume to judge.
@@ -148,11 +152,13 @@ fn counts_floor(m: f64, _: &HourPoint, _: &[HourPoint]) -> f64 {
 }
 
 /// Tokens per hour vary with the requests' sizes as well as their number:
-/// a relative noise of about 1.5 / sqrt(requests) (sizes with a
-/// coefficient of variation near 1), taken at the baseline's volume.
+/// a relative noise of about 2 / sqrt(requests) (sizes with a coefficient
+/// of variation above 1: long-tailed prompts, and the requests that carry
+/// no tokens at all - a chatbot's mix of chats, embeddings and plain API
+/// calls is about 1.3), taken at the baseline's volume.
 fn tokens_floor(m: f64, p: &HourPoint, base: &[HourPoint]) -> f64 {
     let n = median_requests(base).max(1.0);
-    counts_floor(m, p, base).max(1.5 * m / n.sqrt())
+    counts_floor(m, p, base).max(2.0 * m / n.sqrt())
 }
 
 /// The baseline hours' median of requests.
@@ -173,6 +179,7 @@ const RULES: [Rule; 4] = [
     Rule {
         metric: Metric::Requests,
         value: |p| Some(p.requests as f64),
+        expected: |values, _| median(values),
         floor: counts_floor,
         enough: busy,
         falls_too: true,
@@ -180,6 +187,7 @@ const RULES: [Rule; 4] = [
     Rule {
         metric: Metric::Tokens,
         value: |p| Some(p.tokens as f64),
+        expected: |values, _| median(values),
         floor: tokens_floor,
         enough: busy,
         falls_too: true,
@@ -187,10 +195,23 @@ const RULES: [Rule; 4] = [
     Rule {
         metric: Metric::ErrorRate,
         value: |p| served_enough(p).then(|| p.errors as f64 / p.served() as f64),
-        // Two points of error rate, or the binomial noise of this many requests.
+        // The baseline's errors out of its requests: an hour's median is
+        // 0 errors in many quiet weeks where 3 in 100 is usual.
+        expected: |_, base| {
+            let (errors, served) = base
+                .iter()
+                .filter(|b| served_enough(b))
+                .fold((0, 0), |(e, s), b| (e + b.errors, s + b.served()));
+            errors as f64 / served.max(1) as f64
+        },
+        // Two points of error rate, one error of this hour's, or the
+        // binomial noise of this many requests at the baseline's rate: a
+        // quiet hour needs five errors more than usual to be unusual, not
+        // three in twenty.
         floor: |m, p, _| {
             let m = m.clamp(0.01, 0.99);
-            (m * (1.0 - m) / p.served().max(1) as f64).sqrt().max(0.02)
+            let n = p.served().max(1) as f64;
+            (m * (1.0 - m) / n).sqrt().max(0.02).max(1.0 / n)
         },
         enough: |p, _| served_enough(p),
         falls_too: false,
@@ -198,6 +219,7 @@ const RULES: [Rule; 4] = [
     Rule {
         metric: Metric::P95Latency,
         value: |p| p.p95_ms.filter(|_| served_enough(p)),
+        expected: |values, _| median(values),
         floor: |m, _, _| (0.25 * m).max(5.0),
         enough: |p, _| served_enough(p),
         falls_too: false,
@@ -234,7 +256,7 @@ fn judge(h: &Hours, hour: i64, since: i64, rule: &Rule) -> Option<Anomaly> {
     if samples.len() < MIN_WEEKS || !(rule.enough)(p, &base) {
         return None;
     }
-    let expected = median(&mut samples);
+    let expected = (rule.expected)(&mut samples, &base);
     let mut deviations: Vec<f64> = samples.iter().map(|v| (v - expected).abs()).collect();
     let spread = (1.4826 * median(&mut deviations)).max((rule.floor)(expected, p, &base));
     let score = (observed - expected) / spread;

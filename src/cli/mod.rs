@@ -343,9 +343,14 @@ fn serve(args: ServeArgs) -> Result<(), StartError> {
         let started = std::time::Instant::now();
         println!("Seeding the demo tenants (30 days of usage each)...");
         let stop = || early.raised();
+        let configured: Vec<String> = (tollgate.config.default_plans()?)
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
         let seeded = crate::demo::seed(
             &tollgate.registry,
             &tollgate.prices,
+            &configured,
             clock.now(),
             30,
             1.0,
