@@ -2,7 +2,9 @@
 //! (`node --test`, after `tsc` builds the ES module and CommonJS outputs)
 //! against this build's real `tollgate` binary - checks and decisions,
 //! batched usage, the Express middleware, the Next.js route handler and
-//! edge middleware, and `require` of the CommonJS build. `scripts/test`
+//! edge middleware, failures and what they keep, typed answers, `npm
+//! pack`, an install from the folder used from ESM and CommonJS (and their
+//! TypeScript), and that the committed `dist/` is what `src/` builds to. `scripts/test`
 //! installs Node.js if it is missing and the package's one dev dependency
 //! (TypeScript, `npm ci`); the test itself uses no network.
 
@@ -16,6 +18,24 @@ fn the_typescript_client_passes_its_node_tests() {
         dir.join("node_modules/typescript").exists(),
         "clients/typescript has no node_modules: run scripts/test (it runs npm ci there)"
     );
+    // The built files are committed (a folder install runs no build: npm
+    // installs no devDependencies for it): they must be what the sources
+    // build to, which `npm test` does first.
+    let built = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files = Vec::new();
+        for sub in ["dist/esm", "dist/cjs"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = format!("{sub}/{}", e.file_name().to_string_lossy());
+                files.push((name, std::fs::read(e.path()).unwrap()));
+            }
+        }
+        files.sort();
+        files
+    };
+    let committed = built(&dir);
     let out = Command::new("npm")
         .arg("test")
         .current_dir(&dir)
@@ -32,4 +52,13 @@ fn the_typescript_client_passes_its_node_tests() {
         text.contains("# fail 0") && !text.contains("# pass 0"),
         "{text}"
     );
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let fresh = built(&dir);
+    assert_eq!(names(&committed), names(&fresh), "clients/typescript/dist");
+    for ((name, was), (_, now)) in committed.iter().zip(&fresh) {
+        assert!(
+            was == now,
+            "clients/typescript/{name} is not what src/ builds to: run `npm run build` there and commit dist/"
+        );
+    }
 }

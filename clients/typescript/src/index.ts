@@ -10,7 +10,8 @@
 /** One usage record, as `POST /api/v1/usage` takes it. */
 export interface UsageRecord {
   timestamp?: string;
-  endpoint?: string;
+  /** The API route it was (required: Tollgate refuses a record without one). */
+  endpoint: string;
   method?: string;
   statusCode?: number;
   responseTime?: number;
@@ -69,8 +70,13 @@ export interface TollgateOptions {
   maxBatch?: number;
   /** Records kept while Tollgate cannot take them (default 100,000); the oldest go first. */
   maxQueued?: number;
-  /** Told of a failed send (the records are kept and sent again). */
-  onError?: (error: unknown) => void;
+  /**
+   * Told of every failure, as a {@link TollgateError} (default: a
+   * `console.warn`). Records are kept and sent again unless Tollgate can
+   * never take them: a record it names as invalid (422) is dropped alone,
+   * and so is one without an `endpoint`.
+   */
+  onError?: (error: TollgateError) => void;
   fetch?: typeof fetch;
 }
 
@@ -133,6 +139,8 @@ export interface Decision {
   resetAt: string | null;
   /** Why not (`quota_exceeded`, `rate_limited`, `tenant_suspended`, ...). */
   reason: string | null;
+  /** Tollgate's words for a refusal. */
+  message: string | null;
   retryAfterSeconds: number | null;
   /** Tokens reserved by an authorize (its `estimateTokens`, or the plan's `reserveTokens`), to settle with `recordUsage({ reservationId, ... })`. */
   reservationId: string | null;
@@ -145,16 +153,149 @@ export interface Decision {
   headers: Record<string, string>;
 }
 
-/** An answer that is neither a decision nor data (401, 5xx, ...). */
+/**
+ * Every failure the client meets: an answer that is neither a decision nor
+ * data (401, 422, 5xx, ...: `status` and Tollgate's `code`), Tollgate out of
+ * reach (`status` 0, `code` `unreachable`, the network error as `cause`),
+ * options it cannot work with (`status` 0, `code` `invalid_options`), and
+ * records it drops (`records`: the ones dropped).
+ */
 export class TollgateError extends Error {
   constructor(
     message: string,
     public readonly status: number,
     public readonly code: string | null,
+    options: { cause?: unknown; records?: UsageRecord[]; body?: Record<string, unknown> } = {},
   ) {
-    super(message);
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "TollgateError";
+    this.records = options.records ?? [];
+    this.body = options.body ?? null;
   }
+  /** The records this failure dropped (none when they are kept to be sent again). */
+  public readonly records: UsageRecord[];
+  /** Tollgate's JSON answer, when it sent one. */
+  public readonly body: Record<string, unknown> | null;
+}
+
+/** The plan a tenant is on, as `usage()` shows it. */
+export interface Plan {
+  id: string;
+  name: string;
+  monthlyCalls: number | null;
+  monthlyTokens: number | null;
+  rateLimit: { requests: number; perSeconds: number; burst: number } | null;
+  priceUsdMonthly: number;
+  ingestRate: number | null;
+  reserveTokens: number | null;
+  reservationTtlSeconds: number | null;
+  reserveUsd: number | null;
+  limits: Limit[];
+}
+
+/** A quota's use this period. */
+export interface QuotaUse {
+  used: number;
+  limit: number | null;
+  remaining: number | null;
+  /** Two decimals; null when unlimited. */
+  percent: number | null;
+}
+
+/** `GET /api/billing/usage`: the tenant's period, plan, quotas and limits. */
+export interface BillingUsage {
+  period: { start: string; end: string };
+  plan: Plan;
+  calls: QuotaUse;
+  tokens: QuotaUse;
+  resetAt: string;
+  limits: LimitStanding[];
+}
+
+/** Tokens by kind (each kind is part of promptTokens or completionTokens). */
+export interface TokensByKind {
+  uncachedPrompt: number;
+  cachedPrompt: number;
+  cacheWrite: number;
+  cacheWrite1h: number;
+  completion: number;
+  reasoning: number;
+}
+
+/** Cost in US dollars by kind (`unsplit`: records whose cost came whole). */
+export interface CostByKind {
+  uncachedPrompt: number;
+  cachedPrompt: number;
+  cacheWrite: number;
+  completion: number;
+  reasoning: number;
+  unsplit: number;
+}
+
+/** What a breakdown's row counts. */
+interface Counted {
+  requests: number;
+  tokens: number;
+  costUsd: number;
+}
+
+/** `GET /api/billing/api-usage`: the usage analytics of a range. */
+export interface ApiUsageReport {
+  tenantId: string;
+  range: { from: string; to: string; bucket: "minute" | "hour" | "day" };
+  summary: {
+    totalRequests: number;
+    successfulRequests: number;
+    failedRequests: number;
+    rejectedRequests: number;
+    successRate: number;
+    totalTokens: number;
+    promptTokens: number;
+    completionTokens: number;
+    avgResponseTimeMs: number;
+    p50ResponseTimeMs: number;
+    p95ResponseTimeMs: number;
+    p99ResponseTimeMs: number;
+    estimatedCostUsd: number;
+    requestsPerMinute: number;
+    tokensByKind: TokensByKind;
+    costByKind: CostByKind;
+    cacheHitRate: number | null;
+  };
+  series: { t: string; requests: number; errors: number; tokens: number; costUsd: number; avgResponseTimeMs: number | null }[];
+  endpoints: { endpoint: string; method: string; requests: number; errors: number; avgResponseTimeMs: number; p95ResponseTimeMs: number; tokens: number }[];
+  statusCodes: { status: number; count: number }[];
+  models: (Omit<Counted, "tokens"> & {
+    model: string;
+    promptTokens: number;
+    completionTokens: number;
+    tokensByKind: TokensByKind;
+    costByKind: CostByKind;
+    cacheHitRate: number | null;
+    priced: boolean;
+  })[];
+  topUsers: (Counted & { userId: string })[];
+  topBots: (Counted & { botId: string })[];
+  topKeys: (Counted & { keyId: string; name: string })[];
+  peakHours: { hour: number; requests: number }[];
+  apiVersions: (Counted & { apiVersion: string; errors: number })[];
+  countries: (Counted & { country: string; errors: number })[];
+  integrations: (Counted & { integration: string; errors: number })[];
+  forecast: {
+    periodEnd: string;
+    dailyCalls: number;
+    dailyTokens: number;
+    dailyCostUsd: number;
+    projectedCalls: number;
+    projectedTokens: number;
+    projectedCostUsd: number;
+    quotaExhaustedAt: string | null;
+    tokenQuotaExhaustedAt: string | null;
+    method: string;
+  };
+  recommendation: Record<string, unknown> | null;
+  anomalies: { t: string; metric: "requests" | "tokens" | "errorRate" | "p95LatencyMs"; observed: number; expected: number; score: number; direction: "up" | "down" }[];
+  insights: Record<string, unknown>[];
 }
 
 const LIMIT_HEADERS = [
@@ -195,23 +336,27 @@ export class Tollgate {
   private readonly key: string;
   private readonly maxBatch: number;
   private readonly maxQueued: number;
-  private readonly onError: (e: unknown) => void;
+  private readonly onError: (e: TollgateError) => void;
   private readonly fetch: typeof fetch;
   private queue: UsageRecord[] = [];
   /** The batch being sent, kept with its key until Tollgate answers for it. */
   private inFlight: { key: string; records: UsageRecord[] } | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private sending: Promise<void> | null = null;
-  /** Not before this time (ms): Tollgate asked to wait. */
+  /** Not before this time (ms): Tollgate asked to wait, or could not be reached. */
   private holdUntil = 0;
+  /** Failed sends in a row (the wait before the next grows with them). */
+  private failures = 0;
 
   constructor(options: TollgateOptions) {
-    if (!options.baseUrl || !options.apiKey) throw new TypeError("Tollgate needs baseUrl and apiKey");
+    if (!options?.baseUrl || !options?.apiKey) {
+      throw new TollgateError("Tollgate needs baseUrl and apiKey", 0, "invalid_options");
+    }
     this.base = options.baseUrl.replace(/\/+$/, "");
     this.key = options.apiKey;
     this.maxBatch = Math.min(Math.max(options.maxBatch ?? 1000, 1), 10_000);
     this.maxQueued = Math.max(options.maxQueued ?? 100_000, this.maxBatch);
-    this.onError = options.onError ?? (() => {});
+    this.onError = options.onError ?? ((e) => console.warn(`[tollgate] ${e.message}`));
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     const every = options.flushIntervalMs ?? 1000;
     this.timer = setInterval(() => void this.flush(), every);
@@ -227,25 +372,38 @@ export class Tollgate {
     body?: unknown,
     extra: Record<string, string> = {},
   ): Promise<Response> {
-    return this.fetch(this.base + path, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.key}`,
-        ...(body === undefined ? {} : { "content-type": "application/json" }),
-        ...extra,
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    try {
+      return await this.fetch(this.base + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.key}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+          ...extra,
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (cause) {
+      const why = cause instanceof Error ? cause.message : String(cause);
+      throw new TollgateError(`Tollgate at ${this.base} cannot be reached (${why})`, 0, "unreachable", { cause });
+    }
   }
 
-  private static async error(res: Response): Promise<TollgateError> {
-    let body: { error?: string; code?: string } = {};
+  private static async error(res: Response, records: UsageRecord[] = []): Promise<TollgateError> {
+    let body: Record<string, unknown> = {};
     try {
       body = (await res.json()) as typeof body;
     } catch {
       /* not JSON */
     }
-    return new TollgateError(body.error ?? `Tollgate answered ${res.status}`, res.status, body.code ?? null);
+    const message = typeof body.error === "string" ? body.error : `Tollgate answered ${res.status}`;
+    const code = typeof body.code === "string" ? body.code : null;
+    return new TollgateError(message, res.status, code, { records, body });
+  }
+
+  /** The answer's JSON, typed: `T` on a 200, else a {@link TollgateError}. */
+  private async data<T>(res: Response): Promise<T> {
+    if (res.status !== 200) throw await Tollgate.error(res);
+    return (await res.json()) as T;
   }
 
   private async decision(res: Response, allowedField: "allowed" | "isAllowed"): Promise<Decision> {
@@ -261,6 +419,7 @@ export class Tollgate {
       remaining: num(b.remaining),
       resetAt: typeof b.resetAt === "string" ? b.resetAt : null,
       reason: typeof b.reason === "string" ? b.reason : typeof b.code === "string" ? b.code : null,
+      message: allowed ? null : typeof b.error === "string" ? b.error : typeof b.message === "string" ? b.message : null,
       retryAfterSeconds: num(b.retryAfterSeconds),
       reservationId: typeof b.reservationId === "string" ? b.reservationId : null,
       reservedTokens: num(b.reservedTokens),
@@ -304,12 +463,35 @@ export class Tollgate {
     return this.decision(await this.call("POST", "/api/v1/authorize", opts), "allowed");
   }
 
-  /** Queues records for `POST /api/v1/usage`; never blocks, never throws. */
+  /**
+   * Queues records for `POST /api/v1/usage`; never blocks, never throws. A
+   * record without an `endpoint` is dropped at once (Tollgate would refuse
+   * it), and said; past `maxQueued` the oldest go, said too.
+   */
   recordUsage(records: UsageRecord | UsageRecord[]): void {
     const list = Array.isArray(records) ? records : [records];
     const stamped = new Date().toISOString();
-    for (const r of list) this.queue.push({ timestamp: stamped, ...r });
-    if (this.queue.length > this.maxQueued) this.queue.splice(0, this.queue.length - this.maxQueued);
+    const bad: UsageRecord[] = [];
+    for (const r of list) {
+      if (typeof r?.endpoint !== "string" || r.endpoint === "") bad.push(r);
+      else this.queue.push({ timestamp: stamped, ...r });
+    }
+    if (bad.length > 0) {
+      this.onError(
+        new TollgateError(`${bad.length} usage record(s) without an endpoint dropped`, 0, "invalid_record", { records: bad }),
+      );
+    }
+    if (this.queue.length > this.maxQueued) {
+      const gone = this.queue.splice(0, this.queue.length - this.maxQueued);
+      this.onError(
+        new TollgateError(
+          `${gone.length} usage record(s) dropped: more than maxQueued (${this.maxQueued}) wait for Tollgate`,
+          0,
+          "queue_full",
+          { records: gone },
+        ),
+      );
+    }
     if (this.queue.length >= this.maxBatch) void this.flush();
   }
 
@@ -343,40 +525,67 @@ export class Tollgate {
           "idempotency-key": batch.key,
         });
       } catch (e) {
-        this.onError(e);
+        // Out of reach (or the answer lost): the same batch goes again at
+        // the next flush.
+        this.onError(e as TollgateError);
         return;
       }
       if (res.status === 202) {
         await res.body?.cancel();
         this.inFlight = null;
+        this.failures = 0;
         continue;
       }
-      if (res.status === 429 || res.status === 503) {
-        // Nothing was taken: the same batch goes again after the wait.
-        const secs = Number(res.headers.get("retry-after") ?? "1");
-        this.holdUntil = Date.now() + (Number.isFinite(secs) ? secs : 1) * 1000;
-        this.onError(await Tollgate.error(res));
-        return;
+      if (res.status === 422) {
+        // Tollgate took nothing and names the record it refuses
+        // (`records[3]: ...`): that one is dropped, the rest go again as
+        // a batch of their own.
+        const refused = await Tollgate.error(res);
+        const named = /^records\[(\d+)\]/.exec(refused.message);
+        const at = named ? Number(named[1]) : -1;
+        if (at >= 0 && at < batch.records.length) {
+          const [gone] = batch.records.splice(at, 1);
+          this.inFlight = batch.records.length > 0 ? { key: randomKey(), records: batch.records } : null;
+          this.onError(new TollgateError(`usage record dropped: ${refused.message}`, 422, refused.code, { records: [gone], body: refused.body ?? {} }));
+          continue;
+        }
+        // Refused as a whole, with no record named: it can never be taken.
+        this.inFlight = null;
+        this.onError(new TollgateError(`usage batch dropped: ${refused.message}`, 422, refused.code, { records: batch.records, body: refused.body ?? {} }));
+        continue;
       }
-      // A batch Tollgate will never take (422, 401): dropped, said.
-      this.inFlight = null;
+      if (res.status === 400 || res.status === 413 || res.status === 415) {
+        // A body Tollgate can never read: the batch would fail forever.
+        const refused = await Tollgate.error(res, batch.records);
+        this.inFlight = null;
+        this.onError(refused);
+        continue;
+      }
+      // Anything else (429, 503, a wrong key, a suspended tenant, 5xx):
+      // nothing was taken; the same batch goes again after a wait.
+      this.wait(res.headers.get("retry-after"));
       this.onError(await Tollgate.error(res));
+      return;
     }
   }
 
+  /** Waits before the next send: what Tollgate asked, else 1 s doubling with each failure in a row, up to a minute. */
+  private wait(retryAfter: string | null): void {
+    this.failures += 1;
+    const asked = Number(retryAfter);
+    const secs = retryAfter !== null && Number.isFinite(asked) ? asked : Math.min(60, 2 ** (this.failures - 1));
+    this.holdUntil = Date.now() + secs * 1000;
+  }
+
   /** The tenant's calls and tokens this period, and each limit's use (`GET /api/billing/usage`). */
-  async usage(): Promise<Record<string, unknown> & { limits: LimitStanding[] }> {
-    const res = await this.call("GET", "/api/billing/usage");
-    if (res.status !== 200) throw await Tollgate.error(res);
-    return (await res.json()) as Record<string, unknown> & { limits: LimitStanding[] };
+  async usage(): Promise<BillingUsage> {
+    return this.data<BillingUsage>(await this.call("GET", "/api/billing/usage"));
   }
 
   /** Usage analytics (`GET /api/billing/api-usage`, e.g. `{ range: "month" }`). */
-  async apiUsage(query: Record<string, string> = {}): Promise<Record<string, unknown>> {
-    const qs = new URLSearchParams(query).toString();
-    const res = await this.call("GET", "/api/billing/api-usage" + (qs ? `?${qs}` : ""));
-    if (res.status !== 200) throw await Tollgate.error(res);
-    return (await res.json()) as Record<string, unknown>;
+  async apiUsage(query: ApiUsageQuery = {}): Promise<ApiUsageReport> {
+    const qs = new URLSearchParams(query as Record<string, string>).toString();
+    return this.data<ApiUsageReport>(await this.call("GET", "/api/billing/api-usage" + (qs ? `?${qs}` : "")));
   }
 
   /** Sends what is queued and stops the timer. */
@@ -387,6 +596,19 @@ export class Tollgate {
     await this.flush();
     live.delete(this);
   }
+}
+
+/** What `apiUsage()` asks for: a named range, or `from`/`to` (ISO 8601); one API key's usage alone with `keyId`. */
+export interface ApiUsageQuery {
+  /** `day` (last 24 h), `week` (last 7 days), `month` (the current period, the default), `custom` (with `from`). */
+  range?: "day" | "week" | "month" | "custom";
+  /** RFC 3339. */
+  from?: string;
+  to?: string;
+  bucket?: "minute" | "hour" | "day";
+  /** Rows in each top-N list, 1-100 (default 10), as a string. */
+  limit?: string;
+  keyId?: string;
 }
 
 // ---- middleware -------------------------------------------------------
@@ -425,8 +647,26 @@ class Clients {
   }
 }
 
-function refusal(status: number, code: string, message: string, headers: Record<string, string> = {}) {
-  return { status, body: JSON.stringify({ error: message, code, status }), headers };
+function refusal(
+  status: number,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+  fields: Record<string, unknown> = {},
+) {
+  return { status, body: JSON.stringify({ error: message, code, status, ...fields }), headers };
+}
+
+/** What Tollgate's own 429 says beside its message: the limit's state and the limit met. */
+function limitFields(d: Decision, retryAfterSeconds: number): Record<string, unknown> {
+  return {
+    limit: d.limit,
+    used: d.used,
+    remaining: d.remaining,
+    resetAt: d.resetAt,
+    retryAfterSeconds,
+    ...(d.limitMet ?? {}),
+  };
 }
 
 /** Seconds until a refused call may pass: the burst window's reset for
@@ -449,17 +689,21 @@ async function decide(clients: Clients, key: string | null, cost: number) {
   try {
     d = await tg.check({ cost });
   } catch (e) {
-    const status = e instanceof TollgateError ? e.status : 503;
-    const code = e instanceof TollgateError && e.code ? e.code : "tollgate_unavailable";
+    // Tollgate out of reach is a 503 of the application's (status 0).
+    const status = e instanceof TollgateError && e.status > 0 ? e.status : 503;
+    const code = e instanceof TollgateError && e.code && e.status > 0 ? e.code : "tollgate_unavailable";
     return { refused: refusal(status, code, e instanceof Error ? e.message : String(e)) };
   }
   if (!d.allowed) {
     if (d.reason === "tenant_suspended") {
       return { refused: refusal(403, "tenant_suspended", "the tenant is suspended", d.headers), tg };
     }
-    // A check is a 200, which carries no Retry-After: work it out.
-    const headers = { ...d.headers, "retry-after": String(retryAfter(d)) };
-    return { refused: refusal(429, d.reason ?? "refused", `refused: ${d.reason ?? "limit reached"}`, headers), tg };
+    // A check is a 200, which carries no Retry-After: work it out. The
+    // body says what Tollgate's own 429 would.
+    const wait = retryAfter(d);
+    const headers = { ...d.headers, "retry-after": String(wait) };
+    const message = d.message ?? `refused: ${d.reason ?? "limit reached"}`;
+    return { refused: refusal(429, d.reason ?? "refused", message, headers, limitFields(d, wait)), tg };
   }
   return { tg, headers: d.headers };
 }

@@ -3,13 +3,15 @@
 // started on 127.0.0.1:0 with a temporary data directory.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 import expressApp from "express";
+import { createServer } from "node:net";
 import { Tollgate, TollgateError, express, withTollgate, nextMiddleware } from "../dist/esm/index.js";
 
 const ADMIN = "typescript-client-admin-token-0123456789";
@@ -190,7 +192,15 @@ test("the Express middleware enforces, sets the headers and records each request
   const over = await fetch(url, { headers: { "x-api-key": key } });
   assert.equal(over.status, 429);
   assert.ok(Number(over.headers.get("retry-after")) > 0);
-  assert.equal((await over.json()).code, "quota_exceeded");
+  // Tollgate's refusal passes through: the limit's state beside the code.
+  const body = await over.json();
+  assert.equal(body.code, "quota_exceeded");
+  assert.equal(body.status, 429);
+  assert.equal(body.limit, 3);
+  assert.equal(body.used, 3);
+  assert.equal(body.remaining, 0);
+  assert.ok(Date.parse(body.resetAt) > Date.now(), body.resetAt);
+  assert.ok(body.retryAfterSeconds > 0);
   const none = await fetch(url);
   assert.equal(none.status, 401);
   const report = await tg.apiUsage({ range: "day" });
@@ -220,6 +230,11 @@ test("the Next.js route handler wrapper and edge middleware", async () => {
   await until(async () => (await requests(tg)) === 2, "2 records");
   const over = await handler(req());
   assert.equal(over.status, 429);
+  const body = await over.json();
+  assert.equal(body.code, "quota_exceeded");
+  assert.equal(body.limit, 2);
+  assert.equal(body.used, 2);
+  assert.ok(Date.parse(body.resetAt) > Date.now(), body.resetAt);
   const edge = nextMiddleware({ baseUrl: base });
   const refused = await edge(req());
   assert.equal(refused.status, 429);
@@ -236,4 +251,133 @@ test("the CommonJS build loads with require", () => {
   const cjs = require("../dist/cjs/index.cjs");
   assert.equal(typeof cjs.Tollgate, "function");
   assert.equal(typeof cjs.express, "function");
+});
+
+test("every failure is a TollgateError, told by default, and no record is lost", async () => {
+  // Options it cannot work with.
+  assert.throws(() => new Tollgate({ baseUrl: base }), (e) => e instanceof TollgateError && e.code === "invalid_options");
+  // Tollgate out of reach: a TollgateError, not fetch's bare TypeError.
+  const closed = await new Promise((r) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = s.address().port;
+      s.close(() => r(port));
+    });
+  });
+  const down = new Tollgate({ baseUrl: `http://127.0.0.1:${closed}`, apiKey: "tg_x", onError: () => {} });
+  await assert.rejects(down.check(), (e) => e instanceof TollgateError && e.status === 0 && e.code === "unreachable" && !!e.cause);
+  await down.close();
+
+  // A wrong key: warned (console.warn by default), the records kept.
+  const warned = [];
+  const warn = console.warn;
+  console.warn = (m) => warned.push(String(m));
+  const wrong = new Tollgate({ baseUrl: base, apiKey: "tg_wrong", flushIntervalMs: 60_000 });
+  try {
+    wrong.recordUsage([{ endpoint: "/a" }, { endpoint: "/b" }, { endpoint: "/c" }]);
+    await wrong.flush();
+  } finally {
+    console.warn = warn;
+  }
+  assert.equal(wrong.pending, 3, "kept to be sent again");
+  assert.equal(warned.length, 1, JSON.stringify(warned));
+  assert.match(warned[0], /^\[tollgate\] /);
+  await wrong.close().catch(() => {});
+
+  // One bad record: only it is dropped, and named; the others are counted.
+  const key = await tenant("ts-bad", 1_000_000);
+  const errors = [];
+  const tg = new Tollgate({ baseUrl: base, apiKey: key, flushIntervalMs: 60_000, onError: (e) => errors.push(e) });
+  tg.recordUsage([
+    { endpoint: "/ok", calls: 1 },
+    { endpoint: "/bad", calls: 1, cacheWriteTtl: "2h" },
+    { endpoint: "/ok", calls: 1 },
+    { tokensUsed: 5 },
+  ]);
+  assert.equal(errors.length, 1, "the record without an endpoint, at once");
+  assert.equal(errors[0].code, "invalid_record");
+  assert.deepEqual(errors[0].records, [{ tokensUsed: 5 }]);
+  await tg.flush();
+  assert.equal(tg.pending, 0);
+  assert.equal(errors.length, 2, errors.map((e) => e.message).join("; "));
+  assert.ok(errors[1] instanceof TollgateError && errors[1].status === 422, errors[1].message);
+  assert.equal(errors[1].records.length, 1);
+  assert.equal(errors[1].records[0].endpoint, "/bad");
+  await until(async () => (await tg.usage()).calls.used === 2, "the two good records counted");
+  await tg.close();
+});
+
+test("typed answers: usage() and apiUsage()", async () => {
+  const key = await tenant("ts-typed", 100);
+  const tg = new Tollgate({ baseUrl: base, apiKey: key, flushIntervalMs: 60_000 });
+  tg.recordUsage({ endpoint: "/v1/chat", model: "gpt-4o", promptTokens: 10, completionTokens: 5, userId: "u1" });
+  await tg.flush();
+  await until(async () => (await tg.usage()).calls.used === 1, "the record counted");
+  const u = await tg.usage();
+  assert.equal(u.plan.id, "p-ts-typed");
+  assert.equal(u.calls.limit, 100);
+  assert.ok(Array.isArray(u.limits));
+  const r = await tg.apiUsage({ range: "day" });
+  assert.equal(r.summary.totalTokens, 15);
+  assert.equal(r.models[0].model, "gpt-4o");
+  assert.equal(r.topUsers[0].userId, "u1");
+  assert.equal(r.range.bucket, "hour");
+  await tg.close();
+});
+
+const here = dirname(dirname(fileURLToPath(import.meta.url)));
+
+test("npm pack ships the built files, their types and the licence", () => {
+  const [packed] = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json"], { cwd: here, encoding: "utf8" }));
+  const files = packed.files.map((f) => f.path).sort();
+  for (const f of ["LICENSE", "README.md", "package.json", "dist/esm/index.js", "dist/esm/index.d.ts", "dist/cjs/index.cjs", "dist/cjs/index.d.cts"]) {
+    assert.ok(files.includes(f), `${f} in ${files}`);
+  }
+});
+
+test("installed from its folder as the README says, it works from ESM and CommonJS, in JavaScript and TypeScript", () => {
+  const app = mkdtempSync(join(tmpdir(), "tollgate-app-"));
+  try {
+    writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true }));
+    // The README's command (npm links the folder: the built files must be in it).
+    execFileSync("npm", ["install", "--offline", "--no-audit", "--no-fund", here], { cwd: app, stdio: "pipe" });
+    const run = (args) => execFileSync("node", args, { cwd: app, encoding: "utf8" }).trim();
+    assert.equal(run(["-e", "const t = require('tollgate'); console.log(typeof t.Tollgate, typeof t.express)"]), "function function");
+    assert.equal(
+      run(["--input-type=module", "-e", "import { Tollgate, withTollgate } from 'tollgate'; console.log(typeof Tollgate, typeof withTollgate)"]),
+      "function function",
+    );
+    // TypeScript: a CommonJS project (TS1479 without the .d.cts) and an ES module one.
+    writeFileSync(
+      join(app, "app.ts"),
+      `import { Tollgate, TollgateError, type BillingUsage, type UsageRecord } from "tollgate";
+const tg = new Tollgate({ baseUrl: "http://127.0.0.1:1", apiKey: "k", onError: (e: TollgateError) => void e.records });
+const r: UsageRecord = { endpoint: "/v1/chat", tokensUsed: 1 };
+tg.recordUsage(r);
+export async function used(): Promise<number> { const u: BillingUsage = await tg.usage(); return u.calls.used; }
+`,
+    );
+    writeFileSync(
+      join(app, "needs-endpoint.ts"),
+      `import { Tollgate } from "tollgate";
+new Tollgate({ baseUrl: "x", apiKey: "k" }).recordUsage({ tokensUsed: 1 });
+`,
+    );
+    const tsc = join(here, "node_modules", "typescript", "bin", "tsc");
+    const check = (file, module) =>
+      execFileSync("node", [tsc, "--noEmit", "--strict", "--module", module, "--moduleResolution", module, "--target", "ES2022", "--lib", "es2022,dom", file], {
+        cwd: app,
+        encoding: "utf8",
+        stdio: "pipe",
+      });
+    check("app.ts", "node16");
+    writeFileSync(
+      join(app, "app.mts"),
+      "import { Tollgate, type ApiUsageReport } from 'tollgate';\nexport const t: typeof Tollgate = Tollgate;\nexport type R = ApiUsageReport['summary'];\n",
+    );
+    check("app.mts", "node16");
+    // `endpoint` is required by the types.
+    assert.throws(() => check("needs-endpoint.ts", "node16"), (e) => /endpoint/.test(String(e.stdout)));
+  } finally {
+    rmSync(app, { recursive: true, force: true });
+  }
 });
