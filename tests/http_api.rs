@@ -1011,3 +1011,81 @@ fn forward_auth_decides_the_original_request() {
     );
     assert!(endpoints.contains("PUT"), "{endpoints}");
 }
+
+/// Issue 41, item 7: a body of the wrong shape is answered in our words,
+/// naming the field - on the enforcement routes, usage ingest (JSON and
+/// NDJSON, with the record) and the admin API - not in serde's ("invalid
+/// type: string \"x\", expected u64 at line 1 column 11").
+#[test]
+fn type_errors_name_the_field_in_plain_words() {
+    let s = TestServer::start();
+    s.plan("words", Some(100), None, None);
+    let key = s.tenant_with_key("wordy", "words");
+    let said = |r: reqwest::blocking::Response| {
+        error_body(r, 422, "invalid_request")["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        said(s.tenant(
+            &key,
+            "POST",
+            "/api/v1/authorize",
+            Some(json!({"cost": "x"}))
+        )),
+        "cost must be a whole number (0 or more), not the text \"x\""
+    );
+    assert_eq!(
+        said(s.tenant(&key, "POST", "/api/v1/check", Some(json!({"cost": -2})))),
+        "cost must be a whole number (0 or more), not -2"
+    );
+    assert_eq!(
+        said(s.tenant(
+            &key,
+            "POST",
+            "/api/v1/usage",
+            Some(json!([{"endpoint": "/a"}, {"endpoint": "/b", "promptTokens": "many"}]))
+        )),
+        "records[1]: promptTokens must be a whole number (0 or more), not the text \"many\""
+    );
+    assert_eq!(
+        said(s.tenant(&key, "POST", "/api/v1/usage", Some(json!({"endpoint": 5})))),
+        "endpoint must be text, not 5"
+    );
+    let ndjson = s
+        .http
+        .post(s.url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .body("{\"endpoint\":\"/a\"}\n{\"endpoint\":\"/a\",\"statusCode\":true}\n")
+        .send()
+        .unwrap();
+    assert_eq!(
+        said(ndjson),
+        "records[1] (line 2): statusCode must be a whole number (0 or more), not true"
+    );
+    assert_eq!(
+        said(s.admin(
+            "POST",
+            "/api/admin/plans",
+            Some(json!({"id": "p2", "name": "P", "monthlyCalls": "lots"}))
+        )),
+        "monthlyCalls must be a whole number (0 or more), not the text \"lots\""
+    );
+    assert_eq!(
+        said(s.admin(
+            "POST",
+            "/api/admin/plans",
+            Some(json!({"id": "p3", "name": "P", "rateLimit": {"requests": 5, "perSeconds": "1"}}))
+        )),
+        "rateLimit.perSeconds must be a whole number (0 or more), not the text \"1\""
+    );
+    // Nothing was taken by any of them.
+    assert_eq!(
+        s.tenant(&key, "GET", "/api/billing/usage", None)
+            .json::<Value>()
+            .unwrap()["calls"]["used"],
+        0
+    );
+}

@@ -40,7 +40,7 @@ fn merge_patch<T: Serialize + DeserializeOwned>(
             }
         }
     }
-    serde_json::from_value(value).map_err(|e| ApiError::invalid(e.to_string()))
+    crate::http::wire::said::from_value(value).map_err(ApiError::invalid)
 }
 
 fn created<T: Serialize>(v: T) -> HttpResponse {
@@ -73,8 +73,7 @@ pub(crate) async fn create_plan(
     _: Admin,
     body: ApiJson<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let plan: PlanBody =
-        serde_json::from_value(body.0).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let plan: PlanBody = crate::http::wire::said::from_value(body.0).map_err(ApiError::invalid)?;
     let plan = st.metering.registry.create_plan(
         plan.try_into().map_err(ApiError::invalid)?,
         st.metering.clock.now(),

@@ -9,10 +9,10 @@ use std::fmt;
 
 use actix_web::dev::Payload;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 
 use super::types::UsageInput;
 use crate::http::wire::error::ApiError;
+use crate::http::wire::said::{self, Said};
 use crate::model::MAX_BATCH_RECORDS;
 
 /// Where a record is in its batch: `records[3]`, in NDJSON `records[3] (line 5)`.
@@ -122,7 +122,12 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
-        let input = UsageInput::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let input = said::deserialize::<UsageInput, _>(de::value::MapAccessDeserializer::new(map))
+            .map_err(|(e, words)| {
+                // Kept for the answer unless the JSON itself is broken.
+                *self.failed = Some(ApiError::invalid(words));
+                e
+            })?;
         (self.each)(None, input).map_err(|e| stash(self.failed, e))?;
         Ok(false)
     }
@@ -140,7 +145,8 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
                 index: i,
                 line: None,
             };
-            match seq.next_element::<UsageInput<'de>>() {
+            let mut words = None;
+            match seq.next_element_seed(Said::<UsageInput<'de>>::new(&mut words)) {
                 Ok(None) => return Ok(true),
                 Ok(Some(input)) => {
                     (self.each)(Some(at), input).map_err(|e| stash(self.failed, e))?
@@ -148,7 +154,9 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
                 Err(e) => {
                     // Kept for the answer unless the JSON itself is broken
                     // (then `json` answers 400 from the error's category).
-                    *self.failed = Some(ApiError::invalid(format!("{at}: {e}")));
+                    let words =
+                        words.unwrap_or_else(|| said::without_position(&e.to_string()).into());
+                    *self.failed = Some(ApiError::invalid(format!("{at}: {words}")));
                     return Err(e);
                 }
             }
@@ -216,11 +224,16 @@ pub async fn ndjson(
             line: Some(line_no),
         };
         *records += 1;
-        let input = serde_json::from_slice::<UsageInput>(bytes).map_err(|e| {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = said::deserialize::<UsageInput, _>(&mut de)
+            .and_then(|v| de.end().map(|()| v).map_err(|e| (e, String::new())));
+        let input = parsed.map_err(|(e, words)| {
             if e.is_syntax() || e.is_eof() {
                 ApiError::bad_json(format!("malformed JSON on line {line_no}: {e}"))
-            } else {
+            } else if words.is_empty() {
                 ApiError::invalid(format!("{at}: {e}"))
+            } else {
+                ApiError::invalid(format!("{at}: {words}"))
             }
         })?;
         each(Some(at), input)
@@ -302,11 +315,7 @@ mod tests {
     fn errors_name_the_record_and_tell_syntax_from_shape() {
         let e = endpoints(r#"[{"endpoint":"/a"}, {"endpoint":5}]"#).unwrap_err();
         assert_eq!(e.status.as_u16(), 422);
-        assert!(
-            e.message.starts_with("records[1]: invalid type"),
-            "{}",
-            e.message
-        );
+        assert_eq!(e.message, "records[1]: endpoint must be text, not 5");
         let e = endpoints(r#"[{"endpoint":"/a"}, {"nope":1}]"#).unwrap_err();
         assert!(
             e.message.starts_with("records[1]: unknown field `nope`"),
