@@ -375,6 +375,7 @@ fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
         ("/docs", "text/html"),
         ("/dashboard/assets/docs.js", "text/javascript"),
         ("/dashboard/assets/docs.css", "text/css"),
+        ("/docs/API.md", "text/markdown"),
     ] {
         let r = s.http.get(s.url(path)).send().unwrap();
         assert_eq!(r.status(), 200, "{path}");
@@ -386,8 +387,10 @@ fn assets_are_embedded_and_unknown_dashboard_paths_are_json_404s() {
         );
         assert_eq!(header(&r, "x-frame-options").as_deref(), Some("DENY"));
         let body = r.text().unwrap().replace("http://www.w3.org/2000/svg", "");
+        // (The guide is text that names URLs; it loads nothing.)
         assert!(
-            !body.contains("http:") && !body.contains("https:") && !body.contains("//cdn"),
+            ct == "text/markdown"
+                || !body.contains("http:") && !body.contains("https:") && !body.contains("//cdn"),
             "{path} loads nothing from elsewhere"
         );
     }
@@ -458,6 +461,101 @@ fn the_api_reference_renders_every_operation_and_schema() {
     );
     let reference = b.text("reference").as_str().unwrap().to_string();
     assert!(reference.contains("/api/v1/authorize"), "{reference}");
+    // Issue 41, item 5: the guides first (docs/API.md's errors,
+    // authentication and rate-limit headers), then the enforcement routes;
+    // the dashboard's page last.
+    let order = b.js(
+        "return [...document.querySelectorAll('#reference > h2, #reference > section.guide > h2')].map((h) => h.textContent);",
+        vec![],
+    );
+    let order: Vec<&str> = order
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &order[..4],
+        [
+            "Errors",
+            "Authentication",
+            "Rate-limit headers",
+            "enforcement"
+        ],
+        "{order:?}"
+    );
+    assert_eq!(
+        order[order.len() - 2..],
+        ["dashboard", "Schemas"],
+        "{order:?}"
+    );
+    let guides = b.js(
+        "return [...document.querySelectorAll('[data-testid=guide]')].map((g) => g.innerText).join('\\n');",
+        vec![],
+    );
+    let guides = guides.as_str().unwrap();
+    assert!(
+        guides.contains("quota_exceeded") && guides.contains("RateLimit-Policy"),
+        "{guides}"
+    );
+    // Code is rendered as code: no backtick is left in the text, and the
+    // error codes are <code>.
+    if let Some(i) = reference.find('`') {
+        let from = reference[..i]
+            .char_indices()
+            .rev()
+            .nth(80)
+            .map_or(0, |(j, _)| j);
+        let to = reference[i..]
+            .char_indices()
+            .nth(80)
+            .map_or(reference.len(), |(j, _)| i + j);
+        panic!("a literal backtick: ...{}...", &reference[from..to]);
+    }
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('[data-testid=guide] code')].some((c) => c.textContent === 'quota_exceeded');",
+            vec![]
+        ),
+        json!(true)
+    );
+    // Authentication in words, not the schemes' identifiers.
+    assert!(
+        reference.contains("Authentication: a tenant's API key as Authorization: Bearer, or the key in the X-API-Key header"),
+        "{reference}"
+    );
+    assert!(!reference.contains("tenantKeyHeader"), "{reference}");
+    // An example of every call, and of its answer where it has a JSON body:
+    // the authorize example parses, with a request body.
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('[data-testid=operation] [data-testid=example]').length;",
+            vec![]
+        ),
+        json!(operations)
+    );
+    let authorize = b.js(
+        "const op = document.getElementById('op-post_api_v1_authorize'); \
+         return [op.querySelector('[data-testid=example] pre').innerText, op.querySelector('[data-testid=answer]').innerText];",
+        vec![],
+    );
+    let call = authorize[0].as_str().unwrap();
+    assert!(
+        call.starts_with(&format!("curl -X POST '{}'", s.url("/api/v1/authorize")))
+            && call.contains("Authorization: Bearer $KEY")
+            && call.contains("-d '{"),
+        "{call}"
+    );
+    let answer: Value = serde_json::from_str(authorize[1].as_str().unwrap()).unwrap();
+    assert!(answer.get("allowed").is_some(), "{answer}");
+    // Column headings are words, never broken mid-word.
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('.docs th')].every((th) => getComputedStyle(th).whiteSpace === 'nowrap');",
+            vec![]
+        ),
+        json!(true)
+    );
     // Readable on a phone: nothing scrolls sideways.
     b.resize(390, 844);
     b.wait(

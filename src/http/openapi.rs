@@ -110,6 +110,7 @@ pub(crate) struct Health {
         crate::http::dashboard::console,
         crate::http::dashboard::root,
         crate::http::dashboard::docs,
+        crate::http::dashboard::api_md,
         crate::http::dashboard::dashboard_root,
     ),
     components(schemas(

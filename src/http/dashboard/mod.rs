@@ -20,6 +20,9 @@ const CONSOLE_JS: &str = include_str!("assets/console.js");
 const DOCS: &str = include_str!("assets/docs.html");
 const DOCS_JS: &str = include_str!("assets/docs.js");
 const DOCS_CSS: &str = include_str!("assets/docs.css");
+/// docs/API.md: `/docs` opens with its errors, authentication and
+/// rate-limit headers sections (written once, there).
+const API_MD: &str = include_str!("../../../docs/API.md");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -96,6 +99,14 @@ async fn docs_css() -> HttpResponse {
     asset("text/css; charset=utf-8", DOCS_CSS)
 }
 
+#[utoipa::path(
+    get, path = "/docs/API.md", tag = "dashboard",
+    responses((status = 200, description = "the API's guide in Markdown (docs/API.md), which `/docs` opens with", content_type = "text/markdown"))
+)]
+pub(crate) async fn api_md() -> HttpResponse {
+    asset("text/markdown; charset=utf-8", API_MD)
+}
+
 async fn common_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", COMMON_JS)
 }
@@ -122,6 +133,7 @@ pub(crate) fn pages() -> Vec<(&'static str, Route)> {
         ("/dashboard/assets/app.js", get().to(app_js)),
         ("/dashboard/assets/style.css", get().to(style_css)),
         ("/docs", get().to(docs)),
+        ("/docs/API.md", get().to(api_md)),
         ("/dashboard/assets/docs.js", get().to(docs_js)),
         ("/dashboard/assets/docs.css", get().to(docs_css)),
     ]
