@@ -611,6 +611,14 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     assert_eq!(plan["rateLimit"]["requests"], 50, "{plan}");
     assert_eq!(plan["priceUsdMonthly"], 19.0, "{plan}");
 
+    // A new tenant starts on the cheapest plan.
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=tenant-plan]').value;",
+            vec![]
+        ),
+        json!("free")
+    );
     fill(&b, "tenant-id", "acme");
     fill(&b, "tenant-name", "Acme Inc");
     fill(&b, "tenant-plan", "team");
@@ -621,21 +629,29 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     );
     assert!(b.text("tenants").as_str().unwrap().contains("Acme Inc"));
 
-    // The same id again: the API's 409, shown in the page.
+    // The same id again: the API's 409, shown beside the form.
     fill(&b, "tenant-id", "acme");
     fill(&b, "tenant-plan", "team");
     b.click("create-tenant");
     b.wait(
         "the conflict",
-        "const e = document.querySelector('[data-testid=console-error]'); return !!e && !e.hidden;",
+        "const e = document.querySelector('[data-testid=tenant-form-error]'); return !!e && !e.hidden;",
     );
     assert!(
-        b.text("console-error")
+        b.text("tenant-form-error")
             .as_str()
             .unwrap()
             .starts_with("conflict: "),
         "{}",
-        b.text("console-error")
+        b.text("tenant-form-error")
+    );
+    // The tenant's name leads to its usage on the dashboard.
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=dashboard-of-acme]').getAttribute('href');",
+            vec![]
+        ),
+        json!("/dashboard/api-usage#tenant=acme")
     );
 
     b.click("keys-acme");
@@ -651,6 +667,21 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     );
     let key = b.text("new-key-value").as_str().unwrap().to_string();
     assert!(key.starts_with("tg_"), "{key}");
+    // Shown once, with a button that copies it (or, where the page may not
+    // write the clipboard, selects it to copy by hand).
+    b.click("copy-key");
+    b.wait(
+        "the copy",
+        "return document.querySelector('[data-testid=copy-said]').textContent !== '';",
+    );
+    let said = b.text("copy-said").as_str().unwrap().to_string();
+    if said != "Copied." {
+        assert!(said.starts_with("Selected"), "{said}");
+        assert_eq!(
+            b.js("return getSelection().toString();", vec![]),
+            json!(key)
+        );
+    }
     let authorize = |key: &str| {
         s.tenant(key, "POST", "/api/v1/authorize", None)
             .status()
@@ -658,7 +689,16 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     };
     assert_eq!(authorize(&key), 200);
 
-    // Suspend: the key is refused (403); activate: it works again.
+    // Suspend (it asks first: one click only arms it): the key is refused
+    // (403); activate: it works again.
+    b.click("status-acme");
+    assert_eq!(
+        s.admin("GET", "/api/admin/tenants/acme", None)
+            .json::<Value>()
+            .unwrap()["status"],
+        "active",
+        "one click only asks"
+    );
     b.click("status-acme");
     b.wait(
         "suspended",
@@ -735,7 +775,7 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     b.click("save-limits");
     b.wait(
         "the refused limit",
-        "const e = document.querySelector('[data-testid=console-error]'); return !!e && !e.hidden && e.textContent.includes('galaxy');",
+        "const e = document.querySelector('[data-testid=limits-form-error]'); return !!e && !e.hidden && e.textContent.includes('galaxy');",
     );
 
     // A key's own limits, set from the keys card.
@@ -1076,4 +1116,182 @@ fn the_dashboard_shows_one_keys_usage_when_picked() {
         vec![],
     );
     br.wait("every key's again", &total(5));
+}
+
+/// Issue 41, item 2: editing a plan changes only what the operator
+/// changed (the form once sent `rateLimit: null` for a per-minute limit and
+/// reset every burst to twice the rate), and every field of a plan is in
+/// the form with its label and unit; an error shows beside its form.
+#[test]
+fn the_console_changes_only_what_was_edited() {
+    let s = TestServer::start();
+    s.admin(
+        "POST",
+        "/api/admin/plans",
+        Some(json!({"id": "minute", "name": "Per minute", "monthlyCalls": 5000, "monthlyTokens": 70000,
+                    "rateLimit": {"requests": 60, "perSeconds": 60, "burst": 10},
+                    "ingestRate": {"records": 500, "perSeconds": 1, "burst": 20000},
+                    "reserveTokens": 800, "reservationTtlSeconds": 120, "reserveUsd": 0.05, "priceUsdMonthly": 19})),
+    );
+    let before: Value = s
+        .admin("GET", "/api/admin/plans/minute", None)
+        .json()
+        .unwrap();
+    let b = Browser::start();
+    b.goto(&format!("{}#key={ADMIN}", s.url("/dashboard/console")));
+    b.wait(
+        "the console",
+        "return !!document.querySelector('[data-testid=plans] tr[data-plan=minute]');",
+    );
+    b.click("edit-plan-minute");
+    // Every field shows the plan as it is, each with a visible label.
+    for (testid, value) in [
+        ("plan-rate", "60"),
+        ("plan-per", "60"),
+        ("plan-burst", "10"),
+        ("plan-ingest", "500"),
+        ("plan-ingest-burst", "20000"),
+        ("plan-reserve-tokens", "800"),
+        ("plan-reservation-ttl", "120"),
+        ("plan-reserve-usd", "0.05"),
+        ("plan-price", "19"),
+    ] {
+        assert_eq!(
+            b.js(
+                "const e = document.querySelector('[data-testid=\"' + arguments[0] + '\"]'); \
+                 return [e.value, e.closest('label').querySelector('span').textContent];",
+                vec![json!(testid)]
+            )[0],
+            json!(value),
+            "{testid}"
+        );
+    }
+    fill(&b, "plan-price", "29");
+    b.click("save-plan");
+    wait_until(|| {
+        s.admin("GET", "/api/admin/plans/minute", None)
+            .json::<Value>()
+            .unwrap()["priceUsdMonthly"]
+            == 29.0
+    });
+    let after: Value = s
+        .admin("GET", "/api/admin/plans/minute", None)
+        .json()
+        .unwrap();
+    let mut expected = before.clone();
+    expected["priceUsdMonthly"] = json!(29.0);
+    assert_eq!(after, expected, "only the price changed");
+    // The burst alone.
+    b.wait(
+        "the form reset",
+        "return document.querySelector('[data-testid=plan-id]').disabled === false;",
+    );
+    b.click("edit-plan-minute");
+    fill(&b, "plan-burst", "25");
+    b.click("save-plan");
+    wait_until(|| {
+        s.admin("GET", "/api/admin/plans/minute", None)
+            .json::<Value>()
+            .unwrap()["rateLimit"]["burst"]
+            == 25
+    });
+    let after: Value = s
+        .admin("GET", "/api/admin/plans/minute", None)
+        .json()
+        .unwrap();
+    expected["rateLimit"]["burst"] = json!(25);
+    assert_eq!(after, expected, "only the burst changed");
+    // A refused edit: the API's error beside the plan form.
+    b.wait(
+        "the form reset",
+        "return document.querySelector('[data-testid=plan-id]').disabled === false;",
+    );
+    b.click("edit-plan-minute");
+    fill(&b, "plan-reservation-ttl", "999999");
+    b.click("save-plan");
+    b.wait(
+        "the error beside the form",
+        "const e = document.querySelector('[data-testid=plan-form-error]'); return !e.hidden && e.textContent.includes('invalid_request');",
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=console-error]').hidden;",
+            vec![]
+        ),
+        json!(true)
+    );
+    // (The browser logs the refused request itself; nothing else.)
+    let errors = b.console_errors();
+    assert!(errors.iter().all(|e| e.contains("422")), "{errors:?}");
+}
+
+/// Issue 41, item 2: 10,000 tenants in pages of 50, with a search.
+#[test]
+fn the_console_searches_and_pages_ten_thousand_tenants() {
+    let s = TestServer::start();
+    s.plan("many", None, None, None);
+    for i in 0..10_000 {
+        let r = s.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(
+                json!({"id": format!("t-{i:05}"), "name": format!("Tenant {i}"), "planId": "many"}),
+            ),
+        );
+        assert_eq!(r.status(), 201);
+    }
+    let b = Browser::start();
+    b.goto(&format!("{}#key={ADMIN}", s.url("/dashboard/console")));
+    b.wait(
+        "the first page",
+        "return document.querySelectorAll('[data-testid=tenants] tr[data-tenant]').length === 50;",
+    );
+    assert!(
+        b.text("tenant-count")
+            .as_str()
+            .unwrap()
+            .starts_with("10,000 tenants"),
+        "{}",
+        b.text("tenant-count")
+    );
+    assert_eq!(b.text("page-info"), json!("1–50 of 10,000"));
+    b.click("sort-id");
+    b.wait(
+        "by id",
+        "return document.querySelector('[data-testid=tenants] tr[data-tenant]').dataset.tenant === 't-00000';",
+    );
+    b.click("page-next");
+    b.wait(
+        "the second page",
+        "return document.querySelector('[data-testid=tenants] tr[data-tenant]').dataset.tenant === 't-00050';",
+    );
+    assert_eq!(b.text("page-info"), json!("51–100 of 10,000"));
+    fill(&b, "tenant-search", "Tenant 9999");
+    b.wait(
+        "one found",
+        "const rows = document.querySelectorAll('[data-testid=tenants] tr[data-tenant]'); return rows.length === 1 && rows[0].dataset.tenant === 't-09999';",
+    );
+    assert_eq!(b.text("page-info"), json!("1–1 of 1"));
+    fill(&b, "tenant-search", "t-0012");
+    b.wait(
+        "ten found",
+        "return document.querySelectorAll('[data-testid=tenants] tr[data-tenant]').length === 10;",
+    );
+    assert_eq!(b.console_errors(), Vec::<String>::new());
+    // A tenant's link opens the operator's view of it on the dashboard.
+    b.js(
+        "document.querySelector('[data-testid=\"dashboard-of-t-00123\"]').click();",
+        vec![],
+    );
+    b.wait(
+        "the tenant's usage",
+        "const e = document.querySelector('[data-testid=tenant-name]'); return !!e && e.textContent === 'Tenant 123';",
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=tenant-picker]').value;",
+            vec![]
+        ),
+        json!("t-00123")
+    );
 }

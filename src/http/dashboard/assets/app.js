@@ -880,8 +880,13 @@
   });
   // The tab opens with the view it showed last (the operator's or a
   // tenant's), where both credentials are kept.
+  // The console's link to a tenant (#tenant=acme) opens the operator's
+  // view of it.
+  const linked = location.hash.match(/(?:^#|&)tenant=([^&]+)/);
+  if (linked) state.tenant = decodeURIComponent(linked[1]);
   const link = keyFromHash();
-  const key = sessionStorage.getItem(VIEW) === "tenant" ? kept.tenant() || kept.admin() : kept.admin() || kept.tenant();
+  if (linked && location.hash) history.replaceState(null, "", location.pathname + location.search);
+  const key = linked || sessionStorage.getItem(VIEW) !== "tenant" ? kept.admin() || kept.tenant() : kept.tenant() || kept.admin();
   if (key) signIn(key);
   else if (!link) showLogin("");
   if (link) fromLink(link);

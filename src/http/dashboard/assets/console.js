@@ -7,25 +7,30 @@
   // Figures (requests, tokens, cost, quota) are read for this many tenants.
   const MAX_FIGURES = 100;
   const REFRESH_MS = 15000;
-  const state = { token: null, timer: null, attempt: 0, plans: [], tenants: [], figures: {}, sort: { by: "requests", desc: true }, keysOf: null, arm: null };
+  // Tenants a page of the list shows.
+  const PAGE = 50;
+  const state = { token: null, timer: null, attempt: 0, plans: [], tenants: [], figures: {}, sort: { by: "requests", desc: true }, keysOf: null, arm: null, search: "", page: 0 };
   const usd = (n) => (n === null || n === undefined ? "—" : "$" + (n >= 1 || n === 0 ? n.toFixed(2) : n.toFixed(4)));
   const pct = (n) => (n === null || n === undefined ? "—" : n.toFixed(1) + "%");
 
   const api = (method, path, body) => request(state.token, method, path, body);
 
-  function showError(e) {
-    const el = $("console-error");
+  // An error where it belongs: beside the form it came from (`where`),
+  // else at the top of the console.
+  function showError(e, where) {
+    const el = $(where || "console-error");
     el.hidden = !e;
     el.textContent = e ? (e.code ? e.code + ": " : "") + e.message : "";
   }
 
-  // Runs an admin action; its error, if any, is shown; the lists reload.
-  async function act(work) {
+  // Runs an admin action; its error, if any, is shown (beside its form);
+  // the lists reload.
+  async function act(work, where) {
     try {
       await work();
-      showError(null);
+      showError(null, where);
     } catch (e) {
-      showError(e);
+      showError(e, where);
     }
     await load();
   }
@@ -175,10 +180,12 @@
       table.appendChild(tr);
     }
     labelCells(table);
+    // A new tenant starts on the cheapest plan, never the dearest.
     const select = $("tenant-plan");
     const chosen = select.value;
-    select.replaceChildren(...state.plans.map((p) => new Option(p.name + " (" + p.id + ")", p.id)));
-    if (chosen) select.value = chosen;
+    const byPrice = [...state.plans].sort((a, b) => a.priceUsdMonthly - b.priceUsdMonthly);
+    select.replaceChildren(...byPrice.map((p) => new Option(p.name + " (" + p.id + ")", p.id)));
+    if (chosen && byPrice.some((p) => p.id === chosen)) select.value = chosen;
   }
 
   function sortValue(t, by) {
@@ -191,12 +198,22 @@
 
   function renderTenants() {
     const { by, desc } = state.sort;
-    const rows = [...state.tenants].sort((a, b) => {
+    const q = state.search.trim().toLowerCase();
+    const found = q ? state.tenants.filter((t) => t.id.toLowerCase().includes(q) || (t.name || "").toLowerCase().includes(q)) : state.tenants;
+    const sorted = [...found].sort((a, b) => {
       const x = sortValue(a, by), y = sortValue(b, by);
       const c = x < y ? -1 : x > y ? 1 : 0;
       return desc ? -c : c;
     });
+    const pages = Math.max(1, Math.ceil(sorted.length / PAGE));
+    state.page = Math.min(state.page, pages - 1);
+    const rows = sorted.slice(state.page * PAGE, (state.page + 1) * PAGE);
+    $("page-info").textContent = sorted.length === 0 ? "none" :
+      num(state.page * PAGE + 1) + "–" + num(state.page * PAGE + rows.length) + " of " + num(sorted.length);
+    $("page-prev").disabled = state.page === 0;
+    $("page-next").disabled = state.page >= pages - 1;
     $("tenant-count").textContent = num(state.tenants.length) + " tenants" +
+      (q ? ", " + num(found.length) + " found" : "") +
       (state.tenants.length > MAX_FIGURES ? " (figures for the first " + MAX_FIGURES + ")" : "") + " · this month";
     const table = $("tenants");
     head(table, [["Tenant", "id"], ["Plan"], ["Status", "status"], ["Requests", "requests"], ["Tokens", "tokens"], ["Cost", "cost"], ["Quota", "quota"], [""]]);
@@ -204,7 +221,12 @@
       const f = state.figures[t.id] || {};
       const tr = document.createElement("tr");
       tr.dataset.tenant = t.id;
-      cell(tr, t.name && t.name !== t.id ? t.name + " (" + t.id + ")" : t.id);
+      // The tenant's name leads to its usage on the dashboard.
+      const link = document.createElement("a");
+      link.href = "/dashboard/api-usage#tenant=" + encodeURIComponent(t.id);
+      link.dataset.testid = "dashboard-of-" + t.id;
+      link.textContent = t.name && t.name !== t.id ? t.name + " (" + t.id + ")" : t.id;
+      cell(tr, link);
       const plan = document.createElement("select");
       plan.setAttribute("aria-label", "Plan of " + t.id);
       plan.dataset.testid = "plan-of-" + t.id;
@@ -219,8 +241,9 @@
       cell(tr, pct(f.quota), "num" + (f.quota >= 100 ? " bad" : f.quota >= 80 ? " warn" : ""));
       const actions = document.createElement("span");
       const next = t.status === "suspended" ? "active" : "suspended";
-      actions.appendChild(button(next === "suspended" ? "Suspend" : "Activate", "status-" + t.id, () =>
-        act(() => api("PATCH", "/api/admin/tenants/" + encodeURIComponent(t.id), { status: next }))));
+      const setStatus = () => act(() => api("PATCH", "/api/admin/tenants/" + encodeURIComponent(t.id), { status: next }));
+      // Suspending refuses every key of the tenant: it asks first.
+      actions.appendChild(next === "suspended" ? guarded("Suspend", "status-" + t.id, setStatus) : button("Activate", "status-" + t.id, setStatus));
       actions.appendChild(button("Keys", "keys-" + t.id, () => { state.keysOf = t.id; $("new-key").hidden = true; loadKeys(); }));
       actions.appendChild(button("Limits", "limits-" + t.id, () => openLimits("tenant", t.id)));
       actions.appendChild(guarded("Delete", "delete-" + t.id, () => act(async () => {
@@ -283,13 +306,13 @@
     try {
       limits = JSON.parse($("limits-json").value || "[]");
     } catch (e) {
-      showError(new Error("the limits are not valid JSON: " + e.message));
+      showError(new Error("the limits are not valid JSON: " + e.message), "limits-form-error");
       return;
     }
     act(async () => {
       await api("PUT", limitsPath(of.kind, of.id, of.keyId), { limits });
       await openLimits(of.kind, of.id, of.keyId);
-    });
+    }, "limits-form-error");
   });
 
   $("limits-close").addEventListener("click", () => {
@@ -299,20 +322,53 @@
 
   // ---- forms -----------------------------------------------------------------
 
+  // The plan being edited, as the API last showed it: a save sends only
+  // the fields the operator changed (PATCH), so nothing else moves.
   let editing = null;
 
+  // The form's fields: each one's input(s), how a plan shows in them, and
+  // how they make the API's value.
+  const numberOf = (id) => ($(id).value === "" ? null : Number($(id).value));
+  const FIELDS = {
+    name: { inputs: ["plan-name"], show: (p) => [p.name], value: () => $("plan-name").value || $("plan-id").value },
+    monthlyCalls: { inputs: ["plan-calls"], show: (p) => [p.monthlyCalls], value: () => numberOf("plan-calls") },
+    monthlyTokens: { inputs: ["plan-tokens"], show: (p) => [p.monthlyTokens], value: () => numberOf("plan-tokens") },
+    rateLimit: {
+      inputs: ["plan-rate", "plan-per", "plan-burst"],
+      show: (p) => (p.rateLimit ? [p.rateLimit.requests, p.rateLimit.perSeconds, p.rateLimit.burst] : [null, null, null]),
+      value: () => {
+        const requests = numberOf("plan-rate");
+        if (requests === null) return null;
+        return { requests, perSeconds: numberOf("plan-per") ?? 1, burst: numberOf("plan-burst") ?? requests * 2 };
+      },
+    },
+    ingestRate: {
+      inputs: ["plan-ingest", "plan-ingest-per", "plan-ingest-burst"],
+      show: (p) => (p.ingestRate ? [p.ingestRate.records, p.ingestRate.perSeconds, p.ingestRate.burst] : [null, null, null]),
+      value: () => {
+        const records = numberOf("plan-ingest");
+        if (records === null) return null;
+        return { records, perSeconds: numberOf("plan-ingest-per") ?? 1, burst: numberOf("plan-ingest-burst") ?? Math.max(records, 10000) };
+      },
+    },
+    reserveTokens: { inputs: ["plan-reserve-tokens"], show: (p) => [p.reserveTokens], value: () => numberOf("plan-reserve-tokens") },
+    reservationTtlSeconds: { inputs: ["plan-reservation-ttl"], show: (p) => [p.reservationTtlSeconds], value: () => numberOf("plan-reservation-ttl") },
+    reserveUsd: { inputs: ["plan-reserve-usd"], show: (p) => [p.reserveUsd], value: () => numberOf("plan-reserve-usd") },
+    priceUsdMonthly: { inputs: ["plan-price"], show: (p) => [p.priceUsdMonthly], value: () => numberOf("plan-price") ?? 0 },
+  };
+  const shown = (v) => (v === null || v === undefined ? "" : String(v));
+
   function editPlan(p) {
-    editing = p.id;
+    editing = p;
     $("plan-form-title").textContent = "Edit plan " + p.id;
     $("plan-id").value = p.id;
     $("plan-id").disabled = true;
-    $("plan-name").value = p.name;
-    $("plan-calls").value = p.monthlyCalls === null ? "" : p.monthlyCalls;
-    $("plan-tokens").value = p.monthlyTokens === null ? "" : p.monthlyTokens;
-    $("plan-rate").value = p.rateLimit && p.rateLimit.perSeconds === 1 ? p.rateLimit.requests : "";
-    $("plan-price").value = p.priceUsdMonthly;
+    for (const f of Object.values(FIELDS)) {
+      f.show(p).forEach((v, i) => { $(f.inputs[i]).value = shown(v); });
+    }
     $("plan-submit").textContent = "Save plan";
     $("plan-cancel").hidden = false;
+    showError(null, "plan-form-error");
   }
 
   function resetPlanForm() {
@@ -324,24 +380,23 @@
     $("plan-cancel").hidden = true;
   }
 
-  const count = (id) => ($(id).value === "" ? null : Number($(id).value));
-
   $("plan-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const rate = count("plan-rate");
-    const body = {
-      name: $("plan-name").value || $("plan-id").value,
-      monthlyCalls: count("plan-calls"),
-      monthlyTokens: count("plan-tokens"),
-      rateLimit: rate === null ? null : { requests: rate, perSeconds: 1, burst: rate * 2 },
-      priceUsdMonthly: count("plan-price") || 0,
-    };
-    const id = editing;
+    const was = editing;
+    const body = {};
+    for (const [name, f] of Object.entries(FIELDS)) {
+      // Editing, a field goes only when one of its inputs changed.
+      if (was && f.show(was).every((v, i) => shown(v) === $(f.inputs[i]).value)) continue;
+      body[name] = f.value();
+    }
     act(async () => {
-      if (id) await api("PATCH", "/api/admin/plans/" + encodeURIComponent(id), body);
-      else await api("POST", "/api/admin/plans", Object.assign({ id: $("plan-id").value }, body));
+      if (was) {
+        if (Object.keys(body).length) await api("PATCH", "/api/admin/plans/" + encodeURIComponent(was.id), body);
+      } else {
+        await api("POST", "/api/admin/plans", Object.assign({ id: $("plan-id").value }, body));
+      }
       resetPlanForm();
-    });
+    }, "plan-form-error");
   });
   $("plan-cancel").addEventListener("click", resetPlanForm);
 
@@ -352,7 +407,7 @@
     act(async () => {
       await api("POST", "/api/admin/tenants", body);
       $("tenant-form").reset();
-    });
+    }, "tenant-form-error");
   });
 
   $("key-form").addEventListener("submit", (ev) => {
@@ -362,10 +417,34 @@
     act(async () => {
       const made = await api("POST", "/api/admin/tenants/" + encodeURIComponent(id) + "/keys", body);
       $("new-key-value").textContent = made.key;
+      $("copy-said").textContent = "";
       $("new-key").hidden = false;
       $("key-form").reset();
-    });
+    }, "key-form-error");
   });
+  // The key is shown once: a button copies it.
+  $("copy-key").addEventListener("click", async () => {
+    const key = $("new-key-value").textContent;
+    try {
+      await navigator.clipboard.writeText(key);
+      $("copy-said").textContent = "Copied.";
+    } catch (_) {
+      // No clipboard (an insecure origin): the key is selected to copy by hand.
+      const range = document.createRange();
+      range.selectNodeContents($("new-key-value"));
+      const sel = getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      $("copy-said").textContent = "Selected: press Ctrl+C (⌘C) to copy.";
+    }
+  });
+  $("tenant-search").addEventListener("input", (ev) => {
+    state.search = ev.target.value;
+    state.page = 0;
+    renderTenants();
+  });
+  $("page-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); renderTenants(); });
+  $("page-next").addEventListener("click", () => { state.page += 1; renderTenants(); });
   $("refresh").addEventListener("click", () => load());
   $("keys-close").addEventListener("click", () => { state.keysOf = null; $("keys-card").hidden = true; $("new-key").hidden = true; });
 
