@@ -18,6 +18,8 @@ COPY src ./src
 COPY data ./data
 COPY benches ./benches
 COPY examples ./examples
+# /docs opens with sections of the API guide, compiled into the binary.
+COPY docs/API.md ./docs/API.md
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin tollgate \
  && strip target/release/tollgate
