@@ -9,10 +9,11 @@ use std::fmt;
 
 use actix_web::dev::Payload;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 
 use super::types::UsageInput;
 use crate::http::wire::error::ApiError;
-use crate::http::wire::said::{self, Said};
+use crate::http::wire::said;
 use crate::model::MAX_BATCH_RECORDS;
 
 /// Where a record is in its batch: `records[3]`, in NDJSON `records[3] (line 5)`.
@@ -53,6 +54,7 @@ pub fn json<'de>(body: &'de [u8], mut each: impl Each<'de>) -> Result<bool, ApiE
     let parsed = Body {
         each: &mut each,
         failed: &mut failed,
+        body,
     }
     .deserialize(&mut de)
     .and_then(|batch| de.end().map(|()| batch));
@@ -105,6 +107,8 @@ pub fn count(body: &[u8]) -> Option<usize> {
 struct Body<'a, F> {
     each: &'a mut F,
     failed: &'a mut Option<ApiError>,
+    /// The whole body, read again (rarely) to say where a record is wrong.
+    body: &'a [u8],
 }
 
 impl<'a, 'de, F: Each<'de>> DeserializeSeed<'de> for Body<'a, F> {
@@ -122,11 +126,13 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
-        let input = said::deserialize::<UsageInput, _>(de::value::MapAccessDeserializer::new(map))
-            .map_err(|(e, words)| {
+        let body = self.body;
+        let input = UsageInput::deserialize(de::value::MapAccessDeserializer::new(map))
+            .inspect_err(|e: &A::Error| {
                 // Kept for the answer unless the JSON itself is broken.
+                let words = said::words_of::<UsageInput>(body)
+                    .unwrap_or_else(|| said::without_position(&e.to_string()).into());
                 *self.failed = Some(ApiError::invalid(words));
-                e
             })?;
         (self.each)(None, input).map_err(|e| stash(self.failed, e))?;
         Ok(false)
@@ -145,8 +151,7 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
                 index: i,
                 line: None,
             };
-            let mut words = None;
-            match seq.next_element_seed(Said::<UsageInput<'de>>::new(&mut words)) {
+            match seq.next_element::<UsageInput<'de>>() {
                 Ok(None) => return Ok(true),
                 Ok(Some(input)) => {
                     (self.each)(Some(at), input).map_err(|e| stash(self.failed, e))?
@@ -154,8 +159,8 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
                 Err(e) => {
                     // Kept for the answer unless the JSON itself is broken
                     // (then `json` answers 400 from the error's category).
-                    let words =
-                        words.unwrap_or_else(|| said::without_position(&e.to_string()).into());
+                    let words = said::element_words::<UsageInput>(self.body, i)
+                        .unwrap_or_else(|| said::without_position(&e.to_string()).into());
                     *self.failed = Some(ApiError::invalid(format!("{at}: {words}")));
                     return Err(e);
                 }
@@ -224,15 +229,12 @@ pub async fn ndjson(
             line: Some(line_no),
         };
         *records += 1;
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let parsed = said::deserialize::<UsageInput, _>(&mut de)
-            .and_then(|v| de.end().map(|()| v).map_err(|e| (e, String::new())));
-        let input = parsed.map_err(|(e, words)| {
+        let input = serde_json::from_slice::<UsageInput>(bytes).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
                 ApiError::bad_json(format!("malformed JSON on line {line_no}: {e}"))
-            } else if words.is_empty() {
-                ApiError::invalid(format!("{at}: {e}"))
             } else {
+                let words = said::words_of::<UsageInput>(bytes)
+                    .unwrap_or_else(|| said::without_position(&e.to_string()).into());
                 ApiError::invalid(format!("{at}: {words}"))
             }
         })?;

@@ -229,12 +229,12 @@ pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
 /// Parses JSON, telling malformed input (400) from the wrong shape (422,
 /// naming the field in words: [`super::said`]).
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = super::said::deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v).map_err(|e| (e, String::new())));
-    parsed.map_err(|(e, words)| match e.classify() {
-        serde_json::error::Category::Data if !words.is_empty() => ApiError::invalid(words),
-        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
+    // Read plainly (no allocation beyond the value's); only a body of the
+    // wrong shape is read again to say where.
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::invalid(super::said::words_of::<T>(body).unwrap_or_else(|| e.to_string()))
+        }
         _ => ApiError::bad_json(format!("malformed JSON: {e}")),
     })
 }

@@ -5,9 +5,7 @@
 //! `serde_path_to_error` (already in the tree under actix-web; it tracks
 //! the path as serde descends, which serde_json's error does not keep).
 
-use std::marker::PhantomData;
-
-use serde::de::{DeserializeSeed, Deserializer};
+use serde::de::Deserializer;
 use serde::Deserialize;
 
 /// Deserializes a `T` from `d`; a failure also comes in our words.
@@ -29,30 +27,29 @@ pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
     deserialize(v).map_err(|(_, words)| words)
 }
 
-/// A seed that deserializes a `T` (an array's element) and, when it fails,
-/// leaves what went wrong in our words in `said`.
-pub(crate) struct Said<'s, T> {
-    said: &'s mut Option<String>,
-    t: PhantomData<T>,
+/// What is wrong with `body` as a `T`, in our words - `None` when it
+/// reads. Tracking the path allocates (a map key is kept as a `String`),
+/// so a body is read this way only after a plain read failed.
+pub(crate) fn words_of<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    deserialize::<T, _>(&mut de).err().map(|(_, words)| words)
 }
 
-impl<'s, T> Said<'s, T> {
-    pub(crate) fn new(said: &'s mut Option<String>) -> Said<'s, T> {
-        Said {
-            said,
-            t: PhantomData,
-        }
-    }
-}
-
-impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Said<'_, T> {
-    type Value = T;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        deserialize(d).map_err(|(e, words)| {
-            *self.said = Some(words);
-            e
-        })
-    }
+/// What is wrong with the record at `index` of a JSON array of `T`, in our
+/// words (read again after a plain read failed; `None` when the error is
+/// not that record's shape).
+pub(crate) fn element_words<'de, T: Deserialize<'de>>(
+    body: &'de [u8],
+    index: usize,
+) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let e = serde_path_to_error::deserialize::<_, Vec<T>>(&mut de).err()?;
+    let path = e.path().to_string();
+    let rest = path.strip_prefix(&format!("[{index}]"))?;
+    Some(words(
+        rest.strip_prefix('.').unwrap_or(""),
+        &e.inner().to_string(),
+    ))
 }
 
 /// serde's message `msg` about the value at `path` (`.` for the whole
