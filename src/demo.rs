@@ -596,6 +596,21 @@ mod tests {
             .collect()
     }
 
+    /// A whole seeding of the default plans' tenants, 30 days at `scale`.
+    fn seed_whole(registry: &Registry, now: DateTime<Utc>, scale: f64) -> Vec<DemoTenant> {
+        seed(
+            registry,
+            &PriceTable::builtin(),
+            &configured(),
+            now,
+            30,
+            scale,
+            &|| false,
+        )
+        .unwrap()
+        .unwrap()
+    }
+
     /// A seeding cut by a stop signal leaves the tenant it was writing
     /// marked; the next run deletes it with its partial history and writes
     /// it again, so that every tenant ends as a run never cut would leave it.
@@ -633,17 +648,7 @@ mod tests {
         };
         let clean = tempfile::tempdir().unwrap();
         let (registry, store) = open(clean.path());
-        seed(
-            &registry,
-            &PriceTable::builtin(),
-            &configured(),
-            now,
-            30,
-            0.2,
-            &|| false,
-        )
-        .unwrap()
-        .unwrap();
+        seed_whole(&registry, now, 0.2);
         let whole = figures(&registry, &store);
 
         let cut = tempfile::tempdir().unwrap();
@@ -676,17 +681,7 @@ mod tests {
             store.flush().unwrap();
         }
         let (registry, store) = open(cut.path());
-        seed(
-            &registry,
-            &PriceTable::builtin(),
-            &configured(),
-            now,
-            30,
-            0.2,
-            &|| false,
-        )
-        .unwrap()
-        .unwrap();
+        seed_whole(&registry, now, 0.2);
         assert_eq!(figures(&registry, &store), whole);
     }
 
@@ -722,17 +717,7 @@ mod tests {
                 Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
             let plans = Config::default().default_plans().unwrap();
             let registry = Registry::load(store.clone(), &plans, now).unwrap();
-            seed(
-                &registry,
-                &PriceTable::builtin(),
-                &configured(),
-                now,
-                30,
-                0.2,
-                &|| false,
-            )
-            .unwrap()
-            .unwrap();
+            seed_whole(&registry, now, 0.2);
             let share = |id: &str| {
                 let state = registry.tenant_state(id).unwrap();
                 let (calls, _) = state.used(Period::containing(now));
@@ -833,17 +818,7 @@ mod tests {
             Arc::new(SledStore::open_with(dir.path(), SledOptions::new(100, 1 << 24)).unwrap());
         let plans = Config::default().default_plans().unwrap();
         let registry = Registry::load(store, &plans, now).unwrap();
-        seed(
-            &registry,
-            &PriceTable::builtin(),
-            &configured(),
-            now,
-            30,
-            0.05,
-            &|| false,
-        )
-        .unwrap()
-        .unwrap();
+        seed_whole(&registry, now, 0.05);
         let mut team = plans[1].clone();
         team.id = "team".into();
         team.name = "Team".into();
@@ -863,17 +838,7 @@ mod tests {
             )
             .unwrap();
         let before = registry.tenants().unwrap();
-        let again = seed(
-            &registry,
-            &PriceTable::builtin(),
-            &configured(),
-            now,
-            30,
-            0.05,
-            &|| false,
-        )
-        .unwrap()
-        .unwrap();
+        let again = seed_whole(&registry, now, 0.05);
         let ids: Vec<&str> = again.iter().map(|t| t.tenant_id.as_str()).collect();
         assert_eq!(
             ids,

@@ -1295,3 +1295,41 @@ fn the_console_searches_and_pages_ten_thousand_tenants() {
         json!("t-00123")
     );
 }
+
+/// Issue 41, item 3 (in part): a server that cannot be reached is said in a
+/// banner at the top of the page, with how old the figures shown are (the
+/// footer alone once said "Updated failed (Failed to fetch), retrying"),
+/// and times of day are UTC like the rest of the page.
+#[test]
+fn a_server_out_of_reach_is_said_in_a_banner() {
+    let mut s = TestServer::start();
+    s.plan("banner", Some(1000), None, None);
+    let key = s.tenant_with_key("bannered", "banner");
+    let b = Browser::start();
+    b.goto(&format!("{}#key={key}", s.url("/dashboard/api-usage")));
+    b.wait(
+        "the first figures",
+        "return /^\\d\\d:\\d\\d:\\d\\d UTC$/.test(document.querySelector('[data-testid=updated]').textContent);",
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=offline]').hidden;",
+            vec![]
+        ),
+        json!(true)
+    );
+    let shown = b.text("updated").as_str().unwrap().to_string();
+    s.stop();
+    b.wait_for(
+        "the banner",
+        "return !document.querySelector('[data-testid=offline]').hidden;",
+        std::time::Duration::from_secs(15),
+    );
+    let banner = b.text("offline").as_str().unwrap().to_string();
+    assert!(
+        banner.starts_with("Tollgate cannot be reached")
+            && banner.contains(&format!("The figures below are from {shown}."))
+            && banner.ends_with("Retrying every 5 s."),
+        "{banner}"
+    );
+}

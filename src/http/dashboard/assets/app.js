@@ -36,6 +36,8 @@
     const d = small >= 1 || small === Infinity ? 2 : small >= 0.01 ? 3 : 4;
     return (n) => (n === null || n === undefined ? "—" : "$" + n.toFixed(d));
   };
+  // A time of day as the rest of the page gives it: 24-hour, UTC.
+  const utcTime = (d) => d.toISOString().slice(11, 19) + " UTC";
   const ms = (n) => (n === null || n === undefined ? "—" : n >= 1000 ? (n / 1000).toFixed(2) + " s" : Math.round(n) + " ms");
   const day = (iso) => (iso ? new Date(iso).toLocaleDateString("en-US", { month: "short", day: "numeric", year: "numeric", timeZone: "UTC" }) : "—");
 
@@ -147,11 +149,20 @@
         if (stale()) return;
         renderTenant(usage, report, period);
       }
-      text("updated", new Date().toLocaleTimeString("en-US"));
+      state.shownAt = new Date();
+      text("updated", utcTime(state.shownAt));
+      $("offline").hidden = true;
     } catch (e) {
       if (stale()) return;
       if (e.status === 401) showLogin("That key is no longer accepted.");
-      else text("updated", "failed (" + e.message + "), retrying");
+      else {
+        // Out of reach (or failing): a banner says so, and how old the
+        // figures below are, until a refresh succeeds.
+        const since = state.shownAt ? "The figures below are from " + utcTime(state.shownAt) + "." : "No figures yet.";
+        text("offline", "Tollgate cannot be reached (" + e.message + "). " + since + " Retrying every 5 s.");
+        $("offline").hidden = false;
+        text("updated", "failed, retrying");
+      }
     } finally {
       if (state.busy === key) state.busy = null;
     }
