@@ -459,14 +459,12 @@ impl Scoped {
         let State { config, counts } = &mut *guard;
         // The limits of the subjects it found (a subject it did not count
         // then is not counted now).
-        let ask = Ask {
-            key_id,
-            user: if ids.marks[1].is_some() { "-" } else { "" },
-            bot: if ids.marks[2].is_some() { "-" } else { "" },
-            model: if ids.marks[3].is_some() { "-" } else { "" },
-            ..Ask::default()
+        let found_as = |scope: Scope| match scope {
+            Scope::Tenant => Some(""),
+            Scope::Key => Some(key_id).filter(|k| !k.is_empty()),
+            s => ids.marks[s as usize - 1].map(|_| ""),
         };
-        let applies = applicable(&config.limits, config.key_own(key_id), &ask);
+        let applies = applicable_to(&config.limits, config.key_own(key_id), found_as);
         let day = config.billing_day;
         let (tenant, mut found): Found<'_> = counts.find_marked(&ids.marks);
         let mut tenant = Some(tenant);
@@ -582,14 +580,26 @@ fn applicable<'l, 'a>(
     key_own: Option<&'l [Limit]>,
     ask: &Ask<'a>,
 ) -> SmallVec<[Applies<'l, 'a>; 8]> {
+    applicable_to(limits, key_own, |scope| {
+        let id = match scope {
+            Scope::Tenant => return Some(""),
+            Scope::Key => ask.key_id,
+            Scope::User => ask.user,
+            Scope::Bot => ask.bot,
+            Scope::Model => ask.model,
+        };
+        Some(id).filter(|s| !s.is_empty())
+    })
+}
+
+/// The limits of `limits` and `key_own` that apply where `subject` names
+/// a subject of their scope (`None`: the request has none).
+fn applicable_to<'l, 'a>(
+    limits: &'l [Limit],
+    key_own: Option<&'l [Limit]>,
+    subject: impl Fn(Scope) -> Option<&'a str>,
+) -> SmallVec<[Applies<'l, 'a>; 8]> {
     let own = key_own.unwrap_or(&[]);
-    let subject = |scope: Scope| match scope {
-        Scope::Tenant => Some(""),
-        Scope::Key => Some(ask.key_id).filter(|s| !s.is_empty()),
-        Scope::User => Some(ask.user).filter(|s| !s.is_empty()),
-        Scope::Bot => Some(ask.bot).filter(|s| !s.is_empty()),
-        Scope::Model => Some(ask.model).filter(|s| !s.is_empty()),
-    };
     // Plain loops: an iterator chain collected into a SmallVec was a
     // tenth of the decision.
     let mut out = SmallVec::new();

@@ -146,23 +146,6 @@ impl Counts {
             }
             return Ok(self.find_each(whos));
         }
-        fn get<'t>(
-            table: &'t mut HashTable<Tracked>,
-            who: Option<Who<'_>>,
-            hasher: &Hasher,
-            serial: &mut u64,
-        ) -> Option<&'t mut Tracked> {
-            let who = who?;
-            let e = table.entry(
-                who.hash,
-                |(k, _)| **k == *who.id,
-                |(k, _)| hasher.hash_one(&**k),
-            );
-            Some(
-                e.or_insert_with(|| (Arc::from(who.id), Entry::new(serial)))
-                    .into_mut(),
-            )
-        }
         let Counts {
             tenant,
             tables,
@@ -170,37 +153,28 @@ impl Counts {
             next_serial,
             ..
         } = self;
-        let [keys, users, bots, models] = tables;
-        let [k, u, b, m] = whos;
-        Ok((
-            tenant,
-            [
-                get(keys, k, hasher, next_serial),
-                get(users, u, hasher, next_serial),
-                get(bots, b, hasher, next_serial),
-                get(models, m, hasher, next_serial),
-            ],
-        ))
+        Ok(per_table(tenant, tables, whos, |table, who| {
+            let who = who?;
+            let e = table.entry(
+                who.hash,
+                |(k, _)| **k == *who.id,
+                |(k, _)| hasher.hash_one(&**k),
+            );
+            Some(
+                e.or_insert_with(|| (Arc::from(who.id), Entry::new(next_serial)))
+                    .into_mut(),
+            )
+        }))
     }
 
     /// The tenant's counts and the subjects a decision found (`marks`, by
     /// [`Scope`]'s order past the tenant), where they are still tracked.
     pub(super) fn find_marked(&mut self, marks: &[Option<Mark>; 4]) -> Found<'_> {
-        fn find(table: &mut HashTable<Tracked>, mark: Option<Mark>) -> Option<&mut Tracked> {
+        let Counts { tenant, tables, .. } = self;
+        per_table(tenant, tables, *marks, |table, mark| {
             let mark = mark?;
             table.find_mut(mark.hash, |(_, e)| e.serial == mark.serial)
-        }
-        let Counts { tenant, tables, .. } = self;
-        let [keys, users, bots, models] = tables;
-        (
-            tenant,
-            [
-                find(keys, marks[0]),
-                find(users, marks[1]),
-                find(bots, marks[2]),
-                find(models, marks[3]),
-            ],
-        )
+        })
     }
 
     /// Where `who`, found as `t`, is: for a hold to find it again.
@@ -215,28 +189,13 @@ impl Counts {
     /// The tenant's counts, and the tracked subjects of `whos` (a key, an
     /// end user, a bot, a model), each found once, together.
     pub(super) fn find_each(&mut self, whos: [Option<Who<'_>>; 4]) -> Found<'_> {
-        fn find<'t>(
-            table: &'t mut HashTable<Tracked>,
-            who: Option<Who<'_>>,
-        ) -> Option<&'t mut Tracked> {
+        let Counts { tenant, tables, .. } = self;
+        per_table(tenant, tables, whos, |table, who| {
             let who = who?;
             table.find_mut(who.hash, |(k, _)| **k == *who.id)
-        }
-        let Counts { tenant, tables, .. } = self;
-        let [keys, users, bots, models] = tables;
-        let [k, u, b, m] = whos;
-        (
-            tenant,
-            [
-                find(keys, k),
-                find(users, u),
-                find(bots, b),
-                find(models, m),
-            ],
-        )
+        })
     }
 
-    /// Every tracked subject, with its scope.
     /// Runs `f` on every tracked subject's counts.
     pub(super) fn each_mut(&mut self, mut f: impl FnMut(&mut Entry)) {
         for table in &mut self.tables {
@@ -246,9 +205,23 @@ impl Counts {
         }
     }
 
+    /// Every tracked subject, with its scope.
     pub(super) fn each(&self) -> impl Iterator<Item = (Scope, &Tracked)> {
         Scope::ALL[1..]
             .iter()
             .flat_map(|&scope| self.tables[at(scope)].iter().map(move |t| (scope, t)))
     }
+}
+
+/// The tenant's counts, and in each table (keys, end users, bots, models)
+/// what `f` finds there with that table's argument of `args`.
+fn per_table<'c, A>(
+    tenant: &'c mut Entry,
+    tables: &'c mut [HashTable<Tracked>; 4],
+    args: [A; 4],
+    mut f: impl FnMut(&'c mut HashTable<Tracked>, A) -> Option<&'c mut Tracked>,
+) -> Found<'c> {
+    let [keys, users, bots, models] = tables;
+    let [k, u, b, m] = args;
+    (tenant, [f(keys, k), f(users, u), f(bots, b), f(models, m)])
 }
