@@ -130,9 +130,7 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
         let input = UsageInput::deserialize(de::value::MapAccessDeserializer::new(map))
             .inspect_err(|e: &A::Error| {
                 // Kept for the answer unless the JSON itself is broken.
-                let words = said::words_of::<UsageInput>(body)
-                    .unwrap_or_else(|| said::without_position(&e.to_string()).into());
-                *self.failed = Some(ApiError::invalid(words));
+                *self.failed = Some(ApiError::invalid(said::words_of::<UsageInput>(body, e)));
             })?;
         (self.each)(None, input).map_err(|e| stash(self.failed, e))?;
         Ok(false)
@@ -159,8 +157,7 @@ impl<'a, 'de, F: Each<'de>> Visitor<'de> for Body<'a, F> {
                 Err(e) => {
                     // Kept for the answer unless the JSON itself is broken
                     // (then `json` answers 400 from the error's category).
-                    let words = said::element_words::<UsageInput>(self.body, i)
-                        .unwrap_or_else(|| said::without_position(&e.to_string()).into());
+                    let words = said::element_words::<UsageInput>(self.body, i, &e);
                     *self.failed = Some(ApiError::invalid(format!("{at}: {words}")));
                     return Err(e);
                 }
@@ -233,8 +230,7 @@ pub async fn ndjson(
             if e.is_syntax() || e.is_eof() {
                 ApiError::bad_json(format!("malformed JSON on line {line_no}: {e}"))
             } else {
-                let words = said::words_of::<UsageInput>(bytes)
-                    .unwrap_or_else(|| said::without_position(&e.to_string()).into());
+                let words = said::words_of::<UsageInput>(bytes, &e);
                 ApiError::invalid(format!("{at}: {words}"))
             }
         })?;

@@ -233,7 +233,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     // wrong shape is read again to say where.
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
-            ApiError::invalid(super::said::words_of::<T>(body).unwrap_or_else(|| e.to_string()))
+            ApiError::invalid(super::said::words_of::<T>(body, &e))
         }
         _ => ApiError::bad_json(format!("malformed JSON: {e}")),
     })

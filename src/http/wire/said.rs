@@ -27,29 +27,43 @@ pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
     deserialize(v).map_err(|(_, words)| words)
 }
 
-/// What is wrong with `body` as a `T`, in our words - `None` when it
-/// reads. Tracking the path allocates (a map key is kept as a `String`),
-/// so a body is read this way only after a plain read failed.
-pub(crate) fn words_of<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Option<String> {
+/// What is wrong with `body` as a `T`, in our words, after a plain read
+/// failed with `failed` (said as it is, without its position, should the
+/// second read not fail). Tracking the path allocates (a map key is kept
+/// as a `String`), so a body is read this way only after a plain read
+/// failed.
+pub(crate) fn words_of<'de, T: Deserialize<'de>>(
+    body: &'de [u8],
+    failed: &dyn std::fmt::Display,
+) -> String {
     let mut de = serde_json::Deserializer::from_slice(body);
-    deserialize::<T, _>(&mut de).err().map(|(_, words)| words)
+    match deserialize::<T, _>(&mut de) {
+        Err((_, words)) => words,
+        Ok(_) => without_position(&failed.to_string()).into(),
+    }
 }
 
 /// What is wrong with the record at `index` of a JSON array of `T`, in our
-/// words (read again after a plain read failed; `None` when the error is
-/// not that record's shape).
+/// words, as [`words_of`] (`failed` also when the error is not that
+/// record's shape).
 pub(crate) fn element_words<'de, T: Deserialize<'de>>(
     body: &'de [u8],
     index: usize,
-) -> Option<String> {
+    failed: &dyn std::fmt::Display,
+) -> String {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let e = serde_path_to_error::deserialize::<_, Vec<T>>(&mut de).err()?;
-    let path = e.path().to_string();
-    let rest = path.strip_prefix(&format!("[{index}]"))?;
-    Some(words(
-        rest.strip_prefix('.').unwrap_or(""),
-        &e.inner().to_string(),
-    ))
+    let words_there = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        let rest = path.strip_prefix(&format!("[{index}]"))?.to_string();
+        Some(words(
+            rest.strip_prefix('.').unwrap_or(""),
+            &e.inner().to_string(),
+        ))
+    };
+    serde_path_to_error::deserialize::<_, Vec<T>>(&mut de)
+        .err()
+        .and_then(words_there)
+        .unwrap_or_else(|| without_position(&failed.to_string()).into())
 }
 
 /// serde's message `msg` about the value at `path` (`.` for the whole
@@ -92,7 +106,7 @@ pub(crate) fn words(path: &str, msg: &str) -> String {
 }
 
 /// `msg` without serde_json's ` at line 1 column 11`.
-pub(crate) fn without_position(msg: &str) -> &str {
+fn without_position(msg: &str) -> &str {
     match msg.rfind(" at line ") {
         Some(i)
             if msg[i + 9..]
