@@ -355,7 +355,7 @@ struct History<'a> {
 const OVER_QUOTA: f64 = 1.08;
 const NEAR_QUOTA: f64 = 0.86;
 /// The most a plan's daily volume is scaled to reach its demand: reached
-/// from about the 5th of a month; the 30 days of a tenant stay within
+/// from about the 6th of a month; the 30 days of a tenant stay within
 /// about 600,000 records.
 const MAX_FACTOR: f64 = 8.0;
 
@@ -408,7 +408,7 @@ fn write_history(
     // history is scaled alike, so that the weeks before, the baseline of
     // the unusual hours, look like this one; early in a month the factor
     // would be large, so it is bounded ([`MAX_FACTOR`]) and the demand
-    // reached from about the 5th.
+    // reached from about the 6th.
     let factor = h.demand.map_or(1.0, |(demand, _)| {
         let mut expected = 0.0;
         let mut t = start.max(month_start);
