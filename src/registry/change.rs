@@ -117,10 +117,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The one place memory follows the store. Each change is idempotent:
-    /// applied twice, it leaves what it left once.
-    /// `totals`: the period's persisted totals, when the caller read them
-    /// all at once (a new tenant then takes its own from there).
     /// Counts the records of the current windows for limits just added
     /// or reshaped (`changed`) of `state`.
     fn rebuild_changed(
@@ -134,6 +130,10 @@ impl Registry {
         }
     }
 
+    /// The one place memory follows the store. Each change is idempotent:
+    /// applied twice, it leaves what it left once.
+    /// `totals`: the period's persisted totals, when the caller read them
+    /// all at once (a new tenant then takes its own from there).
     fn apply_locked(
         &self,
         cat: &mut Catalog,
