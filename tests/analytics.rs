@@ -262,6 +262,63 @@ fn check_report(rep: &Value, recs: &[&Rec]) {
     assert_eq!(got, hours.to_vec());
 }
 
+/// The report's `costByModel` against the records: each bucket's cost by
+/// model, the costliest model first, partial buckets at the range's ends.
+fn check_cost_by_model(rep: &Value, recs: &[&Rec], bucket: &str, from: &str, to: &str) {
+    let c = &rep["costByModel"];
+    assert_eq!(c["bucket"], bucket, "{c}");
+    let step = if bucket == "day" { 86_400_000 } else { 3_600_000 };
+    let models: Vec<&str> = c["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let total = |m: &str| -> f64 { recs.iter().filter(|r| r.model == m).map(|r| cost(r)).sum() };
+    let mut want: Vec<&str> = vec!["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo"];
+    want.retain(|m| total(m) > 0.0);
+    want.sort_by(|a, b| total(b).total_cmp(&total(a)));
+    assert_eq!(models, want, "the costliest first, no 'other'");
+    let (f, t) = (
+        DateTime::parse_from_rfc3339(from).unwrap().timestamp_millis(),
+        DateTime::parse_from_rfc3339(to).unwrap().timestamp_millis(),
+    );
+    let points = c["points"].as_array().unwrap();
+    let first = f - f.rem_euclid(step);
+    assert_eq!(points.len() as i64, (t - first + step - 1) / step);
+    for (i, p) in points.iter().enumerate() {
+        let start = first + i as i64 * step;
+        assert_eq!(
+            DateTime::parse_from_rfc3339(p["t"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis(),
+            start
+        );
+        assert_eq!(
+            p["partial"],
+            start < f || start + step > t,
+            "bucket {i} of {}",
+            points.len()
+        );
+        let here: Vec<&&Rec> = recs
+            .iter()
+            .filter(|r| (start..start + step).contains(&r.ts.timestamp_millis()))
+            .collect();
+        close(
+            p["costUsd"].as_f64().unwrap(),
+            here.iter().map(|r| cost(r)).sum(),
+            "a bucket's cost",
+        );
+        for (m, v) in models.iter().zip(p["byModel"].as_array().unwrap()) {
+            close(
+                v.as_f64().unwrap(),
+                here.iter().filter(|r| r.model == *m).map(|r| cost(r)).sum(),
+                &format!("{m} in bucket {i}"),
+            );
+        }
+    }
+}
+
 struct Setup {
     s: TestServer,
     key: String,
@@ -340,6 +397,11 @@ fn every_figure_matches_an_independent_computation() {
     );
     check_report(&rep, &within(&recs, from, to));
     assert_eq!(rep["range"]["bucket"], "hour");
+    // The cost chart's stacked bars: by day here, partial at both ends.
+    check_cost_by_model(&rep, &within(&recs, from, to), "day", from, to);
+    let (from, to) = ("2026-11-29T10:17:00Z", "2026-11-30T03:05:00Z");
+    let rep = get(&s, &key, &format!("?from={from}&to={to}"));
+    check_cost_by_model(&rep, &within(&recs, from, to), "hour", from, to);
     // The month is the current period: December only.
     let rep = get(&s, &key, "?range=month");
     let december = within(&recs, "2026-12-01T00:00:00Z", "2026-12-03T12:35:00Z");

@@ -19,7 +19,7 @@ use crate::http::api::catalog::{
 };
 use crate::http::api::report::{
     AnomalyView, BreakdownRow, CostByKind, EndpointRow, ForecastView, HourRow, InsightView,
-    ModelRow, PartyRow, Point, RangeView, RecommendationView, Report, StatusRow, Summary,
+    CostByModelView, CostPointView, ModelRow, PartyRow, Point, RangeView, RecommendationView, Report, StatusRow, Summary,
     TokensByKind, TopTenants,
 };
 use crate::http::api::types::*;
@@ -118,7 +118,7 @@ pub(crate) struct Health {
         CheckResponse, UsageInput, Meter, PeriodView, BillingUsage, SubscriptionView,
         ChatRequest, ChatUsage, ChatResponse, CreateTenant, CreateKey, CreatedKey, PatchKey, RotateKey, PlanBody,
         RateLimitBody, IngestRateBody, TenantBody, StatusBody, KeyBody, Summary, Point, EndpointRow, StatusRow, ModelRow,
-        PartyRow, HourRow, Report, RangeView, TopTenants, ForecastView, RecommendationView,
+        PartyRow, HourRow, Report, CostByModelView, CostPointView, RangeView, TopTenants, ForecastView, RecommendationView,
         TenantReport, AllTenantsReport, AnomalyView, TenantAnomaly, AnomaliesReport, InsightView, BreakdownRow,
         TokensByKind, CostByKind, crate::http::api::catalog::LimitBody,
         crate::http::api::limits::LimitsBody, crate::http::api::types::LimitStanding

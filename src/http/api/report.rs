@@ -295,6 +295,9 @@ pub struct Report {
     pub range: RangeView,
     pub summary: Summary,
     pub series: Vec<Point>,
+    /// The range's cost by model, a stacked bar a day (an hour for ranges
+    /// of two days or less).
+    pub(crate) cost_by_model: CostByModelView,
     pub endpoints: Vec<EndpointRow>,
     pub(crate) status_codes: Vec<StatusRow>,
     pub models: Vec<ModelRow>,
@@ -309,6 +312,52 @@ pub struct Report {
     pub countries: Vec<BreakdownRow>,
     /// By `[[proxy]]` name (gateway requests).
     pub integrations: Vec<BreakdownRow>,
+}
+
+/// The range's cost by model, bucket by bucket.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CostByModel)]
+pub(crate) struct CostByModelView {
+    /// `day`, or `hour` for ranges of two days or less.
+    #[schema(example = "day")]
+    bucket: &'static str,
+    /// The five costliest models of the range, the costliest first; then
+    /// `other` (the rest, and records naming no model) when it cost anything.
+    models: Vec<String>,
+    points: Vec<CostPointView>,
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CostPoint)]
+pub(crate) struct CostPointView {
+    /// The bucket's start.
+    t: String,
+    /// The range covers only part of the bucket, or the bucket is still filling.
+    partial: bool,
+    cost_usd: Money,
+    /// Each model's cost, in the order of `models`.
+    by_model: Vec<Money>,
+}
+
+impl CostByModelView {
+    fn of(c: &query::CostByModel) -> CostByModelView {
+        CostByModelView {
+            bucket: grain_name(c.bucket),
+            models: c.models.clone(),
+            points: c
+                .points
+                .iter()
+                .map(|p| CostPointView {
+                    t: time(p.t),
+                    partial: p.partial,
+                    cost_usd: Money(round(p.cost_usd, 6)),
+                    by_model: p.by_model.iter().map(|v| Money(round(*v, 6))).collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
@@ -350,6 +399,7 @@ impl Report {
                         .map(|c| round(c.latency_sum_ms / c.requests as f64, 2)),
                 })
                 .collect(),
+            cost_by_model: CostByModelView::of(&u.cost_by_model),
             endpoints: u
                 .endpoints
                 .iter()

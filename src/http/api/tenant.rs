@@ -551,6 +551,7 @@ pub(crate) fn subscription_view(
     let period = crate::quota::period::Period::containing(st.metering.clock.now());
     Ok(SubscriptionView {
         tenant_name: tenant.name,
+        tenant_created_at: fmt_ms(tenant.created_at),
         tenant_id: tenant.id,
         plan: (&plan).into(),
         status: tenant.status.into(),

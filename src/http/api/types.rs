@@ -520,6 +520,9 @@ impl BillingUsage {
 pub(crate) struct SubscriptionView {
     pub tenant_id: String,
     pub(crate) tenant_name: String,
+    /// When the tenant was created (the dashboard offers earlier months
+    /// from then on).
+    pub(crate) tenant_created_at: String,
     pub plan: PlanBody,
     pub status: StatusBody,
     pub(crate) current_period_start: String,
