@@ -107,6 +107,23 @@ fn every_page_has_no_wcag_aa_violation_in_either_theme_or_size() {
                 if !v.is_empty() {
                     found.push(describe(&format!("{name}, {theme}, {size}"), &v));
                 }
+                // The dashboard's other tabs, each shown and checked.
+                let tabs = b.js(
+                    "return [...document.querySelectorAll('[role=tab]')].filter((t) => t.offsetParent !== null).map((t) => t.dataset.testid);",
+                    vec![],
+                );
+                for tab in tabs.as_array().unwrap().iter().skip(1) {
+                    let tab = tab.as_str().unwrap();
+                    b.click(tab);
+                    b.wait(
+                        tab,
+                        &format!("return document.querySelector('[data-testid={tab}]').getAttribute('aria-selected') === 'true';"),
+                    );
+                    let v = violations(&b, &axe);
+                    if !v.is_empty() {
+                        found.push(describe(&format!("{name} ({tab}), {theme}, {size}"), &v));
+                    }
+                }
             }
         }
     }

@@ -267,7 +267,11 @@ fn check_report(rep: &Value, recs: &[&Rec]) {
 fn check_cost_by_model(rep: &Value, recs: &[&Rec], bucket: &str, from: &str, to: &str) {
     let c = &rep["costByModel"];
     assert_eq!(c["bucket"], bucket, "{c}");
-    let step = if bucket == "day" { 86_400_000 } else { 3_600_000 };
+    let step = if bucket == "day" {
+        86_400_000
+    } else {
+        3_600_000
+    };
     let models: Vec<&str> = c["models"]
         .as_array()
         .unwrap()
@@ -280,7 +284,9 @@ fn check_cost_by_model(rep: &Value, recs: &[&Rec], bucket: &str, from: &str, to:
     want.sort_by(|a, b| total(b).total_cmp(&total(a)));
     assert_eq!(models, want, "the costliest first, no 'other'");
     let (f, t) = (
-        DateTime::parse_from_rfc3339(from).unwrap().timestamp_millis(),
+        DateTime::parse_from_rfc3339(from)
+            .unwrap()
+            .timestamp_millis(),
         DateTime::parse_from_rfc3339(to).unwrap().timestamp_millis(),
     );
     let points = c["points"].as_array().unwrap();

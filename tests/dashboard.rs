@@ -39,17 +39,89 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         "the tenant's name",
         "return document.querySelector('[data-testid=tenant-name]').textContent === 'Tenant shop';",
     );
-    // One precision for a column of amounts: ann's $0 as $0.000 beside bob's $0.045.
+    // One money format on the whole page: dollars and cents (ann's $0
+    // beside bob's $0.045).
     let users = b.text("users").as_str().unwrap().to_string();
     assert!(
-        users.contains("$0.000") && users.contains("$0.045"),
+        users.contains("$0.00") && users.contains("$0.05") && !users.contains("$0.045"),
         "{users}"
     );
-    // The token quota beside the calls, with the period's cost so far.
+    // The token quota beside the calls, with the period's cost so far; no
+    // limit is said in words ("9,000 · no monthly limit", not "of unlimited").
     assert_eq!(b.text("tokens-used"), json!("9,000"));
-    assert_eq!(b.text("tokens-limit"), json!("unlimited"));
-    assert_eq!(b.text("tokens-remaining"), json!("No monthly token limit"));
-    assert_eq!(b.text("period-cost"), json!("$0.045 so far this period"));
+    assert_eq!(
+        b.js("return document.querySelector('[data-testid=tokens-card] .quota-figures').textContent.replace(/\\s+/g, ' ').trim();", vec![]),
+        json!("9,000 · no monthly limit")
+    );
+    assert_eq!(
+        b.text("tokens-remaining"),
+        json!("Tokens are not limited on this plan")
+    );
+    assert_eq!(b.text("period-cost"), json!("$0.05 so far this period"));
+    // Every amount of money on the page has two decimals (or is "< $0.01").
+    let amounts = b.js(
+        "return document.body.textContent.match(/\\$[0-9][0-9,]*(\\.[0-9]+)?/g);",
+        vec![],
+    );
+    assert!(
+        amounts.as_array().unwrap().iter().all(|a| a
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .map(str::len)
+            == Some(2)),
+        "{amounts}"
+    );
+    // The first screen: the quota, the spend chart and one table, above
+    // the fold of a laptop's window; the rest behind tabs.
+    let fold = b.js(
+        "const top = (id) => document.querySelector('[data-testid=' + id + ']').getBoundingClientRect().top; \
+         return [top('quota-card'), top('cost-chart'), top('models'), window.innerHeight];",
+        vec![],
+    );
+    let fold: Vec<f64> = fold
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        fold[2] < fold[3] - 40.0,
+        "the models table starts above the fold: {fold:?}"
+    );
+    assert_eq!(
+        b.js("return ['panel-traffic', 'panel-people', 'panel-plan'].map((id) => document.querySelector('[data-testid=' + id + ']').hidden);", vec![]),
+        json!([false, true, true])
+    );
+    // Spend is the headline: a stacked bar a day (the week's first and
+    // last days partial), each model in its colour, the legend with totals.
+    assert_eq!(b.text("cost"), json!("$0.05"));
+    assert_eq!(b.text("cost-note"), json!("in the last 7 days"));
+    assert_eq!(
+        b.js("const c = document.querySelector('[data-testid=cost-chart]').dataset; return [c.bucket, c.points, c.partials];", vec![]),
+        json!(["day", "8", "2"])
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('[data-testid=cost-chart] rect.seg.m0').length;",
+            vec![]
+        ),
+        json!(1)
+    );
+    assert!(b
+        .text("model-costs")
+        .as_str()
+        .unwrap()
+        .contains("gpt-4o$0.05 · 100%"));
+    // Money ticks are round and in cents: $0.00, $0.02, $0.04, $0.06.
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=cost-chart]').dataset.ticks;",
+            vec![]
+        ),
+        json!("0.00,0.02,0.04,0.06")
+    );
     // Round ticks on the requests axis (a step of 1, 2, 2.5 or 5 times a
     // power of ten), axis titles, and the bucket still filling marked.
     let ticks: Vec<f64> = b
@@ -100,9 +172,11 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
             "{chart}: {xticks:?}"
         );
     }
+    // Partial buckets at both ends: the first hour starts before the
+    // range, the last is still filling.
     assert_eq!(
-        b.js("return document.querySelectorAll('[data-testid=chart] rect[data-partial=true]').length;", vec![]),
-        json!(1)
+        b.js("const r = [...document.querySelectorAll('[data-testid=chart] rect.bar-req')]; return [r.length, r[0].dataset.partial, r[r.length - 1].dataset.partial, r.filter((x) => x.dataset.partial).length];", vec![]),
+        json!([169, "true", "true", 2])
     );
     // The readout: the latest bucket by default; the arrow keys and the
     // pointer move the crosshair to another bucket and read it out.
@@ -112,7 +186,7 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
             && readout.contains("46 requests")
             && readout.contains("9,000 tokens")
             && readout.contains("2 errors")
-            && readout.contains("$0.045"),
+            && readout.contains("$0.05"),
         "{readout}"
     );
     b.js("const svg = document.querySelector('[data-testid=chart] svg'); svg.focus(); svg.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowLeft', bubbles: true}));", vec![]);
@@ -129,21 +203,6 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         ),
         json!("0")
     );
-    // Cost over time and by model, as charts.
-    assert!(
-        b.js(
-            "return document.querySelectorAll('[data-testid=cost-chart] rect').length;",
-            vec![]
-        )
-        .as_u64()
-        .unwrap()
-            >= 24
-    );
-    assert!(b
-        .text("model-costs")
-        .as_str()
-        .unwrap()
-        .contains("gpt-4o$0.045 · 100%"));
     // Export: the range's records as a CSV file.
     b.click("export");
     b.wait("the export", "return window.__tollgateExported > 0;");
@@ -165,12 +224,46 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
     assert_eq!(b.text("total-tokens"), json!("9,000"));
     assert_eq!(
         b.text("cost"),
-        json!("$0.045"),
-        "6 x (1000 x 2.5e-6 + 500 x 1e-5)"
+        json!("$0.05"),
+        "6 x (1000 x 2.5e-6 + 500 x 1e-5) = $0.045"
     );
     // Where it went, by token kind: $0.015 of prompt, $0.03 of output.
     let split = b.text("cost-split").as_str().unwrap().to_string();
-    assert!(split == "$0.015 input · $0.030 output", "{split}");
+    assert!(split == "$0.02 input · $0.03 output", "{split}");
+    // Peak hours on a round axis, the busiest hour in its own colour,
+    // both in the legend; the rate to two significant digits.
+    let ticks = b.js(
+        "return document.querySelector('[data-testid=hours]').dataset.ticks;",
+        vec![],
+    );
+    assert_eq!(ticks, json!("0,20,40,60"), "46 requests in one hour");
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('[data-testid=hours] rect.peak').length;",
+            vec![]
+        ),
+        json!(1)
+    );
+    assert!(b
+        .text("hours-legend")
+        .as_str()
+        .unwrap()
+        .contains("Busiest hour"));
+    assert!(b
+        .text("chart-legend")
+        .as_str()
+        .unwrap()
+        .contains("Unusual, higher"));
+    let rpm = b.text("rpm").as_str().unwrap().to_string();
+    assert!(
+        rpm.ends_with(" a minute")
+            && rpm
+                .trim_end_matches(" a minute")
+                .replace(['.', '0'], "")
+                .len()
+                <= 2,
+        "{rpm}"
+    );
     let endpoints = b.text("endpoints").as_str().unwrap().to_string();
     assert!(
         endpoints.contains("POST /v1/search") && endpoints.contains("POST /api/chat"),
@@ -244,19 +337,46 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
             >= 24
     );
 
-    // An earlier period (last month: nothing), then a custom range of
-    // today (everything), then back to a named range.
-    b.js("const p = document.querySelector('[data-testid=period-picker]'); p.selectedIndex = 1; p.dispatchEvent(new Event('change'));", vec![]);
+    // The tenant was made today: no earlier month is offered.
+    assert_eq!(
+        b.js("const p = document.querySelector('[data-testid=period-picker]'); return [p.options.length, p.disabled, p.options[0].text];", vec![]),
+        json!([1, true, "No earlier months"])
+    );
+    // "Custom" is what is pressed once chosen, its dates those of the range
+    // shown; yesterday alone (nothing), then today (everything).
+    b.click("range-custom");
+    let pressed = "return [...document.querySelectorAll('.switch button')].filter((b) => b.getAttribute('aria-pressed') === 'true').map((b) => b.dataset.range);";
+    assert_eq!(b.js(pressed, vec![]), json!(["custom"]));
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=custom-to]').value;",
+            vec![]
+        ),
+        json!(chrono::Utc::now().format("%Y-%m-%d").to_string())
+    );
+    b.js("const d = new Date(Date.now() - 864e5).toISOString().slice(0, 10); document.querySelector('[data-testid=custom-from]').value = d; document.querySelector('[data-testid=custom-to]').value = d;", vec![]);
+    b.click("custom-apply");
     b.wait(
-        "last month",
+        "yesterday",
         "return document.querySelector('[data-testid=chart]').dataset.range === 'custom' && document.querySelector('[data-testid=total-requests]').textContent === '0';",
     );
-    b.js("const p = document.querySelector('[data-testid=period-picker]'); p.value = 'custom'; p.dispatchEvent(new Event('change'));", vec![]);
+    // An empty range says so; it claims nothing about traffic it has not seen.
+    assert_eq!(b.text("anomalies"), json!("No traffic in this range yet."));
+    assert!(b.text("cost-note").as_str().unwrap().starts_with("on "));
     b.js("const d = new Date().toISOString().slice(0, 10); document.querySelector('[data-testid=custom-from]').value = d; document.querySelector('[data-testid=custom-to]').value = d;", vec![]);
     b.click("custom-apply");
     b.wait(
         "today",
         "return document.querySelector('[data-testid=total-requests]').textContent === '46';",
+    );
+    assert_eq!(b.js(pressed, vec![]), json!(["custom"]));
+    // By the hour for a range of a day or two.
+    assert_eq!(
+        b.js(
+            "return document.querySelector('[data-testid=cost-chart]').dataset.bucket;",
+            vec![]
+        ),
+        json!("hour")
     );
     b.click("range-week");
     b.wait(
@@ -285,11 +405,24 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
     );
 
-    // A phone-sized window does not scroll sideways.
+    // A phone-sized window does not scroll sideways, and each table's
+    // money stays on the screen (its rows are cards of labelled lines).
     b.resize(375, 800);
     b.wait(
         "the phone layout",
         "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+    );
+    let cut = b.js(
+        "return [...document.querySelectorAll('table.cards td[data-label=Cost]')].filter((td) => td.offsetParent !== null) \
+           .map((td) => [td.closest('table').id, td.getBoundingClientRect().right, window.innerWidth]);",
+        vec![],
+    );
+    let cut = cut.as_array().unwrap();
+    assert!(!cut.is_empty());
+    assert!(
+        cut.iter()
+            .all(|c| c[1].as_f64().unwrap() <= c[2].as_f64().unwrap()),
+        "{cut:?}"
     );
     if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
         b.screenshot(&std::path::Path::new(&dir).join("tenant-phone.png"));
@@ -1332,4 +1465,53 @@ fn a_server_out_of_reach_is_said_in_a_banner() {
             && banner.ends_with("Retrying every 5 s."),
         "{banner}"
     );
+}
+
+/// A tenant without usage is shown how to send its first record (the
+/// snippet works: its record is what then appears), and nothing on the
+/// page claims anything about usage it has not seen.
+#[test]
+fn a_new_tenant_is_shown_how_to_send_its_first_record() {
+    let s = TestServer::start();
+    let key = s.tenant_with_key("fresh", "professional");
+    let b = Browser::start();
+    b.goto(&format!("{}#key={key}", s.url("/dashboard/api-usage")));
+    b.wait(
+        "the first-request card",
+        "const e = document.querySelector('[data-testid=first-request]'); return !!e && !e.hidden;",
+    );
+    let code = b.text("first-request-code").as_str().unwrap().to_string();
+    assert!(
+        code.contains(&format!("curl -X POST {}", s.url("/api/v1/usage"))),
+        "{code}"
+    );
+    assert_eq!(b.text("anomalies"), json!("No traffic in this range yet."));
+    assert_eq!(
+        b.text("insights"),
+        json!("Advice appears once there is usage to learn from.")
+    );
+    assert_eq!(
+        b.text("cost-chart"),
+        json!("Spend appears here once there is usage.")
+    );
+    let page = b
+        .js("return document.body.textContent;", vec![])
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        !page.contains("efficient") && !page.contains("nothing unusual"),
+        "{page}"
+    );
+    // The snippet's record, sent as it stands.
+    let body = code.split("-d '").nth(1).unwrap().trim_end_matches('\'');
+    let record: Value = serde_json::from_str(body).unwrap();
+    let r = s.tenant(&key, "POST", "/api/v1/usage", Some(record));
+    assert_eq!(r.status(), 202);
+    b.wait(
+        "the first record",
+        "return document.querySelector('[data-testid=first-request]').hidden && document.querySelector('[data-testid=total-requests]').textContent === '1';",
+    );
+    assert!(b.text("models").as_str().unwrap().contains("gpt-4o"));
+    assert_eq!(b.js("return window.__tollgateErrors;", vec![]), json!([]));
 }

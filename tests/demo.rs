@@ -8,7 +8,7 @@ mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
-use chrono::{Duration, Utc};
+use chrono::{Datelike, Duration, TimeZone, Utc};
 use common::ADMIN;
 use serde_json::json;
 use webdriver::Browser;
@@ -72,6 +72,52 @@ fn the_demo_shows_both_incidents_where_the_readme_says() {
     assert_eq!(pro.len(), 1, "one unusual hour: {pro:?}");
     assert!(pro[0].starts_with(&label(2, 14)), "{pro:?}");
     assert!(pro[0].contains("Error rate ↑"), "{pro:?}");
+    // "Earlier months" offers the months since the tenant was created (its
+    // history's start), none before.
+    let created: serde_json::Value = reqwest::blocking::Client::new()
+        .get(p.url("/api/admin/tenants/demo-professional"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(created["createdAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    let now = Utc::now();
+    let want: Vec<String> = (1..=12)
+        .map(|i| {
+            let m = now.year() * 12 + now.month0() as i32 - i;
+            let start = Utc
+                .with_ymd_and_hms(m.div_euclid(12), m.rem_euclid(12) as u32 + 1, 1, 0, 0, 0)
+                .unwrap();
+            let end = Utc
+                .with_ymd_and_hms(
+                    (m + 1).div_euclid(12),
+                    (m + 1).rem_euclid(12) as u32 + 1,
+                    1,
+                    0,
+                    0,
+                    0,
+                )
+                .unwrap();
+            (start, end)
+        })
+        .take_while(|(_, end)| *end > created)
+        .map(|(start, _)| start.format("%Y-%m-%dT00:00:00.000Z").to_string())
+        .collect();
+    assert!(!want.is_empty());
+    b.wait(
+        "the earlier months",
+        "return document.querySelector('[data-testid=period-picker]').options[0].text === 'Earlier months…';",
+    );
+    assert_eq!(
+        b.js(
+            "return [...document.querySelector('[data-testid=period-picker]').options].slice(1).map((o) => o.value);",
+            vec![]
+        ),
+        json!(want)
+    );
 
     assert_eq!(b.console_errors(), Vec::<String>::new());
 

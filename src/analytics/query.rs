@@ -351,9 +351,7 @@ impl CostByModel {
                 }
                 CostPoint {
                     t: *t,
-                    partial: *t < range.from_ms
-                        || t + step > range.to_ms
-                        || t + step > now_ms,
+                    partial: *t < range.from_ms || t + step > range.to_ms || t + step > now_ms,
                     cost_usd,
                     by_model,
                 }
@@ -408,7 +406,10 @@ mod tests {
         let hour = Grain::Hour.ms();
         // Seven models over two hours and a record naming none: m1 costs
         // the most, m6 and m7 the least.
-        let a = cell(&[("m1", 6.0), ("m2", 5.0), ("m6", 0.5), ("free", 0.0)], 0.25);
+        let a = cell(
+            &[("m1", 6.0), ("m2", 5.0), ("m6", 0.5), ("free", 0.0)],
+            0.25,
+        );
         let b = cell(&[("m3", 4.0), ("m4", 3.0), ("m5", 2.0), ("m7", 0.1)], 0.0);
         let mut whole = Cell::default();
         whole.merge(&a);
@@ -431,7 +432,13 @@ mod tests {
         assert!(c.points[0].partial && c.points[0].cost_usd == 0.0);
         // Nothing beyond the named ones: no "other".
         let only = cell(&[("m1", 1.0)], 0.0);
-        let c = CostByModel::of(&only, &[(hour, Some(only.clone()))], Grain::Hour, range, 10 * hour);
+        let c = CostByModel::of(
+            &only,
+            &[(hour, Some(only.clone()))],
+            Grain::Hour,
+            range,
+            10 * hour,
+        );
         assert_eq!(c.models, ["m1"]);
         assert_eq!(c.points[0].by_model, [1.0]);
     }

@@ -18,9 +18,9 @@ use crate::http::api::catalog::{
     IngestRateBody, KeyBody, PlanBody, RateLimitBody, StatusBody, TenantBody,
 };
 use crate::http::api::report::{
-    AnomalyView, BreakdownRow, CostByKind, EndpointRow, ForecastView, HourRow, InsightView,
-    CostByModelView, CostPointView, ModelRow, PartyRow, Point, RangeView, RecommendationView, Report, StatusRow, Summary,
-    TokensByKind, TopTenants,
+    AnomalyView, BreakdownRow, CostByKind, CostByModelView, CostPointView, EndpointRow,
+    ForecastView, HourRow, InsightView, ModelRow, PartyRow, Point, RangeView, RecommendationView,
+    Report, StatusRow, Summary, TokensByKind, TopTenants,
 };
 use crate::http::api::types::*;
 use crate::http::wire::error::ErrorBody;

@@ -28,18 +28,31 @@
     if (a >= 1e4) return (n / 1e3).toFixed(1).replace(/\.0$/, "") + "k";
     return nf.format(Math.round(n));
   };
-  const usd = (n) => (n === null || n === undefined ? "—" : "$" + n.toFixed(n === 0 || n >= 1 ? 2 : n >= 0.01 ? 3 : 4));
-  // One precision for a whole column of amounts: enough for its smallest
-  // non-zero one (2 to 4 decimals), so that the column lines up.
-  const usdColumn = (values) => {
-    const small = Math.min(...values.filter((v) => v > 0), Infinity);
-    const d = small >= 1 || small === Infinity ? 2 : small >= 0.01 ? 3 : 4;
-    return (n) => (n === null || n === undefined ? "—" : "$" + n.toFixed(d));
-  };
+  // Money has one format on every part of the page: dollars and cents,
+  // and "< $0.01" for an amount that is not nothing but less than a cent.
+  const cents = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const usd = (n) => (n === null || n === undefined ? "—" : n > 0 && n < 0.01 ? "< $0.01" : cents.format(n));
+  // A rate to two significant digits (whole numbers from 100 up).
+  const rate = (n) => (n === null || n === undefined ? "—" : n >= 100 ? nf.format(Math.round(n))
+    : n === 0 ? "0" : nf.format(Number(n.toPrecision(2))));
   // A time of day as the rest of the page gives it: 24-hour, UTC.
   const utcTime = (d) => d.toISOString().slice(11, 19) + " UTC";
   const ms = (n) => (n === null || n === undefined ? "—" : n >= 1000 ? (n / 1000).toFixed(2) + " s" : Math.round(n) + " ms");
   const day = (iso) => (iso ? new Date(iso).toLocaleDateString("en-US", { month: "short", day: "numeric", year: "numeric", timeZone: "UTC" }) : "—");
+
+  // The range in words, as the cost beside it reads: "in the last 7 days".
+  function rangeWords(range) {
+    if (state.range === "day") return "in the last 24 hours";
+    if (state.range === "week") return "in the last 7 days";
+    if (state.range === "month") return "this billing period";
+    const from = new Date(range.from), to = new Date(range.to);
+    const whole = from.getUTCDate() === 1 && to.getUTCDate() === 1 && from.getUTCHours() === 0 && to.getUTCHours() === 0 &&
+      (to.getUTCMonth() - from.getUTCMonth() + 12) % 12 === 1;
+    if (whole) return "in " + from.toLocaleDateString("en-US", { month: "long", year: "numeric", timeZone: "UTC" });
+    // The end is exclusive: the range's last day is the one before it.
+    const last = new Date(to.getTime() - 1);
+    return dateOf(from) === dateOf(last) ? "on " + day(range.from) : "from " + dateOf(from) + " to " + day(last.toISOString());
+  }
 
   function text(id, value) {
     const el = $(id);
@@ -104,6 +117,7 @@
       reader(key)("/api/billing/subscription").then((sub) => {
         text("who", sub.tenantName + " · key " + key.slice(0, 8) + "…");
         text("tenant-name", sub.tenantName);
+        periods(new Date(sub.tenantCreatedAt));
       }).catch(() => {});
     }
     await refresh();
@@ -137,17 +151,19 @@
           const [usage, report] = await Promise.all([api(base + "/usage"), api(base + "/api-usage?" + reportQuery())]);
           const period = state.range === "month" ? report : await api(base + "/api-usage?range=month");
           if (stale()) return;
-          renderTenant(usage, report, period);
+          draw(() => renderTenant(usage, report, period), report);
         } else {
-          renderTenant(null, all);
-          // Every tenant's unusual hours, not only all together.
-          renderAnomalies(across.anomalies.slice().reverse());
+          draw(() => {
+            renderTenant(null, all);
+            // Every tenant's unusual hours, not only all together.
+            renderAnomalies(across.anomalies.slice().reverse(), all.summary.totalRequests);
+          }, all);
         }
       } else if (state.mode === "tenant") {
         const [usage, report] = await Promise.all([api("/api/billing/usage"), api("/api/billing/api-usage?" + reportQuery())]);
         const period = state.range === "month" ? report : await api("/api/billing/api-usage?range=month");
         if (stale()) return;
-        renderTenant(usage, report, period);
+        draw(() => renderTenant(usage, report, period), report);
       }
       state.shownAt = new Date();
       text("updated", utcTime(state.shownAt));
@@ -170,28 +186,49 @@
 
   // ---- rendering ---------------------------------------------------------------
 
+  // Draws a refresh's answers, and keeps how, to draw them again when a
+  // tab is shown; `report` is the range's (the Custom button starts from
+  // its dates).
+  function draw(render, report) {
+    state.redraw = render;
+    state.shown = report;
+    render();
+  }
+
   // `usage` is null for the all-tenants view: no quota, users, bots or forecast.
   // `period` is the current period's report (cost so far), when known.
   function renderTenant(usage, report, period) {
     for (const id of ["quota-card", "tokens-card", "users-card", "bots-card", "forecast-card"]) $(id).hidden = !usage;
+    // Nothing recorded yet, this period or in the range: the page says how
+    // to send the first record instead of drawing empty charts.
+    state.idle = report.summary.totalRequests === 0 && (!usage || usage.calls.used === 0) &&
+      (!period || period.summary.totalRequests === 0);
+    renderFirstRequest(usage && state.idle);
     // A tenant exports its own records; the operator, the chosen tenant's.
     $("export").hidden = !(state.mode === "tenant" || (state.mode === "admin" && state.tenant));
     renderReport(report);
     if (!usage) return;
     renderQuota(usage);
     renderTokens(usage, period ? period.summary.estimatedCostUsd : null);
-    const userUsd = usdColumn(report.topUsers.map((r) => r.costUsd));
-    const botUsd = usdColumn(report.topBots.map((r) => r.costUsd));
-    table("users", ["User", "Requests", "Tokens", "Cost"], report.topUsers, (r) => [[r.userId, "path"], num(r.requests), compact(r.tokens), userUsd(r.costUsd)]);
-    table("bots", ["Bot", "Requests", "Tokens", "Cost"], report.topBots, (r) => [[r.botId, "path"], num(r.requests), compact(r.tokens), botUsd(r.costUsd)]);
+    table("users", ["User", "Requests", "Tokens", "Cost"], report.topUsers, (r) => [[r.userId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
+    table("bots", ["Bot", "Requests", "Tokens", "Cost"], report.topBots, (r) => [[r.botId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
     // Usage by the API key that made it, by name where the key has one.
     const keys = report.topKeys || [];
-    const keyUsd = usdColumn(keys.map((r) => r.costUsd));
     table("keys", ["Key", "Requests", "Tokens", "Cost"], keys,
-      (r) => [[r.name ? r.name + " (" + r.keyId + ")" : r.keyId, "path"], num(r.requests), compact(r.tokens), keyUsd(r.costUsd)]);
+      (r) => [[r.name ? r.name + " (" + r.keyId + ")" : r.keyId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
     keyPicker(keys);
     renderForecast(report.forecast, report.recommendation, usage);
     renderLimits(usage.limits || []);
+  }
+
+  function renderFirstRequest(show) {
+    $("first-request").hidden = !show;
+    if (!show) return;
+    text("first-request-code",
+      "export TOLLGATE_KEY=tg_…   # " + (state.mode === "tenant" ? "your" : "a") + " tenant API key\n" +
+      "curl -X POST " + location.origin + "/api/v1/usage \\\n" +
+      "  -H \"Authorization: Bearer $TOLLGATE_KEY\" -H \"Content-Type: application/json\" \\\n" +
+      "  -d '{\"endpoint\": \"/v1/chat\", \"method\": \"POST\", \"statusCode\": 200, \"model\": \"gpt-4o\", \"promptTokens\": 120, \"completionTokens\": 40}'");
   }
 
   // The keys seen in this tenant's reports, to show one key's usage alone
@@ -233,9 +270,12 @@
   // One quota bar (calls or tokens): used, of limit, percent, remaining.
   function renderBar(prefix, card, q, unit) {
     text(prefix + "-used", unit === "tokens" ? compact(q.used) : num(q.used));
+    card.dataset.limit = q.limit === null ? "none" : String(q.limit);
     card.classList.toggle("unlimited", q.limit === null);
+    // Without a limit the figure stands alone: "78,202 · no monthly limit".
+    text(prefix + "-of", q.limit === null ? "· " : "of ");
     if (q.limit === null) {
-      text(prefix + "-limit", "unlimited");
+      text(prefix + "-limit", "no monthly limit");
       text(prefix + "-percent", "");
       card.classList.remove("warn", "over");
       return null;
@@ -253,39 +293,22 @@
   function renderTokens(usage, costSoFar) {
     const t = usage.tokens;
     const pct = renderBar("tokens", $("tokens-card"), t, "tokens");
-    text("tokens-remaining", pct === null ? "No monthly token limit" : compact(t.remaining) + " tokens remaining · resets " + day(usage.resetAt));
+    text("tokens-remaining", pct === null ? "Tokens are not limited on this plan" : compact(t.remaining) + " tokens remaining · resets " + day(usage.resetAt));
     text("period-cost", costSoFar === null ? "" : usd(costSoFar) + " so far this period");
   }
 
   function renderQuota(usage) {
-    const calls = usage.calls;
-    const card = $("quota-card");
     text("plan-name", usage.plan.name);
-    text("calls-used", num(calls.used));
     text("reset-at", day(usage.resetAt));
-    card.classList.toggle("unlimited", calls.limit === null);
-    if (calls.limit === null) {
-      text("calls-limit", "unlimited");
-      text("calls-percent", "");
-      text("calls-remaining", "No monthly limit");
-      card.classList.remove("warn", "over");
-    } else {
-      const pct = calls.percent;
-      text("calls-limit", num(calls.limit));
-      text("calls-percent", pct.toFixed(1) + "%");
-      text("calls-remaining", num(calls.remaining) + " remaining");
-      card.classList.toggle("over", pct >= 100);
-      card.classList.toggle("warn", pct >= 80 && pct < 100);
-      $("calls-fill").style.width = Math.min(pct, 100) + "%";
-      $("calls-bar").setAttribute("aria-valuenow", String(Math.round(Math.min(pct, 100))));
-    }
+    const pct = renderBar("calls", $("quota-card"), usage.calls, "calls");
+    text("calls-remaining", pct === null ? "Calls are not limited on this plan" : num(usage.calls.remaining) + " remaining");
   }
 
   function renderReport(report) {
     const s = report.summary;
     state.anomalies = report.anomalies || [];
     text("total-requests", num(s.totalRequests));
-    text("rpm", s.requestsPerMinute + " / min");
+    text("rpm", rate(s.requestsPerMinute) + " a minute");
     text("success-rate", s.successRate === null ? "—" : s.successRate.toFixed(1) + "%");
     text("failed", num(s.failedRequests) + " failed · " + num(s.rejectedRequests) + " rejected");
     text("total-tokens", compact(s.totalTokens));
@@ -296,34 +319,31 @@
     text("avg-latency", ms(s.avgResponseTimeMs));
     text("p95-latency", "p95 " + ms(s.p95ResponseTimeMs) + " · p99 " + ms(s.p99ResponseTimeMs));
     text("cost", usd(s.estimatedCostUsd));
-    text("cost-note", state.range === "custom" ? "in this range" : "this " + state.range);
+    text("cost-note", rangeWords(report.range));
     // Where the cost went, by token kind (the kinds that cost anything).
     const by = s.costByKind || {};
     const parts = [["input", by.uncachedPrompt], ["cached input", by.cachedPrompt], ["cache writes", by.cacheWrite],
       ["output", by.completion], ["unsplit", by.unsplit]].filter(([, v]) => v > 0);
     text("cost-split", parts.length > 1 ? parts.map(([k, v]) => usd(v) + " " + k).join(" · ") : "");
-    drawChart(report.series, report.range.bucket);
+    drawChart(report.series, report.range);
     table("endpoints", ["Endpoint", "Requests", "Errors", "Avg", "p95", "Tokens"], report.endpoints,
       (r) => [[r.method + " " + r.endpoint, "path"], num(r.requests), num(r.errors), ms(r.avgResponseTimeMs), ms(r.p95ResponseTimeMs), compact(r.tokens)]);
     table("statuses", ["Status", "Requests", "Share"], report.statusCodes,
       (r) => [String(r.status), num(r.count), s.totalRequests ? (100 * r.count / s.totalRequests).toFixed(1) + "%" : "—"]);
-    const modelUsd = usdColumn(report.models.map((r) => r.costUsd));
     // A model without a price stays listed, marked: its tokens cost 0
     // until the price table has it.
     table("models", ["Model", "Requests", "Prompt", "Cached", "Completion", "Cost"], report.models,
       (r) => [r.priced === false ? r.model + " (no price)" : r.model, num(r.requests), compact(r.promptTokens),
-        r.cacheHitRate ? pct1(r.cacheHitRate) : "—", compact(r.completionTokens), modelUsd(r.costUsd)]);
+        r.cacheHitRate ? pct1(r.cacheHitRate) : "—", compact(r.completionTokens), usd(r.costUsd)]);
     drawHours(report.peakHours);
-    drawCost(report.series, report.range.bucket);
-    drawModelCosts(report.models);
-    renderAnomalies(report.anomalies || []);
+    drawCost(report.costByModel);
+    renderAnomalies(report.anomalies || [], s.totalRequests);
     renderInsights(report.insights || []);
     const breakdown = (card, id, key, rows, extra) => {
       $(card).hidden = !rows || rows.length === 0;
       if ($(card).hidden) return;
-      const col = usdColumn(rows.map((r) => r.costUsd));
       table(id, [key[1], "Requests", "Errors", "Tokens", "Cost"].concat(extra ? ["p95"] : []), rows,
-        (r) => [[r[key[0]], "path"], num(r.requests), num(r.errors), compact(r.tokens), col(r.costUsd)].concat(extra ? [ms(r.p95ResponseTimeMs)] : []));
+        (r) => [[r[key[0]], "path"], num(r.requests), num(r.errors), compact(r.tokens), usd(r.costUsd)].concat(extra ? [ms(r.p95ResponseTimeMs)] : []));
     };
     breakdown("versions-card", "versions", ["apiVersion", "Version"], report.apiVersions, false);
     breakdown("countries-card", "countries", ["country", "Country"], report.countries, false);
@@ -348,11 +368,13 @@
   }
 
   // The unusual hours, newest first, one row per hour.
-  function renderAnomalies(list) {
+  // `requests`: the range's, so that an empty range says it has no
+  // traffic rather than that its traffic was usual.
+  function renderAnomalies(list, requests) {
     const box = $("anomalies");
     box.dataset.count = String(list.length);
     if (list.length === 0) {
-      box.innerHTML = '<li class="empty">Nothing unusual in this range.</li>';
+      box.innerHTML = requests === 0 ? '<li class="empty">No traffic in this range yet.</li>' : '<li class="empty">Nothing unusual in this range.</li>';
       return;
     }
     const hours = [];
@@ -390,11 +412,15 @@
   }
 
   // Cost advice: what it would save a month, then how the figure was made.
+  // Advice comes from the last 30 days; with no usage there is nothing
+  // to judge, and the page says so rather than praising it.
   function renderInsights(list) {
     const box = $("insights");
     box.dataset.count = String(list.length);
     if (list.length === 0) {
-      box.innerHTML = '<p class="empty">No savings found: the models, prompts, failures and retries of the last 30 days look efficient.</p>';
+      box.innerHTML = state.idle
+        ? '<p class="empty">Advice appears once there is usage to learn from.</p>'
+        : '<p class="empty">No savings found in the models, prompts, failures and retries of the last 30 days.</p>';
       return;
     }
     box.replaceChildren(...list.map((i) => {
@@ -417,63 +443,108 @@
     }));
   }
 
-  // USD with the precision the axis needs.
-  const money = (step) => (v) => (v === 0 ? "$0" : "$" + v.toFixed(step >= 1 ? 0 : step >= 0.1 ? 1 : step >= 0.01 ? 2 : step >= 0.001 ? 3 : 4));
+  // Round money ticks: whole dollars from a step of $1 up, else cents
+  // (a step of at least a cent, never a fraction of one).
+  function moneyTicks(max) {
+    let t = niceTicks(max, 4, 0.01);
+    if (t.step < 1 && !Number.isInteger(Math.round(t.step * 1e6) / 1e4)) t = { step: t.step * 2, top: 0, count: 0 };
+    const step = Math.max(0.01, t.step);
+    const count = Math.max(1, Math.ceil(max / step - 1e-9));
+    const decimals = Number.isInteger(step) ? 0 : 2;
+    const f = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+    return { step, top: step * count, count, fmt: (v) => f.format(v) };
+  }
 
-  function drawCost(series, bucket) {
+  // The range's spend as stacked bars, a day (or an hour) each, one colour
+  // a model; the legend beside it gives each model's total and share.
+  function drawCost(c) {
     const box = $("cost-chart");
-    const max = Math.max(0, ...series.map((p) => p.costUsd));
+    const points = (c && c.points) || [];
+    const models = (c && c.models) || [];
+    box.dataset.points = String(points.length);
+    box.dataset.bucket = c ? c.bucket : "";
+    drawModelCosts(models, points);
+    const max = Math.max(0, ...points.map((p) => p.costUsd));
     if (max === 0) {
-      box.innerHTML = '<div class="empty">No cost in this range yet</div>';
+      box.innerHTML = '<div class="empty">' + (state.idle ? "Spend appears here once there is usage." : "No spend in this range.") + "</div>";
+      box.dataset.xticks = "";
       return;
     }
-    const W = Math.max(300, Math.round(box.clientWidth || 480)), H = 170, L = 52, R = 8, T = 8, B = 22;
-    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Cost per " + bucket });
-    // Round ticks, in cents' powers of ten below a dollar.
-    const { step: stepV, top, count } = niceTicks(max, 4, 0);
-    const fmt = money(stepV);
-    const iw = W - L - R, ih = H - T - B, step = iw / series.length;
-    for (let i = 0; i <= count; i++) {
-      const y = T + ih - (ih * i) / count;
+    const W = Math.max(300, Math.round(box.clientWidth || 900)), H = W < 600 ? 190 : 220, L = 64, R = 8, T = 10, B = 24;
+    const bucket = c.bucket;
+    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Spend per " + bucket + " by model" });
+    const ticks = moneyTicks(max);
+    const iw = W - L - R, ih = H - T - B, step = iw / points.length;
+    const at = [];
+    for (let i = 0; i <= ticks.count; i++) {
+      const y = T + ih - (ih * i) / ticks.count;
       node("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid-line" }, svg);
-      node("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, svg).textContent = fmt(stepV * i);
+      at.push(ticks.step * i);
+      node("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, svg).textContent = ticks.fmt(ticks.step * i);
     }
-    series.forEach((p, i) => {
-      const h = (p.costUsd / top) * ih;
-      const r = node("rect", { x: L + i * step + step * 0.1, y: T + ih - h, width: Math.max(1, step * 0.8), height: h, class: "bar-cost" }, svg);
-      node("title", {}, r).textContent = label(p.t, bucket) + ": " + usd(p.costUsd);
+    box.dataset.ticks = at.map((v) => v.toFixed(2)).join(",");
+    let partials = 0;
+    points.forEach((p, i) => {
+      let y = T + ih;
+      const g = node("g", { class: p.partial ? "cost-bar partial" : "cost-bar" }, svg);
+      if (p.partial) { g.dataset.partial = "true"; partials++; }
+      p.byModel.forEach((v, m) => {
+        if (v <= 0) return;
+        const h = (v / ticks.top) * ih;
+        y -= h;
+        node("rect", { x: L + i * step + step * 0.12, y, width: Math.max(1, step * 0.76), height: h, class: "seg " + colour(models, m) }, g);
+      });
+      node("title", {}, g).textContent = label(p.t, bucket) + (bucket === "day" ? "" : " UTC") + (p.partial ? " (partial)" : "") + ": " + usd(p.costUsd) +
+        p.byModel.map((v, m) => (v > 0 ? "\n" + models[m] + " " + usd(v) : "")).join("");
     });
-    timeAxis(svg, series, bucket, L, step, iw, H - 6, "cost-chart");
-    box.dataset.points = String(series.length);
+    box.dataset.partials = String(partials);
+    timeAxis(svg, points, bucket, L, step, iw, H - 6, "cost-chart");
     box.replaceChildren(svg);
   }
 
-  function drawModelCosts(models) {
+  // A model's colour class: one of six by its place, grey for "other".
+  const colour = (models, m) => (models[m] === "other" ? "mo" : "m" + m);
+
+  // The legend of the spend chart: each model's colour, total and share.
+  function drawModelCosts(models, points) {
     const box = $("model-costs");
-    const priced = (models || []).filter((m) => m.costUsd > 0).sort((a, b) => b.costUsd - a.costUsd);
-    if (priced.length === 0) {
-      box.innerHTML = '<div class="empty">No priced model in this range yet</div>';
+    const totals = models.map((_, m) => points.reduce((a, p) => a + (p.byModel[m] || 0), 0));
+    const all = totals.reduce((a, v) => a + v, 0);
+    if (all === 0) {
+      box.replaceChildren();
       return;
     }
-    const total = priced.reduce((a, m) => a + m.costUsd, 0);
-    const rows = priced.slice(0, 8).map((m) => {
-      const row = document.createElement("div");
-      row.className = "model-cost";
-      row.dataset.model = m.model;
-      const name = document.createElement("span");
-      name.textContent = m.model;
-      const bar = document.createElement("span");
-      bar.className = "share";
-      const fill = document.createElement("span");
-      fill.style.width = (100 * m.costUsd / priced[0].costUsd).toFixed(1) + "%";
-      bar.appendChild(fill);
+    const partial = points.some((p) => p.partial);
+    box.replaceChildren(...models.map((name, m) => {
+      const li = document.createElement("li");
+      li.className = "model-cost";
+      li.dataset.model = name;
+      const key = document.createElement("span");
+      key.className = "swatch " + colour(models, m);
+      key.setAttribute("aria-hidden", "true");
+      const label = document.createElement("span");
+      label.className = "name";
+      label.textContent = name;
       const value = document.createElement("span");
       value.className = "n";
-      value.textContent = usd(m.costUsd) + " · " + (100 * m.costUsd / total).toFixed(0) + "%";
-      row.append(name, bar, value);
-      return row;
-    });
-    box.replaceChildren(...rows);
+      value.textContent = usd(totals[m]) + " · " + Math.round((100 * totals[m]) / all) + "%";
+      li.append(key, label, value);
+      return li;
+    }), ...(partial ? [partialKey(points)] : []));
+  }
+
+  // The legend's line for the pale bars: buckets the range covers in part.
+  function partialKey(points) {
+    const li = document.createElement("li");
+    li.className = "model-cost partial-key";
+    const key = document.createElement("span");
+    key.className = "swatch m0 pale";
+    key.setAttribute("aria-hidden", "true");
+    const label = document.createElement("span");
+    label.className = "name muted";
+    label.textContent = "Pale: a partial " + (state.shown && state.shown.costByModel ? state.shown.costByModel.bucket : "day");
+    li.append(key, label);
+    return li;
   }
 
   function renderForecast(f, rec, usage) {
@@ -556,6 +627,9 @@
         td.textContent = value;
         td.title = value;
         td.className = (i > 0 ? "n " : "") + cls;
+        // On a phone each row is a card of labelled lines (no column,
+        // the cost included, is cut off).
+        td.dataset.label = heads[i];
       });
     });
     el.replaceChildren(thead, tbody);
@@ -628,7 +702,8 @@
     if (box) box.dataset.xticks = at.join(",");
   }
 
-  function drawChart(series, bucket) {
+  function drawChart(series, range) {
+    const bucket = range.bucket;
     const box = $("chart");
     box.dataset.range = state.range;
     box.dataset.points = String(series.length);
@@ -658,16 +733,19 @@
     box.dataset.ticks = ticks.join(",");
     node("text", { x: 2, y: 12, class: "axis-title" }, svg).textContent = "requests / " + bucket;
     node("text", { x: W - 2, y: 12, "text-anchor": "end", class: "axis-title" }, svg).textContent = "tokens / " + bucket;
-    // The last bucket may still be filling: drawn pale, said in its title.
-    const now = Date.now();
+    // A bucket the range covers only in part - the first, which starts
+    // before the range, and the last, still filling or cut by the range's
+    // end - is drawn pale and said so in its title and the readout.
     const len = BUCKET_MS[bucket] || 36e5;
+    const from = new Date(range.from).getTime(), to = Math.min(new Date(range.to).getTime(), Date.now());
+    const isPartial = (p) => { const t = new Date(p.t).getTime(); return t < from || t + len > to; };
     series.forEach((p, i) => {
       const h = (p.requests / req.top) * ih;
-      const partial = new Date(p.t).getTime() + len > now;
+      const partial = isPartial(p);
       const bar = node("rect", { x: L + i * step + step * 0.15, y: T + ih - h, width: Math.max(1, step * 0.7), height: h,
         class: partial ? "bar-req partial" : "bar-req", "data-requests": p.requests }, svg);
       if (partial) bar.dataset.partial = "true";
-      node("title", {}, bar).textContent = label(p.t, bucket) + (partial ? " (in progress)" : "") + ": " +
+      node("title", {}, bar).textContent = label(p.t, bucket) + (partial ? " (partial)" : "") + ": " +
         num(p.requests) + " requests, " + num(p.tokens) + " tokens";
     });
     // Unusual hours: a mark above the bucket that holds them.
@@ -702,8 +780,9 @@
       cross.setAttribute("x1", x);
       cross.setAttribute("x2", x);
       box.dataset.selected = String(i);
-      const partial = new Date(p.t).getTime() + len > now;
-      text("readout", label(p.t, bucket) + (bucket === "day" ? "" : " UTC") + (partial ? " (in progress)" : "") + " · " +
+      const partial = isPartial(p);
+      const filling = new Date(p.t).getTime() + len > Date.now();
+      text("readout", label(p.t, bucket) + (bucket === "day" ? "" : " UTC") + (filling ? " (in progress)" : partial ? " (partial)" : "") + " · " +
         num(p.requests) + " requests · " + num(p.tokens) + " tokens · " + num(p.errors) + " errors · " + usd(p.costUsd) +
         (unusual[i].length ? " · unusual: " + unusual[i].map(anomalyText).join(", ") : ""));
       return i;
@@ -729,21 +808,35 @@
     box.replaceChildren(svg);
   }
 
+  // Requests by hour of the day (UTC), on a round axis; the busiest hour
+  // in its own colour (the legend says which).
   function drawHours(hours) {
     const box = $("hours");
     const max = Math.max(0, ...hours.map((h) => h.requests));
     if (max === 0) {
-      box.innerHTML = '<div class="empty">No data in this range yet</div>';
+      box.innerHTML = '<div class="empty">No traffic in this range yet</div>';
+      box.dataset.ticks = "";
       return;
     }
-    const W = Math.max(300, Math.round(box.clientWidth || 480)), H = 150, B = 20, step = W / 24;
-    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Requests by hour of day" });
+    const W = Math.max(300, Math.round(box.clientWidth || 480)), H = 170, L = 44, R = 4, T = 8, B = 22;
+    const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Requests by hour of day, UTC" });
+    const y = niceTicks(max, 4);
+    const fmt = axisFormat(y.top, y.step);
+    const iw = W - L - R, ih = H - T - B, step = iw / 24;
+    const ticks = [];
+    for (let i = 0; i <= y.count; i++) {
+      const at = T + ih - (ih * i) / y.count;
+      node("line", { x1: L, x2: W - R, y1: at, y2: at, class: "grid-line" }, svg);
+      node("text", { x: L - 6, y: at + 4, "text-anchor": "end" }, svg).textContent = fmt(y.step * i);
+      ticks.push(y.step * i);
+    }
+    box.dataset.ticks = ticks.join(",");
     hours.forEach((h) => {
-      const bh = (h.requests / max) * (H - B - 6);
+      const bh = (h.requests / y.top) * ih;
       const peak = h.requests === max;
-      const r = node("rect", { x: h.hour * step + 2, y: H - B - bh, width: step - 4, height: bh, rx: 2, fill: peak ? "#f59f00" : "#748ffc" }, svg);
-      node("title", {}, r).textContent = String(h.hour).padStart(2, "0") + ":00 UTC: " + num(h.requests) + " requests";
-      if (h.hour % 3 === 0) node("text", { x: h.hour * step + step / 2, y: H - 5, "text-anchor": "middle" }, svg).textContent = String(h.hour).padStart(2, "0");
+      const r = node("rect", { x: L + h.hour * step + 1.5, y: T + ih - bh, width: Math.max(1, step - 3), height: bh, rx: 2, class: peak ? "bar-hour peak" : "bar-hour" }, svg);
+      node("title", {}, r).textContent = String(h.hour).padStart(2, "0") + ":00 UTC: " + num(h.requests) + " requests" + (peak ? " (busiest)" : "");
+      if (h.hour % 3 === 0) node("text", { x: L + h.hour * step + step / 2, y: H - 6, "text-anchor": "middle" }, svg).textContent = String(h.hour).padStart(2, "0") + ":00";
     });
     box.replaceChildren(svg);
   }
@@ -754,6 +847,8 @@
     // The page's heading says whose usage it shows.
     const chosen = tenants.find((t) => t.id === state.tenant);
     text("tenant-name", chosen ? chosen.name : "All tenants");
+    const born = chosen ? [chosen] : tenants;
+    if (born.length) periods(new Date(Math.min(...born.map((t) => new Date(t.createdAt).getTime()))));
     const picker = $("tenant-picker");
     const ids = tenants.map((t) => t.id);
     if (picker.options.length !== ids.length + 1 || ids.some((id, i) => picker.options[i + 1].value !== id)) {
@@ -762,28 +857,71 @@
       picker.value = ids.includes(keep) ? keep : "";
       state.tenant = picker.value || null;
     }
-    const tenantUsd = usdColumn(all.topTenants.byRequests.map((r) => r.costUsd));
     table("top-tenants", ["Tenant", "Requests", "Tokens", "Cost"], all.topTenants.byRequests,
-      (r) => [[r.tenantId, "path"], num(r.requests), compact(r.tokens), tenantUsd(r.costUsd)]);
+      (r) => [[r.tenantId, "path"], num(r.requests), compact(r.tokens), usd(r.costUsd)]);
   }
 
   // ---- wiring ------------------------------------------------------------------
 
-  function setRange(range) {
+  // The range shown, and which control says so: a named range's button,
+  // "Custom" for dates picked (or being picked), the month picker for a
+  // past month.
+  function setRange(range, month) {
     state.range = range;
     state.hover = null;
-    if (range !== "custom") {
-      $("period-picker").value = "";
-      $("custom-range").hidden = true;
-    }
+    if (range !== "custom") $("custom-range").hidden = true;
+    if (!month) $("period-picker").value = "";
+    $("period-picker").classList.toggle("active", !!month);
+    pressed(month ? null : range);
+  }
+  function pressed(range) {
     document.querySelectorAll(".switch button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
   }
 
   document.querySelectorAll(".switch button").forEach((b) =>
     b.addEventListener("click", () => {
+      if (b.dataset.range === "custom") {
+        // The dates of the range shown, to change; "Custom" is what is
+        // pressed from now on, and Apply shows the dates.
+        const shown = state.shown && state.shown.range;
+        if (shown) {
+          $("custom-from").value = shown.from.slice(0, 10);
+          $("custom-to").value = new Date(new Date(shown.to).getTime() - 1).toISOString().slice(0, 10);
+        }
+        $("custom-range").hidden = false;
+        $("period-picker").value = "";
+        $("period-picker").classList.remove("active");
+        pressed("custom");
+        $("custom-from").focus();
+        return;
+      }
       setRange(b.dataset.range);
       refresh();
     }));
+
+  // The tabs below the first screen: one panel shown at a time; its
+  // charts are drawn when it is shown (a hidden box has no width).
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  function showTab(tab) {
+    for (const t of tabs) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute("aria-controls")).hidden = !on;
+    }
+    if (state.redraw) state.redraw();
+  }
+  tabs.forEach((t, i) => {
+    t.addEventListener("click", () => showTab(t));
+    t.addEventListener("keydown", (e) => {
+      const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
+      if (to === undefined) return;
+      e.preventDefault();
+      const next = tabs[(to + tabs.length) % tabs.length];
+      next.focus();
+      showTab(next);
+    });
+  });
   // The export needs the key in a header, so it is fetched and handed to
   // the browser as a file.
   $("export").addEventListener("click", async () => {
@@ -810,25 +948,34 @@
       text("updated", "export failed (" + e.message + ")");
     }
   });
-  // Previous billing periods (calendar months, UTC) and a custom range.
-  (function periods() {
+  // Previous billing periods (calendar months, UTC), the last twelve,
+  // none from before `since` (when the tenant, or the first tenant, was
+  // created): a month without the tenant has nothing to show.
+  function periods(since) {
     const picker = $("period-picker");
     const now = new Date();
+    const want = [];
     for (let i = 1; i <= 12; i++) {
       const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - i, 1));
-      const o = new Option(start.toLocaleDateString("en-US", { month: "long", year: "numeric", timeZone: "UTC" }), start.toISOString());
-      picker.appendChild(o);
+      const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - i + 1, 1));
+      if (since && end <= since) break;
+      want.push(start);
     }
-    picker.appendChild(new Option("Custom range…", "custom"));
-  })();
+    const have = [...picker.options].slice(1).map((o) => o.value);
+    if (have.join() === want.map((d) => d.toISOString()).join()) return;
+    const keep = picker.value;
+    picker.replaceChildren(new Option(want.length ? "Earlier months…" : "No earlier months", ""),
+      ...want.map((d) => new Option(d.toLocaleDateString("en-US", { month: "long", year: "numeric", timeZone: "UTC" }), d.toISOString())));
+    picker.disabled = want.length === 0;
+    picker.value = want.some((d) => d.toISOString() === keep) ? keep : "";
+  }
   $("period-picker").addEventListener("change", (e) => {
     const v = e.target.value;
-    $("custom-range").hidden = v !== "custom";
-    if (!v || v === "custom") return;
+    if (!v) return;
     const start = new Date(v);
     state.from = start;
     state.to = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1));
-    setRange("custom");
+    setRange("custom", true);
     refresh();
   });
   $("custom-apply").addEventListener("click", () => {
@@ -876,6 +1023,7 @@
     resized = setTimeout(() => { if (state.key) refresh(); }, 150);
   });
 
+  periods(null);
   setRange(state.range);
   // A key from the link's fragment signs in at once when none is in use or
   // being signed in with (or the same one); one that would replace another

@@ -145,7 +145,7 @@
       tr.dataset.key = k.id;
       cell(tr, k.name || "—");
       cell(tr, k.prefix + "…", "mono");
-      cell(tr, new Date(k.createdAt).toLocaleString("en-US", { timeZone: "UTC", dateStyle: "medium", timeStyle: "short" }) + " UTC");
+      cell(tr, new Date(k.createdAt).toLocaleString("en-US", { timeZone: "UTC", dateStyle: "medium", timeStyle: "short", hourCycle: "h23" }) + " UTC");
       cell(tr, k.revokedAt ? "revoked" : "active");
       const actions = document.createElement("span");
       if (!k.revokedAt) {
