@@ -107,6 +107,19 @@ fn every_page_has_no_wcag_aa_violation_in_either_theme_or_size() {
                 if !v.is_empty() {
                     found.push(describe(&format!("{name}, {theme}, {size}"), &v));
                 }
+                // The console's limits editor, open with a row.
+                if *name == "console" {
+                    b.click("limits-shop");
+                    b.wait("the limits editor", "return !document.getElementById('limits-card').hidden && !!document.querySelector('[data-testid=limits-rows] tr');");
+                    b.click("limits-add");
+                    let v = violations(&b, &axe);
+                    if !v.is_empty() {
+                        found.push(describe(
+                            &format!("{name} (limits editor), {theme}, {size}"),
+                            &v,
+                        ));
+                    }
+                }
                 // The dashboard's other tabs, each shown and checked.
                 let tabs = b.js(
                     "return [...document.querySelectorAll('[role=tab]')].filter((t) => t.offsetParent !== null).map((t) => t.dataset.testid);",

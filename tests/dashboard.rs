@@ -477,7 +477,7 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
     // The admin token opens the operator view with a tenant picker.
     b.resize(1280, 1000);
     b.goto(&format!("{page}#key={ADMIN}"));
-    b.wait("the operator view", "const e = document.querySelector('[data-testid=admin-summary]'); return !!e && e.textContent.startsWith('1 tenants');");
+    b.wait("the operator view", "const e = document.querySelector('[data-testid=admin-summary]'); return !!e && e.textContent.startsWith('1 tenant ·');");
     assert!(b.text("top-tenants").as_str().unwrap().contains("shop"));
     assert_eq!(b.text("total-requests"), json!("46"));
     b.js("const p = document.querySelector('[data-testid=tenant-picker]'); p.value = 'shop'; p.dispatchEvent(new Event('change'));", vec![]);
@@ -699,6 +699,20 @@ fn the_api_reference_renders_every_operation_and_schema() {
 }
 
 /// Sets a form field (by `data-testid`) as typing would.
+/// Adds a row to the console's limits editor, as an operator would: the
+/// button, then each field (`name, scope, measure, window, amount`).
+fn add_limit(b: &Browser, fields: &[&str; 5]) {
+    b.click("limits-add");
+    b.js(
+        "const r = [...document.querySelectorAll('[data-testid=limits-rows] tr.limit-row')].pop(); \
+         ['name', 'scope', 'measure', 'window', 'amount'].forEach((f, i) => { \
+           const e = r.querySelector('[data-field=' + f + ']'); e.value = arguments[0][i]; \
+           if (e.value !== arguments[0][i]) throw new Error(f + ' cannot be ' + arguments[0][i]); \
+           e.dispatchEvent(new Event('change', {bubbles: true})); });",
+        vec![json!(fields)],
+    );
+}
+
 fn fill(b: &Browser, testid: &str, value: &str) {
     b.js(
         "const e = document.querySelector('[data-testid=\"' + arguments[0] + '\"]'); e.value = arguments[1]; e.dispatchEvent(new Event('input'));",
@@ -868,13 +882,17 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
     b.click("limits-quiet");
     b.wait(
         "the limits card",
-        "return !document.getElementById('limits-card').hidden && document.querySelector('[data-testid=limits-json]').value.trim() === '[]';",
+        "return !document.getElementById('limits-card').hidden && !document.querySelector('[data-testid=limits-none]').hidden;",
     );
-    fill(
-        &b,
-        "limits-json",
-        r#"[{"name": "per-user", "scope": "user", "measure": "calls", "window": "day", "amount": 1}]"#,
+    add_limit(&b, &["per-user", "user", "calls", "day", "1"]);
+    // Every field in words, the amount with the measure's unit; seconds
+    // and burst only for a burst window.
+    let row = b.js(
+        "const r = [...document.querySelectorAll('[data-testid=limits-rows] tr.limit-row')].pop(); \
+         return [r.querySelector('[data-field=scope]').selectedOptions[0].text, r.querySelector('[data-field=unit]').textContent, r.querySelector('[data-field=burst]').disabled];",
+        vec![],
     );
+    assert_eq!(row, json!(["each end user", "calls", true]));
     b.click("save-limits");
     wait_until(|| {
         s.admin("GET", "/api/admin/tenants/quiet/limits", None)
@@ -899,28 +917,77 @@ fn the_operator_console_manages_plans_tenants_and_keys() {
         "who is at which limit",
         "return document.querySelector('[data-testid=limits-standing]').textContent.includes('user ula');",
     );
-    // A bad list: the API's 422, shown in the page.
-    fill(
-        &b,
-        "limits-json",
-        r#"[{"name": "x", "scope": "galaxy", "measure": "calls", "window": "day", "amount": 1}]"#,
+    // The saved list comes back as rows; a budget in dollars added
+    // beside it shows its unit, and a burst takes its seconds and burst.
+    b.wait(
+        "the saved row",
+        "const r = document.querySelectorAll('[data-testid=limits-rows] tr.limit-row'); return r.length === 1 && r[0].querySelector('[data-field=name]').value === 'per-user';",
     );
+    add_limit(
+        &b,
+        &["budget", "tenant", "spendUsd", "billingMonth", "12.5"],
+    );
+    add_limit(&b, &["fast", "model", "calls", "burst", "10"]);
+    b.js("const r = [...document.querySelectorAll('[data-testid=limits-rows] tr.limit-row')].pop(); for (const [f, v] of [['perSeconds', '60'], ['burst', '20']]) { const e = r.querySelector('[data-field=' + f + ']'); e.value = v; e.dispatchEvent(new Event('change', {bubbles: true})); }", vec![]);
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('[data-testid=limits-rows] [data-field=unit]')].map((u) => u.textContent);", vec![]),
+        json!(["calls", "USD", "calls"])
+    );
+    b.click("save-limits");
+    wait_until(|| {
+        let l: Value = s
+            .admin("GET", "/api/admin/tenants/quiet/limits", None)
+            .json()
+            .unwrap();
+        l["limits"]
+            == json!([
+                {"name": "per-user", "scope": "user", "measure": "calls", "window": "day", "amount": 1.0},
+                {"name": "budget", "scope": "tenant", "measure": "spendUsd", "window": "billingMonth", "amount": 12.5},
+                {"name": "fast", "scope": "model", "measure": "calls", "window": "burst", "amount": 10.0, "perSeconds": 60, "burst": 20}
+            ])
+    });
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        b.js(
+            "document.getElementById('limits-card').scrollIntoView();",
+            vec![],
+        );
+        b.screenshot(&std::path::Path::new(&dir).join("console-limits.png"));
+    }
+    // A bad limit: the API's 422, shown beside the form.
+    b.wait(
+        "the saved rows",
+        "return document.querySelectorAll('[data-testid=limits-rows] tr.limit-row').length === 3;",
+    );
+    add_limit(&b, &["Not A Name", "tenant", "calls", "day", "5"]);
     b.click("save-limits");
     b.wait(
         "the refused limit",
-        "const e = document.querySelector('[data-testid=limits-form-error]'); return !!e && !e.hidden && e.textContent.includes('galaxy');",
+        "const e = document.querySelector('[data-testid=limits-form-error]'); return !!e && !e.hidden && e.textContent.includes('Not A Name');",
     );
+    // Removing rows and saving lifts them.
+    b.js("for (const r of [...document.querySelectorAll('[data-testid=limits-rows] tr.limit-row')].slice(1)) r.querySelector('button').click();", vec![]);
+    b.click("save-limits");
+    wait_until(|| {
+        s.admin("GET", "/api/admin/tenants/quiet/limits", None)
+            .json::<Value>()
+            .unwrap()["limits"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    });
 
     // A key's own limits, set from the keys card.
     b.click(&format!("limits-key-{}", &key[..8]));
     b.wait(
         "the key's limits",
-        "return document.querySelector('[data-testid=limits-title]').textContent.includes('key key_') && document.querySelector('[data-testid=limits-json]').value.trim() === '[]';",
+        "return document.querySelector('[data-testid=limits-title]').textContent.includes('key key_') && document.querySelectorAll('[data-testid=limits-rows] tr.limit-row').length === 0;",
     );
-    fill(
-        &b,
-        "limits-json",
-        r#"[{"name": "key-hour", "scope": "key", "measure": "calls", "window": "hour", "amount": 100}]"#,
+    add_limit(&b, &["key-hour", "key", "calls", "hour", "100"]);
+    // A key's own limits count for the key alone: no other scope offered.
+    assert_eq!(
+        b.js("return [...document.querySelector('[data-testid=limits-rows] tr.limit-row [data-field=scope]').options].map((o) => o.value);", vec![]),
+        json!(["key"])
     );
     b.click("save-limits");
     wait_until(|| {
@@ -1003,7 +1070,7 @@ fn the_admin_token_is_kept_apart_asked_about_and_signed_out() {
     // The usage page in the same tab opens the operator view; a tenant's
     // link asks first, and switching keeps the token where it was.
     b.goto(&page);
-    b.wait("the operator view", "const e = document.querySelector('[data-testid=admin-summary]'); return !!e && e.textContent.startsWith('1 tenants');");
+    b.wait("the operator view", "const e = document.querySelector('[data-testid=admin-summary]'); return !!e && e.textContent.startsWith('1 tenant ·');");
     b.goto(&format!("{page}#key={key}"));
     b.wait(
         "the question",
@@ -1018,7 +1085,7 @@ fn the_admin_token_is_kept_apart_asked_about_and_signed_out() {
         b.text("admin-summary")
             .as_str()
             .unwrap()
-            .starts_with("1 tenants"),
+            .starts_with("1 tenant ·"),
         "still the operator's view"
     );
     b.click("switch-yes");

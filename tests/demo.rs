@@ -138,6 +138,27 @@ fn the_demo_shows_both_incidents_where_the_readme_says() {
 
     assert_eq!(b.console_errors(), Vec::<String>::new());
 
+    // TOLLGATE_SCREENSHOTS=dir: the enterprise tenant's page, to look at.
+    if let Ok(dir) = std::env::var("TOLLGATE_SCREENSHOTS") {
+        let dir = std::path::Path::new(&dir);
+        b.screenshot(&dir.join("demo-enterprise.png"));
+        b.js(
+            "document.querySelector('[data-testid=chart]').scrollIntoView();",
+            vec![],
+        );
+        b.screenshot(&dir.join("demo-enterprise-traffic.png"));
+        b.js("document.querySelector('[data-testid=tab-plan]').click(); window.scrollTo(0, document.body.scrollHeight);", vec![]);
+        b.screenshot(&dir.join("demo-enterprise-plan.png"));
+        b.resize(375, 800);
+        b.js("window.scrollTo(0, 0);", vec![]);
+        b.screenshot(&dir.join("demo-enterprise-phone.png"));
+        b.js(
+            "document.querySelector('[data-testid=models]').scrollIntoView();",
+            vec![],
+        );
+        b.screenshot(&dir.join("demo-enterprise-phone-models.png"));
+    }
+
     // The tenant near its quota: nothing unusual this week.
     let b = dashboard(&p, &key_of(&p, "demo-starter"));
     assert_eq!(unusual(&b), Vec::<String>::new());

@@ -256,9 +256,10 @@
   function renderLimits(limits) {
     $("limits-card").hidden = limits.length === 0;
     const amount = (l, v) => (l.measure === "spendUsd" ? usd(v) : num(v));
+    const measures = { calls: "calls", tokens: "tokens", spendUsd: "spend", inFlight: "requests in flight" };
     const windows = { burst: "burst", minute: "a minute", hour: "an hour", day: "a day", month: "a month", billingMonth: "a billing month", none: "at once" };
     table("limits", ["Limit", "For", "Used", "Of", "Left", "Resets"], limits, (l) => [
-      [l.name + " · " + l.measure + " " + (windows[l.window] || l.window), "path"],
+      [l.name + " · " + (measures[l.measure] || l.measure) + " " + (windows[l.window] || l.window), "path"],
       l.subject ? l.scope + " " + l.subject : "this tenant",
       amount(l, l.used),
       amount(l, l.amount),
@@ -302,6 +303,7 @@
     text("reset-at", day(usage.resetAt));
     const pct = renderBar("calls", $("quota-card"), usage.calls, "calls");
     text("calls-remaining", pct === null ? "Calls are not limited on this plan" : num(usage.calls.remaining) + " remaining");
+    $("calls-reset").hidden = pct === null;
   }
 
   function renderReport(report) {
@@ -332,7 +334,9 @@
       (r) => [String(r.status), num(r.count), s.totalRequests ? (100 * r.count / s.totalRequests).toFixed(1) + "%" : "—"]);
     // A model without a price stays listed, marked: its tokens cost 0
     // until the price table has it.
-    table("models", ["Model", "Requests", "Prompt", "Cached", "Completion", "Cost"], report.models,
+    // Under the spend: the costliest model first.
+    const byCost = report.models.slice().sort((a, b) => b.costUsd - a.costUsd || b.requests - a.requests);
+    table("models", ["Model", "Requests", "Prompt", "Cached", "Completion", "Cost"], byCost,
       (r) => [r.priced === false ? r.model + " (no price)" : r.model, num(r.requests), compact(r.promptTokens),
         r.cacheHitRate ? pct1(r.cacheHitRate) : "—", compact(r.completionTokens), usd(r.costUsd)]);
     drawHours(report.peakHours);
@@ -565,6 +569,7 @@
     }
     text("forecast-text", line);
     drawForecast(usage.calls.used, f.projectedCalls, usage.calls.limit);
+    $("quota-key").hidden = usage.calls.limit === null;
     const sug = $("suggestion");
     sug.hidden = !rec;
     if (rec) sug.textContent = "Suggested plan: " + rec.planName + " ($" + rec.priceUsdMonthly.toFixed(2) + "/month). " + rec.reason;
@@ -843,7 +848,8 @@
 
   function renderAdmin(all, tenants) {
     const s = all.summary;
-    text("admin-summary", num(all.tenants) + " tenants · " + num(s.totalRequests) + " requests · " + compact(s.totalTokens) + " tokens · " + usd(s.estimatedCostUsd) + " this " + state.range);
+    text("admin-summary", num(all.tenants) + (all.tenants === 1 ? " tenant · " : " tenants · ") + num(s.totalRequests) + " requests · " +
+      compact(s.totalTokens) + " tokens · " + usd(s.estimatedCostUsd) + " " + rangeWords(all.range));
     // The page's heading says whose usage it shows.
     const chosen = tenants.find((t) => t.id === state.tenant);
     text("tenant-name", chosen ? chosen.name : "All tenants");

@@ -276,7 +276,7 @@
     table.replaceChildren();
     try {
       const body = await api("GET", path);
-      $("limits-json").value = JSON.stringify(body.limits, null, 2);
+      limitRows(body.limits || [], kind);
       if (kind === "tenant") {
         const usage = await api("GET", "/api/admin/tenants/" + encodeURIComponent(id) + "/usage");
         head(table, [["Limit"], ["For"], ["Used", null, true], ["Of", null, true], ["Left", null, true]]);
@@ -284,7 +284,7 @@
           const tr = document.createElement("tr");
           const money = (v) => (l.measure === "spendUsd" ? usd(v) : num(v));
           const share = l.amount ? l.used / l.amount : 0;
-          cell(tr, l.name + " · " + l.measure + " / " + l.window);
+          cell(tr, l.name + " · " + words(MEASURES, l.measure) + ", " + words(WINDOWS, l.window));
           cell(tr, l.subject ? l.scope + " " + l.subject : "this tenant");
           cell(tr, money(l.used), "num" + (share >= 1 ? " bad" : share >= 0.8 ? " warn" : ""));
           cell(tr, money(l.amount), "num");
@@ -302,17 +302,104 @@
     ev.preventDefault();
     const of = state.limitsOf;
     if (!of) return;
-    let limits;
-    try {
-      limits = JSON.parse($("limits-json").value || "[]");
-    } catch (e) {
-      showError(new Error("the limits are not valid JSON: " + e.message), "limits-form-error");
-      return;
-    }
+    const limits = [...$("limits-rows").querySelectorAll("tr.limit-row")].map(limitOf);
     act(async () => {
       await api("PUT", limitsPath(of.kind, of.id, of.keyId), { limits });
       await openLimits(of.kind, of.id, of.keyId);
     }, "limits-form-error");
+  });
+
+  // The editor: a row a limit, every field of one with its words and unit.
+  const SCOPES = [["tenant", "the tenant"], ["key", "each API key"], ["user", "each end user"], ["bot", "each bot"], ["model", "each model"]];
+  const MEASURES = [["calls", "calls"], ["tokens", "tokens"], ["spendUsd", "spend (USD)"], ["inFlight", "requests in flight"]];
+  const WINDOWS = [["burst", "per N seconds (burst)"], ["minute", "a minute"], ["hour", "an hour"], ["day", "a day (UTC)"],
+    ["month", "a calendar month"], ["billingMonth", "a billing month"], ["none", "at once"]];
+  const UNITS = { calls: "calls", tokens: "tokens", spendUsd: "USD", inFlight: "requests" };
+
+  const words = (list, v) => (list.find(([k]) => k === v) || [v, v])[1];
+
+  function limitRows(limits, kind) {
+    const table = $("limits-rows");
+    head(table, [["Name"], ["Counts for"], ["Measure"], ["Window"], ["Amount"], ["Per seconds"], ["Burst"], [""]]);
+    table.dataset.kind = kind;
+    limits.forEach((l) => addLimitRow(l));
+    $("limits-none").hidden = limits.length > 0;
+  }
+
+  function addLimitRow(l) {
+    const table = $("limits-rows");
+    const kind = table.dataset.kind;
+    const n = table.querySelectorAll("tr.limit-row").length + 1;
+    const tr = document.createElement("tr");
+    tr.className = "limit-row";
+    const input = (field, value, label, attrs) => {
+      const e = document.createElement("input");
+      e.dataset.field = field;
+      e.setAttribute("aria-label", label + " of limit " + n);
+      for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
+      e.value = value === null || value === undefined ? "" : String(value);
+      return e;
+    };
+    const select = (field, options, value, label) => {
+      const e = document.createElement("select");
+      e.dataset.field = field;
+      e.setAttribute("aria-label", label + " of limit " + n);
+      for (const [v, words] of options) e.appendChild(new Option(words, v));
+      e.value = value;
+      return e;
+    };
+    const scopes = kind === "key" ? SCOPES.filter(([v]) => v === "key") : SCOPES;
+    cell(tr, input("name", l.name, "Name", { placeholder: "daily-spend", required: "" }));
+    cell(tr, select("scope", scopes, l.scope || scopes[0][0], "Counts for"));
+    cell(tr, select("measure", MEASURES, l.measure || "calls", "Measure"));
+    cell(tr, select("window", WINDOWS, l.window || "day", "Window"));
+    const amount = document.createElement("span");
+    amount.className = "with-unit";
+    const unit = document.createElement("span");
+    unit.className = "unit muted";
+    unit.dataset.field = "unit";
+    amount.append(input("amount", l.amount, "Amount", { type: "number", min: "0", step: "any", placeholder: "unlimited" }), unit);
+    cell(tr, amount);
+    cell(tr, input("perSeconds", l.perSeconds, "Per seconds", { type: "number", min: "1", step: "1", placeholder: "1" }));
+    cell(tr, input("burst", l.burst, "Burst", { type: "number", min: "1", step: "1", placeholder: "at once" }));
+    cell(tr, button("Remove", null, () => {
+      tr.remove();
+      $("limits-none").hidden = table.querySelectorAll("tr.limit-row").length > 0;
+    }, "ghost small-button danger"));
+    // The unit follows the measure; seconds and burst only for a burst.
+    const sync = () => {
+      const v = (f) => tr.querySelector("[data-field=" + f + "]");
+      v("unit").textContent = UNITS[v("measure").value] || "";
+      const burst = v("window").value === "burst";
+      for (const f of ["perSeconds", "burst"]) {
+        v(f).disabled = !burst;
+        v(f).required = burst;
+        if (!burst) v(f).value = "";
+      }
+    };
+    tr.addEventListener("change", sync);
+    table.appendChild(tr);
+    labelCells(table);
+    sync();
+    $("limits-none").hidden = true;
+    return tr;
+  }
+
+  // A row as the API's limit.
+  function limitOf(tr) {
+    const v = (f) => tr.querySelector("[data-field=" + f + "]").value.trim();
+    const whole = (f) => (v(f) === "" ? undefined : Number(v(f)));
+    const l = { name: v("name"), scope: v("scope"), measure: v("measure"), window: v("window"), amount: v("amount") === "" ? null : Number(v("amount")) };
+    if (l.window === "burst") {
+      if (whole("perSeconds") !== undefined) l.perSeconds = whole("perSeconds");
+      if (whole("burst") !== undefined) l.burst = whole("burst");
+    }
+    return l;
+  }
+
+  $("limits-add").addEventListener("click", () => {
+    const tr = addLimitRow({});
+    tr.querySelector("[data-field=name]").focus();
   });
 
   $("limits-close").addEventListener("click", () => {
