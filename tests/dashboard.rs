@@ -91,8 +91,8 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         "the models table starts above the fold: {fold:?}"
     );
     assert_eq!(
-        b.js("return ['panel-traffic', 'panel-people', 'panel-plan'].map((id) => document.querySelector('[data-testid=' + id + ']').hidden);", vec![]),
-        json!([false, true, true])
+        b.js("return ['panel-traffic', 'panel-breakdowns', 'panel-people', 'panel-plan'].map((id) => document.querySelector('[data-testid=' + id + ']').hidden);", vec![]),
+        json!([false, true, true, true])
     );
     // Spend is the headline: a stacked bar a day (the week's first and
     // last days partial), each model in its colour, the legend with totals.
