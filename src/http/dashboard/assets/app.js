@@ -2,7 +2,7 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const { nf, num, request, keyFromHash, isTenantKey, kept, askToSwitch } = window.Tollgate;
+  const { nf, num, usd, request, keyFromHash, isTenantKey, kept, askToSwitch } = window.Tollgate;
   const REFRESH_MS = 5000;
   // Which view this tab showed last, "admin" or "tenant".
   const VIEW = "tollgate.view";
@@ -28,10 +28,6 @@
     if (a >= 1e4) return (n / 1e3).toFixed(1).replace(/\.0$/, "") + "k";
     return nf.format(Math.round(n));
   };
-  // Money has one format on every part of the page: dollars and cents,
-  // and "< $0.01" for an amount that is not nothing but less than a cent.
-  const cents = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 });
-  const usd = (n) => (n === null || n === undefined ? "—" : n > 0 && n < 0.01 ? "< $0.01" : cents.format(n));
   // A rate to two significant digits (whole numbers from 100 up).
   const rate = (n) => (n === null || n === undefined ? "—" : n >= 100 ? nf.format(Math.round(n))
     : n === 0 ? "0" : nf.format(Number(n.toPrecision(2))));

@@ -8,6 +8,10 @@
   window.addEventListener("unhandledrejection", (e) => window.__tollgateErrors.push(String(e.reason)));
 
   const nf = new Intl.NumberFormat("en-US");
+  // Money has one format on every page: dollars and cents, and "< $0.01"
+  // for an amount that is not nothing but less than a cent.
+  const cents = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const usd = (n) => (n === null || n === undefined ? "—" : n > 0 && n < 0.01 ? "< $0.01" : cents.format(n));
 
   class ApiError extends Error {
     constructor(status, body) {
@@ -83,6 +87,7 @@
   window.Tollgate = {
     nf,
     num: (n) => (n === null || n === undefined ? "—" : nf.format(n)),
+    usd,
     ApiError,
     request,
     keyFromHash,

@@ -3,14 +3,13 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const { num, request, keyFromHash, isTenantKey, kept, askToSwitch } = window.Tollgate;
+  const { num, usd, request, keyFromHash, isTenantKey, kept, askToSwitch } = window.Tollgate;
   // Figures (requests, tokens, cost, quota) are read for this many tenants.
   const MAX_FIGURES = 100;
   const REFRESH_MS = 15000;
   // Tenants a page of the list shows.
   const PAGE = 50;
   const state = { token: null, timer: null, attempt: 0, plans: [], tenants: [], figures: {}, sort: { by: "requests", desc: true }, keysOf: null, arm: null, search: "", page: 0 };
-  const usd = (n) => (n === null || n === undefined ? "—" : "$" + (n >= 1 || n === 0 ? n.toFixed(2) : n.toFixed(4)));
   const pct = (n) => (n === null || n === undefined ? "—" : n.toFixed(1) + "%");
 
   const api = (method, path, body) => request(state.token, method, path, body);
