@@ -24,7 +24,7 @@ pub struct KeyHash(pub [u8; 32]);
 impl KeyHash {
     /// SHA-256 of `secret`. A key (35 bytes) fits one block: it is padded
     /// on the stack and compressed once, without the streaming hasher's
-    /// buffering (`sha2::compress256` picks the CPU's SHA extensions as
+    /// buffering (`sha2::block_api::compress256` picks the CPU's SHA extensions as
     /// `Sha256` does); longer secrets take the streaming path. Both give
     /// the same digest.
     #[inline]
@@ -38,7 +38,7 @@ impl KeyHash {
         block[bytes.len()] = 0x80;
         block[56..].copy_from_slice(&(bytes.len() as u64 * 8).to_be_bytes());
         let mut state = SHA256_IV;
-        sha2::compress256(&mut state, &[block.into()]);
+        sha2::block_api::compress256(&mut state, &[block]);
         let mut out = [0u8; 32];
         for (o, w) in out.chunks_exact_mut(4).zip(state) {
             o.copy_from_slice(&w.to_be_bytes());

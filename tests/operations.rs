@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use fake_http::FakeHttp;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tollgate::clock::SystemClock;
