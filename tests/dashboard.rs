@@ -249,6 +249,20 @@ fn the_dashboard_shows_the_figures_switches_ranges_and_refuses_wrong_keys() {
         .as_str()
         .unwrap()
         .contains("Busiest hour"));
+    // Every mark has its legend: the spend's models and pale partial
+    // days, the forecast's used, projected and quota.
+    assert!(b
+        .text("model-costs")
+        .as_str()
+        .unwrap()
+        .contains("Pale: a partial day"));
+    let forecast = b.text("forecast-legend").as_str().unwrap().to_string();
+    assert!(
+        forecast.contains("Calls used")
+            && forecast.contains("Projected")
+            && forecast.contains("Quota"),
+        "{forecast}"
+    );
     assert!(b
         .text("chart-legend")
         .as_str()
