@@ -270,6 +270,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
 }
 
+/// `listener` with TCP_NODELAY, which the connections it accepts inherit
+/// (Linux copies it to each): every connection sends as soon as it
+/// writes. A response written in pieces - a gateway stream relaying each
+/// chunk as the upstream sends it - otherwise held each small write until
+/// the client acknowledged the one before, which a client delaying its
+/// acknowledgements does 40 ms later (scripts/gateway-load.sh: 42 ms added
+/// to every streamed completion; tests/gateway_stream.rs). Set once on the
+/// listener, it costs no call per connection.
+fn nodelay(listener: TcpListener) -> TcpListener {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, an option of the size it takes.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot set TCP_NODELAY on the listener");
+    }
+    listener
+}
+
 /// Binds the routes to an already-bound listener (tests pass `127.0.0.1:0`).
 /// The server stops gracefully on SIGTERM/SIGINT or through its handle.
 pub fn server(
@@ -350,18 +377,7 @@ pub fn server(
                 routes(cfg)
             })
     })
-    // Every connection sends as soon as it writes (TCP_NODELAY): a
-    // response written in pieces - a gateway stream relaying each chunk as
-    // the upstream sends it - would otherwise hold each small write until
-    // the client acknowledged the one before, which a client delaying its
-    // acknowledgements does 40 ms later (scripts/gateway-load.sh: 42 ms
-    // added to every streamed completion).
-    .on_connect(|conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
-    .listen(listener)?
+    .listen(nodelay(listener))?
     // Signals are `app.rs`'s: actix-web stops at once on SIGINT, dropping
     // the requests in flight, where Tollgate stops gracefully on both.
     .disable_signals()
