@@ -17,6 +17,8 @@
 //!   estimated (prompt from the request, completion from the text streamed
 //!   or the body's size) and the record says so.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::provider::Provider;
@@ -273,6 +275,94 @@ impl JsonScan {
     }
 }
 
+/// The fields of an event the scan reads, each left as it lies in the
+/// line; any other field, and any of these of another type than expected,
+/// costs nothing.
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    delta: Option<&'a RawValue>,
+}
+
+/// A choice's text: `delta.content`, else `text`.
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// A `delta`'s `content` (chat completions) and `text` (Anthropic).
+#[derive(Deserialize)]
+struct Texts<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// A JSON string's text: borrowed from the line unless it has escapes.
+fn text_of(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    let s = raw.get();
+    serde_json::from_str::<&str>(s)
+        .map(std::borrow::Cow::Borrowed)
+        .or_else(|_| serde_json::from_str::<String>(s).map(std::borrow::Cow::Owned))
+        .ok()
+}
+
+/// The tokens of the text in a `choices` array, summed as it is read (no
+/// vector of choices).
+struct ChoiceTokens(u64);
+
+impl<'de> Deserialize<'de> for ChoiceTokens {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Sum;
+        impl<'de> serde::de::Visitor<'de> for Sum {
+            type Value = ChoiceTokens;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ChoiceTokens, A::Error> {
+                let mut n = 0u64;
+                while let Some(c) = seq.next_element::<Option<Choice<'de>>>()? {
+                    let Some(c) = c else { continue };
+                    let content = c
+                        .delta
+                        .and_then(|d| serde_json::from_str::<Texts<'_>>(d.get()).ok())
+                        .and_then(|t| t.content);
+                    // As `pointer("/delta/content")` then `text`: a
+                    // content present (even null) is the one looked at.
+                    let text = match content {
+                        Some(raw) => text_of(raw),
+                        None => c.text.and_then(text_of),
+                    };
+                    if let Some(t) = text {
+                        n = n.saturating_add(count_tokens(&t));
+                    }
+                }
+                Ok(ChoiceTokens(n))
+            }
+        }
+        d.deserialize_seq(Sum)
+    }
+}
+
 /// Reads an event stream's `data:` lines for `usage` (and counts the text
 /// streamed, for the estimate).
 #[derive(Default)]
@@ -294,45 +384,48 @@ impl EventScan {
         }
     }
 
-    pub(crate) fn feed(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            if b == b'\n' {
-                self.line_done();
+    /// Reads `chunk`: each line it completes is looked at where it lies in
+    /// the chunk (copied only when it began in an earlier one).
+    pub(crate) fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            let (head, rest) = (&chunk[..i], &chunk[i + 1..]);
+            if self.line.is_empty() {
+                self.line_done(head);
+            } else {
+                self.keep(head);
+                let line = std::mem::take(&mut self.line);
+                self.line_done(&line);
+                self.line = line;
                 self.line.clear();
-            } else if self.line.len() < MAX_LINE {
-                self.line.push(b);
             }
+            chunk = rest;
         }
+        self.keep(chunk);
     }
 
-    fn line_done(&mut self) {
-        let Some(data) = self.line.strip_prefix(b"data:") else {
+    /// Keeps the start of a line to come (at most [`MAX_LINE`] bytes of it).
+    fn keep(&mut self, part: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    /// One line: a `data:` event's fields are read where they lie in it -
+    /// no tree of the event is built (a stream's hundreds of token events
+    /// allocated one each); only a `usage` found is read into one.
+    fn line_done(&mut self, line: &[u8]) {
+        let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
-        let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) else {
+        let Ok(e) = serde_json::from_slice::<Event<'_>>(data.trim_ascii()) else {
             return;
         };
         // Chat completions and Anthropic's `message_delta`: `usage`;
         // Responses: `response.usage`; Anthropic's `message_start`:
         // `message.usage`. The model sits beside each.
-        let found = [
-            ("usage", ""),
-            ("response", "/response"),
-            ("message", "/message"),
-        ]
-        .into_iter()
-        .find_map(|(_, at)| {
-            let holder = if at.is_empty() {
-                Some(&v)
-            } else {
-                v.pointer(at)
-            };
-            let holder = holder?;
-            let usage = holder
-                .get("usage")
-                .and_then(|u| self.reads_as.0.usage_of(u))?;
-            Some((usage, holder.get("model").and_then(model_name)))
-        });
+        let found = self
+            .usage_beside(e.usage, e.model)
+            .or_else(|| self.usage_within(e.response))
+            .or_else(|| self.usage_within(e.message));
         if let Some((u, model)) = found {
             self.usage = Some(match self.usage {
                 Some(before) => merged(before, u),
@@ -342,26 +435,48 @@ impl EventScan {
                 self.model = model;
             }
         }
-        if let Some(choices) = v.get("choices").and_then(Value::as_array) {
-            for c in choices {
-                let text = c
-                    .pointer("/delta/content")
-                    .or_else(|| c.get("text"))
-                    .and_then(Value::as_str);
-                if let Some(t) = text {
-                    self.streamed_tokens = self.streamed_tokens.saturating_add(count_tokens(t));
-                }
-            }
+        if let Some(choices) = e.choices {
+            let tokens = serde_json::from_str::<ChoiceTokens>(choices.get()).map_or(0, |c| c.0);
+            self.streamed_tokens = self.streamed_tokens.saturating_add(tokens);
         }
         // Responses' `response.output_text.delta` and Anthropic's
         // `content_block_delta` (`delta.text`): text for the estimate.
-        let text = match v.get("type").and_then(Value::as_str) {
-            Some("response.output_text.delta") => v.get("delta").and_then(Value::as_str),
-            _ => v.pointer("/delta/text").and_then(Value::as_str),
-        };
-        if let Some(t) = text {
-            self.streamed_tokens = self.streamed_tokens.saturating_add(count_tokens(t));
+        let delta_text = e.delta.and_then(|d| {
+            if e.kind.and_then(text_of).as_deref() == Some("response.output_text.delta") {
+                text_of(d)
+            } else {
+                serde_json::from_str::<Texts<'_>>(d.get())
+                    .ok()?
+                    .text
+                    .and_then(text_of)
+            }
+        });
+        if let Some(t) = delta_text {
+            self.streamed_tokens = self.streamed_tokens.saturating_add(count_tokens(&t));
         }
+    }
+
+    /// The counts of a `usage` value, with the `model` beside it.
+    fn usage_beside(
+        &self,
+        usage: Option<&RawValue>,
+        model: Option<&RawValue>,
+    ) -> Option<(TokenCounts, Option<String>)> {
+        let usage: Value = serde_json::from_str(usage?.get()).ok()?;
+        let counts = self.reads_as.0.usage_of(&usage)?;
+        let model = model
+            .and_then(|m| serde_json::from_str::<Value>(m.get()).ok())
+            .as_ref()
+            .and_then(model_name);
+        Some((counts, model))
+    }
+
+    /// The counts of the `usage` inside an object (`response`, `message`),
+    /// with its `model`; read only when it has one.
+    fn usage_within(&self, holder: Option<&RawValue>) -> Option<(TokenCounts, Option<String>)> {
+        let holder = holder.filter(|h| h.get().contains("\"usage\""))?;
+        let inner = serde_json::from_str::<Event<'_>>(holder.get()).ok()?;
+        self.usage_beside(inner.usage, inner.model)
     }
 
     /// Tokens of the text streamed so far (for an estimate as it passes).
@@ -371,8 +486,8 @@ impl EventScan {
 
     pub(crate) fn finish(&mut self) -> (Option<TokenCounts>, Option<String>, u64) {
         if !self.line.is_empty() {
-            self.line_done();
-            self.line.clear();
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line);
         }
         (self.usage, self.model.take(), self.streamed_tokens)
     }
@@ -564,6 +679,37 @@ mod tests {
         assert_eq!(u.map(|u| u.total), Some(10));
         assert_eq!(m.as_deref(), Some("gpt-4o"));
         assert_eq!(streamed, 6);
+    }
+
+    /// The events are read where they lie in each chunk, and a line split
+    /// across chunks is put together first: every split of a stream gives
+    /// what the whole gives (escaped text, a null content, a choice with
+    /// `text`, junk lines and the usage last included).
+    #[test]
+    fn an_event_stream_reads_the_same_in_any_chunking() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hello, \\\"world\\\"!\\n\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":null}},{\"text\":\"more words here\"}]}\n\n",
+            "data: not json\n: a comment\n\n",
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"model\":\"gpt-4o\",\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let whole = {
+            let mut e = EventScan::default();
+            e.feed(stream.as_bytes());
+            e.finish()
+        };
+        assert_eq!(whole.0.map(|u| u.total), Some(10));
+        assert_eq!(whole.1.as_deref(), Some("gpt-4o"));
+        assert!(whole.2 > 0);
+        for piece in 1..stream.len() {
+            let mut e = EventScan::default();
+            for chunk in stream.as_bytes().chunks(piece) {
+                e.feed(chunk);
+            }
+            assert_eq!(e.finish(), whole, "{piece}-byte chunks");
+        }
     }
 
     /// Issue 37, findings 2 and 4: a Responses stream's usage is in
