@@ -131,3 +131,59 @@ fn a_streamed_answer_is_relayed_without_waiting_for_acknowledgements() {
         30 * EVENTS as u64
     );
 }
+
+/// The idle timeout counts from the upstream's last chunk: a stream slower
+/// than the timeout in total but never silent for that long goes through
+/// whole (its timer is moved only when it fires, not on every chunk).
+#[test]
+fn a_slow_stream_that_never_goes_quiet_is_not_cut() {
+    let upstream = FakeHttp::start(|_, _, conn| {
+        fake_http::start_chunked(conn, 200, "text/event-stream");
+        for _ in 0..8 {
+            fake_http::chunk(
+                conn,
+                "data: {\"choices\":[{\"delta\":{\"content\":\"slow \"}}]}\n\n",
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        fake_http::chunk(conn, "data: [DONE]\n\n");
+        fake_http::end(conn);
+    });
+    let proxies = vec![ProxyConfig {
+        prefix: "/v1".into(),
+        upstream: upstream.url.parse().unwrap(),
+        upstream_auth_env: String::new(),
+        timeout_ms: 5_000,
+        idle_timeout_ms: 300,
+        cost: 1,
+        dialect: Default::default(),
+        name: String::new(),
+    }];
+    let s = TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock));
+    s.plan("gw", None, None, None);
+    let key = s.tenant_with_key("patient", "gw");
+    let started = Instant::now();
+    let text = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "m", "stream": true}))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1_100));
+    assert_eq!(text.matches("slow ").count(), 8, "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    wait_until(|| s.report("patient")["summary"]["totalRequests"] == 1);
+    let export = s
+        .tenant(
+            &key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
+            None,
+        )
+        .text()
+        .unwrap();
+    assert!(!export.contains("stalled"), "{export}");
+}
