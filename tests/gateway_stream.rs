@@ -59,6 +59,22 @@ fn response(r: &mut BufReader<TcpStream>) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// A server whose `/v1` is a gateway to `upstream`, cutting an answer off
+/// after `idle_timeout_ms` of silence.
+fn gateway(upstream: &str, idle_timeout_ms: u64) -> TestServer {
+    let proxies = vec![ProxyConfig {
+        prefix: "/v1".into(),
+        upstream: upstream.parse().unwrap(),
+        upstream_auth_env: String::new(),
+        timeout_ms: 5_000,
+        idle_timeout_ms,
+        cost: 1,
+        dialect: Default::default(),
+        name: String::new(),
+    }];
+    TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock))
+}
+
 #[test]
 fn a_streamed_answer_is_relayed_without_waiting_for_acknowledgements() {
     // The upstream streams EVENTS events a millisecond apart: each its own
@@ -78,17 +94,7 @@ fn a_streamed_answer_is_relayed_without_waiting_for_acknowledgements() {
         );
         fake_http::end(conn);
     });
-    let proxies = vec![ProxyConfig {
-        prefix: "/v1".into(),
-        upstream: upstream.url.parse().unwrap(),
-        upstream_auth_env: String::new(),
-        timeout_ms: 5_000,
-        idle_timeout_ms: 60_000,
-        cost: 1,
-        dialect: Default::default(),
-        name: String::new(),
-    }];
-    let s = TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock));
+    let s = gateway(&upstream.url, 60_000);
     s.plan("gw", None, None, None);
     let key = s.tenant_with_key("streamer", "gw");
     let addr = s.url("").trim_start_matches("http://").to_string();
@@ -149,17 +155,7 @@ fn a_slow_stream_that_never_goes_quiet_is_not_cut() {
         fake_http::chunk(conn, "data: [DONE]\n\n");
         fake_http::end(conn);
     });
-    let proxies = vec![ProxyConfig {
-        prefix: "/v1".into(),
-        upstream: upstream.url.parse().unwrap(),
-        upstream_auth_env: String::new(),
-        timeout_ms: 5_000,
-        idle_timeout_ms: 300,
-        cost: 1,
-        dialect: Default::default(),
-        name: String::new(),
-    }];
-    let s = TestServer::start_with(move |c| c.proxy = proxies, Arc::new(SystemClock));
+    let s = gateway(&upstream.url, 300);
     s.plan("gw", None, None, None);
     let key = s.tenant_with_key("patient", "gw");
     let started = Instant::now();
