@@ -475,14 +475,7 @@
     const svg = node("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Spend per " + bucket + " by model" });
     const ticks = moneyTicks(max);
     const iw = W - L - R, ih = H - T - B, step = iw / points.length;
-    const at = [];
-    for (let i = 0; i <= ticks.count; i++) {
-      const y = T + ih - (ih * i) / ticks.count;
-      node("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid-line" }, svg);
-      at.push(ticks.step * i);
-      node("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, svg).textContent = ticks.fmt(ticks.step * i);
-    }
-    box.dataset.ticks = at.map((v) => v.toFixed(2)).join(",");
+    leftAxis(svg, box, ticks, ticks.fmt, { L, R, W, T, ih }, null, (v) => v.toFixed(2));
     let partials = 0;
     points.forEach((p, i) => {
       let y = T + ih;
@@ -652,6 +645,22 @@
     return bucket === "day" ? dateOf(t) : dateOf(t) + " " + timeOf(t);
   }
 
+  // The left axis of a chart: a grid line and a label at each of `ticks`
+  // (from `niceTicks`), the labels as `fmt` writes them (of class `cls`);
+  // the tick values, as `show` writes them, go in the box's data-ticks.
+  function leftAxis(svg, box, ticks, fmt, { L, R, W, T, ih }, cls, show = String) {
+    const at = [];
+    for (let i = 0; i <= ticks.count; i++) {
+      const y = T + ih - (ih * i) / ticks.count;
+      node("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid-line" }, svg);
+      const label = { x: L - 6, y: y + 4, "text-anchor": "end" };
+      if (cls) label.class = cls;
+      node("text", label, svg).textContent = fmt(ticks.step * i);
+      at.push(show(ticks.step * i));
+    }
+    box.dataset.ticks = at.join(",");
+  }
+
   // Round ticks: a step of 1, 2, 2.5 or 5 times a power of ten, enough of
   // them to reach `max`, taken as at least `least` (1 for counts, so an
   // axis of zeros still has a scale; 0 for money, whose steps go to cents).
@@ -719,19 +728,11 @@
     const tok = niceTicks(Math.max(...series.map((p) => p.tokens)), 4);
     const fmtReq = axisFormat(req.top, req.step), fmtTok = axisFormat(tok.top, tok.step);
     const iw = W - L - R, ih = H - T - B, step = iw / series.length;
-    const ticks = [];
-    for (let i = 0; i <= req.count; i++) {
-      const y = T + ih - (ih * i) / req.count;
-      node("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid-line" }, svg);
-      const v = req.step * i;
-      ticks.push(v);
-      node("text", { x: L - 6, y: y + 4, "text-anchor": "end", class: "tick-req" }, svg).textContent = fmtReq(v);
-    }
+    leftAxis(svg, box, req, fmtReq, { L, R, W, T, ih }, "tick-req");
     for (let i = 0; i <= tok.count; i++) {
       const y = T + ih - (ih * i) / tok.count;
       node("text", { x: W - R + 6, y: y + 4, class: "tick-tok" }, svg).textContent = fmtTok(tok.step * i);
     }
-    box.dataset.ticks = ticks.join(",");
     node("text", { x: 2, y: 12, class: "axis-title" }, svg).textContent = "requests / " + bucket;
     node("text", { x: W - 2, y: 12, "text-anchor": "end", class: "axis-title" }, svg).textContent = "tokens / " + bucket;
     // A bucket the range covers only in part - the first, which starts
@@ -824,14 +825,7 @@
     const y = niceTicks(max, 4);
     const fmt = axisFormat(y.top, y.step);
     const iw = W - L - R, ih = H - T - B, step = iw / 24;
-    const ticks = [];
-    for (let i = 0; i <= y.count; i++) {
-      const at = T + ih - (ih * i) / y.count;
-      node("line", { x1: L, x2: W - R, y1: at, y2: at, class: "grid-line" }, svg);
-      node("text", { x: L - 6, y: at + 4, "text-anchor": "end" }, svg).textContent = fmt(y.step * i);
-      ticks.push(y.step * i);
-    }
-    box.dataset.ticks = ticks.join(",");
+    leftAxis(svg, box, y, fmt, { L, R, W, T, ih });
     hours.forEach((h) => {
       const bh = (h.requests / y.top) * ih;
       const peak = h.requests === max;

@@ -387,11 +387,10 @@
   // A row as the API's limit.
   function limitOf(tr) {
     const v = (f) => tr.querySelector("[data-field=" + f + "]").value.trim();
-    const whole = (f) => (v(f) === "" ? undefined : Number(v(f)));
     const l = { name: v("name"), scope: v("scope"), measure: v("measure"), window: v("window"), amount: v("amount") === "" ? null : Number(v("amount")) };
-    if (l.window === "burst") {
-      if (whole("perSeconds") !== undefined) l.perSeconds = whole("perSeconds");
-      if (whole("burst") !== undefined) l.burst = whole("burst");
+    // Seconds and burst belong to a burst window, and only when given.
+    for (const f of l.window === "burst" ? ["perSeconds", "burst"] : []) {
+      if (v(f) !== "") l[f] = Number(v(f));
     }
     return l;
   }
