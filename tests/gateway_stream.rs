@@ -172,14 +172,6 @@ fn a_slow_stream_that_never_goes_quiet_is_not_cut() {
     assert_eq!(text.matches("slow ").count(), 8, "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     wait_until(|| s.report("patient")["summary"]["totalRequests"] == 1);
-    let export = s
-        .tenant(
-            &key,
-            "GET",
-            "/api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
-            None,
-        )
-        .text()
-        .unwrap();
+    let export = s.export(&key);
     assert!(!export.contains("stalled"), "{export}");
 }

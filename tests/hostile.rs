@@ -13,14 +13,7 @@ use serde_json::{json, Value};
 use tollgate::clock::SystemClock;
 
 fn count_exported(s: &TestServer, key: &str) -> usize {
-    let r = s.tenant(
-        key,
-        "GET",
-        "/api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
-        None,
-    );
-    assert_eq!(r.status(), 200);
-    r.text().unwrap().lines().filter(|l| !l.is_empty()).count()
+    s.export(key).lines().filter(|l| !l.is_empty()).count()
 }
 
 /// Finding 1: flat-out ingestion used to answer 202 for 4.5 M records and
@@ -374,15 +367,7 @@ fn a_re_created_tenant_id_starts_from_nothing_even_under_load() {
     let check = |s: &TestServer| {
         wait_until(|| count_exported(s, &new_key) == 500);
         std::thread::sleep(Duration::from_millis(300));
-        let export = s
-            .tenant(
-                &new_key,
-                "GET",
-                "/api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
-                None,
-            )
-            .text()
-            .unwrap();
+        let export = s.export(&new_key);
         assert!(!export.contains("old"), "the old tenant's records leaked");
         assert_eq!(export.lines().count(), 500);
         let usage: Value = s

@@ -248,15 +248,7 @@ fn gateway_counts_the_tokens_of_every_answer() {
     .text()
     .unwrap();
     wait_until(|| s.report("other")["summary"]["totalRequests"] == 2);
-    let export = s
-        .tenant(
-            &s2key,
-            "GET",
-            "/api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
-            None,
-        )
-        .text()
-        .unwrap();
+    let export = s.export(&s2key);
     let silent: Value = export
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -330,15 +322,7 @@ fn an_upstream_that_stalls_mid_answer_is_cut_off() {
         started.elapsed()
     );
     wait_until(|| s.report("waiter")["summary"]["totalRequests"] == 1);
-    let export = s
-        .tenant(
-            &key,
-            "GET",
-            "/api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
-            None,
-        )
-        .text()
-        .unwrap();
+    let export = s.export(&key);
     assert!(export.contains("upstream stalled"), "{export}");
 }
 

@@ -131,6 +131,18 @@ impl TestServer {
             .to_string()
     }
 
+    /// Every record `key`'s tenant has, exported as NDJSON (one line each).
+    pub fn export(&self, key: &str) -> String {
+        let r = self.tenant(
+            key,
+            "GET",
+            "/api/billing/api-usage/export?format=ndjson&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
+            None,
+        );
+        assert_eq!(r.status(), 200);
+        r.text().unwrap()
+    }
+
     /// The admin view of one tenant's usage report for this month.
     pub fn report(&self, tenant: &str) -> Value {
         self.admin(
