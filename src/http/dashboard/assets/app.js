@@ -463,7 +463,7 @@
     const models = (c && c.models) || [];
     box.dataset.points = String(points.length);
     box.dataset.bucket = c ? c.bucket : "";
-    drawModelCosts(models, points);
+    drawModelCosts(models, points, c ? c.bucket : "day");
     const max = Math.max(0, ...points.map((p) => p.costUsd));
     if (max === 0) {
       box.innerHTML = '<div class="empty">' + (state.idle ? "Spend appears here once there is usage." : "No spend in this range.") + "</div>";
@@ -499,7 +499,7 @@
   const colour = (models, m) => (models[m] === "other" ? "mo" : "m" + m);
 
   // The legend of the spend chart: each model's colour, total and share.
-  function drawModelCosts(models, points) {
+  function drawModelCosts(models, points, bucket) {
     const box = $("model-costs");
     const totals = models.map((_, m) => points.reduce((a, p) => a + (p.byModel[m] || 0), 0));
     const all = totals.reduce((a, v) => a + v, 0);
@@ -523,11 +523,11 @@
       value.textContent = usd(totals[m]) + " · " + Math.round((100 * totals[m]) / all) + "%";
       li.append(key, label, value);
       return li;
-    }), ...(partial ? [partialKey(points)] : []));
+    }), ...(partial ? [partialKey(bucket)] : []));
   }
 
   // The legend's line for the pale bars: buckets the range covers in part.
-  function partialKey(points) {
+  function partialKey(bucket) {
     const li = document.createElement("li");
     li.className = "model-cost partial-key";
     const key = document.createElement("span");
@@ -535,7 +535,7 @@
     key.setAttribute("aria-hidden", "true");
     const label = document.createElement("span");
     label.className = "name muted";
-    label.textContent = "Pale: a partial " + (state.shown && state.shown.costByModel ? state.shown.costByModel.bucket : "day");
+    label.textContent = "Pale: a partial " + bucket;
     li.append(key, label);
     return li;
   }
